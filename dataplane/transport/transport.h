@@ -1,0 +1,121 @@
+/*
+ * The transport interface: the only thing between TCP and everything above it
+ * (HTTP, SSE, WebSocket, batching). Two implementations: `kernel` (nonblocking
+ * sockets + epoll, transport/tp_kernel.c) and `dpdk` (sluice's own TCP/IPv4
+ * stack, dataplane/net/). The app layer never knows which one it runs on.
+ *
+ * Threading: a transport instance belongs to one worker thread; every call
+ * below and every upcall happens on that thread.
+ *
+ * Receive: the transport calls on_data() with all bytes it holds for the
+ * connection (what the app left unconsumed last time, followed by new bytes,
+ * contiguous). The app returns how many it consumed; the transport keeps the
+ * rest. When the kept bytes reach TP_RX_STASH_MAX the transport stops reading
+ * that connection (TCP pushes back on the client) until the app calls
+ * rx_resume().
+ *
+ * Transmit: tx_reserve() hands out contiguous space in the connection's send
+ * queue, tx_commit() appends what was written there, flush() (once per loop
+ * turn) pushes queued bytes to the network. The send queue is bounded by the
+ * app: it reads tx_queued from info() and applies its own slow-consumer rule.
+ */
+#ifndef SLUICE_TRANSPORT_H
+#define SLUICE_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TP_RX_STASH_MAX (64u * 1024u)
+
+struct tp;      /* a transport instance (one per worker) */
+struct tp_conn; /* a connection; transport-owned, valid until on_close returns */
+
+struct tp_peer {
+	uint32_t ipv4; /* network byte order */
+	uint16_t port; /* host byte order */
+};
+
+/* Upcalls into the app layer; `app` is the pointer given to the transport at
+ * creation, `ctx` what on_open returned for the connection. */
+struct tp_upcalls {
+	/* A new connection. Returns the app's context, or NULL to refuse it
+	 * (the transport then resets the connection and calls nothing else). */
+	void *(*on_open)(void *app, struct tp_conn *c, const struct tp_peer *peer);
+	/* Bytes arrived (see the receive rule above). Returns bytes consumed. */
+	size_t (*on_data)(void *app, void *ctx, const uint8_t *data, size_t len);
+	/* The peer sent FIN: no more data will arrive. The app may still send. */
+	void (*on_eof)(void *app, void *ctx);
+	/* Queued tx bytes drained to zero after having been non-zero. */
+	void (*on_drained)(void *app, void *ctx);
+	/* The connection is gone (closed by either side, reset, or timed out in
+	 * the stack). The app frees ctx; the tp_conn is invalid afterwards. */
+	void (*on_close)(void *app, void *ctx);
+};
+
+/* What the batcher reads about a connection's send side. */
+struct tp_conn_info {
+	uint64_t tx_queued;  /* bytes committed and not yet handed to the network */
+	uint32_t snd_wnd;    /* peer's advertised window, bytes (0 when unknown) */
+	uint32_t cwnd;       /* congestion window, bytes (0 when unknown) */
+	uint32_t unacked;    /* bytes sent and not yet acknowledged */
+	bool blocked;        /* the last send hit a full window / EAGAIN */
+};
+
+struct tp_ops {
+	const char *name;
+	/* One I/O pass: accept, receive, retransmit, timers of the stack. May block
+	 * for at most timeout_ms waiting for events (poll-mode transports never
+	 * block). `extra_fd` >= 0 is also waited on (the worker's doorbell).
+	 * Returns the number of events handled, or -1 on a fatal error. */
+	int (*poll)(struct tp *t, int timeout_ms, int extra_fd);
+	uint8_t *(*tx_reserve)(struct tp_conn *c, size_t min, size_t *avail);
+	void (*tx_commit)(struct tp_conn *c, size_t n);
+	/* Pushes queued bytes of every connection with pending output. */
+	void (*flush)(struct tp *t);
+	/* Graceful close: queued bytes are sent first, then FIN; on_close follows.
+	 * abort=true: reset now, queued bytes dropped. Safe to call from upcalls. */
+	void (*close)(struct tp_conn *c, bool abort);
+	void (*info)(struct tp_conn *c, struct tp_conn_info *out);
+	/* Asks for on_data to be offered the stashed bytes again this loop turn. */
+	void (*rx_resume)(struct tp_conn *c);
+	void (*destroy)(struct tp *t);
+};
+
+struct tp {
+	const struct tp_ops *ops;
+};
+
+/* Convenience wrappers keep call sites short. */
+static inline uint8_t *tp_tx_reserve(struct tp *t, struct tp_conn *c, size_t min, size_t *avail)
+{
+	return t->ops->tx_reserve(c, min, avail);
+}
+static inline void tp_tx_commit(struct tp *t, struct tp_conn *c, size_t n)
+{
+	t->ops->tx_commit(c, n);
+}
+static inline void tp_close(struct tp *t, struct tp_conn *c, bool abort)
+{
+	t->ops->close(c, abort);
+}
+static inline void tp_info(struct tp *t, struct tp_conn *c, struct tp_conn_info *out)
+{
+	t->ops->info(c, out);
+}
+static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
+{
+	t->ops->rx_resume(c);
+}
+
+/* Appends len bytes to the connection's send queue (reserve + copy + commit,
+ * in chunks). Returns false when the queue cannot take them. */
+bool tp_send(struct tp *t, struct tp_conn *c, const void *data, size_t len);
+
+struct sluice_conf;
+/* The kernel transport for worker `worker_id`: a SO_REUSEPORT listening socket
+ * on conf->listen, epoll. Returns NULL with a message in err. */
+struct tp *tp_kernel_create(const struct sluice_conf *conf, uint32_t worker_id,
+			    const struct tp_upcalls *up, void *app, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * Records carried by the channel (see chan.h). This header is the wire
+ * format between the two processes: fixed-width fields, native byte order
+ * (both processes run on one host and the region refuses a peer with another
+ * layout through CHAN_VERSION), every struct a multiple of 8 bytes.
+ *
+ * Variable parts travel as fields: a run of
+ *   struct chan_field { uint16_t tag; uint16_t _pad; uint32_t len; } + len bytes,
+ * each field starting on an 8-byte boundary. chan_field_next() is the only
+ * decoder of that run and checks every length against the record's end, so a
+ * corrupt record is rejected, never overread.
+ *
+ * Bump CHAN_VERSION in chan.h on any change here.
+ */
+#ifndef SLUICE_CHAN_PROTO_H
+#define SLUICE_CHAN_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHAN_ID_LEN 32 /* session/message ids: ASCII, NUL-padded */
+#define CHAN_SLOT_ALL 0xffffffffu /* conn.slot meaning "every subscriber of the session on this worker" */
+
+enum chan_rec_type {
+	CHAN_REC_PAD = 0,
+	/* dataplane -> control */
+	CHAN_REC_REQUEST = 1,     /* struct chan_request + fields */
+	CHAN_REC_SUBSCRIBE = 2,   /* struct chan_sub: re-announce after control restart */
+	CHAN_REC_UNSUBSCRIBE = 3, /* struct chan_sub: a subscribed conn left */
+	CHAN_REC_CONN_CLOSED = 4, /* struct chan_conn_closed */
+	/* control -> dataplane */
+	CHAN_REC_RESPONSE = 16, /* struct chan_response + fields */
+	CHAN_REC_TOKENS = 17,   /* struct chan_tokens + tokens */
+	CHAN_REC_STATUS = 18,   /* struct chan_status */
+	CHAN_REC_USAGE = 19,    /* struct chan_usage */
+	CHAN_REC_DONE = 20,     /* struct chan_done + fields */
+};
+
+/* A connection handle. `gen` changes whenever a slot is reused, and a
+ * dataplane seeds its generations from its epoch, so a record addressed to a
+ * connection that has since closed is recognised and dropped. */
+struct chan_conn {
+	uint16_t worker;
+	uint16_t _pad;
+	uint32_t slot;
+	uint32_t gen;
+	uint32_t _pad2;
+};
+
+struct chan_field {
+	uint16_t tag;
+	uint16_t _pad;
+	uint32_t len;
+	uint8_t data[];
+};
+
+enum chan_field_tag {
+	CHAN_F_PATH = 1,          /* request target path, without query */
+	CHAN_F_QUERY = 2,         /* after '?', without '?' */
+	CHAN_F_BODY = 3,          /* request or response body */
+	CHAN_F_AUTHORIZATION = 4, /* header values as received */
+	CHAN_F_COOKIE = 5,
+	CHAN_F_ORIGIN = 6,
+	CHAN_F_LAST_EVENT_ID = 7,
+	CHAN_F_CONTENT_TYPE = 8,
+	CHAN_F_CSRF = 9,          /* X-CSRF-Token */
+	CHAN_F_WS_PROTOCOL = 10,  /* Sec-WebSocket-Protocol */
+	CHAN_F_SET_COOKIE = 11,   /* response: one Set-Cookie value */
+	CHAN_F_HEADER = 12,       /* response: one extra "Name: value" line */
+	CHAN_F_ERROR_CODE = 13,   /* done: error code */
+	CHAN_F_ERROR_MESSAGE = 14,/* done: error message */
+	CHAN_F_PEER = 15,         /* client address as text "ip:port" */
+};
+
+enum chan_req_kind {
+	CHAN_REQ_HTTP = 1, /* an HTTP request on /api/... or /v1/... */
+	CHAN_REQ_WS = 2,   /* a WebSocket text message on /ws/chat (body = the JSON text) */
+	CHAN_REQ_WS_OPEN = 3, /* a WebSocket upgrade to authorise before 101 (issue 3) */
+};
+
+enum chan_method {
+	CHAN_M_OTHER = 0, CHAN_M_GET, CHAN_M_HEAD, CHAN_M_POST, CHAN_M_PUT,
+	CHAN_M_PATCH, CHAN_M_DELETE, CHAN_M_OPTIONS,
+};
+
+struct chan_request {
+	struct chan_conn conn;
+	uint32_t req_id; /* per-connection sequence, echoed by the response */
+	uint8_t kind;    /* enum chan_req_kind */
+	uint8_t method;  /* enum chan_method */
+	uint16_t _pad;
+	/* fields follow */
+};
+
+enum chan_resp_action {
+	CHAN_RESP_PLAIN = 0,         /* HTTP: a complete response with the body; WS: a text message */
+	CHAN_RESP_SSE_SUBSCRIBE = 1, /* HTTP: 200 text/event-stream, conn subscribes to session_id */
+	CHAN_RESP_WS_SUBSCRIBE = 2,  /* WS: send body as a text message, conn subscribes to session_id */
+	CHAN_RESP_WS_CLOSE = 3,      /* WS: close with code `status` and body as reason */
+	CHAN_RESP_WS_ACCEPT = 4,     /* WS_OPEN: go ahead with 101 */
+};
+
+#define CHAN_RESP_MORE 0x1 /* flags: the body continues in the next RESPONSE record */
+
+struct chan_response {
+	struct chan_conn conn;
+	uint32_t req_id;
+	uint16_t status; /* HTTP status, or WebSocket close code for WS_CLOSE */
+	uint8_t action;  /* enum chan_resp_action */
+	uint8_t flags;
+	char session_id[CHAN_ID_LEN]; /* for the subscribe actions */
+	/* Subscribe actions: tokens of resume_message_id with seq <= resume_seq
+	 * are already with the client and must not be sent again. */
+	char resume_message_id[CHAN_ID_LEN];
+	uint32_t resume_seq;
+	uint32_t _pad;
+	/* fields follow: BODY, CONTENT_TYPE (default application/json), SET_COOKIE*, HEADER* */
+};
+
+struct chan_sub {
+	struct chan_conn conn;
+	char session_id[CHAN_ID_LEN];
+	char message_id[CHAN_ID_LEN]; /* last message the conn saw, or empty */
+	uint32_t seq;                 /* last seq of that message the conn saw */
+	uint32_t _pad;
+};
+
+struct chan_conn_closed {
+	struct chan_conn conn;
+};
+
+/* Tokens of one message. conn.slot == CHAN_SLOT_ALL: every subscriber of
+ * session_id on the receiving worker; otherwise that one conn (resume backlog). */
+struct chan_tokens {
+	struct chan_conn conn;
+	char session_id[CHAN_ID_LEN];
+	char message_id[CHAN_ID_LEN];
+	uint32_t first_seq; /* 1-based seq of the first token here */
+	uint32_t count;
+	/* `count` tokens follow, each a struct chan_token + len bytes, the next
+	 * starting at the following 8-byte boundary */
+};
+
+struct chan_token {
+	uint64_t created_ns; /* sluice_now_ns() when the backend produced it */
+	uint32_t len;
+	uint32_t _pad;
+	uint8_t text[];
+};
+
+#define CHAN_STATUS_LEN 24
+struct chan_status {
+	struct chan_conn conn; /* CHAN_SLOT_ALL or one conn, as for tokens */
+	char session_id[CHAN_ID_LEN];
+	char message_id[CHAN_ID_LEN];
+	char status[CHAN_STATUS_LEN]; /* "queued", "waiting_backend", "streaming", ... */
+};
+
+struct chan_usage {
+	struct chan_conn conn;
+	char session_id[CHAN_ID_LEN];
+	char message_id[CHAN_ID_LEN];
+	uint32_t prompt_tokens;
+	uint32_t completion_tokens;
+	uint32_t total_tokens;
+	uint32_t _pad;
+	double cost_usd;
+};
+
+enum chan_done_status {
+	CHAN_DONE_COMPLETE = 0,
+	CHAN_DONE_CANCELLED = 1,
+	CHAN_DONE_ERROR = 2,
+	CHAN_DONE_INTERRUPTED = 3,
+};
+
+struct chan_done {
+	struct chan_conn conn;
+	char session_id[CHAN_ID_LEN];
+	char message_id[CHAN_ID_LEN];
+	uint32_t status; /* enum chan_done_status */
+	uint32_t last_seq; /* seq of the message's last token */
+	/* fields follow: ERROR_CODE, ERROR_MESSAGE when status is ERROR */
+};
+
+static inline size_t chan_align8(size_t n)
+{
+	return (n + 7u) & ~(size_t)7u;
+}
+
+/* Bytes a field with `len` data bytes occupies. */
+static inline size_t chan_field_size(size_t len)
+{
+	return chan_align8(sizeof(struct chan_field) + len);
+}
+
+/*
+ * Field iteration over [p, end). Returns the next field and advances *p, or
+ * NULL at the end or on a malformed run (then *bad is set true).
+ * Defined in common/chan_proto.c; the channel's fuzz target drives it.
+ */
+const struct chan_field *chan_field_next(const uint8_t **p, const uint8_t *end, bool *bad);
+
+/* Appends a field at *p (which must have chan_field_size(len) bytes); advances *p. */
+void chan_field_put(uint8_t **p, uint16_t tag, const void *data, uint32_t len);
+
+/*
+ * Token iteration inside a TOKENS record payload of `len` bytes. Returns
+ * false when the record is malformed (counts or lengths that overrun it).
+ * Calls fn for each token in order.
+ */
+bool chan_tokens_walk(const void *payload, uint32_t len,
+		      void (*fn)(void *arg, const struct chan_token *t), void *arg);
+
+/* Validates a whole record of the given type: fixed part present, fields or
+ * tokens well-formed, ids NUL-terminated. Consumers call this before use. */
+bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len);
+
+/* Copies an id into a NUL-padded CHAN_ID_LEN array; false when too long. */
+bool chan_id_set(char dst[CHAN_ID_LEN], const char *src, size_t len);
+
+#endif

@@ -1,0 +1,26 @@
+/* Small definitions shared by every sluice module. */
+#ifndef SLUICE_COMMON_H
+#define SLUICE_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#ifndef likely
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#endif
+
+#define SLUICE_CACHELINE 64
+#define SLUICE_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* CLOCK_MONOTONIC is system-wide, so timestamps taken in control and in the
+ * dataplane are comparable (token creation time vs. frame send time). */
+static inline uint64_t sluice_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+#endif
