@@ -8,7 +8,7 @@ PKGS=(
   build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
   libcurl4-openssl-dev libjansson-dev
-  curl wrk python3 python3-websockets python3-scapy iproute2 nftables procps
+  curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
 )
 missing=()
 for p in "${PKGS[@]}"; do

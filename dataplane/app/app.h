@@ -28,8 +28,8 @@ void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t l
 /*
  * End of a loop turn: the batcher decides, per connection with held tokens,
  * whether to frame them now. `busy` is the worker's judgement of load this
- * turn (many records drained or a long turn). Returns true when the app
- * holds tokens and wants the loop not to block past its flush timer.
+ * turn (many records drained or a long turn). Tokens it keeps are guarded by
+ * a worker timer at their max_delay deadline, so the loop never blocks past it.
  */
 void app_end_of_turn(struct app *a, bool busy);
 

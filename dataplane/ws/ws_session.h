@@ -1,0 +1,72 @@
+/*
+ * The RFC 6455 protocol engine for one server-side connection, independent of
+ * the transport: it takes raw bytes from the client (any split), reassembles
+ * fragmented messages, validates UTF-8 of text messages incrementally, answers
+ * pings, runs the close handshake, and fails the connection with the right
+ * close code. The app layer embeds one in each WebSocket connection.
+ *
+ * Memory: the reassembly buffer is allocated when a data message starts and
+ * grows up to max_message; it is kept between messages and released by
+ * ws_session_free(). Control-frame payloads use a fixed 125-byte buffer.
+ */
+#ifndef SLUICE_WS_SESSION_H
+#define SLUICE_WS_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ws/ws_frame.h"
+
+struct ws_session_ops {
+	/* A complete message: text (already UTF-8 valid) or binary. `data` is
+	 * valid only during the call. */
+	void (*on_message)(void *arg, uint8_t opcode, const uint8_t *data, size_t len);
+	/* Queue bytes for the client. Returns false when they cannot be queued
+	 * (the session then stops and reports close code 1011). */
+	bool (*write)(void *arg, const void *data, size_t len);
+	/* The session is over: the close handshake finished, or the session
+	 * failed the connection (a close frame with `code` was queued). The app
+	 * closes the TCP connection gracefully now; no more calls follow. */
+	void (*on_closed)(void *arg, uint16_t code);
+};
+
+enum ws_session_state {
+	WS_STATE_OPEN = 0,
+	WS_STATE_CLOSE_SENT = 1, /* we sent close, waiting for the client's */
+	WS_STATE_CLOSED = 2,
+};
+
+struct ws_session {
+	const struct ws_session_ops *ops;
+	void *arg;
+	uint64_t max_message;
+	uint8_t state;
+	uint8_t msg_opcode;    /* TEXT/BINARY of the message being reassembled, 0 when none */
+	bool in_frame;         /* a frame header was parsed, payload still arriving */
+	uint32_t utf8_state;
+	struct ws_frame cur;   /* header of the frame being received */
+	uint64_t cur_off;      /* payload bytes of cur consumed so far */
+	uint8_t *msg;          /* reassembly buffer */
+	size_t msg_len, msg_cap;
+	uint8_t ctl[125];      /* control frame payload */
+};
+
+void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, void *arg,
+		     uint64_t max_message);
+void ws_session_free(struct ws_session *s);
+
+/* Feeds client bytes; returns how many were consumed (all of them, except an
+ * incomplete frame header, which the caller offers again with more bytes).
+ * Calls ops as events complete. After on_closed, consumes and ignores input. */
+size_t ws_session_input(struct ws_session *s, const uint8_t *data, size_t len);
+
+/* Starts the server-side close: queues a close frame with code and reason
+ * (truncated to fit 123 bytes on a UTF-8 boundary). on_closed follows when
+ * the client answers, or at once when `fail` (protocol failure: don't wait). */
+void ws_session_close(struct ws_session *s, uint16_t code, const char *reason, bool fail);
+
+/* Queues one unfragmented message. Returns false when write() refused. */
+bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, size_t len);
+
+#endif
