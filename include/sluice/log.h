@@ -9,6 +9,8 @@
 
 enum log_level { LOG_LVL_DEBUG = 0, LOG_LVL_INFO = 1, LOG_LVL_WARN = 2, LOG_LVL_ERROR = 3 };
 
+/* Call once before threads start; process_name must outlive the process (a
+ * literal or argv[0]): it is kept, not copied. */
 void log_init(const char *process_name, enum log_level min_level);
 void log_set_level(enum log_level lvl);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
