@@ -56,6 +56,7 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864 },
 	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824 },
 	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0 },
+	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0 },
 };
 
 static const struct key_spec channel_keys[] = {

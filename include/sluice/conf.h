@@ -49,6 +49,7 @@ struct sluice_conf {
 	uint32_t ws_max_message;       /* ws_max_message bytes (default 65536) */
 	uint32_t max_pending_bytes;    /* slow-consumer bound per conn (default 1 MiB) */
 	bool pin_workers;              /* pin_workers = true|false (default true) */
+	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
 
 	/* [channel] */
 	char chan_path[CONF_PATH_MAX]; /* path = /dev/shm/NAME (default /dev/shm/sluice) */
