@@ -48,7 +48,9 @@ enum http_parse_result {
  * (through the blank line) when complete, HTTP_PARSE_INCOMPLETE when more
  * bytes are needed, or HTTP_PARSE_ERROR with *status set to the HTTP status
  * to answer (400, 414, 431, 505). `last_len` is the len of the previous call
- * on the same buffer (0 at first).
+ * on the same buffer (0 at first). On INCOMPLETE or ERROR req->num_headers is
+ * left unchanged (still the capacity); more header lines than the caller's
+ * array holds is 431; an empty line before the request line is 400.
  */
 int http_parse_request(const char *buf, size_t len, size_t last_len,
 		       struct http_request *req, int *status);
