@@ -1,0 +1,35 @@
+/*
+ * Request handlers: the records that arrive from the dataplane (REQUEST,
+ * SUBSCRIBE, UNSUBSCRIBE, CONN_CLOSED), routed to the chat layer, with JSON
+ * bodies (jansson) and errors exactly as docs/api.md lists them.
+ * The api owns the chat state; single-threaded on the control loop.
+ */
+#ifndef CONTROL_API_H
+#define CONTROL_API_H
+
+#include <stdint.h>
+
+#include "chat/chat.h"
+
+struct api_stats {
+	uint64_t requests;
+	uint64_t invalid_records;
+	uint64_t reply_drops; /* responses that fitted neither ring nor backlog */
+};
+
+struct api {
+	const struct sluice_conf *conf;
+	struct store *st;
+	struct chan_out *out;
+	struct chat chat;
+	struct api_stats stats;
+};
+
+/* conf, st and out stay owned by the caller and must outlive a. */
+int api_init(struct api *a, const struct sluice_conf *conf, struct store *st, struct chan_out *out);
+void api_free(struct api *a);
+
+/* Handles one record read from a d2c ring. Invalid records are counted and dropped. */
+void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t len);
+
+#endif

@@ -1,0 +1,747 @@
+/*
+ * The request handlers end to end over a real channel region: requests are
+ * built as REQUEST records and handed to api_dispatch() (or pushed through a
+ * d2c ring and the control loop), and what control wrote is read back from
+ * the c2d rings by a dataplane-role attachment of the same region.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <sodium.h>
+
+#include "api/api.h"
+#include "loop/cp_loop.h"
+#include "sluice/chan.h"
+#include "sluice/chan_proto.h"
+
+#define RING (64u * 1024u)
+
+struct fx {
+	char path[96];
+	struct sluice_conf conf;
+	struct chan_region *cp;
+	struct chan_region *dp;
+	struct store *st;
+	struct chan_out out;
+	struct api api;
+};
+
+/* A record read back from a c2d ring. */
+struct got {
+	uint16_t type;
+	uint32_t len;
+	_Alignas(8) uint8_t p[RING];
+};
+
+static struct got g;
+
+static int fx_setup(void **state)
+{
+	static int counter;
+	static struct fx f;
+	memset(&f, 0, sizeof(f));
+	snprintf(f.path, sizeof(f.path), "/dev/shm/sluice-test-control-%d-%d", (int)getpid(), counter++);
+	conf_defaults(&f.conf);
+	f.conf.workers = 2;
+	f.conf.nbackends = 1;
+	struct conf_backend *be = &f.conf.backends[0];
+	memset(be, 0, sizeof(*be));
+	strcpy(be->name, "syn");
+	be->type = CONF_BACKEND_SYNTHETIC;
+	strcpy(be->models[0], "synth-1");
+	be->nmodels = 1;
+	be->ttft_ms = 200;
+	be->tokens_per_s = 20;
+	be->answer_tokens = 5;
+	be->context_window = 8192;
+	be->cost_in_per_mtok = 2.0;
+	be->cost_out_per_mtok = 10.0;
+	char err[256];
+	assert_true(sodium_init() >= 0);
+	f.cp = chan_open(f.path, 2, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
+	assert_non_null(f.cp);
+	f.dp = chan_open(f.path, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
+	assert_non_null(f.dp);
+	f.st = store_mem_open();
+	assert_non_null(f.st);
+	assert_int_equal(co_init(&f.out, f.cp, 32u * 1024u), 0);
+	assert_int_equal(api_init(&f.api, &f.conf, f.st, &f.out), 0);
+	*state = &f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+	api_free(&f->api);
+	co_free(&f->out);
+	store_close(f->st);
+	chan_close(f->dp);
+	chan_close(f->cp);
+	chan_unlink(f->path, 2);
+	return 0;
+}
+
+/* Builds a REQUEST record into buf; returns its length. */
+static uint32_t build_req(uint8_t *buf, uint16_t worker, uint32_t slot, uint8_t kind, uint8_t method,
+			  const char *path, const char *body, size_t body_len, const char *lei)
+{
+	struct chan_request *r = (struct chan_request *)buf;
+	memset(r, 0, sizeof(*r));
+	r->conn.worker = worker;
+	r->conn.slot = slot;
+	r->conn.gen = 1;
+	r->req_id = 42;
+	r->kind = kind;
+	r->method = method;
+	uint8_t *q = buf + sizeof(*r);
+	if (path)
+		chan_field_put(&q, CHAN_F_PATH, path, (uint32_t)strlen(path));
+	if (body)
+		chan_field_put(&q, CHAN_F_BODY, body, (uint32_t)body_len);
+	if (lei)
+		chan_field_put(&q, CHAN_F_LAST_EVENT_ID, lei, (uint32_t)strlen(lei));
+	return (uint32_t)(q - buf);
+}
+
+static void req(struct fx *f, uint16_t worker, uint32_t slot, uint8_t kind, uint8_t method,
+		const char *path, const char *body, const char *lei)
+{
+	static _Alignas(8) uint8_t buf[128 * 1024];
+	uint32_t len = build_req(buf, worker, slot, kind, method, path, body, body ? strlen(body) : 0, lei);
+	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	co_flush(&f->out);
+}
+
+static void http(struct fx *f, uint16_t worker, uint8_t method, const char *path, const char *body)
+{
+	req(f, worker, 5, CHAN_REQ_HTTP, method, path, body, NULL);
+}
+
+/* Reads the next c2d record of worker w into g; false when the ring is empty. */
+static bool next_rec(struct fx *f, uint32_t w)
+{
+	struct chan_cons *c = chan_consumer(f->dp, w);
+	const struct chan_rec *rec = chan_peek(c);
+	if (!rec)
+		return false;
+	assert_true(rec->len <= sizeof(g.p));
+	g.type = rec->type;
+	g.len = rec->len;
+	memcpy(g.p, rec->payload, rec->len);
+	chan_consume(c);
+	chan_release(c);
+	assert_true(chan_rec_valid(g.type, g.p, g.len));
+	return true;
+}
+
+static const struct chan_field *find_field(uint16_t tag)
+{
+	const uint8_t *p = g.p + sizeof(struct chan_response);
+	const uint8_t *end = g.p + g.len;
+	bool bad = false;
+	const struct chan_field *fl;
+	while ((fl = chan_field_next(&p, end, &bad)) != NULL)
+		if (fl->tag == tag)
+			return fl;
+	assert_false(bad);
+	return NULL;
+}
+
+/* Reads a whole response (all its parts) from worker w; returns the parsed
+ * body and leaves the last part's header in *hdr. parts counts records. */
+static json_t *read_resp(struct fx *f, uint32_t w, struct chan_response *hdr, int *parts)
+{
+	static char body[256 * 1024];
+	size_t blen = 0;
+	int n = 0;
+	for (;;) {
+		assert_true(next_rec(f, w));
+		assert_int_equal(g.type, CHAN_REC_RESPONSE);
+		memcpy(hdr, g.p, sizeof(*hdr));
+		const struct chan_field *b = find_field(CHAN_F_BODY);
+		if (b) {
+			assert_true(blen + b->len <= sizeof(body));
+			memcpy(body + blen, b->data, b->len);
+			blen += b->len;
+		}
+		n++;
+		if (!(hdr->flags & CHAN_RESP_MORE))
+			break;
+	}
+	if (parts)
+		*parts = n;
+	if (blen == 0)
+		return NULL;
+	json_error_t e;
+	json_t *j = json_loadb(body, blen, 0, &e);
+	assert_non_null(j);
+	return j;
+}
+
+static json_t *expect_resp(struct fx *f, uint32_t w, uint16_t status)
+{
+	struct chan_response h;
+	json_t *j = read_resp(f, w, &h, NULL);
+	assert_int_equal(h.status, status);
+	assert_int_equal(h.req_id, 42);
+	return j;
+}
+
+static void expect_error(struct fx *f, uint32_t w, uint16_t status, const char *code)
+{
+	json_t *j = expect_resp(f, w, status);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), code);
+	json_decref(j);
+}
+
+static void assert_id(const char *id, char prefix)
+{
+	assert_int_equal(strlen(id), 18);
+	assert_int_equal(id[0], prefix);
+	assert_int_equal(id[1], '_');
+	for (int i = 2; i < 18; i++)
+		assert_non_null(strchr("0123456789abcdef", id[i]));
+}
+
+/* Creates a session on worker 0 and copies its id into sid. */
+static void create_session(struct fx *f, char sid[CHAN_ID_LEN])
+{
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"model_id\":\"synth-1\",\"title\":\"T\"}");
+	json_t *j = expect_resp(f, 0, 201);
+	const char *id = json_string_value(json_object_get(j, "id"));
+	assert_non_null(id);
+	assert_id(id, 's');
+	strcpy(sid, id);
+	json_decref(j);
+}
+
+static void post_message(struct fx *f, const char *sid, const char *content, char mid[CHAN_ID_LEN])
+{
+	json_t *b = json_pack("{s:s,s:s}", "session_id", sid, "content", content);
+	char *txt = json_dumps(b, JSON_COMPACT);
+	http(f, 0, CHAN_M_POST, "/api/chat/message", txt);
+	free(txt);
+	json_decref(b);
+	json_t *j = expect_resp(f, 0, 202);
+	const char *id = json_string_value(json_object_get(j, "message_id"));
+	assert_non_null(id);
+	assert_id(id, 'm');
+	strcpy(mid, id);
+	json_decref(j);
+}
+
+static void expect_status(struct fx *f, uint32_t w, uint32_t slot, const char *mid, const char *st)
+{
+	assert_true(next_rec(f, w));
+	assert_int_equal(g.type, CHAN_REC_STATUS);
+	const struct chan_status *s = (const void *)g.p;
+	assert_int_equal(s->conn.slot, slot);
+	assert_int_equal(s->conn.worker, w);
+	assert_string_equal(s->message_id, mid);
+	assert_string_equal(s->status, st);
+}
+
+struct tok_cat {
+	char text[1024];
+	size_t len;
+	uint32_t n;
+};
+
+static void cat_tok(void *arg, const struct chan_token *t)
+{
+	struct tok_cat *c = arg;
+	assert_true(c->len + t->len < sizeof(c->text));
+	assert_true(t->created_ns > 0);
+	memcpy(c->text + c->len, t->text, t->len);
+	c->len += t->len;
+	c->text[c->len] = 0;
+	c->n++;
+}
+
+static void expect_tokens(struct fx *f, uint32_t w, uint32_t slot, const char *mid, uint32_t first,
+			  uint32_t count, const char *text)
+{
+	assert_true(next_rec(f, w));
+	assert_int_equal(g.type, CHAN_REC_TOKENS);
+	const struct chan_tokens *t = (const void *)g.p;
+	assert_int_equal(t->conn.slot, slot);
+	assert_string_equal(t->message_id, mid);
+	assert_int_equal(t->first_seq, first);
+	assert_int_equal(t->count, count);
+	struct tok_cat c = { .len = 0 };
+	assert_true(chan_tokens_walk(g.p, g.len, cat_tok, &c));
+	assert_int_equal(c.n, count);
+	assert_string_equal(c.text, text);
+}
+
+static void expect_usage(struct fx *f, uint32_t w, const char *mid, uint32_t prompt, uint32_t compl)
+{
+	assert_true(next_rec(f, w));
+	assert_int_equal(g.type, CHAN_REC_USAGE);
+	const struct chan_usage *u = (const void *)g.p;
+	assert_string_equal(u->message_id, mid);
+	assert_int_equal(u->prompt_tokens, prompt);
+	assert_int_equal(u->completion_tokens, compl);
+	assert_int_equal(u->total_tokens, prompt + compl);
+	assert_true(u->cost_usd == (prompt * 2.0 + compl * 10.0) / 1e6);
+}
+
+static void expect_done(struct fx *f, uint32_t w, const char *mid, uint32_t status, uint32_t last)
+{
+	assert_true(next_rec(f, w));
+	assert_int_equal(g.type, CHAN_REC_DONE);
+	const struct chan_done *d = (const void *)g.p;
+	assert_string_equal(d->message_id, mid);
+	assert_int_equal(d->status, status);
+	assert_int_equal(d->last_seq, last);
+}
+
+static void test_routing_and_models(void **state)
+{
+	struct fx *f = *state;
+	http(f, 0, CHAN_M_GET, "/api/models", NULL);
+	json_t *j = expect_resp(f, 0, 200);
+	json_t *m = json_array_get(json_object_get(j, "models"), 0);
+	assert_string_equal(json_string_value(json_object_get(m, "id")), "synth-1");
+	assert_string_equal(json_string_value(json_object_get(m, "backend")), "syn");
+	assert_int_equal(json_integer_value(json_object_get(m, "context_window")), 8192);
+	assert_true(json_real_value(json_object_get(m, "cost_out_per_mtok")) == 10.0);
+	json_decref(j);
+
+	http(f, 1, CHAN_M_POST, "/api/models", "{}");
+	expect_error(f, 1, 405, "method_not_allowed");
+	const struct chan_field *h = find_field(CHAN_F_HEADER);
+	assert_non_null(h);
+	assert_int_equal(h->len, strlen("Allow: GET"));
+	assert_memory_equal(h->data, "Allow: GET", h->len);
+
+	http(f, 0, CHAN_M_GET, "/api/chat/sessions", NULL);
+	expect_error(f, 0, 405, "method_not_allowed");
+	h = find_field(CHAN_F_HEADER);
+	assert_non_null(h);
+	assert_memory_equal(h->data, "Allow: POST", h->len);
+
+	http(f, 0, CHAN_M_GET, "/api/nope", NULL);
+	expect_error(f, 0, 404, "not_found");
+	http(f, 0, CHAN_M_GET, "/api/chat/sessions/a/b", NULL);
+	expect_error(f, 0, 404, "not_found");
+	assert_false(next_rec(f, 0));
+	assert_false(next_rec(f, 1));
+}
+
+static void test_sessions(void **state)
+{
+	struct fx *f = *state;
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{bad");
+	expect_error(f, 0, 400, "invalid_json");
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{}");
+	expect_error(f, 0, 400, "invalid_request");
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"model_id\":7}");
+	expect_error(f, 0, 400, "invalid_request");
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"model_id\":\"gpt-9\"}");
+	expect_error(f, 0, 400, "unknown_model");
+
+	char sid[CHAN_ID_LEN];
+	create_session(f, sid);
+	char path[128];
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s", sid);
+	http(f, 1, CHAN_M_GET, path, NULL);
+	json_t *j = expect_resp(f, 1, 200);
+	assert_string_equal(json_string_value(json_object_get(j, "id")), sid);
+	assert_string_equal(json_string_value(json_object_get(j, "agent_id")), "assistant");
+	assert_string_equal(json_string_value(json_object_get(j, "model_id")), "synth-1");
+	assert_string_equal(json_string_value(json_object_get(j, "title")), "T");
+	assert_true(json_integer_value(json_object_get(j, "created_at")) > 0);
+	assert_int_equal(json_array_size(json_object_get(j, "messages")), 0);
+	json_decref(j);
+
+	http(f, 0, CHAN_M_GET, "/api/chat/sessions/s_0000000000000000", NULL);
+	expect_error(f, 0, 404, "not_found");
+	http(f, 0, CHAN_M_GET, "/api/chat/stream/s_0000000000000000", NULL);
+	expect_error(f, 0, 404, "not_found");
+	http(f, 0, CHAN_M_POST, "/api/chat/message", "{\"session_id\":\"s_0000000000000000\",\"content\":\"x\"}");
+	expect_error(f, 0, 404, "not_found");
+	snprintf(path, sizeof(path), "{\"session_id\":\"%s\",\"content\":\"\"}", sid);
+	http(f, 0, CHAN_M_POST, "/api/chat/message", path);
+	expect_error(f, 0, 400, "invalid_request");
+}
+
+static void subscribe_sse(struct fx *f, uint16_t w, uint32_t slot, const char *sid, const char *lei,
+			  const char *want_mid, uint32_t want_seq)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/api/chat/stream/%s", sid);
+	req(f, w, slot, CHAN_REQ_HTTP, CHAN_M_GET, path, NULL, lei);
+	struct chan_response h;
+	assert_null(read_resp(f, w, &h, NULL));
+	assert_int_equal(h.status, 200);
+	assert_int_equal(h.action, CHAN_RESP_SSE_SUBSCRIBE);
+	assert_int_equal(h.conn.slot, slot);
+	assert_string_equal(h.session_id, sid);
+	assert_string_equal(h.resume_message_id, want_mid);
+	assert_int_equal(h.resume_seq, want_seq);
+}
+
+static void test_message_stream_and_resume(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[160];
+	create_session(f, sid);
+	subscribe_sse(f, 1, 7, sid, NULL, "", 0);
+	assert_false(next_rec(f, 1)); /* nothing running: no backlog */
+
+	post_message(f, sid, "hello", mid);
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "queued");
+	assert_false(next_rec(f, 0)); /* no subscriber there */
+
+	snprintf(path, sizeof(path), "{\"session_id\":\"%s\",\"content\":\"again\"}", sid);
+	http(f, 0, CHAN_M_POST, "/api/chat/message", path);
+	expect_error(f, 0, 409, "busy");
+
+	/* Every token is due: they leave as one TOKENS record. */
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+	const char *answer = "its \"quoted\" memory stream it's";
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "streaming");
+	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 1, 5, answer);
+	expect_usage(f, 1, mid, 1, 5);
+	expect_done(f, 1, mid, CHAN_DONE_COMPLETE, 5);
+	assert_false(next_rec(f, 1));
+	assert_false(next_rec(f, 0));
+
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	json_t *j = expect_resp(f, 0, 200);
+	json_t *msgs = json_object_get(j, "messages");
+	assert_int_equal(json_array_size(msgs), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "content")), "hello");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "role")), "user");
+	json_t *a = json_array_get(msgs, 1);
+	assert_string_equal(json_string_value(json_object_get(a, "id")), mid);
+	assert_string_equal(json_string_value(json_object_get(a, "role")), "assistant");
+	assert_string_equal(json_string_value(json_object_get(a, "content")), answer);
+	assert_string_equal(json_string_value(json_object_get(a, "status")), "complete");
+	json_decref(j);
+
+	/* Resume after token 2: tokens 3..5 to that conn only, then usage and done. */
+	char lei[64];
+	snprintf(lei, sizeof(lei), "%s:2", mid);
+	subscribe_sse(f, 0, 3, sid, lei, mid, 2);
+	expect_tokens(f, 0, 3, mid, 3, 3, " memory stream it's");
+	expect_usage(f, 0, mid, 1, 5);
+	expect_done(f, 0, mid, CHAN_DONE_COMPLETE, 5);
+	assert_false(next_rec(f, 0));
+
+	snprintf(lei, sizeof(lei), "%s:u", mid);
+	subscribe_sse(f, 0, 4, sid, lei, mid, 5);
+	expect_done(f, 0, mid, CHAN_DONE_COMPLETE, 5);
+	assert_false(next_rec(f, 0));
+
+	snprintf(lei, sizeof(lei), "%s:d", mid);
+	subscribe_sse(f, 0, 5, sid, lei, mid, 5);
+	assert_false(next_rec(f, 0));
+
+	/* A later message reaches every subscriber: 1 conn on worker 1, 3 on worker 0,
+	 * one record per worker. */
+	char mid2[CHAN_ID_LEN];
+	post_message(f, sid, "sluice", mid2);
+	expect_status(f, 0, CHAN_SLOT_ALL, mid2, "queued");
+	expect_status(f, 1, CHAN_SLOT_ALL, mid2, "queued");
+	assert_false(next_rec(f, 0));
+
+	/* Resuming from the first message's done delivers all of the second. */
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+	for (uint32_t w = 0; w < 2; w++) {
+		expect_status(f, w, CHAN_SLOT_ALL, mid2, "streaming");
+		expect_tokens(f, w, CHAN_SLOT_ALL, mid2, 1, 5, "and memory sluice receives and");
+		expect_usage(f, w, mid2, 1, 5);
+		expect_done(f, w, mid2, CHAN_DONE_COMPLETE, 5);
+	}
+	snprintf(lei, sizeof(lei), "%s:d", mid);
+	subscribe_sse(f, 1, 9, sid, lei, mid, 5);
+	expect_status(f, 1, 9, mid2, "queued");
+	expect_status(f, 1, 9, mid2, "streaming");
+	expect_tokens(f, 1, 9, mid2, 1, 5, "and memory sluice receives and");
+	expect_usage(f, 1, mid2, 1, 5);
+	expect_done(f, 1, mid2, CHAN_DONE_COMPLETE, 5);
+	assert_false(next_rec(f, 1));
+}
+
+static void test_cancel_and_running_backlog(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[160];
+	create_session(f, sid);
+	post_message(f, sid, "hello", mid);
+	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	assert_non_null(s);
+	/* Tokens 1 and 2 are due 200 and 250 ms after acceptance. */
+	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 250000000ull);
+	co_flush(&f->out);
+	assert_int_equal(s->ans.seq, 2);
+
+	/* Subscribing while it runs: the answer from its first token. */
+	subscribe_sse(f, 0, 9, sid, NULL, "", 0);
+	expect_status(f, 0, 9, mid, "queued");
+	expect_status(f, 0, 9, mid, "streaming");
+	expect_tokens(f, 0, 9, mid, 1, 2, "its \"quoted\"");
+	assert_false(next_rec(f, 0));
+
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s/cancel", sid);
+	http(f, 1, CHAN_M_GET, path, NULL);
+	expect_error(f, 1, 405, "method_not_allowed");
+	http(f, 1, CHAN_M_POST, path, NULL);
+	json_t *j = expect_resp(f, 1, 200);
+	assert_true(json_is_true(json_object_get(j, "cancelled")));
+	assert_string_equal(json_string_value(json_object_get(j, "message_id")), mid);
+	json_decref(j);
+	expect_usage(f, 0, mid, 1, 2);
+	expect_done(f, 0, mid, CHAN_DONE_CANCELLED, 2);
+	assert_false(next_rec(f, 0));
+
+	/* The generator stopped: no more tokens, whatever the time. */
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+
+	http(f, 1, CHAN_M_POST, path, NULL);
+	expect_error(f, 1, 409, "not_streaming");
+	http(f, 1, CHAN_M_POST, "/api/chat/sessions/s_0000000000000000/cancel", NULL);
+	expect_error(f, 1, 404, "not_found");
+}
+
+static void ws(struct fx *f, const char *text)
+{
+	req(f, 1, 11, CHAN_REQ_WS, CHAN_M_OTHER, NULL, text, NULL);
+}
+
+static json_t *ws_reply(struct fx *f, const char *type, uint8_t action)
+{
+	struct chan_response h;
+	json_t *j = read_resp(f, 1, &h, NULL);
+	assert_non_null(j);
+	assert_int_equal(h.action, action);
+	assert_string_equal(json_string_value(json_object_get(j, "type")), type);
+	/* "type" is the first member. */
+	assert_string_equal(json_object_iter_key(json_object_iter(j)), "type");
+	return j;
+}
+
+static void expect_ws_error(struct fx *f, const char *code)
+{
+	json_t *j = ws_reply(f, "error", CHAN_RESP_PLAIN);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), code);
+	json_decref(j);
+}
+
+static void test_websocket(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], msg[256];
+	create_session(f, sid);
+
+	ws(f, "{not json");
+	expect_ws_error(f, "invalid_json");
+	ws(f, "{\"type\":\"dance\",\"id\":3}");
+	json_t *j = ws_reply(f, "error", CHAN_RESP_PLAIN);
+	assert_int_equal(json_integer_value(json_object_get(j, "id")), 3);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "unknown_type");
+	json_decref(j);
+	ws(f, "{\"type\":\"send\",\"session_id\":\"s_0000000000000000\",\"content\":\"x\"}");
+	expect_ws_error(f, "not_found");
+	ws(f, "{\"type\":\"subscribe\"}");
+	expect_ws_error(f, "invalid_request");
+
+	ws(f, "{\"type\":\"ping\"}");
+	json_decref(ws_reply(f, "pong", CHAN_RESP_PLAIN));
+
+	snprintf(msg, sizeof(msg), "{\"type\":\"subscribe\",\"session_id\":\"%s\",\"id\":\"a1\"}", sid);
+	ws(f, msg);
+	j = ws_reply(f, "response", CHAN_RESP_WS_SUBSCRIBE);
+	assert_string_equal(json_string_value(json_object_get(j, "request")), "subscribe");
+	assert_string_equal(json_string_value(json_object_get(j, "session_id")), sid);
+	assert_string_equal(json_string_value(json_object_get(j, "id")), "a1");
+	json_decref(j);
+
+	snprintf(msg, sizeof(msg), "{\"type\":\"send\",\"session_id\":\"%s\",\"content\":\"hello\",\"id\":9}", sid);
+	ws(f, msg);
+	j = ws_reply(f, "response", CHAN_RESP_PLAIN);
+	assert_string_equal(json_string_value(json_object_get(j, "request")), "send");
+	assert_int_equal(json_integer_value(json_object_get(j, "id")), 9);
+	char mid[CHAN_ID_LEN];
+	strcpy(mid, json_string_value(json_object_get(j, "message_id")));
+	assert_id(mid, 'm');
+	json_decref(j);
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "queued");
+
+	ws(f, msg);
+	expect_ws_error(f, "busy");
+
+	snprintf(msg, sizeof(msg), "{\"type\":\"cancel\",\"session_id\":\"%s\"}", sid);
+	ws(f, msg);
+	expect_usage(f, 1, mid, 1, 0);
+	expect_done(f, 1, mid, CHAN_DONE_CANCELLED, 0);
+	j = ws_reply(f, "response", CHAN_RESP_PLAIN);
+	assert_string_equal(json_string_value(json_object_get(j, "request")), "cancel");
+	assert_string_equal(json_string_value(json_object_get(j, "message_id")), mid);
+	json_decref(j);
+	assert_false(next_rec(f, 1));
+}
+
+static void sub_rec(struct fx *f, uint16_t type, uint16_t worker, const char *sid)
+{
+	struct chan_sub s;
+	memset(&s, 0, sizeof(s));
+	s.conn.worker = worker;
+	s.conn.slot = 1;
+	strcpy(s.session_id, sid);
+	api_dispatch(&f->api, type, &s, sizeof(s));
+}
+
+static void test_subscription_table(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN];
+	create_session(f, sid);
+	sub_rec(f, CHAN_REC_SUBSCRIBE, 1, sid);
+	sub_rec(f, CHAN_REC_SUBSCRIBE, 1, sid);
+	sub_rec(f, CHAN_REC_SUBSCRIBE, 1, "s_0000000000000000"); /* unknown: ignored */
+	post_message(f, sid, "hello", mid);
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "queued");
+	assert_false(next_rec(f, 1)); /* one record per worker, not per conn */
+
+	sub_rec(f, CHAN_REC_UNSUBSCRIBE, 1, sid);
+	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+	co_flush(&f->out);
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "streaming");
+	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 1, 1, "its");
+
+	/* A dataplane restart drops every subscription. */
+	chat_drop_all_subs(&f->api.chat);
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 1));
+
+	/* A malformed record is refused, not trusted. */
+	struct chan_sub bad;
+	memset(&bad, 'x', sizeof(bad));
+	uint64_t before = f->api.stats.invalid_records;
+	api_dispatch(&f->api, CHAN_REC_SUBSCRIBE, &bad, sizeof(bad));
+	api_dispatch(&f->api, CHAN_REC_REQUEST, &bad, 4);
+	assert_int_equal(f->api.stats.invalid_records, before + 2);
+}
+
+static void test_large_body_is_split(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN];
+	create_session(f, sid);
+	static char big[40001];
+	memset(big, 'a', 40000);
+	big[40000] = 0;
+	post_message(f, sid, big, mid);
+	char path[128];
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	struct chan_response h;
+	int parts = 0;
+	json_t *j = read_resp(f, 0, &h, &parts);
+	assert_int_equal(h.status, 200);
+	assert_true(parts >= 3); /* 40 KB through records of at most 16 KB */
+	json_t *m0 = json_array_get(json_object_get(j, "messages"), 0);
+	assert_int_equal(strlen(json_string_value(json_object_get(m0, "content"))), 40000);
+	json_decref(j);
+}
+
+static void test_ring_full_backlog(void **state)
+{
+	struct fx *f = *state;
+	struct chan_conn c = { .worker = 0, .slot = 1 };
+	char mid[CHAN_ID_LEN];
+	uint32_t sent = 0;
+	/* Nobody reads worker 0's ring: fill it, then queue behind it. */
+	while (f->out.w[0].deferred == 0) {
+		snprintf(mid, sizeof(mid), "m_%u", sent++);
+		assert_true(co_status(&f->out, c, "s_x", mid, "queued"));
+	}
+	for (int i = 0; i < 20; i++) {
+		snprintf(mid, sizeof(mid), "m_%u", sent++);
+		assert_true(co_status(&f->out, c, "s_x", mid, "queued"));
+	}
+	co_flush(&f->out);
+	assert_true(co_backlog_bytes(&f->out, 0) > 0);
+	/* The dataplane catches up: everything arrives once, in order. */
+	uint32_t seen = 0;
+	while (seen < sent) {
+		bool any = false;
+		while (next_rec(f, 0)) {
+			const struct chan_status *s = (const void *)g.p;
+			snprintf(mid, sizeof(mid), "m_%u", seen++);
+			assert_string_equal(s->message_id, mid);
+			any = true;
+		}
+		assert_true(any);
+		co_flush(&f->out);
+	}
+	assert_int_equal(co_backlog_bytes(&f->out, 0), 0);
+	assert_false(next_rec(f, 0));
+
+	/* Ring and backlog full: the record is refused and counted. */
+	uint64_t dropped = f->out.w[0].dropped;
+	while (co_status(&f->out, c, "s_x", "m_y", "queued"))
+		;
+	assert_int_equal(f->out.w[0].dropped, dropped + 1);
+	assert_true(co_backlog_bytes(&f->out, 0) > 0);
+	co_reset(&f->out);
+	assert_int_equal(co_backlog_bytes(&f->out, 0), 0);
+}
+
+static void test_loop_turn(void **state)
+{
+	struct fx *f = *state;
+	struct cp_loop l;
+	assert_int_equal(cpl_init(&l, f->cp, &f->api, &f->out), 0);
+	static _Alignas(8) uint8_t buf[4096];
+	uint32_t len = build_req(buf, 1, 2, CHAN_REQ_HTTP, CHAN_M_GET, "/api/models", NULL, 0, NULL);
+	struct chan_prod *p = chan_producer(f->dp, 1);
+	void *dst = chan_reserve(p, CHAN_REC_REQUEST, len);
+	assert_non_null(dst);
+	memcpy(dst, buf, len);
+	chan_commit(p, len);
+	chan_publish(p);
+	assert_int_equal(cpl_turn(&l, false), 1);
+	json_t *j = expect_resp(f, 1, 200);
+	assert_non_null(json_object_get(j, "models"));
+	json_decref(j);
+	/* The turn stamped control's heartbeat. */
+	assert_true(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
+	assert_int_equal(cpl_turn(&l, false), 0);
+	cpl_free(&l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_routing_and_models, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_sessions, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_message_stream_and_resume, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel_and_running_backlog, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_websocket, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_subscription_table, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_large_body_is_split, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_ring_full_backlog, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_loop_turn, fx_setup, fx_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
