@@ -1,0 +1,506 @@
+/*
+ * The app instance of a worker: the connection table, the transport upcalls,
+ * dispatch of control's records by connection handle, and the end-of-turn and
+ * control-attach hooks. Protocol work lives in app_http.c, app_ws.c and
+ * app_stream.c.
+ */
+#include "app/app.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app_int.h"
+#include "sluice/conf.h"
+#include "sluice/log.h"
+
+static void conn_timer_cb(void *arg, struct tw_timer *t)
+{
+	struct conn *c = arg;
+
+	(void)t;
+	if (c->mode == CONN_SSE)
+		stream_keepalive(c);
+	else if (c->mode == CONN_HTTP)
+		http_timer_fired(c);
+}
+
+struct app *app_create(struct worker *w, char *err, size_t errlen)
+{
+	const struct sluice_conf *conf = worker_conf(w);
+	struct app *a = calloc(1, sizeof(*a));
+	uint32_t gen0;
+
+	if (!a) {
+		snprintf(err, errlen, "app: out of memory");
+		return NULL;
+	}
+	a->w = w;
+	/* The worker creates its transport after the app (the transport needs
+	 * the upcalls), so the transport is looked up on first use. */
+	a->tp = NULL;
+	a->st = worker_stats(w);
+	a->conf = conf;
+	a->wid = worker_id(w);
+	a->max_conns = conf->max_conns;
+	a->pol.off = conf->batch_mode == CONF_BATCH_OFF;
+	a->pol.max_delay_ns = (uint64_t)conf->max_delay_us * 1000u;
+	a->pol.max_bytes = conf->max_bytes;
+	if (a->max_conns == 0 || conf->max_bytes == 0) {
+		snprintf(err, errlen, "app: max_conns and max_bytes must be > 0");
+		goto fail;
+	}
+	a->conns = calloc(a->max_conns, sizeof(*a->conns));
+	a->subs = subs_create(a->max_conns);
+	a->scratch_cap = (size_t)conf->max_bytes + APP_SCRATCH_EXTRA;
+	a->scratch = malloc(a->scratch_cap);
+	a->pending = calloc(a->max_conns, sizeof(*a->pending));
+	if (!a->conns || !a->subs || !a->scratch || !a->pending ||
+	    batch_pool_init(&a->pool, conf->max_bytes, a->max_conns) != 0) {
+		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
+		goto fail;
+	}
+	/* Generations start from the attach epoch so records addressed to
+	 * connections of an earlier dataplane never match a live one. */
+	gen0 = worker_epoch(w) << 20;
+	for (uint32_t i = 0; i < a->max_conns; i++) {
+		struct conn *c = &a->conns[i];
+
+		c->app = a;
+		c->slot = i;
+		c->gen = gen0;
+		c->next_free = i + 1 < a->max_conns ? i + 1 : APP_NO_SLOT;
+		tw_init(&c->timer, conn_timer_cb, c);
+		tw_init(&c->btimer, stream_batch_timer, c);
+		c->pend_idx = APP_NO_SLOT;
+		batch_init(&c->batch);
+	}
+	a->free_head = 0;
+	return a;
+fail:
+	app_destroy(a);
+	return NULL;
+}
+
+void app_destroy(struct app *a)
+{
+	if (!a)
+		return;
+	if (a->conns) {
+		for (uint32_t i = 0; i < a->max_conns; i++) {
+			struct conn *c = &a->conns[i];
+
+			free(c->req_buf);
+			free(c->resp_body.p);
+			free(c->resp_hdrs.p);
+			if (c->ws_open)
+				ws_session_free(&c->ws);
+		}
+	}
+	if (a->pool.all)
+		batch_pool_destroy(&a->pool);
+	subs_destroy(a->subs);
+	free(a->scratch);
+	free(a->pending);
+	free(a->conns);
+	free(a);
+}
+
+void conn_fill_handle(const struct conn *c, struct chan_conn *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->worker = (uint16_t)c->app->wid;
+	h->slot = c->slot;
+	h->gen = c->gen;
+}
+
+struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h)
+{
+	struct conn *c;
+
+	if (h->worker != a->wid || h->slot >= a->max_conns)
+		return NULL;
+	c = &a->conns[h->slot];
+	if (!c->tc || c->gen != h->gen || c->closing)
+		return NULL;
+	return c;
+}
+
+static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
+{
+	struct app *a = app;
+	struct conn *c;
+
+	if (!a->tp)
+		a->tp = worker_tp(a->w);
+	if (a->free_head == APP_NO_SLOT) {
+		DP_STAT_ADD(a->st, conns_refused, 1);
+		return NULL;
+	}
+	c = &a->conns[a->free_head];
+	a->free_head = c->next_free;
+	c->tc = tc;
+	c->peer = *peer;
+	c->mode = CONN_HTTP;
+	c->hstate = HS_HEAD;
+	c->keep_alive = true;
+	c->head_req = c->requested = c->eof = c->subscribed = false;
+	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
+	c->req_id = 0;
+	c->parse_last = 0;
+	c->req_len = c->req_need = c->req_head_len = 0;
+	c->resp_body.len = c->resp_hdrs.len = 0;
+	c->pend_acct = 0;
+	c->turn_no = 0;
+	c->turn_bytes = 0;
+	c->pend_idx = APP_NO_SLOT;
+	c->sid[0] = c->last_mid[0] = '\0';
+	c->last_seq = 0;
+	DP_STAT_ADD(a->st, conns_accepted, 1);
+	/* An idle connection that never sends a byte is closed like an idle
+	 * keep-alive one. */
+	worker_timer_arm(a->w, &c->timer,
+			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	return c;
+}
+
+static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
+{
+	struct conn *c = ctx;
+
+	(void)app;
+	if (unlikely(c->closing))
+		return len;
+	if (c->mode == CONN_WS)
+		return ws_on_data(c, data, len);
+	if (c->mode == CONN_SSE)
+		return len; /* an event stream takes no further input */
+	return http_on_data(c, data, len);
+}
+
+static void up_eof(void *app, void *ctx)
+{
+	struct conn *c = ctx;
+
+	(void)app;
+	c->eof = true;
+	/* A request still waiting for control is answered first; the close
+	 * follows its response (app_http.c). */
+	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT)
+		return;
+	conn_close(c, false);
+}
+
+static void up_drained(void *app, void *ctx)
+{
+	(void)app;
+	conn_account(ctx);
+}
+
+static void up_close(void *app, void *ctx)
+{
+	struct app *a = app;
+	struct conn *c = ctx;
+	struct chan_conn_closed *cc;
+
+	worker_timer_cancel(a->w, &c->timer);
+	worker_timer_cancel(a->w, &c->btimer);
+	if (c->subscribed)
+		stream_unsubscribe(c);
+	batch_clear(&c->batch, &a->pool);
+	stream_pending_remove(c);
+	if (c->pend_acct) {
+		DP_STAT_SUB(a->st, pending_bytes, c->pend_acct);
+		c->pend_acct = 0;
+	}
+	if (c->requested) {
+		cc = worker_rec_reserve(a->w, CHAN_REC_CONN_CLOSED, sizeof(*cc));
+		if (cc) {
+			conn_fill_handle(c, &cc->conn);
+			worker_rec_commit(a->w, sizeof(*cc));
+		} else {
+			DP_STAT_ADD(a->st, chan_full, 1);
+			LOG_WARN("worker %u: channel full, CONN_CLOSED for slot %u lost",
+				 a->wid, c->slot);
+		}
+	}
+	if (c->ws_open) {
+		ws_session_free(&c->ws);
+		c->ws_open = false;
+	}
+	free(c->req_buf);
+	c->req_buf = NULL;
+	app_resp_reset(c);
+	c->tc = NULL;
+	c->gen = (c->gen & ~0xfffffu) | ((c->gen + 1) & 0xfffffu);
+	c->next_free = a->free_head;
+	a->free_head = c->slot;
+	DP_STAT_ADD(a->st, conns_closed, 1);
+}
+
+static const struct tp_upcalls upcalls = {
+	.on_open = up_open,
+	.on_data = up_data,
+	.on_eof = up_eof,
+	.on_drained = up_drained,
+	.on_close = up_close,
+};
+
+const struct tp_upcalls *app_upcalls(void)
+{
+	return &upcalls;
+}
+
+void conn_close(struct conn *c, bool abort)
+{
+	if (c->closing || !c->tc)
+		return;
+	c->closing = true;
+	c->hstate = HS_CLOSING;
+	worker_timer_cancel(c->app->w, &c->timer);
+	tp_close(c->app->tp, c->tc, abort);
+}
+
+bool conn_send(struct conn *c, const void *data, size_t len)
+{
+	struct app *a = c->app;
+
+	if (unlikely(c->closing))
+		return false;
+	if (unlikely(!tp_send(a->tp, c->tc, data, len)))
+		return false;
+	if (c->turn_no != a->turn_no) {
+		c->turn_no = a->turn_no;
+		c->turn_bytes = 0;
+	}
+	c->turn_bytes += len;
+	c->last_write_ns = worker_now(a->w);
+	DP_STAT_ADD(a->st, bytes_out, len);
+	return true;
+}
+
+bool conn_account(struct conn *c)
+{
+	struct app *a = c->app;
+	struct tp_conn_info ti;
+	uint64_t now_acct;
+
+	if (!c->tc || c->closing)
+		return false;
+	tp_info(a->tp, c->tc, &ti);
+	now_acct = ti.tx_queued + c->batch.len;
+	if (now_acct >= c->pend_acct)
+		DP_STAT_ADD(a->st, pending_bytes, now_acct - c->pend_acct);
+	else
+		DP_STAT_SUB(a->st, pending_bytes, c->pend_acct - now_acct);
+	c->pend_acct = now_acct;
+	if (unlikely(c->mode != CONN_HTTP && now_acct > a->conf->max_pending_bytes)) {
+		DP_STAT_ADD(a->st, slow_consumer_closes, 1);
+		batch_clear(&c->batch, &a->pool);
+		if (c->mode == CONN_SSE) {
+			struct ev_buf b;
+
+			evb_init(&b, a->scratch, a->scratch_cap);
+			ev_sse_error(&b, "slow_consumer",
+				     "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
+			/* The bound is already passed; the error event is best effort. */
+			if (!b.overflow && conn_send(c, b.p, b.len))
+				conn_close(c, false);
+			else
+				conn_close(c, true);
+		} else {
+			ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
+		}
+		return false;
+	}
+	return true;
+}
+
+enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t method,
+		     const struct app_field *fields, size_t nfields)
+{
+	struct app *a = c->app;
+	struct chan_request *rq;
+	size_t total = sizeof(*rq);
+	uint8_t *p;
+
+	if (!worker_control_attached(a->w))
+		return APP_REQ_NO_CONTROL;
+	for (size_t i = 0; i < nfields; i++)
+		if (fields[i].data)
+			total += chan_field_size(fields[i].len);
+	if (total > worker_rec_max(a->w))
+		return APP_REQ_TOO_BIG;
+	rq = worker_rec_reserve(a->w, CHAN_REC_REQUEST, (uint32_t)total);
+	if (!rq) {
+		DP_STAT_ADD(a->st, chan_full, 1);
+		return APP_REQ_FULL;
+	}
+	memset(rq, 0, sizeof(*rq));
+	conn_fill_handle(c, &rq->conn);
+	rq->req_id = ++c->req_id;
+	rq->kind = kind;
+	rq->method = method;
+	p = (uint8_t *)(rq + 1);
+	for (size_t i = 0; i < nfields; i++)
+		if (fields[i].data)
+			chan_field_put(&p, fields[i].tag, fields[i].data, (uint32_t)fields[i].len);
+	worker_rec_commit(a->w, (uint32_t)total);
+	c->requested = true;
+	return APP_REQ_OK;
+}
+
+static void on_response(struct app *a, const struct chan_response *r, uint32_t len)
+{
+	struct conn *c = app_conn_lookup(a, &r->conn);
+
+	if (!c) {
+		DP_STAT_ADD(a->st, stale_records, 1);
+		return;
+	}
+	if (c->mode == CONN_WS)
+		ws_on_response(c, r, len);
+	else if (c->mode == CONN_HTTP)
+		http_on_response(c, r, len);
+	else
+		DP_STAT_ADD(a->st, stale_records, 1);
+}
+
+void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+{
+	if (!a->tp)
+		a->tp = worker_tp(a->w);
+	switch (type) {
+	case CHAN_REC_RESPONSE:
+		on_response(a, payload, len);
+		break;
+	case CHAN_REC_TOKENS:
+	case CHAN_REC_STATUS:
+	case CHAN_REC_USAGE:
+	case CHAN_REC_DONE:
+		stream_on_record(a, type, payload, len);
+		break;
+	default:
+		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		break;
+	}
+}
+
+void app_end_of_turn(struct app *a, bool busy)
+{
+	stream_end_of_turn(a, busy);
+	a->turn_no++;
+}
+
+void app_control_changed(struct app *a, bool attached)
+{
+	if (!a->tp)
+		a->tp = worker_tp(a->w);
+	for (uint32_t i = 0; i < a->max_conns; i++) {
+		struct conn *c = &a->conns[i];
+
+		if (!c->tc || c->closing)
+			continue;
+		if (!attached && c->mode == CONN_HTTP)
+			http_control_lost(c);
+		/* On attach too: a control that restarted between two heartbeat
+		 * checks (new epoch, no gap seen) will not finish the old streams. */
+		if (c->subscribed && c->msg_running)
+			stream_interrupt(c);
+		if (attached && c->subscribed && !c->closing)
+			stream_announce(c);
+	}
+}
+
+/* Largest multi-part response body collected. */
+#define APP_MAX_RESP (16u * 1024u * 1024u)
+
+static bool dbuf_put(struct app_dbuf *d, const void *p, size_t n)
+{
+	if (d->cap - d->len < n) {
+		size_t cap = d->cap ? d->cap : 4096;
+		uint8_t *np;
+
+		while (cap - d->len < n) {
+			if (cap >= APP_MAX_RESP)
+				return false;
+			cap *= 2;
+		}
+		np = realloc(d->p, cap);
+		if (!np)
+			return false;
+		d->p = np;
+		d->cap = cap;
+	}
+	memcpy(d->p + d->len, p, n);
+	d->len += n;
+	return true;
+}
+
+void app_resp_reset(struct conn *c)
+{
+	free(c->resp_body.p);
+	free(c->resp_hdrs.p);
+	memset(&c->resp_body, 0, sizeof(c->resp_body));
+	memset(&c->resp_hdrs, 0, sizeof(c->resp_hdrs));
+}
+
+/*
+ * Response parts: a single-part response is used straight from the record;
+ * parts flagged CHAN_RESP_MORE are copied into resp_body, and their header
+ * fields into resp_hdrs as ready-made header lines, until the last part.
+ */
+bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t len,
+		      const uint8_t **body, size_t *blen, bool *bad)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	bool single = !(r->flags & CHAN_RESP_MORE) && c->resp_body.len == 0 &&
+		      c->resp_hdrs.len == 0;
+
+	*bad = false;
+	*body = NULL;
+	*blen = 0;
+	if (single) {
+		while ((f = chan_field_next(&p, end, bad)) != NULL) {
+			if (f->tag == CHAN_F_BODY) {
+				*body = f->data;
+				*blen = f->len;
+			}
+		}
+		return !*bad;
+	}
+	if (c->resp_body.len == 0 && c->resp_hdrs.len == 0) {
+		c->resp_status = r->status;
+		c->resp_ctype = false;
+	}
+	while ((f = chan_field_next(&p, end, bad)) != NULL) {
+		bool ok = true;
+
+		if (f->tag == CHAN_F_BODY) {
+			ok = dbuf_put(&c->resp_body, f->data, f->len);
+		} else if (f->tag == CHAN_F_SET_COOKIE || f->tag == CHAN_F_HEADER ||
+			   f->tag == CHAN_F_CONTENT_TYPE) {
+			if (memchr(f->data, '\r', f->len) || memchr(f->data, '\n', f->len))
+				continue; /* a value must never start another header */
+			if (f->tag == CHAN_F_CONTENT_TYPE)
+				c->resp_ctype = true;
+			const char *name = f->tag == CHAN_F_SET_COOKIE ? "Set-Cookie: " :
+					   f->tag == CHAN_F_CONTENT_TYPE ? "Content-Type: " : "";
+
+			ok = dbuf_put(&c->resp_hdrs, name, strlen(name)) &&
+			     dbuf_put(&c->resp_hdrs, f->data, f->len) &&
+			     dbuf_put(&c->resp_hdrs, "\r\n", 2);
+		}
+		if (!ok) {
+			*bad = true;
+			return false;
+		}
+	}
+	if (*bad || (r->flags & CHAN_RESP_MORE))
+		return false;
+	*body = c->resp_body.p;
+	*blen = c->resp_body.len;
+	return true;
+}

@@ -1,0 +1,601 @@
+/*
+ * HTTP/1.1 on a connection: request heads through http_parse_request, bodies
+ * by Content-Length, routing (local operations routes, the WebSocket upgrade,
+ * /api/ and /v1/ to control), responses from control, and the header-read and
+ * idle timers. One request is in flight at a time: while it waits for
+ * control, on_data consumes nothing, so pipelined requests stay in the
+ * transport and are answered in order once tp_rx_resume() offers them again.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app_int.h"
+#include "app/app_metrics.h"
+#include "http/http_parse.h"
+#include "sluice/conf.h"
+#include "sluice/log.h"
+
+#define CT_JSON "application/json; charset=utf-8"
+#define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
+
+static const char *reason_phrase(unsigned status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 101: return "Switching Protocols";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 426: return "Upgrade Required";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+static bool slice_eq(struct http_slice s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return s.len == n && memcmp(s.p, lit, n) == 0;
+}
+
+static bool slice_prefix(struct http_slice s, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return s.len >= n && memcmp(s.p, lit, n) == 0;
+}
+
+/* Header values from control go on the wire verbatim: refuse line breaks so
+ * a value can never start another header. */
+static bool hdr_value_ok(const uint8_t *p, size_t n)
+{
+	return memchr(p, '\r', n) == NULL && memchr(p, '\n', n) == NULL;
+}
+
+static void count_response(struct conn *c, unsigned status)
+{
+	unsigned cls = status / 100;
+
+	if (cls >= 1 && cls <= 5)
+		DP_STAT_ADD(c->app->st, http_responses[cls], 1);
+}
+
+/* After a response: close, or get ready for the next request (arming the
+ * idle timer and, when the request had paused input, resuming it). */
+static void http_finish(struct conn *c, bool close_after)
+{
+	struct app *a = c->app;
+	bool was_waiting = c->hstate == HS_WAIT;
+
+	if (close_after || c->eof || !c->keep_alive) {
+		conn_close(c, false);
+		return;
+	}
+	c->hstate = HS_HEAD;
+	worker_timer_arm(a->w, &c->timer,
+			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	if (was_waiting)
+		tp_rx_resume(a->tp, c->tc);
+}
+
+/*
+ * Writes a whole response. `extra` holds ready header lines (CRLF-ended);
+ * `r` (optional) adds the SET_COOKIE / HEADER / CONTENT_TYPE fields of a
+ * single-part control response. The body is omitted for HEAD, the length kept.
+ * Returns false when the connection had to be aborted.
+ */
+static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t ctype_len,
+		      const void *extra, size_t extra_len, const struct chan_response *r,
+		      uint32_t rlen, const void *body, size_t blen, bool close_after)
+{
+	struct app *a = c->app;
+	char head[768];
+	struct ev_buf b;
+	bool ok;
+
+	if (r) {
+		const uint8_t *p = (const uint8_t *)(r + 1);
+		const uint8_t *end = (const uint8_t *)r + rlen;
+		const struct chan_field *f;
+		bool bad = false;
+
+		while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+			if (f->tag == CHAN_F_CONTENT_TYPE && hdr_value_ok(f->data, f->len)) {
+				ctype = (const char *)f->data;
+				ctype_len = f->len;
+			}
+		}
+	}
+	if (!close_after && !c->keep_alive)
+		close_after = true;
+	evb_init(&b, head, sizeof(head));
+	evb_str(&b, "HTTP/1.1 ");
+	evb_u64(&b, status);
+	evb_put(&b, " ", 1);
+	evb_str(&b, reason_phrase(status));
+	evb_str(&b, "\r\nX-Sluice-Worker: ");
+	evb_u64(&b, a->wid);
+	if (ctype) {
+		evb_str(&b, "\r\nContent-Type: ");
+		evb_put(&b, ctype, ctype_len);
+	}
+	evb_str(&b, "\r\nContent-Length: ");
+	evb_u64(&b, blen);
+	if (close_after)
+		evb_str(&b, "\r\nConnection: close");
+	else if (c->http10)
+		evb_str(&b, "\r\nConnection: keep-alive");
+	evb_str(&b, "\r\n");
+	if (b.overflow) {
+		LOG_WARN("worker %u: response head too large, slot %u aborted", a->wid, c->slot);
+		conn_close(c, true);
+		return false;
+	}
+	ok = conn_send(c, b.p, b.len);
+	if (ok && extra_len)
+		ok = conn_send(c, extra, extra_len);
+	if (ok && r) {
+		const uint8_t *p = (const uint8_t *)(r + 1);
+		const uint8_t *end = (const uint8_t *)r + rlen;
+		const struct chan_field *f;
+		bool bad = false;
+
+		while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+			if (f->tag != CHAN_F_SET_COOKIE && f->tag != CHAN_F_HEADER)
+				continue;
+			if (!hdr_value_ok(f->data, f->len))
+				continue;
+			if (f->tag == CHAN_F_SET_COOKIE)
+				ok = conn_send(c, "Set-Cookie: ", 12);
+			ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+		}
+	}
+	ok = ok && conn_send(c, "\r\n", 2);
+	if (ok && blen && !c->head_req)
+		ok = conn_send(c, body, blen);
+	if (!ok) {
+		conn_close(c, true);
+		return false;
+	}
+	count_response(c, status);
+	conn_account(c);
+	return true;
+}
+
+static void http_send_json(struct conn *c, unsigned status, const char *json, const char *extra,
+			   bool close_after)
+{
+	if (http_emit(c, status, CT_JSON, strlen(CT_JSON), extra, extra ? strlen(extra) : 0,
+		      NULL, 0, json, strlen(json), close_after))
+		http_finish(c, close_after);
+}
+
+void http_send_error(struct conn *c, int status, const char *code, const char *message,
+		     bool close_after)
+{
+	char body[512];
+	struct ev_buf b;
+	const char *extra = status == 503 ? "Retry-After: 1\r\n" : NULL;
+
+	evb_init(&b, body, sizeof(body) - 1);
+	ev_error_json(&b, EV_SSE, code, message);
+	if (b.overflow) {
+		conn_close(c, true);
+		return;
+	}
+	body[b.len] = '\0';
+	http_send_json(c, (unsigned)status, body, extra, close_after);
+}
+
+/* The error of a request whose framing cannot be trusted: answer, then close. */
+static void http_framing_error(struct conn *c, int status)
+{
+	const char *code = "bad_request", *msg = "malformed request";
+
+	switch (status) {
+	case 505: code = "http_version_not_supported"; msg = "only HTTP/1.0 and HTTP/1.1 are served"; break;
+	case 414: code = "uri_too_long"; msg = "request line longer than 8 KiB"; break;
+	case 431: code = "headers_too_large"; msg = "header section too large"; break;
+	case 413: code = "payload_too_large"; msg = "body longer than 1 MiB"; break;
+	case 411: code = "length_required"; msg = "chunked request bodies are not supported; send Content-Length"; break;
+	case 501: code = "not_implemented"; msg = "transfer coding not supported"; break;
+	case 408: code = "request_timeout"; msg = "request not complete in time"; break;
+	default: status = 400; break;
+	}
+	c->keep_alive = false;
+	http_send_error(c, status, code, msg, true);
+	c->hstate = HS_CLOSING;
+}
+
+static uint8_t method_of(struct http_slice m)
+{
+	static const struct { const char *name; uint8_t m; } tab[] = {
+		{ "GET", CHAN_M_GET }, { "HEAD", CHAN_M_HEAD }, { "POST", CHAN_M_POST },
+		{ "PUT", CHAN_M_PUT }, { "PATCH", CHAN_M_PATCH }, { "DELETE", CHAN_M_DELETE },
+		{ "OPTIONS", CHAN_M_OPTIONS },
+	};
+
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(tab); i++)
+		if (slice_eq(m, tab[i].name))
+			return tab[i].m;
+	return CHAN_M_OTHER;
+}
+
+static bool is_base64_key(struct http_slice k)
+{
+	/* 16 bytes encode to 22 significant characters and "==". */
+	if (k.len != 24 || k.p[22] != '=' || k.p[23] != '=')
+		return false;
+	for (size_t i = 0; i < 22; i++) {
+		char ch = k.p[i];
+
+		if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch >= '0' && ch <= '9') || ch == '+' || ch == '/'))
+			return false;
+	}
+	/* The last significant character carries 2 bits; the rest must be 0. */
+	return strchr("AQgw", k.p[21]) != NULL;
+}
+
+static void route_ws(struct conn *c, const struct http_request *req)
+{
+	const struct http_header *up = http_find_header(req, "Upgrade");
+	const struct http_header *cn = http_find_header(req, "Connection");
+	const struct http_header *ver = http_find_header(req, "Sec-WebSocket-Version");
+	const struct http_header *key = http_find_header(req, "Sec-WebSocket-Key");
+
+	if (c->method != CHAN_M_GET) {
+		http_send_json(c, 405,
+			       "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}}",
+			       "Allow: GET\r\n", false);
+		return;
+	}
+	if (!up || !http_value_has_token(up->value, "websocket") || !cn ||
+	    !http_value_has_token(cn->value, "upgrade") || !key || !is_base64_key(key->value) ||
+	    !ver || req->minor_version != 1) {
+		http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
+		return;
+	}
+	if (!slice_eq(ver->value, "13")) {
+		http_send_json(c, 426,
+			       "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",
+			       "Sec-WebSocket-Version: 13\r\n", false);
+		return;
+	}
+	ws_start(c, key->value.p, key->value.len);
+}
+
+static void route_local(struct conn *c, const struct http_request *req)
+{
+	struct app *a = c->app;
+
+	if (c->method != CHAN_M_GET && c->method != CHAN_M_HEAD) {
+		http_send_json(c, 405,
+			       "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
+			       "Allow: GET, HEAD\r\n", false);
+		return;
+	}
+	if (slice_eq(req->path, "/healthz")) {
+		http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
+	} else if (slice_eq(req->path, "/readyz")) {
+		if (worker_control_attached(a->w))
+			http_send_json(c, 200, "{\"ready\":true}", NULL, false);
+		else
+			http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+	} else {
+		size_t n = app_metrics_render(a->scratch, a->scratch_cap, worker_control_attached(a->w));
+
+		if (n == 0) {
+			http_send_error(c, 500, "internal", "metrics do not fit", false);
+			return;
+		}
+		if (http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, 0, NULL, 0,
+			      a->scratch, n, false))
+			http_finish(c, false);
+	}
+}
+
+static const struct http_slice *hdr_val(const struct http_request *req, const char *name)
+{
+	const struct http_header *h = http_find_header(req, name);
+
+	return h ? &h->value : NULL;
+}
+
+static void route_control(struct conn *c, const struct http_request *req, const uint8_t *body,
+			  size_t blen)
+{
+	static const struct { uint16_t tag; const char *name; } hdrs[] = {
+		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
+		{ CHAN_F_ORIGIN, "Origin" }, { CHAN_F_LAST_EVENT_ID, "Last-Event-ID" },
+		{ CHAN_F_CONTENT_TYPE, "Content-Type" }, { CHAN_F_CSRF, "X-CSRF-Token" },
+		{ CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
+	};
+	struct app_field f[4 + SLUICE_ARRAY_LEN(hdrs)];
+	char peer[32];
+	size_t n = 0;
+	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
+	int pl = snprintf(peer, sizeof(peer), "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
+			  c->peer.port);
+
+	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
+	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
+	f[n++] = (struct app_field){ CHAN_F_BODY, blen ? body : NULL, blen };
+	f[n++] = (struct app_field){ CHAN_F_PEER, peer, (size_t)pl };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
+		const struct http_slice *v = hdr_val(req, hdrs[i].name);
+
+		f[n++] = (struct app_field){ hdrs[i].tag, v ? v->p : NULL, v ? v->len : 0 };
+	}
+	switch (app_send_request(c, CHAN_REQ_HTTP, c->method, f, n)) {
+	case APP_REQ_OK:
+		c->hstate = HS_WAIT;
+		worker_timer_cancel(c->app->w, &c->timer);
+		break;
+	case APP_REQ_NO_CONTROL:
+		http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+		break;
+	case APP_REQ_FULL:
+		http_send_error(c, 503, "overloaded", "channel to control is full", false);
+		break;
+	case APP_REQ_TOO_BIG:
+		http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
+		break;
+	}
+}
+
+/* A complete request (head parsed, body in hand): route it. */
+static void http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
+		       size_t blen)
+{
+	const struct http_header *cn = http_find_header(req, "Connection");
+
+	DP_STAT_ADD(c->app->st, http_requests, 1);
+	c->method = method_of(req->method);
+	c->head_req = c->method == CHAN_M_HEAD;
+	c->http10 = req->minor_version == 0;
+	if (c->http10)
+		c->keep_alive = cn && http_value_has_token(cn->value, "keep-alive");
+	else
+		c->keep_alive = !(cn && http_value_has_token(cn->value, "close"));
+
+	if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
+	    slice_eq(req->path, "/metrics"))
+		route_local(c, req);
+	else if (slice_eq(req->path, "/ws/chat"))
+		route_ws(c, req);
+	else if (slice_prefix(req->path, "/api/") || slice_prefix(req->path, "/v1/"))
+		route_control(c, req, body, blen);
+	else
+		http_send_error(c, 404, "not_found", "no such path", false);
+}
+
+/* Parses one request head at data; returns bytes consumed (0: need more). */
+static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
+{
+	struct app *a = c->app;
+	struct http_header hdrs[HTTP_MAX_HEADERS];
+	struct http_request req = { .headers = hdrs, .num_headers = HTTP_MAX_HEADERS };
+	const struct http_header *expect;
+	int status = 400;
+	int r = http_parse_request((const char *)data, len, c->parse_last, &req, &status);
+	size_t head_len, clen;
+
+	if (r == HTTP_PARSE_INCOMPLETE) {
+		if (c->parse_last == 0)
+			worker_timer_arm(a->w, &c->timer, worker_now(a->w) +
+					 (uint64_t)a->conf->header_timeout_s * 1000000000ull);
+		c->parse_last = len;
+		return 0;
+	}
+	c->parse_last = 0;
+	if (r < 0) {
+		http_framing_error(c, status);
+		return len;
+	}
+	head_len = (size_t)r;
+	status = http_request_body_length(&req, APP_MAX_BODY, &clen);
+	if (status != 0) {
+		http_framing_error(c, status);
+		return len;
+	}
+	if (len - head_len >= clen) {
+		http_route(c, &req, data + head_len, clen);
+		return head_len + clen;
+	}
+	/* The body outgrows what the transport offers at once: keep head and
+	 * body together so the head can be parsed again when the body is in. */
+	c->req_buf = malloc(head_len + clen);
+	if (!c->req_buf) {
+		LOG_WARN("worker %u: no memory for a %zu-byte body", a->wid, clen);
+		conn_close(c, true);
+		return len;
+	}
+	memcpy(c->req_buf, data, len);
+	c->req_len = len;
+	c->req_need = head_len + clen;
+	c->req_head_len = head_len;
+	c->hstate = HS_BODY;
+	expect = http_find_header(&req, "Expect");
+	if (expect && http_slice_ieq(expect->value, "100-continue") &&
+	    !conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
+		conn_close(c, true);
+		return len;
+	}
+	worker_timer_arm(a->w, &c->timer,
+			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	return len;
+}
+
+/* More body bytes for the request collected in req_buf. */
+static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
+{
+	size_t take = c->req_need - c->req_len;
+	struct http_header hdrs[HTTP_MAX_HEADERS];
+	struct http_request req = { .headers = hdrs, .num_headers = HTTP_MAX_HEADERS };
+	int status = 400;
+	uint8_t *buf;
+
+	if (take > len)
+		take = len;
+	memcpy(c->req_buf + c->req_len, data, take);
+	c->req_len += take;
+	if (c->req_len < c->req_need)
+		return take;
+	buf = c->req_buf;
+	c->req_buf = NULL;
+	c->hstate = HS_HEAD;
+	if (http_parse_request((const char *)buf, c->req_head_len, 0, &req, &status) !=
+	    (int)c->req_head_len)
+		http_framing_error(c, 400);
+	else
+		http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
+	free(buf);
+	return take;
+}
+
+size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len && !c->closing) {
+		size_t n;
+
+		if (c->mode == CONN_WS)
+			return off + ws_on_data(c, data + off, len - off);
+		if (c->mode != CONN_HTTP || c->hstate == HS_CLOSING)
+			return len;
+		if (c->hstate == HS_WAIT)
+			return off;
+		if (c->hstate == HS_BODY)
+			n = http_body(c, data + off, len - off);
+		else
+			n = http_one(c, data + off, len - off);
+		if (n == 0)
+			return off;
+		off += n;
+	}
+	return c->closing ? len : off;
+}
+
+void http_timer_fired(struct conn *c)
+{
+	if (c->hstate == HS_WAIT || c->closing)
+		return;
+	if (c->hstate == HS_BODY || c->parse_last > 0) {
+		http_framing_error(c, 408);
+		return;
+	}
+	conn_close(c, false);
+}
+
+void http_control_lost(struct conn *c)
+{
+	if (c->hstate != HS_WAIT)
+		return;
+	app_resp_reset(c);
+	http_send_error(c, 503, "control_unavailable", "control went away", false);
+}
+
+void http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	struct app *a = c->app;
+	const uint8_t *body;
+	size_t blen;
+	bool bad;
+
+	if (c->hstate != HS_WAIT || r->req_id != c->req_id) {
+		DP_STAT_ADD(a->st, stale_records, 1);
+		return;
+	}
+	if (r->action == CHAN_RESP_SSE_SUBSCRIBE) {
+		char head[256];
+		struct ev_buf b;
+		bool ok;
+
+		evb_init(&b, head, sizeof(head));
+		evb_str(&b, "HTTP/1.1 200 OK\r\nX-Sluice-Worker: ");
+		evb_u64(&b, a->wid);
+		evb_str(&b, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+			    "X-Accel-Buffering: no\r\n");
+		ok = !b.overflow && conn_send(c, b.p, b.len);
+		if (ok) {
+			const uint8_t *p = (const uint8_t *)(r + 1);
+			const uint8_t *end = (const uint8_t *)r + len;
+			const struct chan_field *f;
+
+			bad = false;
+			while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+				if ((f->tag != CHAN_F_SET_COOKIE && f->tag != CHAN_F_HEADER) ||
+				    !hdr_value_ok(f->data, f->len))
+					continue;
+				if (f->tag == CHAN_F_SET_COOKIE)
+					ok = conn_send(c, "Set-Cookie: ", 12);
+				ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+			}
+			ok = ok && conn_send(c, "\r\n", 2);
+		}
+		if (!ok) {
+			conn_close(c, true);
+			return;
+		}
+		count_response(c, 200);
+		DP_STAT_ADD(a->st, sse_streams, 1);
+		c->mode = CONN_SSE;
+		c->hstate = HS_HEAD;
+		stream_subscribe(c, r);
+		/* Input after the stream started is discarded; let the transport
+		 * offer what it stashed so it is not held forever. */
+		tp_rx_resume(a->tp, c->tc);
+		return;
+	}
+	if (r->action != CHAN_RESP_PLAIN) {
+		LOG_WARN("worker %u: response action %u on an HTTP conn", a->wid, r->action);
+		app_resp_reset(c);
+		http_send_error(c, 500, "internal", "unexpected response from control", false);
+		return;
+	}
+	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
+		if (bad) {
+			DP_STAT_ADD(a->st, chan_bad_records, 1);
+			app_resp_reset(c);
+			http_send_error(c, 500, "internal", "bad response from control", false);
+		}
+		return;
+	}
+	if (c->resp_hdrs.len || c->resp_body.len) {
+		bool ok = http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
+				    c->resp_ctype ? 0 : strlen(CT_JSON), c->resp_hdrs.p,
+				    c->resp_hdrs.len, NULL, 0, body, blen, false);
+
+		app_resp_reset(c);
+		if (ok)
+			http_finish(c, false);
+		return;
+	}
+	if (http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, 0, r, len, body, blen, false))
+		http_finish(c, false);
+}

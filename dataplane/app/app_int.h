@@ -1,0 +1,175 @@
+/*
+ * Internals shared by the app layer's modules (app.c, app_http.c,
+ * app_stream.c, app_ws.c, app_metrics.c): the per-worker struct app and the
+ * per-connection struct conn. Nothing outside dataplane/app includes this.
+ *
+ * Ownership: struct app owns the connection pool (conf.max_conns entries,
+ * allocated at app_create), the subscription table, the batch buffer pool
+ * and the frame scratch buffer. A struct conn is owned by the app from
+ * on_open to on_close; the tp_conn it points to is the transport's.
+ */
+#ifndef SLUICE_APP_INT_H
+#define SLUICE_APP_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app/app.h"
+#include "app/app_event.h"
+#include "app/app_subs.h"
+#include "app/batch.h"
+#include "sluice/chan_proto.h"
+#include "transport/transport.h"
+#include "worker/worker.h"
+#include "ws/ws_session.h"
+
+#define APP_MAX_BODY (1024u * 1024u)
+/* Frame scratch beyond max_bytes: event framing, ids, error texts. */
+#define APP_SCRATCH_EXTRA (64u * 1024u)
+
+/* A growable buffer for the rare multi-part response (malloc'd). */
+struct app_dbuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+enum conn_mode { CONN_HTTP = 0, CONN_SSE = 1, CONN_WS = 2 };
+
+enum conn_http_state {
+	HS_HEAD = 0,   /* reading a request head */
+	HS_BODY,       /* collecting a body into conn.req_buf */
+	HS_WAIT,       /* request sent to control, waiting for the response */
+	HS_CLOSING,    /* closing: input is ignored */
+};
+
+struct conn {
+	struct app *app;
+	struct tp_conn *tc; /* NULL while the slot is free */
+	uint32_t slot, gen;
+	uint32_t next_free;
+	uint8_t mode;       /* enum conn_mode */
+	uint8_t hstate;     /* enum conn_http_state */
+	uint8_t method;     /* enum chan_method of the request in flight */
+	bool keep_alive;    /* of the request in flight */
+	bool http10;        /* the request in flight is HTTP/1.0 */
+	bool head_req;      /* the request in flight is HEAD */
+	bool requested;     /* ever sent a request to control: CONN_CLOSED is owed */
+	bool eof;           /* the peer half-closed */
+	bool subscribed;
+	bool msg_running;   /* status/tokens of last_mid seen, done not yet */
+	bool done_sent;     /* a done for last_mid went out (never send a second) */
+	bool ws_open;       /* ws session initialised (free it on close) */
+	bool closing;
+	struct tp_peer peer;
+	uint32_t req_id;     /* id of the last request sent */
+	size_t parse_last;   /* bytes seen by the last incomplete head parse */
+	/* A request body larger than what on_data offered at once: the head and
+	 * body are copied here (malloc'd, <= head + 1 MiB, freed after the request). */
+	uint8_t *req_buf;
+	size_t req_len, req_need, req_head_len;
+	/* A multi-part RESPONSE being collected (malloc'd, freed when complete). */
+	struct app_dbuf resp_body, resp_hdrs; /* body; header lines */
+	uint16_t resp_status;
+	bool resp_ctype; /* resp_hdrs holds a Content-Type line */
+	uint64_t last_write_ns;  /* SSE keep-alive reference */
+	struct tw_timer timer;   /* header, idle, or SSE keep-alive timer */
+	struct tw_timer btimer;  /* batch max_delay guard */
+	/* Stream state */
+	char sid[CHAN_ID_LEN];
+	char last_mid[CHAN_ID_LEN]; /* last message delivered (or the resume point) */
+	uint32_t last_seq;          /* last token seq of last_mid delivered */
+	struct batch batch;
+	uint32_t pend_idx;          /* index in app.pending, APP_NO_SLOT when not held */
+	uint64_t pend_acct;         /* this conn's share of the pending_bytes gauge */
+	uint64_t turn_no, turn_bytes; /* bytes queued during loop turn turn_no */
+	struct ws_session ws;
+};
+
+struct app {
+	struct worker *w;
+	struct tp *tp;
+	struct dp_stats *st;
+	const struct sluice_conf *conf;
+	uint32_t wid;
+	struct conn *conns;
+	uint32_t max_conns;
+	uint32_t free_head; /* free-slot stack */
+	struct subs *subs;
+	struct batch_pool pool;
+	struct batch_policy pol;
+	char *scratch;
+	size_t scratch_cap;
+	uint32_t *pending;     /* slots of conns holding tokens (max_conns entries) */
+	uint32_t npending;
+	uint64_t turn_no;
+};
+
+#define APP_NO_SLOT 0xffffffffu
+
+/* app.c */
+struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h);
+void conn_close(struct conn *c, bool abort);
+/* Queues bytes for the client; false when the transport cannot take them
+ * (the caller closes). Keeps the write-time and byte counters current. */
+bool conn_send(struct conn *c, const void *data, size_t len);
+/* Re-reads the transport's queue and updates the pending_bytes gauge;
+ * returns false when the conn was closed as a slow consumer. */
+bool conn_account(struct conn *c);
+void conn_fill_handle(const struct conn *c, struct chan_conn *h);
+
+/* app_http.c */
+size_t http_on_data(struct conn *c, const uint8_t *data, size_t len);
+void http_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
+void http_timer_fired(struct conn *c);
+void http_control_lost(struct conn *c);
+/* Writes a complete response with the error JSON of docs/api.md. */
+void http_send_error(struct conn *c, int status, const char *code, const char *message,
+		     bool close_after);
+
+/* app_stream.c: stream delivery for SSE and WS conns */
+void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len);
+void stream_subscribe(struct conn *c, const struct chan_response *r);
+void stream_unsubscribe(struct conn *c);
+void stream_interrupt(struct conn *c);
+void stream_announce(struct conn *c);
+void stream_end_of_turn(struct app *a, bool busy);
+void stream_pending_remove(struct conn *c);
+void stream_batch_timer(void *arg, struct tw_timer *t);
+void stream_keepalive(struct conn *c);
+/* Sends an SSE event or WS message built in the scratch buffer. */
+bool stream_emit(struct conn *c, const struct ev_buf *b);
+/* Flushes the conn's held tokens (before another event, or by decision). */
+bool stream_flush(struct conn *c);
+
+/* app_ws.c */
+void ws_start(struct conn *c, const char *key, size_t key_len);
+size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len);
+void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
+bool ws_send_text(struct conn *c, const void *data, size_t len);
+/* Starts a server close; `fail` does not wait for the client's close. */
+void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail);
+/* Collects a response part; returns true when the body is complete, with
+ * body and blen set (into the record or into c->resp_body). */
+bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t len,
+		      const uint8_t **body, size_t *blen, bool *bad);
+void app_resp_reset(struct conn *c);
+
+enum app_req_result {
+	APP_REQ_OK = 0,
+	APP_REQ_NO_CONTROL, /* control not attached */
+	APP_REQ_FULL,       /* d2c ring full (counted in chan_full) */
+	APP_REQ_TOO_BIG,    /* larger than a record may be */
+};
+
+/* A request record: conn handle + kind + fields. `fields` is an array of
+ * {tag, data, len}; entries with data == NULL are skipped. */
+struct app_field {
+	uint16_t tag;
+	const void *data;
+	size_t len;
+};
+enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t method,
+		     const struct app_field *fields, size_t nfields);
+
+#endif

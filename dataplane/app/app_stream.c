@@ -1,0 +1,467 @@
+/*
+ * Stream delivery for SSE and WebSocket connections: subscriptions, the
+ * resume filter, the adaptive batcher's use (batch.h), event framing
+ * (app_event.h), keep-alives, and the control attach/detach duties of a
+ * stream (interrupted `done`, re-announce).
+ *
+ * Per connection, (last_mid, last_seq) is the last token handed to the
+ * batcher; a token of last_mid with seq <= last_seq is never delivered again,
+ * which also applies the resume point control gives at subscribe time.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/jsonw.h"
+#include "app/app_int.h"
+#include "sluice/conf.h"
+#include "sluice/log.h"
+
+static enum ev_proto proto_of(const struct conn *c)
+{
+	return c->mode == CONN_WS ? EV_WS : EV_SSE;
+}
+
+static bool same_id(const char *a, const char *b)
+{
+	return strncmp(a, b, CHAN_ID_LEN) == 0;
+}
+
+static void pending_add(struct conn *c)
+{
+	struct app *a = c->app;
+
+	if (c->pend_idx != APP_NO_SLOT)
+		return;
+	c->pend_idx = a->npending;
+	a->pending[a->npending++] = c->slot;
+}
+
+void stream_pending_remove(struct conn *c)
+{
+	struct app *a = c->app;
+	uint32_t last;
+
+	if (c->pend_idx == APP_NO_SLOT)
+		return;
+	last = a->pending[--a->npending];
+	a->pending[c->pend_idx] = last;
+	a->conns[last].pend_idx = c->pend_idx;
+	c->pend_idx = APP_NO_SLOT;
+}
+
+bool stream_emit(struct conn *c, const struct ev_buf *b)
+{
+	bool ok;
+
+	if (unlikely(b->overflow)) {
+		LOG_WARN("worker %u: event larger than the frame buffer, slot %u closed",
+			 c->app->wid, c->slot);
+		conn_close(c, true);
+		return false;
+	}
+	if (c->mode == CONN_WS)
+		return ws_send_text(c, b->p, b->len);
+	ok = conn_send(c, b->p, b->len);
+	if (!ok)
+		conn_close(c, true);
+	return ok;
+}
+
+/* Frames a token event from escaped text and records the delay samples. */
+static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint32_t n,
+			const char *esc, size_t esc_len, const struct batch_tok *toks)
+{
+	struct app *a = c->app;
+	uint64_t now = worker_now(a->w);
+	struct ev_buf b;
+
+	for (uint32_t i = 0; i < n; i++) {
+		dp_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
+			       now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
+		dp_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
+			       now > toks[i].created_ns ? now - toks[i].created_ns : 0);
+	}
+	DP_STAT_ADD(a->st, tokens_out, n);
+	DP_STAT_ADD(a->st, frames_out, 1);
+	evb_init(&b, a->scratch, a->scratch_cap);
+	ev_token(&b, proto_of(c), c->sid, mid, last_seq, n, esc, esc_len);
+	return stream_emit(c, &b);
+}
+
+bool stream_flush(struct conn *c)
+{
+	struct app *a = c->app;
+	struct batch *bt = &c->batch;
+	bool ok;
+
+	if (bt->count == 0)
+		return !c->closing;
+	stream_pending_remove(c);
+	worker_timer_cancel(a->w, &c->btimer);
+	ok = emit_tokens(c, bt->mid, bt->last_seq, bt->count, bt->buf->text, bt->len, bt->buf->toks);
+	batch_clear(bt, &a->pool);
+	return ok;
+}
+
+/* A token too large for a batch buffer, or with no buffer to be had: it is
+ * framed alone through a buffer of its own (rare; never on the common path). */
+static bool emit_single(struct conn *c, const char *mid, uint32_t seq, const struct chan_token *t,
+			uint64_t arrival)
+{
+	size_t cap = jsonw_escaped_len(t->text, t->len);
+	char *esc = malloc(cap ? cap : 1);
+	struct batch_tok bt = { .arrival_ns = arrival, .created_ns = t->created_ns };
+	bool ok;
+
+	if (!esc || jsonw_escape(esc, cap, t->text, t->len) != cap) {
+		free(esc);
+		conn_close(c, true);
+		return false;
+	}
+	ok = emit_tokens(c, mid, seq, 1, esc, cap, &bt);
+	free(esc);
+	return ok;
+}
+
+/* Makes mid the conn's current message when it is another one. */
+static void track_message(struct conn *c, const char *mid)
+{
+	if (same_id(mid, c->last_mid))
+		return;
+	memcpy(c->last_mid, mid, CHAN_ID_LEN);
+	c->last_seq = 0;
+	c->done_sent = false;
+}
+
+struct tok_walk {
+	struct conn *c;
+	const struct chan_tokens *rec;
+	uint32_t seq;
+	uint64_t now;
+	bool dead;
+};
+
+static void on_token(void *arg, const struct chan_token *t)
+{
+	struct tok_walk *tw = arg;
+	struct conn *c = tw->c;
+	struct app *a = c->app;
+	uint32_t seq = tw->seq++;
+	enum batch_add_result r;
+
+	if (tw->dead)
+		return;
+	DP_STAT_ADD(a->st, tokens_in, 1);
+	if (same_id(tw->rec->message_id, c->last_mid)) {
+		if (seq <= c->last_seq || c->done_sent)
+			return; /* already with the client (resume or replay) */
+	} else {
+		track_message(c, tw->rec->message_id);
+	}
+	c->msg_running = true;
+	r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
+		      t->created_ns, tw->now);
+	if (r == BATCH_FLUSH_FIRST) {
+		if (!stream_flush(c)) {
+			tw->dead = true;
+			return;
+		}
+		r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
+			      t->created_ns, tw->now);
+	}
+	if (r == BATCH_TOO_BIG || r == BATCH_NOMEM) {
+		if (!stream_flush(c) || !emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
+			tw->dead = true;
+			return;
+		}
+	} else if (r != BATCH_ADDED) {
+		tw->dead = true;
+		conn_close(c, true);
+		return;
+	}
+	c->last_seq = seq;
+	if (a->pol.off) {
+		if (!stream_flush(c))
+			tw->dead = true;
+	} else if (c->batch.count) {
+		pending_add(c);
+	}
+}
+
+static void deliver_tokens(struct conn *c, const struct chan_tokens *rec, uint32_t len)
+{
+	struct tok_walk tw = {
+		.c = c, .rec = rec, .seq = rec->first_seq, .now = worker_now(c->app->w),
+	};
+
+	if (!chan_tokens_walk(rec, len, on_token, &tw)) {
+		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		return;
+	}
+	if (!tw.dead)
+		conn_account(c);
+}
+
+/* Seq for the id of a status_update: tokens of mid delivered so far. */
+static uint32_t seq_for(const struct conn *c, const char *mid)
+{
+	return same_id(mid, c->last_mid) ? c->last_seq : 0;
+}
+
+static void deliver_status(struct conn *c, const struct chan_status *s)
+{
+	struct ev_buf b;
+
+	if (!stream_flush(c))
+		return;
+	track_message(c, s->message_id);
+	if (c->done_sent)
+		return;
+	c->msg_running = true;
+	evb_init(&b, c->app->scratch, c->app->scratch_cap);
+	ev_status(&b, proto_of(c), c->sid, s->message_id, seq_for(c, s->message_id), s->status);
+	if (stream_emit(c, &b))
+		conn_account(c);
+}
+
+static void deliver_usage(struct conn *c, const struct chan_usage *u)
+{
+	struct ev_buf b;
+
+	if (!stream_flush(c))
+		return;
+	if (same_id(u->message_id, c->last_mid) && c->done_sent)
+		return;
+	evb_init(&b, c->app->scratch, c->app->scratch_cap);
+	ev_usage(&b, proto_of(c), c->sid, u->message_id, u->prompt_tokens, u->completion_tokens,
+		 u->total_tokens, u->cost_usd);
+	if (stream_emit(c, &b))
+		conn_account(c);
+}
+
+static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len)
+{
+	const uint8_t *p = (const uint8_t *)(d + 1);
+	const uint8_t *end = (const uint8_t *)d + len;
+	const struct chan_field *f, *code = NULL, *msg = NULL;
+	const char *status = ev_done_status_name(d->status);
+	bool bad = false;
+	struct ev_buf b;
+
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag == CHAN_F_ERROR_CODE)
+			code = f;
+		else if (f->tag == CHAN_F_ERROR_MESSAGE)
+			msg = f;
+	}
+	if (bad || !status) {
+		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		return;
+	}
+	if (!stream_flush(c))
+		return;
+	track_message(c, d->message_id);
+	if (c->done_sent)
+		return; /* e.g. already ended as interrupted */
+	/* Every token of the message is accounted for once done is out. */
+	if (d->last_seq > c->last_seq)
+		c->last_seq = d->last_seq;
+	c->msg_running = false;
+	c->done_sent = true;
+	evb_init(&b, c->app->scratch, c->app->scratch_cap);
+	ev_done(&b, proto_of(c), c->sid, d->message_id, status,
+		code ? (const char *)code->data : NULL, code ? code->len : 0,
+		msg ? (const char *)msg->data : "", msg ? msg->len : 0);
+	if (stream_emit(c, &b))
+		conn_account(c);
+}
+
+static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t len)
+{
+	switch (type) {
+	case CHAN_REC_TOKENS:
+		deliver_tokens(c, payload, len);
+		break;
+	case CHAN_REC_STATUS:
+		deliver_status(c, payload);
+		break;
+	case CHAN_REC_USAGE:
+		deliver_usage(c, payload);
+		break;
+	case CHAN_REC_DONE:
+		deliver_done(c, payload, len);
+		break;
+	default:
+		break;
+	}
+}
+
+/* TOKENS, STATUS, USAGE and DONE all start with a conn handle and the
+ * session id, which is all routing needs. */
+struct stream_rec_head {
+	struct chan_conn conn;
+	char session_id[CHAN_ID_LEN];
+};
+
+void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+{
+	const struct stream_rec_head *h = payload;
+
+	if (len < sizeof(*h)) {
+		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		return;
+	}
+	if (h->conn.slot == CHAN_SLOT_ALL) {
+		uint32_t slot = subs_first(a->subs, h->session_id);
+
+		while (slot != SUBS_NONE) {
+			/* Delivery may close this conn and unsubscribe it. */
+			uint32_t next = subs_next(a->subs, slot);
+			struct conn *c = &a->conns[slot];
+
+			if (c->tc && !c->closing)
+				deliver(c, type, payload, len);
+			slot = next;
+		}
+		return;
+	}
+	{
+		struct conn *c = app_conn_lookup(a, &h->conn);
+
+		if (!c || !c->subscribed || !same_id(c->sid, h->session_id)) {
+			DP_STAT_ADD(a->st, stale_records, 1);
+			return;
+		}
+		deliver(c, type, payload, len);
+	}
+}
+
+void stream_subscribe(struct conn *c, const struct chan_response *r)
+{
+	struct app *a = c->app;
+
+	if (c->subscribed)
+		stream_unsubscribe(c);
+	memcpy(c->sid, r->session_id, CHAN_ID_LEN);
+	c->sid[CHAN_ID_LEN - 1] = '\0';
+	if (subs_add(a->subs, c->sid, c->slot) != 0) {
+		LOG_WARN("worker %u: subscribe without a session id on slot %u", a->wid, c->slot);
+		return;
+	}
+	c->subscribed = true;
+	c->msg_running = false;
+	c->done_sent = false;
+	memcpy(c->last_mid, r->resume_message_id, CHAN_ID_LEN);
+	c->last_mid[CHAN_ID_LEN - 1] = '\0';
+	c->last_seq = r->resume_seq;
+	if (c->mode == CONN_SSE) {
+		c->last_write_ns = worker_now(a->w);
+		worker_timer_arm(a->w, &c->timer,
+				 c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
+	}
+}
+
+/* SUBSCRIBE and UNSUBSCRIBE carry the same struct chan_sub. */
+static void send_sub(struct conn *c, uint16_t type)
+{
+	struct app *a = c->app;
+	struct chan_sub *s = worker_rec_reserve(a->w, type, sizeof(*s));
+
+	if (!s) {
+		DP_STAT_ADD(a->st, chan_full, 1);
+		LOG_WARN("worker %u: channel full, %s for slot %u lost", a->wid,
+			 type == CHAN_REC_SUBSCRIBE ? "SUBSCRIBE" : "UNSUBSCRIBE", c->slot);
+		return;
+	}
+	memset(s, 0, sizeof(*s));
+	conn_fill_handle(c, &s->conn);
+	memcpy(s->session_id, c->sid, CHAN_ID_LEN);
+	memcpy(s->message_id, c->last_mid, CHAN_ID_LEN);
+	s->seq = c->last_seq;
+	worker_rec_commit(a->w, sizeof(*s));
+}
+
+void stream_unsubscribe(struct conn *c)
+{
+	if (!c->subscribed)
+		return;
+	subs_remove(c->app->subs, c->slot);
+	c->subscribed = false;
+	if (worker_control_attached(c->app->w))
+		send_sub(c, CHAN_REC_UNSUBSCRIBE);
+}
+
+void stream_announce(struct conn *c)
+{
+	if (c->subscribed)
+		send_sub(c, CHAN_REC_SUBSCRIBE);
+}
+
+void stream_interrupt(struct conn *c)
+{
+	struct ev_buf b;
+
+	if (!stream_flush(c))
+		return;
+	c->msg_running = false;
+	c->done_sent = true;
+	evb_init(&b, c->app->scratch, c->app->scratch_cap);
+	ev_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
+	if (stream_emit(c, &b))
+		conn_account(c);
+}
+
+void stream_end_of_turn(struct app *a, bool busy)
+{
+	uint32_t i = 0;
+	uint64_t now = worker_now(a->w);
+
+	while (i < a->npending) {
+		uint32_t slot = a->pending[i];
+		struct conn *c = &a->conns[slot];
+		struct tp_conn_info ti;
+		uint64_t mine;
+		bool tx_idle;
+
+		tp_info(a->tp, c->tc, &ti);
+		/* "Nothing queued" means nothing left over from earlier turns:
+		 * bytes this conn queued in this turn leave at this turn's flush. */
+		mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
+		tx_idle = !ti.blocked && ti.tx_queued <= mine;
+		if (batch_decide(&c->batch, &a->pol, now, busy, tx_idle) == BATCH_FLUSH) {
+			if (stream_flush(c))
+				conn_account(c);
+			if (i < a->npending && a->pending[i] == slot)
+				i++; /* still held (cannot happen after a flush, but never spin) */
+			continue;
+		}
+		if (!c->btimer.armed)
+			worker_timer_arm(a->w, &c->btimer, batch_deadline(&c->batch, &a->pol));
+		i++;
+	}
+}
+
+void stream_batch_timer(void *arg, struct tw_timer *t)
+{
+	struct conn *c = arg;
+
+	(void)t;
+	if (c->tc && !c->closing && c->batch.count && stream_flush(c))
+		conn_account(c);
+}
+
+void stream_keepalive(struct conn *c)
+{
+	struct app *a = c->app;
+	uint64_t now = worker_now(a->w);
+	uint64_t period = (uint64_t)a->conf->sse_keepalive_s * 1000000000ull;
+
+	if (now - c->last_write_ns >= period) {
+		if (!conn_send(c, ":keep-alive\n\n", 13)) {
+			conn_close(c, true);
+			return;
+		}
+		conn_account(c);
+	}
+	worker_timer_arm(a->w, &c->timer, c->last_write_ns + period);
+}

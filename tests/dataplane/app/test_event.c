@@ -1,0 +1,158 @@
+/* app_event.c: stream events byte-exact against docs/api.md. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "app/app_event.h"
+#include "sluice/chan_proto.h"
+
+static char buf[4096];
+
+static const char *fmt_done(struct ev_buf *b)
+{
+	assert_false(b->overflow);
+	buf[b->len] = '\0';
+	return buf;
+}
+
+static void test_sse_token(void **state)
+{
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_token(&b, EV_SSE, "s_00000000000000aa", "m_00000000000000bb", 7, 3, "a\\\"b c", 6);
+	assert_string_equal(fmt_done(&b),
+			    "id: m_00000000000000bb:7\nevent: token\n"
+			    "data: {\"session_id\":\"s_00000000000000aa\",\"message_id\":\"m_00000000000000bb\","
+			    "\"seq\":7,\"n\":3,\"text\":\"a\\\"b c\"}\n\n");
+}
+
+static void test_ws_token(void **state)
+{
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_token(&b, EV_WS, "s_1", "m_2", 1, 1, "hi", 2);
+	assert_string_equal(fmt_done(&b),
+			    "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":\"m_2\","
+			    "\"seq\":1,\"n\":1,\"text\":\"hi\"}");
+}
+
+static void test_status(void **state)
+{
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_status(&b, EV_SSE, "s_1", "m_2", 0, "queued");
+	assert_string_equal(fmt_done(&b),
+			    "id: m_2:0\nevent: status_update\n"
+			    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_2\",\"status\":\"queued\"}\n\n");
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_status(&b, EV_WS, "s_1", "m_2", 5, "streaming");
+	assert_string_equal(fmt_done(&b),
+			    "{\"type\":\"status_update\",\"session_id\":\"s_1\",\"message_id\":\"m_2\","
+			    "\"status\":\"streaming\"}");
+}
+
+static void test_usage(void **state)
+{
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_usage(&b, EV_SSE, "s_1", "m_2", 3, 32, 35, 0.000125);
+	assert_string_equal(fmt_done(&b),
+			    "id: m_2:u\nevent: usage\n"
+			    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_2\",\"prompt_tokens\":3,"
+			    "\"completion_tokens\":32,\"total_tokens\":35,\"cost_usd\":0.000125}\n\n");
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_usage(&b, EV_WS, "s_1", "m_2", 0, 0, 0, 0);
+	assert_string_equal(fmt_done(&b),
+			    "{\"type\":\"usage\",\"session_id\":\"s_1\",\"message_id\":\"m_2\",\"prompt_tokens\":0,"
+			    "\"completion_tokens\":0,\"total_tokens\":0,\"cost_usd\":0}");
+}
+
+static void test_done(void **state)
+{
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_done(&b, EV_SSE, "s_1", "m_2", ev_done_status_name(CHAN_DONE_COMPLETE), NULL, 0, NULL, 0);
+	assert_string_equal(fmt_done(&b),
+			    "id: m_2:d\nevent: done\n"
+			    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_2\",\"status\":\"complete\"}\n\n");
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_done(&b, EV_WS, "s_1", "m_2", ev_done_status_name(CHAN_DONE_ERROR), "backend_error", 13,
+		"it \"broke\"\n", 11);
+	assert_string_equal(fmt_done(&b),
+			    "{\"type\":\"done\",\"session_id\":\"s_1\",\"message_id\":\"m_2\",\"status\":\"error\","
+			    "\"error\":{\"code\":\"backend_error\",\"message\":\"it \\\"broke\\\"\\n\"}}");
+	assert_string_equal(ev_done_status_name(CHAN_DONE_CANCELLED), "cancelled");
+	assert_string_equal(ev_done_status_name(CHAN_DONE_INTERRUPTED), "interrupted");
+	assert_null(ev_done_status_name(99));
+}
+
+static void test_errors(void **state)
+{
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_sse_error(&b, "slow_consumer", "too slow");
+	assert_string_equal(fmt_done(&b),
+			    "event: error\ndata: {\"error\":{\"code\":\"slow_consumer\",\"message\":\"too slow\"}}\n\n");
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_error_json(&b, EV_WS, "invalid_json", "bad");
+	assert_string_equal(fmt_done(&b),
+			    "{\"type\":\"error\",\"error\":{\"code\":\"invalid_json\",\"message\":\"bad\"}}");
+}
+
+/* A full 32-byte id (no NUL in the record array) is read to its end only. */
+static void test_full_width_id(void **state)
+{
+	char sid[CHAN_ID_LEN + 4];
+	struct ev_buf b;
+
+	(void)state;
+	memset(sid, 'x', sizeof(sid));
+	sid[CHAN_ID_LEN] = 'Y'; /* past the id: must not appear */
+	evb_init(&b, buf, sizeof(buf) - 1);
+	ev_status(&b, EV_WS, sid, "m", 0, "queued");
+	fmt_done(&b);
+	assert_null(strchr(buf, 'Y'));
+}
+
+static void test_overflow_is_sticky(void **state)
+{
+	char small[20];
+	struct ev_buf b;
+
+	(void)state;
+	evb_init(&b, small, sizeof(small));
+	ev_token(&b, EV_WS, "s_1", "m_2", 1, 1, "hi", 2);
+	assert_true(b.overflow);
+	assert_true(b.len <= sizeof(small));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sse_token),
+		cmocka_unit_test(test_ws_token),
+		cmocka_unit_test(test_status),
+		cmocka_unit_test(test_usage),
+		cmocka_unit_test(test_done),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_full_width_id),
+		cmocka_unit_test(test_overflow_is_sticky),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,913 @@
+/*
+ * The app layer end to end inside one process: real HTTP parser, WebSocket
+ * engine, channel record codec and timer wheel; test doubles for the worker's
+ * services (fake clock, record sink, counters) and for the transport (send
+ * queues in memory). Bytes on the wire are compared with docs/api.md.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app.h"
+#include "app/app_metrics.h"
+#include "sluice/chan_proto.h"
+#include "sluice/conf.h"
+#include "transport/transport.h"
+#include "worker/timer_wheel.h"
+#include "worker/worker.h"
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+#define WID 3u
+
+/* ---- worker double ----------------------------------------------------- */
+
+struct sink_rec {
+	uint16_t type;
+	uint32_t off, len;
+};
+
+struct worker {
+	uint64_t now;
+	struct sluice_conf conf;
+	struct dp_stats st;
+	struct tp *tp;
+	bool attached;
+	bool ring_full;
+	struct tw_wheel wheel;
+	alignas(8) uint8_t recs[1 << 20];
+	uint32_t rec_used;
+	struct sink_rec rec[256];
+	uint32_t nrec;
+};
+
+static struct worker W;
+
+const uint32_t dp_delay_bounds_us[DP_DELAY_BUCKETS] = {
+	10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 50000, 100000, 1000000,
+};
+
+void dp_stats_delay(uint64_t *hist, uint64_t *sum_ns, uint64_t delay_ns)
+{
+	uint32_t i = 0;
+
+	while (i < DP_DELAY_BUCKETS && delay_ns > (uint64_t)dp_delay_bounds_us[i] * 1000u)
+		i++;
+	hist[i]++;
+	*sum_ns += delay_ns;
+}
+
+void worker_timer_arm(struct worker *w, struct tw_timer *t, uint64_t deadline_ns)
+{
+	tw_arm(&w->wheel, t, deadline_ns);
+}
+
+void worker_timer_cancel(struct worker *w, struct tw_timer *t)
+{
+	tw_cancel(&w->wheel, t);
+}
+
+uint32_t worker_id(const struct worker *w) { (void)w; return WID; }
+uint64_t worker_now(const struct worker *w) { return w->now; }
+const struct sluice_conf *worker_conf(const struct worker *w) { return &w->conf; }
+struct dp_stats *worker_stats(struct worker *w) { return &w->st; }
+struct tp *worker_tp(struct worker *w) { return w->tp; }
+bool worker_control_attached(const struct worker *w) { return w->attached; }
+uint32_t worker_epoch(const struct worker *w) { (void)w; return 5; }
+uint32_t worker_rec_max(const struct worker *w) { (void)w; return 64 * 1024; }
+uint32_t worker_count(void) { return 1; }
+const struct dp_stats *worker_stats_of(uint32_t i) { return i == 0 ? &W.st : NULL; }
+
+void *worker_rec_reserve(struct worker *w, uint16_t type, uint32_t len)
+{
+	if (w->ring_full || w->nrec == SLUICE_ARRAY_LEN(w->rec) ||
+	    sizeof(w->recs) - w->rec_used < chan_align8(len))
+		return NULL;
+	w->rec[w->nrec] = (struct sink_rec){ type, w->rec_used, len };
+	return w->recs + w->rec_used;
+}
+
+void worker_rec_commit(struct worker *w, uint32_t len)
+{
+	w->rec[w->nrec].len = len;
+	w->rec_used += (uint32_t)chan_align8(len);
+	w->nrec++;
+}
+
+/* ---- transport double --------------------------------------------------- */
+
+struct tp_conn {
+	void *ctx;
+	char out[1 << 18];
+	size_t out_len, taken, flushed;
+	uint64_t extra_queued; /* pretend bytes stuck in the kernel */
+	bool blocked, closed, aborted;
+	int resumes;
+	uint8_t stash[1 << 16]; /* what the app left unconsumed */
+	size_t stash_len;
+};
+
+static uint8_t *f_reserve(struct tp_conn *c, size_t min, size_t *avail)
+{
+	if (c->closed || sizeof(c->out) - c->out_len < min)
+		return NULL;
+	*avail = sizeof(c->out) - c->out_len;
+	return (uint8_t *)c->out + c->out_len;
+}
+
+static void f_commit(struct tp_conn *c, size_t n) { c->out_len += n; }
+static void f_flush(struct tp *t) { (void)t; }
+static void f_close(struct tp_conn *c, bool abort) { c->closed = true; c->aborted = abort; }
+static void f_rx_resume(struct tp_conn *c) { c->resumes++; }
+static void f_destroy(struct tp *t) { (void)t; }
+static int f_poll(struct tp *t, int ms, int fd) { (void)t; (void)ms; (void)fd; return 0; }
+
+static void f_info(struct tp_conn *c, struct tp_conn_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->tx_queued = c->out_len - c->flushed + c->extra_queued;
+	out->blocked = c->blocked;
+}
+
+static const struct tp_ops fake_ops = {
+	.name = "fake", .poll = f_poll, .tx_reserve = f_reserve, .tx_commit = f_commit,
+	.flush = f_flush, .close = f_close, .info = f_info, .rx_resume = f_rx_resume,
+	.destroy = f_destroy,
+};
+static struct tp fake_tp = { .ops = &fake_ops };
+
+/* ---- harness ------------------------------------------------------------ */
+
+static struct app *A;
+static const struct tp_upcalls *UP;
+
+static int setup(void **state)
+{
+	char err[128];
+
+	(void)state;
+	memset(&W, 0, sizeof(W));
+	conf_defaults(&W.conf);
+	W.conf.max_conns = 16;
+	W.conf.max_bytes = 256;
+	W.conf.max_delay_us = 2000;
+	W.now = 1000 * SEC;
+	W.tp = &fake_tp;
+	W.attached = true;
+	tw_wheel_init(&W.wheel, W.now);
+	A = app_create(&W, err, sizeof(err));
+	assert_non_null(A);
+	UP = app_upcalls();
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	app_destroy(A);
+	return 0;
+}
+
+static struct tp_conn *conn_open(void)
+{
+	struct tp_conn *c = calloc(1, sizeof(*c));
+	struct tp_peer peer = { .ipv4 = 0x0100007f, .port = 40000 };
+
+	assert_non_null(c);
+	c->ctx = UP->on_open(A, c, &peer);
+	assert_non_null(c->ctx);
+	return c;
+}
+
+/* Runs on_close as the transport would, after a close. */
+static void conn_gone(struct tp_conn *c)
+{
+	UP->on_close(A, c->ctx);
+	free(c);
+}
+
+/* Appends bytes to the conn's stash and offers the whole stash, as the
+ * transport does; returns what the app consumed. */
+static size_t feed_n(struct tp_conn *c, const void *p, size_t n)
+{
+	size_t used;
+
+	memcpy(c->stash + c->stash_len, p, n);
+	c->stash_len += n;
+	used = UP->on_data(A, c->ctx, c->stash, c->stash_len);
+	assert_true(used <= c->stash_len);
+	memmove(c->stash, c->stash + used, c->stash_len - used);
+	c->stash_len -= used;
+	return used;
+}
+
+static size_t feed(struct tp_conn *c, const char *s)
+{
+	return feed_n(c, s, strlen(s));
+}
+
+/* New output since the last call, NUL-terminated in a static buffer. */
+static const char *take(struct tp_conn *c)
+{
+	static char buf[1 << 18];
+	size_t n = c->out_len - c->taken;
+
+	memcpy(buf, c->out + c->taken, n);
+	buf[n] = '\0';
+	c->taken = c->out_len;
+	return buf;
+}
+
+/* The transport's end-of-turn flush: everything queued goes out. */
+static void tx_flush(struct tp_conn *c)
+{
+	c->flushed = c->out_len;
+}
+
+static void advance(uint64_t ns)
+{
+	W.now += ns;
+	tw_run(&W.wheel, W.now);
+}
+
+static const struct sink_rec *last_rec(uint16_t type)
+{
+	for (uint32_t i = W.nrec; i-- > 0;)
+		if (W.rec[i].type == type)
+			return &W.rec[i];
+	return NULL;
+}
+
+static const struct chan_field *rec_field(const struct sink_rec *r, size_t fixed, uint16_t tag)
+{
+	const uint8_t *p = W.recs + r->off + fixed;
+	const uint8_t *end = W.recs + r->off + r->len;
+	const struct chan_field *f;
+	bool bad = false;
+
+	while ((f = chan_field_next(&p, end, &bad)) != NULL)
+		if (f->tag == tag)
+			return f;
+	assert_false(bad);
+	return NULL;
+}
+
+static void assert_field(const struct sink_rec *r, size_t fixed, uint16_t tag, const char *want)
+{
+	const struct chan_field *f = rec_field(r, fixed, tag);
+
+	assert_non_null(f);
+	assert_int_equal(f->len, strlen(want));
+	assert_memory_equal(f->data, want, f->len);
+}
+
+/* Builds control records in an aligned buffer and hands them to the app. */
+static alignas(8) uint8_t rbuf[1 << 16];
+
+static void rec_in(uint16_t type, uint32_t len)
+{
+	assert_true(chan_rec_valid(type, rbuf, len));
+	app_on_record(A, type, rbuf, len);
+}
+
+static struct chan_conn handle_of(const struct sink_rec *req)
+{
+	const struct chan_request *rq = (const void *)(W.recs + req->off);
+
+	return rq->conn;
+}
+
+struct fld {
+	uint16_t tag;
+	const char *s;
+};
+
+static void response(struct chan_conn h, uint32_t req_id, uint16_t status, uint8_t action,
+		     uint8_t flags, const char *sid, const char *rmid, uint32_t rseq,
+		     const struct fld *f, size_t nf)
+{
+	struct chan_response *r = (void *)rbuf;
+	uint8_t *p = (uint8_t *)(r + 1);
+
+	memset(rbuf, 0, sizeof(*r));
+	r->conn = h;
+	r->req_id = req_id;
+	r->status = status;
+	r->action = action;
+	r->flags = flags;
+	if (sid)
+		chan_id_set(r->session_id, sid, strlen(sid));
+	if (rmid)
+		chan_id_set(r->resume_message_id, rmid, strlen(rmid));
+	r->resume_seq = rseq;
+	for (size_t i = 0; i < nf; i++)
+		chan_field_put(&p, f[i].tag, f[i].s, (uint32_t)strlen(f[i].s));
+	rec_in(CHAN_REC_RESPONSE, (uint32_t)(p - rbuf));
+}
+
+static struct chan_conn all_of(void)
+{
+	struct chan_conn h = { .worker = WID, .slot = CHAN_SLOT_ALL };
+
+	return h;
+}
+
+static void tokens(struct chan_conn h, const char *sid, const char *mid, uint32_t first,
+		   const char *const *texts, uint32_t n)
+{
+	struct chan_tokens *t = (void *)rbuf;
+	size_t off = sizeof(*t);
+
+	memset(t, 0, sizeof(*t));
+	t->conn = h;
+	chan_id_set(t->session_id, sid, strlen(sid));
+	chan_id_set(t->message_id, mid, strlen(mid));
+	t->first_seq = first;
+	t->count = n;
+	for (uint32_t i = 0; i < n; i++) {
+		struct chan_token *k = (void *)(rbuf + off);
+		size_t l = strlen(texts[i]);
+
+		memset(k, 0, sizeof(*k));
+		k->created_ns = W.now - 1000;
+		k->len = (uint32_t)l;
+		memcpy(k->text, texts[i], l);
+		off = chan_align8(off + sizeof(*k) + l);
+	}
+	rec_in(CHAN_REC_TOKENS, (uint32_t)off);
+}
+
+static void status_rec(struct chan_conn h, const char *sid, const char *mid, const char *st)
+{
+	struct chan_status *s = (void *)rbuf;
+
+	memset(s, 0, sizeof(*s));
+	s->conn = h;
+	chan_id_set(s->session_id, sid, strlen(sid));
+	chan_id_set(s->message_id, mid, strlen(mid));
+	snprintf(s->status, sizeof(s->status), "%s", st);
+	rec_in(CHAN_REC_STATUS, sizeof(*s));
+}
+
+static void done_rec(struct chan_conn h, const char *sid, const char *mid, uint32_t st,
+		     uint32_t last_seq)
+{
+	struct chan_done *d = (void *)rbuf;
+
+	memset(d, 0, sizeof(*d));
+	d->conn = h;
+	chan_id_set(d->session_id, sid, strlen(sid));
+	chan_id_set(d->message_id, mid, strlen(mid));
+	d->status = st;
+	d->last_seq = last_seq;
+	rec_in(CHAN_REC_DONE, sizeof(*d));
+}
+
+/* Opens an SSE stream on session s_1, resuming after (rmid, rseq). */
+static struct tp_conn *sse_open(const char *rmid, uint32_t rseq)
+{
+	struct tp_conn *c = conn_open();
+	const struct sink_rec *rq;
+
+	feed(c, "GET /api/chat/stream/s_1 HTTP/1.1\r\nHost: a\r\nLast-Event-ID: m_1:2\r\n\r\n");
+	rq = last_rec(CHAN_REC_REQUEST);
+	assert_non_null(rq);
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_LAST_EVENT_ID, "m_1:2");
+	response(handle_of(rq), ((const struct chan_request *)(W.recs + rq->off))->req_id, 200,
+		 CHAN_RESP_SSE_SUBSCRIBE, 0, "s_1", rmid, rseq, NULL, 0);
+	assert_string_equal(take(c), "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+				     "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+				     "X-Accel-Buffering: no\r\n\r\n");
+	tx_flush(c);
+	return c;
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_healthz_and_local_routes(void **state)
+{
+	struct tp_conn *c = conn_open();
+	const char *req = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+			  "POST /readyz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+			  "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n";
+
+	(void)state;
+	/* Three pipelined local requests, answered in order in one pass. */
+	assert_int_equal(feed(c, req), strlen(req));
+	assert_string_equal(take(c),
+			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 15\r\n\r\n"
+			    "{\"status\":\"ok\"}"
+			    "HTTP/1.1 405 Method Not Allowed\r\nX-Sluice-Worker: 3\r\n"
+			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 67\r\n"
+			    "Allow: GET, HEAD\r\n\r\n"
+			    "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}"
+			    "HTTP/1.1 404 Not Found\r\nX-Sluice-Worker: 3\r\n"
+			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 55\r\n\r\n"
+			    "{\"error\":{\"code\":\"not_found\",\"message\":\"no such path\"}}");
+	assert_false(c->closed);
+	/* HEAD keeps Content-Length, drops the body; HTTP/1.0 closes. */
+	feed(c, "HEAD /readyz HTTP/1.0\r\n\r\n");
+	assert_string_equal(take(c),
+			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 14\r\n"
+			    "Connection: close\r\n\r\n");
+	assert_true(c->closed);
+	assert_int_equal(W.st.http_responses[2], 2);
+	assert_int_equal(W.st.http_responses[4], 2);
+	conn_gone(c);
+}
+
+static void test_metrics_text(void **state)
+{
+	static char buf[1 << 16];
+	size_t n;
+
+	(void)state;
+	W.st.tokens_in = 7;
+	W.st.frames_out = 3;
+	W.st.delay_hist[0] = 2;
+	W.st.delay_hist[DP_DELAY_BUCKETS] = 1;
+	W.st.http_responses[5] = 4;
+	n = app_metrics_render(buf, sizeof(buf), true);
+	assert_true(n > 0 && n < sizeof(buf));
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "# TYPE sluice_tokens_in_total counter\nsluice_tokens_in_total 7\n"));
+	assert_non_null(strstr(buf, "sluice_frames_out_total 3\n"));
+	assert_non_null(strstr(buf, "sluice_http_responses_total{class=\"5xx\"} 4\n"));
+	assert_non_null(strstr(buf, "sluice_token_batch_delay_seconds_bucket{le=\"1e-05\"} 2\n"));
+	/* Buckets are cumulative; +Inf equals the count. */
+	assert_non_null(strstr(buf, "sluice_token_batch_delay_seconds_bucket{le=\"1\"} 2\n"));
+	assert_non_null(strstr(buf, "sluice_token_batch_delay_seconds_bucket{le=\"+Inf\"} 3\n"));
+	assert_non_null(strstr(buf, "sluice_token_batch_delay_seconds_count 3\n"));
+	assert_non_null(strstr(buf, "sluice_control_attached 1\n"));
+	assert_int_equal(app_metrics_render(buf, 100, true), 0);
+}
+
+static void test_forward_and_pipelining(void **state)
+{
+	struct tp_conn *c = conn_open();
+	const char *r1 = "POST /api/chat/message?x=1 HTTP/1.1\r\nHost: a\r\n"
+			 "Authorization: Bearer tok\r\nContent-Length: 2\r\n\r\n{}";
+	const char *r2 = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+	char both[512];
+	const struct sink_rec *rq;
+	const struct chan_request *req;
+	const struct fld f[] = {
+		{ CHAN_F_BODY, "{\"message_id\":\"m_1\"}" },
+		{ CHAN_F_SET_COOKIE, "a=b; HttpOnly" },
+	};
+
+	(void)state;
+	snprintf(both, sizeof(both), "%s%s", r1, r2);
+	/* Only the first request is consumed; the second waits its turn. */
+	assert_int_equal(feed(c, both), strlen(r1));
+	assert_int_equal(feed(c, ""), 0);
+	rq = last_rec(CHAN_REC_REQUEST);
+	assert_non_null(rq);
+	req = (const void *)(W.recs + rq->off);
+	assert_int_equal(req->kind, CHAN_REQ_HTTP);
+	assert_int_equal(req->method, CHAN_M_POST);
+	assert_int_equal(req->conn.worker, WID);
+	assert_int_equal(req->conn.gen >> 20, 5); /* seeded from the epoch */
+	assert_field(rq, sizeof(*req), CHAN_F_PATH, "/api/chat/message");
+	assert_field(rq, sizeof(*req), CHAN_F_QUERY, "x=1");
+	assert_field(rq, sizeof(*req), CHAN_F_BODY, "{}");
+	assert_field(rq, sizeof(*req), CHAN_F_AUTHORIZATION, "Bearer tok");
+	assert_field(rq, sizeof(*req), CHAN_F_PEER, "127.0.0.1:40000");
+	assert_null(rec_field(rq, sizeof(*req), CHAN_F_COOKIE));
+	assert_string_equal(take(c), "");
+	/* A response for another request id is stale. */
+	response(req->conn, req->req_id + 1, 202, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, f, 2);
+	assert_int_equal(W.st.stale_records, 1);
+	response(req->conn, req->req_id, 202, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, f, 2);
+	assert_string_equal(take(c),
+			    "HTTP/1.1 202 Accepted\r\nX-Sluice-Worker: 3\r\n"
+			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 20\r\n"
+			    "Set-Cookie: a=b; HttpOnly\r\n\r\n{\"message_id\":\"m_1\"}");
+	assert_int_equal(c->resumes, 1);
+	assert_int_equal(feed(c, ""), strlen(r2));
+	assert_non_null(strstr(take(c), "{\"status\":\"ok\"}"));
+	UP->on_close(A, c->ctx);
+	/* A conn that talked to control is reported closed, and its handle goes stale. */
+	rq = last_rec(CHAN_REC_CONN_CLOSED);
+	assert_non_null(rq);
+	response(((const struct chan_conn_closed *)(W.recs + rq->off))->conn, 1, 200,
+		 CHAN_RESP_PLAIN, 0, NULL, NULL, 0, NULL, 0);
+	assert_int_equal(W.st.stale_records, 2);
+	free(c);
+}
+
+static void test_multipart_response(void **state)
+{
+	struct tp_conn *c = conn_open();
+	const struct sink_rec *rq;
+	const struct chan_request *req;
+	const struct fld p1[] = { { CHAN_F_CONTENT_TYPE, "text/markdown" }, { CHAN_F_BODY, "# Ti" } };
+	const struct fld p2[] = { { CHAN_F_BODY, "tle\n" } };
+
+	(void)state;
+	feed(c, "GET /api/chat/sessions/s_1/export HTTP/1.1\r\nHost: a\r\n\r\n");
+	rq = last_rec(CHAN_REC_REQUEST);
+	req = (const void *)(W.recs + rq->off);
+	response(req->conn, req->req_id, 200, CHAN_RESP_PLAIN, CHAN_RESP_MORE, NULL, NULL, 0, p1, 2);
+	assert_string_equal(take(c), "");
+	response(req->conn, req->req_id, 200, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, p2, 1);
+	assert_string_equal(take(c),
+			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\nContent-Length: 8\r\n"
+			    "Content-Type: text/markdown\r\n\r\n# Title\n");
+	conn_gone(c);
+}
+
+static void test_control_unavailable(void **state)
+{
+	struct tp_conn *c = conn_open();
+	const char *want503 = "HTTP/1.1 503 Service Unavailable\r\nX-Sluice-Worker: 3\r\n"
+			      "Content-Type: application/json; charset=utf-8\r\nContent-Length: 70\r\n"
+			      "Retry-After: 1\r\n\r\n"
+			      "{\"error\":{\"code\":\"control_unavailable\",\"message\":\"control went away\"}}";
+
+	(void)state;
+	W.attached = false;
+	feed(c, "GET /api/models HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_non_null(strstr(take(c), "\"control_unavailable\""));
+	W.attached = true;
+	W.ring_full = true;
+	feed(c, "GET /api/models HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_non_null(strstr(take(c), "503 Service Unavailable\r\n"));
+	assert_int_equal(W.st.chan_full, 1);
+	W.ring_full = false;
+	/* A request waiting when control leaves gets 503. */
+	feed(c, "GET /api/models HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_string_equal(take(c), "");
+	W.attached = false;
+	app_control_changed(A, false);
+	assert_string_equal(take(c), want503);
+	assert_false(c->closed);
+	W.attached = true;
+	conn_gone(c);
+}
+
+static void test_framing_errors_and_timeout(void **state)
+{
+	struct tp_conn *c = conn_open();
+
+	(void)state;
+	feed(c, "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+	assert_string_equal(take(c),
+			    "HTTP/1.1 411 Length Required\r\nX-Sluice-Worker: 3\r\n"
+			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 110\r\n"
+			    "Connection: close\r\n\r\n"
+			    "{\"error\":{\"code\":\"length_required\",\"message\":"
+			    "\"chunked request bodies are not supported; send Content-Length\"}}");
+	assert_true(c->closed);
+	conn_gone(c);
+
+	/* A head that does not complete in header_timeout_s gets 408. */
+	c = conn_open();
+	assert_int_equal(feed(c, "GET /healthz HTTP/1.1\r\nHo"), 0);
+	advance((uint64_t)W.conf.header_timeout_s * SEC - MS);
+	assert_false(c->closed);
+	advance(2 * MS);
+	assert_non_null(strstr(take(c), "HTTP/1.1 408 Request Timeout\r\n"));
+	assert_true(c->closed);
+	conn_gone(c);
+
+	/* An idle keep-alive conn is closed after idle_timeout_s. */
+	c = conn_open();
+	feed(c, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+	take(c);
+	advance((uint64_t)W.conf.idle_timeout_s * SEC + 2 * MS);
+	assert_true(c->closed);
+	assert_false(c->aborted);
+	assert_string_equal(take(c), "");
+	conn_gone(c);
+}
+
+static void test_large_body_collected(void **state)
+{
+	struct tp_conn *c = conn_open();
+	static char body[50000];
+	char head[128];
+	const struct sink_rec *rq;
+	const struct chan_field *f;
+	size_t off = 0;
+
+	(void)state;
+	W.conf.max_conns = 16;
+	memset(body, 'b', sizeof(body));
+	snprintf(head, sizeof(head),
+		 "POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: %zu\r\n\r\n", sizeof(body));
+	feed(c, head);
+	while (off < sizeof(body)) {
+		size_t n = sizeof(body) - off < 20000 ? sizeof(body) - off : 20000;
+
+		feed_n(c, body + off, n);
+		off += n;
+	}
+	rq = last_rec(CHAN_REC_REQUEST);
+	assert_non_null(rq);
+	f = rec_field(rq, sizeof(struct chan_request), CHAN_F_BODY);
+	assert_non_null(f);
+	assert_int_equal(f->len, sizeof(body));
+	assert_memory_equal(f->data, body, sizeof(body));
+	assert_int_equal(c->stash_len, 0);
+	conn_gone(c);
+}
+
+static void test_sse_resume_and_light_load(void **state)
+{
+	struct tp_conn *c = sse_open("m_1", 2);
+	const char *const t4[] = { "a", " b", " \"c\"", " d" };
+
+	(void)state;
+	status_rec(all_of(), "s_1", "m_1", "streaming");
+	assert_string_equal(take(c), "id: m_1:2\nevent: status_update\n"
+				     "data: {\"session_id\":\"s_1\",\"message_id\":\"m_1\",\"status\":\"streaming\"}\n\n");
+	tx_flush(c);
+	/* Tokens 1 and 2 were delivered before the resume: only 3 and 4 go. */
+	tokens(all_of(), "s_1", "m_1", 1, t4, 4);
+	assert_string_equal(take(c), ""); /* held until the end of the turn */
+	app_end_of_turn(A, false);
+	assert_string_equal(take(c), "id: m_1:4\nevent: token\n"
+				     "data: {\"session_id\":\"s_1\",\"message_id\":\"m_1\",\"seq\":4,\"n\":2,"
+				     "\"text\":\" \\\"c\\\" d\"}\n\n");
+	assert_int_equal(W.st.tokens_in, 4);
+	assert_int_equal(W.st.tokens_out, 2);
+	assert_int_equal(W.st.frames_out, 1);
+	/* Redelivery of the same tokens is dropped. */
+	tokens(all_of(), "s_1", "m_1", 3, t4, 2);
+	app_end_of_turn(A, false);
+	assert_string_equal(take(c), "");
+	done_rec(all_of(), "s_1", "m_1", CHAN_DONE_COMPLETE, 4);
+	assert_string_equal(take(c), "id: m_1:d\nevent: done\n"
+				     "data: {\"session_id\":\"s_1\",\"message_id\":\"m_1\",\"status\":\"complete\"}\n\n");
+	UP->on_close(A, c->ctx);
+	assert_non_null(last_rec(CHAN_REC_UNSUBSCRIBE));
+	free(c);
+}
+
+static void test_busy_coalesces_until_max_delay(void **state)
+{
+	struct tp_conn *c = sse_open("", 0);
+	const char *const one[] = { "x" };
+	uint64_t delay_ns = (uint64_t)W.conf.max_delay_us * 1000u;
+
+	(void)state;
+	for (uint32_t s = 1; s <= 3; s++) {
+		tokens(all_of(), "s_1", "m_9", s, one, 1);
+		app_end_of_turn(A, true);
+		advance(100000);
+	}
+	assert_string_equal(take(c), "");
+	/* The oldest token's max_delay deadline flushes all three at once. */
+	advance(delay_ns - 300000 + MS);
+	assert_string_equal(take(c), "id: m_9:3\nevent: token\n"
+				     "data: {\"session_id\":\"s_1\",\"message_id\":\"m_9\",\"seq\":3,\"n\":3,"
+				     "\"text\":\"xxx\"}\n\n");
+	assert_int_equal(W.st.frames_out, 1);
+	assert_int_equal(W.st.tokens_out, 3);
+	app_end_of_turn(A, false);
+	/* Not busy, but bytes from an earlier turn still queued: hold. */
+	tokens(all_of(), "s_1", "m_9", 4, one, 1);
+	app_end_of_turn(A, false);
+	assert_string_equal(take(c), "");
+	tx_flush(c);
+	tokens(all_of(), "s_1", "m_9", 5, one, 1);
+	app_end_of_turn(A, false);
+	assert_non_null(strstr(take(c), "\"seq\":5,\"n\":2,"));
+	/* A status event flushes held tokens first (ordering). */
+	tx_flush(c);
+	tokens(all_of(), "s_1", "m_9", 6, one, 1);
+	app_end_of_turn(A, true);
+	done_rec(all_of(), "s_1", "m_9", CHAN_DONE_CANCELLED, 6);
+	const char *out = take(c);
+	assert_true(strstr(out, "event: token") < strstr(out, "event: done"));
+	assert_non_null(strstr(out, "\"status\":\"cancelled\""));
+	conn_gone(c);
+}
+
+static void test_mode_off_one_frame_per_token(void **state)
+{
+	struct tp_conn *c;
+	const char *const t3[] = { "a", "b", "c" };
+	char err[64];
+
+	(void)state;
+	app_destroy(A);
+	W.conf.batch_mode = CONF_BATCH_OFF;
+	A = app_create(&W, err, sizeof(err));
+	assert_non_null(A);
+	c = sse_open("", 0);
+	tokens(all_of(), "s_1", "m_2", 1, t3, 3);
+	assert_int_equal(W.st.frames_out, 3);
+	assert_non_null(strstr(take(c), "\"seq\":3,\"n\":1,\"text\":\"c\""));
+	conn_gone(c);
+	W.conf.batch_mode = CONF_BATCH_ADAPTIVE;
+}
+
+static void test_detach_interrupts_and_reattach_announces(void **state)
+{
+	struct tp_conn *c = sse_open("", 0);
+	const char *const t2[] = { "a", "b" };
+	const struct sink_rec *r;
+	const struct chan_sub *s;
+
+	(void)state;
+	tokens(all_of(), "s_1", "m_3", 1, t2, 2);
+	app_end_of_turn(A, false);
+	take(c);
+	W.attached = false;
+	app_control_changed(A, false);
+	assert_string_equal(take(c), "id: m_3:d\nevent: done\n"
+				     "data: {\"session_id\":\"s_1\",\"message_id\":\"m_3\",\"status\":\"interrupted\"}\n\n");
+	W.attached = true;
+	app_control_changed(A, true);
+	r = last_rec(CHAN_REC_SUBSCRIBE);
+	assert_non_null(r);
+	s = (const void *)(W.recs + r->off);
+	assert_string_equal(s->session_id, "s_1");
+	assert_string_equal(s->message_id, "m_3");
+	assert_int_equal(s->seq, 2);
+	/* The restarted control's own done for m_3 is not sent a second time. */
+	done_rec(all_of(), "s_1", "m_3", CHAN_DONE_INTERRUPTED, 2);
+	assert_string_equal(take(c), "");
+	/* A control restart seen only as a new epoch also ends running streams. */
+	tx_flush(c);
+	tokens(all_of(), "s_1", "m_4", 1, t2, 1);
+	app_end_of_turn(A, false);
+	assert_non_null(strstr(take(c), "\"message_id\":\"m_4\",\"seq\":1,"));
+	W.nrec = 0;
+	app_control_changed(A, true);
+	assert_string_equal(take(c), "id: m_4:d\nevent: done\n"
+				     "data: {\"session_id\":\"s_1\",\"message_id\":\"m_4\",\"status\":\"interrupted\"}\n\n");
+	assert_non_null(last_rec(CHAN_REC_SUBSCRIBE));
+	conn_gone(c);
+}
+
+static void test_slow_consumer(void **state)
+{
+	struct tp_conn *c = sse_open("", 0);
+	const char *const one[] = { "x" };
+
+	(void)state;
+	c->extra_queued = W.conf.max_pending_bytes;
+	tokens(all_of(), "s_1", "m_4", 1, one, 1);
+	assert_int_equal(W.st.slow_consumer_closes, 1);
+	assert_string_equal(take(c), "event: error\ndata: {\"error\":{\"code\":\"slow_consumer\","
+				     "\"message\":\"pending data passed max_pending_bytes; reconnect with Last-Event-ID\"}}\n\n");
+	assert_true(c->closed);
+	conn_gone(c);
+	assert_int_equal(W.st.pending_bytes, 0);
+}
+
+static void test_oversized_token_framed_alone(void **state)
+{
+	struct tp_conn *c = sse_open("", 0);
+	static char big[400];
+	const char *const t[] = { "a", big, "b" };
+	const char *out;
+
+	(void)state;
+	memset(big, 'Q', sizeof(big) - 1);
+	tokens(all_of(), "s_1", "m_7", 1, t, 3);
+	app_end_of_turn(A, false);
+	out = take(c);
+	/* "a" is flushed before the big token, which goes alone; "b" follows. */
+	assert_non_null(strstr(out, "\"seq\":1,\"n\":1,\"text\":\"a\"}"));
+	assert_non_null(strstr(out, "\"seq\":2,\"n\":1,\"text\":\"QQQQ"));
+	assert_non_null(strstr(out, "\"seq\":3,\"n\":1,\"text\":\"b\"}"));
+	assert_int_equal(W.st.frames_out, 3);
+	assert_int_equal(W.st.tokens_out, 3);
+	conn_gone(c);
+}
+
+/* A masked client text frame. */
+static size_t ws_frame(uint8_t *out, const char *text)
+{
+	static const uint8_t mask[4] = { 1, 2, 3, 4 };
+	size_t n = strlen(text);
+
+	out[0] = 0x81;
+	out[1] = (uint8_t)(0x80 | n);
+	memcpy(out + 2, mask, 4);
+	for (size_t i = 0; i < n; i++)
+		out[6 + i] = (uint8_t)text[i] ^ mask[i % 4];
+	return 6 + n;
+}
+
+/* The payload of the next server text frame in s (short frames only). */
+static const char *ws_text(const char **s)
+{
+	static char buf[512];
+	const uint8_t *p = (const uint8_t *)*s;
+	size_t n = p[1];
+
+	assert_int_equal(p[0], 0x81);
+	assert_true(n < 126);
+	memcpy(buf, p + 2, n);
+	buf[n] = '\0';
+	*s += 2 + n;
+	return buf;
+}
+
+static void test_websocket(void **state)
+{
+	struct tp_conn *c = conn_open();
+	uint8_t fr[128];
+	const char *out;
+	const struct sink_rec *rq;
+	const struct chan_request *req;
+	const char *const one[] = { "hi" };
+
+	(void)state;
+	feed(c, "GET /ws/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+	const char *head101 = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			      "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+			      "X-Sluice-Worker: 3\r\n\r\n";
+	out = take(c);
+	assert_memory_equal(out, head101, strlen(head101));
+	out += strlen(head101);
+	assert_string_equal(ws_text(&out), "{\"type\":\"connected\",\"worker\":3}");
+	feed_n(c, fr, ws_frame(fr, "{\"type\":\"ping\",\"id\":7}"));
+	out = take(c);
+	assert_string_equal(ws_text(&out), "{\"type\":\"pong\",\"id\":7}");
+	feed_n(c, fr, ws_frame(fr, "{nope"));
+	out = take(c);
+	assert_non_null(strstr(ws_text(&out), "\"code\":\"invalid_json\""));
+	feed_n(c, fr, ws_frame(fr, "{\"type\":\"subscribe\",\"session_id\":\"s_1\"}"));
+	rq = last_rec(CHAN_REC_REQUEST);
+	req = (const void *)(W.recs + rq->off);
+	assert_int_equal(req->kind, CHAN_REQ_WS);
+	assert_field(rq, sizeof(*req), CHAN_F_BODY, "{\"type\":\"subscribe\",\"session_id\":\"s_1\"}");
+	const struct fld f[] = { { CHAN_F_BODY, "{\"type\":\"response\",\"request\":\"subscribe\"}" } };
+	response(req->conn, req->req_id, 200, CHAN_RESP_WS_SUBSCRIBE, 0, "s_1", NULL, 0, f, 1);
+	out = take(c);
+	assert_string_equal(ws_text(&out), "{\"type\":\"response\",\"request\":\"subscribe\"}");
+	tx_flush(c);
+	tokens(all_of(), "s_1", "m_5", 1, one, 1);
+	app_end_of_turn(A, false);
+	out = take(c);
+	assert_string_equal(ws_text(&out), "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":\"m_5\","
+					   "\"seq\":1,\"n\":1,\"text\":\"hi\"}");
+	/* A binary message closes with 1003. */
+	fr[0] = 0x82;
+	fr[1] = 0x80;
+	memset(fr + 2, 0, 4);
+	feed_n(c, fr, 6);
+	out = take(c);
+	assert_int_equal((uint8_t)out[0], 0x88);
+	assert_int_equal(((uint8_t)out[2] << 8) | (uint8_t)out[3], 1003);
+	conn_gone(c);
+}
+
+static void test_bad_upgrades(void **state)
+{
+	struct tp_conn *c = conn_open();
+
+	(void)state;
+	feed(c, "GET /ws/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n");
+	const char *out = take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 426 Upgrade Required\r\n"));
+	assert_non_null(strstr(out, "\r\nSec-WebSocket-Version: 13\r\n"));
+	feed(c, "GET /ws/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: short==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+	assert_non_null(strstr(take(c), "HTTP/1.1 400 Bad Request\r\n"));
+	feed(c, "POST /ws/chat HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+	out = take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 405 Method Not Allowed\r\n"));
+	assert_non_null(strstr(out, "\r\nAllow: GET\r\n"));
+	assert_false(c->closed);
+	conn_gone(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_healthz_and_local_routes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_text, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forward_and_pipelining, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_multipart_response, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_control_unavailable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_framing_errors_and_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_body_collected, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sse_resume_and_light_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_busy_coalesces_until_max_delay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode_off_one_frame_per_token, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_detach_interrupts_and_reattach_announces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slow_consumer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_token_framed_alone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_upgrades, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
