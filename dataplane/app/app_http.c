@@ -260,7 +260,7 @@ static bool is_base64_key(struct http_slice k)
 	return strchr("AQgw", k.p[21]) != NULL;
 }
 
-static void route_ws(struct conn *c, const struct http_request *req)
+static void route_ws(struct conn *c, const struct http_request *req, bool echo)
 {
 	const struct http_header *up = http_find_header(req, "Upgrade");
 	const struct http_header *cn = http_find_header(req, "Connection");
@@ -285,7 +285,7 @@ static void route_ws(struct conn *c, const struct http_request *req)
 			       "Sec-WebSocket-Version: 13\r\n", false);
 		return;
 	}
-	ws_start(c, key->value.p, key->value.len);
+	ws_start(c, key->value.p, key->value.len, echo);
 }
 
 static void route_local(struct conn *c, const struct http_request *req)
@@ -386,7 +386,9 @@ static void http_route(struct conn *c, const struct http_request *req, const uin
 	    slice_eq(req->path, "/metrics"))
 		route_local(c, req);
 	else if (slice_eq(req->path, "/ws/chat"))
-		route_ws(c, req);
+		route_ws(c, req, false);
+	else if (slice_eq(req->path, "/ws/echo") && c->app->conf->ws_echo)
+		route_ws(c, req, true);
 	else if (slice_prefix(req->path, "/api/") || slice_prefix(req->path, "/v1/"))
 		route_control(c, req, body, blen);
 	else

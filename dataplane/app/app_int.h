@@ -60,6 +60,7 @@ struct conn {
 	bool msg_running;   /* status/tokens of last_mid seen, done not yet */
 	bool done_sent;     /* a done for last_mid went out (never send a second) */
 	bool ws_open;       /* ws session initialised (free it on close) */
+	bool ws_echo;       /* /ws/echo: every message is sent back (conformance runs) */
 	bool closing;
 	struct tp_peer peer;
 	uint32_t req_id;     /* id of the last request sent */
@@ -143,7 +144,8 @@ bool stream_emit(struct conn *c, const struct ev_buf *b);
 bool stream_flush(struct conn *c);
 
 /* app_ws.c */
-void ws_start(struct conn *c, const char *key, size_t key_len);
+/* Completes the upgrade; echo selects /ws/echo (no chat protocol). */
+void ws_start(struct conn *c, const char *key, size_t key_len, bool echo);
 size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len);
 void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
 bool ws_send_text(struct conn *c, const void *data, size_t len);

@@ -1,5 +1,5 @@
 /*
- * WebSocket connections on /ws/chat: the 101 handshake, the RFC 6455 engine
+ * WebSocket connections on /ws/chat (and /ws/echo when enabled): the 101 handshake, the RFC 6455 engine
  * (ws_session) wired to the transport, local answers (ping -> pong, JSON
  * errors), forwarding of other messages to control as CHAN_REQ_WS requests,
  * and control's responses (text messages, subscribe, close).
@@ -36,7 +36,7 @@ static const struct ws_session_ops ws_ops = {
 	.on_closed = wso_closed,
 };
 
-void ws_start(struct conn *c, const char *key, size_t key_len)
+void ws_start(struct conn *c, const char *key, size_t key_len, bool echo)
 {
 	struct app *a = c->app;
 	char accept[29];
@@ -66,7 +66,9 @@ void ws_start(struct conn *c, const char *key, size_t key_len)
 	c->hstate = HS_HEAD;
 	ws_session_init(&c->ws, &ws_ops, c, a->conf->ws_max_message);
 	c->ws_open = true;
-	ws_send_text(c, h.p, h.len);
+	c->ws_echo = echo;
+	if (!echo)
+		ws_send_text(c, h.p, h.len);
 }
 
 size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len)
@@ -145,6 +147,11 @@ static void wso_message(void *arg, uint8_t opcode, const uint8_t *data, size_t l
 	int pl;
 
 	DP_STAT_ADD(a->st, ws_messages_in, 1);
+	if (c->ws_echo) {
+		if (!ws_session_send(&c->ws, opcode, data, len))
+			ws_close_with(c, WS_CLOSE_INTERNAL, "send queue full", true);
+		return;
+	}
 	if (opcode != WS_OP_TEXT) {
 		ws_close_with(c, WS_CLOSE_UNSUPPORTED, "binary messages are not supported", false);
 		return;
