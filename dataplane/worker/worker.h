@@ -117,4 +117,26 @@ uint32_t worker_rec_max(const struct worker *w);
 uint32_t worker_count(void);
 const struct dp_stats *worker_stats_of(uint32_t i);
 
+/* ---- lifecycle (main.c) --------------------------------------------------- */
+
+struct chan_region;
+
+/*
+ * Sets up conf->workers workers before any thread starts: channel handles,
+ * timer wheel, app (app_create) and kernel transport, all on the calling
+ * thread. When listen port 0 is configured, worker 0 picks an ephemeral port
+ * and the others share it. Returns 0, or -1 with a message in err (what was
+ * set up is torn down again).
+ */
+int workers_setup(const struct sluice_conf *conf, struct chan_region *chan, char *err, size_t errlen);
+/* Runs worker i's loop on the calling thread until workers_stop(); then
+ * closes its connections (on_close reaches the app) and destroys its app.
+ * Returns 0, or -1 after a fatal transport error (then it calls workers_stop()). */
+int worker_run(uint32_t i);
+/* Asks every worker to finish its turn and leave worker_run(); async-signal-safe. */
+void workers_stop(void);
+bool workers_stopping(void);
+/* Frees all workers; only after every worker_run() has returned (or none started). */
+void workers_teardown(void);
+
 #endif

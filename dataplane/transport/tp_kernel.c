@@ -1,0 +1,849 @@
+/*
+ * The kernel transport: nonblocking TCP sockets and one epoll set per worker.
+ *
+ * epoll is level-triggered: a connection is read once per poll (at most one
+ * 64 KiB scratch buffer), so one fast sender cannot starve the others, and a
+ * connection we stop reading (full stash, peer EOF) simply drops EPOLLIN from
+ * its interest set. EPOLLOUT is in the set only while a send hit EAGAIN.
+ *
+ * Re-entrancy: upcalls may close any connection or queue bytes on it. A
+ * closed connection's fd is closed at once (so epoll forgets it) but the
+ * struct lives on a dead list until the end of the current poll() or flush(),
+ * where on_close runs and the memory is freed; events already fetched for it
+ * are skipped by its DEAD flag.
+ */
+#include "transport/tp_kernel.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "sluice/common.h"
+#include "sluice/conf.h"
+#include "transport/tp_kernel_config.h"
+
+#define RX_SCRATCH (64u * 1024u)
+#define MAX_EVENTS 256
+#define ACCEPT_BURST 64
+#define WRITEV_MAX 16
+#define FREE_CHUNKS_MAX 1024u
+#define STASH_MIN 2048u
+#define LISTEN_BACKLOG 4096
+/* After EMFILE and friends the listener rests this long, instead of waking a
+ * level-triggered epoll in a loop while nothing can be accepted. */
+#define ACCEPT_PAUSE_NS (100ull * 1000000ull)
+
+struct klink {
+	struct klink *next, *prev;
+};
+
+#define KL_ENTRY(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
+
+static inline void kl_init(struct klink *h)
+{
+	h->next = h->prev = h;
+}
+
+static inline bool kl_empty(const struct klink *h)
+{
+	return h->next == h;
+}
+
+static inline void kl_add_tail(struct klink *h, struct klink *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+
+/* Unlinks n and leaves it self-linked, which reads as "on no list". */
+static inline void kl_del(struct klink *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	kl_init(n);
+}
+
+/* Moves all of `from` into the empty list `to`. */
+static inline void kl_move_all(struct klink *to, struct klink *from)
+{
+	kl_init(to);
+	if (kl_empty(from))
+		return;
+	to->next = from->next;
+	to->prev = from->prev;
+	to->next->prev = to;
+	to->prev->next = to;
+	kl_init(from);
+}
+
+/* A send-queue chunk: bytes [head, tail) are committed and not yet sent. */
+struct chunk {
+	struct chunk *next;
+	uint32_t cap;
+	uint32_t head;
+	uint32_t tail;
+	uint32_t _pad;
+	uint8_t data[];
+};
+
+enum {
+	KC_CLOSING = 1u << 0, /* graceful close asked: discard input, send the rest, FIN */
+	KC_RD_EOF = 1u << 1,  /* peer's FIN seen */
+	KC_WR_SHUT = 1u << 2, /* our FIN sent */
+	KC_DEAD = 1u << 3,    /* fd closed; on_close and free pending */
+	KC_BLOCKED = 1u << 4, /* last send hit EAGAIN; waiting for EPOLLOUT */
+	KC_RX_FULL = 1u << 5, /* stash full; not read until rx_resume */
+	KC_HAD_TX = 1u << 6,  /* bytes queued since the last on_drained */
+};
+
+struct ktp;
+
+struct tp_conn {
+	struct ktp *tp;
+	int fd;
+	uint32_t flags;
+	uint32_t ev; /* epoll interest now registered */
+	uint32_t stash_len, stash_cap;
+	void *ctx;   /* the app's; NULL while on_open runs or when refused */
+	uint8_t *stash; /* unconsumed input, owned here */
+	struct chunk *txh, *txt;
+	uint64_t tx_queued;
+	uint64_t linger_deadline;
+	struct klink all;    /* ktp.conns, or ktp.dead once DEAD */
+	struct klink flush;  /* ktp.flushq: has bytes to send */
+	struct klink resume; /* ktp.resumeq: rx_resume asked */
+	struct klink linger; /* ktp.lingerq: graceful close running */
+};
+
+struct ktp {
+	struct tp base; /* first: struct tp * converts to struct ktp * */
+	const struct tp_upcalls *up;
+	void *app;
+	int lfd, epfd, extra_fd;
+	uint16_t port;
+	bool listen_paused;
+	uint32_t nconns;
+	uint32_t nfree;
+	uint64_t listen_resume_ns;
+	uint8_t *scratch;
+	struct chunk *free_chunks;
+	struct klink conns, dead, flushq, resumeq, lingerq;
+	struct epoll_event events[MAX_EVENTS];
+};
+
+static inline struct ktp *ktp_of(struct tp *t)
+{
+	return (struct ktp *)(void *)t;
+}
+
+/* ---- send-queue chunks ----------------------------------------------------- */
+
+static struct chunk *chunk_get(struct ktp *t, size_t min)
+{
+	struct chunk *k;
+	if (min <= TP_KERNEL_CHUNK && t->free_chunks) {
+		k = t->free_chunks;
+		t->free_chunks = k->next;
+		t->nfree--;
+	} else {
+		size_t cap = min <= TP_KERNEL_CHUNK ? TP_KERNEL_CHUNK : min;
+		if (cap > UINT32_MAX)
+			return NULL;
+		k = malloc(sizeof(*k) + cap);
+		if (!k)
+			return NULL;
+		k->cap = (uint32_t)cap;
+	}
+	k->next = NULL;
+	k->head = k->tail = 0;
+	return k;
+}
+
+static void chunk_put(struct ktp *t, struct chunk *k)
+{
+	if (k->cap == TP_KERNEL_CHUNK && t->nfree < FREE_CHUNKS_MAX) {
+		k->next = t->free_chunks;
+		t->free_chunks = k;
+		t->nfree++;
+		return;
+	}
+	free(k);
+}
+
+static void txq_release(struct ktp *t, struct tp_conn *c)
+{
+	while (c->txh) {
+		struct chunk *k = c->txh;
+		c->txh = k->next;
+		chunk_put(t, k);
+	}
+	c->txt = NULL;
+	c->tx_queued = 0;
+}
+
+/* ---- connection state ------------------------------------------------------ */
+
+/*
+ * Closes the socket now and queues the connection for on_close at the end of
+ * the pass. reset=true sends RST (SO_LINGER 0) instead of a normal close.
+ */
+static void conn_finish(struct tp_conn *c, bool reset)
+{
+	if (c->flags & KC_DEAD)
+		return;
+	struct ktp *t = c->tp;
+	if (reset) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+		/* On failure close() still closes, only with a FIN instead of RST. */
+		(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	close(c->fd);
+	c->fd = -1;
+	c->flags |= KC_DEAD;
+	txq_release(t, c);
+	c->stash_len = 0;
+	kl_del(&c->flush);
+	kl_del(&c->resume);
+	kl_del(&c->linger);
+	kl_del(&c->all);
+	kl_add_tail(&t->dead, &c->all);
+}
+
+/* Runs on_close for dead connections and frees them. */
+static void reap(struct ktp *t)
+{
+	while (!kl_empty(&t->dead)) {
+		struct tp_conn *c = KL_ENTRY(t->dead.next, struct tp_conn, all);
+		kl_del(&c->all);
+		if (c->ctx)
+			t->up->on_close(t->app, c->ctx);
+		free(c->stash);
+		free(c);
+		t->nconns--;
+	}
+}
+
+/* Registers the epoll interest the connection's state calls for. */
+static void update_interest(struct tp_conn *c)
+{
+	if (c->flags & KC_DEAD)
+		return;
+	uint32_t ev = 0;
+	if (!(c->flags & (KC_RD_EOF | KC_RX_FULL)))
+		ev |= EPOLLIN;
+	if (c->flags & KC_BLOCKED)
+		ev |= EPOLLOUT;
+	if (ev == c->ev)
+		return;
+	struct epoll_event e = {.events = ev, .data.ptr = c};
+	if (epoll_ctl(c->tp->epfd, EPOLL_CTL_MOD, c->fd, &e) < 0) {
+		conn_finish(c, true);
+		return;
+	}
+	c->ev = ev;
+}
+
+/* The send queue of a closing connection is empty: FIN, and when the peer's
+ * FIN is already in, the connection is done. */
+static void closing_drained(struct tp_conn *c)
+{
+	if (!(c->flags & KC_WR_SHUT)) {
+		if (shutdown(c->fd, SHUT_WR) < 0) {
+			conn_finish(c, false);
+			return;
+		}
+		c->flags |= KC_WR_SHUT;
+	}
+	if (c->flags & KC_RD_EOF)
+		conn_finish(c, false);
+}
+
+/* Drops fully sent chunks from the front of the queue. */
+static void txq_trim(struct ktp *t, struct tp_conn *c)
+{
+	while (c->txh && c->txh->head == c->txh->tail) {
+		struct chunk *k = c->txh;
+		c->txh = k->next;
+		chunk_put(t, k);
+	}
+	if (!c->txh)
+		c->txt = NULL;
+}
+
+/* Sends until the queue is empty or the socket is full. */
+static void conn_send(struct ktp *t, struct tp_conn *c)
+{
+	for (;;) {
+		txq_trim(t, c);
+		if (!c->txh)
+			break;
+		struct iovec iov[WRITEV_MAX];
+		int n = 0;
+		for (struct chunk *k = c->txh; k && n < WRITEV_MAX; k = k->next) {
+			if (k->tail > k->head) {
+				iov[n].iov_base = k->data + k->head;
+				iov[n].iov_len = k->tail - k->head;
+				n++;
+			}
+		}
+		if (n == 0) {
+			txq_release(t, c);
+			break;
+		}
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				c->flags |= KC_BLOCKED;
+				update_interest(c);
+				return;
+			}
+			conn_finish(c, false);
+			return;
+		}
+		size_t left = (size_t)w;
+		c->tx_queued -= left;
+		for (struct chunk *k = c->txh; k && left > 0; k = k->next) {
+			size_t take = k->tail - k->head;
+			if (take > left)
+				take = left;
+			k->head += (uint32_t)take;
+			left -= take;
+		}
+	}
+	if (c->flags & KC_BLOCKED) {
+		c->flags &= ~(uint32_t)KC_BLOCKED;
+		update_interest(c);
+		if (c->flags & KC_DEAD)
+			return;
+	}
+	if (c->flags & KC_CLOSING) {
+		closing_drained(c);
+	} else if (c->flags & KC_HAD_TX) {
+		c->flags &= ~(uint32_t)KC_HAD_TX;
+		t->up->on_drained(t->app, c->ctx);
+	}
+}
+
+/* Makes room for `need` stash bytes (need <= TP_RX_STASH_MAX). */
+static bool stash_reserve(struct tp_conn *c, uint32_t need)
+{
+	if (need <= c->stash_cap)
+		return true;
+	uint32_t cap = c->stash_cap ? c->stash_cap : STASH_MIN;
+	while (cap < need)
+		cap *= 2;
+	if (cap > TP_RX_STASH_MAX)
+		cap = TP_RX_STASH_MAX;
+	uint8_t *s = realloc(c->stash, cap);
+	if (!s)
+		return false;
+	c->stash = s;
+	c->stash_cap = cap;
+	return true;
+}
+
+/* Offers p[0..len) to the app and keeps what it did not consume. p is either
+ * the stash itself or bytes outside it (then the stash is empty). */
+static void offer(struct ktp *t, struct tp_conn *c, const uint8_t *p, size_t len)
+{
+	size_t used = t->up->on_data(t->app, c->ctx, p, len);
+	if (c->flags & (KC_DEAD | KC_CLOSING)) {
+		c->stash_len = 0;
+		return;
+	}
+	assert(used <= len);
+	if (used >= len) {
+		c->stash_len = 0;
+		return;
+	}
+	uint32_t rest = (uint32_t)(len - used);
+	if (p == c->stash) {
+		memmove(c->stash, c->stash + used, rest);
+	} else {
+		if (!stash_reserve(c, rest)) {
+			conn_finish(c, true);
+			return;
+		}
+		memcpy(c->stash, p + used, rest);
+	}
+	c->stash_len = rest;
+	if (rest >= TP_RX_STASH_MAX) {
+		c->flags |= KC_RX_FULL;
+		update_interest(c);
+	}
+}
+
+static void peer_eof(struct ktp *t, struct tp_conn *c)
+{
+	c->flags |= KC_RD_EOF;
+	update_interest(c);
+	if (c->flags & KC_DEAD)
+		return;
+	if (c->flags & KC_CLOSING) {
+		if (c->flags & KC_WR_SHUT)
+			conn_finish(c, false);
+		return;
+	}
+	t->up->on_eof(t->app, c->ctx);
+}
+
+/* One recv: into the scratch buffer, or appended to a non-empty stash so the
+ * app sees old and new bytes contiguously. */
+static void conn_read(struct ktp *t, struct tp_conn *c)
+{
+	size_t room = RX_SCRATCH;
+	if (!(c->flags & KC_CLOSING) && c->stash_len > 0)
+		room = TP_RX_STASH_MAX - c->stash_len;
+	if (room == 0) {
+		c->flags |= KC_RX_FULL;
+		update_interest(c);
+		return;
+	}
+	ssize_t n = recv(c->fd, t->scratch, room, 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		conn_finish(c, false);
+		return;
+	}
+	if (n == 0) {
+		peer_eof(t, c);
+		return;
+	}
+	if (c->flags & KC_CLOSING)
+		return;
+	if (c->stash_len == 0) {
+		offer(t, c, t->scratch, (size_t)n);
+		return;
+	}
+	if (!stash_reserve(c, c->stash_len + (uint32_t)n)) {
+		conn_finish(c, true);
+		return;
+	}
+	memcpy(c->stash + c->stash_len, t->scratch, (size_t)n);
+	c->stash_len += (uint32_t)n;
+	offer(t, c, c->stash, c->stash_len);
+}
+
+/* ---- accepting ------------------------------------------------------------- */
+
+static void pause_listener(struct ktp *t)
+{
+	struct epoll_event e = {.events = 0, .data.ptr = &t->lfd};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &e) == 0) {
+		t->listen_paused = true;
+		t->listen_resume_ns = sluice_now_ns() + ACCEPT_PAUSE_NS;
+	}
+}
+
+static int resume_listener(struct ktp *t)
+{
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->lfd};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &e) < 0)
+		return -1;
+	t->listen_paused = false;
+	return 0;
+}
+
+static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
+{
+	int one = 1;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
+		close(fd);
+		return;
+	}
+	struct tp_conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->tp = t;
+	c->fd = fd;
+	c->ev = EPOLLIN;
+	kl_init(&c->flush);
+	kl_init(&c->resume);
+	kl_init(&c->linger);
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+		close(fd);
+		free(c);
+		return;
+	}
+	kl_add_tail(&t->conns, &c->all);
+	t->nconns++;
+	struct tp_peer peer = {.ipv4 = sa->sin_addr.s_addr, .port = ntohs(sa->sin_port)};
+	void *ctx = t->up->on_open(t->app, c, &peer);
+	if (!ctx) {
+		conn_finish(c, true);
+		return;
+	}
+	c->ctx = ctx;
+}
+
+static int do_accept(struct ktp *t)
+{
+	int n = 0;
+	while (n < ACCEPT_BURST) {
+		struct sockaddr_in sa;
+		socklen_t sl = sizeof(sa);
+		int fd = accept4(t->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				pause_listener(t);
+			break;
+		}
+		conn_new(t, fd, &sa);
+		n++;
+	}
+	return n;
+}
+
+/* ---- tp_ops ---------------------------------------------------------------- */
+
+static int run_resumes(struct ktp *t)
+{
+	struct klink local;
+	int n = 0;
+	kl_move_all(&local, &t->resumeq);
+	while (!kl_empty(&local)) {
+		struct tp_conn *c = KL_ENTRY(local.next, struct tp_conn, resume);
+		kl_del(&c->resume);
+		if (c->flags & (KC_DEAD | KC_CLOSING))
+			continue;
+		c->flags &= ~(uint32_t)KC_RX_FULL;
+		if (c->stash_len > 0) {
+			offer(t, c, c->stash, c->stash_len);
+			n++;
+		}
+		update_interest(c);
+	}
+	return n;
+}
+
+static void run_lingers(struct ktp *t, uint64_t now)
+{
+	while (!kl_empty(&t->lingerq)) {
+		struct tp_conn *c = KL_ENTRY(t->lingerq.next, struct tp_conn, linger);
+		if (c->linger_deadline > now)
+			break;
+		conn_finish(c, c->tx_queued > 0);
+	}
+}
+
+static int set_extra_fd(struct ktp *t, int fd)
+{
+	if (fd == t->extra_fd)
+		return 0;
+	if (t->extra_fd >= 0 && epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->extra_fd, NULL) < 0 && errno != ENOENT &&
+	    errno != EBADF)
+		return -1;
+	t->extra_fd = -1;
+	if (fd >= 0) {
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->extra_fd};
+		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0)
+			return -1;
+		t->extra_fd = fd;
+	}
+	return 0;
+}
+
+static int clamp_timeout(int timeout_ms, uint64_t now, uint64_t deadline)
+{
+	uint64_t ms = deadline > now ? (deadline - now + 999999) / 1000000 : 0;
+	if (timeout_ms < 0 || ms < (uint64_t)timeout_ms)
+		return (int)ms;
+	return timeout_ms;
+}
+
+static void conn_event(struct ktp *t, struct tp_conn *c, uint32_t ev)
+{
+	if (ev & EPOLLERR) {
+		conn_finish(c, false);
+		return;
+	}
+	if (ev & EPOLLOUT) {
+		conn_send(t, c);
+		if (c->flags & KC_DEAD)
+			return;
+	}
+	if ((ev & (EPOLLIN | EPOLLHUP)) && !(c->flags & (KC_RD_EOF | KC_RX_FULL | KC_DEAD)))
+		conn_read(t, c);
+	/* Both directions are gone (reset, or FIN both ways): nothing more to do. */
+	if ((ev & EPOLLHUP) && (c->flags & KC_RD_EOF))
+		conn_finish(c, false);
+}
+
+static int kt_poll(struct tp *tp, int timeout_ms, int extra_fd)
+{
+	struct ktp *t = ktp_of(tp);
+	uint64_t now = sluice_now_ns();
+	if (set_extra_fd(t, extra_fd) < 0)
+		return -1;
+	run_lingers(t, now);
+	if (t->listen_paused && now >= t->listen_resume_ns && resume_listener(t) < 0)
+		return -1;
+	int handled = run_resumes(t);
+	if (handled > 0 || !kl_empty(&t->dead))
+		timeout_ms = 0;
+	if (t->listen_paused)
+		timeout_ms = clamp_timeout(timeout_ms, now, t->listen_resume_ns);
+	if (!kl_empty(&t->lingerq)) {
+		struct tp_conn *c = KL_ENTRY(t->lingerq.next, struct tp_conn, linger);
+		timeout_ms = clamp_timeout(timeout_ms, now, c->linger_deadline);
+	}
+	int n = epoll_wait(t->epfd, t->events, MAX_EVENTS, timeout_ms);
+	if (n < 0) {
+		if (errno != EINTR)
+			return -1;
+		n = 0;
+	}
+	for (int i = 0; i < n; i++) {
+		void *p = t->events[i].data.ptr;
+		if (p == &t->lfd) {
+			do_accept(t);
+		} else if (p != &t->extra_fd) {
+			struct tp_conn *c = p;
+			if (!(c->flags & KC_DEAD))
+				conn_event(t, c, t->events[i].events);
+		}
+	}
+	reap(t);
+	return handled + n;
+}
+
+static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
+{
+	if (unlikely(c->flags & (KC_DEAD | KC_CLOSING)))
+		return NULL;
+	if (min == 0)
+		min = 1;
+	struct chunk *k = c->txt;
+	if (!k || k->cap - k->tail < min) {
+		k = chunk_get(c->tp, min);
+		if (unlikely(!k))
+			return NULL;
+		if (c->txt)
+			c->txt->next = k;
+		else
+			c->txh = k;
+		c->txt = k;
+	}
+	*avail = k->cap - k->tail;
+	return k->data + k->tail;
+}
+
+static void kt_tx_commit(struct tp_conn *c, size_t n)
+{
+	if (unlikely(c->flags & (KC_DEAD | KC_CLOSING)) || n == 0)
+		return;
+	struct chunk *k = c->txt;
+	assert(k && n <= (size_t)(k->cap - k->tail));
+	k->tail += (uint32_t)n;
+	c->tx_queued += n;
+	c->flags |= KC_HAD_TX;
+	if (c->flush.next == &c->flush && !(c->flags & KC_BLOCKED))
+		kl_add_tail(&c->tp->flushq, &c->flush);
+}
+
+static void kt_flush(struct tp *tp)
+{
+	struct ktp *t = ktp_of(tp);
+	struct klink local;
+	kl_move_all(&local, &t->flushq);
+	while (!kl_empty(&local)) {
+		struct tp_conn *c = KL_ENTRY(local.next, struct tp_conn, flush);
+		kl_del(&c->flush);
+		if (!(c->flags & (KC_DEAD | KC_BLOCKED)))
+			conn_send(t, c);
+	}
+	reap(t);
+}
+
+static void kt_close(struct tp_conn *c, bool abort)
+{
+	if (c->flags & KC_DEAD)
+		return;
+	if (abort) {
+		conn_finish(c, true);
+		return;
+	}
+	if (c->flags & KC_CLOSING)
+		return;
+	struct ktp *t = c->tp;
+	c->flags |= KC_CLOSING;
+	c->flags &= ~(uint32_t)KC_RX_FULL;
+	c->stash_len = 0;
+	kl_del(&c->resume);
+	c->linger_deadline = sluice_now_ns() + TP_KERNEL_LINGER_NS;
+	kl_add_tail(&t->lingerq, &c->linger);
+	update_interest(c);
+	if (c->flags & KC_DEAD)
+		return;
+	if (c->tx_queued == 0)
+		closing_drained(c);
+	else if (c->flush.next == &c->flush && !(c->flags & KC_BLOCKED))
+		kl_add_tail(&t->flushq, &c->flush);
+}
+
+static void kt_info(struct tp_conn *c, struct tp_conn_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c->flags & KC_DEAD)
+		return;
+	out->tx_queued = c->tx_queued;
+	out->blocked = (c->flags & KC_BLOCKED) != 0;
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		return;
+#if HAVE_TCPI_SND_WND
+	out->snd_wnd = ti.tcpi_snd_wnd;
+#endif
+	out->cwnd = ti.tcpi_snd_cwnd * ti.tcpi_snd_mss;
+	/* tcp_info counts unacknowledged segments; bytes are an estimate. */
+	out->unacked = ti.tcpi_unacked * ti.tcpi_snd_mss;
+}
+
+static void kt_rx_resume(struct tp_conn *c)
+{
+	if (c->flags & (KC_DEAD | KC_CLOSING))
+		return;
+	if (c->resume.next == &c->resume)
+		kl_add_tail(&c->tp->resumeq, &c->resume);
+}
+
+static void kt_destroy(struct tp *tp)
+{
+	if (!tp)
+		return;
+	struct ktp *t = ktp_of(tp);
+	while (!kl_empty(&t->conns))
+		conn_finish(KL_ENTRY(t->conns.next, struct tp_conn, all), false);
+	reap(t);
+	while (t->free_chunks) {
+		struct chunk *k = t->free_chunks;
+		t->free_chunks = k->next;
+		free(k);
+	}
+	if (t->lfd >= 0)
+		close(t->lfd);
+	if (t->epfd >= 0)
+		close(t->epfd);
+	free(t->scratch);
+	free(t);
+}
+
+static const struct tp_ops kernel_ops = {
+	.name = "kernel",
+	.poll = kt_poll,
+	.tx_reserve = kt_tx_reserve,
+	.tx_commit = kt_tx_commit,
+	.flush = kt_flush,
+	.close = kt_close,
+	.info = kt_info,
+	.rx_resume = kt_rx_resume,
+	.destroy = kt_destroy,
+};
+
+struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upcalls *up, void *app,
+			    char *err, size_t errlen)
+{
+	struct ktp *t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "kernel transport: out of memory");
+		return NULL;
+	}
+	t->base.ops = &kernel_ops;
+	t->up = up;
+	t->app = app;
+	t->lfd = t->epfd = t->extra_fd = -1;
+	kl_init(&t->conns);
+	kl_init(&t->dead);
+	kl_init(&t->flushq);
+	kl_init(&t->resumeq);
+	kl_init(&t->lingerq);
+
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+		snprintf(err, errlen, "listen address '%s' is not an IPv4 address", addr);
+		goto fail;
+	}
+	t->scratch = malloc(RX_SCRATCH);
+	if (!t->scratch) {
+		snprintf(err, errlen, "kernel transport: out of memory");
+		goto fail;
+	}
+	t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (t->lfd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		goto fail;
+	}
+	int one = 1;
+	if (setsockopt(t->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(t->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		snprintf(err, errlen, "setsockopt SO_REUSEADDR/SO_REUSEPORT: %s", strerror(errno));
+		goto fail;
+	}
+	if (bind(t->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		snprintf(err, errlen, "bind %s:%u: %s", addr, (unsigned)port, strerror(errno));
+		goto fail;
+	}
+	if (listen(t->lfd, LISTEN_BACKLOG) < 0) {
+		snprintf(err, errlen, "listen %s:%u: %s", addr, (unsigned)port, strerror(errno));
+		goto fail;
+	}
+	socklen_t sl = sizeof(sa);
+	if (getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
+		snprintf(err, errlen, "getsockname: %s", strerror(errno));
+		goto fail;
+	}
+	t->port = ntohs(sa.sin_port);
+	t->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (t->epfd < 0) {
+		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
+		goto fail;
+	}
+	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->lfd};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->lfd, &e) < 0) {
+		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+		goto fail;
+	}
+	return &t->base;
+fail:
+	kt_destroy(&t->base);
+	return NULL;
+}
+
+struct tp *tp_kernel_create(const struct sluice_conf *conf, uint32_t worker_id, const struct tp_upcalls *up,
+			    void *app, char *err, size_t errlen)
+{
+	(void)worker_id; /* SO_REUSEPORT spreads connections; every worker listens alike */
+	return tp_kernel_listen(conf->listen_addr, conf->listen_port, up, app, err, errlen);
+}
+
+uint16_t tp_kernel_port(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->port;
+}
+
+uint32_t tp_kernel_conns(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->nconns;
+}

@@ -1,0 +1,29 @@
+/*
+ * The kernel transport (tp_kernel.c): nonblocking sockets, level-triggered
+ * epoll, one SO_REUSEPORT listening socket per worker. tp_kernel_create() in
+ * transport.h is the usual way in; these are for workers sharing an ephemeral
+ * port and for tests.
+ */
+#ifndef SLUICE_TP_KERNEL_H
+#define SLUICE_TP_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/transport.h"
+
+/* Fixed size of a send-queue chunk; larger reservations get a one-off chunk. */
+#define TP_KERNEL_CHUNK (16u * 1024u)
+/* Graceful close gives the peer this long to take the data and send its FIN. */
+#define TP_KERNEL_LINGER_NS (5ull * 1000000000ull)
+
+/* Listens on addr (dotted IPv4) : port; port 0 picks an ephemeral port,
+ * tp_kernel_port() tells which. Returns NULL with a message in err. */
+struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upcalls *up, void *app,
+			    char *err, size_t errlen);
+/* The port the instance listens on (host byte order). */
+uint16_t tp_kernel_port(const struct tp *t);
+/* Connections the instance holds (open or closing). */
+uint32_t tp_kernel_conns(const struct tp *t);
+
+#endif
