@@ -558,7 +558,10 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 					ok = conn_send(c, "Set-Cookie: ", 12);
 				ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
 			}
-			ok = ok && conn_send(c, "\r\n", 2);
+			/* A comment right after the head: clients and proxies that
+			 * wait for body bytes before reporting the response see the
+			 * stream as open at once, not at the first event. */
+			ok = ok && conn_send(c, "\r\n:ok\n\n", 7);
 		}
 		if (!ok) {
 			conn_close(c, true);

@@ -383,7 +383,7 @@ static struct tp_conn *sse_open(const char *rmid, uint32_t rseq)
 		 CHAN_RESP_SSE_SUBSCRIBE, 0, "s_1", rmid, rseq, NULL, 0);
 	assert_string_equal(take(c), "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
 				     "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-				     "X-Accel-Buffering: no\r\n\r\n");
+				     "X-Accel-Buffering: no\r\n\r\n:ok\n\n");
 	tx_flush(c);
 	return c;
 }
