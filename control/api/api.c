@@ -156,13 +156,18 @@ void api_free(struct api *a)
 
 /* ---- handlers ------------------------------------------------------------ */
 
-/* Parses a JSON body into an object, answering invalid_json otherwise. */
+/* Parses a JSON body into an object: not JSON at all is invalid_json, JSON
+ * of another shape (an array, a number) is invalid_request. */
 static json_t *api_parse_body(struct api *a, const struct chat_reply *r, const char *body, size_t len)
 {
 	json_t *j = body ? json_loadb(body, len, 0, NULL) : NULL;
-	if (!j || !json_is_object(j)) {
+	if (!j) {
+		api_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
+		return NULL;
+	}
+	if (!json_is_object(j)) {
 		json_decref(j);
-		api_error(a, r, 400, "invalid_json", "the body is not a JSON object", NULL);
+		api_error(a, r, 400, "invalid_request", "the body must be a JSON object", NULL);
 		return NULL;
 	}
 	return j;
