@@ -9,7 +9,7 @@
 
 #include "sluice/log.h"
 
-enum { CPL_EV_BELL = 1, CPL_EV_TIMER = 2, CPL_EV_SIGNAL = 3 };
+enum { CPL_EV_BELL = 1, CPL_EV_TIMER = 2, CPL_EV_SIGNAL = 3, CPL_EV_WATCH = 16 };
 
 static int cpl_watch(int ep, int fd, uint64_t tag)
 {
@@ -92,6 +92,41 @@ static bool cpl_prepare_sleep(struct cp_loop *l)
 	return true;
 }
 
+int cpl_add_fd(struct cp_loop *l, int fd, void (*cb)(void *arg), void *arg)
+{
+	if (l->nwatch == CPL_MAX_WATCH) {
+		LOG_ERROR("control loop: more than %u watched fds", CPL_MAX_WATCH);
+		return -1;
+	}
+	/* The tag is the slot; slots are compacted on removal, so re-tag. */
+	uint32_t i = l->nwatch;
+	if (cpl_watch(l->ep, fd, CPL_EV_WATCH + i) < 0) {
+		LOG_ERROR("control loop: epoll_ctl add fd %d: %s", fd, strerror(errno));
+		return -1;
+	}
+	l->watch[i] = (struct cpl_watch){ .fd = fd, .cb = cb, .arg = arg };
+	l->nwatch++;
+	return 0;
+}
+
+void cpl_del_fd(struct cp_loop *l, int fd)
+{
+	for (uint32_t i = 0; i < l->nwatch; i++) {
+		if (l->watch[i].fd != fd)
+			continue;
+		epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
+		l->nwatch--;
+		if (i != l->nwatch) {
+			/* Move the last watch into the hole and re-tag its fd. */
+			struct epoll_event ev = { .events = EPOLLIN, .data.u64 = CPL_EV_WATCH + i };
+			l->watch[i] = l->watch[l->nwatch];
+			if (epoll_ctl(l->ep, EPOLL_CTL_MOD, l->watch[i].fd, &ev) < 0)
+				LOG_ERROR("control loop: epoll_ctl mod: %s", strerror(errno));
+		}
+		return;
+	}
+}
+
 static void cpl_cancel_sleep(struct cp_loop *l)
 {
 	uint32_t nw = chan_nworkers(l->r);
@@ -115,7 +150,7 @@ static void cpl_arm(struct cp_loop *l, uint64_t deadline_ns)
 
 static void cpl_wait(struct cp_loop *l)
 {
-	struct epoll_event ev[4];
+	struct epoll_event ev[8 + CPL_MAX_WATCH];
 	int n = epoll_wait(l->ep, ev, (int)SLUICE_ARRAY_LEN(ev), -1);
 	if (n < 0 && errno != EINTR)
 		LOG_ERROR("epoll_wait: %s", strerror(errno));
@@ -137,6 +172,15 @@ static void cpl_wait(struct cp_loop *l)
 				LOG_INFO("signal %u: shutting down", si.ssi_signo);
 				l->stop = true;
 			}
+			break;
+		}
+		default: {
+			/* A callback may remove watches (slots are compacted), so a
+			 * later event of this batch may reach another slot's callback:
+			 * callbacks read nonblocking fds and tolerate a spurious call. */
+			uint64_t w = ev[i].data.u64 - CPL_EV_WATCH;
+			if (w < l->nwatch)
+				l->watch[w].cb(l->watch[w].arg);
 			break;
 		}
 		}

@@ -26,6 +26,15 @@
 /* The dataplane counts as gone after this long without a heartbeat (10 missed). */
 #define CPL_PEER_TIMEOUT_NS 1000000000ull
 
+/* Other readable fds the loop watches (store completions, admin socket,
+ * password-hashing pool). The callback runs on the loop thread. */
+#define CPL_MAX_WATCH 32
+struct cpl_watch {
+	int fd;
+	void (*cb)(void *arg);
+	void *arg;
+};
+
 struct cp_loop {
 	struct chan_region *r;
 	struct api *api;
@@ -38,12 +47,20 @@ struct cp_loop {
 	uint64_t next_hb_ns;
 	uint64_t armed_ns; /* current timerfd deadline, 0 when disarmed */
 	bool stop;
+	struct cpl_watch watch[CPL_MAX_WATCH];
+	uint32_t nwatch;
 };
 
 /* Blocks SIGTERM/SIGINT for the calling thread and opens the fds. The region,
  * api and output stay owned by the caller. */
 int cpl_init(struct cp_loop *l, struct chan_region *r, struct api *api, struct chan_out *out);
 void cpl_free(struct cp_loop *l);
+/* Watches fd for readability; cb runs on the loop thread each time it is
+ * readable (level-triggered: cb must consume what made it readable).
+ * Returns 0, or -1 when the table is full or epoll refuses. */
+int cpl_add_fd(struct cp_loop *l, int fd, void (*cb)(void *arg), void *arg);
+/* Stops watching fd (before closing it). */
+void cpl_del_fd(struct cp_loop *l, int fd);
 /* One turn; sleeps when allowed and may_block is true. Returns the number of
  * d2c records handled. */
 uint32_t cpl_turn(struct cp_loop *l, bool may_block);

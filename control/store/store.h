@@ -1,7 +1,8 @@
 /*
- * The store: sessions, messages and the token log. Callers go through this
- * interface only, so the in-memory store (store_mem.c) and the LMDB store of
- * a later issue are interchangeable.
+ * The store: users, API keys, auth sessions, conversations (sessions),
+ * messages, the token log and the event trail. Callers go through this
+ * interface only; the implementation is LMDB (store_lmdb.c, one writer thread,
+ * group commit; see docs/storage.md).
  *
  * Writes that a client is told about (a created session, an accepted message)
  * take a completion callback: the caller answers the client from it. The
@@ -26,6 +27,11 @@
 
 #define STORE_AGENT_MAX 64
 #define STORE_TITLE_MAX 256
+#define STORE_USER_MAX 64      /* user names: [A-Za-z0-9_.-]{1,63} */
+#define STORE_PWHASH_MAX 128   /* crypto_pwhash_STRBYTES */
+#define STORE_HASH_LEN 32      /* keyed hash of a token or key (crypto_generichash) */
+#define STORE_CSRF_MAX 48      /* base64 of 32 random bytes, NUL-terminated */
+#define STORE_KEYID_MAX 24
 
 struct store;
 
@@ -34,10 +40,56 @@ typedef void (*store_done_fn)(void *arg, int err);
 
 struct store_session {
 	char id[CHAN_ID_LEN];
+	char user[STORE_USER_MAX];      /* owner; every conversation belongs to one user */
 	char agent_id[STORE_AGENT_MAX];
 	char model_id[CONF_NAME_MAX];
 	char title[STORE_TITLE_MAX];
 	int64_t created_at; /* unix seconds */
+	int64_t updated_at; /* unix seconds: last message or patch */
+	uint8_t archived;
+};
+
+enum store_user_role { STORE_USER_ROLE_USER = 0, STORE_USER_ROLE_ADMIN = 1 };
+
+struct store_user {
+	char name[STORE_USER_MAX];
+	uint8_t role;                    /* enum store_user_role */
+	char pwhash[STORE_PWHASH_MAX];   /* crypto_pwhash_str output */
+	int64_t created_at;
+};
+
+struct store_apikey {
+	uint8_t hash[STORE_HASH_LEN];    /* keyed hash of the key; the key itself is never stored */
+	char id[STORE_KEYID_MAX];        /* public id, e.g. "k_" + 16 hex */
+	char owner[STORE_USER_MAX];
+	char label[64];
+	int64_t created_at;
+};
+
+struct store_auth {
+	uint8_t hash[STORE_HASH_LEN];    /* keyed hash of the session token */
+	char user[STORE_USER_MAX];
+	char csrf[STORE_CSRF_MAX];
+	int64_t created_at;
+	int64_t expires_at;              /* unix seconds */
+};
+
+/* Conversation listing: newest updated first; cursor is opaque text the
+ * previous page returned (empty for the first page). */
+struct store_list_query {
+	const char *user;
+	const char *cursor;   /* NUL-terminated, may be "" */
+	uint32_t limit;       /* 1..100 */
+	const char *q;        /* case-insensitive substring of the title, or NULL */
+	int archived;         /* -1 any, 0 not archived, 1 archived only */
+};
+
+struct store_stats {
+	uint64_t map_size, map_used;     /* bytes */
+	uint64_t users, sessions, messages, tokens, events, auth_sessions, api_keys;
+	uint64_t commits, commit_batches; /* writer thread: transactions, and group commits */
+	uint64_t last_commit_ns;         /* duration of the last commit (fsync included) */
+	uint32_t schema_version;
 };
 
 enum store_role { STORE_ROLE_USER = 0, STORE_ROLE_ASSISTANT = 1 };
@@ -61,6 +113,7 @@ struct store_message {
 	char id[CHAN_ID_LEN];
 	enum store_role role;
 	enum store_msg_status status;
+	int64_t created_at;       /* unix seconds */
 	uint32_t ntokens;         /* tokens in the log (assistant) */
 	struct store_usage usage; /* set when the message ended */
 	const char *content;      /* not NUL-terminated */
@@ -96,14 +149,58 @@ struct store_ops {
 			 struct store_token *out);
 	int (*message_status)(struct store *st, const char *sid, const char *mid,
 			      enum store_msg_status status, const struct store_usage *usage);
+
+	/* Conversations. */
+	int (*session_list)(struct store *st, const struct store_list_query *q,
+			    void (*each)(void *arg, const struct store_session *s), void *arg,
+			    char *next_cursor, size_t cursor_cap);
+	int (*session_update)(struct store *st, const struct store_session *s,
+			      store_done_fn done, void *arg); /* title, archived, updated_at */
+	int (*session_delete)(struct store *st, const char *sid, store_done_fn done, void *arg);
+
+	/* Users (-EEXIST on create of an existing name, -ENOENT on a missing one). */
+	int (*user_put)(struct store *st, const struct store_user *u, int create_only,
+			store_done_fn done, void *arg);
+	int (*user_get)(struct store *st, const char *name, struct store_user *out);
+	int (*user_del)(struct store *st, const char *name, store_done_fn done, void *arg);
+	int (*user_list)(struct store *st, void (*each)(void *arg, const struct store_user *u), void *arg);
+
+	/* API keys, by keyed hash. */
+	int (*apikey_put)(struct store *st, const struct store_apikey *k, store_done_fn done, void *arg);
+	int (*apikey_get)(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_apikey *out);
+	int (*apikey_del)(struct store *st, const char *id, store_done_fn done, void *arg);
+	int (*apikey_list)(struct store *st, const char *owner /* NULL: all */,
+			   void (*each)(void *arg, const struct store_apikey *k), void *arg);
+
+	/* Auth sessions, by keyed hash of the token. */
+	int (*auth_put)(struct store *st, const struct store_auth *a, store_done_fn done, void *arg);
+	int (*auth_get)(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out);
+	int (*auth_del)(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg);
+
+	/* The audit trail: state transitions of sessions and messages (batched). */
+	int (*event_add)(struct store *st, const char *sid, const char *kind, const char *detail);
+
+	int (*stats)(struct store *st, struct store_stats *out);
+	/* A compacted, consistent copy into the empty or absent directory `path`. */
+	int (*backup)(struct store *st, const char *path, store_done_fn done, void *arg);
 };
 
 struct store {
 	const struct store_ops *ops;
 };
 
-/* Opens the in-memory store; NULL on allocation failure. */
+/* The in-memory store of issue 2; removed when store_lmdb lands. */
 struct store *store_mem_open(void);
+
+struct cp_loop;
+/*
+ * Opens (creating when absent) the LMDB store in directory `dir`, starting
+ * its writer thread. Completion callbacks run on the control loop `loop`
+ * (the writer wakes it through an eventfd registered there). On open, answers
+ * left QUEUED or STREAMING by a previous run are marked INTERRUPTED. Returns
+ * NULL with a message in err.
+ */
+struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, char *err, size_t errlen);
 
 static inline void store_close(struct store *st)
 {
