@@ -179,6 +179,29 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 			return false;
 		return chan_fields_ok(base + sizeof(*d), end);
 	}
+	case CHAN_REC_KICK: {
+		const struct chan_kick *k = payload;
+		return len == sizeof(*k) && chan_str_ok(k->session_id, CHAN_ID_LEN) &&
+		       chan_str_ok(k->reason_code, sizeof(k->reason_code)) &&
+		       chan_str_ok(k->reason, sizeof(k->reason));
+	}
+	case CHAN_REC_STATS:
+		return len == sizeof(struct chan_stats);
+	case CHAN_REC_ADMIN: {
+		const struct chan_admin *a = payload;
+		return len == sizeof(*a) && a->op == CHAN_ADMIN_LIST_CONNS;
+	}
+	case CHAN_REC_CONNS: {
+		const struct chan_conns *c = payload;
+		if (len < sizeof(*c) || (len - sizeof(*c)) % sizeof(struct chan_conn_info) != 0 ||
+		    (len - sizeof(*c)) / sizeof(struct chan_conn_info) != c->count)
+			return false;
+		const struct chan_conn_info *ci = (const struct chan_conn_info *)(c + 1);
+		for (uint32_t i = 0; i < c->count; i++)
+			if (!chan_str_ok(ci[i].session_id, CHAN_ID_LEN) || ci[i].mode > CHAN_CONN_WS)
+				return false;
+		return true;
+	}
 	default:
 		return false;
 	}

@@ -29,12 +29,16 @@ enum chan_rec_type {
 	CHAN_REC_SUBSCRIBE = 2,   /* struct chan_sub: re-announce after control restart */
 	CHAN_REC_UNSUBSCRIBE = 3, /* struct chan_sub: a subscribed conn left */
 	CHAN_REC_CONN_CLOSED = 4, /* struct chan_conn_closed */
+	CHAN_REC_STATS = 5,       /* struct chan_stats: each worker, every second */
+	CHAN_REC_CONNS = 6,       /* struct chan_conns + infos: answer to ADMIN LIST_CONNS */
 	/* control -> dataplane */
 	CHAN_REC_RESPONSE = 16, /* struct chan_response + fields */
 	CHAN_REC_TOKENS = 17,   /* struct chan_tokens + tokens */
 	CHAN_REC_STATUS = 18,   /* struct chan_status */
 	CHAN_REC_USAGE = 19,    /* struct chan_usage */
 	CHAN_REC_DONE = 20,     /* struct chan_done + fields */
+	CHAN_REC_KICK = 21,     /* struct chan_kick: close a conn, or every subscriber of a session */
+	CHAN_REC_ADMIN = 22,    /* struct chan_admin: an operator query for a worker */
 };
 
 /* A connection handle. `gen` changes whenever a slot is reused, and a
@@ -182,6 +186,78 @@ struct chan_done {
 	uint32_t status; /* enum chan_done_status */
 	uint32_t last_seq; /* seq of the message's last token */
 	/* fields follow: ERROR_CODE, ERROR_MESSAGE when status is ERROR */
+};
+
+/* Closes conn (conn.slot = its slot) or, with conn.slot == CHAN_SLOT_ALL, every
+ * subscriber of session_id on the worker: a WebSocket gets a close frame with
+ * `code` and `reason`; an SSE stream gets `event: error` with
+ * {"error":{"code":<reason_code>,"message":<reason>}} and is closed; a plain
+ * HTTP conn is closed. Used for revoked or expired logins (1008) and for
+ * `sluicectl sessions kill`. */
+struct chan_kick {
+	struct chan_conn conn;
+	char session_id[CHAN_ID_LEN];
+	uint16_t code;        /* WebSocket close code */
+	uint16_t _pad;
+	uint32_t _pad2;
+	char reason_code[32]; /* snake_case, NUL-terminated */
+	char reason[96];      /* human text, NUL-terminated */
+};
+
+/* A worker's counters, sent every second so control (and sluicectl) can
+ * show them without reading the dataplane's memory. */
+struct chan_stats {
+	uint32_t worker;
+	uint32_t _pad;
+	uint64_t uptime_ms;
+	uint64_t conns_active;
+	uint64_t conns_accepted;
+	uint64_t sse_active;
+	uint64_t ws_active;
+	uint64_t http_requests;
+	uint64_t tokens_out;
+	uint64_t frames_out;
+	uint64_t bytes_out;
+	uint64_t pending_bytes;
+	uint64_t chan_full;
+	uint64_t slow_consumer_closes;
+	uint64_t loop_turns;
+	uint64_t busy_turns;
+};
+
+enum chan_admin_op {
+	CHAN_ADMIN_LIST_CONNS = 1, /* worker answers with CHAN_REC_CONNS records */
+};
+
+struct chan_admin {
+	uint32_t op;     /* enum chan_admin_op */
+	uint32_t req_id; /* echoed in the answer */
+};
+
+enum chan_conn_mode { CHAN_CONN_HTTP = 0, CHAN_CONN_SSE = 1, CHAN_CONN_WS = 2 };
+
+struct chan_conn_info {
+	struct chan_conn conn;
+	uint32_t peer_ipv4;   /* network byte order */
+	uint16_t peer_port;
+	uint8_t mode;         /* enum chan_conn_mode */
+	uint8_t _pad;
+	uint64_t age_ms;
+	uint64_t bytes_out;
+	uint64_t pending_bytes;
+	char session_id[CHAN_ID_LEN]; /* subscribed session, or empty */
+};
+
+#define CHAN_CONNS_LAST 0x1 /* flags: the worker's last CONNS record for this req_id */
+
+/* One page of a worker's connection list; `count` chan_conn_info follow. */
+struct chan_conns {
+	uint32_t req_id;
+	uint16_t worker;
+	uint8_t flags;
+	uint8_t _pad;
+	uint32_t count;
+	uint32_t _pad2;
 };
 
 static inline size_t chan_align8(size_t n)

@@ -13,6 +13,9 @@
 
 #define CONF_MAX_BACKENDS 16
 #define CONF_MAX_MODELS 16
+#define CONF_MAX_AGENTS 16
+#define CONF_MAX_PORTS 8
+#define CONF_MAX_ORIGINS 16
 #define CONF_NAME_MAX 64
 #define CONF_PATH_MAX 256
 
@@ -34,6 +37,26 @@ struct conf_backend {
 	double cost_out_per_mtok;     /* USD per 1M completion tokens (default 0) */
 };
 
+/* [agent.NAME]: what GET /api/agents lists; a session is opened with one. */
+struct conf_agent {
+	char name[CONF_NAME_MAX];
+	char model[CONF_NAME_MAX];      /* model = default model id (must be served by a backend) */
+	char description[256];          /* description = text */
+	char system_prompt[1024];       /* system_prompt = text (default empty) */
+};
+
+/* [port.N] (N = 0..7): a DPDK port (transport = dpdk). */
+struct conf_port {
+	bool present;
+	char device[CONF_PATH_MAX];     /* device = PCI address (0000:01:00.0) or vdev string (net_tap0,iface=x) */
+	uint32_t ipv4;                  /* ipv4 = A.B.C.D/P  (network byte order) */
+	uint8_t prefix;
+	uint32_t gateway;               /* gateway = A.B.C.D (network byte order, 0 = none) */
+	uint32_t mtu;                   /* mtu (default 1500, 576..9000) */
+	uint32_t rx_desc, tx_desc;      /* rx_desc, tx_desc: ring sizes, power of two (default 1024) */
+	uint32_t mbufs;                 /* mbufs: mbuf pool size per worker (default 16383) */
+};
+
 struct sluice_conf {
 	char path[CONF_PATH_MAX]; /* the file this came from */
 
@@ -50,6 +73,18 @@ struct sluice_conf {
 	uint32_t max_pending_bytes;    /* slow-consumer bound per conn (default 1 MiB) */
 	bool pin_workers;              /* pin_workers = true|false (default true) */
 	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
+	char lcores[128];              /* lcores = DPDK lcore list, e.g. "1,2" (dpdk; default: 1..workers) */
+	char eal_args[512];            /* eal_args = extra EAL arguments, space separated (dpdk) */
+
+	/* [tcp] (dpdk transport's own stack) */
+	uint32_t tcp_snd_buf;          /* snd_buf = per-connection send buffer bytes (default 65536) */
+	uint32_t tcp_rcv_buf;          /* rcv_buf = per-connection receive window bytes (default 65536) */
+	uint32_t tcp_syn_backlog;      /* syn_backlog = half-open entries before SYN cookies (default 1024) */
+	uint32_t tcp_time_wait_max;    /* time_wait_max = TIME_WAIT entries kept per worker (default 4096) */
+	uint32_t tcp_keepalive_s;      /* keepalive_s = idle seconds before keepalive probes (default 75) */
+
+	/* [port.N] */
+	struct conf_port ports[CONF_MAX_PORTS];
 
 	/* [channel] */
 	char chan_path[CONF_PATH_MAX]; /* path = /dev/shm/NAME (default /dev/shm/sluice) */
@@ -58,6 +93,24 @@ struct sluice_conf {
 	/* [control] */
 	char admin_socket[CONF_PATH_MAX]; /* admin_socket = PATH (default /tmp/sluice-admin.sock) */
 	char store[CONF_PATH_MAX];        /* store = DIR (default /tmp/sluice-store) */
+	uint32_t admin_socket_mode;       /* admin_socket_mode = octal (default 0600) */
+	char admin_socket_owner[CONF_NAME_MAX]; /* admin_socket_owner = user name (default: unchanged) */
+	char admin_socket_group[CONF_NAME_MAX]; /* admin_socket_group = group name (default: unchanged) */
+	uint32_t token_commit_ms;         /* token_commit_ms = bound on streamed tokens a crash may lose (default 50) */
+	uint32_t store_map_mb;            /* store_map_mb = LMDB map size in MiB (default 1024) */
+
+	/* [auth] */
+	uint32_t session_ttl_s;           /* session_ttl_s = login session lifetime (default 86400) */
+	char allowed_origins[CONF_MAX_ORIGINS][CONF_NAME_MAX * 2]; /* allowed_origins = comma list of
+	                                     scheme://host[:port]; WebSocket upgrades from other Origins get 403 */
+	uint32_t norigins;
+	uint32_t login_max_inflight;      /* login_max_inflight = concurrent password verifies (default 4) */
+	uint32_t login_fail_user;         /* login_fail_user = failures per user per window before 429 (default 5) */
+	uint32_t login_fail_ip;           /* login_fail_ip = failures per client address per window (default 20) */
+	uint32_t login_window_s;          /* login_window_s = throttling window (default 300) */
+	uint32_t pwhash_ops;              /* pwhash_ops = Argon2id opslimit (default 2 = INTERACTIVE) */
+	uint32_t pwhash_mem_kib;          /* pwhash_mem_kib = Argon2id memlimit in KiB (default 65536) */
+	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default false) */
 
 	/* [batching] */
 	enum conf_batch_mode batch_mode; /* mode = adaptive | off (default adaptive) */
@@ -67,6 +120,10 @@ struct sluice_conf {
 	/* [backend.NAME] ... */
 	struct conf_backend backends[CONF_MAX_BACKENDS];
 	uint32_t nbackends;
+
+	/* [agent.NAME] ... (none configured: one agent "assistant" on the first model) */
+	struct conf_agent agents[CONF_MAX_AGENTS];
+	uint32_t nagents;
 };
 
 /* Fills defaults, then reads `path`. Returns 0, or -1 with "FILE:LINE: reason"
@@ -74,6 +131,8 @@ struct sluice_conf {
 int conf_load(const char *path, struct sluice_conf *c, char *err, size_t errlen);
 /* Defaults only (tests, no file). */
 void conf_defaults(struct sluice_conf *c);
+/* The agent named `name`, or NULL. */
+const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char *name);
 /* The backend that serves `model`, or NULL. */
 const struct conf_backend *conf_backend_for_model(const struct sluice_conf *c, const char *model);
 

@@ -576,8 +576,11 @@ static void test_mismatch_refused(void **state)
 	expect_refused(f->path, 3, RING, "nworkers 2 in region, configured 3");
 	expect_refused(f->path, 2, 2 * RING, "ring_size 65536 in region, configured 131072");
 
-	h->version = 2;
-	expect_refused(f->path, 2, RING, "version 2 in region, this build speaks 1; stop the other process");
+	char want[128];
+	h->version = CHAN_VERSION + 1;
+	snprintf(want, sizeof(want), "version %u in region, this build speaks %u; stop the other process",
+		 CHAN_VERSION + 1, CHAN_VERSION);
+	expect_refused(f->path, 2, RING, want);
 	h->version = CHAN_VERSION;
 	h->hdr_size += 64;
 	expect_refused(f->path, 2, RING, "hdr_size");
