@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
 
 #include "sluice/conf.h"
@@ -119,6 +120,44 @@ static void test_defaults(void **state)
 	assert_int_equal(c->max_delay_us, 2000);
 	assert_int_equal(c->max_bytes, 16384);
 	assert_int_equal(c->nbackends, 0);
+	assert_false(c->ws_echo);
+	assert_string_equal(c->lcores, "1");
+	assert_string_equal(c->eal_args, "");
+	assert_int_equal(c->tcp_snd_buf, 65536);
+	assert_int_equal(c->tcp_rcv_buf, 65536);
+	assert_int_equal(c->tcp_syn_backlog, 1024);
+	assert_int_equal(c->tcp_time_wait_max, 4096);
+	assert_int_equal(c->tcp_keepalive_s, 75);
+	for (int i = 0; i < CONF_MAX_PORTS; i++) {
+		const struct conf_port *port = &c->ports[i];
+		assert_false(port->present);
+		assert_string_equal(port->device, "");
+		assert_int_equal(port->ipv4, 0);
+		assert_int_equal(port->prefix, 0);
+		assert_int_equal(port->gateway, 0);
+		assert_int_equal(port->mtu, 1500);
+		assert_int_equal(port->rx_desc, 1024);
+		assert_int_equal(port->tx_desc, 1024);
+		assert_int_equal(port->mbufs, 16383);
+	}
+	assert_int_equal(c->admin_socket_mode, 0600);
+	assert_string_equal(c->admin_socket_owner, "");
+	assert_string_equal(c->admin_socket_group, "");
+	assert_int_equal(c->token_commit_ms, 50);
+	assert_int_equal(c->store_map_mb, 1024);
+	assert_int_equal(c->session_ttl_s, 86400);
+	assert_int_equal(c->norigins, 2);
+	assert_string_equal(c->allowed_origins[0], "http://127.0.0.1:8080");
+	assert_string_equal(c->allowed_origins[1], "http://localhost:8080");
+	assert_int_equal(c->login_max_inflight, 4);
+	assert_int_equal(c->login_fail_user, 5);
+	assert_int_equal(c->login_fail_ip, 20);
+	assert_int_equal(c->login_window_s, 300);
+	assert_int_equal(c->pwhash_ops, 2);
+	assert_int_equal(c->pwhash_mem_kib, 65536);
+	assert_false(c->cookie_secure);
+	assert_int_equal(c->nagents, 0);
+	assert_null(conf_agent_find(c, "assistant"));
 	free(c);
 }
 
@@ -147,7 +186,33 @@ static void test_minimal_file_gets_defaults(void **state)
 	assert_int_equal(b->context_window, 8192);
 	assert_true(b->cost_in_per_mtok == 0.0);
 	assert_true(b->cost_out_per_mtok == 0.0);
+	assert_string_equal(c->lcores, "1");
+	assert_int_equal(c->admin_socket_mode, d->admin_socket_mode);
+	assert_int_equal(c->token_commit_ms, d->token_commit_ms);
+	assert_int_equal(c->session_ttl_s, d->session_ttl_s);
+	assert_int_equal(c->norigins, d->norigins);
+	assert_int_equal(c->pwhash_mem_kib, d->pwhash_mem_kib);
+	assert_false(c->ports[0].present);
 	free(d);
+	free(c);
+}
+
+/* No [agent.*]: one agent "assistant" on the first model of the first backend. */
+static void test_default_agent(void **state)
+{
+	(void)state;
+	struct sluice_conf *c = load_ok("[backend.a]\ntype = synthetic\nmodels = first, second\n"
+					"[backend.b]\ntype = synthetic\nmodels = third\n");
+	assert_int_equal(c->nagents, 1);
+	const struct conf_agent *ag = conf_agent_find(c, "assistant");
+	assert_non_null(ag);
+	assert_ptr_equal(ag, &c->agents[0]);
+	assert_string_equal(ag->model, "first");
+	assert_string_equal(ag->description, "General-purpose assistant");
+	assert_string_equal(ag->system_prompt, "");
+	assert_null(conf_agent_find(c, "Assistant"));
+	assert_null(conf_agent_find(c, "assistan"));
+	assert_null(conf_agent_find(c, NULL));
 	free(c);
 }
 
@@ -166,12 +231,53 @@ static const char full_file[] =
 	"ws_max_message = 1048576\n"
 	"max_pending_bytes = 65536\n"
 	"pin_workers = false\n"
+	"ws_echo = true\n"
+	"lcores = 2-5, 7,9-10 ,12\n"
+	"eal_args = --huge-dir /dev/hugepages -n 4 --file-prefix=sl#1\n"
+	"[tcp]\n"
+	"snd_buf = 4096\n"
+	"rcv_buf = 16777216\n"
+	"syn_backlog = 1\n"
+	"time_wait_max = 1048576\n"
+	"keepalive_s = 86400\n"
+	"[port.0]\n"
+	"device = 0000:01:00.0\n"
+	"ipv4 = 10.0.0.7/24\n"
+	"gateway = 10.0.0.1\n"
+	"mtu = 9000\n"
+	"rx_desc = 64\n"
+	"tx_desc = 16384\n"
+	"mbufs = 16449\n"
+	"[port.7]\n"
+	"ipv4 = 192.168.7.1/32\n"
+	"device = net_tap0,iface=sl0\n"
 	"\t[channel]\t\n"
 	"path = /dev/hugepages/sluice#1\n"
 	"ring_bytes = 268435456\n"
 	"[control]\r\n"
 	"admin_socket = /run/sluice/admin.sock\r\n"
 	"store = /var/lib/sluice\r\n"
+	"admin_socket_mode = 0660\n"
+	"admin_socket_owner = _sluice\n"
+	"admin_socket_group = sluice-ops$\n"
+	"token_commit_ms = 10000\n"
+	"store_map_mb = 16\n"
+	"[auth]\n"
+	"session_ttl_s = 60\n"
+	"allowed_origins = https://chat.example.com , http://10.0.0.7:8080,https://[::1]:8443\n"
+	"login_max_inflight = 64\n"
+	"login_fail_user = 1\n"
+	"login_fail_ip = 10000\n"
+	"login_window_s = 86400\n"
+	"pwhash_ops = 1\n"
+	"pwhash_mem_kib = 8\n"
+	"cookie_secure = true\n"
+	"[agent.coder]\n"
+	"model = synthetic-slow\n"
+	"description = Writes C#, reviews it; # trailing comment\n"
+	"system_prompt = You are terse. Answer in \xc3\xa9l\xc3\xa9gant C11.\tNo C# or C++.\n"
+	"[agent.t]\n"
+	"model = x:7b\n"
 	"[batching]\n"
 	"mode = off\n"
 	"max_delay_us = 0\n"
@@ -206,10 +312,74 @@ static void test_full_file(void **state)
 	assert_int_equal(c->ws_max_message, 1048576);
 	assert_int_equal(c->max_pending_bytes, 65536);
 	assert_false(c->pin_workers);
+	assert_true(c->ws_echo);
+	assert_string_equal(c->lcores, "2-5, 7,9-10 ,12");
+	assert_string_equal(c->eal_args, "--huge-dir /dev/hugepages -n 4 --file-prefix=sl#1");
+	assert_int_equal(c->tcp_snd_buf, 4096);
+	assert_int_equal(c->tcp_rcv_buf, 16777216);
+	assert_int_equal(c->tcp_syn_backlog, 1);
+	assert_int_equal(c->tcp_time_wait_max, 1048576);
+	assert_int_equal(c->tcp_keepalive_s, 86400);
+
+	const struct conf_port *p0 = &c->ports[0];
+	assert_true(p0->present);
+	assert_string_equal(p0->device, "0000:01:00.0");
+	assert_int_equal(p0->ipv4, htonl(0x0a000007));
+	assert_int_equal(p0->prefix, 24);
+	assert_int_equal(p0->gateway, htonl(0x0a000001));
+	assert_int_equal(p0->mtu, 9000);
+	assert_int_equal(p0->rx_desc, 64);
+	assert_int_equal(p0->tx_desc, 16384);
+	assert_int_equal(p0->mbufs, 16449);
+	const struct conf_port *p7 = &c->ports[7];
+	assert_true(p7->present);
+	assert_string_equal(p7->device, "net_tap0,iface=sl0");
+	assert_int_equal(p7->ipv4, htonl(0xc0a80701));
+	assert_int_equal(p7->prefix, 32);
+	assert_int_equal(p7->gateway, 0);
+	assert_int_equal(p7->mtu, 1500);
+	assert_int_equal(p7->rx_desc, 1024);
+	assert_int_equal(p7->tx_desc, 1024);
+	assert_int_equal(p7->mbufs, 16383);
+	for (int i = 1; i < 7; i++)
+		assert_false(c->ports[i].present);
+
 	assert_string_equal(c->chan_path, "/dev/hugepages/sluice#1");
 	assert_int_equal(c->ring_bytes, 268435456);
 	assert_string_equal(c->admin_socket, "/run/sluice/admin.sock");
 	assert_string_equal(c->store, "/var/lib/sluice");
+	assert_int_equal(c->admin_socket_mode, 0660);
+	assert_string_equal(c->admin_socket_owner, "_sluice");
+	assert_string_equal(c->admin_socket_group, "sluice-ops$");
+	assert_int_equal(c->token_commit_ms, 10000);
+	assert_int_equal(c->store_map_mb, 16);
+	assert_int_equal(c->session_ttl_s, 60);
+	assert_int_equal(c->norigins, 3);
+	assert_string_equal(c->allowed_origins[0], "https://chat.example.com");
+	assert_string_equal(c->allowed_origins[1], "http://10.0.0.7:8080");
+	assert_string_equal(c->allowed_origins[2], "https://[::1]:8443");
+	assert_int_equal(c->login_max_inflight, 64);
+	assert_int_equal(c->login_fail_user, 1);
+	assert_int_equal(c->login_fail_ip, 10000);
+	assert_int_equal(c->login_window_s, 86400);
+	assert_int_equal(c->pwhash_ops, 1);
+	assert_int_equal(c->pwhash_mem_kib, 8);
+	assert_true(c->cookie_secure);
+
+	/* Agents may name models of backends defined further down. */
+	assert_int_equal(c->nagents, 2);
+	const struct conf_agent *coder = conf_agent_find(c, "coder");
+	assert_ptr_equal(coder, &c->agents[0]);
+	assert_string_equal(coder->model, "synthetic-slow");
+	assert_string_equal(coder->description, "Writes C#, reviews it;");
+	assert_string_equal(coder->system_prompt,
+			    "You are terse. Answer in \xc3\xa9l\xc3\xa9gant C11.\tNo C# or C++.");
+	const struct conf_agent *t = conf_agent_find(c, "t");
+	assert_ptr_equal(t, &c->agents[1]);
+	assert_string_equal(t->model, "x:7b");
+	assert_string_equal(t->description, "");
+	assert_null(conf_agent_find(c, "assistant"));
+
 	assert_int_equal(c->batch_mode, CONF_BATCH_OFF);
 	assert_int_equal(c->max_delay_us, 0);
 	assert_int_equal(c->max_bytes, 64);
@@ -305,6 +475,25 @@ static void test_firmware_conf_loads(void **state)
 	assert_int_equal(b->ttft_ms, 200);
 	assert_int_equal(b->tokens_per_s, 20);
 	assert_int_equal(b->answer_tokens, 32);
+	assert_int_equal(c->admin_socket_mode, 0600);
+	assert_int_equal(c->token_commit_ms, 50);
+	assert_int_equal(c->store_map_mb, 1024);
+	assert_int_equal(c->session_ttl_s, 86400);
+	assert_int_equal(c->norigins, 2);
+	assert_string_equal(c->allowed_origins[0], "http://127.0.0.1:8080");
+	assert_string_equal(c->allowed_origins[1], "http://localhost:8080");
+	assert_int_equal(c->login_max_inflight, 4);
+	assert_int_equal(c->pwhash_ops, 2);
+	assert_int_equal(c->pwhash_mem_kib, 65536);
+	assert_false(c->cookie_secure);
+	assert_string_equal(c->lcores, "1-2");
+	assert_int_equal(c->nagents, 1);
+	const struct conf_agent *ag = conf_agent_find(c, "assistant");
+	assert_non_null(ag);
+	assert_string_equal(ag->model, "synthetic");
+	assert_string_equal(ag->description, "General-purpose assistant");
+	assert_string_equal(ag->system_prompt,
+			    "You are a helpful assistant. Answer clearly and briefly.");
 	free(c);
 }
 
@@ -491,6 +680,335 @@ static void test_semicolon_glued_is_data(void **state)
 	free(c);
 }
 
+static void test_err_dataplane_new(void **state)
+{
+	(void)state;
+	struct sluice_conf *c = load_ok("[dataplane]\nworkers = 3\n" MIN_BACKEND);
+	assert_string_equal(c->lcores, "1-3");
+	free(c);
+	c = load_ok("[dataplane]\nworkers = 64\n" MIN_BACKEND);
+	assert_string_equal(c->lcores, "1-64");
+	free(c);
+	c = load_ok("[dataplane]\nlcores = 127,0\nworkers = 2\n" MIN_BACKEND);
+	assert_string_equal(c->lcores, "127,0");
+	free(c);
+
+	expect_error("[dataplane]\nlcores = 1,2\n" MIN_BACKEND, 2, "lcores: 2 lcores for 1 workers");
+	expect_error("[dataplane]\nlcores = 1-4\nworkers = 3\n" MIN_BACKEND, 2,
+		     "lcores: 4 lcores for 3 workers");
+	expect_error("[dataplane]\nlcores = 1,2-3,3\n", 2, "lcores: lcore 3 listed twice");
+	static const char *const bad_lcores[] = { "128", "1-128", "3-1", "1-", "-1", "1,,2", "1,",
+						  "a", "1 2", "0x1", "1-2-3" };
+	for (size_t i = 0; i < sizeof(bad_lcores) / sizeof(bad_lcores[0]); i++) {
+		char buf[128], want[160];
+		snprintf(buf, sizeof(buf), "[dataplane]\nlcores = %s\n", bad_lcores[i]);
+		snprintf(want, sizeof(want),
+			 "lcores: bad lcore list '%s' (N or N-M, comma separated, 0..127)",
+			 bad_lcores[i]);
+		expect_error(buf, 2, want);
+	}
+	char buf[1024];
+	snprintf(buf, sizeof(buf), "[dataplane]\nlcores = 1%0127d\n", 0);
+	expect_error(buf, 2, "lcores: longer than 127 bytes");
+	snprintf(buf, sizeof(buf), "[dataplane]\neal_args = -%0511d\n", 0);
+	expect_error(buf, 2, "eal_args: longer than 511 bytes");
+	snprintf(buf, sizeof(buf), "[dataplane]\neal_args = -%0510d\n" MIN_BACKEND, 0);
+	c = load_ok(buf);
+	assert_int_equal(strlen(c->eal_args), 511);
+	free(c);
+	expect_error("[dataplane]\neal_args = a\x01" "b\n", 2, "eal_args: control byte in text");
+	expect_error("[dataplane]\neal_args =\n", 2, "eal_args: empty value");
+}
+
+static void test_err_tcp(void **state)
+{
+	(void)state;
+	expect_error("[tcp]\nsnd_buf = 4095\n", 2, "snd_buf: out of range 4096..16777216: '4095'");
+	expect_error("[tcp]\nrcv_buf = 16777217\n", 2,
+		     "rcv_buf: out of range 4096..16777216: '16777217'");
+	expect_error("[tcp]\nsyn_backlog = 0\n", 2, "syn_backlog: out of range 1..1048576: '0'");
+	expect_error("[tcp]\ntime_wait_max = 1048577\n", 2,
+		     "time_wait_max: out of range 1..1048576: '1048577'");
+	expect_error("[tcp]\nkeepalive_s = 86401\n", 2, "keepalive_s: out of range 1..86400: '86401'");
+	expect_error("[tcp]\nkeepalive_s = 5m\n", 2, "keepalive_s: not a number: '5m'");
+	expect_error("[tcp]\nmss = 1460\n", 2, "unknown key 'mss' in [tcp]");
+	expect_error("[tcp]\n[tcp]\n", 2, "duplicate section [tcp]");
+}
+
+#define DPDK_PORT0 "[dataplane]\ntransport = dpdk\n[port.0]\ndevice = net_null0\nipv4 = 10.0.0.2/24\n"
+
+static void test_ports(void **state)
+{
+	(void)state;
+	/* A port is accepted (and ignored by the dataplane) with the kernel transport. */
+	struct sluice_conf *c = load_ok("[port.3]\ndevice = 0000:03:00.1\nipv4 = 10.1.2.3/8\n"
+					"gateway = 10.255.255.254\n" MIN_BACKEND);
+	assert_int_equal(c->transport, CONF_TRANSPORT_KERNEL);
+	assert_true(c->ports[3].present);
+	assert_false(c->ports[0].present);
+	assert_int_equal(c->ports[3].prefix, 8);
+	assert_int_equal(c->ports[3].gateway, htonl(0x0afffffe));
+	free(c);
+
+	c = load_ok(DPDK_PORT0 MIN_BACKEND);
+	assert_int_equal(c->transport, CONF_TRANSPORT_DPDK);
+	assert_string_equal(c->ports[0].device, "net_null0");
+	assert_int_equal(c->ports[0].ipv4, htonl(0x0a000002));
+	free(c);
+
+	expect_error("[dataplane]\nworkers = 1\ntransport = dpdk\n" MIN_BACKEND, 3,
+		     "transport = dpdk needs a [port.0] section");
+	expect_error("[dataplane]\ntransport = dpdk\n[port.1]\ndevice = d\nipv4 = 1.2.3.4/24\n"
+		     MIN_BACKEND, 2, "transport = dpdk needs a [port.0] section");
+	expect_error("[port.0]\nipv4 = 10.0.0.2/24\n[dataplane]\n", 1, "port '0' has no device");
+	expect_error("[port.0]\ndevice = d\n", 1, "port '0' has no ipv4");
+	expect_error("[port.8]\n", 1, "bad port number '8' (0..7)");
+	expect_error("[port.00]\n", 1, "bad port number '00' (0..7)");
+	expect_error("[port.x]\n", 1, "bad port number 'x' (0..7)");
+	expect_error("[port.]\n", 1, "bad port number '' (0..7)");
+	expect_error("[port]\n", 1, "unknown section [port]");
+	expect_error("[port.1]\ndevice = d\nipv4 = 1.2.3.4/24\n[port.1]\n", 4,
+		     "duplicate section [port.1]");
+	expect_error("[port.1]\nmtu = 1500\nspeed = 10g\n", 3, "unknown key 'speed' in [port.1]");
+	expect_error("[port.1]\ndevice = a b\n", 2, "device: bad device 'a b' (printable, no blanks)");
+	char buf[512];
+	snprintf(buf, sizeof(buf), "[port.1]\ndevice = d%0255d\n", 0);
+	expect_error(buf, 2, "device: longer than 255 bytes");
+	expect_error("[port.1]\nipv4 = 10.0.0.2\n", 2, "ipv4: expected A.B.C.D/PREFIX: '10.0.0.2'");
+	expect_error("[port.1]\nipv4 = /24\n", 2, "ipv4: expected A.B.C.D/PREFIX: '/24'");
+	expect_error("[port.1]\nipv4 = 10.0.0.256/24\n", 2,
+		     "ipv4: bad IPv4 address: '10.0.0.256/24'");
+	expect_error("[port.1]\nipv4 = 10.0.0.2/0\n", 2, "ipv4: prefix out of range 1..32: '10.0.0.2/0'");
+	expect_error("[port.1]\nipv4 = 10.0.0.2/33\n", 2,
+		     "ipv4: prefix out of range 1..32: '10.0.0.2/33'");
+	expect_error("[port.1]\nipv4 = 10.0.0.2/\n", 2, "ipv4: prefix out of range 1..32: '10.0.0.2/'");
+	expect_error("[port.1]\ngateway = 10.0.0.1/24\n", 2,
+		     "gateway: bad IPv4 address: '10.0.0.1/24'");
+	/* The gateway is checked against the subnet when the section ends. */
+	expect_error("[port.2]\ngateway = 10.0.1.1\ndevice = d\nipv4 = 10.0.0.2/24\n" MIN_BACKEND, 2,
+		     "gateway: 10.0.1.1 is outside 10.0.0.2/24");
+	expect_error("[port.2]\ndevice = d\nipv4 = 10.0.0.2/32\ngateway = 10.0.0.3\n", 4,
+		     "gateway: 10.0.0.3 is outside 10.0.0.2/32");
+	expect_error("[port.1]\nmtu = 575\n", 2, "mtu: out of range 576..9000: '575'");
+	expect_error("[port.1]\nmtu = 9001\n", 2, "mtu: out of range 576..9000: '9001'");
+	expect_error("[port.1]\nrx_desc = 1000\n", 2, "rx_desc: not a power of two: '1000'");
+	expect_error("[port.1]\nrx_desc = 32\n", 2, "rx_desc: out of range 64..16384: '32'");
+	expect_error("[port.1]\ntx_desc = 32768\n", 2, "tx_desc: out of range 64..16384: '32768'");
+	expect_error("[port.1]\nmbufs = 254\n", 2, "mbufs: out of range 255..16777215: '254'");
+	expect_error("[port.1]\ndevice = d\nipv4 = 1.2.3.4/24\nmbufs = 2048\n" MIN_BACKEND, 1,
+		     "port '1': mbufs 2048 must exceed rx_desc + tx_desc (2048)");
+	c = load_ok("[port.1]\ndevice = d\nipv4 = 1.2.3.4/24\nmbufs = 2049\n" MIN_BACKEND);
+	assert_int_equal(c->ports[1].mbufs, 2049);
+	free(c);
+}
+
+static void test_err_control_new(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *v;
+		uint32_t mode;
+	} good[] = { { "0600", 0600 }, { "660", 0660 }, { "0", 0 }, { "0775", 0775 }, { "0644", 0644 } };
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char buf[128];
+		snprintf(buf, sizeof(buf), "[control]\nadmin_socket_mode = %s\n" MIN_BACKEND, good[i].v);
+		struct sluice_conf *c = load_ok(buf);
+		assert_int_equal(c->admin_socket_mode, good[i].mode);
+		free(c);
+	}
+	expect_error("[control]\nadmin_socket_mode = 0666\n", 2,
+		     "admin_socket_mode: must not be writable by others: '0666'");
+	expect_error("[control]\nadmin_socket_mode = 0602\n", 2,
+		     "admin_socket_mode: must not be writable by others: '0602'");
+	expect_error("[control]\nadmin_socket_mode = 1770\n", 2,
+		     "admin_socket_mode: out of range 0..0777: '1770'");
+	expect_error("[control]\nadmin_socket_mode = 4750\n", 2,
+		     "admin_socket_mode: out of range 0..0777: '4750'");
+	static const char *const bad_modes[] = { "0o600", "0680", "00600", "rw", "-600", "0x1ff" };
+	for (size_t i = 0; i < sizeof(bad_modes) / sizeof(bad_modes[0]); i++) {
+		char buf[128], want[128];
+		snprintf(buf, sizeof(buf), "[control]\nadmin_socket_mode = %s\n", bad_modes[i]);
+		snprintf(want, sizeof(want),
+			 "admin_socket_mode: expected an octal mode like 0660: '%s'", bad_modes[i]);
+		expect_error(buf, 2, want);
+	}
+
+	struct sluice_conf *c = load_ok("[control]\nadmin_socket_owner = www-data\n"
+					"admin_socket_group = G.1_x\n" MIN_BACKEND);
+	assert_string_equal(c->admin_socket_owner, "www-data");
+	assert_string_equal(c->admin_socket_group, "G.1_x");
+	free(c);
+	char name32[64];
+	snprintf(name32, sizeof(name32), "u%031d", 0);
+	char buf[256];
+	snprintf(buf, sizeof(buf), "[control]\nadmin_socket_owner = %s\n" MIN_BACKEND, name32);
+	c = load_ok(buf);
+	assert_string_equal(c->admin_socket_owner, name32);
+	free(c);
+	static const char *const bad_names[] = { "-root", "1abc", "a b", "ro$ot", "$", "a/b",
+						 "u000000000000000000000000000000000" };
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+		char want[160];
+		snprintf(buf, sizeof(buf), "[control]\nadmin_socket_group = %s\n", bad_names[i]);
+		snprintf(want, sizeof(want),
+			 "admin_socket_group: bad name '%s' (1..32 of A-Z a-z 0-9 _ . -, first a "
+			 "letter or _)",
+			 bad_names[i]);
+		expect_error(buf, 2, want);
+	}
+	expect_error("[control]\nadmin_socket_owner = 0\n", 2,
+		     "admin_socket_owner: bad name '0' (1..32 of A-Z a-z 0-9 _ . -, first a letter "
+		     "or _)");
+	expect_error("[control]\ntoken_commit_ms = 0\n", 2,
+		     "token_commit_ms: out of range 1..10000: '0'");
+	expect_error("[control]\ntoken_commit_ms = 10001\n", 2,
+		     "token_commit_ms: out of range 1..10000: '10001'");
+	expect_error("[control]\nstore_map_mb = 15\n", 2, "store_map_mb: out of range 16..1048576: '15'");
+	expect_error("[control]\nstore_map_mb = 1048577\n", 2,
+		     "store_map_mb: out of range 16..1048576: '1048577'");
+}
+
+static void test_err_auth(void **state)
+{
+	(void)state;
+	expect_error("[auth]\nsession_ttl_s = 59\n", 2,
+		     "session_ttl_s: out of range 60..31536000: '59'");
+	expect_error("[auth]\nsession_ttl_s = 31536001\n", 2,
+		     "session_ttl_s: out of range 60..31536000: '31536001'");
+	expect_error("[auth]\nlogin_max_inflight = 0\n", 2,
+		     "login_max_inflight: out of range 1..64: '0'");
+	expect_error("[auth]\nlogin_max_inflight = 65\n", 2,
+		     "login_max_inflight: out of range 1..64: '65'");
+	expect_error("[auth]\nlogin_fail_user = 1001\n", 2,
+		     "login_fail_user: out of range 1..1000: '1001'");
+	expect_error("[auth]\nlogin_fail_ip = 0\n", 2, "login_fail_ip: out of range 1..10000: '0'");
+	expect_error("[auth]\nlogin_fail_ip = 10001\n", 2,
+		     "login_fail_ip: out of range 1..10000: '10001'");
+	expect_error("[auth]\nlogin_window_s = 86401\n", 2,
+		     "login_window_s: out of range 1..86400: '86401'");
+	expect_error("[auth]\npwhash_ops = 0\n", 2, "pwhash_ops: out of range 1..10: '0'");
+	expect_error("[auth]\npwhash_ops = 11\n", 2, "pwhash_ops: out of range 1..10: '11'");
+	expect_error("[auth]\npwhash_mem_kib = 7\n", 2, "pwhash_mem_kib: out of range 8..4194304: '7'");
+	expect_error("[auth]\npwhash_mem_kib = 4194305\n", 2,
+		     "pwhash_mem_kib: out of range 8..4194304: '4194305'");
+	expect_error("[auth]\ncookie_secure = 1\n", 2, "cookie_secure: expected true or false: '1'");
+	expect_error("[auth]\nsession_ttl = 60\n", 2, "unknown key 'session_ttl' in [auth]");
+
+	struct sluice_conf *c = load_ok("[auth]\nallowed_origins = http://a\n" MIN_BACKEND);
+	assert_int_equal(c->norigins, 1);
+	assert_string_equal(c->allowed_origins[0], "http://a");
+	free(c);
+	c = load_ok("[auth]\nallowed_origins = http://a:443, https://a:80,http://1.2.3.4:65535\n"
+		    MIN_BACKEND);
+	assert_int_equal(c->norigins, 3);
+	assert_string_equal(c->allowed_origins[1], "https://a:80");
+	assert_string_equal(c->allowed_origins[2], "http://1.2.3.4:65535");
+	free(c);
+
+	static const char *const bad[] = { "ftp://a", "http:/a", "http://", "http://a/",
+					   "http://a/x", "HTTP://a", "http://A.example", "http://a:",
+					   "http://a:0", "http://a:080", "http://a:65536", "http://a:x",
+					   "http://a b", "http://[::1", "http://[]", "http://[::g]",
+					   "http://a?x", "http://u@a", "a", "*" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char buf[128], want[192];
+		snprintf(buf, sizeof(buf), "[auth]\nallowed_origins = http://ok, %s\n", bad[i]);
+		snprintf(want, sizeof(want),
+			 "allowed_origins: bad origin '%s' (http or https://host[:port], lowercase, "
+			 "no path)",
+			 bad[i]);
+		expect_error(buf, 2, want);
+	}
+	expect_error("[auth]\nallowed_origins = http://a:80\n", 2,
+		     "allowed_origins: 'http://a:80' never matches: browsers leave out the default "
+		     "port");
+	expect_error("[auth]\nallowed_origins = https://a:443\n", 2,
+		     "allowed_origins: 'https://a:443' never matches: browsers leave out the default "
+		     "port");
+	expect_error("[auth]\nallowed_origins = http://a,,http://b\n", 2,
+		     "allowed_origins: empty origin");
+	expect_error("[auth]\nallowed_origins = http://a,\n", 2, "allowed_origins: empty origin");
+	expect_error("[auth]\nallowed_origins = http://a, http://b,http://a\n", 2,
+		     "allowed_origins: origin 'http://a' listed twice");
+	char buf[4096];
+	snprintf(buf, sizeof(buf), "[auth]\nallowed_origins = http://%0121d\n", 0);
+	expect_error(buf, 2, "allowed_origins: origin longer than 127 bytes");
+	snprintf(buf, sizeof(buf), "[auth]\nallowed_origins = http://%0120d\n" MIN_BACKEND, 0);
+	c = load_ok(buf);
+	assert_int_equal(strlen(c->allowed_origins[0]), 127);
+	free(c);
+	size_t n = (size_t)snprintf(buf, sizeof(buf), "[auth]\nallowed_origins = http://o0");
+	for (int i = 1; i <= CONF_MAX_ORIGINS; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, ",http://o%d", i);
+	snprintf(buf + n, sizeof(buf) - n, "\n");
+	expect_error(buf, 2, "allowed_origins: more than 16 origins");
+}
+
+static void test_err_agents(void **state)
+{
+	(void)state;
+	expect_error("[agent.a]\ndescription = x\n" MIN_BACKEND, 1, "agent 'a' has no model");
+	expect_error(MIN_BACKEND "[agent.a]\nmodel = n\n", 5,
+		     "agent 'a': model 'n' is not served by any backend");
+	expect_error("[agent.a]\nmodel = m\n[agent.b]\n\nmodel = M\n" MIN_BACKEND, 5,
+		     "agent 'b': model 'M' is not served by any backend");
+	expect_error("[agent.a b]\n", 1, "bad agent name 'a b' (1..63 of A-Z a-z 0-9 _ -)");
+	expect_error("[agent.]\n", 1, "bad agent name '' (1..63 of A-Z a-z 0-9 _ -)");
+	expect_error("[agent.a]\nmodel = m\n[agent.a]\n", 3, "duplicate section [agent.a]");
+	expect_error("[agent.a]\nmodel = m\nmodel = m\n", 3, "duplicate key 'model'");
+	expect_error("[agent.a]\nmodels = m\n", 2, "unknown key 'models' in [agent.a]");
+	expect_error("[agent.a]\nmodel = a b\n", 2, "model: bad model name 'a b'");
+	char buf[8192];
+	snprintf(buf, sizeof(buf), "[agent.a]\nmodel = %064d\n", 0);
+	expect_error(buf, 2, "model: model name longer than 63 bytes");
+
+	snprintf(buf, sizeof(buf), "[agent.a]\nmodel = m\ndescription = %0256d\n", 0);
+	expect_error(buf, 3, "description: longer than 255 bytes");
+	snprintf(buf, sizeof(buf), "[agent.a]\nmodel = m\nsystem_prompt = %01024d\n", 0);
+	expect_error(buf, 3, "system_prompt: longer than 1023 bytes");
+	snprintf(buf, sizeof(buf),
+		 "[agent.a]\nmodel = m\ndescription = %0255d\nsystem_prompt = %01023d\n" MIN_BACKEND,
+		 0, 0);
+	struct sluice_conf *c = load_ok(buf);
+	assert_int_equal(strlen(c->agents[0].description), 255);
+	assert_int_equal(strlen(c->agents[0].system_prompt), 1023);
+	free(c);
+
+	expect_error("[agent.a]\ndescription = a\x1b[31m\n", 2, "description: control byte in text");
+	expect_error("[agent.a]\ndescription = a\x7f\n", 2, "description: control byte in text");
+	static const char *const bad_utf8[] = {
+		"\xc3",             /* truncated */
+		"\xc0\xaf",         /* overlong '/' */
+		"\xe0\x80\xaf",     /* overlong, 3 bytes */
+		"\xed\xa0\x80",     /* surrogate */
+		"\xf4\x90\x80\x80", /* above U+10FFFF */
+		"\xff",
+		"\x80",
+		"a\xe2\x82",        /* truncated euro sign */
+	};
+	for (size_t i = 0; i < sizeof(bad_utf8) / sizeof(bad_utf8[0]); i++) {
+		snprintf(buf, sizeof(buf), "[agent.a]\nsystem_prompt = x%s\n", bad_utf8[i]);
+		expect_error(buf, 2, "system_prompt: not valid UTF-8");
+	}
+	c = load_ok("[agent.a]\nmodel = m\nsystem_prompt = \xe2\x82\xac \xf0\x9f\x98\x80 "
+		    "\xf4\x8f\xbf\xbf\n" MIN_BACKEND);
+	assert_string_equal(c->agents[0].system_prompt, "\xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf");
+	free(c);
+
+	size_t n = 0;
+	for (int i = 0; i <= CONF_MAX_AGENTS; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "[agent.a%d]\nmodel = m\n", i);
+	expect_error(buf, 2 * CONF_MAX_AGENTS + 1, "more than 16 agents");
+	n = 0;
+	for (int i = 0; i < CONF_MAX_AGENTS; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "[agent.a%d]\nmodel = m\n", i);
+	snprintf(buf + n, sizeof(buf) - n, MIN_BACKEND);
+	c = load_ok(buf);
+	assert_int_equal(c->nagents, CONF_MAX_AGENTS);
+	assert_ptr_equal(conf_agent_find(c, "a15"), &c->agents[15]);
+	free(c);
+}
+
 /* A failed load must leave a previously loaded configuration intact. */
 static void test_failed_reload_keeps_old(void **state)
 {
@@ -521,6 +1039,13 @@ int main(void)
 		cmocka_unit_test(test_err_lines),
 		cmocka_unit_test(test_semicolon_glued_is_data),
 		cmocka_unit_test(test_failed_reload_keeps_old),
+		cmocka_unit_test(test_default_agent),
+		cmocka_unit_test(test_err_dataplane_new),
+		cmocka_unit_test(test_err_tcp),
+		cmocka_unit_test(test_ports),
+		cmocka_unit_test(test_err_control_new),
+		cmocka_unit_test(test_err_auth),
+		cmocka_unit_test(test_err_agents),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
