@@ -1,0 +1,753 @@
+"""Shared harness for sluice's integration tests (stdlib only, /usr/bin/python3).
+
+It writes a private configuration (free loopback port, private channel file,
+store and admin socket), starts sluice-control and sluice-dataplane from a
+build directory, waits until /readyz answers 200 and stops both afterwards,
+removing the channel files. It also computes the synthetic backend's answers
+(docs/api.md) so every test can check the exact text it was streamed.
+"""
+
+import argparse
+import glob
+import http.client
+import itertools
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import traceback
+
+MASK64 = (1 << 64) - 1
+SANITIZER_RE = re.compile(r"ERROR: (?:Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
+_instance_counter = itertools.count()
+# Prepended to client commands (curl): a test whose server is reachable only
+# from a network namespace sets ["ip", "netns", "exec", NAME].
+CLIENT_PREFIX = []
+
+# Models every test server offers; see the brief in docs/testing.md.
+DEFAULT_MODELS = {
+    "synth": {"ttft_ms": 50, "tokens_per_s": 200, "answer_tokens": 24,
+              "cost_in_per_mtok": 1.5, "cost_out_per_mtok": 3.0},
+    "synth-slow": {"ttft_ms": 100, "tokens_per_s": 5, "answer_tokens": 40},
+    "synth-long": {"ttft_ms": 10, "tokens_per_s": 2000, "answer_tokens": 2000},
+}
+
+
+class TestFailure(Exception):
+    """A check failed; the message says what was sent, expected and got."""
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def check_eq(got, expected, what):
+    if got != expected:
+        raise TestFailure("%s: expected %r, got %r" % (what, expected, got))
+
+
+# ---- synthetic backend --------------------------------------------------
+
+def _decode_c_literal(body):
+    """Decodes the inside of a C string literal into bytes (C escapes)."""
+    simple = {"n": 0x0A, "t": 0x09, "r": 0x0D, "\\": 0x5C, '"': 0x22, "'": 0x27,
+              "a": 0x07, "b": 0x08, "f": 0x0C, "v": 0x0B, "?": 0x3F}
+    out = bytearray()
+    raw = body.encode("utf-8")
+    i = 0
+    while i < len(raw):
+        c = raw[i]
+        if c != 0x5C:
+            out.append(c)
+            i += 1
+            continue
+        i += 1
+        if i >= len(raw):
+            raise ValueError("dangling backslash in %r" % body)
+        e = chr(raw[i])
+        if e in simple:
+            out.append(simple[e])
+            i += 1
+        elif e == "x":
+            j = i + 1
+            while j < len(raw) and chr(raw[j]) in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(int(raw[i + 1:j], 16) & 0xFF)
+            i = j
+        elif e in "01234567":
+            j = i
+            while j < len(raw) and j < i + 3 and chr(raw[j]) in "01234567":
+                j += 1
+            out.append(int(raw[i:j], 8) & 0xFF)
+            i = j
+        else:
+            raise ValueError("unknown escape \\%s in %r" % (e, body))
+    return bytes(out)
+
+
+_words_cache = {}
+
+
+def synthetic_words(source):
+    """The 64-word vocabulary, parsed from control/backends/synthetic_words.h."""
+    if source in _words_cache:
+        return _words_cache[source]
+    path = os.path.join(source, "control", "backends", "synthetic_words.h")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("synthetic_words[")
+    words = []
+    for line in text[start:].splitlines()[1:]:
+        m = re.match(r'^\s*"((?:[^"\\]|\\.)*)",?\s*$', line)
+        if m:
+            words.append(_decode_c_literal(m.group(1)).decode("utf-8"))
+        elif line.strip().startswith("}"):
+            break
+    if len(words) != 64:
+        raise TestFailure("%s: expected 64 words, parsed %d" % (path, len(words)))
+    _words_cache[source] = words
+    return words
+
+
+def fnv1a64(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001B3) & MASK64
+    return h
+
+
+def splitmix64(x):
+    z = (x + 0x9E3779B97F4A7C15) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def expected_tokens(prompt, n, source):
+    """The n tokens the synthetic backend produces for prompt (a str)."""
+    words = synthetic_words(source)
+    seed = fnv1a64(prompt.encode("utf-8"))
+    toks = []
+    for k in range(1, n + 1):
+        w = words[splitmix64((seed + k) & MASK64) % 64]
+        toks.append(w if k == 1 else " " + w)
+    return toks
+
+
+def expected_answer(prompt, n, source=None):
+    """The full answer text for prompt with n tokens."""
+    return "".join(expected_tokens(prompt, n, source or SOURCE_DIR))
+
+
+def prompt_tokens(prompt):
+    """docs/api.md: maximal runs of non-whitespace bytes (space, tab, CR, LF)."""
+    return len([r for r in re.split(rb"[ \t\r\n]+", prompt.encode("utf-8")) if r])
+
+
+# ---- event-sequence checks shared by SSE and WebSocket tests --------------
+
+def check_message_events(events, session_id, message_id, prompt, n_tokens,
+                         status="complete", model=None, sse=False):
+    """Checks one message's events (dicts with "type" and, for SSE, "_id").
+
+    Order: status_update queued, status_update streaming, tokens (seq
+    continuous, each token exactly once), usage exactly once, done last.
+    Returns the list of token events. For a cancelled message, n_tokens is the
+    number of tokens the answer would have; the streamed prefix must match it.
+    """
+    label = "message %s" % message_id
+    check(events, "%s: no events" % label)
+    for e in events:
+        check_eq(e.get("session_id"), session_id, "%s %s event session_id" % (label, e.get("type")))
+        check_eq(e.get("message_id"), message_id, "%s %s event message_id" % (label, e.get("type")))
+    types = [e["type"] for e in events]
+    check(len(events) >= 4, "%s: too few events: %r" % (label, types))
+    check_eq((types[0], events[0].get("status")), ("status_update", "queued"), label + " first event")
+    check_eq((types[1], events[1].get("status")), ("status_update", "streaming"), label + " second event")
+    check_eq(types[-1], "done", label + " last event type")
+    check_eq(types[-2], "usage", label + " event before done")
+    check_eq(types.count("usage"), 1, label + " usage count")
+    check_eq(types.count("done"), 1, label + " done count")
+    check_eq(events[-1].get("status"), status, label + " done status")
+    tokens = events[2:-2]
+    for e in tokens:
+        check_eq(e["type"], "token", label + " events between streaming and usage")
+    seq = 0
+    text = []
+    for e in tokens:
+        nn = e.get("n")
+        check(isinstance(nn, int) and nn >= 1, "%s: token event n=%r" % (label, nn))
+        check_eq(e.get("seq"), seq + nn, "%s token seq (previous seq %d, n %d)" % (label, seq, nn))
+        seq = e["seq"]
+        text.append(e.get("text"))
+        if sse:
+            check_eq(e.get("_id"), "%s:%d" % (message_id, seq), label + " token SSE id")
+    if sse:
+        check_eq(events[0].get("_id"), "%s:0" % message_id, label + " queued SSE id")
+        check_eq(events[1].get("_id"), "%s:0" % message_id, label + " streaming SSE id")
+        check_eq(events[-2].get("_id"), "%s:u" % message_id, label + " usage SSE id")
+        check_eq(events[-1].get("_id"), "%s:d" % message_id, label + " done SSE id")
+    got = "".join(text)
+    usage = events[-2]
+    if status == "complete":
+        check_eq(seq, n_tokens, label + " tokens delivered")
+        check_eq(got, expected_answer(prompt, n_tokens), label + " text")
+    else:
+        check(seq <= n_tokens, "%s: %d tokens > %d" % (label, seq, n_tokens))
+        check_eq(got, expected_answer(prompt, seq), label + " text prefix")
+    check_eq(usage.get("prompt_tokens"), prompt_tokens(prompt), label + " usage prompt_tokens")
+    check_eq(usage.get("completion_tokens"), seq, label + " usage completion_tokens")
+    check_eq(usage.get("total_tokens"), prompt_tokens(prompt) + seq, label + " usage total_tokens")
+    if model and model in DEFAULT_MODELS:
+        m = DEFAULT_MODELS[model]
+        cost = (prompt_tokens(prompt) * m.get("cost_in_per_mtok", 0.0)
+                + seq * m.get("cost_out_per_mtok", 0.0)) / 1e6
+        got_cost = usage.get("cost_usd")
+        check(isinstance(got_cost, (int, float)) and abs(got_cost - cost) <= 1e-9 + cost * 1e-6,
+              "%s usage cost_usd: expected %r, got %r" % (label, cost, got_cost))
+    return tokens
+
+
+# ---- HTTP helpers -------------------------------------------------------
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case name -> value (last one wins)
+        self.body = body
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError as e:
+            raise TestFailure("response body is not JSON (%s): %r" % (e, self.body[:300]))
+
+    def __repr__(self):
+        return "<%d %r>" % (self.status, self.body[:200])
+
+
+# ---- the server pair ----------------------------------------------------
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# The user every server gets on start (tests that need several users add
+# their own with add_user / login); requests carry its bearer token.
+DEFAULT_USER = ("tester", "tester-password")
+
+
+class Sluice:
+    """A private sluice-control + sluice-dataplane pair on 127.0.0.1.
+
+    `auth` adds keys to the [auth] section (e.g. allowed_origins); start()
+    creates DEFAULT_USER with sluicectl and logs in, so request() and
+    auth_headers() authenticate as it (default_user=False skips that).
+    """
+
+    def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
+                 ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
+                 default_user=True):
+        self.build = build
+        self.auth = dict(auth or {})
+        self.default_user = default_user
+        self.token = None
+        self.workers = workers
+        self.batching = batching
+        self.sse_keepalive_s = sse_keepalive_s
+        self.ws_max_message = ws_max_message
+        self.header_timeout_s = header_timeout_s
+        self.models = models or DEFAULT_MODELS
+        self.port = free_port()
+        self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
+        self.chan_path = "/dev/shm/sluice-test-%d-%d" % (os.getpid(), next(_instance_counter))
+        self.conf_path = os.path.join(self.tmp, "sluice.conf")
+        self.procs = {}
+        self.logs = {}
+        self.sanitizer_hits = []
+        self.write_conf()
+
+    # -- configuration
+
+    def conf_text(self):
+        lines = [
+            "[dataplane]",
+            "transport = kernel",
+            "workers = %d" % self.workers,
+            "listen = 127.0.0.1:%d" % self.port,
+            "header_timeout_s = %d" % self.header_timeout_s,
+            "sse_keepalive_s = %d" % self.sse_keepalive_s,
+            "ws_max_message = %d" % self.ws_max_message,
+            "pin_workers = false",
+            "",
+            "[channel]",
+            "path = %s" % self.chan_path,
+            "",
+            "[control]",
+            "admin_socket = %s" % os.path.join(self.tmp, "admin.sock"),
+            "store = %s" % os.path.join(self.tmp, "store"),
+            "",
+            "[batching]",
+            "mode = %s" % self.batching,
+            "",
+            # The cheapest Argon2id libsodium accepts: logins in tests take
+            # milliseconds (production defaults are 2 / 65536).
+            "[auth]",
+            "pwhash_ops = 1",
+            "pwhash_mem_kib = 8192",
+        ]
+        for k, v in sorted(self.auth.items()):
+            lines.append("%s = %s" % (k, v))
+        lines.append("")
+        for name, m in self.models.items():
+            lines.append("[backend.%s]" % name)
+            lines.append("type = synthetic")
+            lines.append("models = %s" % name)
+            for k, v in m.items():
+                lines.append("%s = %s" % (k, v))
+            lines.append("")
+        return "\n".join(lines)
+
+    def write_conf(self, text=None):
+        os.makedirs(os.path.join(self.tmp, "store"), exist_ok=True)
+        with open(self.conf_path, "w", encoding="utf-8") as f:
+            f.write(self.conf_text() if text is None else text)
+
+    # -- processes
+
+    def binary(self, name):
+        path = os.path.join(self.build, name)
+        if not os.access(path, os.X_OK):
+            raise TestFailure("%s is missing or not executable: build it first "
+                              "(ninja -C %s %s)" % (path, self.build, name))
+        return path
+
+    def _spawn(self, name):
+        n = sum(len(v) for v in self.logs.values())
+        log = os.path.join(self.tmp, "%s.%d.stderr" % (name, n))
+        self.logs.setdefault(name, []).append(log)
+        with open(log, "wb") as errf:
+            p = subprocess.Popen([self.binary(name), "-c", self.conf_path],
+                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+        self.procs[name] = p
+        return p
+
+    def start_control(self):
+        return self._spawn("sluice-control")
+
+    def start_dataplane(self):
+        return self._spawn("sluice-dataplane")
+
+    def start(self, ready_timeout=20.0):
+        self.start_control()
+        self.start_dataplane()
+        self.wait_ready(ready_timeout)
+        if self.default_user and self.token is None:
+            self.add_user(*DEFAULT_USER, role="user")
+            self.token = self.login(*DEFAULT_USER)
+        return self
+
+    # -- users (docs/api.md "Authentication")
+
+    def sluicectl(self, *args, stdin=None, timeout=30):
+        """Runs build/sluicectl -c CONF args...; returns the CompletedProcess."""
+        return subprocess.run([self.binary("sluicectl"), "-c", self.conf_path] + list(args),
+                              input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout)
+
+    def add_user(self, name, password, role="user"):
+        """Creates a user through sluicectl (password on stdin, never argv)."""
+        p = self.sluicectl("users", "add", name, "--role", role,
+                           stdin=(password + "\n").encode("utf-8"))
+        check(p.returncode == 0, "sluicectl users add %s --role %s: exit %d, stderr %r"
+              % (name, role, p.returncode, p.stderr[-400:]))
+
+    def login(self, name, password, full=False):
+        """POST /api/auth/login; returns the session token (or the whole Response)."""
+        r = self.request("POST", "/api/auth/login", {"username": name, "password": password},
+                         auth=False)
+        if full:
+            return r
+        check_eq(r.status, 200, "POST /api/auth/login as %s status (body %r)" % (name, r.body))
+        tok = r.json().get("session_token")
+        check(isinstance(tok, str) and len(tok) == 43, "login: session_token %r" % tok)
+        return tok
+
+    def auth_headers(self, token=None):
+        """{"Authorization": "Bearer <token>"} for curl, websockets and raw clients."""
+        tok = token or self.token
+        return {"Authorization": "Bearer " + tok} if tok else {}
+
+    def wait_ready(self, timeout=20.0, want=200):
+        """Polls /readyz until it answers `want`; bounded by timeout."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            for name, p in self.procs.items():
+                if p.poll() is not None and (want == 200 or name == "sluice-dataplane"):
+                    raise TestFailure("%s exited with status %s while waiting for /readyz %d"
+                                      % (name, p.returncode, want))
+            try:
+                r = self.request("GET", "/readyz", timeout=2)
+                last = r
+                if r.status == want:
+                    return r
+            except (OSError, http.client.HTTPException) as e:
+                last = e
+            time.sleep(0.1)
+        raise TestFailure("GET /readyz did not answer %d within %.0f s (last: %r)"
+                          % (want, timeout, last))
+
+    def kill(self, name, sig=signal.SIGKILL):
+        p = self.procs.get(name)
+        if p and p.poll() is None:
+            p.send_signal(sig)
+            p.wait(timeout=10)
+
+    def stop_proc(self, name):
+        p = self.procs.get(name)
+        if not p or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+    def stop(self):
+        for name in ("sluice-dataplane", "sluice-control"):
+            self.stop_proc(name)
+        for path in [self.chan_path] + glob.glob(self.chan_path + ".bell-*"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        if os.path.isdir(self.tmp):
+            self._saved_logs = self.stderr_text(limit=20000)
+            self.sanitizer_hits += self._sanitizer_reports()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _sanitizer_reports(self):
+        """Sanitizer reports in the programs' stderr (ASan/UBSan builds)."""
+        hits = []
+        for name, logs in self.logs.items():
+            for log in logs:
+                try:
+                    with open(log, "rb") as f:
+                        text = f.read().decode("utf-8", "replace")
+                except OSError:
+                    continue
+                for m in SANITIZER_RE.finditer(text):
+                    hits.append("%s: %s" % (name, text[m.start():m.start() + 1500]))
+        return hits
+
+    def stderr_text(self, limit=6000):
+        if not os.path.isdir(self.tmp):
+            return getattr(self, "_saved_logs", "")[-limit:]
+        out = []
+        for name, logs in self.logs.items():
+            for log in logs:
+                try:
+                    with open(log, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                if not data:
+                    continue
+                text = data[-limit:].decode("utf-8", "replace")
+                out.append("---- %s (%s) ----\n%s" % (name, log, text))
+        return "\n".join(out)
+
+    # -- client helpers
+
+    @property
+    def base(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def request(self, method, path, body=None, headers=None, timeout=10, auth=True):
+        """One request on a fresh connection; with auth, the default user's
+        bearer token unless headers carry Authorization or Cookie."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            hdrs = dict(headers or {})
+            if auth and not any(k.lower() in ("authorization", "cookie") for k in hdrs):
+                hdrs.update(self.auth_headers())
+            data = None
+            if body is not None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+                hdrs.setdefault("Content-Type", "application/json")
+            conn.request(method, path, body=data, headers=hdrs)
+            r = conn.getresponse()
+            payload = r.read()
+            hs = {k.lower(): v for k, v in r.getheaders()}
+            return Response(r.status, hs, payload)
+        finally:
+            conn.close()
+
+    def create_session(self, model="synth"):
+        r = self.request("POST", "/api/chat/sessions", {"model_id": model})
+        check_eq(r.status, 201, "POST /api/chat/sessions {model_id:%s} status (body %r)" % (model, r.body))
+        s = r.json()
+        check(isinstance(s.get("id"), str) and re.fullmatch(r"s_[0-9a-f]{16}", s["id"]),
+              "session id %r is not s_ + 16 hex digits" % s.get("id"))
+        return s["id"]
+
+    def post_message(self, session_id, content):
+        r = self.request("POST", "/api/chat/message", {"session_id": session_id, "content": content})
+        check_eq(r.status, 202, "POST /api/chat/message status (body %r)" % r.body)
+        mid = r.json().get("message_id")
+        check(isinstance(mid, str) and re.fullmatch(r"m_[0-9a-f]{16}", mid),
+              "message id %r is not m_ + 16 hex digits" % mid)
+        return mid
+
+
+# ---- SSE client over curl -------------------------------------------------
+
+class CurlSse:
+    """curl -N as the SSE client; a reader thread parses its stdout as it comes.
+
+    Events land in self.events (a queue) as dicts: the data JSON plus "type"
+    (the SSE event name) and "_id" (the id field); comments as {"type":
+    ":comment", "text": ...}. The raw header block (curl -i) is kept.
+    """
+
+    def __init__(self, url, headers=None, max_time=120):
+        cmd = CLIENT_PREFIX + ["curl", "-sS", "-N", "-i", "--max-time", str(max_time), url]
+        for k, v in (headers or {}).items():
+            cmd += ["-H", "%s: %s" % (k, v)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.events = queue.Queue()
+        self.status = None
+        self.headers = {}
+        self.head_done = threading.Event()
+        self.errors = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        f = self.proc.stdout
+        try:
+            line = f.readline()
+            m = re.match(rb"HTTP/1\.[01] (\d{3})", line)
+            if m:
+                self.status = int(m.group(1))
+            while True:
+                line = f.readline()
+                if not line or line in (b"\r\n", b"\n"):
+                    break
+                k, _, v = line.decode("latin-1").partition(":")
+                self.headers[k.strip().lower()] = v.strip()
+            self.head_done.set()
+            ev = {}
+            data = []
+            for raw in iter(f.readline, b""):
+                line = raw.decode("utf-8").rstrip("\n")
+                if line.endswith("\r"):
+                    line = line[:-1]
+                if line == "":
+                    # An event without data lines is not dispatched (SSE spec).
+                    if data:
+                        self._emit(ev, data)
+                    ev, data = {}, []
+                elif line.startswith(":"):
+                    self.events.put({"type": ":comment", "text": line[1:]})
+                else:
+                    k, _, v = line.partition(":")
+                    if v.startswith(" "):
+                        v = v[1:]
+                    if k == "data":
+                        data.append(v)
+                    elif k in ("event", "id", "retry"):
+                        ev[k] = v
+                    else:
+                        self.errors.append("unknown SSE field line %r" % line)
+        except Exception as e:  # reported by the test through self.errors
+            self.errors.append("SSE reader: %r" % e)
+        finally:
+            self.head_done.set()
+            self.events.put(None)
+
+    def _emit(self, ev, data):
+        try:
+            obj = json.loads("\n".join(data)) if data else {}
+        except ValueError as e:
+            self.errors.append("event data is not JSON (%s): %r" % (e, data))
+            return
+        if not isinstance(obj, dict):
+            self.errors.append("event data is not an object: %r" % data)
+            return
+        if "type" in obj:
+            self.errors.append("SSE data carries a type member: %r" % data)
+        obj["type"] = ev.get("event", "message")
+        obj["_id"] = ev.get("id")
+        self.events.put(obj)
+
+    def wait_head(self, timeout=10):
+        check(self.head_done.wait(timeout), "SSE response head not received within %ds" % timeout)
+        return self.status
+
+    def next_event(self, timeout):
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def collect_message(self, message_id, timeout=30):
+        """Events of message_id up to its done; keep-alive comments are skipped."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            check(left > 0, "SSE: no done for %s within %ds; got %d events: %r"
+                  % (message_id, timeout, len(out), [e.get("type") for e in out][-10:]))
+            e = self.next_event(left)
+            if e is None:
+                ended = self.proc.poll() is not None
+                raise TestFailure("SSE: %s before done of %s (curl rc %r, stderr %r, reader errors %r); "
+                                  "last events %r"
+                                  % ("curl stream ended" if ended else "timeout %ds" % timeout,
+                                     message_id, self.proc.poll(), self._stderr(), self.errors,
+                                     [x.get("type") for x in out][-10:]))
+            if e["type"] == ":comment":
+                continue
+            check(e.get("message_id") == message_id,
+                  "SSE: event for another message %r while waiting for %s: %r"
+                  % (e.get("message_id"), message_id, e))
+            out.append(e)
+            if e["type"] == "done":
+                return out
+
+    def _stderr(self):
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stderr.read().decode("utf-8", "replace")[-500:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.thread.join(timeout=5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+# ---- runner -------------------------------------------------------------
+
+SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True, help="meson build directory with the programs")
+    ap.add_argument("--source", default=SOURCE_DIR, help="source tree (for synthetic_words.h)")
+    ap.add_argument("-k", dest="only", default=None, help="run only tests whose name contains this")
+    return ap.parse_args(argv)
+
+
+class Env:
+    """What a test function gets: the arguments and a cache of running servers.
+
+    Servers are shared between the tests of one file by configuration, and
+    replaced when one of their processes died (so one crash fails one test).
+    """
+
+    def __init__(self, args):
+        self.args = args
+        self.build = args.build
+        self.source = args.source
+        self._servers = {}
+        self.used = []
+        self.every = []
+
+    def server(self, **kw):
+        key = repr(sorted(kw.items()))
+        s = self._servers.get(key)
+        if s is not None and any(p.poll() is not None for p in s.procs.values()):
+            s.stop()
+            s = None
+        if s is None:
+            s = Sluice(self.build, **kw)
+            self.every.append(s)
+            try:
+                s.start()
+            except BaseException:
+                self.used.append(s)
+                s.stop()
+                raise
+            self._servers[key] = s
+        self.used.append(s)
+        return s
+
+    def fresh(self, **kw):
+        """A server private to one test; the caller stops it."""
+        s = Sluice(self.build, **kw)
+        self.every.append(s)
+        self.used.append(s)
+        return s
+
+    def close(self):
+        for s in self._servers.values():
+            s.stop()
+        self._servers.clear()
+
+
+def run(tests, argv=None):
+    """Runs test functions fn(env) in order; prints one line each and a summary.
+
+    Exit status 0 only if every selected test passed; a missing binary fails
+    every test with a message naming it. A failed test prints the tail of the
+    programs' stderr it used.
+    """
+    global SOURCE_DIR
+    args = parse_args(argv)
+    args.build = os.path.abspath(args.build)
+    args.source = os.path.abspath(args.source)
+    SOURCE_DIR = args.source
+    env = Env(args)
+    selected = [t for t in tests if not args.only or args.only in t.__name__]
+    passed = failed = 0
+    try:
+        for t in selected:
+            t0 = time.monotonic()
+            env.used = []
+            try:
+                t(env)
+            except Exception as e:
+                failed += 1
+                detail = str(e) if isinstance(e, TestFailure) else traceback.format_exc()
+                print("FAIL %s (%.1fs): %s" % (t.__name__, time.monotonic() - t0, detail), flush=True)
+                for s in env.used:
+                    print(s.stderr_text(limit=3000), flush=True)
+            else:
+                passed += 1
+                print("ok   %s (%.1fs)" % (t.__name__, time.monotonic() - t0), flush=True)
+    finally:
+        env.close()
+    # Sanitizer builds: a report in any program's stderr fails the run, even
+    # when every client saw the right bytes.
+    hits = [h for s in env.every for h in s.sanitizer_hits]
+    if hits:
+        failed += 1
+        print("FAIL sanitizer_reports: %d report(s) in the programs' stderr; first:\n%s"
+              % (len(hits), hits[0]), flush=True)
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 0 if failed == 0 and passed > 0 else 1
