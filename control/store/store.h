@@ -4,17 +4,22 @@
  * interface only; the implementation is LMDB (store_lmdb.c, one writer thread,
  * group commit; see docs/storage.md).
  *
- * Writes that a client is told about (a created session, an accepted message)
- * take a completion callback: the caller answers the client from it. The
- * memory store calls it before returning; a durable store calls it from the
- * control loop once the write is committed. Token appends and status changes
- * have no callback: they may be committed in batches.
+ * Writes that a client is told about (a created session, an accepted message,
+ * user, key and auth changes) take a completion callback: the caller answers
+ * the client from it. The store calls it from the control loop once the write
+ * is committed (fsync included). Token appends, status changes and events
+ * have no callback: they are committed in batches, at least every
+ * conf.token_commit_ms.
  *
  * A write call that returns < 0 failed and will not call its callback; one
- * that returns 0 calls it exactly once (perhaps before returning).
+ * that returns 0 calls it exactly once, never before returning. Errors found
+ * by the writer (a missing session, an existing name, a full map: -ENOSPC)
+ * arrive through the callback.
  *
- * Reads fill caller structs; `content` and token `text` pointers stay valid
- * until the next write to the store.
+ * Reads see committed data only: they may lag writes that are still queued
+ * by at most one commit. Reads fill caller structs; `content` and token
+ * `text` pointers stay valid until the next write call or until control
+ * returns to its loop, whichever comes first.
  */
 #ifndef CONTROL_STORE_H
 #define CONTROL_STORE_H
@@ -87,7 +92,8 @@ struct store_list_query {
 struct store_stats {
 	uint64_t map_size, map_used;     /* bytes */
 	uint64_t users, sessions, messages, tokens, events, auth_sessions, api_keys;
-	uint64_t commits, commit_batches; /* writer thread: transactions, and group commits */
+	uint64_t commits, commit_batches; /* writer thread: transactions, and those holding > 1 write */
+	uint64_t writes, write_errors;   /* writes committed, writes refused or lost */
 	uint64_t last_commit_ns;         /* duration of the last commit (fsync included) */
 	uint32_t schema_version;
 };
@@ -189,18 +195,20 @@ struct store {
 	const struct store_ops *ops;
 };
 
-/* The in-memory store of issue 2; removed when store_lmdb lands. */
-struct store *store_mem_open(void);
-
 struct cp_loop;
 /*
  * Opens (creating when absent) the LMDB store in directory `dir`, starting
  * its writer thread. Completion callbacks run on the control loop `loop`
- * (the writer wakes it through an eventfd registered there). On open, answers
- * left QUEUED or STREAMING by a previous run are marked INTERRUPTED. Returns
- * NULL with a message in err.
+ * (the writer wakes it through an eventfd registered there); with loop NULL
+ * they run only from store_lmdb_flush(). conf (map size, token_commit_ms,
+ * backends) must outlive the store. On open, answers left QUEUED or STREAMING
+ * by a previous run are marked INTERRUPTED. Returns NULL with a message in err.
  */
-struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, char *err, size_t errlen);
+struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, const struct sluice_conf *conf,
+			      char *err, size_t errlen);
+/* Blocks until every write queued so far is committed, then runs the pending
+ * completion callbacks on the calling (loop) thread. For tests and tools. */
+void store_lmdb_flush(struct store *st);
 
 static inline void store_close(struct store *st)
 {
@@ -257,6 +265,103 @@ static inline int store_message_status(struct store *st, const char *sid, const 
 				       enum store_msg_status status, const struct store_usage *usage)
 {
 	return st->ops->message_status(st, sid, mid, status, usage);
+}
+
+static inline int store_session_list(struct store *st, const struct store_list_query *q,
+				     void (*each)(void *arg, const struct store_session *s), void *arg,
+				     char *next_cursor, size_t cursor_cap)
+{
+	return st->ops->session_list(st, q, each, arg, next_cursor, cursor_cap);
+}
+
+static inline int store_session_update(struct store *st, const struct store_session *s,
+				       store_done_fn done, void *arg)
+{
+	return st->ops->session_update(st, s, done, arg);
+}
+
+static inline int store_session_delete(struct store *st, const char *sid, store_done_fn done, void *arg)
+{
+	return st->ops->session_delete(st, sid, done, arg);
+}
+
+static inline int store_user_put(struct store *st, const struct store_user *u, int create_only,
+				 store_done_fn done, void *arg)
+{
+	return st->ops->user_put(st, u, create_only, done, arg);
+}
+
+static inline int store_user_get(struct store *st, const char *name, struct store_user *out)
+{
+	return st->ops->user_get(st, name, out);
+}
+
+static inline int store_user_del(struct store *st, const char *name, store_done_fn done, void *arg)
+{
+	return st->ops->user_del(st, name, done, arg);
+}
+
+static inline int store_user_list(struct store *st, void (*each)(void *arg, const struct store_user *u),
+				  void *arg)
+{
+	return st->ops->user_list(st, each, arg);
+}
+
+static inline int store_apikey_put(struct store *st, const struct store_apikey *k, store_done_fn done,
+				   void *arg)
+{
+	return st->ops->apikey_put(st, k, done, arg);
+}
+
+static inline int store_apikey_get(struct store *st, const uint8_t hash[STORE_HASH_LEN],
+				   struct store_apikey *out)
+{
+	return st->ops->apikey_get(st, hash, out);
+}
+
+static inline int store_apikey_del(struct store *st, const char *id, store_done_fn done, void *arg)
+{
+	return st->ops->apikey_del(st, id, done, arg);
+}
+
+static inline int store_apikey_list(struct store *st, const char *owner,
+				    void (*each)(void *arg, const struct store_apikey *k), void *arg)
+{
+	return st->ops->apikey_list(st, owner, each, arg);
+}
+
+static inline int store_auth_put(struct store *st, const struct store_auth *a, store_done_fn done,
+				 void *arg)
+{
+	return st->ops->auth_put(st, a, done, arg);
+}
+
+static inline int store_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN],
+				 struct store_auth *out)
+{
+	return st->ops->auth_get(st, hash, out);
+}
+
+static inline int store_auth_del(struct store *st, const uint8_t hash[STORE_HASH_LEN],
+				 store_done_fn done, void *arg)
+{
+	return st->ops->auth_del(st, hash, done, arg);
+}
+
+static inline int store_event_add(struct store *st, const char *sid, const char *kind,
+				  const char *detail)
+{
+	return st->ops->event_add(st, sid, kind, detail);
+}
+
+static inline int store_stats(struct store *st, struct store_stats *out)
+{
+	return st->ops->stats(st, out);
+}
+
+static inline int store_backup(struct store *st, const char *path, store_done_fn done, void *arg)
+{
+	return st->ops->backup(st, path, done, arg);
 }
 
 #endif
