@@ -1,0 +1,484 @@
+#include "api/api_auth.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "sluice/log.h"
+
+struct aa_slice {
+	const char *p;
+	size_t n;
+};
+
+/* The fields of a REQUEST record that authentication looks at. Empty
+ * fields count as absent. Pointers into the record. */
+struct aa_req {
+	uint8_t method;
+	struct aa_slice path, body, authz, cookie, csrf, origin, proto, peer;
+};
+
+static bool aa_parse(const void *payload, uint32_t len, struct aa_req *q)
+{
+	memset(q, 0, sizeof(*q));
+	const struct chan_request *h = payload;
+	q->method = h->method;
+	const uint8_t *p = (const uint8_t *)payload + sizeof(*h);
+	const uint8_t *end = (const uint8_t *)payload + len;
+	const struct chan_field *f;
+	bool bad = false;
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		struct aa_slice *s;
+		switch (f->tag) {
+		case CHAN_F_PATH: s = &q->path; break;
+		case CHAN_F_BODY: s = &q->body; break;
+		case CHAN_F_AUTHORIZATION: s = &q->authz; break;
+		case CHAN_F_COOKIE: s = &q->cookie; break;
+		case CHAN_F_CSRF: s = &q->csrf; break;
+		case CHAN_F_ORIGIN: s = &q->origin; break;
+		case CHAN_F_WS_PROTOCOL: s = &q->proto; break;
+		case CHAN_F_PEER: s = &q->peer; break;
+		default: continue;
+		}
+		if (f->len) {
+			s->p = (const char *)f->data;
+			s->n = f->len;
+		}
+	}
+	return !bad;
+}
+
+static bool aa_path_is(const struct aa_req *q, const char *p)
+{
+	size_t n = strlen(p);
+	return q->path.n == n && memcmp(q->path.p, p, n) == 0;
+}
+
+/* Sends obj (taking the reference) with one optional extra header and cookie. */
+static void aa_send(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
+		    json_t *obj, const char *header)
+{
+	char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	json_decref(obj);
+	if (obj && !txt) {
+		LOG_ERROR("out of memory building a response");
+		return;
+	}
+	struct co_resp resp = { .status = status, .action = action, .body = txt,
+				.body_len = txt ? strlen(txt) : 0, .header = header };
+	if (!co_response(a->out, r->conn, r->req_id, &resp)) {
+		a->stats.reply_drops++;
+		LOG_WARN("response to worker %u dropped: channel full", r->conn.worker);
+	}
+	if (txt) {
+		sodium_memzero(txt, strlen(txt));
+		free(txt);
+	}
+}
+
+static void aa_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
+		     const char *msg, const char *header)
+{
+	aa_send(a, r, status, CHAN_RESP_PLAIN,
+		json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg), header);
+}
+
+static void aa_unauthenticated(struct api *a, const struct chat_reply *r)
+{
+	aa_error(a, r, 401, "unauthenticated", "a valid session token or API key is required",
+		 "WWW-Authenticate: Bearer");
+}
+
+static const char *aa_role_name(uint8_t role)
+{
+	return role == STORE_USER_ROLE_ADMIN ? "admin" : "user";
+}
+
+/* The client address of a PEER field ("ip:port") without the port. */
+static struct aa_slice aa_peer_addr(const struct aa_req *q)
+{
+	struct aa_slice s = q->peer;
+	const char *colon = s.p ? memrchr(s.p, ':', s.n) : NULL;
+	if (colon)
+		s.n = (size_t)(colon - s.p);
+	if (!s.p) {
+		s.p = "";
+		s.n = 0;
+	}
+	return s;
+}
+
+/* ---- authentication of a request ------------------------------------------ */
+
+enum aa_result { AA_OK = 0, AA_UNAUTH, AA_CSRF };
+
+/* Cookie credentials make the browser a confused deputy for any site that
+ * can post a form, so unsafe methods must also prove they saw the CSRF
+ * token; Bearer credentials are never sent by a browser on its own. */
+static bool aa_unsafe(uint8_t m)
+{
+	return m != CHAN_M_GET && m != CHAN_M_HEAD && m != CHAN_M_OPTIONS;
+}
+
+static enum aa_result aa_authenticate(struct api *a, const struct aa_req *q, struct auth_ident *id)
+{
+	size_t tl;
+	const char *tok;
+	if (q->authz.p) {
+		tok = auth_bearer(q->authz.p, q->authz.n, &tl);
+		if (!tok || auth_lookup(a->auth, tok, tl, id) < 0)
+			return AA_UNAUTH;
+		id->via = AUTH_VIA_BEARER;
+		return AA_OK;
+	}
+	tok = q->cookie.p ? auth_cookie(q->cookie.p, q->cookie.n, &tl) : NULL;
+	if (!tok || tl != AUTH_TOKEN_LEN || auth_lookup(a->auth, tok, tl, id) < 0)
+		return AA_UNAUTH;
+	id->via = AUTH_VIA_COOKIE;
+	if (aa_unsafe(q->method) && !auth_csrf_ok(q->csrf.p, q->csrf.n, id->csrf))
+		return AA_CSRF;
+	return AA_OK;
+}
+
+/* ---- login ---------------------------------------------------------------- */
+
+struct aa_login {
+	struct api *a;
+	struct chat_reply r;
+	char user[STORE_USER_MAX];
+	char addr[64];
+	bool known;
+	uint8_t role;
+	char token[AUTH_TOKEN_LEN + 1];
+	char csrf[STORE_CSRF_MAX];
+	int64_t expires_at;
+};
+
+static void aa_login_free(struct aa_login *l)
+{
+	sodium_memzero(l, sizeof(*l));
+	free(l);
+}
+
+static void aa_retry_after(char *hdr, size_t cap, int64_t secs)
+{
+	snprintf(hdr, cap, "Retry-After: %lld", (long long)(secs > 0 ? secs : 1));
+}
+
+static void aa_login_stored(void *arg, int err)
+{
+	struct aa_login *l = arg;
+	struct api *a = l->a;
+	if (err) {
+		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
+		aa_login_free(l);
+		return;
+	}
+	char cookie[256];
+	int n = snprintf(cookie, sizeof(cookie),
+			 "Set-Cookie: " AUTH_COOKIE_NAME "=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%u%s",
+			 l->token, a->conf->session_ttl_s, a->conf->cookie_secure ? "; Secure" : "");
+	json_t *o = NULL;
+	if (n > 0 && (size_t)n < sizeof(cookie))
+		o = json_pack("{s:s,s:s,s:I,s:{s:s,s:s}}", "session_token", l->token, "csrf_token",
+			      l->csrf, "expires_at", (json_int_t)l->expires_at, "user", "name", l->user,
+			      "role", aa_role_name(l->role));
+	if (o)
+		aa_send(a, &l->r, 200, CHAN_RESP_PLAIN, o, cookie);
+	else
+		aa_error(a, &l->r, 500, "internal", "out of memory", NULL);
+	sodium_memzero(cookie, sizeof(cookie));
+	a->auth->stats.logins_ok++;
+	aa_login_free(l);
+}
+
+static void aa_rehash_stored(void *arg, int err)
+{
+	(void)arg;
+	if (err)
+		LOG_WARN("auth: storing a rehashed password failed (%d)", err);
+}
+
+/* Stores the hash the pool recomputed under the current parameters. */
+static void aa_store_rehash(struct api *a, const char *user, const char *hash)
+{
+	struct store_user u;
+	if (a->st->ops->user_get(a->st, user, &u) < 0)
+		return;
+	memcpy(u.pwhash, hash, sizeof(u.pwhash));
+	if (a->st->ops->user_put(a->st, &u, 0, aa_rehash_stored, NULL) < 0)
+		LOG_WARN("auth: storing a rehashed password failed");
+	sodium_memzero(&u, sizeof(u));
+}
+
+static void aa_login_verified(void *arg, const struct pwh_job *j)
+{
+	struct aa_login *l = arg;
+	struct api *a = l->a;
+	struct auth *au = a->auth;
+	int64_t now = au->now(au->now_arg);
+	if (j->rc != 0 || !l->known) {
+		auth_throttle_fail(&au->by_user, l->user, strlen(l->user), now);
+		auth_throttle_fail(&au->by_addr, l->addr, strlen(l->addr), now);
+		au->stats.logins_failed++;
+		LOG_INFO("login failed for a %s user from %s", l->known ? "known" : "unknown", l->addr);
+		aa_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
+		aa_login_free(l);
+		return;
+	}
+	if (j->rehashed)
+		aa_store_rehash(a, l->user, j->hash);
+	auth_throttle_reset(&au->by_user, l->user, strlen(l->user));
+	int rc = auth_session_create(au, l->user, l->token, l->csrf, &l->expires_at, aa_login_stored, l);
+	if (rc < 0) {
+		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
+		aa_login_free(l);
+	}
+}
+
+/* Copies a string member of at most cap-1 bytes (no NUL inside) into dst. */
+static bool aa_str(json_t *o, const char *key, char *dst, size_t cap, size_t *len)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_string(v))
+		return false;
+	size_t n = json_string_length(v);
+	const char *s = json_string_value(v);
+	if (n >= cap || memchr(s, 0, n))
+		return false;
+	memcpy(dst, s, n);
+	dst[n] = 0;
+	*len = n;
+	return true;
+}
+
+/* jansson keeps its own copy of the password: wipe it before the free. */
+static void aa_wipe_member(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	if (json_is_string(v))
+		sodium_memzero((char *)json_string_value(v), json_string_length(v));
+}
+
+static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_req *q)
+{
+	struct auth *au = a->auth;
+	char pw[PWH_PASSWORD_MAX];
+	size_t pl = 0, ul = 0;
+	struct aa_login *l = NULL;
+	json_t *j = q->body.p ? json_loadb(q->body.p, q->body.n, 0, NULL) : NULL;
+	if (!j) {
+		aa_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
+		return;
+	}
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		aa_error(a, r, 500, "internal", "out of memory", NULL);
+		goto out;
+	}
+	if (!json_is_object(j) || !aa_str(j, "username", l->user, sizeof(l->user), &ul) ||
+	    !aa_str(j, "password", pw, sizeof(pw), &pl) || ul == 0) {
+		aa_error(a, r, 400, "invalid_request", "username and password strings are required", NULL);
+		goto out;
+	}
+	struct aa_slice addr = aa_peer_addr(q);
+	if (addr.n >= sizeof(l->addr))
+		addr.n = sizeof(l->addr) - 1;
+	memcpy(l->addr, addr.p, addr.n);
+	l->r = *r;
+	l->a = a;
+	int64_t now = au->now(au->now_arg);
+	int64_t wu = auth_throttle_wait(&au->by_user, l->user, ul, now);
+	int64_t wa = auth_throttle_wait(&au->by_addr, l->addr, addr.n, now);
+	if (wu > 0 || wa > 0) {
+		char hdr[48];
+		aa_retry_after(hdr, sizeof(hdr), wu > wa ? wu : wa);
+		au->stats.logins_throttled++;
+		aa_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
+		goto out;
+	}
+	struct store_user u;
+	memset(&u, 0, sizeof(u));
+	l->known = auth_user_name_ok(l->user, ul) && a->st->ops->user_get(a->st, l->user, &u) == 0;
+	l->role = u.role;
+	int rc = pwh_submit_verify(&au->pool, l->known ? u.pwhash : au->dummy_hash, pw, pl, l->known,
+				   aa_login_verified, l);
+	sodium_memzero(&u, sizeof(u));
+	if (rc == -EBUSY) {
+		au->stats.logins_busy++;
+		aa_error(a, r, 503, "overloaded", "too many logins in progress", "Retry-After: 1");
+		goto out;
+	}
+	if (rc < 0) {
+		aa_error(a, r, 400, "invalid_request", "password too long", NULL);
+		goto out;
+	}
+	l = NULL; /* owned by the pool callback now */
+out:
+	sodium_memzero(pw, sizeof(pw));
+	aa_wipe_member(j, "password");
+	json_decref(j);
+	if (l)
+		aa_login_free(l);
+}
+
+/* ---- logout --------------------------------------------------------------- */
+
+struct aa_logout {
+	struct api *a;
+	struct chat_reply r;
+};
+
+static void aa_logout_done(void *arg, int err)
+{
+	struct aa_logout *lo = arg;
+	struct api *a = lo->a;
+	/* -ENOENT: revoked meanwhile by another logout; the session is gone
+	 * either way, which is what the client asked for. */
+	if (err && err != -ENOENT)
+		aa_error(a, &lo->r, 500, "internal", "the session could not be revoked", NULL);
+	else
+		aa_send(a, &lo->r, 200, CHAN_RESP_PLAIN, json_pack("{s:b}", "logged_out", 1),
+			"Set-Cookie: " AUTH_COOKIE_NAME "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+	free(lo);
+}
+
+static void aa_logout(struct api *a, const struct chat_reply *r, const struct auth_ident *id)
+{
+	if (id->apikey) {
+		aa_error(a, r, 400, "invalid_request",
+			 "an API key is not a login session; revoke keys with sluicectl", NULL);
+		return;
+	}
+	struct aa_logout *lo = calloc(1, sizeof(*lo));
+	if (!lo) {
+		aa_error(a, r, 500, "internal", "out of memory", NULL);
+		return;
+	}
+	lo->a = a;
+	lo->r = *r;
+	int rc = auth_session_revoke(a->auth, id->hash, aa_logout_done, lo);
+	if (rc < 0)
+		aa_logout_done(lo, rc);
+}
+
+/* ---- entry points ---------------------------------------------------------- */
+
+static void aa_method_not_allowed(struct api *a, const struct chat_reply *r)
+{
+	aa_error(a, r, 405, "method_not_allowed", "method not allowed on this path", "Allow: POST");
+}
+
+bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
+		   struct auth_ident *id)
+{
+	struct aa_req q;
+	memset(id, 0, sizeof(*id));
+	if (!aa_parse(payload, len, &q))
+		return false;
+	if (aa_path_is(&q, "/api/auth/login")) {
+		if (q.method != CHAN_M_POST)
+			aa_method_not_allowed(a, r);
+		else
+			aa_login(a, r, &q);
+		return true;
+	}
+	if ((aa_path_is(&q, "/api/models") || aa_path_is(&q, "/api/agents")) && q.method == CHAN_M_GET)
+		return false;
+	switch (aa_authenticate(a, &q, id)) {
+	case AA_UNAUTH:
+		aa_unauthenticated(a, r);
+		return true;
+	case AA_CSRF:
+		aa_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
+		return true;
+	case AA_OK:
+		break;
+	}
+	if (aa_path_is(&q, "/api/auth/logout")) {
+		if (q.method != CHAN_M_POST)
+			aa_method_not_allowed(a, r);
+		else
+			aa_logout(a, r, id);
+		return true;
+	}
+	return false;
+}
+
+/* Credentials of an upgrade: Authorization, then the protocol entry (what
+ * browsers can send), then the cookie. */
+static int aa_ws_credentials(struct api *a, const struct aa_req *q, struct auth_ident *id)
+{
+	size_t tl;
+	const char *tok;
+	enum auth_via via;
+	if (q->authz.p) {
+		tok = auth_bearer(q->authz.p, q->authz.n, &tl);
+		via = AUTH_VIA_BEARER;
+	} else if ((tok = q->proto.p ? auth_ws_proto_token(q->proto.p, q->proto.n, &tl) : NULL)) {
+		via = AUTH_VIA_WS_PROTOCOL;
+	} else {
+		tok = q->cookie.p ? auth_cookie(q->cookie.p, q->cookie.n, &tl) : NULL;
+		via = AUTH_VIA_COOKIE;
+	}
+	if (!tok || auth_lookup(a->auth, tok, tl, id) < 0)
+		return -1;
+	id->via = via;
+	return 0;
+}
+
+void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len)
+{
+	struct aa_req q;
+	struct auth_ident id;
+	if (!aa_parse(payload, len, &q)) {
+		aa_error(a, r, 400, "bad_request", "malformed upgrade record", NULL);
+		return;
+	}
+	if (q.origin.p && !auth_origin_allowed(a->auth, q.origin.p, q.origin.n)) {
+		aa_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
+		return;
+	}
+	if (aa_ws_credentials(a, &q, &id) < 0) {
+		aa_unauthenticated(a, r);
+		return;
+	}
+	if (auth_conn_add(a->auth, r->conn, &id) < 0) {
+		sodium_memzero(&id, sizeof(id));
+		aa_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
+		return;
+	}
+	sodium_memzero(&id, sizeof(id));
+	bool v1 = q.proto.p && auth_ws_proto_offers(q.proto.p, q.proto.n, "sluice.v1");
+	aa_send(a, r, 101, CHAN_RESP_WS_ACCEPT, NULL, v1 ? "Sec-WebSocket-Protocol: sluice.v1" : NULL);
+}
+
+bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
+		     struct auth_ident *id)
+{
+	const struct auth_ident *known = auth_conn_find(a->auth, r->conn);
+	if (known) {
+		if (auth_recheck(a->auth, known) == 0) {
+			*id = *known;
+			return true;
+		}
+	} else {
+		struct aa_req q;
+		if (aa_parse(payload, len, &q) && aa_ws_credentials(a, &q, id) == 0 &&
+		    auth_conn_add(a->auth, r->conn, id) == 0)
+			return true;
+	}
+	memset(id, 0, sizeof(*id));
+	auth_kick(a->auth, r->conn);
+	auth_conn_del(a->auth, r->conn);
+	return false;
+}
+
+void api_auth_conn_closed(struct api *a, struct chan_conn conn)
+{
+	auth_conn_del(a->auth, conn);
+}
