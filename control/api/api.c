@@ -1,6 +1,9 @@
 #include "api/api.h"
+#include "api/api_auth.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "admin/admin.h"
 #include "sluice/log.h"
 
 /* The parts of a REQUEST record the handlers use; pointers into the record. */
@@ -19,6 +23,12 @@ struct api_req {
 	size_t body_len;
 	const char *last_event_id;
 	size_t lei_len;
+	const char *query; /* after '?', undecoded; NULL when absent */
+	size_t query_len;
+	/* The authenticated caller ("" until auth says otherwise); every
+	 * conversation handler acts for this user only. */
+	const char *user;
+	uint8_t role; /* enum store_user_role */
 };
 
 static bool api_send(struct api *a, const struct chat_reply *r, const struct co_resp *resp)
@@ -98,9 +108,59 @@ static const char *api_status_name(enum store_msg_status st)
 
 static json_t *api_session_json(const struct store_session *ss)
 {
-	return json_pack("{s:s,s:s,s:s,s:s,s:I}", "id", ss->id, "agent_id", ss->agent_id,
+	return json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:b}", "id", ss->id, "agent_id", ss->agent_id,
 			 "model_id", ss->model_id, "title", ss->title, "created_at",
-			 (json_int_t)ss->created_at);
+			 (json_int_t)ss->created_at, "updated_at", (json_int_t)ss->updated_at,
+			 "archived", ss->archived != 0);
+}
+
+static bool api_msg_ended(const struct store_message *m)
+{
+	return m->status >= STORE_MSG_COMPLETE;
+}
+
+/* A message as GET /api/chat/sessions/{id} and the JSON export show it;
+ * usage is null until an assistant message ended. */
+static json_t *api_message_json(const struct store_message *m)
+{
+	json_t *usage = json_null();
+	if (m->role == STORE_ROLE_ASSISTANT && api_msg_ended(m))
+		usage = json_pack("{s:i,s:i,s:i,s:f}", "prompt_tokens", (int)m->usage.prompt_tokens,
+				  "completion_tokens", (int)m->usage.completion_tokens,
+				  "total_tokens",
+				  (int)(m->usage.prompt_tokens + m->usage.completion_tokens),
+				  "cost_usd", m->usage.cost_usd);
+	return json_pack("{s:s,s:s,s:s%,s:s,s:o?,s:I}", "id", m->id,
+			 "role", m->role == STORE_ROLE_USER ? "user" : "assistant",
+			 "content", m->content ? m->content : "", m->content_len,
+			 "status", api_status_name(m->status), "usage", usage,
+			 "created_at", (json_int_t)m->created_at);
+}
+
+/* The session with its messages; NULL on allocation or store failure. */
+static json_t *api_session_full_json(struct api *a, struct chat_session *s, const struct store_session *ss)
+{
+	json_t *o = api_session_json(ss);
+	json_t *msgs = json_array();
+	if (!o || !msgs)
+		goto fail;
+	uint32_t n = store_message_count(a->st, ss->id);
+	for (uint32_t i = 0; i < n; i++) {
+		struct store_message m;
+		if (chat_message_get(&a->chat, s, i, &m) < 0)
+			goto fail;
+		if (json_array_append_new(msgs, api_message_json(&m)) < 0)
+			goto fail;
+	}
+	if (json_object_set_new(o, "messages", msgs) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+fail:
+	json_decref(o);
+	json_decref(msgs);
+	return NULL;
 }
 
 /* ---- chat hooks: store writes completed -------------------------------- */
@@ -197,6 +257,41 @@ bad:
 	return false;
 }
 
+/* The session id names, when the caller owns it; else answers 404 exactly as
+ * for a missing session (another user's conversation is not disclosed). */
+static struct chat_session *api_owned(struct api *a, const struct chat_reply *r,
+				      const struct api_req *q, const char *id, size_t len)
+{
+	struct chat_session *s = chat_session_get(&a->chat, id, len);
+	if (!s || strcmp(s->user, q->user) != 0) {
+		api_not_found(a, r, "no such session");
+		return NULL;
+	}
+	return s;
+}
+
+/* The agent a new session runs: agent_id when given (it must be configured);
+ * without one, the issue-2 form {model_id} keeps working with the first
+ * configured agent. */
+static const struct conf_agent *api_pick_agent(struct api *a, const struct chat_reply *r, json_t *j)
+{
+	json_t *agent = json_object_get(j, "agent_id");
+	json_t *model = json_object_get(j, "model_id");
+	if (!agent && !json_is_string(model)) {
+		api_error(a, r, 400, "invalid_request", "agent_id must be a string", NULL);
+		return NULL;
+	}
+	if (agent && !json_is_string(agent)) {
+		api_error(a, r, 400, "invalid_request", "agent_id must be a string", NULL);
+		return NULL;
+	}
+	const struct conf_agent *ag = agent ? conf_agent_find(a->conf, json_string_value(agent))
+					    : (a->conf->nagents ? &a->conf->agents[0] : NULL);
+	if (!ag)
+		api_error(a, r, 400, "unknown_agent", "no such agent", NULL);
+	return ag;
+}
+
 static void api_sessions_create(struct api *a, const struct chat_reply *r, const struct api_req *q)
 {
 	json_t *j = api_parse_body(a, r, q->body, q->body_len);
@@ -204,13 +299,11 @@ static void api_sessions_create(struct api *a, const struct chat_reply *r, const
 		return;
 	struct store_session ss;
 	memset(&ss, 0, sizeof(ss));
-	json_t *model = json_object_get(j, "model_id");
-	if (!json_is_string(model)) {
-		api_error(a, r, 400, "invalid_request", "model_id must be a string", NULL);
+	const struct conf_agent *ag = api_pick_agent(a, r, j);
+	if (!ag)
 		goto out;
-	}
-	if (!api_opt_str(a, r, j, "model_id", ss.model_id, sizeof(ss.model_id), "") ||
-	    !api_opt_str(a, r, j, "agent_id", ss.agent_id, sizeof(ss.agent_id), "assistant") ||
+	if (!api_opt_str(a, r, j, "model_id", ss.model_id, sizeof(ss.model_id), ag->model) ||
+	    !api_opt_str(a, r, j, "agent_id", ss.agent_id, sizeof(ss.agent_id), ag->name) ||
 	    !api_opt_str(a, r, j, "title", ss.title, sizeof(ss.title), ""))
 		goto out;
 	const struct conf_backend *be = conf_backend_for_model(a->conf, ss.model_id);
@@ -218,49 +311,382 @@ static void api_sessions_create(struct api *a, const struct chat_reply *r, const
 		api_error(a, r, 400, "unknown_model", "no backend serves this model", NULL);
 		goto out;
 	}
+	if (strlen(q->user) >= sizeof(ss.user)) {
+		api_error(a, r, 500, "internal", "user name too long", NULL);
+		goto out;
+	}
+	strcpy(ss.user, q->user);
 	chat_new_id("s_", ss.id);
 	ss.created_at = (int64_t)time(NULL);
+	ss.updated_at = ss.created_at;
 	if (chat_session_create(&a->chat, be, &ss, r) < 0)
 		api_error(a, r, 500, "internal", "the session could not be stored", NULL);
 out:
 	json_decref(j);
 }
 
-static void api_session_get(struct api *a, const struct chat_reply *r, const char *id, size_t len)
+static void api_session_get(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			    const char *id, size_t len)
 {
-	struct chat_session *s = chat_session_get(&a->chat, id, len);
+	struct chat_session *s = api_owned(a, r, q, id, len);
 	struct store_session ss;
-	if (!s || store_session_get(a->st, s->node.id, &ss) < 0) {
+	if (!s)
+		return;
+	if (store_session_get(a->st, s->node.id, &ss) < 0) {
 		api_not_found(a, r, "no such session");
 		return;
 	}
-	json_t *o = api_session_json(&ss);
-	json_t *msgs = json_array();
-	if (!o || !msgs)
-		goto fail;
-	uint32_t n = store_message_count(a->st, ss.id);
-	for (uint32_t i = 0; i < n; i++) {
-		struct store_message m;
-		if (store_message_get(a->st, ss.id, i, &m) < 0)
-			goto fail;
-		json_t *mo = json_pack("{s:s,s:s,s:s%,s:s}", "id", m.id,
-				       "role", m.role == STORE_ROLE_USER ? "user" : "assistant",
-				       "content", m.content ? m.content : "", m.content_len,
-				       "status", api_status_name(m.status));
-		if (!mo || json_array_append_new(msgs, mo) < 0)
-			goto fail;
+	json_t *o = api_session_full_json(a, s, &ss);
+	if (!o) {
+		api_error(a, r, 500, "internal", "the session could not be read", NULL);
+		return;
 	}
-	json_object_set_new(o, "messages", msgs);
+	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
+}
+
+/*
+ * Finds `key` in an application/x-www-form-urlencoded query and decodes its
+ * value (%XX, '+') into out, NUL-terminated. Returns the decoded length, -1
+ * when the key is absent, -2 when the value is malformed, holds a NUL or does
+ * not fit.
+ */
+static int api_query(const struct api_req *q, const char *key, char *out, size_t cap)
+{
+	size_t kl = strlen(key);
+	const char *p = q->query, *end = q->query ? q->query + q->query_len : NULL;
+	while (p && p < end) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *pe = amp ? amp : end;
+		if ((size_t)(pe - p) > kl && memcmp(p, key, kl) == 0 && p[kl] == '=') {
+			size_t n = 0;
+			for (const char *v = p + kl + 1; v < pe; v++) {
+				int ch = (unsigned char)*v;
+				if (ch == '+') {
+					ch = ' ';
+				} else if (ch == '%') {
+					unsigned hv = 0;
+					if (pe - v < 3 || sscanf(v + 1, "%2x", &hv) != 1 ||
+					    !isxdigit((unsigned char)v[1]) || !isxdigit((unsigned char)v[2]))
+						return -2;
+					ch = (int)hv;
+					v += 2;
+				}
+				if (ch == 0 || n + 1 >= cap)
+					return -2;
+				out[n++] = (char)ch;
+			}
+			out[n] = 0;
+			return (int)n;
+		}
+		p = amp ? amp + 1 : end;
+	}
+	return -1;
+}
+
+/* Parses a decimal number in [lo, hi] (a fraction allowed); false otherwise. */
+static bool api_parse_num(const char *txt, double lo, double hi, double *out)
+{
+	char *e;
+	errno = 0;
+	double v = strtod(txt, &e);
+	if (errno || e == txt || *e || !isfinite(v) || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+struct api_list_ctx {
+	json_t *arr;
+	bool failed;
+};
+
+static void api_list_each(void *arg, const struct store_session *ss)
+{
+	struct api_list_ctx *x = arg;
+	if (json_array_append_new(x->arr, api_session_json(ss)) < 0)
+		x->failed = true;
+}
+
+#define API_CURSOR_MAX 256
+
+static void api_sessions_list(struct api *a, const struct chat_reply *r, const struct api_req *q)
+{
+	char lim[16], cursor[API_CURSOR_MAX], qtxt[STORE_TITLE_MAX], arch[8];
+	char next[API_CURSOR_MAX];
+	struct store_list_query lq = { .user = q->user, .cursor = "", .limit = 20, .archived = 0 };
+	int n = api_query(q, "limit", lim, sizeof(lim));
+	if (n == -2 || (n >= 0 && (n > 3 || strspn(lim, "0123456789") != (size_t)n ||
+				   (lq.limit = (uint32_t)atoi(lim)) < 1 || lq.limit > 100))) {
+		api_error(a, r, 400, "invalid_request", "limit must be an integer from 1 to 100", NULL);
+		return;
+	}
+	n = api_query(q, "cursor", cursor, sizeof(cursor));
+	if (n == -2) {
+		api_error(a, r, 400, "invalid_request", "bad cursor", NULL);
+		return;
+	}
+	if (n >= 0)
+		lq.cursor = cursor;
+	n = api_query(q, "q", qtxt, sizeof(qtxt));
+	if (n == -2) {
+		api_error(a, r, 400, "invalid_request", "q is malformed or too long", NULL);
+		return;
+	}
+	if (n > 0)
+		lq.q = qtxt;
+	n = api_query(q, "archived", arch, sizeof(arch));
+	if (n >= 0 && strcmp(arch, "true") == 0) {
+		lq.archived = 1;
+	} else if (n >= 0 && strcmp(arch, "any") == 0) {
+		lq.archived = -1;
+	} else if (n != -1 && !(n >= 0 && strcmp(arch, "false") == 0)) {
+		api_error(a, r, 400, "invalid_request", "archived must be true, false or any", NULL);
+		return;
+	}
+	struct api_list_ctx x = { .arr = json_array() };
+	if (!x.arr)
+		goto fail;
+	next[0] = 0;
+	int rc = a->st->ops->session_list(a->st, &lq, api_list_each, &x, next, sizeof(next));
+	if (rc == -EINVAL) {
+		json_decref(x.arr);
+		api_error(a, r, 400, "invalid_request", "bad cursor", NULL);
+		return;
+	}
+	if (rc < 0 || x.failed)
+		goto fail;
+	json_t *o = json_pack("{s:o,s:o}", "sessions", x.arr,
+			      "next_cursor", next[0] ? json_string(next) : json_null());
 	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
 	return;
 fail:
-	json_decref(o);
-	json_decref(msgs);
-	api_error(a, r, 500, "internal", "the session could not be read", NULL);
+	json_decref(x.arr);
+	api_error(a, r, 500, "internal", "the sessions could not be listed", NULL);
+}
+
+/* A store write whose completion answers the client. */
+struct api_wctx {
+	struct api *a;
+	struct chat_reply r;
+	struct store_session ss;
+};
+
+static void api_patched(void *arg, int err)
+{
+	struct api_wctx *x = arg;
+	if (err) {
+		api_error(x->a, &x->r, 500, "internal", "the session could not be stored", NULL);
+	} else {
+		chat_event(&x->a->chat, x->ss.id, "patched", NULL);
+		api_send_json(x->a, &x->r, 200, CHAN_RESP_PLAIN, NULL, api_session_json(&x->ss), NULL);
+	}
+	free(x);
+}
+
+static void api_session_patch(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			      const char *id, size_t len)
+{
+	struct chat_session *s = api_owned(a, r, q, id, len);
+	if (!s)
+		return;
+	json_t *j = api_parse_body(a, r, q->body, q->body_len);
+	if (!j)
+		return;
+	struct api_wctx *x = calloc(1, sizeof(*x));
+	if (!x) {
+		api_error(a, r, 500, "internal", "out of memory", NULL);
+		goto out;
+	}
+	x->a = a;
+	x->r = *r;
+	if (store_session_get(a->st, s->node.id, &x->ss) < 0) {
+		api_not_found(a, r, "no such session");
+		goto fail;
+	}
+	json_t *arch = json_object_get(j, "archived");
+	if (arch && !json_is_boolean(arch)) {
+		api_error(a, r, 400, "invalid_request", "archived must be a boolean", NULL);
+		goto fail;
+	}
+	char title[STORE_TITLE_MAX];
+	if (!api_opt_str(a, r, j, "title", title, sizeof(title), x->ss.title))
+		goto fail;
+	memcpy(x->ss.title, title, sizeof(title));
+	if (arch)
+		x->ss.archived = json_is_true(arch);
+	x->ss.updated_at = (int64_t)time(NULL);
+	if (a->st->ops->session_update(a->st, &x->ss, api_patched, x) < 0) {
+		api_error(a, r, 500, "internal", "the session could not be stored", NULL);
+		goto fail;
+	}
+	goto out;
+fail:
+	free(x);
+out:
+	json_decref(j);
+}
+
+static void api_deleted(void *arg, int err)
+{
+	struct api_wctx *x = arg;
+	if (err) {
+		api_error(x->a, &x->r, 500, "internal", "the session could not be deleted", NULL);
+	} else {
+		struct co_resp resp = { .status = 204, .action = CHAN_RESP_PLAIN };
+		api_send(x->a, &x->r, &resp);
+	}
+	free(x);
+}
+
+static void api_session_delete(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			       const char *id, size_t len)
+{
+	struct chat_session *s = api_owned(a, r, q, id, len);
+	if (!s)
+		return;
+	struct api_wctx *x = calloc(1, sizeof(*x));
+	if (!x) {
+		api_error(a, r, 500, "internal", "out of memory", NULL);
+		return;
+	}
+	x->a = a;
+	x->r = *r;
+	memcpy(x->ss.id, s->node.id, CHAN_ID_LEN);
+	if (chat_session_drop(&a->chat, s) < 0) {
+		free(x);
+		api_error(a, r, 409, "busy", "a message of this session waits for its commit", NULL);
+		return;
+	}
+	chat_event(&a->chat, x->ss.id, "deleted", NULL);
+	if (a->st->ops->session_delete(a->st, x->ss.id, api_deleted, x) < 0) {
+		free(x);
+		api_error(a, r, 500, "internal", "the session could not be deleted", NULL);
+	}
+}
+
+/* Appends text to a growing buffer; false when out of memory. */
+struct api_buf {
+	char *p;
+	size_t len, cap;
+};
+
+static bool api_buf_put(struct api_buf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (!p)
+			return false;
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = 0;
+	return true;
+}
+
+static bool api_buf_str(struct api_buf *b, const char *s)
+{
+	return api_buf_put(b, s, strlen(s));
+}
+
+static bool api_buf_time(struct api_buf *b, int64_t t)
+{
+	char txt[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!gmtime_r(&tt, &tm) || strftime(txt, sizeof(txt), "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		return api_buf_str(b, "?");
+	return api_buf_str(b, txt);
+}
+
+/* The transcript as Markdown: a header with the session's facts, then one
+ * section per message. Content is copied verbatim (it is the user's text). */
+static bool api_markdown(struct api *a, struct chat_session *s, const struct store_session *ss,
+			 struct api_buf *b)
+{
+	bool ok = api_buf_str(b, "# ") && api_buf_str(b, ss->title[0] ? ss->title : "Untitled conversation") &&
+		  api_buf_str(b, "\n\n- Session: `") && api_buf_str(b, ss->id) &&
+		  api_buf_str(b, "`\n- Agent: ") && api_buf_str(b, ss->agent_id) &&
+		  api_buf_str(b, "\n- Model: ") && api_buf_str(b, ss->model_id) &&
+		  api_buf_str(b, "\n- Created: ") && api_buf_time(b, ss->created_at) &&
+		  api_buf_str(b, ss->archived ? "\n- Archived: yes\n" : "\n");
+	uint32_t n = store_message_count(a->st, ss->id);
+	for (uint32_t i = 0; ok && i < n; i++) {
+		struct store_message m;
+		if (chat_message_get(&a->chat, s, i, &m) < 0)
+			return false;
+		ok = api_buf_str(b, m.role == STORE_ROLE_USER ? "\n## User\n\n" : "\n## Assistant\n\n") &&
+		     api_buf_put(b, m.content ? m.content : "", m.content_len) && api_buf_str(b, "\n");
+		if (ok && m.role == STORE_ROLE_ASSISTANT && m.status != STORE_MSG_COMPLETE)
+			ok = api_buf_str(b, "\n_(") && api_buf_str(b, api_status_name(m.status)) &&
+			     api_buf_str(b, ")_\n");
+	}
+	return ok;
+}
+
+static void api_export(struct api *a, const struct chat_reply *r, const struct api_req *q,
+		       const char *id, size_t len)
+{
+	char fmt[16];
+	int n = api_query(q, "format", fmt, sizeof(fmt));
+	bool md = n >= 0 && strcmp(fmt, "markdown") == 0;
+	if (n != -1 && !md && !(n >= 0 && strcmp(fmt, "json") == 0)) {
+		api_error(a, r, 400, "invalid_request", "format must be json or markdown", NULL);
+		return;
+	}
+	struct chat_session *s = api_owned(a, r, q, id, len);
+	struct store_session ss;
+	if (!s)
+		return;
+	if (store_session_get(a->st, s->node.id, &ss) < 0) {
+		api_not_found(a, r, "no such session");
+		return;
+	}
+	if (!md) {
+		json_t *o = api_session_full_json(a, s, &ss);
+		if (!o) {
+			api_error(a, r, 500, "internal", "the session could not be read", NULL);
+			return;
+		}
+		api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
+		return;
+	}
+	struct api_buf b = { 0 };
+	if (!api_markdown(a, s, &ss, &b)) {
+		free(b.p);
+		api_error(a, r, 500, "internal", "the transcript could not be built", NULL);
+		return;
+	}
+	struct co_resp resp = { .status = 200, .action = CHAN_RESP_PLAIN, .body = b.p,
+				.body_len = b.len, .content_type = "text/markdown; charset=utf-8" };
+	api_send(a, r, &resp);
+	free(b.p);
+}
+
+static void api_agents(struct api *a, const struct chat_reply *r)
+{
+	json_t *arr = json_array();
+	if (!arr)
+		return;
+	for (uint32_t i = 0; i < a->conf->nagents; i++) {
+		const struct conf_agent *ag = &a->conf->agents[i];
+		if (json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "id", ag->name, "description",
+							 ag->description, "model", ag->model)) < 0) {
+			json_decref(arr);
+			api_error(a, r, 500, "internal", "out of memory", NULL);
+			return;
+		}
+	}
+	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:o}", "agents", arr), NULL);
 }
 
 /* The message logic shared by POST /api/chat/message and WS send. */
-static void api_post_message(struct api *a, const struct chat_reply *r, json_t *j)
+static void api_post_message(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			     json_t *j)
 {
 	json_t *sid = json_object_get(j, "session_id");
 	json_t *content = json_object_get(j, "content");
@@ -268,11 +694,9 @@ static void api_post_message(struct api *a, const struct chat_reply *r, json_t *
 		api_error(a, r, 400, "invalid_request", "session_id and a non-empty content are required", NULL);
 		return;
 	}
-	struct chat_session *s = chat_session_get(&a->chat, json_string_value(sid), json_string_length(sid));
-	if (!s) {
-		api_not_found(a, r, "no such session");
+	struct chat_session *s = api_owned(a, r, q, json_string_value(sid), json_string_length(sid));
+	if (!s)
 		return;
-	}
 	int rc = chat_message_post(&a->chat, s, json_string_value(content), json_string_length(content), r);
 	if (rc == -EBUSY)
 		api_error(a, r, 409, "busy", "an answer is already running in this session", NULL);
@@ -285,17 +709,16 @@ static void api_message_http(struct api *a, const struct chat_reply *r, const st
 	json_t *j = api_parse_body(a, r, q->body, q->body_len);
 	if (!j)
 		return;
-	api_post_message(a, r, j);
+	api_post_message(a, r, q, j);
 	json_decref(j);
 }
 
-static void api_cancel(struct api *a, const struct chat_reply *r, const char *id, size_t len)
+static void api_cancel(struct api *a, const struct chat_reply *r, const struct api_req *q,
+		       const char *id, size_t len)
 {
-	struct chat_session *s = chat_session_get(&a->chat, id, len);
-	if (!s) {
-		api_not_found(a, r, "no such session");
+	struct chat_session *s = api_owned(a, r, q, id, len);
+	if (!s)
 		return;
-	}
 	char mid[CHAN_ID_LEN];
 	if (chat_cancel(&a->chat, s, mid) < 0) {
 		api_error(a, r, 409, "not_streaming", "no answer is running in this session", NULL);
@@ -348,21 +771,19 @@ static enum chat_resume api_parse_resume(const char *v, size_t len, char mid[CHA
 
 /* SSE (HTTP) or WebSocket subscription: the subscribe response, then the
  * backlog, then live records; all on the conn's worker ring, so in order. */
-static void api_subscribe(struct api *a, const struct chat_reply *r, const char *id, size_t len,
-			  const char *resume, size_t resume_len)
+static void api_subscribe(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			  const char *id, size_t len, const char *resume, size_t resume_len)
 {
-	struct chat_session *s = chat_session_get(&a->chat, id, len);
-	if (!s) {
-		api_not_found(a, r, "no such session");
+	struct chat_session *s = api_owned(a, r, q, id, len);
+	if (!s)
 		return;
-	}
 	char mid[CHAN_ID_LEN] = { 0 };
 	uint32_t seq = 0;
 	enum chat_resume kind = api_parse_resume(resume, resume_len, mid, &seq);
 	if (kind != CHAT_RESUME_NONE) {
 		struct store_message m;
 		int64_t idx = store_message_find(a->st, s->node.id, mid);
-		if (idx < 0 || store_message_get(a->st, s->node.id, (uint32_t)idx, &m) < 0)
+		if (idx < 0 || chat_message_get(&a->chat, s, (uint32_t)idx, &m) < 0)
 			kind = CHAT_RESUME_NONE;
 		else if (kind != CHAT_RESUME_SEQ)
 			seq = m.ntokens;
@@ -393,6 +814,90 @@ static void api_subscribe(struct api *a, const struct chat_reply *r, const char 
 	}
 	if (ok && !chat_subscribe(&a->chat, s, r->conn, kind, mid, seq))
 		LOG_WARN("backlog for a subscriber on worker %u incomplete: channel full", r->conn.worker);
+}
+
+/* The message a replay plays: message_id when given, else the last ended
+ * assistant message. Answers the client and returns false when there is none. */
+static bool api_replay_pick(struct api *a, const struct chat_reply *r, struct chat_session *s,
+			    const char *mid, struct store_message *m)
+{
+	const char *sid = s->node.id;
+	if (mid) {
+		int64_t idx = store_message_find(a->st, sid, mid);
+		if (idx < 0 || chat_message_get(&a->chat, s, (uint32_t)idx, m) < 0 ||
+		    m->role != STORE_ROLE_ASSISTANT) {
+			api_not_found(a, r, "no such assistant message");
+			return false;
+		}
+		if (!api_msg_ended(m)) {
+			api_error(a, r, 409, "not_ended", "the answer is still running", NULL);
+			return false;
+		}
+		return true;
+	}
+	for (uint32_t i = store_message_count(a->st, sid); i-- > 0;) {
+		if (chat_message_get(&a->chat, s, i, m) < 0)
+			break;
+		if (m->role == STORE_ROLE_ASSISTANT && api_msg_ended(m))
+			return true;
+	}
+	api_not_found(a, r, "no recorded answer to replay");
+	return false;
+}
+
+/* Replay over SSE or WebSocket: the response subscribes the conn to the
+ * session (so its filter starts afresh), then the replay runs on the timer
+ * heap as unicast records to that conn. */
+static void api_replay(struct api *a, const struct chat_reply *r, const struct api_req *q,
+		       const char *id, size_t len, const char *mid, double speed)
+{
+	struct chat_session *s = api_owned(a, r, q, id, len);
+	struct store_message m;
+	if (!s || !api_replay_pick(a, r, s, mid, &m))
+		return;
+	bool ok;
+	if (r->kind == CHAN_REQ_WS) {
+		json_t *o = api_ws_obj("response");
+		if (o) {
+			json_object_set_new(o, "request", json_string("replay"));
+			json_object_set_new(o, "session_id", json_string(s->node.id));
+			json_object_set_new(o, "message_id", json_string(m.id));
+			json_object_set_new(o, "speed", json_real(speed));
+		}
+		api_ws_finish(r, o);
+		char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+		if (!txt)
+			return;
+		struct co_resp resp = { .status = 200, .action = CHAN_RESP_WS_SUBSCRIBE,
+					.session_id = s->node.id, .body = txt, .body_len = strlen(txt) };
+		ok = api_send(a, r, &resp);
+		free(txt);
+	} else {
+		struct co_resp resp = { .status = 200, .action = CHAN_RESP_SSE_SUBSCRIBE,
+					.session_id = s->node.id };
+		ok = api_send(a, r, &resp);
+	}
+	if (ok && chat_replay_start(&a->chat, s, r->conn, &m, speed) < 0)
+		LOG_WARN("replay of %s to worker %u not started", m.id, r->conn.worker);
+}
+
+static void api_replay_http(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			    const char *id, size_t len)
+{
+	char sp[32], mid[CHAN_ID_LEN];
+	double speed = 1;
+	int n = api_query(q, "speed", sp, sizeof(sp));
+	if (n == -2 || (n >= 0 && !api_parse_num(sp, 0.1, 100, &speed))) {
+		api_error(a, r, 400, "invalid_request", "speed must be a number from 0.1 to 100", NULL);
+		return;
+	}
+	n = api_query(q, "message_id", mid, sizeof(mid));
+	if (n == -2) {
+		api_error(a, r, 400, "invalid_request", "bad message_id", NULL);
+		return;
+	}
+	api_replay(a, r, q, id, len, n >= 0 ? mid : NULL, speed);
 }
 
 static void api_models(struct api *a, const struct chat_reply *r)
@@ -455,9 +960,16 @@ static void api_http(struct api *a, const struct chat_reply *r, const struct api
 			return api_method_not_allowed(a, r, "GET");
 		return api_models(a, r);
 	}
+	if (api_path_is(q, "/api/agents")) {
+		if (m != CHAN_M_GET)
+			return api_method_not_allowed(a, r, "GET");
+		return api_agents(a, r);
+	}
 	if (api_path_is(q, "/api/chat/sessions")) {
+		if (m == CHAN_M_GET)
+			return api_sessions_list(a, r, q);
 		if (m != CHAN_M_POST)
-			return api_method_not_allowed(a, r, "POST");
+			return api_method_not_allowed(a, r, "GET, POST");
 		return api_sessions_create(a, r, q);
 	}
 	if (api_path_is(q, "/api/chat/message")) {
@@ -468,17 +980,31 @@ static void api_http(struct api *a, const struct chat_reply *r, const struct api
 	if (api_path_id(q, "/api/chat/sessions/", "/cancel", &id, &idlen)) {
 		if (m != CHAN_M_POST)
 			return api_method_not_allowed(a, r, "POST");
-		return api_cancel(a, r, id, idlen);
+		return api_cancel(a, r, q, id, idlen);
 	}
-	if (api_path_id(q, "/api/chat/sessions/", "", &id, &idlen)) {
+	if (api_path_id(q, "/api/chat/sessions/", "/export", &id, &idlen)) {
 		if (m != CHAN_M_GET)
 			return api_method_not_allowed(a, r, "GET");
-		return api_session_get(a, r, id, idlen);
+		return api_export(a, r, q, id, idlen);
+	}
+	if (api_path_id(q, "/api/chat/sessions/", "", &id, &idlen)) {
+		if (m == CHAN_M_GET)
+			return api_session_get(a, r, q, id, idlen);
+		if (m == CHAN_M_PATCH)
+			return api_session_patch(a, r, q, id, idlen);
+		if (m == CHAN_M_DELETE)
+			return api_session_delete(a, r, q, id, idlen);
+		return api_method_not_allowed(a, r, "GET, PATCH, DELETE");
 	}
 	if (api_path_id(q, "/api/chat/stream/", "", &id, &idlen)) {
 		if (m != CHAN_M_GET)
 			return api_method_not_allowed(a, r, "GET");
-		return api_subscribe(a, r, id, idlen, q->last_event_id, q->lei_len);
+		return api_subscribe(a, r, q, id, idlen, q->last_event_id, q->lei_len);
+	}
+	if (api_path_id(q, "/api/replay/session/", "", &id, &idlen)) {
+		if (m != CHAN_M_GET)
+			return api_method_not_allowed(a, r, "GET");
+		return api_replay_http(a, r, q, id, idlen);
 	}
 	api_not_found(a, r, "no such resource");
 }
@@ -502,6 +1028,64 @@ static bool api_ws_echo(struct chat_reply *r, json_t *j)
 	return ok;
 }
 
+static void api_ws_replay(struct api *a, const struct chat_reply *r, const struct api_req *q,
+			  json_t *j, json_t *sid)
+{
+	json_t *mid = json_object_get(j, "message_id");
+	json_t *sp = json_object_get(j, "speed");
+	double speed = sp ? json_number_value(sp) : 1;
+	if ((mid && !json_is_string(mid)) || (sp && !json_is_number(sp)) || !(speed >= 0.1 && speed <= 100)) {
+		api_error(a, r, 400, "invalid_request",
+			  "message_id must be a string and speed a number from 0.1 to 100", NULL);
+		return;
+	}
+	char m[CHAN_ID_LEN] = { 0 };
+	if (mid && !chan_id_set(m, json_string_value(mid), json_string_length(mid))) {
+		api_not_found(a, r, "no such assistant message");
+		return;
+	}
+	api_replay(a, r, q, json_string_value(sid), json_string_length(sid), mid ? m : NULL, speed);
+}
+
+static void api_ws_pause(struct api *a, const struct chat_reply *r, bool pause)
+{
+	if (chat_replay_pause(&a->chat, r->conn, pause) < 0) {
+		api_error(a, r, 409, "no_replay", "no replay is running on this connection", NULL);
+		return;
+	}
+	json_t *o = api_ws_obj("response");
+	if (o) {
+		json_object_set_new(o, "request", json_string(pause ? "pause" : "resume"));
+		json_object_set_new(o, "paused", json_boolean(pause));
+	}
+	api_ws_finish(r, o);
+	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
+}
+
+/* {"type":"state","subscriptions":[sid…],"replay":{…}|null} for this conn. */
+static void api_ws_state(struct api *a, const struct chat_reply *r)
+{
+	struct chat_conn *cc = chat_conn_get(&a->chat, r->conn, false);
+	json_t *o = api_ws_obj("state");
+	json_t *subs = json_array();
+	json_t *rp = json_null();
+	if (cc && cc->sub_sid[0])
+		json_array_append_new(subs, json_string(cc->sub_sid));
+	if (cc && cc->rp.active)
+		rp = json_pack("{s:s,s:s,s:f,s:b,s:i,s:i}", "session_id", cc->rp.sid, "message_id",
+			       cc->rp.mid, "speed", cc->rp.speed, "paused", cc->rp.paused_ns != 0,
+			       "sent", (int)(cc->rp.next - 1), "total", (int)cc->rp.ntokens);
+	if (o) {
+		json_object_set_new(o, "subscriptions", subs ? subs : json_null());
+		json_object_set_new(o, "replay", rp ? rp : json_null());
+	} else {
+		json_decref(subs);
+		json_decref(rp);
+	}
+	api_ws_finish(r, o);
+	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
+}
+
 static void api_ws(struct api *a, struct chat_reply *r, const struct api_req *q)
 {
 	json_t *j = q->body ? json_loadb(q->body, q->body_len, 0, NULL) : NULL;
@@ -523,19 +1107,26 @@ static void api_ws(struct api *a, struct chat_reply *r, const struct api_req *q)
 		api_ws_finish(r, o);
 		api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
 	} else if (strcmp(type, "send") == 0) {
-		api_post_message(a, r, j);
-	} else if (strcmp(type, "subscribe") != 0 && strcmp(type, "cancel") != 0) {
+		api_post_message(a, r, q, j);
+	} else if (strcmp(type, "pause") == 0 || strcmp(type, "resume") == 0) {
+		api_ws_pause(a, r, strcmp(type, "pause") == 0);
+	} else if (strcmp(type, "get_state") == 0) {
+		api_ws_state(a, r);
+	} else if (strcmp(type, "subscribe") != 0 && strcmp(type, "cancel") != 0 &&
+		   strcmp(type, "replay") != 0) {
 		api_error(a, r, 400, "unknown_type", "unknown message type", NULL);
 	} else if (!json_is_string(sid)) {
 		api_error(a, r, 400, "invalid_request", "session_id must be a string", NULL);
 	} else if (strcmp(type, "cancel") == 0) {
-		api_cancel(a, r, json_string_value(sid), json_string_length(sid));
+		api_cancel(a, r, q, json_string_value(sid), json_string_length(sid));
+	} else if (strcmp(type, "replay") == 0) {
+		api_ws_replay(a, r, q, j, sid);
 	} else {
 		json_t *rf = json_object_get(j, "resume_from");
 		if (rf && !json_is_string(rf))
 			api_error(a, r, 400, "invalid_request", "resume_from must be a string", NULL);
 		else
-			api_subscribe(a, r, json_string_value(sid), json_string_length(sid),
+			api_subscribe(a, r, q, json_string_value(sid), json_string_length(sid),
 				      rf ? json_string_value(rf) : NULL, rf ? json_string_length(rf) : 0);
 	}
 out:
@@ -544,7 +1135,7 @@ out:
 
 static void api_request(struct api *a, const void *payload, uint32_t len)
 {
-	struct api_req q = { .hdr = payload };
+	struct api_req q = { .hdr = payload, .user = "" };
 	const uint8_t *p = (const uint8_t *)payload + sizeof(struct chan_request);
 	const uint8_t *end = (const uint8_t *)payload + len;
 	const struct chan_field *f;
@@ -564,6 +1155,10 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 			q.last_event_id = d;
 			q.lei_len = f->len;
 			break;
+		case CHAN_F_QUERY:
+			q.query = d;
+			q.query_len = f->len;
+			break;
 		default:
 			break;
 		}
@@ -573,6 +1168,10 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 		return;
 	}
 	struct chat_reply r = { .conn = q.hdr->conn, .req_id = q.hdr->req_id, .kind = q.hdr->kind };
+	/* Who is asking (api_auth.c); q.user points into it. Without an auth
+	 * module (routing unit tests) every request acts as user "". */
+	struct auth_ident who;
+	memset(&who, 0, sizeof(who));
 	a->stats.requests++;
 	switch (q.hdr->kind) {
 	case CHAN_REQ_HTTP:
@@ -580,13 +1179,24 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 			api_error(a, &r, 400, "bad_request", "no path", NULL);
 			return;
 		}
+		if (a->auth && api_auth_http(a, &r, payload, len, &who))
+			return;
+		q.user = who.user;
+		q.role = who.role;
 		api_http(a, &r, &q);
 		return;
 	case CHAN_REQ_WS:
+		if (a->auth && !api_auth_ws_msg(a, &r, payload, len, &who))
+			return;
+		q.user = who.user;
+		q.role = who.role;
 		api_ws(a, &r, &q);
 		return;
 	case CHAN_REQ_WS_OPEN: {
-		/* Authorisation comes with issue 3; until then every upgrade is accepted. */
+		if (a->auth) {
+			api_auth_ws_open(a, &r, payload, len);
+			return;
+		}
 		struct co_resp resp = { .status = 101, .action = CHAN_RESP_WS_ACCEPT };
 		api_send(a, &r, &resp);
 		return;
@@ -613,15 +1223,25 @@ void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t le
 							  strnlen(sub->session_id, CHAN_ID_LEN));
 		if (!s)
 			return;
-		if (type == CHAN_REC_SUBSCRIBE)
-			chat_sub_add(s, sub->conn.worker);
-		else
+		if (type == CHAN_REC_SUBSCRIBE) {
+			chat_conn_subscribed(&a->chat, s, sub);
+		} else {
 			chat_sub_del(s, sub->conn.worker);
+			chat_conn_unsubscribed(&a->chat, sub->conn, s->node.id);
+		}
 		return;
 	}
 	case CHAN_REC_CONN_CLOSED:
 		/* Subscriptions are counted per worker and released by UNSUBSCRIBE;
-		 * control keeps no other per-connection state. */
+		 * the conn's entry (and replay) goes here. */
+		chat_conn_closed(&a->chat, ((const struct chan_conn_closed *)payload)->conn);
+		if (a->auth)
+			api_auth_conn_closed(a, ((const struct chan_conn_closed *)payload)->conn);
+		return;
+	case CHAN_REC_STATS:
+	case CHAN_REC_CONNS:
+		if (a->admin)
+			admin_record(a->admin, type, payload, len);
 		return;
 	default:
 		a->stats.invalid_records++;

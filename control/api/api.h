@@ -11,6 +11,9 @@
 
 #include "chat/chat.h"
 
+struct admin;
+struct auth;
+
 struct api_stats {
 	uint64_t requests;
 	uint64_t invalid_records;
@@ -23,6 +26,12 @@ struct api {
 	struct chan_out *out;
 	struct chat chat;
 	struct api_stats stats;
+	/* The admin socket (control/admin), when it runs: STATS and CONNS
+	 * records go there. Set by main after admin_init; NULL in tests. */
+	struct admin *admin;
+	/* Authentication (control/auth), set by main after auth_init; NULL
+	 * only in routing unit tests, where every request acts as user "". */
+	struct auth *auth;
 };
 
 /* conf, st and out stay owned by the caller and must outlive a. */

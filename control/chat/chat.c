@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,6 +12,8 @@
 #include "sluice/log.h"
 
 #define CHAT_ANS(node) ((struct chat_answer *)((char *)(node) - offsetof(struct chat_answer, timer)))
+#define CHAT_CONN_OF_RP(node) \
+	((struct chat_conn *)((char *)(node) - offsetof(struct chat_conn, rp.timer)))
 
 int chat_init(struct chat *c, const struct sluice_conf *conf, struct store *st,
 	      struct chan_out *out, const struct chat_hooks *hooks)
@@ -22,24 +25,51 @@ int chat_init(struct chat *c, const struct sluice_conf *conf, struct store *st,
 	c->hooks = *hooks;
 	if (th_init(&c->timers, 64) < 0)
 		return -1;
-	if (idmap_init(&c->sessions, 1024) < 0) {
-		th_free(&c->timers);
-		return -1;
-	}
+	if (th_init(&c->replays, 16) < 0)
+		goto fail_timers;
+	if (idmap_init(&c->sessions, 1024) < 0)
+		goto fail_replays;
+	if (idmap_init(&c->conns, 1024) < 0)
+		goto fail_sessions;
 	return 0;
+fail_sessions:
+	idmap_free(&c->sessions);
+fail_replays:
+	th_free(&c->replays);
+fail_timers:
+	th_free(&c->timers);
+	return -1;
 }
 
-static void chat_session_free(struct idmap_node *n, void *arg)
+/* Sessions and conns both start with their idmap node. */
+static void chat_node_free(struct idmap_node *n, void *arg)
 {
 	(void)arg;
 	free(n);
 }
 
+static void chat_sess_free(struct idmap_node *n, void *arg)
+{
+	struct chat_session *s = (struct chat_session *)n;
+	free(s->ans.text);
+	free(s->ans.toks);
+	chat_node_free(n, arg);
+}
+
 void chat_free(struct chat *c)
 {
 	th_free(&c->timers);
-	idmap_foreach(&c->sessions, chat_session_free, NULL);
+	th_free(&c->replays);
+	idmap_foreach(&c->sessions, chat_sess_free, NULL);
 	idmap_free(&c->sessions);
+	idmap_foreach(&c->conns, chat_node_free, NULL);
+	idmap_free(&c->conns);
+}
+
+void chat_event(struct chat *c, const char *sid, const char *kind, const char *detail)
+{
+	if (c->st->ops->event_add(c->st, sid, kind, detail) < 0)
+		LOG_WARN("store: event %s of %s not recorded", kind, sid);
 }
 
 void chat_new_id(const char *prefix, char out[CHAN_ID_LEN])
@@ -65,13 +95,15 @@ static const struct backend_ops *chat_backend_ops(const struct conf_backend *be)
 	return NULL;
 }
 
-static struct chat_session *chat_session_new(struct chat *c, const struct conf_backend *be)
+static struct chat_session *chat_session_new(struct chat *c, const struct conf_backend *be,
+					     const char *user)
 {
 	struct chat_session *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->chat = c;
 	s->backend = be;
+	snprintf(s->user, sizeof(s->user), "%s", user);
 	s->ans.s = s;
 	th_node_init(&s->ans.timer);
 	return s;
@@ -93,7 +125,7 @@ struct chat_session *chat_session_get(struct chat *c, const char *sid, size_t le
 	const struct conf_backend *be = conf_backend_for_model(c->conf, ss.model_id);
 	if (!be)
 		return NULL;
-	struct chat_session *s = chat_session_new(c, be);
+	struct chat_session *s = chat_session_new(c, be, ss.user);
 	if (!s)
 		return NULL;
 	if (idmap_insert(&c->sessions, &s->node, sid, len) < 0) {
@@ -116,6 +148,8 @@ static void chat_session_stored(void *arg, int err)
 	struct chat_session *s = x->s;
 	if (!err && idmap_insert(&c->sessions, &s->node, x->sid, strlen(x->sid)) < 0)
 		err = -EEXIST;
+	if (!err)
+		chat_event(c, x->sid, "created", NULL);
 	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, err);
 	if (err)
 		free(s);
@@ -126,7 +160,7 @@ int chat_session_create(struct chat *c, const struct conf_backend *be, const str
 			const struct chat_reply *r)
 {
 	struct chat_create_ctx *x = calloc(1, sizeof(*x));
-	struct chat_session *s = chat_session_new(c, be);
+	struct chat_session *s = chat_session_new(c, be, ss->user);
 	if (!x || !s)
 		goto fail;
 	s->reply = *r;
@@ -170,6 +204,24 @@ static void chat_broadcast_status(struct chat *c, struct chat_session *s, const 
 	CHAT_BROADCAST(c, s, co_status(c->out, conn, s->node.id, mid, st));
 }
 
+static const char *chat_status_name(enum store_msg_status st)
+{
+	static const char *const names[] = { "queued", "streaming", "complete",
+					     "cancelled", "error", "interrupted" };
+	return (unsigned)st < SLUICE_ARRAY_LEN(names) ? names[st] : "error";
+}
+
+/* A message state change on the event trail: kind "message", detail
+ * {"message_id":…,"status":…}. */
+static void chat_msg_event(struct chat *c, const char *sid, const char *mid, enum store_msg_status st)
+{
+	char detail[96];
+	int n = snprintf(detail, sizeof(detail), "{\"message_id\":\"%s\",\"status\":\"%s\"}", mid,
+			 chat_status_name(st));
+	if (n > 0 && (size_t)n < sizeof(detail))
+		chat_event(c, sid, "message", detail);
+}
+
 static uint32_t chat_done_code(enum store_msg_status st)
 {
 	switch (st) {
@@ -195,11 +247,14 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	};
 	th_cancel(&c->timers, &a->timer);
 	a->running = false;
+	a->status = st;
+	a->usage = u;
 	CHAT_BROADCAST(c, s, co_usage(c->out, conn, s->node.id, a->mid, u.prompt_tokens,
 				     u.completion_tokens, u.cost_usd));
 	CHAT_BROADCAST(c, s, co_done(c->out, conn, s->node.id, a->mid, chat_done_code(st), a->seq));
 	if (store_message_status(c->st, s->node.id, a->mid, st, &u) < 0)
 		LOG_ERROR("store: cannot end message %s", a->mid);
+	chat_msg_event(c, s->node.id, a->mid, st);
 }
 
 
@@ -215,13 +270,47 @@ static void chat_message_stored(void *arg, int err)
 	/* The answer's clock starts when the message is accepted (durable). */
 	a->be.start_ns = sluice_now_ns();
 	a->seq = 0;
+	a->text_len = 0;
+	a->status = STORE_MSG_QUEUED;
+	memset(&a->usage, 0, sizeof(a->usage));
+	a->have = true;
 	a->running = true;
 	a->streaming = false;
+	chat_msg_event(c, s->node.id, a->mid, STORE_MSG_QUEUED);
 	chat_broadcast_status(c, s, a->mid, "queued");
 	if (th_schedule(&c->timers, &a->timer, a->be.ops->next_due(&a->be)) < 0) {
 		LOG_ERROR("timer heap full: failing message %s", a->mid);
 		chat_answer_end(c, s, STORE_MSG_ERROR);
 	}
+}
+
+/* Room for n more tokens of the latest answer (at most BACKEND_TOKEN_MAX
+ * bytes each). Grows only when a backend runs past its hint. */
+static int chat_answer_reserve(struct chat_answer *a, uint32_t n)
+{
+	uint32_t want = a->seq + n;
+	if (want > a->tok_cap) {
+		uint32_t cap = a->tok_cap ? a->tok_cap : 32;
+		while (cap < want)
+			cap *= 2;
+		struct chat_tok *t = realloc(a->toks, cap * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		a->toks = t;
+		a->tok_cap = cap;
+	}
+	size_t bytes = a->text_len + (size_t)n * BACKEND_TOKEN_MAX;
+	if (bytes > a->text_cap) {
+		size_t cap = a->text_cap ? a->text_cap : 1024;
+		while (cap < bytes)
+			cap *= 2;
+		char *t = realloc(a->text, cap);
+		if (!t)
+			return -ENOMEM;
+		a->text = t;
+		a->text_cap = cap;
+	}
+	return 0;
 }
 
 int chat_message_post(struct chat *c, struct chat_session *s, const char *content, size_t len,
@@ -235,6 +324,14 @@ int chat_message_post(struct chat *c, struct chat_session *s, const char *conten
 	struct chat_answer *a = &s->ans;
 	/* The backend reads the prompt now; the store keeps its own copy. */
 	int rc = ops->start(&a->be, s->backend, content, len, sluice_now_ns());
+	if (rc < 0)
+		return rc;
+	/* Most answers need only the hint: reserved here, not per token. The
+	 * previous answer's copy is dropped when this one is accepted. */
+	a->have = false;
+	a->seq = 0;
+	a->text_len = 0;
+	rc = chat_answer_reserve(a, a->be.total);
 	if (rc < 0)
 		return rc;
 	chat_new_id("m_", s->user_mid);
@@ -264,10 +361,22 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 	struct chat_answer *a = &s->ans;
 	uint32_t n = 0;
 	while (n < CHAT_TURN_TOKENS) {
+		if ((a->seq + n >= a->tok_cap || a->text_len + BACKEND_TOKEN_MAX > a->text_cap) &&
+		    chat_answer_reserve(a, n + 1) < 0) {
+			LOG_ERROR("out of memory keeping answer %s", a->mid);
+			chat_answer_end(c, s, STORE_MSG_ERROR);
+			return false;
+		}
 		int len = a->be.ops->next(&a->be, now_ns, c->tokbuf[n]);
 		if (len < 0)
 			break;
 		uint64_t t = sluice_now_ns();
+		struct chat_tok *ct = &a->toks[a->seq + n];
+		ct->off = (uint32_t)a->text_len;
+		ct->len = (uint32_t)len;
+		ct->offset_ns = t - a->be.start_ns;
+		memcpy(a->text + a->text_len, c->tokbuf[n], (size_t)len);
+		a->text_len += (size_t)len;
 		c->toks[n] = (struct co_tok){ .text = c->tokbuf[n], .len = (uint32_t)len, .created_ns = t };
 		c->stoks[n] = (struct store_token){ .text = c->tokbuf[n], .len = (uint32_t)len,
 						    .offset_ns = t - a->be.start_ns };
@@ -277,8 +386,10 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 		if (!a->streaming) {
 			a->streaming = true;
 			chat_broadcast_status(c, s, a->mid, "streaming");
+			a->status = STORE_MSG_STREAMING;
 			if (store_message_status(c->st, s->node.id, a->mid, STORE_MSG_STREAMING, NULL) < 0)
 				LOG_ERROR("store: cannot mark message %s streaming", a->mid);
+			chat_msg_event(c, s->node.id, a->mid, STORE_MSG_STREAMING);
 		}
 		uint32_t first = a->seq + 1;
 		CHAT_BROADCAST(c, s, co_tokens(c->out, conn, s->node.id, a->mid, first, c->toks, n));
@@ -300,6 +411,8 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 	return true;
 }
 
+static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_ns);
+
 uint64_t chat_run_timers(struct chat *c, uint64_t now_ns)
 {
 	struct th_node *t;
@@ -310,11 +423,51 @@ uint64_t chat_run_timers(struct chat *c, uint64_t now_ns)
 		struct chat_answer *a = CHAT_ANS(t);
 		chat_answer_step(c, a->s, now_ns);
 	}
+	budget = c->replays.n;
+	while (budget-- > 0 && (t = th_pop_due(&c->replays, now_ns)) != NULL)
+		chat_replay_step(c, CHAT_CONN_OF_RP(t), now_ns);
 	t = th_peek(&c->timers);
-	return t ? t->deadline_ns : UINT64_MAX;
+	uint64_t next = t ? t->deadline_ns : UINT64_MAX;
+	t = th_peek(&c->replays);
+	if (t && t->deadline_ns < next)
+		next = t->deadline_ns;
+	return next;
 }
 
-/* Sends tokens [from, to] of message mid to conn, read back from the store. */
+static bool chat_is_latest(const struct chat_session *s, const char *mid)
+{
+	return s->ans.have && strncmp(s->ans.mid, mid, CHAN_ID_LEN) == 0;
+}
+
+int chat_message_get(struct chat *c, struct chat_session *s, uint32_t idx, struct store_message *out)
+{
+	int rc = store_message_get(c->st, s->node.id, idx, out);
+	if (rc < 0 || !chat_is_latest(s, out->id))
+		return rc;
+	const struct chat_answer *a = &s->ans;
+	out->status = a->status;
+	out->ntokens = a->seq;
+	out->usage = a->usage;
+	out->content = a->text;
+	out->content_len = a->text_len;
+	return 0;
+}
+
+int chat_token_get(struct chat *c, struct chat_session *s, const char *mid, uint32_t seq,
+		   struct store_token *out)
+{
+	if (!chat_is_latest(s, mid))
+		return store_token_get(c->st, s->node.id, mid, seq, out);
+	const struct chat_answer *a = &s->ans;
+	if (seq == 0 || seq > a->seq)
+		return -ENOENT;
+	const struct chat_tok *t = &a->toks[seq - 1];
+	*out = (struct store_token){ .text = a->text + t->off, .len = t->len, .offset_ns = t->offset_ns };
+	return 0;
+}
+
+/* Sends tokens [from, to] of message mid to conn, read back from the store
+ * (or memory, for the latest answer). */
 static bool chat_send_log(struct chat *c, struct chat_session *s, struct chan_conn conn,
 			  const char *mid, uint32_t from, uint32_t to)
 {
@@ -326,7 +479,7 @@ static bool chat_send_log(struct chat *c, struct chat_session *s, struct chan_co
 		uint32_t first = from;
 		while (n < CHAT_TURN_TOKENS && from <= to) {
 			struct store_token st;
-			if (store_token_get(c->st, s->node.id, mid, from, &st) < 0)
+			if (chat_token_get(c, s, mid, from, &st) < 0)
 				return false;
 			c->toks[n++] = (struct co_tok){ .text = st.text, .len = st.len,
 							.created_ns = running ? base + st.offset_ns : now };
@@ -374,11 +527,11 @@ bool chat_subscribe(struct chat *c, struct chat_session *s, struct chan_conn con
 		/* No usable resume point: the running answer from its start. */
 		if (s->ans.running) {
 			int64_t ri = store_message_find(c->st, sid, s->ans.mid);
-			if (ri >= 0 && store_message_get(c->st, sid, (uint32_t)ri, &m) == 0)
+			if (ri >= 0 && chat_message_get(c, s, (uint32_t)ri, &m) == 0)
 				ok = chat_send_message(c, s, conn, &m, true, 0);
 		}
 	} else {
-		if (store_message_get(c->st, sid, (uint32_t)idx, &m) < 0)
+		if (chat_message_get(c, s, (uint32_t)idx, &m) < 0)
 			return false;
 		if (kind == CHAT_RESUME_SEQ) {
 			ok = chat_send_message(c, s, conn, &m, false, rseq);
@@ -386,13 +539,16 @@ bool chat_subscribe(struct chat *c, struct chat_session *s, struct chan_conn con
 			ok = co_done(c->out, conn, sid, m.id, chat_done_code(m.status), m.ntokens);
 		}
 		for (uint32_t i = (uint32_t)idx + 1; ok && i < n; i++) {
-			if (store_message_get(c->st, sid, i, &m) < 0)
+			if (chat_message_get(c, s, i, &m) < 0)
 				return false;
 			if (m.role == STORE_ROLE_ASSISTANT)
 				ok = chat_send_message(c, s, conn, &m, true, 0);
 		}
 	}
 	chat_sub_add(s, conn.worker);
+	struct chat_conn *cc = chat_conn_get(c, conn, true);
+	if (cc)
+		memcpy(cc->sub_sid, sid, CHAN_ID_LEN);
 	return ok;
 }
 
@@ -418,4 +574,243 @@ static void chat_session_unsub(struct idmap_node *n, void *arg)
 void chat_drop_all_subs(struct chat *c)
 {
 	idmap_foreach(&c->sessions, chat_session_unsub, NULL);
+	/* The conns are gone with the old dataplane, and their replays with
+	 * them: unqueue every replay, free every entry, then empty the buckets
+	 * (the map keeps its size, so this cannot fail). */
+	while (th_pop_due(&c->replays, UINT64_MAX) != NULL)
+		continue;
+	idmap_foreach(&c->conns, chat_node_free, NULL);
+	memset(c->conns.b, 0, c->conns.nbuckets * sizeof(*c->conns.b));
+	c->conns.n = 0;
+}
+
+/* ---- sessions going away --------------------------------------------- */
+
+static void chat_stop_replay(struct chat *c, struct chat_conn *cc)
+{
+	th_cancel(&c->replays, &cc->rp.timer);
+	cc->rp.active = false;
+}
+
+static void chat_conn_stop_sid(struct idmap_node *n, void *arg)
+{
+	struct chat_conn *cc = (struct chat_conn *)n;
+	struct chat_session *s = arg;
+	if (cc->rp.active && strcmp(cc->rp.sid, s->node.id) == 0)
+		chat_stop_replay(s->chat, cc);
+}
+
+int chat_session_drop(struct chat *c, struct chat_session *s)
+{
+	char mid[CHAN_ID_LEN];
+	if (s->pending)
+		return -EBUSY;
+	if (s->ans.running)
+		chat_cancel(c, s, mid);
+	idmap_foreach(&c->conns, chat_conn_stop_sid, s);
+	idmap_remove(&c->sessions, &s->node);
+	chat_sess_free(&s->node, NULL);
+	return 0;
+}
+
+/* ---- the connection table -------------------------------------------- */
+
+/* The map key of a conn handle: worker.slot.gen in hex (at most 22 bytes). */
+static size_t chat_conn_key(struct chan_conn conn, char key[CHAN_ID_LEN])
+{
+	int n = snprintf(key, CHAN_ID_LEN, "%x.%x.%x", conn.worker, conn.slot, conn.gen);
+	return n > 0 ? (size_t)n : 0;
+}
+
+struct chat_conn *chat_conn_get(struct chat *c, struct chan_conn conn, bool create)
+{
+	char key[CHAN_ID_LEN];
+	size_t kl = chat_conn_key(conn, key);
+	struct idmap_node *n = idmap_find(&c->conns, key, kl);
+	if (n || !create)
+		return (struct chat_conn *)n;
+	struct chat_conn *cc = calloc(1, sizeof(*cc));
+	if (!cc)
+		return NULL;
+	cc->conn = conn;
+	th_node_init(&cc->rp.timer);
+	if (idmap_insert(&c->conns, &cc->node, key, kl) < 0) {
+		free(cc);
+		return NULL;
+	}
+	return cc;
+}
+
+static void chat_conn_release(struct chat *c, struct chat_conn *cc)
+{
+	chat_stop_replay(c, cc);
+	idmap_remove(&c->conns, &cc->node);
+	free(cc);
+}
+
+void chat_conn_subscribed(struct chat *c, struct chat_session *s, const struct chan_sub *sub)
+{
+	chat_sub_add(s, sub->conn.worker);
+	struct chat_conn *cc = chat_conn_get(c, sub->conn, true);
+	if (cc)
+		memcpy(cc->sub_sid, s->node.id, CHAN_ID_LEN);
+}
+
+void chat_conn_unsubscribed(struct chat *c, struct chan_conn conn, const char *sid)
+{
+	struct chat_conn *cc = chat_conn_get(c, conn, false);
+	/* A conn that switched sessions reports the old one after the new
+	 * subscription was recorded: only the matching one is cleared. */
+	if (!cc || strncmp(cc->sub_sid, sid, CHAN_ID_LEN) != 0)
+		return;
+	cc->sub_sid[0] = 0;
+	if (!cc->rp.active)
+		chat_conn_release(c, cc);
+}
+
+void chat_conn_closed(struct chat *c, struct chan_conn conn)
+{
+	struct chat_conn *cc = chat_conn_get(c, conn, false);
+	if (cc)
+		chat_conn_release(c, cc);
+}
+
+/* ---- replay ------------------------------------------------------------ */
+
+/* Token seq of the replayed message. */
+static int chat_replay_token(struct chat *c, struct chat_replay *rp, uint32_t seq, struct store_token *t)
+{
+	struct chat_session *s = chat_session_get(c, rp->sid, strnlen(rp->sid, CHAN_ID_LEN));
+	return s ? chat_token_get(c, s, rp->mid, seq, t) : -ENOENT;
+}
+
+/* When token seq of the replay is due: its recorded offset divided by speed. */
+static int chat_replay_due(struct chat *c, struct chat_replay *rp, uint32_t seq, uint64_t *due)
+{
+	struct store_token t;
+	if (chat_replay_token(c, rp, seq, &t) < 0)
+		return -1;
+	*due = rp->start_ns + (uint64_t)((double)t.offset_ns / rp->speed);
+	return 0;
+}
+
+/* Ends the replay with USAGE and DONE as recorded (status error when the
+ * record could not be read back). */
+static void chat_replay_end(struct chat *c, struct chat_conn *cc, bool ok)
+{
+	struct chat_replay *rp = &cc->rp;
+	enum store_msg_status st = ok ? rp->status : STORE_MSG_ERROR;
+	chat_stop_replay(c, cc);
+	if (!co_usage(c->out, cc->conn, rp->sid, rp->mid, rp->usage.prompt_tokens,
+		      rp->usage.completion_tokens, rp->usage.cost_usd) ||
+	    !co_done(c->out, cc->conn, rp->sid, rp->mid, chat_done_code(st), rp->ntokens))
+		LOG_WARN("replay of %s to worker %u cut short: channel full", rp->mid, cc->conn.worker);
+}
+
+/* Sends every token that is due now in one TOKENS record and schedules the
+ * next, or ends the replay after the last. */
+static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_ns)
+{
+	struct chat_replay *rp = &cc->rp;
+	uint32_t n = 0;
+	uint32_t first = rp->next;
+	uint64_t due = 0;
+	while (n < CHAT_TURN_TOKENS && rp->next <= rp->ntokens) {
+		struct store_token t;
+		if (chat_replay_token(c, rp, rp->next, &t) < 0 || t.len > BACKEND_TOKEN_MAX) {
+			chat_replay_end(c, cc, false);
+			return;
+		}
+		due = rp->start_ns + (uint64_t)((double)t.offset_ns / rp->speed);
+		if (due > now_ns)
+			break;
+		/* Copied: the store's pointers last only until its next write. */
+		memcpy(c->tokbuf[n], t.text, t.len);
+		c->toks[n] = (struct co_tok){ .text = c->tokbuf[n], .len = t.len, .created_ns = now_ns };
+		n++;
+		rp->next++;
+	}
+	if (n) {
+		bool ok = true;
+		if (!rp->streaming) {
+			rp->streaming = true;
+			ok = co_status(c->out, cc->conn, rp->sid, rp->mid, "streaming");
+		}
+		if (!ok || !co_tokens(c->out, cc->conn, rp->sid, rp->mid, first, c->toks, n)) {
+			LOG_WARN("replay of %s to worker %u stopped: channel full", rp->mid, cc->conn.worker);
+			chat_stop_replay(c, cc);
+			return;
+		}
+		c->stats.replay_tokens += n;
+	}
+	if (rp->next > rp->ntokens) {
+		chat_replay_end(c, cc, true);
+		return;
+	}
+	if (n == CHAT_TURN_TOKENS)
+		due = now_ns;
+	if (th_schedule(&c->replays, &rp->timer, due) < 0)
+		chat_replay_end(c, cc, false);
+}
+
+int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn conn,
+		      const struct store_message *m, double speed)
+{
+	struct chat_conn *cc = chat_conn_get(c, conn, true);
+	if (!cc)
+		return -ENOMEM;
+	struct chat_replay *rp = &cc->rp;
+	chat_stop_replay(c, cc);
+	/* The response subscribed the conn to s on the dataplane; count it so
+	 * its UNSUBSCRIBE balances. */
+	if (strncmp(cc->sub_sid, s->node.id, CHAN_ID_LEN) != 0) {
+		chat_sub_add(s, conn.worker);
+		memcpy(cc->sub_sid, s->node.id, CHAN_ID_LEN);
+	}
+	memcpy(rp->sid, s->node.id, CHAN_ID_LEN);
+	memcpy(rp->mid, m->id, CHAN_ID_LEN);
+	rp->speed = speed;
+	rp->start_ns = sluice_now_ns();
+	rp->paused_ns = 0;
+	rp->next = 1;
+	rp->ntokens = m->ntokens;
+	rp->status = m->status;
+	rp->usage = m->usage;
+	rp->streaming = false;
+	rp->active = true;
+	if (!co_status(c->out, conn, rp->sid, rp->mid, "queued")) {
+		chat_stop_replay(c, cc);
+		return -ENOBUFS;
+	}
+	uint64_t due = rp->start_ns;
+	if (rp->ntokens && chat_replay_due(c, rp, 1, &due) < 0) {
+		chat_replay_end(c, cc, false);
+		return 0;
+	}
+	if (th_schedule(&c->replays, &rp->timer, due) < 0) {
+		chat_replay_end(c, cc, false);
+		return 0;
+	}
+	return 0;
+}
+
+int chat_replay_pause(struct chat *c, struct chan_conn conn, bool pause)
+{
+	struct chat_conn *cc = chat_conn_get(c, conn, false);
+	if (!cc || !cc->rp.active)
+		return -ENOENT;
+	struct chat_replay *rp = &cc->rp;
+	uint64_t now = sluice_now_ns();
+	if (pause && !rp->paused_ns) {
+		rp->paused_ns = now;
+		th_cancel(&c->replays, &rp->timer);
+	} else if (!pause && rp->paused_ns) {
+		/* The pause is cut out of the timeline: later tokens keep their
+		 * spacing relative to what was already sent. */
+		rp->start_ns += now - rp->paused_ns;
+		rp->paused_ns = 0;
+		if (th_schedule(&c->replays, &rp->timer, now) < 0)
+			chat_replay_end(c, cc, false);
+	}
+	return 0;
 }

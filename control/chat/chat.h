@@ -1,11 +1,17 @@
 /*
  * Conversations at run time: the session table (a cache over the store),
- * the running answers and the subscription table.
+ * the running answers, the subscription table, the connection table and
+ * replays of recorded answers.
  *
  * Subscription table: per session, one reference count per dataplane worker
  * (how many of that worker's connections stream the session). Control never
  * tracks single streaming connections: a broadcast is one record per worker
  * with a count > 0, and the worker fans it out.
+ *
+ * Connection table: the connections that subscribed (or replay), keyed by
+ * their handle, so a WebSocket can ask for its state, a replay has a place to
+ * live, and a closed connection's replay stops. Entries are created at
+ * subscribe time (never per token) and freed on CONN_CLOSED.
  *
  * Single-threaded: everything runs on the control loop.
  */
@@ -41,6 +47,19 @@ struct chat_reply {
 struct chat;
 struct chat_session;
 
+/* A token of a session's latest answer: its bytes are text[off, off+len). */
+struct chat_tok {
+	uint32_t off;
+	uint32_t len;
+	uint64_t offset_ns;
+};
+
+/*
+ * The session's latest answer. Its tokens, status and usage stay in memory
+ * (`have`) until the next message of the session starts, because store
+ * reads may lag the batched token commits: resume, replay and reads of this
+ * answer use this copy, older answers come from the store.
+ */
 struct chat_answer {
 	struct th_node timer;
 	struct backend_answer be;
@@ -49,17 +68,49 @@ struct chat_answer {
 	uint32_t seq; /* tokens produced so far */
 	bool running;
 	bool streaming;
+	bool have;
+	enum store_msg_status status;
+	struct store_usage usage;
+	char *text; /* owned; reserved when the message is posted */
+	size_t text_len, text_cap;
+	struct chat_tok *toks; /* owned; seq k is toks[k - 1] */
+	uint32_t tok_cap;
 };
 
 struct chat_session {
 	struct idmap_node node; /* first: the map hands back this pointer */
 	struct chat *chat;
 	const struct conf_backend *backend;
+	char user[STORE_USER_MAX]; /* owner, cached from the store */
 	uint32_t refs[CHAN_MAX_WORKERS];
 	struct chat_answer ans;
 	bool pending;            /* a message waits for its store commit */
 	struct chat_reply reply; /* whom to answer when the commit completes */
 	char user_mid[CHAN_ID_LEN];
+};
+
+/* A recorded answer sent again to one connection with its original token
+ * timing divided by speed; one timer per replay. */
+struct chat_replay {
+	struct th_node timer;
+	char sid[CHAN_ID_LEN];
+	char mid[CHAN_ID_LEN];
+	double speed;
+	uint64_t start_ns;     /* token offsets count from here; pauses push it later */
+	uint64_t paused_ns;    /* when the pause began, 0 while playing */
+	uint32_t next;         /* seq of the next token to send */
+	uint32_t ntokens;
+	enum store_msg_status status; /* how the recorded answer ended */
+	struct store_usage usage;
+	bool active;
+	bool streaming;
+};
+
+struct chat_conn {
+	struct idmap_node node; /* first; key: the handle as text (chat_conn_key) */
+	struct chan_conn conn;
+	char sub_sid[CHAN_ID_LEN]; /* the session it streams, "" when none */
+	struct chat_replay rp;
 };
 
 /* How the api layer learns that a store write finished. */
@@ -72,6 +123,7 @@ struct chat_hooks {
 
 struct chat_stats {
 	uint64_t tokens;
+	uint64_t replay_tokens;
 	uint64_t sub_drops; /* worker subscriptions dropped because its ring stayed full */
 };
 
@@ -80,7 +132,9 @@ struct chat {
 	struct store *st;
 	struct chan_out *out;
 	struct timer_heap timers;
+	struct timer_heap replays;
 	struct idmap sessions;
+	struct idmap conns;
 	struct chat_hooks hooks;
 	struct chat_stats stats;
 	struct co_tok toks[CHAT_TURN_TOKENS];
@@ -123,6 +177,43 @@ void chat_sub_add(struct chat_session *s, uint32_t worker);
 void chat_sub_del(struct chat_session *s, uint32_t worker);
 /* The dataplane restarted: every connection, hence every subscription, is gone. */
 void chat_drop_all_subs(struct chat *c);
+
+/* Message idx of s (store order), with the latest answer's content, status,
+ * token count and usage overlaid from memory. Pointers stay valid as for
+ * store reads and until the session's next message starts. */
+int chat_message_get(struct chat *c, struct chat_session *s, uint32_t idx, struct store_message *out);
+/* Token seq (1-based) of message mid of s, from memory for the latest answer. */
+int chat_token_get(struct chat *c, struct chat_session *s, const char *mid, uint32_t seq,
+		   struct store_token *out);
+
+/* Records a session lifecycle event (store event trail); detail is JSON text
+ * or NULL. Failures are logged: the trail never fails a client request. */
+void chat_event(struct chat *c, const char *sid, const char *kind, const char *detail);
+
+/* Forgets s: cancels its running answer (subscribers get USAGE then DONE
+ * cancelled), stops replays of it and frees it. The caller deletes it from
+ * the store. -EBUSY while a message waits for its commit (the store
+ * completion still points at s). */
+int chat_session_drop(struct chat *c, struct chat_session *s);
+
+/* The entry of conn, created when `create` (NULL on allocation failure or
+ * when absent). */
+struct chat_conn *chat_conn_get(struct chat *c, struct chan_conn conn, bool create);
+/* A SUBSCRIBE record: the dataplane re-announces a streaming conn. */
+void chat_conn_subscribed(struct chat *c, struct chat_session *s, const struct chan_sub *sub);
+/* An UNSUBSCRIBE record for session sid. */
+void chat_conn_unsubscribed(struct chat *c, struct chan_conn conn, const char *sid);
+/* The conn closed: its replay stops and its entry goes. */
+void chat_conn_closed(struct chat *c, struct chan_conn conn);
+
+/* Starts replaying message m of s to conn (which the caller has just
+ * subscribed to s through its response): STATUS queued now, then the tokens
+ * at offset / speed, then USAGE and DONE with the recorded status. Replaces
+ * a replay the conn already had. */
+int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn conn,
+		      const struct store_message *m, double speed);
+/* Pauses (pause true) or resumes the conn's replay; -ENOENT without one. */
+int chat_replay_pause(struct chat *c, struct chan_conn conn, bool pause);
 
 /* Produces every token that is due; returns the next deadline (UINT64_MAX: none). */
 uint64_t chat_run_timers(struct chat *c, uint64_t now_ns);

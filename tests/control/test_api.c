@@ -4,11 +4,13 @@
  * d2c ring and the control loop), and what control wrote is read back from
  * the c2d rings by a dataplane-role attachment of the same region.
  */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 
 struct fx {
 	char path[96];
+	char dir[64]; /* the LMDB store */
 	struct sluice_conf conf;
 	struct chan_region *cp;
 	struct chan_region *dp;
@@ -32,6 +35,29 @@ struct fx {
 	struct chan_out out;
 	struct api api;
 };
+
+/* The event trail as it reached the store (which records it too). */
+struct ev_seen {
+	char sid[CHAN_ID_LEN];
+	char kind[16];
+	char detail[128];
+};
+static struct ev_seen events[64];
+static uint32_t nevents;
+static struct store_ops shim_ops;
+
+static int (*real_event_add)(struct store *st, const char *sid, const char *kind, const char *detail);
+
+static int shim_event_add(struct store *st, const char *sid, const char *kind, const char *detail)
+{
+	assert_int_equal(real_event_add(st, sid, kind, detail), 0);
+	assert_true(nevents < SLUICE_ARRAY_LEN(events));
+	struct ev_seen *e = &events[nevents++];
+	snprintf(e->sid, sizeof(e->sid), "%s", sid);
+	snprintf(e->kind, sizeof(e->kind), "%s", kind);
+	snprintf(e->detail, sizeof(e->detail), "%s", detail ? detail : "");
+	return 0;
+}
 
 /* A record read back from a c2d ring. */
 struct got {
@@ -63,14 +89,28 @@ static int fx_setup(void **state)
 	be->context_window = 8192;
 	be->cost_in_per_mtok = 2.0;
 	be->cost_out_per_mtok = 10.0;
+	f.conf.nagents = 2;
+	strcpy(f.conf.agents[0].name, "assistant");
+	strcpy(f.conf.agents[0].model, "synth-1");
+	strcpy(f.conf.agents[0].description, "General");
+	strcpy(f.conf.agents[1].name, "coder");
+	strcpy(f.conf.agents[1].model, "synth-1");
+	strcpy(f.conf.agents[1].description, "Writes code");
 	char err[256];
 	assert_true(sodium_init() >= 0);
 	f.cp = chan_open(f.path, 2, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
 	assert_non_null(f.cp);
 	f.dp = chan_open(f.path, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
 	assert_non_null(f.dp);
-	f.st = store_mem_open();
+	strcpy(f.dir, "/dev/shm/sluice-test-api-XXXXXX");
+	assert_non_null(mkdtemp(f.dir));
+	f.st = store_lmdb_open(f.dir, NULL, &f.conf, err, sizeof(err));
 	assert_non_null(f.st);
+	shim_ops = *f.st->ops;
+	real_event_add = shim_ops.event_add;
+	shim_ops.event_add = shim_event_add;
+	f.st->ops = &shim_ops;
+	nevents = 0;
 	assert_int_equal(co_init(&f.out, f.cp, 32u * 1024u), 0);
 	assert_int_equal(api_init(&f.api, &f.conf, f.st, &f.out), 0);
 	*state = &f;
@@ -83,6 +123,18 @@ static int fx_teardown(void **state)
 	api_free(&f->api);
 	co_free(&f->out);
 	store_close(f->st);
+	DIR *d = opendir(f->dir);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char p[sizeof(f->dir) + sizeof(e->d_name) + 1];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
+		assert_int_equal(unlink(p), 0);
+	}
+	closedir(d);
+	assert_int_equal(rmdir(f->dir), 0);
 	chan_close(f->dp);
 	chan_close(f->cp);
 	chan_unlink(f->path, 2);
@@ -102,8 +154,11 @@ static uint32_t build_req(uint8_t *buf, uint16_t worker, uint32_t slot, uint8_t 
 	r->kind = kind;
 	r->method = method;
 	uint8_t *q = buf + sizeof(*r);
+	const char *qm = path ? strchr(path, '?') : NULL;
 	if (path)
-		chan_field_put(&q, CHAN_F_PATH, path, (uint32_t)strlen(path));
+		chan_field_put(&q, CHAN_F_PATH, path, (uint32_t)(qm ? (size_t)(qm - path) : strlen(path)));
+	if (qm)
+		chan_field_put(&q, CHAN_F_QUERY, qm + 1, (uint32_t)strlen(qm + 1));
 	if (body)
 		chan_field_put(&q, CHAN_F_BODY, body, (uint32_t)body_len);
 	if (lei)
@@ -117,6 +172,8 @@ static void req(struct fx *f, uint16_t worker, uint32_t slot, uint8_t kind, uint
 	static _Alignas(8) uint8_t buf[128 * 1024];
 	uint32_t len = build_req(buf, worker, slot, kind, method, path, body, body ? strlen(body) : 0, lei);
 	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	/* The store answers through completions run from its flush. */
+	store_lmdb_flush(f->st);
 	co_flush(&f->out);
 }
 
@@ -324,11 +381,16 @@ static void test_routing_and_models(void **state)
 	assert_int_equal(h->len, strlen("Allow: GET"));
 	assert_memory_equal(h->data, "Allow: GET", h->len);
 
-	http(f, 0, CHAN_M_GET, "/api/chat/sessions", NULL);
+	http(f, 0, CHAN_M_PUT, "/api/chat/sessions", NULL);
 	expect_error(f, 0, 405, "method_not_allowed");
 	h = find_field(CHAN_F_HEADER);
 	assert_non_null(h);
-	assert_memory_equal(h->data, "Allow: POST", h->len);
+	assert_memory_equal(h->data, "Allow: GET, POST", h->len);
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions/s_0000000000000000", NULL);
+	expect_error(f, 0, 405, "method_not_allowed");
+	h = find_field(CHAN_F_HEADER);
+	assert_non_null(h);
+	assert_memory_equal(h->data, "Allow: GET, PATCH, DELETE", h->len);
 
 	http(f, 0, CHAN_M_GET, "/api/nope", NULL);
 	expect_error(f, 0, 404, "not_found");
@@ -349,6 +411,24 @@ static void test_sessions(void **state)
 	expect_error(f, 0, 400, "invalid_request");
 	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"model_id\":\"gpt-9\"}");
 	expect_error(f, 0, 400, "unknown_model");
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":\"nobody\"}");
+	expect_error(f, 0, 400, "unknown_agent");
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":1}");
+	expect_error(f, 0, 400, "invalid_request");
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":\"coder\",\"model_id\":\"gpt-9\"}");
+	expect_error(f, 0, 400, "unknown_model");
+	assert_int_equal(nevents, 0);
+
+	/* agent_id alone: the model is the agent's. */
+	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":\"coder\"}");
+	json_t *c = expect_resp(f, 0, 201);
+	assert_string_equal(json_string_value(json_object_get(c, "agent_id")), "coder");
+	assert_string_equal(json_string_value(json_object_get(c, "model_id")), "synth-1");
+	assert_true(json_is_false(json_object_get(c, "archived")));
+	assert_int_equal(nevents, 1);
+	assert_string_equal(events[0].kind, "created");
+	assert_string_equal(events[0].sid, json_string_value(json_object_get(c, "id")));
+	json_decref(c);
 
 	char sid[CHAN_ID_LEN];
 	create_session(f, sid);
@@ -598,6 +678,376 @@ static void test_websocket(void **state)
 	assert_false(next_rec(f, 1));
 }
 
+/* Posts a message and runs its answer to the end (no subscribers). */
+static void answered(struct fx *f, const char *sid, const char *content, char mid[CHAN_ID_LEN])
+{
+	post_message(f, sid, content, mid);
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+	assert_false(next_rec(f, 1));
+}
+
+static void test_agents_and_events(void **state)
+{
+	struct fx *f = *state;
+	http(f, 0, CHAN_M_GET, "/api/agents", NULL);
+	json_t *j = expect_resp(f, 0, 200);
+	json_t *arr = json_object_get(j, "agents");
+	assert_int_equal(json_array_size(arr), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 1), "id")), "coder");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 1), "description")),
+			    "Writes code");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 1), "model")), "synth-1");
+	json_decref(j);
+	http(f, 0, CHAN_M_DELETE, "/api/agents", NULL);
+	expect_error(f, 0, 405, "method_not_allowed");
+
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN];
+	create_session(f, sid);
+	answered(f, sid, "hello", mid);
+	static const char *const want[] = { "queued", "streaming", "complete" };
+	assert_int_equal(nevents, 4);
+	assert_string_equal(events[0].kind, "created");
+	for (uint32_t i = 0; i < 3; i++) {
+		char d[128];
+		snprintf(d, sizeof(d), "{\"message_id\":\"%s\",\"status\":\"%s\"}", mid, want[i]);
+		assert_string_equal(events[i + 1].sid, sid);
+		assert_string_equal(events[i + 1].kind, "message");
+		assert_string_equal(events[i + 1].detail, d);
+	}
+}
+
+/* Reads a one-record response and copies its raw body into out. */
+static void raw_resp(struct fx *f, uint32_t w, uint16_t status, char *out, size_t cap, const char *ctype)
+{
+	assert_true(next_rec(f, w));
+	assert_int_equal(g.type, CHAN_REC_RESPONSE);
+	const struct chan_response *h = (const void *)g.p;
+	assert_int_equal(h->status, status);
+	assert_int_equal(h->flags & CHAN_RESP_MORE, 0);
+	const struct chan_field *b = find_field(CHAN_F_BODY);
+	assert_non_null(b);
+	assert_true(b->len < cap);
+	memcpy(out, b->data, b->len);
+	out[b->len] = 0;
+	const struct chan_field *ct = find_field(CHAN_F_CONTENT_TYPE);
+	assert_non_null(ct);
+	assert_int_equal(ct->len, strlen(ctype));
+	assert_memory_equal(ct->data, ctype, ct->len);
+}
+
+static void test_export(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[160];
+	create_session(f, sid);
+	answered(f, sid, "hello", mid);
+	const char *answer = "its \"quoted\" memory stream it's";
+
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=json", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	json_t *j = expect_resp(f, 0, 200);
+	assert_string_equal(json_string_value(json_object_get(j, "title")), "T");
+	json_t *a = json_array_get(json_object_get(j, "messages"), 1);
+	assert_string_equal(json_string_value(json_object_get(a, "content")), answer);
+	json_t *u = json_object_get(a, "usage");
+	assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), 5);
+	assert_int_equal(json_integer_value(json_object_get(u, "total_tokens")), 6);
+	assert_true(json_is_null(json_object_get(json_array_get(json_object_get(j, "messages"), 0), "usage")));
+	json_decref(j);
+
+	static char md[4096];
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=markdown", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	raw_resp(f, 0, 200, md, sizeof(md), "text/markdown; charset=utf-8");
+	assert_true(strncmp(md, "# T\n", 4) == 0);
+	assert_non_null(strstr(md, sid));
+	char want[512];
+	snprintf(want, sizeof(want), "\n## User\n\nhello\n\n## Assistant\n\n%s\n", answer);
+	assert_non_null(strstr(md, want));
+
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=pdf", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	expect_error(f, 0, 400, "invalid_request");
+	http(f, 0, CHAN_M_GET, "/api/chat/sessions/s_0000000000000000/export?format=json", NULL);
+	expect_error(f, 0, 404, "not_found");
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export", sid);
+	http(f, 0, CHAN_M_POST, path, NULL);
+	expect_error(f, 0, 405, "method_not_allowed");
+}
+
+/* Due times of the replayed tokens, computed from the stored offsets. */
+static void replay_dues(struct fx *f, const char *sid, const char *mid, uint64_t start, double speed,
+			uint64_t due[6])
+{
+	for (uint32_t k = 1; k <= 5; k++) {
+		struct store_token t;
+		struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+		assert_int_equal(chat_token_get(&f->api.chat, s, mid, k, &t), 0);
+		due[k] = start + (uint64_t)((double)t.offset_ns / speed);
+	}
+}
+
+static void test_replay_sse(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[200];
+	create_session(f, sid);
+	snprintf(path, sizeof(path), "/api/replay/session/%s", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	expect_error(f, 0, 404, "not_found"); /* nothing recorded yet */
+
+	post_message(f, sid, "hello", mid);
+	snprintf(path, sizeof(path), "/api/replay/session/%s?message_id=%s", sid, mid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	expect_error(f, 0, 409, "not_ended");
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+
+	static const char *const bad[] = { "0", "0.05", "101", "abc", "", "1e400" };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(bad); i++) {
+		snprintf(path, sizeof(path), "/api/replay/session/%s?speed=%s", sid, bad[i]);
+		http(f, 0, CHAN_M_GET, path, NULL);
+		expect_error(f, 0, 400, "invalid_request");
+	}
+	snprintf(path, sizeof(path), "/api/replay/session/%s?message_id=m_0000000000000000", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	expect_error(f, 0, 404, "not_found");
+
+	snprintf(path, sizeof(path), "/api/replay/session/%s?speed=4", sid);
+	req(f, 0, 6, CHAN_REQ_HTTP, CHAN_M_GET, path, NULL, NULL);
+	struct chan_response h;
+	assert_null(read_resp(f, 0, &h, NULL));
+	assert_int_equal(h.status, 200);
+	assert_int_equal(h.action, CHAN_RESP_SSE_SUBSCRIBE);
+	assert_string_equal(h.session_id, sid);
+	assert_string_equal(h.resume_message_id, "");
+	expect_status(f, 0, 6, mid, "queued");
+	assert_false(next_rec(f, 0));
+	assert_int_equal(f->api.chat.sessions.n, 1);
+	struct chan_conn conn = { .worker = 0, .slot = 6, .gen = 1 };
+	struct chat_conn *cc = chat_conn_get(&f->api.chat, conn, false);
+	assert_non_null(cc);
+	uint64_t due[6];
+	replay_dues(f, sid, mid, cc->rp.start_ns, 4, due);
+
+	/* Nothing before the first token's scaled offset. */
+	uint64_t next = chat_run_timers(&f->api.chat, due[1] - 1);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+	assert_int_equal(next, due[1]);
+	/* At token 3's time: every token due by then, in one record. */
+	uint32_t n = 0;
+	while (n < 5 && due[n + 1] <= due[3])
+		n++;
+	chat_run_timers(&f->api.chat, due[3]);
+	co_flush(&f->out);
+	expect_status(f, 0, 6, mid, "streaming");
+	static const char *const words[] = { "its", " \"quoted\"", " memory", " stream", " it's" };
+	char text[128] = "";
+	for (uint32_t k = 0; k < n; k++)
+		strcat(text, words[k]);
+	expect_tokens(f, 0, 6, mid, 1, n, text);
+	if (n < 5) {
+		chat_run_timers(&f->api.chat, due[5]);
+		co_flush(&f->out);
+		text[0] = 0;
+		for (uint32_t k = n; k < 5; k++)
+			strcat(text, words[k]);
+		expect_tokens(f, 0, 6, mid, n + 1, 5 - n, text);
+	}
+	expect_usage(f, 0, mid, 1, 5);
+	expect_done(f, 0, mid, CHAN_DONE_COMPLETE, 5);
+	assert_false(next_rec(f, 0));
+	assert_false(next_rec(f, 1));
+	/* The replay conn counts as a subscriber of the session (its
+	 * UNSUBSCRIBE will balance it). */
+	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	assert_int_equal(s->refs[0], 1);
+
+	/* A closed conn's replay stops. */
+	req(f, 0, 6, CHAN_REQ_HTTP, CHAN_M_GET, path, NULL, NULL);
+	assert_null(read_resp(f, 0, &h, NULL));
+	expect_status(f, 0, 6, mid, "queued");
+	struct chan_conn_closed cl = { .conn = conn };
+	api_dispatch(&f->api, CHAN_REC_CONN_CLOSED, &cl, sizeof(cl));
+	assert_null(chat_conn_get(&f->api.chat, conn, false));
+	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+}
+
+static void test_ws_replay_pause_state(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], msg[256];
+	create_session(f, sid);
+	answered(f, sid, "hello", mid);
+
+	ws(f, "{\"type\":\"pause\"}");
+	expect_ws_error(f, "no_replay");
+	snprintf(msg, sizeof(msg), "{\"type\":\"replay\",\"session_id\":\"%s\",\"speed\":500}", sid);
+	ws(f, msg);
+	expect_ws_error(f, "invalid_request");
+
+	ws(f, "{\"type\":\"get_state\",\"id\":1}");
+	json_t *j = ws_reply(f, "state", CHAN_RESP_PLAIN);
+	assert_int_equal(json_array_size(json_object_get(j, "subscriptions")), 0);
+	assert_true(json_is_null(json_object_get(j, "replay")));
+	assert_int_equal(json_integer_value(json_object_get(j, "id")), 1);
+	json_decref(j);
+
+	snprintf(msg, sizeof(msg), "{\"type\":\"replay\",\"session_id\":\"%s\",\"speed\":2,\"id\":5}", sid);
+	ws(f, msg);
+	j = ws_reply(f, "response", CHAN_RESP_WS_SUBSCRIBE);
+	assert_string_equal(json_string_value(json_object_get(j, "request")), "replay");
+	assert_string_equal(json_string_value(json_object_get(j, "message_id")), mid);
+	assert_int_equal(json_integer_value(json_object_get(j, "id")), 5);
+	json_decref(j);
+	expect_status(f, 1, 11, mid, "queued");
+
+	ws(f, "{\"type\":\"pause\"}");
+	j = ws_reply(f, "response", CHAN_RESP_PLAIN);
+	assert_true(json_is_true(json_object_get(j, "paused")));
+	json_decref(j);
+	ws(f, "{\"type\":\"get_state\"}");
+	j = ws_reply(f, "state", CHAN_RESP_PLAIN);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(j, "subscriptions"), 0)), sid);
+	json_t *rp = json_object_get(j, "replay");
+	assert_true(json_is_true(json_object_get(rp, "paused")));
+	assert_int_equal(json_integer_value(json_object_get(rp, "sent")), 0);
+	assert_int_equal(json_integer_value(json_object_get(rp, "total")), 5);
+	assert_true(json_real_value(json_object_get(rp, "speed")) == 2.0);
+	json_decref(j);
+
+	/* Paused: nothing is due however late it is. */
+	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 1));
+
+	ws(f, "{\"type\":\"resume\"}");
+	j = ws_reply(f, "response", CHAN_RESP_PLAIN);
+	assert_true(json_is_false(json_object_get(j, "paused")));
+	json_decref(j);
+	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	co_flush(&f->out);
+	expect_status(f, 1, 11, mid, "streaming");
+	expect_tokens(f, 1, 11, mid, 1, 5, "its \"quoted\" memory stream it's");
+	expect_usage(f, 1, mid, 1, 5);
+	expect_done(f, 1, mid, CHAN_DONE_COMPLETE, 5);
+	assert_false(next_rec(f, 1));
+
+	ws(f, "{\"type\":\"get_state\"}");
+	j = ws_reply(f, "state", CHAN_RESP_PLAIN);
+	assert_true(json_is_null(json_object_get(j, "replay")));
+	json_decref(j);
+	ws(f, "{\"type\":\"resume\"}");
+	expect_ws_error(f, "no_replay");
+
+	/* A new dataplane: the old conns and their replays are gone. */
+	snprintf(msg, sizeof(msg), "{\"type\":\"replay\",\"session_id\":\"%s\"}", sid);
+	ws(f, msg);
+	json_decref(ws_reply(f, "response", CHAN_RESP_WS_SUBSCRIBE));
+	expect_status(f, 1, 11, mid, "queued");
+	chat_drop_all_subs(&f->api.chat);
+	struct chan_conn conn = { .worker = 1, .slot = 11, .gen = 1 };
+	assert_null(chat_conn_get(&f->api.chat, conn, false));
+	assert_int_equal(f->api.chat.conns.n, 0);
+	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 1));
+}
+
+/* GET /api/chat/sessions?query: the ids of one page, next_cursor into cursor. */
+static size_t list_page(struct fx *f, const char *query, char ids[][CHAN_ID_LEN], size_t cap,
+			char *cursor, size_t ccap)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "/api/chat/sessions?%s", query);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	json_t *j = expect_resp(f, 0, 200);
+	json_t *arr = json_object_get(j, "sessions");
+	size_t n = json_array_size(arr);
+	assert_true(n <= cap);
+	for (size_t i = 0; i < n; i++)
+		strcpy(ids[i], json_string_value(json_object_get(json_array_get(arr, i), "id")));
+	json_t *nc = json_object_get(j, "next_cursor");
+	assert_true(json_is_null(nc) || json_is_string(nc));
+	snprintf(cursor, ccap, "%s", json_is_string(nc) ? json_string_value(nc) : "");
+	json_decref(j);
+	return n;
+}
+
+static void test_list_patch_delete(void **state)
+{
+	struct fx *f = *state;
+	char sid[3][CHAN_ID_LEN], ids[8][CHAN_ID_LEN], cursor[256], q[400], path[160];
+	for (int i = 0; i < 3; i++)
+		create_session(f, sid[i]);
+	size_t n = list_page(f, "limit=2", ids, 8, cursor, sizeof(cursor));
+	assert_int_equal(n, 2);
+	assert_true(cursor[0] != 0);
+	snprintf(q, sizeof(q), "limit=2&cursor=%s", cursor);
+	n += list_page(f, q, ids + 2, 6, cursor, sizeof(cursor));
+	assert_int_equal(n, 3);
+	assert_string_equal(cursor, "");
+	for (int i = 0; i < 3; i++) {
+		int seen = 0;
+		for (size_t k = 0; k < n; k++)
+			seen += strcmp(ids[k], sid[i]) == 0;
+		assert_int_equal(seen, 1);
+	}
+	static const char *const bad[] = { "limit=0", "limit=101", "limit=2x", "archived=no", "q=%zz" };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(bad); i++) {
+		snprintf(path, sizeof(path), "/api/chat/sessions?%s", bad[i]);
+		http(f, 0, CHAN_M_GET, path, NULL);
+		expect_error(f, 0, 400, "invalid_request");
+	}
+
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s", sid[1]);
+	http(f, 0, CHAN_M_PATCH, path, "{\"title\":\"Needle in a stack\",\"archived\":true}");
+	json_t *j = expect_resp(f, 0, 200);
+	assert_string_equal(json_string_value(json_object_get(j, "title")), "Needle in a stack");
+	assert_true(json_is_true(json_object_get(j, "archived")));
+	json_decref(j);
+	http(f, 0, CHAN_M_PATCH, path, "{\"archived\":1}");
+	expect_error(f, 0, 400, "invalid_request");
+	http(f, 0, CHAN_M_PATCH, path, "{\"title\":5}");
+	expect_error(f, 0, 400, "invalid_request");
+	assert_string_equal(events[nevents - 1].kind, "patched");
+
+	assert_int_equal(list_page(f, "", ids, 8, cursor, sizeof(cursor)), 2);
+	assert_int_equal(list_page(f, "archived=true", ids, 8, cursor, sizeof(cursor)), 1);
+	assert_string_equal(ids[0], sid[1]);
+	assert_int_equal(list_page(f, "archived=any&q=NEEDLE+in", ids, 8, cursor, sizeof(cursor)), 1);
+	assert_string_equal(ids[0], sid[1]);
+	assert_int_equal(list_page(f, "archived=any&q=hay", ids, 8, cursor, sizeof(cursor)), 0);
+
+	/* Delete while an answer runs: its subscribers see it cancelled. */
+	char mid[CHAN_ID_LEN];
+	subscribe_sse(f, 1, 7, sid[2], NULL, "", 0);
+	post_message(f, sid[2], "hello", mid);
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "queued");
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s", sid[2]);
+	http(f, 0, CHAN_M_DELETE, path, NULL);
+	expect_usage(f, 1, mid, 1, 0);
+	expect_done(f, 1, mid, CHAN_DONE_CANCELLED, 0);
+	struct chan_response h;
+	assert_null(read_resp(f, 0, &h, NULL));
+	assert_int_equal(h.status, 204);
+	assert_string_equal(events[nevents - 1].kind, "deleted");
+	http(f, 0, CHAN_M_GET, path, NULL);
+	expect_error(f, 0, 404, "not_found");
+	http(f, 0, CHAN_M_DELETE, path, NULL);
+	expect_error(f, 0, 404, "not_found");
+	assert_int_equal(list_page(f, "archived=any", ids, 8, cursor, sizeof(cursor)), 2);
+	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+	assert_false(next_rec(f, 1));
+}
+
 static void sub_rec(struct fx *f, uint16_t type, uint16_t worker, const char *sid)
 {
 	struct chan_sub s;
@@ -738,6 +1188,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_message_stream_and_resume, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_and_running_backlog, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_websocket, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_agents_and_events, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_export, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_list_patch_delete, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_replay_sse, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_ws_replay_pause_state, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_subscription_table, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_large_body_is_split, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_ring_full_backlog, fx_setup, fx_teardown),
