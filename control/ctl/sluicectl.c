@@ -1,0 +1,875 @@
+/*
+ * sluicectl: the operator's tool. Talks to sluice-control over the admin Unix
+ * socket (control/admin/admin.h): one JSON request per line, one JSON answer
+ * per line. Human tables by default, the answers as JSON lines with --json.
+ *
+ * Exit status: 0 done, 1 failed (control not running, or it answered with an
+ * error), 2 malformed command (usage on stderr).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "sluice/chan.h"
+#include "sluice/common.h"
+#include "sluice/conf.h"
+
+#define CTL_PW_MAX 1024          /* the hashing pool's longest password */
+#define CTL_ANSWER_MAX (64u << 20)
+#define CTL_TIMEOUT_MS 10000
+#define CTL_SLOW_TIMEOUT_MS 120000  /* password hashing */
+#define CTL_BACKUP_TIMEOUT_MS 3600000
+
+static const char usage_text[] =
+	"usage: sluicectl [-c FILE | --socket PATH] [--json] COMMAND\n"
+	"\n"
+	"commands:\n"
+	"  status                               control uptime, dataplane, workers, store, sessions\n"
+	"  stats [--watch [--interval S] [--count N]]\n"
+	"                                       summed worker counters and control counters\n"
+	"  workers                              per-worker counters and the age of their last report\n"
+	"  conns [--worker N]                   the dataplane's connections\n"
+	"  sessions list [--user U] [--limit N] conversations, newest first\n"
+	"  sessions show ID                     one conversation with its messages\n"
+	"  sessions kill ID                     cancel its answer and close its streams\n"
+	"  users add NAME --role user|admin     create a user (password from the terminal or stdin)\n"
+	"  users passwd NAME                    set a user's password (ends its logins)\n"
+	"  users del NAME                       delete a user (ends its logins)\n"
+	"  users list\n"
+	"  store stats                          LMDB counters\n"
+	"  store backup PATH                    compacted consistent copy into directory PATH\n"
+	"\n"
+	"The socket is --socket PATH, else admin_socket of -c FILE, else the default\n"
+	"/tmp/sluice-admin.sock.\n";
+
+static int usage(const char *why)
+{
+	if (why)
+		fprintf(stderr, "sluicectl: %s\n", why);
+	fputs(usage_text, stderr);
+	return 2;
+}
+
+struct ctl {
+	const char *conf_path;
+	const char *sock_path;
+	char sock_buf[CONF_PATH_MAX];
+	bool json;
+	bool watch;
+	double interval_s;
+	long count;       /* --count, -1 = until interrupted */
+	long worker;      /* --worker, -1 = all */
+	const char *user; /* --user */
+	long limit;       /* --limit, -1 = control's default */
+	const char *role; /* --role */
+	const char *words[4];
+	int nwords;
+	int fd;
+};
+
+/* ---- option parsing ----------------------------------------------------- */
+
+static bool ctl_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Fills c from argv; returns 0, or 2 after printing usage. */
+static int ctl_parse(struct ctl *c, int argc, char **argv)
+{
+	bool interval_set = false, count_set = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		bool takes = strcmp(a, "-c") == 0 || strcmp(a, "--socket") == 0 ||
+			     strcmp(a, "--interval") == 0 || strcmp(a, "--count") == 0 ||
+			     strcmp(a, "--worker") == 0 || strcmp(a, "--user") == 0 ||
+			     strcmp(a, "--limit") == 0 || strcmp(a, "--role") == 0;
+		if (takes && !v) {
+			char msg[64];
+			snprintf(msg, sizeof(msg), "%s needs a value", a);
+			return usage(msg);
+		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			return usage(NULL);
+		} else if (strcmp(a, "-c") == 0) {
+			c->conf_path = v;
+		} else if (strcmp(a, "--socket") == 0) {
+			c->sock_path = v;
+		} else if (strcmp(a, "--json") == 0) {
+			c->json = true;
+			continue;
+		} else if (strcmp(a, "--watch") == 0) {
+			c->watch = true;
+			continue;
+		} else if (strcmp(a, "--interval") == 0) {
+			char *end;
+			errno = 0;
+			c->interval_s = strtod(v, &end);
+			if (errno || end == v || *end || !(c->interval_s >= 0.1 && c->interval_s <= 3600))
+				return usage("--interval takes seconds, 0.1 to 3600");
+			interval_set = true;
+		} else if (strcmp(a, "--count") == 0) {
+			if (!ctl_long(v, 1, 1000000000L, &c->count))
+				return usage("--count takes a positive number");
+			count_set = true;
+		} else if (strcmp(a, "--worker") == 0) {
+			if (!ctl_long(v, 0, CHAN_MAX_WORKERS - 1, &c->worker))
+				return usage("--worker takes a worker number");
+		} else if (strcmp(a, "--user") == 0) {
+			c->user = v;
+		} else if (strcmp(a, "--limit") == 0) {
+			if (!ctl_long(v, 1, 1000, &c->limit))
+				return usage("--limit takes 1 to 1000");
+		} else if (strcmp(a, "--role") == 0) {
+			c->role = v;
+		} else if (a[0] == '-' && a[1]) {
+			char msg[160];
+			snprintf(msg, sizeof(msg), "unknown option %.100s", a);
+			return usage(msg);
+		} else {
+			if (c->nwords == (int)SLUICE_ARRAY_LEN(c->words))
+				return usage("too many arguments");
+			c->words[c->nwords++] = a;
+			continue;
+		}
+		i++;
+	}
+	if (c->conf_path && c->sock_path)
+		return usage("-c and --socket exclude each other");
+	if ((interval_set || count_set) && !c->watch)
+		return usage("--interval and --count go with stats --watch");
+	return 0;
+}
+
+/* ---- the socket ------------------------------------------------------------ */
+
+static int ctl_socket_path(struct ctl *c)
+{
+	static struct sluice_conf conf;
+	char err[512];
+	if (c->sock_path)
+		return 0;
+	if (c->conf_path) {
+		if (conf_load(c->conf_path, &conf, err, sizeof(err)) < 0) {
+			fprintf(stderr, "sluicectl: %s\n", err);
+			return -1;
+		}
+	} else {
+		conf_defaults(&conf);
+	}
+	snprintf(c->sock_buf, sizeof(c->sock_buf), "%s", conf.admin_socket);
+	c->sock_path = c->sock_buf;
+	return 0;
+}
+
+static int ctl_connect(struct ctl *c)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(c->sock_path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "sluicectl: cannot connect to control at %s: path too long\n", c->sock_path);
+		return -1;
+	}
+	memcpy(sa.sun_path, c->sock_path, strlen(c->sock_path) + 1);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "sluicectl: cannot connect to control at %s: %s\n", c->sock_path,
+			strerror(errno));
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+static int ctl_write_all(struct ctl *c, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			fprintf(stderr, "sluicectl: writing to control at %s: %s\n", c->sock_path,
+				strerror(errno));
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Reads one answer line; NULL (message printed) on timeout, hang-up or a line
+ * that is not a JSON object. Bytes after the line stay unread on the socket
+ * for the next call. */
+static json_t *ctl_read_answer(struct ctl *c, int timeout_ms)
+{
+	static char *buf;
+	static size_t cap, len;
+	for (;;) {
+		char *nl = len ? memchr(buf, '\n', len) : NULL;
+		if (nl) {
+			size_t n = (size_t)(nl - buf);
+			json_error_t jerr;
+			json_t *o = json_loadb(buf, n, 0, &jerr);
+			memmove(buf, nl + 1, len - n - 1);
+			len -= n + 1;
+			if (!json_is_object(o)) {
+				json_decref(o);
+				fprintf(stderr, "sluicectl: control sent an answer that is not a JSON object\n");
+				return NULL;
+			}
+			return o;
+		}
+		if (len == cap) {
+			size_t ncap = cap ? cap * 2 : 65536;
+			char *p = ncap <= CTL_ANSWER_MAX ? realloc(buf, ncap) : NULL;
+			if (!p) {
+				fprintf(stderr, "sluicectl: the answer is larger than %u bytes\n", CTL_ANSWER_MAX);
+				return NULL;
+			}
+			buf = p;
+			cap = ncap;
+		}
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		int pr = poll(&pfd, 1, timeout_ms);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0) {
+			fprintf(stderr, "sluicectl: no answer from control at %s within %d s\n", c->sock_path,
+				timeout_ms / 1000);
+			return NULL;
+		}
+		ssize_t r = recv(c->fd, buf + len, cap - len, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			fprintf(stderr, "sluicectl: control at %s closed the connection%s%s\n", c->sock_path,
+				r < 0 ? ": " : "", r < 0 ? strerror(errno) : "");
+			return NULL;
+		}
+		len += (size_t)r;
+	}
+}
+
+/* Sends req (taking the reference) plus an optional raw line, and reads the
+ * answer. The request buffer is wiped since it may hold the password. */
+static json_t *ctl_call(struct ctl *c, json_t *req, const char *extra, size_t extra_len, int timeout_ms)
+{
+	char *txt = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	json_decref(req);
+	if (!txt) {
+		fprintf(stderr, "sluicectl: out of memory\n");
+		return NULL;
+	}
+	size_t tl = strlen(txt);
+	size_t n = tl + 1 + (extra ? extra_len + 1 : 0);
+	char *line = malloc(n);
+	if (!line) {
+		free(txt);
+		fprintf(stderr, "sluicectl: out of memory\n");
+		return NULL;
+	}
+	memcpy(line, txt, tl);
+	line[tl] = '\n';
+	if (extra) {
+		memcpy(line + tl + 1, extra, extra_len);
+		line[n - 1] = '\n';
+	}
+	free(txt);
+	int rc = ctl_write_all(c, line, n);
+	sodium_memzero(line, n);
+	free(line);
+	return rc < 0 ? NULL : ctl_read_answer(c, timeout_ms);
+}
+
+/* ---- output helpers ----------------------------------------------------- */
+
+static long long ctl_int(json_t *o, const char *key)
+{
+	return (long long)json_integer_value(json_object_get(o, key));
+}
+
+static const char *ctl_str(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s ? s : "-";
+}
+
+static void ctl_print_json(json_t *o)
+{
+	char *txt = json_dumps(o, JSON_COMPACT);
+	if (txt) {
+		puts(txt);
+		free(txt);
+	}
+}
+
+static void ctl_time(long long t, char *buf, size_t cap)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (t <= 0 || !gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, cap, "-");
+}
+
+static void ctl_duration(long long ms, char *buf, size_t cap)
+{
+	long long s = ms / 1000;
+	if (s >= 86400)
+		snprintf(buf, cap, "%lldd%02lldh%02lldm", s / 86400, s / 3600 % 24, s / 60 % 60);
+	else if (s >= 3600)
+		snprintf(buf, cap, "%lldh%02lldm%02llds", s / 3600, s / 60 % 60, s % 60);
+	else if (s >= 60)
+		snprintf(buf, cap, "%lldm%02llds", s / 60, s % 60);
+	else
+		snprintf(buf, cap, "%lld.%03llds", s, ms % 1000);
+}
+
+/* Every integer member of o as "  name  value" lines, in the order sent. */
+static void ctl_print_counters(json_t *o, json_t *prev, double dt_s)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v) {
+		if (!json_is_integer(v))
+			continue;
+		printf("  %-24s %lld", k, (long long)json_integer_value(v));
+		json_t *pv = prev ? json_object_get(prev, k) : NULL;
+		if (pv && dt_s > 0 && json_integer_value(v) >= json_integer_value(pv) &&
+		    json_integer_value(v) != json_integer_value(pv))
+			printf("  (+%.1f/s)", (double)(json_integer_value(v) - json_integer_value(pv)) / dt_s);
+		printf("\n");
+	}
+}
+
+/* ---- commands ---------------------------------------------------------------- */
+
+static void show_status(json_t *a)
+{
+	char up[32];
+	ctl_duration(ctl_int(a, "uptime_ms"), up, sizeof(up));
+	printf("control     pid %lld, up %s\n", ctl_int(a, "pid"), up);
+	printf("dataplane   %s (epoch %lld), %lld workers, %lld reporting\n",
+	       json_is_true(json_object_get(a, "dataplane_attached")) ? "attached" : "NOT attached",
+	       ctl_int(a, "dataplane_epoch"), ctl_int(a, "workers"), ctl_int(a, "workers_reporting"));
+	printf("store       %s\n", ctl_str(a, "store"));
+	printf("sessions    %lld in memory, %lld answers running\n", ctl_int(a, "sessions_in_memory"),
+	       ctl_int(a, "answers_running"));
+	printf("admin       %lld clients\n", ctl_int(a, "admin_clients"));
+}
+
+static void show_stats(json_t *a, json_t *prev, double dt_s)
+{
+	json_t *dp = json_object_get(a, "dataplane");
+	json_t *cp = json_object_get(a, "control");
+	printf("dataplane (%lld workers reporting)\n", ctl_int(dp, "workers_reporting"));
+	ctl_print_counters(dp, prev ? json_object_get(prev, "dataplane") : NULL, dt_s);
+	printf("control\n");
+	ctl_print_counters(cp, prev ? json_object_get(prev, "control") : NULL, dt_s);
+}
+
+static void show_stats_once(json_t *a)
+{
+	show_stats(a, NULL, 0);
+}
+
+static void show_workers(json_t *a)
+{
+	printf("%-6s %8s %6s %6s %12s %12s %10s %10s\n", "WORKER", "CONNS", "SSE", "WS", "TOKENS_OUT",
+	       "FRAMES_OUT", "PENDING", "STATS_AGE");
+	size_t i;
+	json_t *w;
+	json_array_foreach(json_object_get(a, "workers"), i, w) {
+		if (json_is_null(json_object_get(w, "stats_age_ms"))) {
+			printf("%-6lld %8s %6s %6s %12s %12s %10s %10s\n", ctl_int(w, "worker"), "-", "-",
+			       "-", "-", "-", "-", "never");
+			continue;
+		}
+		char age[32];
+		ctl_duration(ctl_int(w, "stats_age_ms"), age, sizeof(age));
+		printf("%-6lld %8lld %6lld %6lld %12lld %12lld %10lld %10s\n", ctl_int(w, "worker"),
+		       ctl_int(w, "conns_active"), ctl_int(w, "sse_active"), ctl_int(w, "ws_active"),
+		       ctl_int(w, "tokens_out"), ctl_int(w, "frames_out"), ctl_int(w, "pending_bytes"), age);
+	}
+}
+
+static void show_conns(json_t *a)
+{
+	json_t *conns = json_object_get(a, "conns");
+	printf("%-6s %8s %-21s %-4s %10s %12s %10s %s\n", "WORKER", "SLOT", "PEER", "MODE", "AGE",
+	       "BYTES_OUT", "PENDING", "SESSION");
+	size_t i;
+	json_t *c;
+	json_array_foreach(conns, i, c) {
+		char age[32];
+		ctl_duration(ctl_int(c, "age_ms"), age, sizeof(age));
+		printf("%-6lld %8lld %-21s %-4s %10s %12lld %10lld %s\n", ctl_int(c, "worker"),
+		       ctl_int(c, "slot"), ctl_str(c, "peer"), ctl_str(c, "mode"), age,
+		       ctl_int(c, "bytes_out"), ctl_int(c, "pending_bytes"), ctl_str(c, "session_id"));
+	}
+	printf("%zu connections\n", json_array_size(conns));
+	json_t *missing = json_object_get(a, "missing_workers");
+	if (json_array_size(missing)) {
+		printf("no answer from worker(s):");
+		json_array_foreach(missing, i, c)
+			printf(" %lld", (long long)json_integer_value(c));
+		printf("\n");
+	}
+}
+
+static void show_sessions(json_t *a)
+{
+	json_t *ss = json_object_get(a, "sessions");
+	printf("%-20s %-16s %-12s %-12s %-20s %-3s %s\n", "ID", "USER", "AGENT", "MODEL", "UPDATED", "ARC",
+	       "TITLE");
+	size_t i;
+	json_t *s;
+	json_array_foreach(ss, i, s) {
+		char t[32];
+		ctl_time(ctl_int(s, "updated_at"), t, sizeof(t));
+		printf("%-20s %-16s %-12s %-12s %-20s %-3s %s\n", ctl_str(s, "id"), ctl_str(s, "user"),
+		       ctl_str(s, "agent_id"), ctl_str(s, "model_id"), t,
+		       json_is_true(json_object_get(s, "archived")) ? "yes" : "no", ctl_str(s, "title"));
+	}
+	printf("%zu sessions\n", json_array_size(ss));
+}
+
+static void show_session(json_t *a)
+{
+	json_t *s = json_object_get(a, "session");
+	char c[32], u[32];
+	ctl_time(ctl_int(s, "created_at"), c, sizeof(c));
+	ctl_time(ctl_int(s, "updated_at"), u, sizeof(u));
+	printf("id          %s\n", ctl_str(s, "id"));
+	printf("user        %s\n", ctl_str(s, "user"));
+	printf("agent       %s\n", ctl_str(s, "agent_id"));
+	printf("model       %s\n", ctl_str(s, "model_id"));
+	printf("title       %s\n", ctl_str(s, "title"));
+	printf("created     %s\n", c);
+	printf("updated     %s\n", u);
+	printf("archived    %s\n", json_is_true(json_object_get(s, "archived")) ? "yes" : "no");
+	if (json_is_true(json_object_get(s, "running")))
+		printf("running     yes, answer %s\n", ctl_str(s, "answer_message_id"));
+	else
+		printf("running     no\n");
+	printf("subscribers %lld\n", ctl_int(s, "subscribers"));
+	json_t *msgs = json_object_get(s, "messages");
+	printf("messages    %zu\n", json_array_size(msgs));
+	size_t i;
+	json_t *m;
+	json_array_foreach(msgs, i, m) {
+		json_t *usage = json_object_get(m, "usage");
+		printf("  [%zu] %-9s %s %-11s %lld tokens, %lld bytes", i + 1, ctl_str(m, "role"),
+		       ctl_str(m, "id"), ctl_str(m, "status"), ctl_int(m, "ntokens"),
+		       ctl_int(m, "content_bytes"));
+		if (strcmp(ctl_str(m, "role"), "assistant") == 0)
+			printf(", usage %lld+%lld, $%.6f", ctl_int(usage, "prompt_tokens"),
+			       ctl_int(usage, "completion_tokens"),
+			       json_real_value(json_object_get(usage, "cost_usd")));
+		printf("\n");
+		json_t *content = json_object_get(m, "content");
+		if (json_is_string(content))
+			printf("      %s\n", json_string_value(content));
+		else
+			printf("      (content is not UTF-8)\n");
+	}
+}
+
+static void show_users(json_t *a)
+{
+	json_t *us = json_object_get(a, "users");
+	printf("%-32s %-6s %s\n", "NAME", "ROLE", "CREATED");
+	size_t i;
+	json_t *u;
+	json_array_foreach(us, i, u) {
+		char t[32];
+		ctl_time(ctl_int(u, "created_at"), t, sizeof(t));
+		printf("%-32s %-6s %s\n", ctl_str(u, "name"), ctl_str(u, "role"), t);
+	}
+	printf("%zu users\n", json_array_size(us));
+}
+
+static void show_store_stats(json_t *a)
+{
+	printf("store %s\n", ctl_str(a, "path"));
+	ctl_print_counters(a, NULL, 0);
+}
+
+/* ---- passwords --------------------------------------------------------------- */
+
+static struct termios ctl_saved_tty;
+static volatile sig_atomic_t ctl_tty_changed;
+
+static void ctl_restore_tty(int sig)
+{
+	if (ctl_tty_changed)
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_saved_tty);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* One line from fd into buf (without the newline). -1: read error or EOF
+ * before any byte; -2: longer than cap. */
+static int ctl_read_line(int fd, char *buf, size_t cap, size_t *len)
+{
+	size_t n = 0;
+	bool any = false;
+	for (;;) {
+		char ch;
+		ssize_t r = read(fd, &ch, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			break;
+		any = true;
+		if (ch == '\n')
+			break;
+		if (n == cap)
+			return -2;
+		buf[n++] = ch;
+	}
+	*len = n;
+	return any ? 0 : -1;
+}
+
+/* Echo off while the terminal password is typed. */
+static int ctl_prompt(const char *prompt, char *buf, size_t cap, size_t *len)
+{
+	struct termios t;
+	if (tcgetattr(STDIN_FILENO, &ctl_saved_tty) < 0)
+		return -1;
+	t = ctl_saved_tty;
+	t.c_lflag &= ~(tcflag_t)ECHO;
+	t.c_lflag |= ECHONL;
+	ctl_tty_changed = 1;
+	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) < 0)
+		return -1;
+	/* The prompt comes after echo is off, so nothing typed in answer to it
+	 * is echoed or flushed away. */
+	fputs(prompt, stderr);
+	fflush(stderr);
+	int rc = ctl_read_line(STDIN_FILENO, buf, cap, len);
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &ctl_saved_tty);
+	ctl_tty_changed = 0;
+	return rc;
+}
+
+/* The password: asked twice with echo off on a terminal, else one line of
+ * stdin. Never argv, so it shows in no process list. */
+static int ctl_password(char *pw, size_t cap, size_t *len)
+{
+	int rc;
+	if (isatty(STDIN_FILENO)) {
+		static char again[CTL_PW_MAX];
+		size_t alen = 0;
+		signal(SIGINT, ctl_restore_tty);
+		signal(SIGTERM, ctl_restore_tty);
+		rc = ctl_prompt("Password: ", pw, cap, len);
+		if (rc == 0)
+			rc = ctl_prompt("Password again: ", again, sizeof(again), &alen);
+		if (rc == 0 && (alen != *len || sodium_memcmp(pw, again, alen) != 0)) {
+			sodium_memzero(again, sizeof(again));
+			fprintf(stderr, "sluicectl: the passwords do not match\n");
+			return -1;
+		}
+		sodium_memzero(again, sizeof(again));
+	} else {
+		rc = ctl_read_line(STDIN_FILENO, pw, cap, len);
+	}
+	if (rc == -2) {
+		fprintf(stderr, "sluicectl: the password is longer than %zu bytes\n", cap);
+		return -1;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "sluicectl: no password given on %s\n",
+			isatty(STDIN_FILENO) ? "the terminal" : "stdin");
+		return -1;
+	}
+	if (*len == 0 || memchr(pw, 0, *len)) {
+		fprintf(stderr, "sluicectl: the password is empty or holds a NUL byte\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------------- */
+
+/* Prints an answer: ok -> show (or the JSON line), error -> stderr. Returns
+ * the exit status. */
+static int ctl_result(struct ctl *c, json_t *a, void (*show)(json_t *))
+{
+	if (!a)
+		return 1;
+	int rc = 0;
+	if (!json_is_true(json_object_get(a, "ok"))) {
+		json_t *e = json_object_get(a, "error");
+		fprintf(stderr, "sluicectl: %s: %s\n", ctl_str(e, "code"), ctl_str(e, "message"));
+		if (c->json)
+			ctl_print_json(a);
+		rc = 1;
+	} else if (c->json) {
+		ctl_print_json(a);
+	} else {
+		show(a);
+	}
+	json_decref(a);
+	fflush(stdout);
+	return rc;
+}
+
+static void show_done(json_t *a)
+{
+	const char *user = json_string_value(json_object_get(a, "user"));
+	const char *done = json_string_value(json_object_get(a, "done"));
+	if (user && done)
+		printf("%s: %s\n", user, done);
+	else if (json_object_get(a, "workers_kicked"))
+		printf("session %s killed: %s%s, %lld workers told to close its streams\n", ctl_str(a, "id"),
+		       json_is_string(json_object_get(a, "cancelled_message_id")) ? "cancelled answer " :
+										"no answer was running",
+		       json_is_string(json_object_get(a, "cancelled_message_id")) ?
+			       ctl_str(a, "cancelled_message_id") : "",
+		       ctl_int(a, "workers_kicked"));
+	else if (json_is_integer(json_object_get(a, "bytes")))
+		printf("store backed up to %s (%lld bytes)\n", ctl_str(a, "path"), ctl_int(a, "bytes"));
+	else
+		printf("store backed up to %s\n", ctl_str(a, "path"));
+}
+
+static volatile sig_atomic_t ctl_stop;
+
+static void ctl_on_stop(int sig)
+{
+	(void)sig;
+	ctl_stop = 1;
+}
+
+static int cmd_stats_watch(struct ctl *c)
+{
+	signal(SIGINT, ctl_on_stop);
+	signal(SIGTERM, ctl_on_stop);
+	json_t *prev = NULL;
+	struct timespec tprev = { 0 };
+	int rc = 0;
+	for (long n = 0; !ctl_stop && (c->count < 0 || n < c->count); n++) {
+		if (n) {
+			struct timespec d = { .tv_sec = (time_t)c->interval_s,
+					      .tv_nsec = (long)((c->interval_s - (double)(time_t)c->interval_s) * 1e9) };
+			while (nanosleep(&d, &d) < 0 && errno == EINTR && !ctl_stop)
+				;
+			if (ctl_stop)
+				break;
+		}
+		json_t *a = ctl_call(c, json_pack("{s:s}", "cmd", "stats"), NULL, 0, CTL_TIMEOUT_MS);
+		if (!a) {
+			rc = 1;
+			break;
+		}
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (!json_is_true(json_object_get(a, "ok"))) {
+			rc = ctl_result(c, a, NULL);
+			break;
+		}
+		if (c->json) {
+			ctl_print_json(a);
+		} else {
+			char ts[32];
+			ctl_time((long long)time(NULL), ts, sizeof(ts));
+			double dt = prev ? (double)(now.tv_sec - tprev.tv_sec) +
+						   (double)(now.tv_nsec - tprev.tv_nsec) / 1e9 : 0;
+			printf("---- %s\n", ts);
+			show_stats(a, prev, dt);
+		}
+		fflush(stdout);
+		json_decref(prev);
+		prev = a;
+		tprev = now;
+	}
+	json_decref(prev);
+	return rc;
+}
+
+/* The users command's shape, checked before connecting: 0 or 2 (usage printed). */
+static int ctl_users_check(struct ctl *c, const char *sub, const char *name)
+{
+	if (!sub)
+		return usage("users takes add, passwd, del or list");
+	bool add = strcmp(sub, "add") == 0;
+	if (strcmp(sub, "list") == 0)
+		return name || c->role ? usage("users list takes no arguments") : 0;
+	if (!add && strcmp(sub, "passwd") != 0 && strcmp(sub, "del") != 0)
+		return usage("users takes add, passwd, del or list");
+	if (!name)
+		return usage("users add|passwd|del need a NAME");
+	if (!add && c->role)
+		return usage("--role goes with users add");
+	if (add && (!c->role || (strcmp(c->role, "user") != 0 && strcmp(c->role, "admin") != 0)))
+		return usage("users add needs --role user|admin");
+	return 0;
+}
+
+static int ctl_users(struct ctl *c, const char *sub, const char *name)
+{
+	if (strcmp(sub, "list") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "users.list"), NULL, 0, CTL_TIMEOUT_MS),
+				  show_users);
+	bool add = strcmp(sub, "add") == 0;
+	if (strcmp(sub, "del") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s,s:s}", "cmd", "users.del", "name", name), NULL,
+					      0, CTL_TIMEOUT_MS), show_done);
+	static char pw[CTL_PW_MAX];
+	size_t pwlen = 0;
+	if (ctl_password(pw, sizeof(pw), &pwlen) < 0) {
+		sodium_memzero(pw, sizeof(pw));
+		return 1;
+	}
+	json_t *req = add ? json_pack("{s:s,s:s,s:s}", "cmd", "users.add", "name", name, "role", c->role)
+			  : json_pack("{s:s,s:s}", "cmd", "users.passwd", "name", name);
+	json_t *a = ctl_call(c, req, pw, pwlen, CTL_SLOW_TIMEOUT_MS);
+	sodium_memzero(pw, sizeof(pw));
+	return ctl_result(c, a, show_done);
+}
+
+static int ctl_run(struct ctl *c)
+{
+	const char *cmd = c->words[0];
+	const char *sub = c->nwords > 1 ? c->words[1] : NULL;
+	const char *arg = c->nwords > 2 ? c->words[2] : NULL;
+	bool stats = strcmp(cmd, "stats") == 0;
+	bool conns = strcmp(cmd, "conns") == 0;
+	bool slist = strcmp(cmd, "sessions") == 0 && sub && strcmp(sub, "list") == 0;
+	bool uadd = strcmp(cmd, "users") == 0 && sub && strcmp(sub, "add") == 0;
+	if (c->watch && !stats)
+		return usage("--watch goes with stats");
+	if (c->worker >= 0 && !conns)
+		return usage("--worker goes with conns");
+	if ((c->user || c->limit >= 0) && !slist)
+		return usage("--user and --limit go with sessions list");
+	if (c->role && !uadd)
+		return usage("--role goes with users add");
+	if (c->nwords > 3 || (c->nwords > 2 && strcmp(cmd, "users") != 0 && strcmp(cmd, "sessions") != 0 &&
+			      strcmp(cmd, "store") != 0))
+		return usage("too many arguments");
+
+	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns) {
+		if (sub)
+			return usage("too many arguments");
+	} else if (strcmp(cmd, "sessions") == 0) {
+		if (!sub || (strcmp(sub, "list") == 0 ? arg != NULL : !arg) ||
+		    (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "kill")))
+			return usage("sessions takes list, show ID or kill ID");
+	} else if (strcmp(cmd, "users") == 0) {
+		int rc = ctl_users_check(c, sub, arg);
+		if (rc)
+			return rc;
+	} else if (strcmp(cmd, "store") == 0) {
+		if (!sub || (strcmp(sub, "stats") == 0 ? arg != NULL : strcmp(sub, "backup") || !arg))
+			return usage("store takes stats or backup PATH");
+	} else {
+		char msg[160];
+		snprintf(msg, sizeof(msg), "unknown command %.100s", cmd);
+		return usage(msg);
+	}
+
+	if (ctl_socket_path(c) < 0)
+		return 1;
+	if (ctl_connect(c) < 0)
+		return 1;
+
+	if (strcmp(cmd, "status") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "status"), NULL, 0, CTL_TIMEOUT_MS),
+				  show_status);
+	if (stats && c->watch) {
+		if (c->interval_s == 0)
+			c->interval_s = 1.0;
+		return cmd_stats_watch(c);
+	}
+	if (stats)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "stats"), NULL, 0, CTL_TIMEOUT_MS),
+				  show_stats_once);
+	if (strcmp(cmd, "workers") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "workers"), NULL, 0, CTL_TIMEOUT_MS),
+				  show_workers);
+	if (conns) {
+		json_t *req = json_pack("{s:s}", "cmd", "conns");
+		if (req && c->worker >= 0)
+			json_object_set_new(req, "worker", json_integer(c->worker));
+		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show_conns);
+	}
+	if (slist) {
+		json_t *req = json_pack("{s:s}", "cmd", "sessions.list");
+		if (req && c->user)
+			json_object_set_new(req, "user", json_string(c->user));
+		if (req && c->limit >= 0)
+			json_object_set_new(req, "limit", json_integer(c->limit));
+		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show_sessions);
+	}
+	if (strcmp(cmd, "sessions") == 0) {
+		bool show = strcmp(sub, "show") == 0;
+		json_t *req = json_pack("{s:s,s:s}", "cmd", show ? "sessions.show" : "sessions.kill", "id", arg);
+		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show ? show_session : show_done);
+	}
+	if (strcmp(cmd, "users") == 0)
+		return ctl_users(c, sub, arg);
+	if (strcmp(sub, "stats") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "store.stats"), NULL, 0,
+					      CTL_TIMEOUT_MS), show_store_stats);
+	/* Control runs elsewhere (another cwd): the path goes absolute. */
+	char path[CONF_PATH_MAX];
+	if (arg[0] == '/') {
+		if ((size_t)snprintf(path, sizeof(path), "%s", arg) >= sizeof(path))
+			return usage("PATH is too long");
+	} else {
+		char cwd[CONF_PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd))) {
+			fprintf(stderr, "sluicectl: getcwd: %s\n", strerror(errno));
+			return 1;
+		}
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", cwd, arg) >= sizeof(path))
+			return usage("PATH is too long");
+	}
+	return ctl_result(c, ctl_call(c, json_pack("{s:s,s:s}", "cmd", "store.backup", "path", path), NULL, 0,
+				      CTL_BACKUP_TIMEOUT_MS), show_done);
+}
+
+int main(int argc, char **argv)
+{
+	static struct ctl c = { .count = -1, .worker = -1, .limit = -1, .fd = -1 };
+	int rc = ctl_parse(&c, argc, argv);
+	if (rc)
+		return rc;
+	if (c.nwords == 0)
+		return usage("no command");
+	if (sodium_init() < 0) {
+		fprintf(stderr, "sluicectl: libsodium initialisation failed\n");
+		return 1;
+	}
+	rc = ctl_run(&c);
+	if (c.fd >= 0)
+		close(c.fd);
+	return rc;
+}
