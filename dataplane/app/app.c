@@ -23,6 +23,8 @@ static void conn_timer_cb(void *arg, struct tw_timer *t)
 		stream_keepalive(c);
 	else if (c->mode == CONN_HTTP)
 		http_timer_fired(c);
+	else
+		conn_close(c, false); /* a WebSocket close the client never answered */
 }
 
 struct app *app_create(struct worker *w, char *err, size_t errlen)
@@ -76,6 +78,8 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 		batch_init(&c->batch);
 	}
 	a->free_head = 0;
+	a->start_ns = worker_now(w);
+	admin_stats_start(a);
 	return a;
 fail:
 	app_destroy(a);
@@ -86,11 +90,13 @@ void app_destroy(struct app *a)
 {
 	if (!a)
 		return;
+	admin_stats_stop(a);
 	if (a->conns) {
 		for (uint32_t i = 0; i < a->max_conns; i++) {
 			struct conn *c = &a->conns[i];
 
 			free(c->req_buf);
+			free(c->ws_auth);
 			free(c->resp_body.p);
 			free(c->resp_hdrs.p);
 			if (c->ws_open)
@@ -146,6 +152,9 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	c->keep_alive = true;
 	c->head_req = c->requested = c->eof = c->subscribed = false;
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
+	c->ws_upgrading = c->ws_reauth = false;
+	c->open_ns = worker_now(a->w);
+	c->bytes_out = 0;
 	c->req_id = 0;
 	c->parse_last = 0;
 	c->req_len = c->req_need = c->req_head_len = 0;
@@ -224,10 +233,17 @@ static void up_close(void *app, void *ctx)
 				 a->wid, c->slot);
 		}
 	}
+	if (c->mode == CONN_SSE)
+		DP_STAT_SUB(a->st, sse_active, 1);
+	else if (c->mode == CONN_WS)
+		DP_STAT_SUB(a->st, ws_active, 1);
+	c->mode = CONN_HTTP;
 	if (c->ws_open) {
 		ws_session_free(&c->ws);
 		c->ws_open = false;
 	}
+	ws_auth_free(c);
+	c->ws_upgrading = c->ws_reauth = false;
 	free(c->req_buf);
 	c->req_buf = NULL;
 	app_resp_reset(c);
@@ -274,6 +290,7 @@ bool conn_send(struct conn *c, const void *data, size_t len)
 		c->turn_bytes = 0;
 	}
 	c->turn_bytes += len;
+	c->bytes_out += len;
 	c->last_write_ns = worker_now(a->w);
 	DP_STAT_ADD(a->st, bytes_out, len);
 	return true;
@@ -380,6 +397,12 @@ void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t l
 	case CHAN_REC_DONE:
 		stream_on_record(a, type, payload, len);
 		break;
+	case CHAN_REC_KICK:
+		admin_on_kick(a, payload);
+		break;
+	case CHAN_REC_ADMIN:
+		admin_on_admin(a, payload);
+		break;
 	default:
 		DP_STAT_ADD(a->st, chan_bad_records, 1);
 		break;
@@ -407,6 +430,11 @@ void app_control_changed(struct app *a, bool attached)
 		 * checks (new epoch, no gap seen) will not finish the old streams. */
 		if (c->subscribed && c->msg_running)
 			stream_interrupt(c);
+		/* The new control knows neither who is on a WebSocket nor who
+		 * listens to what: the auth check goes first, so control can
+		 * place the SUBSCRIBE that follows it on the same ring. */
+		if (attached && c->mode == CONN_WS && !c->closing)
+			ws_reauthorise(c);
 		if (attached && c->subscribed && !c->closing)
 			stream_announce(c);
 	}

@@ -75,6 +75,16 @@ static bool hdr_value_ok(const uint8_t *p, size_t n)
 	return memchr(p, '\r', n) == NULL && memchr(p, '\n', n) == NULL;
 }
 
+/* A /ws/chat upgrade that will not become a WebSocket: its auth fields are
+ * no longer needed. */
+static void http_upgrade_dropped(struct conn *c)
+{
+	if (!c->ws_upgrading)
+		return;
+	c->ws_upgrading = false;
+	ws_auth_free(c);
+}
+
 static void count_response(struct conn *c, unsigned status)
 {
 	unsigned cls = status / 100;
@@ -260,6 +270,28 @@ static bool is_base64_key(struct http_slice k)
 	return strchr("AQgw", k.p[21]) != NULL;
 }
 
+/* The request went to control (wait for its answer) or could not (answer now). */
+static void http_wait_control(struct conn *c, enum app_req_result res)
+{
+	if (res != APP_REQ_OK)
+		http_upgrade_dropped(c);
+	switch (res) {
+	case APP_REQ_OK:
+		c->hstate = HS_WAIT;
+		worker_timer_cancel(c->app->w, &c->timer);
+		break;
+	case APP_REQ_NO_CONTROL:
+		http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+		break;
+	case APP_REQ_FULL:
+		http_send_error(c, 503, "overloaded", "channel to control is full", false);
+		break;
+	case APP_REQ_TOO_BIG:
+		http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
+		break;
+	}
+}
+
 static void route_ws(struct conn *c, const struct http_request *req, bool echo)
 {
 	const struct http_header *up = http_find_header(req, "Upgrade");
@@ -285,7 +317,23 @@ static void route_ws(struct conn *c, const struct http_request *req, bool echo)
 			       "Sec-WebSocket-Version: 13\r\n", false);
 		return;
 	}
-	ws_start(c, key->value.p, key->value.len, echo);
+	if (echo) {
+		char accept[29];
+
+		ws_accept_key(key->value.p, key->value.len, accept);
+		ws_start(c, accept, NULL, 0, true);
+		return;
+	}
+	/* /ws/chat: control authorises the upgrade (cookie, bearer or
+	 * subprotocol token; Origin allowlist) before the 101. */
+	if (!ws_auth_keep(c, req)) {
+		LOG_WARN("worker %u: no memory for an upgrade's auth fields", c->app->wid);
+		http_send_error(c, 503, "overloaded", "out of memory", true);
+		return;
+	}
+	ws_accept_key(key->value.p, key->value.len, c->ws_accept);
+	c->ws_upgrading = true;
+	http_wait_control(c, ws_auth_send(c));
 }
 
 static void route_local(struct conn *c, const struct http_request *req)
@@ -350,21 +398,7 @@ static void route_control(struct conn *c, const struct http_request *req, const 
 
 		f[n++] = (struct app_field){ hdrs[i].tag, v ? v->p : NULL, v ? v->len : 0 };
 	}
-	switch (app_send_request(c, CHAN_REQ_HTTP, c->method, f, n)) {
-	case APP_REQ_OK:
-		c->hstate = HS_WAIT;
-		worker_timer_cancel(c->app->w, &c->timer);
-		break;
-	case APP_REQ_NO_CONTROL:
-		http_send_error(c, 503, "control_unavailable", "control is not attached", false);
-		break;
-	case APP_REQ_FULL:
-		http_send_error(c, 503, "overloaded", "channel to control is full", false);
-		break;
-	case APP_REQ_TOO_BIG:
-		http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
-		break;
-	}
+	http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
 }
 
 /* A complete request (head parsed, body in hand): route it. */
@@ -519,6 +553,7 @@ void http_control_lost(struct conn *c)
 	if (c->hstate != HS_WAIT)
 		return;
 	app_resp_reset(c);
+	http_upgrade_dropped(c);
 	http_send_error(c, 503, "control_unavailable", "control went away", false);
 }
 
@@ -527,13 +562,38 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 	struct app *a = c->app;
 	const uint8_t *body;
 	size_t blen;
-	bool bad;
+	bool bad, upgrade;
 
 	if (c->hstate != HS_WAIT || r->req_id != c->req_id) {
 		DP_STAT_ADD(a->st, stale_records, 1);
 		return;
 	}
-	if (r->action == CHAN_RESP_SSE_SUBSCRIBE) {
+	if (c->ws_upgrading && r->action == CHAN_RESP_WS_ACCEPT && !(r->flags & CHAN_RESP_MORE)) {
+		c->ws_upgrading = false;
+		if (c->eof) {
+			/* The client left while control decided. */
+			ws_auth_free(c);
+			conn_close(c, false);
+			return;
+		}
+		ws_start(c, c->ws_accept, r, len, false);
+		/* Frames the client sent right behind its upgrade request wait in
+		 * the transport's stash: offer them to the WebSocket engine. */
+		if (!c->closing)
+			tp_rx_resume(a->tp, c->tc);
+		return;
+	}
+	upgrade = c->ws_upgrading;
+	if (upgrade) {
+		/* Control refused the upgrade (or answered nonsense): its answer
+		 * goes out as it is and the conn closes after it. */
+		c->keep_alive = false;
+		if (r->action != CHAN_RESP_PLAIN || !(r->flags & CHAN_RESP_MORE)) {
+			DP_STAT_ADD(a->st, ws_auth_refused, 1);
+			http_upgrade_dropped(c);
+		}
+	}
+	if (r->action == CHAN_RESP_SSE_SUBSCRIBE && !upgrade) {
 		char head[256];
 		struct ev_buf b;
 		bool ok;
@@ -569,6 +629,7 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		}
 		count_response(c, 200);
 		DP_STAT_ADD(a->st, sse_streams, 1);
+		DP_STAT_ADD(a->st, sse_active, 1);
 		c->mode = CONN_SSE;
 		c->hstate = HS_HEAD;
 		stream_subscribe(c, r);

@@ -28,6 +28,28 @@
 /* Frame scratch beyond max_bytes: event framing, ids, error texts. */
 #define APP_SCRATCH_EXTRA (64u * 1024u)
 
+/* A field of a request record (app_send_request). */
+struct app_field {
+	uint16_t tag;
+	const void *data;
+	size_t len;
+};
+
+/* Fields a /ws/chat upgrade is authorised with (AUTHORIZATION, COOKIE,
+ * ORIGIN, WS_PROTOCOL, PEER); entries with data == NULL were absent. */
+#define APP_WS_AUTH_FIELDS 5u
+
+/*
+ * The auth headers of a /ws/chat upgrade, kept for the conn's whole life so a
+ * restarted control can be asked to authorise the conn again. One malloc per
+ * WebSocket conn at upgrade time; the values point into data[], which is
+ * bounded by the parser's header limit (HTTP_MAX_HEADER_BYTES).
+ */
+struct app_ws_auth {
+	struct app_field f[APP_WS_AUTH_FIELDS];
+	char data[];
+};
+
 /* A growable buffer for the rare multi-part response (malloc'd). */
 struct app_dbuf {
 	uint8_t *p;
@@ -62,7 +84,14 @@ struct conn {
 	bool ws_open;       /* ws session initialised (free it on close) */
 	bool ws_echo;       /* /ws/echo: every message is sent back (conformance runs) */
 	bool closing;
+	bool ws_upgrading;  /* a /ws/chat upgrade waits for control's WS_OPEN answer */
+	bool ws_reauth;     /* a WS_OPEN re-check (control restart) is in flight */
 	struct tp_peer peer;
+	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
+	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
+	uint32_t ws_reauth_id; /* req_id of that re-check */
+	char ws_accept[29];  /* Sec-WebSocket-Accept of the pending upgrade */
+	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
 	uint32_t req_id;     /* id of the last request sent */
 	size_t parse_last;   /* bytes seen by the last incomplete head parse */
 	/* A request body larger than what on_data offered at once: the head and
@@ -104,9 +133,19 @@ struct app {
 	uint32_t *pending;     /* slots of conns holding tokens (max_conns entries) */
 	uint32_t npending;
 	uint64_t turn_no;
+	uint64_t start_ns;          /* app_create time (STATS uptime) */
+	uint64_t stats_next_ns;
+	struct tw_timer stats_timer; /* CHAN_REC_STATS once a second */
 };
 
 #define APP_NO_SLOT 0xffffffffu
+
+enum app_req_result {
+	APP_REQ_OK = 0,
+	APP_REQ_NO_CONTROL, /* control not attached */
+	APP_REQ_FULL,       /* d2c ring full (counted in chan_full) */
+	APP_REQ_TOO_BIG,    /* larger than a record may be */
+};
 
 /* app.c */
 struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h);
@@ -144,12 +183,26 @@ bool stream_emit(struct conn *c, const struct ev_buf *b);
 bool stream_flush(struct conn *c);
 
 /* app_ws.c */
-/* Completes the upgrade; echo selects /ws/echo (no chat protocol). */
-void ws_start(struct conn *c, const char *key, size_t key_len, bool echo);
+/* Completes the upgrade with Sec-WebSocket-Accept `accept`; echo selects
+ * /ws/echo (no chat protocol). `r` (optional) is control's WS_ACCEPT
+ * response, whose CHAN_F_HEADER / CHAN_F_SET_COOKIE fields join the 101. */
+void ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
+	      bool echo);
+/* Keeps the upgrade's auth headers in c->ws_auth; false when out of memory. */
+struct http_request;
+bool ws_auth_keep(struct conn *c, const struct http_request *req);
+void ws_auth_free(struct conn *c);
+/* Sends CHAN_REQ_WS_OPEN with the kept auth fields. */
+enum app_req_result ws_auth_send(struct conn *c);
+/* Control restarted: asks it to authorise this open /ws/chat conn again. */
+void ws_reauthorise(struct conn *c);
 size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len);
 void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
 bool ws_send_text(struct conn *c, const void *data, size_t len);
-/* Starts a server close; `fail` does not wait for the client's close. */
+/* Starts a server close; `fail` does not wait for the client's close,
+ * otherwise the conn is closed anyway when the client has not answered
+ * within APP_WS_CLOSE_WAIT_NS. */
+#define APP_WS_CLOSE_WAIT_NS (5ull * 1000000000ull)
 void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail);
 /* Collects a response part; returns true when the body is complete, with
  * body and blen set (into the record or into c->resp_body). */
@@ -157,20 +210,15 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 		      const uint8_t **body, size_t *blen, bool *bad);
 void app_resp_reset(struct conn *c);
 
-enum app_req_result {
-	APP_REQ_OK = 0,
-	APP_REQ_NO_CONTROL, /* control not attached */
-	APP_REQ_FULL,       /* d2c ring full (counted in chan_full) */
-	APP_REQ_TOO_BIG,    /* larger than a record may be */
-};
+/* app_admin.c: control's KICK and ADMIN records, STATS every second. */
+void admin_on_kick(struct app *a, const struct chan_kick *k);
+void admin_on_admin(struct app *a, const struct chan_admin *q);
+void admin_stats_start(struct app *a);
+void admin_stats_stop(struct app *a);
 
 /* A request record: conn handle + kind + fields. `fields` is an array of
- * {tag, data, len}; entries with data == NULL are skipped. */
-struct app_field {
-	uint16_t tag;
-	const void *data;
-	size_t len;
-};
+ * {tag, data, len} (struct app_field, above); entries with data == NULL are
+ * skipped. */
 enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t method,
 		     const struct app_field *fields, size_t nfields);
 

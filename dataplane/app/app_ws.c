@@ -3,6 +3,12 @@
  * (ws_session) wired to the transport, local answers (ping -> pong, JSON
  * errors), forwarding of other messages to control as CHAN_REQ_WS requests,
  * and control's responses (text messages, subscribe, close).
+ *
+ * Authorisation (issue 3): a /ws/chat upgrade is answered only after control
+ * accepted a CHAN_REQ_WS_OPEN built from the upgrade's auth headers. Those
+ * headers stay with the conn (c->ws_auth) so that a restarted control, which
+ * lost its conn -> user map, is asked again instead of the socket being
+ * closed.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -10,6 +16,7 @@
 #include <string.h>
 
 #include "app/app_int.h"
+#include "http/http_parse.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
@@ -36,31 +43,53 @@ static const struct ws_session_ops ws_ops = {
 	.on_closed = wso_closed,
 };
 
-void ws_start(struct conn *c, const char *key, size_t key_len, bool echo)
+/* Header lines control asked for in a WS_ACCEPT (e.g. the chosen
+ * subprotocol). A value with a line break is dropped, never sent. */
+static bool ws_send_resp_headers(struct conn *c, const struct chan_response *r, uint32_t rlen)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + rlen;
+	const struct chan_field *f;
+	bool bad = false, ok = true;
+
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_HEADER && f->tag != CHAN_F_SET_COOKIE)
+			continue;
+		if (memchr(f->data, '\r', f->len) || memchr(f->data, '\n', f->len))
+			continue;
+		if (f->tag == CHAN_F_SET_COOKIE)
+			ok = conn_send(c, "Set-Cookie: ", 12);
+		ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+	}
+	return ok && !bad;
+}
+
+void ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
+	      bool echo)
 {
 	struct app *a = c->app;
-	char accept[29];
 	char head[256], hello[64];
 	struct ev_buf b, h;
 
-	ws_accept_key(key, key_len, accept);
 	evb_init(&b, head, sizeof(head));
 	evb_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 		    "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
 	evb_str(&b, accept);
 	evb_str(&b, "\r\nX-Sluice-Worker: ");
 	evb_u64(&b, a->wid);
-	evb_str(&b, "\r\n\r\n");
+	evb_str(&b, "\r\n");
 	evb_init(&h, hello, sizeof(hello));
 	evb_str(&h, "{\"type\":\"connected\",\"worker\":");
 	evb_u64(&h, a->wid);
 	evb_put(&h, "}", 1);
-	if (b.overflow || h.overflow || !conn_send(c, b.p, b.len)) {
+	if (b.overflow || h.overflow || !conn_send(c, b.p, b.len) ||
+	    (r && !ws_send_resp_headers(c, r, rlen)) || !conn_send(c, "\r\n", 2)) {
 		conn_close(c, true);
 		return;
 	}
 	DP_STAT_ADD(a->st, http_responses[1], 1);
 	DP_STAT_ADD(a->st, ws_upgrades, 1);
+	DP_STAT_ADD(a->st, ws_active, 1);
 	worker_timer_cancel(a->w, &c->timer);
 	c->mode = CONN_WS;
 	c->hstate = HS_HEAD;
@@ -69,6 +98,81 @@ void ws_start(struct conn *c, const char *key, size_t key_len, bool echo)
 	c->ws_echo = echo;
 	if (!echo)
 		ws_send_text(c, h.p, h.len);
+}
+
+bool ws_auth_keep(struct conn *c, const struct http_request *req)
+{
+	static const struct { uint16_t tag; const char *name; } hdrs[] = {
+		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
+		{ CHAN_F_ORIGIN, "Origin" }, { CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
+	};
+	const struct http_header *hv[SLUICE_ARRAY_LEN(hdrs)];
+	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
+	char peer[32];
+	int pl = snprintf(peer, sizeof(peer), "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
+			  c->peer.port);
+	size_t total = (size_t)pl;
+	struct app_ws_auth *wa;
+	char *p;
+
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
+		hv[i] = http_find_header(req, hdrs[i].name);
+		if (hv[i])
+			total += hv[i]->value.len;
+	}
+	ws_auth_free(c);
+	wa = malloc(sizeof(*wa) + total);
+	if (!wa)
+		return false;
+	p = wa->data;
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
+		wa->f[i] = (struct app_field){ hdrs[i].tag, NULL, 0 };
+		if (!hv[i])
+			continue;
+		memcpy(p, hv[i]->value.p, hv[i]->value.len);
+		wa->f[i].data = p;
+		wa->f[i].len = hv[i]->value.len;
+		p += hv[i]->value.len;
+	}
+	memcpy(p, peer, (size_t)pl);
+	wa->f[SLUICE_ARRAY_LEN(hdrs)] = (struct app_field){ CHAN_F_PEER, p, (size_t)pl };
+	c->ws_auth = wa;
+	return true;
+}
+
+void ws_auth_free(struct conn *c)
+{
+	free(c->ws_auth);
+	c->ws_auth = NULL;
+}
+
+enum app_req_result ws_auth_send(struct conn *c)
+{
+	static const char path[] = "/ws/chat";
+	struct app_field f[1 + APP_WS_AUTH_FIELDS];
+
+	f[0] = (struct app_field){ CHAN_F_PATH, path, sizeof(path) - 1 };
+	memcpy(f + 1, c->ws_auth->f, sizeof(c->ws_auth->f));
+	return app_send_request(c, CHAN_REQ_WS_OPEN, CHAN_M_GET, f, SLUICE_ARRAY_LEN(f));
+}
+
+void ws_reauthorise(struct conn *c)
+{
+	struct app *a = c->app;
+	enum app_req_result res;
+
+	if (!c->ws_auth || !c->ws_open || c->ws.state != WS_STATE_OPEN)
+		return;
+	res = ws_auth_send(c);
+	if (res != APP_REQ_OK) {
+		/* The conn stays open; control closes it 1008 at its next
+		 * message if it cannot place it. */
+		LOG_WARN("worker %u: WebSocket re-authorisation of slot %u not sent (%s)", a->wid,
+			 c->slot, res == APP_REQ_FULL ? "channel full" : "no control");
+		return;
+	}
+	c->ws_reauth = true;
+	c->ws_reauth_id = c->req_id;
 }
 
 size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len)
@@ -85,10 +189,51 @@ bool ws_send_text(struct conn *c, const void *data, size_t len)
 
 void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)
 {
+	struct app *a = c->app;
+
 	if (!c->ws_open || c->closing || c->ws.state != WS_STATE_OPEN)
 		return;
-	DP_STAT_ADD(c->app->st, ws_closes_sent, 1);
+	DP_STAT_ADD(a->st, ws_closes_sent, 1);
 	ws_session_close(&c->ws, code, reason, fail);
+	/* A client that never answers the close must not hold the conn. */
+	if (!fail && !c->closing)
+		worker_timer_arm(a->w, &c->timer, worker_now(a->w) + APP_WS_CLOSE_WAIT_NS);
+}
+
+/*
+ * Control's answer to a re-authorisation after its restart: an accept
+ * changes nothing the client sees; a refusal closes with 1008 and the error
+ * code of control's answer as the reason. Other answers (control busy) leave
+ * the conn alone: control closes it at its next message if need be.
+ */
+static void ws_reauth_answer(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	char reason[64] = "unauthenticated";
+	bool bad = false;
+
+	if (r->flags & CHAN_RESP_MORE)
+		return; /* the status is all that counts: wait for the last part */
+	c->ws_reauth = false;
+	if (r->action == CHAN_RESP_WS_ACCEPT || (r->status != 401 && r->status != 403))
+		return;
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		json_t *body, *code;
+
+		if (f->tag != CHAN_F_BODY)
+			continue;
+		body = json_loadb((const char *)f->data, f->len, 0, NULL);
+		code = json_object_get(json_object_get(body, "error"), "code");
+		if (json_is_string(code) && json_string_length(code) < sizeof(reason))
+			snprintf(reason, sizeof(reason), "%s", json_string_value(code));
+		json_decref(body);
+	}
+	DP_STAT_ADD(c->app->st, ws_auth_refused, 1);
+	stream_flush(c);
+	stream_unsubscribe(c);
+	ws_close_with(c, WS_CLOSE_POLICY, reason, false);
 }
 
 /* {"type":"error","error":{...}[,"id":ID]}; `id` is the client's, re-encoded. */
@@ -205,6 +350,10 @@ void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 	size_t blen;
 	bool bad;
 
+	if (c->ws_reauth && r->req_id == c->ws_reauth_id) {
+		ws_reauth_answer(c, r, len);
+		return;
+	}
 	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
 		if (bad) {
 			DP_STAT_ADD(a->st, chan_bad_records, 1);

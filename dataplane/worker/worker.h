@@ -79,6 +79,10 @@ struct dp_stats {
 	/* end-to-end: token created by the backend -> framed */
 	uint64_t e2e_hist[DP_DELAY_BUCKETS + 1];
 	uint64_t e2e_sum_ns;
+	uint64_t sse_active;          /* gauge: SSE streams open */
+	uint64_t ws_active;           /* gauge: WebSocket conns open (after 101) */
+	uint64_t kicks;               /* conns closed on control's KICK */
+	uint64_t ws_auth_refused;     /* upgrades or re-checks control refused */
 };
 
 /* Single-writer counters: the owning worker updates with plain relaxed

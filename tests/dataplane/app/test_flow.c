@@ -40,6 +40,9 @@ struct worker {
 	struct tp *tp;
 	bool attached;
 	bool ring_full;
+	bool limited;      /* the ring has only `room` bytes left */
+	uint32_t room;
+	uint32_t rec_max;  /* 0: 64 KiB */
 	struct tw_wheel wheel;
 	alignas(8) uint8_t recs[1 << 20];
 	uint32_t rec_used;
@@ -80,14 +83,15 @@ struct dp_stats *worker_stats(struct worker *w) { return &w->st; }
 struct tp *worker_tp(struct worker *w) { return w->tp; }
 bool worker_control_attached(const struct worker *w) { return w->attached; }
 uint32_t worker_epoch(const struct worker *w) { (void)w; return 5; }
-uint32_t worker_rec_max(const struct worker *w) { (void)w; return 64 * 1024; }
+uint32_t worker_rec_max(const struct worker *w) { return w->rec_max ? w->rec_max : 64 * 1024; }
 uint32_t worker_count(void) { return 1; }
 const struct dp_stats *worker_stats_of(uint32_t i) { return i == 0 ? &W.st : NULL; }
 
 void *worker_rec_reserve(struct worker *w, uint16_t type, uint32_t len)
 {
 	if (w->ring_full || w->nrec == SLUICE_ARRAY_LEN(w->rec) ||
-	    sizeof(w->recs) - w->rec_used < chan_align8(len))
+	    sizeof(w->recs) - w->rec_used < chan_align8(len) || len > worker_rec_max(w) ||
+	    (w->limited && 8 + chan_align8(len) > w->room))
 		return NULL;
 	w->rec[w->nrec] = (struct sink_rec){ type, w->rec_used, len };
 	return w->recs + w->rec_used;
@@ -98,6 +102,8 @@ void worker_rec_commit(struct worker *w, uint32_t len)
 	w->rec[w->nrec].len = len;
 	w->rec_used += (uint32_t)chan_align8(len);
 	w->nrec++;
+	if (w->limited)
+		w->room -= 8 + (uint32_t)chan_align8(len);
 }
 
 /* ---- transport double --------------------------------------------------- */
@@ -435,6 +441,8 @@ static void test_metrics_text(void **state)
 	W.st.delay_hist[0] = 2;
 	W.st.delay_hist[DP_DELAY_BUCKETS] = 1;
 	W.st.http_responses[5] = 4;
+	W.st.ws_active = 2;
+	W.st.kicks = 5;
 	n = app_metrics_render(buf, sizeof(buf), true);
 	assert_true(n > 0 && n < sizeof(buf));
 	buf[n] = '\0';
@@ -447,6 +455,8 @@ static void test_metrics_text(void **state)
 	assert_non_null(strstr(buf, "sluice_token_batch_delay_seconds_bucket{le=\"+Inf\"} 3\n"));
 	assert_non_null(strstr(buf, "sluice_token_batch_delay_seconds_count 3\n"));
 	assert_non_null(strstr(buf, "sluice_control_attached 1\n"));
+	assert_non_null(strstr(buf, "# TYPE sluice_ws_active gauge\nsluice_ws_active 2\n"));
+	assert_non_null(strstr(buf, "sluice_kicks_total 5\n"));
 	assert_int_equal(app_metrics_render(buf, 100, true), 0);
 }
 
@@ -817,6 +827,108 @@ static const char *ws_text(const char **s)
 	return buf;
 }
 
+#define UPGRADE_HEAD "GET /ws/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" \
+		     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" \
+		     "Sec-WebSocket-Version: 13\r\n"
+#define HEAD101 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" \
+		"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" \
+		"X-Sluice-Worker: 3\r\n"
+#define CONNECTED "{\"type\":\"connected\",\"worker\":3}"
+
+static const struct chan_request *req_of(const struct sink_rec *r)
+{
+	return (const void *)(W.recs + r->off);
+}
+
+/* Checks that the last REQUEST is a WS_OPEN for /ws/chat and returns it. */
+static const struct sink_rec *last_ws_open(void)
+{
+	const struct sink_rec *rq = last_rec(CHAN_REC_REQUEST);
+
+	assert_non_null(rq);
+	assert_int_equal(req_of(rq)->kind, CHAN_REQ_WS_OPEN);
+	assert_int_equal(req_of(rq)->method, CHAN_M_GET);
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_PATH, "/ws/chat");
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_PEER, "127.0.0.1:40000");
+	return rq;
+}
+
+/* A /ws/chat upgrade with `extra` header lines: nothing is answered before
+ * control has decided; returns the WS_OPEN request. */
+static const struct sink_rec *ws_upgrade(struct tp_conn *c, const char *extra)
+{
+	char req[1024];
+
+	snprintf(req, sizeof(req), "%s%s\r\n", UPGRADE_HEAD, extra);
+	assert_int_equal(feed(c, req), strlen(req));
+	assert_string_equal(take(c), "");
+	return last_ws_open();
+}
+
+/* Control's answer to a WS_OPEN: accept, with an optional header line. */
+static void ws_accept(const struct sink_rec *rq, const char *hdr)
+{
+	const struct fld f[] = { { CHAN_F_HEADER, hdr } };
+
+	response(req_of(rq)->conn, req_of(rq)->req_id, 101, CHAN_RESP_WS_ACCEPT, 0, NULL, NULL, 0,
+		 f, hdr ? 1 : 0);
+}
+
+/* Control's plain refusal with the error JSON of docs/api.md. */
+static void refuse(const struct sink_rec *rq, uint16_t status, const char *code)
+{
+	char body[128];
+
+	snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"no\"}}", code);
+	const struct fld f[] = { { CHAN_F_BODY, body } };
+	response(req_of(rq)->conn, req_of(rq)->req_id, status, CHAN_RESP_PLAIN, 0, NULL, NULL, 0,
+		 f, 1);
+}
+
+/* A /ws/chat conn control has let in. */
+static struct tp_conn *ws_open_conn(void)
+{
+	struct tp_conn *c = conn_open();
+	const char *out;
+
+	ws_accept(ws_upgrade(c, "Authorization: Bearer t0k\r\n"), NULL);
+	out = take(c);
+	assert_memory_equal(out, HEAD101 "\r\n", strlen(HEAD101) + 2);
+	out += strlen(HEAD101) + 2;
+	assert_string_equal(ws_text(&out), CONNECTED);
+	tx_flush(c);
+	return c;
+}
+
+/* Subscribes a WebSocket conn to sid through control's WS_SUBSCRIBE. */
+static void ws_subscribe(struct tp_conn *c, const char *sid)
+{
+	uint8_t fr[128];
+	char msg[96];
+	const struct sink_rec *rq;
+	const struct fld f[] = { { CHAN_F_BODY, "{\"type\":\"response\"}" } };
+
+	snprintf(msg, sizeof(msg), "{\"type\":\"subscribe\",\"session_id\":\"%s\"}", sid);
+	feed_n(c, fr, ws_frame(fr, msg));
+	rq = last_rec(CHAN_REC_REQUEST);
+	assert_int_equal(req_of(rq)->kind, CHAN_REQ_WS);
+	response(req_of(rq)->conn, req_of(rq)->req_id, 200, CHAN_RESP_WS_SUBSCRIBE, 0, sid, NULL, 0,
+		 f, 1);
+	take(c);
+	tx_flush(c);
+}
+
+/* The next server frame in out is a close with code and reason. */
+static void assert_ws_close(const char *out, uint16_t code, const char *reason)
+{
+	const uint8_t *p = (const uint8_t *)out;
+
+	assert_int_equal(p[0], 0x88);
+	assert_int_equal(p[1], 2 + strlen(reason));
+	assert_int_equal((p[2] << 8) | p[3], code);
+	assert_memory_equal(p + 4, reason, strlen(reason));
+}
+
 static void test_websocket(void **state)
 {
 	struct tp_conn *c = conn_open();
@@ -827,11 +939,8 @@ static void test_websocket(void **state)
 	const char *const one[] = { "hi" };
 
 	(void)state;
-	feed(c, "GET /ws/chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-	const char *head101 = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-			      "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-			      "X-Sluice-Worker: 3\r\n\r\n";
+	ws_accept(ws_upgrade(c, ""), NULL);
+	const char *head101 = HEAD101 "\r\n";
 	out = take(c);
 	assert_memory_equal(out, head101, strlen(head101));
 	out += strlen(head101);
@@ -889,6 +998,520 @@ static void test_bad_upgrades(void **state)
 	conn_gone(c);
 }
 
+static void test_ws_open_accept_with_protocol(void **state)
+{
+	struct tp_conn *c = conn_open();
+	const struct sink_rec *rq;
+	char both[1024];
+	size_t n;
+	const char *out;
+	const char *up = UPGRADE_HEAD "Authorization: Bearer abc\r\nCookie: sluice_session=xyz\r\n"
+			 "Origin: https://chat.example\r\n"
+			 "Sec-WebSocket-Protocol: sluice.v1, sluice.auth.tok\r\n\r\n";
+
+	(void)state;
+	/* A ping frame right behind the upgrade waits until the 101 is out. */
+	memcpy(both, up, strlen(up));
+	n = strlen(up) + ws_frame((uint8_t *)both + strlen(up), "{\"type\":\"ping\"}");
+	assert_int_equal(feed_n(c, both, n), strlen(up));
+	assert_string_equal(take(c), "");
+	rq = last_ws_open();
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_AUTHORIZATION, "Bearer abc");
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_COOKIE, "sluice_session=xyz");
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_ORIGIN, "https://chat.example");
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_WS_PROTOCOL, "sluice.v1, sluice.auth.tok");
+	assert_int_equal(W.st.ws_upgrades, 0);
+	/* The idle timer does not run while control decides. */
+	advance((uint64_t)W.conf.idle_timeout_s * SEC + SEC);
+	assert_false(c->closed);
+	ws_accept(rq, "Sec-WebSocket-Protocol: sluice.v1");
+	out = take(c);
+	assert_memory_equal(out, HEAD101 "Sec-WebSocket-Protocol: sluice.v1\r\n\r\n",
+			    strlen(HEAD101) + 37);
+	out += strlen(HEAD101) + 37;
+	assert_string_equal(ws_text(&out), CONNECTED);
+	assert_int_equal(W.st.ws_upgrades, 1);
+	assert_int_equal(W.st.ws_active, 1);
+	assert_int_equal(W.st.http_responses[1], 1);
+	/* The stashed ping is offered again and answered locally. */
+	assert_int_equal(c->resumes, 1);
+	assert_int_equal(feed(c, ""), n - strlen(up));
+	out = take(c);
+	assert_string_equal(ws_text(&out), "{\"type\":\"pong\"}");
+	/* A second accept for the same request is stale now. */
+	ws_accept(rq, NULL);
+	assert_string_equal(take(c), "");
+	conn_gone(c);
+	assert_int_equal(W.st.ws_active, 0);
+}
+
+static void test_ws_open_refused(void **state)
+{
+	static const struct { uint16_t status; const char *code, *line; } cases[] = {
+		{ 401, "unauthenticated", "HTTP/1.1 401 Unauthorized\r\n" },
+		{ 403, "origin_not_allowed", "HTTP/1.1 403 Forbidden\r\n" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(cases); i++) {
+		struct tp_conn *c = conn_open();
+		const struct sink_rec *rq = ws_upgrade(c, "Origin: https://evil.example\r\n");
+		char want[256];
+		const char *out;
+
+		refuse(rq, cases[i].status, cases[i].code);
+		out = take(c);
+		assert_memory_equal(out, cases[i].line, strlen(cases[i].line));
+		assert_non_null(strstr(out, "\r\nConnection: close\r\n"));
+		snprintf(want, sizeof(want), "\r\n\r\n{\"error\":{\"code\":\"%s\",\"message\":\"no\"}}",
+			 cases[i].code);
+		assert_non_null(strstr(out, want));
+		assert_null(strstr(out, "101"));
+		assert_true(c->closed);
+		assert_false(c->aborted);
+		assert_int_equal(W.st.ws_auth_refused, i + 1);
+		conn_gone(c);
+	}
+	assert_int_equal(W.st.ws_upgrades, 0);
+	assert_int_equal(W.st.ws_active, 0);
+}
+
+static void test_ws_open_without_control(void **state)
+{
+	struct tp_conn *c = conn_open();
+	char req[512];
+	const char *out;
+
+	(void)state;
+	snprintf(req, sizeof(req), "%s\r\n", UPGRADE_HEAD);
+	W.attached = false;
+	feed(c, req);
+	out = take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 503 Service Unavailable\r\n"));
+	assert_non_null(strstr(out, "\r\nRetry-After: 1\r\n"));
+	assert_non_null(strstr(out, "\"code\":\"control_unavailable\""));
+	assert_null(last_rec(CHAN_REC_REQUEST));
+	W.attached = true;
+	W.ring_full = true;
+	feed(c, req);
+	out = take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 503 Service Unavailable\r\n"));
+	assert_non_null(strstr(out, "\"code\":\"overloaded\""));
+	assert_int_equal(W.st.chan_full, 1);
+	W.ring_full = false;
+	/* Control leaves while it decides: 503, and a late accept is stale. */
+	feed(c, req);
+	assert_string_equal(take(c), "");
+	const struct sink_rec *rq = last_ws_open();
+	W.attached = false;
+	app_control_changed(A, false);
+	assert_non_null(strstr(take(c), "\"message\":\"control went away\""));
+	W.attached = true;
+	ws_accept(rq, NULL);
+	assert_string_equal(take(c), "");
+	assert_int_equal(W.st.ws_upgrades, 0);
+	conn_gone(c);
+	/* /ws/echo is not authorised by control. */
+	app_destroy(A);
+	W.conf.ws_echo = true;
+	A = app_create(&W, req, sizeof(req));
+	assert_non_null(A);
+	W.nrec = 0;
+	W.attached = false;
+	c = conn_open();
+	feed(c, "GET /ws/echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+	assert_string_equal(take(c), HEAD101 "\r\n");
+	assert_null(last_rec(CHAN_REC_REQUEST));
+	conn_gone(c);
+	W.attached = true;
+}
+
+static void kick_rec(struct chan_conn h, const char *sid, uint16_t code, const char *rcode,
+		     const char *reason)
+{
+	struct chan_kick *k = (void *)rbuf;
+
+	memset(k, 0, sizeof(*k));
+	k->conn = h;
+	chan_id_set(k->session_id, sid, strlen(sid));
+	k->code = code;
+	snprintf(k->reason_code, sizeof(k->reason_code), "%s", rcode);
+	snprintf(k->reason, sizeof(k->reason), "%s", reason);
+	rec_in(CHAN_REC_KICK, sizeof(*k));
+}
+
+/* The conn handle control knows a WebSocket conn by (from its WS_OPEN). */
+static struct chan_conn ws_handle(void)
+{
+	const struct sink_rec *rq = last_rec(CHAN_REC_REQUEST);
+
+	return req_of(rq)->conn;
+}
+
+static void test_kick_one_conn(void **state)
+{
+	struct tp_conn *ws = ws_open_conn();
+	struct chan_conn h = ws_handle();
+	struct chan_conn old = h;
+	const char *const one[] = { "x" };
+	uint8_t fr[64];
+
+	(void)state;
+	ws_subscribe(ws, "s_1");
+	W.nrec = 0;
+	/* A handle of an earlier generation is stale. */
+	old.gen--;
+	kick_rec(old, "", 1008, "unauthenticated", "session expired");
+	assert_int_equal(W.st.stale_records, 1);
+	assert_string_equal(take(ws), "");
+	kick_rec(h, "", 1008, "unauthenticated", "session expired");
+	assert_ws_close(take(ws), 1008, "session expired");
+	assert_int_equal(W.st.kicks, 1);
+	assert_non_null(last_rec(CHAN_REC_UNSUBSCRIBE));
+	/* Nothing more reaches the client, and what it sends is not forwarded. */
+	tokens(all_of(), "s_1", "m_1", 1, one, 1);
+	app_end_of_turn(A, false);
+	assert_string_equal(take(ws), "");
+	feed_n(ws, fr, ws_frame(fr, "{\"type\":\"get_state\"}"));
+	assert_null(last_rec(CHAN_REC_REQUEST));
+	/* A client that never answers the close is dropped after 5 s. */
+	advance(5 * SEC - MS);
+	assert_false(ws->closed);
+	advance(2 * MS);
+	assert_true(ws->closed);
+	assert_false(ws->aborted);
+	conn_gone(ws);
+
+	/* A client that answers the close is closed at once. */
+	ws = ws_open_conn();
+	kick_rec(ws_handle(), "", 4001, "session_killed", "killed by an operator");
+	assert_ws_close(take(ws), 4001, "killed by an operator");
+	fr[0] = 0x88;
+	fr[1] = 0x82;
+	memset(fr + 2, 0, 4);
+	fr[6] = 0x03;
+	fr[7] = 0xe8;
+	feed_n(ws, fr, 8);
+	assert_true(ws->closed);
+	conn_gone(ws);
+
+	/* A code that must not go on the wire becomes 1008; a plain HTTP conn just closes. */
+	ws = ws_open_conn();
+	kick_rec(ws_handle(), "", 1005, "unauthenticated", "x");
+	assert_ws_close(take(ws), 1008, "x");
+	conn_gone(ws);
+	struct tp_conn *c = conn_open();
+	feed(c, "GET /api/models HTTP/1.1\r\nHost: a\r\n\r\n");
+	kick_rec(handle_of(last_rec(CHAN_REC_REQUEST)), "", 1008, "unauthenticated", "bye");
+	assert_string_equal(take(c), "");
+	assert_true(c->closed);
+	assert_false(c->aborted);
+	conn_gone(c);
+	assert_int_equal(W.st.kicks, 4);
+}
+
+static void test_kick_session(void **state)
+{
+	struct tp_conn *s1 = sse_open("", 0);
+	struct tp_conn *s2 = sse_open("", 0);
+	struct tp_conn *ws = ws_open_conn();
+	struct tp_conn *other = ws_open_conn();
+	const char *const one[] = { "y" };
+	const char *want = "event: error\ndata: {\"error\":{\"code\":\"unauthenticated\","
+			   "\"message\":\"logged out\"}}\n\n";
+
+	(void)state;
+	ws_subscribe(ws, "s_1");
+	ws_subscribe(other, "s_2");
+	/* A held token goes out before the error event. */
+	tokens(all_of(), "s_1", "m_1", 1, one, 1);
+	kick_rec(all_of(), "s_1", 1008, "unauthenticated", "logged out");
+	const char *out = take(s1);
+	assert_non_null(strstr(out, "event: token\n"));
+	assert_non_null(strstr(out, want));
+	assert_true(strstr(out, "event: token\n") < strstr(out, want));
+	assert_true(s1->closed);
+	assert_false(s1->aborted);
+	out = take(s2);
+	assert_non_null(strstr(out, want));
+	assert_true(s2->closed);
+	out = take(ws);
+	assert_string_equal(ws_text(&out), "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":"
+					   "\"m_1\",\"seq\":1,\"n\":1,\"text\":\"y\"}");
+	assert_ws_close(out, 1008, "logged out");
+	assert_false(ws->closed);
+	assert_string_equal(take(other), "");
+	assert_false(other->closed);
+	assert_int_equal(W.st.kicks, 3);
+	/* The session's other subscribers are gone; s_2 still streams. */
+	tokens(all_of(), "s_2", "m_2", 1, one, 1);
+	app_end_of_turn(A, false);
+	out = take(other);
+	assert_non_null(strstr(ws_text(&out), "\"session_id\":\"s_2\""));
+	conn_gone(s1);
+	conn_gone(s2);
+	conn_gone(ws);
+	conn_gone(other);
+	assert_int_equal(W.st.sse_active, 0);
+	assert_int_equal(W.st.ws_active, 0);
+}
+
+static const struct chan_stats *stats_at(uint32_t k)
+{
+	uint32_t seen = 0;
+
+	for (uint32_t i = 0; i < W.nrec; i++)
+		if (W.rec[i].type == CHAN_REC_STATS && seen++ == k) {
+			assert_int_equal(W.rec[i].len, sizeof(struct chan_stats));
+			return (const void *)(W.recs + W.rec[i].off);
+		}
+	return NULL;
+}
+
+static void test_stats_every_second(void **state)
+{
+	struct tp_conn *s1 = sse_open("", 0);
+	struct tp_conn *ws = ws_open_conn();
+	struct tp_conn *idle = conn_open();
+	const struct chan_stats *st;
+
+	(void)state;
+	W.nrec = 0;
+	W.st.tokens_out = 11;
+	W.st.chan_full = 2;
+	W.st.loop_turns = 99;
+	advance(SEC - 2 * MS);
+	assert_null(stats_at(0));
+	advance(3 * MS);
+	st = stats_at(0);
+	assert_non_null(st);
+	assert_null(stats_at(1));
+	assert_int_equal(st->worker, WID);
+	assert_int_equal(st->uptime_ms, 1001);
+	assert_int_equal(st->conns_active, 3);
+	assert_int_equal(st->conns_accepted, 3);
+	assert_int_equal(st->sse_active, 1);
+	assert_int_equal(st->ws_active, 1);
+	assert_int_equal(st->http_requests, 2);
+	assert_int_equal(st->tokens_out, 11);
+	assert_int_equal(st->chan_full, 2);
+	assert_int_equal(st->loop_turns, 99);
+	assert_int_equal(st->bytes_out, W.st.bytes_out);
+	conn_gone(idle);
+	advance(SEC);
+	st = stats_at(1);
+	assert_non_null(st);
+	assert_int_equal(st->conns_active, 2);
+	assert_int_equal(st->uptime_ms, 2001);
+	/* A loop that ran late sends one record, not a burst. */
+	advance(5 * SEC);
+	assert_non_null(stats_at(2));
+	assert_null(stats_at(3));
+	advance(SEC - 2 * MS);
+	assert_null(stats_at(3));
+	/* Nothing while control is away. */
+	W.attached = false;
+	advance(3 * SEC);
+	assert_null(stats_at(3));
+	W.attached = true;
+	conn_gone(s1);
+	conn_gone(ws);
+}
+
+/* The CONNS pages answering req_id, in ring order. */
+static uint32_t conns_pages(uint32_t req_id, const struct chan_conns **pages, uint32_t max)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < W.nrec; i++) {
+		const struct chan_conns *pg = (const void *)(W.recs + W.rec[i].off);
+
+		if (W.rec[i].type != CHAN_REC_CONNS || pg->req_id != req_id)
+			continue;
+		assert_true(chan_rec_valid(CHAN_REC_CONNS, pg, W.rec[i].len));
+		assert_true(n < max);
+		pages[n++] = pg;
+	}
+	return n;
+}
+
+static void admin_rec(uint32_t req_id)
+{
+	struct chan_admin *q = (void *)rbuf;
+
+	q->op = CHAN_ADMIN_LIST_CONNS;
+	q->req_id = req_id;
+	rec_in(CHAN_REC_ADMIN, sizeof(*q));
+}
+
+static void test_list_conns_paging(void **state)
+{
+	struct tp_conn *c[7];
+	const struct chan_conns *pg[8];
+	uint32_t seen = 0, sse = 0, ws = 0;
+	uint32_t page = (uint32_t)(sizeof(struct chan_conns) + 3 * sizeof(struct chan_conn_info));
+
+	(void)state;
+	c[0] = sse_open("", 0);
+	c[1] = ws_open_conn();
+	for (int i = 2; i < 7; i++)
+		c[i] = conn_open();
+	advance(1500 * MS);
+	W.rec_max = page;
+	admin_rec(41);
+	assert_int_equal(conns_pages(41, pg, 8), 3);
+	for (uint32_t p = 0; p < 3; p++) {
+		const struct chan_conn_info *ci = (const void *)(pg[p] + 1);
+
+		assert_int_equal(pg[p]->worker, WID);
+		assert_int_equal(pg[p]->count, p < 2 ? 3 : 1);
+		assert_int_equal(pg[p]->flags, p == 2 ? CHAN_CONNS_LAST : 0);
+		for (uint32_t j = 0; j < pg[p]->count; j++) {
+			assert_int_equal(ci[j].conn.worker, WID);
+			assert_true(ci[j].conn.slot < 16);
+			assert_false(seen & (1u << ci[j].conn.slot));
+			seen |= 1u << ci[j].conn.slot;
+			assert_int_equal(ci[j].peer_ipv4, 0x0100007f);
+			assert_int_equal(ci[j].peer_port, 40000);
+			assert_int_equal(ci[j].age_ms, 1500);
+			if (ci[j].mode == CHAN_CONN_SSE) {
+				sse++;
+				assert_string_equal(ci[j].session_id, "s_1");
+				assert_true(ci[j].bytes_out > 0);
+			} else if (ci[j].mode == CHAN_CONN_WS) {
+				ws++;
+				assert_string_equal(ci[j].session_id, "");
+			}
+		}
+	}
+	assert_int_equal(__builtin_popcount(seen), 7);
+	assert_int_equal(sse, 1);
+	assert_int_equal(ws, 1);
+
+	/* Room for a full page and a bit: the second page shrinks to what
+	 * fits and is the last. */
+	W.nrec = 0;
+	W.limited = true;
+	W.room = 8 + page + 8 + (uint32_t)(sizeof(struct chan_conns) + 2 * sizeof(struct chan_conn_info));
+	admin_rec(42);
+	assert_int_equal(conns_pages(42, pg, 8), 2);
+	assert_int_equal(pg[0]->count, 3);
+	assert_int_equal(pg[0]->flags, 0);
+	assert_int_equal(pg[1]->count, 1);
+	assert_int_equal(pg[1]->flags, CHAN_CONNS_LAST);
+	/* Room for one page only: that page becomes the last. */
+	W.nrec = 0;
+	W.room = 8 + page + 8;
+	admin_rec(43);
+	assert_int_equal(conns_pages(43, pg, 8), 1);
+	assert_int_equal(pg[0]->count, 3);
+	assert_int_equal(pg[0]->flags, CHAN_CONNS_LAST);
+	/* No room at all: nothing, counted. */
+	W.nrec = 0;
+	W.room = 0;
+	uint64_t full = W.st.chan_full;
+	admin_rec(44);
+	assert_int_equal(conns_pages(44, pg, 8), 0);
+	assert_int_equal(W.st.chan_full, full + 1);
+	W.limited = false;
+	for (int i = 0; i < 7; i++)
+		conn_gone(c[i]);
+	/* An empty worker answers with one empty last page. */
+	W.nrec = 0;
+	admin_rec(45);
+	assert_int_equal(conns_pages(45, pg, 8), 1);
+	assert_int_equal(pg[0]->count, 0);
+	assert_int_equal(pg[0]->flags, CHAN_CONNS_LAST);
+}
+
+static void test_ws_reauth_after_control_restart(void **state)
+{
+	struct tp_conn *ws = conn_open();
+	const struct sink_rec *rq, *open_rq = NULL, *sub = NULL;
+	const char *const two[] = { "a", "b" };
+	uint8_t fr[128];
+	const char *out;
+	uint32_t req_id;
+
+	(void)state;
+	ws_accept(ws_upgrade(ws, "Cookie: sluice_session=c00k1e\r\nOrigin: https://ok.example\r\n"
+				 "Sec-WebSocket-Protocol: sluice.auth.tok\r\n"), NULL);
+	take(ws);
+	tx_flush(ws);
+	ws_subscribe(ws, "s_1");
+	tokens(all_of(), "s_1", "m_1", 1, two, 2);
+	app_end_of_turn(A, false);
+	take(ws);
+	tx_flush(ws);
+	/* Control restarted (a new epoch seen as an attach): the running answer
+	 * ends interrupted, the conn is authorised again with the upgrade's
+	 * headers, and only then is its subscription re-announced. */
+	W.nrec = 0;
+	app_control_changed(A, true);
+	out = take(ws);
+	assert_string_equal(ws_text(&out), "{\"type\":\"done\",\"session_id\":\"s_1\",\"message_id\":"
+					   "\"m_1\",\"status\":\"interrupted\"}");
+	assert_string_equal(out, "");
+	for (uint32_t i = 0; i < W.nrec; i++) {
+		if (W.rec[i].type == CHAN_REC_REQUEST && !open_rq)
+			open_rq = &W.rec[i];
+		if (W.rec[i].type == CHAN_REC_SUBSCRIBE) {
+			assert_non_null(open_rq);
+			sub = &W.rec[i];
+		}
+	}
+	assert_non_null(sub);
+	assert_int_equal(((const struct chan_sub *)(W.recs + sub->off))->seq, 2);
+	rq = last_ws_open();
+	assert_ptr_equal(rq, open_rq);
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_COOKIE, "sluice_session=c00k1e");
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_ORIGIN, "https://ok.example");
+	assert_field(rq, sizeof(struct chan_request), CHAN_F_WS_PROTOCOL, "sluice.auth.tok");
+	assert_null(rec_field(rq, sizeof(struct chan_request), CHAN_F_AUTHORIZATION));
+	/* Accepted: nothing visible, and new messages go to control as before. */
+	ws_accept(rq, "Sec-WebSocket-Protocol: sluice.v1");
+	assert_string_equal(take(ws), "");
+	assert_false(ws->closed);
+	feed_n(ws, fr, ws_frame(fr, "{\"type\":\"send\",\"session_id\":\"s_1\",\"content\":\"hi\"}"));
+	rq = last_rec(CHAN_REC_REQUEST);
+	assert_int_equal(req_of(rq)->kind, CHAN_REQ_WS);
+	req_id = req_of(rq)->req_id;
+	const struct fld ok[] = { { CHAN_F_BODY, "{\"type\":\"response\",\"request\":\"send\"}" } };
+	response(req_of(rq)->conn, req_id, 401, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, ok, 1);
+	out = take(ws);
+	/* An ordinary answer is a text message, even with an error status. */
+	assert_string_equal(ws_text(&out), "{\"type\":\"response\",\"request\":\"send\"}");
+	tx_flush(ws);
+	/* Another restart; this time the login has gone meanwhile: 1008. */
+	W.nrec = 0;
+	app_control_changed(A, true);
+	rq = last_ws_open();
+	assert_true(req_of(rq)->req_id > req_id);
+	refuse(rq, 401, "unauthenticated");
+	assert_ws_close(take(ws), 1008, "unauthenticated");
+	assert_int_equal(W.st.ws_auth_refused, 1);
+	assert_non_null(last_rec(CHAN_REC_UNSUBSCRIBE));
+	conn_gone(ws);
+
+	/* A disallowed Origin after the restart closes 1008 with that reason. */
+	ws = ws_open_conn();
+	W.nrec = 0;
+	app_control_changed(A, true);
+	refuse(last_ws_open(), 403, "origin_not_allowed");
+	assert_ws_close(take(ws), 1008, "origin_not_allowed");
+	conn_gone(ws);
+	/* A busy control (503) leaves the conn open. */
+	ws = ws_open_conn();
+	W.nrec = 0;
+	app_control_changed(A, true);
+	refuse(last_ws_open(), 503, "overloaded");
+	assert_string_equal(take(ws), "");
+	assert_false(ws->closed);
+	conn_gone(ws);
+	assert_int_equal(W.st.ws_auth_refused, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -907,6 +1530,14 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_oversized_token_framed_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_upgrades, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ws_open_accept_with_protocol, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ws_open_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ws_open_without_control, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kick_one_conn, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kick_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stats_every_second, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_conns_paging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ws_reauth_after_control_restart, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,236 @@
+/*
+ * The operator side of a worker's app: control's KICK (close a conn, or every
+ * subscriber of a session, e.g. after a logout or `sluicectl sessions kill`),
+ * ADMIN LIST_CONNS (the worker's connection table in pages), and the STATS
+ * record every worker sends once a second so control can show the worker's
+ * counters without reading the dataplane's memory.
+ */
+#include <string.h>
+
+#include "app/app_int.h"
+#include "sluice/log.h"
+
+#define STATS_PERIOD_NS 1000000000ull
+
+/* Close codes a server may put on the wire (RFC 6455 7.4, IANA registry);
+ * anything else from control becomes 1008. */
+static uint16_t kick_code(uint16_t code)
+{
+	if ((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+	    (code >= 3000 && code <= 4999))
+		return code;
+	return WS_CLOSE_POLICY;
+}
+
+/* One conn leaves on control's word, each mode in its own way: a close
+ * frame, an SSE error event, or a plain close. */
+static void kick_conn(struct conn *c, const struct chan_kick *k)
+{
+	struct app *a = c->app;
+	struct ev_buf b;
+	bool sent;
+
+	DP_STAT_ADD(a->st, kicks, 1);
+	switch (c->mode) {
+	case CONN_WS:
+		/* What is already held goes first; nothing arrives after the close. */
+		stream_flush(c);
+		stream_unsubscribe(c);
+		ws_close_with(c, kick_code(k->code), k->reason, false);
+		if (!c->closing)
+			conn_account(c);
+		break;
+	case CONN_SSE:
+		stream_flush(c);
+		if (c->closing)
+			break;
+		evb_init(&b, a->scratch, a->scratch_cap);
+		ev_sse_error(&b, k->reason_code, k->reason);
+		/* Graceful when the event is queued, so the client reads it. */
+		sent = !b.overflow && conn_send(c, b.p, b.len);
+		conn_close(c, !sent);
+		break;
+	default:
+		conn_close(c, false);
+		break;
+	}
+}
+
+void admin_on_kick(struct app *a, const struct chan_kick *k)
+{
+	struct conn *c;
+
+	if (k->conn.slot == CHAN_SLOT_ALL) {
+		uint32_t slot = subs_first(a->subs, k->session_id);
+
+		while (slot != SUBS_NONE) {
+			/* The kick unsubscribes this conn: step on first. */
+			uint32_t next = subs_next(a->subs, slot);
+
+			c = &a->conns[slot];
+			if (c->tc && !c->closing)
+				kick_conn(c, k);
+			slot = next;
+		}
+		return;
+	}
+	c = app_conn_lookup(a, &k->conn);
+	if (!c) {
+		DP_STAT_ADD(a->st, stale_records, 1);
+		return;
+	}
+	kick_conn(c, k);
+}
+
+static void fill_info(struct conn *c, struct chan_conn_info *ci, uint64_t now)
+{
+	struct app *a = c->app;
+	struct tp_conn_info ti;
+
+	memset(ci, 0, sizeof(*ci));
+	conn_fill_handle(c, &ci->conn);
+	ci->peer_ipv4 = c->peer.ipv4;
+	ci->peer_port = c->peer.port;
+	ci->mode = c->mode == CONN_SSE ? CHAN_CONN_SSE :
+		   c->mode == CONN_WS ? CHAN_CONN_WS : CHAN_CONN_HTTP;
+	ci->age_ms = now > c->open_ns ? (now - c->open_ns) / 1000000u : 0;
+	ci->bytes_out = c->bytes_out;
+	tp_info(a->tp, c->tc, &ti);
+	ci->pending_bytes = ti.tx_queued + c->batch.len;
+	if (c->subscribed)
+		memcpy(ci->session_id, c->sid, CHAN_ID_LEN);
+}
+
+/* Next open conn at or after slot *i, or NULL. */
+static struct conn *next_open(struct app *a, uint32_t *i)
+{
+	for (; *i < a->max_conns; (*i)++)
+		if (a->conns[*i].tc)
+			return &a->conns[(*i)++];
+	return NULL;
+}
+
+/*
+ * LIST_CONNS: pages of chan_conn_info, each as large as a record may be,
+ * the last flagged CHAN_CONNS_LAST. A full ring never makes the worker wait:
+ * a page shrinks to what fits, and when nothing more fits the list ends
+ * early (the page before is flagged last; it is committed but not yet
+ * published, since records go out at the end of the turn, so changing it is
+ * safe).
+ */
+static void list_conns(struct app *a, uint32_t req_id)
+{
+	size_t per = (worker_rec_max(a->w) - sizeof(struct chan_conns)) /
+		     sizeof(struct chan_conn_info);
+	uint32_t open = 0, done = 0, cursor = 0;
+	struct chan_conns *prev = NULL;
+	uint64_t now = worker_now(a->w);
+
+	for (uint32_t i = 0; i < a->max_conns; i++)
+		open += a->conns[i].tc != NULL;
+	for (;;) {
+		uint32_t want = open - done < per ? open - done : (uint32_t)per;
+		uint32_t n = want, len;
+		struct chan_conns *pg = NULL;
+		struct chan_conn_info *ci;
+
+		for (;;) {
+			len = (uint32_t)(sizeof(*pg) + (size_t)n * sizeof(*ci));
+			pg = worker_rec_reserve(a->w, CHAN_REC_CONNS, len);
+			if (pg || n == 0)
+				break;
+			n /= 2;
+		}
+		if (!pg) {
+			DP_STAT_ADD(a->st, chan_full, 1);
+			LOG_WARN("worker %u: channel full, connection list cut after %u of %u",
+				 a->wid, done, open);
+			if (prev)
+				prev->flags |= CHAN_CONNS_LAST;
+			return;
+		}
+		memset(pg, 0, sizeof(*pg));
+		pg->req_id = req_id;
+		pg->worker = (uint16_t)a->wid;
+		pg->count = n;
+		ci = (struct chan_conn_info *)(pg + 1);
+		for (uint32_t j = 0; j < n; j++)
+			fill_info(next_open(a, &cursor), &ci[j], now);
+		done += n;
+		if (done == open || n < want)
+			pg->flags = CHAN_CONNS_LAST;
+		worker_rec_commit(a->w, len);
+		if (pg->flags & CHAN_CONNS_LAST)
+			return;
+		prev = pg;
+	}
+}
+
+void admin_on_admin(struct app *a, const struct chan_admin *q)
+{
+	if (q->op == CHAN_ADMIN_LIST_CONNS)
+		list_conns(a, q->req_id);
+	else
+		DP_STAT_ADD(a->st, chan_bad_records, 1);
+}
+
+static void send_stats(struct app *a)
+{
+	const struct dp_stats *st = a->st;
+	struct chan_stats *s = worker_rec_reserve(a->w, CHAN_REC_STATS, sizeof(*s));
+	uint64_t acc, closed;
+
+	if (!s) {
+		DP_STAT_ADD(a->st, chan_full, 1);
+		return;
+	}
+	memset(s, 0, sizeof(*s));
+	acc = DP_STAT_GET(&st->conns_accepted);
+	closed = DP_STAT_GET(&st->conns_closed);
+	s->worker = a->wid;
+	s->uptime_ms = (worker_now(a->w) - a->start_ns) / 1000000u;
+	s->conns_active = acc >= closed ? acc - closed : 0;
+	s->conns_accepted = acc;
+	s->sse_active = DP_STAT_GET(&st->sse_active);
+	s->ws_active = DP_STAT_GET(&st->ws_active);
+	s->http_requests = DP_STAT_GET(&st->http_requests);
+	s->tokens_out = DP_STAT_GET(&st->tokens_out);
+	s->frames_out = DP_STAT_GET(&st->frames_out);
+	s->bytes_out = DP_STAT_GET(&st->bytes_out);
+	s->pending_bytes = DP_STAT_GET(&st->pending_bytes);
+	s->chan_full = DP_STAT_GET(&st->chan_full);
+	s->slow_consumer_closes = DP_STAT_GET(&st->slow_consumer_closes);
+	s->loop_turns = DP_STAT_GET(&st->loop_turns);
+	s->busy_turns = DP_STAT_GET(&st->busy_turns);
+	worker_rec_commit(a->w, sizeof(*s));
+}
+
+/* Once a second on the worker's own clock; skipped while control is away
+ * (the record would only fill the ring for nobody). A late loop sends one
+ * record and steps the period on, never a burst. */
+static void stats_timer_cb(void *arg, struct tw_timer *t)
+{
+	struct app *a = arg;
+	uint64_t now = worker_now(a->w);
+
+	(void)t;
+	if (worker_control_attached(a->w))
+		send_stats(a);
+	a->stats_next_ns += STATS_PERIOD_NS;
+	if (a->stats_next_ns <= now)
+		a->stats_next_ns = now + STATS_PERIOD_NS;
+	worker_timer_arm(a->w, &a->stats_timer, a->stats_next_ns);
+}
+
+void admin_stats_start(struct app *a)
+{
+	tw_init(&a->stats_timer, stats_timer_cb, a);
+	a->stats_next_ns = worker_now(a->w) + STATS_PERIOD_NS;
+	worker_timer_arm(a->w, &a->stats_timer, a->stats_next_ns);
+}
+
+void admin_stats_stop(struct app *a)
+{
+	if (a->stats_timer.armed)
+		worker_timer_cancel(a->w, &a->stats_timer);
+}
