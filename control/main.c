@@ -97,6 +97,7 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	api_ok = true;
+	api.cp_epoch = atomic_load(&chan_header(r)->cp_epoch);
 	if (auth_init(&auth, &conf, st, &out, true, err, sizeof(err)) < 0) {
 		LOG_ERROR("auth: %s", err);
 		goto fail;

@@ -1214,6 +1214,10 @@ void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t le
 	}
 	switch (type) {
 	case CHAN_REC_REQUEST:
+		if (a->cp_epoch && ((const struct chan_request *)payload)->cp_epoch != a->cp_epoch) {
+			a->stats.stale_requests++;
+			return;
+		}
 		api_request(a, payload, len);
 		return;
 	case CHAN_REC_SUBSCRIBE:

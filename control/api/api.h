@@ -18,6 +18,7 @@ struct api_stats {
 	uint64_t requests;
 	uint64_t invalid_records;
 	uint64_t reply_drops; /* responses that fitted neither ring nor backlog */
+	uint64_t stale_requests; /* stamped with another control epoch: dropped */
 };
 
 struct api {
@@ -32,6 +33,10 @@ struct api {
 	/* Authentication (control/auth), set by main after auth_init; NULL
 	 * only in routing unit tests, where every request acts as user "". */
 	struct auth *auth;
+	/* This control's epoch (chan_open bumped it); requests stamped with
+	 * another one were meant for a previous control and are dropped, the
+	 * worker answers them 503 itself. 0 in unit tests: accept all. */
+	uint32_t cp_epoch;
 };
 
 /* conf, st and out stay owned by the caller and must outlive a. */

@@ -148,10 +148,12 @@ static void cpl_arm(struct cp_loop *l, uint64_t deadline_ns)
 	l->armed_ns = deadline_ns;
 }
 
-static void cpl_wait(struct cp_loop *l)
+/* Waits for events (timeout_ms -1: until one; 0: only what is ready) and
+ * serves them. */
+static void cpl_wait(struct cp_loop *l, int timeout_ms)
 {
 	struct epoll_event ev[8 + CPL_MAX_WATCH];
-	int n = epoll_wait(l->ep, ev, (int)SLUICE_ARRAY_LEN(ev), -1);
+	int n = epoll_wait(l->ep, ev, (int)SLUICE_ARRAY_LEN(ev), timeout_ms);
 	if (n < 0 && errno != EINTR)
 		LOG_ERROR("epoll_wait: %s", strerror(errno));
 	for (int i = 0; i < n; i++) {
@@ -213,8 +215,14 @@ uint32_t cpl_turn(struct cp_loop *l, bool may_block)
 	uint32_t handled = cpl_drain(l);
 	uint64_t next = chat_run_timers(&l->api->chat, sluice_now_ns());
 	co_flush(l->out);
-	if (handled || !may_block || l->stop)
+	if (handled || !may_block || l->stop) {
+		/* A busy loop never sleeps, so serve the watched fds (store
+		 * completions, login results, the admin socket, signals) without
+		 * waiting; otherwise they would starve until the rings go quiet. */
+		if (!l->stop)
+			cpl_wait(l, 0);
 		return handled;
+	}
 
 	if (next > l->next_hb_ns)
 		next = l->next_hb_ns;
@@ -231,7 +239,7 @@ uint32_t cpl_turn(struct cp_loop *l, bool may_block)
 	if (!cpl_prepare_sleep(l))
 		return handled;
 	cpl_arm(l, next);
-	cpl_wait(l);
+	cpl_wait(l, -1);
 	cpl_cancel_sleep(l);
 	return handled;
 }

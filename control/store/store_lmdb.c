@@ -170,13 +170,15 @@ static void lm_deliver(struct lm_store *s)
 		struct lm_done batch[64];
 		pthread_mutex_lock(&s->mu);
 		uint32_t n = s->ndone < SLUICE_ARRAY_LEN(batch) ? s->ndone : (uint32_t)SLUICE_ARRAY_LEN(batch);
+		if (!n) {
+			pthread_mutex_unlock(&s->mu);
+			break;
+		}
 		memcpy(batch, s->done, n * sizeof(*batch));
 		memmove(s->done, s->done + n, (s->ndone - n) * sizeof(*batch));
 		s->ndone -= n;
 		s->acked_inflight -= n;
 		pthread_mutex_unlock(&s->mu);
-		if (!n)
-			break;
 		for (uint32_t i = 0; i < n; i++)
 			batch[i].fn(batch[i].arg, batch[i].err);
 	}
@@ -385,7 +387,8 @@ static void *lm_writer(void *arg)
 			lm_write_batch(s, w.p, w.p + w.len, nops);
 
 		pthread_mutex_lock(&s->mu);
-		lm_settle(s, w.p, w.p + w.len);
+		if (w.len)
+			lm_settle(s, w.p, w.p + w.len);
 		w.len = 0;
 		s->w = w;
 		s->flush_done = gen;

@@ -358,6 +358,8 @@ enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t metho
 	rq->req_id = ++c->req_id;
 	rq->kind = kind;
 	rq->method = method;
+	rq->cp_epoch = worker_control_epoch(a->w);
+	c->req_epoch = rq->cp_epoch;
 	p = (uint8_t *)(rq + 1);
 	for (size_t i = 0; i < nfields; i++)
 		if (fields[i].data)
@@ -424,7 +426,10 @@ void app_control_changed(struct app *a, bool attached)
 
 		if (!c->tc || c->closing)
 			continue;
-		if (!attached && c->mode == CONN_HTTP)
+		/* A request sent to a control that is gone, or to the one before a
+		 * restart (its records may have been discarded), is answered 503. */
+		if (c->mode == CONN_HTTP &&
+		    (!attached || c->req_epoch != worker_control_epoch(a->w)))
 			http_control_lost(c);
 		/* On attach too: a control that restarted between two heartbeat
 		 * checks (new epoch, no gap seen) will not finish the old streams. */

@@ -148,12 +148,17 @@ static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t
 	evb_str(&b, reason_phrase(status));
 	evb_str(&b, "\r\nX-Sluice-Worker: ");
 	evb_u64(&b, a->wid);
-	if (ctype) {
+	/* RFC 9110 6.4.1 / 8.6: a 204 has no content and no Content-Length. */
+	if (status == 204)
+		blen = 0;
+	if (ctype && status != 204) {
 		evb_str(&b, "\r\nContent-Type: ");
 		evb_put(&b, ctype, ctype_len);
 	}
-	evb_str(&b, "\r\nContent-Length: ");
-	evb_u64(&b, blen);
+	if (status != 204) {
+		evb_str(&b, "\r\nContent-Length: ");
+		evb_u64(&b, blen);
+	}
 	if (close_after)
 		evb_str(&b, "\r\nConnection: close");
 	else if (c->http10)

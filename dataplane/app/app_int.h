@@ -93,6 +93,7 @@ struct conn {
 	char ws_accept[29];  /* Sec-WebSocket-Accept of the pending upgrade */
 	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
 	uint32_t req_id;     /* id of the last request sent */
+	uint32_t req_epoch;  /* control epoch that request was stamped with */
 	size_t parse_last;   /* bytes seen by the last incomplete head parse */
 	/* A request body larger than what on_data offered at once: the head and
 	 * body are copied here (malloc'd, <= head + 1 MiB, freed after the request). */

@@ -104,6 +104,11 @@ struct tp *worker_tp(struct worker *w)
 	return w->tp;
 }
 
+uint32_t worker_control_epoch(const struct worker *w)
+{
+	return w->peer_epoch;
+}
+
 bool worker_control_attached(const struct worker *w)
 {
 	return w->attached;

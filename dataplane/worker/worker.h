@@ -106,6 +106,8 @@ struct dp_stats *worker_stats(struct worker *w);
 struct tp *worker_tp(struct worker *w);
 /* True while control's heartbeat is fresh. */
 bool worker_control_attached(const struct worker *w);
+/* Control's epoch as last seen by this worker (stamped on requests). */
+uint32_t worker_control_epoch(const struct worker *w);
 /* This dataplane's attach epoch (seed for connection generations). */
 uint32_t worker_epoch(const struct worker *w);
 

@@ -94,6 +94,13 @@ struct chan_request {
 	uint8_t kind;    /* enum chan_req_kind */
 	uint8_t method;  /* enum chan_method */
 	uint16_t _pad;
+	/* Control's epoch as the worker last saw it. A control that restarted
+	 * discards unread records on attach, so a request sent in that window
+	 * may be lost; control drops requests stamped with another epoch, and
+	 * the worker answers 503 to every request it sent under an old epoch
+	 * once it sees the new one: each request is served once or refused. */
+	uint32_t cp_epoch;
+	uint32_t _pad2;
 	/* fields follow */
 };
 

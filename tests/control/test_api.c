@@ -398,6 +398,23 @@ static void test_routing_and_models(void **state)
 	expect_error(f, 0, 404, "not_found");
 	assert_false(next_rec(f, 0));
 	assert_false(next_rec(f, 1));
+
+	/* A request stamped with a previous control's epoch is dropped (the
+	 * worker answers it 503 when it sees the new epoch); the current
+	 * epoch is served. */
+	static _Alignas(8) uint8_t buf[1024];
+	uint32_t len = build_req(buf, 0, 3, CHAN_REQ_HTTP, CHAN_M_GET, "/api/models", NULL, 0, NULL);
+	f->api.cp_epoch = 9;
+	((struct chan_request *)buf)->cp_epoch = 8;
+	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+	assert_int_equal(f->api.stats.stale_requests, 1);
+	((struct chan_request *)buf)->cp_epoch = 9;
+	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	co_flush(&f->out);
+	json_decref(expect_resp(f, 0, 200));
+	f->api.cp_epoch = 0;
 }
 
 static void test_sessions(void **state)

@@ -39,6 +39,7 @@ struct worker {
 	struct dp_stats st;
 	struct tp *tp;
 	bool attached;
+	uint32_t cp_epoch; /* control's epoch as the worker sees it */
 	bool ring_full;
 	bool limited;      /* the ring has only `room` bytes left */
 	uint32_t room;
@@ -82,6 +83,7 @@ const struct sluice_conf *worker_conf(const struct worker *w) { return &w->conf;
 struct dp_stats *worker_stats(struct worker *w) { return &w->st; }
 struct tp *worker_tp(struct worker *w) { return w->tp; }
 bool worker_control_attached(const struct worker *w) { return w->attached; }
+uint32_t worker_control_epoch(const struct worker *w) { return w->cp_epoch; }
 uint32_t worker_epoch(const struct worker *w) { (void)w; return 5; }
 uint32_t worker_rec_max(const struct worker *w) { return w->rec_max ? w->rec_max : 64 * 1024; }
 uint32_t worker_count(void) { return 1; }
@@ -535,6 +537,8 @@ static void test_multipart_response(void **state)
 	conn_gone(c);
 }
 
+static const struct chan_request *req_of(const struct sink_rec *r);
+
 static void test_control_unavailable(void **state)
 {
 	struct tp_conn *c = conn_open();
@@ -561,6 +565,18 @@ static void test_control_unavailable(void **state)
 	assert_string_equal(take(c), want503);
 	assert_false(c->closed);
 	W.attached = true;
+	/* A request stamped with the epoch of a control that has since been
+	 * replaced (seen as a new epoch, no gap) may have been discarded by the
+	 * new one: 503 too. One stamped with the current epoch keeps waiting. */
+	W.cp_epoch = 7;
+	feed(c, "GET /api/models HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_int_equal(req_of(last_rec(CHAN_REC_REQUEST))->cp_epoch, 7);
+	assert_string_equal(take(c), "");
+	app_control_changed(A, true);
+	assert_string_equal(take(c), "");
+	W.cp_epoch = 8;
+	app_control_changed(A, true);
+	assert_string_equal(take(c), want503);
 	conn_gone(c);
 }
 
