@@ -1,0 +1,42 @@
+/*
+ * Internet checksum (RFC 1071) with incremental update (RFC 1624) and the
+ * TCP/UDP pseudo-header sum. Sums are carried as 32-bit partial sums and
+ * folded to 16 bits at the end, so pieces can be added in any order as long
+ * as every piece but the last starts at an even offset.
+ */
+#ifndef SLUICE_NET_CSUM_H
+#define SLUICE_NET_CSUM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Adds len bytes at p to the partial sum (big-endian 16-bit words). */
+uint32_t net_csum_add(uint32_t sum, const void *p, size_t len);
+
+static inline uint16_t net_csum_fold(uint32_t sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)sum;
+}
+
+/* The checksum to store (network order bytes written by the caller with
+ * net_put16): the one's complement of the folded sum. */
+static inline uint16_t net_csum_final(uint32_t sum)
+{
+	return (uint16_t)~net_csum_fold(sum);
+}
+
+/* Pseudo-header partial sum: addresses in network byte order as stored in
+ * the frame, proto, and the L4 length in host order. */
+uint32_t net_csum_pseudo(uint32_t src_be, uint32_t dst_be, uint8_t proto, uint16_t l4len);
+
+/* RFC 1624 eqn. 3: the new checksum after a 16-bit field changes from
+ * old_v to new_v (all host order). */
+static inline uint16_t net_csum_update16(uint16_t csum, uint16_t old_v, uint16_t new_v)
+{
+	uint32_t sum = (uint16_t)~csum + (uint32_t)(uint16_t)~old_v + new_v;
+	return (uint16_t)~net_csum_fold(sum);
+}
+
+#endif

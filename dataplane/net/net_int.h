@@ -1,0 +1,255 @@
+/*
+ * Internals shared by the modules of the native stack (net_stack.c,
+ * net_arp.c, net_tcp.c): the stack object, the TCB and the pools. Nothing
+ * outside dataplane/net/ (and its tests) includes this.
+ */
+#ifndef SLUICE_NET_INT_H
+#define SLUICE_NET_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/net_stack.h"
+#include "net/net_wire.h"
+#include "sluice/common.h"
+#include "worker/worker.h"
+
+#define NET_CONTAINER_OF(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* Intrusive doubly linked list; an unlinked node points to itself. */
+struct net_link {
+	struct net_link *next, *prev;
+};
+
+static inline void net_link_init(struct net_link *l)
+{
+	l->next = l->prev = l;
+}
+static inline bool net_link_empty(const struct net_link *l)
+{
+	return l->next == l;
+}
+static inline void net_link_add_tail(struct net_link *h, struct net_link *n)
+{
+	n->prev = h->prev;
+	n->next = h;
+	h->prev->next = n;
+	h->prev = n;
+}
+static inline void net_link_del(struct net_link *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->next = n->prev = n;
+}
+
+/* Send-queue chunk; a connection's queue is a singly linked chain. */
+#define NET_CHUNK_DATA 2048u
+struct net_chunk {
+	struct net_chunk *next;
+	uint32_t len; /* bytes filled */
+	uint8_t data[NET_CHUNK_DATA];
+};
+
+enum net_tcp_state {
+	NET_TCPS_CLOSED = 0,
+	NET_TCPS_SYN_RCVD,
+	NET_TCPS_ESTABLISHED,
+	NET_TCPS_CLOSE_WAIT,
+	NET_TCPS_LAST_ACK,
+	NET_TCPS_FIN_WAIT_1,
+	NET_TCPS_FIN_WAIT_2,
+	NET_TCPS_CLOSING,
+	NET_TCPS_TIME_WAIT,
+};
+
+/* Connection flags. */
+enum {
+	NC_TS = 1u << 0,        /* timestamps negotiated */
+	NC_SACK = 1u << 1,      /* SACK permitted both ways */
+	NC_WS = 1u << 2,        /* window scaling negotiated */
+	NC_APP = 1u << 3,       /* on_open returned a context; on_close not yet run */
+	NC_APP_CLOSE = 1u << 4, /* the app closed gracefully: FIN after the queue */
+	NC_FIN_SENT = 1u << 5,  /* our FIN has a sequence number (snd_fin) */
+	NC_FIN_RCVD = 1u << 6,  /* the peer's FIN was accepted */
+	NC_RX_FULL = 1u << 7,   /* stash at its bound: no offers until rx_resume */
+	NC_HAD_TX = 1u << 8,    /* bytes queued since the last on_drained */
+	NC_DEAD = 1u << 9,      /* on the dead list: on_close and free pending */
+	NC_DELACK = 1u << 10,   /* an ACK is owed (delayed) */
+	NC_ACK_NOW = 1u << 11,  /* an ACK is owed now */
+	NC_RECOVERY = 1u << 12, /* fast recovery (RFC 6582) until snd_una >= recover */
+	NC_RTT = 1u << 13,      /* timing rtt_seq (Karn) */
+	NC_FLUSHQ = 1u << 14,   /* on the flush list */
+	NC_RESUMEQ = 1u << 15,  /* on the resume list */
+	NC_TWQ = 1u << 16,      /* on the TIME_WAIT FIFO */
+	NC_BLOCKED = 1u << 17,  /* last output stopped at a full window */
+	NC_RESET = 1u << 18,    /* the connection was reset (by either side) */
+};
+
+/* What the connection's single protocol timer is doing. */
+enum net_tmode {
+	NT_NONE = 0,
+	NT_SYNACK,    /* SYN-ACK retransmission */
+	NT_RTX,       /* retransmission timeout */
+	NT_PERSIST,   /* zero-window probe */
+	NT_KEEPALIVE,
+	NT_FINWAIT2,
+	NT_TIMEWAIT,
+};
+
+#define NET_OOO_MAX 4   /* out-of-order ranges held (and SACK blocks sent) */
+#define NET_SACKED_MAX 4 /* peer's SACK blocks remembered */
+
+struct net_range {
+	uint32_t start, end; /* sequence numbers, [start, end) */
+};
+
+/*
+ * TCB. Owned by the stack's pool; the app sees it as a struct tp_conn * until
+ * on_close. Buffers are attached only while there is something in them.
+ */
+struct net_conn {
+	uint32_t hnext;          /* lookup chain / free list: index + 1, 0 = end */
+	uint32_t raddr, laddr;   /* network order */
+	uint16_t rport, lport;   /* network order */
+	uint8_t state;
+	uint8_t tmode;
+	uint8_t snd_ws, rcv_ws;  /* window shifts */
+	uint32_t flags;
+
+	/* send */
+	uint32_t iss, snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd, snd_wl1, snd_wl2;
+	uint32_t cwnd, ssthresh, recover, rtx_hi;
+	uint32_t sq_len;          /* data bytes from snd_una to the queue tail */
+	uint32_t sq_off;          /* offset of snd_una in sq_head */
+	struct net_chunk *sq_head, *sq_tail;
+	uint16_t mss;             /* effective send MSS (options excluded) */
+	uint8_t dupacks;
+	uint8_t n_sacked;
+	struct net_range sacked[NET_SACKED_MAX];
+
+	/* receive */
+	uint32_t irs, rcv_nxt, rcv_adv, last_ack_sent;
+	uint8_t *rbuf;            /* [0, rb_len) unconsumed in-order bytes; OOO after */
+	uint32_t rb_len;
+	uint8_t n_ooo;
+	uint8_t ooo_last;         /* index of the range that most recently grew */
+	uint8_t rx_segs;          /* full segments since the last ACK */
+	uint8_t backoff;          /* RTO / persist doublings */
+	struct net_range ooo[NET_OOO_MAX];
+
+	/* RTT (RFC 6298), milliseconds scaled by 8 (srtt) and 4 (rttvar) */
+	uint32_t srtt8, rttvar4, rto_ms;
+	uint32_t rtt_seq, rtt_start_ms;
+	uint32_t ts_recent, ts_recent_ms;
+	uint32_t last_rx_ms, chal_ms;
+	uint16_t chal_cnt;
+	uint8_t ka_probes;
+	uint8_t retries;
+
+	struct tw_timer timer;    /* protocol timer (tmode) */
+	struct tw_timer ack_timer;/* delayed ACK */
+	struct net_link q;        /* TIME_WAIT FIFO */
+	struct net_link dq;       /* dead list: on_close and/or free pending */
+	struct net_link fq;       /* flush list */
+	struct net_link rq;       /* resume list */
+	void *ctx;                /* the app's */
+	struct net_stack *s;
+};
+
+#define NET_ARP_SIZE 64
+#define NET_ARP_PENDING 32
+
+struct net_arp_entry {
+	uint32_t ip;          /* network order, 0 = free */
+	uint8_t mac[NET_ETH_ALEN];
+	uint8_t tries;
+	uint8_t resolved;
+	uint64_t expire_ns;   /* resolved: entry lifetime; unresolved: next request */
+};
+
+struct net_arp_pending {
+	void *pkt;
+	uint8_t *frame;
+	uint32_t len, flags, nh;
+};
+
+struct net_stack {
+	struct tp tp;
+	struct net_stack_conf conf;
+	struct net_io io;
+	void *io_arg;
+	struct tw_wheel *wheel;
+	const struct tp_upcalls *up;
+	void *app;
+	uint64_t now_ns;
+	uint32_t now_ms;
+	uint32_t netmask;     /* network order */
+	uint16_t mss_local;   /* MTU - 40 */
+	uint16_t ip_id;
+	uint64_t hash_seed;
+
+	struct net_conn *conns;
+	uint32_t *buckets;    /* index + 1, 0 = empty */
+	uint32_t bucket_mask;
+	uint32_t free_conn;   /* index + 1 */
+	uint32_t n_synrcvd, n_tw;
+
+	struct net_chunk *chunks, *free_chunks;
+	uint8_t *rbufs;
+	uint8_t *free_rbuf;   /* free buffers chain through their first bytes */
+
+	struct net_link dead, tw_fifo, flushq, resumeq;
+
+	struct net_arp_entry arp[NET_ARP_SIZE];
+	struct net_arp_pending pend[NET_ARP_PENDING];
+	uint32_t n_pend;
+	struct tw_timer arp_timer;
+	uint32_t icmp_err_ms;   /* start of the current ICMP error second */
+	uint32_t icmp_err_cnt;  /* errors sent in it */
+
+	struct net_stats st;
+};
+
+static inline void net_set_now(struct net_stack *s, uint64_t now_ns)
+{
+	if (now_ns > s->now_ns)
+		s->now_ns = now_ns;
+	s->now_ms = (uint32_t)(s->now_ns / 1000000u);
+}
+
+/* ---- net_stack.c: frame output ------------------------------------------ */
+
+/* A frame buffer for an IPv4 packet with l4len bytes after the IP header;
+ * returns the start of the L4 area or NULL (counted). */
+uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt);
+/* Completes the Ethernet and IPv4 headers (and the TCP checksum unless
+ * offloaded) of a frame from net_ip_alloc and sends or queues it for ARP. */
+void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
+		 uint8_t proto);
+
+/* ---- net_arp.c ---------------------------------------------------------- */
+
+void net_arp_init(struct net_stack *s);
+void net_arp_input(struct net_stack *s, const uint8_t *frame, uint32_t len);
+/* Sends the frame now when the next hop is known, else queues it and asks. */
+void net_arp_output(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len, uint32_t flags,
+		    uint32_t nh);
+void net_arp_announce(struct net_stack *s);
+void net_arp_flush(struct net_stack *s);
+
+/* ---- net_tcp.c ---------------------------------------------------------- */
+
+void net_tcp_init(struct net_stack *s);
+void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *seg,
+		   uint32_t len, uint32_t rx_flags);
+/* Runs deferred work: rx_resume offers and on_close/free of dead TCBs. */
+uint32_t net_tcp_pending(struct net_stack *s);
+void net_tcp_destroy(struct net_stack *s);
+/* An ICMP "fragmentation needed" for one of our segments (PMTU). */
+void net_tcp_pmtu(struct net_stack *s, const struct net_ip *inner, const uint8_t *l4,
+		  uint32_t l4len, uint32_t mtu);
+extern const struct tp_ops net_tcp_ops;
+
+#endif
