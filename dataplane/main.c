@@ -3,6 +3,8 @@
  *
  * Loads the configuration, attaches to the channel, sets up one worker per
  * configured worker and runs each on its own thread (pinned when asked).
+ * With transport = dpdk, EAL and the port are set up first and the workers
+ * run on EAL lcores (transport/tp_dpdk.h) instead of threads started here.
  * SIGINT/SIGTERM stop the workers after their current turn; they close their
  * connections and the process exits 0. Fatal problems at start exit 1.
  */
@@ -22,6 +24,9 @@
 #include "sluice/conf.h"
 #include "sluice/log.h"
 #include "worker/worker.h"
+#ifdef SLUICE_HAVE_DPDK
+#include "transport/tp_dpdk.h"
+#endif
 
 static void usage(FILE *f)
 {
@@ -35,6 +40,26 @@ static void *worker_thread(void *arg)
 	uint32_t id = (uint32_t)(uintptr_t)arg;
 	return (void *)(intptr_t)worker_run(id);
 }
+
+#ifdef SLUICE_HAVE_DPDK
+static int worker_lcore(void *arg)
+{
+	return worker_run((uint32_t)(uintptr_t)arg);
+}
+
+/* Starts workers 0..n-1 on their EAL lcores; returns how many started. */
+static uint32_t launch_lcores(uint32_t n)
+{
+	char err[256];
+	for (uint32_t i = 0; i < n; i++) {
+		if (tp_dpdk_launch(i, worker_lcore, (void *)(uintptr_t)i, err, sizeof(err)) != 0) {
+			LOG_ERROR("%s", err);
+			return i;
+		}
+	}
+	return n;
+}
+#endif
 
 /* Pins a started worker; a machine with fewer CPUs or a restricted cpuset
  * still runs, so a failure is only a warning. */
@@ -106,10 +131,14 @@ int main(int argc, char **argv)
 		LOG_ERROR("%s", err);
 		return 1;
 	}
+#ifndef SLUICE_HAVE_DPDK
 	if (conf.transport == CONF_TRANSPORT_DPDK) {
-		LOG_ERROR("%s: transport=dpdk is not built in this version", conf_path);
+		LOG_ERROR("%s: transport = dpdk: this sluice-dataplane was built without DPDK "
+			  "(install libdpdk-dev and run meson setup again)", conf_path);
 		return 1;
 	}
+#endif
+	bool dpdk = conf.transport == CONF_TRANSPORT_DPDK;
 	if (check_only) {
 		printf("%s: configuration ok\n", conf_path);
 		return 0;
@@ -131,17 +160,28 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+#ifdef SLUICE_HAVE_DPDK
+	/* After the signal mask: EAL's threads inherit it. */
+	if (dpdk && tp_dpdk_init(&conf, argv[0], err, sizeof(err)) != 0) {
+		LOG_ERROR("%s", err);
+		return 1;
+	}
+#endif
 	chan = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_DATAPLANE, err, sizeof(err));
 	if (!chan) {
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
-		return 1;
+		goto out;
 	}
 	if (workers_setup(&conf, chan, err, sizeof(err)) != 0) {
 		LOG_ERROR("%s", err);
 		goto out;
 	}
 
-	for (uint32_t i = 0; i < conf.workers; i++) {
+#ifdef SLUICE_HAVE_DPDK
+	if (dpdk)
+		started = launch_lcores(conf.workers);
+#endif
+	for (uint32_t i = 0; !dpdk && i < conf.workers; i++) {
 		rc = pthread_create(&threads[i], NULL, worker_thread, (void *)(uintptr_t)i);
 		if (rc != 0) {
 			LOG_ERROR("worker %u: pthread_create: %s", i, strerror(rc));
@@ -156,14 +196,26 @@ int main(int argc, char **argv)
 			pin_worker(threads[i], i);
 	}
 	if (started == conf.workers) {
-		LOG_INFO("listening on %s:%u with %u worker(s), channel %s", conf.listen_addr,
-			 (unsigned)conf.listen_port, conf.workers, conf.chan_path);
+		if (dpdk)
+			LOG_INFO("serving port %u on [port.0] %s with %u worker(s), channel %s",
+				 (unsigned)conf.listen_port, conf.ports[0].device, conf.workers,
+				 conf.chan_path);
+		else
+			LOG_INFO("listening on %s:%u with %u worker(s), channel %s", conf.listen_addr,
+				 (unsigned)conf.listen_port, conf.workers, conf.chan_path);
 		wait_for_stop(&stop_set);
 	}
 
 	workers_stop();
 	bool failed = started != conf.workers;
 	for (uint32_t i = 0; i < started; i++) {
+#ifdef SLUICE_HAVE_DPDK
+		if (dpdk) {
+			if (tp_dpdk_wait(i) != 0)
+				failed = true;
+			continue;
+		}
+#endif
 		void *ret = NULL;
 		rc = pthread_join(threads[i], &ret);
 		if (rc != 0) {
@@ -178,5 +230,9 @@ int main(int argc, char **argv)
 	LOG_INFO("stopped");
 out:
 	chan_close(chan);
+#ifdef SLUICE_HAVE_DPDK
+	if (dpdk)
+		tp_dpdk_fini();
+#endif
 	return status;
 }

@@ -17,6 +17,9 @@
 #include "sluice/conf.h"
 #include "sluice/log.h"
 #include "transport/tp_kernel.h"
+#ifdef SLUICE_HAVE_DPDK
+#include "transport/tp_dpdk.h"
+#endif
 #include "worker/timer_wheel.h"
 
 #define MS_NS 1000000ull
@@ -35,6 +38,7 @@ struct worker {
 	uint32_t peer_epoch; /* control's epoch when last seen alive */
 	bool attached;
 	bool now_stale;      /* the loop blocked since `now` was taken */
+	bool poll_mode;      /* dpdk: never sleep, the doorbell is not used */
 	int bell_fd;
 	uint64_t now;
 	uint64_t next_hb_ns;
@@ -230,7 +234,7 @@ int worker_run(uint32_t i)
 	while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
 		w->now = sluice_now_ns();
 		w->now_stale = false;
-		int timeout = more ? 0 : idle_timeout_ms(w);
+		int timeout = more || w->poll_mode ? 0 : idle_timeout_ms(w);
 		bool slept = false;
 		if (timeout > 0) {
 			if (chan_prepare_sleep(w->c2d))
@@ -322,13 +326,23 @@ int workers_setup(const struct sluice_conf *conf, struct chan_region *chan, char
 			snprintf(err, errlen, "worker %u: %s", i, why);
 			goto fail;
 		}
-		w->tp = tp_kernel_listen(conf->listen_addr, port, app_upcalls(), w->app, why, sizeof(why));
+		if (conf->transport == CONF_TRANSPORT_DPDK) {
+#ifdef SLUICE_HAVE_DPDK
+			w->tp = tp_dpdk_create(i, &w->wheel, app_upcalls(), w->app, why, sizeof(why));
+			w->poll_mode = true;
+#else
+			snprintf(why, sizeof(why), "transport = dpdk: built without DPDK");
+#endif
+		} else {
+			w->tp = tp_kernel_listen(conf->listen_addr, port, app_upcalls(), w->app, why,
+						 sizeof(why));
+			if (w->tp && port == 0)
+				port = tp_kernel_port(w->tp);
+		}
 		if (!w->tp) {
 			snprintf(err, errlen, "worker %u: %s", i, why);
 			goto fail;
 		}
-		if (port == 0)
-			port = tp_kernel_port(w->tp);
 	}
 	return 0;
 fail:

@@ -30,7 +30,7 @@ SLUICE_IP = "10.77.0.2"
 PORT = 8080
 CLONE_NEWNET = 0x40000000
 NOHUGE_ARGS = "--no-huge -m 512 --no-pci"
-HUGE_ARGS = "-m 256 --no-pci"
+HUGE_ARGS = "-m 128 --no-pci"
 
 
 def sh(*cmd, check_rc=True, timeout=20):
@@ -115,6 +115,7 @@ class DpdkSluice(harness.Sluice):
         self.qpairs = workers
         super().__init__(build, workers=workers, **kw)
         self.port = PORT
+        self.host = SLUICE_IP
         self.write_conf()
 
     def conf_text(self):
@@ -128,10 +129,6 @@ class DpdkSluice(harness.Sluice):
                             "listen = %s:%d\nws_echo = true\nlcores = %s\neal_args = %s"
                             % (SLUICE_IP, PORT, lcores, self.eal_args))
         return text + "\n[port.0]\ndevice = %s\nipv4 = %s/24\n" % (dev, SLUICE_IP)
-
-    @property
-    def base(self):
-        return "http://%s:%d" % (SLUICE_IP, PORT)
 
     def request(self, *args, **kw):
         return ns_call(harness.Sluice.request, self, *args, **kw)
@@ -270,7 +267,7 @@ def hugepages_free():
 def test_hugepages(env):
     """The same path with EAL memory from 2 MiB hugepages, when reserved
     (firmware-config/setup-hugepages.sh); a note otherwise."""
-    if hugepages_free() < 160 or not os.path.ismount("/dev/hugepages"):
+    if hugepages_free() < 96 or not os.path.ismount("/dev/hugepages"):
         print("note: no free hugepages mounted on /dev/hugepages: --no-huge only", flush=True)
         return
     srv = server(env, eal_args=HUGE_ARGS)
