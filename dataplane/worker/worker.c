@@ -108,9 +108,11 @@ struct tp *worker_tp(struct worker *w)
 	return w->tp;
 }
 
+/* Read live, not from the 100 ms check: a request sent right after a new
+ * control attached must carry its epoch, or that control would drop it. */
 uint32_t worker_control_epoch(const struct worker *w)
 {
-	return w->peer_epoch;
+	return chan_peer_epoch(w->chan);
 }
 
 bool worker_control_attached(const struct worker *w)
