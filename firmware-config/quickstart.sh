@@ -177,32 +177,53 @@ MODEL="$(awk '
   }' "$CONF")"
 MODEL="${MODEL:-synthetic}"
 
+# Pulls "KEY":"VALUE" out of a JSON object whose ids are plain ASCII (api.md).
+json_str() { sed -n 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$2"; }
+
+# Every conversation belongs to a user: make (or reset) the demo user with a
+# fresh random password through sluicectl (password on stdin, never argv), and
+# log in once so the commands below can use the token.
+DEMO_USER="${SLUICE_DEMO_USER:-demo}"
+DEMO_PASS="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+[ -x "$BUILD/sluicectl" ] || die "$BUILD/sluicectl is missing; build first"
+if ! printf '%s\n' "$DEMO_PASS" | "$BUILD/sluicectl" -c "$CONF" users add "$DEMO_USER" --role user >/dev/null 2>&1; then
+  printf '%s\n' "$DEMO_PASS" | "$BUILD/sluicectl" -c "$CONF" users passwd "$DEMO_USER" >/dev/null \
+    || die "cannot create or reset user $DEMO_USER with sluicectl"
+fi
+login="$(curl -sS -m 30 -X POST "$BASE/api/auth/login" -H 'Content-Type: application/json' \
+         -d "{\"username\":\"$DEMO_USER\",\"password\":\"$DEMO_PASS\"}")" || die "login failed"
+TOKEN="$(json_str session_token "$login")"
+[ -n "$TOKEN" ] || die "login as $DEMO_USER failed: $login"
+
 cat <<EOF
 
+User "$DEMO_USER" has the password $DEMO_PASS (a new one at every start).
 Try it from another terminal:
 
+  # 0. log in (this token is valid now)
+  TOKEN=$TOKEN
+  #    curl -sS -X POST $BASE/api/auth/login -d '{"username":"$DEMO_USER","password":"$DEMO_PASS"}'
+
   # 1. create a session
-  curl -sS -X POST $BASE/api/chat/sessions -H 'Content-Type: application/json' \\
-       -d '{"model_id":"$MODEL"}'
+  curl -sS -X POST $BASE/api/chat/sessions -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' -d '{"model_id":"$MODEL"}'
   #    -> {"id":"s_...",...}; put the id in SID:
   SID=s_...
 
   # 2. open the token stream (Server-Sent Events; leave it running)
-  curl -sN $BASE/api/chat/stream/\$SID
+  curl -sN -H "Authorization: Bearer \$TOKEN" $BASE/api/chat/stream/\$SID
 
   # 3. in a third terminal, post a message and watch the answer arrive in the stream
-  curl -sS -X POST $BASE/api/chat/message -H 'Content-Type: application/json' \\
-       -d '{"session_id":"'\$SID'","content":"Hello, sluice!"}'
+  curl -sS -X POST $BASE/api/chat/message -H "Authorization: Bearer \$TOKEN" \\
+       -H 'Content-Type: application/json' -d '{"session_id":"'\$SID'","content":"Hello, sluice!"}'
 
 EOF
-
-# Pulls "KEY":"VALUE" out of a JSON object whose ids are plain ASCII (api.md).
-json_str() { sed -n 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' <<<"$2"; }
 
 demo() {
   say "demo: creating a session"
   local resp sid mid
-  resp="$(curl -sS -m 10 -X POST "$BASE/api/chat/sessions" -H 'Content-Type: application/json' \
+  resp="$(curl -sS -m 10 -X POST "$BASE/api/chat/sessions" -H "Authorization: Bearer $TOKEN" \
+          -H 'Content-Type: application/json' \
           -d "{\"model_id\":\"$MODEL\"}")" || die "POST /api/chat/sessions failed"
   echo "$resp"
   sid="$(json_str id "$resp")"
@@ -213,7 +234,8 @@ demo() {
   mkfifo "$fifo"
   # Opened read-write so the open does not block and the fd outlives curl.
   exec {fd}<>"$fifo"
-  curl -sS -N -m "$DEMO_TIMEOUT_S" -D "$headers" "$BASE/api/chat/stream/$sid" >"$fifo" &
+  curl -sS -N -m "$DEMO_TIMEOUT_S" -D "$headers" -H "Authorization: Bearer $TOKEN" \
+    "$BASE/api/chat/stream/$sid" >"$fifo" &
   STREAM_PID=$!
   local deadline=$((SECONDS + 10))
   until grep -qE '^HTTP/1\.[01] 200' "$headers" 2>/dev/null; do
@@ -223,7 +245,8 @@ demo() {
   done
 
   say "demo: posting a message"
-  resp="$(curl -sS -m 10 -X POST "$BASE/api/chat/message" -H 'Content-Type: application/json' \
+  resp="$(curl -sS -m 10 -X POST "$BASE/api/chat/message" -H "Authorization: Bearer $TOKEN" \
+          -H 'Content-Type: application/json' \
           -d "{\"session_id\":\"$sid\",\"content\":\"Hello, sluice! Tell me something.\"}")" \
     || die "POST /api/chat/message failed"
   echo "$resp"
