@@ -282,16 +282,18 @@ static void chan_attach_role(struct chan_region *r)
 		c->tail = head;
 		c->cached_head = head;
 	}
-	uint64_t now = sluice_now_ns();
+	/* The heartbeat is cleared, not stamped: a process that has attached is
+	 * not yet serving (control still opens its store and admin socket), so
+	 * its peer sees it alive only from its loop's first chan_heartbeat(). */
 	uint32_t pid = (uint32_t)getpid();
 	if (dp) {
+		atomic_store_explicit(&h->dp_heartbeat_ns, 0, memory_order_release);
 		atomic_fetch_add_explicit(&h->dp_epoch, 1, memory_order_acq_rel);
 		atomic_store_explicit(&h->dp_pid, pid, memory_order_release);
-		atomic_store_explicit(&h->dp_heartbeat_ns, now, memory_order_release);
 	} else {
+		atomic_store_explicit(&h->cp_heartbeat_ns, 0, memory_order_release);
 		atomic_fetch_add_explicit(&h->cp_epoch, 1, memory_order_acq_rel);
 		atomic_store_explicit(&h->cp_pid, pid, memory_order_release);
-		atomic_store_explicit(&h->cp_heartbeat_ns, now, memory_order_release);
 	}
 }
 

@@ -122,6 +122,17 @@ static int run_dataplane(void)
 		fprintf(stderr, "dataplane: %s\n", err);
 		return 1;
 	}
+	/* Like sluice-dataplane: nothing is sent to a control that is not
+	 * attached and alive (its attach discards what was sent before). */
+	uint64_t until = sluice_now_ns() + DEADLINE_NS;
+	while (!chan_peer_alive(r, sluice_now_ns(), DEADLINE_NS)) {
+		if (sluice_now_ns() > until) {
+			fprintf(stderr, "dataplane: control never attached\n");
+			chan_close(r);
+			return 1;
+		}
+		usleep(1000);
+	}
 	struct worker_arg a[WORKERS];
 	pthread_t th[WORKERS];
 	int rc = 0;
@@ -184,6 +195,9 @@ static int run_control(pid_t child)
 		waitpid(child, NULL, 0);
 		return 1;
 	}
+	/* Like sluice-control: alive (and so fed by the dataplane) only once it
+	 * serves; records sent before its attach would have been discarded. */
+	chan_heartbeat(r, sluice_now_ns());
 	struct verify v = { { 0 }, 0 };
 	uint64_t deadline = sluice_now_ns() + DEADLINE_NS;
 	int fd = chan_doorbell_fd(r, 0);

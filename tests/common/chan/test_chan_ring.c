@@ -517,6 +517,8 @@ static void test_second_role(void **state)
 	assert_int_equal(chan_nworkers(f->cp), 3);
 	assert_int_equal(chan_peer_epoch(f->dp), 1);
 	assert_int_equal(chan_peer_epoch(f->cp), 1);
+	/* Attached is not alive: control is seen only from its first heartbeat. */
+	assert_false(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
 	chan_heartbeat(f->cp, 5000);
 	assert_true(chan_peer_alive(f->dp, 5000 + 100, 100));
 	assert_false(chan_peer_alive(f->dp, 5000 + 101, 100));
