@@ -27,7 +27,7 @@ TIMEOUT_MULTIPLIER="${TIMEOUT_MULTIPLIER:-2}"
 PY=/usr/bin/python3
 BUILD_DIR="${BUILD_DIR:-build}"
 ASAN_DIR="${ASAN_DIR:-build-asan}"
-FUZZ_TARGETS=(fuzz-http fuzz-ws fuzz-chan)
+FUZZ_TARGETS=(fuzz-http fuzz-ws fuzz-chan fuzz-net)
 
 passed=0
 failed=0
@@ -63,7 +63,7 @@ with open(sys.argv[1], encoding="utf-8") as f:
             ok += 1
         elif res != "SKIP":
             bad += 1
-            names.append("%s(%s)" % (r.get("name"), res))
+            names.append("%s(%s)" % (r.get("name").replace(" ", ""), res))
 print(ok, bad, " ".join(names))
 EOF
 )" || { fail_step "could not read $log"; return; }
