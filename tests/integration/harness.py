@@ -8,6 +8,7 @@ removing the channel files. It also computes the synthetic backend's answers
 """
 
 import argparse
+import ctypes
 import glob
 import http.client
 import itertools
@@ -30,6 +31,13 @@ _instance_counter = itertools.count()
 # Prepended to client commands (curl): a test whose server is reachable only
 # from a network namespace sets ["ip", "netns", "exec", NAME].
 CLIENT_PREFIX = []
+# Prepended to the programs' commands (sluice-control, sluice-dataplane,
+# sluicectl) when the test process itself runs inside a client namespace.
+SERVER_PREFIX = []
+# transport = dpdk settings (see DpdkNet) when the servers run on the native
+# stack, else None: {"ip": "10.77.0.2", "device": "net_af_packet0,iface=…",
+# "eal_args": "…", "extra": [dataplane lines], "port_extra": [port.0 lines]}.
+DPDK = None
 
 # Models every test server offers; see the brief in docs/testing.md.
 DEFAULT_MODELS = {
@@ -272,6 +280,8 @@ class Sluice:
         self.header_timeout_s = header_timeout_s
         self.models = models or DEFAULT_MODELS
         self.port = free_port()
+        # Where clients reach the dataplane (a dpdk test serves another address).
+        self.host = "127.0.0.1"
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
         self.chan_path = "/dev/shm/sluice-test-%d-%d" % (os.getpid(), next(_instance_counter))
         self.conf_path = os.path.join(self.tmp, "sluice.conf")
@@ -312,6 +322,8 @@ class Sluice:
         for k, v in sorted(self.auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
+        if DPDK is not None:
+            lines = dpdk_conf_lines(lines, self)
         for name, m in self.models.items():
             lines.append("[backend.%s]" % name)
             lines.append("type = synthetic")
@@ -340,7 +352,7 @@ class Sluice:
         log = os.path.join(self.tmp, "%s.%d.stderr" % (name, n))
         self.logs.setdefault(name, []).append(log)
         with open(log, "wb") as errf:
-            p = subprocess.Popen([self.binary(name), "-c", self.conf_path],
+            p = subprocess.Popen(SERVER_PREFIX + [self.binary(name), "-c", self.conf_path],
                                  stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
         self.procs[name] = p
         return p
@@ -364,7 +376,8 @@ class Sluice:
 
     def sluicectl(self, *args, stdin=None, timeout=30):
         """Runs build/sluicectl -c CONF args...; returns the CompletedProcess."""
-        return subprocess.run([self.binary("sluicectl"), "-c", self.conf_path] + list(args),
+        return subprocess.run(SERVER_PREFIX + [self.binary("sluicectl"), "-c", self.conf_path]
+                              + list(args),
                               input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout)
 
@@ -440,6 +453,8 @@ class Sluice:
             self._saved_logs = self.stderr_text(limit=20000)
             self.sanitizer_hits += self._sanitizer_reports()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if DPDK is not None:
+            dpdk_clean_runtime()
 
     def _sanitizer_reports(self):
         """Sanitizer reports in the programs' stderr (ASan/UBSan builds)."""
@@ -476,12 +491,12 @@ class Sluice:
 
     @property
     def base(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "http://%s:%d" % (self.host, self.port)
 
     def request(self, method, path, body=None, headers=None, timeout=10, auth=True):
         """One request on a fresh connection; with auth, the default user's
         bearer token unless headers carry Authorization or Cookie."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             hdrs = dict(headers or {})
             if auth and not any(k.lower() in ("authorization", "cookie") for k in hdrs):
@@ -685,6 +700,9 @@ class Env:
             s.stop()
             s = None
         if s is None:
+            if DPDK is not None:
+                # One dataplane owns the veth and the address at a time.
+                self.close()
             s = Sluice(self.build, **kw)
             self.every.append(s)
             try:
@@ -699,6 +717,8 @@ class Env:
 
     def fresh(self, **kw):
         """A server private to one test; the caller stops it."""
+        if DPDK is not None:
+            self.close()
         s = Sluice(self.build, **kw)
         self.every.append(s)
         self.used.append(s)
@@ -722,6 +742,21 @@ def run(tests, argv=None):
     args.build = os.path.abspath(args.build)
     args.source = os.path.abspath(args.source)
     SOURCE_DIR = args.source
+    if os.environ.get("SLUICE_TEST_TRANSPORT", "kernel") == "dpdk" and DPDK is None:
+        why = dpdk_unavailable(args.build)
+        if why:
+            print("skip: %s" % why, flush=True)
+            return 77
+        net = DpdkNet()
+        try:
+            net.up()
+            return _run(tests, args)
+        finally:
+            net.down()
+    return _run(tests, args)
+
+
+def _run(tests, args):
     env = Env(args)
     selected = [t for t in tests if not args.only or args.only in t.__name__]
     passed = failed = 0
@@ -751,3 +786,157 @@ def run(tests, argv=None):
               % (len(hits), hits[0]), flush=True)
     print("%d passed, %d failed" % (passed, failed), flush=True)
     return 0 if failed == 0 and passed > 0 else 1
+
+
+# ---- transport = dpdk (SLUICE_TEST_TRANSPORT=dpdk) ----------------------
+#
+# The same tests over sluice's own TCP/IPv4 stack: sluice-dataplane drives
+# net_af_packet on the outer end of a veth pair in this (root) namespace and
+# owns DPDK_IP; the inner end sits in a private client namespace. The test
+# process then moves itself into that namespace, so every client it runs
+# (http.client, curl, python websockets, aiohttp, raw sockets) is Linux's TCP
+# on the far side of the veth, while the programs start back in the root
+# namespace through SERVER_PREFIX. The scripts keep connecting to
+# 127.0.0.1:PORT: in the client namespace nftables rewrites that to
+# DPDK_IP:PORT (and the source to DPDK_PEER_IP), so no test needs editing.
+
+DPDK_IP = "10.77.0.2"
+DPDK_PEER_IP = "10.77.0.1"
+DPDK_EAL_ARGS = "--no-huge -m 512 --no-pci"
+CLONE_NEWNET = 0x40000000
+
+
+def dpdk_unavailable(build):
+    """Why transport = dpdk cannot be tested here, or None."""
+    if os.geteuid() != 0:
+        return "SLUICE_TEST_TRANSPORT=dpdk needs root (network namespaces, AF_PACKET)"
+    dp = os.path.join(build, "sluice-dataplane")
+    try:
+        with open(dp, "rb") as f:
+            if b"rte_eal_init" not in f.read():
+                return "%s was built without DPDK" % dp
+    except OSError as e:
+        return "%s: %s" % (dp, e)
+    for tool in ("ip", "ethtool", "nft"):
+        if shutil.which(tool) is None:
+            return "%s not installed (firmware-config/setup-deps.sh)" % tool
+    return None
+
+
+def dpdk_conf_lines(lines, srv):
+    """Turns a kernel configuration into the dpdk one: one lcore and one
+    af_packet queue pair per worker, the port's address, the same port."""
+    out = []
+    for line in lines:
+        if line == "transport = kernel":
+            line = "transport = dpdk"
+        elif line.startswith("listen = "):
+            n = srv.workers
+            out.append("listen = %s:%d" % (DPDK["ip"], srv.port))
+            out.append("lcores = %s" % ("1" if n == 1 else "0-%d" % (n - 1)))
+            out.append("eal_args = %s" % DPDK["eal_args"])
+            out.extend(DPDK.get("extra", []))
+            continue
+        out.append(line)
+    dev = DPDK["device"] + (",qpairs=%d" % srv.workers if srv.workers > 1 else "")
+    return out + ["[port.0]", "device = %s" % dev, "ipv4 = %s/24" % DPDK["ip"]] + \
+        DPDK.get("port_extra", []) + [""]
+
+
+def dpdk_clean_runtime():
+    """EAL runtime directories a killed dataplane left behind."""
+    for d in glob.glob("/var/run/dpdk/sluice-*"):
+        if not glob.glob(os.path.join(d, "mp_socket*")):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _sh(*cmd, check_rc=True, stdin=None):
+    p = subprocess.run(list(cmd), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=30)
+    if check_rc and p.returncode != 0:
+        raise TestFailure("%s: exit %d: %s" % (" ".join(cmd), p.returncode,
+                                               p.stderr.decode("utf-8", "replace")[-400:]))
+    return p
+
+
+def setns_net(path_or_fd):
+    """Moves the calling thread (and the threads and children it creates
+    later) into a network namespace."""
+    fd = path_or_fd if isinstance(path_or_fd, int) else os.open(path_or_fd, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "setns(%s): %s" % (path_or_fd, os.strerror(e)))
+    finally:
+        if not isinstance(path_or_fd, int):
+            os.close(fd)
+
+
+def client_loopback_nat(ns_prefix, dev, server_ip, client_ip):
+    """In the client namespace, 127.0.0.1:ANY goes to server_ip:ANY."""
+    rules = ("table ip sluice_loop {\n"
+             " chain out {\n  type nat hook output priority -100;\n"
+             "  ip daddr 127.0.0.1 tcp dport 1-65535 dnat to %s;\n }\n"
+             " chain post {\n  type nat hook postrouting priority 100;\n"
+             "  oifname \"%s\" ip saddr 127.0.0.0/8 snat to %s;\n }\n}\n"
+             % (server_ip, dev, client_ip))
+    _sh(*(ns_prefix + ["nft", "-f", "-"]), stdin=rules.encode())
+    for key in ("all", dev):
+        _sh(*(ns_prefix + ["sysctl", "-qw", "net.ipv4.conf.%s.route_localnet=1" % key]))
+
+
+class DpdkNet:
+    """The namespace and veth pair of SLUICE_TEST_TRANSPORT=dpdk; up() sets
+    DPDK and SERVER_PREFIX and moves the process into the client namespace,
+    down() undoes all of it."""
+
+    def __init__(self):
+        tag = "%d" % (os.getpid() % 100000)
+        self.ns = "sluice-hc" + tag
+        self.root_name = "sluice-hr" + tag
+        self.out, self.inner = "shd%so" % tag, "shd%si" % tag
+        self.root_fd = None
+
+    def up(self):
+        global DPDK, SERVER_PREFIX
+        self.down()
+        ns = ["ip", "netns", "exec", self.ns]
+        try:
+            _sh("ip", "netns", "add", self.ns)
+            # A name for this (root) namespace, for SERVER_PREFIX.
+            _sh("ip", "netns", "attach", self.root_name, str(os.getpid()))
+            _sh("ip", "link", "add", self.out, "type", "veth", "peer", "name", self.inner)
+            _sh("ip", "link", "set", self.inner, "netns", self.ns)
+            _sh("sysctl", "-qw", "net.ipv6.conf.%s.disable_ipv6=1" % self.out, check_rc=False)
+            _sh("sysctl", "-qw", "net.ipv4.conf.%s.forwarding=0" % self.out, check_rc=False)
+            for pre, dev in (([], self.out), (ns, self.inner)):
+                # Real-sized frames with real checksums on both ends.
+                if _sh(*(pre + ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off",
+                                "tx", "off", "rx", "off"]), check_rc=False).returncode != 0:
+                    _sh(*(pre + ["ethtool", "-K", dev, "tso", "off", "gso", "off", "tx", "off"]))
+                _sh(*(pre + ["ip", "link", "set", dev, "up"]))
+            _sh(*(ns + ["ip", "link", "set", "lo", "up"]))
+            _sh(*(ns + ["ip", "addr", "add", DPDK_PEER_IP + "/24", "dev", self.inner]))
+            client_loopback_nat(ns, self.inner, DPDK_IP, DPDK_PEER_IP)
+            self.root_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            setns_net("/run/netns/" + self.ns)
+        except BaseException:
+            self.down()
+            raise
+        DPDK = {"ip": DPDK_IP, "device": "net_af_packet0,iface=%s" % self.out,
+                "eal_args": DPDK_EAL_ARGS}
+        SERVER_PREFIX[:] = ["ip", "netns", "exec", self.root_name]
+
+    def down(self):
+        global DPDK
+        if self.root_fd is not None:
+            setns_net(self.root_fd)
+            os.close(self.root_fd)
+            self.root_fd = None
+        DPDK = None
+        SERVER_PREFIX[:] = []
+        _sh("ip", "link", "del", self.out, check_rc=False)
+        _sh("ip", "netns", "del", self.ns, check_rc=False)
+        _sh("ip", "netns", "del", self.root_name, check_rc=False)
+        dpdk_clean_runtime()
