@@ -172,6 +172,27 @@ static void adm_async_done(struct admin *ad, struct adm_client *cl)
 	adm_arm(ad);
 }
 
+/* Call before submitting an asynchronous operation about target (NULL: none
+ * yet): cl is busy, so its later requests wait, until adm_async_done. */
+static void adm_async_begin(struct adm_client *cl, const char *target, const char *op)
+{
+	if (target)
+		snprintf(cl->target, sizeof(cl->target), "%s", target);
+	cl->op = op;
+	cl->busy = true;
+}
+
+/* The submission returned rc. A refused one (rc < 0) will never call back, so
+ * cl is free again and the error about `what` is the answer. */
+static void adm_async_submitted(struct admin *ad, struct adm_client *cl, int rc, const char *what)
+{
+	if (rc >= 0)
+		return;
+	cl->busy = false;
+	cl->op = NULL;
+	adm_fail_errno(ad, cl, rc, what);
+}
+
 /* ---- request arguments --------------------------------------------------- */
 
 static const char *adm_arg_str(json_t *req, const char *key)
@@ -320,6 +341,9 @@ static void cmd_stats(struct admin *ad, struct adm_client *cl, json_t *req)
 		{ "reply_drops", ad->api->stats.reply_drops },
 		{ "tokens", ad->api->chat.stats.tokens },
 		{ "sub_drops", ad->api->chat.stats.sub_drops },
+		{ "overload_kicks", ad->api->chat.stats.overload_kicks },
+		{ "kick_losses", ad->api->chat.stats.kick_losses },
+		{ "stale_requests", ad->api->stats.stale_requests },
 		{ "records_deferred", deferred },
 		{ "records_dropped", dropped },
 		{ "admin_requests", ad->n.requests },
@@ -634,18 +658,11 @@ static void cmd_sessions_list(struct admin *ad, struct adm_client *cl, json_t *r
 	adm_send(cl, o);
 }
 
-static const char *adm_msg_status(enum store_msg_status s)
-{
-	static const char *const names[] = { "queued", "streaming", "complete",
-					     "cancelled", "error", "interrupted" };
-	return (size_t)s < SLUICE_ARRAY_LEN(names) ? names[s] : "unknown";
-}
-
 static json_t *adm_message_json(const struct store_message *m)
 {
 	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:{s:I,s:I,s:f}}", "id", m->id,
 			      "role", m->role == STORE_ROLE_USER ? "user" : "assistant",
-			      "status", adm_msg_status(m->status), "created_at", (json_int_t)m->created_at,
+			      "status", store_msg_status_name(m->status), "created_at", (json_int_t)m->created_at,
 			      "ntokens", (json_int_t)m->ntokens, "content_bytes", (json_int_t)m->content_len,
 			      "usage", "prompt_tokens", (json_int_t)m->usage.prompt_tokens,
 			      "completion_tokens", (json_int_t)m->usage.completion_tokens,
@@ -821,16 +838,10 @@ static void adm_set_password(struct admin *ad, struct adm_client *cl, json_t *re
 	char buf[ADM_LINE_MAX];
 	memcpy(buf, pw, pwlen);
 	buf[pwlen] = 0;
-	snprintf(cl->target, sizeof(cl->target), "%s", name);
-	cl->op = create ? "user added" : "password changed";
-	cl->busy = true;
+	adm_async_begin(cl, name, create ? "user added" : "password changed");
 	int rc = auth_set_password(ad->auth, name, buf, role, create, adm_user_written, cl);
 	sodium_memzero(buf, sizeof(buf));
-	if (rc < 0) {
-		cl->busy = false;
-		cl->op = NULL;
-		adm_fail_errno(ad, cl, rc, name);
-	}
+	adm_async_submitted(ad, cl, rc, name);
 }
 
 static void adm_user_deleted(void *arg, int err)
@@ -867,13 +878,8 @@ static void cmd_users_del(struct admin *ad, struct adm_client *cl, json_t *req)
 		adm_fail(ad, cl, "not_supported", "this control cannot delete users");
 		return;
 	}
-	snprintf(cl->target, sizeof(cl->target), "%s", name);
-	cl->busy = true;
-	int rc = st->ops->user_del(st, name, adm_user_deleted, cl);
-	if (rc < 0) {
-		cl->busy = false;
-		adm_fail_errno(ad, cl, rc, name);
-	}
+	adm_async_begin(cl, name, NULL);
+	adm_async_submitted(ad, cl, st->ops->user_del(st, name, adm_user_deleted, cl), name);
 }
 
 static void adm_each_user(void *arg, const struct store_user *u)
@@ -908,6 +914,125 @@ static void cmd_users_list(struct admin *ad, struct adm_client *cl, json_t *req)
 		return;
 	}
 	json_object_set_new(o, "users", arr);
+	adm_send(cl, o);
+}
+
+/* ---- API keys ------------------------------------------------------------ */
+
+/* keys.create committed: the key (held in cl->target until now) is shown
+ * this once, with the public id found again by its hash. */
+static void adm_key_created(void *arg, int err)
+{
+	struct adm_client *cl = arg;
+	struct admin *ad = cl->ad;
+	if (cl->fd >= 0) {
+		struct store_apikey k;
+		uint8_t h[STORE_HASH_LEN];
+		auth_token_hash(ad->auth, cl->target, strlen(cl->target), h);
+		if (!err)
+			err = ad->api->st->ops->apikey_get(ad->api->st, h, &k);
+		if (err) {
+			adm_fail_errno(ad, cl, err, "creating the key");
+		} else {
+			json_t *o = adm_ok();
+			json_object_set_new(o, "id", json_string(k.id));
+			json_object_set_new(o, "user", json_string(k.owner));
+			json_object_set_new(o, "label", json_string(k.label));
+			json_object_set_new(o, "created_at", json_integer((json_int_t)k.created_at));
+			json_object_set_new(o, "key", json_string(cl->target));
+			adm_send(cl, o);
+		}
+	}
+	if (!err)
+		LOG_INFO("admin: API key created");
+	sodium_memzero(cl->target, sizeof(cl->target));
+	adm_async_done(ad, cl);
+}
+
+static void cmd_keys_create(struct admin *ad, struct adm_client *cl, json_t *req)
+{
+	const char *user = adm_arg_str(req, "user");
+	json_t *lv = json_object_get(req, "label");
+	const char *label = lv ? json_string_value(lv) : "";
+	if (!adm_user_ok(user) || !label) {
+		adm_fail(ad, cl, "invalid_request", "user must be a user name and label a string");
+		return;
+	}
+	if (!ad->auth || !ad->api->st->ops->apikey_put) {
+		adm_fail(ad, cl, "not_supported", "this control keeps no API keys");
+		return;
+	}
+	char key[64];
+	adm_async_begin(cl, NULL, NULL);
+	int rc = auth_apikey_create(ad->auth, user, label, key, adm_key_created, cl);
+	adm_async_submitted(ad, cl, rc, rc == -EINVAL ? "label too long" : user);
+	if (rc >= 0)
+		snprintf(cl->target, sizeof(cl->target), "%s", key);
+	sodium_memzero(key, sizeof(key));
+}
+
+static void adm_key_revoked(void *arg, int err)
+{
+	struct adm_client *cl = arg;
+	struct admin *ad = cl->ad;
+	if (!err)
+		LOG_INFO("admin: API key %s revoked", cl->target);
+	if (cl->fd >= 0) {
+		if (err) {
+			adm_fail_errno(ad, cl, err, cl->target);
+		} else {
+			json_t *o = adm_ok();
+			json_object_set_new(o, "id", json_string(cl->target));
+			json_object_set_new(o, "done", json_string("key revoked"));
+			adm_send(cl, o);
+		}
+	}
+	adm_async_done(ad, cl);
+}
+
+static void cmd_keys_revoke(struct admin *ad, struct adm_client *cl, json_t *req)
+{
+	const char *id = adm_arg_str(req, "id");
+	if (!id || !id[0] || strlen(id) >= STORE_KEYID_MAX) {
+		adm_fail(ad, cl, "invalid_request", "id must be a key id");
+		return;
+	}
+	if (!ad->auth || !ad->api->st->ops->apikey_del) {
+		adm_fail(ad, cl, "not_supported", "this control keeps no API keys");
+		return;
+	}
+	adm_async_begin(cl, id, NULL);
+	adm_async_submitted(ad, cl, auth_apikey_revoke(ad->auth, id, adm_key_revoked, cl), id);
+}
+
+static void adm_each_key(void *arg, const struct store_apikey *k)
+{
+	json_array_append_new(arg, json_pack("{s:s,s:s,s:s,s:I}", "id", k->id, "user", k->owner, "label",
+					     k->label, "created_at", (json_int_t)k->created_at));
+}
+
+static void cmd_keys_list(struct admin *ad, struct adm_client *cl, json_t *req)
+{
+	struct store *st = ad->api->st;
+	const char *user = adm_arg_str(req, "user");
+	if (json_object_get(req, "user") && !adm_user_ok(user)) {
+		adm_fail(ad, cl, "invalid_request", "user must be a user name");
+		return;
+	}
+	if (!st->ops->apikey_list) {
+		adm_fail(ad, cl, "not_supported", "this store keeps no API keys");
+		return;
+	}
+	json_t *arr = json_array();
+	json_t *o = adm_ok();
+	int rc = arr && o ? st->ops->apikey_list(st, user, adm_each_key, arr) : -ENOMEM;
+	if (rc < 0) {
+		json_decref(arr);
+		json_decref(o);
+		adm_fail_errno(ad, cl, rc, "listing keys");
+		return;
+	}
+	json_object_set_new(o, "keys", arr);
 	adm_send(cl, o);
 }
 
@@ -984,13 +1109,8 @@ static void cmd_store_backup(struct admin *ad, struct adm_client *cl, json_t *re
 		adm_fail(ad, cl, "not_supported", "this store cannot be backed up");
 		return;
 	}
-	snprintf(cl->target, sizeof(cl->target), "%s", path);
-	cl->busy = true;
-	int rc = st->ops->backup(st, path, adm_backup_done, cl);
-	if (rc < 0) {
-		cl->busy = false;
-		adm_fail_errno(ad, cl, rc, path);
-	}
+	adm_async_begin(cl, path, NULL);
+	adm_async_submitted(ad, cl, st->ops->backup(st, path, adm_backup_done, cl), path);
 }
 
 /* ---- requests ------------------------------------------------------------- */
@@ -1010,6 +1130,9 @@ static const struct adm_cmd adm_cmds[] = {
 	{ "sessions.kill", cmd_sessions_kill },
 	{ "users.del", cmd_users_del },
 	{ "users.list", cmd_users_list },
+	{ "keys.create", cmd_keys_create },
+	{ "keys.revoke", cmd_keys_revoke },
+	{ "keys.list", cmd_keys_list },
 	{ "store.stats", cmd_store_stats },
 	{ "store.backup", cmd_store_backup },
 };

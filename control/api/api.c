@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "admin/admin.h"
 #include "sluice/log.h"
@@ -28,7 +29,11 @@ struct api_req {
 	/* The authenticated caller ("" until auth says otherwise); every
 	 * conversation handler acts for this user only. */
 	const char *user;
+	uint64_t uid; /* which user of that name (store_user.uid); 0 without auth */
 	uint8_t role; /* enum store_user_role */
+	/* The whole identity (NULL without auth): SSE streams are registered
+	 * under it so that its revocation or expiry ends them. */
+	const struct auth_ident *id;
 };
 
 static bool api_send(struct api *a, const struct chat_reply *r, const struct co_resp *resp)
@@ -94,16 +99,19 @@ static void api_error(struct api *a, const struct chat_reply *r, uint16_t status
 	api_send_json(a, r, status, CHAN_RESP_PLAIN, NULL, o, header);
 }
 
+/* A store write that failed. A full map (-ENOSPC) is 503 store_full: the
+ * request was fine and succeeds once an operator grows store_map_mb. */
+static void api_store_error(struct api *a, const struct chat_reply *r, int err, const char *msg)
+{
+	if (err == -ENOSPC)
+		api_error(a, r, 503, "store_full", "the store is full; retry later", "Retry-After: 60");
+	else
+		api_error(a, r, 500, "internal", msg, NULL);
+}
+
 static void api_not_found(struct api *a, const struct chat_reply *r, const char *what)
 {
 	api_error(a, r, 404, "not_found", what, NULL);
-}
-
-static const char *api_status_name(enum store_msg_status st)
-{
-	static const char *const names[] = { "queued", "streaming", "complete",
-					     "cancelled", "error", "interrupted" };
-	return (unsigned)st < SLUICE_ARRAY_LEN(names) ? names[st] : "error";
 }
 
 static json_t *api_session_json(const struct store_session *ss)
@@ -125,15 +133,16 @@ static json_t *api_message_json(const struct store_message *m)
 {
 	json_t *usage = json_null();
 	if (m->role == STORE_ROLE_ASSISTANT && api_msg_ended(m))
-		usage = json_pack("{s:i,s:i,s:i,s:f}", "prompt_tokens", (int)m->usage.prompt_tokens,
-				  "completion_tokens", (int)m->usage.completion_tokens,
-				  "total_tokens",
-				  (int)(m->usage.prompt_tokens + m->usage.completion_tokens),
+		usage = json_pack("{s:I,s:I,s:I,s:f}", "prompt_tokens",
+				  (json_int_t)m->usage.prompt_tokens, "completion_tokens",
+				  (json_int_t)m->usage.completion_tokens, "total_tokens",
+				  (json_int_t)m->usage.prompt_tokens +
+					  (json_int_t)m->usage.completion_tokens,
 				  "cost_usd", m->usage.cost_usd);
 	return json_pack("{s:s,s:s,s:s%,s:s,s:o?,s:I}", "id", m->id,
 			 "role", m->role == STORE_ROLE_USER ? "user" : "assistant",
 			 "content", m->content ? m->content : "", m->content_len,
-			 "status", api_status_name(m->status), "usage", usage,
+			 "status", store_msg_status_name(m->status), "usage", usage,
 			 "created_at", (json_int_t)m->created_at);
 }
 
@@ -170,7 +179,7 @@ static void api_session_created(void *arg, const struct chat_reply *r, const cha
 	struct api *a = arg;
 	struct store_session ss;
 	if (err || store_session_get(a->st, sid, &ss) < 0) {
-		api_error(a, r, 500, "internal", "the session could not be stored", NULL);
+		api_store_error(a, r, err, "the session could not be stored");
 		return;
 	}
 	api_send_json(a, r, 201, CHAN_RESP_PLAIN, NULL, api_session_json(&ss), NULL);
@@ -181,7 +190,7 @@ static void api_message_accepted(void *arg, const struct chat_reply *r, const ch
 {
 	struct api *a = arg;
 	if (err) {
-		api_error(a, r, 500, "internal", "the message could not be stored", NULL);
+		api_store_error(a, r, err, "the message could not be stored");
 		return;
 	}
 	if (r->kind == CHAN_REQ_WS) {
@@ -263,7 +272,7 @@ static struct chat_session *api_owned(struct api *a, const struct chat_reply *r,
 				      const struct api_req *q, const char *id, size_t len)
 {
 	struct chat_session *s = chat_session_get(&a->chat, id, len);
-	if (!s || strcmp(s->user, q->user) != 0) {
+	if (!s || strcmp(s->user, q->user) != 0 || s->owner_uid != q->uid) {
 		api_not_found(a, r, "no such session");
 		return NULL;
 	}
@@ -316,6 +325,7 @@ static void api_sessions_create(struct api *a, const struct chat_reply *r, const
 		goto out;
 	}
 	strcpy(ss.user, q->user);
+	ss.owner_uid = q->uid;
 	chat_new_id("s_", ss.id);
 	ss.created_at = (int64_t)time(NULL);
 	ss.updated_at = ss.created_at;
@@ -413,7 +423,8 @@ static void api_sessions_list(struct api *a, const struct chat_reply *r, const s
 {
 	char lim[16], cursor[API_CURSOR_MAX], qtxt[STORE_TITLE_MAX], arch[8];
 	char next[API_CURSOR_MAX];
-	struct store_list_query lq = { .user = q->user, .cursor = "", .limit = 20, .archived = 0 };
+	struct store_list_query lq = { .user = q->user, .owner_uid = q->uid, .cursor = "", .limit = 20,
+				       .archived = 0 };
 	int n = api_query(q, "limit", lim, sizeof(lim));
 	if (n == -2 || (n >= 0 && (n > 3 || strspn(lim, "0123456789") != (size_t)n ||
 				   (lq.limit = (uint32_t)atoi(lim)) < 1 || lq.limit > 100))) {
@@ -471,11 +482,25 @@ struct api_wctx {
 	struct store_session ss;
 };
 
+/* The context for one such write, freed by its completion; NULL (the client
+ * answered) when out of memory. */
+static struct api_wctx *api_wctx_new(struct api *a, const struct chat_reply *r)
+{
+	struct api_wctx *x = calloc(1, sizeof(*x));
+	if (!x) {
+		api_error(a, r, 500, "internal", "out of memory", NULL);
+		return NULL;
+	}
+	x->a = a;
+	x->r = *r;
+	return x;
+}
+
 static void api_patched(void *arg, int err)
 {
 	struct api_wctx *x = arg;
 	if (err) {
-		api_error(x->a, &x->r, 500, "internal", "the session could not be stored", NULL);
+		api_store_error(x->a, &x->r, err, "the session could not be stored");
 	} else {
 		chat_event(&x->a->chat, x->ss.id, "patched", NULL);
 		api_send_json(x->a, &x->r, 200, CHAN_RESP_PLAIN, NULL, api_session_json(&x->ss), NULL);
@@ -492,13 +517,9 @@ static void api_session_patch(struct api *a, const struct chat_reply *r, const s
 	json_t *j = api_parse_body(a, r, q->body, q->body_len);
 	if (!j)
 		return;
-	struct api_wctx *x = calloc(1, sizeof(*x));
-	if (!x) {
-		api_error(a, r, 500, "internal", "out of memory", NULL);
+	struct api_wctx *x = api_wctx_new(a, r);
+	if (!x)
 		goto out;
-	}
-	x->a = a;
-	x->r = *r;
 	if (store_session_get(a->st, s->node.id, &x->ss) < 0) {
 		api_not_found(a, r, "no such session");
 		goto fail;
@@ -530,7 +551,7 @@ static void api_deleted(void *arg, int err)
 {
 	struct api_wctx *x = arg;
 	if (err) {
-		api_error(x->a, &x->r, 500, "internal", "the session could not be deleted", NULL);
+		api_store_error(x->a, &x->r, err, "the session could not be deleted");
 	} else {
 		struct co_resp resp = { .status = 204, .action = CHAN_RESP_PLAIN };
 		api_send(x->a, &x->r, &resp);
@@ -544,13 +565,9 @@ static void api_session_delete(struct api *a, const struct chat_reply *r, const 
 	struct chat_session *s = api_owned(a, r, q, id, len);
 	if (!s)
 		return;
-	struct api_wctx *x = calloc(1, sizeof(*x));
-	if (!x) {
-		api_error(a, r, 500, "internal", "out of memory", NULL);
+	struct api_wctx *x = api_wctx_new(a, r);
+	if (!x)
 		return;
-	}
-	x->a = a;
-	x->r = *r;
 	memcpy(x->ss.id, s->node.id, CHAN_ID_LEN);
 	if (chat_session_drop(&a->chat, s) < 0) {
 		free(x);
@@ -622,7 +639,7 @@ static bool api_markdown(struct api *a, struct chat_session *s, const struct sto
 		ok = api_buf_str(b, m.role == STORE_ROLE_USER ? "\n## User\n\n" : "\n## Assistant\n\n") &&
 		     api_buf_put(b, m.content ? m.content : "", m.content_len) && api_buf_str(b, "\n");
 		if (ok && m.role == STORE_ROLE_ASSISTANT && m.status != STORE_MSG_COMPLETE)
-			ok = api_buf_str(b, "\n_(") && api_buf_str(b, api_status_name(m.status)) &&
+			ok = api_buf_str(b, "\n_(") && api_buf_str(b, store_msg_status_name(m.status)) &&
 			     api_buf_str(b, ")_\n");
 	}
 	return ok;
@@ -769,13 +786,55 @@ static enum chat_resume api_parse_resume(const char *v, size_t len, char mid[CHA
 	return CHAT_RESUME_SEQ;
 }
 
+/* An SSE stream lives as long as the credential that opened it: it is
+ * registered with auth like a WebSocket, so a logout, the user's deletion or
+ * the session's expiry KICKs it. False (answered 503) when it cannot be
+ * registered: an untracked stream would outlive its credential. */
+static bool api_track_sse(struct api *a, const struct chat_reply *r, const struct api_req *q)
+{
+	if (!a->auth || !q->id || r->kind != CHAN_REQ_HTTP)
+		return true;
+	if (auth_conn_add(a->auth, r->conn, q->id) == 0)
+		return true;
+	api_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
+	return false;
+}
+
+/* Sends the response that subscribes the conn to resp->session_id: the SSE
+ * stream head, or for a WebSocket the "response" message o (taken; NULL when
+ * it could not be built). False when nothing was sent. */
+static bool api_send_subscribe(struct api *a, const struct chat_reply *r, struct co_resp *resp, json_t *o)
+{
+	char *txt = NULL;
+	bool ok = false;
+
+	resp->status = 200;
+	resp->action = CHAN_RESP_SSE_SUBSCRIBE;
+	if (r->kind == CHAN_REQ_WS) {
+		api_ws_finish(r, o);
+		txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		if (!txt) {
+			LOG_ERROR("out of memory building a response");
+			goto out;
+		}
+		resp->action = CHAN_RESP_WS_SUBSCRIBE;
+		resp->body = txt;
+		resp->body_len = strlen(txt);
+	}
+	ok = api_send(a, r, resp);
+out:
+	free(txt);
+	json_decref(o);
+	return ok;
+}
+
 /* SSE (HTTP) or WebSocket subscription: the subscribe response, then the
  * backlog, then live records; all on the conn's worker ring, so in order. */
 static void api_subscribe(struct api *a, const struct chat_reply *r, const struct api_req *q,
 			  const char *id, size_t len, const char *resume, size_t resume_len)
 {
 	struct chat_session *s = api_owned(a, r, q, id, len);
-	if (!s)
+	if (!s || !api_track_sse(a, r, q))
 		return;
 	char mid[CHAN_ID_LEN] = { 0 };
 	uint32_t seq = 0;
@@ -788,31 +847,14 @@ static void api_subscribe(struct api *a, const struct chat_reply *r, const struc
 		else if (kind != CHAT_RESUME_SEQ)
 			seq = m.ntokens;
 	}
-	const char *rmid = kind != CHAT_RESUME_NONE ? mid : NULL;
-	bool ok;
-	if (r->kind == CHAN_REQ_WS) {
-		json_t *o = api_ws_obj("response");
-		if (o) {
-			json_object_set_new(o, "request", json_string("subscribe"));
-			json_object_set_new(o, "session_id", json_string(s->node.id));
-		}
-		api_ws_finish(r, o);
-		char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		json_decref(o);
-		if (!txt)
-			return;
-		struct co_resp resp = { .status = 200, .action = CHAN_RESP_WS_SUBSCRIBE,
-					.session_id = s->node.id, .resume_message_id = rmid,
-					.resume_seq = seq, .body = txt, .body_len = strlen(txt) };
-		ok = api_send(a, r, &resp);
-		free(txt);
-	} else {
-		struct co_resp resp = { .status = 200, .action = CHAN_RESP_SSE_SUBSCRIBE,
-					.session_id = s->node.id, .resume_message_id = rmid,
-					.resume_seq = seq };
-		ok = api_send(a, r, &resp);
-	}
-	if (ok && !chat_subscribe(&a->chat, s, r->conn, kind, mid, seq))
+	json_t *o = NULL;
+	if (r->kind == CHAN_REQ_WS)
+		o = json_pack("{s:s,s:s,s:s}", "type", "response", "request", "subscribe", "session_id",
+			      s->node.id);
+	struct co_resp resp = { .session_id = s->node.id,
+				.resume_message_id = kind != CHAT_RESUME_NONE ? mid : NULL,
+				.resume_seq = seq };
+	if (api_send_subscribe(a, r, &resp, o) && !chat_subscribe(&a->chat, s, r->conn, kind, mid, seq))
 		LOG_WARN("backlog for a subscriber on worker %u incomplete: channel full", r->conn.worker);
 }
 
@@ -853,37 +895,30 @@ static void api_replay(struct api *a, const struct chat_reply *r, const struct a
 {
 	struct chat_session *s = api_owned(a, r, q, id, len);
 	struct store_message m;
-	if (!s || !api_replay_pick(a, r, s, mid, &m))
+	if (!s || !api_replay_pick(a, r, s, mid, &m) || !api_track_sse(a, r, q))
 		return;
-	bool ok;
-	if (r->kind == CHAN_REQ_WS) {
-		json_t *o = api_ws_obj("response");
-		if (o) {
-			json_object_set_new(o, "request", json_string("replay"));
-			json_object_set_new(o, "session_id", json_string(s->node.id));
-			json_object_set_new(o, "message_id", json_string(m.id));
-			json_object_set_new(o, "speed", json_real(speed));
-		}
-		api_ws_finish(r, o);
-		char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
-		json_decref(o);
-		if (!txt)
-			return;
-		struct co_resp resp = { .status = 200, .action = CHAN_RESP_WS_SUBSCRIBE,
-					.session_id = s->node.id, .body = txt, .body_len = strlen(txt) };
-		ok = api_send(a, r, &resp);
-		free(txt);
-	} else {
-		struct co_resp resp = { .status = 200, .action = CHAN_RESP_SSE_SUBSCRIBE,
-					.session_id = s->node.id };
-		ok = api_send(a, r, &resp);
-	}
-	if (ok && chat_replay_start(&a->chat, s, r->conn, &m, speed) < 0)
+	json_t *o = NULL;
+	if (r->kind == CHAN_REQ_WS)
+		o = json_pack("{s:s,s:s,s:s,s:s,s:f}", "type", "response", "request", "replay",
+			      "session_id", s->node.id, "message_id", m.id, "speed", speed);
+	struct co_resp resp = { .session_id = s->node.id };
+	if (api_send_subscribe(a, r, &resp, o) && chat_replay_start(&a->chat, s, r->conn, &m, speed) < 0)
 		LOG_WARN("replay of %s to worker %u not started", m.id, r->conn.worker);
 }
 
+/* HEAD on an SSE route: GET's status and content type without the stream
+ * (a HEAD answer has no body and an SSE stream is all body), so nothing is
+ * subscribed. */
+static void api_sse_head(struct api *a, const struct chat_reply *r)
+{
+	struct co_resp resp = { .status = 200, .action = CHAN_RESP_PLAIN,
+				.content_type = "text/event-stream" };
+	if (!api_send(a, r, &resp))
+		LOG_WARN("HEAD answer to worker %u dropped: channel full", r->conn.worker);
+}
+
 static void api_replay_http(struct api *a, const struct chat_reply *r, const struct api_req *q,
-			    const char *id, size_t len)
+			    const char *id, size_t len, bool head)
 {
 	char sp[32], mid[CHAN_ID_LEN];
 	double speed = 1;
@@ -895,6 +930,13 @@ static void api_replay_http(struct api *a, const struct chat_reply *r, const str
 	n = api_query(q, "message_id", mid, sizeof(mid));
 	if (n == -2) {
 		api_error(a, r, 400, "invalid_request", "bad message_id", NULL);
+		return;
+	}
+	if (head) {
+		struct chat_session *s = api_owned(a, r, q, id, len);
+		struct store_message m;
+		if (s && api_replay_pick(a, r, s, n >= 0 ? mid : NULL, &m))
+			api_sse_head(a, r);
 		return;
 	}
 	api_replay(a, r, q, id, len, n >= 0 ? mid : NULL, speed);
@@ -943,7 +985,7 @@ static bool api_path_id(const struct api_req *q, const char *prefix, const char 
 
 static void api_method_not_allowed(struct api *a, const struct chat_reply *r, const char *allow)
 {
-	char hdr[32];
+	char hdr[64];
 	int n = snprintf(hdr, sizeof(hdr), "Allow: %s", allow);
 	if (n < 0 || (size_t)n >= sizeof(hdr))
 		return;
@@ -952,24 +994,27 @@ static void api_method_not_allowed(struct api *a, const struct chat_reply *r, co
 
 static void api_http(struct api *a, const struct chat_reply *r, const struct api_req *q)
 {
-	uint8_t m = q->hdr->method;
+	/* HEAD is answered like GET: the dataplane drops the body and keeps
+	 * its length. */
+	bool head = q->hdr->method == CHAN_M_HEAD;
+	uint8_t m = head ? CHAN_M_GET : q->hdr->method;
 	const char *id;
 	size_t idlen;
 	if (api_path_is(q, "/api/models")) {
 		if (m != CHAN_M_GET)
-			return api_method_not_allowed(a, r, "GET");
+			return api_method_not_allowed(a, r, "GET, HEAD");
 		return api_models(a, r);
 	}
 	if (api_path_is(q, "/api/agents")) {
 		if (m != CHAN_M_GET)
-			return api_method_not_allowed(a, r, "GET");
+			return api_method_not_allowed(a, r, "GET, HEAD");
 		return api_agents(a, r);
 	}
 	if (api_path_is(q, "/api/chat/sessions")) {
 		if (m == CHAN_M_GET)
 			return api_sessions_list(a, r, q);
 		if (m != CHAN_M_POST)
-			return api_method_not_allowed(a, r, "GET, POST");
+			return api_method_not_allowed(a, r, "GET, HEAD, POST");
 		return api_sessions_create(a, r, q);
 	}
 	if (api_path_is(q, "/api/chat/message")) {
@@ -984,7 +1029,7 @@ static void api_http(struct api *a, const struct chat_reply *r, const struct api
 	}
 	if (api_path_id(q, "/api/chat/sessions/", "/export", &id, &idlen)) {
 		if (m != CHAN_M_GET)
-			return api_method_not_allowed(a, r, "GET");
+			return api_method_not_allowed(a, r, "GET, HEAD");
 		return api_export(a, r, q, id, idlen);
 	}
 	if (api_path_id(q, "/api/chat/sessions/", "", &id, &idlen)) {
@@ -994,17 +1039,22 @@ static void api_http(struct api *a, const struct chat_reply *r, const struct api
 			return api_session_patch(a, r, q, id, idlen);
 		if (m == CHAN_M_DELETE)
 			return api_session_delete(a, r, q, id, idlen);
-		return api_method_not_allowed(a, r, "GET, PATCH, DELETE");
+		return api_method_not_allowed(a, r, "GET, HEAD, PATCH, DELETE");
 	}
 	if (api_path_id(q, "/api/chat/stream/", "", &id, &idlen)) {
 		if (m != CHAN_M_GET)
-			return api_method_not_allowed(a, r, "GET");
+			return api_method_not_allowed(a, r, "GET, HEAD");
+		if (head) {
+			if (api_owned(a, r, q, id, idlen))
+				api_sse_head(a, r);
+			return;
+		}
 		return api_subscribe(a, r, q, id, idlen, q->last_event_id, q->lei_len);
 	}
 	if (api_path_id(q, "/api/replay/session/", "", &id, &idlen)) {
 		if (m != CHAN_M_GET)
-			return api_method_not_allowed(a, r, "GET");
-		return api_replay_http(a, r, q, id, idlen);
+			return api_method_not_allowed(a, r, "GET, HEAD");
+		return api_replay_http(a, r, q, id, idlen, head);
 	}
 	api_not_found(a, r, "no such resource");
 }
@@ -1180,18 +1230,22 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 			return;
 		}
 		if (a->auth && api_auth_http(a, &r, payload, len, &who))
-			return;
+			break;
 		q.user = who.user;
+		q.uid = who.uid;
 		q.role = who.role;
+		q.id = a->auth ? &who : NULL;
 		api_http(a, &r, &q);
-		return;
+		break;
 	case CHAN_REQ_WS:
 		if (a->auth && !api_auth_ws_msg(a, &r, payload, len, &who))
-			return;
+			break;
 		q.user = who.user;
+		q.uid = who.uid;
 		q.role = who.role;
+		q.id = a->auth ? &who : NULL;
 		api_ws(a, &r, &q);
-		return;
+		break;
 	case CHAN_REQ_WS_OPEN: {
 		if (a->auth) {
 			api_auth_ws_open(a, &r, payload, len);
@@ -1204,6 +1258,8 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 	default:
 		api_error(a, &r, 400, "bad_request", "unknown request kind", NULL);
 	}
+	/* It holds the session's CSRF token. */
+	sodium_memzero(&who, sizeof(who));
 }
 
 void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t len)
@@ -1228,6 +1284,8 @@ void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t le
 		if (!s)
 			return;
 		if (type == CHAN_REC_SUBSCRIBE) {
+			if (a->auth && !api_auth_resubscribe(a, s, sub->conn))
+				return;
 			chat_conn_subscribed(&a->chat, s, sub);
 		} else {
 			chat_sub_del(s, sub->conn.worker);

@@ -58,6 +58,17 @@ static bool aa_path_is(const struct aa_req *q, const char *p)
 	return q->path.n == n && memcmp(q->path.p, p, n) == 0;
 }
 
+static void aa_send_text(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
+			 const char *txt, size_t len, const char *header)
+{
+	struct co_resp resp = { .status = status, .action = action, .body = txt, .body_len = len,
+				.header = header };
+	if (!co_response(a->out, r->conn, r->req_id, &resp)) {
+		a->stats.reply_drops++;
+		LOG_WARN("response to worker %u dropped: channel full", r->conn.worker);
+	}
+}
+
 /* Sends obj (taking the reference) with one optional extra header and cookie. */
 static void aa_send(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
 		    json_t *obj, const char *header)
@@ -68,12 +79,7 @@ static void aa_send(struct api *a, const struct chat_reply *r, uint16_t status, 
 		LOG_ERROR("out of memory building a response");
 		return;
 	}
-	struct co_resp resp = { .status = status, .action = action, .body = txt,
-				.body_len = txt ? strlen(txt) : 0, .header = header };
-	if (!co_response(a->out, r->conn, r->req_id, &resp)) {
-		a->stats.reply_drops++;
-		LOG_WARN("response to worker %u dropped: channel full", r->conn.worker);
-	}
+	aa_send_text(a, r, status, action, txt, txt ? strlen(txt) : 0, header);
 	if (txt) {
 		sodium_memzero(txt, strlen(txt));
 		free(txt);
@@ -173,6 +179,11 @@ static void aa_login_stored(void *arg, int err)
 {
 	struct aa_login *l = arg;
 	struct api *a = l->a;
+	if (err == -ENOSPC) {
+		aa_error(a, &l->r, 503, "store_full", "the store is full; retry later", "Retry-After: 60");
+		aa_login_free(l);
+		return;
+	}
 	if (err) {
 		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
 		aa_login_free(l);
@@ -182,16 +193,20 @@ static void aa_login_stored(void *arg, int err)
 	int n = snprintf(cookie, sizeof(cookie),
 			 "Set-Cookie: " AUTH_COOKIE_NAME "=%s; Path=/; HttpOnly; SameSite=Lax; Max-Age=%u%s",
 			 l->token, a->conf->session_ttl_s, a->conf->cookie_secure ? "; Secure" : "");
-	json_t *o = NULL;
-	if (n > 0 && (size_t)n < sizeof(cookie))
-		o = json_pack("{s:s,s:s,s:I,s:{s:s,s:s}}", "session_token", l->token, "csrf_token",
-			      l->csrf, "expires_at", (json_int_t)l->expires_at, "user", "name", l->user,
-			      "role", aa_role_name(l->role));
-	if (o)
-		aa_send(a, &l->r, 200, CHAN_RESP_PLAIN, o, cookie);
+	/* Written by hand, not with jansson, so that no copy of the tokens is
+	 * left in freed memory: every part is JSON-safe as it is (base64url
+	 * tokens, a user name that passed auth_user_name_ok, a fixed role). */
+	char body[512];
+	int bn = snprintf(body, sizeof(body),
+			  "{\"session_token\":\"%s\",\"csrf_token\":\"%s\",\"expires_at\":%lld,"
+			  "\"user\":{\"name\":\"%s\",\"role\":\"%s\"}}",
+			  l->token, l->csrf, (long long)l->expires_at, l->user, aa_role_name(l->role));
+	if (n > 0 && (size_t)n < sizeof(cookie) && bn > 0 && (size_t)bn < sizeof(body))
+		aa_send_text(a, &l->r, 200, CHAN_RESP_PLAIN, body, (size_t)bn, cookie);
 	else
-		aa_error(a, &l->r, 500, "internal", "out of memory", NULL);
+		aa_error(a, &l->r, 500, "internal", "response too long", NULL);
 	sodium_memzero(cookie, sizeof(cookie));
+	sodium_memzero(body, sizeof(body));
 	a->auth->stats.logins_ok++;
 	aa_login_free(l);
 }
@@ -256,12 +271,56 @@ static bool aa_str(json_t *o, const char *key, char *dst, size_t cap, size_t *le
 	return true;
 }
 
-/* jansson keeps its own copy of the password: wipe it before the free. */
-static void aa_wipe_member(json_t *o, const char *key)
+/* jansson's allocator while a login body is parsed: jansson copies the
+ * password into its lexer buffer and into the string value, so every block
+ * it frees is wiped first. The block's size sits in a header in front. */
+#define AA_WIPE_HDR 16u
+
+static void *aa_wipe_malloc(size_t n)
 {
-	json_t *v = json_object_get(o, key);
-	if (json_is_string(v))
-		sodium_memzero((char *)json_string_value(v), json_string_length(v));
+	if (n > SIZE_MAX - AA_WIPE_HDR)
+		return NULL;
+	unsigned char *p = malloc(AA_WIPE_HDR + n);
+	if (!p)
+		return NULL;
+	memcpy(p, &n, sizeof(n));
+	return p + AA_WIPE_HDR;
+}
+
+static void aa_wipe_free(void *ptr)
+{
+	if (!ptr)
+		return;
+	unsigned char *p = (unsigned char *)ptr - AA_WIPE_HDR;
+	size_t n;
+	memcpy(&n, p, sizeof(n));
+	sodium_memzero(ptr, n);
+	free(p);
+}
+
+/*
+ * Reads username and password from the login body. Returns -1 when the body
+ * is not JSON, 0 when a field is missing, not a string or too long, 1 when
+ * both were copied. json_set_alloc_funcs is process-wide; swapping it here is
+ * safe because jansson runs on the control loop thread only (the store and
+ * password threads never use it) and every object made under the wiping
+ * allocator is freed before the previous pair is restored.
+ */
+static int aa_login_fields(const struct aa_req *q, char *user, size_t ucap, size_t *ul, char *pw,
+			   size_t pcap, size_t *pl)
+{
+	json_malloc_t old_malloc;
+	json_free_t old_free;
+	json_get_alloc_funcs(&old_malloc, &old_free);
+	json_set_alloc_funcs(aa_wipe_malloc, aa_wipe_free);
+	json_t *j = q->body.p ? json_loadb(q->body.p, q->body.n, 0, NULL) : NULL;
+	int rc = -1;
+	if (j)
+		rc = json_is_object(j) && aa_str(j, "username", user, ucap, ul) &&
+		     aa_str(j, "password", pw, pcap, pl);
+	json_decref(j);
+	json_set_alloc_funcs(old_malloc, old_free);
+	return rc;
 }
 
 static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_req *q)
@@ -269,19 +328,17 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 	struct auth *au = a->auth;
 	char pw[PWH_PASSWORD_MAX];
 	size_t pl = 0, ul = 0;
-	struct aa_login *l = NULL;
-	json_t *j = q->body.p ? json_loadb(q->body.p, q->body.n, 0, NULL) : NULL;
-	if (!j) {
-		aa_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
-		return;
-	}
-	l = calloc(1, sizeof(*l));
+	struct aa_login *l = calloc(1, sizeof(*l));
 	if (!l) {
 		aa_error(a, r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
-	if (!json_is_object(j) || !aa_str(j, "username", l->user, sizeof(l->user), &ul) ||
-	    !aa_str(j, "password", pw, sizeof(pw), &pl) || ul == 0) {
+	int fields = aa_login_fields(q, l->user, sizeof(l->user), &ul, pw, sizeof(pw), &pl);
+	if (fields < 0) {
+		aa_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
+		goto out;
+	}
+	if (fields == 0 || ul == 0) {
 		aa_error(a, r, 400, "invalid_request", "username and password strings are required", NULL);
 		goto out;
 	}
@@ -314,14 +371,21 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		goto out;
 	}
 	if (rc < 0) {
-		aa_error(a, r, 400, "invalid_request", "password too long", NULL);
+		/* The password's length was checked when it was read (a longer
+		 * one is an invalid_request there), so what is left is a stored
+		 * hash the pool cannot take: the server's fault, not the client's. */
+		LOG_ERROR("auth: password check for a login could not start: %s",
+			  rc == -EINVAL ? "stored password hash too long" : strerror(-rc));
+		aa_error(a, r, 500, "internal", "the password could not be checked", NULL);
 		goto out;
 	}
 	l = NULL; /* owned by the pool callback now */
 out:
 	sodium_memzero(pw, sizeof(pw));
-	aa_wipe_member(j, "password");
-	json_decref(j);
+	/* The body is still in the d2c ring (writable shared memory) until the
+	 * loop releases the record: wipe the password there too. */
+	if (q->body.p)
+		sodium_memzero((void *)q->body.p, q->body.n);
 	if (l)
 		aa_login_free(l);
 }
@@ -378,8 +442,12 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 {
 	struct aa_req q;
 	memset(id, 0, sizeof(*id));
-	if (!aa_parse(payload, len, &q))
-		return false;
+	/* Fail closed: a record this parser cannot read must never reach the
+	 * router as an anonymous request. */
+	if (!aa_parse(payload, len, &q)) {
+		aa_error(a, r, 400, "bad_request", "malformed request record", NULL);
+		return true;
+	}
 	if (aa_path_is(&q, "/api/auth/login")) {
 		if (q.method != CHAN_M_POST)
 			aa_method_not_allowed(a, r);
@@ -461,7 +529,7 @@ bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payl
 		     struct auth_ident *id)
 {
 	const struct auth_ident *known = auth_conn_find(a->auth, r->conn);
-	if (known) {
+	if (known && !known->owner_only) {
 		if (auth_recheck(a->auth, known) == 0) {
 			*id = *known;
 			return true;
@@ -475,6 +543,36 @@ bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payl
 	memset(id, 0, sizeof(*id));
 	auth_kick(a->auth, r->conn);
 	auth_conn_del(a->auth, r->conn);
+	return false;
+}
+
+bool api_auth_resubscribe(struct api *a, const struct chat_session *s, struct chan_conn conn)
+{
+	struct auth *au = a->auth;
+	const struct auth_ident *known = auth_conn_find(au, conn);
+	if (known) {
+		if (auth_recheck(au, known) == 0)
+			return true;
+		goto kick;
+	}
+	struct store_user u;
+	if (a->st->ops->user_get(a->st, s->user, &u) < 0)
+		goto kick;
+	sodium_memzero(u.pwhash, sizeof(u.pwhash));
+	if (u.uid != s->owner_uid)
+		goto kick;
+	struct auth_ident id;
+	memset(&id, 0, sizeof(id));
+	memcpy(id.user, s->user, sizeof(id.user));
+	id.uid = u.uid;
+	id.role = u.role;
+	id.owner_only = true;
+	id.expires_at = au->now(au->now_arg) + (int64_t)a->conf->session_ttl_s;
+	if (auth_conn_add(au, conn, &id) == 0)
+		return true;
+kick:
+	auth_kick(au, conn);
+	auth_conn_del(au, conn);
 	return false;
 }
 

@@ -37,6 +37,13 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
 		     struct auth_ident *id);
 
+/* A SUBSCRIBE re-announced by the dataplane (control restarted) for conn
+ * streaming s. True when the stream may go on: its known identity is still
+ * valid, or, unknown here, the conversation's owner still exists as the same
+ * user (the conn is then kept under the owner, ending at the latest
+ * session_ttl_s later). Otherwise conn was sent KICK and false returned. */
+bool api_auth_resubscribe(struct api *a, const struct chat_session *s, struct chan_conn conn);
+
 /* CONN_CLOSED: forget the conn. */
 void api_auth_conn_closed(struct api *a, struct chan_conn conn);
 

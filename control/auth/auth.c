@@ -352,16 +352,18 @@ static int64_t auth_revoked_at(const struct auth *a, const char *user)
 
 /* The user behind a credential must still exist and have been created no
  * later than the credential: a deleted user's sessions and keys die with it,
- * even across a restart, and a re-created name does not inherit them. */
+ * even across a restart, and a re-created name does not inherit them. An
+ * identity found earlier (id->uid set) must still be that same user. */
 static int auth_user_check(struct auth *a, struct auth_ident *id, int64_t created_at)
 {
 	struct store_user u;
 	if (a->st->ops->user_get(a->st, id->user, &u) < 0)
 		return -1;
 	sodium_memzero(u.pwhash, sizeof(u.pwhash));
-	if (created_at < u.created_at)
+	if (created_at < u.created_at || (id->uid && id->uid != u.uid))
 		return -1;
 	id->role = u.role;
+	id->uid = u.uid;
 	return 0;
 }
 
@@ -407,6 +409,9 @@ int auth_recheck(struct auth *a, const struct auth_ident *id)
 	struct auth_ident cur;
 	memset(&cur, 0, sizeof(cur));
 	memcpy(cur.user, id->user, sizeof(cur.user));
+	cur.uid = id->uid;
+	if (id->owner_only)
+		return auth_user_check(a, &cur, INT64_MAX);
 	if (id->apikey) {
 		struct store_apikey k;
 		if (a->st->ops->apikey_get(a->st, id->hash, &k) < 0)
@@ -701,6 +706,33 @@ int auth_apikey_create(struct auth *a, const char *owner, const char *label, cha
 	if (rc < 0)
 		sodium_memzero(key_out, 64);
 	return rc;
+}
+
+struct auth_key_find {
+	const char *id;
+	uint8_t hash[STORE_HASH_LEN];
+	bool found;
+};
+
+static void auth_key_match(void *arg, const struct store_apikey *k)
+{
+	struct auth_key_find *x = arg;
+	if (!x->found && strcmp(k->id, x->id) == 0) {
+		memcpy(x->hash, k->hash, sizeof(x->hash));
+		x->found = true;
+	}
+}
+
+int auth_apikey_revoke(struct auth *a, const char *id, store_done_fn done, void *arg)
+{
+	struct auth_key_find x = { .id = id };
+	int rc = a->st->ops->apikey_list(a->st, NULL, auth_key_match, &x);
+	if (rc < 0)
+		return rc;
+	if (!x.found)
+		return -ENOENT;
+	auth_kick_matching(a, x.hash, NULL);
+	return a->st->ops->apikey_del(a->st, id, done, arg);
 }
 
 /* ---- WebSocket connections ------------------------------------------------- */

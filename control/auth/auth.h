@@ -62,16 +62,20 @@ enum auth_via { AUTH_VIA_NONE = 0, AUTH_VIA_BEARER, AUTH_VIA_COOKIE, AUTH_VIA_WS
 /* The outcome of authenticating a request. */
 struct auth_ident {
 	char user[STORE_USER_MAX];
+	uint64_t uid;                 /* store_user.uid: which user of that name */
 	uint8_t role;                 /* enum store_user_role, from the user record */
 	bool apikey;                  /* authenticated by an API key (no session, no CSRF) */
 	enum auth_via via;
 	uint8_t hash[STORE_HASH_LEN]; /* keyed hash of the session token or key */
 	char csrf[STORE_CSRF_MAX];    /* the session's CSRF token (sessions only) */
 	int64_t expires_at;           /* unix seconds; 0 for API keys */
+	/* A stream re-admitted after a control restart under its conversation's
+	 * owner: the credential that opened it is unknown here (hash is zero). */
+	bool owner_only;
 };
 
-/* A WebSocket connection authenticated by a session or key: found by conn,
- * listed for revocation, timed for the session's expiry. */
+/* A WebSocket or SSE stream authenticated by a session or key: found by
+ * conn, listed for revocation, timed for the session's expiry. */
 struct auth_conn {
 	struct idmap_node node; /* first: the map hands back this pointer */
 	struct th_node timer;   /* fires at expires_at (sessions only) */
@@ -206,6 +210,10 @@ int auth_set_password(struct auth *a, const char *user, const char *password, in
  * only time the key is seen), apikey_put with done/arg. */
 int auth_apikey_create(struct auth *a, const char *owner, const char *label, char key_out[64],
 		       store_done_fn done, void *arg);
+/* Revokes the API key with public id `id`: kicks every WebSocket and SSE
+ * stream opened with it, then apikey_del with done/arg. -ENOENT when no key
+ * has that id. */
+int auth_apikey_revoke(struct auth *a, const char *id, store_done_fn done, void *arg);
 /* True for a valid user name: [A-Za-z0-9_.-]{1,63}. */
 bool auth_user_name_ok(const char *name, size_t len);
 

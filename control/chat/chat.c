@@ -64,6 +64,9 @@ void chat_free(struct chat *c)
 	idmap_free(&c->sessions);
 	idmap_foreach(&c->conns, chat_node_free, NULL);
 	idmap_free(&c->conns);
+	free(c->kicks);
+	c->kicks = NULL;
+	c->nkicks = c->kick_cap = 0;
 }
 
 void chat_event(struct chat *c, const char *sid, const char *kind, const char *detail)
@@ -128,6 +131,7 @@ struct chat_session *chat_session_get(struct chat *c, const char *sid, size_t le
 	struct chat_session *s = chat_session_new(c, be, ss.user);
 	if (!s)
 		return NULL;
+	s->owner_uid = ss.owner_uid;
 	if (idmap_insert(&c->sessions, &s->node, sid, len) < 0) {
 		free(s);
 		return NULL;
@@ -163,6 +167,7 @@ int chat_session_create(struct chat *c, const struct conf_backend *be, const str
 	struct chat_session *s = chat_session_new(c, be, ss->user);
 	if (!x || !s)
 		goto fail;
+	s->owner_uid = ss->owner_uid;
 	s->reply = *r;
 	x->c = c;
 	x->s = s;
@@ -181,9 +186,36 @@ fail:
 	return -ENOMEM;
 }
 
+/* Remembers that worker w's subscribers of sid were dropped, so that
+ * chat_kicks_send() tells them once the ring has room. The list grows only on
+ * this overload path, never per token. */
+static void chat_kick_later(struct chat *c, const char *sid, uint32_t w)
+{
+	for (uint32_t i = 0; i < c->nkicks; i++)
+		if (c->kicks[i].worker == w && strncmp(c->kicks[i].sid, sid, CHAN_ID_LEN) == 0)
+			return;
+	if (c->nkicks == c->kick_cap) {
+		uint32_t cap = c->kick_cap ? c->kick_cap * 2 : 16;
+		struct chat_kick *k = realloc(c->kicks, cap * sizeof(*k));
+		if (!k) {
+			LOG_ERROR("out of memory: subscribers of %s on worker %u will not be told of the drop",
+				  sid, w);
+			c->stats.kick_losses++;
+			return;
+		}
+		c->kicks = k;
+		c->kick_cap = cap;
+	}
+	struct chat_kick *k = &c->kicks[c->nkicks++];
+	memset(k->sid, 0, sizeof(k->sid));
+	memcpy(k->sid, sid, strnlen(sid, CHAN_ID_LEN - 1));
+	k->worker = w;
+}
+
 /* Sends a record to every worker subscribed to s. A worker whose ring and
- * backlog are both full loses its subscriptions to s: its clients resume
- * with Last-Event-ID once they notice. */
+ * backlog are both full loses its subscriptions to s; its clients get a KICK
+ * "overloaded" as soon as the ring has room, so they resume with
+ * Last-Event-ID instead of waiting for ever. */
 #define CHAT_BROADCAST(c, s, call)                                                         \
 	do {                                                                               \
 		for (uint32_t w_ = 0; w_ < (c)->out->nworkers; w_++) {                     \
@@ -193,8 +225,10 @@ fail:
 			if (!(call)) {                                                     \
 				LOG_WARN("worker %u backlog full: dropping its %u subscriptions to %s", \
 					 w_, (s)->refs[w_], (s)->node.id);                 \
+				(s)->orphans[w_] += (s)->refs[w_];                         \
 				(s)->refs[w_] = 0;                                         \
 				(c)->stats.sub_drops++;                                    \
+				chat_kick_later((c), (s)->node.id, w_);                    \
 			}                                                                  \
 		}                                                                          \
 	} while (0)
@@ -204,20 +238,13 @@ static void chat_broadcast_status(struct chat *c, struct chat_session *s, const 
 	CHAT_BROADCAST(c, s, co_status(c->out, conn, s->node.id, mid, st));
 }
 
-static const char *chat_status_name(enum store_msg_status st)
-{
-	static const char *const names[] = { "queued", "streaming", "complete",
-					     "cancelled", "error", "interrupted" };
-	return (unsigned)st < SLUICE_ARRAY_LEN(names) ? names[st] : "error";
-}
-
 /* A message state change on the event trail: kind "message", detail
  * {"message_id":…,"status":…}. */
 static void chat_msg_event(struct chat *c, const char *sid, const char *mid, enum store_msg_status st)
 {
 	char detail[96];
 	int n = snprintf(detail, sizeof(detail), "{\"message_id\":\"%s\",\"status\":\"%s\"}", mid,
-			 chat_status_name(st));
+			 store_msg_status_name(st));
 	if (n > 0 && (size_t)n < sizeof(detail))
 		chat_event(c, sid, "message", detail);
 }
@@ -393,7 +420,7 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 		}
 		uint32_t first = a->seq + 1;
 		CHAT_BROADCAST(c, s, co_tokens(c->out, conn, s->node.id, a->mid, first, c->toks, n));
-		if (store_tokens_append(c->st, s->node.id, a->mid, c->stoks, n) < 0)
+		if (store_tokens_append(c->st, s->node.id, a->mid, first, c->stoks, n) < 0)
 			LOG_ERROR("store: cannot append tokens to %s", a->mid);
 		a->seq += n;
 		c->stats.tokens += n;
@@ -413,9 +440,45 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 
 static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_ns);
 
+#define CHAT_KICK_RETRY_NS 1000000ull
+
+/* Sends every pending overload KICK that fits in its worker's ring or
+ * backlog; the others wait for a later turn. A KICK queues behind the
+ * records already sent, so the clients see everything up to the drop first
+ * and resume from there. */
+static void chat_kicks_send(struct chat *c)
+{
+	uint32_t keep = 0;
+	for (uint32_t i = 0; i < c->nkicks; i++) {
+		const struct chat_kick *p = &c->kicks[i];
+		const struct co_worker *cw = &c->out->w[p->worker];
+		struct chan_kick *k = NULL;
+		/* Checked first so that waiting is not counted as a dropped record. */
+		if (cw->blen + chan_rec_size(sizeof(*k)) <= cw->bcap)
+			k = co_begin(c->out, p->worker, CHAN_REC_KICK, sizeof(*k));
+		if (!k) {
+			c->kicks[keep++] = *p;
+			continue;
+		}
+		memset(k, 0, sizeof(*k));
+		k->conn.worker = (uint16_t)p->worker;
+		k->conn.slot = CHAN_SLOT_ALL;
+		memcpy(k->session_id, p->sid, CHAN_ID_LEN);
+		k->code = 1013; /* try again later */
+		snprintf(k->reason_code, sizeof(k->reason_code), "overloaded");
+		snprintf(k->reason, sizeof(k->reason),
+			 "stream dropped: the appliance is overloaded; resume with Last-Event-ID");
+		co_end(c->out, p->worker, sizeof(*k));
+		c->stats.overload_kicks++;
+	}
+	c->nkicks = keep;
+}
+
 uint64_t chat_run_timers(struct chat *c, uint64_t now_ns)
 {
 	struct th_node *t;
+	if (c->nkicks)
+		chat_kicks_send(c);
 	/* An answer rescheduled into the past (more than CHAT_TURN_TOKENS due)
 	 * waits for the next turn, so one answer cannot starve the loop. */
 	uint32_t budget = c->timers.n;
@@ -431,6 +494,9 @@ uint64_t chat_run_timers(struct chat *c, uint64_t now_ns)
 	t = th_peek(&c->replays);
 	if (t && t->deadline_ns < next)
 		next = t->deadline_ns;
+	/* Nobody rings when ring space frees up: poll for it. */
+	if (c->nkicks && next > now_ns && next - now_ns > CHAT_KICK_RETRY_NS)
+		next = now_ns + CHAT_KICK_RETRY_NS;
 	return next;
 }
 
@@ -560,7 +626,13 @@ void chat_sub_add(struct chat_session *s, uint32_t worker)
 
 void chat_sub_del(struct chat_session *s, uint32_t worker)
 {
-	if (worker < CHAN_MAX_WORKERS && s->refs[worker] > 0)
+	if (worker >= CHAN_MAX_WORKERS)
+		return;
+	/* Dropped subscribers leave first: the worker kicks them before it
+	 * sees any later subscribe response. */
+	if (s->orphans[worker] > 0)
+		s->orphans[worker]--;
+	else if (s->refs[worker] > 0)
 		s->refs[worker]--;
 }
 
@@ -569,11 +641,14 @@ static void chat_session_unsub(struct idmap_node *n, void *arg)
 	(void)arg;
 	struct chat_session *s = (struct chat_session *)n;
 	memset(s->refs, 0, sizeof(s->refs));
+	memset(s->orphans, 0, sizeof(s->orphans));
 }
 
 void chat_drop_all_subs(struct chat *c)
 {
 	idmap_foreach(&c->sessions, chat_session_unsub, NULL);
+	/* Their conns are gone too: nobody is left to kick. */
+	c->nkicks = 0;
 	/* The conns are gone with the old dataplane, and their replays with
 	 * them: unqueue every replay, free every entry, then empty the buckets
 	 * (the map keeps its size, so this cannot fail). */

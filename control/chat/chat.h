@@ -82,7 +82,12 @@ struct chat_session {
 	struct chat *chat;
 	const struct conf_backend *backend;
 	char user[STORE_USER_MAX]; /* owner, cached from the store */
+	uint64_t owner_uid;        /* the owner's identity (store_user.uid), cached */
 	uint32_t refs[CHAN_MAX_WORKERS];
+	/* Subscribers dropped when their worker's ring stayed full: their
+	 * UNSUBSCRIBE (after the KICK) is still due and must not take a
+	 * newer subscriber's count. */
+	uint32_t orphans[CHAN_MAX_WORKERS];
 	struct chat_answer ans;
 	bool pending;            /* a message waits for its store commit */
 	struct chat_reply reply; /* whom to answer when the commit completes */
@@ -125,6 +130,15 @@ struct chat_stats {
 	uint64_t tokens;
 	uint64_t replay_tokens;
 	uint64_t sub_drops; /* worker subscriptions dropped because its ring stayed full */
+	uint64_t overload_kicks; /* KICK "overloaded" sent for those drops */
+	uint64_t kick_losses;    /* drops whose KICK could not even be remembered (no memory) */
+};
+
+/* A worker whose subscribers of sid were dropped and still have to be told
+ * (KICK "overloaded") once its ring has room. */
+struct chat_kick {
+	char sid[CHAN_ID_LEN];
+	uint32_t worker;
 };
 
 struct chat {
@@ -137,6 +151,8 @@ struct chat {
 	struct idmap conns;
 	struct chat_hooks hooks;
 	struct chat_stats stats;
+	struct chat_kick *kicks; /* owned; grows only when a drop happens */
+	uint32_t nkicks, kick_cap;
 	struct co_tok toks[CHAT_TURN_TOKENS];
 	char tokbuf[CHAT_TURN_TOKENS][BACKEND_TOKEN_MAX];
 	struct store_token stoks[CHAT_TURN_TOKENS];
@@ -215,7 +231,9 @@ int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn c
 /* Pauses (pause true) or resumes the conn's replay; -ENOENT without one. */
 int chat_replay_pause(struct chat *c, struct chan_conn conn, bool pause);
 
-/* Produces every token that is due; returns the next deadline (UINT64_MAX: none). */
+/* Sends the pending overload KICKs that fit, then produces every token that
+ * is due; returns the next deadline (UINT64_MAX: none; 1 ms from now while a
+ * KICK still waits for ring space). */
 uint64_t chat_run_timers(struct chat *c, uint64_t now_ns);
 
 #endif

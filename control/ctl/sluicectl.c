@@ -49,6 +49,9 @@ static const char usage_text[] =
 	"  users passwd NAME                    set a user's password (ends its logins)\n"
 	"  users del NAME                       delete a user (ends its logins)\n"
 	"  users list\n"
+	"  keys create --user U [--label L]     create an API key for U (printed once, keep it)\n"
+	"  keys revoke ID                       revoke a key (ends its streams)\n"
+	"  keys list [--user U]                 key ids, owners, labels (never the keys)\n"
 	"  store stats                          LMDB counters\n"
 	"  store backup PATH                    compacted consistent copy into directory PATH\n"
 	"\n"
@@ -75,6 +78,7 @@ struct ctl {
 	const char *user; /* --user */
 	long limit;       /* --limit, -1 = control's default */
 	const char *role; /* --role */
+	const char *label; /* --label */
 	const char *words[4];
 	int nwords;
 	int fd;
@@ -103,7 +107,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 		bool takes = strcmp(a, "-c") == 0 || strcmp(a, "--socket") == 0 ||
 			     strcmp(a, "--interval") == 0 || strcmp(a, "--count") == 0 ||
 			     strcmp(a, "--worker") == 0 || strcmp(a, "--user") == 0 ||
-			     strcmp(a, "--limit") == 0 || strcmp(a, "--role") == 0;
+			     strcmp(a, "--limit") == 0 || strcmp(a, "--role") == 0 ||
+			     strcmp(a, "--label") == 0;
 		if (takes && !v) {
 			char msg[64];
 			snprintf(msg, sizeof(msg), "%s needs a value", a);
@@ -142,6 +147,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 				return usage("--limit takes 1 to 1000");
 		} else if (strcmp(a, "--role") == 0) {
 			c->role = v;
+		} else if (strcmp(a, "--label") == 0) {
+			c->label = v;
 		} else if (a[0] == '-' && a[1]) {
 			char msg[160];
 			snprintf(msg, sizeof(msg), "unknown option %.100s", a);
@@ -510,6 +517,33 @@ static void show_users(json_t *a)
 	printf("%zu users\n", json_array_size(us));
 }
 
+static void show_keys(json_t *a)
+{
+	json_t *ks = json_object_get(a, "keys");
+	printf("%-20s %-24s %-20s %s\n", "ID", "USER", "CREATED", "LABEL");
+	size_t i;
+	json_t *k;
+	json_array_foreach(ks, i, k) {
+		char t[32];
+		ctl_time(ctl_int(k, "created_at"), t, sizeof(t));
+		printf("%-20s %-24s %-20s %s\n", ctl_str(k, "id"), ctl_str(k, "user"), t, ctl_str(k, "label"));
+	}
+	printf("%zu keys\n", json_array_size(ks));
+}
+
+/* The key goes to stdout alone on its line, so scripts can capture it. */
+static void show_key_created(json_t *a)
+{
+	printf("%s\n", ctl_str(a, "key"));
+	fprintf(stderr, "API key %s for %s created; it is shown only this once\n", ctl_str(a, "id"),
+		ctl_str(a, "user"));
+}
+
+static void show_key_revoked(json_t *a)
+{
+	printf("key %s revoked\n", ctl_str(a, "id"));
+}
+
 static void show_store_stats(json_t *a)
 {
 	printf("store %s\n", ctl_str(a, "path"));
@@ -754,6 +788,42 @@ static int ctl_users(struct ctl *c, const char *sub, const char *name)
 	return ctl_result(c, a, show_done);
 }
 
+/* The keys command's shape, checked before connecting: 0 or 2 (usage printed). */
+static int ctl_keys_check(struct ctl *c, const char *sub, const char *arg)
+{
+	if (!sub)
+		return usage("keys takes create, revoke ID or list");
+	if (strcmp(sub, "create") == 0)
+		return arg || !c->user ? usage("keys create takes --user U [--label L]") : 0;
+	if (c->label)
+		return usage("--label goes with keys create");
+	if (strcmp(sub, "list") == 0)
+		return arg ? usage("keys list takes [--user U]") : 0;
+	if (strcmp(sub, "revoke") == 0)
+		return !arg || c->user ? usage("keys revoke takes an ID") : 0;
+	return usage("keys takes create, revoke ID or list");
+}
+
+static int ctl_keys(struct ctl *c, const char *sub, const char *arg)
+{
+	json_t *req;
+	void (*show)(json_t *);
+	if (strcmp(sub, "create") == 0) {
+		req = json_pack("{s:s,s:s,s:s}", "cmd", "keys.create", "user", c->user, "label",
+				c->label ? c->label : "");
+		show = show_key_created;
+	} else if (strcmp(sub, "revoke") == 0) {
+		req = json_pack("{s:s,s:s}", "cmd", "keys.revoke", "id", arg);
+		show = show_key_revoked;
+	} else {
+		req = json_pack("{s:s}", "cmd", "keys.list");
+		if (req && c->user)
+			json_object_set_new(req, "user", json_string(c->user));
+		show = show_keys;
+	}
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show);
+}
+
 static int ctl_run(struct ctl *c)
 {
 	const char *cmd = c->words[0];
@@ -763,16 +833,19 @@ static int ctl_run(struct ctl *c)
 	bool conns = strcmp(cmd, "conns") == 0;
 	bool slist = strcmp(cmd, "sessions") == 0 && sub && strcmp(sub, "list") == 0;
 	bool uadd = strcmp(cmd, "users") == 0 && sub && strcmp(sub, "add") == 0;
+	bool keys = strcmp(cmd, "keys") == 0;
 	if (c->watch && !stats)
 		return usage("--watch goes with stats");
 	if (c->worker >= 0 && !conns)
 		return usage("--worker goes with conns");
-	if ((c->user || c->limit >= 0) && !slist)
-		return usage("--user and --limit go with sessions list");
+	if ((c->user && !slist && !keys) || (c->limit >= 0 && !slist))
+		return usage("--user and --limit go with sessions list (--user also with keys)");
+	if (c->label && !keys)
+		return usage("--label goes with keys create");
 	if (c->role && !uadd)
 		return usage("--role goes with users add");
 	if (c->nwords > 3 || (c->nwords > 2 && strcmp(cmd, "users") != 0 && strcmp(cmd, "sessions") != 0 &&
-			      strcmp(cmd, "store") != 0))
+			      strcmp(cmd, "store") != 0 && !keys))
 		return usage("too many arguments");
 
 	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns) {
@@ -789,6 +862,10 @@ static int ctl_run(struct ctl *c)
 	} else if (strcmp(cmd, "store") == 0) {
 		if (!sub || (strcmp(sub, "stats") == 0 ? arg != NULL : strcmp(sub, "backup") || !arg))
 			return usage("store takes stats or backup PATH");
+	} else if (keys) {
+		int rc = ctl_keys_check(c, sub, arg);
+		if (rc)
+			return rc;
 	} else {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "unknown command %.100s", cmd);
@@ -835,6 +912,8 @@ static int ctl_run(struct ctl *c)
 	}
 	if (strcmp(cmd, "users") == 0)
 		return ctl_users(c, sub, arg);
+	if (keys)
+		return ctl_keys(c, sub, arg);
 	if (strcmp(sub, "stats") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "store.stats"), NULL, 0,
 					      CTL_TIMEOUT_MS), show_store_stats);

@@ -46,6 +46,7 @@ typedef void (*store_done_fn)(void *arg, int err);
 struct store_session {
 	char id[CHAN_ID_LEN];
 	char user[STORE_USER_MAX];      /* owner; every conversation belongs to one user */
+	uint64_t owner_uid;             /* the owner's store_user.uid: a re-created name is another user */
 	char agent_id[STORE_AGENT_MAX];
 	char model_id[CONF_NAME_MAX];
 	char title[STORE_TITLE_MAX];
@@ -61,6 +62,9 @@ struct store_user {
 	uint8_t role;                    /* enum store_user_role */
 	char pwhash[STORE_PWHASH_MAX];   /* crypto_pwhash_str output */
 	int64_t created_at;
+	/* Immutable identity, random and never 0: assigned by the store when the
+	 * user is created (the caller's value is ignored) and kept on updates. */
+	uint64_t uid;
 };
 
 struct store_apikey {
@@ -83,6 +87,7 @@ struct store_auth {
  * previous page returned (empty for the first page). */
 struct store_list_query {
 	const char *user;
+	uint64_t owner_uid;   /* only sessions of this identity of `user`; 0: any (operators) */
 	const char *cursor;   /* NUL-terminated, may be "" */
 	uint32_t limit;       /* 1..100 */
 	const char *q;        /* case-insensitive substring of the title, or NULL */
@@ -108,6 +113,21 @@ enum store_msg_status {
 	STORE_MSG_ERROR,
 	STORE_MSG_INTERRUPTED,
 };
+
+/* The status as the API, the event trail and exports spell it; a value
+ * outside the enum (a damaged record) reads as "error". */
+static inline const char *store_msg_status_name(enum store_msg_status st)
+{
+	switch (st) {
+	case STORE_MSG_QUEUED: return "queued";
+	case STORE_MSG_STREAMING: return "streaming";
+	case STORE_MSG_COMPLETE: return "complete";
+	case STORE_MSG_CANCELLED: return "cancelled";
+	case STORE_MSG_ERROR: return "error";
+	case STORE_MSG_INTERRUPTED: return "interrupted";
+	}
+	return "error";
+}
 
 struct store_usage {
 	uint32_t prompt_tokens;
@@ -146,9 +166,12 @@ struct store_ops {
 	int (*message_get)(struct store *st, const char *sid, uint32_t idx, struct store_message *out);
 	/* Index of message mid in its session, or -1. */
 	int64_t (*message_find)(struct store *st, const char *sid, const char *mid);
-	/* Appends tokens (seq continues from the message's ntokens) to the log
-	 * and to the message content. */
-	int (*tokens_append)(struct store *st, const char *sid, const char *mid,
+	/* Appends tokens first_seq .. first_seq+n-1 to the log and to the
+	 * message content. A durable store may apply it later: a first_seq that
+	 * does not follow the stored tokens (a gap after a lost append, or an
+	 * overlap) is then refused, logged and counted in write_errors, never
+	 * renumbered. */
+	int (*tokens_append)(struct store *st, const char *sid, const char *mid, uint32_t first_seq,
 			     const struct store_token *t, uint32_t n);
 	/* Token seq (1-based) of message mid. */
 	int (*token_get)(struct store *st, const char *sid, const char *mid, uint32_t seq,
@@ -250,9 +273,9 @@ static inline int64_t store_message_find(struct store *st, const char *sid, cons
 }
 
 static inline int store_tokens_append(struct store *st, const char *sid, const char *mid,
-				      const struct store_token *t, uint32_t n)
+				      uint32_t first_seq, const struct store_token *t, uint32_t n)
 {
-	return st->ops->tokens_append(st, sid, mid, t, n);
+	return st->ops->tokens_append(st, sid, mid, first_seq, t, n);
 }
 
 static inline int store_token_get(struct store *st, const char *sid, const char *mid,

@@ -540,11 +540,11 @@ static int lm_stats(struct store *st, struct store_stats *out)
 
 /*
  * Migrations: entry N-1 turns schema N into N+1 inside the open write
- * transaction. Version 1 is the first schema, so the table is empty; a
- * change of a record layout adds an entry and bumps LM_SCHEMA_VERSION.
+ * transaction; a change of a record layout adds an entry and bumps
+ * LM_SCHEMA_VERSION. 1 -> 2 added the user and owner identities.
  */
 typedef int (*lm_migrate_fn)(struct lm_store *s, MDB_txn *t);
-static const lm_migrate_fn lm_migrations[LM_SCHEMA_VERSION] = { NULL };
+static const lm_migrate_fn lm_migrations[LM_SCHEMA_VERSION] = { lm_migrate_identities, NULL };
 
 static int lm_schema(struct lm_store *s, MDB_txn *t, bool was_empty, char *err, size_t errlen)
 {

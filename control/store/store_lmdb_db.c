@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "sluice/log.h"
 #include "store/store_lmdb_int.h"
@@ -30,6 +31,7 @@ struct lm_conv_rec {
 	uint32_t nmsg;
 	uint8_t archived;
 	uint8_t pad[3];
+	uint64_t owner_uid; /* schema 2 */
 };
 
 /* Followed by the content, for user messages and ended answers; a running
@@ -51,6 +53,7 @@ struct lm_user_rec {
 	uint8_t pad[7];
 	int64_t created_at;
 	char pwhash[STORE_PWHASH_MAX];
+	uint64_t uid; /* schema 2 */
 };
 
 struct lm_key_rec {
@@ -89,6 +92,16 @@ static int lm_fatal(struct lm_store *s, int rc)
 		if (rc_)                                 \
 			return lm_fatal((s), rc_);       \
 	} while (0)
+
+/* A fresh user identity: 64 random bits, never 0 (0 is "nobody"). */
+static int lm_new_uid(uint64_t *uid)
+{
+	do {
+		if (getrandom(uid, sizeof(*uid), 0) != (ssize_t)sizeof(*uid))
+			return -1;
+	} while (*uid == 0);
+	return 0;
+}
 
 static bool lm_str_ok(const char *v, size_t cap)
 {
@@ -191,16 +204,6 @@ static bool lm_terminal(uint8_t status)
 	return status >= STORE_MSG_COMPLETE;
 }
 
-static const char *lm_status_name(uint8_t st)
-{
-	static const char *const names[] = {
-		[STORE_MSG_QUEUED] = "queued",       [STORE_MSG_STREAMING] = "streaming",
-		[STORE_MSG_COMPLETE] = "complete",   [STORE_MSG_CANCELLED] = "cancelled",
-		[STORE_MSG_ERROR] = "error",         [STORE_MSG_INTERRUPTED] = "interrupted",
-	};
-	return st < SLUICE_ARRAY_LEN(names) ? names[st] : "unknown";
-}
-
 const char *lm_op_name(uint16_t type)
 {
 	static const char *const names[] = {
@@ -275,6 +278,7 @@ static void lm_conv_to_session(const char *sid, const struct lm_conv_rec *c, str
 	out->created_at = c->created_at;
 	out->updated_at = c->updated_at;
 	out->archived = c->archived;
+	out->owner_uid = c->owner_uid;
 }
 
 /* Calls fn for each token of sid/mid in order; stops at the first error. */
@@ -356,7 +360,7 @@ static int lm_event_msg(struct lm_store *s, MDB_txn *t, int64_t t_ns, const char
 {
 	char detail[96];
 	int n = snprintf(detail, sizeof(detail), "{\"message_id\":\"%s\",\"status\":\"%s\"}", mid,
-			 lm_status_name(status));
+			 store_msg_status_name((enum store_msg_status)status));
 	return lm_event_put(s, t, t_ns, sid, "message", detail, (size_t)n);
 }
 
@@ -419,6 +423,7 @@ static int lm_w_session_create(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 	c.created_at = ss->created_at;
 	c.updated_at = ss->updated_at ? ss->updated_at : ss->created_at;
 	c.archived = ss->archived;
+	c.owner_uid = ss->owner_uid;
 	LM_W(s, lm_conv_put(s, t, ss->id, &c));
 	LM_W(s, lm_byuser_move(s, t, ss->id, NULL, &c));
 	return 0;
@@ -561,6 +566,13 @@ static int lm_w_tokens(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 		return lm_fatal(s, rc);
 	if (lm_terminal(m.status) || m.ntokens > UINT32_MAX - op->n)
 		return -EINVAL;
+	if (op->u.msg.first_seq != m.ntokens + 1) {
+		/* Renumbering would shift every later token of the answer. */
+		LOG_ERROR("store: tokens %u..%u of %s refused: %s after token %u", op->u.msg.first_seq,
+			  op->u.msg.first_seq + op->n - 1, mid,
+			  op->u.msg.first_seq > m.ntokens ? "a gap" : "an overlap", m.ntokens);
+		return -ERANGE;
+	}
 	const struct lm_tokhdr *h = (const struct lm_tokhdr *)lm_op_payload(op);
 	const uint8_t *text = (const uint8_t *)(h + op->n);
 	for (uint32_t i = 0; i < op->n; i++) {
@@ -709,6 +721,13 @@ static int lm_w_user_put(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 		return -ENOENT;
 	struct lm_user_rec r;
 	memset(&r, 0, sizeof(r));
+	if (rc == 0) {
+		if (v.mv_size != sizeof(r))
+			return lm_fatal(s, MDB_CORRUPTED);
+		memcpy(&r, v.mv_data, sizeof(r));
+	} else if (lm_new_uid(&r.uid) < 0) {
+		return -EIO;
+	}
 	r.role = u->role;
 	r.created_at = u->created_at ? u->created_at : op->t_ns / 1000000000;
 	lm_strcpy(r.pwhash, sizeof(r.pwhash), u->pwhash);
@@ -870,6 +889,91 @@ int lm_apply(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 	return -EINVAL;
 }
 
+/* ---- migrations -------------------------------------------------------- */
+
+/* Schema 1 records are the schema 2 ones without their trailing identity. */
+#define LM_USER_V1_SIZE offsetof(struct lm_user_rec, uid)
+#define LM_CONV_V1_SIZE offsetof(struct lm_conv_rec, owner_uid)
+
+/* Replaces the value of key *k (where cur stands) with a larger one, then
+ * puts cur back on that key: a resized value is deleted and inserted again,
+ * and where the cursor stood after that is not worth relying on. */
+static int lm_migrate_put(struct lm_store *s, MDB_txn *t, enum lm_db db, MDB_cursor *cur, MDB_val *k,
+			  MDB_val *nv)
+{
+	uint8_t kb[LM_KEY_MAX];
+	if (k->mv_size > sizeof(kb))
+		return MDB_CORRUPTED;
+	memcpy(kb, k->mv_data, k->mv_size);
+	k->mv_data = kb;
+	int rc = mdb_put(t, s->dbi[db], k, nv, 0);
+	if (rc)
+		return rc;
+	MDB_val v;
+	return mdb_cursor_get(cur, k, &v, MDB_SET_KEY);
+}
+
+/* Gives every user a random uid and every conversation its owner's uid. A
+ * conversation older than its owner's record was left by an earlier user of
+ * that name: it gets uid 0, which nobody has. */
+int lm_migrate_identities(struct lm_store *s, MDB_txn *t)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(t, s->dbi[LM_USERS], &cur);
+	if (rc)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lm_user_rec r;
+		if (v.mv_size != LM_USER_V1_SIZE) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		memset(&r, 0, sizeof(r));
+		memcpy(&r, v.mv_data, LM_USER_V1_SIZE);
+		if (lm_new_uid(&r.uid) < 0) {
+			rc = EIO;
+			break;
+		}
+		rc = lm_migrate_put(s, t, LM_USERS, cur, &k, &(MDB_val){ sizeof(r), &r });
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	rc = mdb_cursor_open(t, s->dbi[LM_CONVS], &cur);
+	if (rc)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lm_conv_rec c;
+		if (v.mv_size != LM_CONV_V1_SIZE) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		memset(&c, 0, sizeof(c));
+		memcpy(&c, v.mv_data, LM_CONV_V1_SIZE);
+		MDB_val uk = lm_str_key(c.user, STORE_USER_MAX), uv;
+		rc = mdb_get(t, s->dbi[LM_USERS], &uk, &uv);
+		if (rc == 0 && uv.mv_size == sizeof(struct lm_user_rec)) {
+			struct lm_user_rec u;
+			memcpy(&u, uv.mv_data, sizeof(u));
+			if (c.created_at >= u.created_at)
+				c.owner_uid = u.uid;
+		} else if (rc == 0) {
+			rc = MDB_CORRUPTED;
+			break;
+		} else if (rc != MDB_NOTFOUND) {
+			break;
+		}
+		rc = lm_migrate_put(s, t, LM_CONVS, cur, &k, &(MDB_val){ sizeof(c), &c });
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* ---- loop side: queueing writes ---------------------------------------- */
 
 #define LM_S(st) ((struct lm_store *)(st))
@@ -931,13 +1035,15 @@ int lm_message_add(struct store *st, const char *sid, const char *user_mid, cons
 	return 0;
 }
 
-int lm_tokens_append(struct store *st, const char *sid, const char *mid, const struct store_token *tk,
-		     uint32_t n)
+int lm_tokens_append(struct store *st, const char *sid, const char *mid, uint32_t first_seq,
+		     const struct store_token *tk, uint32_t n)
 {
 	if (!lm_str_ok(sid, CHAN_ID_LEN) || !lm_str_ok(mid, CHAN_ID_LEN))
 		return -EINVAL;
 	if (n == 0)
 		return 0;
+	if (first_seq == 0 || first_seq - 1 > UINT32_MAX - n)
+		return -EINVAL;
 	size_t bytes = 0;
 	for (uint32_t i = 0; i < n; i++)
 		bytes += tk[i].len;
@@ -949,6 +1055,7 @@ int lm_tokens_append(struct store *st, const char *sid, const char *mid, const s
 		return -ENOMEM;
 	lm_strcpy(op->u.msg.sid, CHAN_ID_LEN, sid);
 	lm_strcpy(op->u.msg.mid, CHAN_ID_LEN, mid);
+	op->u.msg.first_seq = first_seq;
 	op->n = n;
 	struct lm_tokhdr *h = (struct lm_tokhdr *)lm_op_payload(op);
 	uint8_t *text = (uint8_t *)(h + n);
@@ -1079,6 +1186,23 @@ int lm_event_add(struct store *st, const char *sid, const char *kind, const char
 static int lm_rerr(int rc)
 {
 	return rc == MDB_NOTFOUND ? -ENOENT : lm_errno(rc);
+}
+
+/* Copies the record of exactly `size` bytes stored under k in database db,
+ * read from the loop's snapshot; -EIO for a record of another size. */
+static int lm_read_fixed(struct lm_store *s, unsigned db, MDB_val k, void *rec, size_t size)
+{
+	MDB_txn *t = lm_rtxn(s);
+	if (!t)
+		return -EIO;
+	MDB_val v;
+	int rc = mdb_get(t, s->dbi[db], &k, &v);
+	if (rc)
+		return lm_rerr(rc);
+	if (v.mv_size != size)
+		return -EIO;
+	memcpy(rec, v.mv_data, size);
+	return 0;
 }
 
 int lm_session_get(struct store *st, const char *sid, struct store_session *out)
@@ -1242,6 +1366,10 @@ int lm_session_list(struct store *st, const struct store_list_query *q,
 		rc = lm_conv_load(s, t, sid, &c);
 		if (rc)
 			break;
+		/* Conversations of an earlier user of the same name stay in the
+		 * index but belong to nobody who can log in now. */
+		if (q->owner_uid && c.owner_uid != q->owner_uid)
+			continue;
 		if ((q->archived == 0 && c.archived) || (q->archived == 1 && !c.archived))
 			continue;
 		if (q->q && q->q[0] && !strcasestr(c.title, q->q))
@@ -1268,21 +1396,15 @@ int lm_user_get(struct store *st, const char *name, struct store_user *out)
 	struct lm_store *s = LM_S(st);
 	if (!lm_str_ok(name, STORE_USER_MAX))
 		return -ENOENT;
-	MDB_txn *t = lm_rtxn(s);
-	if (!t)
-		return -EIO;
-	MDB_val k = lm_str_key(name, STORE_USER_MAX), v;
-	int rc = mdb_get(t, s->dbi[LM_USERS], &k, &v);
-	if (rc)
-		return lm_rerr(rc);
 	struct lm_user_rec r;
-	if (v.mv_size != sizeof(r))
-		return -EIO;
-	memcpy(&r, v.mv_data, sizeof(r));
+	int rc = lm_read_fixed(s, LM_USERS, lm_str_key(name, STORE_USER_MAX), &r, sizeof(r));
+	if (rc)
+		return rc;
 	memset(out, 0, sizeof(*out));
 	lm_strcpy(out->name, sizeof(out->name), name);
 	out->role = r.role;
 	out->created_at = r.created_at;
+	out->uid = r.uid;
 	lm_strcpy(out->pwhash, sizeof(out->pwhash), r.pwhash);
 	return 0;
 }
@@ -1310,6 +1432,7 @@ int lm_user_list(struct store *st, void (*each)(void *arg, const struct store_us
 		memcpy(u.name, k.mv_data, k.mv_size);
 		u.role = r.role;
 		u.created_at = r.created_at;
+		u.uid = r.uid;
 		lm_strcpy(u.pwhash, sizeof(u.pwhash), r.pwhash);
 		each(arg, &u);
 	}
@@ -1329,18 +1452,11 @@ static void lm_key_out(const void *hash, const struct lm_key_rec *r, struct stor
 
 int lm_apikey_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_apikey *out)
 {
-	struct lm_store *s = LM_S(st);
-	MDB_txn *t = lm_rtxn(s);
-	if (!t)
-		return -EIO;
-	MDB_val k = { STORE_HASH_LEN, (void *)hash }, v;
-	int rc = mdb_get(t, s->dbi[LM_APIKEYS], &k, &v);
-	if (rc)
-		return lm_rerr(rc);
 	struct lm_key_rec r;
-	if (v.mv_size != sizeof(r))
-		return -EIO;
-	memcpy(&r, v.mv_data, sizeof(r));
+	MDB_val k = { STORE_HASH_LEN, (void *)hash };
+	int rc = lm_read_fixed(LM_S(st), LM_APIKEYS, k, &r, sizeof(r));
+	if (rc)
+		return rc;
 	lm_key_out(hash, &r, out);
 	return 0;
 }
@@ -1376,18 +1492,11 @@ int lm_apikey_list(struct store *st, const char *owner, void (*each)(void *arg, 
 
 int lm_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out)
 {
-	struct lm_store *s = LM_S(st);
-	MDB_txn *t = lm_rtxn(s);
-	if (!t)
-		return -EIO;
-	MDB_val k = { STORE_HASH_LEN, (void *)hash }, v;
-	int rc = mdb_get(t, s->dbi[LM_AUTH], &k, &v);
-	if (rc)
-		return lm_rerr(rc);
 	struct lm_auth_rec r;
-	if (v.mv_size != sizeof(r))
-		return -EIO;
-	memcpy(&r, v.mv_data, sizeof(r));
+	MDB_val k = { STORE_HASH_LEN, (void *)hash };
+	int rc = lm_read_fixed(LM_S(st), LM_AUTH, k, &r, sizeof(r));
+	if (rc)
+		return rc;
 	memset(out, 0, sizeof(*out));
 	memcpy(out->hash, hash, STORE_HASH_LEN);
 	lm_strcpy(out->user, sizeof(out->user), r.user);

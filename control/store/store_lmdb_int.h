@@ -15,7 +15,7 @@
 #include "sluice/common.h"
 #include "store/store.h"
 
-#define LM_SCHEMA_VERSION 1u
+#define LM_SCHEMA_VERSION 2u
 #define LM_CHUNK (64u * 1024u)
 #define LM_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
 /* lm_apply's answer when the transaction itself broke (s->wrc says why). */
@@ -85,6 +85,7 @@ struct lm_op {
 			char sid[CHAN_ID_LEN];
 			char mid[CHAN_ID_LEN];
 			struct store_usage usage;
+			uint32_t first_seq; /* TOKENS */
 		} msg;
 		struct store_user user;
 		struct store_apikey key;
@@ -185,6 +186,8 @@ int lm_apply(struct lm_store *s, MDB_txn *t, struct lm_op *op);
 const char *lm_op_name(uint16_t type);
 int lm_repair(struct lm_store *s, MDB_txn *t, uint32_t *fixed);
 int lm_events_init(struct lm_store *s, MDB_txn *t);
+/* Schema 1 -> 2: user uids and conversation owner uids. */
+int lm_migrate_identities(struct lm_store *s, MDB_txn *t);
 
 /* store_lmdb_db.c: the store_ops entries */
 int lm_session_create(struct store *st, const struct store_session *ss, store_done_fn done, void *arg);
@@ -194,8 +197,8 @@ int lm_message_add(struct store *st, const char *sid, const char *user_mid, cons
 uint32_t lm_message_count(struct store *st, const char *sid);
 int lm_message_get(struct store *st, const char *sid, uint32_t idx, struct store_message *out);
 int64_t lm_message_find(struct store *st, const char *sid, const char *mid);
-int lm_tokens_append(struct store *st, const char *sid, const char *mid, const struct store_token *t,
-		     uint32_t n);
+int lm_tokens_append(struct store *st, const char *sid, const char *mid, uint32_t first_seq,
+		     const struct store_token *t, uint32_t n);
 int lm_token_get(struct store *st, const char *sid, const char *mid, uint32_t seq,
 		 struct store_token *out);
 int lm_message_status(struct store *st, const char *sid, const char *mid,

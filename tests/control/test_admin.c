@@ -159,6 +159,8 @@ static int fx_setup(void **state)
 	assert_non_null(f.cp);
 	f.dp = chan_open(f.chan, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
 	assert_non_null(f.dp);
+	/* A dataplane is alive from its first heartbeat, as its loop would do. */
+	chan_heartbeat(f.dp, sluice_now_ns());
 	strcpy(f.dir, "/dev/shm/sluice-test-admin-XXXXXX");
 	assert_non_null(mkdtemp(f.dir));
 	f.st = store_lmdb_open(f.dir, NULL, &f.conf, err, sizeof(err));

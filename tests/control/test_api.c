@@ -378,19 +378,34 @@ static void test_routing_and_models(void **state)
 	expect_error(f, 1, 405, "method_not_allowed");
 	const struct chan_field *h = find_field(CHAN_F_HEADER);
 	assert_non_null(h);
-	assert_int_equal(h->len, strlen("Allow: GET"));
-	assert_memory_equal(h->data, "Allow: GET", h->len);
+	assert_int_equal(h->len, strlen("Allow: GET, HEAD"));
+	assert_memory_equal(h->data, "Allow: GET, HEAD", h->len);
+	/* HEAD is answered like GET (the dataplane drops the body). */
+	http(f, 1, CHAN_M_HEAD, "/api/models", NULL);
+	j = expect_resp(f, 1, 200);
+	assert_non_null(json_object_get(j, "models"));
+	json_decref(j);
 
 	http(f, 0, CHAN_M_PUT, "/api/chat/sessions", NULL);
 	expect_error(f, 0, 405, "method_not_allowed");
 	h = find_field(CHAN_F_HEADER);
 	assert_non_null(h);
-	assert_memory_equal(h->data, "Allow: GET, POST", h->len);
+	assert_int_equal(h->len, strlen("Allow: GET, HEAD, POST"));
+	assert_memory_equal(h->data, "Allow: GET, HEAD, POST", h->len);
 	http(f, 0, CHAN_M_POST, "/api/chat/sessions/s_0000000000000000", NULL);
 	expect_error(f, 0, 405, "method_not_allowed");
 	h = find_field(CHAN_F_HEADER);
 	assert_non_null(h);
-	assert_memory_equal(h->data, "Allow: GET, PATCH, DELETE", h->len);
+	assert_int_equal(h->len, strlen("Allow: GET, HEAD, PATCH, DELETE"));
+	assert_memory_equal(h->data, "Allow: GET, HEAD, PATCH, DELETE", h->len);
+	http(f, 0, CHAN_M_HEAD, "/api/chat/sessions/s_0000000000000000", NULL);
+	expect_error(f, 0, 404, "not_found");
+	http(f, 0, CHAN_M_HEAD, "/api/chat/message", NULL);
+	expect_error(f, 0, 405, "method_not_allowed");
+	h = find_field(CHAN_F_HEADER);
+	assert_non_null(h);
+	assert_int_equal(h->len, strlen("Allow: POST"));
+	assert_memory_equal(h->data, "Allow: POST", h->len);
 
 	http(f, 0, CHAN_M_GET, "/api/nope", NULL);
 	expect_error(f, 0, 404, "not_found");
@@ -460,6 +475,29 @@ static void test_sessions(void **state)
 	assert_true(json_integer_value(json_object_get(j, "created_at")) > 0);
 	assert_int_equal(json_array_size(json_object_get(j, "messages")), 0);
 	json_decref(j);
+	/* HEAD gets GET's answer; on a stream, its head without the stream. */
+	http(f, 1, CHAN_M_HEAD, path, NULL);
+	j = expect_resp(f, 1, 200);
+	assert_string_equal(json_string_value(json_object_get(j, "id")), sid);
+	json_decref(j);
+	snprintf(path, sizeof(path), "/api/chat/stream/%s", sid);
+	http(f, 1, CHAN_M_HEAD, path, NULL);
+	struct chan_response hr;
+	assert_null(read_resp(f, 1, &hr, NULL));
+	assert_int_equal(hr.status, 200);
+	assert_int_equal(hr.action, CHAN_RESP_PLAIN);
+	const struct chan_field *ct = find_field(CHAN_F_CONTENT_TYPE);
+	assert_non_null(ct);
+	assert_memory_equal(ct->data, "text/event-stream", ct->len);
+	struct chat_session *hs = chat_session_get(&f->api.chat, sid, strlen(sid));
+	assert_non_null(hs);
+	assert_int_equal(hs->refs[1], 0);
+	http(f, 1, CHAN_M_HEAD, "/api/chat/stream/s_0000000000000000", NULL);
+	expect_error(f, 1, 404, "not_found");
+	snprintf(path, sizeof(path), "/api/replay/session/%s", sid);
+	http(f, 1, CHAN_M_HEAD, path, NULL);
+	expect_error(f, 1, 404, "not_found"); /* nothing ended to replay */
+	assert_false(next_rec(f, 1));
 
 	http(f, 0, CHAN_M_GET, "/api/chat/sessions/s_0000000000000000", NULL);
 	expect_error(f, 0, 404, "not_found");
@@ -1174,6 +1212,98 @@ static void test_ring_full_backlog(void **state)
 	assert_int_equal(co_backlog_bytes(&f->out, 0), 0);
 }
 
+/* A worker whose ring and backlog stay full loses its subscriptions to a
+ * session; once the ring has room its clients get KICK "overloaded" (1013),
+ * after every record sent before the drop, and the count stays right for a
+ * conn that subscribes meanwhile. */
+static void test_ring_full_kicks_dropped_subscribers(void **state)
+{
+	struct fx *f = *state;
+	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], omid[CHAN_ID_LEN];
+	create_session(f, sid);
+	subscribe_sse(f, 1, 7, sid, NULL, "", 0);
+	post_message(f, sid, "hello", mid);
+	expect_status(f, 1, CHAN_SLOT_ALL, mid, "queued");
+	assert_false(next_rec(f, 1));
+	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	assert_non_null(s);
+
+	/* Nobody reads worker 1: fill its ring and its backlog. */
+	struct chan_conn other = { .worker = 1, .slot = 3 };
+	uint32_t filler = 0;
+	for (;;) {
+		snprintf(omid, sizeof(omid), "m_f%u", filler);
+		if (!co_status(&f->out, other, "s_other", omid, "queued"))
+			break;
+		filler++;
+	}
+	uint64_t drops = f->api.chat.stats.sub_drops;
+	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+	assert_int_equal(f->api.chat.stats.sub_drops, drops + 1);
+	assert_int_equal(s->refs[1], 0);
+	/* Still full: the KICK waits (not counted as a dropped record), and
+	 * the loop is asked to come back soon. */
+	uint64_t dropped = f->out.w[1].dropped;
+	uint64_t now = sluice_now_ns();
+	uint64_t next = chat_run_timers(&f->api.chat, now);
+	assert_true(next <= now + 1000000ull);
+	assert_int_equal(f->api.chat.stats.overload_kicks, 0);
+	assert_int_equal(f->out.w[1].dropped, dropped);
+
+	/* A conn subscribing meanwhile is counted apart from the dropped one. */
+	sub_rec(f, CHAN_REC_SUBSCRIBE, 1, sid);
+	assert_int_equal(s->refs[1], 1);
+
+	/* The dataplane catches up: the fillers arrive, then the KICK. */
+	uint32_t seen = 0;
+	bool kicked = false;
+	for (int round = 0; round < 100 && !kicked; round++) {
+		chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+		co_flush(&f->out);
+		while (next_rec(f, 1)) {
+			assert_false(kicked);
+			if (g.type == CHAN_REC_STATUS) {
+				const struct chan_status *st = (const void *)g.p;
+				snprintf(omid, sizeof(omid), "m_f%u", seen++);
+				assert_string_equal(st->message_id, omid);
+				continue;
+			}
+			assert_int_equal(g.type, CHAN_REC_KICK);
+			const struct chan_kick *k = (const void *)g.p;
+			assert_int_equal(k->conn.worker, 1);
+			assert_int_equal(k->conn.slot, CHAN_SLOT_ALL);
+			assert_string_equal(k->session_id, sid);
+			assert_int_equal(k->code, 1013);
+			assert_string_equal(k->reason_code, "overloaded");
+			assert_string_equal(k->reason,
+					    "stream dropped: the appliance is overloaded; resume with Last-Event-ID");
+			kicked = true;
+		}
+	}
+	assert_true(kicked);
+	assert_int_equal(seen, filler);
+	assert_int_equal(f->api.chat.stats.overload_kicks, 1);
+	assert_false(next_rec(f, 1));
+	/* Sent once. */
+	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 1));
+
+	/* The kicked conn's UNSUBSCRIBE does not take the new subscriber's
+	 * count: the next tokens still reach worker 1. */
+	struct chan_sub u;
+	memset(&u, 0, sizeof(u));
+	u.conn.worker = 1;
+	u.conn.slot = 7;
+	u.conn.gen = 1;
+	strcpy(u.session_id, sid);
+	api_dispatch(&f->api, CHAN_REC_UNSUBSCRIBE, &u, sizeof(u));
+	assert_int_equal(s->refs[1], 1);
+	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 250000000ull);
+	co_flush(&f->out);
+	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 2, 1, " \"quoted\"");
+}
+
 static void test_loop_turn(void **state)
 {
 	struct fx *f = *state;
@@ -1213,6 +1343,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_subscription_table, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_large_body_is_split, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_ring_full_backlog, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_ring_full_kicks_dropped_subscribers, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_loop_turn, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -115,8 +115,8 @@ static void add_answer(struct store *st, const char *sid, const char *umid, cons
 {
 	ACKED(st, store_message_add(st, sid, umid, "hi there", 8, amid, 4, on_done, &done_calls), 0);
 	struct store_token t[3] = { { "a", 1, 10 }, { " bb", 3, 20 }, { " ccc", 4, 30 } };
-	assert_int_equal(store_tokens_append(st, sid, amid, t, 2), 0);
-	assert_int_equal(store_tokens_append(st, sid, amid, t + 2, 1), 0);
+	assert_int_equal(store_tokens_append(st, sid, amid, 1, t, 2), 0);
+	assert_int_equal(store_tokens_append(st, sid, amid, 3, t + 2, 1), 0);
 	store_lmdb_flush(st);
 }
 
@@ -186,7 +186,7 @@ static void test_sessions_messages_tokens(void **state)
 	assert_memory_equal(m.content, "a bb ccc", 8);
 	/* An ended answer takes no more tokens. */
 	struct store_token extra = { "z", 1, 1 };
-	assert_int_equal(store_tokens_append(st, "s_1", "m_a", &extra, 1), 0);
+	assert_int_equal(store_tokens_append(st, "s_1", "m_a", 4, &extra, 1), 0);
 	store_lmdb_flush(st);
 	assert_int_equal(store_message_get(st, "s_1", 1, &m), 0);
 	assert_int_equal(m.ntokens, 3);
@@ -196,7 +196,7 @@ static void test_sessions_messages_tokens(void **state)
 	assert_int_equal(ss.sessions, 1);
 	assert_int_equal(ss.messages, 2);
 	assert_int_equal(ss.tokens, 3);
-	assert_int_equal(ss.schema_version, 1);
+	assert_int_equal(ss.schema_version, 2);
 	assert_true(ss.write_errors >= 3); /* EEXIST, ENOENT, the late token */
 	assert_true(ss.map_size == 64u << 20);
 	assert_true(ss.map_used > 0 && ss.map_used < ss.map_size);
@@ -225,6 +225,42 @@ static void collect(void *arg, const struct store_session *s)
 	struct listed *l = arg;
 	assert_true(l->n < 16);
 	strcpy(l->ids[l->n++], s->id);
+}
+
+/* Tokens land at the seqs the caller gave: an append after a lost one (a
+ * gap) or one that repeats stored seqs (an overlap) is refused and counted,
+ * and the tokens after it are not shifted. */
+static void test_token_seq_checked(void **state)
+{
+	struct fx *f = *state;
+	struct store *st = f->st;
+	struct store_session s = sess("s_q", "alice", 10);
+	ACKED(st, store_session_create(st, &s, on_done, &done_calls), 0);
+	add_answer(st, "s_q", "m_u", "m_a"); /* tokens 1..3 */
+	struct store_stats a, b;
+	assert_int_equal(store_stats(st, &a), 0);
+	struct store_token t[2] = { { " d", 2, 40 }, { " e", 2, 50 } };
+	assert_int_equal(store_tokens_append(st, "s_q", "m_a", 5, t, 2), 0); /* 4 is missing */
+	assert_int_equal(store_tokens_append(st, "s_q", "m_a", 3, t, 1), 0); /* 3 is stored */
+	assert_int_equal(store_tokens_append(st, "s_q", "m_a", 4, t, 2), 0); /* fits */
+	assert_int_equal(store_tokens_append(st, "s_q", "m_a", 0, t, 1), -EINVAL);
+	assert_int_equal(store_tokens_append(st, "s_q", "m_a", UINT32_MAX, t, 2), -EINVAL);
+	store_lmdb_flush(st);
+	assert_int_equal(store_stats(st, &b), 0);
+	assert_int_equal(b.write_errors, a.write_errors + 2);
+	assert_int_equal(b.tokens, a.tokens + 2);
+	struct store_message m;
+	assert_int_equal(store_message_get(st, "s_q", 1, &m), 0);
+	assert_int_equal(m.ntokens, 5);
+	assert_int_equal(m.content_len, 12);
+	assert_memory_equal(m.content, "a bb ccc d e", 12);
+	struct store_token got;
+	assert_int_equal(store_token_get(st, "s_q", "m_a", 4, &got), 0);
+	assert_int_equal(got.offset_ns, 40);
+	assert_memory_equal(got.text, " d", 2);
+	assert_int_equal(store_token_get(st, "s_q", "m_a", 5, &got), 0);
+	assert_int_equal(got.offset_ns, 50);
+	assert_int_equal(store_token_get(st, "s_q", "m_a", 6, &got), -ENOENT);
 }
 
 static void test_listing(void **state)
@@ -435,7 +471,7 @@ static void test_group_commit(void **state)
 	/* Batched writes wait for token_commit_ms (3 s here)... */
 	for (int i = 0; i < 100; i++) {
 		struct store_token t = { "x", 1, (uint64_t)i };
-		assert_int_equal(store_tokens_append(st, "s_g", "m_a", &t, 1), 0);
+		assert_int_equal(store_tokens_append(st, "s_g", "m_a", 4 + (uint32_t)i, &t, 1), 0);
 	}
 	usleep(100 * 1000);
 	assert_int_equal(store_stats(st, &b), 0);
@@ -459,7 +495,7 @@ static void test_group_commit(void **state)
 	assert_int_equal(store_stats(st, &a), 0);
 	for (int i = 0; i < 50; i++) {
 		struct store_token t = { "y", 1, 0 };
-		assert_int_equal(store_tokens_append(st, "s_g", "m_a2", &t, 1), 0);
+		assert_int_equal(store_tokens_append(st, "s_g", "m_a2", 4 + (uint32_t)i, &t, 1), 0);
 	}
 	for (int i = 0; i < 200 && b.tokens != 156; i++) {
 		usleep(10 * 1000);
@@ -572,6 +608,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_sessions_messages_tokens, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_token_seq_checked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_users_keys_auth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence_and_interrupted, setup, teardown),

@@ -195,6 +195,10 @@ CASES = [
      + b"".join(b"X-H%d: v\r\n" % i for i in range(100)) + b"\r\n", 431, "headers_too_large"),
     ("body_1mib_plus_1", b"POST /api/chat/message HTTP/1.1\r\n" + HOST
      + b"Content-Type: application/json\r\nContent-Length: 1048577\r\n\r\n", 413, "payload_too_large"),
+    # Exactly the documented limit: the framing and the channel take it (one
+    # record), so control answers (an unknown session), not 413 or 503.
+    ("body_1mib_exactly", post("/api/chat/message", b'{"session_id":"s_0123456789abcdef","content":"'
+                               + b"a" * (1048576 - 48) + b'"}'), 404, "not_found"),
     ("chunked_body", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
      + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411, "length_required"),
     ("gzip_te_with_cl", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST

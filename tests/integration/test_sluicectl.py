@@ -329,6 +329,103 @@ def test_users(env):
     check("alice" not in names and "bert" not in names, "users list after del: %r" % names)
 
 
+def sse_error_code(c, timeout=10):
+    """The code of the next `error` event on SSE stream c (keep-alives skipped), or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        e = c.next_event(max(0.1, deadline - time.monotonic()))
+        if e is None:
+            return None
+        if e["type"] == "error":
+            return e.get("error", {}).get("code")
+    return None
+
+
+def test_keys(env):
+    srv = env.server(workers=2)
+    srv.add_user("kim", "kim-password")
+    rc, out, err = ctl(srv, "keys", "create", "--user", "kim", "--label", "ci")
+    check_eq(rc, 0, "keys create exit (stderr %r)" % err)
+    key = out.strip()
+    check(re.fullmatch(r"sk_[A-Za-z0-9_-]{43}", key), "keys create prints the key: %r" % out)
+    check("shown only this once" in err, "keys create note on stderr: %r" % err)
+    a = ctl_json(srv, "keys", "create", "--user", "kim")
+    check(a["id"].startswith("k_") and a["key"].startswith("sk_") and a["user"] == "kim",
+          "keys create --json: %r" % a)
+    bearer = {"Authorization": "Bearer " + key}
+    check_eq(srv.request("GET", "/api/chat/sessions", headers=bearer).status, 200, "key as Bearer")
+    keys = ctl_json(srv, "keys", "list", "--user", "kim")["keys"]
+    check_eq(sorted(k["label"] for k in keys), ["", "ci"], "keys list --user kim labels")
+    check(all("key" not in k and "hash" not in k for k in keys), "keys list leaks keys: %r" % keys)
+    kid = [k["id"] for k in keys if k["label"] == "ci"][0]
+    out = ctl_ok(srv, "keys", "list")
+    check(re.search(r"^%s\s+kim\s" % kid, out, re.M), "keys list human output: %r" % out)
+    check_eq(ctl_json(srv, "keys", "list", "--user", harness.DEFAULT_USER[0])["keys"], [],
+             "another user's keys")
+    ctl_fails(srv, "not_found", "keys", "create", "--user", "nobody")
+    ctl_fails(srv, "invalid_request", "keys", "create", "--user", "kim", "--label", "x" * 80)
+
+    # A stream opened with the key ends when the key is revoked.
+    r = srv.request("POST", "/api/chat/sessions", {"model_id": "synth-slow"}, headers=bearer)
+    check_eq(r.status, 201, "create a session with the key")
+    sid = r.json()["id"]
+    c = CurlSse("%s/api/chat/stream/%s" % (srv.base, sid), headers=bearer)
+    try:
+        check_eq(c.wait_head(), 200, "SSE with the key")
+        a = ctl_json(srv, "keys", "revoke", kid)
+        check_eq((a["id"], a["done"]), (kid, "key revoked"), "keys revoke --json")
+        check_eq(sse_error_code(c), "unauthenticated", "SSE after keys revoke")
+        c.proc.wait(timeout=10)
+    finally:
+        c.close()
+    check_eq(srv.request("GET", "/api/chat/sessions", headers=bearer).status, 401, "revoked key")
+    ctl_fails(srv, "not_found", "keys", "revoke", kid)
+    for bad in (["keys"], ["keys", "create"], ["keys", "revoke"], ["keys", "list", "x"],
+                ["keys", "revoke", kid, "--label", "x"], ["users", "list", "--label", "x"]):
+        rc, _, err = ctl(srv, *bad)
+        check_eq(rc, 2, "sluicectl %s: exit (stderr %r)" % (" ".join(bad), err))
+
+
+def test_recreated_user_and_sse_logout(env):
+    srv = env.server(workers=2)
+    srv.add_user("rob", "rob-password")
+    tok = srv.login("rob", "rob-password")
+    h = srv.auth_headers(tok)
+    r = srv.request("POST", "/api/chat/sessions", {"model_id": "synth-slow"}, headers=h)
+    check_eq(r.status, 201, "rob creates a session")
+    sid = r.json()["id"]
+    # Logout ends rob's SSE stream.
+    c = CurlSse("%s/api/chat/stream/%s" % (srv.base, sid), headers=h)
+    try:
+        check_eq(c.wait_head(), 200, "rob's SSE stream")
+        check_eq(srv.request("POST", "/api/auth/logout", headers=h).status, 200, "logout")
+        check_eq(sse_error_code(c), "unauthenticated", "SSE after logout")
+        c.proc.wait(timeout=10)
+    finally:
+        c.close()
+    # users del ends the stream of another login of his.
+    tok = srv.login("rob", "rob-password")
+    c = CurlSse("%s/api/chat/stream/%s" % (srv.base, sid), headers=srv.auth_headers(tok))
+    try:
+        check_eq(c.wait_head(), 200, "rob's second SSE stream")
+        ctl_ok(srv, "users", "del", "rob")
+        check_eq(sse_error_code(c), "unauthenticated", "SSE after users del")
+        c.proc.wait(timeout=10)
+    finally:
+        c.close()
+    # A new rob gets nothing of the old one.
+    srv.add_user("rob", "rob-password")
+    h = srv.auth_headers(srv.login("rob", "rob-password"))
+    for path in ("/api/chat/sessions/" + sid, "/api/chat/sessions/%s/export" % sid,
+                 "/api/chat/stream/" + sid):
+        check_eq(srv.request("GET", path, headers=h).status, 404, "new rob: GET " + path)
+    r = srv.request("GET", "/api/chat/sessions", headers=h)
+    check_eq((r.status, r.json()["sessions"]), (200, []), "new rob's list")
+    # Operators still see the old conversation.
+    a = ctl_json(srv, "sessions", "list", "--user", "rob")
+    check_eq([x["id"] for x in a["sessions"]], [sid], "sessions list --user rob")
+
+
 def run_tty(srv, args, typed, timeout=20):
     """Runs sluicectl on a pseudo-terminal, typing each line of `typed` once
     the next prompt shows; returns (exit status, everything the terminal showed)."""
@@ -524,6 +621,8 @@ if __name__ == "__main__":
         test_sessions_kill,
         test_users,
         test_users_add_on_terminal,
+        test_keys,
+        test_recreated_user_and_sse_logout,
         test_store_stats_and_backup,
         test_malformed_commands,
         test_control_stopped,
