@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "sluice/chan.h"
 #include "sluice/common.h"
 
 #define CONF_LINE_MAX 4096u
@@ -85,6 +86,10 @@ static const struct key_spec tcp_keys[] = {
 	{ "time_wait_max", K_U32, CF(tcp_time_wait_max), 1, 1048576 },
 	{ "keepalive_s", K_U32, CF(tcp_keepalive_s), 1, 86400 },
 };
+
+/* The smallest record payload a ring may allow: a 1 MiB request body (the
+ * dataplane's limit) plus 64 KiB of request fields (path, headers, ids). */
+#define CONF_RING_PAYLOAD_MIN ((1u << 20) + (64u << 10))
 
 static const struct key_spec channel_keys[] = {
 	{ "path", K_PATH, CF(chan_path), 0, 0 },
@@ -708,6 +713,14 @@ static int set_value(struct parser *p, const struct key_spec *k, char *v)
 			return number_error(p, k, st, v);
 		if ((x & (x - 1)) != 0)
 			return fail(p, "%s: not a power of two: '%s'", k->name, v);
+		/* A REQUEST record carries the whole body: the largest one the
+		 * dataplane accepts must fit with its fields (docs/channel.md). */
+		if (field == (void *)&p->c->ring_bytes &&
+		    x / 4u - (uint32_t)sizeof(struct chan_rec) < CONF_RING_PAYLOAD_MIN)
+			return fail(p,
+				    "%s: records of a %u-byte ring carry at most %u bytes, less than a "
+				    "1 MiB request body plus 64 KiB of fields; use 8388608 or more",
+				    k->name, x, x / 4u - (uint32_t)sizeof(struct chan_rec));
 		memcpy(field, &x, sizeof(x));
 		return 0;
 	}
@@ -1065,7 +1078,7 @@ void conf_defaults(struct sluice_conf *c)
 	for (size_t i = 0; i < CONF_MAX_PORTS; i++)
 		port_defaults(&c->ports[i]);
 	memcpy(c->chan_path, "/dev/shm/sluice", sizeof("/dev/shm/sluice"));
-	c->ring_bytes = 4u << 20;
+	c->ring_bytes = 8u << 20;
 	memcpy(c->admin_socket, "/tmp/sluice-admin.sock", sizeof("/tmp/sluice-admin.sock"));
 	memcpy(c->store, "/tmp/sluice-store", sizeof("/tmp/sluice-store"));
 	c->admin_socket_mode = 0600;

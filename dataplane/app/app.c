@@ -56,8 +56,10 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 	a->subs = subs_create(a->max_conns);
 	a->scratch_cap = (size_t)conf->max_bytes + APP_SCRATCH_EXTRA;
 	a->scratch = malloc(a->scratch_cap);
+	a->esc_cap = a->scratch_cap;
+	a->esc = malloc(a->esc_cap);
 	a->pending = calloc(a->max_conns, sizeof(*a->pending));
-	if (!a->conns || !a->subs || !a->scratch || !a->pending ||
+	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending ||
 	    batch_pool_init(&a->pool, conf->max_bytes, a->max_conns) != 0) {
 		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
 		goto fail;
@@ -107,6 +109,7 @@ void app_destroy(struct app *a)
 		batch_pool_destroy(&a->pool);
 	subs_destroy(a->subs);
 	free(a->scratch);
+	free(a->esc);
 	free(a->pending);
 	free(a->conns);
 	free(a);
@@ -118,6 +121,15 @@ void conn_fill_handle(const struct conn *c, struct chan_conn *h)
 	h->worker = (uint16_t)c->app->wid;
 	h->slot = c->slot;
 	h->gen = c->gen;
+}
+
+size_t conn_peer_str(const struct conn *c, char out[CONN_PEER_STR_MAX])
+{
+	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
+	int n = snprintf(out, CONN_PEER_STR_MAX, "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
+			 c->peer.port);
+
+	return n > 0 ? (size_t)n : 0;
 }
 
 struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h)
@@ -244,8 +256,13 @@ static void up_close(void *app, void *ctx)
 	}
 	ws_auth_free(c);
 	c->ws_upgrading = c->ws_reauth = false;
+	/* A body cut short may be part of a login's password. */
+	if (c->req_buf)
+		explicit_bzero(c->req_buf, c->req_len);
 	free(c->req_buf);
 	c->req_buf = NULL;
+	c->req_cap = 0;
+	c->req_len = 0;
 	app_resp_reset(c);
 	c->tc = NULL;
 	c->gen = (c->gen & ~0xfffffu) | ((c->gen + 1) & 0xfffffu);

@@ -388,16 +388,14 @@ static void route_control(struct conn *c, const struct http_request *req, const 
 		{ CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
 	};
 	struct app_field f[4 + SLUICE_ARRAY_LEN(hdrs)];
-	char peer[32];
+	char peer[CONN_PEER_STR_MAX];
 	size_t n = 0;
-	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
-	int pl = snprintf(peer, sizeof(peer), "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
-			  c->peer.port);
+	size_t pl = conn_peer_str(c, peer);
 
 	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
 	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
 	f[n++] = (struct app_field){ CHAN_F_BODY, blen ? body : NULL, blen };
-	f[n++] = (struct app_field){ CHAN_F_PEER, peer, (size_t)pl };
+	f[n++] = (struct app_field){ CHAN_F_PEER, peer, pl };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
 		const struct http_slice *v = hdr_val(req, hdrs[i].name);
 
@@ -469,11 +467,17 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 	}
 	/* The body outgrows what the transport offers at once: keep head and
 	 * body together so the head can be parsed again when the body is in. */
-	c->req_buf = malloc(head_len + clen);
-	if (!c->req_buf) {
-		LOG_WARN("worker %u: no memory for a %zu-byte body", a->wid, clen);
-		conn_close(c, true);
-		return len;
+	if (c->req_cap < head_len + clen) {
+		/* What the old buffer holds is done with (and wiped if secret). */
+		free(c->req_buf);
+		c->req_cap = 0;
+		c->req_buf = malloc(head_len + clen);
+		if (!c->req_buf) {
+			LOG_WARN("worker %u: no memory for a %zu-byte body", a->wid, clen);
+			conn_close(c, true);
+			return len;
+		}
+		c->req_cap = head_len + clen;
 	}
 	memcpy(c->req_buf, data, len);
 	c->req_len = len;
@@ -506,15 +510,31 @@ static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
 	c->req_len += take;
 	if (c->req_len < c->req_need)
 		return take;
+	/* Detached while the request is routed: a close on the way releases
+	 * the conn, and with it whatever req_buf holds. */
 	buf = c->req_buf;
 	c->req_buf = NULL;
+	c->req_len = 0;
 	c->hstate = HS_HEAD;
+	/* A login body holds a password: it is wiped before the buffer is kept
+	 * or freed (so is one whose head no longer parses). */
+	bool secret = true;
 	if (http_parse_request((const char *)buf, c->req_head_len, 0, &req, &status) !=
-	    (int)c->req_head_len)
+	    (int)c->req_head_len) {
 		http_framing_error(c, 400);
-	else
+	} else {
+		secret = slice_eq(req.path, "/api/auth/login");
 		http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
-	free(buf);
+	}
+	if (secret)
+		explicit_bzero(buf, c->req_need);
+	if (c->tc && !c->req_buf) {
+		c->req_buf = buf; /* kept for the conn's next long body */
+	} else {
+		free(buf);
+		if (!c->req_buf)
+			c->req_cap = 0;
+	}
 	return take;
 }
 

@@ -96,8 +96,10 @@ struct conn {
 	uint32_t req_epoch;  /* control epoch that request was stamped with */
 	size_t parse_last;   /* bytes seen by the last incomplete head parse */
 	/* A request body larger than what on_data offered at once: the head and
-	 * body are copied here (malloc'd, <= head + 1 MiB, freed after the request). */
+	 * body are copied here. Allocated on the first such request, grown when
+	 * a later one needs more (<= head + 1 MiB), reused, freed at close. */
 	uint8_t *req_buf;
+	size_t req_cap;
 	size_t req_len, req_need, req_head_len;
 	/* A multi-part RESPONSE being collected (malloc'd, freed when complete). */
 	struct app_dbuf resp_body, resp_hdrs; /* body; header lines */
@@ -131,6 +133,10 @@ struct app {
 	struct batch_policy pol;
 	char *scratch;
 	size_t scratch_cap;
+	/* Escaped text of a token framed alone (emit_single): as large as the
+	 * scratch, since a bigger escaped token could not be framed anyway. */
+	char *esc;
+	size_t esc_cap;
 	uint32_t *pending;     /* slots of conns holding tokens (max_conns entries) */
 	uint32_t npending;
 	uint64_t turn_no;
@@ -158,6 +164,11 @@ bool conn_send(struct conn *c, const void *data, size_t len);
  * returns false when the conn was closed as a slow consumer. */
 bool conn_account(struct conn *c);
 void conn_fill_handle(const struct conn *c, struct chan_conn *h);
+/* "255.255.255.255:65535" and its NUL. */
+#define CONN_PEER_STR_MAX 22
+/* Writes the client address as "a.b.c.d:port" (the CHAN_F_PEER field);
+ * returns its length. */
+size_t conn_peer_str(const struct conn *c, char out[CONN_PEER_STR_MAX]);
 
 /* app_http.c */
 size_t http_on_data(struct conn *c, const uint8_t *data, size_t len);

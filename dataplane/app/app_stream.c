@@ -103,24 +103,25 @@ bool stream_flush(struct conn *c)
 	return ok;
 }
 
-/* A token too large for a batch buffer, or with no buffer to be had: it is
- * framed alone through a buffer of its own (rare; never on the common path). */
+/* A token too large for a batch buffer, or with no buffer to be had (the
+ * pool is used up under load): it is framed alone, escaped into the worker's
+ * own buffer, so overload allocates nothing. A token whose escaped text does
+ * not fit that buffer could not be framed in the scratch either: the conn is
+ * closed (logged) rather than sent a cut token. */
 static bool emit_single(struct conn *c, const char *mid, uint32_t seq, const struct chan_token *t,
 			uint64_t arrival)
 {
-	size_t cap = jsonw_escaped_len(t->text, t->len);
-	char *esc = malloc(cap ? cap : 1);
+	struct app *a = c->app;
 	struct batch_tok bt = { .arrival_ns = arrival, .created_ns = t->created_ns };
-	bool ok;
+	size_t len = jsonw_escape(a->esc, a->esc_cap, t->text, t->len);
 
-	if (!esc || jsonw_escape(esc, cap, t->text, t->len) != cap) {
-		free(esc);
+	if (unlikely(len == JSONW_NOSPACE)) {
+		LOG_WARN("worker %u: token of %u bytes too large to frame, slot %u closed", a->wid,
+			 t->len, c->slot);
 		conn_close(c, true);
 		return false;
 	}
-	ok = emit_tokens(c, mid, seq, 1, esc, cap, &bt);
-	free(esc);
-	return ok;
+	return emit_tokens(c, mid, seq, 1, a->esc, len, &bt);
 }
 
 /* Makes mid the conn's current message when it is another one. */

@@ -107,11 +107,9 @@ bool ws_auth_keep(struct conn *c, const struct http_request *req)
 		{ CHAN_F_ORIGIN, "Origin" }, { CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
 	};
 	const struct http_header *hv[SLUICE_ARRAY_LEN(hdrs)];
-	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
-	char peer[32];
-	int pl = snprintf(peer, sizeof(peer), "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
-			  c->peer.port);
-	size_t total = (size_t)pl;
+	char peer[CONN_PEER_STR_MAX];
+	size_t pl = conn_peer_str(c, peer);
+	size_t total = pl;
 	struct app_ws_auth *wa;
 	char *p;
 
@@ -134,8 +132,8 @@ bool ws_auth_keep(struct conn *c, const struct http_request *req)
 		wa->f[i].len = hv[i]->value.len;
 		p += hv[i]->value.len;
 	}
-	memcpy(p, peer, (size_t)pl);
-	wa->f[SLUICE_ARRAY_LEN(hdrs)] = (struct app_field){ CHAN_F_PEER, p, (size_t)pl };
+	memcpy(p, peer, pl);
+	wa->f[SLUICE_ARRAY_LEN(hdrs)] = (struct app_field){ CHAN_F_PEER, p, pl };
 	c->ws_auth = wa;
 	return true;
 }
@@ -175,9 +173,15 @@ void ws_reauthorise(struct conn *c)
 	c->ws_reauth_id = c->req_id;
 }
 
+/* Input can queue output with no record from control behind it (pongs, the
+ * echo, local errors), so the slow-consumer bound is checked here too: a
+ * client that sends without reading must not grow the send queue forever. */
 size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
-	return ws_session_input(&c->ws, data, len);
+	size_t used = ws_session_input(&c->ws, data, len);
+
+	conn_account(c);
+	return used;
 }
 
 bool ws_send_text(struct conn *c, const void *data, size_t len)
@@ -287,9 +291,8 @@ static void wso_message(void *arg, uint8_t opcode, const uint8_t *data, size_t l
 	struct app *a = c->app;
 	json_error_t jerr;
 	json_t *msg, *type, *id;
-	char peer[32];
-	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
-	int pl;
+	char peer[CONN_PEER_STR_MAX];
+	size_t pl;
 
 	DP_STAT_ADD(a->st, ws_messages_in, 1);
 	if (c->ws_echo) {
@@ -319,11 +322,11 @@ static void wso_message(void *arg, uint8_t opcode, const uint8_t *data, size_t l
 		json_decref(msg);
 		return;
 	}
-	pl = snprintf(peer, sizeof(peer), "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3], c->peer.port);
+	pl = conn_peer_str(c, peer);
 	{
 		const struct app_field f[] = {
 			{ CHAN_F_BODY, data, len },
-			{ CHAN_F_PEER, peer, (size_t)pl },
+			{ CHAN_F_PEER, peer, pl },
 		};
 
 		switch (app_send_request(c, CHAN_REQ_WS, CHAN_M_OTHER, f, SLUICE_ARRAY_LEN(f))) {

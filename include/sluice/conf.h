@@ -88,7 +88,7 @@ struct sluice_conf {
 
 	/* [channel] */
 	char chan_path[CONF_PATH_MAX]; /* path = /dev/shm/NAME (default /dev/shm/sluice) */
-	uint32_t ring_bytes;           /* ring_bytes = power of two (default 4 MiB) */
+	uint32_t ring_bytes;           /* ring_bytes = power of two (default 8 MiB) */
 
 	/* [control] */
 	char admin_socket[CONF_PATH_MAX]; /* admin_socket = PATH (default /tmp/sluice-admin.sock) */

@@ -113,7 +113,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->max_pending_bytes, 1048576);
 	assert_true(c->pin_workers);
 	assert_string_equal(c->chan_path, "/dev/shm/sluice");
-	assert_int_equal(c->ring_bytes, 4194304);
+	assert_int_equal(c->ring_bytes, 8388608);
 	assert_string_equal(c->admin_socket, "/tmp/sluice-admin.sock");
 	assert_string_equal(c->store, "/tmp/sluice-store");
 	assert_int_equal(c->batch_mode, CONF_BATCH_ADAPTIVE);
@@ -544,6 +544,13 @@ static void test_err_numbers(void **state)
 		     "ring_bytes: out of range 65536..268435456: '32768'");
 	expect_error("[channel]\nring_bytes = 536870912\n", 2,
 		     "ring_bytes: out of range 65536..268435456: '536870912'");
+	/* Records must carry a 1 MiB body plus 64 KiB of fields. */
+	expect_error("[control]\n[channel]\nring_bytes = 4194304\n", 3,
+		     "ring_bytes: records of a 4194304-byte ring carry at most 1048568 bytes, less than "
+		     "a 1 MiB request body plus 64 KiB of fields; use 8388608 or more");
+	expect_error("[channel]\nring_bytes = 65536\n", 2,
+		     "ring_bytes: records of a 65536-byte ring carry at most 16376 bytes, less than "
+		     "a 1 MiB request body plus 64 KiB of fields; use 8388608 or more");
 	expect_error(MIN_BACKEND "tokens_per_s = 0\n", 4,
 		     "tokens_per_s: out of range 1..1000000: '0'");
 	expect_error(MIN_BACKEND "cost_in_per_mtok = -0.5\n", 4,

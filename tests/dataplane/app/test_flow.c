@@ -22,6 +22,28 @@
 #include "worker/timer_wheel.h"
 #include "worker/worker.h"
 
+/* Counts malloc calls while `count_mallocs` is set, to prove a path
+ * allocates nothing. glibc's own entry point does the work; under
+ * AddressSanitizer, which owns malloc, the count is not taken. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FLOW_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FLOW_ASAN 1
+#endif
+#endif
+static bool count_mallocs;
+static unsigned nmallocs;
+#ifndef FLOW_ASAN
+extern void *__libc_malloc(size_t n);
+void *malloc(size_t n)
+{
+	if (count_mallocs)
+		nmallocs++;
+	return __libc_malloc(n);
+}
+#endif
+
 #define MS 1000000ull
 #define SEC 1000000000ull
 #define WID 3u
@@ -644,6 +666,24 @@ static void test_large_body_collected(void **state)
 	assert_int_equal(f->len, sizeof(body));
 	assert_memory_equal(f->data, body, sizeof(body));
 	assert_int_equal(c->stash_len, 0);
+
+	/* The conn's next long body reuses the buffer of the first. */
+	const struct chan_request *req = (const void *)(W.recs + rq->off);
+	response(req->conn, req->req_id, 204, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, NULL, 0);
+	take(c);
+	memset(body, 'c', sizeof(body));
+	nmallocs = 0;
+	count_mallocs = true;
+	feed(c, head);
+	feed_n(c, body, 20000);
+	feed_n(c, body + 20000, sizeof(body) - 20000);
+	count_mallocs = false;
+	rq = last_rec(CHAN_REC_REQUEST);
+	f = rec_field(rq, sizeof(struct chan_request), CHAN_F_BODY);
+	assert_non_null(f);
+	assert_int_equal(f->len, sizeof(body));
+	assert_memory_equal(f->data, body, sizeof(body));
+	assert_int_equal(nmallocs, 0);
 	conn_gone(c);
 }
 
@@ -811,6 +851,43 @@ static void test_oversized_token_framed_alone(void **state)
 	assert_non_null(strstr(out, "\"seq\":3,\"n\":1,\"text\":\"b\"}"));
 	assert_int_equal(W.st.frames_out, 3);
 	assert_int_equal(W.st.tokens_out, 3);
+	conn_gone(c);
+}
+
+/* A token framed alone (too big for a batch buffer) is escaped into the
+ * worker's own buffer: no allocation per token, even on this path. One whose
+ * escaped text could not be framed closes the conn instead of being cut. */
+static void test_token_alone_allocates_nothing(void **state)
+{
+	struct tp_conn *c = sse_open("", 0);
+	static char big[2000];
+	static char huge[40000];
+	const char *const a[] = { "a" };
+	const char *const t[] = { big };
+	const char *const h[] = { huge };
+	const char *out;
+
+	(void)state;
+	/* The batch pool takes its buffer once, on the first token. */
+	tokens(all_of(), "s_1", "m_8", 1, a, 1);
+	app_end_of_turn(A, false);
+	take(c);
+	memset(big, '"', sizeof(big) - 1); /* escapes to twice its size */
+	nmallocs = 0;
+	count_mallocs = true;
+	tokens(all_of(), "s_1", "m_8", 2, t, 1);
+	count_mallocs = false;
+	assert_int_equal(nmallocs, 0);
+	out = take(c);
+	assert_non_null(strstr(out, "\"seq\":2,\"n\":1,\"text\":\"\\\"\\\""));
+	assert_int_equal(W.st.tokens_out, 2);
+	assert_false(c->closed);
+
+	/* 40000 '"' escape to 80000 bytes, more than max_bytes + 64 KiB. */
+	memset(huge, '"', sizeof(huge) - 1);
+	tokens(all_of(), "s_1", "m_8", 3, h, 1);
+	assert_true(c->closed);
+	assert_int_equal(W.st.tokens_out, 2);
 	conn_gone(c);
 }
 
@@ -1544,6 +1621,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_detach_interrupts_and_reattach_announces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_consumer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_token_framed_alone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_token_alone_allocates_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_upgrades, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ws_open_accept_with_protocol, setup, teardown),
