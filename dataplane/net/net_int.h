@@ -13,36 +13,8 @@
 #include "net/net_stack.h"
 #include "net/net_wire.h"
 #include "sluice/common.h"
+#include "sluice/list.h"
 #include "worker/worker.h"
-
-#define NET_CONTAINER_OF(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
-
-/* Intrusive doubly linked list; an unlinked node points to itself. */
-struct net_link {
-	struct net_link *next, *prev;
-};
-
-static inline void net_link_init(struct net_link *l)
-{
-	l->next = l->prev = l;
-}
-static inline bool net_link_empty(const struct net_link *l)
-{
-	return l->next == l;
-}
-static inline void net_link_add_tail(struct net_link *h, struct net_link *n)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-static inline void net_link_del(struct net_link *n)
-{
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	n->next = n->prev = n;
-}
 
 /* Send-queue chunk; a connection's queue is a singly linked chain. */
 #define NET_CHUNK_DATA 2048u
@@ -150,10 +122,10 @@ struct net_conn {
 
 	struct tw_timer timer;    /* protocol timer (tmode) */
 	struct tw_timer ack_timer;/* delayed ACK */
-	struct net_link q;        /* TIME_WAIT FIFO */
-	struct net_link dq;       /* dead list: on_close and/or free pending */
-	struct net_link fq;       /* flush list */
-	struct net_link rq;       /* resume list */
+	struct list_node q;       /* TIME_WAIT FIFO */
+	struct list_node dq;      /* dead list: on_close and/or free pending */
+	struct list_node fq;      /* flush list */
+	struct list_node rq;      /* resume list */
 	void *ctx;                /* the app's */
 	struct net_stack *s;
 };
@@ -200,7 +172,7 @@ struct net_stack {
 	uint8_t *rbufs;
 	uint8_t *free_rbuf;   /* free buffers chain through their first bytes */
 
-	struct net_link dead, tw_fifo, flushq, resumeq;
+	struct list_node dead, tw_fifo, flushq, resumeq;
 
 	struct net_arp_entry arp[NET_ARP_SIZE];
 	struct net_arp_pending pend[NET_ARP_PENDING];

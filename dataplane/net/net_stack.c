@@ -118,10 +118,10 @@ struct net_stack *net_stack_create(const struct net_stack_conf *conf, const stru
 	s->netmask = s->conf.prefix ? net_htonl(~0u << (32 - s->conf.prefix)) : 0;
 	s->mss_local = (uint16_t)(s->conf.mtu - NET_IP_HLEN - NET_TCP_HLEN);
 	memcpy(&s->hash_seed, s->conf.secret + 24, sizeof(s->hash_seed));
-	net_link_init(&s->dead);
-	net_link_init(&s->tw_fifo);
-	net_link_init(&s->flushq);
-	net_link_init(&s->resumeq);
+	list_init(&s->dead);
+	list_init(&s->tw_fifo);
+	list_init(&s->flushq);
+	list_init(&s->resumeq);
 
 	uint32_t nb = pow2_at_least(s->conf.max_conns * 2);
 	s->conns = calloc(s->conf.max_conns, sizeof(*s->conns));
@@ -231,7 +231,10 @@ void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, ui
 			th->csum = net_htons(net_csum_final(net_csum_add(ps, l4, l4len)));
 		}
 	}
-	if (!s->conf.csum_offload_tx)
+	/* Only TCP frames are handed to the NIC's checksum offload: any other
+	 * frame leaves complete, so a glue or device that offloads by protocol
+	 * (or not at all for it) never sends a zero header checksum. */
+	if (!(flags & NET_TX_CSUM))
 		ip->csum = net_htons(net_csum_final(net_csum_add(0, ip, NET_IP_HLEN)));
 	uint32_t nh = dst;
 	if (((dst ^ s->conf.ipv4) & s->netmask) != 0)

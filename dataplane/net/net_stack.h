@@ -45,7 +45,7 @@ struct net_stack_conf {
 	uint32_t fin_wait2_ms;   /* FIN_WAIT_2 after the app closed (0: 60000) */
 	uint32_t challenge_acks_per_s; /* RFC 5961 limit per connection (0: 10) */
 	uint32_t arp_timeout_ms; /* ARP cache entry lifetime (0: 60000) */
-	bool csum_offload_tx;    /* the NIC fills IPv4 and TCP checksums */
+	bool csum_offload_tx;    /* the NIC fills IPv4 and TCP checksums of TCP segments */
 	bool syn_cookies;        /* fall back to SYN cookies when the backlog is full */
 	uint8_t secret[NET_SECRET_LEN]; /* ISN/cookie/hash key (randombytes_buf at startup) */
 };
@@ -55,6 +55,8 @@ void net_stack_conf_defaults(struct net_stack_conf *c);
 
 /* tx_send offload flags. With NET_TX_CSUM the IPv4 checksum field is 0 and
  * the TCP checksum field holds the pseudo-header sum (the DPDK convention). */
+/* The stack sets NET_TX_CSUM on TCP segments only; a frame sent without it
+ * carries complete IPv4 and L4 checksums and must go out untouched. */
 #define NET_TX_CSUM 1u
 /* net_input rx flags, from the NIC's checksum verification. */
 #define NET_RX_IP_CSUM_OK 1u

@@ -118,10 +118,10 @@ static struct net_conn *conn_new(struct net_stack *s, uint32_t raddr, uint16_t r
 	c->rto_ms = NET_TCP_RTO_INIT_MS;
 	tw_init(&c->timer, conn_timer_cb, c);
 	tw_init(&c->ack_timer, ack_timer_cb, c);
-	net_link_init(&c->q);
-	net_link_init(&c->dq);
-	net_link_init(&c->fq);
-	net_link_init(&c->rq);
+	list_init(&c->q);
+	list_init(&c->dq);
+	list_init(&c->fq);
+	list_init(&c->rq);
 	uint32_t b = conn_hash(s, raddr, rport, lport);
 	c->hnext = s->buckets[b];
 	s->buckets[b] = idx + 1;
@@ -223,7 +223,7 @@ static void sq_copy(const struct net_conn *c, uint32_t off, uint8_t *dst, uint32
 static void conn_defer(struct net_conn *c)
 {
 	if (c->dq.next == &c->dq)
-		net_link_add_tail(&c->s->dead, &c->dq);
+		list_add_tail(&c->s->dead, &c->dq);
 }
 
 static void app_detach(struct net_conn *c)
@@ -242,15 +242,15 @@ static void conn_kill(struct net_conn *c)
 	if (c->state == NET_TCPS_SYN_RCVD)
 		s->n_synrcvd--;
 	if (c->flags & NC_TWQ) {
-		net_link_del(&c->q);
+		list_del(&c->q);
 		c->flags &= ~(uint32_t)NC_TWQ;
 		s->n_tw--;
 	}
 	conn_unhash(c);
 	tw_cancel(s->wheel, &c->timer);
 	tw_cancel(s->wheel, &c->ack_timer);
-	net_link_del(&c->fq);
-	net_link_del(&c->rq);
+	list_del(&c->fq);
+	list_del(&c->rq);
 	sq_release(c);
 	rbuf_put(c);
 	c->state = NET_TCPS_CLOSED;
@@ -655,15 +655,15 @@ static void enter_time_wait(struct net_conn *c)
 	sq_release(c);
 	rbuf_put(c);
 	app_detach(c);
-	net_link_del(&c->fq);
-	net_link_del(&c->rq);
+	list_del(&c->fq);
+	list_del(&c->rq);
 	tw_cancel(s->wheel, &c->ack_timer);
-	net_link_add_tail(&s->tw_fifo, &c->q);
+	list_add_tail(&s->tw_fifo, &c->q);
 	c->flags |= NC_TWQ;
 	s->n_tw++;
 	timer_set(c, NT_TIMEWAIT, 2 * s->conf.msl_ms);
 	if (s->n_tw > s->conf.time_wait_max) {
-		struct net_conn *old = NET_CONTAINER_OF(s->tw_fifo.next, struct net_conn, q);
+		struct net_conn *old = list_entry(s->tw_fifo.next, struct net_conn, q);
 		s->st.tcp_tw_recycled++;
 		conn_kill(old);
 	}
@@ -1657,18 +1657,18 @@ void net_tcp_pmtu(struct net_stack *s, const struct net_ip *inner, const uint8_t
 uint32_t net_tcp_pending(struct net_stack *s)
 {
 	uint32_t n = 0;
-	while (!net_link_empty(&s->resumeq)) {
-		struct net_conn *c = NET_CONTAINER_OF(s->resumeq.next, struct net_conn, rq);
-		net_link_del(&c->rq);
+	while (!list_empty(&s->resumeq)) {
+		struct net_conn *c = list_entry(s->resumeq.next, struct net_conn, rq);
+		list_del(&c->rq);
 		c->flags &= ~(uint32_t)NC_RESUMEQ;
 		n++;
 		offer(c);
 		if (!(c->flags & NC_DEAD))
 			tcp_output(c);
 	}
-	while (!net_link_empty(&s->dead)) {
-		struct net_conn *c = NET_CONTAINER_OF(s->dead.next, struct net_conn, dq);
-		net_link_del(&c->dq);
+	while (!list_empty(&s->dead)) {
+		struct net_conn *c = list_entry(s->dead.next, struct net_conn, dq);
+		list_del(&c->dq);
 		n++;
 		if (c->flags & NC_APP) {
 			c->flags &= ~(uint32_t)NC_APP;
@@ -1709,7 +1709,7 @@ static int nt_poll(struct tp *t, int timeout_ms, int extra_fd)
 {
 	(void)timeout_ms;
 	(void)extra_fd;
-	struct net_stack *s = NET_CONTAINER_OF(t, struct net_stack, tp);
+	struct net_stack *s = sluice_container_of(t, struct net_stack, tp);
 	return (int)net_tcp_pending(s);
 }
 
@@ -1758,16 +1758,16 @@ static void nt_tx_commit(struct tp_conn *tc, size_t n)
 	c->flags |= NC_HAD_TX;
 	if (!(c->flags & NC_FLUSHQ)) {
 		c->flags |= NC_FLUSHQ;
-		net_link_add_tail(&c->s->flushq, &c->fq);
+		list_add_tail(&c->s->flushq, &c->fq);
 	}
 }
 
 static void nt_flush(struct tp *t)
 {
-	struct net_stack *s = NET_CONTAINER_OF(t, struct net_stack, tp);
-	while (!net_link_empty(&s->flushq)) {
-		struct net_conn *c = NET_CONTAINER_OF(s->flushq.next, struct net_conn, fq);
-		net_link_del(&c->fq);
+	struct net_stack *s = sluice_container_of(t, struct net_stack, tp);
+	while (!list_empty(&s->flushq)) {
+		struct net_conn *c = list_entry(s->flushq.next, struct net_conn, fq);
+		list_del(&c->fq);
 		c->flags &= ~(uint32_t)NC_FLUSHQ;
 		if (c->flags & NC_DEAD)
 			continue;
@@ -1792,10 +1792,10 @@ static void nt_close(struct tp_conn *tc, bool abort)
 	/* Unread input is dropped, as a kernel socket does on close; so are
 	 * out-of-order bytes (RFC 2018 lets a receiver renege on SACKed data). */
 	rbuf_put(c);
-	net_link_del(&c->rq);
+	list_del(&c->rq);
 	if (!(c->flags & NC_FLUSHQ)) {
 		c->flags |= NC_FLUSHQ;
-		net_link_add_tail(&c->s->flushq, &c->fq);
+		list_add_tail(&c->s->flushq, &c->fq);
 	}
 }
 
@@ -1820,14 +1820,14 @@ static void nt_rx_resume(struct tp_conn *tc)
 	c->flags &= ~(uint32_t)NC_RX_FULL;
 	if (!(c->flags & NC_RESUMEQ)) {
 		c->flags |= NC_RESUMEQ;
-		net_link_add_tail(&c->s->resumeq, &c->rq);
+		list_add_tail(&c->s->resumeq, &c->rq);
 	}
 }
 
 static void nt_destroy(struct tp *t)
 {
 	if (t)
-		net_stack_destroy(NET_CONTAINER_OF(t, struct net_stack, tp));
+		net_stack_destroy(sluice_container_of(t, struct net_stack, tp));
 }
 
 const struct tp_ops net_tcp_ops = {

@@ -56,6 +56,7 @@
 #define MAX_LCORE_ID 127u
 #define ETH_HDR 14u
 #define IP_HDR 20u
+#define TCP_HDR 20u
 
 struct tp_dpdk {
 	struct tp tp;          /* first: what the worker holds */
@@ -386,6 +387,15 @@ static int port_setup(const struct sluice_conf *conf, char *err, size_t errlen)
 		snprintf(err, errlen, "%s: MAC address: %s", pc->device, rte_strerror(-rc));
 		return -1;
 	}
+	/* net_tap gives its kernel interface the port's own MAC address: the
+	 * host's ARP requests would come from "us" (the stack ignores those) and
+	 * replies would go to the host's own address. The stack takes a
+	 * neighbouring locally administered unicast address instead; a TAP hands
+	 * the port every frame the kernel sends, so nothing needs to learn it. */
+	if (strcmp(info.driver_name, "net_tap") == 0) {
+		g.mac.addr_bytes[0] = (uint8_t)((g.mac.addr_bytes[0] | 0x02u) & ~0x01u);
+		g.mac.addr_bytes[5] ^= 0x01u;
+	}
 	char mac[RTE_ETHER_ADDR_FMT_SIZE];
 	rte_ether_format_addr(mac, sizeof(mac), &g.mac);
 	LOG_INFO("port %u (%s, driver %s): MAC %s, %u queue pair(s), %u/%u descriptors, RSS %s, "
@@ -571,9 +581,10 @@ static uint8_t *io_tx_alloc(void *arg, uint32_t len, void **pkt)
 }
 
 /*
- * net_io.tx_send: queues a frame for this turn's burst. With TX checksum
- * offload on, a TCP frame arrives with NET_TX_CSUM; any other IPv4 frame
- * gets its header checksum from the device too, so the stack may leave it 0.
+ * net_io.tx_send: queues a frame for this turn's burst. Only TCP frames ask
+ * for checksum offload (NET_TX_CSUM, set only when the port offers it); every
+ * other frame comes from the stack with its checksums complete and goes out
+ * untouched.
  */
 static void io_tx_send(void *arg, void *pkt, uint32_t len, uint32_t offload_flags)
 {
@@ -581,20 +592,14 @@ static void io_tx_send(void *arg, void *pkt, uint32_t len, uint32_t offload_flag
 	struct rte_mbuf *m = pkt;
 	m->data_len = (uint16_t)len;
 	m->pkt_len = len;
-	if (g.tx_csum && len >= ETH_HDR + IP_HDR) {
-		const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
-		if (offload_flags & NET_TX_CSUM) {
-			m->l2_len = ETH_HDR;
-			m->l3_len = IP_HDR;
-			m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
-		} else if (f[12] == 0x08 && f[13] == 0x00) {
-			uint8_t *ip = rte_pktmbuf_mtod_offset(m, uint8_t *, ETH_HDR);
-			ip[10] = 0;
-			ip[11] = 0;
-			m->l2_len = ETH_HDR;
-			m->l3_len = (uint64_t)(ip[0] & 0x0f) * 4;
-			m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
-		}
+	if ((offload_flags & NET_TX_CSUM) && likely(len >= ETH_HDR + IP_HDR + TCP_HDR)) {
+		m->l2_len = ETH_HDR;
+		m->l3_len = IP_HDR;
+		/* Drivers that finish the sums in software (net_tap) find the
+		 * payload by the header lengths. */
+		const uint8_t *th = rte_pktmbuf_mtod_offset(m, const uint8_t *, ETH_HDR + IP_HDR);
+		m->l4_len = (uint64_t)(th[12] >> 4) * 4;
+		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_TCP_CKSUM;
 	}
 	if (unlikely(d->ntx == TXQ_CAP)) {
 		tx_burst(d);

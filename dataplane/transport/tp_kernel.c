@@ -29,6 +29,7 @@
 
 #include "sluice/common.h"
 #include "sluice/conf.h"
+#include "sluice/list.h"
 #include "transport/tp_kernel_config.h"
 
 #define RX_SCRATCH (64u * 1024u)
@@ -41,51 +42,6 @@
 /* After EMFILE and friends the listener rests this long, instead of waking a
  * level-triggered epoll in a loop while nothing can be accepted. */
 #define ACCEPT_PAUSE_NS (100ull * 1000000ull)
-
-struct klink {
-	struct klink *next, *prev;
-};
-
-#define KL_ENTRY(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
-
-static inline void kl_init(struct klink *h)
-{
-	h->next = h->prev = h;
-}
-
-static inline bool kl_empty(const struct klink *h)
-{
-	return h->next == h;
-}
-
-static inline void kl_add_tail(struct klink *h, struct klink *n)
-{
-	n->prev = h->prev;
-	n->next = h;
-	h->prev->next = n;
-	h->prev = n;
-}
-
-/* Unlinks n and leaves it self-linked, which reads as "on no list". */
-static inline void kl_del(struct klink *n)
-{
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	kl_init(n);
-}
-
-/* Moves all of `from` into the empty list `to`. */
-static inline void kl_move_all(struct klink *to, struct klink *from)
-{
-	kl_init(to);
-	if (kl_empty(from))
-		return;
-	to->next = from->next;
-	to->prev = from->prev;
-	to->next->prev = to;
-	to->prev->next = to;
-	kl_init(from);
-}
 
 /* A send-queue chunk: bytes [head, tail) are committed and not yet sent. */
 struct chunk {
@@ -120,10 +76,10 @@ struct tp_conn {
 	struct chunk *txh, *txt;
 	uint64_t tx_queued;
 	uint64_t linger_deadline;
-	struct klink all;    /* ktp.conns, or ktp.dead once DEAD */
-	struct klink flush;  /* ktp.flushq: has bytes to send */
-	struct klink resume; /* ktp.resumeq: rx_resume asked */
-	struct klink linger; /* ktp.lingerq: graceful close running */
+	struct list_node all;    /* ktp.conns, or ktp.dead once DEAD */
+	struct list_node flush;  /* ktp.flushq: has bytes to send */
+	struct list_node resume; /* ktp.resumeq: rx_resume asked */
+	struct list_node linger; /* ktp.lingerq: graceful close running */
 };
 
 struct ktp {
@@ -138,7 +94,7 @@ struct ktp {
 	uint64_t listen_resume_ns;
 	uint8_t *scratch;
 	struct chunk *free_chunks;
-	struct klink conns, dead, flushq, resumeq, lingerq;
+	struct list_node conns, dead, flushq, resumeq, lingerq;
 	struct epoll_event events[MAX_EVENTS];
 };
 
@@ -213,19 +169,19 @@ static void conn_finish(struct tp_conn *c, bool reset)
 	c->flags |= KC_DEAD;
 	txq_release(t, c);
 	c->stash_len = 0;
-	kl_del(&c->flush);
-	kl_del(&c->resume);
-	kl_del(&c->linger);
-	kl_del(&c->all);
-	kl_add_tail(&t->dead, &c->all);
+	list_del(&c->flush);
+	list_del(&c->resume);
+	list_del(&c->linger);
+	list_del(&c->all);
+	list_add_tail(&t->dead, &c->all);
 }
 
 /* Runs on_close for dead connections and frees them. */
 static void reap(struct ktp *t)
 {
-	while (!kl_empty(&t->dead)) {
-		struct tp_conn *c = KL_ENTRY(t->dead.next, struct tp_conn, all);
-		kl_del(&c->all);
+	while (!list_empty(&t->dead)) {
+		struct tp_conn *c = list_entry(t->dead.next, struct tp_conn, all);
+		list_del(&c->all);
 		if (c->ctx)
 			t->up->on_close(t->app, c->ctx);
 		free(c->stash);
@@ -474,16 +430,16 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
 	c->tp = t;
 	c->fd = fd;
 	c->ev = EPOLLIN;
-	kl_init(&c->flush);
-	kl_init(&c->resume);
-	kl_init(&c->linger);
+	list_init(&c->flush);
+	list_init(&c->resume);
+	list_init(&c->linger);
 	struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
 		close(fd);
 		free(c);
 		return;
 	}
-	kl_add_tail(&t->conns, &c->all);
+	list_add_tail(&t->conns, &c->all);
 	t->nconns++;
 	struct tp_peer peer = {.ipv4 = sa->sin_addr.s_addr, .port = ntohs(sa->sin_port)};
 	void *ctx = t->up->on_open(t->app, c, &peer);
@@ -518,12 +474,13 @@ static int do_accept(struct ktp *t)
 
 static int run_resumes(struct ktp *t)
 {
-	struct klink local;
+	struct list_node local;
 	int n = 0;
-	kl_move_all(&local, &t->resumeq);
-	while (!kl_empty(&local)) {
-		struct tp_conn *c = KL_ENTRY(local.next, struct tp_conn, resume);
-		kl_del(&c->resume);
+	list_init(&local);
+	list_splice_tail(&local, &t->resumeq);
+	while (!list_empty(&local)) {
+		struct tp_conn *c = list_entry(local.next, struct tp_conn, resume);
+		list_del(&c->resume);
 		if (c->flags & (KC_DEAD | KC_CLOSING))
 			continue;
 		c->flags &= ~(uint32_t)KC_RX_FULL;
@@ -538,8 +495,8 @@ static int run_resumes(struct ktp *t)
 
 static void run_lingers(struct ktp *t, uint64_t now)
 {
-	while (!kl_empty(&t->lingerq)) {
-		struct tp_conn *c = KL_ENTRY(t->lingerq.next, struct tp_conn, linger);
+	while (!list_empty(&t->lingerq)) {
+		struct tp_conn *c = list_entry(t->lingerq.next, struct tp_conn, linger);
 		if (c->linger_deadline > now)
 			break;
 		conn_finish(c, c->tx_queued > 0);
@@ -599,12 +556,12 @@ static int kt_poll(struct tp *tp, int timeout_ms, int extra_fd)
 	if (t->listen_paused && now >= t->listen_resume_ns && resume_listener(t) < 0)
 		return -1;
 	int handled = run_resumes(t);
-	if (handled > 0 || !kl_empty(&t->dead))
+	if (handled > 0 || !list_empty(&t->dead))
 		timeout_ms = 0;
 	if (t->listen_paused)
 		timeout_ms = clamp_timeout(timeout_ms, now, t->listen_resume_ns);
-	if (!kl_empty(&t->lingerq)) {
-		struct tp_conn *c = KL_ENTRY(t->lingerq.next, struct tp_conn, linger);
+	if (!list_empty(&t->lingerq)) {
+		struct tp_conn *c = list_entry(t->lingerq.next, struct tp_conn, linger);
 		timeout_ms = clamp_timeout(timeout_ms, now, c->linger_deadline);
 	}
 	int n = epoll_wait(t->epfd, t->events, MAX_EVENTS, timeout_ms);
@@ -657,18 +614,19 @@ static void kt_tx_commit(struct tp_conn *c, size_t n)
 	k->tail += (uint32_t)n;
 	c->tx_queued += n;
 	c->flags |= KC_HAD_TX;
-	if (c->flush.next == &c->flush && !(c->flags & KC_BLOCKED))
-		kl_add_tail(&c->tp->flushq, &c->flush);
+	if (list_empty(&c->flush) && !(c->flags & KC_BLOCKED))
+		list_add_tail(&c->tp->flushq, &c->flush);
 }
 
 static void kt_flush(struct tp *tp)
 {
 	struct ktp *t = ktp_of(tp);
-	struct klink local;
-	kl_move_all(&local, &t->flushq);
-	while (!kl_empty(&local)) {
-		struct tp_conn *c = KL_ENTRY(local.next, struct tp_conn, flush);
-		kl_del(&c->flush);
+	struct list_node local;
+	list_init(&local);
+	list_splice_tail(&local, &t->flushq);
+	while (!list_empty(&local)) {
+		struct tp_conn *c = list_entry(local.next, struct tp_conn, flush);
+		list_del(&c->flush);
 		if (!(c->flags & (KC_DEAD | KC_BLOCKED)))
 			conn_send(t, c);
 	}
@@ -689,16 +647,16 @@ static void kt_close(struct tp_conn *c, bool abort)
 	c->flags |= KC_CLOSING;
 	c->flags &= ~(uint32_t)KC_RX_FULL;
 	c->stash_len = 0;
-	kl_del(&c->resume);
+	list_del(&c->resume);
 	c->linger_deadline = sluice_now_ns() + TP_KERNEL_LINGER_NS;
-	kl_add_tail(&t->lingerq, &c->linger);
+	list_add_tail(&t->lingerq, &c->linger);
 	update_interest(c);
 	if (c->flags & KC_DEAD)
 		return;
 	if (c->tx_queued == 0)
 		closing_drained(c);
-	else if (c->flush.next == &c->flush && !(c->flags & KC_BLOCKED))
-		kl_add_tail(&t->flushq, &c->flush);
+	else if (list_empty(&c->flush) && !(c->flags & KC_BLOCKED))
+		list_add_tail(&t->flushq, &c->flush);
 }
 
 static void kt_info(struct tp_conn *c, struct tp_conn_info *out)
@@ -726,7 +684,7 @@ static void kt_rx_resume(struct tp_conn *c)
 	if (c->flags & (KC_DEAD | KC_CLOSING))
 		return;
 	if (c->resume.next == &c->resume)
-		kl_add_tail(&c->tp->resumeq, &c->resume);
+		list_add_tail(&c->tp->resumeq, &c->resume);
 }
 
 static void kt_destroy(struct tp *tp)
@@ -734,8 +692,8 @@ static void kt_destroy(struct tp *tp)
 	if (!tp)
 		return;
 	struct ktp *t = ktp_of(tp);
-	while (!kl_empty(&t->conns))
-		conn_finish(KL_ENTRY(t->conns.next, struct tp_conn, all), false);
+	while (!list_empty(&t->conns))
+		conn_finish(list_entry(t->conns.next, struct tp_conn, all), false);
 	reap(t);
 	while (t->free_chunks) {
 		struct chunk *k = t->free_chunks;
@@ -774,11 +732,11 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 	t->up = up;
 	t->app = app;
 	t->lfd = t->epfd = t->extra_fd = -1;
-	kl_init(&t->conns);
-	kl_init(&t->dead);
-	kl_init(&t->flushq);
-	kl_init(&t->resumeq);
-	kl_init(&t->lingerq);
+	list_init(&t->conns);
+	list_init(&t->dead);
+	list_init(&t->flushq);
+	list_init(&t->resumeq);
+	list_init(&t->lingerq);
 
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
 	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {

@@ -14,36 +14,6 @@
 #define TW_MASK (TW_SLOTS - 1u)
 #define TW_SPAN_BITS (TW_BITS * TW_LEVELS)
 
-static inline void list_init(struct tw_timer *h)
-{
-	h->next = h->prev = h;
-}
-
-static inline bool list_empty(const struct tw_timer *h)
-{
-	return h->next == h;
-}
-
-static inline void list_add_tail(struct tw_timer *h, struct tw_timer *t)
-{
-	t->prev = h->prev;
-	t->next = h;
-	h->prev->next = t;
-	h->prev = t;
-}
-
-/* Moves every entry of `from` to the tail of `to`, leaving `from` empty. */
-static inline void list_splice_tail(struct tw_timer *to, struct tw_timer *from)
-{
-	if (list_empty(from))
-		return;
-	from->next->prev = to->prev;
-	to->prev->next = from->next;
-	from->prev->next = to;
-	to->prev = from->prev;
-	list_init(from);
-}
-
 static inline uint64_t tick_ceil(uint64_t ns)
 {
 	return ns / NS_PER_TICK + (ns % NS_PER_TICK != 0);
@@ -51,7 +21,7 @@ static inline uint64_t tick_ceil(uint64_t ns)
 
 void tw_init(struct tw_timer *t, tw_cb cb, void *arg)
 {
-	t->next = t->prev = NULL;
+	list_init(&t->link);
 	t->deadline_ns = 0;
 	t->cb = cb;
 	t->arg = arg;
@@ -79,7 +49,7 @@ static void place(struct tw_wheel *w, struct tw_timer *t)
 	uint64_t e = tick_ceil(t->deadline_ns);
 	if (e < w->tick) {
 		if (!w->running) {
-			list_add_tail(&w->due, t);
+			list_add_tail(&w->due, &t->link);
 			return;
 		}
 		e = w->tick;
@@ -87,11 +57,11 @@ static void place(struct tw_wheel *w, struct tw_timer *t)
 	uint64_t diff = e ^ w->tick;
 	uint32_t level = diff ? (uint32_t)(63 - __builtin_clzll(diff)) / TW_BITS : 0;
 	if (unlikely(level >= TW_LEVELS)) {
-		list_add_tail(&w->overflow, t);
+		list_add_tail(&w->overflow, &t->link);
 		return;
 	}
 	uint32_t slot = (uint32_t)(e >> (level * TW_BITS)) & TW_MASK;
-	list_add_tail(&w->slots[level][slot], t);
+	list_add_tail(&w->slots[level][slot], &t->link);
 	w->occupied[level] |= 1ull << slot;
 }
 
@@ -99,14 +69,12 @@ static void place(struct tw_wheel *w, struct tw_timer *t)
  * so tw_next_ns() does not wake the worker for nothing. */
 static void unlink_timer(struct tw_wheel *w, struct tw_timer *t)
 {
-	struct tw_timer *n = t->next;
-	n->prev = t->prev;
-	t->prev->next = n;
-	t->next = t->prev = NULL;
+	struct list_node *n = t->link.next;
+	list_del(&t->link);
 	uintptr_t first = (uintptr_t)&w->slots[0][0];
 	uintptr_t p = (uintptr_t)n;
-	if (n->next == n && p >= first && p < first + sizeof(w->slots)) {
-		size_t idx = (p - first) / sizeof(struct tw_timer);
+	if (list_empty(n) && p >= first && p < first + sizeof(w->slots)) {
+		size_t idx = (p - first) / sizeof(struct list_node);
 		w->occupied[idx / TW_SLOTS] &= ~(1ull << (idx % TW_SLOTS));
 	}
 }
@@ -132,15 +100,14 @@ void tw_cancel(struct tw_wheel *w, struct tw_timer *t)
 }
 
 /* Places again every timer of one list (a cascading slot or the overflow). */
-static void replace_all(struct tw_wheel *w, struct tw_timer *head)
+static void replace_all(struct tw_wheel *w, struct list_node *head)
 {
-	struct tw_timer local;
+	struct list_node local;
 	list_init(&local);
 	list_splice_tail(&local, head);
 	while (!list_empty(&local)) {
-		struct tw_timer *t = local.next;
-		local.next = t->next;
-		t->next->prev = &local;
+		struct tw_timer *t = list_entry(local.next, struct tw_timer, link);
+		list_del(&t->link);
 		place(w, t);
 	}
 }
@@ -190,10 +157,8 @@ uint32_t tw_run(struct tw_wheel *w, uint64_t now_ns)
 	uint32_t ran = 0;
 	w->running = true;
 	while (!list_empty(&w->due)) {
-		struct tw_timer *t = w->due.next;
-		w->due.next = t->next;
-		t->next->prev = &w->due;
-		t->next = t->prev = NULL;
+		struct tw_timer *t = list_entry(w->due.next, struct tw_timer, link);
+		list_del(&t->link);
 		t->armed = 0;
 		w->count--;
 		ran++;

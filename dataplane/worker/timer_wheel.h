@@ -33,9 +33,9 @@ struct tw_wheel {
 	uint64_t occupied[TW_LEVELS];  /* bit s set: slot s of that level may hold timers */
 	uint32_t count;                /* timers armed (in the wheel or due) */
 	bool running;                  /* tw_run() is calling callbacks */
-	struct tw_timer slots[TW_LEVELS][TW_SLOTS]; /* list heads (sentinels) */
-	struct tw_timer overflow;      /* deadlines beyond the top level */
-	struct tw_timer due;           /* collected by tw_run, callbacks pending */
+	struct list_node slots[TW_LEVELS][TW_SLOTS]; /* lists of struct tw_timer */
+	struct list_node overflow;     /* deadlines beyond the top level */
+	struct list_node due;          /* collected by tw_run, callbacks pending */
 };
 
 void tw_wheel_init(struct tw_wheel *w, uint64_t now_ns);

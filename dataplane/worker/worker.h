@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "sluice/common.h"
+#include "sluice/list.h"
 
 struct worker;
 struct sluice_conf;
@@ -31,7 +32,7 @@ typedef void (*tw_cb)(void *arg, struct tw_timer *t);
 
 /* Intrusive timer: embed it in the owning object. Not armed after tw_init. */
 struct tw_timer {
-	struct tw_timer *next, *prev;
+	struct list_node link; /* on a wheel slot, the overflow or the due list */
 	uint64_t deadline_ns;
 	tw_cb cb;
 	void *arg;

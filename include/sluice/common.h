@@ -13,6 +13,8 @@
 
 #define SLUICE_CACHELINE 64
 #define SLUICE_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The object that embeds member at address p (intrusive lists, timers). */
+#define sluice_container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 
 /* CLOCK_MONOTONIC is system-wide, so timestamps taken in control and in the
  * dataplane are comparable (token creation time vs. frame send time). */

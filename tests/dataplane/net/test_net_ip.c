@@ -366,6 +366,31 @@ static void test_offload_flags(void **state)
 	assert_int_equal(h->frames[0].flags | h->frames[1].flags, NET_TX_CSUM);
 }
 
+/* Under TX checksum offload only TCP is left to the device: an echo reply
+ * leaves with no offload flag and a complete IPv4 header checksum. */
+static void test_offload_icmp(void **state)
+{
+	struct h *h = *state;
+	struct net_stack_conf c;
+	h_fini(h);
+	memset(h, 0, sizeof(*h));
+	h_conf(&c);
+	c.csum_offload_tx = true;
+	h_init(h, &c, false);
+	uint8_t f[128], out[256];
+	h_input(h, f, ping_frame(f, h_cip, h_ip, 9));
+	assert_int_equal(h_pending(h), 1);
+	assert_int_equal(h->frames[h->outq[h->out_head % H_FRAMES]].flags, 0);
+	uint32_t len = h_pop_raw(h, out);
+	assert_int_equal(len, NET_ETH_HLEN + NET_IP_HLEN + NET_ICMP_HLEN + 32);
+	const struct net_ip *ip = (const struct net_ip *)(out + NET_ETH_HLEN);
+	assert_int_equal(ip->proto, NET_IP_PROTO_ICMP);
+	assert_int_not_equal(ip->csum, 0);
+	assert_int_equal(net_csum_fold(net_csum_add(0, ip, NET_IP_HLEN)), 0xffff);
+	assert_int_equal(net_csum_fold(net_csum_add(0, out + NET_ETH_HLEN + NET_IP_HLEN,
+						    len - NET_ETH_HLEN - NET_IP_HLEN)), 0xffff);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -380,6 +405,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unknown_protocol, setup, teardown),
 		cmocka_unit_test(test_conn_memory),
 		cmocka_unit_test_setup_teardown(test_offload_flags, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_offload_icmp, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
