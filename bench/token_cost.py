@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""Instructions the dataplane spends per delivered token, counted by callgrind.
+
+Runs sluice-dataplane under `valgrind --tool=callgrind` (control runs natively),
+streams one answer of N tokens to SUBS SSE subscribers, stops the dataplane and
+reads callgrind's instruction total. It does this for two answer lengths and
+reports the marginal cost, (Ir(long) - Ir(short)) / (extra tokens x SUBS), so
+start-up, the handshake and the HTTP requests cancel out. Instruction counts do
+not depend on the machine's load, unlike timings. Both batching modes run.
+
+    /usr/bin/python3 bench/token_cost.py --build build [--subs 20 --short 100 --long 600]
+"""
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+import harness  # noqa: E402
+
+try:
+    import aiohttp
+except ImportError:
+    sys.exit("bench/token_cost.py needs python3-aiohttp (firmware-config/setup-deps.sh installs it)")
+
+
+class Callgrind(harness.Sluice):
+    """A pair whose dataplane runs under callgrind."""
+
+    def start_dataplane(self):
+        self.cg_out = os.path.join(self.tmp, "callgrind.out")
+        log = os.path.join(self.tmp, "dataplane.cg.stderr")
+        self.logs.setdefault("sluice-dataplane", []).append(log)
+        with open(log, "wb") as errf:
+            p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + self.cg_out,
+                                  self.binary("sluice-dataplane"), "-c", self.conf_path],
+                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+        self.procs["sluice-dataplane"] = p
+        return p
+
+    def instructions(self):
+        p = self.procs["sluice-dataplane"]
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=120)
+        with open(self.cg_out, encoding="utf-8") as f:
+            for line in f:
+                m = re.match(r"(summary|totals):\s+(\d+)", line)
+                if m:
+                    return int(m.group(2))
+        raise RuntimeError("no instruction total in " + self.cg_out)
+
+
+async def stream_all(srv, sid, subs, ntok):
+    hdr = srv.auth_headers()
+    got = [0] * subs
+    opened = asyncio.Event()
+    nopen = [0]
+
+    async def one(i, s):
+        async with s.get("%s/api/chat/stream/%s" % (srv.base, sid), headers=hdr) as r:
+            nopen[0] += 1
+            if nopen[0] == subs:
+                opened.set()
+            event = None
+            async for raw in r.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "token":
+                    got[i] = int(line.split('"seq":')[1].split(",")[0])
+                elif line.startswith("data: ") and event == "done":
+                    return
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+        tasks = [asyncio.create_task(one(i, s)) for i in range(subs)]
+        await asyncio.wait_for(opened.wait(), 120)
+        async with s.post(srv.base + "/api/chat/message", headers=hdr,
+                          json={"session_id": sid, "content": "cost"}) as r:
+            if r.status != 202:
+                raise RuntimeError("post: %d" % r.status)
+        await asyncio.gather(*tasks)
+    if got != [ntok] * subs:
+        raise RuntimeError("subscribers ended at seqs %r, expected %d" % (got, ntok))
+
+
+def measure(build, mode, subs, ntok, rate):
+    models = {"cost": {"ttft_ms": 50, "tokens_per_s": rate, "answer_tokens": ntok}}
+    srv = Callgrind(build, batching=mode, models=models)
+    try:
+        srv.start(ready_timeout=120)
+        sid = srv.create_session("cost")
+        asyncio.run(stream_all(srv, sid, subs, ntok))
+        return srv.instructions()
+    finally:
+        srv.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--subs", type=int, default=20)
+    ap.add_argument("--short", type=int, default=100)
+    ap.add_argument("--long", type=int, default=600)
+    ap.add_argument("--rate", type=int, default=200, help="tokens/s (valgrind must keep up)")
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not installed")
+    build = os.path.abspath(args.build)
+    print("%-10s %14s %14s %18s" % ("mode", "Ir short", "Ir long", "Ir/token/subscriber"))
+    res = {}
+    for mode in ("off", "adaptive"):
+        a = measure(build, mode, args.subs, args.short, args.rate)
+        b = measure(build, mode, args.subs, args.long, args.rate)
+        res[mode] = (b - a) / ((args.long - args.short) * args.subs)
+        print("%-10s %14d %14d %18.0f" % (mode, a, b, res[mode]))
+    print("adaptive/off: %.2f" % (res["adaptive"] / res["off"]))
+
+
+if __name__ == "__main__":
+    main()
