@@ -210,7 +210,9 @@ uint16_t ws_close_payload_code(const uint8_t *payload, size_t len)
 	if (len == 1 || len > 125)
 		return 0;
 	uint16_t code = (uint16_t)(payload[0] << 8 | payload[1]);
-	bool ok = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1011) ||
+	/* 1012-1014 are registered with IANA (service restart, try again
+	 * later, bad gateway); sluice itself sends 1013 under overload. */
+	bool ok = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
 		  (code >= 3000 && code <= 4999);
 	if (!ok)
 		return 0;

@@ -74,7 +74,7 @@ uint32_t ws_utf8_step(uint32_t state, const uint8_t *data, size_t len);
 void ws_accept_key(const char *key, size_t key_len, char out[29]);
 
 /* Validates a close frame payload: empty, or a valid code (1000-1003,
- * 1007-1011, 3000-4999) plus UTF-8 reason. Returns the code (1005 when
+ * 1007-1014, 3000-4999) plus UTF-8 reason. Returns the code (1005 when
  * empty) or 0 when invalid. */
 uint16_t ws_close_payload_code(const uint8_t *payload, size_t len);
 

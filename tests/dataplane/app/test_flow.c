@@ -1070,6 +1070,39 @@ static void test_websocket(void **state)
 	conn_gone(c);
 }
 
+/* Input that queues output with nothing from control behind it (here pongs
+ * on /ws/echo) still obeys max_pending_bytes: a client that sends and never
+ * reads is closed 1008 instead of growing the send queue. */
+static void test_ws_input_bounded_by_pending(void **state)
+{
+	static const uint8_t ping[6] = { 0x89, 0x80, 0, 0, 0, 0 };
+	char err[128];
+	struct tp_conn *c;
+	const char *out;
+
+	(void)state;
+	app_destroy(A);
+	W.conf.ws_echo = true;
+	A = app_create(&W, err, sizeof(err));
+	assert_non_null(A);
+	c = conn_open();
+	feed(c, "GET /ws/echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+	assert_string_equal(take(c), HEAD101 "\r\n");
+	feed_n(c, ping, sizeof(ping));
+	assert_memory_equal(take(c), "\x8a\x00", 2);
+	assert_false(c->closed);
+	c->extra_queued = W.conf.max_pending_bytes;
+	feed_n(c, ping, sizeof(ping));
+	out = take(c);
+	assert_memory_equal(out, "\x8a\x00", 2);
+	assert_ws_close(out + 2, 1008, "slow consumer");
+	assert_true(c->closed);
+	assert_int_equal(W.st.slow_consumer_closes, 1);
+	conn_gone(c);
+	assert_int_equal(W.st.pending_bytes, 0);
+}
+
 static void test_bad_upgrades(void **state)
 {
 	struct tp_conn *c = conn_open();
@@ -1620,6 +1653,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mode_off_one_frame_per_token, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_detach_interrupts_and_reattach_announces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slow_consumer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ws_input_bounded_by_pending, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_token_framed_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_alone_allocates_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_websocket, setup, teardown),

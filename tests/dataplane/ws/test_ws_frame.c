@@ -451,8 +451,9 @@ static void test_close_payload(void **state)
 	assert_int_equal(ws_close_payload_code(ok4999, 2), 4999);
 	assert_int_equal(ws_close_payload_code(ok1000, 1), 0);
 
-	static const uint16_t valid[] = { 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011 };
-	static const uint16_t invalid[] = { 0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000, 65535 };
+	static const uint16_t valid[] = { 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011,
+					  1012, 1013, 1014 };
+	static const uint16_t invalid[] = { 0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 65535 };
 	uint8_t p[2];
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(valid); i++) {
 		p[0] = (uint8_t)(valid[i] >> 8);

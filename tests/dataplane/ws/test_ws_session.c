@@ -568,6 +568,33 @@ static void test_utf8_fail_fast(void **state)
 	assert_int_equal(fx->r.n_msgs, 0);
 }
 
+/* Autobahn 6.4.3/6.4.4: a single text frame whose payload turns invalid in
+ * the middle fails when the bad byte arrives, not when the frame ends. The
+ * 0x90 after F4 would be above U+10FFFF; F4 itself is still a valid start. */
+static void test_utf8_fail_fast_mid_frame(void **state)
+{
+	struct fixture *fx = *state;
+	static const char text[] = "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
+				   "\xf4\x90\x80\x80" "edited";
+	const size_t len = sizeof(text) - 1;
+	const size_t hdr = 6;
+	uint8_t in[64];
+	size_t n = 0;
+	put(in, &n, true, WS_OP_TEXT, text, len);
+	assert_int_equal(n, hdr + len);
+	feed(&fx->s, in, hdr + 12, 1);
+	assert_int_equal(fx->r.n_closed, 0);
+	expect_out_empty(&fx->r);
+	feed(&fx->s, in + hdr + 12, 1, 1);
+	assert_int_equal(fx->r.n_closed, 1);
+	assert_int_equal(fx->r.closed_code, WS_CLOSE_BAD_DATA);
+	expect_out_close(&fx->r, WS_CLOSE_BAD_DATA);
+	expect_out_empty(&fx->r);
+	feed(&fx->s, in + hdr + 13, len - 13, 1);
+	assert_int_equal(fx->r.n_msgs, 0);
+	assert_int_equal(fx->r.n_closed, 1);
+}
+
 /* Every split of a 4-byte code point across two fragments is accepted. */
 static void test_utf8_split_across_fragments(void **state)
 {
@@ -778,6 +805,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_close_reason_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_protocol_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_utf8_fail_fast, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_utf8_fail_fast_mid_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_utf8_split_across_fragments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_message_dribble, setup, teardown),
