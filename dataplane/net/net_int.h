@@ -57,6 +57,7 @@ enum {
 	NC_TWQ = 1u << 16,      /* on the TIME_WAIT FIFO */
 	NC_BLOCKED = 1u << 17,  /* last output stopped at a full window */
 	NC_RESET = 1u << 18,    /* the connection was reset (by either side) */
+	NC_TLP = 1u << 19,      /* a tail loss probe is out, no ACK has advanced since */
 };
 
 /* What the connection's single protocol timer is doing. */
@@ -64,14 +65,15 @@ enum net_tmode {
 	NT_NONE = 0,
 	NT_SYNACK,    /* SYN-ACK retransmission */
 	NT_RTX,       /* retransmission timeout */
+	NT_TLP,       /* tail loss probe (RFC 8985 7), before the RTO */
 	NT_PERSIST,   /* zero-window probe */
 	NT_KEEPALIVE,
 	NT_FINWAIT2,
 	NT_TIMEWAIT,
 };
 
-#define NET_OOO_MAX 4   /* out-of-order ranges held (and SACK blocks sent) */
-#define NET_SACKED_MAX 4 /* peer's SACK blocks remembered */
+#define NET_OOO_MAX 8   /* out-of-order ranges held (SACK blocks sent: the 3 or 4 latest) */
+#define NET_SACKED_MAX 8 /* peer's SACK blocks remembered (the scoreboard) */
 
 struct net_range {
 	uint32_t start, end; /* sequence numbers, [start, end) */
@@ -93,6 +95,7 @@ struct net_conn {
 	/* send */
 	uint32_t iss, snd_una, snd_nxt, snd_max, snd_wnd, max_snd_wnd, snd_wl1, snd_wl2;
 	uint32_t cwnd, ssthresh, recover, rtx_hi;
+	uint32_t rtx_mark;        /* snd_max when snd_una was last resent in recovery */
 	uint32_t sq_len;          /* data bytes from snd_una to the queue tail */
 	uint32_t sq_off;          /* offset of snd_una in sq_head */
 	struct net_chunk *sq_head, *sq_tail;
@@ -182,6 +185,8 @@ struct net_stack {
 	uint32_t icmp_err_cnt;  /* errors sent in it */
 
 	struct net_stats st;
+	struct net_stats *pub; /* this stack's slot for net_stats_total, or NULL */
+	uint32_t pub_ms;       /* clock of the last publication */
 };
 
 static inline void net_set_now(struct net_stack *s, uint64_t now_ns)

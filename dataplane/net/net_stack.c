@@ -15,6 +15,53 @@
 #include "worker/timer_wheel.h"
 
 #define ETH_IP_HLEN (NET_ETH_HLEN + NET_IP_HLEN)
+/* Stacks whose counters net_stats_total can see (one per worker). */
+#define PUB_SLOTS 128u
+#define STATS_WORDS (sizeof(struct net_stats) / sizeof(uint64_t))
+
+_Static_assert(sizeof(struct net_stats) % sizeof(uint64_t) == 0, "net_stats is all uint64_t");
+
+/* Published copies of each stack's counters: written by the owning worker
+ * with relaxed atomic stores, read by anyone; static, so a reader never
+ * touches a destroyed stack. */
+static struct net_stats pub_stats[PUB_SLOTS];
+static uint8_t pub_used[PUB_SLOTS];
+
+static struct net_stats *pub_claim(void)
+{
+	for (uint32_t i = 0; i < PUB_SLOTS; i++) {
+		uint8_t free_slot = 0;
+		if (__atomic_compare_exchange_n(&pub_used[i], &free_slot, 1, false, __ATOMIC_ACQ_REL,
+						__ATOMIC_RELAXED))
+			return &pub_stats[i];
+	}
+	return NULL;
+}
+
+static void pub_write(struct net_stack *s)
+{
+	const uint64_t *src = (const uint64_t *)(const void *)&s->st;
+	uint64_t *dst = (uint64_t *)(void *)s->pub;
+	for (size_t i = 0; i < STATS_WORDS; i++)
+		__atomic_store_n(&dst[i], src[i], __ATOMIC_RELAXED);
+	s->pub_ms = s->now_ms;
+}
+
+uint32_t net_stats_total(struct net_stats *out)
+{
+	uint64_t *dst = (uint64_t *)(void *)out;
+	uint32_t n = 0;
+	memset(out, 0, sizeof(*out));
+	for (uint32_t i = 0; i < PUB_SLOTS; i++) {
+		if (!__atomic_load_n(&pub_used[i], __ATOMIC_ACQUIRE))
+			continue;
+		const uint64_t *src = (const uint64_t *)(const void *)&pub_stats[i];
+		for (size_t k = 0; k < STATS_WORDS; k++)
+			dst[k] += __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+		n++;
+	}
+	return n;
+}
 /* ICMP errors sent per second at most (RFC 1812 4.3.2.8 style limit). */
 #define ICMP_ERR_PER_S 100u
 
@@ -145,6 +192,9 @@ struct net_stack *net_stack_create(const struct net_stack_conf *conf, const stru
 	net_tcp_init(s);
 	net_arp_init(s);
 	net_arp_announce(s);
+	s->pub = pub_claim();
+	if (s->pub)
+		pub_write(s);
 	return s;
 fail:
 	net_stack_destroy(s);
@@ -159,6 +209,8 @@ void net_stack_destroy(struct net_stack *s)
 		net_tcp_destroy(s);
 	net_arp_flush(s);
 	tw_cancel(s->wheel, &s->arp_timer);
+	if (s->pub)
+		__atomic_store_n(&pub_used[s->pub - pub_stats], 0, __ATOMIC_RELEASE);
 	free(s->conns);
 	free(s->buckets);
 	free(s->chunks);
@@ -188,6 +240,8 @@ void net_stack_tick(struct net_stack *s, uint64_t now_ns)
 {
 	net_set_now(s, now_ns);
 	net_tcp_pending(s);
+	if (s->pub && s->now_ms != s->pub_ms)
+		pub_write(s);
 }
 
 uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt)

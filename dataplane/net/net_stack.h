@@ -47,6 +47,13 @@ struct net_stack_conf {
 	uint32_t arp_timeout_ms; /* ARP cache entry lifetime (0: 60000) */
 	bool csum_offload_tx;    /* the NIC fills IPv4 and TCP checksums of TCP segments */
 	bool syn_cookies;        /* fall back to SYN cookies when the backlog is full */
+	/* Other stacks (workers) receive frames for this address, and a frame
+	 * may reach the wrong one (af_packet fanout rolls over when a queue is
+	 * full): a segment for no connection is dropped, not reset, since its
+	 * owner may hold it; and every SYN is answered with a cookie, so the
+	 * handshake completes on whichever stack the ACK reaches. The stacks
+	 * must then share `secret`. */
+	bool shared_port;
 	uint8_t secret[NET_SECRET_LEN]; /* ISN/cookie/hash key (randombytes_buf at startup) */
 };
 
@@ -86,9 +93,11 @@ struct net_stats {
 	uint64_t tcp_cookies_sent, tcp_cookies_ok, tcp_cookies_bad;
 	uint64_t tcp_challenge_acks, tcp_challenge_limited, tcp_paws_drops;
 	uint64_t tcp_out_of_window, tcp_ooo_segs, tcp_ooo_drops, tcp_dup_acks;
-	uint64_t tcp_retransmits, tcp_rto, tcp_fast_retransmits, tcp_zwp, tcp_keepalive;
+	uint64_t tcp_retransmits, tcp_rto, tcp_fast_retransmits, tcp_recoveries, tcp_zwp;
+	uint64_t tcp_keepalive, tcp_tlp;
 	uint64_t tcp_timeouts, tcp_tw_recycled, tcp_closed;
 	uint64_t tcp_rx_nobuf, tcp_tx_nobuf;
+	uint64_t tcp_stray_drops; /* shared_port: no connection here, dropped without RST */
 	uint64_t tcp_bytes_in, tcp_bytes_out;
 	uint64_t conns_open; /* gauge: TCBs in use */
 };
@@ -117,6 +126,11 @@ void net_stack_tick(struct net_stack *s, uint64_t now_ns);
 struct tp *net_stack_tp(struct net_stack *s);
 
 const struct net_stats *net_stack_stats(const struct net_stack *s);
+
+/* Sums the counters every live stack of the process published (each does
+ * so at most once per millisecond of its clock), so any thread may read
+ * them, e.g. for /metrics. Returns the number of stacks counted. */
+uint32_t net_stats_total(struct net_stats *out);
 
 /* Memory of one connection: the TCB plus its share of the lookup table. */
 size_t net_stack_conn_bytes(void);

@@ -43,6 +43,7 @@ static const uint16_t cookie_mss[8] = {536, 1200, 1360, 1400, 1440, 1460, 4312, 
 static void tcp_output(struct net_conn *c);
 static void conn_kill(struct net_conn *c);
 static void conn_input(struct net_conn *c, const struct seg *sg);
+static uint32_t retransmit_at(struct net_conn *c, uint32_t seq);
 
 static inline uint32_t umin(uint32_t a, uint32_t b)
 {
@@ -608,6 +609,29 @@ static inline uint32_t unsent(const struct net_conn *c)
 	return net_seq_lt(c->snd_nxt, end) ? end - c->snd_nxt : 0;
 }
 
+/* Arms the retransmission timer; with SACK and an RTT estimate, first a tail
+ * loss probe at max(2 SRTT, 10 ms) (RFC 8985 7.2): a lost tail then shows up
+ * in SACKs of the probe within a few RTTs instead of after a 200 ms+ RTO. */
+static void rtx_arm(struct net_conn *c)
+{
+	if ((c->flags & (NC_SACK | NC_RECOVERY | NC_TLP)) == NC_SACK && c->srtt8 && !c->backoff) {
+		uint32_t seg = c->mss - ((c->flags & NC_TS) ? TS_OPT_LEN : 0);
+		uint32_t pto = umax(c->srtt8 / 4, NET_TCP_TLP_MIN_MS);
+		if (c->snd_max - c->snd_una <= seg)
+			pto += NET_TCP_TLP_DELACK_MS;
+		if (pto < rto_cur(c)) {
+			timer_set(c, NT_TLP, pto);
+			return;
+		}
+	}
+	timer_set(c, NT_RTX, rto_cur(c));
+}
+
+static inline bool rtx_armed(const struct net_conn *c)
+{
+	return c->timer.armed && (c->tmode == NT_RTX || c->tmode == NT_TLP);
+}
+
 /* Puts the protocol timer in the mode the connection's state calls for.
  * restart: re-arm a running retransmission timer (new data was ACKed). */
 static void timer_update(struct net_conn *c, bool restart)
@@ -618,8 +642,8 @@ static void timer_update(struct net_conn *c, bool restart)
 	    c->state == NET_TCPS_CLOSED)
 		return;
 	if (c->snd_max != c->snd_una) {
-		if (restart || !armed || c->tmode != NT_RTX)
-			timer_set(c, NT_RTX, rto_cur(c));
+		if (restart || !rtx_armed(c))
+			rtx_arm(c);
 	} else if (unsent(c) > 0 && c->snd_wnd == 0) {
 		if (!armed || c->tmode != NT_PERSIST)
 			timer_set(c, NT_PERSIST, rto_cur(c));
@@ -702,15 +726,43 @@ static void conn_timer_cb(void *arg, struct tw_timer *t)
 		/* RFC 5681 eq. 4 and RFC 6582: collapse cwnd, go back to snd_una. */
 		c->ssthresh = umax((c->snd_max - c->snd_una) / 2, 2u * c->mss);
 		c->cwnd = c->mss;
-		c->flags &= ~(uint32_t)(NC_RECOVERY | NC_RTT);
+		c->flags &= ~(uint32_t)(NC_RECOVERY | NC_RTT | NC_TLP);
 		c->recover = c->snd_max;
 		c->dupacks = 0;
-		c->n_sacked = 0;
+		c->rtx_hi = c->snd_una;
+		/* The scoreboard survives the first expiry so that going back to
+		 * snd_una skips what the peer holds (RFC 6675 5.1); a repeated
+		 * expiry drops it in case the peer reneged (RFC 2018 8). */
+		if (c->backoff > 1)
+			c->n_sacked = 0;
 		c->snd_nxt = c->snd_una;
 		tcp_output(c);
 		if (!(c->flags & NC_DEAD))
 			timer_set(c, NT_RTX, rto_cur(c));
 		break;
+	case NT_TLP: {
+		/* One probe: a new segment when there is one (cwnd grows by it),
+		 * else the last segment again; then the RTO proper. */
+		uint32_t seg = c->mss - ((c->flags & NC_TS) ? TS_OPT_LEN : 0);
+		uint32_t before = c->snd_max;
+		c->flags |= NC_TLP;
+		s->st.tcp_tlp++;
+		if (unsent(c) > 0 && c->snd_nxt == c->snd_max) {
+			c->cwnd += seg;
+			tcp_output(c);
+		}
+		if (!(c->flags & NC_DEAD) && c->snd_max == before) {
+			uint32_t end = c->snd_una + c->sq_len;
+			uint32_t data = net_seq_gt(end, c->snd_una) ? end - c->snd_una : 0;
+			if ((c->flags & NC_FIN_SENT) && c->snd_max == end + 1)
+				retransmit_at(c, end);
+			else if (data > 0)
+				retransmit_at(c, end - umin(data, seg));
+		}
+		if (!(c->flags & NC_DEAD))
+			timer_set(c, NT_RTX, rto_cur(c));
+		break;
+	}
 	case NT_PERSIST:
 		s->st.tcp_zwp++;
 		xmit(c, c->snd_una - 1, NET_TCP_ACK, 0);
@@ -822,9 +874,19 @@ static uint32_t retransmit_at(struct net_conn *c, uint32_t seq)
 	return len;
 }
 
-/* Records the peer's SACK blocks (RFC 2018) that lie in [snd_una, snd_max). */
-static void sack_update(struct net_conn *c, const struct seg *sg)
+static uint32_t sacked_bytes(const struct net_conn *c)
 {
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < c->n_sacked; i++)
+		n += c->sacked[i].end - c->sacked[i].start;
+	return n;
+}
+
+/* Records the peer's SACK blocks (RFC 2018) that lie in [snd_una, snd_max);
+ * returns how many bytes the scoreboard gained (0: nothing new). */
+static uint32_t sack_update(struct net_conn *c, const struct seg *sg)
+{
+	uint32_t before = sacked_bytes(c);
 	for (uint32_t i = 0; i < sg->nsack; i++) {
 		struct net_range r = sg->sack[i];
 		if (!net_seq_lt(r.start, r.end) || !net_seq_gt(r.start, c->snd_una) ||
@@ -853,6 +915,8 @@ static void sack_update(struct net_conn *c, const struct seg *sg)
 			c->sacked[c->n_sacked++] = r;
 		}
 	}
+	uint32_t after = sacked_bytes(c);
+	return after > before ? after - before : 0;
 }
 
 static void sack_trim(struct net_conn *c)
@@ -879,15 +943,69 @@ static uint32_t sack_high(const struct net_conn *c)
 	return h;
 }
 
-/* In SACK recovery, resends the next hole below the highest SACKed byte. */
-static void sack_retransmit_hole(struct net_conn *c)
+/*
+ * RFC 6675 over the scoreboard. IsLost(x) holds when three SACKed blocks or
+ * more than two segments' worth of SACKed bytes lie above x; it is monotone,
+ * so it is described by one edge: every un-SACKed byte below *lost is lost.
+ * Returns the pipe: un-SACKed bytes at or above the edge (still in flight)
+ * plus those below it that were retransmitted (below rtx_hi).
+ */
+static uint32_t sack_pipe(const struct net_conn *c, uint32_t seg, uint32_t *lost)
 {
-	uint32_t from = net_seq_gt(c->rtx_hi, c->snd_una) ? c->rtx_hi : c->snd_una;
-	from = skip_sacked(c, from);
-	if (!net_seq_lt(from, sack_high(c)))
-		return;
-	uint32_t n = retransmit_at(c, from);
-	c->rtx_hi = from + n;
+	uint32_t edge = c->snd_una, above = 0, blocks = 0, hi = c->snd_max;
+	for (uint32_t k = 0; k < c->n_sacked; k++) {
+		int best = -1;
+		for (uint32_t i = 0; i < c->n_sacked; i++)
+			if (net_seq_lt(c->sacked[i].start, hi) &&
+			    (best < 0 || net_seq_gt(c->sacked[i].start, c->sacked[best].start)))
+				best = (int)i;
+		if (best < 0)
+			break;
+		hi = c->sacked[best].start;
+		above += c->sacked[best].end - c->sacked[best].start;
+		if (++blocks >= 3 || above > 2u * seg) {
+			edge = hi;
+			break;
+		}
+	}
+	if (edge == c->snd_una)
+		above = sacked_bytes(c);
+	uint32_t pipe = c->snd_max - edge - above;
+	uint32_t r = net_seq_lt(c->rtx_hi, edge) ? c->rtx_hi : edge;
+	if (net_seq_gt(r, c->snd_una)) {
+		uint32_t held = 0;
+		for (uint32_t i = 0; i < c->n_sacked; i++) {
+			uint32_t a = net_seq_gt(c->sacked[i].start, c->snd_una) ? c->sacked[i].start
+										: c->snd_una;
+			uint32_t b = net_seq_lt(c->sacked[i].end, r) ? c->sacked[i].end : r;
+			if (net_seq_lt(a, b))
+				held += b - a;
+		}
+		pipe += r - c->snd_una - held;
+	}
+	*lost = edge;
+	return pipe;
+}
+
+/* SACK recovery: resends un-SACKed ranges below `limit` above rtx_hi while
+ * cwnd - pipe allows a segment (RFC 6675 NextSeg rules 1 and 3). */
+static bool sack_rtx(struct net_conn *c, uint32_t seg, uint32_t limit, uint32_t *pipe)
+{
+	bool sent = false;
+	while (*pipe + seg <= c->cwnd) {
+		uint32_t from = net_seq_gt(c->rtx_hi, c->snd_una) ? c->rtx_hi : c->snd_una;
+		from = skip_sacked(c, from);
+		if (!net_seq_lt(from, limit))
+			break;
+		uint32_t n = retransmit_at(c, from);
+		if (n == 0)
+			break;
+		c->s->st.tcp_fast_retransmits++;
+		c->rtx_hi = from + n;
+		*pipe += n;
+		sent = true;
+	}
+	return sent;
 }
 
 /* NewReno (RFC 5681 / 6582) on an ACK that acknowledged `acked` bytes. */
@@ -895,13 +1013,31 @@ static void cc_on_ack(struct net_conn *c, uint32_t acked)
 {
 	if (c->flags & NC_RECOVERY) {
 		if (net_seq_ge(c->snd_una, c->recover)) {
+			/* Full ACK (RFC 6582 3.2 step 3): ssthresh with SACK, as the
+			 * pipe rule keeps bursts in check; NewReno takes
+			 * min(ssthresh, max(flight, MSS) + MSS). Never below two
+			 * segments: with one, a single loss can only end in an RTO. */
 			c->flags &= ~(uint32_t)NC_RECOVERY;
-			c->cwnd = umin(c->ssthresh, c->snd_max - c->snd_una + c->mss);
+			if (c->flags & NC_SACK)
+				c->cwnd = c->ssthresh;
+			else
+				c->cwnd = umin(c->ssthresh,
+					       umax(c->snd_max - c->snd_una, c->mss) + c->mss);
 			c->dupacks = 0;
 			return;
 		}
-		/* Partial ACK: resend the next hole, deflate by what was ACKed. */
-		uint32_t n = retransmit_at(c, skip_sacked(c, c->snd_una));
+		/* Partial ACK. With SACK, tcp_output resends what the scoreboard
+		 * calls lost as pipe allows (RFC 6675); NewReno resends the next
+		 * hole and deflates by what was ACKed (RFC 6582). */
+		if (c->flags & NC_SACK) {
+			if (net_seq_lt(c->rtx_hi, c->snd_una))
+				c->rtx_hi = c->snd_una;
+			/* The new snd_una was resent at some point before now:
+			 * judge its resend only by what is sent from here on. */
+			c->rtx_mark = c->snd_max;
+			return;
+		}
+		uint32_t n = retransmit_at(c, c->snd_una);
 		if (net_seq_lt(c->rtx_hi, c->snd_una + n))
 			c->rtx_hi = c->snd_una + n;
 		c->cwnd = c->cwnd > acked ? c->cwnd - acked : 0;
@@ -915,6 +1051,46 @@ static void cc_on_ack(struct net_conn *c, uint32_t acked)
 		c->cwnd += umax(1u, c->mss * c->mss / c->cwnd);
 }
 
+/* Fast retransmit: halve, remember the recovery point, resend snd_una.
+ * NewReno inflates cwnd by the three duplicates (RFC 5681); SACK recovery
+ * counts the pipe instead (RFC 6675), so cwnd is ssthresh. */
+static void enter_recovery(struct net_conn *c)
+{
+	struct net_stack *s = c->s;
+	/* After an RTO (snd_una below recover) cwnd was already collapsed:
+	 * this is a loss among the retransmissions, not a new congestion
+	 * event, so cwnd and ssthresh stay. */
+	if (net_seq_ge(c->snd_una, c->recover)) {
+		c->ssthresh = umax((c->snd_max - c->snd_una) / 2, 2u * c->mss);
+		c->cwnd = (c->flags & NC_SACK) ? c->ssthresh : c->ssthresh + 3u * c->mss;
+	}
+	c->recover = c->snd_max;
+	c->flags |= NC_RECOVERY;
+	s->st.tcp_recoveries++;
+	s->st.tcp_fast_retransmits++;
+	c->rtx_hi = c->snd_una + retransmit_at(c, c->snd_una);
+	c->rtx_mark = c->snd_max;
+}
+
+/* In SACK recovery: when more than two segments' worth of data sent after
+ * snd_una was last resent has been SACKed while snd_una stays, that resend
+ * was lost too (the idea of RACK, RFC 8985, on the scoreboard): resend it
+ * and walk the holes again now rather than at the RTO. */
+static void sack_lost_rtx(struct net_conn *c)
+{
+	uint32_t seg = c->mss - ((c->flags & NC_TS) ? TS_OPT_LEN : 0), after = 0;
+	for (uint32_t i = 0; i < c->n_sacked; i++) {
+		const struct net_range *r = &c->sacked[i];
+		if (net_seq_gt(r->end, c->rtx_mark))
+			after += r->end - (net_seq_gt(r->start, c->rtx_mark) ? r->start : c->rtx_mark);
+	}
+	if (after <= 2u * seg)
+		return;
+	c->s->st.tcp_fast_retransmits++;
+	c->rtx_hi = c->snd_una + retransmit_at(c, c->snd_una);
+	c->rtx_mark = c->snd_max;
+}
+
 static void on_dupack(struct net_conn *c)
 {
 	struct net_stack *s = c->s;
@@ -922,19 +1098,28 @@ static void on_dupack(struct net_conn *c)
 	if (c->dupacks < 255)
 		c->dupacks++;
 	if (c->flags & NC_RECOVERY) {
-		c->cwnd += c->mss;
-		if (c->flags & NC_SACK)
-			sack_retransmit_hole(c);
+		if (!(c->flags & NC_SACK))
+			c->cwnd += c->mss;
 		return;
 	}
-	if (c->dupacks != 3 || !net_seq_gt(c->snd_una, c->recover))
+	if ((c->flags & NC_SACK) || c->dupacks != 3 || !net_seq_gt(c->snd_una, c->recover))
 		return;
-	c->ssthresh = umax((c->snd_max - c->snd_una) / 2, 2u * c->mss);
-	c->recover = c->snd_max;
-	c->cwnd = c->ssthresh + 3u * c->mss;
-	c->flags |= NC_RECOVERY;
-	s->st.tcp_fast_retransmits++;
-	c->rtx_hi = c->snd_una + retransmit_at(c, c->snd_una);
+	enter_recovery(c);
+}
+
+/* With SACK, recovery starts on the third duplicate or as soon as the
+ * scoreboard calls snd_una lost (RFC 6675 5 step 2), whichever ACK it
+ * is: a cumulative ACK that leaves a hole counts too. */
+static void sack_loss_check(struct net_conn *c, bool probe_sacked)
+{
+	uint32_t lost;
+	uint32_t seg = c->mss - ((c->flags & NC_TS) ? TS_OPT_LEN : 0);
+	sack_pipe(c, seg, &lost);
+	/* A SACK for the tail loss probe with snd_una still missing: snd_una
+	 * went out at least a probe timeout (2 SRTT) before the probe, which
+	 * is RACK's test for lost (RFC 8985 6.2). */
+	if (c->dupacks >= 3 || net_seq_gt(lost, c->snd_una) || probe_sacked)
+		enter_recovery(c);
 }
 
 /* ---- receive ------------------------------------------------------------ */
@@ -1141,6 +1326,20 @@ static void syn_options(struct net_conn *c, const struct seg *sg)
 	}
 }
 
+/* A segment for a listening port that matches no connection and no
+ * cookie. Alone on the port it is reset; with shared_port the connection
+ * may live on another stack that missed this frame (its peer will send it
+ * again), so a RST here would kill a healthy connection. */
+static void stray(struct net_stack *s, const struct net_ip *ip, const struct net_tcp *th,
+		  const struct seg *sg)
+{
+	if (s->conf.shared_port) {
+		s->st.tcp_stray_drops++;
+		return;
+	}
+	rst_reply(s, ip, th, sg);
+}
+
 /* A SYN, or an ACK that may complete a cookie handshake, for no TCB. */
 static void listen_input(struct net_stack *s, const struct net_ip *ip, const struct net_tcp *th,
 			 const struct seg *sg)
@@ -1164,7 +1363,7 @@ static void listen_input(struct net_stack *s, const struct net_ip *ip, const str
 		if (idx < 0) {
 			if (s->conf.syn_cookies)
 				s->st.tcp_cookies_bad++;
-			rst_reply(s, ip, th, sg);
+			stray(s, ip, th, sg);
 			return;
 		}
 		struct net_conn *c = conn_new(s, ip->src, th->sport, th->dport);
@@ -1193,11 +1392,11 @@ static void listen_input(struct net_stack *s, const struct net_ip *ip, const str
 		return;
 	}
 	if ((sg->flags & (NET_TCP_SYN | NET_TCP_ACK | NET_TCP_FIN)) != NET_TCP_SYN) {
-		rst_reply(s, ip, th, sg);
+		stray(s, ip, th, sg);
 		return;
 	}
 	s->st.tcp_syn_rx++;
-	if (s->n_synrcvd < s->conf.syn_backlog) {
+	if (s->n_synrcvd < s->conf.syn_backlog && !(s->conf.shared_port && s->conf.syn_cookies)) {
 		struct net_conn *c = conn_new(s, ip->src, th->sport, th->dport);
 		if (c) {
 			syn_options(c, sg);
@@ -1232,6 +1431,11 @@ static void listen_input(struct net_stack *s, const struct net_ip *ip, const str
 		tsval |= 0x10u;
 	if (sg->ws >= 0)
 		tsval |= 0x40u | ws;
+	/* Never ahead of the clock: our next segments carry TSval = now, and
+	 * a peer's PAWS drops any below the SYN-ACK's (RFC 7323 5.3), which
+	 * left the first answer of a cookie connection to the RTO. */
+	if (net_seq_gt(tsval, s->now_ms))
+		tsval -= 0x80u;
 	uint8_t o[NET_TCP_MAX_OPTLEN];
 	uint32_t olen = put_syn_opts(o, s->mss_local, sg->has_ts && sg->sack_perm, sg->has_ts,
 				     tsval, sg->tsval, (sg->has_ts && sg->ws >= 0) ? ws : -1);
@@ -1357,15 +1561,18 @@ static void conn_input(struct net_conn *c, const struct seg *sg)
 		return;
 	}
 
-	if ((c->flags & NC_SACK) && sg->nsack)
-		sack_update(c, sg);
+	uint32_t newly = ((c->flags & NC_SACK) && sg->nsack) ? sack_update(c, sg) : 0;
 
 	/* RTT from the echoed timestamp, or the timed segment (Karn). */
 	bool advanced = net_seq_gt(sg->ack, c->snd_una);
 	if (advanced) {
 		uint32_t acked = sg->ack - c->snd_una;
 		bool fin_acked = (c->flags & NC_FIN_SENT) && sg->ack == c->snd_una + c->sq_len + 1;
-		if ((c->flags & NC_TS) && sg->has_ts && sg->tsecr && !c->backoff)
+		/* An echoed timestamp times the very segment that was ACKed, a
+		 * retransmission included, so it is sampled even while backed
+		 * off (RFC 7323 4.1); cookie option bits may put TSecr ahead. */
+		if ((c->flags & NC_TS) && sg->has_ts && sg->tsecr &&
+		    net_seq_le(sg->tsecr, s->now_ms))
 			rtt_sample(c, s->now_ms - sg->tsecr);
 		else if ((c->flags & NC_RTT) && net_seq_gt(sg->ack, c->rtt_seq))
 			rtt_sample(c, s->now_ms - c->rtt_start_ms);
@@ -1377,6 +1584,7 @@ static void conn_input(struct net_conn *c, const struct seg *sg)
 			c->snd_nxt = c->snd_una;
 		c->backoff = 0;
 		c->retries = 0;
+		c->flags &= ~(uint32_t)NC_TLP;
 		sack_trim(c);
 		cc_on_ack(c, acked);
 		if (fin_acked) {
@@ -1391,10 +1599,22 @@ static void conn_input(struct net_conn *c, const struct seg *sg)
 				return;
 			}
 		}
-	} else if (sg->ack == c->snd_una && dlen == 0 && !fin && c->snd_max != c->snd_una &&
-		   (sg->wnd << c->snd_ws) == c->snd_wnd) {
+	} else if (sg->ack == c->snd_una && c->snd_max != c->snd_una &&
+		   ((c->flags & NC_SACK) ? newly > 0
+					 : dlen == 0 && !fin && (sg->wnd << c->snd_ws) == c->snd_wnd)) {
+		/* With SACK, an ACK that SACKs new data is a duplicate whatever
+		 * else it carries (RFC 6675 2): a peer that sends data or moves
+		 * its window still reports the loss. */
 		on_dupack(c);
 	}
+	/* With SACK, duplicates of go-back-N resends carry no new SACK
+	 * information, so once the resends after an RTO are out (snd_nxt back
+	 * at snd_max) a hole the scoreboard calls lost is a lost resend. */
+	if ((c->flags & (NC_SACK | NC_RECOVERY)) == NC_SACK && c->snd_max != c->snd_una &&
+	    (net_seq_ge(c->snd_una, c->recover) || c->snd_nxt == c->snd_max))
+		sack_loss_check(c, newly > 0 && (c->flags & NC_TLP));
+	else if ((c->flags & (NC_SACK | NC_RECOVERY)) == (NC_SACK | NC_RECOVERY) && newly > 0)
+		sack_lost_rtx(c);
 
 	/* Window update (RFC 9293 3.10.7.4, SND.WL1/WL2). */
 	if (net_seq_lt(c->snd_wl1, seq) ||
@@ -1565,8 +1785,22 @@ static void tcp_output(struct net_conn *c)
 			c->state == NET_TCPS_LAST_ACK;
 	bool sent = false;
 	uint32_t seg_max = c->mss - ((c->flags & NC_TS) ? TS_OPT_LEN : 0);
+	bool sack_rec = can_send && (c->flags & (NC_SACK | NC_RECOVERY)) == (NC_SACK | NC_RECOVERY);
+	/* Outside recovery, SACKed bytes have left the network too: new data
+	 * may use the room they free (limited transmit by pipe, RFC 6675 5),
+	 * which brings the further SACKs that reveal a loss in a small window. */
+	bool use_pipe = sack_rec || (can_send && (c->flags & NC_SACK) && c->n_sacked > 0 &&
+				     c->snd_nxt == c->snd_max);
+	uint32_t pipe = 0, lost = 0;
 
 	c->flags &= ~(uint32_t)NC_BLOCKED;
+	if (use_pipe)
+		pipe = sack_pipe(c, seg_max, &lost);
+	if (sack_rec) {
+		/* Lost ranges first, then new data, both within cwnd - pipe. */
+		sent = sack_rtx(c, seg_max, lost, &pipe);
+		c->snd_nxt = c->snd_max;
+	}
 	while (can_send) {
 		uint32_t end = c->snd_una + c->sq_len;
 		if (net_seq_lt(c->snd_nxt, c->snd_max))
@@ -1599,6 +1833,10 @@ static void tcp_output(struct net_conn *c)
 		uint32_t inflight = c->snd_nxt - c->snd_una;
 		uint32_t wnd = umin(umin(c->snd_wnd, c->cwnd), s->conf.snd_buf);
 		uint32_t room = wnd > inflight ? wnd - inflight : 0;
+		if (use_pipe) {
+			uint32_t w = umin(c->snd_wnd, s->conf.snd_buf);
+			room = umin(c->cwnd > pipe ? c->cwnd - pipe : 0, w > inflight ? w - inflight : 0);
+		}
 		uint32_t len = umin(umin(avail, seg_max), room);
 		if (net_seq_lt(c->snd_nxt, c->snd_max))
 			len = next_sacked(c, c->snd_nxt, c->snd_nxt + len) - c->snd_nxt;
@@ -1623,14 +1861,19 @@ static void tcp_output(struct net_conn *c)
 		c->snd_nxt += len;
 		if (net_seq_gt(c->snd_nxt, c->snd_max))
 			c->snd_max = c->snd_nxt;
+		pipe += len;
 		sent = true;
 	}
+	/* Nothing new to send: un-SACKed ranges below the highest SACK that
+	 * are not yet called lost (RFC 6675 NextSeg rule 3). */
+	if (sack_rec && unsent(c) == 0 && sack_rtx(c, seg_max, sack_high(c), &pipe))
+		sent = true;
 	if (c->flags & NC_ACK_NOW)
 		send_ack(c);
 	else if ((c->flags & NC_DELACK) && !c->ack_timer.armed)
 		tw_arm(s->wheel, &c->ack_timer, s->now_ns + NET_TCP_DELACK_MS * MS);
-	if (sent && c->snd_max != c->snd_una && !(c->timer.armed && c->tmode == NT_RTX))
-		timer_set(c, NT_RTX, rto_cur(c));
+	if (sent && c->snd_max != c->snd_una && !rtx_armed(c))
+		rtx_arm(c);
 	if (unsent(c) == 0 && (c->flags & NC_HAD_TX) && app_reads(c)) {
 		c->flags &= ~(uint32_t)NC_HAD_TX;
 		s->up->on_drained(s->app, c->ctx);

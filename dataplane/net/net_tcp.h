@@ -11,6 +11,10 @@
 #define NET_TCP_RTO_MIN_MS 200u
 #define NET_TCP_RTO_MAX_MS 60000u
 #define NET_TCP_DELACK_MS 40u
+/* Tail loss probe: at least this after the last send, and this much more
+ * when a single segment is out (the peer may be delaying its ACK). */
+#define NET_TCP_TLP_MIN_MS 10u
+#define NET_TCP_TLP_DELACK_MS 50u
 #define NET_TCP_SYNACK_RETRIES 5u
 #define NET_TCP_RTX_RETRIES 15u
 #define NET_TCP_INIT_CWND_SEGS 10u

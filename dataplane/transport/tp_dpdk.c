@@ -87,6 +87,11 @@ static struct {
 	struct rte_ring *arp_rings[CHAN_MAX_WORKERS];
 	bool tx_csum;
 	struct rte_ether_addr mac;
+	/* One ISN/SYN-cookie secret for every worker's stack: a device that
+	 * spreads a flow's frames over several queues (af_packet's fanout rolls
+	 * over when a ring is full) may hand a handshake's ACK to another worker,
+	 * which can then still validate the cookie. Wiped in tp_dpdk_fini(). */
+	uint8_t secret[NET_SECRET_LEN];
 } g;
 
 /* ---- EAL arguments -------------------------------------------------------- */
@@ -419,6 +424,7 @@ int tp_dpdk_init(const struct sluice_conf *conf, const char *argv0, char *err, s
 		snprintf(err, errlen, "libsodium: init failed");
 		return -1;
 	}
+	randombytes_buf(g.secret, sizeof(g.secret));
 	for (uint32_t i = 1; i < CONF_MAX_PORTS; i++) {
 		if (conf->ports[i].present) {
 			snprintf(err, errlen, "%s: [port.%u]: transport = dpdk drives [port.0] only", conf->path, i);
@@ -492,6 +498,7 @@ static void remove_runtime_dir(const char *dir)
 
 void tp_dpdk_fini(void)
 {
+	sodium_memzero(g.secret, sizeof(g.secret));
 	if (g.port_started) {
 		int rc = rte_eth_dev_stop(g.port);
 		if (rc != 0)
@@ -755,7 +762,8 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	nc.rcv_buf = c->tcp_rcv_buf;
 	nc.keepalive_s = c->tcp_keepalive_s;
 	nc.csum_offload_tx = g.tx_csum;
-	randombytes_buf(nc.secret, sizeof(nc.secret));
+	memcpy(nc.secret, g.secret, sizeof(nc.secret));
+	nc.shared_port = g.nq > 1;
 
 	static const struct net_io io = {
 		.tx_alloc = io_tx_alloc,

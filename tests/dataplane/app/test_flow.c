@@ -16,6 +16,7 @@
 
 #include "app/app.h"
 #include "app/app_metrics.h"
+#include "net/net_stack.h"
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "transport/transport.h"
@@ -106,6 +107,8 @@ struct dp_stats *worker_stats(struct worker *w) { return &w->st; }
 struct tp *worker_tp(struct worker *w) { return w->tp; }
 bool worker_control_attached(const struct worker *w) { return w->attached; }
 uint32_t worker_control_epoch(const struct worker *w) { return w->cp_epoch; }
+/* The kernel transport has no native stack: no stack counters to render. */
+uint32_t net_stats_total(struct net_stats *out) { (void)out; return 0; }
 uint32_t worker_epoch(const struct worker *w) { (void)w; return 5; }
 uint32_t worker_rec_max(const struct worker *w) { return w->rec_max ? w->rec_max : 64 * 1024; }
 uint32_t worker_count(void) { return 1; }
