@@ -428,7 +428,7 @@ void stream_end_of_turn(struct app *a, bool busy)
 		/* "Nothing queued" means nothing left over from earlier turns:
 		 * bytes this conn queued in this turn leave at this turn's flush. */
 		mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
-		tx_idle = !ti.blocked && ti.tx_queued <= mine;
+		tx_idle = !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
 		if (batch_decide(&c->batch, &a->pol, now, busy, tx_idle) == BATCH_FLUSH) {
 			if (stream_flush(c))
 				conn_account(c);

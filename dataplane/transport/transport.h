@@ -62,6 +62,18 @@ struct tp_conn_info {
 	bool blocked;        /* the last send hit a full window / EAGAIN */
 };
 
+/* True unless the transport reports the connection's window as used up:
+ * un-ACKed bytes at or above the smaller of the peer's window and cwnd
+ * (0 = not reported). A full window means a new frame would only wait in
+ * the send queue, so the batcher may as well keep coalescing. */
+static inline bool tp_window_open(const struct tp_conn_info *ti)
+{
+	uint32_t wnd = ti->cwnd;
+	if (ti->snd_wnd && (!wnd || ti->snd_wnd < wnd))
+		wnd = ti->snd_wnd;
+	return wnd == 0 || ti->unacked < wnd;
+}
+
 struct tp_ops {
 	const char *name;
 	/* One I/O pass: accept, receive, retransmit, timers of the stack. May block

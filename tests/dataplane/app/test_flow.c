@@ -140,6 +140,7 @@ struct tp_conn {
 	char out[1 << 18];
 	size_t out_len, taken, flushed;
 	uint64_t extra_queued; /* pretend bytes stuck in the kernel */
+	uint32_t cwnd, snd_wnd, unacked; /* what the stack reports of its windows */
 	bool blocked, closed, aborted;
 	int resumes;
 	uint8_t stash[1 << 16]; /* what the app left unconsumed */
@@ -166,6 +167,9 @@ static void f_info(struct tp_conn *c, struct tp_conn_info *out)
 	memset(out, 0, sizeof(*out));
 	out->tx_queued = c->out_len - c->flushed + c->extra_queued;
 	out->blocked = c->blocked;
+	out->cwnd = c->cwnd;
+	out->snd_wnd = c->snd_wnd;
+	out->unacked = c->unacked;
 }
 
 static const struct tp_ops fake_ops = {
@@ -751,11 +755,25 @@ static void test_busy_coalesces_until_max_delay(void **state)
 	tokens(all_of(), "s_1", "m_9", 5, one, 1);
 	app_end_of_turn(A, false);
 	assert_non_null(strstr(take(c), "\"seq\":5,\"n\":2,"));
+	/* Not busy, nothing queued, but the window is used up (un-ACKed bytes
+	 * reach the smaller of cwnd and the peer's window): hold. */
+	tx_flush(c);
+	c->cwnd = 14600;
+	c->snd_wnd = 65535;
+	c->unacked = 14600;
+	tokens(all_of(), "s_1", "m_9", 6, one, 1);
+	app_end_of_turn(A, false);
+	assert_string_equal(take(c), "");
+	c->unacked = 1460;
+	tokens(all_of(), "s_1", "m_9", 7, one, 1);
+	app_end_of_turn(A, false);
+	assert_non_null(strstr(take(c), "\"seq\":7,\"n\":2,"));
+	c->cwnd = c->snd_wnd = c->unacked = 0;
 	/* A status event flushes held tokens first (ordering). */
 	tx_flush(c);
-	tokens(all_of(), "s_1", "m_9", 6, one, 1);
+	tokens(all_of(), "s_1", "m_9", 8, one, 1);
 	app_end_of_turn(A, true);
-	done_rec(all_of(), "s_1", "m_9", CHAN_DONE_CANCELLED, 6);
+	done_rec(all_of(), "s_1", "m_9", CHAN_DONE_CANCELLED, 8);
 	const char *out = take(c);
 	assert_true(strstr(out, "event: token") < strstr(out, "event: done"));
 	assert_non_null(strstr(out, "\"status\":\"cancelled\""));
