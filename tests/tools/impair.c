@@ -133,8 +133,13 @@ static void dump_counters(const struct bridge *b, FILE *f)
 	for (int i = 0; i < 2; i++) {
 		char label[2 * IF_NAMESIZE + 16];
 		snprintf(label, sizeof(label), "impair: %s->%s", b->name[i], b->name[!i]);
-		if (imp_format_counters(line, sizeof(line), label, &b->dir[i].c) > 0)
-			fputs(line, f);
+		/* Frames still queued or held back are neither sent nor dropped
+		 * yet: reported so the counters add up at any moment. */
+		int n = imp_format_counters(line, sizeof(line), label, &b->dir[i].c);
+		if (n > 0 && line[n - 1] == '\n') {
+			line[n - 1] = '\0';
+			fprintf(f, "%s pending=%u\n", line, imp_dir_pending(&b->dir[i]));
+		}
 	}
 	fflush(f);
 }

@@ -150,25 +150,28 @@ def test_all_impairments_tcp(topo):
             want = n * pct / 100
             check(0.6 * want <= x[k] <= 1.4 * want + 5,
                   "%s: %s=%d of %d frames, expected about %.0f" % (d, k, x[k], n, want))
-        check(x["tx"] + x["txdrop"] + x["qdrop"] == n - x["lost"] + x["dup"],
+        check(x["tx"] + x["txdrop"] + x["qdrop"] + x["pending"] == n - x["lost"] + x["dup"],
               "%s: counters do not add up: %r" % (d, x))
     print("  loss 3%% reorder 10%% dup 3%% corrupt 0.5%% delay 5+-2 ms: 10 MiB each way "
           "in %.2f s" % secs)
 
 
-def test_same_seed_same_losses(topo):
+def test_seeded_losses(topo):
+    # Same seed, same frame sequence -> same decisions is checked exactly in
+    # tests/tools/test_impair_core.c (test_deterministic_by_seed). Here the
+    # kernel may add a frame of its own to a run, which shifts the stream, so
+    # this checks the rate and that another seed draws another pattern.
     static_neighbours(topo)
-    runs = []
-    for _ in range(2):
-        topo.start_impair("--loss", "30", "--seed", "4242")
-        runs.append(ping_seqs(topo))
-        topo.stop_impair()
+    topo.start_impair("--loss", "30", "--seed", "4242")
+    one = ping_seqs(topo)
+    topo.stop_impair()
     topo.start_impair("--loss", "30", "--seed", "4243")
     other = ping_seqs(topo)
     topo.stop_impair()
-    check(0 < len(runs[0]) < 40, "30%% loss both ways: %d of 40 answered" % len(runs[0]))
-    check(runs[0] == runs[1], "seed 4242 twice: answered %r then %r" % (runs[0], runs[1]))
-    check(other != runs[0], "seeds 4242 and 4243 lost the same pings: %r" % other)
+    for name, got in (("4242", one), ("4243", other)):
+        # 30% loss each way: an echo survives with p = 0.49; 40 pings.
+        check(8 <= len(got) <= 32, "seed %s, 30%% loss both ways: %d of 40 answered" % (name, len(got)))
+    check(other != one, "seeds 4242 and 4243 lost the same pings: %r" % other)
 
 
 def test_delay(topo):
@@ -201,7 +204,7 @@ def test_bad_arguments(topo):
 
 
 TESTS = [test_bad_arguments, test_passthrough, test_all_impairments_tcp,
-         test_same_seed_same_losses, test_delay, test_duration_and_sigusr1]
+         test_seeded_losses, test_delay, test_duration_and_sigusr1]
 
 
 def main():
