@@ -1391,6 +1391,18 @@ int lm_session_list(struct store *st, const struct store_list_query *q,
 	return rc == 0 || rc == MDB_NOTFOUND ? 0 : lm_errno(rc);
 }
 
+/* Fills a store_user from its key (the name, not NUL-terminated) and record. */
+static void lm_user_out(const void *name, size_t name_len, const struct lm_user_rec *r,
+			struct store_user *out)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->name, name, name_len);
+	out->role = r->role;
+	out->created_at = r->created_at;
+	out->uid = r->uid;
+	lm_strcpy(out->pwhash, sizeof(out->pwhash), r->pwhash);
+}
+
 int lm_user_get(struct store *st, const char *name, struct store_user *out)
 {
 	struct lm_store *s = LM_S(st);
@@ -1400,44 +1412,57 @@ int lm_user_get(struct store *st, const char *name, struct store_user *out)
 	int rc = lm_read_fixed(s, LM_USERS, lm_str_key(name, STORE_USER_MAX), &r, sizeof(r));
 	if (rc)
 		return rc;
-	memset(out, 0, sizeof(*out));
-	lm_strcpy(out->name, sizeof(out->name), name);
-	out->role = r.role;
-	out->created_at = r.created_at;
-	out->uid = r.uid;
-	lm_strcpy(out->pwhash, sizeof(out->pwhash), r.pwhash);
+	lm_user_out(name, strlen(name), &r, out);
+	return 0;
+}
+
+/*
+ * Calls fn for every (key, value) of database db in a read transaction; fn
+ * answers 0 to go on or an MDB error (MDB_CORRUPTED for a record of the wrong
+ * shape) to stop. Returns 0 or a negative errno.
+ */
+static int lm_walk(struct lm_store *s, int db, int (*fn)(void *ctx, const MDB_val *k, const MDB_val *v),
+		   void *ctx)
+{
+	MDB_txn *t = lm_rtxn(s);
+	if (!t)
+		return -EIO;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(t, s->dbi[db], &cur);
+	if (rc)
+		return lm_errno(rc);
+	MDB_val k, v;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		rc = fn(ctx, &k, &v);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == 0 || rc == MDB_NOTFOUND ? 0 : lm_errno(rc);
+}
+
+struct lm_user_walk {
+	void (*each)(void *arg, const struct store_user *u);
+	void *arg;
+};
+
+static int lm_user_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	const struct lm_user_walk *w = ctx;
+	struct lm_user_rec r;
+	struct store_user u;
+	if (v->mv_size != sizeof(r) || k->mv_size >= sizeof(u.name))
+		return MDB_CORRUPTED;
+	memcpy(&r, v->mv_data, sizeof(r));
+	lm_user_out(k->mv_data, k->mv_size, &r, &u);
+	w->each(w->arg, &u);
 	return 0;
 }
 
 int lm_user_list(struct store *st, void (*each)(void *arg, const struct store_user *u), void *arg)
 {
-	struct lm_store *s = LM_S(st);
-	MDB_txn *t = lm_rtxn(s);
-	if (!t)
-		return -EIO;
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(t, s->dbi[LM_USERS], &cur);
-	if (rc)
-		return lm_errno(rc);
-	MDB_val k, v;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct lm_user_rec r;
-		struct store_user u;
-		if (v.mv_size != sizeof(r) || k.mv_size >= sizeof(u.name)) {
-			rc = MDB_CORRUPTED;
-			break;
-		}
-		memcpy(&r, v.mv_data, sizeof(r));
-		memset(&u, 0, sizeof(u));
-		memcpy(u.name, k.mv_data, k.mv_size);
-		u.role = r.role;
-		u.created_at = r.created_at;
-		u.uid = r.uid;
-		lm_strcpy(u.pwhash, sizeof(u.pwhash), r.pwhash);
-		each(arg, &u);
-	}
-	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : lm_errno(rc);
+	struct lm_user_walk w = { each, arg };
+	return lm_walk(LM_S(st), LM_USERS, lm_user_step, &w);
 }
 
 static void lm_key_out(const void *hash, const struct lm_key_rec *r, struct store_apikey *out)
@@ -1461,33 +1486,32 @@ int lm_apikey_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct s
 	return 0;
 }
 
+struct lm_key_walk {
+	const char *owner;
+	void (*each)(void *arg, const struct store_apikey *k);
+	void *arg;
+};
+
+static int lm_key_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	const struct lm_key_walk *w = ctx;
+	struct lm_key_rec r;
+	if (v->mv_size != sizeof(r) || k->mv_size != STORE_HASH_LEN)
+		return MDB_CORRUPTED;
+	memcpy(&r, v->mv_data, sizeof(r));
+	if (w->owner && strncmp(w->owner, r.owner, sizeof(r.owner)) != 0)
+		return 0;
+	struct store_apikey out;
+	lm_key_out(k->mv_data, &r, &out);
+	w->each(w->arg, &out);
+	return 0;
+}
+
 int lm_apikey_list(struct store *st, const char *owner, void (*each)(void *arg, const struct store_apikey *k),
 		   void *arg)
 {
-	struct lm_store *s = LM_S(st);
-	MDB_txn *t = lm_rtxn(s);
-	if (!t)
-		return -EIO;
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(t, s->dbi[LM_APIKEYS], &cur);
-	if (rc)
-		return lm_errno(rc);
-	MDB_val k, v;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct lm_key_rec r;
-		if (v.mv_size != sizeof(r) || k.mv_size != STORE_HASH_LEN) {
-			rc = MDB_CORRUPTED;
-			break;
-		}
-		memcpy(&r, v.mv_data, sizeof(r));
-		if (owner && strncmp(owner, r.owner, sizeof(r.owner)) != 0)
-			continue;
-		struct store_apikey out;
-		lm_key_out(k.mv_data, &r, &out);
-		each(arg, &out);
-	}
-	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : lm_errno(rc);
+	struct lm_key_walk w = { owner, each, arg };
+	return lm_walk(LM_S(st), LM_APIKEYS, lm_key_step, &w);
 }
 
 int lm_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out)
