@@ -547,16 +547,20 @@ void *chan_reserve(struct chan_prod *p, uint16_t type, uint32_t len)
 	return rec->payload;
 }
 
-/* Growing a record past its reservation means the caller already wrote
- * over space the ring may not own; there is no safe way to continue. */
-void chan_commit(struct chan_prod *p, uint32_t len)
+/* A record grown past its reservation is a caller's bug; the ring only
+ * vouched for the reserved bytes, so the record is dropped (head stays, the
+ * slot is reserved afresh next time) and counted, never published. */
+bool chan_commit(struct chan_prod *p, uint32_t len)
 {
 	struct chan_rec *rec = (struct chan_rec *)(p->data + (p->head & p->mask));
-	if (unlikely(len > rec->len))
-		abort();
+	if (unlikely(len > rec->len)) {
+		p->bad_commits++;
+		return false;
+	}
 	rec->len = len;
 	p->head += chan_rec_size(len);
 	p->pending++;
+	return true;
 }
 
 /*

@@ -12,7 +12,6 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "admin/admin.h"
 #include "sluice/log.h"
 
 /* The parts of a REQUEST record the handlers use; pointers into the record. */
@@ -156,7 +155,7 @@ static json_t *api_session_full_json(struct api *a, struct chat_session *s, cons
 	uint32_t n = store_message_count(a->st, ss->id);
 	for (uint32_t i = 0; i < n; i++) {
 		struct store_message m;
-		if (chat_message_get(&a->chat, s, i, &m) < 0)
+		if (chat_message_get(a->chat, s, i, &m) < 0)
 			goto fail;
 		if (json_array_append_new(msgs, api_message_json(&m)) < 0)
 			goto fail;
@@ -207,20 +206,29 @@ static void api_message_accepted(void *arg, const struct chat_reply *r, const ch
 	api_send_json(a, r, 202, CHAN_RESP_PLAIN, NULL, json_pack("{s:s}", "message_id", mid), NULL);
 }
 
-int api_init(struct api *a, const struct sluice_conf *conf, struct store *st, struct chan_out *out)
+static void api_on_record(void *arg, uint16_t type, const void *payload, uint32_t len);
+
+int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 {
 	memset(a, 0, sizeof(*a));
-	a->conf = conf;
-	a->st = st;
-	a->out = out;
+	a->conf = d->conf;
+	a->st = d->st;
+	a->out = d->out;
+	a->chat = d->chat;
+	a->auth = d->auth;
+	a->cp_epoch = cpl_epoch(d->loop);
+	static const uint16_t types[] = { CHAN_REC_REQUEST, CHAN_REC_SUBSCRIBE, CHAN_REC_UNSUBSCRIBE,
+					  CHAN_REC_CONN_CLOSED };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(types); i++) {
+		if (cpl_on_record(d->loop, types[i], api_on_record, a) < 0) {
+			snprintf(err, errlen, "api: record type %u has another handler", types[i]);
+			return -1;
+		}
+	}
 	struct chat_hooks h = { .session_created = api_session_created,
 				.message_accepted = api_message_accepted, .arg = a };
-	return chat_init(&a->chat, conf, st, out, &h);
-}
-
-void api_free(struct api *a)
-{
-	chat_free(&a->chat);
+	chat_set_hooks(a->chat, &h);
+	return 0;
 }
 
 /* ---- handlers ------------------------------------------------------------ */
@@ -271,7 +279,7 @@ bad:
 static struct chat_session *api_owned(struct api *a, const struct chat_reply *r,
 				      const struct api_req *q, const char *id, size_t len)
 {
-	struct chat_session *s = chat_session_get(&a->chat, id, len);
+	struct chat_session *s = chat_session_get(a->chat, id, len);
 	if (!s || strcmp(s->user, q->user) != 0 || s->owner_uid != q->uid) {
 		api_not_found(a, r, "no such session");
 		return NULL;
@@ -329,7 +337,7 @@ static void api_sessions_create(struct api *a, const struct chat_reply *r, const
 	chat_new_id("s_", ss.id);
 	ss.created_at = (int64_t)time(NULL);
 	ss.updated_at = ss.created_at;
-	if (chat_session_create(&a->chat, be, &ss, r) < 0)
+	if (chat_session_create(a->chat, be, &ss, r) < 0)
 		api_error(a, r, 500, "internal", "the session could not be stored", NULL);
 out:
 	json_decref(j);
@@ -502,7 +510,7 @@ static void api_patched(void *arg, int err)
 	if (err) {
 		api_store_error(x->a, &x->r, err, "the session could not be stored");
 	} else {
-		chat_event(&x->a->chat, x->ss.id, "patched", NULL);
+		chat_event(x->a->chat, x->ss.id, "patched", NULL);
 		api_send_json(x->a, &x->r, 200, CHAN_RESP_PLAIN, NULL, api_session_json(&x->ss), NULL);
 	}
 	free(x);
@@ -569,12 +577,12 @@ static void api_session_delete(struct api *a, const struct chat_reply *r, const 
 	if (!x)
 		return;
 	memcpy(x->ss.id, s->node.id, CHAN_ID_LEN);
-	if (chat_session_drop(&a->chat, s) < 0) {
+	if (chat_session_drop(a->chat, s) < 0) {
 		free(x);
 		api_error(a, r, 409, "busy", "a message of this session waits for its commit", NULL);
 		return;
 	}
-	chat_event(&a->chat, x->ss.id, "deleted", NULL);
+	chat_event(a->chat, x->ss.id, "deleted", NULL);
 	if (a->st->ops->session_delete(a->st, x->ss.id, api_deleted, x) < 0) {
 		free(x);
 		api_error(a, r, 500, "internal", "the session could not be deleted", NULL);
@@ -634,7 +642,7 @@ static bool api_markdown(struct api *a, struct chat_session *s, const struct sto
 	uint32_t n = store_message_count(a->st, ss->id);
 	for (uint32_t i = 0; ok && i < n; i++) {
 		struct store_message m;
-		if (chat_message_get(&a->chat, s, i, &m) < 0)
+		if (chat_message_get(a->chat, s, i, &m) < 0)
 			return false;
 		ok = api_buf_str(b, m.role == STORE_ROLE_USER ? "\n## User\n\n" : "\n## Assistant\n\n") &&
 		     api_buf_put(b, m.content ? m.content : "", m.content_len) && api_buf_str(b, "\n");
@@ -714,7 +722,7 @@ static void api_post_message(struct api *a, const struct chat_reply *r, const st
 	struct chat_session *s = api_owned(a, r, q, json_string_value(sid), json_string_length(sid));
 	if (!s)
 		return;
-	int rc = chat_message_post(&a->chat, s, json_string_value(content), json_string_length(content), r);
+	int rc = chat_message_post(a->chat, s, json_string_value(content), json_string_length(content), r);
 	if (rc == -EBUSY)
 		api_error(a, r, 409, "busy", "an answer is already running in this session", NULL);
 	else if (rc < 0)
@@ -737,7 +745,7 @@ static void api_cancel(struct api *a, const struct chat_reply *r, const struct a
 	if (!s)
 		return;
 	char mid[CHAN_ID_LEN];
-	if (chat_cancel(&a->chat, s, mid) < 0) {
+	if (chat_cancel(a->chat, s, mid) < 0) {
 		api_error(a, r, 409, "not_streaming", "no answer is running in this session", NULL);
 		return;
 	}
@@ -792,7 +800,7 @@ static enum chat_resume api_parse_resume(const char *v, size_t len, char mid[CHA
  * registered: an untracked stream would outlive its credential. */
 static bool api_track_sse(struct api *a, const struct chat_reply *r, const struct api_req *q)
 {
-	if (!a->auth || !q->id || r->kind != CHAN_REQ_HTTP)
+	if (r->kind != CHAN_REQ_HTTP)
 		return true;
 	if (auth_conn_add(a->auth, r->conn, q->id) == 0)
 		return true;
@@ -842,7 +850,7 @@ static void api_subscribe(struct api *a, const struct chat_reply *r, const struc
 	if (kind != CHAT_RESUME_NONE) {
 		struct store_message m;
 		int64_t idx = store_message_find(a->st, s->node.id, mid);
-		if (idx < 0 || chat_message_get(&a->chat, s, (uint32_t)idx, &m) < 0)
+		if (idx < 0 || chat_message_get(a->chat, s, (uint32_t)idx, &m) < 0)
 			kind = CHAT_RESUME_NONE;
 		else if (kind != CHAT_RESUME_SEQ)
 			seq = m.ntokens;
@@ -854,7 +862,7 @@ static void api_subscribe(struct api *a, const struct chat_reply *r, const struc
 	struct co_resp resp = { .session_id = s->node.id,
 				.resume_message_id = kind != CHAT_RESUME_NONE ? mid : NULL,
 				.resume_seq = seq };
-	if (api_send_subscribe(a, r, &resp, o) && !chat_subscribe(&a->chat, s, r->conn, kind, mid, seq))
+	if (api_send_subscribe(a, r, &resp, o) && !chat_subscribe(a->chat, s, r->conn, kind, mid, seq))
 		LOG_WARN("backlog for a subscriber on worker %u incomplete: channel full", r->conn.worker);
 }
 
@@ -866,7 +874,7 @@ static bool api_replay_pick(struct api *a, const struct chat_reply *r, struct ch
 	const char *sid = s->node.id;
 	if (mid) {
 		int64_t idx = store_message_find(a->st, sid, mid);
-		if (idx < 0 || chat_message_get(&a->chat, s, (uint32_t)idx, m) < 0 ||
+		if (idx < 0 || chat_message_get(a->chat, s, (uint32_t)idx, m) < 0 ||
 		    m->role != STORE_ROLE_ASSISTANT) {
 			api_not_found(a, r, "no such assistant message");
 			return false;
@@ -878,7 +886,7 @@ static bool api_replay_pick(struct api *a, const struct chat_reply *r, struct ch
 		return true;
 	}
 	for (uint32_t i = store_message_count(a->st, sid); i-- > 0;) {
-		if (chat_message_get(&a->chat, s, i, m) < 0)
+		if (chat_message_get(a->chat, s, i, m) < 0)
 			break;
 		if (m->role == STORE_ROLE_ASSISTANT && api_msg_ended(m))
 			return true;
@@ -902,7 +910,7 @@ static void api_replay(struct api *a, const struct chat_reply *r, const struct a
 		o = json_pack("{s:s,s:s,s:s,s:s,s:f}", "type", "response", "request", "replay",
 			      "session_id", s->node.id, "message_id", m.id, "speed", speed);
 	struct co_resp resp = { .session_id = s->node.id };
-	if (api_send_subscribe(a, r, &resp, o) && chat_replay_start(&a->chat, s, r->conn, &m, speed) < 0)
+	if (api_send_subscribe(a, r, &resp, o) && chat_replay_start(a->chat, s, r->conn, &m, speed) < 0)
 		LOG_WARN("replay of %s to worker %u not started", m.id, r->conn.worker);
 }
 
@@ -1099,7 +1107,7 @@ static void api_ws_replay(struct api *a, const struct chat_reply *r, const struc
 
 static void api_ws_pause(struct api *a, const struct chat_reply *r, bool pause)
 {
-	if (chat_replay_pause(&a->chat, r->conn, pause) < 0) {
+	if (chat_replay_pause(a->chat, r->conn, pause) < 0) {
 		api_error(a, r, 409, "no_replay", "no replay is running on this connection", NULL);
 		return;
 	}
@@ -1115,7 +1123,7 @@ static void api_ws_pause(struct api *a, const struct chat_reply *r, bool pause)
 /* {"type":"state","subscriptions":[sid…],"replay":{…}|null} for this conn. */
 static void api_ws_state(struct api *a, const struct chat_reply *r)
 {
-	struct chat_conn *cc = chat_conn_get(&a->chat, r->conn, false);
+	struct chat_conn *cc = chat_conn_get(a->chat, r->conn, false);
 	json_t *o = api_ws_obj("state");
 	json_t *subs = json_array();
 	json_t *rp = json_null();
@@ -1218,8 +1226,7 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 		return;
 	}
 	struct chat_reply r = { .conn = q.hdr->conn, .req_id = q.hdr->req_id, .kind = q.hdr->kind };
-	/* Who is asking (api_auth.c); q.user points into it. Without an auth
-	 * module (routing unit tests) every request acts as user "". */
+	/* Who is asking (api_auth.c); q.user points into it. */
 	struct auth_ident who;
 	memset(&who, 0, sizeof(who));
 	a->stats.requests++;
@@ -1229,32 +1236,26 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 			api_error(a, &r, 400, "bad_request", "no path", NULL);
 			return;
 		}
-		if (a->auth && api_auth_http(a, &r, payload, len, &who))
+		if (api_auth_http(a, &r, payload, len, &who))
 			break;
 		q.user = who.user;
 		q.uid = who.uid;
 		q.role = who.role;
-		q.id = a->auth ? &who : NULL;
+		q.id = &who;
 		api_http(a, &r, &q);
 		break;
 	case CHAN_REQ_WS:
-		if (a->auth && !api_auth_ws_msg(a, &r, payload, len, &who))
+		if (!api_auth_ws_msg(a, &r, payload, len, &who))
 			break;
 		q.user = who.user;
 		q.uid = who.uid;
 		q.role = who.role;
-		q.id = a->auth ? &who : NULL;
+		q.id = &who;
 		api_ws(a, &r, &q);
 		break;
-	case CHAN_REQ_WS_OPEN: {
-		if (a->auth) {
-			api_auth_ws_open(a, &r, payload, len);
-			return;
-		}
-		struct co_resp resp = { .status = 101, .action = CHAN_RESP_WS_ACCEPT };
-		api_send(a, &r, &resp);
+	case CHAN_REQ_WS_OPEN:
+		api_auth_ws_open(a, &r, payload, len);
 		return;
-	}
 	default:
 		api_error(a, &r, 400, "bad_request", "unknown request kind", NULL);
 	}
@@ -1262,15 +1263,14 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 	sodium_memzero(&who, sizeof(who));
 }
 
-void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t len)
+/* The records the dataplane sends control about clients (the loop has
+ * validated them). */
+static void api_on_record(void *arg, uint16_t type, const void *payload, uint32_t len)
 {
-	if (!chan_rec_valid(type, payload, len)) {
-		a->stats.invalid_records++;
-		return;
-	}
+	struct api *a = arg;
 	switch (type) {
 	case CHAN_REC_REQUEST:
-		if (a->cp_epoch && ((const struct chan_request *)payload)->cp_epoch != a->cp_epoch) {
+		if (((const struct chan_request *)payload)->cp_epoch != a->cp_epoch) {
 			a->stats.stale_requests++;
 			return;
 		}
@@ -1279,31 +1279,25 @@ void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t le
 	case CHAN_REC_SUBSCRIBE:
 	case CHAN_REC_UNSUBSCRIBE: {
 		const struct chan_sub *sub = payload;
-		struct chat_session *s = chat_session_get(&a->chat, sub->session_id,
+		struct chat_session *s = chat_session_get(a->chat, sub->session_id,
 							  strnlen(sub->session_id, CHAN_ID_LEN));
 		if (!s)
 			return;
 		if (type == CHAN_REC_SUBSCRIBE) {
-			if (a->auth && !api_auth_resubscribe(a, s, sub->conn))
+			if (!api_auth_resubscribe(a, s, sub->conn))
 				return;
-			chat_conn_subscribed(&a->chat, s, sub);
+			chat_conn_subscribed(a->chat, s, sub);
 		} else {
 			chat_sub_del(s, sub->conn.worker);
-			chat_conn_unsubscribed(&a->chat, sub->conn, s->node.id);
+			chat_conn_unsubscribed(a->chat, sub->conn, s->node.id);
 		}
 		return;
 	}
 	case CHAN_REC_CONN_CLOSED:
 		/* Subscriptions are counted per worker and released by UNSUBSCRIBE;
 		 * the conn's entry (and replay) goes here. */
-		chat_conn_closed(&a->chat, ((const struct chan_conn_closed *)payload)->conn);
-		if (a->auth)
-			api_auth_conn_closed(a, ((const struct chan_conn_closed *)payload)->conn);
-		return;
-	case CHAN_REC_STATS:
-	case CHAN_REC_CONNS:
-		if (a->admin)
-			admin_record(a->admin, type, payload, len);
+		chat_conn_closed(a->chat, ((const struct chan_conn_closed *)payload)->conn);
+		api_auth_conn_closed(a, ((const struct chan_conn_closed *)payload)->conn);
 		return;
 	default:
 		a->stats.invalid_records++;

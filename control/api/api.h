@@ -1,17 +1,23 @@
 /*
- * Request handlers: the records that arrive from the dataplane (REQUEST,
- * SUBSCRIBE, UNSUBSCRIBE, CONN_CLOSED), routed to the chat layer, with JSON
- * bodies (jansson) and errors exactly as docs/api.md lists them.
- * The api owns the chat state; single-threaded on the control loop.
+ * Request handlers: the records the dataplane sends about clients (REQUEST,
+ * SUBSCRIBE, UNSUBSCRIBE, CONN_CLOSED), registered with the control loop
+ * and routed to the chat and auth layers, with JSON bodies (jansson) and
+ * errors exactly as docs/api.md lists them. Every request is authenticated
+ * first (api_auth.c); there is no unauthenticated mode.
+ *
+ * Handler shape: each handler answers exactly once, through api_send_json /
+ * api_error (a RESPONSE record), either at once or from the completion of
+ * the store write it started; internal failures answer 500 `internal` and
+ * log. Single-threaded on the control loop.
  */
 #ifndef CONTROL_API_H
 #define CONTROL_API_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "chat/chat.h"
 
-struct admin;
 struct auth;
 
 struct api_stats {
@@ -21,29 +27,32 @@ struct api_stats {
 	uint64_t stale_requests; /* stamped with another control epoch: dropped */
 };
 
+/* What the api is built on; every pointer stays owned by the caller and
+ * must outlive the api. */
+struct api_deps {
+	const struct sluice_conf *conf;
+	struct cp_loop *loop;
+	struct store *st;
+	struct chan_out *out;
+	struct chat *chat;
+	struct auth *auth;
+};
+
 struct api {
 	const struct sluice_conf *conf;
 	struct store *st;
 	struct chan_out *out;
-	struct chat chat;
-	struct api_stats stats;
-	/* The admin socket (control/admin), when it runs: STATS and CONNS
-	 * records go there. Set by main after admin_init; NULL in tests. */
-	struct admin *admin;
-	/* Authentication (control/auth), set by main after auth_init; NULL
-	 * only in routing unit tests, where every request acts as user "". */
+	struct chat *chat;
 	struct auth *auth;
+	struct api_stats stats;
 	/* This control's epoch (chan_open bumped it); requests stamped with
 	 * another one were meant for a previous control and are dropped, the
-	 * worker answers them 503 itself. 0 in unit tests: accept all. */
+	 * worker answers them 503 itself. */
 	uint32_t cp_epoch;
 };
 
-/* conf, st and out stay owned by the caller and must outlive a. */
-int api_init(struct api *a, const struct sluice_conf *conf, struct store *st, struct chan_out *out);
-void api_free(struct api *a);
-
-/* Handles one record read from a d2c ring. Invalid records are counted and dropped. */
-void api_dispatch(struct api *a, uint16_t type, const void *payload, uint32_t len);
+/* Registers the record handlers with d->loop and the store-completion hooks
+ * with d->chat. Returns 0, or -1 with a message in err. */
+int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen);
 
 #endif

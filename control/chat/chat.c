@@ -11,58 +11,70 @@
 #include "backends/synthetic.h"
 #include "sluice/log.h"
 
-#define CHAT_ANS(node) ((struct chat_answer *)((char *)(node) - offsetof(struct chat_answer, timer)))
-#define CHAT_CONN_OF_RP(node) \
-	((struct chat_conn *)((char *)(node) - offsetof(struct chat_conn, rp.timer)))
+static void chat_kick_due(void *arg, uint64_t now_ns);
+static void chat_answer_due(void *arg, uint64_t now_ns);
+static void chat_replay_due_cb(void *arg, uint64_t now_ns);
+static void chat_on_peer_reset(void *arg);
 
-int chat_init(struct chat *c, const struct sluice_conf *conf, struct store *st,
-	      struct chan_out *out, const struct chat_hooks *hooks)
+int chat_init(struct chat *c, const struct sluice_conf *conf, struct cp_loop *loop, struct store *st,
+	      struct chan_out *out, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof(*c));
 	c->conf = conf;
+	c->loop = loop;
 	c->st = st;
 	c->out = out;
-	c->hooks = *hooks;
-	if (th_init(&c->timers, 64) < 0)
-		return -1;
-	if (th_init(&c->replays, 16) < 0)
-		goto fail_timers;
+	cpl_timer_init(&c->kick_timer, chat_kick_due, c);
 	if (idmap_init(&c->sessions, 1024) < 0)
-		goto fail_replays;
+		goto fail;
 	if (idmap_init(&c->conns, 1024) < 0)
 		goto fail_sessions;
+	if (cpl_on_peer_reset(loop, chat_on_peer_reset, c) < 0) {
+		snprintf(err, errlen, "chat: the loop's hook table is full");
+		goto fail_conns;
+	}
 	return 0;
+fail_conns:
+	idmap_free(&c->conns);
+	idmap_free(&c->sessions);
+	return -1;
 fail_sessions:
 	idmap_free(&c->sessions);
-fail_replays:
-	th_free(&c->replays);
-fail_timers:
-	th_free(&c->timers);
+fail:
+	snprintf(err, errlen, "chat: out of memory");
 	return -1;
 }
 
-/* Sessions and conns both start with their idmap node. */
-static void chat_node_free(struct idmap_node *n, void *arg)
+void chat_set_hooks(struct chat *c, const struct chat_hooks *hooks)
 {
-	(void)arg;
-	free(n);
+	c->hooks = *hooks;
+}
+
+/* A conn entry going away with its replay timer. */
+static void chat_conn_node_free(struct idmap_node *n, void *arg)
+{
+	struct chat *c = arg;
+	struct chat_conn *cc = (struct chat_conn *)n;
+	cpl_timer_cancel(c->loop, &cc->rp.timer);
+	free(cc);
 }
 
 static void chat_sess_free(struct idmap_node *n, void *arg)
 {
+	struct chat *c = arg;
 	struct chat_session *s = (struct chat_session *)n;
+	cpl_timer_cancel(c->loop, &s->ans.timer);
 	free(s->ans.text);
 	free(s->ans.toks);
-	chat_node_free(n, arg);
+	free(s);
 }
 
 void chat_free(struct chat *c)
 {
-	th_free(&c->timers);
-	th_free(&c->replays);
-	idmap_foreach(&c->sessions, chat_sess_free, NULL);
+	cpl_timer_cancel(c->loop, &c->kick_timer);
+	idmap_foreach(&c->sessions, chat_sess_free, c);
 	idmap_free(&c->sessions);
-	idmap_foreach(&c->conns, chat_node_free, NULL);
+	idmap_foreach(&c->conns, chat_conn_node_free, c);
 	idmap_free(&c->conns);
 	free(c->kicks);
 	c->kicks = NULL;
@@ -108,8 +120,30 @@ static struct chat_session *chat_session_new(struct chat *c, const struct conf_b
 	s->backend = be;
 	snprintf(s->user, sizeof(s->user), "%s", user);
 	s->ans.s = s;
-	th_node_init(&s->ans.timer);
+	cpl_timer_init(&s->ans.timer, chat_answer_due, s);
 	return s;
+}
+
+struct chat_session *chat_session_cached(struct chat *c, const char *sid, size_t len)
+{
+	return (struct chat_session *)idmap_find(&c->sessions, sid, len);
+}
+
+struct chat_foreach_ctx {
+	void (*fn)(const struct chat_session *s, void *arg);
+	void *arg;
+};
+
+static void chat_foreach_node(struct idmap_node *n, void *arg)
+{
+	struct chat_foreach_ctx *x = arg;
+	x->fn((const struct chat_session *)n, x->arg);
+}
+
+void chat_session_foreach(struct chat *c, void (*fn)(const struct chat_session *s, void *arg), void *arg)
+{
+	struct chat_foreach_ctx x = { fn, arg };
+	idmap_foreach(&c->sessions, chat_foreach_node, &x);
 }
 
 struct chat_session *chat_session_get(struct chat *c, const char *sid, size_t len)
@@ -210,6 +244,8 @@ static void chat_kick_later(struct chat *c, const char *sid, uint32_t w)
 	memset(k->sid, 0, sizeof(k->sid));
 	memcpy(k->sid, sid, strnlen(sid, CHAN_ID_LEN - 1));
 	k->worker = w;
+	if (!cpl_timer_armed(&c->kick_timer))
+		cpl_timer_arm(c->loop, &c->kick_timer, cpl_now(c->loop));
 }
 
 /* Sends a record to every worker subscribed to s. A worker whose ring and
@@ -272,7 +308,7 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 		.completion_tokens = a->seq,
 		.cost_usd = a->be.ops->cost(&a->be, a->seq),
 	};
-	th_cancel(&c->timers, &a->timer);
+	cpl_timer_cancel(c->loop, &a->timer);
 	a->running = false;
 	a->status = st;
 	a->usage = u;
@@ -305,7 +341,7 @@ static void chat_message_stored(void *arg, int err)
 	a->streaming = false;
 	chat_msg_event(c, s->node.id, a->mid, STORE_MSG_QUEUED);
 	chat_broadcast_status(c, s, a->mid, "queued");
-	if (th_schedule(&c->timers, &a->timer, a->be.ops->next_due(&a->be)) < 0) {
+	if (cpl_timer_arm(c->loop, &a->timer, a->be.ops->next_due(&a->be)) < 0) {
 		LOG_ERROR("timer heap full: failing message %s", a->mid);
 		chat_answer_end(c, s, STORE_MSG_ERROR);
 	}
@@ -430,7 +466,7 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 		chat_answer_end(c, s, STORE_MSG_COMPLETE);
 		return false;
 	}
-	if (th_schedule(&c->timers, &a->timer, due) < 0) {
+	if (cpl_timer_arm(c->loop, &a->timer, due) < 0) {
 		LOG_ERROR("timer heap full: failing message %s", a->mid);
 		chat_answer_end(c, s, STORE_MSG_ERROR);
 		return false;
@@ -440,7 +476,6 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 
 static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_ns);
 
-#define CHAT_KICK_RETRY_NS 1000000ull
 
 /* Sends every pending overload KICK that fits in its worker's ring or
  * backlog; the others wait for a later turn. A KICK queues behind the
@@ -474,30 +509,27 @@ static void chat_kicks_send(struct chat *c)
 	c->nkicks = keep;
 }
 
-uint64_t chat_run_timers(struct chat *c, uint64_t now_ns)
+/* Loop timer callbacks: the next token of an answer is due, the next
+ * token of a replay is due, a KICK waits for ring space. */
+static void chat_answer_due(void *arg, uint64_t now_ns)
 {
-	struct th_node *t;
-	if (c->nkicks)
-		chat_kicks_send(c);
-	/* An answer rescheduled into the past (more than CHAT_TURN_TOKENS due)
-	 * waits for the next turn, so one answer cannot starve the loop. */
-	uint32_t budget = c->timers.n;
-	while (budget-- > 0 && (t = th_pop_due(&c->timers, now_ns)) != NULL) {
-		struct chat_answer *a = CHAT_ANS(t);
-		chat_answer_step(c, a->s, now_ns);
-	}
-	budget = c->replays.n;
-	while (budget-- > 0 && (t = th_pop_due(&c->replays, now_ns)) != NULL)
-		chat_replay_step(c, CHAT_CONN_OF_RP(t), now_ns);
-	t = th_peek(&c->timers);
-	uint64_t next = t ? t->deadline_ns : UINT64_MAX;
-	t = th_peek(&c->replays);
-	if (t && t->deadline_ns < next)
-		next = t->deadline_ns;
+	struct chat_session *s = arg;
+	chat_answer_step(s->chat, s, now_ns);
+}
+
+static void chat_replay_due_cb(void *arg, uint64_t now_ns)
+{
+	struct chat_conn *cc = arg;
+	chat_replay_step(cc->chat, cc, now_ns);
+}
+
+static void chat_kick_due(void *arg, uint64_t now_ns)
+{
+	struct chat *c = arg;
+	chat_kicks_send(c);
 	/* Nobody rings when ring space frees up: poll for it. */
-	if (c->nkicks && next > now_ns && next - now_ns > CHAT_KICK_RETRY_NS)
-		next = now_ns + CHAT_KICK_RETRY_NS;
-	return next;
+	if (c->nkicks)
+		cpl_timer_arm(c->loop, &c->kick_timer, now_ns + CHAT_KICK_RETRY_NS);
 }
 
 static bool chat_is_latest(const struct chat_session *s, const char *mid)
@@ -644,17 +676,18 @@ static void chat_session_unsub(struct idmap_node *n, void *arg)
 	memset(s->orphans, 0, sizeof(s->orphans));
 }
 
-void chat_drop_all_subs(struct chat *c)
+/* A new dataplane incarnation: every connection, hence every
+ * subscription, is gone. */
+static void chat_on_peer_reset(void *arg)
 {
+	struct chat *c = arg;
 	idmap_foreach(&c->sessions, chat_session_unsub, NULL);
 	/* Their conns are gone too: nobody is left to kick. */
 	c->nkicks = 0;
 	/* The conns are gone with the old dataplane, and their replays with
 	 * them: unqueue every replay, free every entry, then empty the buckets
 	 * (the map keeps its size, so this cannot fail). */
-	while (th_pop_due(&c->replays, UINT64_MAX) != NULL)
-		continue;
-	idmap_foreach(&c->conns, chat_node_free, NULL);
+	idmap_foreach(&c->conns, chat_conn_node_free, c);
 	memset(c->conns.b, 0, c->conns.nbuckets * sizeof(*c->conns.b));
 	c->conns.n = 0;
 }
@@ -663,7 +696,7 @@ void chat_drop_all_subs(struct chat *c)
 
 static void chat_stop_replay(struct chat *c, struct chat_conn *cc)
 {
-	th_cancel(&c->replays, &cc->rp.timer);
+	cpl_timer_cancel(c->loop, &cc->rp.timer);
 	cc->rp.active = false;
 }
 
@@ -684,7 +717,7 @@ int chat_session_drop(struct chat *c, struct chat_session *s)
 		chat_cancel(c, s, mid);
 	idmap_foreach(&c->conns, chat_conn_stop_sid, s);
 	idmap_remove(&c->sessions, &s->node);
-	chat_sess_free(&s->node, NULL);
+	chat_sess_free(&s->node, c);
 	return 0;
 }
 
@@ -708,7 +741,8 @@ struct chat_conn *chat_conn_get(struct chat *c, struct chan_conn conn, bool crea
 	if (!cc)
 		return NULL;
 	cc->conn = conn;
-	th_node_init(&cc->rp.timer);
+	cc->chat = c;
+	cpl_timer_init(&cc->rp.timer, chat_replay_due_cb, cc);
 	if (idmap_insert(&c->conns, &cc->node, key, kl) < 0) {
 		free(cc);
 		return NULL;
@@ -824,7 +858,7 @@ static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_
 	}
 	if (n == CHAT_TURN_TOKENS)
 		due = now_ns;
-	if (th_schedule(&c->replays, &rp->timer, due) < 0)
+	if (cpl_timer_arm(c->loop, &rp->timer, due) < 0)
 		chat_replay_end(c, cc, false);
 }
 
@@ -862,7 +896,7 @@ int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn c
 		chat_replay_end(c, cc, false);
 		return 0;
 	}
-	if (th_schedule(&c->replays, &rp->timer, due) < 0) {
+	if (cpl_timer_arm(c->loop, &rp->timer, due) < 0) {
 		chat_replay_end(c, cc, false);
 		return 0;
 	}
@@ -878,13 +912,13 @@ int chat_replay_pause(struct chat *c, struct chan_conn conn, bool pause)
 	uint64_t now = sluice_now_ns();
 	if (pause && !rp->paused_ns) {
 		rp->paused_ns = now;
-		th_cancel(&c->replays, &rp->timer);
+		cpl_timer_cancel(c->loop, &rp->timer);
 	} else if (!pause && rp->paused_ns) {
 		/* The pause is cut out of the timeline: later tokens keep their
 		 * spacing relative to what was already sent. */
 		rp->start_ns += now - rp->paused_ns;
 		rp->paused_ns = 0;
-		if (th_schedule(&c->replays, &rp->timer, now) < 0)
+		if (cpl_timer_arm(c->loop, &rp->timer, now) < 0)
 			chat_replay_end(c, cc, false);
 	}
 	return 0;

@@ -22,15 +22,17 @@
 #include <stdint.h>
 
 #include "backends/backend.h"
-#include "loop/timer_heap.h"
-#include "out/chan_out.h"
+#include "channel/chan_out.h"
+#include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
 #include "store/store.h"
-#include "util/idmap.h"
+#include "idmap/idmap.h"
 
 /* Largest JSON text of a WebSocket request "id" echoed in the reply. */
 #define CHAT_ECHO_MAX 64
+/* A KICK that waits for ring space is retried this often. */
+#define CHAT_KICK_RETRY_NS 1000000ull
 /* Tokens pulled from a backend per answer per loop turn. */
 #define CHAT_TURN_TOKENS 256
 
@@ -61,7 +63,7 @@ struct chat_tok {
  * answer use this copy, older answers come from the store.
  */
 struct chat_answer {
-	struct th_node timer;
+	struct cpl_timer timer; /* the next token is due */
 	struct backend_answer be;
 	struct chat_session *s;
 	char mid[CHAN_ID_LEN];
@@ -97,7 +99,7 @@ struct chat_session {
 /* A recorded answer sent again to one connection with its original token
  * timing divided by speed; one timer per replay. */
 struct chat_replay {
-	struct th_node timer;
+	struct cpl_timer timer;
 	char sid[CHAN_ID_LEN];
 	char mid[CHAN_ID_LEN];
 	double speed;
@@ -113,6 +115,7 @@ struct chat_replay {
 
 struct chat_conn {
 	struct idmap_node node; /* first; key: the handle as text (chat_conn_key) */
+	struct chat *chat;
 	struct chan_conn conn;
 	char sub_sid[CHAN_ID_LEN]; /* the session it streams, "" when none */
 	struct chat_replay rp;
@@ -143,10 +146,10 @@ struct chat_kick {
 
 struct chat {
 	const struct sluice_conf *conf;
+	struct cp_loop *loop;
 	struct store *st;
 	struct chan_out *out;
-	struct timer_heap timers;
-	struct timer_heap replays;
+	struct cpl_timer kick_timer; /* retries pending KICKs while rings are full */
 	struct idmap sessions;
 	struct idmap conns;
 	struct chat_hooks hooks;
@@ -160,16 +163,25 @@ struct chat {
 
 enum chat_resume { CHAT_RESUME_NONE = 0, CHAT_RESUME_SEQ, CHAT_RESUME_USAGE, CHAT_RESUME_DONE };
 
-/* The config, store and output stay owned by the caller and must outlive c. */
-int chat_init(struct chat *c, const struct sluice_conf *conf, struct store *st,
-	      struct chan_out *out, const struct chat_hooks *hooks);
+/* The config, loop, store and output stay owned by the caller and must
+ * outlive c. Answers and replays run on loop timers; a new dataplane
+ * incarnation drops every subscription (peer-reset hook). Returns 0, or -1
+ * with a message in err. */
+int chat_init(struct chat *c, const struct sluice_conf *conf, struct cp_loop *loop, struct store *st,
+	      struct chan_out *out, char *err, size_t errlen);
 void chat_free(struct chat *c);
+/* Who hears of finished store writes (the api layer, above chat). */
+void chat_set_hooks(struct chat *c, const struct chat_hooks *hooks);
 
 /* Writes prefix + 16 random hex digits + NUL into out (CHAN_ID_LEN bytes). */
 void chat_new_id(const char *prefix, char out[CHAN_ID_LEN]);
 
 /* The session, loading it from the store when it is not cached; NULL when unknown. */
 struct chat_session *chat_session_get(struct chat *c, const char *sid, size_t len);
+/* The session only when it is in memory (never touches the store). */
+struct chat_session *chat_session_cached(struct chat *c, const char *sid, size_t len);
+/* Calls fn for every session in memory; fn must not add or drop sessions. */
+void chat_session_foreach(struct chat *c, void (*fn)(const struct chat_session *s, void *arg), void *arg);
 
 /* Creates a session; hooks.session_created reports the result. Returns < 0
  * when the store refused at once (the hook is not called then). */
@@ -191,8 +203,6 @@ bool chat_subscribe(struct chat *c, struct chat_session *s, struct chan_conn con
 		    enum chat_resume kind, const char *rmid, uint32_t rseq);
 void chat_sub_add(struct chat_session *s, uint32_t worker);
 void chat_sub_del(struct chat_session *s, uint32_t worker);
-/* The dataplane restarted: every connection, hence every subscription, is gone. */
-void chat_drop_all_subs(struct chat *c);
 
 /* Message idx of s (store order), with the latest answer's content, status,
  * token count and usage overlaid from memory. Pointers stay valid as for
@@ -230,10 +240,5 @@ int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn c
 		      const struct store_message *m, double speed);
 /* Pauses (pause true) or resumes the conn's replay; -ENOENT without one. */
 int chat_replay_pause(struct chat *c, struct chan_conn conn, bool pause);
-
-/* Sends the pending overload KICKs that fit, then produces every token that
- * is due; returns the next deadline (UINT64_MAX: none; 1 ms from now while a
- * KICK still waits for ring space). */
-uint64_t chat_run_timers(struct chat *c, uint64_t now_ns);
 
 #endif

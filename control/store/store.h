@@ -222,15 +222,16 @@ struct cp_loop;
 /*
  * Opens (creating when absent) the LMDB store in directory `dir`, starting
  * its writer thread. Completion callbacks run on the control loop `loop`
- * (the writer wakes it through an eventfd registered there); with loop NULL
- * they run only from store_lmdb_flush(). conf (map size, token_commit_ms,
+ * (the writer wakes it through an eventfd registered there), which must
+ * outlive the store. conf (map size, token_commit_ms,
  * backends) must outlive the store. On open, answers left QUEUED or STREAMING
  * by a previous run are marked INTERRUPTED. Returns NULL with a message in err.
  */
 struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, const struct sluice_conf *conf,
 			      char *err, size_t errlen);
 /* Blocks until every write queued so far is committed, then runs the pending
- * completion callbacks on the calling (loop) thread. For tests and tools. */
+ * completion callbacks on the calling (loop) thread: a synchronous barrier,
+ * where the loop would otherwise deliver them on its next turn. */
 void store_lmdb_flush(struct store *st);
 
 static inline void store_close(struct store *st)

@@ -184,9 +184,11 @@ static void lm_deliver(struct lm_store *s)
 	}
 }
 
-static void lm_on_event(void *arg)
+static void lm_on_event(void *arg, int fd, uint32_t events)
 {
 	struct lm_store *s = arg;
+	(void)fd;
+	(void)events;
 	uint64_t v;
 	if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		LOG_ERROR("store: eventfd read: %s", strerror(errno));
@@ -787,13 +789,11 @@ struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, const struc
 		goto fail;
 	}
 	s->writer_started = true;
-	if (loop) {
-		if (cpl_add_fd(loop, s->efd, lm_on_event, s) < 0) {
-			snprintf(err, errlen, "store: cannot watch the completion eventfd");
-			goto fail;
-		}
-		s->loop = loop;
+	if (cpl_add_fd(loop, s->efd, CPL_READ, lm_on_event, s) < 0) {
+		snprintf(err, errlen, "store: cannot watch the completion eventfd: %s", strerror(errno));
+		goto fail;
 	}
+	s->loop = loop;
 	LOG_INFO("store: %s open (schema %u, map %u MiB, tokens committed every %u ms)", dir,
 		 LM_SCHEMA_VERSION, conf->store_map_mb, s->commit_ms);
 	return &s->base;

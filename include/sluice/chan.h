@@ -96,6 +96,7 @@ struct chan_prod {
 	uint32_t max_payload; /* largest payload a record may carry */
 	uint64_t full_count;  /* reserve attempts refused for lack of space */
 	uint64_t bell_count;  /* doorbell writes */
+	uint64_t bad_commits; /* commits larger than their reservation: dropped */
 };
 
 /* Consumer handle: private to the consuming thread. */
@@ -154,8 +155,10 @@ static inline uint32_t chan_rec_size(uint32_t len)
  * consumer only after chan_commit() and chan_publish().
  */
 void *chan_reserve(struct chan_prod *p, uint16_t type, uint32_t len);
-/* Ends the record reserved last; `len` may shrink it to the bytes written. */
-void chan_commit(struct chan_prod *p, uint32_t len);
+/* Ends the record reserved last; `len` may shrink it to the bytes written.
+ * A len larger than the reservation drops the record: false, counted in
+ * bad_commits. */
+bool chan_commit(struct chan_prod *p, uint32_t len);
 /* Makes committed records visible and rings the doorbell if the consumer sleeps. */
 void chan_publish(struct chan_prod *p);
 /* Bytes free right now (after refreshing the cached tail). */

@@ -1,8 +1,9 @@
 /*
- * The request handlers end to end over a real channel region: requests are
- * built as REQUEST records and handed to api_dispatch() (or pushed through a
- * d2c ring and the control loop), and what control wrote is read back from
- * the c2d rings by a dataplane-role attachment of the same region.
+ * The request handlers end to end over a real channel region (the shared
+ * control fixture): requests are built as REQUEST records, authenticated
+ * with the fixture user's token, and handed to the loop (or pushed through
+ * a d2c ring and a loop turn), and what control wrote is read back from the
+ * c2d rings by a dataplane-role attachment of the same region.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -18,23 +19,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "api/api.h"
-#include "loop/cp_loop.h"
-#include "sluice/chan.h"
-#include "sluice/chan_proto.h"
-
-#define RING (64u * 1024u)
-
-struct fx {
-	char path[96];
-	char dir[64]; /* the LMDB store */
-	struct sluice_conf conf;
-	struct chan_region *cp;
-	struct chan_region *dp;
-	struct store *st;
-	struct chan_out out;
-	struct api api;
-};
+#include "../fixture.h"
 
 /* The event trail as it reached the store (which records it too). */
 struct ev_seen {
@@ -59,206 +44,65 @@ static int shim_event_add(struct store *st, const char *sid, const char *kind, c
 	return 0;
 }
 
-/* A record read back from a c2d ring. */
-struct got {
-	uint16_t type;
-	uint32_t len;
-	_Alignas(8) uint8_t p[RING];
-};
-
-static struct got g;
-
 static int fx_setup(void **state)
 {
-	static int counter;
-	static struct fx f;
-	memset(&f, 0, sizeof(f));
-	snprintf(f.path, sizeof(f.path), "/dev/shm/sluice-test-control-%d-%d", (int)getpid(), counter++);
-	conf_defaults(&f.conf);
-	f.conf.workers = 2;
-	f.conf.nbackends = 1;
-	struct conf_backend *be = &f.conf.backends[0];
-	memset(be, 0, sizeof(*be));
-	strcpy(be->name, "syn");
-	be->type = CONF_BACKEND_SYNTHETIC;
-	strcpy(be->models[0], "synth-1");
-	be->nmodels = 1;
-	be->ttft_ms = 200;
-	be->tokens_per_s = 20;
-	be->answer_tokens = 5;
-	be->context_window = 8192;
-	be->cost_in_per_mtok = 2.0;
-	be->cost_out_per_mtok = 10.0;
-	f.conf.nagents = 2;
-	strcpy(f.conf.agents[0].name, "assistant");
-	strcpy(f.conf.agents[0].model, "synth-1");
-	strcpy(f.conf.agents[0].description, "General");
-	strcpy(f.conf.agents[1].name, "coder");
-	strcpy(f.conf.agents[1].model, "synth-1");
-	strcpy(f.conf.agents[1].description, "Writes code");
-	char err[256];
-	assert_true(sodium_init() >= 0);
-	f.cp = chan_open(f.path, 2, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
-	assert_non_null(f.cp);
-	f.dp = chan_open(f.path, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
-	assert_non_null(f.dp);
-	strcpy(f.dir, "/dev/shm/sluice-test-api-XXXXXX");
-	assert_non_null(mkdtemp(f.dir));
-	f.st = store_lmdb_open(f.dir, NULL, &f.conf, err, sizeof(err));
-	assert_non_null(f.st);
-	shim_ops = *f.st->ops;
+	struct cfx *f = cfx_open(NULL, 0);
+	shim_ops = *f->st->ops;
 	real_event_add = shim_ops.event_add;
 	shim_ops.event_add = shim_event_add;
-	f.st->ops = &shim_ops;
+	f->st->ops = &shim_ops;
 	nevents = 0;
-	assert_int_equal(co_init(&f.out, f.cp, 32u * 1024u), 0);
-	assert_int_equal(api_init(&f.api, &f.conf, f.st, &f.out), 0);
-	*state = &f;
+	*state = f;
 	return 0;
 }
 
 static int fx_teardown(void **state)
 {
-	struct fx *f = *state;
-	api_free(&f->api);
-	co_free(&f->out);
-	store_close(f->st);
-	DIR *d = opendir(f->dir);
-	assert_non_null(d);
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		char p[sizeof(f->dir) + sizeof(e->d_name) + 1];
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-		assert_int_equal(unlink(p), 0);
-	}
-	closedir(d);
-	assert_int_equal(rmdir(f->dir), 0);
-	chan_close(f->dp);
-	chan_close(f->cp);
-	chan_unlink(f->path, 2);
+	cfx_close(*state);
 	return 0;
 }
 
-/* Builds a REQUEST record into buf; returns its length. */
-static uint32_t build_req(uint8_t *buf, uint16_t worker, uint32_t slot, uint8_t kind, uint8_t method,
-			  const char *path, const char *body, size_t body_len, const char *lei)
+/* Builds a REQUEST record (with the fixture user's token) into buf; returns
+ * its length. */
+static uint32_t build_req(struct cfx *f, uint8_t *buf, uint16_t worker, uint32_t slot, uint8_t kind,
+			  uint8_t method, const char *path, const char *body, size_t body_len, const char *lei)
 {
-	struct chan_request *r = (struct chan_request *)buf;
-	memset(r, 0, sizeof(*r));
-	r->conn.worker = worker;
-	r->conn.slot = slot;
-	r->conn.gen = 1;
-	r->req_id = 42;
-	r->kind = kind;
-	r->method = method;
-	uint8_t *q = buf + sizeof(*r);
+	char authz[128];
+	snprintf(authz, sizeof(authz), "Bearer %s", f->token);
 	const char *qm = path ? strchr(path, '?') : NULL;
-	if (path)
-		chan_field_put(&q, CHAN_F_PATH, path, (uint32_t)(qm ? (size_t)(qm - path) : strlen(path)));
-	if (qm)
-		chan_field_put(&q, CHAN_F_QUERY, qm + 1, (uint32_t)strlen(qm + 1));
-	if (body)
-		chan_field_put(&q, CHAN_F_BODY, body, (uint32_t)body_len);
-	if (lei)
-		chan_field_put(&q, CHAN_F_LAST_EVENT_ID, lei, (uint32_t)strlen(lei));
-	return (uint32_t)(q - buf);
+	const struct cfx_field fl[] = {
+		{ CHAN_F_PATH, path, qm ? (size_t)(qm - path) : 0 },
+		{ CHAN_F_QUERY, qm && qm[1] ? qm + 1 : NULL, 0 },
+		{ CHAN_F_BODY, body, body_len },
+		{ CHAN_F_LAST_EVENT_ID, lei, 0 },
+		{ CHAN_F_AUTHORIZATION, authz, 0 },
+	};
+	struct chan_conn conn = { .worker = worker, .slot = slot, .gen = 1 };
+	uint32_t len = cfx_build(f, conn, kind, method, fl, SLUICE_ARRAY_LEN(fl));
+	memcpy(buf, cfx_reqbuf(), len);
+	return len;
 }
 
-static void req(struct fx *f, uint16_t worker, uint32_t slot, uint8_t kind, uint8_t method,
+static void req(struct cfx *f, uint16_t worker, uint32_t slot, uint8_t kind, uint8_t method,
 		const char *path, const char *body, const char *lei)
 {
 	static _Alignas(8) uint8_t buf[128 * 1024];
-	uint32_t len = build_req(buf, worker, slot, kind, method, path, body, body ? strlen(body) : 0, lei);
-	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	uint32_t len = build_req(f, buf, worker, slot, kind, method, path, body, body ? strlen(body) : 0, lei);
 	/* The store answers through completions run from its flush. */
-	store_lmdb_flush(f->st);
-	co_flush(&f->out);
+	cfx_dispatch(f, CHAN_REC_REQUEST, buf, len);
 }
 
-static void http(struct fx *f, uint16_t worker, uint8_t method, const char *path, const char *body)
+static void http(struct cfx *f, uint16_t worker, uint8_t method, const char *path, const char *body)
 {
 	req(f, worker, 5, CHAN_REQ_HTTP, method, path, body, NULL);
 }
 
-/* Reads the next c2d record of worker w into g; false when the ring is empty. */
-static bool next_rec(struct fx *f, uint32_t w)
-{
-	struct chan_cons *c = chan_consumer(f->dp, w);
-	const struct chan_rec *rec = chan_peek(c);
-	if (!rec)
-		return false;
-	assert_true(rec->len <= sizeof(g.p));
-	g.type = rec->type;
-	g.len = rec->len;
-	memcpy(g.p, rec->payload, rec->len);
-	chan_consume(c);
-	chan_release(c);
-	assert_true(chan_rec_valid(g.type, g.p, g.len));
-	return true;
-}
-
-static const struct chan_field *find_field(uint16_t tag)
-{
-	const uint8_t *p = g.p + sizeof(struct chan_response);
-	const uint8_t *end = g.p + g.len;
-	bool bad = false;
-	const struct chan_field *fl;
-	while ((fl = chan_field_next(&p, end, &bad)) != NULL)
-		if (fl->tag == tag)
-			return fl;
-	assert_false(bad);
-	return NULL;
-}
-
-/* Reads a whole response (all its parts) from worker w; returns the parsed
- * body and leaves the last part's header in *hdr. parts counts records. */
-static json_t *read_resp(struct fx *f, uint32_t w, struct chan_response *hdr, int *parts)
-{
-	static char body[256 * 1024];
-	size_t blen = 0;
-	int n = 0;
-	for (;;) {
-		assert_true(next_rec(f, w));
-		assert_int_equal(g.type, CHAN_REC_RESPONSE);
-		memcpy(hdr, g.p, sizeof(*hdr));
-		const struct chan_field *b = find_field(CHAN_F_BODY);
-		if (b) {
-			assert_true(blen + b->len <= sizeof(body));
-			memcpy(body + blen, b->data, b->len);
-			blen += b->len;
-		}
-		n++;
-		if (!(hdr->flags & CHAN_RESP_MORE))
-			break;
-	}
-	if (parts)
-		*parts = n;
-	if (blen == 0)
-		return NULL;
-	json_error_t e;
-	json_t *j = json_loadb(body, blen, 0, &e);
-	assert_non_null(j);
-	return j;
-}
-
-static json_t *expect_resp(struct fx *f, uint32_t w, uint16_t status)
-{
-	struct chan_response h;
-	json_t *j = read_resp(f, w, &h, NULL);
-	assert_int_equal(h.status, status);
-	assert_int_equal(h.req_id, 42);
-	return j;
-}
-
-static void expect_error(struct fx *f, uint32_t w, uint16_t status, const char *code)
-{
-	json_t *j = expect_resp(f, w, status);
-	assert_non_null(j);
-	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), code);
-	json_decref(j);
-}
+#define g cfx_got
+#define next_rec cfx_next
+#define find_field cfx_field
+#define read_resp cfx_read_resp
+#define expect_resp cfx_expect_resp
+#define expect_error cfx_expect_error
 
 static void assert_id(const char *id, char prefix)
 {
@@ -270,7 +114,7 @@ static void assert_id(const char *id, char prefix)
 }
 
 /* Creates a session on worker 0 and copies its id into sid. */
-static void create_session(struct fx *f, char sid[CHAN_ID_LEN])
+static void create_session(struct cfx *f, char sid[CHAN_ID_LEN])
 {
 	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{\"model_id\":\"synth-1\",\"title\":\"T\"}");
 	json_t *j = expect_resp(f, 0, 201);
@@ -281,7 +125,7 @@ static void create_session(struct fx *f, char sid[CHAN_ID_LEN])
 	json_decref(j);
 }
 
-static void post_message(struct fx *f, const char *sid, const char *content, char mid[CHAN_ID_LEN])
+static void post_message(struct cfx *f, const char *sid, const char *content, char mid[CHAN_ID_LEN])
 {
 	json_t *b = json_pack("{s:s,s:s}", "session_id", sid, "content", content);
 	char *txt = json_dumps(b, JSON_COMPACT);
@@ -296,7 +140,7 @@ static void post_message(struct fx *f, const char *sid, const char *content, cha
 	json_decref(j);
 }
 
-static void expect_status(struct fx *f, uint32_t w, uint32_t slot, const char *mid, const char *st)
+static void expect_status(struct cfx *f, uint32_t w, uint32_t slot, const char *mid, const char *st)
 {
 	assert_true(next_rec(f, w));
 	assert_int_equal(g.type, CHAN_REC_STATUS);
@@ -324,7 +168,7 @@ static void cat_tok(void *arg, const struct chan_token *t)
 	c->n++;
 }
 
-static void expect_tokens(struct fx *f, uint32_t w, uint32_t slot, const char *mid, uint32_t first,
+static void expect_tokens(struct cfx *f, uint32_t w, uint32_t slot, const char *mid, uint32_t first,
 			  uint32_t count, const char *text)
 {
 	assert_true(next_rec(f, w));
@@ -340,7 +184,7 @@ static void expect_tokens(struct fx *f, uint32_t w, uint32_t slot, const char *m
 	assert_string_equal(c.text, text);
 }
 
-static void expect_usage(struct fx *f, uint32_t w, const char *mid, uint32_t prompt, uint32_t compl)
+static void expect_usage(struct cfx *f, uint32_t w, const char *mid, uint32_t prompt, uint32_t compl)
 {
 	assert_true(next_rec(f, w));
 	assert_int_equal(g.type, CHAN_REC_USAGE);
@@ -352,7 +196,7 @@ static void expect_usage(struct fx *f, uint32_t w, const char *mid, uint32_t pro
 	assert_true(u->cost_usd == (prompt * 2.0 + compl * 10.0) / 1e6);
 }
 
-static void expect_done(struct fx *f, uint32_t w, const char *mid, uint32_t status, uint32_t last)
+static void expect_done(struct cfx *f, uint32_t w, const char *mid, uint32_t status, uint32_t last)
 {
 	assert_true(next_rec(f, w));
 	assert_int_equal(g.type, CHAN_REC_DONE);
@@ -364,7 +208,7 @@ static void expect_done(struct fx *f, uint32_t w, const char *mid, uint32_t stat
 
 static void test_routing_and_models(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	http(f, 0, CHAN_M_GET, "/api/models", NULL);
 	json_t *j = expect_resp(f, 0, 200);
 	json_t *m = json_array_get(json_object_get(j, "models"), 0);
@@ -418,23 +262,24 @@ static void test_routing_and_models(void **state)
 	 * worker answers it 503 when it sees the new epoch); the current
 	 * epoch is served. */
 	static _Alignas(8) uint8_t buf[1024];
-	uint32_t len = build_req(buf, 0, 3, CHAN_REQ_HTTP, CHAN_M_GET, "/api/models", NULL, 0, NULL);
+	uint32_t len = build_req(f, buf, 0, 3, CHAN_REQ_HTTP, CHAN_M_GET, "/api/models", NULL, 0, NULL);
+	uint32_t epoch = f->api.cp_epoch;
 	f->api.cp_epoch = 9;
 	((struct chan_request *)buf)->cp_epoch = 8;
-	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	cpl_dispatch(f->loop, CHAN_REC_REQUEST, buf, len);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 0));
 	assert_int_equal(f->api.stats.stale_requests, 1);
 	((struct chan_request *)buf)->cp_epoch = 9;
-	api_dispatch(&f->api, CHAN_REC_REQUEST, buf, len);
+	cpl_dispatch(f->loop, CHAN_REC_REQUEST, buf, len);
 	co_flush(&f->out);
 	json_decref(expect_resp(f, 0, 200));
-	f->api.cp_epoch = 0;
+	f->api.cp_epoch = epoch;
 }
 
 static void test_sessions(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{bad");
 	expect_error(f, 0, 400, "invalid_json");
 	http(f, 0, CHAN_M_POST, "/api/chat/sessions", "{}");
@@ -489,7 +334,7 @@ static void test_sessions(void **state)
 	const struct chan_field *ct = find_field(CHAN_F_CONTENT_TYPE);
 	assert_non_null(ct);
 	assert_memory_equal(ct->data, "text/event-stream", ct->len);
-	struct chat_session *hs = chat_session_get(&f->api.chat, sid, strlen(sid));
+	struct chat_session *hs = chat_session_get(&f->chat, sid, strlen(sid));
 	assert_non_null(hs);
 	assert_int_equal(hs->refs[1], 0);
 	http(f, 1, CHAN_M_HEAD, "/api/chat/stream/s_0000000000000000", NULL);
@@ -510,7 +355,7 @@ static void test_sessions(void **state)
 	expect_error(f, 0, 400, "invalid_request");
 }
 
-static void subscribe_sse(struct fx *f, uint16_t w, uint32_t slot, const char *sid, const char *lei,
+static void subscribe_sse(struct cfx *f, uint16_t w, uint32_t slot, const char *sid, const char *lei,
 			  const char *want_mid, uint32_t want_seq)
 {
 	char path[128];
@@ -528,7 +373,7 @@ static void subscribe_sse(struct fx *f, uint16_t w, uint32_t slot, const char *s
 
 static void test_message_stream_and_resume(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[160];
 	create_session(f, sid);
 	subscribe_sse(f, 1, 7, sid, NULL, "", 0);
@@ -543,7 +388,7 @@ static void test_message_stream_and_resume(void **state)
 	expect_error(f, 0, 409, "busy");
 
 	/* Every token is due: they leave as one TOKENS record. */
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 	const char *answer = "its \"quoted\" memory stream it's";
 	expect_status(f, 1, CHAN_SLOT_ALL, mid, "streaming");
@@ -594,7 +439,7 @@ static void test_message_stream_and_resume(void **state)
 	assert_false(next_rec(f, 0));
 
 	/* Resuming from the first message's done delivers all of the second. */
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 	for (uint32_t w = 0; w < 2; w++) {
 		expect_status(f, w, CHAN_SLOT_ALL, mid2, "streaming");
@@ -614,14 +459,14 @@ static void test_message_stream_and_resume(void **state)
 
 static void test_cancel_and_running_backlog(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[160];
 	create_session(f, sid);
 	post_message(f, sid, "hello", mid);
-	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
 	assert_non_null(s);
 	/* Tokens 1 and 2 are due 200 and 250 ms after acceptance. */
-	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 250000000ull);
+	cpl_run_due(f->loop, s->ans.be.start_ns + 250000000ull);
 	co_flush(&f->out);
 	assert_int_equal(s->ans.seq, 2);
 
@@ -645,7 +490,7 @@ static void test_cancel_and_running_backlog(void **state)
 	assert_false(next_rec(f, 0));
 
 	/* The generator stopped: no more tokens, whatever the time. */
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 0));
 
@@ -655,12 +500,12 @@ static void test_cancel_and_running_backlog(void **state)
 	expect_error(f, 1, 404, "not_found");
 }
 
-static void ws(struct fx *f, const char *text)
+static void ws(struct cfx *f, const char *text)
 {
 	req(f, 1, 11, CHAN_REQ_WS, CHAN_M_OTHER, NULL, text, NULL);
 }
 
-static json_t *ws_reply(struct fx *f, const char *type, uint8_t action)
+static json_t *ws_reply(struct cfx *f, const char *type, uint8_t action)
 {
 	struct chan_response h;
 	json_t *j = read_resp(f, 1, &h, NULL);
@@ -672,7 +517,7 @@ static json_t *ws_reply(struct fx *f, const char *type, uint8_t action)
 	return j;
 }
 
-static void expect_ws_error(struct fx *f, const char *code)
+static void expect_ws_error(struct cfx *f, const char *code)
 {
 	json_t *j = ws_reply(f, "error", CHAN_RESP_PLAIN);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")), code);
@@ -681,7 +526,7 @@ static void expect_ws_error(struct fx *f, const char *code)
 
 static void test_websocket(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], msg[256];
 	create_session(f, sid);
 
@@ -734,10 +579,10 @@ static void test_websocket(void **state)
 }
 
 /* Posts a message and runs its answer to the end (no subscribers). */
-static void answered(struct fx *f, const char *sid, const char *content, char mid[CHAN_ID_LEN])
+static void answered(struct cfx *f, const char *sid, const char *content, char mid[CHAN_ID_LEN])
 {
 	post_message(f, sid, content, mid);
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 0));
 	assert_false(next_rec(f, 1));
@@ -745,7 +590,7 @@ static void answered(struct fx *f, const char *sid, const char *content, char mi
 
 static void test_agents_and_events(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	http(f, 0, CHAN_M_GET, "/api/agents", NULL);
 	json_t *j = expect_resp(f, 0, 200);
 	json_t *arr = json_object_get(j, "agents");
@@ -774,7 +619,7 @@ static void test_agents_and_events(void **state)
 }
 
 /* Reads a one-record response and copies its raw body into out. */
-static void raw_resp(struct fx *f, uint32_t w, uint16_t status, char *out, size_t cap, const char *ctype)
+static void raw_resp(struct cfx *f, uint32_t w, uint16_t status, char *out, size_t cap, const char *ctype)
 {
 	assert_true(next_rec(f, w));
 	assert_int_equal(g.type, CHAN_REC_RESPONSE);
@@ -794,7 +639,7 @@ static void raw_resp(struct fx *f, uint32_t w, uint16_t status, char *out, size_
 
 static void test_export(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[160];
 	create_session(f, sid);
 	answered(f, sid, "hello", mid);
@@ -833,20 +678,20 @@ static void test_export(void **state)
 }
 
 /* Due times of the replayed tokens, computed from the stored offsets. */
-static void replay_dues(struct fx *f, const char *sid, const char *mid, uint64_t start, double speed,
+static void replay_dues(struct cfx *f, const char *sid, const char *mid, uint64_t start, double speed,
 			uint64_t due[6])
 {
 	for (uint32_t k = 1; k <= 5; k++) {
 		struct store_token t;
-		struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
-		assert_int_equal(chat_token_get(&f->api.chat, s, mid, k, &t), 0);
+		struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
+		assert_int_equal(chat_token_get(&f->chat, s, mid, k, &t), 0);
 		due[k] = start + (uint64_t)((double)t.offset_ns / speed);
 	}
 }
 
 static void test_replay_sse(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], path[200];
 	create_session(f, sid);
 	snprintf(path, sizeof(path), "/api/replay/session/%s", sid);
@@ -857,7 +702,7 @@ static void test_replay_sse(void **state)
 	snprintf(path, sizeof(path), "/api/replay/session/%s?message_id=%s", sid, mid);
 	http(f, 0, CHAN_M_GET, path, NULL);
 	expect_error(f, 0, 409, "not_ended");
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 
 	static const char *const bad[] = { "0", "0.05", "101", "abc", "", "1e400" };
@@ -880,15 +725,15 @@ static void test_replay_sse(void **state)
 	assert_string_equal(h.resume_message_id, "");
 	expect_status(f, 0, 6, mid, "queued");
 	assert_false(next_rec(f, 0));
-	assert_int_equal(f->api.chat.sessions.n, 1);
+	assert_int_equal(f->chat.sessions.n, 1);
 	struct chan_conn conn = { .worker = 0, .slot = 6, .gen = 1 };
-	struct chat_conn *cc = chat_conn_get(&f->api.chat, conn, false);
+	struct chat_conn *cc = chat_conn_get(&f->chat, conn, false);
 	assert_non_null(cc);
 	uint64_t due[6];
 	replay_dues(f, sid, mid, cc->rp.start_ns, 4, due);
 
 	/* Nothing before the first token's scaled offset. */
-	uint64_t next = chat_run_timers(&f->api.chat, due[1] - 1);
+	uint64_t next = cpl_run_due(f->loop, due[1] - 1);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 0));
 	assert_int_equal(next, due[1]);
@@ -896,7 +741,7 @@ static void test_replay_sse(void **state)
 	uint32_t n = 0;
 	while (n < 5 && due[n + 1] <= due[3])
 		n++;
-	chat_run_timers(&f->api.chat, due[3]);
+	cpl_run_due(f->loop, due[3]);
 	co_flush(&f->out);
 	expect_status(f, 0, 6, mid, "streaming");
 	static const char *const words[] = { "its", " \"quoted\"", " memory", " stream", " it's" };
@@ -905,7 +750,7 @@ static void test_replay_sse(void **state)
 		strcat(text, words[k]);
 	expect_tokens(f, 0, 6, mid, 1, n, text);
 	if (n < 5) {
-		chat_run_timers(&f->api.chat, due[5]);
+		cpl_run_due(f->loop, due[5]);
 		co_flush(&f->out);
 		text[0] = 0;
 		for (uint32_t k = n; k < 5; k++)
@@ -918,7 +763,7 @@ static void test_replay_sse(void **state)
 	assert_false(next_rec(f, 1));
 	/* The replay conn counts as a subscriber of the session (its
 	 * UNSUBSCRIBE will balance it). */
-	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
 	assert_int_equal(s->refs[0], 1);
 
 	/* A closed conn's replay stops. */
@@ -926,16 +771,16 @@ static void test_replay_sse(void **state)
 	assert_null(read_resp(f, 0, &h, NULL));
 	expect_status(f, 0, 6, mid, "queued");
 	struct chan_conn_closed cl = { .conn = conn };
-	api_dispatch(&f->api, CHAN_REC_CONN_CLOSED, &cl, sizeof(cl));
-	assert_null(chat_conn_get(&f->api.chat, conn, false));
-	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	cpl_dispatch(f->loop, CHAN_REC_CONN_CLOSED, &cl, sizeof(cl));
+	assert_null(chat_conn_get(&f->chat, conn, false));
+	assert_int_equal(cpl_run_due(f->loop, UINT64_MAX - 1), UINT64_MAX);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 0));
 }
 
 static void test_ws_replay_pause_state(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], msg[256];
 	create_session(f, sid);
 	answered(f, sid, "hello", mid);
@@ -977,7 +822,7 @@ static void test_ws_replay_pause_state(void **state)
 	json_decref(j);
 
 	/* Paused: nothing is due however late it is. */
-	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	assert_int_equal(cpl_run_due(f->loop, UINT64_MAX - 1), UINT64_MAX);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 1));
 
@@ -985,7 +830,7 @@ static void test_ws_replay_pause_state(void **state)
 	j = ws_reply(f, "response", CHAN_RESP_PLAIN);
 	assert_true(json_is_false(json_object_get(j, "paused")));
 	json_decref(j);
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 	expect_status(f, 1, 11, mid, "streaming");
 	expect_tokens(f, 1, 11, mid, 1, 5, "its \"quoted\" memory stream it's");
@@ -1005,17 +850,17 @@ static void test_ws_replay_pause_state(void **state)
 	ws(f, msg);
 	json_decref(ws_reply(f, "response", CHAN_RESP_WS_SUBSCRIBE));
 	expect_status(f, 1, 11, mid, "queued");
-	chat_drop_all_subs(&f->api.chat);
+	cfx_dataplane_restart(f);
 	struct chan_conn conn = { .worker = 1, .slot = 11, .gen = 1 };
-	assert_null(chat_conn_get(&f->api.chat, conn, false));
-	assert_int_equal(f->api.chat.conns.n, 0);
-	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	assert_null(chat_conn_get(&f->chat, conn, false));
+	assert_int_equal(f->chat.conns.n, 0);
+	assert_int_equal(cpl_run_due(f->loop, UINT64_MAX - 1), UINT64_MAX);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 1));
 }
 
 /* GET /api/chat/sessions?query: the ids of one page, next_cursor into cursor. */
-static size_t list_page(struct fx *f, const char *query, char ids[][CHAN_ID_LEN], size_t cap,
+static size_t list_page(struct cfx *f, const char *query, char ids[][CHAN_ID_LEN], size_t cap,
 			char *cursor, size_t ccap)
 {
 	char path[512];
@@ -1036,7 +881,7 @@ static size_t list_page(struct fx *f, const char *query, char ids[][CHAN_ID_LEN]
 
 static void test_list_patch_delete(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[3][CHAN_ID_LEN], ids[8][CHAN_ID_LEN], cursor[256], q[400], path[160];
 	for (int i = 0; i < 3; i++)
 		create_session(f, sid[i]);
@@ -1097,25 +942,25 @@ static void test_list_patch_delete(void **state)
 	http(f, 0, CHAN_M_DELETE, path, NULL);
 	expect_error(f, 0, 404, "not_found");
 	assert_int_equal(list_page(f, "archived=any", ids, 8, cursor, sizeof(cursor)), 2);
-	assert_int_equal(chat_run_timers(&f->api.chat, UINT64_MAX - 1), UINT64_MAX);
+	assert_int_equal(cpl_run_due(f->loop, UINT64_MAX - 1), UINT64_MAX);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 0));
 	assert_false(next_rec(f, 1));
 }
 
-static void sub_rec(struct fx *f, uint16_t type, uint16_t worker, const char *sid)
+static void sub_rec(struct cfx *f, uint16_t type, uint16_t worker, const char *sid)
 {
 	struct chan_sub s;
 	memset(&s, 0, sizeof(s));
 	s.conn.worker = worker;
 	s.conn.slot = 1;
 	strcpy(s.session_id, sid);
-	api_dispatch(&f->api, type, &s, sizeof(s));
+	cpl_dispatch(f->loop, type, &s, sizeof(s));
 }
 
 static void test_subscription_table(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN];
 	create_session(f, sid);
 	sub_rec(f, CHAN_REC_SUBSCRIBE, 1, sid);
@@ -1126,30 +971,30 @@ static void test_subscription_table(void **state)
 	assert_false(next_rec(f, 1)); /* one record per worker, not per conn */
 
 	sub_rec(f, CHAN_REC_UNSUBSCRIBE, 1, sid);
-	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
-	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
+	cpl_run_due(f->loop, s->ans.be.start_ns + 200000000ull);
 	co_flush(&f->out);
 	expect_status(f, 1, CHAN_SLOT_ALL, mid, "streaming");
 	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 1, 1, "its");
 
 	/* A dataplane restart drops every subscription. */
-	chat_drop_all_subs(&f->api.chat);
-	chat_run_timers(&f->api.chat, UINT64_MAX - 1);
+	cfx_dataplane_restart(f);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 1));
 
 	/* A malformed record is refused, not trusted. */
 	struct chan_sub bad;
 	memset(&bad, 'x', sizeof(bad));
-	uint64_t before = f->api.stats.invalid_records;
-	api_dispatch(&f->api, CHAN_REC_SUBSCRIBE, &bad, sizeof(bad));
-	api_dispatch(&f->api, CHAN_REC_REQUEST, &bad, 4);
-	assert_int_equal(f->api.stats.invalid_records, before + 2);
+	uint64_t before = cpl_stats(f->loop)->invalid_records;
+	cpl_dispatch(f->loop, CHAN_REC_SUBSCRIBE, &bad, sizeof(bad));
+	cpl_dispatch(f->loop, CHAN_REC_REQUEST, &bad, 4);
+	assert_int_equal(cpl_stats(f->loop)->invalid_records, before + 2);
 }
 
 static void test_large_body_is_split(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN];
 	create_session(f, sid);
 	static char big[40001];
@@ -1171,7 +1016,7 @@ static void test_large_body_is_split(void **state)
 
 static void test_ring_full_backlog(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	struct chan_conn c = { .worker = 0, .slot = 1 };
 	char mid[CHAN_ID_LEN];
 	uint32_t sent = 0;
@@ -1218,14 +1063,14 @@ static void test_ring_full_backlog(void **state)
  * conn that subscribes meanwhile. */
 static void test_ring_full_kicks_dropped_subscribers(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char sid[CHAN_ID_LEN], mid[CHAN_ID_LEN], omid[CHAN_ID_LEN];
 	create_session(f, sid);
 	subscribe_sse(f, 1, 7, sid, NULL, "", 0);
 	post_message(f, sid, "hello", mid);
 	expect_status(f, 1, CHAN_SLOT_ALL, mid, "queued");
 	assert_false(next_rec(f, 1));
-	struct chat_session *s = chat_session_get(&f->api.chat, sid, strlen(sid));
+	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
 	assert_non_null(s);
 
 	/* Nobody reads worker 1: fill its ring and its backlog. */
@@ -1237,17 +1082,17 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 			break;
 		filler++;
 	}
-	uint64_t drops = f->api.chat.stats.sub_drops;
-	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
-	assert_int_equal(f->api.chat.stats.sub_drops, drops + 1);
+	uint64_t drops = f->chat.stats.sub_drops;
+	cpl_run_due(f->loop, s->ans.be.start_ns + 200000000ull);
+	assert_int_equal(f->chat.stats.sub_drops, drops + 1);
 	assert_int_equal(s->refs[1], 0);
 	/* Still full: the KICK waits (not counted as a dropped record), and
 	 * the loop is asked to come back soon. */
 	uint64_t dropped = f->out.w[1].dropped;
-	uint64_t now = sluice_now_ns();
-	uint64_t next = chat_run_timers(&f->api.chat, now);
+	uint64_t now = s->ans.be.start_ns + 200000000ull;
+	uint64_t next = cpl_run_due(f->loop, now);
 	assert_true(next <= now + 1000000ull);
-	assert_int_equal(f->api.chat.stats.overload_kicks, 0);
+	assert_int_equal(f->chat.stats.overload_kicks, 0);
 	assert_int_equal(f->out.w[1].dropped, dropped);
 
 	/* A conn subscribing meanwhile is counted apart from the dropped one. */
@@ -1257,8 +1102,9 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 	/* The dataplane catches up: the fillers arrive, then the KICK. */
 	uint32_t seen = 0;
 	bool kicked = false;
-	for (int round = 0; round < 100 && !kicked; round++) {
-		chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+	for (int round = 0; round < 40 && !kicked; round++) {
+		/* Each round is the loop coming back a retry period later. */
+		cpl_run_due(f->loop, now + (uint64_t)round * CHAT_KICK_RETRY_NS);
 		co_flush(&f->out);
 		while (next_rec(f, 1)) {
 			assert_false(kicked);
@@ -1282,10 +1128,10 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 	}
 	assert_true(kicked);
 	assert_int_equal(seen, filler);
-	assert_int_equal(f->api.chat.stats.overload_kicks, 1);
+	assert_int_equal(f->chat.stats.overload_kicks, 1);
 	assert_false(next_rec(f, 1));
 	/* Sent once. */
-	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 200000000ull);
+	cpl_run_due(f->loop, s->ans.be.start_ns + 200000000ull);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 1));
 
@@ -1297,34 +1143,31 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 	u.conn.slot = 7;
 	u.conn.gen = 1;
 	strcpy(u.session_id, sid);
-	api_dispatch(&f->api, CHAN_REC_UNSUBSCRIBE, &u, sizeof(u));
+	cpl_dispatch(f->loop, CHAN_REC_UNSUBSCRIBE, &u, sizeof(u));
 	assert_int_equal(s->refs[1], 1);
-	chat_run_timers(&f->api.chat, s->ans.be.start_ns + 250000000ull);
+	cpl_run_due(f->loop, s->ans.be.start_ns + 250000000ull);
 	co_flush(&f->out);
 	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 2, 1, " \"quoted\"");
 }
 
 static void test_loop_turn(void **state)
 {
-	struct fx *f = *state;
-	struct cp_loop l;
-	assert_int_equal(cpl_init(&l, f->cp, &f->api, &f->out), 0);
+	struct cfx *f = *state;
 	static _Alignas(8) uint8_t buf[4096];
-	uint32_t len = build_req(buf, 1, 2, CHAN_REQ_HTTP, CHAN_M_GET, "/api/models", NULL, 0, NULL);
+	uint32_t len = build_req(f, buf, 1, 2, CHAN_REQ_HTTP, CHAN_M_GET, "/api/models", NULL, 0, NULL);
 	struct chan_prod *p = chan_producer(f->dp, 1);
 	void *dst = chan_reserve(p, CHAN_REC_REQUEST, len);
 	assert_non_null(dst);
 	memcpy(dst, buf, len);
 	chan_commit(p, len);
 	chan_publish(p);
-	assert_int_equal(cpl_turn(&l, false), 1);
+	assert_int_equal(cpl_turn(f->loop, false), 1);
 	json_t *j = expect_resp(f, 1, 200);
 	assert_non_null(json_object_get(j, "models"));
 	json_decref(j);
 	/* The turn stamped control's heartbeat. */
 	assert_true(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
-	assert_int_equal(cpl_turn(&l, false), 0);
-	cpl_free(&l);
+	assert_int_equal(cpl_turn(f->loop, false), 0);
 }
 
 int main(void)

@@ -1,4 +1,4 @@
-#include "util/idmap.h"
+#include "idmap/idmap.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

@@ -18,137 +18,30 @@
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <lmdb.h>
 #include <sodium.h>
 
-#include "api/api.h"
+#include "../fixture.h"
 #include "api/api_auth.h"
-#include "auth/auth.h"
-#include "sluice/chan.h"
-#include "sluice/chan_proto.h"
-
-#define RING (64u * 1024u)
-
-struct fx {
-	char shm[96];
-	char dir[64];
-	struct sluice_conf conf;
-	struct chan_region *cp, *dp;
-	struct store *st;
-	struct chan_out out;
-	struct api api;
-	struct auth auth;
-	bool auth_ok;
-};
-
-struct got {
-	uint16_t type;
-	uint32_t len;
-	_Alignas(8) uint8_t p[RING];
-};
-static struct got g;
-
-static void fx_conf(struct fx *f)
-{
-	conf_defaults(&f->conf);
-	f->conf.workers = 2;
-	f->conf.nbackends = 1;
-	struct conf_backend *be = &f->conf.backends[0];
-	memset(be, 0, sizeof(*be));
-	strcpy(be->name, "syn");
-	be->type = CONF_BACKEND_SYNTHETIC;
-	strcpy(be->models[0], "synth-1");
-	be->nmodels = 1;
-	be->ttft_ms = 200;
-	be->tokens_per_s = 20;
-	be->answer_tokens = 5;
-	be->context_window = 8192;
-	f->conf.nagents = 1;
-	strcpy(f->conf.agents[0].name, "assistant");
-	strcpy(f->conf.agents[0].model, "synth-1");
-	f->conf.pwhash_ops = 1;
-	f->conf.pwhash_mem_kib = 8192;
-	f->conf.login_max_inflight = 2;
-	f->conf.session_ttl_s = 60;
-}
-
-static void fx_open(struct fx *f)
-{
-	static int counter;
-	char err[256];
-	snprintf(f->shm, sizeof(f->shm), "/dev/shm/sluice-test-apiauth-%d-%d", (int)getpid(), counter++);
-	snprintf(f->conf.store, sizeof(f->conf.store), "%s", f->dir);
-	f->cp = chan_open(f->shm, 2, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
-	assert_non_null(f->cp);
-	f->dp = chan_open(f->shm, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
-	assert_non_null(f->dp);
-	f->st = store_lmdb_open(f->dir, NULL, &f->conf, err, sizeof(err));
-	assert_non_null(f->st);
-	assert_int_equal(co_init(&f->out, f->cp, 32u * 1024u), 0);
-	assert_int_equal(api_init(&f->api, &f->conf, f->st, &f->out), 0);
-	assert_int_equal(auth_init(&f->auth, &f->conf, f->st, &f->out, false, err, sizeof(err)), 0);
-	f->auth_ok = true;
-	f->api.auth = &f->auth;
-}
-
-static struct fx *fx_new(void)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	assert_true(sodium_init() >= 0);
-	fx_conf(f);
-	strcpy(f->dir, "/dev/shm/sluice-test-apiauth-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	return f;
-}
 
 static int fx_setup(void **state)
 {
-	struct fx *f = fx_new();
-	fx_open(f);
-	*state = f;
+	*state = cfx_open(NULL, 0);
 	return 0;
 }
 
 /* A store of 1 MiB, so that it can be filled. */
 static int fx_setup_tiny(void **state)
 {
-	struct fx *f = fx_new();
-	f->conf.store_map_mb = 1;
-	fx_open(f);
-	*state = f;
+	struct sluice_conf c;
+	cfx_conf_default(&c);
+	c.store_map_mb = 1;
+	*state = cfx_open(&c, 0);
 	return 0;
-}
-
-static void rm_dir(const char *dir)
-{
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		char p[128 + sizeof(e->d_name)];
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-		assert_int_equal(unlink(p), 0);
-	}
-	closedir(d);
-	assert_int_equal(rmdir(dir), 0);
 }
 
 static int fx_teardown(void **state)
 {
-	struct fx *f = *state;
-	if (f->auth_ok)
-		auth_free(&f->auth);
-	api_free(&f->api);
-	co_free(&f->out);
-	store_close(f->st);
-	chan_close(f->dp);
-	chan_close(f->cp);
-	chan_unlink(f->shm, 2);
-	rm_dir(f->dir);
-	free(f);
+	cfx_close(*state);
 	return 0;
 }
 
@@ -162,36 +55,31 @@ struct fld {
 static _Alignas(8) uint8_t reqbuf[128 * 1024];
 
 /* Builds a REQUEST record for conn (worker 0, slot) into reqbuf. */
-static uint32_t build(uint32_t slot, uint8_t kind, uint8_t method, const struct fld *fl, size_t n)
+static uint32_t build(struct cfx *f, uint32_t slot, uint8_t kind, uint8_t method, const struct fld *fl,
+		      size_t n)
 {
-	struct chan_request *r = (struct chan_request *)reqbuf;
-	memset(r, 0, sizeof(*r));
-	r->conn.slot = slot;
-	r->conn.gen = 1;
-	r->req_id = 42;
-	r->kind = kind;
-	r->method = method;
-	uint8_t *q = reqbuf + sizeof(*r);
+	struct cfx_field cf[8];
+	assert_true(n <= SLUICE_ARRAY_LEN(cf));
 	for (size_t i = 0; i < n; i++)
-		if (fl[i].v)
-			chan_field_put(&q, fl[i].tag, fl[i].v, (uint32_t)strlen(fl[i].v));
-	return (uint32_t)(q - reqbuf);
+		cf[i] = (struct cfx_field){ fl[i].tag, fl[i].v, 0 };
+	struct chan_conn conn = { .slot = slot, .gen = 1 };
+	uint32_t len = cfx_build(f, conn, kind, method, cf, n);
+	memcpy(reqbuf, cfx_reqbuf(), len);
+	return len;
 }
 
-static void settle(struct fx *f)
+static void settle(struct cfx *f)
 {
-	store_lmdb_flush(f->st);
-	co_flush(&f->out);
+	cfx_settle(f);
 }
 
-static void dispatch(struct fx *f, uint32_t len)
+static void dispatch(struct cfx *f, uint32_t len)
 {
-	api_dispatch(&f->api, CHAN_REC_REQUEST, reqbuf, len);
-	settle(f);
+	cfx_dispatch(f, CHAN_REC_REQUEST, reqbuf, len);
 }
 
 /* An HTTP request on worker 0 with a Bearer token (NULL: none). */
-static void http(struct fx *f, uint32_t slot, uint8_t method, const char *path, const char *body,
+static void http(struct cfx *f, uint32_t slot, uint8_t method, const char *path, const char *body,
 		 const char *token)
 {
 	char authz[128] = "";
@@ -199,39 +87,19 @@ static void http(struct fx *f, uint32_t slot, uint8_t method, const char *path, 
 		snprintf(authz, sizeof(authz), "Bearer %s", token);
 	const struct fld fl[] = { { CHAN_F_PATH, path }, { CHAN_F_BODY, body },
 				  { CHAN_F_AUTHORIZATION, token ? authz : NULL } };
-	dispatch(f, build(slot, CHAN_REQ_HTTP, method, fl, SLUICE_ARRAY_LEN(fl)));
+	dispatch(f, build(f, slot, CHAN_REQ_HTTP, method, fl, SLUICE_ARRAY_LEN(fl)));
 }
 
-static bool next_rec(struct fx *f)
+static bool next_rec(struct cfx *f)
 {
-	struct chan_cons *c = chan_consumer(f->dp, 0);
-	const struct chan_rec *rec = chan_peek(c);
-	if (!rec)
-		return false;
-	assert_true(rec->len <= sizeof(g.p));
-	g.type = rec->type;
-	g.len = rec->len;
-	memcpy(g.p, rec->payload, rec->len);
-	chan_consume(c);
-	chan_release(c);
-	return true;
+	return cfx_next(f, 0);
 }
 
-static const struct chan_field *find_field(uint16_t tag)
-{
-	const uint8_t *p = g.p + sizeof(struct chan_response);
-	const uint8_t *end = g.p + g.len;
-	bool bad = false;
-	const struct chan_field *fl;
-	while ((fl = chan_field_next(&p, end, &bad)) != NULL)
-		if (fl->tag == tag)
-			return fl;
-	assert_false(bad);
-	return NULL;
-}
+#define g cfx_got
+#define find_field cfx_field
 
 /* The next response (one part) on worker 0: its status and parsed body. */
-static json_t *expect_resp(struct fx *f, uint16_t status)
+static json_t *expect_resp(struct cfx *f, uint16_t status)
 {
 	assert_true(next_rec(f));
 	assert_int_equal(g.type, CHAN_REC_RESPONSE);
@@ -246,7 +114,7 @@ static json_t *expect_resp(struct fx *f, uint16_t status)
 	return j;
 }
 
-static void expect_error(struct fx *f, uint16_t status, const char *code)
+static void expect_error(struct cfx *f, uint16_t status, const char *code)
 {
 	json_t *j = expect_resp(f, status);
 	assert_non_null(j);
@@ -254,7 +122,7 @@ static void expect_error(struct fx *f, uint16_t status, const char *code)
 	json_decref(j);
 }
 
-static void expect_kick(struct fx *f, uint32_t slot)
+static void expect_kick(struct cfx *f, uint32_t slot)
 {
 	assert_true(next_rec(f));
 	assert_int_equal(g.type, CHAN_REC_KICK);
@@ -263,7 +131,7 @@ static void expect_kick(struct fx *f, uint32_t slot)
 	assert_int_equal(k->code, 1008);
 }
 
-static void expect_nothing(struct fx *f)
+static void expect_nothing(struct cfx *f)
 {
 	assert_false(next_rec(f));
 }
@@ -275,43 +143,11 @@ static void put_done(void *arg, int err)
 	*(int *)arg = err;
 }
 
-static uint64_t add_user(struct fx *f, const char *name)
-{
-	struct store_user u;
-	memset(&u, 0, sizeof(u));
-	snprintf(u.name, sizeof(u.name), "%s", name);
-	strcpy(u.pwhash, "not-a-hash");
-	u.created_at = f->auth.now(f->auth.now_arg);
-	int err = 1;
-	assert_int_equal(store_user_put(f->st, &u, 1, put_done, &err), 0);
-	settle(f);
-	assert_int_equal(err, 0);
-	assert_int_equal(store_user_get(f->st, name, &u), 0);
-	assert_true(u.uid != 0);
-	return u.uid;
-}
+#define add_user cfx_add_user
+#define del_user cfx_del_user
+#define login cfx_login
 
-static void del_user(struct fx *f, const char *name)
-{
-	int err = 1;
-	assert_int_equal(store_user_del(f->st, name, put_done, &err), 0);
-	settle(f);
-	assert_int_equal(err, 0);
-	auth_revoke_user(&f->auth, name);
-	co_flush(&f->out);
-}
-
-static void login(struct fx *f, const char *name, char token[AUTH_TOKEN_LEN + 1])
-{
-	char csrf[STORE_CSRF_MAX];
-	int64_t exp;
-	int err = 1;
-	assert_int_equal(auth_session_create(&f->auth, name, token, csrf, &exp, put_done, &err), 0);
-	settle(f);
-	assert_int_equal(err, 0);
-}
-
-static void create_session(struct fx *f, const char *token, char sid[CHAN_ID_LEN])
+static void create_session(struct cfx *f, const char *token, char sid[CHAN_ID_LEN])
 {
 	http(f, 1, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":\"assistant\"}", token);
 	json_t *j = expect_resp(f, 201);
@@ -319,7 +155,7 @@ static void create_session(struct fx *f, const char *token, char sid[CHAN_ID_LEN
 	json_decref(j);
 }
 
-static void sessions_listed(struct fx *f, const char *token, size_t want)
+static void sessions_listed(struct cfx *f, const char *token, size_t want)
 {
 	http(f, 1, CHAN_M_GET, "/api/chat/sessions", NULL, token);
 	json_t *j = expect_resp(f, 200);
@@ -332,9 +168,9 @@ static void sessions_listed(struct fx *f, const char *token, size_t want)
 /* A record the auth parser cannot read is refused, not routed anonymously. */
 static void test_fail_closed(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	const struct fld fl[] = { { CHAN_F_PATH, "/api/chat/sessions" } };
-	uint32_t len = build(1, CHAN_REQ_HTTP, CHAN_M_GET, fl, 1);
+	uint32_t len = build(f, 1, CHAN_REQ_HTTP, CHAN_M_GET, fl, 1);
 	/* A field whose length runs past the end of the record. */
 	struct chan_field *bad = (struct chan_field *)(reqbuf + len);
 	memset(bad, 0, sizeof(*bad));
@@ -352,7 +188,7 @@ static void test_fail_closed(void **state)
 /* users del alice, users add alice: the new alice gets nothing of the old. */
 static void test_recreated_user(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char t1[AUTH_TOKEN_LEN + 1], t2[AUTH_TOKEN_LEN + 1], sid[CHAN_ID_LEN], path[96];
 	uint64_t uid1 = add_user(f, "alice");
 	login(f, "alice", t1);
@@ -378,7 +214,7 @@ static void test_recreated_user(void **state)
 	char authz[80];
 	snprintf(authz, sizeof(authz), "Bearer %s", t2);
 	const struct fld fl[] = { { CHAN_F_BODY, msg }, { CHAN_F_AUTHORIZATION, authz } };
-	dispatch(f, build(7, CHAN_REQ_WS, CHAN_M_GET, fl, SLUICE_ARRAY_LEN(fl)));
+	dispatch(f, build(f, 7, CHAN_REQ_WS, CHAN_M_GET, fl, SLUICE_ARRAY_LEN(fl)));
 	json_t *j = expect_resp(f, 404);
 	assert_string_equal(json_string_value(json_object_get(j, "type")), "error");
 	json_decref(j);
@@ -392,7 +228,7 @@ static void test_recreated_user(void **state)
 /* An SSE stream ends (KICK) on logout, on the user's deletion and at expiry. */
 static void test_sse_ends_with_login(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char t1[AUTH_TOKEN_LEN + 1], t2[AUTH_TOKEN_LEN + 1], sid[CHAN_ID_LEN], path[96];
 	add_user(f, "bob");
 	login(f, "bob", t1);
@@ -422,14 +258,14 @@ static void test_sse_ends_with_login(void **state)
 	expect_nothing(f);
 }
 
-static void subscribe_rec(struct fx *f, uint32_t slot, const char *sid)
+static void subscribe_rec(struct cfx *f, uint32_t slot, const char *sid)
 {
 	struct chan_sub sub;
 	memset(&sub, 0, sizeof(sub));
 	sub.conn.slot = slot;
 	sub.conn.gen = 1;
 	snprintf(sub.session_id, sizeof(sub.session_id), "%s", sid);
-	api_dispatch(&f->api, CHAN_REC_SUBSCRIBE, &sub, sizeof(sub));
+	cpl_dispatch(f->loop, CHAN_REC_SUBSCRIBE, &sub, sizeof(sub));
 	co_flush(&f->out);
 }
 
@@ -438,7 +274,7 @@ static void subscribe_rec(struct fx *f, uint32_t slot, const char *sid)
  * under the owner, so deleting the owner later still ends them. */
 static void test_resubscribe_checked(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char t[AUTH_TOKEN_LEN + 1], sid[CHAN_ID_LEN];
 	add_user(f, "carol");
 	login(f, "carol", t);
@@ -456,22 +292,22 @@ static void test_resubscribe_checked(void **state)
 /* The password does not survive in the request record control handled. */
 static void test_login_wipes_record(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	const char *secret = "correct-horse-battery";
 	char body[128];
 	snprintf(body, sizeof(body), "{\"username\":\"nobody\",\"password\":\"%s\"}", secret);
 	const struct fld fl[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, body },
 				  { CHAN_F_PEER, "10.0.0.1:5000" } };
-	uint32_t len = build(2, CHAN_REQ_HTTP, CHAN_M_POST, fl, SLUICE_ARRAY_LEN(fl));
+	uint32_t len = build(f, 2, CHAN_REQ_HTTP, CHAN_M_POST, fl, SLUICE_ARRAY_LEN(fl));
 	assert_non_null(memmem(reqbuf, len, secret, strlen(secret)));
 	dispatch(f, len);
 	assert_null(memmem(reqbuf, len, secret, strlen(secret)));
 	assert_null(memmem(reqbuf, len, "nobody", 6));
 	/* The unknown user is still verified (against the dummy hash): 401. */
 	for (int i = 0; i < 400 && !next_rec(f); i++) {
-		struct pollfd pfd = { .fd = auth_pool_fd(&f->auth), .events = POLLIN };
+		struct pollfd pfd = { .fd = pwh_fd(&f->auth.pool), .events = POLLIN };
 		if (poll(&pfd, 1, 50) > 0)
-			auth_on_pool(&f->auth);
+			cpl_turn(f->loop, false);
 		settle(f);
 	}
 	assert_int_equal(g.type, CHAN_REC_RESPONSE);
@@ -484,7 +320,7 @@ static void test_login_wipes_record(void **state)
 /* A full map answers 503 store_full with Retry-After, never 500. */
 static void test_store_full(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	char t[AUTH_TOKEN_LEN + 1], sid[CHAN_ID_LEN];
 	add_user(f, "dave");
 	login(f, "dave", t);
@@ -520,95 +356,6 @@ static void test_store_full(void **state)
 	assert_true(full);
 }
 
-/* The schema 1 layouts, written by hand to check the migration. */
-struct v1_user {
-	uint8_t role;
-	uint8_t pad[7];
-	int64_t created_at;
-	char pwhash[STORE_PWHASH_MAX];
-};
-
-struct v1_conv {
-	char user[STORE_USER_MAX];
-	char agent_id[STORE_AGENT_MAX];
-	char model_id[CONF_NAME_MAX];
-	char title[STORE_TITLE_MAX];
-	int64_t created_at, updated_at;
-	uint32_t nmsg;
-	uint8_t archived;
-	uint8_t pad[3];
-};
-
-static void v1_put(MDB_txn *t, MDB_dbi db, const char *key, size_t klen, const void *v, size_t vlen)
-{
-	MDB_val k = { klen, (void *)key }, val = { vlen, (void *)v };
-	assert_int_equal(mdb_put(t, db, &k, &val, 0), 0);
-}
-
-/* Schema 1 -> 2: users get a uid, conversations their owner's; a conversation
- * older than its owner's record (an earlier user of that name) gets none. */
-static void test_migration(void **state)
-{
-	(void)state;
-	struct fx *f = fx_new();
-	MDB_env *env;
-	MDB_txn *t;
-	MDB_dbi users, convs, meta;
-	assert_int_equal(mdb_env_create(&env), 0);
-	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
-	assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
-	assert_int_equal(mdb_dbi_open(t, "users", MDB_CREATE, &users), 0);
-	assert_int_equal(mdb_dbi_open(t, "conversations", MDB_CREATE, &convs), 0);
-	assert_int_equal(mdb_dbi_open(t, "meta", MDB_CREATE, &meta), 0);
-	v1_put(t, meta, "schema_version", 14, "1", 1);
-	struct v1_user u = { .created_at = 1000 };
-	strcpy(u.pwhash, "h");
-	v1_put(t, users, "erin", 4, &u, sizeof(u));
-	struct v1_conv c;
-	memset(&c, 0, sizeof(c));
-	strcpy(c.user, "erin");
-	strcpy(c.agent_id, "assistant");
-	strcpy(c.model_id, "synth-1");
-	c.created_at = c.updated_at = 2000;
-	v1_put(t, convs, "s_new", 5, &c, sizeof(c));
-	c.created_at = c.updated_at = 500;
-	v1_put(t, convs, "s_old", 5, &c, sizeof(c));
-	assert_int_equal(mdb_txn_commit(t), 0);
-	mdb_env_close(env);
-
-	char err[256];
-	f->st = store_lmdb_open(f->dir, NULL, &f->conf, err, sizeof(err));
-	assert_non_null(f->st);
-	struct store_user su;
-	assert_int_equal(store_user_get(f->st, "erin", &su), 0);
-	assert_true(su.uid != 0);
-	assert_int_equal(su.created_at, 1000);
-	assert_string_equal(su.pwhash, "h");
-	struct store_session ss;
-	assert_int_equal(store_session_get(f->st, "s_new", &ss), 0);
-	assert_true(ss.owner_uid == su.uid);
-	assert_string_equal(ss.model_id, "synth-1");
-	assert_int_equal(store_session_get(f->st, "s_old", &ss), 0);
-	assert_true(ss.owner_uid == 0);
-	struct store_stats sst;
-	assert_int_equal(store_stats(f->st, &sst), 0);
-	assert_int_equal(sst.schema_version, 2);
-	/* A password change keeps the identity. */
-	strcpy(su.pwhash, "h2");
-	int done = 1;
-	assert_int_equal(store_user_put(f->st, &su, 0, put_done, &done), 0);
-	store_lmdb_flush(f->st);
-	assert_int_equal(done, 0);
-	struct store_user su2;
-	assert_int_equal(store_user_get(f->st, "erin", &su2), 0);
-	assert_true(su2.uid == su.uid);
-	assert_string_equal(su2.pwhash, "h2");
-	store_close(f->st);
-	rm_dir(f->dir);
-	free(f);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -618,7 +365,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resubscribe_checked, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_login_wipes_record, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_store_full, fx_setup_tiny, fx_teardown),
-		cmocka_unit_test(test_migration),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

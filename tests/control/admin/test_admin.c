@@ -1,10 +1,12 @@
 /*
- * The admin socket over a real channel region and the real control loop:
- * clients connect to the Unix socket, the loop turns, answers are read back;
- * the dataplane side of the region reads the ADMIN and KICK records control
- * wrote, and STATS/CONNS records go in through api_dispatch. Store calls the
- * tests need fixed answers from (listing, statistics, backup) are shims;
- * the rest is a real LMDB store in /dev/shm.
+ * The admin socket over the shared control fixture (a real channel region,
+ * the real control loop): clients connect to the Unix socket, the loop
+ * turns, answers are read back; the dataplane side of the region reads the
+ * ADMIN and KICK records control wrote, and STATS/CONNS records go in
+ * through the loop's record dispatch. Store calls the tests need fixed
+ * answers from (listing, statistics, backup) are shims, and the user writes
+ * are withheld so that a store without users can be checked; the rest is a
+ * real LMDB store in /dev/shm.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -25,26 +27,8 @@
 #include <jansson.h>
 #include <sodium.h>
 
-#include "admin/admin.h"
-#include "api/api.h"
-#include "loop/cp_loop.h"
-#include "sluice/chan.h"
-#include "sluice/chan_proto.h"
-
-#define RING (64u * 1024u)
-
-struct fx {
-	char chan[96];
-	char dir[64];
-	struct sluice_conf conf;
-	struct chan_region *cp;
-	struct chan_region *dp;
-	struct store *st;
-	struct chan_out out;
-	struct api api;
-	struct cp_loop loop;
-	struct admin ad;
-};
+#include "../fixture.h"
+#include "admin/admin_int.h"
 
 /* ---- store shims ------------------------------------------------------------ */
 
@@ -135,78 +119,58 @@ static void sock_path(char *out, size_t cap, const char *tag)
 
 static int fx_setup(void **state)
 {
-	static int counter;
-	static struct fx f;
-	memset(&f, 0, sizeof(f));
-	snprintf(f.chan, sizeof(f.chan), "/dev/shm/sluice-test-admin-%d-%d", (int)getpid(), counter++);
-	conf_defaults(&f.conf);
-	f.conf.workers = 2;
-	f.conf.nbackends = 1;
-	struct conf_backend *be = &f.conf.backends[0];
-	memset(be, 0, sizeof(*be));
-	strcpy(be->name, "syn");
-	be->type = CONF_BACKEND_SYNTHETIC;
-	strcpy(be->models[0], "synth-1");
-	be->nmodels = 1;
-	be->ttft_ms = 200;
-	be->tokens_per_s = 20;
-	be->answer_tokens = 5;
-	sock_path(f.conf.admin_socket, sizeof(f.conf.admin_socket), "main");
-	unlink(f.conf.admin_socket);
-	char err[256];
-	assert_true(sodium_init() >= 0);
-	f.cp = chan_open(f.chan, 2, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
-	assert_non_null(f.cp);
-	f.dp = chan_open(f.chan, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
-	assert_non_null(f.dp);
-	/* A dataplane is alive from its first heartbeat, as its loop would do. */
-	chan_heartbeat(f.dp, sluice_now_ns());
-	strcpy(f.dir, "/dev/shm/sluice-test-admin-XXXXXX");
-	assert_non_null(mkdtemp(f.dir));
-	f.st = store_lmdb_open(f.dir, NULL, &f.conf, err, sizeof(err));
-	assert_non_null(f.st);
-	shim_ops = *f.st->ops;
+	struct cfx *f = cfx_open(NULL, CFX_ADMIN);
+	shim_ops = *f->st->ops;
 	shim_ops.user_list = shim_user_list;
 	shim_ops.session_list = shim_session_list;
 	shim_ops.stats = shim_stats;
 	shim_ops.backup = shim_backup;
-	f.st->ops = &shim_ops;
+	shim_ops.user_put = NULL;
+	shim_ops.user_del = NULL;
+	f->st->ops = &shim_ops;
 	backup_done = NULL;
-	assert_int_equal(co_init(&f.out, f.cp, 32u * 1024u), 0);
-	assert_int_equal(api_init(&f.api, &f.conf, f.st, &f.out), 0);
-	assert_int_equal(cpl_init(&f.loop, f.cp, &f.api, &f.out), 0);
-	assert_int_equal(admin_init(&f.ad, &f.conf, &f.loop, &f.api, NULL, err, sizeof(err)), 0);
-	f.api.admin = &f.ad;
-	/* The dataplane side of this region is the test itself. */
-	f.loop.peer_alive = true;
-	*state = &f;
+	*state = f;
 	return 0;
 }
 
 static int fx_teardown(void **state)
 {
-	struct fx *f = *state;
-	admin_free(&f->ad);
-	cpl_free(&f->loop);
-	api_free(&f->api);
-	co_free(&f->out);
-	store_close(f->st);
-	DIR *d = opendir(f->dir);
-	assert_non_null(d);
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		char p[sizeof(f->dir) + sizeof(e->d_name) + 1];
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(f->dir);
-	chan_close(f->dp);
-	chan_close(f->cp);
-	chan_unlink(f->chan, 2);
+	cfx_close(*state);
 	return 0;
+}
+
+/* The test's dataplane heartbeats (alive) or goes silent; returns once the
+ * loop's periodic check (every CPL_HEARTBEAT_NS) has seen it. */
+static void dataplane_alive(struct cfx *f, bool alive)
+{
+	uint64_t deadline = sluice_now_ns() + 5000000000ull;
+	while (cpl_peer_alive(f->loop) != alive) {
+		assert_true(sluice_now_ns() < deadline);
+		chan_heartbeat(f->dp, alive ? sluice_now_ns() : 1);
+		cpl_turn(f->loop, true);
+	}
+}
+
+/* A second admin socket on a loop of its own over the same region. */
+static struct admin *admin2(struct cfx *f, const struct sluice_conf *c2, struct cp_loop **l2,
+			    char *err, size_t errlen)
+{
+	*l2 = cpl_create(f->cp, err, errlen);
+	assert_non_null(*l2);
+	struct admin_deps d = { .conf = c2, .loop = *l2, .st = f->st, .out = &f->out, .chat = &f->chat,
+				.auth = &f->auth, .api_stats = &f->api.stats };
+	struct admin *ad = admin_create(&d, err, errlen);
+	if (!ad) {
+		cpl_destroy(*l2);
+		*l2 = NULL;
+	}
+	return ad;
+}
+
+static void admin2_free(struct admin *ad, struct cp_loop *l2)
+{
+	admin_destroy(ad);
+	cpl_destroy(l2);
 }
 
 /* ---- client side ----------------------------------------------------------- */
@@ -239,7 +203,7 @@ static void cli_send_str(int fd, const char *s)
 	cli_send(fd, s, strlen(s));
 }
 
-static json_t *cli_answer_eof(struct fx *f, int fd, bool *eof)
+static json_t *cli_answer_eof(struct cfx *f, int fd, bool *eof)
 {
 	static char line[1 << 16];
 	size_t n = 0;
@@ -263,12 +227,12 @@ static json_t *cli_answer_eof(struct fx *f, int fd, bool *eof)
 			assert_true(n < sizeof(line));
 			line[n++] = ch;
 		}
-		cpl_turn(&f->loop, true);
+		cpl_turn(f->loop, true);
 	}
 	return NULL;
 }
 
-static json_t *cli_answer(struct fx *f, int fd)
+static json_t *cli_answer(struct cfx *f, int fd)
 {
 	bool eof;
 	json_t *o = cli_answer_eof(f, fd, &eof);
@@ -276,7 +240,7 @@ static json_t *cli_answer(struct fx *f, int fd)
 	return o;
 }
 
-static json_t *ask(struct fx *f, int fd, const char *line)
+static json_t *ask(struct cfx *f, int fd, const char *line)
 {
 	cli_send(fd, line, strlen(line));
 	return cli_answer(f, fd);
@@ -297,7 +261,7 @@ static long long jint(json_t *o, const char *k)
 }
 
 /* The next c2d record for worker w (type and payload copied), or false. */
-static bool next_rec(struct fx *f, uint32_t w, uint16_t *type, void *buf, size_t cap)
+static bool next_rec(struct cfx *f, uint32_t w, uint16_t *type, void *buf, size_t cap)
 {
 	struct chan_cons *c = chan_consumer(f->dp, w);
 	const struct chan_rec *rec = chan_peek(c);
@@ -315,7 +279,7 @@ static bool next_rec(struct fx *f, uint32_t w, uint16_t *type, void *buf, size_t
 
 static void test_socket_mode_and_cleanup(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	struct stat sb;
 	assert_int_equal(lstat(f->conf.admin_socket, &sb), 0);
 	assert_true(S_ISSOCK(sb.st_mode));
@@ -323,33 +287,33 @@ static void test_socket_mode_and_cleanup(void **state)
 
 	/* A mode the umask would narrow is set exactly all the same. */
 	static struct sluice_conf c2;
-	static struct admin ad2;
+	struct cp_loop *l2;
 	c2 = f->conf;
 	sock_path(c2.admin_socket, sizeof(c2.admin_socket), "mode");
 	unlink(c2.admin_socket);
 	c2.admin_socket_mode = 0660;
 	mode_t old = umask(077);
 	char err[256];
-	int rc = admin_init(&ad2, &c2, &f->loop, &f->api, NULL, err, sizeof(err));
+	struct admin *ad2 = admin2(f, &c2, &l2, err, sizeof(err));
 	umask(old);
-	assert_int_equal(rc, 0);
+	assert_non_null(ad2);
 	assert_int_equal(lstat(c2.admin_socket, &sb), 0);
 	assert_int_equal(sb.st_mode & 07777, 0660);
-	admin_free(&ad2);
+	admin2_free(ad2, l2);
 	assert_int_equal(lstat(c2.admin_socket, &sb), -1);
 	assert_int_equal(errno, ENOENT);
 }
 
 static void test_stale_in_use_and_foreign_files(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	static struct sluice_conf c2;
-	static struct admin ad2;
+	struct cp_loop *l2;
 	char err[256];
 	c2 = f->conf;
 
 	/* A running control's socket answers: refused, and left alone. */
-	assert_int_equal(admin_init(&ad2, &c2, &f->loop, &f->api, NULL, err, sizeof(err)), -1);
+	assert_null(admin2(f, &c2, &l2, err, sizeof(err)));
 	assert_non_null(strstr(err, "another control answers"));
 	int fd = cli_connect(f->conf.admin_socket);
 	json_t *o = ask(f, fd, "{\"cmd\":\"status\"}\n");
@@ -366,16 +330,17 @@ static void test_stale_in_use_and_foreign_files(void **state)
 	int s = socket(AF_UNIX, SOCK_STREAM, 0);
 	assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	close(s);
-	assert_int_equal(admin_init(&ad2, &c2, &f->loop, &f->api, NULL, err, sizeof(err)), 0);
+	struct admin *ad2 = admin2(f, &c2, &l2, err, sizeof(err));
+	assert_non_null(ad2);
 	fd = cli_connect(c2.admin_socket);
 	close(fd);
-	admin_free(&ad2);
+	admin2_free(ad2, l2);
 
 	/* Anything that is not a socket is not ours to delete. */
 	FILE *fp = fopen(c2.admin_socket, "w");
 	assert_non_null(fp);
 	fclose(fp);
-	assert_int_equal(admin_init(&ad2, &c2, &f->loop, &f->api, NULL, err, sizeof(err)), -1);
+	assert_null(admin2(f, &c2, &l2, err, sizeof(err)));
 	assert_non_null(strstr(err, "not a socket"));
 	struct stat sb;
 	assert_int_equal(lstat(c2.admin_socket, &sb), 0);
@@ -385,7 +350,7 @@ static void test_stale_in_use_and_foreign_files(void **state)
 
 static void test_requests_and_errors(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fd = cli_connect(f->conf.admin_socket);
 	/* Several requests in one write are answered in order. */
 	const char many[] = "{\"cmd\":\"status\"}\nnot json\n{\"x\":1}\n[1]\n{\"cmd\":\"nope\"}\n";
@@ -421,7 +386,7 @@ static void test_requests_and_errors(void **state)
 
 static void test_request_too_large(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fd = cli_connect(f->conf.admin_socket);
 	static char big[ADM_LINE_MAX + 100];
 	memset(big, 'a', sizeof(big));
@@ -439,7 +404,7 @@ static void test_request_too_large(void **state)
 	close(fd);
 }
 
-static void put_stats(struct fx *f, uint32_t worker, uint64_t conns, uint64_t tokens)
+static void put_stats(struct cfx *f, uint32_t worker, uint64_t conns, uint64_t tokens)
 {
 	struct chan_stats s;
 	memset(&s, 0, sizeof(s));
@@ -447,17 +412,17 @@ static void put_stats(struct fx *f, uint32_t worker, uint64_t conns, uint64_t to
 	s.conns_active = conns;
 	s.tokens_out = tokens;
 	s.sse_active = 1;
-	api_dispatch(&f->api, CHAN_REC_STATS, &s, sizeof(s));
+	cpl_dispatch(f->loop, CHAN_REC_STATS, &s, sizeof(s));
 }
 
 static void test_stats_and_workers(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	put_stats(f, 0, 3, 100);
 	put_stats(f, 1, 4, 20);
 	put_stats(f, 1, 5, 30); /* the latest record counts, not a sum over time */
 	put_stats(f, 7, 1000, 1000); /* no such worker: ignored */
-	assert_int_equal(f->api.stats.invalid_records, 0);
+	assert_int_equal(cpl_stats(f->loop)->invalid_records + cpl_stats(f->loop)->unhandled_records, 0);
 	int fd = cli_connect(f->conf.admin_socket);
 	json_t *o = ask(f, fd, "{\"cmd\":\"stats\"}\n");
 	json_t *dp = json_object_get(o, "dataplane");
@@ -480,7 +445,7 @@ static void test_stats_and_workers(void **state)
 	close(fd);
 }
 
-static void put_conns(struct fx *f, uint32_t req, uint16_t worker, uint32_t n, bool last, uint32_t slot0)
+static void put_conns(struct cfx *f, uint32_t req, uint16_t worker, uint32_t n, bool last, uint32_t slot0)
 {
 	static _Alignas(8) uint8_t buf[sizeof(struct chan_conns) + 4 * sizeof(struct chan_conn_info)];
 	struct chan_conns *c = (struct chan_conns *)buf;
@@ -500,17 +465,17 @@ static void put_conns(struct fx *f, uint32_t req, uint16_t worker, uint32_t n, b
 		ci[i].age_ms = 1234;
 		strcpy(ci[i].session_id, "s_0123");
 	}
-	api_dispatch(&f->api, CHAN_REC_CONNS, buf, (uint32_t)(sizeof(*c) + n * sizeof(*ci)));
+	cpl_dispatch(f->loop, CHAN_REC_CONNS, buf, (uint32_t)(sizeof(*c) + n * sizeof(*ci)));
 }
 
 /* Sends the conns request and returns the req_id each worker was asked with. */
-static uint32_t conns_start(struct fx *f, int fd, const char *req, bool want[2])
+static uint32_t conns_start(struct cfx *f, int fd, const char *req, bool want[2])
 {
 	cli_send(fd, req, strlen(req));
 	uint32_t id = 0;
 	bool seen[2] = { false, false };
 	for (int turn = 0; turn < 20 && !(seen[0] == want[0] && seen[1] == want[1]); turn++) {
-		cpl_turn(&f->loop, true);
+		cpl_turn(f->loop, true);
 		for (uint32_t w = 0; w < 2; w++) {
 			uint16_t type;
 			_Alignas(8) uint8_t buf[256];
@@ -533,7 +498,7 @@ static uint32_t conns_start(struct fx *f, int fd, const char *req, bool want[2])
 
 static void test_conns_gathered_from_pages(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fd = cli_connect(f->conf.admin_socket);
 	bool both[2] = { true, true };
 	uint32_t id = conns_start(f, fd, "{\"cmd\":\"conns\"}\n", both);
@@ -563,15 +528,15 @@ static void test_conns_gathered_from_pages(void **state)
 	assert_int_equal(json_array_size(json_object_get(o, "conns")), 1);
 	json_decref(o);
 	assert_error(ask(f, fd, "{\"cmd\":\"conns\",\"worker\":2}\n"), "invalid_request");
-	f->loop.peer_alive = false;
+	dataplane_alive(f, false);
 	assert_error(ask(f, fd, "{\"cmd\":\"conns\"}\n"), "dataplane_unavailable");
-	f->loop.peer_alive = true;
+	dataplane_alive(f, true);
 	close(fd);
 }
 
 static void test_conns_timeout_reports_missing(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fd = cli_connect(f->conf.admin_socket);
 	bool both[2] = { true, true };
 	uint32_t id = conns_start(f, fd, "{\"cmd\":\"conns\"}\n", both);
@@ -584,15 +549,15 @@ static void test_conns_timeout_reports_missing(void **state)
 	assert_int_equal(json_integer_value(json_array_get(missing, 0)), 1);
 	json_decref(o);
 	/* A late page for the finished query changes nothing. */
-	uint64_t stale = f->ad.n.stale_records;
+	uint64_t stale = admin_counters(f->admin)->stale_records;
 	put_conns(f, id, 1, 1, true, 6);
-	assert_int_equal(f->ad.n.stale_records, stale + 1);
+	assert_int_equal(admin_counters(f->admin)->stale_records, stale + 1);
 	close(fd);
 }
 
 static void test_sessions_list_merges_users(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fd = cli_connect(f->conf.admin_socket);
 	json_t *o = ask(f, fd, "{\"cmd\":\"sessions.list\"}\n");
 	json_t *ss = json_object_get(o, "sessions");
@@ -633,7 +598,7 @@ static void session_stored(void *arg, int err)
 
 static void test_sessions_show_and_kill(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	struct store_session s;
 	memset(&s, 0, sizeof(s));
 	strcpy(s.id, "s_killme");
@@ -659,7 +624,7 @@ static void test_sessions_show_and_kill(void **state)
 	assert_int_equal(jint(o, "workers_kicked"), 2);
 	assert_true(json_is_null(json_object_get(o, "cancelled_message_id")));
 	json_decref(o);
-	cpl_turn(&f->loop, false);
+	cpl_turn(f->loop, false);
 	for (uint32_t w = 0; w < 2; w++) {
 		uint16_t type;
 		_Alignas(8) uint8_t buf[512];
@@ -678,14 +643,14 @@ static void test_sessions_show_and_kill(void **state)
 
 static void test_backup_answers_when_done(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fd = cli_connect(f->conf.admin_socket);
 	assert_error(ask(f, fd, "{\"cmd\":\"store.backup\",\"path\":\"rel/dir\"}\n"), "invalid_request");
 	const char req[] = "{\"cmd\":\"store.backup\",\"path\":\"/tmp/bk\"}\n{\"cmd\":\"status\"}\n";
 	cli_send(fd, req, sizeof(req) - 1);
 	for (int i = 0; i < 3; i++)
-		cpl_turn(&f->loop, false);
-	cpl_turn(&f->loop, true);
+		cpl_turn(f->loop, false);
+	cpl_turn(f->loop, true);
 	assert_non_null(backup_done);
 	assert_string_equal(backup_path, "/tmp/bk");
 	/* Nothing is answered before the store is done, not even the status
@@ -705,7 +670,7 @@ static void test_backup_answers_when_done(void **state)
 	backup_done = NULL;
 	cli_send_str(fd, "{\"cmd\":\"store.backup\",\"path\":\"/tmp/bk2\"}\n");
 	for (int i = 0; i < 20 && !backup_done; i++)
-		cpl_turn(&f->loop, true);
+		cpl_turn(f->loop, true);
 	assert_non_null(backup_done);
 	backup_done(backup_arg, -ENOSPC);
 	assert_error(cli_answer(f, fd), "no_space");
@@ -715,22 +680,22 @@ static void test_backup_answers_when_done(void **state)
 	backup_done = NULL;
 	cli_send_str(fd, "{\"cmd\":\"store.backup\",\"path\":\"/tmp/bk3\"}\n");
 	for (int i = 0; i < 20 && !backup_done; i++)
-		cpl_turn(&f->loop, true);
+		cpl_turn(f->loop, true);
 	assert_non_null(backup_done);
 	close(fd);
 	for (int i = 0; i < 3; i++)
-		cpl_turn(&f->loop, false);
-	cpl_turn(&f->loop, true);
+		cpl_turn(f->loop, false);
+	cpl_turn(f->loop, true);
 	backup_done(backup_arg, 0);
 	uint32_t used = 0;
 	for (uint32_t i = 0; i < ADM_MAX_CLIENTS; i++)
-		used += f->ad.cl[i].used;
+		used += f->admin->cl[i].used;
 	assert_int_equal(used, 0);
 }
 
 static void test_client_limit(void **state)
 {
-	struct fx *f = *state;
+	struct cfx *f = *state;
 	int fds[ADM_MAX_CLIENTS + 1];
 	for (int i = 0; i < ADM_MAX_CLIENTS; i++) {
 		fds[i] = cli_connect(f->conf.admin_socket);

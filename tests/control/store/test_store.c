@@ -2,7 +2,8 @@
  * The LMDB store through the store interface, each test in a fresh
  * directory: every operation, persistence across close and reopen, group
  * commit, interrupted answers on open, schema refusal, map full, backup
- * (checked by mdb_stat from lmdb-utils and by reopening the copy).
+ * (checked by mdb_stat from lmdb-utils and by reopening the copy), and the
+ * schema 1 -> 2 migration of a hand-written store.
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -13,17 +14,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-#include "store/store.h"
+#include "../fixture.h"
 
 struct fx {
 	char dir[64];
 	char copy[80];
 	struct sluice_conf conf;
+	struct cfx_loop l;
 	struct store *st;
 };
 
@@ -50,7 +53,7 @@ static void rm_env(const char *dir)
 static struct store *reopen(struct fx *f, const char *dir)
 {
 	char err[512];
-	struct store *st = store_lmdb_open(dir, NULL, &f->conf, err, sizeof(err));
+	struct store *st = store_lmdb_open(dir, f->l.loop, &f->conf, err, sizeof(err));
 	if (!st)
 		fail_msg("open %s: %s", dir, err);
 	return st;
@@ -70,6 +73,7 @@ static int setup(void **state)
 	strcpy(f.conf.backends[0].name, "syn");
 	strcpy(f.conf.backends[0].models[0], "m1");
 	f.conf.backends[0].nmodels = 1;
+	cfx_loop_open(&f.l);
 	f.st = reopen(&f, f.dir);
 	*state = &f;
 	return 0;
@@ -80,6 +84,7 @@ static int teardown(void **state)
 	struct fx *f = *state;
 	if (f->st)
 		store_close(f->st);
+	cfx_loop_close(&f->l);
 	rm_env(f->dir);
 	rm_env(f->copy);
 	return 0;
@@ -524,7 +529,7 @@ static void test_schema_refusal(void **state)
 	assert_int_equal(mdb_txn_commit(t), 0);
 	mdb_env_close(env);
 	char err[512] = "";
-	assert_null(store_lmdb_open(f->dir, NULL, &f->conf, err, sizeof(err)));
+	assert_null(store_lmdb_open(f->dir, f->l.loop, &f->conf, err, sizeof(err)));
 	assert_non_null(strstr(err, "schema version 99, newer"));
 
 	/* Data without a version is refused as well. */
@@ -536,7 +541,7 @@ static void test_schema_refusal(void **state)
 	assert_int_equal(mdb_del(t, dbi, &k, NULL), 0);
 	assert_int_equal(mdb_txn_commit(t), 0);
 	mdb_env_close(env);
-	assert_null(store_lmdb_open(f->dir, NULL, &f->conf, err, sizeof(err)));
+	assert_null(store_lmdb_open(f->dir, f->l.loop, &f->conf, err, sizeof(err)));
 	assert_non_null(strstr(err, "no schema version"));
 }
 
@@ -604,6 +609,91 @@ static void test_backup(void **state)
 	store_close(c);
 }
 
+/* The schema 1 layouts, written by hand to check the migration. */
+struct v1_user {
+	uint8_t role;
+	uint8_t pad[7];
+	int64_t created_at;
+	char pwhash[STORE_PWHASH_MAX];
+};
+
+struct v1_conv {
+	char user[STORE_USER_MAX];
+	char agent_id[STORE_AGENT_MAX];
+	char model_id[CONF_NAME_MAX];
+	char title[STORE_TITLE_MAX];
+	int64_t created_at, updated_at;
+	uint32_t nmsg;
+	uint8_t archived;
+	uint8_t pad[3];
+};
+
+static void v1_put(MDB_txn *t, MDB_dbi db, const char *key, size_t klen, const void *v, size_t vlen)
+{
+	MDB_val k = { klen, (void *)key }, val = { vlen, (void *)v };
+	assert_int_equal(mdb_put(t, db, &k, &val, 0), 0);
+}
+
+/* Schema 1 -> 2: users get a uid, conversations their owner's; a conversation
+ * older than its owner's record (an earlier user of that name) gets none. */
+static void test_migration(void **state)
+{
+	struct fx *f = *state;
+	/* A fresh directory holding only the hand-written schema 1 store. */
+	store_close(f->st);
+	f->st = NULL;
+	rm_env(f->dir);
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	MDB_env *env;
+	MDB_txn *t;
+	MDB_dbi users, convs, meta;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+	assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+	assert_int_equal(mdb_dbi_open(t, "users", MDB_CREATE, &users), 0);
+	assert_int_equal(mdb_dbi_open(t, "conversations", MDB_CREATE, &convs), 0);
+	assert_int_equal(mdb_dbi_open(t, "meta", MDB_CREATE, &meta), 0);
+	v1_put(t, meta, "schema_version", 14, "1", 1);
+	struct v1_user u = { .created_at = 1000 };
+	strcpy(u.pwhash, "h");
+	v1_put(t, users, "erin", 4, &u, sizeof(u));
+	struct v1_conv c;
+	memset(&c, 0, sizeof(c));
+	strcpy(c.user, "erin");
+	strcpy(c.agent_id, "assistant");
+	strcpy(c.model_id, "synth-1");
+	c.created_at = c.updated_at = 2000;
+	v1_put(t, convs, "s_new", 5, &c, sizeof(c));
+	c.created_at = c.updated_at = 500;
+	v1_put(t, convs, "s_old", 5, &c, sizeof(c));
+	assert_int_equal(mdb_txn_commit(t), 0);
+	mdb_env_close(env);
+
+	f->st = reopen(f, f->dir);
+	struct store_user su;
+	assert_int_equal(store_user_get(f->st, "erin", &su), 0);
+	assert_true(su.uid != 0);
+	assert_int_equal(su.created_at, 1000);
+	assert_string_equal(su.pwhash, "h");
+	struct store_session ss;
+	assert_int_equal(store_session_get(f->st, "s_new", &ss), 0);
+	assert_true(ss.owner_uid == su.uid);
+	assert_string_equal(ss.model_id, "synth-1");
+	assert_int_equal(store_session_get(f->st, "s_old", &ss), 0);
+	assert_true(ss.owner_uid == 0);
+	struct store_stats sst;
+	assert_int_equal(store_stats(f->st, &sst), 0);
+	assert_int_equal(sst.schema_version, 2);
+	/* A password change keeps the identity. */
+	strcpy(su.pwhash, "h2");
+	ACKED(f->st, store_user_put(f->st, &su, 0, on_done, &done_calls), 0);
+	struct store_user su2;
+	assert_int_equal(store_user_get(f->st, "erin", &su2), 0);
+	assert_true(su2.uid == su.uid);
+	assert_string_equal(su2.pwhash, "h2");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -616,6 +706,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_schema_refusal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

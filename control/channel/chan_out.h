@@ -1,9 +1,12 @@
 /*
- * Records from control to the dataplane (the c2d rings), with the ring-full
- * policy: a record that does not fit in its worker's ring goes to that
+ * Control's side of the channel's c2d rings: records from control to the
+ * dataplane, with the ring-full policy: a record that does not fit in its worker's ring goes to that
  * worker's backlog (a fixed buffer allocated once) and every later record for
  * the worker queues behind it, so per-worker order is kept. co_flush() moves
- * backlogs into the rings and publishes, once per loop turn. A record that
+ * backlogs into the rings and publishes; it runs once per loop turn as a
+ * before-sleep hook, and a 1 ms timer retries while a backlog waits (nobody
+ * rings when ring space frees up). A new dataplane incarnation empties the
+ * backlogs (peer-reset hook). A record that
  * does not fit in the backlog either is dropped and reported to the caller,
  * which then gives up on that worker for the session concerned. Nothing here
  * blocks or spins.
@@ -15,8 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
+
+/* Retry period while a backlog waits for ring space. */
+#define CO_BACKLOG_RETRY_NS 1000000ull
 
 struct co_worker {
 	struct chan_prod *prod;
@@ -31,6 +38,8 @@ struct co_worker {
 };
 
 struct chan_out {
+	struct cp_loop *loop;
+	struct cpl_timer retry;
 	struct co_worker w[CHAN_MAX_WORKERS];
 	uint32_t nworkers;
 	uint32_t max_payload;
@@ -43,8 +52,10 @@ struct co_tok {
 	uint64_t created_ns;
 };
 
-/* backlog_bytes per worker. The region stays owned by the caller. */
-int co_init(struct chan_out *o, struct chan_region *r, size_t backlog_bytes);
+/* backlog_bytes per worker, over the loop's region; registers the flush and
+ * reset hooks with the loop, which stays owned by the caller and must
+ * outlive o. Returns 0, or -1 with a message in err. */
+int co_init(struct chan_out *o, struct cp_loop *l, size_t backlog_bytes, char *err, size_t errlen);
 void co_free(struct chan_out *o);
 
 /* Payload of a new record of type and len for worker w, or NULL when it is

@@ -170,6 +170,7 @@ struct fx {
 	char dir[96];
 	struct sluice_conf conf;
 	struct chan_region *cp, *dp;
+	struct cp_loop *loop;
 	struct chan_out out;
 	struct fake_store st;
 	struct auth auth;
@@ -206,9 +207,11 @@ static int fx_setup(void **state)
 	assert_non_null(f->cp);
 	f->dp = chan_open(f->shm, 2, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
 	assert_non_null(f->dp);
-	assert_int_equal(co_init(&f->out, f->cp, 32u * 1024u), 0);
+	f->loop = cpl_create(f->cp, err, sizeof(err));
+	assert_non_null(f->loop);
+	assert_int_equal(co_init(&f->out, f->loop, 32u * 1024u, err, sizeof(err)), 0);
 	f->st.base.ops = &fake_ops;
-	assert_int_equal(auth_init(&f->auth, &f->conf, &f->st.base, &f->out, false, err, sizeof(err)), 0);
+	assert_int_equal(auth_init(&f->auth, &f->conf, f->loop, &f->st.base, &f->out, err, sizeof(err)), 0);
 	f->now = 1000000;
 	f->auth.now = fx_clock;
 	f->auth.now_arg = f;
@@ -222,6 +225,7 @@ static int fx_teardown(void **state)
 	char path[160];
 	auth_free(&f->auth);
 	co_free(&f->out);
+	cpl_destroy(f->loop);
 	chan_close(f->dp);
 	chan_close(f->cp);
 	chan_unlink(f->shm, 2);
@@ -342,14 +346,14 @@ static void test_secret_file(void **state)
 	assert_int_equal(sb.st_size, 32);
 	/* A second start reads the same secret: hashes stay valid. */
 	static struct auth b;
-	assert_int_equal(auth_init(&b, &f->conf, &f->st.base, &f->out, false, err, sizeof(err)), 0);
+	assert_int_equal(auth_init(&b, &f->conf, f->loop, &f->st.base, &f->out, err, sizeof(err)), 0);
 	assert_memory_equal(b.secret, f->auth.secret, sizeof(b.secret));
 	auth_free(&b);
 	for (size_t i = 0; i < sizeof(b.secret); i++)
 		assert_int_equal(b.secret[i], 0);
 	/* A secret others can read is refused. */
 	assert_int_equal(chmod(path, 0644), 0);
-	assert_int_equal(auth_init(&b, &f->conf, &f->st.base, &f->out, false, err, sizeof(err)), -1);
+	assert_int_equal(auth_init(&b, &f->conf, f->loop, &f->st.base, &f->out, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "0600"));
 	assert_int_equal(chmod(path, 0600), 0);
 }

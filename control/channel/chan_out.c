@@ -1,26 +1,56 @@
-#include "out/chan_out.h"
+#include "channel/chan_out.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int co_init(struct chan_out *o, struct chan_region *r, size_t backlog_bytes)
+static void co_on_retry(void *arg, uint64_t now_ns)
 {
+	(void)now_ns;
+	co_flush(arg);
+}
+
+static void co_on_before_sleep(void *arg)
+{
+	co_flush(arg);
+}
+
+static void co_on_peer_reset(void *arg)
+{
+	co_reset(arg);
+}
+
+int co_init(struct chan_out *o, struct cp_loop *l, size_t backlog_bytes, char *err, size_t errlen)
+{
+	struct chan_region *r = cpl_region(l);
 	memset(o, 0, sizeof(*o));
+	o->loop = l;
+	cpl_timer_init(&o->retry, co_on_retry, o);
 	o->nworkers = chan_nworkers(r);
-	if (o->nworkers == 0 || o->nworkers > CHAN_MAX_WORKERS)
+	if (o->nworkers == 0 || o->nworkers > CHAN_MAX_WORKERS) {
+		snprintf(err, errlen, "channel output: %u workers (1..%u)", o->nworkers, CHAN_MAX_WORKERS);
 		return -1;
+	}
 	o->max_payload = UINT32_MAX;
 	for (uint32_t w = 0; w < o->nworkers; w++) {
 		struct co_worker *cw = &o->w[w];
 		cw->prod = chan_producer(r, w);
-		if (!cw->prod)
+		if (!cw->prod) {
+			snprintf(err, errlen, "channel output: no ring for worker %u", w);
 			goto fail;
+		}
 		if (cw->prod->max_payload < o->max_payload)
 			o->max_payload = cw->prod->max_payload;
 		cw->backlog = malloc(backlog_bytes);
-		if (!cw->backlog)
+		if (!cw->backlog) {
+			snprintf(err, errlen, "channel output: cannot allocate %zu bytes of backlog", backlog_bytes);
 			goto fail;
+		}
 		cw->bcap = backlog_bytes;
+	}
+	if (cpl_before_sleep(l, co_on_before_sleep, o) < 0 || cpl_on_peer_reset(l, co_on_peer_reset, o) < 0) {
+		snprintf(err, errlen, "channel output: the loop's hook tables are full");
+		goto fail;
 	}
 	return 0;
 fail:
@@ -30,6 +60,8 @@ fail:
 
 void co_free(struct chan_out *o)
 {
+	if (o->loop)
+		cpl_timer_cancel(o->loop, &o->retry);
 	for (uint32_t w = 0; w < o->nworkers; w++) {
 		free(o->w[w].backlog);
 		o->w[w].backlog = NULL;
@@ -105,6 +137,7 @@ static void co_drain_backlog(struct co_worker *cw)
 
 void co_flush(struct chan_out *o)
 {
+	bool waiting = false;
 	for (uint32_t w = 0; w < o->nworkers; w++) {
 		struct co_worker *cw = &o->w[w];
 		if (cw->blen)
@@ -113,7 +146,10 @@ void co_flush(struct chan_out *o)
 			chan_publish(cw->prod);
 			cw->unpublished = false;
 		}
+		waiting |= cw->blen != 0;
 	}
+	if (waiting && !cpl_timer_armed(&o->retry))
+		cpl_timer_arm(o->loop, &o->retry, sluice_now_ns() + CO_BACKLOG_RETRY_NS);
 }
 
 void co_reset(struct chan_out *o)
