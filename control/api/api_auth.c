@@ -1,4 +1,5 @@
 #include "api/api_auth.h"
+#include "api/api_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -58,44 +59,9 @@ static bool aa_path_is(const struct aa_req *q, const char *p)
 	return q->path.n == n && memcmp(q->path.p, p, n) == 0;
 }
 
-static void aa_send_text(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
-			 const char *txt, size_t len, const char *header)
-{
-	struct co_resp resp = { .status = status, .action = action, .body = txt, .body_len = len,
-				.header = header };
-	if (!co_response(a->out, r->conn, r->req_id, &resp)) {
-		a->stats.reply_drops++;
-		LOG_WARN("response to worker %u dropped: channel full", r->conn.worker);
-	}
-}
-
-/* Sends obj (taking the reference) with one optional extra header and cookie. */
-static void aa_send(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
-		    json_t *obj, const char *header)
-{
-	char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-	json_decref(obj);
-	if (obj && !txt) {
-		LOG_ERROR("out of memory building a response");
-		return;
-	}
-	aa_send_text(a, r, status, action, txt, txt ? strlen(txt) : 0, header);
-	if (txt) {
-		sodium_memzero(txt, strlen(txt));
-		free(txt);
-	}
-}
-
-static void aa_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
-		     const char *msg, const char *header)
-{
-	aa_send(a, r, status, CHAN_RESP_PLAIN,
-		json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg), header);
-}
-
 static void aa_unauthenticated(struct api *a, const struct chat_reply *r)
 {
-	aa_error(a, r, 401, "unauthenticated", "a valid session token or API key is required",
+	api_error(a, r, 401, "unauthenticated", "a valid session token or API key is required",
 		 "WWW-Authenticate: Bearer");
 }
 
@@ -179,13 +145,8 @@ static void aa_login_stored(void *arg, int err)
 {
 	struct aa_login *l = arg;
 	struct api *a = l->a;
-	if (err == -ENOSPC) {
-		aa_error(a, &l->r, 503, "store_full", "the store is full; retry later", "Retry-After: 60");
-		aa_login_free(l);
-		return;
-	}
 	if (err) {
-		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
+		api_store_error(a, &l->r, err, "the session could not be stored");
 		aa_login_free(l);
 		return;
 	}
@@ -201,10 +162,12 @@ static void aa_login_stored(void *arg, int err)
 			  "{\"session_token\":\"%s\",\"csrf_token\":\"%s\",\"expires_at\":%lld,"
 			  "\"user\":{\"name\":\"%s\",\"role\":\"%s\"}}",
 			  l->token, l->csrf, (long long)l->expires_at, l->user, aa_role_name(l->role));
-	if (n > 0 && (size_t)n < sizeof(cookie) && bn > 0 && (size_t)bn < sizeof(body))
-		aa_send_text(a, &l->r, 200, CHAN_RESP_PLAIN, body, (size_t)bn, cookie);
-	else
-		aa_error(a, &l->r, 500, "internal", "response too long", NULL);
+	if (n > 0 && (size_t)n < sizeof(cookie) && bn > 0 && (size_t)bn < sizeof(body)) {
+		struct co_resp resp = { .status = 200, .action = CHAN_RESP_PLAIN, .body = body,
+					.body_len = (size_t)bn, .header = cookie };
+		api_send(a, &l->r, &resp);
+	} else
+		api_error(a, &l->r, 500, "internal", "response too long", NULL);
 	sodium_memzero(cookie, sizeof(cookie));
 	sodium_memzero(body, sizeof(body));
 	a->auth->stats.logins_ok++;
@@ -241,7 +204,7 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 		auth_throttle_fail(&au->by_addr, l->addr, strlen(l->addr), now);
 		au->stats.logins_failed++;
 		LOG_INFO("login failed for a %s user from %s", l->known ? "known" : "unknown", l->addr);
-		aa_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
+		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
 		aa_login_free(l);
 		return;
 	}
@@ -250,7 +213,7 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 	auth_throttle_reset(&au->by_user, l->user, strlen(l->user));
 	int rc = auth_session_create(au, l->user, l->token, l->csrf, &l->expires_at, aa_login_stored, l);
 	if (rc < 0) {
-		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
+		api_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
 		aa_login_free(l);
 	}
 }
@@ -330,16 +293,16 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 	size_t pl = 0, ul = 0;
 	struct aa_login *l = calloc(1, sizeof(*l));
 	if (!l) {
-		aa_error(a, r, 500, "internal", "out of memory", NULL);
+		api_error(a, r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
 	int fields = aa_login_fields(q, l->user, sizeof(l->user), &ul, pw, sizeof(pw), &pl);
 	if (fields < 0) {
-		aa_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
+		api_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
 		goto out;
 	}
 	if (fields == 0 || ul == 0) {
-		aa_error(a, r, 400, "invalid_request", "username and password strings are required", NULL);
+		api_error(a, r, 400, "invalid_request", "username and password strings are required", NULL);
 		goto out;
 	}
 	struct aa_slice addr = aa_peer_addr(q);
@@ -355,7 +318,7 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		char hdr[48];
 		aa_retry_after(hdr, sizeof(hdr), wu > wa ? wu : wa);
 		au->stats.logins_throttled++;
-		aa_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
+		api_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
 		goto out;
 	}
 	struct store_user u;
@@ -367,7 +330,7 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 	sodium_memzero(&u, sizeof(u));
 	if (rc == -EBUSY) {
 		au->stats.logins_busy++;
-		aa_error(a, r, 503, "overloaded", "too many logins in progress", "Retry-After: 1");
+		api_error(a, r, 503, "overloaded", "too many logins in progress", "Retry-After: 1");
 		goto out;
 	}
 	if (rc < 0) {
@@ -376,7 +339,7 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		 * hash the pool cannot take: the server's fault, not the client's. */
 		LOG_ERROR("auth: password check for a login could not start: %s",
 			  rc == -EINVAL ? "stored password hash too long" : strerror(-rc));
-		aa_error(a, r, 500, "internal", "the password could not be checked", NULL);
+		api_error(a, r, 500, "internal", "the password could not be checked", NULL);
 		goto out;
 	}
 	l = NULL; /* owned by the pool callback now */
@@ -404,9 +367,9 @@ static void aa_logout_done(void *arg, int err)
 	/* -ENOENT: revoked meanwhile by another logout; the session is gone
 	 * either way, which is what the client asked for. */
 	if (err && err != -ENOENT)
-		aa_error(a, &lo->r, 500, "internal", "the session could not be revoked", NULL);
+		api_error(a, &lo->r, 500, "internal", "the session could not be revoked", NULL);
 	else
-		aa_send(a, &lo->r, 200, CHAN_RESP_PLAIN, json_pack("{s:b}", "logged_out", 1),
+		api_send_json(a, &lo->r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:b}", "logged_out", 1),
 			"Set-Cookie: " AUTH_COOKIE_NAME "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
 	free(lo);
 }
@@ -414,13 +377,13 @@ static void aa_logout_done(void *arg, int err)
 static void aa_logout(struct api *a, const struct chat_reply *r, const struct auth_ident *id)
 {
 	if (id->apikey) {
-		aa_error(a, r, 400, "invalid_request",
+		api_error(a, r, 400, "invalid_request",
 			 "an API key is not a login session; revoke keys with sluicectl", NULL);
 		return;
 	}
 	struct aa_logout *lo = calloc(1, sizeof(*lo));
 	if (!lo) {
-		aa_error(a, r, 500, "internal", "out of memory", NULL);
+		api_error(a, r, 500, "internal", "out of memory", NULL);
 		return;
 	}
 	lo->a = a;
@@ -434,7 +397,7 @@ static void aa_logout(struct api *a, const struct chat_reply *r, const struct au
 
 static void aa_method_not_allowed(struct api *a, const struct chat_reply *r)
 {
-	aa_error(a, r, 405, "method_not_allowed", "method not allowed on this path", "Allow: POST");
+	api_error(a, r, 405, "method_not_allowed", "method not allowed on this path", "Allow: POST");
 }
 
 bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
@@ -445,7 +408,7 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 	/* Fail closed: a record this parser cannot read must never reach the
 	 * router as an anonymous request. */
 	if (!aa_parse(payload, len, &q)) {
-		aa_error(a, r, 400, "bad_request", "malformed request record", NULL);
+		api_error(a, r, 400, "bad_request", "malformed request record", NULL);
 		return true;
 	}
 	if (aa_path_is(&q, "/api/auth/login")) {
@@ -462,7 +425,7 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 		aa_unauthenticated(a, r);
 		return true;
 	case AA_CSRF:
-		aa_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
+		api_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
 		return true;
 	case AA_OK:
 		break;
@@ -504,11 +467,11 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 	struct aa_req q;
 	struct auth_ident id;
 	if (!aa_parse(payload, len, &q)) {
-		aa_error(a, r, 400, "bad_request", "malformed upgrade record", NULL);
+		api_error(a, r, 400, "bad_request", "malformed upgrade record", NULL);
 		return;
 	}
 	if (q.origin.p && !auth_origin_allowed(a->auth, q.origin.p, q.origin.n)) {
-		aa_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
+		api_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
 		return;
 	}
 	if (aa_ws_credentials(a, &q, &id) < 0) {
@@ -517,12 +480,14 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 	}
 	if (auth_conn_add(a->auth, r->conn, &id) < 0) {
 		sodium_memzero(&id, sizeof(id));
-		aa_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
+		api_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
 		return;
 	}
 	sodium_memzero(&id, sizeof(id));
 	bool v1 = q.proto.p && auth_ws_proto_offers(q.proto.p, q.proto.n, "sluice.v1");
-	aa_send(a, r, 101, CHAN_RESP_WS_ACCEPT, NULL, v1 ? "Sec-WebSocket-Protocol: sluice.v1" : NULL);
+	struct co_resp resp = { .status = 101, .action = CHAN_RESP_WS_ACCEPT,
+				.header = v1 ? "Sec-WebSocket-Protocol: sluice.v1" : NULL };
+	api_send(a, r, &resp);
 }
 
 bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
