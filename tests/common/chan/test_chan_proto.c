@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "guardbuf.h"
+#include "util/guardbuf.h"
 #include "sluice/chan_proto.h"
 #include "sluice/common.h"
 
