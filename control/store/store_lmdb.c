@@ -262,6 +262,21 @@ void lm_enqueue_end(struct lm_store *s, struct lm_op *op)
 	pthread_mutex_unlock(&s->mu);
 }
 
+int lm_enqueue(struct lm_store *s, const struct lm_op *op, size_t usize, const void *payload, size_t n)
+{
+	struct lm_op *q = lm_enqueue_begin(s, op->type, usize, n, op->done, op->arg);
+	if (!q)
+		return -ENOMEM;
+	q->flag = op->flag;
+	q->status = op->status;
+	memcpy(&q->u, &op->u, usize);
+	q->n = (uint32_t)n;
+	if (n)
+		memcpy(lm_op_payload(q), payload, n);
+	lm_enqueue_end(s, q);
+	return 0;
+}
+
 /* ---- the writer thread ------------------------------------------------- */
 
 /* What the writer does with each op type, and how a lost one is logged. */

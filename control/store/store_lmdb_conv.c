@@ -202,36 +202,25 @@ int lm_conv_create(struct store *st, const struct store_session *ss, store_done_
 {
 	if (!lm_str_ok(ss->id, CHAN_ID_LEN) || strnlen(ss->user, STORE_USER_MAX) == STORE_USER_MAX)
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_SESSION_CREATE, LM_USIZE(sess), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	op->u.sess = *ss;
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_SESSION_CREATE, .done = done, .arg = arg, .u.sess = *ss };
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(sess), NULL, 0);
 }
 
 int lm_conv_update(struct store *st, const struct store_session *ss, store_done_fn done, void *arg)
 {
 	if (!lm_str_ok(ss->id, CHAN_ID_LEN))
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_SESSION_UPDATE, LM_USIZE(sess), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	op->u.sess = *ss;
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_SESSION_UPDATE, .done = done, .arg = arg, .u.sess = *ss };
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(sess), NULL, 0);
 }
 
 int lm_conv_delete(struct store *st, const char *sid, store_done_fn done, void *arg)
 {
 	if (!lm_str_ok(sid, CHAN_ID_LEN))
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_SESSION_DELETE, LM_USIZE(msg), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	lm_strcpy(op->u.msg.sid, CHAN_ID_LEN, sid);
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_SESSION_DELETE, .done = done, .arg = arg };
+	lm_strcpy(op.u.msg.sid, CHAN_ID_LEN, sid);
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(msg), NULL, 0);
 }
 
 int lm_conv_event_add(struct store *st, const char *sid, const char *kind, const char *detail)
@@ -241,16 +230,10 @@ int lm_conv_event_add(struct store *st, const char *sid, const char *kind, const
 	size_t dlen = detail ? strnlen(detail, LM_DETAIL_MAX + 1) : 0;
 	if (dlen > LM_DETAIL_MAX)
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_EVENT, LM_USIZE(ev), dlen, NULL, NULL);
-	if (!op)
-		return -ENOMEM;
-	lm_strcpy(op->u.ev.sid, CHAN_ID_LEN, sid ? sid : "");
-	lm_strcpy(op->u.ev.kind, LM_KIND_MAX, kind);
-	op->n = (uint32_t)dlen;
-	if (dlen)
-		memcpy(lm_op_payload(op), detail, dlen);
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_EVENT };
+	lm_strcpy(op.u.ev.sid, CHAN_ID_LEN, sid ? sid : "");
+	lm_strcpy(op.u.ev.kind, LM_KIND_MAX, kind);
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(ev), detail, dlen);
 }
 
 /* ---- loop side: reads -------------------------------------------------- */

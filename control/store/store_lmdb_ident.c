@@ -186,13 +186,9 @@ int lm_ident_user_put(struct store *st, const struct store_user *u, int create_o
 	if (!lm_str_ok(u->name, STORE_USER_MAX) || !lm_str_ok(u->pwhash, STORE_PWHASH_MAX) ||
 	    u->role > STORE_USER_ROLE_ADMIN)
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_USER_PUT, LM_USIZE(user), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	op->u.user = *u;
-	op->flag = create_only != 0;
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_USER_PUT, .done = done, .arg = arg, .flag = create_only != 0,
+			    .u.user = *u };
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(user), NULL, 0);
 }
 
 /* Queues an op whose whole argument is one short name (user, key id). */
@@ -201,12 +197,9 @@ static int lm_ident_name_op(struct store *st, uint16_t type, const char *name, s
 {
 	if (!lm_str_ok(name, cap))
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), type, LM_USIZE(name), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	lm_strcpy(op->u.name, sizeof(op->u.name), name);
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = type, .done = done, .arg = arg };
+	lm_strcpy(op.u.name, sizeof(op.u.name), name);
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(name), NULL, 0);
 }
 
 int lm_ident_user_del(struct store *st, const char *name, store_done_fn done, void *arg)
@@ -219,12 +212,8 @@ int lm_ident_apikey_put(struct store *st, const struct store_apikey *k, store_do
 	if (!lm_str_ok(k->id, STORE_KEYID_MAX) || !lm_str_ok(k->owner, STORE_USER_MAX) ||
 	    strnlen(k->label, sizeof(k->label)) == sizeof(k->label))
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_APIKEY_PUT, LM_USIZE(key), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	op->u.key = *k;
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_APIKEY_PUT, .done = done, .arg = arg, .u.key = *k };
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(key), NULL, 0);
 }
 
 int lm_ident_apikey_del(struct store *st, const char *id, store_done_fn done, void *arg)
@@ -236,22 +225,15 @@ int lm_ident_auth_put(struct store *st, const struct store_auth *a, store_done_f
 {
 	if (!lm_str_ok(a->user, STORE_USER_MAX) || strnlen(a->csrf, STORE_CSRF_MAX) == STORE_CSRF_MAX)
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_AUTH_PUT, LM_USIZE(auth), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	op->u.auth = *a;
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_AUTH_PUT, .done = done, .arg = arg, .u.auth = *a };
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(auth), NULL, 0);
 }
 
 int lm_ident_auth_del(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg)
 {
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_AUTH_DEL, LM_USIZE(hash), 0, done, arg);
-	if (!op)
-		return -ENOMEM;
-	memcpy(op->u.hash, hash, STORE_HASH_LEN);
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_AUTH_DEL, .done = done, .arg = arg };
+	memcpy(op.u.hash, hash, STORE_HASH_LEN);
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(hash), NULL, 0);
 }
 
 /* ---- loop side: reads -------------------------------------------------- */

@@ -227,6 +227,11 @@ MDB_txn *lm_rtxn(struct lm_store *s);
 struct lm_op *lm_enqueue_begin(struct lm_store *s, uint16_t type, size_t head, size_t payload,
 			       store_done_fn done, void *arg);
 void lm_enqueue_end(struct lm_store *s, struct lm_op *op);
+/* Queues the write described by op (type, done, arg, flag, status and the
+ * first usize bytes of u; the rest is the queue's), followed by the n bytes
+ * at payload: 0, or -ENOMEM. An op whose payload is gathered from pieces
+ * (tokens) uses begin and end instead. */
+int lm_enqueue(struct lm_store *s, const struct lm_op *op, size_t usize, const void *payload, size_t n);
 
 /* ---- helpers every family shares --------------------------------------- */
 

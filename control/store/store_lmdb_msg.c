@@ -402,17 +402,11 @@ int lm_msg_add(struct store *st, const char *sid, const char *user_mid, const ch
 	if (!lm_str_ok(sid, CHAN_ID_LEN) || !lm_str_ok(user_mid, CHAN_ID_LEN) ||
 	    !lm_str_ok(asst_mid, CHAN_ID_LEN) || len > UINT32_MAX)
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_MESSAGE_ADD, LM_USIZE(add), len, done, arg);
-	if (!op)
-		return -ENOMEM;
-	lm_strcpy(op->u.add.sid, CHAN_ID_LEN, sid);
-	lm_strcpy(op->u.add.umid, CHAN_ID_LEN, user_mid);
-	lm_strcpy(op->u.add.amid, CHAN_ID_LEN, asst_mid);
-	op->n = (uint32_t)len;
-	if (len)
-		memcpy(lm_op_payload(op), content, len);
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_MESSAGE_ADD, .done = done, .arg = arg };
+	lm_strcpy(op.u.add.sid, CHAN_ID_LEN, sid);
+	lm_strcpy(op.u.add.umid, CHAN_ID_LEN, user_mid);
+	lm_strcpy(op.u.add.amid, CHAN_ID_LEN, asst_mid);
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(add), content, len);
 }
 
 int lm_msg_tokens_append(struct store *st, const char *sid, const char *mid, uint32_t first_seq,
@@ -454,18 +448,12 @@ int lm_msg_status(struct store *st, const char *sid, const char *mid, enum store
 	if (!lm_str_ok(sid, CHAN_ID_LEN) || !lm_str_ok(mid, CHAN_ID_LEN) ||
 	    (unsigned)status > STORE_MSG_INTERRUPTED)
 		return -EINVAL;
-	struct lm_op *op = lm_enqueue_begin(LM_S(st), LM_OP_STATUS, LM_USIZE(msg), 0, NULL, NULL);
-	if (!op)
-		return -ENOMEM;
-	lm_strcpy(op->u.msg.sid, CHAN_ID_LEN, sid);
-	lm_strcpy(op->u.msg.mid, CHAN_ID_LEN, mid);
-	op->status = (uint8_t)status;
-	if (usage) {
-		op->flag = 1;
-		op->u.msg.usage = *usage;
-	}
-	lm_enqueue_end(LM_S(st), op);
-	return 0;
+	struct lm_op op = { .type = LM_OP_STATUS, .status = (uint8_t)status, .flag = usage != NULL };
+	lm_strcpy(op.u.msg.sid, CHAN_ID_LEN, sid);
+	lm_strcpy(op.u.msg.mid, CHAN_ID_LEN, mid);
+	if (usage)
+		op.u.msg.usage = *usage;
+	return lm_enqueue(LM_S(st), &op, LM_USIZE(msg), NULL, 0);
 }
 
 /* ---- loop side: reads -------------------------------------------------- */
