@@ -33,14 +33,7 @@ static MDB_val lm_conv_index_key(uint8_t *b, const char *user, int64_t updated_a
 
 int lm_conv_load(struct lm_store *s, MDB_txn *t, const char *sid, struct lm_conv_rec *out)
 {
-	MDB_val k = lm_str_key(sid, CHAN_ID_LEN), v;
-	int rc = mdb_get(t, s->dbi[LM_CONVS], &k, &v);
-	if (rc)
-		return rc;
-	if (v.mv_size != sizeof(*out))
-		return MDB_CORRUPTED;
-	memcpy(out, v.mv_data, sizeof(*out));
-	return 0;
+	return lm_get_fixed(s, t, LM_CONVS, lm_str_key(sid, CHAN_ID_LEN), out, sizeof(*out));
 }
 
 static void lm_conv_to_session(const char *sid, const struct lm_conv_rec *c, struct store_session *out)
@@ -166,11 +159,9 @@ int lm_conv_w_update(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	const struct store_session *ss = &op->u.sess;
 	struct lm_conv_rec old, c;
-	int rc = lm_conv_load(s, t, ss->id, &old);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
+	int rc = lm_werr(s, lm_conv_load(s, t, ss->id, &old));
 	if (rc)
-		return lm_fatal(s, rc);
+		return rc;
 	c = old;
 	lm_strcpy(c.title, sizeof(c.title), ss->title);
 	c.archived = ss->archived;
@@ -184,11 +175,9 @@ int lm_conv_w_delete(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	const char *sid = op->u.msg.sid;
 	struct lm_conv_rec c;
-	int rc = lm_conv_load(s, t, sid, &c);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
+	int rc = lm_werr(s, lm_conv_load(s, t, sid, &c));
 	if (rc)
-		return lm_fatal(s, rc);
+		return rc;
 	LM_W(s, lm_msg_purge(s, t, sid));
 	LM_W(s, lm_conv_index_del(s, t, sid, &c));
 	MDB_val k = lm_str_key(sid, CHAN_ID_LEN);

@@ -99,11 +99,9 @@ static int lm_ident_del_owned(struct lm_store *s, MDB_txn *t, enum lm_db db, siz
 int lm_ident_w_user_del(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	MDB_val k = lm_str_key(op->u.name, STORE_USER_MAX);
-	int rc = mdb_del(t, s->dbi[LM_USERS], &k, NULL);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
+	int rc = lm_werr(s, mdb_del(t, s->dbi[LM_USERS], &k, NULL));
 	if (rc)
-		return lm_fatal(s, rc);
+		return rc;
 	/* The user's logins and keys go with it; conversations stay. */
 	LM_W(s, lm_ident_del_owned(s, t, LM_AUTH, offsetof(struct lm_auth_rec, user), op->u.name));
 	LM_W(s, lm_ident_del_owned(s, t, LM_APIKEYS, offsetof(struct lm_key_rec, owner), op->u.name));
@@ -172,10 +170,7 @@ int lm_ident_w_auth_put(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 int lm_ident_w_auth_del(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	MDB_val k = { STORE_HASH_LEN, op->u.hash };
-	int rc = mdb_del(t, s->dbi[LM_AUTH], &k, NULL);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
-	return rc ? lm_fatal(s, rc) : 0;
+	return lm_werr(s, mdb_del(t, s->dbi[LM_AUTH], &k, NULL));
 }
 
 /* ---- loop side: queueing writes ---------------------------------------- */
@@ -238,21 +233,12 @@ int lm_ident_auth_del(struct store *st, const uint8_t hash[STORE_HASH_LEN], stor
 
 /* ---- loop side: reads -------------------------------------------------- */
 
-/* Copies the record of exactly `size` bytes stored under k in database db,
- * read from the loop's snapshot; -EIO for a record of another size. */
-static int lm_ident_read_fixed(struct lm_store *s, unsigned db, MDB_val k, void *rec, size_t size)
+/* lm_get_fixed from the loop's snapshot, as an errno: -EIO for a record of
+ * another size. */
+static int lm_ident_read_fixed(struct lm_store *s, enum lm_db db, MDB_val k, void *rec, size_t size)
 {
 	MDB_txn *t = lm_rtxn(s);
-	if (!t)
-		return -EIO;
-	MDB_val v;
-	int rc = mdb_get(t, s->dbi[db], &k, &v);
-	if (rc)
-		return lm_rerr(rc);
-	if (v.mv_size != size)
-		return -EIO;
-	memcpy(rec, v.mv_data, size);
-	return 0;
+	return t ? lm_rerr(lm_get_fixed(s, t, db, k, rec, size)) : -EIO;
 }
 
 /* Fills a store_user from its key (the name, not NUL-terminated) and record. */

@@ -255,6 +255,31 @@ static inline int lm_rerr(int rc)
 	return rc == MDB_NOTFOUND ? -ENOENT : lm_errno(rc);
 }
 
+/* The writer's answer to a failed lookup of what an op names: a missing
+ * record refuses the op (-ENOENT, the batch goes on); anything else broke
+ * the transaction. */
+static inline int lm_werr(struct lm_store *s, int rc)
+{
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	return rc ? lm_fatal(s, rc) : 0;
+}
+
+/* Copies the record of exactly `size` bytes stored under k in db;
+ * MDB_CORRUPTED for a record of another size. */
+static inline int lm_get_fixed(struct lm_store *s, MDB_txn *t, enum lm_db db, MDB_val k, void *rec,
+			       size_t size)
+{
+	MDB_val v;
+	int rc = mdb_get(t, s->dbi[db], &k, &v);
+	if (rc)
+		return rc;
+	if (v.mv_size != size)
+		return MDB_CORRUPTED;
+	memcpy(rec, v.mv_data, size);
+	return 0;
+}
+
 static inline bool lm_str_ok(const char *v, size_t cap)
 {
 	size_t n = strnlen(v, cap);

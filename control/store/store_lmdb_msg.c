@@ -199,11 +199,9 @@ int lm_msg_w_add(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	const char *sid = op->u.add.sid;
 	struct lm_conv_rec old, c;
-	int rc = lm_conv_load(s, t, sid, &old);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
+	int rc = lm_werr(s, lm_conv_load(s, t, sid, &old));
 	if (rc)
-		return lm_fatal(s, rc);
+		return rc;
 	if (old.nmsg > UINT32_MAX - 2)
 		return -EFBIG;
 	int64_t now_s = op->t_ns / 1000000000;
@@ -246,11 +244,9 @@ int lm_msg_w_tokens(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 	struct lm_msg_rec m;
 	MDB_val mv;
 	uint32_t idx;
-	int rc = lm_msg_locate(s, t, sid, mid, &idx, &m, &mv);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
+	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &idx, &m, &mv));
 	if (rc)
-		return lm_fatal(s, rc);
+		return rc;
 	if (lm_msg_terminal(m.status) || m.ntokens > UINT32_MAX - op->n)
 		return -EINVAL;
 	if (op->u.msg.first_seq != m.ntokens + 1) {
@@ -285,11 +281,9 @@ static int lm_msg_set_status(struct lm_store *s, MDB_txn *t, const char *sid, co
 	struct lm_msg_rec m;
 	MDB_val mv;
 	uint32_t idx;
-	int rc = lm_msg_locate(s, t, sid, mid, &idx, &m, &mv);
-	if (rc == MDB_NOTFOUND)
-		return -ENOENT;
+	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &idx, &m, &mv));
 	if (rc)
-		return lm_fatal(s, rc);
+		return rc;
 	bool inline_content = mv.mv_size > sizeof(m);
 	m.status = status;
 	if (usage) {

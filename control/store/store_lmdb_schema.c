@@ -75,19 +75,12 @@ static int lm_schema_v1_identities(struct lm_store *s, MDB_txn *t)
 		}
 		memset(&c, 0, sizeof(c));
 		memcpy(&c, v.mv_data, LM_CONV_V1_SIZE);
-		MDB_val uk = lm_str_key(c.user, STORE_USER_MAX), uv;
-		rc = mdb_get(t, s->dbi[LM_USERS], &uk, &uv);
-		if (rc == 0 && uv.mv_size == sizeof(struct lm_user_rec)) {
-			struct lm_user_rec u;
-			memcpy(&u, uv.mv_data, sizeof(u));
-			if (c.created_at >= u.created_at)
-				c.owner_uid = u.uid;
-		} else if (rc == 0) {
-			rc = MDB_CORRUPTED;
+		struct lm_user_rec u;
+		rc = lm_get_fixed(s, t, LM_USERS, lm_str_key(c.user, STORE_USER_MAX), &u, sizeof(u));
+		if (rc == 0 && c.created_at >= u.created_at)
+			c.owner_uid = u.uid;
+		else if (rc && rc != MDB_NOTFOUND)
 			break;
-		} else if (rc != MDB_NOTFOUND) {
-			break;
-		}
 		rc = lm_schema_migrate_put(s, t, LM_CONVS, cur, &k, &(MDB_val){ sizeof(c), &c });
 		if (rc)
 			break;
