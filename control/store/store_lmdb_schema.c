@@ -35,58 +35,69 @@ static int lm_schema_migrate_put(struct lm_store *s, MDB_txn *t, enum lm_db db, 
 	return mdb_cursor_get(cur, k, &v, MDB_SET_KEY);
 }
 
-/* 1 -> 2: gives every user a random uid and every conversation its owner's
- * uid. A conversation older than its owner's record was left by an earlier
- * user of that name: it gets uid 0, which nobody has. */
-static int lm_schema_v1_identities(struct lm_store *s, MDB_txn *t)
+/* A record being migrated, in any of the layouts a migration grows. */
+union lm_schema_rec {
+	struct lm_user_rec user;
+	struct lm_conv_rec conv;
+};
+
+/*
+ * Grows every record of db from old_size bytes to new_size: the old bytes
+ * are kept, the new tail starts zeroed and fill sets it. A record of another
+ * size stops the migration (MDB_CORRUPTED), as does an error from fill.
+ */
+static int lm_schema_extend(struct lm_store *s, MDB_txn *t, enum lm_db db, size_t old_size, size_t new_size,
+			    int (*fill)(struct lm_store *s, MDB_txn *t, union lm_schema_rec *r))
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
-	int rc = mdb_cursor_open(t, s->dbi[LM_USERS], &cur);
+	int rc = mdb_cursor_open(t, s->dbi[db], &cur);
 	if (rc)
 		return rc;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct lm_user_rec r;
-		if (v.mv_size != LM_USER_V1_SIZE) {
+		union lm_schema_rec r;
+		if (v.mv_size != old_size || new_size > sizeof(r)) {
 			rc = MDB_CORRUPTED;
 			break;
 		}
 		memset(&r, 0, sizeof(r));
-		memcpy(&r, v.mv_data, LM_USER_V1_SIZE);
-		if (lm_ident_new_uid(&r.uid) < 0) {
-			rc = EIO;
-			break;
-		}
-		rc = lm_schema_migrate_put(s, t, LM_USERS, cur, &k, &(MDB_val){ sizeof(r), &r });
-		if (rc)
-			break;
-	}
-	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND)
-		return rc;
-	rc = mdb_cursor_open(t, s->dbi[LM_CONVS], &cur);
-	if (rc)
-		return rc;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct lm_conv_rec c;
-		if (v.mv_size != LM_CONV_V1_SIZE) {
-			rc = MDB_CORRUPTED;
-			break;
-		}
-		memset(&c, 0, sizeof(c));
-		memcpy(&c, v.mv_data, LM_CONV_V1_SIZE);
-		struct lm_user_rec u;
-		rc = lm_get_fixed(s, t, LM_USERS, lm_str_key(c.user, STORE_USER_MAX), &u, sizeof(u));
-		if (rc == 0 && c.created_at >= u.created_at)
-			c.owner_uid = u.uid;
-		else if (rc && rc != MDB_NOTFOUND)
-			break;
-		rc = lm_schema_migrate_put(s, t, LM_CONVS, cur, &k, &(MDB_val){ sizeof(c), &c });
+		memcpy(&r, v.mv_data, old_size);
+		rc = fill(s, t, &r);
+		if (!rc)
+			rc = lm_schema_migrate_put(s, t, db, cur, &k, &(MDB_val){ new_size, &r });
 		if (rc)
 			break;
 	}
 	mdb_cursor_close(cur);
 	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int lm_schema_v1_uid(struct lm_store *s, MDB_txn *t, union lm_schema_rec *r)
+{
+	(void)s;
+	(void)t;
+	return lm_ident_new_uid(&r->user.uid) < 0 ? EIO : 0;
+}
+
+/* Run after the users got their uids. A conversation older than its owner's
+ * record was left by an earlier user of that name: it keeps uid 0, which
+ * nobody has. */
+static int lm_schema_v1_owner(struct lm_store *s, MDB_txn *t, union lm_schema_rec *r)
+{
+	struct lm_user_rec u;
+	int rc = lm_get_fixed(s, t, LM_USERS, lm_str_key(r->conv.user, STORE_USER_MAX), &u, sizeof(u));
+	if (rc == 0 && r->conv.created_at >= u.created_at)
+		r->conv.owner_uid = u.uid;
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* 1 -> 2: gives every user a random uid and every conversation its owner's. */
+static int lm_schema_v1_identities(struct lm_store *s, MDB_txn *t)
+{
+	int rc = lm_schema_extend(s, t, LM_USERS, LM_USER_V1_SIZE, sizeof(struct lm_user_rec), lm_schema_v1_uid);
+	if (rc)
+		return rc;
+	return lm_schema_extend(s, t, LM_CONVS, LM_CONV_V1_SIZE, sizeof(struct lm_conv_rec), lm_schema_v1_owner);
 }
 
 /* Entry N-1 turns schema N into N+1. */
