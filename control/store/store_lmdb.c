@@ -208,6 +208,24 @@ void store_lmdb_flush(struct store *st)
 }
 
 /*
+ * Makes room for one more promised completion (mutex held): room for every
+ * completion is made when it is promised, so the writer and the backup
+ * thread never allocate and a committed write never loses its callback.
+ */
+static int lm_done_reserve(struct lm_store *s)
+{
+	if (s->acked_inflight + 1 <= s->done_cap)
+		return 0;
+	uint32_t cap = s->done_cap ? s->done_cap * 2 : 64;
+	struct lm_done *d = realloc(s->done, cap * sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	s->done = d;
+	s->done_cap = cap;
+	return 0;
+}
+
+/*
  * Starts queueing one write: returns the op with the mutex held (release
  * with lm_enqueue_end), or NULL when memory ran out. `head` is the size of
  * the op-specific part, `payload` the bytes that follow it.
@@ -223,16 +241,8 @@ struct lm_op *lm_enqueue_begin(struct lm_store *s, uint16_t type, size_t head, s
 	pthread_mutex_lock(&s->mu);
 	if (lm_buf_reserve(&s->q, size) < 0)
 		goto fail;
-	if (done && s->acked_inflight + 1 > s->done_cap) {
-		/* Room for every completion is made here, so the writer never
-		 * allocates and a committed write never loses its callback. */
-		uint32_t cap = s->done_cap ? s->done_cap * 2 : 64;
-		struct lm_done *d = realloc(s->done, cap * sizeof(*d));
-		if (!d)
-			goto fail;
-		s->done = d;
-		s->done_cap = cap;
-	}
+	if (done && lm_done_reserve(s) < 0)
+		goto fail;
 	struct lm_op *op = (struct lm_op *)(s->q.p + s->q.len);
 	memset(op, 0, hsize);
 	op->size = (uint32_t)size;
@@ -515,15 +525,9 @@ static int lm_backup(struct store *st, const char *path, store_done_fn done, voi
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&s->mu);
-	if (s->acked_inflight + 1 > s->done_cap) {
-		uint32_t cap = s->done_cap ? s->done_cap * 2 : 64;
-		struct lm_done *d = realloc(s->done, cap * sizeof(*d));
-		if (!d) {
-			pthread_mutex_unlock(&s->mu);
-			return -ENOMEM;
-		}
-		s->done = d;
-		s->done_cap = cap;
+	if (lm_done_reserve(s) < 0) {
+		pthread_mutex_unlock(&s->mu);
+		return -ENOMEM;
 	}
 	s->acked_inflight++;
 	s->backup_running = true;
