@@ -26,6 +26,14 @@ struct lm_msg_rec {
 	char backend[CONF_NAME_MAX];
 };
 
+/* A message as found: its record, the stored value (the record and any
+ * inline content, pointing into the map) and its index in the session. */
+struct lm_msg_at {
+	struct lm_msg_rec m;
+	MDB_val v;
+	uint32_t idx;
+};
+
 static const char lm_msg_open_prefix[] = "open:";
 
 /* messages: sid \0 be32(index); without the index, the session's prefix
@@ -64,37 +72,35 @@ static bool lm_msg_terminal(uint8_t status)
 
 /* ---- record access (either thread, given its transaction) --------------- */
 
-static int lm_msg_load(struct lm_store *s, MDB_txn *t, const char *sid, uint32_t idx,
-		       struct lm_msg_rec *out, MDB_val *val)
+static int lm_msg_load(struct lm_store *s, MDB_txn *t, const char *sid, uint32_t idx, struct lm_msg_at *at)
 {
 	uint8_t kb[LM_KEY_MAX];
 	MDB_val k = lm_msg_key(kb, sid, idx);
-	int rc = mdb_get(t, s->dbi[LM_MSGS], &k, val);
+	int rc = mdb_get(t, s->dbi[LM_MSGS], &k, &at->v);
 	if (rc)
 		return rc;
-	if (val->mv_size < sizeof(*out))
+	if (at->v.mv_size < sizeof(at->m))
 		return MDB_CORRUPTED;
-	memcpy(out, val->mv_data, sizeof(*out));
+	memcpy(&at->m, at->v.mv_data, sizeof(at->m));
+	at->idx = idx;
 	return 0;
 }
 
 /* Finds message mid, newest first (lookups are nearly always for the answer
  * that runs). MDB_NOTFOUND when the session or the message is unknown. */
 static int lm_msg_locate(struct lm_store *s, MDB_txn *t, const char *sid, const char *mid,
-			 uint32_t *idx, struct lm_msg_rec *out, MDB_val *val)
+			 struct lm_msg_at *at)
 {
 	struct lm_conv_rec c;
 	int rc = lm_conv_load(s, t, sid, &c);
 	if (rc)
 		return rc;
 	for (uint32_t i = c.nmsg; i-- > 0;) {
-		rc = lm_msg_load(s, t, sid, i, out, val);
+		rc = lm_msg_load(s, t, sid, i, at);
 		if (rc)
 			return rc;
-		if (strncmp(out->id, mid, CHAN_ID_LEN) == 0) {
-			*idx = i;
+		if (strncmp(at->m.id, mid, CHAN_ID_LEN) == 0)
 			return 0;
-		}
 	}
 	return MDB_NOTFOUND;
 }
@@ -181,8 +187,10 @@ int lm_msg_purge(struct lm_store *s, MDB_txn *t, const char *sid)
 	return rc;
 }
 
-static int lm_msg_put(struct lm_store *s, MDB_txn *t, const char *sid, uint32_t idx,
-		      const struct lm_msg_rec *m, const void *content, size_t len)
+/* Writes record m at idx with room for len content bytes after it, which
+ * *content points to. */
+static int lm_msg_reserve(struct lm_store *s, MDB_txn *t, const char *sid, uint32_t idx,
+			  const struct lm_msg_rec *m, size_t len, uint8_t **content)
 {
 	uint8_t kb[LM_KEY_MAX];
 	MDB_val k = lm_msg_key(kb, sid, idx), v = { sizeof(*m) + len, NULL };
@@ -190,9 +198,18 @@ static int lm_msg_put(struct lm_store *s, MDB_txn *t, const char *sid, uint32_t 
 	if (rc)
 		return rc;
 	memcpy(v.mv_data, m, sizeof(*m));
-	if (len)
-		memcpy((uint8_t *)v.mv_data + sizeof(*m), content, len);
+	*content = (uint8_t *)v.mv_data + sizeof(*m);
 	return 0;
+}
+
+static int lm_msg_put(struct lm_store *s, MDB_txn *t, const char *sid, uint32_t idx,
+		      const struct lm_msg_rec *m, const void *content, size_t len)
+{
+	uint8_t *dst;
+	int rc = lm_msg_reserve(s, t, sid, idx, m, len, &dst);
+	if (rc == 0 && len)
+		memcpy(dst, content, len);
+	return rc;
 }
 
 int lm_msg_w_add(struct lm_store *s, MDB_txn *t, struct lm_op *op)
@@ -241,35 +258,34 @@ int lm_msg_w_add(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 int lm_msg_w_tokens(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	const char *sid = op->u.msg.sid, *mid = op->u.msg.mid;
-	struct lm_msg_rec m;
-	MDB_val mv;
-	uint32_t idx;
-	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &idx, &m, &mv));
+	struct lm_msg_at at;
+	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &at));
 	if (rc)
 		return rc;
-	if (lm_msg_terminal(m.status) || m.ntokens > UINT32_MAX - op->n)
+	struct lm_msg_rec *m = &at.m;
+	if (lm_msg_terminal(m->status) || m->ntokens > UINT32_MAX - op->n)
 		return -EINVAL;
-	if (op->u.msg.first_seq != m.ntokens + 1) {
+	if (op->u.msg.first_seq != m->ntokens + 1) {
 		/* Renumbering would shift every later token of the answer. */
 		LOG_ERROR("store: tokens %u..%u of %s refused: %s after token %u", op->u.msg.first_seq,
 			  op->u.msg.first_seq + op->n - 1, mid,
-			  op->u.msg.first_seq > m.ntokens ? "a gap" : "an overlap", m.ntokens);
+			  op->u.msg.first_seq > m->ntokens ? "a gap" : "an overlap", m->ntokens);
 		return -ERANGE;
 	}
 	const struct lm_tokhdr *h = (const struct lm_tokhdr *)lm_op_payload(op);
 	const uint8_t *text = (const uint8_t *)(h + op->n);
 	for (uint32_t i = 0; i < op->n; i++) {
 		uint8_t kb[LM_KEY_MAX];
-		MDB_val k = lm_msg_tok_key(kb, sid, mid, m.ntokens + 1 + i), v = { 8 + h[i].len, NULL };
+		MDB_val k = lm_msg_tok_key(kb, sid, mid, m->ntokens + 1 + i), v = { 8 + h[i].len, NULL };
 		LM_W(s, mdb_put(t, s->dbi[LM_TOKENS], &k, &v, MDB_RESERVE));
 		memcpy(v.mv_data, &h[i].offset_ns, 8);
 		memcpy((uint8_t *)v.mv_data + 8, text, h[i].len);
 		text += h[i].len;
-		m.content_len += h[i].len;
+		m->content_len += h[i].len;
 	}
-	m.ntokens += op->n;
+	m->ntokens += op->n;
 	/* A running answer keeps no inline content: its tokens are it. */
-	LM_W(s, lm_msg_put(s, t, sid, idx, &m, NULL, 0));
+	LM_W(s, lm_msg_put(s, t, sid, at.idx, m, NULL, 0));
 	return 0;
 }
 
@@ -278,44 +294,41 @@ int lm_msg_w_tokens(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 static int lm_msg_set_status(struct lm_store *s, MDB_txn *t, const char *sid, const char *mid, uint8_t status,
 			     const struct store_usage *usage, int64_t t_ns)
 {
-	struct lm_msg_rec m;
-	MDB_val mv;
-	uint32_t idx;
-	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &idx, &m, &mv));
+	struct lm_msg_at at;
+	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &at));
 	if (rc)
 		return rc;
-	bool inline_content = mv.mv_size > sizeof(m);
-	m.status = status;
+	struct lm_msg_rec *m = &at.m;
+	bool inline_content = at.v.mv_size > sizeof(*m);
+	m->status = status;
 	if (usage) {
-		m.prompt_tokens = usage->prompt_tokens;
-		m.completion_tokens = usage->completion_tokens;
-		m.cost_usd = usage->cost_usd;
+		m->prompt_tokens = usage->prompt_tokens;
+		m->completion_tokens = usage->completion_tokens;
+		m->cost_usd = usage->cost_usd;
 	}
-	if (!lm_msg_terminal(status) || inline_content || m.role != STORE_ROLE_ASSISTANT) {
+	if (!lm_msg_terminal(status) || inline_content || m->role != STORE_ROLE_ASSISTANT) {
 		if (inline_content) {
 			/* Re-put the content too: copy it out first, the put may
 			 * move the page under it. */
-			size_t len = mv.mv_size - sizeof(m);
+			size_t len = at.v.mv_size - sizeof(*m);
 			uint8_t *tmp = malloc(len);
 			if (!tmp)
 				return lm_fatal(s, ENOMEM);
-			memcpy(tmp, (uint8_t *)mv.mv_data + sizeof(m), len);
-			rc = lm_msg_put(s, t, sid, idx, &m, tmp, len);
+			memcpy(tmp, (uint8_t *)at.v.mv_data + sizeof(*m), len);
+			rc = lm_msg_put(s, t, sid, at.idx, m, tmp, len);
 			free(tmp);
 			LM_W(s, rc);
 		} else {
-			LM_W(s, lm_msg_put(s, t, sid, idx, &m, NULL, 0));
+			LM_W(s, lm_msg_put(s, t, sid, at.idx, m, NULL, 0));
 		}
 	} else {
 		uint64_t total = 0;
 		LM_W(s, lm_msg_tokens_walk(s, t, sid, mid, lm_msg_sum_cb, &total));
-		m.content_len = total;
-		m.ended_at = t_ns / 1000000000;
-		uint8_t kb[LM_KEY_MAX];
-		MDB_val k = lm_msg_key(kb, sid, idx), v = { sizeof(m) + total, NULL };
-		LM_W(s, mdb_put(t, s->dbi[LM_MSGS], &k, &v, MDB_RESERVE));
-		memcpy(v.mv_data, &m, sizeof(m));
-		struct lm_msg_fill f = { (uint8_t *)v.mv_data + sizeof(m), total };
+		m->content_len = total;
+		m->ended_at = t_ns / 1000000000;
+		uint8_t *dst;
+		LM_W(s, lm_msg_reserve(s, t, sid, at.idx, m, total, &dst));
+		struct lm_msg_fill f = { dst, total };
 		LM_W(s, lm_msg_tokens_walk(s, t, sid, mid, lm_msg_fill_cb, &f));
 	}
 	if (lm_msg_terminal(status)) {
@@ -362,11 +375,9 @@ int lm_msg_repair(struct lm_store *s, MDB_txn *t, uint32_t *fixed)
 			k = prefix;
 			continue;
 		}
-		struct lm_msg_rec m;
-		MDB_val mv;
-		uint32_t idx;
-		rc = lm_msg_locate(s, t, sid, mid, &idx, &m, &mv);
-		if (rc == 0 && !lm_msg_terminal(m.status)) {
+		struct lm_msg_at at;
+		rc = lm_msg_locate(s, t, sid, mid, &at);
+		if (rc == 0 && !lm_msg_terminal(at.m.status)) {
 			s->wrc = 0;
 			rc = lm_msg_set_status(s, t, sid, mid, STORE_MSG_INTERRUPTED, NULL, now);
 			if (rc == LM_FATAL) {
@@ -471,35 +482,35 @@ int lm_msg_get(struct store *st, const char *sid, uint32_t idx, struct store_mes
 	MDB_txn *t = lm_rtxn(s);
 	if (!t)
 		return -EIO;
-	struct lm_msg_rec m;
-	MDB_val v;
-	int rc = lm_msg_load(s, t, sid, idx, &m, &v);
+	struct lm_msg_at at;
+	int rc = lm_msg_load(s, t, sid, idx, &at);
 	if (rc)
 		return lm_rerr(rc);
+	const struct lm_msg_rec *m = &at.m;
 	memset(out, 0, sizeof(*out));
-	lm_strcpy(out->id, sizeof(out->id), m.id);
-	out->role = m.role;
-	out->status = m.status;
-	out->created_at = m.created_at;
-	out->ntokens = m.ntokens;
-	out->usage = (struct store_usage){ .prompt_tokens = m.prompt_tokens,
-					   .completion_tokens = m.completion_tokens,
-					   .cost_usd = m.cost_usd };
-	if (v.mv_size > sizeof(m) || m.content_len == 0) {
-		out->content = (const char *)v.mv_data + sizeof(m);
-		out->content_len = v.mv_size - sizeof(m);
+	lm_strcpy(out->id, sizeof(out->id), m->id);
+	out->role = m->role;
+	out->status = m->status;
+	out->created_at = m->created_at;
+	out->ntokens = m->ntokens;
+	out->usage = (struct store_usage){ .prompt_tokens = m->prompt_tokens,
+					   .completion_tokens = m->completion_tokens,
+					   .cost_usd = m->cost_usd };
+	if (at.v.mv_size > sizeof(*m) || m->content_len == 0) {
+		out->content = (const char *)at.v.mv_data + sizeof(*m);
+		out->content_len = at.v.mv_size - sizeof(*m);
 		return 0;
 	}
 	/* A running answer: its content so far is its token log. */
-	uint8_t *buf = lm_arena_alloc(s, m.content_len);
+	uint8_t *buf = lm_arena_alloc(s, m->content_len);
 	if (!buf)
 		return -ENOMEM;
-	struct lm_msg_fill f = { buf, m.content_len };
-	rc = lm_msg_tokens_walk(s, t, sid, m.id, lm_msg_fill_cb, &f);
+	struct lm_msg_fill f = { buf, m->content_len };
+	rc = lm_msg_tokens_walk(s, t, sid, m->id, lm_msg_fill_cb, &f);
 	if (rc)
 		return lm_rerr(rc);
 	out->content = (const char *)buf;
-	out->content_len = m.content_len - f.left;
+	out->content_len = m->content_len - f.left;
 	return 0;
 }
 
@@ -511,10 +522,8 @@ int64_t lm_msg_find(struct store *st, const char *sid, const char *mid)
 	MDB_txn *t = lm_rtxn(s);
 	if (!t)
 		return -1;
-	struct lm_msg_rec m;
-	MDB_val v;
-	uint32_t idx;
-	return lm_msg_locate(s, t, sid, mid, &idx, &m, &v) ? -1 : (int64_t)idx;
+	struct lm_msg_at at;
+	return lm_msg_locate(s, t, sid, mid, &at) ? -1 : (int64_t)at.idx;
 }
 
 int lm_msg_token_get(struct store *st, const char *sid, const char *mid, uint32_t seq, struct store_token *out)
