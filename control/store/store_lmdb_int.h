@@ -11,8 +11,7 @@
  * Prefixes: a function of store_lmdb_<family>.c is lm_<family>_* (lm_conv_,
  * lm_msg_, lm_ident_, lm_schema_); plain lm_* is store_lmdb.c or a helper of
  * this header (keys, fixed fields, the writer's error paths), which every
- * family shares. A family reaches another's records only through the
- * functions declared below.
+ * family shares. Families meet only through what this header declares.
  */
 #ifndef CONTROL_STORE_LMDB_INT_H
 #define CONTROL_STORE_LMDB_INT_H
@@ -349,6 +348,8 @@ static inline bool lm_has_prefix(const MDB_val *k, const MDB_val *prefix)
 
 /* ---- store_lmdb_conv.c ------------------------------------------------- */
 
+/* Conversation sid's record, in either thread's transaction: 0 or an MDB error
+ * (MDB_NOTFOUND, MDB_CORRUPTED for a record of another size). */
 int lm_conv_load(struct lm_store *s, MDB_txn *t, const char *sid, struct lm_conv_rec *out);
 /* Writes c and moves its listing entry from old (NULL: none). */
 int lm_conv_store(struct lm_store *s, MDB_txn *t, const char *sid, const struct lm_conv_rec *old,
