@@ -5,6 +5,7 @@
 #include "admin/admin_int.h"
 
 #include <arpa/inet.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -55,45 +56,39 @@ static void cmd_status(struct admin *ad, struct adm_client *cl, json_t *req)
 }
 
 /* The worker counters by name, for stats (summed) and workers (each). */
-static void adm_put_worker_counters(json_t *o, const struct chan_stats *s)
+#define ADM_WC(f) { #f, offsetof(struct chan_stats, f) }
+static const struct {
+	const char *name;
+	size_t off;
+} adm_worker_counters[] = {
+	ADM_WC(conns_active), ADM_WC(conns_accepted), ADM_WC(sse_active), ADM_WC(ws_active),
+	ADM_WC(http_requests), ADM_WC(tokens_out), ADM_WC(frames_out), ADM_WC(bytes_out),
+	ADM_WC(pending_bytes), ADM_WC(chan_full), ADM_WC(slow_consumer_closes), ADM_WC(loop_turns),
+	ADM_WC(busy_turns),
+};
+
+static uint64_t adm_counter(const struct chan_stats *s, size_t i)
 {
-	const struct {
-		const char *name;
-		uint64_t v;
-	} f[] = {
-		{ "conns_active", s->conns_active }, { "conns_accepted", s->conns_accepted },
-		{ "sse_active", s->sse_active },     { "ws_active", s->ws_active },
-		{ "http_requests", s->http_requests }, { "tokens_out", s->tokens_out },
-		{ "frames_out", s->frames_out },     { "bytes_out", s->bytes_out },
-		{ "pending_bytes", s->pending_bytes }, { "chan_full", s->chan_full },
-		{ "slow_consumer_closes", s->slow_consumer_closes },
-		{ "loop_turns", s->loop_turns },     { "busy_turns", s->busy_turns },
-	};
-	for (size_t i = 0; i < SLUICE_ARRAY_LEN(f); i++)
-		json_object_set_new(o, f[i].name, json_integer((json_int_t)f[i].v));
+	uint64_t v;
+	memcpy(&v, (const char *)s + adm_worker_counters[i].off, sizeof(v));
+	return v;
+}
+
+static void adm_put_worker_counters(json_t *o, const uint64_t *v)
+{
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(adm_worker_counters); i++)
+		json_object_set_new(o, adm_worker_counters[i].name, json_integer((json_int_t)v[i]));
 }
 
 static void cmd_stats(struct admin *ad, struct adm_client *cl, json_t *req)
 {
 	(void)req;
-	struct chan_stats sum = { 0 };
+	uint64_t sum[SLUICE_ARRAY_LEN(adm_worker_counters)] = { 0 };
 	for (uint32_t w = 0; w < adm_nworkers(ad); w++) {
-		const struct chan_stats *s = &ad->w[w].s;
 		if (!ad->w[w].at_ns)
 			continue;
-		sum.conns_active += s->conns_active;
-		sum.conns_accepted += s->conns_accepted;
-		sum.sse_active += s->sse_active;
-		sum.ws_active += s->ws_active;
-		sum.http_requests += s->http_requests;
-		sum.tokens_out += s->tokens_out;
-		sum.frames_out += s->frames_out;
-		sum.bytes_out += s->bytes_out;
-		sum.pending_bytes += s->pending_bytes;
-		sum.chan_full += s->chan_full;
-		sum.slow_consumer_closes += s->slow_consumer_closes;
-		sum.loop_turns += s->loop_turns;
-		sum.busy_turns += s->busy_turns;
+		for (size_t i = 0; i < SLUICE_ARRAY_LEN(sum); i++)
+			sum[i] += adm_counter(&ad->w[w].s, i);
 	}
 	const struct cpl_stats *ls = cpl_stats(ad->d.loop);
 	uint64_t deferred = 0, dropped = 0;
@@ -112,7 +107,7 @@ static void cmd_stats(struct admin *ad, struct adm_client *cl, json_t *req)
 		return;
 	}
 	json_object_set_new(dp, "workers_reporting", json_integer((json_int_t)adm_reporting(ad)));
-	adm_put_worker_counters(dp, &sum);
+	adm_put_worker_counters(dp, sum);
 	const struct {
 		const char *name;
 		uint64_t v;
@@ -158,7 +153,10 @@ static void cmd_workers(struct admin *ad, struct adm_client *cl, json_t *req)
 			json_object_set_new(o, "stats_age_ms",
 					    json_integer((json_int_t)((now - ad->w[w].at_ns) / 1000000u)));
 			json_object_set_new(o, "uptime_ms", json_integer((json_int_t)ad->w[w].s.uptime_ms));
-			adm_put_worker_counters(o, &ad->w[w].s);
+			uint64_t v[SLUICE_ARRAY_LEN(adm_worker_counters)];
+			for (size_t i = 0; i < SLUICE_ARRAY_LEN(v); i++)
+				v[i] = adm_counter(&ad->w[w].s, i);
+			adm_put_worker_counters(o, v);
 		} else {
 			json_object_set_new(o, "stats_age_ms", json_null());
 		}

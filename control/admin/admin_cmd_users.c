@@ -26,20 +26,26 @@ static const char *adm_role_name(int role)
 	return role == STORE_USER_ROLE_ADMIN ? "admin" : "user";
 }
 
+/* Answers a users.* write: the error, or {"user","done"}. */
+static void adm_user_answer(struct admin *ad, struct adm_client *cl, int err, const char *done)
+{
+	if (cl->fd < 0)
+		return;
+	if (err) {
+		adm_fail_errno(ad, cl, err, cl->target);
+		return;
+	}
+	json_t *o = adm_ok();
+	json_object_set_new(o, "user", json_string(cl->target));
+	json_object_set_new(o, "done", json_string(done));
+	adm_send(cl, o);
+}
+
 static void adm_user_written(void *arg, int err)
 {
 	struct adm_client *cl = arg;
 	struct admin *ad = cl->ad;
-	if (cl->fd >= 0) {
-		if (err) {
-			adm_fail_errno(ad, cl, err, cl->target);
-		} else {
-			json_t *o = adm_ok();
-			json_object_set_new(o, "user", json_string(cl->target));
-			json_object_set_new(o, "done", json_string(cl->op));
-			adm_send(cl, o);
-		}
-	}
+	adm_user_answer(ad, cl, err, cl->op);
 	if (!err) {
 		LOG_INFO("admin: %s: %s", cl->target, cl->op);
 		/* A new password ends the logins made with the old one. */
@@ -93,16 +99,7 @@ static void adm_user_deleted(void *arg, int err)
 		auth_revoke_user(ad->d.auth, cl->target);
 		LOG_INFO("admin: user %s deleted", cl->target);
 	}
-	if (cl->fd >= 0) {
-		if (err) {
-			adm_fail_errno(ad, cl, err, cl->target);
-		} else {
-			json_t *o = adm_ok();
-			json_object_set_new(o, "user", json_string(cl->target));
-			json_object_set_new(o, "done", json_string("user deleted"));
-			adm_send(cl, o);
-		}
-	}
+	adm_user_answer(ad, cl, err, "user deleted");
 	adm_async_done(ad, cl);
 }
 
