@@ -109,9 +109,6 @@ function connect() {
     return;
   }
   st.ws = ws;
-  ws.addEventListener('open', () => {
-    ws.send(subscribeMsg());
-  });
   ws.addEventListener('message', (ev) => {
     let m;
     try {
@@ -171,7 +168,9 @@ $('#interval').addEventListener('change', () => {
 function onMessage(m) {
   switch (m.type) {
     case 'hello':
+      // Also after a control restart: the new control knows no topics yet.
       st.heartbeatMs = m.heartbeat_ms || st.heartbeatMs;
+      if (st.ws) st.ws.send(subscribeMsg());
       break;
     case 'subscribed':
       st.backoff.reset();
