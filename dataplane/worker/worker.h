@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "sluice/common.h"
-#include "sluice/list.h"
+#include "worker/timer_wheel.h"
 
 struct worker;
 struct sluice_conf;
@@ -27,20 +27,6 @@ struct tp;
 
 /* ---- timers (hierarchical wheel, 1 ms resolution, per worker) ---------- */
 
-struct tw_timer;
-typedef void (*tw_cb)(void *arg, struct tw_timer *t);
-
-/* Intrusive timer: embed it in the owning object. Not armed after tw_init. */
-struct tw_timer {
-	struct list_node link; /* on a wheel slot, the overflow or the due list */
-	uint64_t deadline_ns;
-	tw_cb cb;
-	void *arg;
-	uint32_t armed;
-	uint32_t _pad;
-};
-
-void tw_init(struct tw_timer *t, tw_cb cb, void *arg);
 /* Arms (or re-arms) t to fire at or after deadline_ns (within 1 ms). */
 void worker_timer_arm(struct worker *w, struct tw_timer *t, uint64_t deadline_ns);
 void worker_timer_cancel(struct worker *w, struct tw_timer *t);
