@@ -124,10 +124,4 @@ static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
  * in chunks). Returns false when the queue cannot take them. */
 bool tp_send(struct tp *t, struct tp_conn *c, const void *data, size_t len);
 
-struct sluice_conf;
-/* The kernel transport for worker `worker_id`: a SO_REUSEPORT listening socket
- * on conf->listen, epoll. Returns NULL with a message in err. */
-struct tp *tp_kernel_create(const struct sluice_conf *conf, uint32_t worker_id,
-			    const struct tp_upcalls *up, void *app, char *err, size_t errlen);
-
 #endif

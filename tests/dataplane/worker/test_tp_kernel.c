@@ -38,6 +38,8 @@ enum mode {
 	M_BULK,       /* on open: queue bulk_len bytes, keep the connection */
 	M_ABORT,      /* abort the connection from inside on_data */
 	M_REFUSE,     /* on_open returns NULL */
+	M_GREEDY,     /* on_data claims one byte more than it was offered */
+	M_OVERCOMMIT, /* on open: commit one byte more than tx_reserve handed out */
 };
 
 struct tconn {
@@ -119,6 +121,11 @@ static void *up_open(void *app, struct tp_conn *c, const struct tp_peer *peer)
 			assert_null(tp_tx_reserve(a->tp, c, 1, &avail));
 		}
 	}
+	if (a->mode == M_OVERCOMMIT) {
+		size_t avail = 0;
+		assert_non_null(tp_tx_reserve(a->tp, c, 1, &avail));
+		tp_tx_commit(a->tp, c, avail + 1);
+	}
 	return tc;
 }
 
@@ -146,6 +153,9 @@ static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
 	case M_HOLD:
 		used = 0;
 		break;
+	case M_GREEDY:
+		tc->rx_total += len;
+		return len + 1;
 	case M_SINK:
 		assert_true(check_pat(data, (uint32_t)tc->id, tc->rx_total, len));
 		used = len;
@@ -555,6 +565,38 @@ static void test_refuse(void **state)
 	app_free(a);
 }
 
+/* An app that claims more input than it was offered, or commits more than
+ * it reserved, has its connection reset and counted; nothing aborts. */
+static void test_app_contract_broken(void **state)
+{
+	(void)state;
+	static const enum mode modes[] = {M_GREEDY, M_OVERCOMMIT};
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(modes); i++) {
+		struct tapp *a = app_new(modes[i]);
+		struct tp *t = tp_new(a, 0);
+		int fd = cli_connect(tp_kernel_port(t));
+		assert_int_equal(send(fd, "hello", 5, 0), 5);
+		uint64_t start = sluice_now_ns();
+		while (a->closes < 1) {
+			assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+			pump(t, 1);
+		}
+		char b[16];
+		ssize_t r;
+		do {
+			assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+			r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+		} while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+		assert_int_equal(r, -1);
+		assert_int_equal(errno, ECONNRESET);
+		assert_int_equal(tp_kernel_app_errors(t), 1);
+		assert_int_equal(tp_kernel_conns(t), 0);
+		close(fd);
+		t->ops->destroy(t);
+		app_free(a);
+	}
+}
+
 /* Many clients at once, each with its own message; all echoed, all closed. */
 static void test_many_conns(void **state)
 {
@@ -760,6 +802,7 @@ int main(void)
 		cmocka_unit_test(test_blocked_drained),
 		cmocka_unit_test(test_abort),
 		cmocka_unit_test(test_refuse),
+		cmocka_unit_test(test_app_contract_broken),
 		cmocka_unit_test(test_many_conns),
 		cmocka_unit_test(test_reuseport),
 		cmocka_unit_test(test_eof_then_send),
