@@ -359,7 +359,8 @@ static void route_local(struct conn *c, const struct http_request *req)
 		else
 			http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 	} else {
-		size_t n = app_metrics_render(a->scratch, a->scratch_cap, worker_control_attached(a->w));
+		size_t n = app_metrics_render(a->scratch, a->scratch_cap, worker_control_attached(a->w),
+					      a->tp);
 
 		if (n == 0) {
 			http_send_error(c, 500, "internal", "metrics do not fit", false);

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "app/app_event.h"
-#include "net/net_stack.h"
+#include "transport/transport.h"
 #include "worker/worker.h"
 
 struct metric_def {
@@ -45,62 +45,6 @@ static const struct metric_def metric_defs[] = {
 	M("sluice_loop_turns_total", "counter", loop_turns, "Worker loop turns."),
 	M("sluice_busy_turns_total", "counter", busy_turns, "Worker loop turns judged busy (the batcher coalesces on those)."),
 };
-
-/* Counters of the native TCP/IPv4 stack (transport = dpdk), summed over
- * the workers' stacks; offsets into struct net_stats. */
-#define N(name, type, field, help) { name, type, help, offsetof(struct net_stats, field) }
-
-static const struct metric_def net_defs[] = {
-	N("sluice_tcp_segments_in_total", "counter", tcp_rx, "TCP segments received by the native stack."),
-	N("sluice_tcp_segments_out_total", "counter", tcp_tx, "TCP segments sent by the native stack."),
-	N("sluice_tcp_retransmits_total", "counter", tcp_retransmits, "Segments sent again (any cause)."),
-	N("sluice_tcp_fast_retransmits_total", "counter", tcp_fast_retransmits, "Segments resent by fast retransmit / SACK loss recovery."),
-	N("sluice_tcp_recoveries_total", "counter", tcp_recoveries, "Fast recovery episodes entered."),
-	N("sluice_tcp_rto_total", "counter", tcp_rto, "Retransmission timeouts that fired."),
-	N("sluice_tcp_tail_loss_probes_total", "counter", tcp_tlp, "Tail loss probes sent (before an RTO)."),
-	N("sluice_tcp_dup_acks_total", "counter", tcp_dup_acks, "Duplicate ACKs received."),
-	N("sluice_tcp_timeouts_total", "counter", tcp_timeouts, "Connections ended by a timer (retransmission, keepalive, FIN_WAIT_2, SYN-ACK)."),
-	N("sluice_tcp_syn_received_total", "counter", tcp_syn_rx, "SYNs received for listening ports."),
-	N("sluice_tcp_accepted_total", "counter", tcp_accepted, "Handshakes completed."),
-	N("sluice_tcp_syn_cookies_sent_total", "counter", tcp_cookies_sent, "SYN-ACKs sent with a SYN cookie (backlog full)."),
-	N("sluice_tcp_syn_cookies_accepted_total", "counter", tcp_cookies_ok, "ACKs that completed a handshake with a valid SYN cookie."),
-	N("sluice_tcp_syn_cookies_rejected_total", "counter", tcp_cookies_bad, "ACKs for no connection whose cookie did not validate."),
-	N("sluice_tcp_resets_sent_total", "counter", tcp_rst_tx, "RSTs sent."),
-	N("sluice_tcp_resets_received_total", "counter", tcp_rst_rx, "RSTs received in window."),
-	N("sluice_tcp_challenge_acks_total", "counter", tcp_challenge_acks, "RFC 5961 challenge ACKs sent."),
-	N("sluice_tcp_time_wait_recycled_total", "counter", tcp_tw_recycled, "TIME_WAIT connections recycled early (time_wait_max)."),
-	N("sluice_tcp_zero_window_probes_total", "counter", tcp_zwp, "Zero-window probes sent."),
-	N("sluice_tcp_keepalive_probes_total", "counter", tcp_keepalive, "Keepalive probes sent."),
-	N("sluice_tcp_connections", "gauge", conns_open, "TCBs in use (half-open and TIME_WAIT included)."),
-};
-
-/* Why the native stack dropped a frame or segment: label and offset. */
-struct drop_def {
-	const char *reason;
-	size_t off;
-};
-
-#define D(reason, field) { reason, offsetof(struct net_stats, field) }
-
-static const struct drop_def drop_defs[] = {
-	D("short_frame", rx_short), D("not_our_mac", rx_not_ours),
-	D("bad_ethertype", rx_bad_ethertype), D("ip_bad_header", ip_bad_hdr),
-	D("ip_bad_checksum", ip_bad_csum), D("ip_bad_length", ip_bad_len),
-	D("ip_fragment", ip_frags), D("ip_bad_protocol", ip_bad_proto),
-	D("ip_not_ours", ip_not_ours), D("icmp_bad", icmp_bad),
-	D("arp_queue_full", arp_pending_drops), D("arp_timeout", arp_timeouts),
-	D("tx_no_buffer", tx_nobuf), D("tcp_bad_checksum", tcp_bad_csum),
-	D("tcp_bad_header", tcp_bad_hdr), D("tcp_bad_options", tcp_bad_opts),
-	D("tcp_no_listener", tcp_no_port), D("tcp_paws", tcp_paws_drops),
-	D("tcp_out_of_window", tcp_out_of_window), D("tcp_ooo_full", tcp_ooo_drops),
-	D("tcp_conn_pool_empty", tcp_conn_pool_empty), D("tcp_rx_no_buffer", tcp_rx_nobuf),
-	D("tcp_tx_no_buffer", tcp_tx_nobuf), D("tcp_stray", tcp_stray_drops),
-};
-
-static uint64_t net_field(const struct net_stats *ns, size_t off)
-{
-	return *(const uint64_t *)(const void *)((const char *)ns + off);
-}
 
 static uint64_t sum_field(size_t off)
 {
@@ -164,7 +108,24 @@ static void histogram(struct ev_buf *b, const char *name, const char *help, size
 	evb_put(b, "\n", 1);
 }
 
-size_t app_metrics_render(char *buf, size_t cap, bool control_attached)
+/* The transport's own samples (the native stack's TCP and drop counters);
+ * a family's HELP and TYPE lines come with its first sample. */
+static void transport_samples(struct ev_buf *b, const struct tp_ops *ops)
+{
+	uint64_t v[TP_COUNTERS_MAX];
+
+	if (ops->ncounters == 0 || ops->ncounters > TP_COUNTERS_MAX || ops->counters(v) == 0)
+		return;
+	for (uint32_t i = 0; i < ops->ncounters; i++) {
+		const struct tp_counter_def *d = &ops->counter_defs[i];
+
+		if (i == 0 || strcmp(d->name, ops->counter_defs[i - 1].name) != 0)
+			header(b, d->name, d->type, d->help);
+		sample(b, d->name, d->labels, v[i]);
+	}
+}
+
+size_t app_metrics_render(char *buf, size_t cap, bool control_attached, const struct tp *tp)
 {
 	static const char *const classes[] = { "", "1xx", "2xx", "3xx", "4xx", "5xx" };
 	struct ev_buf b;
@@ -197,20 +158,6 @@ size_t app_metrics_render(char *buf, size_t cap, bool control_attached)
 	sample(&b, "sluice_control_attached", "", control_attached ? 1 : 0);
 	header(&b, "sluice_workers", "gauge", "Dataplane workers in this process.");
 	sample(&b, "sluice_workers", "", worker_count());
-	struct net_stats ns;
-	if (net_stats_total(&ns) > 0) {
-		for (size_t i = 0; i < sizeof(net_defs) / sizeof(net_defs[0]); i++) {
-			header(&b, net_defs[i].name, net_defs[i].type, net_defs[i].help);
-			sample(&b, net_defs[i].name, "", net_field(&ns, net_defs[i].off));
-		}
-		header(&b, "sluice_net_drops_total", "counter",
-		       "Frames and segments the native stack dropped, by reason.");
-		for (size_t i = 0; i < sizeof(drop_defs) / sizeof(drop_defs[0]); i++) {
-			char labels[48];
-
-			snprintf(labels, sizeof(labels), "{reason=\"%s\"}", drop_defs[i].reason);
-			sample(&b, "sluice_net_drops_total", labels, net_field(&ns, drop_defs[i].off));
-		}
-	}
+	transport_samples(&b, tp->ops);
 	return b.overflow ? 0 : b.len;
 }

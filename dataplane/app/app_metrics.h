@@ -9,7 +9,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Renders into buf[0..cap). Returns the length, or 0 when cap is too small. */
-size_t app_metrics_render(char *buf, size_t cap, bool control_attached);
+struct tp;
+
+/* Renders into buf[0..cap); `tp` (this worker's transport) adds its own
+ * counters. Returns the length, or 0 when cap is too small. */
+size_t app_metrics_render(char *buf, size_t cap, bool control_attached, const struct tp *tp);
 
 #endif

@@ -16,7 +16,6 @@
 
 #include "app/app.h"
 #include "app/app_metrics.h"
-#include "net/net_stack.h"
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "transport/transport.h"
@@ -107,8 +106,6 @@ struct dp_stats *worker_stats(struct worker *w) { return &w->st; }
 struct tp *worker_tp(struct worker *w) { return w->tp; }
 bool worker_control_attached(const struct worker *w) { return w->attached; }
 uint32_t worker_control_epoch(const struct worker *w) { return w->cp_epoch; }
-/* The kernel transport has no native stack: no stack counters to render. */
-uint32_t net_stats_total(struct net_stats *out) { (void)out; return 0; }
 uint32_t worker_epoch(const struct worker *w) { (void)w; return 5; }
 uint32_t worker_rec_max(const struct worker *w) { return w->rec_max ? w->rec_max : 64 * 1024; }
 uint32_t worker_count(void) { return 1; }
@@ -474,7 +471,7 @@ static void test_metrics_text(void **state)
 	W.st.http_responses[5] = 4;
 	W.st.ws_active = 2;
 	W.st.kicks = 5;
-	n = app_metrics_render(buf, sizeof(buf), true);
+	n = app_metrics_render(buf, sizeof(buf), true, &fake_tp);
 	assert_true(n > 0 && n < sizeof(buf));
 	buf[n] = '\0';
 	assert_non_null(strstr(buf, "# TYPE sluice_tokens_in_total counter\nsluice_tokens_in_total 7\n"));
@@ -488,7 +485,7 @@ static void test_metrics_text(void **state)
 	assert_non_null(strstr(buf, "sluice_control_attached 1\n"));
 	assert_non_null(strstr(buf, "# TYPE sluice_ws_active gauge\nsluice_ws_active 2\n"));
 	assert_non_null(strstr(buf, "sluice_kicks_total 5\n"));
-	assert_int_equal(app_metrics_render(buf, 100, true), 0);
+	assert_int_equal(app_metrics_render(buf, 100, true, &fake_tp), 0);
 }
 
 static void test_forward_and_pipelining(void **state)
