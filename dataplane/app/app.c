@@ -27,9 +27,11 @@ static void conn_timer_cb(void *arg, struct tw_timer *t)
 		conn_close(c, false); /* a WebSocket close the client never answered */
 }
 
-struct app *app_create(struct worker *w, char *err, size_t errlen)
+static void app_destroy(void *app);
+
+static void *app_create(struct host *h, char *err, size_t errlen)
 {
-	const struct sluice_conf *conf = worker_conf(w);
+	const struct sluice_conf *conf = h->conf;
 	struct app *a = calloc(1, sizeof(*a));
 	uint32_t gen0;
 
@@ -37,13 +39,10 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 		snprintf(err, errlen, "app: out of memory");
 		return NULL;
 	}
-	a->w = w;
-	/* The worker creates its transport after the app (the transport needs
-	 * the upcalls), so the transport is looked up on first use. */
-	a->tp = NULL;
-	a->st = worker_stats(w);
+	a->h = h;
+	a->st = app_stats_of(h);
 	a->conf = conf;
-	a->wid = worker_id(w);
+	a->wid = h->id;
 	a->max_conns = conf->max_conns;
 	a->pol.off = conf->batch_mode == CONF_BATCH_OFF;
 	a->pol.max_delay_ns = (uint64_t)conf->max_delay_us * 1000u;
@@ -66,7 +65,7 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 	}
 	/* Generations start from the attach epoch so records addressed to
 	 * connections of an earlier dataplane never match a live one. */
-	gen0 = worker_epoch(w) << 20;
+	gen0 = h->epoch << 20;
 	for (uint32_t i = 0; i < a->max_conns; i++) {
 		struct conn *c = &a->conns[i];
 
@@ -80,7 +79,7 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 		batch_init(&c->batch);
 	}
 	a->free_head = 0;
-	a->start_ns = worker_now(w);
+	a->start_ns = host_now(h);
 	admin_stats_start(a);
 	return a;
 fail:
@@ -88,8 +87,10 @@ fail:
 	return NULL;
 }
 
-void app_destroy(struct app *a)
+static void app_destroy(void *app)
 {
+	struct app *a = app;
+
 	if (!a)
 		return;
 	admin_stats_stop(a);
@@ -149,8 +150,6 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	struct app *a = app;
 	struct conn *c;
 
-	if (!a->tp)
-		a->tp = worker_tp(a->w);
 	if (a->free_head == APP_NO_SLOT) {
 		DP_STAT_ADD(a->st, conns_refused, 1);
 		return NULL;
@@ -165,7 +164,7 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	c->head_req = c->requested = c->eof = c->subscribed = false;
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
 	c->ws_upgrading = c->ws_reauth = false;
-	c->open_ns = worker_now(a->w);
+	c->open_ns = host_now(a->h);
 	c->bytes_out = 0;
 	c->req_id = 0;
 	c->parse_last = 0;
@@ -180,8 +179,8 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	DP_STAT_ADD(a->st, conns_accepted, 1);
 	/* An idle connection that never sends a byte is closed like an idle
 	 * keep-alive one. */
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	return c;
 }
 
@@ -224,8 +223,8 @@ static void up_close(void *app, void *ctx)
 	struct conn *c = ctx;
 	struct chan_conn_closed *cc;
 
-	worker_timer_cancel(a->w, &c->timer);
-	worker_timer_cancel(a->w, &c->btimer);
+	tw_cancel(a->h->wheel, &c->timer);
+	tw_cancel(a->h->wheel, &c->btimer);
 	if (c->subscribed)
 		stream_unsubscribe(c);
 	batch_clear(&c->batch, &a->pool);
@@ -235,12 +234,12 @@ static void up_close(void *app, void *ctx)
 		c->pend_acct = 0;
 	}
 	if (c->requested) {
-		cc = worker_rec_reserve(a->w, CHAN_REC_CONN_CLOSED, sizeof(*cc));
+		cc = a->h->rec_reserve(a->h, CHAN_REC_CONN_CLOSED, sizeof(*cc));
 		if (cc) {
 			conn_fill_handle(c, &cc->conn);
-			worker_rec_commit(a->w, sizeof(*cc));
+			a->h->rec_commit(a->h, sizeof(*cc));
 		} else {
-			DP_STAT_ADD(a->st, chan_full, 1);
+			host_count_ring_full(a->h);
 			LOG_WARN("worker %u: channel full, CONN_CLOSED for slot %u lost",
 				 a->wid, c->slot);
 		}
@@ -279,10 +278,6 @@ static const struct tp_upcalls upcalls = {
 	.on_close = up_close,
 };
 
-const struct tp_upcalls *app_upcalls(void)
-{
-	return &upcalls;
-}
 
 void conn_close(struct conn *c, bool abort)
 {
@@ -290,8 +285,8 @@ void conn_close(struct conn *c, bool abort)
 		return;
 	c->closing = true;
 	c->hstate = HS_CLOSING;
-	worker_timer_cancel(c->app->w, &c->timer);
-	tp_close(c->app->tp, c->tc, abort);
+	tw_cancel(c->app->h->wheel, &c->timer);
+	tp_close(c->app->h->tp, c->tc, abort);
 }
 
 bool conn_send(struct conn *c, const void *data, size_t len)
@@ -300,7 +295,7 @@ bool conn_send(struct conn *c, const void *data, size_t len)
 
 	if (unlikely(c->closing))
 		return false;
-	if (unlikely(!tp_send(a->tp, c->tc, data, len)))
+	if (unlikely(!tp_send(a->h->tp, c->tc, data, len)))
 		return false;
 	if (c->turn_no != a->turn_no) {
 		c->turn_no = a->turn_no;
@@ -308,7 +303,7 @@ bool conn_send(struct conn *c, const void *data, size_t len)
 	}
 	c->turn_bytes += len;
 	c->bytes_out += len;
-	c->last_write_ns = worker_now(a->w);
+	c->last_write_ns = host_now(a->h);
 	DP_STAT_ADD(a->st, bytes_out, len);
 	return true;
 }
@@ -321,7 +316,7 @@ bool conn_account(struct conn *c)
 
 	if (!c->tc || c->closing)
 		return false;
-	tp_info(a->tp, c->tc, &ti);
+	tp_info(a->h->tp, c->tc, &ti);
 	now_acct = ti.tx_queued + c->batch.len;
 	if (now_acct >= c->pend_acct)
 		DP_STAT_ADD(a->st, pending_bytes, now_acct - c->pend_acct);
@@ -358,16 +353,16 @@ enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t metho
 	size_t total = sizeof(*rq);
 	uint8_t *p;
 
-	if (!worker_control_attached(a->w))
+	if (!a->h->attached)
 		return APP_REQ_NO_CONTROL;
 	for (size_t i = 0; i < nfields; i++)
 		if (fields[i].data)
 			total += chan_field_size(fields[i].len);
-	if (total > worker_rec_max(a->w))
+	if (total > a->h->rec_max)
 		return APP_REQ_TOO_BIG;
-	rq = worker_rec_reserve(a->w, CHAN_REC_REQUEST, (uint32_t)total);
+	rq = a->h->rec_reserve(a->h, CHAN_REC_REQUEST, (uint32_t)total);
 	if (!rq) {
-		DP_STAT_ADD(a->st, chan_full, 1);
+		host_count_ring_full(a->h);
 		return APP_REQ_FULL;
 	}
 	memset(rq, 0, sizeof(*rq));
@@ -375,13 +370,13 @@ enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t metho
 	rq->req_id = ++c->req_id;
 	rq->kind = kind;
 	rq->method = method;
-	rq->cp_epoch = worker_control_epoch(a->w);
+	rq->cp_epoch = a->h->control_epoch(a->h);
 	c->req_epoch = rq->cp_epoch;
 	p = (uint8_t *)(rq + 1);
 	for (size_t i = 0; i < nfields; i++)
 		if (fields[i].data)
 			chan_field_put(&p, fields[i].tag, fields[i].data, (uint32_t)fields[i].len);
-	worker_rec_commit(a->w, (uint32_t)total);
+	a->h->rec_commit(a->h, (uint32_t)total);
 	c->requested = true;
 	return APP_REQ_OK;
 }
@@ -402,10 +397,10 @@ static void on_response(struct app *a, const struct chan_response *r, uint32_t l
 		DP_STAT_ADD(a->st, stale_records, 1);
 }
 
-void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+static void app_on_record(void *app, uint16_t type, const void *payload, uint32_t len)
 {
-	if (!a->tp)
-		a->tp = worker_tp(a->w);
+	struct app *a = app;
+
 	switch (type) {
 	case CHAN_REC_RESPONSE:
 		on_response(a, payload, len);
@@ -423,21 +418,23 @@ void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t l
 		admin_on_admin(a, payload);
 		break;
 	default:
-		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		host_count_bad_record(a->h);
 		break;
 	}
 }
 
-void app_end_of_turn(struct app *a, bool busy)
+static void app_end_of_turn(void *app, bool busy)
 {
+	struct app *a = app;
+
 	stream_end_of_turn(a, busy);
 	a->turn_no++;
 }
 
-void app_control_changed(struct app *a, bool attached)
+static void app_control_changed(void *app, bool attached)
 {
-	if (!a->tp)
-		a->tp = worker_tp(a->w);
+	struct app *a = app;
+
 	for (uint32_t i = 0; i < a->max_conns; i++) {
 		struct conn *c = &a->conns[i];
 
@@ -446,7 +443,7 @@ void app_control_changed(struct app *a, bool attached)
 		/* A request sent to a control that is gone, or to the one before a
 		 * restart (its records may have been discarded), is answered 503. */
 		if (c->mode == CONN_HTTP &&
-		    (!attached || c->req_epoch != worker_control_epoch(a->w)))
+		    (!attached || c->req_epoch != a->h->control_epoch(a->h)))
 			http_control_lost(c);
 		/* On attach too: a control that restarted between two heartbeat
 		 * checks (new epoch, no gap seen) will not finish the old streams. */
@@ -461,6 +458,16 @@ void app_control_changed(struct app *a, bool attached)
 			stream_announce(c);
 	}
 }
+
+const struct host_app_ops app_ops = {
+	.stats_size = sizeof(struct app_stats),
+	.upcalls = &upcalls,
+	.create = app_create,
+	.destroy = app_destroy,
+	.on_record = app_on_record,
+	.end_of_turn = app_end_of_turn,
+	.control_changed = app_control_changed,
+};
 
 /* Largest multi-part response body collected. */
 #define APP_MAX_RESP (16u * 1024u * 1024u)

@@ -105,10 +105,10 @@ static void http_finish(struct conn *c, bool close_after)
 		return;
 	}
 	c->hstate = HS_HEAD;
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	if (was_waiting)
-		tp_rx_resume(a->tp, c->tc);
+		tp_rx_resume(a->h->tp, c->tc);
 }
 
 /*
@@ -283,7 +283,7 @@ static void http_wait_control(struct conn *c, enum app_req_result res)
 	switch (res) {
 	case APP_REQ_OK:
 		c->hstate = HS_WAIT;
-		worker_timer_cancel(c->app->w, &c->timer);
+		tw_cancel(c->app->h->wheel, &c->timer);
 		break;
 	case APP_REQ_NO_CONTROL:
 		http_send_error(c, 503, "control_unavailable", "control is not attached", false);
@@ -354,13 +354,12 @@ static void route_local(struct conn *c, const struct http_request *req)
 	if (slice_eq(req->path, "/healthz")) {
 		http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
 	} else if (slice_eq(req->path, "/readyz")) {
-		if (worker_control_attached(a->w))
+		if (a->h->attached)
 			http_send_json(c, 200, "{\"ready\":true}", NULL, false);
 		else
 			http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 	} else {
-		size_t n = app_metrics_render(a->scratch, a->scratch_cap, worker_control_attached(a->w),
-					      a->tp);
+		size_t n = app_metrics_render(a->h, a->scratch, a->scratch_cap);
 
 		if (n == 0) {
 			http_send_error(c, 500, "internal", "metrics do not fit", false);
@@ -446,8 +445,8 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 
 	if (r == HTTP_PARSE_INCOMPLETE) {
 		if (c->parse_last == 0)
-			worker_timer_arm(a->w, &c->timer, worker_now(a->w) +
-					 (uint64_t)a->conf->header_timeout_s * 1000000000ull);
+			tw_arm(a->h->wheel, &c->timer, host_now(a->h) +
+			       (uint64_t)a->conf->header_timeout_s * 1000000000ull);
 		c->parse_last = len;
 		return 0;
 	}
@@ -491,8 +490,8 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 		conn_close(c, true);
 		return len;
 	}
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	return len;
 }
 
@@ -606,7 +605,7 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		/* Frames the client sent right behind its upgrade request wait in
 		 * the transport's stash: offer them to the WebSocket engine. */
 		if (!c->closing)
-			tp_rx_resume(a->tp, c->tc);
+			tp_rx_resume(a->h->tp, c->tc);
 		return;
 	}
 	upgrade = c->ws_upgrading;
@@ -661,7 +660,7 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		stream_subscribe(c, r);
 		/* Input after the stream started is discarded; let the transport
 		 * offer what it stashed so it is not held forever. */
-		tp_rx_resume(a->tp, c->tc);
+		tp_rx_resume(a->h->tp, c->tc);
 		return;
 	}
 	if (r->action != CHAN_RESP_PLAIN) {
@@ -672,7 +671,7 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 	}
 	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
 		if (bad) {
-			DP_STAT_ADD(a->st, chan_bad_records, 1);
+			host_count_bad_record(a->h);
 			app_resp_reset(c);
 			http_send_error(c, 500, "internal", "bad response from control", false);
 		}

@@ -17,11 +17,13 @@
 
 #include "app/app.h"
 #include "app/app_event.h"
+#include "app/app_stats.h"
 #include "app/app_subs.h"
 #include "app/batch.h"
 #include "sluice/chan_proto.h"
 #include "transport/transport.h"
-#include "worker/worker.h"
+#include "worker/host.h"
+#include "worker/timer_wheel.h"
 #include "ws/ws_session.h"
 
 #define APP_MAX_BODY (1024u * 1024u)
@@ -120,9 +122,8 @@ struct conn {
 };
 
 struct app {
-	struct worker *w;
-	struct tp *tp;
-	struct dp_stats *st;
+	struct host *h;       /* the worker's; the transport is h->tp */
+	struct app_stats *st; /* app_stats_of(h) */
 	const struct sluice_conf *conf;
 	uint32_t wid;
 	struct conn *conns;

@@ -72,14 +72,14 @@ static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint
 			const char *esc, size_t esc_len, const struct batch_tok *toks)
 {
 	struct app *a = c->app;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 	struct ev_buf b;
 
 	for (uint32_t i = 0; i < n; i++) {
-		dp_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
-			       now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
-		dp_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
-			       now > toks[i].created_ns ? now - toks[i].created_ns : 0);
+		app_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
+				now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
+		app_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
+				now > toks[i].created_ns ? now - toks[i].created_ns : 0);
 	}
 	DP_STAT_ADD(a->st, tokens_out, n);
 	DP_STAT_ADD(a->st, frames_out, 1);
@@ -97,7 +97,7 @@ bool stream_flush(struct conn *c)
 	if (bt->count == 0)
 		return !c->closing;
 	stream_pending_remove(c);
-	worker_timer_cancel(a->w, &c->btimer);
+	tw_cancel(a->h->wheel, &c->btimer);
 	ok = emit_tokens(c, bt->mid, bt->last_seq, bt->count, bt->buf->text, bt->len, bt->buf->toks);
 	batch_clear(bt, &a->pool);
 	return ok;
@@ -192,11 +192,11 @@ static void on_token(void *arg, const struct chan_token *t)
 static void deliver_tokens(struct conn *c, const struct chan_tokens *rec, uint32_t len)
 {
 	struct tok_walk tw = {
-		.c = c, .rec = rec, .seq = rec->first_seq, .now = worker_now(c->app->w),
+		.c = c, .rec = rec, .seq = rec->first_seq, .now = host_now(c->app->h),
 	};
 
 	if (!chan_tokens_walk(rec, len, on_token, &tw)) {
-		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		host_count_bad_record(c->app->h);
 		return;
 	}
 	if (!tw.dead)
@@ -256,7 +256,7 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 			msg = f;
 	}
 	if (bad || !status) {
-		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		host_count_bad_record(c->app->h);
 		return;
 	}
 	if (!stream_flush(c))
@@ -309,7 +309,7 @@ void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_
 	const struct stream_rec_head *h = payload;
 
 	if (len < sizeof(*h)) {
-		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		host_count_bad_record(a->h);
 		return;
 	}
 	if (h->conn.slot == CHAN_SLOT_ALL) {
@@ -356,9 +356,9 @@ void stream_subscribe(struct conn *c, const struct chan_response *r)
 	c->last_mid[CHAN_ID_LEN - 1] = '\0';
 	c->last_seq = r->resume_seq;
 	if (c->mode == CONN_SSE) {
-		c->last_write_ns = worker_now(a->w);
-		worker_timer_arm(a->w, &c->timer,
-				 c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
+		c->last_write_ns = host_now(a->h);
+		tw_arm(a->h->wheel, &c->timer,
+		       c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
 	}
 }
 
@@ -366,10 +366,10 @@ void stream_subscribe(struct conn *c, const struct chan_response *r)
 static void send_sub(struct conn *c, uint16_t type)
 {
 	struct app *a = c->app;
-	struct chan_sub *s = worker_rec_reserve(a->w, type, sizeof(*s));
+	struct chan_sub *s = a->h->rec_reserve(a->h, type, sizeof(*s));
 
 	if (!s) {
-		DP_STAT_ADD(a->st, chan_full, 1);
+		host_count_ring_full(a->h);
 		LOG_WARN("worker %u: channel full, %s for slot %u lost", a->wid,
 			 type == CHAN_REC_SUBSCRIBE ? "SUBSCRIBE" : "UNSUBSCRIBE", c->slot);
 		return;
@@ -379,7 +379,7 @@ static void send_sub(struct conn *c, uint16_t type)
 	memcpy(s->session_id, c->sid, CHAN_ID_LEN);
 	memcpy(s->message_id, c->last_mid, CHAN_ID_LEN);
 	s->seq = c->last_seq;
-	worker_rec_commit(a->w, sizeof(*s));
+	a->h->rec_commit(a->h, sizeof(*s));
 }
 
 void stream_unsubscribe(struct conn *c)
@@ -388,7 +388,7 @@ void stream_unsubscribe(struct conn *c)
 		return;
 	subs_remove(c->app->subs, c->slot);
 	c->subscribed = false;
-	if (worker_control_attached(c->app->w))
+	if (c->app->h->attached)
 		send_sub(c, CHAN_REC_UNSUBSCRIBE);
 }
 
@@ -415,7 +415,7 @@ void stream_interrupt(struct conn *c)
 void stream_end_of_turn(struct app *a, bool busy)
 {
 	uint32_t i = 0;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 
 	while (i < a->npending) {
 		uint32_t slot = a->pending[i];
@@ -424,7 +424,7 @@ void stream_end_of_turn(struct app *a, bool busy)
 		uint64_t mine;
 		bool tx_idle;
 
-		tp_info(a->tp, c->tc, &ti);
+		tp_info(a->h->tp, c->tc, &ti);
 		/* "Nothing queued" means nothing left over from earlier turns:
 		 * bytes this conn queued in this turn leave at this turn's flush. */
 		mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
@@ -437,7 +437,7 @@ void stream_end_of_turn(struct app *a, bool busy)
 			continue;
 		}
 		if (!c->btimer.armed)
-			worker_timer_arm(a->w, &c->btimer, batch_deadline(&c->batch, &a->pol));
+			tw_arm(a->h->wheel, &c->btimer, batch_deadline(&c->batch, &a->pol));
 		i++;
 	}
 }
@@ -454,7 +454,7 @@ void stream_batch_timer(void *arg, struct tw_timer *t)
 void stream_keepalive(struct conn *c)
 {
 	struct app *a = c->app;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 	uint64_t period = (uint64_t)a->conf->sse_keepalive_s * 1000000000ull;
 
 	if (now - c->last_write_ns >= period) {
@@ -464,5 +464,5 @@ void stream_keepalive(struct conn *c)
 		}
 		conn_account(c);
 	}
-	worker_timer_arm(a->w, &c->timer, c->last_write_ns + period);
+	tw_arm(a->h->wheel, &c->timer, c->last_write_ns + period);
 }

@@ -90,7 +90,7 @@ void ws_start(struct conn *c, const char *accept, const struct chan_response *r,
 	DP_STAT_ADD(a->st, http_responses[1], 1);
 	DP_STAT_ADD(a->st, ws_upgrades, 1);
 	DP_STAT_ADD(a->st, ws_active, 1);
-	worker_timer_cancel(a->w, &c->timer);
+	tw_cancel(a->h->wheel, &c->timer);
 	c->mode = CONN_WS;
 	c->hstate = HS_HEAD;
 	ws_session_init(&c->ws, &ws_ops, c, a->conf->ws_max_message);
@@ -201,7 +201,7 @@ void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)
 	ws_session_close(&c->ws, code, reason, fail);
 	/* A client that never answers the close must not hold the conn. */
 	if (!fail && !c->closing)
-		worker_timer_arm(a->w, &c->timer, worker_now(a->w) + APP_WS_CLOSE_WAIT_NS);
+		tw_arm(a->h->wheel, &c->timer, host_now(a->h) + APP_WS_CLOSE_WAIT_NS);
 }
 
 /*
@@ -359,7 +359,7 @@ void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 	}
 	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
 		if (bad) {
-			DP_STAT_ADD(a->st, chan_bad_records, 1);
+			host_count_bad_record(a->h);
 			app_resp_reset(c);
 		}
 		return;
