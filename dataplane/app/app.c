@@ -14,17 +14,17 @@
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
-static void conn_timer_cb(void *arg, struct tw_timer *t)
+static void app_conn_timer_cb(void *arg, struct tw_timer *t)
 {
 	struct conn *c = arg;
 
 	(void)t;
 	if (c->mode == CONN_SSE)
-		stream_keepalive(c);
+		app_stream_keepalive(c);
 	else if (c->mode == CONN_HTTP)
-		http_timer_fired(c);
+		app_http_timer_fired(c);
 	else
-		conn_close(c, false); /* a WebSocket close the client never answered */
+		app_conn_close(c, false); /* a WebSocket close the client never answered */
 }
 
 static void app_destroy(void *app);
@@ -52,7 +52,7 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 		goto fail;
 	}
 	a->conns = calloc(a->max_conns, sizeof(*a->conns));
-	a->subs = subs_create(a->max_conns);
+	a->subs = app_subs_create(a->max_conns);
 	a->scratch_cap = (size_t)conf->max_bytes + APP_SCRATCH_EXTRA;
 	a->scratch = malloc(a->scratch_cap);
 	a->esc_cap = a->scratch_cap;
@@ -73,14 +73,14 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 		c->slot = i;
 		c->gen = gen0;
 		c->next_free = i + 1 < a->max_conns ? i + 1 : APP_NO_SLOT;
-		tw_init(&c->timer, conn_timer_cb, c);
-		tw_init(&c->btimer, stream_batch_timer, c);
+		tw_init(&c->timer, app_conn_timer_cb, c);
+		tw_init(&c->btimer, app_stream_batch_timer, c);
 		c->pend_idx = APP_NO_SLOT;
 		batch_init(&c->batch);
 	}
 	a->free_head = 0;
 	a->start_ns = host_now(h);
-	admin_stats_start(a);
+	app_ctl_stats_start(a);
 	return a;
 fail:
 	app_destroy(a);
@@ -93,7 +93,7 @@ static void app_destroy(void *app)
 
 	if (!a)
 		return;
-	admin_stats_stop(a);
+	app_ctl_stats_stop(a);
 	if (a->conns) {
 		for (uint32_t i = 0; i < a->max_conns; i++) {
 			struct conn *c = &a->conns[i];
@@ -108,7 +108,7 @@ static void app_destroy(void *app)
 	}
 	if (a->pool.all)
 		batch_pool_destroy(&a->pool);
-	subs_destroy(a->subs);
+	app_subs_destroy(a->subs);
 	free(a->scratch);
 	free(a->esc);
 	free(a->pending);
@@ -116,7 +116,7 @@ static void app_destroy(void *app)
 	free(a);
 }
 
-void conn_fill_handle(const struct conn *c, struct chan_conn *h)
+void app_conn_fill_handle(const struct conn *c, struct chan_conn *h)
 {
 	memset(h, 0, sizeof(*h));
 	h->worker = (uint16_t)c->app->wid;
@@ -124,10 +124,10 @@ void conn_fill_handle(const struct conn *c, struct chan_conn *h)
 	h->gen = c->gen;
 }
 
-size_t conn_peer_str(const struct conn *c, char out[CONN_PEER_STR_MAX])
+size_t app_conn_peer_str(const struct conn *c, char out[APP_CONN_PEER_STR_MAX])
 {
 	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
-	int n = snprintf(out, CONN_PEER_STR_MAX, "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
+	int n = snprintf(out, APP_CONN_PEER_STR_MAX, "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
 			 c->peer.port);
 
 	return n > 0 ? (size_t)n : 0;
@@ -145,7 +145,7 @@ struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h)
 	return c;
 }
 
-static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
+static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 {
 	struct app *a = app;
 	struct conn *c;
@@ -184,7 +184,7 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	return c;
 }
 
-static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
+static size_t app_on_data(void *app, void *ctx, const uint8_t *data, size_t len)
 {
 	struct conn *c = ctx;
 
@@ -192,13 +192,13 @@ static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
 	if (unlikely(c->closing))
 		return len;
 	if (c->mode == CONN_WS)
-		return ws_on_data(c, data, len);
+		return app_ws_on_data(c, data, len);
 	if (c->mode == CONN_SSE)
 		return len; /* an event stream takes no further input */
-	return http_on_data(c, data, len);
+	return app_http_on_data(c, data, len);
 }
 
-static void up_eof(void *app, void *ctx)
+static void app_on_eof(void *app, void *ctx)
 {
 	struct conn *c = ctx;
 
@@ -208,16 +208,16 @@ static void up_eof(void *app, void *ctx)
 	 * follows its response (app_http.c). */
 	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT)
 		return;
-	conn_close(c, false);
+	app_conn_close(c, false);
 }
 
-static void up_drained(void *app, void *ctx)
+static void app_on_drained(void *app, void *ctx)
 {
 	(void)app;
-	conn_account(ctx);
+	app_conn_account(ctx);
 }
 
-static void up_close(void *app, void *ctx)
+static void app_on_close(void *app, void *ctx)
 {
 	struct app *a = app;
 	struct conn *c = ctx;
@@ -226,9 +226,9 @@ static void up_close(void *app, void *ctx)
 	tw_cancel(a->h->wheel, &c->timer);
 	tw_cancel(a->h->wheel, &c->btimer);
 	if (c->subscribed)
-		stream_unsubscribe(c);
+		app_stream_unsubscribe(c);
 	batch_clear(&c->batch, &a->pool);
-	stream_pending_remove(c);
+	app_stream_pending_remove(c);
 	if (c->pend_acct) {
 		DP_STAT_SUB(a->st, pending_bytes, c->pend_acct);
 		c->pend_acct = 0;
@@ -236,7 +236,7 @@ static void up_close(void *app, void *ctx)
 	if (c->requested) {
 		cc = a->h->rec_reserve(a->h, CHAN_REC_CONN_CLOSED, sizeof(*cc));
 		if (cc) {
-			conn_fill_handle(c, &cc->conn);
+			app_conn_fill_handle(c, &cc->conn);
 			a->h->rec_commit(a->h, sizeof(*cc));
 		} else {
 			host_count_ring_full(a->h);
@@ -253,7 +253,7 @@ static void up_close(void *app, void *ctx)
 		ws_session_free(&c->ws);
 		c->ws_open = false;
 	}
-	ws_auth_free(c);
+	app_ws_auth_free(c);
 	c->ws_upgrading = c->ws_reauth = false;
 	/* A body cut short may be part of a login's password. */
 	if (c->req_buf)
@@ -271,15 +271,15 @@ static void up_close(void *app, void *ctx)
 }
 
 static const struct tp_upcalls upcalls = {
-	.on_open = up_open,
-	.on_data = up_data,
-	.on_eof = up_eof,
-	.on_drained = up_drained,
-	.on_close = up_close,
+	.on_open = app_on_open,
+	.on_data = app_on_data,
+	.on_eof = app_on_eof,
+	.on_drained = app_on_drained,
+	.on_close = app_on_close,
 };
 
 
-void conn_close(struct conn *c, bool abort)
+void app_conn_close(struct conn *c, bool abort)
 {
 	if (c->closing || !c->tc)
 		return;
@@ -289,7 +289,7 @@ void conn_close(struct conn *c, bool abort)
 	tp_close(c->app->h->tp, c->tc, abort);
 }
 
-bool conn_send(struct conn *c, const void *data, size_t len)
+bool app_conn_send(struct conn *c, const void *data, size_t len)
 {
 	struct app *a = c->app;
 
@@ -308,7 +308,7 @@ bool conn_send(struct conn *c, const void *data, size_t len)
 	return true;
 }
 
-bool conn_account(struct conn *c)
+bool app_conn_account(struct conn *c)
 {
 	struct app *a = c->app;
 	struct tp_conn_info ti;
@@ -327,18 +327,18 @@ bool conn_account(struct conn *c)
 		DP_STAT_ADD(a->st, slow_consumer_closes, 1);
 		batch_clear(&c->batch, &a->pool);
 		if (c->mode == CONN_SSE) {
-			struct ev_buf b;
+			struct app_buf b;
 
-			evb_init(&b, a->scratch, a->scratch_cap);
-			ev_sse_error(&b, "slow_consumer",
-				     "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
+			app_buf_init(&b, a->scratch, a->scratch_cap);
+			app_event_sse_error(&b, "slow_consumer",
+					    "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
 			/* The bound is already passed; the error event is best effort. */
-			if (!b.overflow && conn_send(c, b.p, b.len))
-				conn_close(c, false);
+			if (!b.overflow && app_conn_send(c, b.p, b.len))
+				app_conn_close(c, false);
 			else
-				conn_close(c, true);
+				app_conn_close(c, true);
 		} else {
-			ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
+			app_ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
 		}
 		return false;
 	}
@@ -366,7 +366,7 @@ enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t metho
 		return APP_REQ_FULL;
 	}
 	memset(rq, 0, sizeof(*rq));
-	conn_fill_handle(c, &rq->conn);
+	app_conn_fill_handle(c, &rq->conn);
 	rq->req_id = ++c->req_id;
 	rq->kind = kind;
 	rq->method = method;
@@ -381,7 +381,7 @@ enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t metho
 	return APP_REQ_OK;
 }
 
-static void on_response(struct app *a, const struct chan_response *r, uint32_t len)
+static void app_on_response(struct app *a, const struct chan_response *r, uint32_t len)
 {
 	struct conn *c = app_conn_lookup(a, &r->conn);
 
@@ -390,9 +390,9 @@ static void on_response(struct app *a, const struct chan_response *r, uint32_t l
 		return;
 	}
 	if (c->mode == CONN_WS)
-		ws_on_response(c, r, len);
+		app_ws_on_response(c, r, len);
 	else if (c->mode == CONN_HTTP)
-		http_on_response(c, r, len);
+		app_http_on_response(c, r, len);
 	else
 		DP_STAT_ADD(a->st, stale_records, 1);
 }
@@ -403,19 +403,19 @@ static void app_on_record(void *app, uint16_t type, const void *payload, uint32_
 
 	switch (type) {
 	case CHAN_REC_RESPONSE:
-		on_response(a, payload, len);
+		app_on_response(a, payload, len);
 		break;
 	case CHAN_REC_TOKENS:
 	case CHAN_REC_STATUS:
 	case CHAN_REC_USAGE:
 	case CHAN_REC_DONE:
-		stream_on_record(a, type, payload, len);
+		app_stream_on_record(a, type, payload, len);
 		break;
 	case CHAN_REC_KICK:
-		admin_on_kick(a, payload);
+		app_ctl_on_kick(a, payload);
 		break;
 	case CHAN_REC_ADMIN:
-		admin_on_admin(a, payload);
+		app_ctl_on_admin(a, payload);
 		break;
 	default:
 		host_count_bad_record(a->h);
@@ -427,7 +427,7 @@ static void app_end_of_turn(void *app, bool busy)
 {
 	struct app *a = app;
 
-	stream_end_of_turn(a, busy);
+	app_stream_end_of_turn(a, busy);
 	a->turn_no++;
 }
 
@@ -444,18 +444,18 @@ static void app_control_changed(void *app, bool attached)
 		 * restart (its records may have been discarded), is answered 503. */
 		if (c->mode == CONN_HTTP &&
 		    (!attached || c->req_epoch != a->h->control_epoch(a->h)))
-			http_control_lost(c);
+			app_http_control_lost(c);
 		/* On attach too: a control that restarted between two heartbeat
 		 * checks (new epoch, no gap seen) will not finish the old streams. */
 		if (c->subscribed && c->msg_running)
-			stream_interrupt(c);
+			app_stream_interrupt(c);
 		/* The new control knows neither who is on a WebSocket nor who
 		 * listens to what: the auth check goes first, so control can
 		 * place the SUBSCRIBE that follows it on the same ring. */
 		if (attached && c->mode == CONN_WS && !c->closing)
-			ws_reauthorise(c);
+			app_ws_reauthorise(c);
 		if (attached && c->subscribed && !c->closing)
-			stream_announce(c);
+			app_stream_announce(c);
 	}
 }
 
@@ -472,7 +472,7 @@ const struct host_app_ops app_ops = {
 /* Largest multi-part response body collected. */
 #define APP_MAX_RESP (16u * 1024u * 1024u)
 
-static bool dbuf_put(struct app_dbuf *d, const void *p, size_t n)
+static bool app_dbuf_put(struct app_dbuf *d, const void *p, size_t n)
 {
 	if (d->cap - d->len < n) {
 		size_t cap = d->cap ? d->cap : 4096;
@@ -536,7 +536,7 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 		bool ok = true;
 
 		if (f->tag == CHAN_F_BODY) {
-			ok = dbuf_put(&c->resp_body, f->data, f->len);
+			ok = app_dbuf_put(&c->resp_body, f->data, f->len);
 		} else if (f->tag == CHAN_F_SET_COOKIE || f->tag == CHAN_F_HEADER ||
 			   f->tag == CHAN_F_CONTENT_TYPE) {
 			if (memchr(f->data, '\r', f->len) || memchr(f->data, '\n', f->len))
@@ -546,9 +546,9 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 			const char *name = f->tag == CHAN_F_SET_COOKIE ? "Set-Cookie: " :
 					   f->tag == CHAN_F_CONTENT_TYPE ? "Content-Type: " : "";
 
-			ok = dbuf_put(&c->resp_hdrs, name, strlen(name)) &&
-			     dbuf_put(&c->resp_hdrs, f->data, f->len) &&
-			     dbuf_put(&c->resp_hdrs, "\r\n", 2);
+			ok = app_dbuf_put(&c->resp_hdrs, name, strlen(name)) &&
+			     app_dbuf_put(&c->resp_hdrs, f->data, f->len) &&
+			     app_dbuf_put(&c->resp_hdrs, "\r\n", 2);
 		}
 		if (!ok) {
 			*bad = true;

@@ -75,29 +75,29 @@ static uint32_t count_workers(const struct host *h)
 	return n;
 }
 
-static void header(struct ev_buf *b, const char *name, const char *type, const char *help)
+static void header(struct app_buf *b, const char *name, const char *type, const char *help)
 {
-	evb_str(b, "# HELP ");
-	evb_str(b, name);
-	evb_put(b, " ", 1);
-	evb_str(b, help);
-	evb_str(b, "\n# TYPE ");
-	evb_str(b, name);
-	evb_put(b, " ", 1);
-	evb_str(b, type);
-	evb_put(b, "\n", 1);
+	app_buf_str(b, "# HELP ");
+	app_buf_str(b, name);
+	app_buf_put(b, " ", 1);
+	app_buf_str(b, help);
+	app_buf_str(b, "\n# TYPE ");
+	app_buf_str(b, name);
+	app_buf_put(b, " ", 1);
+	app_buf_str(b, type);
+	app_buf_put(b, "\n", 1);
 }
 
-static void sample(struct ev_buf *b, const char *name, const char *labels, uint64_t v)
+static void sample(struct app_buf *b, const char *name, const char *labels, uint64_t v)
 {
-	evb_str(b, name);
-	evb_str(b, labels);
-	evb_put(b, " ", 1);
-	evb_u64(b, v);
-	evb_put(b, "\n", 1);
+	app_buf_str(b, name);
+	app_buf_str(b, labels);
+	app_buf_put(b, " ", 1);
+	app_buf_u64(b, v);
+	app_buf_put(b, "\n", 1);
 }
 
-static void histogram(struct ev_buf *b, const struct host *h, const char *name, const char *help,
+static void histogram(struct app_buf *b, const struct host *h, const char *name, const char *help,
 		      size_t hist_off, size_t sum_off)
 {
 	uint64_t cum = 0;
@@ -112,21 +112,21 @@ static void histogram(struct ev_buf *b, const struct host *h, const char *name, 
 				     app_stats_delay_bounds_us[i] / 1e6);
 		else
 			n = snprintf(tmp, sizeof(tmp), "%s_bucket{le=\"+Inf\"} ", name);
-		evb_put(b, tmp, (size_t)n);
-		evb_u64(b, cum);
-		evb_put(b, "\n", 1);
+		app_buf_put(b, tmp, (size_t)n);
+		app_buf_u64(b, cum);
+		app_buf_put(b, "\n", 1);
 	}
 	n = snprintf(tmp, sizeof(tmp), "%s_sum %.9f\n", name, sum_field(h, SRC_APP, sum_off) / 1e9);
-	evb_put(b, tmp, (size_t)n);
+	app_buf_put(b, tmp, (size_t)n);
 	n = snprintf(tmp, sizeof(tmp), "%s_count ", name);
-	evb_put(b, tmp, (size_t)n);
-	evb_u64(b, cum);
-	evb_put(b, "\n", 1);
+	app_buf_put(b, tmp, (size_t)n);
+	app_buf_u64(b, cum);
+	app_buf_put(b, "\n", 1);
 }
 
 /* The transport's own samples (the native stack's TCP and drop counters);
  * a family's HELP and TYPE lines come with its first sample. */
-static void transport_samples(struct ev_buf *b, const struct tp_ops *ops)
+static void transport_samples(struct app_buf *b, const struct tp_ops *ops)
 {
 	uint64_t v[TP_COUNTERS_MAX];
 
@@ -144,10 +144,10 @@ static void transport_samples(struct ev_buf *b, const struct tp_ops *ops)
 size_t app_metrics_render(const struct host *h, char *buf, size_t cap)
 {
 	static const char *const classes[] = { "", "1xx", "2xx", "3xx", "4xx", "5xx" };
-	struct ev_buf b;
+	struct app_buf b;
 	uint64_t accepted, closed;
 
-	evb_init(&b, buf, cap);
+	app_buf_init(&b, buf, cap);
 	for (size_t i = 0; i < sizeof(metric_defs) / sizeof(metric_defs[0]); i++) {
 		header(&b, metric_defs[i].name, metric_defs[i].type, metric_defs[i].help);
 		sample(&b, metric_defs[i].name, "",

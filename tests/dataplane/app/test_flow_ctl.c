@@ -302,7 +302,7 @@ static uint32_t conns_pages(uint32_t req_id, const struct chan_conns **pages, ui
 	return n;
 }
 
-static void admin_rec(uint32_t req_id)
+static void list_conns_rec(uint32_t req_id)
 {
 	struct chan_admin *q = (void *)flow_rbuf;
 
@@ -325,7 +325,7 @@ static void test_list_conns_paging(void **state)
 		c[i] = flow_conn_open();
 	flow_advance(1500 * MS);
 	W.h.rec_max = page;
-	admin_rec(41);
+	list_conns_rec(41);
 	assert_int_equal(conns_pages(41, pg, 8), 3);
 	for (uint32_t p = 0; p < 3; p++) {
 		const struct chan_conn_info *ci = (const void *)(pg[p] + 1);
@@ -360,7 +360,7 @@ static void test_list_conns_paging(void **state)
 	W.nrec = 0;
 	W.limited = true;
 	W.room = 8 + page + 8 + (uint32_t)(sizeof(struct chan_conns) + 2 * sizeof(struct chan_conn_info));
-	admin_rec(42);
+	list_conns_rec(42);
 	assert_int_equal(conns_pages(42, pg, 8), 2);
 	assert_int_equal(pg[0]->count, 3);
 	assert_int_equal(pg[0]->flags, 0);
@@ -369,7 +369,7 @@ static void test_list_conns_paging(void **state)
 	/* Room for one page only: that page becomes the last. */
 	W.nrec = 0;
 	W.room = 8 + page + 8;
-	admin_rec(43);
+	list_conns_rec(43);
 	assert_int_equal(conns_pages(43, pg, 8), 1);
 	assert_int_equal(pg[0]->count, 3);
 	assert_int_equal(pg[0]->flags, CHAN_CONNS_LAST);
@@ -377,7 +377,7 @@ static void test_list_conns_paging(void **state)
 	W.nrec = 0;
 	W.room = 0;
 	uint64_t full = W.hst.chan_full;
-	admin_rec(44);
+	list_conns_rec(44);
 	assert_int_equal(conns_pages(44, pg, 8), 0);
 	assert_int_equal(W.hst.chan_full, full + 1);
 	W.limited = false;
@@ -385,7 +385,7 @@ static void test_list_conns_paging(void **state)
 		flow_conn_gone(c[i]);
 	/* An empty worker answers with one empty last page. */
 	W.nrec = 0;
-	admin_rec(45);
+	list_conns_rec(45);
 	assert_int_equal(conns_pages(45, pg, 8), 1);
 	assert_int_equal(pg[0]->count, 0);
 	assert_int_equal(pg[0]->flags, CHAN_CONNS_LAST);

@@ -1,5 +1,6 @@
 /*
- * The operator side of a worker's app: control's KICK (close a conn, or every
+ * The operator side of a worker's app, driven by control (hence "ctl"):
+ * control's KICK (close a conn, or every
  * subscriber of a session, e.g. after a logout or `sluicectl sessions kill`),
  * ADMIN LIST_CONNS (the worker's connection table in pages), and the STATS
  * record every worker sends once a second so control can show the worker's
@@ -27,45 +28,45 @@ static uint16_t kick_code(uint16_t code)
 static void kick_conn(struct conn *c, const struct chan_kick *k)
 {
 	struct app *a = c->app;
-	struct ev_buf b;
+	struct app_buf b;
 	bool sent;
 
 	DP_STAT_ADD(a->st, kicks, 1);
 	switch (c->mode) {
 	case CONN_WS:
 		/* What is already held goes first; nothing arrives after the close. */
-		stream_flush(c);
-		stream_unsubscribe(c);
-		ws_close_with(c, kick_code(k->code), k->reason, false);
+		app_stream_flush(c);
+		app_stream_unsubscribe(c);
+		app_ws_close_with(c, kick_code(k->code), k->reason, false);
 		if (!c->closing)
-			conn_account(c);
+			app_conn_account(c);
 		break;
 	case CONN_SSE:
-		stream_flush(c);
+		app_stream_flush(c);
 		if (c->closing)
 			break;
-		evb_init(&b, a->scratch, a->scratch_cap);
-		ev_sse_error(&b, k->reason_code, k->reason);
+		app_buf_init(&b, a->scratch, a->scratch_cap);
+		app_event_sse_error(&b, k->reason_code, k->reason);
 		/* Graceful when the event is queued, so the client reads it. */
-		sent = !b.overflow && conn_send(c, b.p, b.len);
-		conn_close(c, !sent);
+		sent = !b.overflow && app_conn_send(c, b.p, b.len);
+		app_conn_close(c, !sent);
 		break;
 	default:
-		conn_close(c, false);
+		app_conn_close(c, false);
 		break;
 	}
 }
 
-void admin_on_kick(struct app *a, const struct chan_kick *k)
+void app_ctl_on_kick(struct app *a, const struct chan_kick *k)
 {
 	struct conn *c;
 
 	if (k->conn.slot == CHAN_SLOT_ALL) {
-		uint32_t slot = subs_first(a->subs, k->session_id);
+		uint32_t slot = app_subs_first(a->subs, k->session_id);
 
-		while (slot != SUBS_NONE) {
+		while (slot != APP_SUBS_NONE) {
 			/* The kick unsubscribes this conn: step on first. */
-			uint32_t next = subs_next(a->subs, slot);
+			uint32_t next = app_subs_next(a->subs, slot);
 
 			c = &a->conns[slot];
 			if (c->tc && !c->closing)
@@ -88,7 +89,7 @@ static void fill_info(struct conn *c, struct chan_conn_info *ci, uint64_t now)
 	struct tp_conn_info ti;
 
 	memset(ci, 0, sizeof(*ci));
-	conn_fill_handle(c, &ci->conn);
+	app_conn_fill_handle(c, &ci->conn);
 	ci->peer_ipv4 = c->peer.ipv4;
 	ci->peer_port = c->peer.port;
 	ci->mode = c->mode == CONN_SSE ? CHAN_CONN_SSE :
@@ -166,7 +167,7 @@ static void list_conns(struct app *a, uint32_t req_id)
 	}
 }
 
-void admin_on_admin(struct app *a, const struct chan_admin *q)
+void app_ctl_on_admin(struct app *a, const struct chan_admin *q)
 {
 	if (q->op == CHAN_ADMIN_LIST_CONNS)
 		list_conns(a, q->req_id);
@@ -223,14 +224,14 @@ static void stats_timer_cb(void *arg, struct tw_timer *t)
 	tw_arm(a->h->wheel, &a->stats_timer, a->stats_next_ns);
 }
 
-void admin_stats_start(struct app *a)
+void app_ctl_stats_start(struct app *a)
 {
 	tw_init(&a->stats_timer, stats_timer_cb, a);
 	a->stats_next_ns = host_now(a->h) + STATS_PERIOD_NS;
 	tw_arm(a->h->wheel, &a->stats_timer, a->stats_next_ns);
 }
 
-void admin_stats_stop(struct app *a)
+void app_ctl_stats_stop(struct app *a)
 {
 	if (a->stats_timer.armed)
 		tw_cancel(a->h->wheel, &a->stats_timer);
