@@ -30,6 +30,8 @@
 #include "worker/worker.h"
 
 #define WAIT_LIMIT_NS (10ull * 1000000000ull)
+/* The worker's heartbeat period (worker.c). */
+#define HB_NS (100ull * 1000000ull)
 
 /* ---- the test app (runs on the worker thread) ----------------------------- */
 
@@ -255,12 +257,21 @@ static void test_worker_loop(void **state)
 	assert_true(port != 0);
 	assert_int_equal(pthread_create(&th, NULL, run_worker, NULL), 0);
 
-	/* No control yet: the worker stays detached and mostly sleeps. */
-	sleep_ms(300);
-	assert_int_equal(atomic_load(&attach_calls), 0);
+	/* No control yet: the worker stays detached and sleeps. It is seen
+	 * blocked with its doorbell asked for, and over three of its own
+	 * heartbeats (100 ms apart, stamped by the worker) it takes a turn or
+	 * two per heartbeat, never spins. Both sides are read from the worker's
+	 * own stamps and counters, so a slow machine only makes fewer turns. */
 	const struct host_stats *st = the_host->stats;
 	assert_non_null(st);
-	assert_true(DP_STAT_GET(&st->loop_turns) < 50);
+	struct chan_hdr *hdr = chan_header(dp);
+	WAIT_FOR((struct chan_region *)NULL, atomic_load(&chan_consumer(dp, 0)->ring->sleeping) != 0);
+	uint64_t turns0 = DP_STAT_GET(&st->loop_turns);
+	uint64_t hb0 = atomic_load(&hdr->dp_heartbeat_ns);
+	WAIT_FOR((struct chan_region *)NULL, atomic_load(&hdr->dp_heartbeat_ns) - hb0 >= 3 * HB_NS);
+	uint64_t beats = (atomic_load(&hdr->dp_heartbeat_ns) - hb0) / HB_NS + 1;
+	assert_true(DP_STAT_GET(&st->loop_turns) - turns0 <= 2 * beats + 2);
+	assert_int_equal(atomic_load(&attach_calls), 0);
 
 	/* Control attaches. */
 	struct chan_region *ctl = chan_open(chan_path, 1, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
