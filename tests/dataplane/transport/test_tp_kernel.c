@@ -247,6 +247,28 @@ static void pump(struct tp *t, int timeout_ms)
 	t->ops->flush(t);
 }
 
+/* Runs turns until the app has seen n closes, within LOOP_LIMIT_NS of start. */
+static void pump_until_closes(struct tp *t, const struct tapp *a, int n, uint64_t start)
+{
+	while (a->closes < n) {
+		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+		pump(t, 1);
+	}
+}
+
+/* The client's next read finds a reset. */
+static void expect_reset(int fd, uint64_t start)
+{
+	char b[16];
+	ssize_t r;
+	do {
+		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+		r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+	} while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+	assert_int_equal(r, -1);
+	assert_int_equal(errno, ECONNRESET);
+}
+
 static int cli_connect(uint16_t port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -328,10 +350,7 @@ static void test_echo_random(void **state)
 		assert_int_equal(cl[i].rcvd, MIB);
 		close(cl[i].fd);
 	}
-	while (a->closes < NC) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, NC, start);
 	assert_int_equal(a->eofs, NC);
 	for (int i = 0; i < NC; i++) {
 		assert_int_equal(a->conns[i]->rx_total, MIB);
@@ -387,10 +406,7 @@ static void test_stash_bound(void **state)
 	}
 	assert_int_equal(tc->rx_total, total);
 	close(fd);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	assert_int_equal(a->eofs, 1);
 	free(buf);
 	t->ops->destroy(t);
@@ -427,10 +443,7 @@ static void test_graceful_close(void **state)
 	assert_int_equal(rcvd, a->bulk_len);
 	assert_int_equal(a->closes, 0); /* waits for the client's FIN */
 	close(fd);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	/* Closing conns get no data, eof or drained upcalls. */
 	assert_int_equal(a->eofs, 0);
 	assert_int_equal(a->conns[0]->drains, 0);
@@ -479,10 +492,7 @@ static void test_blocked_drained(void **state)
 	assert_int_equal(info.tx_queued, 0);
 	assert_false(info.blocked);
 	close(fd);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	assert_int_equal(a->eofs, 1);
 	t->ops->destroy(t);
 	app_free(a);
@@ -498,18 +508,8 @@ static void test_abort(void **state)
 	int fd = cli_connect(tp_kernel_port(t));
 	assert_int_equal(send(fd, "hello", 5, 0), 5);
 	uint64_t start = sluice_now_ns();
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
-	char b[16];
-	ssize_t r;
-	do {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
-	} while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
-	assert_int_equal(r, -1);
-	assert_int_equal(errno, ECONNRESET);
+	pump_until_closes(t, a, 1, start);
+	expect_reset(fd, start);
 	close(fd);
 
 	/* The client resets a connection holding queued output. */
@@ -519,10 +519,7 @@ static void test_abort(void **state)
 	while (a->opens < 2)
 		pump(t, 1);
 	cli_reset(fd);
-	while (a->closes < 2) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 2, start);
 	assert_int_equal(a->conns[1]->drains, 0);
 
 	/* Abort from outside an upcall with output queued. */
@@ -577,18 +574,8 @@ static void test_app_contract_broken(void **state)
 		int fd = cli_connect(tp_kernel_port(t));
 		assert_int_equal(send(fd, "hello", 5, 0), 5);
 		uint64_t start = sluice_now_ns();
-		while (a->closes < 1) {
-			assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-			pump(t, 1);
-		}
-		char b[16];
-		ssize_t r;
-		do {
-			assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-			r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
-		} while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
-		assert_int_equal(r, -1);
-		assert_int_equal(errno, ECONNRESET);
+		pump_until_closes(t, a, 1, start);
+		expect_reset(fd, start);
 		assert_int_equal(tp_kernel_app_errors(t), 1);
 		assert_int_equal(tp_kernel_conns(t), 0);
 		close(fd);
@@ -641,10 +628,7 @@ static void test_many_conns(void **state)
 	assert_int_equal(tp_kernel_conns(t), NC);
 	for (int i = 0; i < NC; i++)
 		close(fds[i]);
-	while (a->closes < NC) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, NC, start);
 	assert_int_equal(tp_kernel_conns(t), 0);
 	t->ops->destroy(t);
 	app_free(a);
@@ -719,10 +703,7 @@ static void test_eof_then_send(void **state)
 	}
 	assert_int_equal(got, 3);
 	assert_memory_equal(rx, "bye", 3);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	close(fd);
 	t->ops->destroy(t);
 	app_free(a);
