@@ -1,8 +1,8 @@
 /*
  * The app instance of a worker: the connection table, the transport upcalls,
- * dispatch of control's records by connection handle, and the end-of-turn and
- * control-attach hooks. Protocol work lives in app_http.c, app_ws.c and
- * app_stream.c.
+ * dispatch of control's records by connection handle, the end-of-turn and
+ * control-attach hooks, and app_ops, the table the worker runs them by.
+ * Protocol work lives in app_http.c, app_ws.c and app_stream.c.
  */
 #include "app/app.h"
 

@@ -123,15 +123,19 @@ static struct tp flow_tp = { .ops = &flow_tp_ops };
 
 /* ---- the app's life ------------------------------------------------------------ */
 
+/* As the worker does it: the transport is made after the app, so it is not
+ * there while the app is created. */
 void flow_restart(void)
 {
 	char err[128];
 
 	if (flow_app)
 		app_ops.destroy(flow_app);
+	W.h.tp = NULL;
 	flow_app = app_ops.create(&W.h, err, sizeof(err));
 	if (!flow_app)
 		fail_msg("app create: %s", err);
+	W.h.tp = &flow_tp;
 }
 
 int flow_setup(void **state)
@@ -160,7 +164,6 @@ int flow_setup(void **state)
 	tw_wheel_init(&W.wheel, W.h.now);
 	flow_app = NULL;
 	flow_restart();
-	W.h.tp = &flow_tp;
 	return 0;
 }
 
