@@ -440,10 +440,17 @@ static void aa_logout(struct api *a, const struct chat_reply *r, const struct au
 
 /* GET /api/auth/session: who the credentials name, and the CSRF token a
  * page needs for its writes (a page that was reloaded has only the
- * cookie). Same-origin reads only: another origin cannot read the answer. */
+ * cookie). Same-origin reads only: another origin cannot read the answer.
+ * No valid credentials (id NULL) is an answer too, {"user":null}, so a page
+ * asks without a failed request showing in its console. */
 static void aa_session(struct api *a, const struct chat_reply *r, const struct auth_ident *id)
 {
 	char body[256];
+	if (!id) {
+		api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL,
+			      json_pack("{s:n,s:n,s:n,s:n}", "user", "csrf_token", "expires_at", "via"), NULL);
+		return;
+	}
 	const char *via = id->apikey ? "api_key" : id->via == AUTH_VIA_COOKIE ? "cookie" : "bearer";
 	int n;
 	if (id->apikey)
@@ -495,7 +502,15 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 	}
 	if ((aa_path_is(&q, "/api/models") || aa_path_is(&q, "/api/agents")) && q.method == CHAN_M_GET)
 		return false;
-	switch (aa_authenticate(a, &q, id)) {
+	enum aa_result res = aa_authenticate(a, &q, id);
+	if (aa_path_is(&q, "/api/auth/session")) {
+		if (q.method != CHAN_M_GET && q.method != CHAN_M_HEAD)
+			api_method_not_allowed(a, r, "GET, HEAD");
+		else
+			aa_session(a, r, res == AA_OK ? id : NULL);
+		return true;
+	}
+	switch (res) {
 	case AA_UNAUTH:
 		aa_unauthenticated(a, r);
 		return true;
@@ -510,13 +525,6 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 			aa_method_not_allowed(a, r);
 		else
 			aa_logout(a, r, id);
-		return true;
-	}
-	if (aa_path_is(&q, "/api/auth/session")) {
-		if (q.method != CHAN_M_GET && q.method != CHAN_M_HEAD)
-			api_method_not_allowed(a, r, "GET, HEAD");
-		else
-			aa_session(a, r, id);
 		return true;
 	}
 	return false;

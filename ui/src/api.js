@@ -58,14 +58,10 @@ export async function api(method, path, body, opts = {}) {
 
 // The logged-in user and CSRF token, or null when the cookie names no session.
 export async function currentSession() {
-  try {
-    const s = await api('GET', '/api/auth/session');
-    setCsrf(s.csrf_token);
-    return s;
-  } catch (e) {
-    if (e.status === 401) return null;
-    throw e;
-  }
+  const s = await api('GET', '/api/auth/session');
+  if (!s.user) return null;
+  setCsrf(s.csrf_token);
+  return s;
 }
 
 export async function login(username, password) {

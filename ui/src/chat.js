@@ -259,6 +259,7 @@ function assistantView(id) {
 }
 
 function renderBody(v) {
+  v.raw.textContent = v.text;
   if (v.renderPending) return;
   v.renderPending = true;
   // One Markdown pass per frame, however many tokens arrived.
@@ -266,7 +267,6 @@ function renderBody(v) {
     v.renderPending = false;
     clear(v.body);
     v.body.append(renderMarkdown(v.text));
-    v.raw.textContent = v.text;
     const list = $('#messages');
     if (list.scrollHeight - list.scrollTop - list.clientHeight < 200) list.scrollTop = list.scrollHeight;
   });

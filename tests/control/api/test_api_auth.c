@@ -352,7 +352,8 @@ static void test_login_refuses_forms(void **state)
 	expect_nothing(f);
 }
 
-/* GET /api/auth/session names the caller and hands a page its CSRF token. */
+/* GET /api/auth/session names the caller and hands a page its CSRF token;
+ * without credentials it says so with user null. */
 static void test_auth_session(void **state)
 {
 	struct cfx *f = *state;
@@ -363,8 +364,16 @@ static void test_auth_session(void **state)
 	assert_int_equal(json_string_length(json_object_get(j, "csrf_token")), AUTH_TOKEN_LEN);
 	assert_true(json_is_integer(json_object_get(j, "expires_at")));
 	json_decref(j);
+	/* Without (valid) credentials: an answer, not an error. */
 	http(f, 4, CHAN_M_GET, "/api/auth/session", NULL, NULL);
-	expect_error(f, 401, "unauthenticated");
+	j = expect_resp(f, 200);
+	assert_true(json_is_null(json_object_get(j, "user")));
+	assert_true(json_is_null(json_object_get(j, "csrf_token")));
+	json_decref(j);
+	http(f, 4, CHAN_M_GET, "/api/auth/session", NULL, "not-a-token");
+	j = expect_resp(f, 200);
+	assert_true(json_is_null(json_object_get(j, "user")));
+	json_decref(j);
 	http(f, 4, CHAN_M_POST, "/api/auth/session", "{}", f->token);
 	expect_error(f, 405, "method_not_allowed");
 	expect_nothing(f);
