@@ -308,6 +308,17 @@ async function until(page, fn, what, ms = STEP_MS) {
 // ends that stream for its client.
 async function adminDashboard(ctx) {
   const page = watch(await ctx.newPage(), 'admin');
+  // The socket passes through a route, so the test can cut it like a
+  // network drop and refuse reconnections for a while.
+  const sock = { allow: true, routes: [] };
+  await page.routeWebSocket(/\/ws\/admin$/, (ws) => {
+    if (!sock.allow) {
+      ws.close({ code: 1011, reason: 'test: unreachable' });
+      return;
+    }
+    sock.routes.push(ws);
+    ws.connectToServer();
+  });
   await login(page, '/admin', cfg.admin);
   await page.waitForSelector('#dash:not([hidden])', { timeout: STEP_MS });
   await page.waitForSelector('#conn[data-state="live"]', { timeout: STEP_MS });
@@ -339,6 +350,19 @@ async function adminDashboard(ctx) {
   await page.waitForSelector(`.toast.bad[data-kind="kicked"][data-session="${slow.id}"]`, { timeout: 3000 });
   await page.waitForSelector(row, { state: 'detached', timeout: 5000 });
   await shot(page, 'killed');
+
+  // The socket drops and cannot come back: the page says so and polls the
+  // HTTP API, toasts still arrive; once it can, it is live again.
+  sock.allow = false;
+  for (const r of sock.routes.splice(0)) await r.close({ code: 1001, reason: 'test: network drop' });
+  await page.waitForSelector('#conn[data-state="polling"]', { timeout: 5000 });
+  const says = await page.textContent('#conn');
+  check(/polling/.test(says), 'indicator while the socket is down: ' + says);
+  const s3 = await apiAs(cfg.userToken, 'POST', '/api/chat/sessions', { model_id: 'synth', title: 'while polling' });
+  await page.waitForSelector(`.toast.good[data-kind="created"][data-session="${s3.id}"]`, { timeout: 6000 });
+  await shot(page, 'polling');
+  sock.allow = true;
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
   return { toast_ms: toastMs };
 }
 
