@@ -49,7 +49,9 @@ async function launch() {
 function watch(page, name) {
   const origin = new URL(cfg.base).origin;
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(name + ': console error: ' + m.text());
+    if (m.type() !== 'error') return;
+    if (page.expectedErrors && page.expectedErrors.test(m.text())) console.log('tolerated: ' + m.text());
+    else problems.push(name + ': console error: ' + m.text());
   });
   page.on('pageerror', (e) => problems.push(name + ': uncaught: ' + e.message));
   page.on('request', (r) => {
@@ -114,6 +116,19 @@ async function waitAnswer(page, pred, what, ms = STEP_MS) {
     if (Date.now() - t0 > ms) fail('waiting for ' + what + '; last answer ' + JSON.stringify(a));
     await page.waitForTimeout(50);
   }
+}
+
+// Asks the Python driver to do something to the servers (e.g. restart the
+// dataplane) and waits until it says it is done.
+let stdinLines = null;
+async function driver(what) {
+  if (!stdinLines) {
+    const rl = (await import('node:readline')).createInterface({ input: process.stdin });
+    stdinLines = rl[Symbol.asyncIterator]();
+  }
+  console.log('SIGNAL ' + what);
+  const { value } = await stdinLines.next();
+  check(value === 'done ' + what, 'driver answered ' + JSON.stringify(value));
 }
 
 function answerOf(prompt, n) {
@@ -194,6 +209,34 @@ async function chatReloadResume(ctx) {
   check(end.raw === want, 'text after reload ' + JSON.stringify(end.raw) + ' want ' + JSON.stringify(want));
   check(end.gaps === 0 && end.dups === 0, 'gaps ' + end.gaps + ' dups ' + end.dups);
   check(end.count === 1, end.count + ' assistant messages shown');
+  await shot(page, 'complete');
+}
+
+// The network drops in the middle of an answer (the dataplane is killed
+// and started again): the page says it reconnects, waits 1 s, 2 s ... and
+// resumes with Last-Event-ID, so the answer ends with nothing twice and
+// nothing missing.
+async function chatNetworkDrop(ctx) {
+  const page = watch(await ctx.newPage(), 'chat');
+  await login(page, '/', cfg.user);
+  await page.waitForSelector('#app-view:not([hidden])', { timeout: STEP_MS });
+  await newConversation(page, 'synth-slow', 'drop me');
+  await send(page, cfg.prompts.drop);
+  const before = await waitAnswer(page, (x) => x.seq >= 5, 'five tokens');
+  // The refused reconnections while the dataplane is down are what this
+  // scenario provokes: the only console errors it tolerates, only meanwhile.
+  page.expectedErrors = /^Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE)$/;
+  await driver('restart-dataplane');
+  await page.waitForSelector('#conn[data-state="retry"]', { timeout: STEP_MS });
+  const says = await page.textContent('#conn');
+  check(/reconnecting in \d+ s/.test(says), 'indicator while down: ' + says);
+  await shot(page, 'reconnecting');
+  await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+  page.expectedErrors = null;
+  const end = await waitAnswer(page, (x) => x.status === 'complete', 'complete after the drop', 20000);
+  const want = answerOf(cfg.prompts.drop, cfg.tokens[cfg.prompts.drop].length);
+  check(end.id === before.id && end.raw === want, 'text after the drop ' + JSON.stringify(end.raw));
+  check(end.gaps === 0 && end.dups === 0 && end.count === 1, 'gaps ' + end.gaps + ' dups ' + end.dups);
   await shot(page, 'complete');
 }
 
@@ -369,6 +412,7 @@ async function adminDashboard(ctx) {
 const SCENARIOS = {
   chat_stream_cancel: chatStreamCancel,
   chat_reload_resume: chatReloadResume,
+  chat_network_drop: chatNetworkDrop,
   chat_export_replay: chatExportReplay,
   admin_dashboard: adminDashboard,
 };

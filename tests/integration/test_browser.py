@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import harness
 from harness import check
@@ -23,8 +25,20 @@ ADMIN = ("ada", "ada-admin-password")
 MODELS = dict(harness.DEFAULT_MODELS, **{"synth-replay": {"ttft_ms": 50, "tokens_per_s": 10,
                                                           "answer_tokens": 20}})
 PROMPTS = {"slow": "tell me about rivers", "fast": "a quick one", "reload": "long answer please",
-           "replay": "record this"}
-TOKENS = {"slow": 40, "fast": 24, "reload": 40, "replay": 20}
+           "replay": "record this", "drop": "keep talking"}
+TOKENS = {"slow": 40, "fast": 24, "reload": 40, "replay": 20, "drop": 40}
+
+
+def restart_dataplane(srv):
+    """A network drop for every client: the dataplane dies and comes back
+    on the same port; control and the running answers go on."""
+    srv.kill("sluice-dataplane")
+    time.sleep(1.5)
+    srv.start_dataplane()
+    srv.wait_ready(timeout=10)
+
+
+DRIVER = {"restart-dataplane": restart_dataplane}
 
 
 def run_scenario(env, name):
@@ -54,15 +68,31 @@ def run_scenario(env, name):
             "tokens": {p: harness.expected_tokens(p, TOKENS[k], env.source) for k, p in PROMPTS.items()},
         }
         envv = dict(os.environ, SLUICE_BROWSER=json.dumps(cfg), PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
-        p = subprocess.run([node, os.path.join(env.source, "tests", "browser", "ui_test.mjs"), name],
-                           env=envv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=150)
-        out = p.stdout.decode("utf-8", "replace").strip()
-        last = out.splitlines()[-1] if out else ""
-        check(p.returncode == 0 and last == "ok " + name,
-              "scenario %s (exit %d):\n%s" % (name, p.returncode, out[-4000:]))
+        p = subprocess.Popen([node, os.path.join(env.source, "tests", "browser", "ui_test.mjs"), name],
+                             env=envv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        timer = threading.Timer(150, p.kill)
+        timer.start()
+        lines = []
+        try:
+            # The scenario may ask for something done to the servers.
+            for raw in p.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                if line.startswith("SIGNAL "):
+                    what = line[7:]
+                    DRIVER[what](srv)
+                    p.stdin.write(("done %s\n" % what).encode())
+                    p.stdin.flush()
+            rc = p.wait()
+        finally:
+            timer.cancel()
+        out = "\n".join(lines).strip()
+        last = lines[-1] if lines else ""
+        check(rc == 0 and last == "ok " + name, "scenario %s (exit %d):\n%s" % (name, rc, out[-4000:]))
         for line in out.splitlines():
-            if line.startswith("info ") and line != "info {}":
-                print("     %s: %s" % (name, line[5:]), flush=True)
+            if (line.startswith("info ") and line != "info {}") or line.startswith("tolerated: "):
+                print("     %s: %s" % (name, line.replace("info ", "", 1)), flush=True)
     finally:
         srv.stop()
 
@@ -75,6 +105,10 @@ def test_chat_reload_resume(env):
     run_scenario(env, "chat_reload_resume")
 
 
+def test_chat_network_drop(env):
+    run_scenario(env, "chat_network_drop")
+
+
 def test_chat_export_replay(env):
     run_scenario(env, "chat_export_replay")
 
@@ -83,8 +117,8 @@ def test_admin_dashboard(env):
     run_scenario(env, "admin_dashboard")
 
 
-TESTS = [test_chat_stream_cancel, test_chat_reload_resume, test_chat_export_replay,
-         test_admin_dashboard]
+TESTS = [test_chat_stream_cancel, test_chat_reload_resume, test_chat_network_drop,
+         test_chat_export_replay, test_admin_dashboard]
 
 if __name__ == "__main__":
     sys.exit(harness.run(TESTS))
