@@ -322,7 +322,10 @@ static void adm_ws_opened(void *arg, struct chan_conn conn, const struct auth_id
 {
 	struct admin *ad = arg;
 	struct adm_dash *d = &ad->dash;
-	struct adm_ws_client *cl = NULL;
+	/* A conn authorised again (control restart) starts afresh in its slot. */
+	struct adm_ws_client *cl = adm_ws_find(ad, conn);
+	if (cl)
+		memset(cl, 0, sizeof(*cl));
 	for (uint32_t i = 0; i < ADM_WS_MAX && !cl; i++)
 		if (!d->cl[i].used)
 			cl = &d->cl[i];
