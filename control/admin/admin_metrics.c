@@ -223,28 +223,32 @@ int admin_metrics_provider(struct admin *ad, const char *name, void (*fill)(void
 /* ---- the default backends part ------------------------------------------------------- */
 
 struct adm_be_count {
-	const struct conf_backend *be;
-	json_int_t running;
+	const struct sluice_conf *conf;
+	json_int_t running[CONF_MAX_BACKENDS];
 };
 
 static void adm_be_count(const struct chat_session *s, void *arg)
 {
 	struct adm_be_count *c = arg;
-	if (s->ans.running && s->backend == c->be)
-		c->running++;
+	if (!s->ans.running || !s->backend)
+		return;
+	ptrdiff_t i = s->backend - c->conf->backends;
+	if (i >= 0 && i < CONF_MAX_BACKENDS)
+		c->running[i]++;
 }
 
-/* "backends": each configured backend, its answers running, and down while
- * a backend_down alert names it (another layer raises those). */
+/* "backends": each configured backend, its answers running (one pass over
+ * the sessions for all of them), and down while a backend_down alert names
+ * it (another layer raises those). */
 void adm_metrics_backends(void *arg, json_t *snap)
 {
 	struct admin *ad = arg;
 	const struct sluice_conf *conf = ad->d.conf;
+	struct adm_be_count c = { .conf = conf };
+	chat_session_foreach(ad->d.chat, adm_be_count, &c);
 	json_t *arr = json_array();
 	for (uint32_t i = 0; arr && i < conf->nbackends; i++) {
 		const struct conf_backend *be = &conf->backends[i];
-		struct adm_be_count c = { be, 0 };
-		chat_session_foreach(ad->d.chat, adm_be_count, &c);
 		bool up = true;
 		const char *detail = "";
 		for (uint32_t k = 0; k < ADM_ALERTS_MAX; k++) {
@@ -260,7 +264,7 @@ void adm_metrics_backends(void *arg, json_t *snap)
 		json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:b,s:I,s:s}", "name", be->name, "type",
 						     be->type == CONF_BACKEND_SYNTHETIC ? "synthetic" : "other",
 						     "models", models ? models : json_array(), "up", up,
-						     "running", c.running, "detail", detail));
+						     "running", c.running[i], "detail", detail));
 	}
 	if (arr)
 		json_object_set_new(snap, "backends", arr);
