@@ -851,9 +851,16 @@ def dpdk_conf_lines(lines, srv):
 
 
 def dpdk_clean_runtime():
-    """EAL runtime directories a killed dataplane left behind."""
+    """EAL runtime directories a killed dataplane left behind. A directory
+    without its mp_socket may also be one a dataplane is creating right now
+    (another test run on the machine), so only old ones go."""
+    now = time.time()
     for d in glob.glob("/var/run/dpdk/sluice-*"):
-        if not glob.glob(os.path.join(d, "mp_socket*")):
+        try:
+            young = now - os.stat(d).st_mtime < 60
+        except OSError:
+            continue
+        if not young and not glob.glob(os.path.join(d, "mp_socket*")):
             shutil.rmtree(d, ignore_errors=True)
 
 
