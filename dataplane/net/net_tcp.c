@@ -1164,7 +1164,8 @@ static void offer(struct net_conn *c)
 }
 
 /* Moves rcv_nxt over out-of-order ranges the new data reached; their bytes
- * are already in place behind the stash. */
+ * are already in place behind the stash. Without keep_bytes the app reads
+ * no more, so the bytes are left where they are: only the ranges count. */
 static void ooo_merge(struct net_conn *c, bool keep_bytes)
 {
 	bool moved = true;
@@ -1178,9 +1179,6 @@ static void ooo_merge(struct net_conn *c, bool keep_bytes)
 				uint32_t n = r->end - c->rcv_nxt;
 				if (keep_bytes)
 					c->rb_len += n;
-				else if (c->rbuf)
-					memmove(c->rbuf + c->rb_len, c->rbuf + c->rb_len + n,
-						ooo_extent(c) - n);
 				c->rcv_nxt = r->end;
 			}
 			c->ooo[i] = c->ooo[--c->n_ooo];
