@@ -274,7 +274,9 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 			conn_finish(c, false);
 			return;
 		}
-		size_t left = (size_t)w;
+		size_t left = (size_t)w, offered = 0;
+		for (int i = 0; i < n; i++)
+			offered += iov[i].iov_len;
 		c->tx_queued -= left;
 		for (struct chunk *k = c->txh; k && left > 0; k = k->next) {
 			size_t take = k->tail - k->head;
@@ -282,6 +284,14 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 				take = left;
 			k->head += (uint32_t)take;
 			left -= take;
+		}
+		/* A short write means the socket buffer is full: wait for EPOLLOUT
+		 * now instead of paying another sendmsg just to hear EAGAIN. */
+		if ((size_t)w < offered) {
+			txq_trim(t, c);
+			c->flags |= KC_BLOCKED;
+			update_interest(c);
+			return;
 		}
 	}
 	if (c->flags & KC_BLOCKED) {
@@ -692,6 +702,16 @@ static void kt_info(struct tp_conn *c, struct tp_conn_info *out)
 	out->unacked = ti.tcpi_unacked * ti.tcpi_snd_mss;
 }
 
+/* The per-token view: no getsockopt, only what the send results taught us. */
+static void kt_tx_state(struct tp_conn *c, struct tp_conn_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c->flags & KC_DEAD)
+		return;
+	out->tx_queued = c->tx_queued;
+	out->blocked = (c->flags & KC_BLOCKED) != 0;
+}
+
 static void kt_rx_resume(struct tp_conn *c)
 {
 	if (c->flags & (KC_DEAD | KC_CLOSING))
@@ -733,6 +753,7 @@ static const struct tp_ops kernel_ops = {
 	.flush = kt_flush,
 	.close = kt_close,
 	.info = kt_info,
+	.tx_state = kt_tx_state,
 	.rx_resume = kt_rx_resume,
 	.destroy = kt_destroy,
 };
