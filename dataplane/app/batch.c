@@ -11,29 +11,35 @@ int batch_pool_init(struct batch_pool *p, uint32_t max_bytes, uint32_t limit)
 	p->free = NULL;
 	p->max_bytes = max_bytes;
 	p->allocated = 0;
+	p->nfree = 0;
 	p->limit = limit;
-	p->all = calloc(limit ? limit : 1, sizeof(*p->all));
-	return p->all ? 0 : -1;
+	return 0;
 }
 
+/* Buffers still held by batches are the batches' owners' to clear first
+ * (the app clears every conn's batch at on_close). */
 void batch_pool_destroy(struct batch_pool *p)
 {
-	for (uint32_t i = 0; i < p->allocated; i++)
-		free(p->all[i]);
-	free(p->all);
-	p->all = NULL;
-	p->free = NULL;
-	p->allocated = 0;
+	while (p->free) {
+		struct batch_buf *bb = p->free;
+
+		p->free = bb->next_free;
+		free(bb);
+		p->allocated--;
+	}
+	p->nfree = 0;
 }
 
-/* Buffers are allocated once and recycled, so the token path allocates only
- * while the pool grows towards its high-water mark. */
+/* Buffers are recycled through a short free list, so a steady flow of held
+ * batches allocates nothing; only a burst past BATCH_POOL_KEEP holders at
+ * once mallocs, and gives the memory back when it is over. */
 static struct batch_buf *pool_get(struct batch_pool *p)
 {
 	struct batch_buf *bb = p->free;
 
 	if (likely(bb != NULL)) {
 		p->free = bb->next_free;
+		p->nfree--;
 		return bb;
 	}
 	if (p->allocated >= p->limit)
@@ -41,7 +47,7 @@ static struct batch_buf *pool_get(struct batch_pool *p)
 	bb = malloc(sizeof(*bb) + p->max_bytes);
 	if (!bb)
 		return NULL;
-	p->all[p->allocated++] = bb;
+	p->allocated++;
 	return bb;
 }
 
@@ -72,6 +78,7 @@ enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const cha
 		memcpy(b->mid, mid, CHAN_ID_LEN);
 		b->first_seq = seq;
 	}
+	b->last_arrival_ns = arrival_ns;
 	b->buf->toks[b->count].arrival_ns = arrival_ns;
 	b->buf->toks[b->count].created_ns = created_ns;
 	b->count++;
@@ -82,9 +89,13 @@ enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const cha
 
 void batch_clear(struct batch *b, struct batch_pool *p)
 {
-	if (b->buf) {
+	if (b->buf && p->nfree < BATCH_POOL_KEEP) {
 		b->buf->next_free = p->free;
 		p->free = b->buf;
+		p->nfree++;
+	} else if (b->buf) {
+		free(b->buf);
+		p->allocated--;
 	}
 	b->buf = NULL;
 	b->len = 0;

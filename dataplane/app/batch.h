@@ -34,12 +34,17 @@ struct batch_buf {
 	char text[];
 };
 
+/* Free buffers the pool keeps for the next holder; past that a returned
+ * buffer goes back to malloc, so a burst that held many batches at once does
+ * not pin their memory once it is over. */
+#define BATCH_POOL_KEEP 32u
+
 struct batch_pool {
 	struct batch_buf *free;
 	uint32_t max_bytes;
-	uint32_t allocated; /* buffers ever allocated (kept until destroy) */
+	uint32_t allocated; /* buffers that exist now: held by batches or kept free */
+	uint32_t nfree;     /* of them on the free list (at most BATCH_POOL_KEEP) */
 	uint32_t limit;     /* most buffers that may exist (one per conn) */
-	struct batch_buf **all; /* every allocated buffer, for destroy */
 };
 
 struct batch_policy {
@@ -50,6 +55,7 @@ struct batch_policy {
 
 struct batch {
 	struct batch_buf *buf; /* NULL while nothing is held */
+	uint64_t last_arrival_ns; /* the conn's last token, held or not (kept across clears; 0: none yet) */
 	uint32_t len;          /* escaped text bytes held */
 	uint32_t count;        /* tokens held */
 	uint32_t first_seq, last_seq;
@@ -73,6 +79,7 @@ void batch_pool_destroy(struct batch_pool *p);
 static inline void batch_init(struct batch *b)
 {
 	b->buf = NULL;
+	b->last_arrival_ns = 0;
 	b->len = 0;
 	b->count = 0;
 	b->first_seq = 0;
@@ -84,6 +91,27 @@ static inline void batch_init(struct batch *b)
 enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const char *mid,
 				uint32_t seq, const uint8_t *text, uint32_t len,
 				uint64_t created_ns, uint64_t arrival_ns);
+
+/* A token framed without the batch (mode off, or a slow stream): the
+ * stream's pace is still known for the next one. */
+static inline void batch_note_arrival(struct batch *b, uint64_t arrival_ns)
+{
+	b->last_arrival_ns = arrival_ns;
+}
+
+/*
+ * A slow stream: the conn's previous token came max_delay or more before this
+ * one, so holding this token could not coalesce it with the next, only delay
+ * it (and cost a timer). Such a token is framed at once whenever the conn can
+ * take it, even on a busy turn. Unknown pace (the conn's first token) is not
+ * slow: it waits like any other.
+ */
+static inline bool batch_stream_slow(const struct batch *b, const struct batch_policy *pol,
+				     uint64_t arrival_ns)
+{
+	return b->count == 0 && b->last_arrival_ns != 0 &&
+	       arrival_ns - b->last_arrival_ns >= pol->max_delay_ns;
+}
 
 /* Empties the batch after its tokens were framed; the buffer goes back to the pool. */
 void batch_clear(struct batch *b, struct batch_pool *p);
