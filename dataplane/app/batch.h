@@ -27,24 +27,40 @@ struct batch_tok {
 	uint64_t created_ns; /* when the backend produced it */
 };
 
-/* One pool buffer: escaped text of max_bytes followed by the token times. */
+/* One pool buffer: the held tokens' times and their escaped text. Two
+ * sizes: a batch starts in a small one (most hold a token or a few) and
+ * moves to a large one (BATCH_MAX_TOKENS times, max_bytes of text) only when
+ * it outgrows it, so a burst in which every subscriber holds a little costs
+ * little memory. */
+#define BATCH_SMALL_TOKENS 16u
+#define BATCH_SMALL_TEXT 256u
+
 struct batch_buf {
 	struct batch_buf *next_free;
-	struct batch_tok toks[BATCH_MAX_TOKENS];
-	char text[];
+	bool large;              /* of the large size */
+	uint32_t tok_cap;        /* token times it holds */
+	uint32_t text_cap;       /* escaped text bytes it holds */
+	struct batch_tok *toks;  /* tok_cap entries, right after this header */
+	char *text;              /* text_cap bytes, after the times */
 };
 
-/* Free buffers the pool keeps for the next holder; past that a returned
- * buffer goes back to malloc, so a burst that held many batches at once does
- * not pin their memory once it is over. */
+/* Free buffers of each size the pool keeps for the next holder; past that a
+ * returned buffer goes back to malloc, so a burst that held many batches at
+ * once does not pin their memory once it is over. */
 #define BATCH_POOL_KEEP 32u
 
-struct batch_pool {
+struct batch_pool_class {
 	struct batch_buf *free;
+	uint32_t nfree;     /* on the free list (at most BATCH_POOL_KEEP) */
+	uint32_t out;       /* that exist now: held or free */
+	uint32_t tok_cap, text_cap;
+};
+
+struct batch_pool {
+	struct batch_pool_class small, large;
 	uint32_t max_bytes;
-	uint32_t allocated; /* buffers that exist now: held by batches or kept free */
-	uint32_t nfree;     /* of them on the free list (at most BATCH_POOL_KEEP) */
-	uint32_t limit;     /* most buffers that may exist (one per conn) */
+	uint32_t allocated; /* buffers of both sizes that exist now */
+	uint32_t limit;     /* most buffers of each size that may exist (one per conn) */
 };
 
 struct batch_policy {
@@ -71,8 +87,8 @@ enum batch_add_result {
 
 enum batch_decision { BATCH_HOLD = 0, BATCH_FLUSH = 1 };
 
-/* The pool hands out at most `limit` buffers of max_bytes text each,
- * allocating them on first need. Returns -1 on allocation failure. */
+/* The pool hands out at most `limit` buffers of each size, allocating them
+ * on first need. Returns 0 (nothing is allocated up front). */
 int batch_pool_init(struct batch_pool *p, uint32_t max_bytes, uint32_t limit);
 void batch_pool_destroy(struct batch_pool *p);
 
