@@ -51,7 +51,10 @@ static inline void app_frame_key_set(struct app_frame_key *k, uint8_t variant, c
 	k->variant = variant;
 	k->first_seq = first_seq;
 	k->last_seq = last_seq;
-	memcpy(k->mid, mid, CHAN_ID_LEN);
+	/* Ids are fixed arrays that may lack a NUL when full. */
+	size_t n = strnlen(mid, CHAN_ID_LEN);
+	memcpy(k->mid, mid, n);
+	memset(k->mid + n, 0, CHAN_ID_LEN - n);
 }
 
 /* The cached frame for key, or NULL. */
