@@ -584,9 +584,13 @@ static bool stream_bytes(struct sb_run *r, struct sconn *k, const char *p, size_
 
 		ok = used >= 0;
 		if (ok && k->ch.state == SB_CH_DONE && k->fd >= 0) {
-			/* OpenAI: the answer is complete; the next prompt reuses the conn. */
-			k->st = ST_IDLE;
 			k->chunked = false;
+			/* OpenAI: the answer is complete and the next prompt reuses
+			 * the conn; an event stream that ends is a close. */
+			if (r->c->proto == SB_PROTO_OPENAI)
+				k->st = ST_IDLE;
+			else
+				conn_fail(r, k, SB_ERR_CLOSED);
 		}
 	} else {
 		ok = sb_sse_feed(&k->sse, p, n, &sse_ops, &fc);
@@ -604,7 +608,9 @@ static void got_head(struct sb_run *r, struct sconn *k, const struct sb_http_hea
 	if (k->role != R_STREAM) {
 		if (h->status < 200 || h->status > 299)
 			count_err(r, h->status == 409 ? SB_ERR_NO_IDLE : SB_ERR_PROMPT);
-		k->body_left = h->content_length > 0 ? h->content_length : 0;
+		k->chunked = h->chunked;
+		memset(&k->ch, 0, sizeof(k->ch));
+		k->body_left = h->chunked ? -1 : h->content_length > 0 ? h->content_length : 0;
 		k->st = ST_BODY;
 		return;
 	}
@@ -618,6 +624,9 @@ static void got_head(struct sb_run *r, struct sconn *k, const struct sb_http_hea
 		k->st = ST_STREAM;
 		return;
 	}
+	/* An event stream may come chunked (Node's http does that). */
+	k->chunked = !ws && h->chunked;
+	memset(&k->ch, 0, sizeof(k->ch));
 	if (ws && r->c->target == SB_TARGET_SLUICE) {
 		k->st = ST_WS_HELLO;
 	} else {
@@ -626,11 +635,35 @@ static void got_head(struct sb_run *r, struct sconn *k, const struct sb_http_hea
 	}
 }
 
-/* Bytes of a prompt/publisher answer: heads and Content-Length bodies, maybe
- * several pipelined ones. */
+static bool discard(void *arg, const char *d, size_t n)
+{
+	(void)arg;
+	(void)d;
+	(void)n;
+	return true;
+}
+
+/* Bytes of a prompt/publisher answer: heads and bodies (Content-Length or
+ * chunked), maybe several pipelined ones. */
 static void answer_bytes(struct sb_run *r, struct sconn *k, const char *p, size_t n)
 {
 	while (n > 0 && k->fd >= 0) {
+		if (k->st == ST_BODY && k->chunked) {
+			long used = sb_chunked_feed(&k->ch, p, n, discard, NULL);
+
+			if (used < 0) {
+				conn_fail(r, k, SB_ERR_PROTOCOL);
+				return;
+			}
+			p += used;
+			n -= (size_t)used;
+			if (k->ch.state == SB_CH_DONE) {
+				k->chunked = false;
+				k->body_left = 0;
+			} else {
+				continue;
+			}
+		}
 		if (k->st == ST_BODY) {
 			size_t take = (size_t)k->body_left < n ? (size_t)k->body_left : n;
 
