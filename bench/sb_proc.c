@@ -41,6 +41,7 @@ void sb_proc_read(const pid_t *pids, int n, struct sb_proc_sample *s)
 		if (read_file(path, buf, sizeof(buf)) <= 0 || sscanf(buf, "%llu %llu", &size, &res) != 2)
 			continue;
 		s->cpu_ns += (ut + st) * (1000000000ull / (unsigned long long)tck);
+		s->sys_ns += st * (1000000000ull / (unsigned long long)tck);
 		s->rss_bytes += res * (unsigned long long)page;
 		s->ok++;
 	}

@@ -12,7 +12,8 @@
 #define SB_PROC_MAX 8
 
 struct sb_proc_sample {
-	uint64_t cpu_ns;
+	uint64_t cpu_ns;     /* user + system */
+	uint64_t sys_ns;     /* of which in the kernel (on loopback that includes TCP receive for the client) */
 	uint64_t rss_bytes;
 	int ok; /* processes read */
 };

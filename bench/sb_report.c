@@ -21,6 +21,13 @@ static double cpu_s(const struct sb_step *s)
 	return (double)(s->p1.cpu_ns - s->p0.cpu_ns) / 1e9;
 }
 
+static double sys_share(const struct sb_step *s)
+{
+	uint64_t all = s->p1.cpu_ns - s->p0.cpu_ns;
+
+	return all ? (double)(s->p1.sys_ns - s->p0.sys_ns) / (double)all : 0;
+}
+
 /* Server CPU microseconds per delivered token; 0 without pids or tokens. */
 static double us_per_token(const struct sb_step *s)
 {
@@ -66,9 +73,12 @@ void sb_report_table(FILE *f, const struct sb_results *r)
 		hist_row(f, "time to first token", &s->ttft);
 		hist_row(f, "gap between frames", &s->gap);
 		hist_row(f, "creation -> arrival", &s->delay);
+		hist_row(f, "  first token of answers", &s->first);
 		if (s->p1.ok)
-			fprintf(f, "  server CPU %.2f s (%.0f%% of a core): %.2f us per token, %.2f s per million tokens\n",
-				cpu_s(s), cpu_s(s) * 100 / s->seconds, us_per_token(s), us_per_token(s));
+			fprintf(f, "  server CPU %.2f s (%.0f%% of a core, %.0f%% in the kernel): %.2f us per "
+				   "delivered token (= s per million tokens)\n",
+				cpu_s(s), cpu_s(s) * 100 / s->seconds, sys_share(s) * 100, us_per_token(s));
+		fprintf(f, "  sluice-bench itself: %.0f%% of a core\n", s->bench_cpu_s * 100 / s->seconds);
 		for (int e = 0; e < SB_ERR_MAX; e++)
 			errs += s->errors[e];
 		fprintf(f, "  errors:");
@@ -152,17 +162,19 @@ int sb_report_json(const char *path, const struct sb_results *r)
 		fprintf(f, "%s{\"prompt_rate\":%.3f,\"offered_tokens_per_s\":%.1f,\"seconds\":%.3f,"
 			   "\"prompts\":%llu,\"tokens\":%llu,\"frames\":%llu,\"dones\":%llu,"
 			   "\"tokens_per_s\":%.1f,\"frames_per_s\":%.1f,\"cpu_s\":%.4f,"
-			   "\"cpu_us_per_token\":%.4f,",
+			   "\"cpu_us_per_token\":%.4f,\"cpu_kernel_share\":%.4f,\"bench_cpu_share\":%.4f,",
 			i ? "," : "", s->prompt_rate, s->offered_tok_s, s->seconds,
 			(unsigned long long)s->prompts, (unsigned long long)s->tokens,
 			(unsigned long long)s->frames, (unsigned long long)s->dones,
 			(double)s->tokens / s->seconds, (double)s->frames / s->seconds,
-			s->p1.ok ? cpu_s(s) : 0.0, us_per_token(s));
+			s->p1.ok ? cpu_s(s) : 0.0, us_per_token(s), sys_share(s), s->bench_cpu_s / s->seconds);
 		json_hist(f, "ttft", &s->ttft);
 		fprintf(f, ",");
 		json_hist(f, "gap", &s->gap);
 		fprintf(f, ",");
 		json_hist(f, "delay", &s->delay);
+		fprintf(f, ",");
+		json_hist(f, "first_delay", &s->first);
 		fprintf(f, ",");
 		json_errors(f, s->errors);
 		fprintf(f, "}");

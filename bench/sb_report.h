@@ -38,7 +38,9 @@ struct sb_step {
 	struct sb_hist ttft;  /* prompt sent -> first token, per subscriber */
 	struct sb_hist gap;   /* between two token frames of one stream */
 	struct sb_hist delay; /* token creation stamp -> arrival */
+	struct sb_hist first; /* the same for each answer's first token: sluice's own share of TTFT */
 	struct sb_proc_sample p0, p1;
+	double bench_cpu_s;   /* sluice-bench's own CPU time in the step: near 1 per second, it is the limit */
 	uint64_t errors[SB_ERR_MAX];
 };
 

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -436,6 +437,8 @@ static void on_token(struct sb_run *r, struct sconn *k, const char *d, size_t n,
 	for (int i = 0; i < ns; i++)
 		if (stamps[i] && stamps[i] <= now)
 			sb_hist_add(&st->delay, now - stamps[i]);
+	if (ns > 0 && seq - cnt == 0 && stamps[0] && stamps[0] <= now)
+		sb_hist_add(&st->first, now - stamps[0]);
 }
 
 static void on_done(struct sb_run *r, struct sconn *k, bool complete)
@@ -815,6 +818,15 @@ static void progress(struct sb_run *r, const char *phase, double t, uint64_t *la
 
 /* ---- the phases --------------------------------------------------------------- */
 
+static double self_cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 struct sb_run *sb_run_create(const struct sb_conf *c, char (*sids)[40], long nsessions,
 			     const char *auth, struct sb_results *res, char *err, size_t errlen)
 {
@@ -941,6 +953,7 @@ void sb_run_step(struct sb_run *r, struct sb_step *st, double rate)
 	sb_hist_reset(&st->ttft);
 	sb_hist_reset(&st->gap);
 	sb_hist_reset(&st->delay);
+	sb_hist_reset(&st->first);
 	st->prompt_rate = rate;
 	st->offered_tok_s = offered_tok_s(r, rate);
 	r->step = st;
@@ -950,6 +963,7 @@ void sb_run_step(struct sb_run *r, struct sb_step *st, double rate)
 	end = t0 + (uint64_t)(c->duration_s * 1e9);
 	next_prog = t0 + 1000000000ull;
 	sb_proc_read(pids, np, &st->p0);
+	st->bench_cpu_s = self_cpu_s();
 	for (;;) {
 		uint64_t now = sluice_now_ns();
 
@@ -980,6 +994,7 @@ void sb_run_step(struct sb_run *r, struct sb_step *st, double rate)
 		loop_once(r, 1);
 	}
 	sb_proc_read(pids, np, &st->p1);
+	st->bench_cpu_s = self_cpu_s() - st->bench_cpu_s;
 	st->seconds = (double)(sluice_now_ns() - t0) / 1e9;
 	sb_proc_read(pids, np, &r->res->streaming);
 	r->res->npids = np;
