@@ -37,8 +37,8 @@
 #define MAX_EVENTS 256
 #define ACCEPT_BURST 64
 #define WRITEV_MAX 16
-/* Free chunks kept per worker for the next sender, of each size (2 MiB
- * each); past that a sent chunk goes back to malloc. */
+/* Free chunks kept per worker for the next sender (2 MiB of full-size ones,
+ * 1 MiB of small ones); past that a sent chunk goes back to malloc. */
 #define FREE_CHUNKS_MAX 128u
 #define FREE_SMALL_MAX 2048u
 #define STASH_MIN 2048u

@@ -16,7 +16,7 @@
  * queue one in the same turn), more bytes go to full-size ones; larger
  * reservations get a one-off chunk. */
 #define TP_KERNEL_CHUNK (16u * 1024u)
-#define TP_KERNEL_SMALL_CHUNK 1024u
+#define TP_KERNEL_SMALL_CHUNK 512u
 /* Graceful close gives the peer this long to take the data and send its FIN. */
 #define TP_KERNEL_LINGER_NS (5ull * 1000000000ull)
 
