@@ -170,18 +170,30 @@ static int make_sessions(struct setup *s, const char *auth, char (*sids)[40], lo
 	return 0;
 }
 
-static void raise_fd_limit(long need)
+/* Every stream is a descriptor; the limit is raised as far as allowed and
+ * a scenario that cannot fit is refused before it starts. */
+static int raise_fd_limit(long need, char *err, size_t errlen)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= (rlim_t)need)
-		return;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur >= (rlim_t)need)
+		return 0;
+	rl.rlim_cur = (rlim_t)need;
 	if (rl.rlim_max < (rlim_t)need)
 		rl.rlim_max = (rlim_t)need;
-	rl.rlim_cur = (rlim_t)need;
-	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-		fprintf(stderr, "sluice-bench: cannot raise the open-file limit to %ld: %s\n", need,
-			strerror(errno));
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		return 0;
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur >= (rlim_t)need)
+		return 0;
+	snprintf(err, errlen, "the scenario needs %ld open files (its connections and 1024 spare); the "
+		 "hard limit is %llu (raising it needs CAP_SYS_RESOURCE)", need,
+		 (unsigned long long)rl.rlim_max);
+	return -1;
 }
 
 static void read_pids(const struct sb_conf *c, struct sb_proc_sample *s)
@@ -217,7 +229,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit(c.connections + c.prompt_conns + 1024);
+	if (raise_fd_limit(c.connections + c.prompt_conns + 1024, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sluice-bench: %s\n", err);
+		return 1;
+	}
 	res.conf = &c;
 	su.c = &c;
 	su.fd = -1;

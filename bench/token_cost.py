@@ -61,10 +61,15 @@ class Callgrind(harness.Sluice):
         self.procs["sluice-dataplane"] = p
         return p
 
+    keep = None
+
     def instructions(self):
         p = self.procs["sluice-dataplane"]
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=120)
+        if self.keep:
+            os.makedirs(self.keep, exist_ok=True)
+            shutil.copy(self.cg_out, os.path.join(self.keep, "callgrind.%s.%d" % (self.batching, self.ntok)))
         with open(self.cg_out, encoding="utf-8") as f:
             for line in f:
                 m = re.match(r"(summary|totals):\s+(\d+)", line)
@@ -109,6 +114,7 @@ async def stream_all(srv, sid, subs, ntok):
 def measure(build, mode, subs, ntok, rate):
     models = {"cost": {"ttft_ms": 50, "tokens_per_s": rate, "answer_tokens": ntok}}
     srv = Callgrind(build, batching=mode, models=models)
+    srv.ntok = ntok
     try:
         srv.start(ready_timeout=120)
         sid = srv.create_session("cost")
@@ -126,11 +132,13 @@ def main():
     ap.add_argument("--long", type=int, default=600)
     ap.add_argument("--rate", type=int, default=200, help="tokens/s (valgrind must keep up)")
     ap.add_argument("--transport", choices=("kernel", "dpdk"), default="kernel")
+    ap.add_argument("--keep", help="copy each callgrind output here (callgrind_annotate them)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed")
     build = os.path.abspath(args.build)
     net = None
+    Callgrind.keep = args.keep
     if args.transport == "dpdk":
         why = harness.dpdk_unavailable(build)
         if why:
