@@ -31,6 +31,7 @@ static const char *reason_phrase(unsigned status)
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 304: return "Not Modified";
+	case 308: return "Permanent Redirect";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
@@ -158,6 +159,10 @@ static bool app_http_emit(struct conn *c, unsigned status, const char *ctype, si
 	if (status != 204) {
 		app_buf_str(&b, "\r\nContent-Length: ");
 		app_buf_u64(&b, blen);
+	}
+	if (c->peer.tls && a->conf->tls_hsts_max_age_s) {
+		app_buf_str(&b, "\r\nStrict-Transport-Security: max-age=");
+		app_buf_u64(&b, a->conf->tls_hsts_max_age_s);
 	}
 	if (close_after)
 		app_buf_str(&b, "\r\nConnection: close");
@@ -404,6 +409,78 @@ static void app_http_route_control(struct conn *c, const struct http_request *re
 	app_http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
 }
 
+/* A Host header value that can go into a Location as it is: a name, a
+ * dotted quad or a bracketed IPv6 literal, with an optional port. Returns
+ * the length without the port, or 0 for anything else. */
+static size_t host_part(struct http_slice h)
+{
+	size_t n = 0;
+
+	if (h.len == 0 || h.len > 255)
+		return 0;
+	if (h.p[0] == '[') {
+		while (n < h.len && h.p[n] != ']') {
+			char ch = h.p[n];
+			if (n > 0 && !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+				       (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
+				return 0;
+			n++;
+		}
+		if (n == h.len)
+			return 0;
+		n++;
+	} else {
+		while (n < h.len && h.p[n] != ':') {
+			char ch = h.p[n];
+			if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') || ch == '.' || ch == '-'))
+				return 0;
+			n++;
+		}
+	}
+	for (size_t i = n + (n < h.len); i < h.len; i++)
+		if (h.p[i] < '0' || h.p[i] > '9')
+			return 0;
+	return n;
+}
+
+/* The plain-HTTP listener of redirect_listen: every request is sent to the
+ * same host and target over https (308 keeps a POST a POST). */
+static void app_http_redirect(struct conn *c, const struct http_request *req)
+{
+	const struct sluice_conf *conf = c->app->conf;
+	const struct http_header *host = http_find_header(req, "Host");
+	size_t hn = host ? host_part(host->value) : 0;
+	char loc[2048];
+	struct app_buf b;
+
+	if (hn == 0) {
+		app_http_send_error(c, 400, "bad_request", "a redirect to https needs a Host header",
+				    false);
+		return;
+	}
+	app_buf_init(&b, loc, sizeof(loc));
+	app_buf_str(&b, "Location: https://");
+	app_buf_put(&b, host->value.p, hn);
+	if (conf->listen_port != 443) {
+		app_buf_put(&b, ":", 1);
+		app_buf_u64(&b, conf->listen_port);
+	}
+	app_buf_put(&b, req->path.p, req->path.len);
+	if (req->query.len) {
+		app_buf_put(&b, "?", 1);
+		app_buf_put(&b, req->query.p, req->query.len);
+	}
+	app_buf_str(&b, "\r\n");
+	if (b.overflow) {
+		app_http_send_error(c, 414, "uri_too_long", "target too long to redirect", false);
+		return;
+	}
+	unsigned status = c->method == CHAN_M_GET || c->method == CHAN_M_HEAD ? 301 : 308;
+	if (app_http_emit(c, status, NULL, 0, b.p, b.len, NULL, 0, NULL, 0, false))
+		app_http_finish(c, false);
+}
+
 /* A complete request (head parsed, body in hand): route it. */
 static void app_http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
 			   size_t blen)
@@ -419,8 +496,11 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 	else
 		c->keep_alive = !(cn && http_value_has_token(cn->value, "close"));
 
-	if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
-	    slice_eq(req->path, "/metrics"))
+	if (c->app->conf->redirect_port && c->peer.local_port == c->app->conf->redirect_port &&
+	    !c->peer.tls)
+		app_http_redirect(c, req);
+	else if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
+		 slice_eq(req->path, "/metrics"))
 		app_http_route_local(c, req);
 	else if (slice_eq(req->path, "/ws/chat"))
 		app_http_route_ws(c, req, false);
