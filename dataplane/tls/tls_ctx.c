@@ -327,11 +327,13 @@ static int load_cert(const struct sluice_conf *conf, const struct conf_cert *cc,
 		snprintf(why, sizeof(why), "chain %s: %s", cc->chain, ssl_reason("cannot load"));
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey_file(c->ctx, cc->key, SSL_FILETYPE_PEM) != 1) {
+	if (SSL_CTX_use_PrivateKey_file(c->ctx, cc->key, SSL_FILETYPE_PEM) != 1 &&
+	    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
 		snprintf(why, sizeof(why), "key %s: %s", cc->key, ssl_reason("cannot load"));
 		goto fail;
 	}
 	if (SSL_CTX_check_private_key(c->ctx) != 1) {
+		ERR_clear_error();
 		snprintf(why, sizeof(why), "key %s does not match the certificate in %s", cc->key,
 			 cc->chain);
 		goto fail;
@@ -456,6 +458,7 @@ struct tls_staple *tls_ctx_ocsp_fetch(const struct tls_cert *c, int timeout_s, u
 	OCSP_RESPONSE *resp = NULL;
 	BIO *reqbio = NULL, *rsp = NULL;
 	unsigned char *der = NULL;
+	char *host = NULL, *port = NULL, *path = NULL;
 
 	if (!c->ocsp_url || !c->issuer) {
 		snprintf(err, errlen, c->ocsp_url ? "issuer not in the chain file" : "no responder");
@@ -475,9 +478,13 @@ struct tls_staple *tls_ctx_ocsp_fetch(const struct tls_cert *c, int timeout_s, u
 		snprintf(err, errlen, "OCSP request: out of memory");
 		goto out;
 	}
-	rsp = OSSL_HTTP_transfer(NULL, c->ocsp_url, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL,
-				 0, NULL, "application/ocsp-request", reqbio,
-				 "application/ocsp-response", 1, OCSP_RESP_MAX, timeout_s, 0);
+	if (!OSSL_HTTP_parse_url(c->ocsp_url, NULL, NULL, &host, &port, NULL, &path, NULL, NULL)) {
+		snprintf(err, errlen, "%s: %s", c->ocsp_url, ssl_reason("not a URL"));
+		goto out;
+	}
+	rsp = OSSL_HTTP_transfer(NULL, host, port, path, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0,
+				 NULL, "application/ocsp-request", reqbio, "application/ocsp-response",
+				 1, OCSP_RESP_MAX, timeout_s, 0);
 	if (!rsp) {
 		snprintf(err, errlen, "%s: %s", c->ocsp_url, ssl_reason("no answer"));
 		goto out;
@@ -499,6 +506,9 @@ struct tls_staple *tls_ctx_ocsp_fetch(const struct tls_cert *c, int timeout_s, u
 	memcpy(st->der, der, (size_t)len);
 	*valid_s = (uint64_t)valid;
 out:
+	OPENSSL_free(host);
+	OPENSSL_free(port);
+	OPENSSL_free(path);
 	OPENSSL_free(der);
 	OCSP_RESPONSE_free(resp);
 	BIO_free(rsp);
