@@ -51,6 +51,7 @@
 /* Pending-plaintext buffers: small first, one record when more is needed. */
 #define PTX_SMALL 2048u
 #define PTX_FREE_MAX 1024u
+#define STASH_MIN 2048u
 #define NS_PER_S 1000000000ull
 
 enum {
@@ -338,6 +339,25 @@ static void hs_step(struct tp_conn *c)
 		hs_fail(c);
 }
 
+/* Grows the stash to hold `need` bytes (<= TP_RX_STASH_MAX): from 2 KiB,
+ * doubling, as the kernel transport's does. */
+static bool stash_reserve(struct tp_conn *c, size_t need)
+{
+	if (need <= c->rx_cap)
+		return true;
+	uint32_t cap = c->rx_cap ? c->rx_cap : STASH_MIN;
+	while (cap < need)
+		cap *= 2;
+	if (cap > TP_RX_STASH_MAX)
+		cap = TP_RX_STASH_MAX;
+	uint8_t *p = realloc(c->rx, cap);
+	if (!p)
+		return false;
+	c->rx = p;
+	c->rx_cap = cap;
+	return true;
+}
+
 /* Keeps what the app left of buf[0..total): buf is the scratch or the stash. */
 static bool keep_rest(struct tp_conn *c, const uint8_t *buf, size_t total, size_t used)
 {
@@ -349,12 +369,8 @@ static bool keep_rest(struct tp_conn *c, const uint8_t *buf, size_t total, size_
 	if (buf == c->rx) {
 		memmove(c->rx, c->rx + used, rest);
 	} else {
-		if (!c->rx) {
-			c->rx = malloc(TP_RX_STASH_MAX);
-			if (!c->rx)
-				return false;
-			c->rx_cap = TP_RX_STASH_MAX;
-		}
+		if (!stash_reserve(c, rest))
+			return false;
 		memcpy(c->rx, buf + used, rest);
 	}
 	c->rx_len = (uint32_t)rest;
@@ -373,6 +389,12 @@ static void rx_pump(struct tp_conn *c, bool offer)
 	for (;;) {
 		if ((c->flags & (TC_DEAD | TC_CLOSING | TC_RX_FULL | TC_EOF)) || !(c->flags & TC_OPEN))
 			return;
+		/* New bytes go behind a non-empty stash, which grows to make room. */
+		if (c->rx_len && c->rx_len == c->rx_cap &&
+		    !stash_reserve(c, c->rx_cap < TP_RX_STASH_MAX / 2 ? 2 * c->rx_cap : TP_RX_STASH_MAX)) {
+			conn_end(c, true);
+			return;
+		}
 		uint8_t *buf = c->rx_len ? c->rx : t->rxs;
 		size_t have = c->rx_len, cap = c->rx_len ? c->rx_cap : RX_SCRATCH, got = 0;
 		bool eof = false, more = true;
