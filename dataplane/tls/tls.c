@@ -390,8 +390,7 @@ static void rx_pump(struct tp_conn *c, bool offer)
 		if ((c->flags & (TC_DEAD | TC_CLOSING | TC_RX_FULL | TC_EOF)) || !(c->flags & TC_OPEN))
 			return;
 		/* New bytes go behind a non-empty stash, which grows to make room. */
-		if (c->rx_len && c->rx_len == c->rx_cap &&
-		    !stash_reserve(c, c->rx_cap < TP_RX_STASH_MAX / 2 ? 2 * c->rx_cap : TP_RX_STASH_MAX)) {
+		if (c->rx_len && c->rx_len == c->rx_cap && !stash_reserve(c, c->rx_cap + 1)) {
 			conn_end(c, true);
 			return;
 		}
