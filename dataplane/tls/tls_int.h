@@ -148,10 +148,10 @@ void tls_shared_retire(struct tls_shared *s, void *old, void (*release)(void *))
 /* A worker's snapshot at the top of its poll: the current sets; `seen`
  * tells the main thread that older ones are no longer in use by it. */
 void tls_shared_snapshot(struct tls_shared *s, uint32_t worker, struct tls_view *v);
-/* Sets up the /metrics table once the inner transport is known. */
+/* Sets up the /metrics table once the inner transport is known: its
+ * samples first, then ours. Returns -1 when they do not fit. */
 int tls_shared_counters_setup(struct tls_shared *s, const struct tp_ops *inner);
-extern const struct tp_counter_def tls_counter_defs[];
-extern const uint32_t tls_ncounters;
+/* tp_ops.counters of the TLS transport. */
 uint32_t tls_shared_counters(uint64_t *values);
 
 #endif

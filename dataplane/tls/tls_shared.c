@@ -62,8 +62,8 @@ static struct tls_shared *the_shared;
 #define DEF(name, type, labels, field, help) { name, type, help, labels },
 #define OFF(name, type, labels, field, help) offsetof(struct tls_stats, field),
 
-const struct tp_counter_def tls_counter_defs[] = { TLS_COUNTERS(DEF) };
-const uint32_t tls_ncounters = (uint32_t)SLUICE_ARRAY_LEN(tls_counter_defs);
+static const struct tp_counter_def tls_counter_defs[] = { TLS_COUNTERS(DEF) };
+static const uint32_t tls_ncounters = (uint32_t)SLUICE_ARRAY_LEN(tls_counter_defs);
 static const size_t tls_counter_offs[] = { TLS_COUNTERS(OFF) };
 
 uint32_t tls_shared_counters(uint64_t *values)
