@@ -439,13 +439,16 @@ def test_handshake_caps_and_timeout(env):
         socks = []
         reset = held = 0
         for _ in range(12):
-            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s = None
             try:
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
                 s.sendall(b"\x16\x03\x01")  # the start of a record, never finished
             except ConnectionResetError:
-                # The native stack accepts at once: a refusal may come first.
+                # A refusal may come before the client's first bytes, even
+                # before its connect() returns.
                 reset += 1
-                s.close()
+                if s:
+                    s.close()
                 continue
             socks.append(s)
         time.sleep(0.5)
