@@ -96,7 +96,8 @@ int tls_shared_counters_setup(struct tls_shared *s, const struct tp_ops *inner)
 	struct tp_counter_def *d = calloc(ninner + tls_ncounters, sizeof(*d));
 	if (!d)
 		return -1;
-	memcpy(d, inner->counter_defs, ninner * sizeof(*d));
+	if (ninner)
+		memcpy(d, inner->counter_defs, ninner * sizeof(*d));
 	memcpy(d + ninner, tls_counter_defs, tls_ncounters * sizeof(*d));
 	s->defs = d;
 	s->ninner = ninner;
