@@ -270,16 +270,18 @@ DEFAULT_USER = ("tester", "tester-password")
 class Sluice:
     """A private sluice-control + sluice-dataplane pair on 127.0.0.1.
 
-    `auth` adds keys to the [auth] section (e.g. allowed_origins); start()
+    `auth` adds keys to the [auth] section (e.g. allowed_origins), `dashboard`
+    keys to a [dashboard] section (heartbeat_ms, alert thresholds); start()
     creates DEFAULT_USER with sluicectl and logs in, so request() and
     auth_headers() authenticate as it (default_user=False skips that).
     """
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True, tls=None):
+                 default_user=True, dashboard=None, tls=None):
         self.build = build
         self.auth = dict(auth or {})
+        self.dashboard = dict(dashboard or {})
         self.default_user = default_user
         self.token = None
         self.workers = workers
@@ -351,6 +353,11 @@ class Sluice:
             lines.append("")
             for name, chain, key in self.tls["certs"]:
                 lines += ["[cert.%s]" % name, "chain = %s" % chain, "key = %s" % key, ""]
+        if self.dashboard:
+            lines.append("[dashboard]")
+            for k, v in sorted(self.dashboard.items()):
+                lines.append("%s = %s" % (k, v))
+            lines.append("")
         if DPDK is not None:
             lines = dpdk_conf_lines(lines, self)
         for name, m in self.models.items():
