@@ -11,7 +11,7 @@ PKGS=(
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
   ethtool iputils-ping
   python3-brotli chromium fonts-dejavu-core
-  nodejs libnss3-tools testssl.sh nginx-light
+  libnss3-tools testssl.sh nginx-light
 )
 missing=()
 for p in "${PKGS[@]}"; do
