@@ -602,6 +602,21 @@ def default_tls():
     return dict(_default_tls)
 
 
+def browser_home_with_ca(ca):
+    """A temporary HOME whose NSS database (what Chromium on Linux trusts)
+    holds the test CA; the caller removes it. Needs certutil (libnss3-tools)."""
+    home = tempfile.mkdtemp(prefix="sluice-browser-home-")
+    nss = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(nss)
+    for cmd in (["certutil", "-d", "sql:" + nss, "-N", "--empty-password"],
+                ["certutil", "-d", "sql:" + nss, "-A", "-t", "C,,", "-n", "sluice-test", "-i", ca]):
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        if p.returncode != 0:
+            shutil.rmtree(home, ignore_errors=True)
+            raise TestFailure("%s: %s" % (" ".join(cmd), p.stderr.decode("utf-8", "replace")))
+    return home
+
+
 def make_test_cert(directory, name="server", sans="DNS:localhost,IP:127.0.0.1", ocsp_url="",
                    keytype="ec"):
     """firmware-config/make-test-cert.sh: a CA in `directory` (made once, then

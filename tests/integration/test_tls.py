@@ -304,14 +304,8 @@ def test_chromium(env):
               flush=True)
         return
     srv = server(env)
-    home = tempfile.mkdtemp(prefix="sluice-chromium-")
+    home = harness.browser_home_with_ca(srv.tls["ca"])
     try:
-        nss = os.path.join(home, ".pki", "nssdb")
-        os.makedirs(nss)
-        subprocess.run(["certutil", "-d", "sql:" + nss, "-N", "--empty-password"], check=True,
-                       timeout=30)
-        subprocess.run(["certutil", "-d", "sql:" + nss, "-A", "-t", "C,,", "-n", "sluice-test",
-                        "-i", srv.tls["ca"]], check=True, timeout=30)
         env_ = dict(os.environ, HOME=home)
         p = subprocess.run(harness.CLIENT_PREFIX + [
             chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
