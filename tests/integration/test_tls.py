@@ -310,10 +310,11 @@ def test_chromium(env):
         p = subprocess.run(harness.CLIENT_PREFIX + [
             chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--user-data-dir=" + os.path.join(home, "profile"), "--dump-dom",
-            "https://localhost:%d/healthz" % srv.port], env=env_, stdin=subprocess.DEVNULL,
+            "https://localhost:%d/" % srv.port], env=env_, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=90)
         dom = p.stdout.decode("utf-8", "replace")
-        check('{"status":"ok"}' in dom, "Chromium over https with the test CA: dom %r, stderr %r"
+        check("<title>sluice chat</title>" in dom and 'id="login-form"' in dom,
+              "Chromium loading the web UI over https with the test CA: dom %r, stderr %r"
               % (dom[-300:], p.stderr.decode("utf-8", "replace")[-600:]))
     finally:
         shutil.rmtree(home, ignore_errors=True)
