@@ -99,34 +99,45 @@ static bool sub_name_ok(const char *n)
 	return true;
 }
 
-/* [backend.NAME] or [agent.NAME]: a new entry in its array. */
+/* [backend.NAME], [agent.NAME] or [cert.NAME]: a new entry in its array. */
 static int open_named(struct parser *p, const char *full, const char *name,
 		      const struct section_spec *sec)
 {
-	bool backend = sec->sub == SUB_BACKEND;
-	uint32_t *count = backend ? &p->c->nbackends : &p->c->nagents;
-	uint32_t max = backend ? CONF_MAX_BACKENDS : CONF_MAX_AGENTS;
+	struct sluice_conf *c = p->c;
+	uint32_t *count, max;
+	char *entries;
+	size_t size;
+
+	switch (sec->sub) {
+	case SUB_BACKEND:
+		count = &c->nbackends, max = CONF_MAX_BACKENDS;
+		entries = (char *)c->backends, size = sizeof(c->backends[0]);
+		break;
+	case SUB_AGENT:
+		count = &c->nagents, max = CONF_MAX_AGENTS;
+		entries = (char *)c->agents, size = sizeof(c->agents[0]);
+		break;
+	default:
+		count = &c->ncerts, max = CONF_MAX_CERTS;
+		entries = (char *)c->certs, size = sizeof(c->certs[0]);
+		break;
+	}
 	if (!sub_name_ok(name))
 		return conf_fail(p, "bad %s name '%s' (1..%d of A-Z a-z 0-9 _ -)", sec->name, name,
 			    CONF_NAME_MAX - 1);
-	for (uint32_t i = 0; i < *count; i++) {
-		const char *other = backend ? p->c->backends[i].name : p->c->agents[i].name;
-		if (strcmp(other, name) == 0)
+	/* Every entry struct starts with its name. */
+	for (uint32_t i = 0; i < *count; i++)
+		if (strcmp(entries + i * size, name) == 0)
 			return conf_fail(p, "duplicate section [%s]", full);
-	}
 	if (*count == max)
 		return conf_fail(p, "more than %u %ss", max, sec->name);
-	if (backend) {
-		struct conf_backend *be = &p->c->backends[*count];
-		conf_backend_defaults(be);
-		memcpy(be->name, name, strlen(name) + 1);
-		p->obj = (char *)be;
-	} else {
-		struct conf_agent *ag = &p->c->agents[*count];
-		memset(ag, 0, sizeof(*ag));
-		memcpy(ag->name, name, strlen(name) + 1);
-		p->obj = (char *)ag;
-	}
+	char *e = entries + (*count) * size;
+	if (sec->sub == SUB_BACKEND)
+		conf_backend_defaults((struct conf_backend *)e);
+	else
+		memset(e, 0, size);
+	memcpy(e, name, strlen(name) + 1);
+	p->obj = e;
 	(*count)++;
 	return 0;
 }
@@ -158,7 +169,7 @@ static int open_section(struct parser *p, char *s)
 	p->seen_keys = 0;
 
 	static const struct section_spec *const subs[] = { &conf_backend_section, &conf_agent_section,
-							   &conf_port_section };
+							   &conf_port_section, &conf_cert_section };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(subs); i++) {
 		size_t plen = strlen(subs[i]->name);
 		if (strncmp(name, subs[i]->name, plen) != 0 || name[plen] != '.')
@@ -206,6 +217,8 @@ static int key_value(struct parser *p, char *s)
 		if (p->seen_keys & (1u << i))
 			return conf_fail(p, "duplicate key '%s'", key);
 		p->seen_keys |= 1u << i;
+		if (sec->sub == SUB_NONE)
+			p->top_keys[sec - conf_sections] |= 1u << i;
 		if (*val == '\0')
 			return conf_fail(p, "%s: empty value", key);
 		return conf_set_value(p, k, val);

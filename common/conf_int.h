@@ -44,6 +44,9 @@ enum val_kind {
 	K_IPV4_PREFIX,
 	K_IPV4,
 	K_MODEL,
+	K_ONOFF,
+	K_TLS_VERSION,
+	K_REDIRECT_LISTEN,
 };
 
 struct key_spec {
@@ -57,9 +60,9 @@ struct key_spec {
 #define BF(f) offsetof(struct conf_backend, f)
 #define AF(f) offsetof(struct conf_agent, f)
 #define PF(f) offsetof(struct conf_port, f)
+#define XF(f) offsetof(struct conf_cert, f)
 #define FSIZE(type, f) ((uint32_t)sizeof(((struct type *)0)->f))
 
-/* Highest lcore id DPDK accepts (RTE_MAX_LCORE 128 in Debian's build). */
 /* Highest lcore id DPDK accepts (RTE_MAX_LCORE 128 in Debian's build). */
 #define CONF_LCORE_MAX 127u
 
@@ -67,9 +70,9 @@ struct key_spec {
  * dataplane's limit) plus 64 KiB of request fields (path, headers, ids). */
 #define CONF_RING_PAYLOAD_MIN ((1u << 20) + (64u << 10))
 
-/* A sub-section is one of several ([backend.NAME], [agent.NAME], [port.N]);
+/* A sub-section is one of several ([backend.NAME], [agent.NAME], [cert.NAME], [port.N]);
  * `required` lists the keys it must set, checked when it ends. */
-enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT };
+enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_CERT };
 
 struct section_spec {
 	const char *name;
@@ -89,8 +92,11 @@ struct parser {
 	unsigned sub_line;              /* line of its header, for missing-key errors */
 	uint32_t seen_keys;             /* bit i: key i of sec already set */
 	uint32_t seen_sections;         /* bit i: sections[i] already opened */
+	uint32_t top_keys[32];          /* [i] bit j: key j of conf_sections[i] set in the file */
 	unsigned transport_line;        /* 0: transport not set in the file */
 	unsigned lcores_line;           /* 0: lcores not set in the file */
+	unsigned tls_line;              /* 0: tls not set in the file */
+	unsigned redirect_line;         /* 0: redirect_listen not set in the file */
 	uint32_t nlcores;               /* lcores listed by the lcores key */
 	unsigned gateway_line;          /* of the open [port.N], 0: none */
 	unsigned agent_model_line[CONF_MAX_AGENTS];
@@ -121,7 +127,10 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v);
 
 extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
-extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section;
+extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
+	conf_cert_section;
+/* Whether key `key` of top-level section `sec` was set in the file. */
+bool conf_key_set(const struct parser *p, const char *sec, const char *key);
 void conf_backend_defaults(struct conf_backend *be);
 /* Checks that need a whole [port.N] (its header line is p->sub_line). */
 int conf_close_port(struct parser *p);

@@ -25,6 +25,8 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0 },
 	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores) },
 	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args) },
+	{ "tls", K_ONOFF, CF(tls), 0, 0 },
+	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535 },
 };
 #define DATAPLANE_KEY_TRANSPORT 0u
 #define DATAPLANE_KEY_LCORES 11u
@@ -62,6 +64,24 @@ static const struct key_spec auth_keys[] = {
 	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10 },
 	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304 },
 	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0 },
+};
+
+static const struct key_spec tls_keys[] = {
+	{ "min_version", K_TLS_VERSION, CF(tls_min_version), 0, 0 },
+	{ "ticket_rotate_s", K_U32, CF(tls_ticket_rotate_s), 60, 604800 },
+	{ "handshake_budget_us", K_U32, CF(tls_handshake_budget_us), 100, 1000000 },
+	{ "handshakes_max", K_U32, CF(tls_handshakes_max), 1, 1048576 },
+	{ "handshakes_per_addr", K_U32, CF(tls_handshakes_per_addr), 1, 1048576 },
+	{ "handshake_timeout_s", K_U32, CF(tls_handshake_timeout_s), 1, 300 },
+	{ "hsts_max_age_s", K_U32, CF(tls_hsts_max_age_s), 0, 63072000 },
+	{ "ocsp_stapling", K_BOOL, CF(tls_ocsp_stapling), 0, 0 },
+	{ "ocsp_refresh_s", K_U32, CF(tls_ocsp_refresh_s), 60, 604800 },
+};
+
+/* chain and key are indexes 0 and 1: a certificate must set both. */
+static const struct key_spec cert_keys[] = {
+	{ "chain", K_PATH, XF(chain), 0, 0 },
+	{ "key", K_PATH, XF(key), 0, 0 },
 };
 
 static const struct key_spec batching_keys[] = {
@@ -118,6 +138,7 @@ const struct section_spec conf_sections[] = {
 	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0 },
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
+	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0 },
 	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
@@ -131,18 +152,25 @@ const struct section_spec conf_agent_section = {
 const struct section_spec conf_port_section = {
 	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u
 };
+const struct section_spec conf_cert_section = {
+	"cert", cert_keys, SLUICE_ARRAY_LEN(cert_keys), SUB_CERT, 0x3u
+};
 
 _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
+		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
 _Static_assert(sizeof(((struct sluice_conf *)0)->listen_addr) >= INET_ADDRSTRLEN,
 	       "listen_addr must hold a dotted quad");
 _Static_assert(CONF_MAX_PORTS <= 10, "[port.N] takes a single digit");
+_Static_assert(offsetof(struct conf_backend, name) == 0 && offsetof(struct conf_agent, name) == 0 &&
+		       offsetof(struct conf_cert, name) == 0,
+	       "open_named finds an entry's name at its start");
 
 void conf_backend_defaults(struct conf_backend *be)
 {
@@ -227,6 +255,15 @@ void conf_defaults(struct sluice_conf *c)
 	c->pwhash_ops = 2;
 	c->pwhash_mem_kib = 65536;
 	c->cookie_secure = false;
+	c->tls_min_version = CONF_TLS_1_2;
+	c->tls_ticket_rotate_s = 3600;
+	c->tls_handshake_budget_us = 2000;
+	c->tls_handshakes_max = 1024;
+	c->tls_handshakes_per_addr = 32;
+	c->tls_handshake_timeout_s = 10;
+	c->tls_hsts_max_age_s = 0;
+	c->tls_ocsp_stapling = true;
+	c->tls_ocsp_refresh_s = 3600;
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
@@ -240,9 +277,46 @@ void conf_defaults(struct sluice_conf *c)
 	c->nagents = 0;
 }
 
+bool conf_key_set(const struct parser *p, const char *sec, const char *key)
+{
+	for (size_t i = 0; i < conf_nsections; i++) {
+		if (strcmp(conf_sections[i].name, sec) != 0)
+			continue;
+		for (size_t j = 0; j < conf_sections[i].nkeys; j++)
+			if (strcmp(conf_sections[i].keys[j].name, key) == 0)
+				return (p->top_keys[i] >> j) & 1u;
+	}
+	return false;
+}
+
+/* tls = on needs a certificate; the redirect listener exists only for it
+ * and needs a port of its own; Secure cookies follow TLS unless set. */
+static int finish_tls(struct parser *p)
+{
+	struct sluice_conf *c = p->c;
+
+	if (c->tls && c->ncerts == 0) {
+		p->line = p->tls_line;
+		return conf_fail(p, "tls = on needs a [cert.NAME] section");
+	}
+	if (c->redirect_port && !c->tls) {
+		p->line = p->redirect_line;
+		return conf_fail(p, "redirect_listen needs tls = on");
+	}
+	if (c->redirect_port && c->redirect_port == c->listen_port) {
+		p->line = p->redirect_line;
+		return conf_fail(p, "redirect_listen: port %u is the listen port", c->redirect_port);
+	}
+	if (!conf_key_set(p, "auth", "cookie_secure"))
+		c->cookie_secure = c->tls;
+	return 0;
+}
+
 int conf_finish(struct parser *p)
 {
 	struct sluice_conf *c = p->c;
+	if (finish_tls(p) != 0)
+		return -1;
 	if (c->nbackends == 0)
 		return conf_fail_file(p->err, p->errlen, p->file, "no [backend.NAME] section");
 	for (uint32_t i = 0; i < c->nagents; i++) {

@@ -85,7 +85,8 @@ static int number_error(struct parser *p, const struct key_spec *k, enum num_sta
 
 /* "A.B.C.D:PORT" with a dotted-quad IPv4 address (inet_pton rules: no
  * leading zeros, each part 0..255). */
-static int parse_listen(struct parser *p, const struct key_spec *k, const char *v)
+static int parse_listen(struct parser *p, const struct key_spec *k, const char *v, char *dst_addr,
+			uint16_t *dst_port)
 {
 	const char *colon = strrchr(v, ':');
 	size_t alen = colon ? (size_t)(colon - v) : 0;
@@ -103,8 +104,8 @@ static int parse_listen(struct parser *p, const struct key_spec *k, const char *
 		return conf_fail(p, "%s: port out of range 1..65535: '%s'", k->name, v);
 	if (st != NUM_OK)
 		return conf_fail(p, "%s: port not a number: '%s'", k->name, v);
-	memcpy(p->c->listen_addr, addr, alen + 1);
-	p->c->listen_port = (uint16_t)port;
+	memcpy(dst_addr, addr, alen + 1);
+	*dst_port = (uint16_t)port;
 	return 0;
 }
 
@@ -517,7 +518,33 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 	case K_IPV4:
 		return parse_ipv4(p, k, v, field);
 	case K_LISTEN:
-		return parse_listen(p, k, v);
+		return parse_listen(p, k, v, p->c->listen_addr, &p->c->listen_port);
+	case K_REDIRECT_LISTEN:
+		p->redirect_line = p->line;
+		return parse_listen(p, k, v, p->c->redirect_addr, &p->c->redirect_port);
+	case K_ONOFF: {
+		bool x;
+		if (strcmp(v, "on") == 0)
+			x = true;
+		else if (strcmp(v, "off") == 0)
+			x = false;
+		else
+			return conf_fail(p, "%s: expected on or off: '%s'", k->name, v);
+		memcpy(field, &x, sizeof(x));
+		p->tls_line = p->line;
+		return 0;
+	}
+	case K_TLS_VERSION: {
+		enum conf_tls_version x;
+		if (strcmp(v, "1.2") == 0)
+			x = CONF_TLS_1_2;
+		else if (strcmp(v, "1.3") == 0)
+			x = CONF_TLS_1_3;
+		else
+			return conf_fail(p, "%s: expected 1.2 or 1.3: '%s'", k->name, v);
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
 	case K_PATH:
 		return parse_path(p, k, v, field, CONF_PATH_MAX);
 	case K_SOCK_PATH:

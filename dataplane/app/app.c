@@ -47,6 +47,9 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	a->pol.off = conf->batch_mode == CONF_BATCH_OFF;
 	a->pol.max_delay_ns = (uint64_t)conf->max_delay_us * 1000u;
 	a->pol.max_bytes = conf->max_bytes;
+	/* Over TLS a coalesced frame should fit one record, framing included. */
+	if (conf->tls && a->pol.max_bytes > APP_TLS_FRAME_TEXT)
+		a->pol.max_bytes = APP_TLS_FRAME_TEXT;
 	if (a->max_conns == 0 || conf->max_bytes == 0) {
 		snprintf(err, errlen, "app: max_conns and max_bytes must be > 0");
 		goto fail;
@@ -59,7 +62,7 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	a->esc = malloc(a->esc_cap);
 	a->pending = calloc(a->max_conns, sizeof(*a->pending));
 	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending ||
-	    batch_pool_init(&a->pool, conf->max_bytes, a->max_conns) != 0) {
+	    batch_pool_init(&a->pool, a->pol.max_bytes, a->max_conns) != 0) {
 		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
 		goto fail;
 	}

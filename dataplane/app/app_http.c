@@ -32,6 +32,7 @@ static const char *reason_phrase(unsigned status)
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 304: return "Not Modified";
+	case 308: return "Permanent Redirect";
 	case 415: return "Unsupported Media Type";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
@@ -133,6 +134,11 @@ void app_http_head_common(const struct conn *c, struct app_buf *b, const char *c
 	if (cache) {
 		app_buf_str(b, "Cache-Control: ");
 		app_buf_str(b, cache);
+		app_buf_str(b, "\r\n");
+	}
+	if (c->peer.tls && c->app->conf->tls_hsts_max_age_s) {
+		app_buf_str(b, "Strict-Transport-Security: max-age=");
+		app_buf_u64(b, c->app->conf->tls_hsts_max_age_s);
 		app_buf_str(b, "\r\n");
 	}
 }
@@ -436,6 +442,78 @@ static void app_http_route_control(struct conn *c, const struct http_request *re
 	app_http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
 }
 
+/* A Host header value that can go into a Location as it is: a name, a
+ * dotted quad or a bracketed IPv6 literal, with an optional port. Returns
+ * the length without the port, or 0 for anything else. */
+static size_t host_part(struct http_slice h)
+{
+	size_t n = 0;
+
+	if (h.len == 0 || h.len > 255)
+		return 0;
+	if (h.p[0] == '[') {
+		while (n < h.len && h.p[n] != ']') {
+			char ch = h.p[n];
+			if (n > 0 && !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+				       (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
+				return 0;
+			n++;
+		}
+		if (n == h.len)
+			return 0;
+		n++;
+	} else {
+		while (n < h.len && h.p[n] != ':') {
+			char ch = h.p[n];
+			if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') || ch == '.' || ch == '-'))
+				return 0;
+			n++;
+		}
+	}
+	for (size_t i = n + (n < h.len); i < h.len; i++)
+		if (h.p[i] < '0' || h.p[i] > '9')
+			return 0;
+	return n;
+}
+
+/* The plain-HTTP listener of redirect_listen: every request is sent to the
+ * same host and target over https (308 keeps a POST a POST). */
+static void app_http_redirect(struct conn *c, const struct http_request *req)
+{
+	const struct sluice_conf *conf = c->app->conf;
+	const struct http_header *host = http_find_header(req, "Host");
+	size_t hn = host ? host_part(host->value) : 0;
+	char loc[2048];
+	struct app_buf b;
+
+	if (hn == 0) {
+		app_http_send_error(c, 400, "bad_request", "a redirect to https needs a Host header",
+				    false);
+		return;
+	}
+	app_buf_init(&b, loc, sizeof(loc));
+	app_buf_str(&b, "Location: https://");
+	app_buf_put(&b, host->value.p, hn);
+	if (conf->listen_port != 443) {
+		app_buf_put(&b, ":", 1);
+		app_buf_u64(&b, conf->listen_port);
+	}
+	app_buf_put(&b, req->path.p, req->path.len);
+	if (req->query.len) {
+		app_buf_put(&b, "?", 1);
+		app_buf_put(&b, req->query.p, req->query.len);
+	}
+	app_buf_str(&b, "\r\n");
+	if (b.overflow) {
+		app_http_send_error(c, 414, "uri_too_long", "target too long to redirect", false);
+		return;
+	}
+	unsigned status = c->method == CHAN_M_GET || c->method == CHAN_M_HEAD ? 301 : 308;
+	if (app_http_emit(c, status, NULL, 0, NULL, b.p, b.len, NULL, 0, NULL, 0, false))
+		app_http_finish(c, false);
+}
+
 /*
  * A file of the web UI: the encoding the client accepts, 304 when its copy
  * is current, a year of caching for content-hashed names and revalidation
@@ -504,8 +582,11 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 
 		c->timing = tm && slice_eq(tm->value, "1");
 	}
-	if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
-	    slice_eq(req->path, "/metrics"))
+	if (c->app->conf->redirect_port && c->peer.local_port == c->app->conf->redirect_port &&
+	    !c->peer.tls)
+		app_http_redirect(c, req);
+	else if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
+		 slice_eq(req->path, "/metrics"))
 		app_http_route_local(c, req);
 	else if (slice_eq(req->path, "/ws/chat"))
 		app_http_route_ws(c, req, false);

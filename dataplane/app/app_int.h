@@ -30,6 +30,9 @@
 #define APP_MAX_BODY (1024u * 1024u)
 /* Frame scratch beyond max_bytes: event framing, ids, error texts. */
 #define APP_SCRATCH_EXTRA (64u * 1024u)
+/* Escaped token text per frame over TLS: one 16 KiB record less room for the
+ * event's framing (SSE lines or a WebSocket header, ids, JSON keys). */
+#define APP_TLS_FRAME_TEXT (16384u - 512u)
 
 /* A field of a request record (app_send_request). */
 struct app_field {

@@ -16,12 +16,14 @@
 #define CONF_MAX_AGENTS 16
 #define CONF_MAX_PORTS 8
 #define CONF_MAX_ORIGINS 16
+#define CONF_MAX_CERTS 8
 #define CONF_NAME_MAX 64
 #define CONF_PATH_MAX 256
 
 enum conf_transport { CONF_TRANSPORT_KERNEL = 0, CONF_TRANSPORT_DPDK = 1 };
 enum conf_batch_mode { CONF_BATCH_ADAPTIVE = 0, CONF_BATCH_OFF = 1 };
 enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0 };
+enum conf_tls_version { CONF_TLS_1_2 = 0, CONF_TLS_1_3 = 1 };
 
 struct conf_backend {
 	char name[CONF_NAME_MAX];
@@ -43,6 +45,14 @@ struct conf_agent {
 	char model[CONF_NAME_MAX];      /* model = default model id (must be served by a backend) */
 	char description[256];          /* description = text */
 	char system_prompt[1024];       /* system_prompt = text (default empty) */
+};
+
+/* [cert.NAME]: a certificate the TLS listener offers. The first one in the
+ * file answers clients that send no SNI name, or one no certificate names. */
+struct conf_cert {
+	char name[CONF_NAME_MAX];
+	char chain[CONF_PATH_MAX];      /* chain = PEM: the certificate, then its intermediates */
+	char key[CONF_PATH_MAX];        /* key = PEM private key, no group/other access */
 };
 
 /* [port.N] (N = 0..7): a DPDK port (transport = dpdk). */
@@ -75,6 +85,24 @@ struct sluice_conf {
 	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
 	char lcores[128];              /* lcores = DPDK lcore list, e.g. "1,2" (dpdk; default: 1..workers) */
 	char eal_args[512];            /* eal_args = extra EAL arguments, space separated (dpdk) */
+	bool tls;                      /* tls = on|off: the listener speaks HTTPS/WSS (default off) */
+	char redirect_addr[64];        /* redirect_listen = ADDR:PORT, plain HTTP that only redirects */
+	uint16_t redirect_port;        /* 0: no redirect listener */
+
+	/* [tls] (with tls = on) */
+	enum conf_tls_version tls_min_version; /* min_version = 1.2 | 1.3 (default 1.2) */
+	uint32_t tls_ticket_rotate_s;  /* ticket_rotate_s: a new ticket key this often (default 3600) */
+	uint32_t tls_handshake_budget_us; /* handshake_budget_us: handshake CPU per loop turn (default 2000) */
+	uint32_t tls_handshakes_max;   /* handshakes_max: in progress per worker (default 1024) */
+	uint32_t tls_handshakes_per_addr; /* handshakes_per_addr: in progress per client address (default 32) */
+	uint32_t tls_handshake_timeout_s; /* handshake_timeout_s (default 10) */
+	uint32_t tls_hsts_max_age_s;   /* hsts_max_age_s: Strict-Transport-Security max-age, 0 = none */
+	bool tls_ocsp_stapling;        /* ocsp_stapling: staple the responder's answer (default true) */
+	uint32_t tls_ocsp_refresh_s;   /* ocsp_refresh_s: how often the answer is fetched again (default 3600) */
+
+	/* [cert.NAME] ... */
+	struct conf_cert certs[CONF_MAX_CERTS];
+	uint32_t ncerts;
 
 	/* [tcp] (dpdk transport's own stack) */
 	uint32_t tcp_snd_buf;          /* snd_buf = per-connection send buffer bytes (default 65536) */
@@ -110,7 +138,7 @@ struct sluice_conf {
 	uint32_t login_window_s;          /* login_window_s = throttling window (default 300) */
 	uint32_t pwhash_ops;              /* pwhash_ops = Argon2id opslimit (default 2 = INTERACTIVE) */
 	uint32_t pwhash_mem_kib;          /* pwhash_mem_kib = Argon2id memlimit in KiB (default 65536) */
-	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default false) */
+	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default: tls) */
 
 	/* [batching] */
 	enum conf_batch_mode batch_mode; /* mode = adaptive | off (default adaptive) */

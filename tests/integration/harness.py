@@ -8,6 +8,7 @@ removing the channel files. It also computes the synthetic backend's answers
 """
 
 import argparse
+import atexit
 import ctypes
 import glob
 import http.client
@@ -19,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -38,6 +40,13 @@ SERVER_PREFIX = []
 # stack, else None: {"ip": "10.77.0.2", "device": "net_af_packet0,iface=…",
 # "eal_args": "…", "extra": [dataplane lines], "port_extra": [port.0 lines]}.
 DPDK = None
+# SLUICE_TEST_TLS=1 runs the spine's scripts over TLS unchanged: every server
+# gets tls = on with a certificate of a test CA (default_tls()), clients
+# speak https/wss through the helpers below (Sluice.base, ws_url, connect,
+# CurlSse). CURL_CACERT is the CA curl trusts for https URLs.
+TLS_MODE = os.environ.get("SLUICE_TEST_TLS") == "1"
+CURL_CACERT = None
+_default_tls = {}
 
 # Models every test server offers; see the brief in docs/testing.md.
 DEFAULT_MODELS = {
@@ -269,7 +278,7 @@ class Sluice:
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True, dashboard=None):
+                 default_user=True, dashboard=None, tls=None):
         self.build = build
         self.auth = dict(auth or {})
         self.dashboard = dict(dashboard or {})
@@ -282,6 +291,13 @@ class Sluice:
         self.header_timeout_s = header_timeout_s
         self.models = models or DEFAULT_MODELS
         self.port = free_port()
+        # tls: {"certs": [(name, chain, key), ...], "ca": CA file clients trust,
+        # "redirect": bool (a redirect_listen port), "opts": {[tls] key: value}}.
+        self.tls = dict(tls) if tls else None
+        if self.tls:
+            global CURL_CACERT
+            CURL_CACERT = self.tls["ca"]
+        self.redirect_port = free_port() if self.tls and self.tls.get("redirect") else None
         # Where clients reach the dataplane (a dpdk test serves another address).
         self.host = "127.0.0.1"
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
@@ -304,6 +320,12 @@ class Sluice:
             "sse_keepalive_s = %d" % self.sse_keepalive_s,
             "ws_max_message = %d" % self.ws_max_message,
             "pin_workers = false",
+        ]
+        if self.tls:
+            lines.append("tls = on")
+            if self.redirect_port:
+                lines.append("redirect_listen = 127.0.0.1:%d" % self.redirect_port)
+        lines += [
             "",
             "[channel]",
             "path = %s" % self.chan_path,
@@ -324,6 +346,13 @@ class Sluice:
         for k, v in sorted(self.auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
+        if self.tls:
+            lines.append("[tls]")
+            for k, v in sorted(self.tls.get("opts", {}).items()):
+                lines.append("%s = %s" % (k, v))
+            lines.append("")
+            for name, chain, key in self.tls["certs"]:
+                lines += ["[cert.%s]" % name, "chain = %s" % chain, "key = %s" % key, ""]
         if self.dashboard:
             lines.append("[dashboard]")
             for k, v in sorted(self.dashboard.items()):
@@ -498,12 +527,35 @@ class Sluice:
 
     @property
     def base(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
+
+    def ssl_context(self):
+        """A client context trusting the test CA (tls servers only)."""
+        return ssl.create_default_context(cafile=self.tls["ca"])
+
+    def ws_url(self, path="/ws/chat"):
+        return "%s://%s:%d%s" % ("wss" if self.tls else "ws", self.host, self.port, path)
+
+    def ws_ssl(self):
+        """The `ssl` argument for websockets.connect: None for ws://."""
+        return self.ssl_context() if self.tls else None
+
+    def connect(self, timeout=10):
+        """A raw client socket to the dataplane, TLS-wrapped when it speaks TLS."""
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.tls:
+            sock = self.ssl_context().wrap_socket(sock, server_hostname=self.host)
+        return sock
 
     def request(self, method, path, body=None, headers=None, timeout=10, auth=True):
-        """One request on a fresh connection; with auth, the default user's
-        bearer token unless headers carry Authorization or Cookie."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        """One request on a fresh connection (https when the server speaks
+        TLS); with auth, the default user's bearer token unless headers carry
+        Authorization or Cookie."""
+        if self.tls:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=self.ssl_context())
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             hdrs = dict(headers or {})
             if auth and not any(k.lower() in ("authorization", "cookie") for k in hdrs):
@@ -539,6 +591,46 @@ class Sluice:
 
 # ---- SSE client over curl -------------------------------------------------
 
+def default_tls():
+    """The tls= of SLUICE_TEST_TLS=1 servers: one certificate for 127.0.0.1
+    and localhost from a CA made once per process."""
+    if not _default_tls:
+        d = tempfile.mkdtemp(prefix="sluice-it-ca-")
+        atexit.register(shutil.rmtree, d, True)
+        chain, key, ca = make_test_cert(d)
+        _default_tls.update({"certs": [("main", chain, key)], "ca": ca})
+    return dict(_default_tls)
+
+
+def browser_home_with_ca(ca):
+    """A temporary HOME whose NSS database (what Chromium on Linux trusts)
+    holds the test CA; the caller removes it. Needs certutil (libnss3-tools)."""
+    home = tempfile.mkdtemp(prefix="sluice-browser-home-")
+    nss = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(nss)
+    for cmd in (["certutil", "-d", "sql:" + nss, "-N", "--empty-password"],
+                ["certutil", "-d", "sql:" + nss, "-A", "-t", "C,,", "-n", "sluice-test", "-i", ca]):
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        if p.returncode != 0:
+            shutil.rmtree(home, ignore_errors=True)
+            raise TestFailure("%s: %s" % (" ".join(cmd), p.stderr.decode("utf-8", "replace")))
+    return home
+
+
+def make_test_cert(directory, name="server", sans="DNS:localhost,IP:127.0.0.1", ocsp_url="",
+                   keytype="ec"):
+    """firmware-config/make-test-cert.sh: a CA in `directory` (made once, then
+    shared) and a server certificate; returns (chain, key, ca) paths."""
+    script = os.path.join(SOURCE_DIR, "firmware-config", "make-test-cert.sh")
+    p = subprocess.run(["bash", script, directory, name, sans, ocsp_url, keytype],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if p.returncode != 0:
+        raise TestFailure("make-test-cert.sh: exit %d: %s"
+                          % (p.returncode, p.stderr.decode("utf-8", "replace")[-600:]))
+    return (os.path.join(directory, name + "-chain.pem"), os.path.join(directory, name + ".key"),
+            os.path.join(directory, "ca.crt"))
+
+
 class CurlSse:
     """curl -N as the SSE client; a reader thread parses its stdout as it comes.
 
@@ -547,8 +639,12 @@ class CurlSse:
     ":comment", "text": ...}. The raw header block (curl -i) is kept.
     """
 
-    def __init__(self, url, headers=None, max_time=120):
+    def __init__(self, url, headers=None, max_time=120, cacert=None):
         cmd = CLIENT_PREFIX + ["curl", "-sS", "-N", "-i", "--max-time", str(max_time), url]
+        if cacert is None and url.startswith("https://"):
+            cacert = CURL_CACERT
+        if cacert:
+            cmd += ["--cacert", cacert]
         for k, v in (headers or {}).items():
             cmd += ["-H", "%s: %s" % (k, v)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -701,6 +797,8 @@ class Env:
         self.every = []
 
     def server(self, **kw):
+        if TLS_MODE and "tls" not in kw:
+            kw["tls"] = default_tls()
         key = repr(sorted(kw.items()))
         s = self._servers.get(key)
         if s is not None and any(p.poll() is not None for p in s.procs.values()):
@@ -724,6 +822,8 @@ class Env:
 
     def fresh(self, **kw):
         """A server private to one test; the caller stops it."""
+        if TLS_MODE and "tls" not in kw:
+            kw["tls"] = default_tls()
         if DPDK is not None:
             self.close()
         s = Sluice(self.build, **kw)
@@ -837,6 +937,8 @@ def dpdk_conf_lines(lines, srv):
     for line in lines:
         if line == "transport = kernel":
             line = "transport = dpdk"
+        elif line.startswith("redirect_listen = "):
+            line = "redirect_listen = %s:%s" % (DPDK["ip"], line.rsplit(":", 1)[1])
         elif line.startswith("listen = "):
             n = srv.workers
             out.append("listen = %s:%d" % (DPDK["ip"], srv.port))

@@ -1017,6 +1017,59 @@ static void test_err_agents(void **state)
 }
 
 /* A failed load must leave a previously loaded configuration intact. */
+/* tls, redirect_listen, [tls] and [cert.NAME]: values, defaults, and the
+ * whole-file checks (docs/tls.md). */
+static void test_tls_keys(void **state)
+{
+	(void)state;
+	struct sluice_conf *c = load_ok(MIN_BACKEND);
+	assert_false(c->tls);
+	assert_false(c->cookie_secure);
+	assert_int_equal(c->redirect_port, 0);
+	assert_int_equal(c->tls_handshake_budget_us, 2000);
+	assert_int_equal(c->tls_ticket_rotate_s, 3600);
+	assert_true(c->tls_ocsp_stapling);
+	free(c);
+	c = load_ok("[dataplane]\ntls = on\nredirect_listen = 0.0.0.0:80\nlisten = 127.0.0.1:443\n"
+		    "[tls]\nmin_version = 1.3\nhsts_max_age_s = 600\nhandshakes_per_addr = 4\n"
+		    "[cert.a]\nchain = /x/a.pem\nkey = /x/a.key\n[cert.b-2]\nkey = /x/b.key\n"
+		    "chain = /x/b.pem\n" MIN_BACKEND);
+	assert_true(c->tls);
+	assert_true(c->cookie_secure); /* follows tls when not set */
+	assert_string_equal(c->redirect_addr, "0.0.0.0");
+	assert_int_equal(c->redirect_port, 80);
+	assert_int_equal(c->tls_min_version, CONF_TLS_1_3);
+	assert_int_equal(c->tls_hsts_max_age_s, 600);
+	assert_int_equal(c->tls_handshakes_per_addr, 4);
+	assert_int_equal(c->ncerts, 2);
+	assert_string_equal(c->certs[0].name, "a");
+	assert_string_equal(c->certs[0].chain, "/x/a.pem");
+	assert_string_equal(c->certs[1].name, "b-2");
+	assert_string_equal(c->certs[1].key, "/x/b.key");
+	free(c);
+	c = load_ok("[dataplane]\ntls = on\n[auth]\ncookie_secure = false\n"
+		    "[cert.a]\nchain = /a\nkey = /b\n" MIN_BACKEND);
+	assert_false(c->cookie_secure);
+	free(c);
+
+	expect_error("[dataplane]\ntls = yes\n", 2, "tls: expected on or off: 'yes'");
+	expect_error("[dataplane]\ntls = on\n" MIN_BACKEND, 2, "tls = on needs a [cert.NAME] section");
+	expect_error("[dataplane]\nredirect_listen = 127.0.0.1:80\n" MIN_BACKEND, 2,
+		     "redirect_listen needs tls = on");
+	expect_error("[dataplane]\ntls = on\nredirect_listen = 127.0.0.1:8080\n[cert.a]\n"
+		     "chain = /a\nkey = /b\n" MIN_BACKEND, 3, "redirect_listen: port 8080 is the listen port");
+	expect_error("[dataplane]\nredirect_listen = 1.2.3:80\n", 2,
+		     "redirect_listen: bad IPv4 address: '1.2.3:80'");
+	expect_error("[tls]\nmin_version = 1.1\n", 2, "min_version: expected 1.2 or 1.3: '1.1'");
+	expect_error("[tls]\nhandshake_budget_us = 99\n", 2,
+		     "handshake_budget_us: out of range 100..1000000: '99'");
+	expect_error("[cert.a]\nchain = /a\n" MIN_BACKEND, 1, "cert 'a' has no key");
+	expect_error("[cert.a]\nchain = a.pem\n", 2, "chain: not an absolute path: 'a.pem'");
+	expect_error("[cert.a b]\n", 1, "bad cert name 'a b' (1..63 of A-Z a-z 0-9 _ -)");
+	expect_error("[cert.a]\nchain = /a\nkey = /b\n[cert.a]\n", 4, "duplicate section [cert.a]");
+	expect_error("[cert.a]\nbogus = 1\n", 2, "unknown key 'bogus' in [cert.a]");
+}
+
 static void test_failed_reload_keeps_old(void **state)
 {
 	(void)state;
@@ -1053,6 +1106,7 @@ int main(void)
 		cmocka_unit_test(test_err_control_new),
 		cmocka_unit_test(test_err_auth),
 		cmocka_unit_test(test_err_agents),
+		cmocka_unit_test(test_tls_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
