@@ -106,6 +106,9 @@ static const struct backend_ops *chat_backend_ops(const struct conf_backend *be)
 	switch (be->type) {
 	case CONF_BACKEND_SYNTHETIC:
 		return &syn_ops;
+	case CONF_BACKEND_OPENAI:
+	case CONF_BACKEND_OLLAMA:
+		break;
 	}
 	return NULL;
 }
