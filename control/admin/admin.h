@@ -26,6 +26,7 @@
 
 struct api_stats;
 struct auth;
+struct bk_mgr;
 struct chan_out;
 struct chat;
 struct cp_loop;
@@ -41,6 +42,7 @@ struct admin_deps {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct bk_mgr *bk;
 	const struct api_stats *api_stats;
 };
 

@@ -111,6 +111,8 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 	a->out = d->out;
 	a->chat = d->chat;
 	a->auth = d->auth;
+	a->bk = d->bk;
+	a->loop = d->loop;
 	a->cp_epoch = cpl_epoch(d->loop);
 	static const uint16_t types[] = { CHAN_REC_REQUEST, CHAN_REC_SUBSCRIBE, CHAN_REC_UNSUBSCRIBE,
 					  CHAN_REC_CONN_CLOSED };

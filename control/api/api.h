@@ -36,6 +36,7 @@ struct api_deps {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct bk_mgr *bk;
 };
 
 struct api {
@@ -44,6 +45,8 @@ struct api {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct bk_mgr *bk;
+	struct cp_loop *loop;
 	struct api_stats stats;
 	/* This control's epoch (chan_open bumped it); requests stamped with
 	 * another one were meant for a previous control and are dropped, the

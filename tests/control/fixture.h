@@ -20,6 +20,7 @@
 #include "admin/admin.h"
 #include "api/api.h"
 #include "auth/auth.h"
+#include "backends/backends.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
 #include "loop/cp_loop.h"
@@ -44,6 +45,7 @@ struct cfx {
 	struct cp_loop *loop;
 	struct store *st;
 	struct chan_out out;
+	struct bk_mgr *bk;
 	struct chat chat;
 	struct auth auth;
 	struct api api;
