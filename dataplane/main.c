@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/app.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
@@ -172,7 +173,7 @@ int main(int argc, char **argv)
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
 		goto out;
 	}
-	if (workers_setup(&conf, chan, err, sizeof(err)) != 0) {
+	if (workers_setup(&conf, chan, &app_ops, err, sizeof(err)) != 0) {
 		LOG_ERROR("%s", err);
 		goto out;
 	}

@@ -77,12 +77,12 @@ static bool hdr_value_ok(const uint8_t *p, size_t n)
 
 /* A /ws/chat upgrade that will not become a WebSocket: its auth fields are
  * no longer needed. */
-static void http_upgrade_dropped(struct conn *c)
+static void app_http_upgrade_dropped(struct conn *c)
 {
 	if (!c->ws_upgrading)
 		return;
 	c->ws_upgrading = false;
-	ws_auth_free(c);
+	app_ws_auth_free(c);
 }
 
 static void count_response(struct conn *c, unsigned status)
@@ -95,20 +95,20 @@ static void count_response(struct conn *c, unsigned status)
 
 /* After a response: close, or get ready for the next request (arming the
  * idle timer and, when the request had paused input, resuming it). */
-static void http_finish(struct conn *c, bool close_after)
+static void app_http_finish(struct conn *c, bool close_after)
 {
 	struct app *a = c->app;
 	bool was_waiting = c->hstate == HS_WAIT;
 
 	if (close_after || c->eof || !c->keep_alive) {
-		conn_close(c, false);
+		app_conn_close(c, false);
 		return;
 	}
 	c->hstate = HS_HEAD;
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	if (was_waiting)
-		tp_rx_resume(a->tp, c->tc);
+		tp_rx_resume(a->h->tp, c->tc);
 }
 
 /*
@@ -117,13 +117,13 @@ static void http_finish(struct conn *c, bool close_after)
  * single-part control response. The body is omitted for HEAD, the length kept.
  * Returns false when the connection had to be aborted.
  */
-static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t ctype_len,
-		      const void *extra, size_t extra_len, const struct chan_response *r,
-		      uint32_t rlen, const void *body, size_t blen, bool close_after)
+static bool app_http_emit(struct conn *c, unsigned status, const char *ctype, size_t ctype_len,
+			  const void *extra, size_t extra_len, const struct chan_response *r,
+			  uint32_t rlen, const void *body, size_t blen, bool close_after)
 {
 	struct app *a = c->app;
 	char head[768];
-	struct ev_buf b;
+	struct app_buf b;
 	bool ok;
 
 	if (r) {
@@ -141,37 +141,37 @@ static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t
 	}
 	if (!close_after && !c->keep_alive)
 		close_after = true;
-	evb_init(&b, head, sizeof(head));
-	evb_str(&b, "HTTP/1.1 ");
-	evb_u64(&b, status);
-	evb_put(&b, " ", 1);
-	evb_str(&b, reason_phrase(status));
-	evb_str(&b, "\r\nX-Sluice-Worker: ");
-	evb_u64(&b, a->wid);
+	app_buf_init(&b, head, sizeof(head));
+	app_buf_str(&b, "HTTP/1.1 ");
+	app_buf_u64(&b, status);
+	app_buf_put(&b, " ", 1);
+	app_buf_str(&b, reason_phrase(status));
+	app_buf_str(&b, "\r\nX-Sluice-Worker: ");
+	app_buf_u64(&b, a->wid);
 	/* RFC 9110 6.4.1 / 8.6: a 204 has no content and no Content-Length. */
 	if (status == 204)
 		blen = 0;
 	if (ctype && status != 204) {
-		evb_str(&b, "\r\nContent-Type: ");
-		evb_put(&b, ctype, ctype_len);
+		app_buf_str(&b, "\r\nContent-Type: ");
+		app_buf_put(&b, ctype, ctype_len);
 	}
 	if (status != 204) {
-		evb_str(&b, "\r\nContent-Length: ");
-		evb_u64(&b, blen);
+		app_buf_str(&b, "\r\nContent-Length: ");
+		app_buf_u64(&b, blen);
 	}
 	if (close_after)
-		evb_str(&b, "\r\nConnection: close");
+		app_buf_str(&b, "\r\nConnection: close");
 	else if (c->http10)
-		evb_str(&b, "\r\nConnection: keep-alive");
-	evb_str(&b, "\r\n");
+		app_buf_str(&b, "\r\nConnection: keep-alive");
+	app_buf_str(&b, "\r\n");
 	if (b.overflow) {
 		LOG_WARN("worker %u: response head too large, slot %u aborted", a->wid, c->slot);
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
-	ok = conn_send(c, b.p, b.len);
+	ok = app_conn_send(c, b.p, b.len);
 	if (ok && extra_len)
-		ok = conn_send(c, extra, extra_len);
+		ok = app_conn_send(c, extra, extra_len);
 	if (ok && r) {
 		const uint8_t *p = (const uint8_t *)(r + 1);
 		const uint8_t *end = (const uint8_t *)r + rlen;
@@ -184,49 +184,49 @@ static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t
 			if (!hdr_value_ok(f->data, f->len))
 				continue;
 			if (f->tag == CHAN_F_SET_COOKIE)
-				ok = conn_send(c, "Set-Cookie: ", 12);
-			ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+				ok = app_conn_send(c, "Set-Cookie: ", 12);
+			ok = ok && app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
 		}
 	}
-	ok = ok && conn_send(c, "\r\n", 2);
+	ok = ok && app_conn_send(c, "\r\n", 2);
 	if (ok && blen && !c->head_req)
-		ok = conn_send(c, body, blen);
+		ok = app_conn_send(c, body, blen);
 	if (!ok) {
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
 	count_response(c, status);
-	conn_account(c);
+	app_conn_account(c);
 	return true;
 }
 
-static void http_send_json(struct conn *c, unsigned status, const char *json, const char *extra,
-			   bool close_after)
+static void app_http_send_json(struct conn *c, unsigned status, const char *json, const char *extra,
+			       bool close_after)
 {
-	if (http_emit(c, status, CT_JSON, strlen(CT_JSON), extra, extra ? strlen(extra) : 0,
-		      NULL, 0, json, strlen(json), close_after))
-		http_finish(c, close_after);
+	if (app_http_emit(c, status, CT_JSON, strlen(CT_JSON), extra, extra ? strlen(extra) : 0,
+			  NULL, 0, json, strlen(json), close_after))
+		app_http_finish(c, close_after);
 }
 
-void http_send_error(struct conn *c, int status, const char *code, const char *message,
-		     bool close_after)
+void app_http_send_error(struct conn *c, int status, const char *code, const char *message,
+			 bool close_after)
 {
 	char body[512];
-	struct ev_buf b;
+	struct app_buf b;
 	const char *extra = status == 503 ? "Retry-After: 1\r\n" : NULL;
 
-	evb_init(&b, body, sizeof(body) - 1);
-	ev_error_json(&b, EV_SSE, code, message);
+	app_buf_init(&b, body, sizeof(body) - 1);
+	app_event_error_json(&b, APP_EVENT_SSE, code, message);
 	if (b.overflow) {
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return;
 	}
 	body[b.len] = '\0';
-	http_send_json(c, (unsigned)status, body, extra, close_after);
+	app_http_send_json(c, (unsigned)status, body, extra, close_after);
 }
 
 /* The error of a request whose framing cannot be trusted: answer, then close. */
-static void http_framing_error(struct conn *c, int status)
+static void app_http_framing_error(struct conn *c, int status)
 {
 	const char *code = "bad_request", *msg = "malformed request";
 
@@ -241,7 +241,7 @@ static void http_framing_error(struct conn *c, int status)
 	default: status = 400; break;
 	}
 	c->keep_alive = false;
-	http_send_error(c, status, code, msg, true);
+	app_http_send_error(c, status, code, msg, true);
 	c->hstate = HS_CLOSING;
 }
 
@@ -276,28 +276,28 @@ static bool is_base64_key(struct http_slice k)
 }
 
 /* The request went to control (wait for its answer) or could not (answer now). */
-static void http_wait_control(struct conn *c, enum app_req_result res)
+static void app_http_wait_control(struct conn *c, enum app_req_result res)
 {
 	if (res != APP_REQ_OK)
-		http_upgrade_dropped(c);
+		app_http_upgrade_dropped(c);
 	switch (res) {
 	case APP_REQ_OK:
 		c->hstate = HS_WAIT;
-		worker_timer_cancel(c->app->w, &c->timer);
+		tw_cancel(c->app->h->wheel, &c->timer);
 		break;
 	case APP_REQ_NO_CONTROL:
-		http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+		app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 		break;
 	case APP_REQ_FULL:
-		http_send_error(c, 503, "overloaded", "channel to control is full", false);
+		app_http_send_error(c, 503, "overloaded", "channel to control is full", false);
 		break;
 	case APP_REQ_TOO_BIG:
-		http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
+		app_http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
 		break;
 	}
 }
 
-static void route_ws(struct conn *c, const struct http_request *req, bool echo)
+static void app_http_route_ws(struct conn *c, const struct http_request *req, bool echo)
 {
 	const struct http_header *up = http_find_header(req, "Upgrade");
 	const struct http_header *cn = http_find_header(req, "Connection");
@@ -305,69 +305,69 @@ static void route_ws(struct conn *c, const struct http_request *req, bool echo)
 	const struct http_header *key = http_find_header(req, "Sec-WebSocket-Key");
 
 	if (c->method != CHAN_M_GET) {
-		http_send_json(c, 405,
-			       "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}}",
-			       "Allow: GET\r\n", false);
+		app_http_send_json(c, 405,
+				   "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}}",
+				   "Allow: GET\r\n", false);
 		return;
 	}
 	if (!up || !http_value_has_token(up->value, "websocket") || !cn ||
 	    !http_value_has_token(cn->value, "upgrade") || !key || !is_base64_key(key->value) ||
 	    !ver || req->minor_version != 1) {
-		http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
+		app_http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
 		return;
 	}
 	if (!slice_eq(ver->value, "13")) {
-		http_send_json(c, 426,
-			       "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",
-			       "Sec-WebSocket-Version: 13\r\n", false);
+		app_http_send_json(c, 426,
+				   "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",
+				   "Sec-WebSocket-Version: 13\r\n", false);
 		return;
 	}
 	if (echo) {
 		char accept[29];
 
 		ws_accept_key(key->value.p, key->value.len, accept);
-		ws_start(c, accept, NULL, 0, true);
+		app_ws_start(c, accept, NULL, 0, true);
 		return;
 	}
 	/* /ws/chat: control authorises the upgrade (cookie, bearer or
 	 * subprotocol token; Origin allowlist) before the 101. */
-	if (!ws_auth_keep(c, req)) {
+	if (!app_ws_auth_keep(c, req)) {
 		LOG_WARN("worker %u: no memory for an upgrade's auth fields", c->app->wid);
-		http_send_error(c, 503, "overloaded", "out of memory", true);
+		app_http_send_error(c, 503, "overloaded", "out of memory", true);
 		return;
 	}
 	ws_accept_key(key->value.p, key->value.len, c->ws_accept);
 	c->ws_upgrading = true;
-	http_wait_control(c, ws_auth_send(c));
+	app_http_wait_control(c, app_ws_auth_send(c));
 }
 
-static void route_local(struct conn *c, const struct http_request *req)
+static void app_http_route_local(struct conn *c, const struct http_request *req)
 {
 	struct app *a = c->app;
 
 	if (c->method != CHAN_M_GET && c->method != CHAN_M_HEAD) {
-		http_send_json(c, 405,
-			       "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
-			       "Allow: GET, HEAD\r\n", false);
+		app_http_send_json(c, 405,
+				   "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
+				   "Allow: GET, HEAD\r\n", false);
 		return;
 	}
 	if (slice_eq(req->path, "/healthz")) {
-		http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
+		app_http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
 	} else if (slice_eq(req->path, "/readyz")) {
-		if (worker_control_attached(a->w))
-			http_send_json(c, 200, "{\"ready\":true}", NULL, false);
+		if (a->h->attached)
+			app_http_send_json(c, 200, "{\"ready\":true}", NULL, false);
 		else
-			http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+			app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 	} else {
-		size_t n = app_metrics_render(a->scratch, a->scratch_cap, worker_control_attached(a->w));
+		size_t n = app_metrics_render(a->h, a->scratch, a->scratch_cap);
 
 		if (n == 0) {
-			http_send_error(c, 500, "internal", "metrics do not fit", false);
+			app_http_send_error(c, 500, "internal", "metrics do not fit", false);
 			return;
 		}
-		if (http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, 0, NULL, 0,
-			      a->scratch, n, false))
-			http_finish(c, false);
+		if (app_http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, 0, NULL, 0,
+				  a->scratch, n, false))
+			app_http_finish(c, false);
 	}
 }
 
@@ -378,8 +378,8 @@ static const struct http_slice *hdr_val(const struct http_request *req, const ch
 	return h ? &h->value : NULL;
 }
 
-static void route_control(struct conn *c, const struct http_request *req, const uint8_t *body,
-			  size_t blen)
+static void app_http_route_control(struct conn *c, const struct http_request *req,
+				   const uint8_t *body, size_t blen)
 {
 	static const struct { uint16_t tag; const char *name; } hdrs[] = {
 		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
@@ -388,9 +388,9 @@ static void route_control(struct conn *c, const struct http_request *req, const 
 		{ CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
 	};
 	struct app_field f[4 + SLUICE_ARRAY_LEN(hdrs)];
-	char peer[CONN_PEER_STR_MAX];
+	char peer[APP_CONN_PEER_STR_MAX];
 	size_t n = 0;
-	size_t pl = conn_peer_str(c, peer);
+	size_t pl = app_conn_peer_str(c, peer);
 
 	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
 	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
@@ -401,12 +401,12 @@ static void route_control(struct conn *c, const struct http_request *req, const 
 
 		f[n++] = (struct app_field){ hdrs[i].tag, v ? v->p : NULL, v ? v->len : 0 };
 	}
-	http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
+	app_http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
 }
 
 /* A complete request (head parsed, body in hand): route it. */
-static void http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
-		       size_t blen)
+static void app_http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
+			   size_t blen)
 {
 	const struct http_header *cn = http_find_header(req, "Connection");
 
@@ -421,19 +421,19 @@ static void http_route(struct conn *c, const struct http_request *req, const uin
 
 	if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
 	    slice_eq(req->path, "/metrics"))
-		route_local(c, req);
+		app_http_route_local(c, req);
 	else if (slice_eq(req->path, "/ws/chat"))
-		route_ws(c, req, false);
+		app_http_route_ws(c, req, false);
 	else if (slice_eq(req->path, "/ws/echo") && c->app->conf->ws_echo)
-		route_ws(c, req, true);
+		app_http_route_ws(c, req, true);
 	else if (slice_prefix(req->path, "/api/") || slice_prefix(req->path, "/v1/"))
-		route_control(c, req, body, blen);
+		app_http_route_control(c, req, body, blen);
 	else
-		http_send_error(c, 404, "not_found", "no such path", false);
+		app_http_send_error(c, 404, "not_found", "no such path", false);
 }
 
 /* Parses one request head at data; returns bytes consumed (0: need more). */
-static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
+static size_t app_http_head(struct conn *c, const uint8_t *data, size_t len)
 {
 	struct app *a = c->app;
 	struct http_header hdrs[HTTP_MAX_HEADERS];
@@ -445,24 +445,24 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 
 	if (r == HTTP_PARSE_INCOMPLETE) {
 		if (c->parse_last == 0)
-			worker_timer_arm(a->w, &c->timer, worker_now(a->w) +
-					 (uint64_t)a->conf->header_timeout_s * 1000000000ull);
+			tw_arm(a->h->wheel, &c->timer, host_now(a->h) +
+			       (uint64_t)a->conf->header_timeout_s * 1000000000ull);
 		c->parse_last = len;
 		return 0;
 	}
 	c->parse_last = 0;
 	if (r < 0) {
-		http_framing_error(c, status);
+		app_http_framing_error(c, status);
 		return len;
 	}
 	head_len = (size_t)r;
 	status = http_request_body_length(&req, APP_MAX_BODY, &clen);
 	if (status != 0) {
-		http_framing_error(c, status);
+		app_http_framing_error(c, status);
 		return len;
 	}
 	if (len - head_len >= clen) {
-		http_route(c, &req, data + head_len, clen);
+		app_http_route(c, &req, data + head_len, clen);
 		return head_len + clen;
 	}
 	/* The body outgrows what the transport offers at once: keep head and
@@ -474,7 +474,7 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 		c->req_buf = malloc(head_len + clen);
 		if (!c->req_buf) {
 			LOG_WARN("worker %u: no memory for a %zu-byte body", a->wid, clen);
-			conn_close(c, true);
+			app_conn_close(c, true);
 			return len;
 		}
 		c->req_cap = head_len + clen;
@@ -486,17 +486,17 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 	c->hstate = HS_BODY;
 	expect = http_find_header(&req, "Expect");
 	if (expect && http_slice_ieq(expect->value, "100-continue") &&
-	    !conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
-		conn_close(c, true);
+	    !app_conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
+		app_conn_close(c, true);
 		return len;
 	}
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	return len;
 }
 
 /* More body bytes for the request collected in req_buf. */
-static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
+static size_t app_http_body(struct conn *c, const uint8_t *data, size_t len)
 {
 	size_t take = c->req_need - c->req_len;
 	struct http_header hdrs[HTTP_MAX_HEADERS];
@@ -521,10 +521,10 @@ static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
 	bool secret = true;
 	if (http_parse_request((const char *)buf, c->req_head_len, 0, &req, &status) !=
 	    (int)c->req_head_len) {
-		http_framing_error(c, 400);
+		app_http_framing_error(c, 400);
 	} else {
 		secret = slice_eq(req.path, "/api/auth/login");
-		http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
+		app_http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
 	}
 	if (secret)
 		explicit_bzero(buf, c->req_need);
@@ -538,7 +538,7 @@ static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
 	return take;
 }
 
-size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
+size_t app_http_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	size_t off = 0;
 
@@ -546,15 +546,15 @@ size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
 		size_t n;
 
 		if (c->mode == CONN_WS)
-			return off + ws_on_data(c, data + off, len - off);
+			return off + app_ws_on_data(c, data + off, len - off);
 		if (c->mode != CONN_HTTP || c->hstate == HS_CLOSING)
 			return len;
 		if (c->hstate == HS_WAIT)
 			return off;
 		if (c->hstate == HS_BODY)
-			n = http_body(c, data + off, len - off);
+			n = app_http_body(c, data + off, len - off);
 		else
-			n = http_one(c, data + off, len - off);
+			n = app_http_head(c, data + off, len - off);
 		if (n == 0)
 			return off;
 		off += n;
@@ -562,27 +562,27 @@ size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
 	return c->closing ? len : off;
 }
 
-void http_timer_fired(struct conn *c)
+void app_http_timer_fired(struct conn *c)
 {
 	if (c->hstate == HS_WAIT || c->closing)
 		return;
 	if (c->hstate == HS_BODY || c->parse_last > 0) {
-		http_framing_error(c, 408);
+		app_http_framing_error(c, 408);
 		return;
 	}
-	conn_close(c, false);
+	app_conn_close(c, false);
 }
 
-void http_control_lost(struct conn *c)
+void app_http_control_lost(struct conn *c)
 {
 	if (c->hstate != HS_WAIT)
 		return;
 	app_resp_reset(c);
-	http_upgrade_dropped(c);
-	http_send_error(c, 503, "control_unavailable", "control went away", false);
+	app_http_upgrade_dropped(c);
+	app_http_send_error(c, 503, "control_unavailable", "control went away", false);
 }
 
-void http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
+void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 {
 	struct app *a = c->app;
 	const uint8_t *body;
@@ -597,15 +597,15 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		c->ws_upgrading = false;
 		if (c->eof) {
 			/* The client left while control decided. */
-			ws_auth_free(c);
-			conn_close(c, false);
+			app_ws_auth_free(c);
+			app_conn_close(c, false);
 			return;
 		}
-		ws_start(c, c->ws_accept, r, len, false);
+		app_ws_start(c, c->ws_accept, r, len, false);
 		/* Frames the client sent right behind its upgrade request wait in
 		 * the transport's stash: offer them to the WebSocket engine. */
 		if (!c->closing)
-			tp_rx_resume(a->tp, c->tc);
+			tp_rx_resume(a->h->tp, c->tc);
 		return;
 	}
 	upgrade = c->ws_upgrading;
@@ -615,20 +615,20 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		c->keep_alive = false;
 		if (r->action != CHAN_RESP_PLAIN || !(r->flags & CHAN_RESP_MORE)) {
 			DP_STAT_ADD(a->st, ws_auth_refused, 1);
-			http_upgrade_dropped(c);
+			app_http_upgrade_dropped(c);
 		}
 	}
 	if (r->action == CHAN_RESP_SSE_SUBSCRIBE && !upgrade) {
 		char head[256];
-		struct ev_buf b;
+		struct app_buf b;
 		bool ok;
 
-		evb_init(&b, head, sizeof(head));
-		evb_str(&b, "HTTP/1.1 200 OK\r\nX-Sluice-Worker: ");
-		evb_u64(&b, a->wid);
-		evb_str(&b, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-			    "X-Accel-Buffering: no\r\n");
-		ok = !b.overflow && conn_send(c, b.p, b.len);
+		app_buf_init(&b, head, sizeof(head));
+		app_buf_str(&b, "HTTP/1.1 200 OK\r\nX-Sluice-Worker: ");
+		app_buf_u64(&b, a->wid);
+		app_buf_str(&b, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+				"X-Accel-Buffering: no\r\n");
+		ok = !b.overflow && app_conn_send(c, b.p, b.len);
 		if (ok) {
 			const uint8_t *p = (const uint8_t *)(r + 1);
 			const uint8_t *end = (const uint8_t *)r + len;
@@ -640,16 +640,16 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 				    !hdr_value_ok(f->data, f->len))
 					continue;
 				if (f->tag == CHAN_F_SET_COOKIE)
-					ok = conn_send(c, "Set-Cookie: ", 12);
-				ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+					ok = app_conn_send(c, "Set-Cookie: ", 12);
+				ok = ok && app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
 			}
 			/* A comment right after the head: clients and proxies that
 			 * wait for body bytes before reporting the response see the
 			 * stream as open at once, not at the first event. */
-			ok = ok && conn_send(c, "\r\n:ok\n\n", 7);
+			ok = ok && app_conn_send(c, "\r\n:ok\n\n", 7);
 		}
 		if (!ok) {
-			conn_close(c, true);
+			app_conn_close(c, true);
 			return;
 		}
 		count_response(c, 200);
@@ -657,36 +657,36 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		DP_STAT_ADD(a->st, sse_active, 1);
 		c->mode = CONN_SSE;
 		c->hstate = HS_HEAD;
-		stream_subscribe(c, r);
+		app_stream_subscribe(c, r);
 		/* Input after the stream started is discarded; let the transport
 		 * offer what it stashed so it is not held forever. */
-		tp_rx_resume(a->tp, c->tc);
+		tp_rx_resume(a->h->tp, c->tc);
 		return;
 	}
 	if (r->action != CHAN_RESP_PLAIN) {
 		LOG_WARN("worker %u: response action %u on an HTTP conn", a->wid, r->action);
 		app_resp_reset(c);
-		http_send_error(c, 500, "internal", "unexpected response from control", false);
+		app_http_send_error(c, 500, "internal", "unexpected response from control", false);
 		return;
 	}
 	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
 		if (bad) {
-			DP_STAT_ADD(a->st, chan_bad_records, 1);
+			host_count_bad_record(a->h);
 			app_resp_reset(c);
-			http_send_error(c, 500, "internal", "bad response from control", false);
+			app_http_send_error(c, 500, "internal", "bad response from control", false);
 		}
 		return;
 	}
 	if (c->resp_hdrs.len || c->resp_body.len) {
-		bool ok = http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
-				    c->resp_ctype ? 0 : strlen(CT_JSON), c->resp_hdrs.p,
-				    c->resp_hdrs.len, NULL, 0, body, blen, false);
+		bool ok = app_http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
+					c->resp_ctype ? 0 : strlen(CT_JSON), c->resp_hdrs.p,
+					c->resp_hdrs.len, NULL, 0, body, blen, false);
 
 		app_resp_reset(c);
 		if (ok)
-			http_finish(c, false);
+			app_http_finish(c, false);
 		return;
 	}
-	if (http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, 0, r, len, body, blen, false))
-		http_finish(c, false);
+	if (app_http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, 0, r, len, body, blen, false))
+		app_http_finish(c, false);
 }

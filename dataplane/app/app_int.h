@@ -1,6 +1,6 @@
 /*
  * Internals shared by the app layer's modules (app.c, app_http.c,
- * app_stream.c, app_ws.c, app_metrics.c): the per-worker struct app and the
+ * app_stream.c, app_ws.c, app_ctl.c): the per-worker struct app and the
  * per-connection struct conn. Nothing outside dataplane/app includes this.
  *
  * Ownership: struct app owns the connection pool (conf.max_conns entries,
@@ -17,11 +17,13 @@
 
 #include "app/app.h"
 #include "app/app_event.h"
+#include "app/app_stats.h"
 #include "app/app_subs.h"
 #include "app/batch.h"
 #include "sluice/chan_proto.h"
 #include "transport/transport.h"
-#include "worker/worker.h"
+#include "worker/host.h"
+#include "worker/timer_wheel.h"
 #include "ws/ws_session.h"
 
 #define APP_MAX_BODY (1024u * 1024u)
@@ -120,15 +122,14 @@ struct conn {
 };
 
 struct app {
-	struct worker *w;
-	struct tp *tp;
-	struct dp_stats *st;
+	struct host *h;       /* the worker's; the transport is h->tp */
+	struct app_stats *st; /* app_stats_of(h) */
 	const struct sluice_conf *conf;
 	uint32_t wid;
 	struct conn *conns;
 	uint32_t max_conns;
 	uint32_t free_head; /* free-slot stack */
-	struct subs *subs;
+	struct app_subs *subs;
 	struct batch_pool pool;
 	struct batch_policy pol;
 	char *scratch;
@@ -156,77 +157,77 @@ enum app_req_result {
 
 /* app.c */
 struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h);
-void conn_close(struct conn *c, bool abort);
+void app_conn_close(struct conn *c, bool abort);
 /* Queues bytes for the client; false when the transport cannot take them
  * (the caller closes). Keeps the write-time and byte counters current. */
-bool conn_send(struct conn *c, const void *data, size_t len);
+bool app_conn_send(struct conn *c, const void *data, size_t len);
 /* Re-reads the transport's queue and updates the pending_bytes gauge;
  * returns false when the conn was closed as a slow consumer. */
-bool conn_account(struct conn *c);
-void conn_fill_handle(const struct conn *c, struct chan_conn *h);
+bool app_conn_account(struct conn *c);
+void app_conn_fill_handle(const struct conn *c, struct chan_conn *h);
 /* "255.255.255.255:65535" and its NUL. */
-#define CONN_PEER_STR_MAX 22
+#define APP_CONN_PEER_STR_MAX 22
 /* Writes the client address as "a.b.c.d:port" (the CHAN_F_PEER field);
  * returns its length. */
-size_t conn_peer_str(const struct conn *c, char out[CONN_PEER_STR_MAX]);
+size_t app_conn_peer_str(const struct conn *c, char out[APP_CONN_PEER_STR_MAX]);
 
 /* app_http.c */
-size_t http_on_data(struct conn *c, const uint8_t *data, size_t len);
-void http_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
-void http_timer_fired(struct conn *c);
-void http_control_lost(struct conn *c);
+size_t app_http_on_data(struct conn *c, const uint8_t *data, size_t len);
+void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
+void app_http_timer_fired(struct conn *c);
+void app_http_control_lost(struct conn *c);
 /* Writes a complete response with the error JSON of docs/api.md. */
-void http_send_error(struct conn *c, int status, const char *code, const char *message,
-		     bool close_after);
+void app_http_send_error(struct conn *c, int status, const char *code, const char *message,
+			 bool close_after);
 
 /* app_stream.c: stream delivery for SSE and WS conns */
-void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len);
-void stream_subscribe(struct conn *c, const struct chan_response *r);
-void stream_unsubscribe(struct conn *c);
-void stream_interrupt(struct conn *c);
-void stream_announce(struct conn *c);
-void stream_end_of_turn(struct app *a, bool busy);
-void stream_pending_remove(struct conn *c);
-void stream_batch_timer(void *arg, struct tw_timer *t);
-void stream_keepalive(struct conn *c);
+void app_stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len);
+void app_stream_subscribe(struct conn *c, const struct chan_response *r);
+void app_stream_unsubscribe(struct conn *c);
+void app_stream_interrupt(struct conn *c);
+void app_stream_announce(struct conn *c);
+void app_stream_end_of_turn(struct app *a, bool busy);
+void app_stream_pending_remove(struct conn *c);
+void app_stream_batch_timer(void *arg, struct tw_timer *t);
+void app_stream_keepalive(struct conn *c);
 /* Sends an SSE event or WS message built in the scratch buffer. */
-bool stream_emit(struct conn *c, const struct ev_buf *b);
+bool app_stream_emit(struct conn *c, const struct app_buf *b);
 /* Flushes the conn's held tokens (before another event, or by decision). */
-bool stream_flush(struct conn *c);
+bool app_stream_flush(struct conn *c);
 
 /* app_ws.c */
 /* Completes the upgrade with Sec-WebSocket-Accept `accept`; echo selects
  * /ws/echo (no chat protocol). `r` (optional) is control's WS_ACCEPT
  * response, whose CHAN_F_HEADER / CHAN_F_SET_COOKIE fields join the 101. */
-void ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
-	      bool echo);
+void app_ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
+		  bool echo);
 /* Keeps the upgrade's auth headers in c->ws_auth; false when out of memory. */
 struct http_request;
-bool ws_auth_keep(struct conn *c, const struct http_request *req);
-void ws_auth_free(struct conn *c);
+bool app_ws_auth_keep(struct conn *c, const struct http_request *req);
+void app_ws_auth_free(struct conn *c);
 /* Sends CHAN_REQ_WS_OPEN with the kept auth fields. */
-enum app_req_result ws_auth_send(struct conn *c);
+enum app_req_result app_ws_auth_send(struct conn *c);
 /* Control restarted: asks it to authorise this open /ws/chat conn again. */
-void ws_reauthorise(struct conn *c);
-size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len);
-void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
-bool ws_send_text(struct conn *c, const void *data, size_t len);
+void app_ws_reauthorise(struct conn *c);
+size_t app_ws_on_data(struct conn *c, const uint8_t *data, size_t len);
+void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
+bool app_ws_send_text(struct conn *c, const void *data, size_t len);
 /* Starts a server close; `fail` does not wait for the client's close,
  * otherwise the conn is closed anyway when the client has not answered
  * within APP_WS_CLOSE_WAIT_NS. */
 #define APP_WS_CLOSE_WAIT_NS (5ull * 1000000000ull)
-void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail);
+void app_ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail);
 /* Collects a response part; returns true when the body is complete, with
  * body and blen set (into the record or into c->resp_body). */
 bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t len,
 		      const uint8_t **body, size_t *blen, bool *bad);
 void app_resp_reset(struct conn *c);
 
-/* app_admin.c: control's KICK and ADMIN records, STATS every second. */
-void admin_on_kick(struct app *a, const struct chan_kick *k);
-void admin_on_admin(struct app *a, const struct chan_admin *q);
-void admin_stats_start(struct app *a);
-void admin_stats_stop(struct app *a);
+/* app_ctl.c: control's KICK and ADMIN records, STATS every second. */
+void app_ctl_on_kick(struct app *a, const struct chan_kick *k);
+void app_ctl_on_admin(struct app *a, const struct chan_admin *q);
+void app_ctl_stats_start(struct app *a);
+void app_ctl_stats_stop(struct app *a);
 
 /* A request record: conn handle + kind + fields. `fields` is an array of
  * {tag, data, len} (struct app_field, above); entries with data == NULL are

@@ -16,9 +16,9 @@
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
-static enum ev_proto proto_of(const struct conn *c)
+static enum app_event_proto proto_of(const struct conn *c)
 {
-	return c->mode == CONN_WS ? EV_WS : EV_SSE;
+	return c->mode == CONN_WS ? APP_EVENT_WS : APP_EVENT_SSE;
 }
 
 static bool same_id(const char *a, const char *b)
@@ -36,7 +36,7 @@ static void pending_add(struct conn *c)
 	a->pending[a->npending++] = c->slot;
 }
 
-void stream_pending_remove(struct conn *c)
+void app_stream_pending_remove(struct conn *c)
 {
 	struct app *a = c->app;
 	uint32_t last;
@@ -49,21 +49,21 @@ void stream_pending_remove(struct conn *c)
 	c->pend_idx = APP_NO_SLOT;
 }
 
-bool stream_emit(struct conn *c, const struct ev_buf *b)
+bool app_stream_emit(struct conn *c, const struct app_buf *b)
 {
 	bool ok;
 
 	if (unlikely(b->overflow)) {
 		LOG_WARN("worker %u: event larger than the frame buffer, slot %u closed",
 			 c->app->wid, c->slot);
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
 	if (c->mode == CONN_WS)
-		return ws_send_text(c, b->p, b->len);
-	ok = conn_send(c, b->p, b->len);
+		return app_ws_send_text(c, b->p, b->len);
+	ok = app_conn_send(c, b->p, b->len);
 	if (!ok)
-		conn_close(c, true);
+		app_conn_close(c, true);
 	return ok;
 }
 
@@ -72,23 +72,23 @@ static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint
 			const char *esc, size_t esc_len, const struct batch_tok *toks)
 {
 	struct app *a = c->app;
-	uint64_t now = worker_now(a->w);
-	struct ev_buf b;
+	uint64_t now = host_now(a->h);
+	struct app_buf b;
 
 	for (uint32_t i = 0; i < n; i++) {
-		dp_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
-			       now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
-		dp_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
-			       now > toks[i].created_ns ? now - toks[i].created_ns : 0);
+		app_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
+				now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
+		app_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
+				now > toks[i].created_ns ? now - toks[i].created_ns : 0);
 	}
 	DP_STAT_ADD(a->st, tokens_out, n);
 	DP_STAT_ADD(a->st, frames_out, 1);
-	evb_init(&b, a->scratch, a->scratch_cap);
-	ev_token(&b, proto_of(c), c->sid, mid, last_seq, n, esc, esc_len);
-	return stream_emit(c, &b);
+	app_buf_init(&b, a->scratch, a->scratch_cap);
+	app_event_token(&b, proto_of(c), c->sid, mid, last_seq, n, esc, esc_len);
+	return app_stream_emit(c, &b);
 }
 
-bool stream_flush(struct conn *c)
+bool app_stream_flush(struct conn *c)
 {
 	struct app *a = c->app;
 	struct batch *bt = &c->batch;
@@ -96,8 +96,8 @@ bool stream_flush(struct conn *c)
 
 	if (bt->count == 0)
 		return !c->closing;
-	stream_pending_remove(c);
-	worker_timer_cancel(a->w, &c->btimer);
+	app_stream_pending_remove(c);
+	tw_cancel(a->h->wheel, &c->btimer);
 	ok = emit_tokens(c, bt->mid, bt->last_seq, bt->count, bt->buf->text, bt->len, bt->buf->toks);
 	batch_clear(bt, &a->pool);
 	return ok;
@@ -118,7 +118,7 @@ static bool emit_single(struct conn *c, const char *mid, uint32_t seq, const str
 	if (unlikely(len == JSONW_NOSPACE)) {
 		LOG_WARN("worker %u: token of %u bytes too large to frame, slot %u closed", a->wid,
 			 t->len, c->slot);
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
 	return emit_tokens(c, mid, seq, 1, a->esc, len, &bt);
@@ -163,7 +163,7 @@ static void on_token(void *arg, const struct chan_token *t)
 	r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
 		      t->created_ns, tw->now);
 	if (r == BATCH_FLUSH_FIRST) {
-		if (!stream_flush(c)) {
+		if (!app_stream_flush(c)) {
 			tw->dead = true;
 			return;
 		}
@@ -171,18 +171,18 @@ static void on_token(void *arg, const struct chan_token *t)
 			      t->created_ns, tw->now);
 	}
 	if (r == BATCH_TOO_BIG || r == BATCH_NOMEM) {
-		if (!stream_flush(c) || !emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
+		if (!app_stream_flush(c) || !emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
 			tw->dead = true;
 			return;
 		}
 	} else if (r != BATCH_ADDED) {
 		tw->dead = true;
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return;
 	}
 	c->last_seq = seq;
 	if (a->pol.off) {
-		if (!stream_flush(c))
+		if (!app_stream_flush(c))
 			tw->dead = true;
 	} else if (c->batch.count) {
 		pending_add(c);
@@ -192,15 +192,15 @@ static void on_token(void *arg, const struct chan_token *t)
 static void deliver_tokens(struct conn *c, const struct chan_tokens *rec, uint32_t len)
 {
 	struct tok_walk tw = {
-		.c = c, .rec = rec, .seq = rec->first_seq, .now = worker_now(c->app->w),
+		.c = c, .rec = rec, .seq = rec->first_seq, .now = host_now(c->app->h),
 	};
 
 	if (!chan_tokens_walk(rec, len, on_token, &tw)) {
-		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		host_count_bad_record(c->app->h);
 		return;
 	}
 	if (!tw.dead)
-		conn_account(c);
+		app_conn_account(c);
 }
 
 /* Seq for the id of a status_update: tokens of mid delivered so far. */
@@ -211,33 +211,33 @@ static uint32_t seq_for(const struct conn *c, const char *mid)
 
 static void deliver_status(struct conn *c, const struct chan_status *s)
 {
-	struct ev_buf b;
+	struct app_buf b;
 
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	track_message(c, s->message_id);
 	if (c->done_sent)
 		return;
 	c->msg_running = true;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_status(&b, proto_of(c), c->sid, s->message_id, seq_for(c, s->message_id), s->status);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_status(&b, proto_of(c), c->sid, s->message_id, seq_for(c, s->message_id), s->status);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
 static void deliver_usage(struct conn *c, const struct chan_usage *u)
 {
-	struct ev_buf b;
+	struct app_buf b;
 
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	if (same_id(u->message_id, c->last_mid) && c->done_sent)
 		return;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_usage(&b, proto_of(c), c->sid, u->message_id, u->prompt_tokens, u->completion_tokens,
-		 u->total_tokens, u->cost_usd);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_usage(&b, proto_of(c), c->sid, u->message_id, u->prompt_tokens, u->completion_tokens,
+			u->total_tokens, u->cost_usd);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
 static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len)
@@ -245,9 +245,9 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 	const uint8_t *p = (const uint8_t *)(d + 1);
 	const uint8_t *end = (const uint8_t *)d + len;
 	const struct chan_field *f, *code = NULL, *msg = NULL;
-	const char *status = ev_done_status_name(d->status);
+	const char *status = app_event_done_status_name(d->status);
 	bool bad = false;
-	struct ev_buf b;
+	struct app_buf b;
 
 	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
 		if (f->tag == CHAN_F_ERROR_CODE)
@@ -256,10 +256,10 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 			msg = f;
 	}
 	if (bad || !status) {
-		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		host_count_bad_record(c->app->h);
 		return;
 	}
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	track_message(c, d->message_id);
 	if (c->done_sent)
@@ -269,12 +269,12 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 		c->last_seq = d->last_seq;
 	c->msg_running = false;
 	c->done_sent = true;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_done(&b, proto_of(c), c->sid, d->message_id, status,
-		code ? (const char *)code->data : NULL, code ? code->len : 0,
-		msg ? (const char *)msg->data : "", msg ? msg->len : 0);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_done(&b, proto_of(c), c->sid, d->message_id, status,
+		       code ? (const char *)code->data : NULL, code ? code->len : 0,
+		       msg ? (const char *)msg->data : "", msg ? msg->len : 0);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
 static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t len)
@@ -299,25 +299,25 @@ static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t
 
 /* TOKENS, STATUS, USAGE and DONE all start with a conn handle and the
  * session id, which is all routing needs. */
-struct stream_rec_head {
+struct app_stream_rec_head {
 	struct chan_conn conn;
 	char session_id[CHAN_ID_LEN];
 };
 
-void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+void app_stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
 {
-	const struct stream_rec_head *h = payload;
+	const struct app_stream_rec_head *h = payload;
 
 	if (len < sizeof(*h)) {
-		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		host_count_bad_record(a->h);
 		return;
 	}
 	if (h->conn.slot == CHAN_SLOT_ALL) {
-		uint32_t slot = subs_first(a->subs, h->session_id);
+		uint32_t slot = app_subs_first(a->subs, h->session_id);
 
-		while (slot != SUBS_NONE) {
+		while (slot != APP_SUBS_NONE) {
 			/* Delivery may close this conn and unsubscribe it. */
-			uint32_t next = subs_next(a->subs, slot);
+			uint32_t next = app_subs_next(a->subs, slot);
 			struct conn *c = &a->conns[slot];
 
 			if (c->tc && !c->closing)
@@ -337,15 +337,15 @@ void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_
 	}
 }
 
-void stream_subscribe(struct conn *c, const struct chan_response *r)
+void app_stream_subscribe(struct conn *c, const struct chan_response *r)
 {
 	struct app *a = c->app;
 
 	if (c->subscribed)
-		stream_unsubscribe(c);
+		app_stream_unsubscribe(c);
 	memcpy(c->sid, r->session_id, CHAN_ID_LEN);
 	c->sid[CHAN_ID_LEN - 1] = '\0';
-	if (subs_add(a->subs, c->sid, c->slot) != 0) {
+	if (app_subs_add(a->subs, c->sid, c->slot) != 0) {
 		LOG_WARN("worker %u: subscribe without a session id on slot %u", a->wid, c->slot);
 		return;
 	}
@@ -356,9 +356,9 @@ void stream_subscribe(struct conn *c, const struct chan_response *r)
 	c->last_mid[CHAN_ID_LEN - 1] = '\0';
 	c->last_seq = r->resume_seq;
 	if (c->mode == CONN_SSE) {
-		c->last_write_ns = worker_now(a->w);
-		worker_timer_arm(a->w, &c->timer,
-				 c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
+		c->last_write_ns = host_now(a->h);
+		tw_arm(a->h->wheel, &c->timer,
+		       c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
 	}
 }
 
@@ -366,56 +366,56 @@ void stream_subscribe(struct conn *c, const struct chan_response *r)
 static void send_sub(struct conn *c, uint16_t type)
 {
 	struct app *a = c->app;
-	struct chan_sub *s = worker_rec_reserve(a->w, type, sizeof(*s));
+	struct chan_sub *s = a->h->rec_reserve(a->h, type, sizeof(*s));
 
 	if (!s) {
-		DP_STAT_ADD(a->st, chan_full, 1);
+		host_count_ring_full(a->h);
 		LOG_WARN("worker %u: channel full, %s for slot %u lost", a->wid,
 			 type == CHAN_REC_SUBSCRIBE ? "SUBSCRIBE" : "UNSUBSCRIBE", c->slot);
 		return;
 	}
 	memset(s, 0, sizeof(*s));
-	conn_fill_handle(c, &s->conn);
+	app_conn_fill_handle(c, &s->conn);
 	memcpy(s->session_id, c->sid, CHAN_ID_LEN);
 	memcpy(s->message_id, c->last_mid, CHAN_ID_LEN);
 	s->seq = c->last_seq;
-	worker_rec_commit(a->w, sizeof(*s));
+	a->h->rec_commit(a->h, sizeof(*s));
 }
 
-void stream_unsubscribe(struct conn *c)
+void app_stream_unsubscribe(struct conn *c)
 {
 	if (!c->subscribed)
 		return;
-	subs_remove(c->app->subs, c->slot);
+	app_subs_remove(c->app->subs, c->slot);
 	c->subscribed = false;
-	if (worker_control_attached(c->app->w))
+	if (c->app->h->attached)
 		send_sub(c, CHAN_REC_UNSUBSCRIBE);
 }
 
-void stream_announce(struct conn *c)
+void app_stream_announce(struct conn *c)
 {
 	if (c->subscribed)
 		send_sub(c, CHAN_REC_SUBSCRIBE);
 }
 
-void stream_interrupt(struct conn *c)
+void app_stream_interrupt(struct conn *c)
 {
-	struct ev_buf b;
+	struct app_buf b;
 
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	c->msg_running = false;
 	c->done_sent = true;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
-void stream_end_of_turn(struct app *a, bool busy)
+void app_stream_end_of_turn(struct app *a, bool busy)
 {
 	uint32_t i = 0;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 
 	while (i < a->npending) {
 		uint32_t slot = a->pending[i];
@@ -424,45 +424,45 @@ void stream_end_of_turn(struct app *a, bool busy)
 		uint64_t mine;
 		bool tx_idle;
 
-		tp_info(a->tp, c->tc, &ti);
+		tp_info(a->h->tp, c->tc, &ti);
 		/* "Nothing queued" means nothing left over from earlier turns:
 		 * bytes this conn queued in this turn leave at this turn's flush. */
 		mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
 		tx_idle = !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
 		if (batch_decide(&c->batch, &a->pol, now, busy, tx_idle) == BATCH_FLUSH) {
-			if (stream_flush(c))
-				conn_account(c);
+			if (app_stream_flush(c))
+				app_conn_account(c);
 			if (i < a->npending && a->pending[i] == slot)
 				i++; /* still held (cannot happen after a flush, but never spin) */
 			continue;
 		}
 		if (!c->btimer.armed)
-			worker_timer_arm(a->w, &c->btimer, batch_deadline(&c->batch, &a->pol));
+			tw_arm(a->h->wheel, &c->btimer, batch_deadline(&c->batch, &a->pol));
 		i++;
 	}
 }
 
-void stream_batch_timer(void *arg, struct tw_timer *t)
+void app_stream_batch_timer(void *arg, struct tw_timer *t)
 {
 	struct conn *c = arg;
 
 	(void)t;
-	if (c->tc && !c->closing && c->batch.count && stream_flush(c))
-		conn_account(c);
+	if (c->tc && !c->closing && c->batch.count && app_stream_flush(c))
+		app_conn_account(c);
 }
 
-void stream_keepalive(struct conn *c)
+void app_stream_keepalive(struct conn *c)
 {
 	struct app *a = c->app;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 	uint64_t period = (uint64_t)a->conf->sse_keepalive_s * 1000000000ull;
 
 	if (now - c->last_write_ns >= period) {
-		if (!conn_send(c, ":keep-alive\n\n", 13)) {
-			conn_close(c, true);
+		if (!app_conn_send(c, ":keep-alive\n\n", 13)) {
+			app_conn_close(c, true);
 			return;
 		}
-		conn_account(c);
+		app_conn_account(c);
 	}
-	worker_timer_arm(a->w, &c->timer, c->last_write_ns + period);
+	tw_arm(a->h->wheel, &c->timer, c->last_write_ns + period);
 }

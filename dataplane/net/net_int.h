@@ -14,7 +14,7 @@
 #include "net/net_wire.h"
 #include "sluice/common.h"
 #include "sluice/list.h"
-#include "worker/worker.h"
+#include "worker/timer_wheel.h"
 
 /* Send-queue chunk; a connection's queue is a singly linked chain. */
 #define NET_CHUNK_DATA 2048u

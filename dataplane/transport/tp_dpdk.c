@@ -39,6 +39,7 @@
 #include <rte_ring.h>
 #include <sodium.h>
 
+#include "net/net_metrics.h"
 #include "net/net_stack.h"
 #include "sluice/chan.h"
 #include "sluice/common.h"
@@ -783,6 +784,7 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	d->ops.poll = dpdk_poll;
 	d->ops.flush = dpdk_flush;
 	d->ops.destroy = dpdk_destroy;
+	net_metrics_ops(&d->ops);
 	d->tp.ops = &d->ops;
 	return &d->tp;
 }

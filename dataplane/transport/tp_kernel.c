@@ -15,8 +15,8 @@
 #include "transport/tp_kernel.h"
 
 #include <arpa/inet.h>
-#include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -30,6 +30,7 @@
 #include "sluice/common.h"
 #include "sluice/conf.h"
 #include "sluice/list.h"
+#include "sluice/log.h"
 #include "transport/tp_kernel_config.h"
 
 #define RX_SCRATCH (64u * 1024u)
@@ -91,6 +92,9 @@ struct ktp {
 	bool listen_paused;
 	uint32_t nconns;
 	uint32_t nfree;
+	/* Times the app broke the interface's contract (consumed more than it
+	 * was offered, committed more than it reserved); each reset its conn. */
+	uint64_t app_errors;
 	uint64_t listen_resume_ns;
 	uint8_t *scratch;
 	struct chunk *free_chunks;
@@ -321,8 +325,12 @@ static void offer(struct ktp *t, struct tp_conn *c, const uint8_t *p, size_t len
 		c->stash_len = 0;
 		return;
 	}
-	assert(used <= len);
-	if (used >= len) {
+	if (unlikely(used > len)) {
+		t->app_errors++;
+		conn_finish(c, true);
+		return;
+	}
+	if (used == len) {
 		c->stash_len = 0;
 		return;
 	}
@@ -610,7 +618,12 @@ static void kt_tx_commit(struct tp_conn *c, size_t n)
 	if (unlikely(c->flags & (KC_DEAD | KC_CLOSING)) || n == 0)
 		return;
 	struct chunk *k = c->txt;
-	assert(k && n <= (size_t)(k->cap - k->tail));
+	if (unlikely(!k || n > (size_t)(k->cap - k->tail))) {
+		/* Bytes past the reservation are not ours to send. */
+		c->tp->app_errors++;
+		conn_finish(c, true);
+		return;
+	}
 	k->tail += (uint32_t)n;
 	c->tx_queued += n;
 	c->flags |= KC_HAD_TX;
@@ -695,6 +708,10 @@ static void kt_destroy(struct tp *tp)
 	while (!list_empty(&t->conns))
 		conn_finish(list_entry(t->conns.next, struct tp_conn, all), false);
 	reap(t);
+	if (t->app_errors)
+		LOG_WARN("kernel transport on port %u: %" PRIu64 " connection(s) reset because the "
+			 "app consumed or committed more than it was given", (unsigned)t->port,
+			 t->app_errors);
 	while (t->free_chunks) {
 		struct chunk *k = t->free_chunks;
 		t->free_chunks = k->next;
@@ -789,13 +806,6 @@ fail:
 	return NULL;
 }
 
-struct tp *tp_kernel_create(const struct sluice_conf *conf, uint32_t worker_id, const struct tp_upcalls *up,
-			    void *app, char *err, size_t errlen)
-{
-	(void)worker_id; /* SO_REUSEPORT spreads connections; every worker listens alike */
-	return tp_kernel_listen(conf->listen_addr, conf->listen_port, up, app, err, errlen);
-}
-
 uint16_t tp_kernel_port(const struct tp *t)
 {
 	return ((const struct ktp *)(const void *)t)->port;
@@ -804,4 +814,9 @@ uint16_t tp_kernel_port(const struct tp *t)
 uint32_t tp_kernel_conns(const struct tp *t)
 {
 	return ((const struct ktp *)(const void *)t)->nconns;
+}
+
+uint64_t tp_kernel_app_errors(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->app_errors;
 }

@@ -1,8 +1,7 @@
 /*
  * The kernel transport (tp_kernel.c): nonblocking sockets, level-triggered
- * epoll, one SO_REUSEPORT listening socket per worker. tp_kernel_create() in
- * transport.h is the usual way in; these are for workers sharing an ephemeral
- * port and for tests.
+ * epoll, one SO_REUSEPORT listening socket per worker; workers configured
+ * with port 0 share the ephemeral port the first one picked.
  */
 #ifndef SLUICE_TP_KERNEL_H
 #define SLUICE_TP_KERNEL_H
@@ -25,5 +24,9 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 uint16_t tp_kernel_port(const struct tp *t);
 /* Connections the instance holds (open or closing). */
 uint32_t tp_kernel_conns(const struct tp *t);
+/* Connections reset because the app broke the contract of transport.h:
+ * on_data returned more than it was offered, or tx_commit went past what
+ * tx_reserve handed out. Per-record paths never abort; they count here. */
+uint64_t tp_kernel_app_errors(const struct tp *t);
 
 #endif

@@ -38,6 +38,8 @@ enum mode {
 	M_BULK,       /* on open: queue bulk_len bytes, keep the connection */
 	M_ABORT,      /* abort the connection from inside on_data */
 	M_REFUSE,     /* on_open returns NULL */
+	M_GREEDY,     /* on_data claims one byte more than it was offered */
+	M_OVERCOMMIT, /* on open: commit one byte more than tx_reserve handed out */
 };
 
 struct tconn {
@@ -119,6 +121,11 @@ static void *up_open(void *app, struct tp_conn *c, const struct tp_peer *peer)
 			assert_null(tp_tx_reserve(a->tp, c, 1, &avail));
 		}
 	}
+	if (a->mode == M_OVERCOMMIT) {
+		size_t avail = 0;
+		assert_non_null(tp_tx_reserve(a->tp, c, 1, &avail));
+		tp_tx_commit(a->tp, c, avail + 1);
+	}
 	return tc;
 }
 
@@ -146,6 +153,9 @@ static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
 	case M_HOLD:
 		used = 0;
 		break;
+	case M_GREEDY:
+		tc->rx_total += len;
+		return len + 1;
 	case M_SINK:
 		assert_true(check_pat(data, (uint32_t)tc->id, tc->rx_total, len));
 		used = len;
@@ -237,6 +247,28 @@ static void pump(struct tp *t, int timeout_ms)
 	t->ops->flush(t);
 }
 
+/* Runs turns until the app has seen n closes, within LOOP_LIMIT_NS of start. */
+static void pump_until_closes(struct tp *t, const struct tapp *a, int n, uint64_t start)
+{
+	while (a->closes < n) {
+		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+		pump(t, 1);
+	}
+}
+
+/* The client's next read finds a reset. */
+static void expect_reset(int fd, uint64_t start)
+{
+	char b[16];
+	ssize_t r;
+	do {
+		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+		r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+	} while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+	assert_int_equal(r, -1);
+	assert_int_equal(errno, ECONNRESET);
+}
+
 static int cli_connect(uint16_t port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -318,10 +350,7 @@ static void test_echo_random(void **state)
 		assert_int_equal(cl[i].rcvd, MIB);
 		close(cl[i].fd);
 	}
-	while (a->closes < NC) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, NC, start);
 	assert_int_equal(a->eofs, NC);
 	for (int i = 0; i < NC; i++) {
 		assert_int_equal(a->conns[i]->rx_total, MIB);
@@ -377,10 +406,7 @@ static void test_stash_bound(void **state)
 	}
 	assert_int_equal(tc->rx_total, total);
 	close(fd);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	assert_int_equal(a->eofs, 1);
 	free(buf);
 	t->ops->destroy(t);
@@ -417,10 +443,7 @@ static void test_graceful_close(void **state)
 	assert_int_equal(rcvd, a->bulk_len);
 	assert_int_equal(a->closes, 0); /* waits for the client's FIN */
 	close(fd);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	/* Closing conns get no data, eof or drained upcalls. */
 	assert_int_equal(a->eofs, 0);
 	assert_int_equal(a->conns[0]->drains, 0);
@@ -469,10 +492,7 @@ static void test_blocked_drained(void **state)
 	assert_int_equal(info.tx_queued, 0);
 	assert_false(info.blocked);
 	close(fd);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	assert_int_equal(a->eofs, 1);
 	t->ops->destroy(t);
 	app_free(a);
@@ -488,18 +508,8 @@ static void test_abort(void **state)
 	int fd = cli_connect(tp_kernel_port(t));
 	assert_int_equal(send(fd, "hello", 5, 0), 5);
 	uint64_t start = sluice_now_ns();
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
-	char b[16];
-	ssize_t r;
-	do {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		r = recv(fd, b, sizeof(b), MSG_DONTWAIT);
-	} while (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
-	assert_int_equal(r, -1);
-	assert_int_equal(errno, ECONNRESET);
+	pump_until_closes(t, a, 1, start);
+	expect_reset(fd, start);
 	close(fd);
 
 	/* The client resets a connection holding queued output. */
@@ -509,10 +519,7 @@ static void test_abort(void **state)
 	while (a->opens < 2)
 		pump(t, 1);
 	cli_reset(fd);
-	while (a->closes < 2) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 2, start);
 	assert_int_equal(a->conns[1]->drains, 0);
 
 	/* Abort from outside an upcall with output queued. */
@@ -553,6 +560,28 @@ static void test_refuse(void **state)
 	close(fd);
 	t->ops->destroy(t);
 	app_free(a);
+}
+
+/* An app that claims more input than it was offered, or commits more than
+ * it reserved, has its connection reset and counted; nothing aborts. */
+static void test_app_contract_broken(void **state)
+{
+	(void)state;
+	static const enum mode modes[] = {M_GREEDY, M_OVERCOMMIT};
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(modes); i++) {
+		struct tapp *a = app_new(modes[i]);
+		struct tp *t = tp_new(a, 0);
+		int fd = cli_connect(tp_kernel_port(t));
+		assert_int_equal(send(fd, "hello", 5, 0), 5);
+		uint64_t start = sluice_now_ns();
+		pump_until_closes(t, a, 1, start);
+		expect_reset(fd, start);
+		assert_int_equal(tp_kernel_app_errors(t), 1);
+		assert_int_equal(tp_kernel_conns(t), 0);
+		close(fd);
+		t->ops->destroy(t);
+		app_free(a);
+	}
 }
 
 /* Many clients at once, each with its own message; all echoed, all closed. */
@@ -599,10 +628,7 @@ static void test_many_conns(void **state)
 	assert_int_equal(tp_kernel_conns(t), NC);
 	for (int i = 0; i < NC; i++)
 		close(fds[i]);
-	while (a->closes < NC) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, NC, start);
 	assert_int_equal(tp_kernel_conns(t), 0);
 	t->ops->destroy(t);
 	app_free(a);
@@ -677,10 +703,7 @@ static void test_eof_then_send(void **state)
 	}
 	assert_int_equal(got, 3);
 	assert_memory_equal(rx, "bye", 3);
-	while (a->closes < 1) {
-		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
-		pump(t, 1);
-	}
+	pump_until_closes(t, a, 1, start);
 	close(fd);
 	t->ops->destroy(t);
 	app_free(a);
@@ -760,6 +783,7 @@ int main(void)
 		cmocka_unit_test(test_blocked_drained),
 		cmocka_unit_test(test_abort),
 		cmocka_unit_test(test_refuse),
+		cmocka_unit_test(test_app_contract_broken),
 		cmocka_unit_test(test_many_conns),
 		cmocka_unit_test(test_reuseport),
 		cmocka_unit_test(test_eof_then_send),

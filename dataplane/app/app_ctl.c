@@ -1,5 +1,6 @@
 /*
- * The operator side of a worker's app: control's KICK (close a conn, or every
+ * The operator side of a worker's app, driven by control (hence "ctl"):
+ * control's KICK (close a conn, or every
  * subscriber of a session, e.g. after a logout or `sluicectl sessions kill`),
  * ADMIN LIST_CONNS (the worker's connection table in pages), and the STATS
  * record every worker sends once a second so control can show the worker's
@@ -27,45 +28,45 @@ static uint16_t kick_code(uint16_t code)
 static void kick_conn(struct conn *c, const struct chan_kick *k)
 {
 	struct app *a = c->app;
-	struct ev_buf b;
+	struct app_buf b;
 	bool sent;
 
 	DP_STAT_ADD(a->st, kicks, 1);
 	switch (c->mode) {
 	case CONN_WS:
 		/* What is already held goes first; nothing arrives after the close. */
-		stream_flush(c);
-		stream_unsubscribe(c);
-		ws_close_with(c, kick_code(k->code), k->reason, false);
+		app_stream_flush(c);
+		app_stream_unsubscribe(c);
+		app_ws_close_with(c, kick_code(k->code), k->reason, false);
 		if (!c->closing)
-			conn_account(c);
+			app_conn_account(c);
 		break;
 	case CONN_SSE:
-		stream_flush(c);
+		app_stream_flush(c);
 		if (c->closing)
 			break;
-		evb_init(&b, a->scratch, a->scratch_cap);
-		ev_sse_error(&b, k->reason_code, k->reason);
+		app_buf_init(&b, a->scratch, a->scratch_cap);
+		app_event_sse_error(&b, k->reason_code, k->reason);
 		/* Graceful when the event is queued, so the client reads it. */
-		sent = !b.overflow && conn_send(c, b.p, b.len);
-		conn_close(c, !sent);
+		sent = !b.overflow && app_conn_send(c, b.p, b.len);
+		app_conn_close(c, !sent);
 		break;
 	default:
-		conn_close(c, false);
+		app_conn_close(c, false);
 		break;
 	}
 }
 
-void admin_on_kick(struct app *a, const struct chan_kick *k)
+void app_ctl_on_kick(struct app *a, const struct chan_kick *k)
 {
 	struct conn *c;
 
 	if (k->conn.slot == CHAN_SLOT_ALL) {
-		uint32_t slot = subs_first(a->subs, k->session_id);
+		uint32_t slot = app_subs_first(a->subs, k->session_id);
 
-		while (slot != SUBS_NONE) {
+		while (slot != APP_SUBS_NONE) {
 			/* The kick unsubscribes this conn: step on first. */
-			uint32_t next = subs_next(a->subs, slot);
+			uint32_t next = app_subs_next(a->subs, slot);
 
 			c = &a->conns[slot];
 			if (c->tc && !c->closing)
@@ -88,14 +89,14 @@ static void fill_info(struct conn *c, struct chan_conn_info *ci, uint64_t now)
 	struct tp_conn_info ti;
 
 	memset(ci, 0, sizeof(*ci));
-	conn_fill_handle(c, &ci->conn);
+	app_conn_fill_handle(c, &ci->conn);
 	ci->peer_ipv4 = c->peer.ipv4;
 	ci->peer_port = c->peer.port;
 	ci->mode = c->mode == CONN_SSE ? CHAN_CONN_SSE :
 		   c->mode == CONN_WS ? CHAN_CONN_WS : CHAN_CONN_HTTP;
 	ci->age_ms = now > c->open_ns ? (now - c->open_ns) / 1000000u : 0;
 	ci->bytes_out = c->bytes_out;
-	tp_info(a->tp, c->tc, &ti);
+	tp_info(a->h->tp, c->tc, &ti);
 	ci->pending_bytes = ti.tx_queued + c->batch.len;
 	if (c->subscribed)
 		memcpy(ci->session_id, c->sid, CHAN_ID_LEN);
@@ -120,11 +121,11 @@ static struct conn *next_open(struct app *a, uint32_t *i)
  */
 static void list_conns(struct app *a, uint32_t req_id)
 {
-	size_t per = (worker_rec_max(a->w) - sizeof(struct chan_conns)) /
+	size_t per = (a->h->rec_max - sizeof(struct chan_conns)) /
 		     sizeof(struct chan_conn_info);
 	uint32_t open = 0, done = 0, cursor = 0;
 	struct chan_conns *prev = NULL;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 
 	for (uint32_t i = 0; i < a->max_conns; i++)
 		open += a->conns[i].tc != NULL;
@@ -136,13 +137,13 @@ static void list_conns(struct app *a, uint32_t req_id)
 
 		for (;;) {
 			len = (uint32_t)(sizeof(*pg) + (size_t)n * sizeof(*ci));
-			pg = worker_rec_reserve(a->w, CHAN_REC_CONNS, len);
+			pg = a->h->rec_reserve(a->h, CHAN_REC_CONNS, len);
 			if (pg || n == 0)
 				break;
 			n /= 2;
 		}
 		if (!pg) {
-			DP_STAT_ADD(a->st, chan_full, 1);
+			host_count_ring_full(a->h);
 			LOG_WARN("worker %u: channel full, connection list cut after %u of %u",
 				 a->wid, done, open);
 			if (prev)
@@ -159,36 +160,37 @@ static void list_conns(struct app *a, uint32_t req_id)
 		done += n;
 		if (done == open || n < want)
 			pg->flags = CHAN_CONNS_LAST;
-		worker_rec_commit(a->w, len);
+		a->h->rec_commit(a->h, len);
 		if (pg->flags & CHAN_CONNS_LAST)
 			return;
 		prev = pg;
 	}
 }
 
-void admin_on_admin(struct app *a, const struct chan_admin *q)
+void app_ctl_on_admin(struct app *a, const struct chan_admin *q)
 {
 	if (q->op == CHAN_ADMIN_LIST_CONNS)
 		list_conns(a, q->req_id);
 	else
-		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		host_count_bad_record(a->h);
 }
 
 static void send_stats(struct app *a)
 {
-	const struct dp_stats *st = a->st;
-	struct chan_stats *s = worker_rec_reserve(a->w, CHAN_REC_STATS, sizeof(*s));
+	const struct app_stats *st = a->st;
+	const struct host_stats *hs = a->h->stats;
+	struct chan_stats *s = a->h->rec_reserve(a->h, CHAN_REC_STATS, sizeof(*s));
 	uint64_t acc, closed;
 
 	if (!s) {
-		DP_STAT_ADD(a->st, chan_full, 1);
+		host_count_ring_full(a->h);
 		return;
 	}
 	memset(s, 0, sizeof(*s));
 	acc = DP_STAT_GET(&st->conns_accepted);
 	closed = DP_STAT_GET(&st->conns_closed);
 	s->worker = a->wid;
-	s->uptime_ms = (worker_now(a->w) - a->start_ns) / 1000000u;
+	s->uptime_ms = (host_now(a->h) - a->start_ns) / 1000000u;
 	s->conns_active = acc >= closed ? acc - closed : 0;
 	s->conns_accepted = acc;
 	s->sse_active = DP_STAT_GET(&st->sse_active);
@@ -198,11 +200,11 @@ static void send_stats(struct app *a)
 	s->frames_out = DP_STAT_GET(&st->frames_out);
 	s->bytes_out = DP_STAT_GET(&st->bytes_out);
 	s->pending_bytes = DP_STAT_GET(&st->pending_bytes);
-	s->chan_full = DP_STAT_GET(&st->chan_full);
+	s->chan_full = DP_STAT_GET(&hs->chan_full);
 	s->slow_consumer_closes = DP_STAT_GET(&st->slow_consumer_closes);
-	s->loop_turns = DP_STAT_GET(&st->loop_turns);
-	s->busy_turns = DP_STAT_GET(&st->busy_turns);
-	worker_rec_commit(a->w, sizeof(*s));
+	s->loop_turns = DP_STAT_GET(&hs->loop_turns);
+	s->busy_turns = DP_STAT_GET(&hs->busy_turns);
+	a->h->rec_commit(a->h, sizeof(*s));
 }
 
 /* Once a second on the worker's own clock; skipped while control is away
@@ -211,26 +213,26 @@ static void send_stats(struct app *a)
 static void stats_timer_cb(void *arg, struct tw_timer *t)
 {
 	struct app *a = arg;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 
 	(void)t;
-	if (worker_control_attached(a->w))
+	if (a->h->attached)
 		send_stats(a);
 	a->stats_next_ns += STATS_PERIOD_NS;
 	if (a->stats_next_ns <= now)
 		a->stats_next_ns = now + STATS_PERIOD_NS;
-	worker_timer_arm(a->w, &a->stats_timer, a->stats_next_ns);
+	tw_arm(a->h->wheel, &a->stats_timer, a->stats_next_ns);
 }
 
-void admin_stats_start(struct app *a)
+void app_ctl_stats_start(struct app *a)
 {
 	tw_init(&a->stats_timer, stats_timer_cb, a);
-	a->stats_next_ns = worker_now(a->w) + STATS_PERIOD_NS;
-	worker_timer_arm(a->w, &a->stats_timer, a->stats_next_ns);
+	a->stats_next_ns = host_now(a->h) + STATS_PERIOD_NS;
+	tw_arm(a->h->wheel, &a->stats_timer, a->stats_next_ns);
 }
 
-void admin_stats_stop(struct app *a)
+void app_ctl_stats_stop(struct app *a)
 {
 	if (a->stats_timer.armed)
-		worker_timer_cancel(a->w, &a->stats_timer);
+		tw_cancel(a->h->wheel, &a->stats_timer);
 }

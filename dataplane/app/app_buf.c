@@ -1,0 +1,45 @@
+/* The bounded text buffer (see app_buf.h). */
+#include "app/app_buf.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "app/jsonw.h"
+#include "sluice/common.h"
+
+void app_buf_put(struct app_buf *b, const void *s, size_t n)
+{
+	if (unlikely(b->overflow || b->cap - b->len < n)) {
+		b->overflow = true;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+void app_buf_str(struct app_buf *b, const char *s)
+{
+	app_buf_put(b, s, strlen(s));
+}
+
+void app_buf_u64(struct app_buf *b, uint64_t v)
+{
+	char tmp[24];
+	int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
+
+	app_buf_put(b, tmp, (size_t)n);
+}
+
+void app_buf_esc(struct app_buf *b, const void *s, size_t n)
+{
+	size_t w;
+
+	if (b->overflow)
+		return;
+	w = jsonw_escape(b->p + b->len, b->cap - b->len, s, n);
+	if (w == JSONW_NOSPACE) {
+		b->overflow = true;
+		return;
+	}
+	b->len += w;
+}
