@@ -238,8 +238,8 @@ bool co_tokens(struct chan_out *o, struct chan_conn conn, const char *sid, const
 	return true;
 }
 
-bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
-	       const char *status)
+static bool co_status_rec(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+			  const char *status, const struct co_terms *t)
 {
 	size_t sl = strlen(status);
 	if (sl >= CHAN_STATUS_LEN)
@@ -251,8 +251,25 @@ bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const
 	s->conn = conn;
 	co_ids(s->session_id, s->message_id, sid, mid);
 	memcpy(s->status, status, sl);
+	if (t) {
+		s->prompt_tokens = t->prompt_tokens;
+		s->prompt_cost = t->prompt_cost;
+		s->cost_per_token = t->cost_per_token;
+	}
 	co_end(o, conn.worker, sizeof(*s));
 	return true;
+}
+
+bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+	       const char *status)
+{
+	return co_status_rec(o, conn, sid, mid, status, NULL);
+}
+
+bool co_status_streaming(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+			 const struct co_terms *t)
+{
+	return co_status_rec(o, conn, sid, mid, "streaming", t);
 }
 
 bool co_usage(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,

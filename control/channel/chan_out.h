@@ -87,6 +87,16 @@ bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const
 	       const char *status);
 bool co_usage(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
 	      uint32_t prompt_tokens, uint32_t completion_tokens, double cost_usd);
+/* STATUS "streaming" with what a worker reports for the message if it has
+ * to end it itself: the prompt's tokens and cost, the cost of each
+ * completion token. */
+struct co_terms {
+	uint32_t prompt_tokens;
+	double prompt_cost;
+	double cost_per_token;
+};
+bool co_status_streaming(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+			 const struct co_terms *t);
 /* code and message (NULL: none) go with status CHAN_DONE_ERROR. */
 bool co_done(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
 	     uint32_t status, uint32_t last_seq, const char *code, const char *message);

@@ -341,8 +341,12 @@ bool chat_send_message(struct chat *c, struct chat_session *s, struct chan_conn 
 	bool ok = true;
 	if (with_status) {
 		ok = ok && co_status(c->out, conn, sid, m->id, "queued");
-		if (m->status != STORE_MSG_QUEUED && m->ntokens > 0)
-			ok = ok && co_status(c->out, conn, sid, m->id, "streaming");
+		if (m->status != STORE_MSG_QUEUED && m->ntokens > 0) {
+			struct co_terms t = { 0 };
+			if (s->ans.running && strcmp(s->ans.mid, m->id) == 0)
+				chat_answer_terms(c, s, &t);
+			ok = ok && co_status_streaming(c->out, conn, sid, m->id, &t);
+		}
 	}
 	uint32_t ntok = m->ntokens;
 	if (ok && after < ntok)

@@ -125,6 +125,13 @@ static void chat_flush_hook(void *arg)
 		chat_answer_flush(c, c->pending->s);
 }
 
+void chat_answer_terms(struct chat *c, struct chat_session *s, struct co_terms *t)
+{
+	t->prompt_tokens = s->ans.prompt_est;
+	t->prompt_cost = conf_model_cost(c->conf, s->model, s->ans.prompt_est, 0);
+	t->cost_per_token = conf_model_cost(c->conf, s->model, 0, 1);
+}
+
 /* ---- what the backend reports --------------------------------------------- */
 
 static void chat_on_status(void *arg, enum bk_status st, const char *backend)
@@ -143,7 +150,9 @@ static void chat_on_status(void *arg, enum bk_status st, const char *backend)
 	if (a->streaming)
 		return;
 	a->streaming = true;
-	chat_broadcast_status(c, s, a->mid, "streaming");
+	struct co_terms terms;
+	chat_answer_terms(c, s, &terms);
+	CHAT_BROADCAST(c, s, co_status_streaming(c->out, conn, s->node.id, a->mid, &terms));
 	a->status = STORE_MSG_STREAMING;
 	/* The estimate is stored now, so an answer cut by a crash still has
 	 * its prompt counted when the store marks it interrupted. */

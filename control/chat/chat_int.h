@@ -51,6 +51,9 @@ bool chat_send_message(struct chat *c, struct chat_session *s, struct chan_conn 
 int chat_answer_init(struct chat *c);
 /* Sends s's batched tokens now (to the subscribers and the store). */
 void chat_answer_flush(struct chat *c, struct chat_session *s);
+/* What a worker reports for the running answer of s if it has to end it
+ * itself: the prompt estimate and the model's prices (STATUS "streaming"). */
+void chat_answer_terms(struct chat *c, struct chat_session *s, struct co_terms *t);
 /* Frees what an answer owns. */
 void chat_answer_free(struct chat *c, struct chat_answer *a);
 
