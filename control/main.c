@@ -73,7 +73,7 @@ int main(int argc, char **argv)
 	static struct chat chat;
 	static struct auth auth;
 	static struct api api;
-	bool out_ok = false, chat_ok = false, auth_ok = false;
+	bool out_ok = false, chat_ok = false, auth_ok = false, api_ok = false;
 
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
 	if (!r) {
@@ -104,6 +104,7 @@ int main(int argc, char **argv)
 			       .auth = &auth, .bk = bk };
 	if (api_init(&api, &ad, err, sizeof(err)) < 0)
 		goto fail_msg;
+	api_ok = true;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
 				 .auth = &auth, .bk = bk, .api_stats = &api.stats };
 	admin = admin_create(&dd, err, sizeof(err));
@@ -122,6 +123,8 @@ out:
 	 * commits what is queued and runs the completions, whose owners (chat,
 	 * auth, admin) are still alive. */
 	bk_shutdown(bk);
+	if (api_ok)
+		api_free(&api);
 	if (out_ok)
 		co_flush(&out);
 	if (st)

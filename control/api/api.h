@@ -17,8 +17,10 @@
 #include <stdint.h>
 
 #include "chat/chat.h"
+#include "idmap/idmap.h"
 
 struct auth;
+struct v1_req;
 
 struct api_stats {
 	uint64_t requests;
@@ -47,6 +49,8 @@ struct api {
 	struct auth *auth;
 	struct bk_mgr *bk;
 	struct cp_loop *loop;
+	struct idmap v1_reqs;          /* /v1 completions in flight, by conn */
+	struct v1_req *v1_pending;     /* of those, the ones with chunks to send this turn */
 	struct api_stats stats;
 	/* This control's epoch (chan_open bumped it); requests stamped with
 	 * another one were meant for a previous control and are dropped, the
@@ -57,5 +61,7 @@ struct api {
 /* Registers the record handlers with d->loop and the store-completion hooks
  * with d->chat. Returns 0, or -1 with a message in err. */
 int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen);
+/* Frees the /v1 requests still known (call after bk_shutdown). */
+void api_free(struct api *a);
 
 #endif

@@ -314,6 +314,12 @@ bool co_done(struct chan_out *o, struct chan_conn conn, const char *sid, const c
 
 bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r)
 {
+	return co_response_part(o, conn, req_id, r, false);
+}
+
+bool co_response_part(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r,
+		      bool go_on)
+{
 	size_t ctl = r->content_type ? strlen(r->content_type) : 0;
 	size_t hl = r->header ? strlen(r->header) : 0;
 	size_t extras = (r->content_type ? chan_field_size(ctl) : 0) + (r->header ? chan_field_size(hl) : 0);
@@ -339,7 +345,7 @@ bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, con
 		h->req_id = req_id;
 		h->status = r->status;
 		h->action = r->action;
-		h->flags = more ? CHAN_RESP_MORE : 0;
+		h->flags = more || go_on ? CHAN_RESP_MORE : 0;
 		if (r->session_id)
 			memcpy(h->session_id, r->session_id, strnlen(r->session_id, CHAN_ID_LEN - 1));
 		if (r->resume_message_id)

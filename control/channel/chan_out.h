@@ -117,5 +117,9 @@ struct co_resp {
 /* Sends a response, split over several records (CHAN_RESP_MORE) when the
  * body is larger than one record carries. */
 bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r);
+/* One part of a streamed response: like co_response, with CHAN_RESP_MORE on
+ * its last record too when `more` (the response goes on). */
+bool co_response_part(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r,
+		      bool more);
 
 #endif

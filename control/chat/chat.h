@@ -47,6 +47,7 @@ struct chat_reply {
 	struct chan_conn conn;
 	uint32_t req_id;
 	uint8_t kind; /* enum chan_req_kind */
+	bool openai;  /* a /v1 request: errors in OpenAI's shape */
 	uint32_t echo_len;
 	char echo[CHAT_ECHO_MAX];
 };

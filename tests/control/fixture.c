@@ -125,6 +125,7 @@ void cfx_close(struct cfx *f)
 	/* As in main.c: running answers end, then the store's completions run
 	 * while their owners live. */
 	bk_shutdown(f->bk);
+	api_free(&f->api);
 	co_flush(&f->out);
 	store_close(f->st);
 	admin_destroy(f->admin);
