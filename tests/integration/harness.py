@@ -268,8 +268,16 @@ class Sluice:
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True):
+                 default_user=True, backends=None, model_terms=None, env=None, agents=None):
+        """backends: [(name, {key: value})] written as [backend.NAME] sections
+        after the synthetic `models` (type included); model_terms:
+        {model: {key: value}} as [model.NAME]; agents: {name: {key: value}};
+        env: extra environment of sluice-control (API key variables)."""
         self.build = build
+        self.backends = list(backends or [])
+        self.model_terms = dict(model_terms or {})
+        self.agents = dict(agents or {})
+        self.env = dict(env or {})
         self.auth = dict(auth or {})
         self.default_user = default_user
         self.token = None
@@ -331,6 +339,13 @@ class Sluice:
             for k, v in m.items():
                 lines.append("%s = %s" % (k, v))
             lines.append("")
+        for kind, sections in (("backend", self.backends), ("model", list(self.model_terms.items())),
+                               ("agent", list(self.agents.items()))):
+            for name, m in sections:
+                lines.append("[%s.%s]" % (kind, name))
+                for k, v in m.items():
+                    lines.append("%s = %s" % (k, v))
+                lines.append("")
         return "\n".join(lines)
 
     def write_conf(self, text=None):
@@ -351,9 +366,11 @@ class Sluice:
         n = sum(len(v) for v in self.logs.values())
         log = os.path.join(self.tmp, "%s.%d.stderr" % (name, n))
         self.logs.setdefault(name, []).append(log)
+        env = dict(os.environ)
+        env.update(self.env)
         with open(log, "wb") as errf:
             p = subprocess.Popen(SERVER_PREFIX + [self.binary(name), "-c", self.conf_path],
-                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, env=env)
         self.procs[name] = p
         return p
 
