@@ -409,3 +409,47 @@ const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char
 			return &c->agents[i];
 	return NULL;
 }
+
+int conf_backend_key(struct conf_backend *be, const char *key, const char *value, char *err, size_t errlen)
+{
+	/* The reasons come without the "FILE:LINE: " of a file. */
+	char msg[512];
+	struct parser p = { .file = "", .c = NULL, .sec = &conf_backend_section, .obj = (char *)be,
+			    .err = msg, .errlen = sizeof(msg) };
+	char v[CONF_LINE_MAX + 1];
+	size_t n = strlen(value);
+	if (n > CONF_LINE_MAX) {
+		snprintf(err, errlen, "%s: longer than %u bytes", key, CONF_LINE_MAX);
+		return -1;
+	}
+	memcpy(v, value, n + 1);
+	char *t = conf_trim(v);
+	for (size_t i = 0; i < conf_backend_section.nkeys; i++) {
+		const struct key_spec *k = &conf_backend_section.keys[i];
+		if (strcmp(k->name, key) != 0)
+			continue;
+		if (*t == '\0') {
+			snprintf(err, errlen, "%s: empty value", key);
+			return -1;
+		}
+		if (conf_set_value(&p, k, t) == 0)
+			return 0;
+		snprintf(err, errlen, "%s", msg[0] == ':' ? msg + 2 : msg);
+		return -1;
+	}
+	snprintf(err, errlen, "unknown key '%s' of a backend", key);
+	return -1;
+}
+
+int conf_backend_check(const struct conf_backend *be, char *err, size_t errlen)
+{
+	if (be->type == CONF_BACKEND_SYNTHETIC && be->nmodels == 0) {
+		snprintf(err, errlen, "backend '%s' has no models", be->name);
+		return -1;
+	}
+	if (be->type != CONF_BACKEND_SYNTHETIC && !be->url[0]) {
+		snprintf(err, errlen, "backend '%s' has no url", be->name);
+		return -1;
+	}
+	return 0;
+}

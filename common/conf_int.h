@@ -130,7 +130,6 @@ extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
 extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
 	conf_model_section;
-void conf_backend_defaults(struct conf_backend *be);
 void conf_model_defaults(struct conf_model *m);
 /* Checks that need a whole [port.N] (its header line is p->sub_line). */
 int conf_close_port(struct parser *p);

@@ -320,13 +320,14 @@ static void v1_record_start(struct v1_req *v, const struct api_req *q, json_t *m
 
 static void v1_record_end(struct v1_req *v, enum store_msg_status st)
 {
-	if (!v->record)
-		return;
-	v1_store_tokens(v);
 	struct store_usage u = { 0 };
 	u.prompt_tokens = v->usage_seen ? v->up : v->prompt_est;
 	u.completion_tokens = v->usage_seen ? v->uc : v->tokens;
 	u.cost_usd = conf_model_cost(v->a->conf, v->model, u.prompt_tokens, u.completion_tokens);
+	chat_count_usage(v->a->chat, &u);
+	if (!v->record)
+		return;
+	v1_store_tokens(v);
 	snprintf(u.backend, sizeof(u.backend), "%s", v->backend);
 	snprintf(u.key_id, sizeof(u.key_id), "%s", v->key_id);
 	if (store_message_status(v->a->st, v->sid, v->mid, st, &u) < 0)

@@ -83,6 +83,14 @@ void chat_free(struct chat *c)
 	c->scratch_cap = 0;
 }
 
+void chat_count_usage(struct chat *c, const struct store_usage *u)
+{
+	c->stats.usage_answers++;
+	c->stats.usage_prompt_tokens += u->prompt_tokens;
+	c->stats.usage_completion_tokens += u->completion_tokens;
+	c->stats.usage_cost_usd += u->cost_usd;
+}
+
 void chat_event(struct chat *c, const char *sid, const char *kind, const char *detail)
 {
 	if (c->st->ops->event_add(c->st, sid, kind, detail) < 0)

@@ -149,6 +149,9 @@ struct chat_stats {
 	uint64_t tokens;
 	uint64_t token_batches; /* TOKENS broadcasts of running answers (one per answer per turn) */
 	uint64_t answers_failed; /* answers that ended in error */
+	/* Usage of every answer that ended since control started (chat and /v1). */
+	uint64_t usage_answers, usage_prompt_tokens, usage_completion_tokens;
+	double usage_cost_usd;
 	uint64_t replay_tokens;
 	uint64_t sub_drops; /* worker subscriptions dropped because its ring stayed full */
 	uint64_t overload_kicks; /* KICK "overloaded" sent for those drops */
@@ -239,6 +242,9 @@ int chat_message_get(struct chat *c, struct chat_session *s, uint32_t idx, struc
 /* Token seq (1-based) of message mid of s, from memory for the latest answer. */
 int chat_token_get(struct chat *c, struct chat_session *s, const char *mid, uint32_t seq,
 		   struct store_token *out);
+
+/* Counts an ended answer's usage in the stats (chat's and /v1's). */
+void chat_count_usage(struct chat *c, const struct store_usage *u);
 
 /* Records a session lifecycle event (store event trail); detail is JSON text
  * or NULL. Failures are logged: the trail never fails a client request. */

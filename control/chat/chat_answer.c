@@ -251,6 +251,7 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	a->running = false;
 	a->status = st;
 	a->usage = u;
+	chat_count_usage(c, &u);
 	if (st == STORE_MSG_ERROR) {
 		c->stats.answers_failed++;
 		LOG_WARN("answer %s of %s failed: %s: %s", a->mid, s->node.id, code ? code : "error",

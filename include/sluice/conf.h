@@ -166,6 +166,14 @@ const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char
 const struct conf_backend *conf_backend_for_model(const struct sluice_conf *c, const char *model);
 /* The [model.NAME] section of `model`, or NULL. */
 const struct conf_model *conf_model_find(const struct sluice_conf *c, const char *model);
+/* A backend with every default (type synthetic, no models). */
+void conf_backend_defaults(struct conf_backend *be);
+/* Sets one key of a [backend.NAME] exactly as the file would (same checks,
+ * same reasons): sluicectl backends add. 0, or -1 with "KEY: reason" in err. */
+int conf_backend_key(struct conf_backend *be, const char *key, const char *value, char *err, size_t errlen);
+/* What a backend's type requires (models for synthetic, url for the
+ * others): 0, or -1 with the reason in err. */
+int conf_backend_check(const struct conf_backend *be, char *err, size_t errlen);
 /* Price and context window of `model`: its [model.NAME] section, else the
  * first backend that lists it, else 0, 0 and 8192. */
 void conf_model_terms(const struct sluice_conf *c, const char *model, struct conf_model *out);
