@@ -292,9 +292,12 @@ static int chat_history(struct chat *c, struct chat_session *s, struct bk_msg **
 	uint32_t n = store_message_count(c->st, s->node.id);
 	if (n < 2)
 		return -1;
-	struct bk_msg *m = calloc(n + 1, sizeof(*m));
+	/* m[0 .. n] is what is sent; the history picked newest first waits
+	 * in m[n + 1 ..] until its order is known. */
+	struct bk_msg *m = calloc(2 * (size_t)n + 1, sizeof(*m));
 	if (!m)
 		return -1;
+	struct bk_msg *picked = m + n + 1;
 	struct conf_model terms;
 	conf_model_terms(c->conf, s->model, &terms);
 	uint64_t budget = (uint64_t)terms.context_window * 3 / 4;
@@ -304,7 +307,7 @@ static int chat_history(struct chat *c, struct chat_session *s, struct bk_msg **
 		return -1;
 	}
 	uint64_t used = chat_est_tokens(um.content_len) + (sys[0] ? chat_est_tokens(strlen(sys)) : 0);
-	/* Earlier messages, newest first, into the tail of m. */
+	/* Earlier messages, newest first. */
 	uint32_t first = n - 2;
 	for (uint32_t i = n - 2; i-- > 0;) {
 		struct store_message h;
@@ -317,8 +320,8 @@ static int chat_history(struct chat *c, struct chat_session *s, struct bk_msg **
 			break;
 		used += cost;
 		first--;
-		m[first] = (struct bk_msg){ .role = h.role == STORE_ROLE_USER ? BK_ROLE_USER : BK_ROLE_ASSISTANT,
-					    .content = h.content, .len = h.content_len };
+		picked[first] = (struct bk_msg){ .role = h.role == STORE_ROLE_USER ? BK_ROLE_USER : BK_ROLE_ASSISTANT,
+						 .content = h.content, .len = h.content_len };
 	}
 	uint32_t k = 0;
 	*words = 0;
@@ -327,10 +330,10 @@ static int chat_history(struct chat *c, struct chat_session *s, struct bk_msg **
 		*words += syn_prompt_tokens(sys, strlen(sys));
 	}
 	for (uint32_t i = first; i < n - 2; i++) {
-		if (!m[i].content)
+		if (!picked[i].content)
 			continue;
-		*words += syn_prompt_tokens(m[i].content, m[i].len);
-		m[k++] = m[i];
+		*words += syn_prompt_tokens(picked[i].content, picked[i].len);
+		m[k++] = picked[i];
 	}
 	/* The store may have moved the contents' pages under m[] only on a
 	 * write; none happened since they were read. */
