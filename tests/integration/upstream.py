@@ -22,6 +22,7 @@ config keys:
   status        HTTP status of mode "status" (500); its body is an OpenAI error
   usage         send the usage chunk when asked to (true)
   first_delay_s mode slow_first: silence before anything (30)
+  stamp         tokens carry the time they left ("K@NS"), for bench/relay_latency.py
 Tokens are "t1", " t2", ... so a test knows the exact text.
 """
 
@@ -45,6 +46,9 @@ MODELS = []
 
 
 def token_text(k):
+    if CONFIG.get("stamp"):
+        # The time it left, for the relay benchmark (bench/relay_latency.py).
+        return "%s%d@%d" % ("" if k == 1 else " ", k, time.time_ns())
     return ("t%d" % k) if k == 1 else (" t%d" % k)
 
 
