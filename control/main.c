@@ -80,6 +80,8 @@ int main(int argc, char **argv)
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
 		goto fail;
 	}
+	if (chan_open_note(r))
+		LOG_INFO("channel %s: %s", conf.chan_path, chan_open_note(r));
 	loop = cpl_create(r, err, sizeof(err));
 	if (!loop)
 		goto fail_msg;
@@ -138,7 +140,7 @@ out:
 	if (out_ok)
 		co_free(&out);
 	cpl_destroy(loop);
-	if (r)
-		chan_close(r);
+	if (chan_close(r))
+		LOG_INFO("channel %s: removed (the dataplane had stopped too)", conf.chan_path);
 	return rc;
 }
