@@ -154,7 +154,8 @@ static void v1_usage_obj(struct v1_req *v, struct v1_buf *b)
 	v1_str(b, txt);
 }
 
-static const char *v1_error_type(uint16_t status)
+/* OpenAI's error type for a status; api_error gives /v1 errors that shape. */
+const char *api_v1_error_type(uint16_t status)
 {
 	switch (status) {
 	case 401:
@@ -447,17 +448,7 @@ static void v1_on_usage(void *arg, uint32_t prompt_tokens, uint32_t completion_t
 	v->uc = completion_tokens;
 }
 
-/* An error answer in OpenAI's shape (api_error gives it on /v1). */
-static void v1_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code, const char *msg,
-		     const char *header)
-{
-	api_error(a, r, status, code, msg, header);
-}
 
-const char *api_v1_error_type(uint16_t status)
-{
-	return v1_error_type(status);
-}
 
 /* The whole answer of a request that was not streamed. */
 static void v1_send_whole(struct v1_req *v, const char *finish)
@@ -490,7 +481,7 @@ static void v1_on_end(void *arg, const struct bk_end *e)
 		if (e->kind == BK_END_COMPLETE)
 			v1_send_whole(v, finish);
 		else
-			v1_error(v->a, &v->r, e->http_status ? e->http_status : 502, e->code ? e->code : "backend_error",
+			api_error(v->a, &v->r, e->http_status ? e->http_status : 502, e->code ? e->code : "backend_error",
 				 e->message ? e->message : "the backend failed", NULL);
 		v1_record_end(v, st);
 		v1_free(v);
@@ -516,7 +507,7 @@ static void v1_on_end(void *arg, const struct bk_end *e)
 		const char *m = e->message ? e->message : "the backend failed";
 		v1_esc(b, m, strlen(m));
 		v1_str(b, "\",\"type\":\"");
-		v1_str(b, v1_error_type(status));
+		v1_str(b, api_v1_error_type(status));
 		v1_str(b, "\",\"param\":null,\"code\":\"");
 		v1_str(b, e->code ? e->code : "backend_error");
 		v1_str(b, "\"}}\n\n");
@@ -654,7 +645,7 @@ static void v1_completions(struct api *a, const struct chat_reply *r, const stru
 	json_t *j = q->body ? json_loadb(q->body, q->body_len, 0, NULL) : NULL;
 	if (!json_is_object(j)) {
 		json_decref(j);
-		v1_error(a, r, 400, "invalid_json", "the body is not a JSON object", NULL);
+		api_error(a, r, 400, "invalid_json", "the body is not a JSON object", NULL);
 		return;
 	}
 	json_t *model = json_object_get(j, "model"), *messages = json_object_get(j, "messages");
@@ -667,13 +658,13 @@ static void v1_completions(struct api *a, const struct chat_reply *r, const stru
 			  : n && !json_is_null(n) && json_integer_value(n) != 1 ? "only n = 1 is supported"
 			  : json_string_length(model) >= CONF_NAME_MAX ? "model is too long" : NULL;
 	if (bad) {
-		v1_error(a, r, 400, "invalid_request", bad, NULL);
+		api_error(a, r, 400, "invalid_request", bad, NULL);
 		json_decref(j);
 		return;
 	}
 	struct v1_req *v = calloc(1, sizeof(*v));
 	if (!v) {
-		v1_error(a, r, 500, "internal", "out of memory", NULL);
+		api_error(a, r, 500, "internal", "out of memory", NULL);
 		json_decref(j);
 		return;
 	}
@@ -716,21 +707,21 @@ static void v1_completions(struct api *a, const struct chat_reply *r, const stru
 		switch (rc) {
 		case -ENOENT:
 			snprintf(msg, sizeof(msg), "The model `%s` does not exist or no backend serves it", v->model);
-			v1_error(a, r, 404, "model_not_found", msg, NULL);
+			api_error(a, r, 404, "model_not_found", msg, NULL);
 			break;
 		case -EAGAIN:
-			v1_error(a, r, 429, "overloaded", "every backend of this model is busy and its queue is full",
+			api_error(a, r, 429, "overloaded", "every backend of this model is busy and its queue is full",
 				 "Retry-After: 1");
 			break;
 		case -ENETDOWN:
-			v1_error(a, r, 503, "backend_unavailable", "no backend of this model is reachable now",
+			api_error(a, r, 503, "backend_unavailable", "no backend of this model is reachable now",
 				 "Retry-After: 1");
 			break;
 		case -EINVAL:
-			v1_error(a, r, 400, "invalid_request", "messages or parameters are not valid JSON", NULL);
+			api_error(a, r, 400, "invalid_request", "messages or parameters are not valid JSON", NULL);
 			break;
 		default:
-			v1_error(a, r, 500, "internal", "the completion could not be started", NULL);
+			api_error(a, r, 500, "internal", "the completion could not be started", NULL);
 		}
 		cpl_timer_cancel(a->loop, &v->ka);
 		free(v);
@@ -759,13 +750,13 @@ void api_v1_route(struct api *a, const struct chat_reply *r, const struct api_re
 {
 	if (q->path_len == 10 && memcmp(q->path, "/v1/models", 10) == 0) {
 		if (q->hdr->method != CHAN_M_GET && q->hdr->method != CHAN_M_HEAD)
-			return v1_error(a, r, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD");
+			return api_error(a, r, 405, "method_not_allowed", "use GET", "Allow: GET, HEAD");
 		return v1_models(a, r);
 	}
 	if (q->path_len == 20 && memcmp(q->path, "/v1/chat/completions", 20) == 0) {
 		if (q->hdr->method != CHAN_M_POST)
-			return v1_error(a, r, 405, "method_not_allowed", "use POST", "Allow: POST");
+			return api_error(a, r, 405, "method_not_allowed", "use POST", "Allow: POST");
 		return v1_completions(a, r, q);
 	}
-	v1_error(a, r, 404, "not_found", "no such resource", NULL);
+	api_error(a, r, 404, "not_found", "no such resource", NULL);
 }
