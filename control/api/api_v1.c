@@ -588,9 +588,41 @@ static void v1_free_node(struct idmap_node *n, void *arg)
 	free(v);
 }
 
+struct v1_collect {
+	struct v1_req **v;
+	uint32_t n;
+};
+
+static void v1_collect_each(struct idmap_node *n, void *arg)
+{
+	struct v1_collect *x = arg;
+	x->v[x->n++] = (struct v1_req *)n;
+}
+
+/* A new dataplane incarnation: the connections of every completion are
+ * gone (no CONN_CLOSED will come), so their backend calls stop now. */
+static void v1_peer_reset(void *arg)
+{
+	struct api *a = arg;
+	struct v1_collect x = { .v = calloc(a->v1_reqs.n + 1, sizeof(*x.v)) };
+	if (!x.v)
+		return;
+	idmap_foreach(&a->v1_reqs, v1_collect_each, &x);
+	for (uint32_t i = 0; i < x.n; i++) {
+		struct v1_req *v = x.v[i];
+		bk_call_cancel(v->call);
+		v->call = NULL;
+		v1_record_end(v, STORE_MSG_CANCELLED);
+		v1_free(v);
+	}
+	free(x.v);
+}
+
 int api_v1_init(struct api *a)
 {
 	if (idmap_init(&a->v1_reqs, 256) < 0)
+		return -1;
+	if (cpl_on_peer_reset(a->loop, v1_peer_reset, a) < 0)
 		return -1;
 	return co_on_flush(a->out, v1_flush_hook, a);
 }
