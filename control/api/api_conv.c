@@ -491,6 +491,9 @@ void api_post_message(struct api *a, const struct chat_reply *r, const struct ap
 		api_error(a, r, 409, "busy", "an answer is already running in this session", NULL);
 	else if (rc == -ENOENT)
 		api_error(a, r, 400, "unknown_model", "no backend serves this session's model", NULL);
+	else if (rc == -EAGAIN)
+		api_error(a, r, 429, "overloaded", "every backend of this model is busy and its queue is full",
+			  "Retry-After: 1");
 	else if (rc < 0)
 		api_error(a, r, 500, "internal", "the message could not be stored", NULL);
 }

@@ -382,6 +382,28 @@ static void bk_release(struct bk_call *c)
 	bk_pump(be);
 }
 
+/* May be take a call for model now (routing's checks, no tried mask)? */
+static bool bk_candidate(const struct bk_backend *be, const char *model, uint64_t now)
+{
+	return be->used && be->admin == BK_ADMIN_ENABLED && be->health != BK_HEALTH_DOWN &&
+	       bk_serves(be, model) && bk_breaker_allows(be, now);
+}
+
+bool bk_has_room(const struct bk_mgr *m, const char *model)
+{
+	uint64_t now = cpl_now(m->loop);
+	bool any = false;
+	for (uint32_t i = 0; i < CONF_MAX_BACKENDS; i++) {
+		const struct bk_backend *be = &m->be[i];
+		if (!bk_candidate(be, model, now))
+			continue;
+		any = true;
+		if (bk_has_slot(be) || be->queued < be->cfg.max_queue)
+			return true;
+	}
+	return !any; /* none at all is another error, found when the call starts */
+}
+
 /*
  * Routes c to a backend serving its model that it has not tried: one with
  * a free slot, the least loaded per weight, else the least loaded whose
@@ -397,9 +419,7 @@ static int bk_route(struct bk_call *c)
 		bool any = false;
 		for (uint32_t i = 0; i < CONF_MAX_BACKENDS; i++) {
 			struct bk_backend *be = &m->be[i];
-			if (!be->used || be->admin != BK_ADMIN_ENABLED || (c->tried & (1u << i)) ||
-			    be->health == BK_HEALTH_DOWN || !bk_serves(be, c->model) ||
-			    !bk_breaker_allows(be, now))
+			if ((c->tried & (1u << i)) || !bk_candidate(be, c->model, now))
 				continue;
 			any = true;
 			if (bk_has_slot(be)) {

@@ -67,6 +67,10 @@ struct bk_call *bk_call_start(struct bk_mgr *m, const struct bk_request *req, co
  * hears nothing more. */
 void bk_call_cancel(struct bk_call *c);
 
+/* True when a call for model would not be refused with -EAGAIN now: some
+ * backend of it that routing may use has a free slot or room in its queue
+ * (a check before accepting work whose answer comes later). */
+bool bk_has_room(const struct bk_mgr *m, const char *model);
 /* True when some backend serves model now (listed, or found by a health check). */
 bool bk_model_served(const struct bk_mgr *m, const char *model);
 /* Calls fn once per model served, with the first backend serving it. */

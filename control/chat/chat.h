@@ -217,7 +217,8 @@ int chat_session_create(struct chat *c, const struct store_session *ss, const st
  * login); hooks.message_accepted reports the result, then the answer
  * starts. -EBUSY when an answer is running or pending, -ENOENT when no
  * backend serves the session's model, -EAGAIN when every backend of it is
- * busy with a full queue. */
+ * busy with a full queue (checked now; one that fills meanwhile ends the
+ * answer with the error "overloaded"). */
 int chat_message_post(struct chat *c, struct chat_session *s, const char *content, size_t len,
 		      const char *key_id, const struct chat_reply *r);
 

@@ -412,6 +412,8 @@ int chat_message_post(struct chat *c, struct chat_session *s, const char *conten
 		return -EBUSY;
 	if (!bk_model_served(c->bk, s->model))
 		return -ENOENT;
+	if (!bk_has_room(c->bk, s->model))
+		return -EAGAIN;
 	struct chat_answer *a = &s->ans;
 	/* Most answers need only the hint: reserved here, not per token. The
 	 * previous answer's copy is dropped when this one is accepted. */

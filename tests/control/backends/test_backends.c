@@ -136,6 +136,7 @@ static void test_routing_and_queues(void **state)
 	assert_int_equal(s[3].waiting, 1); /* queued calls say so */
 	assert_int_equal(s[0].waiting, 0); /* the synthetic backend never waits */
 	assert_int_equal(backend_of(m, "a").queued, 1);
+	assert_false(bk_has_room(m, "m")); /* what POST /api/chat/message checks */
 	assert_null(bk_call_start(m, &req, &ev, &s[4], &rc));
 	assert_int_equal(rc, -EAGAIN);
 	req.model = "other";
@@ -147,6 +148,7 @@ static void test_routing_and_queues(void **state)
 	for (int i = 0; i < 3; i++)
 		assert_true(s[i].ended && s[i].kind == BK_END_COMPLETE && s[i].tokens == 3);
 	assert_int_equal(backend_of(m, "a").queued, 0);
+	assert_true(bk_has_room(m, "m"));
 	cpl_run_due(l.loop, UINT64_MAX - 1);
 	assert_true(s[3].ended && s[3].tokens == 3);
 
