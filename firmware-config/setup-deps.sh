@@ -9,7 +9,7 @@ PKGS=(
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
   libcurl4-openssl-dev libjansson-dev
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
-  ethtool iputils-ping openssl nodejs npm
+  ethtool iputils-ping openssl nodejs
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -22,7 +22,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The integration tests' third-party clients and servers (the OpenAI SDK,
-# mock-llm), exact versions from tests/node/package-lock.json.
+# mock-llm), exact versions from tests/node/package-lock.json. Some nodejs
+# builds bring npm along; Debian's own comes as the npm package.
+if ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ ! -d "$ROOT/tests/node/node_modules/openai" ] || [ ! -d "$ROOT/tests/node/node_modules/@dwmkerr/mock-llm" ]; then
   npm ci --prefix "$ROOT/tests/node" --no-audit --no-fund
