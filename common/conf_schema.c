@@ -70,6 +70,15 @@ static const struct key_spec batching_keys[] = {
 	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216 },
 };
 
+static const struct key_spec dashboard_keys[] = {
+	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000 },
+	{ "max_pending", K_U32, CF(dash_max_pending), 4096, 67108864 },
+	{ "alert_ring_pct", K_U32, CF(dash_alert_ring_pct), 1, 100 },
+	{ "alert_store_pct", K_U32, CF(dash_alert_store_pct), 1, 100 },
+	{ "alert_connections", K_U32, CF(dash_alert_connections), 0, 67108864 },
+	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576 },
+};
+
 /* type is index 0: every backend sets it; what else it needs depends on
  * the type (conf_close_backend). */
 static const struct key_spec backend_keys[] = {
@@ -130,6 +139,7 @@ const struct section_spec conf_sections[] = {
 	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0 },
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
+	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
@@ -150,7 +160,8 @@ _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_ke
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32,
+		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
@@ -284,6 +295,12 @@ void conf_defaults(struct sluice_conf *c)
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
+	c->dash_heartbeat_ms = 30000;
+	c->dash_max_pending = 256u << 10;
+	c->dash_alert_ring_pct = 80;
+	c->dash_alert_store_pct = 80;
+	c->dash_alert_connections = 0;
+	c->dash_alert_pending_mb = 256;
 	c->nbackends = 0;
 	c->nagents = 0;
 }

@@ -13,6 +13,7 @@
 #include "backends/backends.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
@@ -73,8 +74,10 @@ int main(int argc, char **argv)
 	static struct chat chat;
 	static struct auth auth;
 	static struct api api;
+	static struct ev_bus bus;
 	bool out_ok = false, chat_ok = false, auth_ok = false, api_ok = false;
 
+	ev_init(&bus);
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
 	if (!r) {
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
@@ -99,16 +102,17 @@ int main(int argc, char **argv)
 	if (chat_init(&chat, &conf, loop, st, &out, bk, err, sizeof(err)) < 0)
 		goto fail_msg;
 	chat_ok = true;
+	chat_set_bus(&chat, &bus);
 	if (auth_init(&auth, &conf, loop, st, &out, err, sizeof(err)) < 0)
 		goto fail_msg;
 	auth_ok = true;
 	struct api_deps ad = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-			       .auth = &auth, .bk = bk };
+			       .auth = &auth, .bk = bk, .bus = &bus };
 	if (api_init(&api, &ad, err, sizeof(err)) < 0)
 		goto fail_msg;
 	api_ok = true;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-				 .auth = &auth, .bk = bk, .api_stats = &api.stats };
+				 .auth = &auth, .bk = bk, .api_stats = &api.stats, .api = &api, .bus = &bus };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;

@@ -428,8 +428,15 @@ static void adm_on_record(void *arg, uint16_t type, const void *payload, uint32_
 			return;
 		}
 		ad->n.stats_records++;
-		ad->w[s->worker].s = *s;
-		ad->w[s->worker].at_ns = sluice_now_ns();
+		struct adm_worker *aw = &ad->w[s->worker];
+		aw->prev = aw->s;
+		aw->prev_ns = aw->at_ns;
+		aw->s = *s;
+		aw->at_ns = sluice_now_ns();
+		/* A restarted worker counts from zero: no rate across it. */
+		if (s->uptime_ms < aw->prev.uptime_ms)
+			aw->prev_ns = 0;
+		adm_ws_stats(ad, s->worker);
 		return;
 	}
 	if (type == CHAN_REC_CONNS) {
@@ -563,6 +570,7 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 	ad->started_ns = sluice_now_ns();
 	cpl_timer_init(&ad->timer, adm_timer, ad);
 	cpl_timer_init(&ad->bk_timer, adm_bk_timer, ad);
+	adm_ws_prepare(ad);
 	for (uint32_t i = 0; i < ADM_MAX_CLIENTS; i++) {
 		ad->cl[i].ad = ad;
 		ad->cl[i].fd = -1;
@@ -584,6 +592,8 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 		goto fail;
 	}
 	cpl_timer_arm(d->loop, &ad->bk_timer, cpl_now(d->loop) + ADM_BACKENDS_EVERY_NS);
+	if (adm_ws_init(ad, err, errlen) < 0)
+		goto fail;
 	LOG_INFO("admin socket %s (mode %04o)", d->conf->admin_socket,
 		 (unsigned)(d->conf->admin_socket_mode & 07777));
 	return ad;
@@ -605,6 +615,7 @@ void admin_destroy(struct admin *ad)
 	}
 	cpl_timer_cancel(ad->d.loop, &ad->timer);
 	cpl_timer_cancel(ad->d.loop, &ad->bk_timer);
+	adm_ws_free(ad);
 	if (ad->records) {
 		cpl_on_record(ad->d.loop, CHAN_REC_STATS, NULL, NULL);
 		cpl_on_record(ad->d.loop, CHAN_REC_CONNS, NULL, NULL);

@@ -122,4 +122,10 @@ bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, con
 bool co_response_part(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r,
 		      bool more);
 
+/* Pushes a WebSocket text message to one conn (BROADCAST); the worker drops
+ * it and closes the conn when more than max_pending bytes are unsent there.
+ * False when the record was dropped or the text exceeds one record. */
+bool co_broadcast(struct chan_out *o, struct chan_conn conn, uint32_t max_pending, const char *text,
+		  size_t len);
+
 #endif

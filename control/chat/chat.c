@@ -51,6 +51,11 @@ void chat_set_hooks(struct chat *c, const struct chat_hooks *hooks)
 	c->hooks = *hooks;
 }
 
+void chat_set_bus(struct chat *c, struct ev_bus *bus)
+{
+	c->bus = bus;
+}
+
 /* A conn entry going away with its replay timer. */
 static void chat_conn_node_free(struct idmap_node *n, void *arg)
 {
@@ -183,8 +188,10 @@ static void chat_session_stored(void *arg, int err)
 	struct chat_session *s = x->s;
 	if (!err && idmap_insert(&c->sessions, &s->node, x->sid, strlen(x->sid)) < 0)
 		err = -EEXIST;
-	if (!err)
+	if (!err) {
 		chat_event(c, x->sid, "created", NULL);
+		ev_publish(c->bus, &(struct ev){ .kind = EV_CREATED, .user = s->user, .session_id = x->sid });
+	}
 	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, err);
 	if (err)
 		free(s);
@@ -301,6 +308,8 @@ static void chat_kicks_send(struct chat *c)
 			 "stream dropped: the appliance is overloaded; resume with Last-Event-ID");
 		co_end(c->out, p->worker, sizeof(*k));
 		c->stats.overload_kicks++;
+		ev_publish(c->bus, &(struct ev){ .kind = EV_KICKED, .session_id = p->sid,
+						 .reason = "overloaded" });
 	}
 	c->nkicks = keep;
 }

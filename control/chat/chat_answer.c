@@ -249,6 +249,7 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	snprintf(u.backend, sizeof(u.backend), "%s", a->backend);
 	snprintf(u.key_id, sizeof(u.key_id), "%s", a->key_id);
 	a->running = false;
+	c->running--;
 	a->status = st;
 	a->usage = u;
 	chat_count_usage(c, &u);
@@ -265,6 +266,8 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	if (store_message_status(c->st, s->node.id, a->mid, st, &u) < 0)
 		LOG_ERROR("store: cannot end message %s", a->mid);
 	chat_msg_event(c, s->node.id, a->mid, st);
+	ev_publish(c->bus, &(struct ev){ .kind = EV_ANSWER_ENDED, .user = s->user, .session_id = s->node.id,
+					 .message_id = a->mid, .status = store_msg_status_name(st) });
 }
 
 /* ---- history ------------------------------------------------------------------- */
@@ -398,9 +401,12 @@ static void chat_message_stored(void *arg, int err)
 	memset(&a->usage, 0, sizeof(a->usage));
 	a->have = true;
 	a->running = true;
+	c->running++;
 	a->streaming = a->waiting = a->usage_seen = false;
 	a->backend[0] = '\0';
 	chat_msg_event(c, s->node.id, a->mid, STORE_MSG_QUEUED);
+	ev_publish(c->bus, &(struct ev){ .kind = EV_ANSWER_STARTED, .user = s->user, .session_id = s->node.id,
+					 .message_id = a->mid });
 	chat_broadcast_status(c, s, a->mid, "queued");
 	chat_answer_start(c, s);
 }

@@ -38,6 +38,8 @@ static const struct metric_def metric_defs[] = {
 	A("sluice_sse_active", "gauge", sse_active, "SSE streams open now."),
 	A("sluice_ws_active", "gauge", ws_active, "WebSocket connections open now (after 101)."),
 	A("sluice_ws_auth_refused_total", "counter", ws_auth_refused, "WebSocket upgrades, or re-checks after a control restart, that control refused."),
+	A("sluice_static_responses_total", "counter", static_responses, "Web UI files served (200 and 304)."),
+	A("sluice_ws_broadcasts_total", "counter", broadcasts, "Messages control pushed to WebSockets (/ws/admin events and snapshots)."),
 	A("sluice_kicks_total", "counter", kicks, "Connections closed because control asked (revoked or expired login, sessions kill)."),
 	A("sluice_tokens_in_total", "counter", tokens_in, "Tokens received from control, counted per subscribed connection."),
 	A("sluice_tokens_out_total", "counter", tokens_out, "Tokens written into frames."),

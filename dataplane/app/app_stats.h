@@ -43,6 +43,8 @@ struct app_stats {
 	uint64_t ws_active;           /* gauge: WebSocket conns open (after 101) */
 	uint64_t kicks;               /* conns closed on control's KICK */
 	uint64_t ws_auth_refused;     /* upgrades or re-checks control refused */
+	uint64_t static_responses;    /* web UI files served (200 and 304) */
+	uint64_t broadcasts;          /* pushed messages (BROADCAST) sent to WebSockets */
 };
 
 /* The app counters of a worker (its own, or a peer's for /metrics). */

@@ -23,6 +23,7 @@
 #include "backends/backends.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
@@ -33,8 +34,9 @@
 #define CFX_WORKERS 2u
 #define CFX_REQ_ID 42u
 
-/* Optional parts. */
-enum { CFX_ADMIN = 1u << 0 };
+/* Optional parts: the admin socket; the event bus and the dashboard
+ * (admin with /ws/admin and /api/admin, implies CFX_ADMIN). */
+enum { CFX_ADMIN = 1u << 0, CFX_DASH = 1u << 1 };
 
 struct cfx {
 	char shm[96];
@@ -50,11 +52,14 @@ struct cfx {
 	struct auth auth;
 	struct api api;
 	struct admin *admin; /* with CFX_ADMIN */
+	struct ev_bus bus;   /* with CFX_DASH: chat, api and admin publish here */
 	/* The default user and a login session of it (cfx_open creates both):
 	 * cfx_http() sends this token unless told otherwise. */
 	char user[STORE_USER_MAX];
 	uint64_t uid;
 	char token[AUTH_TOKEN_LEN + 1];
+	bool keep_backends;
+	uint64_t backends_records;
 };
 
 /* A record read back from a c2d ring. */
@@ -98,7 +103,9 @@ void cfx_http_as(struct cfx *f, uint16_t w, uint32_t slot, uint8_t method, const
 		 const char *body, const char *token);
 void cfx_http(struct cfx *f, uint16_t w, uint32_t slot, uint8_t method, const char *path, const char *body);
 
-/* Reads the next c2d record of worker w into cfx_got; false when empty. */
+/* Reads the next c2d record of worker w into cfx_got; false when empty.
+ * CHAN_REC_BACKENDS records (admin's, once a second) are counted in
+ * f->backends_records and skipped unless f->keep_backends. */
 bool cfx_next(struct cfx *f, uint32_t w);
 /* A field of the response in cfx_got, or NULL. */
 const struct chan_field *cfx_field(uint16_t tag);

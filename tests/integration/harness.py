@@ -261,14 +261,15 @@ DEFAULT_USER = ("tester", "tester-password")
 class Sluice:
     """A private sluice-control + sluice-dataplane pair on 127.0.0.1.
 
-    `auth` adds keys to the [auth] section (e.g. allowed_origins); start()
+    `auth` adds keys to the [auth] section (e.g. allowed_origins), `dashboard`
+    keys to a [dashboard] section (heartbeat_ms, alert thresholds); start()
     creates DEFAULT_USER with sluicectl and logs in, so request() and
     auth_headers() authenticate as it (default_user=False skips that).
     """
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True, backends=None, model_terms=None, env=None, agents=None):
+                 default_user=True, dashboard=None, backends=None, model_terms=None, env=None, agents=None):
         """backends: [(name, {key: value})] written as [backend.NAME] sections
         after the synthetic `models` (type included); model_terms:
         {model: {key: value}} as [model.NAME]; agents: {name: {key: value}};
@@ -279,6 +280,7 @@ class Sluice:
         self.agents = dict(agents or {})
         self.env = dict(env or {})
         self.auth = dict(auth or {})
+        self.dashboard = dict(dashboard or {})
         self.default_user = default_user
         self.token = None
         self.workers = workers
@@ -330,6 +332,11 @@ class Sluice:
         for k, v in sorted(self.auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
+        if self.dashboard:
+            lines.append("[dashboard]")
+            for k, v in sorted(self.dashboard.items()):
+                lines.append("%s = %s" % (k, v))
+            lines.append("")
         if DPDK is not None:
             lines = dpdk_conf_lines(lines, self)
         for name, m in self.models.items():
@@ -861,9 +868,16 @@ def dpdk_conf_lines(lines, srv):
 
 
 def dpdk_clean_runtime():
-    """EAL runtime directories a killed dataplane left behind."""
+    """EAL runtime directories a killed dataplane left behind. A directory
+    without its mp_socket may also be one a dataplane is creating right now
+    (another test run on the machine), so only old ones go."""
+    now = time.time()
     for d in glob.glob("/var/run/dpdk/sluice-*"):
-        if not glob.glob(os.path.join(d, "mp_socket*")):
+        try:
+            young = now - os.stat(d).st_mtime < 60
+        except OSError:
+            continue
+        if not young and not glob.glob(os.path.join(d, "mp_socket*")):
             shutil.rmtree(d, ignore_errors=True)
 
 
