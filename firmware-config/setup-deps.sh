@@ -9,7 +9,7 @@ PKGS=(
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
   libcurl4-openssl-dev libjansson-dev
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
-  ethtool iputils-ping openssl
+  ethtool iputils-ping openssl gnuplot-nox
   python3-brotli chromium fonts-dejavu-core
 )
 missing=()
