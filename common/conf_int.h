@@ -47,6 +47,9 @@ enum val_kind {
 	K_ONOFF,
 	K_TLS_VERSION,
 	K_REDIRECT_LISTEN,
+	K_URL,       /* http(s)://host[:port][/path], max bytes incl. NUL */
+	K_ENV_NAME,  /* an environment variable's name */
+	K_HEADERS,   /* "Name: value | Name: value" */
 };
 
 struct key_spec {
@@ -61,6 +64,7 @@ struct key_spec {
 #define AF(f) offsetof(struct conf_agent, f)
 #define PF(f) offsetof(struct conf_port, f)
 #define XF(f) offsetof(struct conf_cert, f)
+#define MF(f) offsetof(struct conf_model, f)
 #define FSIZE(type, f) ((uint32_t)sizeof(((struct type *)0)->f))
 
 /* Highest lcore id DPDK accepts (RTE_MAX_LCORE 128 in Debian's build). */
@@ -70,9 +74,10 @@ struct key_spec {
  * dataplane's limit) plus 64 KiB of request fields (path, headers, ids). */
 #define CONF_RING_PAYLOAD_MIN ((1u << 20) + (64u << 10))
 
-/* A sub-section is one of several ([backend.NAME], [agent.NAME], [cert.NAME], [port.N]);
- * `required` lists the keys it must set, checked when it ends. */
-enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_CERT };
+/* A sub-section is one of several ([backend.NAME], [agent.NAME], [cert.NAME],
+ * [model.NAME], [port.N]); `required` lists the keys it must set, checked
+ * when it ends. */
+enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_CERT, SUB_MODEL };
 
 struct section_spec {
 	const char *name;
@@ -122,18 +127,23 @@ char *conf_trim(char *s);
 
 /* Parses v (trimmed, not empty) as key k into the open section's struct. */
 int conf_set_value(struct parser *p, const struct key_spec *k, char *v);
+/* A model id: 1..63 printable non-blank bytes. */
+bool conf_model_name_ok(const char *m);
 
 /* ---- conf_schema.c -------------------------------------------------------- */
 
 extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
 extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
-	conf_cert_section;
+	conf_cert_section, conf_model_section;
 /* Whether key `key` of top-level section `sec` was set in the file. */
 bool conf_key_set(const struct parser *p, const char *sec, const char *key);
 void conf_backend_defaults(struct conf_backend *be);
+void conf_model_defaults(struct conf_model *m);
 /* Checks that need a whole [port.N] (its header line is p->sub_line). */
 int conf_close_port(struct parser *p);
+/* Checks that need a whole [backend.NAME]: what its type requires. */
+int conf_close_backend(struct parser *p);
 /* Checks that need the whole file, and defaults that depend on other keys. */
 int conf_finish(struct parser *p);
 

@@ -99,7 +99,8 @@ static const struct key_spec dashboard_keys[] = {
 	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576 },
 };
 
-/* type and models are indexes 0 and 1: a backend must set both. */
+/* type is index 0: every backend sets it; what else it needs depends on
+ * the type (conf_close_backend). */
 static const struct key_spec backend_keys[] = {
 	{ "type", K_BACKEND_TYPE, BF(type), 0, 0 },
 	{ "models", K_MODELS, 0, 0, 0 },
@@ -110,6 +111,26 @@ static const struct key_spec backend_keys[] = {
 	{ "context_window", K_U32, BF(context_window), 1, 100000000 },
 	{ "cost_in_per_mtok", K_COST, BF(cost_in_per_mtok), 0, 1000000 },
 	{ "cost_out_per_mtok", K_COST, BF(cost_out_per_mtok), 0, 1000000 },
+	{ "url", K_URL, BF(url), 0, FSIZE(conf_backend, url) },
+	{ "api_key_env", K_ENV_NAME, BF(api_key_env), 0, 0 },
+	{ "headers", K_HEADERS, BF(headers), 0, FSIZE(conf_backend, headers) },
+	{ "ca_file", K_PATH, BF(ca_file), 0, 0 },
+	{ "weight", K_U32, BF(weight), 1, 1000 },
+	{ "max_queue", K_U32, BF(max_queue), 0, 100000 },
+	{ "connect_timeout_ms", K_U32, BF(connect_timeout_ms), 1, 600000 },
+	{ "first_token_timeout_ms", K_U32, BF(first_token_timeout_ms), 1, 3600000 },
+	{ "idle_timeout_ms", K_U32, BF(idle_timeout_ms), 1, 3600000 },
+	{ "health_interval_ms", K_U32, BF(health_interval_ms), 0, 3600000 },
+	{ "breaker_failures", K_U32, BF(breaker_failures), 1, 1000 },
+	{ "breaker_open_ms", K_U32, BF(breaker_open_ms), 1, 3600000 },
+};
+#define BACKEND_KEY_MODELS 1u
+#define BACKEND_KEY_URL 9u
+
+static const struct key_spec model_keys[] = {
+	{ "context_window", K_U32, MF(context_window), 1, 100000000 },
+	{ "cost_in_per_mtok", K_COST, MF(cost_in_per_mtok), 0, 1000000 },
+	{ "cost_out_per_mtok", K_COST, MF(cost_out_per_mtok), 0, 1000000 },
 };
 
 static const struct key_spec agent_keys[] = {
@@ -144,7 +165,10 @@ const struct section_spec conf_sections[] = {
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
 const struct section_spec conf_backend_section = {
-	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x3u
+	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x1u
+};
+const struct section_spec conf_model_section = {
+	"model", model_keys, SLUICE_ARRAY_LEN(model_keys), SUB_MODEL, 0
 };
 const struct section_spec conf_agent_section = {
 	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL
@@ -161,7 +185,8 @@ _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_ke
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
+		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
@@ -180,7 +205,47 @@ void conf_backend_defaults(struct conf_backend *be)
 	be->tokens_per_s = 20;
 	be->answer_tokens = 32;
 	be->max_concurrency = 0;
+	be->max_queue = 64;
+	be->weight = 1;
 	be->context_window = 8192;
+	be->connect_timeout_ms = 5000;
+	be->first_token_timeout_ms = 60000;
+	be->idle_timeout_ms = 30000;
+	be->health_interval_ms = 10000;
+	be->breaker_failures = 5;
+	be->breaker_open_ms = 30000;
+}
+
+void conf_model_defaults(struct conf_model *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->context_window = 8192;
+}
+
+/* A synthetic backend makes up its answers for the models it lists; a
+ * network backend needs somewhere to go, and may leave its models to what
+ * its health check finds. */
+int conf_close_backend(struct parser *p)
+{
+	const struct conf_backend *be = (const struct conf_backend *)p->obj;
+	bool net = be->type != CONF_BACKEND_SYNTHETIC;
+	if (!net && !(p->seen_keys & (1u << BACKEND_KEY_MODELS)))
+		return conf_fail(p, "backend '%s' has no models", p->sub_name);
+	if (net && !(p->seen_keys & (1u << BACKEND_KEY_URL)))
+		return conf_fail(p, "backend '%s' has no url", p->sub_name);
+	return 0;
+}
+
+/* A model some backend may serve: listed, or any backend that learns its
+ * models from its health check. */
+static bool conf_model_servable(const struct sluice_conf *c, const char *model)
+{
+	if (conf_backend_for_model(c, model))
+		return true;
+	for (uint32_t b = 0; b < c->nbackends; b++)
+		if (c->backends[b].nmodels == 0)
+			return true;
+	return false;
 }
 
 static void port_defaults(struct conf_port *port)
@@ -320,7 +385,7 @@ int conf_finish(struct parser *p)
 	if (c->nbackends == 0)
 		return conf_fail_file(p->err, p->errlen, p->file, "no [backend.NAME] section");
 	for (uint32_t i = 0; i < c->nagents; i++) {
-		if (conf_backend_for_model(c, c->agents[i].model))
+		if (conf_model_servable(c, c->agents[i].model))
 			continue;
 		p->line = p->agent_model_line[i];
 		return conf_fail(p, "agent '%s': model '%s' is not served by any backend",
@@ -329,7 +394,14 @@ int conf_finish(struct parser *p)
 	if (c->nagents == 0) {
 		struct conf_agent *ag = &c->agents[c->nagents++];
 		memcpy(ag->name, "assistant", sizeof("assistant"));
-		memcpy(ag->model, c->backends[0].models[0], strlen(c->backends[0].models[0]) + 1);
+		const char *m = NULL;
+		for (uint32_t b = 0; b < c->nbackends && !m; b++)
+			if (c->backends[b].nmodels)
+				m = c->backends[b].models[0];
+		if (!m)
+			return conf_fail_file(p->err, p->errlen, p->file,
+					      "no [agent.NAME] and no backend lists models: give one of them a model");
+		memcpy(ag->model, m, strlen(m) + 1);
 		memcpy(ag->description, "General-purpose assistant",
 		       sizeof("General-purpose assistant"));
 	}

@@ -9,7 +9,7 @@ PKGS=(
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
   libcurl4-openssl-dev libjansson-dev libssl-dev openssl
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
-  ethtool iputils-ping gnuplot-nox
+  ethtool iputils-ping openssl gnuplot-nox
   python3-brotli chromium fonts-dejavu-core
   libnss3-tools testssl.sh nginx-light
 )
@@ -44,4 +44,11 @@ if [ ! -f "$UI_DIR/node_modules/.package-lock.json" ] ||
    ! cmp -s "$UI_DIR/package-lock.json" "$UI_DIR/node_modules/.sluice-lock"; then
   (cd "$UI_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
    cp package-lock.json node_modules/.sluice-lock)
+fi
+
+# The integration tests' third-party clients and servers (the OpenAI SDK,
+# mock-llm), exact versions from tests/node/package-lock.json.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -d "$ROOT/tests/node/node_modules/openai" ] || [ ! -d "$ROOT/tests/node/node_modules/@dwmkerr/mock-llm" ]; then
+  npm ci --prefix "$ROOT/tests/node" --no-audit --no-fund
 fi

@@ -100,9 +100,17 @@ static int lm_schema_v1_identities(struct lm_store *s, MDB_txn *t)
 	return lm_schema_extend(s, t, LM_CONVS, LM_CONV_V1_SIZE, sizeof(struct lm_conv_rec), lm_schema_v1_owner);
 }
 
+/* 2 -> 3: the usage log (created empty when the store opened) gets the
+ * answers that ended before it existed. */
+static int lm_schema_v2_usage(struct lm_store *s, MDB_txn *t)
+{
+	return lm_msg_usage_backfill(s, t);
+}
+
 /* Entry N-1 turns schema N into N+1. */
 typedef int (*lm_schema_migrate_fn)(struct lm_store *s, MDB_txn *t);
-static const lm_schema_migrate_fn lm_schema_migrations[LM_SCHEMA_VERSION] = { lm_schema_v1_identities, NULL };
+static const lm_schema_migrate_fn lm_schema_migrations[LM_SCHEMA_VERSION] = { lm_schema_v1_identities,
+									       lm_schema_v2_usage, NULL };
 
 int lm_schema_open(struct lm_store *s, MDB_txn *t, bool was_empty, char *err, size_t errlen)
 {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "app/app_int.h"
+#include "app/app_metrics.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
@@ -115,6 +116,7 @@ static void app_destroy(void *app)
 	batch_pool_destroy(&a->pool);
 	app_subs_destroy(a->subs);
 	free(a->scratch);
+	free(a->bk_rec);
 	free(a->esc);
 	free(a->pending);
 	free(a->conns);
@@ -180,8 +182,9 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->turn_bytes = 0;
 	c->pend_idx = APP_NO_SLOT;
 	c->batch.last_arrival_ns = 0;
-	c->sid[0] = c->last_mid[0] = '\0';
+	c->sid[0] = c->last_mid[0] = c->prov_mid[0] = '\0';
 	c->last_seq = 0;
+	c->resp_stream = c->v1_req = false;
 	DP_STAT_ADD(a->st, conns_accepted, 1);
 	/* An idle connection that never sends a byte is closed like an idle
 	 * keep-alive one. */
@@ -211,8 +214,9 @@ static void app_on_eof(void *app, void *ctx)
 	(void)app;
 	c->eof = true;
 	/* A request still waiting for control is answered first; the close
-	 * follows its response (app_http.c). */
-	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT)
+	 * follows its response (app_http.c). A /v1 client that leaves abandons
+	 * its request: the close tells control, which stops the backend. */
+	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT && !c->v1_req && !c->resp_stream)
 		return;
 	app_conn_close(c, false);
 }
@@ -428,6 +432,9 @@ static void app_on_record(void *app, uint16_t type, const void *payload, uint32_
 		break;
 	case CHAN_REC_ADMIN:
 		app_ctl_on_admin(a, payload);
+		break;
+	case CHAN_REC_BACKENDS:
+		app_metrics_backends(a, payload, len);
 		break;
 	case CHAN_REC_BROADCAST:
 		app_ws_on_broadcast(a, payload, len);

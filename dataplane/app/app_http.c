@@ -398,8 +398,11 @@ static void app_http_route_local(struct conn *c, const struct http_request *req)
 			app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 	} else {
 		size_t n = app_metrics_render(a->h, a->scratch, a->scratch_cap);
+		bool over = false;
 
-		if (n == 0) {
+		if (n)
+			n += app_metrics_render_backends(a, a->scratch + n, a->scratch_cap - n, &over);
+		if (n == 0 || over) {
 			app_http_send_error(c, 500, "internal", "metrics do not fit", false);
 			return;
 		}
@@ -430,6 +433,7 @@ static void app_http_route_control(struct conn *c, const struct http_request *re
 	size_t n = 0;
 	size_t pl = app_conn_peer_str(c, peer);
 
+	c->v1_req = slice_prefix(req->path, "/v1/");
 	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
 	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
 	f[n++] = (struct app_field){ CHAN_F_BODY, blen ? body : NULL, blen };
@@ -749,9 +753,109 @@ void app_http_control_lost(struct conn *c)
 {
 	if (c->hstate != HS_WAIT)
 		return;
+	if (c->resp_stream) {
+		/* Half a stream can only be cut: the client sees an error, never
+		 * a clean end. */
+		app_conn_close(c, true);
+		return;
+	}
 	app_resp_reset(c);
 	app_http_upgrade_dropped(c);
 	app_http_send_error(c, 503, "control_unavailable", "control went away", false);
+}
+
+/* A streamed response's head: chunked for HTTP/1.1, ended by the close for
+ * HTTP/1.0. */
+static bool app_http_stream_head(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	struct app *a = c->app;
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	const char *ctype = "text/event-stream";
+	size_t ctype_len = strlen(ctype);
+	bool bad = false, ok;
+	char head[512];
+	struct app_buf b;
+
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag == CHAN_F_CONTENT_TYPE && hdr_value_ok(f->data, f->len)) {
+			ctype = (const char *)f->data;
+			ctype_len = f->len;
+		}
+	}
+	if (c->http10)
+		c->keep_alive = false;
+	app_buf_init(&b, head, sizeof(head));
+	app_buf_str(&b, "HTTP/1.1 ");
+	app_buf_u64(&b, r->status);
+	app_buf_put(&b, " ", 1);
+	app_buf_str(&b, reason_phrase(r->status));
+	app_buf_str(&b, "\r\nX-Sluice-Worker: ");
+	app_buf_u64(&b, a->wid);
+	app_buf_str(&b, "\r\nContent-Type: ");
+	app_buf_put(&b, ctype, ctype_len);
+	app_buf_str(&b, "\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+	app_buf_str(&b, c->http10 ? "Connection: close\r\n"
+				  : c->keep_alive ? "Transfer-Encoding: chunked\r\n"
+						  : "Transfer-Encoding: chunked\r\nConnection: close\r\n");
+	ok = !b.overflow && app_conn_send(c, b.p, b.len);
+	p = (const uint8_t *)(r + 1);
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_HEADER || !hdr_value_ok(f->data, f->len))
+			continue;
+		ok = app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
+	}
+	ok = ok && app_conn_send(c, "\r\n", 2);
+	if (ok)
+		count_response(c, r->status);
+	return ok;
+}
+
+/* One part of a streamed response: its body goes out now (one chunk). */
+static void app_http_stream_part(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	bool bad = false, ok = true;
+
+	if (!c->resp_stream) {
+		if (!app_http_stream_head(c, r, len)) {
+			app_conn_close(c, true);
+			return;
+		}
+		c->resp_stream = true;
+	}
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_BODY || f->len == 0)
+			continue;
+		if (!c->http10) {
+			char sz[24];
+			int n = snprintf(sz, sizeof(sz), "%x\r\n", (unsigned)f->len);
+			ok = app_conn_send(c, sz, (size_t)n) && app_conn_send(c, f->data, f->len) &&
+			     app_conn_send(c, "\r\n", 2);
+		} else {
+			ok = app_conn_send(c, f->data, f->len);
+		}
+	}
+	if (!ok || bad) {
+		if (bad)
+			host_count_bad_record(c->app->h);
+		app_conn_close(c, true);
+		return;
+	}
+	if (r->flags & CHAN_RESP_MORE) {
+		app_conn_account(c);
+		return;
+	}
+	c->resp_stream = false;
+	if (!c->http10 && !app_conn_send(c, "0\r\n\r\n", 5)) {
+		app_conn_close(c, true);
+		return;
+	}
+	app_conn_account(c);
+	app_http_finish(c, c->http10);
 }
 
 void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
@@ -833,6 +937,10 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 		/* Input after the stream started is discarded; let the transport
 		 * offer what it stashed so it is not held forever. */
 		tp_rx_resume(a->h->tp, c->tc);
+		return;
+	}
+	if (r->action == CHAN_RESP_HTTP_STREAM && !upgrade) {
+		app_http_stream_part(c, r, len);
 		return;
 	}
 	if (r->action != CHAN_RESP_PLAIN) {

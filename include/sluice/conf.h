@@ -13,6 +13,9 @@
 
 #define CONF_MAX_BACKENDS 16
 #define CONF_MAX_MODELS 16
+#define CONF_MAX_MODEL_SECTIONS 32
+#define CONF_URL_MAX 256
+#define CONF_HEADERS_MAX 1024
 #define CONF_MAX_AGENTS 16
 #define CONF_MAX_PORTS 8
 #define CONF_MAX_ORIGINS 16
@@ -22,21 +25,43 @@
 
 enum conf_transport { CONF_TRANSPORT_KERNEL = 0, CONF_TRANSPORT_DPDK = 1 };
 enum conf_batch_mode { CONF_BATCH_ADAPTIVE = 0, CONF_BATCH_OFF = 1 };
-enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0 };
+enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0, CONF_BACKEND_OPENAI = 1, CONF_BACKEND_OLLAMA = 2 };
 enum conf_tls_version { CONF_TLS_1_2 = 0, CONF_TLS_1_3 = 1 };
 
 struct conf_backend {
 	char name[CONF_NAME_MAX];
 	enum conf_backend_type type;
 	char models[CONF_MAX_MODELS][CONF_NAME_MAX];
-	uint32_t nmodels;
+	uint32_t nmodels;             /* 0 (openai, ollama): the models its health check finds */
 	uint32_t ttft_ms;             /* synthetic: time to first token (default 200) */
 	uint32_t tokens_per_s;        /* synthetic: token rate (default 20) */
 	uint32_t answer_tokens;       /* synthetic: tokens per answer (default 32) */
 	uint32_t max_concurrency;     /* default 0 = unlimited */
+	uint32_t max_queue;           /* requests waiting for a slot (default 64) */
+	uint32_t weight;              /* routing weight (default 1) */
 	uint32_t context_window;      /* advertised by /api/models (default 8192) */
 	double cost_in_per_mtok;      /* USD per 1M prompt tokens (default 0) */
 	double cost_out_per_mtok;     /* USD per 1M completion tokens (default 0) */
+	/* openai, ollama */
+	char url[CONF_URL_MAX];       /* url = http(s)://host[:port][/prefix] (required) */
+	char api_key_env[CONF_NAME_MAX]; /* environment variable holding the API key */
+	char headers[CONF_HEADERS_MAX];  /* "Name: value | Name: value", checked */
+	char ca_file[CONF_PATH_MAX];  /* CA bundle for https (default: the system store) */
+	uint32_t connect_timeout_ms;  /* default 5000 */
+	uint32_t first_token_timeout_ms; /* default 60000 */
+	uint32_t idle_timeout_ms;     /* between upstream bytes once streaming (default 30000) */
+	uint32_t health_interval_ms;  /* default 10000, 0 = no health checks */
+	uint32_t breaker_failures;    /* consecutive failures that open the breaker (default 5) */
+	uint32_t breaker_open_ms;     /* how long it stays open before one probe (default 30000) */
+};
+
+/* [model.NAME]: what a model costs and how much context it takes, whichever
+ * backend serves it. */
+struct conf_model {
+	char name[CONF_NAME_MAX];
+	uint32_t context_window;      /* default 8192 */
+	double cost_in_per_mtok;
+	double cost_out_per_mtok;
 };
 
 /* [agent.NAME]: what GET /api/agents lists; a session is opened with one. */
@@ -157,6 +182,10 @@ struct sluice_conf {
 	struct conf_backend backends[CONF_MAX_BACKENDS];
 	uint32_t nbackends;
 
+	/* [model.NAME] ... */
+	struct conf_model models[CONF_MAX_MODEL_SECTIONS];
+	uint32_t nmodels;
+
 	/* [agent.NAME] ... (none configured: one agent "assistant" on the first model) */
 	struct conf_agent agents[CONF_MAX_AGENTS];
 	uint32_t nagents;
@@ -169,7 +198,23 @@ int conf_load(const char *path, struct sluice_conf *c, char *err, size_t errlen)
 void conf_defaults(struct sluice_conf *c);
 /* The agent named `name`, or NULL. */
 const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char *name);
-/* The backend that serves `model`, or NULL. */
+/* The first backend that lists `model`, or NULL. */
 const struct conf_backend *conf_backend_for_model(const struct sluice_conf *c, const char *model);
+/* The [model.NAME] section of `model`, or NULL. */
+const struct conf_model *conf_model_find(const struct sluice_conf *c, const char *model);
+/* A backend with every default (type synthetic, no models). */
+void conf_backend_defaults(struct conf_backend *be);
+/* Sets one key of a [backend.NAME] exactly as the file would (same checks,
+ * same reasons): sluicectl backends add. 0, or -1 with "KEY: reason" in err. */
+int conf_backend_key(struct conf_backend *be, const char *key, const char *value, char *err, size_t errlen);
+/* What a backend's type requires (models for synthetic, url for the
+ * others): 0, or -1 with the reason in err. */
+int conf_backend_check(const struct conf_backend *be, char *err, size_t errlen);
+/* Price and context window of `model`: its [model.NAME] section, else the
+ * first backend that lists it, else 0, 0 and 8192. */
+void conf_model_terms(const struct sluice_conf *c, const char *model, struct conf_model *out);
+/* The cost in USD of prompt and completion tokens at `model`'s price. */
+double conf_model_cost(const struct sluice_conf *c, const char *model, uint32_t prompt_tokens,
+		       uint32_t completion_tokens);
 
 #endif

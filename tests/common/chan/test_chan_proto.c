@@ -429,7 +429,7 @@ static void test_malformed(void **state)
 	assert_true(valid_exact(m.type, m.data, m.len));
 
 	memcpy(&m, &s[4], sizeof(m));
-	((struct chan_response *)m.data)->action = CHAN_RESP_WS_ACCEPT + 1;
+	((struct chan_response *)m.data)->action = CHAN_RESP_HTTP_STREAM + 1;
 	assert_false(valid_exact(m.type, m.data, m.len));
 
 	/* Tokens: zero count, zero first_seq, seq overflow. */

@@ -118,7 +118,7 @@ static struct store_session sess(const char *id, const char *user, int64_t t)
 
 static void add_answer(struct store *st, const char *sid, const char *umid, const char *amid)
 {
-	ACKED(st, store_message_add(st, sid, umid, "hi there", 8, amid, 4, on_done, &done_calls), 0);
+	ACKED(st, store_message_add(st, sid, umid, "hi there", 8, amid, 4, NULL, on_done, &done_calls), 0);
 	struct store_token t[3] = { { "a", 1, 10 }, { " bb", 3, 20 }, { " ccc", 4, 30 } };
 	assert_int_equal(store_tokens_append(st, sid, amid, 1, t, 2), 0);
 	assert_int_equal(store_tokens_append(st, sid, amid, 3, t + 2, 1), 0);
@@ -138,8 +138,8 @@ static void test_sessions_messages_tokens(void **state)
 	assert_string_equal(got.title, "title of s_1");
 	assert_int_equal(got.created_at, 1000);
 	assert_int_equal(store_session_get(st, "s_2", &got), -ENOENT);
-	ACKED(st, store_message_add(st, "s_x", "m_u", "x", 1, "m_a", 1, on_done, &done_calls), -ENOENT);
-	assert_int_equal(store_message_add(st, "s_1", "", "x", 1, "m_a", 1, on_done, &done_calls), -EINVAL);
+	ACKED(st, store_message_add(st, "s_x", "m_u", "x", 1, "m_a", 1, NULL, on_done, &done_calls), -ENOENT);
+	assert_int_equal(store_message_add(st, "s_1", "", "x", 1, "m_a", 1, NULL, on_done, &done_calls), -EINVAL);
 
 	add_answer(st, "s_1", "m_u", "m_a");
 	assert_int_equal(store_message_count(st, "s_1"), 2);
@@ -201,7 +201,7 @@ static void test_sessions_messages_tokens(void **state)
 	assert_int_equal(ss.sessions, 1);
 	assert_int_equal(ss.messages, 2);
 	assert_int_equal(ss.tokens, 3);
-	assert_int_equal(ss.schema_version, 2);
+	assert_int_equal(ss.schema_version, 3);
 	assert_true(ss.write_errors >= 3); /* EEXIST, ENOENT, the late token */
 	assert_true(ss.map_size == 64u << 20);
 	assert_true(ss.map_used > 0 && ss.map_used < ss.map_size);
@@ -560,10 +560,10 @@ static void test_map_full(void **state)
 	char *content = malloc(big);
 	assert_non_null(content);
 	memset(content, 'q', big);
-	ACKED(st, store_message_add(st, "s_f", "m_u", content, big, "m_a", 1, on_done, &done_calls), -ENOSPC);
+	ACKED(st, store_message_add(st, "s_f", "m_u", content, big, "m_a", 1, NULL, on_done, &done_calls), -ENOSPC);
 	free(content);
 	/* The store goes on: what fits is still written. */
-	ACKED(st, store_message_add(st, "s_f", "m_u", "ok", 2, "m_a", 1, on_done, &done_calls), 0);
+	ACKED(st, store_message_add(st, "s_f", "m_u", "ok", 2, "m_a", 1, NULL, on_done, &done_calls), 0);
 	assert_int_equal(store_message_count(st, "s_f"), 2);
 }
 
@@ -684,7 +684,7 @@ static void test_migration(void **state)
 	assert_true(ss.owner_uid == 0);
 	struct store_stats sst;
 	assert_int_equal(store_stats(f->st, &sst), 0);
-	assert_int_equal(sst.schema_version, 2);
+	assert_int_equal(sst.schema_version, 3);
 	/* A password change keeps the identity. */
 	strcpy(su.pwhash, "h2");
 	ACKED(f->st, store_user_put(f->st, &su, 0, on_done, &done_calls), 0);

@@ -242,7 +242,8 @@ static void test_worker_loop(void **state)
 	conf.workers = 1;
 	snprintf(conf.listen_addr, sizeof(conf.listen_addr), "127.0.0.1");
 	conf.listen_port = 0;
-	conf.ring_bytes = 64 * 1024;
+	/* Room for the burst below (500 STATUS records) without a reader. */
+	conf.ring_bytes = 128 * 1024;
 	conf.pin_workers = false;
 
 	struct chan_region *dp = chan_open(chan_path, 1, conf.ring_bytes, CHAN_ROLE_DATAPLANE, err, sizeof(err));
