@@ -50,6 +50,8 @@ enum val_kind {
 	K_URL,       /* http(s)://host[:port][/path], max bytes incl. NUL */
 	K_ENV_NAME,  /* an environment variable's name */
 	K_HEADERS,   /* "Name: value | Name: value" */
+	K_LOG_LEVEL, /* debug | info | warn | error */
+	K_LOG_FORMAT, /* plain | json */
 };
 
 struct key_spec {

@@ -10,6 +10,7 @@
 
 #include "sluice/chan.h"
 #include "sluice/common.h"
+#include "sluice/log.h"
 
 static const struct key_spec dataplane_keys[] = {
 	{ "transport", K_TRANSPORT, CF(transport), 0, 0 },
@@ -90,6 +91,11 @@ static const struct key_spec batching_keys[] = {
 	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216 },
 };
 
+static const struct key_spec log_keys[] = {
+	{ "level", K_LOG_LEVEL, CF(log_level), 0, 0 },
+	{ "format", K_LOG_FORMAT, CF(log_format), 0, 0 },
+};
+
 static const struct key_spec dashboard_keys[] = {
 	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000 },
 	{ "max_pending", K_U32, CF(dash_max_pending), 4096, 67108864 },
@@ -161,6 +167,7 @@ const struct section_spec conf_sections[] = {
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
 	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0 },
 	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
+	{ "log", log_keys, SLUICE_ARRAY_LEN(log_keys), SUB_NONE, 0 },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
@@ -186,7 +193,7 @@ _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_ke
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
+		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32 && SLUICE_ARRAY_LEN(log_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
@@ -332,6 +339,8 @@ void conf_defaults(struct sluice_conf *c)
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
+	c->log_level = LOG_LVL_INFO;
+	c->log_format = LOG_FMT_PLAIN;
 	c->dash_heartbeat_ms = 30000;
 	c->dash_max_pending = 256u << 10;
 	c->dash_alert_ring_pct = 80;

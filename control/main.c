@@ -55,7 +55,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	log_init("sluice-control", LOG_LVL_INFO);
+	log_init("sluice-control", (enum log_level)conf.log_level);
+	log_set_format((enum log_format)conf.log_format);
 	if (sodium_init() < 0) {
 		LOG_ERROR("libsodium initialisation failed");
 		return 1;

@@ -165,6 +165,9 @@ int main(int argc, char **argv)
 		LOG_ERROR("%s", err);
 		return 1;
 	}
+	/* Again, now with the file's level (SLUICE_LOG still wins) and format. */
+	log_init("sluice-dataplane", (enum log_level)conf.log_level);
+	log_set_format((enum log_format)conf.log_format);
 #ifndef SLUICE_HAVE_DPDK
 	if (conf.transport == CONF_TRANSPORT_DPDK) {
 		LOG_ERROR("%s: transport = dpdk: this sluice-dataplane was built without DPDK "

@@ -221,6 +221,7 @@ bool adm_sid_ok(const char *sid)
 
 static const struct adm_cmd *const adm_families[] = {
 	adm_status_cmds, adm_sessions_cmds, adm_users_cmds, adm_keys_cmds, adm_store_cmds, adm_backends_cmds,
+	adm_config_cmds,
 };
 
 static const struct adm_cmd *adm_find(const char *name)
@@ -248,6 +249,8 @@ static bool adm_handle(struct admin *ad, struct adm_client *cl, size_t nl)
 	json_error_t jerr;
 	json_t *req = json_loadb(cl->in, nl, 0, &jerr);
 	const char *cmd = json_string_value(json_object_get(req, "cmd"));
+	if (cmd)
+		log_audit("admin_command", "cmd", cmd, "uid", cl->uid, "pid", cl->pid, NULL);
 	bool pw_add = cmd && strcmp(cmd, "users.add") == 0;
 	bool pw_set = cmd && strcmp(cmd, "users.passwd") == 0;
 	if (pw_add || pw_set) {
@@ -333,6 +336,21 @@ static void adm_client_readable(void *arg, int fd, uint32_t events)
 	adm_arm(ad);
 }
 
+/* Who connected, for the audit lines of its commands: the kernel's word
+ * (SO_PEERCRED), not anything the client says. "?" when it cannot say. */
+static void adm_peer_cred(struct adm_client *cl)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	if (getsockopt(cl->fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0 && len == sizeof(uc)) {
+		snprintf(cl->uid, sizeof(cl->uid), "%u", (unsigned)uc.uid);
+		snprintf(cl->pid, sizeof(cl->pid), "%d", (int)uc.pid);
+	} else {
+		snprintf(cl->uid, sizeof(cl->uid), "?");
+		snprintf(cl->pid, sizeof(cl->pid), "?");
+	}
+}
+
 static void adm_accept(void *arg, int lfd, uint32_t events)
 {
 	struct admin *ad = arg;
@@ -361,6 +379,7 @@ static void adm_accept(void *arg, int lfd, uint32_t events)
 		cl->used = true;
 		cl->fd = fd;
 		ad->n.clients++;
+		adm_peer_cred(cl);
 	}
 }
 
@@ -568,6 +587,7 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 	ad->d = *d;
 	ad->lfd = -1;
 	ad->started_ns = sluice_now_ns();
+	ad->dp_log_level = d->conf->log_level;
 	cpl_timer_init(&ad->timer, adm_timer, ad);
 	cpl_timer_init(&ad->bk_timer, adm_bk_timer, ad);
 	adm_ws_prepare(ad);

@@ -321,3 +321,8 @@ void ctl_show_usage(json_t *a)
 	}
 	ctl_usage_line(json_object_get(a, "total"), "total", "", "");
 }
+
+void ctl_show_log_levels(json_t *a)
+{
+	printf("control    %s\ndataplane  %s\n", ctl_str(a, "control"), ctl_str(a, "dataplane"));
+}

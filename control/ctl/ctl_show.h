@@ -31,5 +31,6 @@ void ctl_show_store_stats(json_t *a);
 void ctl_show_done(json_t *a);
 void ctl_show_backends(json_t *a);
 void ctl_show_usage(json_t *a);
+void ctl_show_log_levels(json_t *a);
 
 #endif

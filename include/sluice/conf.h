@@ -170,6 +170,10 @@ struct sluice_conf {
 	uint32_t max_delay_us;           /* max_delay_us (default 2000) */
 	uint32_t max_bytes;              /* max_bytes (default 16384) */
 
+	/* [log] (docs/configuration.md "Logging") */
+	uint32_t log_level;              /* level = debug | info | warn | error (enum log_level; default info) */
+	uint32_t log_format;             /* format = plain | json (enum log_format; default plain) */
+
 	/* [dashboard] (/ws/admin, docs/api.md) */
 	uint32_t dash_heartbeat_ms;      /* heartbeat_ms = heartbeat period (default 30000) */
 	uint32_t dash_max_pending;       /* max_pending = unsent bytes an admin socket may hold before it is dropped (default 256 KiB) */
