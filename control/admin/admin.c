@@ -242,6 +242,14 @@ static void adm_consume(struct adm_client *cl, size_t n)
 	cl->inlen -= n;
 }
 
+/* Every command a client sends, before it runs, with who sent it; lines
+ * without a cmd are counted as errors, not audited. */
+static void adm_audit_command(const struct adm_client *cl, const char *cmd)
+{
+	if (cmd)
+		log_audit("admin_command", "cmd", cmd, "uid", cl->uid, "pid", cl->pid, NULL);
+}
+
 /* Handles one complete request at the front of the input. Returns false when
  * it needs more input (the password line has not arrived yet). */
 static bool adm_handle(struct admin *ad, struct adm_client *cl, size_t nl)
@@ -249,8 +257,6 @@ static bool adm_handle(struct admin *ad, struct adm_client *cl, size_t nl)
 	json_error_t jerr;
 	json_t *req = json_loadb(cl->in, nl, 0, &jerr);
 	const char *cmd = json_string_value(json_object_get(req, "cmd"));
-	if (cmd)
-		log_audit("admin_command", "cmd", cmd, "uid", cl->uid, "pid", cl->pid, NULL);
 	bool pw_add = cmd && strcmp(cmd, "users.add") == 0;
 	bool pw_set = cmd && strcmp(cmd, "users.passwd") == 0;
 	if (pw_add || pw_set) {
@@ -260,12 +266,14 @@ static bool adm_handle(struct admin *ad, struct adm_client *cl, size_t nl)
 			return false;
 		}
 		size_t pwlen = (size_t)(end - (cl->in + nl + 1));
+		adm_audit_command(cl, cmd);
 		ad->n.requests++;
 		adm_users_set_password(ad, cl, req, cl->in + nl + 1, pwlen, pw_add);
 		json_decref(req);
 		adm_consume(cl, (size_t)(end - cl->in) + 1);
 		return true;
 	}
+	adm_audit_command(cl, cmd);
 	ad->n.requests++;
 	if (!json_is_object(req)) {
 		adm_fail(ad, cl, "invalid_json", "a request is one JSON object per line");

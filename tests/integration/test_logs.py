@@ -59,6 +59,7 @@ def test_audit_lines(env):
         ctl(srv, "users", "add", "alice", "--role", "user", stdin=(PW + "\n").encode())
         wait_audit(srv, "user_add", r"user=alice uid=%s$" % uid)
         wait_audit(srv, "admin_command", r"cmd=users\.add uid=%s pid=[0-9]+$" % uid)
+        check_eq(len(audit_lines(srv, "admin_command")), 1, "one audit line per admin command")
 
         r = srv.login("alice", PW, full=True)
         check_eq(r.status, 200, "login")
