@@ -216,7 +216,7 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 			return false;
 		if (a->op == CHAN_ADMIN_LOG_LEVEL)
 			return a->arg <= 3;
-		return a->op == CHAN_ADMIN_LIST_CONNS && a->arg == 0;
+		return (a->op == CHAN_ADMIN_LIST_CONNS || a->op == CHAN_ADMIN_RELOAD) && a->arg == 0;
 	}
 	case CHAN_REC_CONNS: {
 		const struct chan_conns *c = payload;

@@ -25,6 +25,15 @@ static void usage(void)
 	fprintf(stderr, "usage: sluice-control -c FILE [--check]\n");
 }
 
+/* SIGHUP: the same reload as sluicectl config reload; a refusal is logged
+ * (admin_reload's audit line says why) and the configuration stays. */
+static void control_hangup(void *arg)
+{
+	char err[1200];
+	if (admin_reload(arg, "signal", err, sizeof(err)) < 0)
+		LOG_WARN("SIGHUP: reload refused: %s", err);
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = NULL;
@@ -113,10 +122,12 @@ int main(int argc, char **argv)
 		goto fail_msg;
 	api_ok = true;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-				 .auth = &auth, .bk = bk, .api_stats = &api.stats, .api = &api, .bus = &bus };
+				 .auth = &auth, .bk = bk, .api_stats = &api.stats, .api = &api, .bus = &bus,
+				 .live_conf = &conf };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;
+	cpl_on_hangup(loop, control_hangup, admin);
 	LOG_INFO("attached to %s (%u workers), serving", conf.chan_path, conf.workers);
 	rc = cpl_run(loop) < 0 ? 1 : 0;
 	LOG_INFO("stopped");

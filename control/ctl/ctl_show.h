@@ -32,5 +32,7 @@ void ctl_show_done(json_t *a);
 void ctl_show_backends(json_t *a);
 void ctl_show_usage(json_t *a);
 void ctl_show_log_levels(json_t *a);
+void ctl_show_config(json_t *a);
+void ctl_show_reload(json_t *a);
 
 #endif

@@ -176,6 +176,9 @@ void app_ctl_on_admin(struct app *a, const struct chan_admin *q)
 		log_set_level((enum log_level)q->arg);
 		log_audit("log_level", "proc", "dataplane", "level", log_level_name((enum log_level)q->arg),
 			  "by", "control", NULL);
+	} else if (q->op == CHAN_ADMIN_RELOAD) {
+		if (a->h->request_reload)
+			a->h->request_reload(a->h);
 	} else {
 		host_count_bad_record(a->h);
 	}

@@ -260,6 +260,7 @@ struct chan_stats {
 enum chan_admin_op {
 	CHAN_ADMIN_LIST_CONNS = 1, /* worker answers with CHAN_REC_CONNS records */
 	CHAN_ADMIN_LOG_LEVEL = 2,  /* arg = enum log_level: the dataplane's level from now on */
+	CHAN_ADMIN_RELOAD = 3,     /* the dataplane reads its configuration file again */
 };
 
 struct chan_admin {

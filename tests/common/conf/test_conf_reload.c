@@ -1,6 +1,7 @@
 /*
- * The configuration keys of issue 11: [log] level and format, their
- * defaults and their errors.
+ * The configuration keys of issue 11 ([log] level and format) and the
+ * walks a reload builds on: conf_show (every key as the file says it,
+ * header values redacted) and conf_diff (what changed, and whether live).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -67,10 +68,109 @@ static void test_log_keys(void **state)
 			    "unknown key 'file' in [log]");
 }
 
+struct seen {
+	char text[8192];
+	size_t len;
+};
+
+static void show_cb(void *arg, const char *section, const char *key, const char *value, bool live)
+{
+	struct seen *x = arg;
+	int n = snprintf(x->text + x->len, sizeof(x->text) - x->len, "[%s] %s = %s%s\n", section, key, value,
+			 live ? " (live)" : "");
+	assert_true(n > 0 && (size_t)n < sizeof(x->text) - x->len);
+	x->len += (size_t)n;
+}
+
+static void diff_cb(void *arg, const char *section, const char *key, bool live)
+{
+	struct seen *x = arg;
+	int n = snprintf(x->text + x->len, sizeof(x->text) - x->len, "[%s]%s%s%s\n", section, key ? " " : "",
+			 key ? key : "", live ? " live" : "");
+	assert_true(n > 0 && (size_t)n < sizeof(x->text) - x->len);
+	x->len += (size_t)n;
+}
+
+#define NET_BACKEND                                                                                  \
+	"[backend.up]\ntype = openai\nurl = http://10.0.0.1:8000\napi_key_env = UP_KEY\n"             \
+	"headers = OpenAI-Organization: org-secret | X-Team: t1\n"
+
+static void test_show(void **state)
+{
+	(void)state;
+	struct sluice_conf *c = malloc(sizeof(*c));
+	char err[512];
+	static struct seen x;
+	assert_non_null(c);
+	assert_int_equal(load_text("[batching]\nmode = off\n[auth]\nallowed_origins = http://a.example,http://b.example\n"
+				   MIN_BACKEND NET_BACKEND, c, err, sizeof(err)), 0);
+	memset(&x, 0, sizeof(x));
+	conf_show(c, show_cb, &x);
+	const char *want[] = {
+		"[dataplane] transport = kernel\n", "[dataplane] listen = 127.0.0.1:8080\n",
+		"[dataplane] idle_timeout_s = 60 (live)\n", "[batching] mode = off (live)\n",
+		"[auth] allowed_origins = http://a.example,http://b.example (live)\n",
+		"[control] admin_socket_mode = 0600\n", "[log] level = info (live)\n",
+		"[backend.b] models = m (live)\n", "[backend.b] type = synthetic\n",
+		"[backend.up] api_key_env = UP_KEY (live)\n",
+		"[backend.up] headers = OpenAI-Organization: <redacted> | X-Team: <redacted> (live)\n",
+		"[agent.assistant] model = m\n",
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		if (!strstr(x.text, want[i]))
+			fail_msg("no '%s' in:\n%s", want[i], x.text);
+	assert_null(strstr(x.text, "org-secret"));
+	assert_null(strstr(x.text, "redirect_listen"));
+	free(c);
+}
+
+/* conf_diff of two files: what it reports and its result. */
+static int diff_text(const char *a, const char *b, struct seen *x)
+{
+	struct sluice_conf *ca = malloc(sizeof(*ca)), *cb = malloc(sizeof(*cb));
+	char err[512];
+	assert_true(ca && cb);
+	assert_int_equal(load_text(a, ca, err, sizeof(err)), 0);
+	assert_int_equal(load_text(b, cb, err, sizeof(err)), 0);
+	memset(x, 0, sizeof(*x));
+	int rc = conf_diff(ca, cb, diff_cb, x);
+	free(ca);
+	free(cb);
+	return rc;
+}
+
+static void test_diff(void **state)
+{
+	(void)state;
+	static struct seen x;
+	assert_int_equal(diff_text(MIN_BACKEND, MIN_BACKEND, &x), 0);
+	assert_string_equal(x.text, "");
+	assert_int_equal(diff_text(MIN_BACKEND, "[batching]\nmode = off\nmax_delay_us = 10\n"
+				   "[auth]\nallowed_origins = http://x.example\n" MIN_BACKEND, &x), 0);
+	assert_string_equal(x.text, "[auth] allowed_origins live\n[batching] mode live\n"
+				    "[batching] max_delay_us live\n");
+	assert_int_equal(diff_text(MIN_BACKEND, "[dataplane]\nworkers = 2\n[channel]\npath = /dev/shm/x\n"
+				   "[batching]\nmode = off\n" MIN_BACKEND, &x), 3);
+	/* lcores follows workers when unset: it changes too. */
+	assert_string_equal(x.text, "[dataplane] workers\n[dataplane] lcores\n[channel] path\n[batching] mode live\n");
+	/* Backends come and go live; an agent needs a restart. */
+	assert_int_equal(diff_text(MIN_BACKEND NET_BACKEND, MIN_BACKEND "[backend.c]\ntype = synthetic\nmodels = m2\n"
+				   "[agent.a]\nmodel = m2\n", &x), 2);
+	assert_string_equal(x.text, "[backend.up] live\n[agent.assistant]\n[backend.c] live\n[agent.a]\n");
+	/* A changed key of a backend, and one set on one side only. */
+	assert_int_equal(diff_text("[backend.b]\ntype = synthetic\nmodels = m\nweight = 2\n",
+				   "[backend.b]\ntype = synthetic\nmodels = m,n\nttft_ms = 5\n", &x), 0);
+	assert_string_equal(x.text, "[backend.b] models live\n[backend.b] ttft_ms live\n[backend.b] weight live\n");
+	assert_int_equal(diff_text(MIN_BACKEND, "[backend.b]\ntype = openai\nurl = http://h\nmodels = m\n", &x), 1);
+	assert_string_equal(x.text, "[backend.b] type\n[backend.b] url live\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_log_keys),
+		cmocka_unit_test(test_show),
+		cmocka_unit_test(test_diff),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
