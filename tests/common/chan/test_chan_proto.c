@@ -478,6 +478,10 @@ static void test_malformed(void **state)
 	assert_true(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
 	adm.arg = 1;
 	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm = (struct chan_admin){ .op = CHAN_ADMIN_RELOAD };
+	assert_true(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm.arg = 2;
+	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
 	adm = (struct chan_admin){ .op = 99 };
 	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
 	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm) - 8));
