@@ -8,6 +8,7 @@ to either process takes the same path."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -76,6 +77,13 @@ def test_reload(env):
         check_eq(p.returncode, 0, "config show as INI")
         ini = p.stdout.decode()
         check("[batching]\nmode = adaptive\n" in ini, "INI form: %r" % ini[:400])
+        # What it prints is a file sluice reads again.
+        again = os.path.join(srv.tmp, "shown.conf")
+        with open(again, "w") as f:
+            f.write(ini)
+        p = subprocess.run([srv.binary("sluice-control"), "-c", again, "--check"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=30)
+        check_eq((p.returncode, p.stdout), (0, b"config OK\n"), "config show output loads (%r)" % p.stderr)
         for text in (ini, json.dumps(conf)):
             check(SECRET_HEADER not in text and SECRET_KEY not in text, "config show leaks a secret")
         check_eq(login_from(srv, NEW_ORIGIN), 403, "login from an Origin not yet allowed")
