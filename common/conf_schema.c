@@ -70,6 +70,12 @@ static const struct key_spec batching_keys[] = {
 	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216 },
 };
 
+static const struct key_spec limits_keys[] = {
+	{ "conns_per_ip", K_U32, CF(conns_per_ip), 1, 1048576 },
+	{ "body_budget_mb", K_U32, CF(body_budget_mb), 2, 65536 },
+	{ "worker_mem_mb", K_U32, CF(worker_mem_mb), 16, 1048576 },
+};
+
 /* type and models are indexes 0 and 1: a backend must set both. */
 static const struct key_spec backend_keys[] = {
 	{ "type", K_BACKEND_TYPE, BF(type), 0, 0 },
@@ -109,6 +115,7 @@ const struct section_spec conf_sections[] = {
 	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0 },
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
+	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0 },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
@@ -125,6 +132,7 @@ const struct section_spec conf_port_section = {
 _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(limits_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(port_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
@@ -220,6 +228,9 @@ void conf_defaults(struct sluice_conf *c)
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
+	c->conns_per_ip = 8192;
+	c->body_budget_mb = 64;
+	c->worker_mem_mb = 1024;
 	c->nbackends = 0;
 	c->nagents = 0;
 }

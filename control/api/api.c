@@ -459,6 +459,9 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 	case CHAN_REQ_WS_OPEN:
 		api_auth_ws_open(a, &r, payload, len);
 		return;
+	case CHAN_REQ_HTTP_ADMIT:
+		api_auth_admit(a, &r, payload, len);
+		return;
 	default:
 		api_error(a, &r, 400, "bad_request", "unknown request kind", NULL);
 	}

@@ -204,7 +204,9 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 		auth_throttle_fail(&au->by_addr, l->addr, strlen(l->addr), now);
 		au->stats.logins_failed++;
 		LOG_INFO("login failed for a %s user from %s", l->known ? "known" : "unknown", l->addr);
-		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
+		/* RFC 9110 11.6.1: every 401 names a scheme the client may use. */
+		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password",
+			  "WWW-Authenticate: Bearer");
 		aa_login_free(l);
 		return;
 	}
@@ -438,6 +440,42 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 		return true;
 	}
 	return false;
+}
+
+/* A body the dataplane does not read before it is admitted (docs/http.md):
+ * on the public routes a login's or so, on every other route the caller's
+ * own. What an unauthenticated client may make a worker buffer is this. */
+#define AA_PUBLIC_BODY_MAX "16384"
+
+void api_auth_admit(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len)
+{
+	struct aa_req q;
+	struct auth_ident id;
+	if (!aa_parse(payload, len, &q)) {
+		api_error(a, r, 400, "bad_request", "malformed request record", NULL);
+		return;
+	}
+	struct co_resp resp = { .status = 100, .action = CHAN_RESP_CONTINUE };
+	if (aa_path_is(&q, "/api/auth/login") || aa_path_is(&q, "/api/models") ||
+	    aa_path_is(&q, "/api/agents")) {
+		resp.header = AA_PUBLIC_BODY_MAX;
+		resp.header_tag = CHAN_F_BODY_MAX;
+		api_send(a, r, &resp);
+		return;
+	}
+	switch (aa_authenticate(a, &q, &id)) {
+	case AA_UNAUTH:
+		aa_unauthenticated(a, r);
+		break;
+	case AA_CSRF:
+		api_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
+		break;
+	case AA_OK:
+		a->auth->stats.bodies_admitted++;
+		api_send(a, r, &resp);
+		break;
+	}
+	sodium_memzero(&id, sizeof(id));
 }
 
 /* Credentials of an upgrade: Authorization, then the protocol entry (what

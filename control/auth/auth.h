@@ -95,6 +95,7 @@ struct auth_revoked {
 struct auth_stats {
 	uint64_t logins_ok, logins_failed, logins_throttled, logins_busy;
 	uint64_t kicks, kick_drops;
+	uint64_t bodies_admitted; /* request bodies the dataplane was told to read */
 };
 
 struct auth {

@@ -19,7 +19,9 @@
 #include "app/app_event.h"
 #include "app/app_stats.h"
 #include "app/app_subs.h"
+#include "app/app_peers.h"
 #include "app/batch.h"
+#include "http/http_chunked.h"
 #include "sluice/chan_proto.h"
 #include "transport/transport.h"
 #include "worker/host.h"
@@ -27,6 +29,11 @@
 #include "ws/ws_session.h"
 
 #define APP_MAX_BODY (1024u * 1024u)
+/* A Content-Length body up to this size is read without asking control:
+ * what a conn nobody has authenticated yet may make the worker buffer
+ * (besides the transport's stash). Larger and chunked bodies are admitted
+ * by control first (CHAN_REQ_HTTP_ADMIT, docs/http.md). */
+#define APP_BODY_FREE (16u * 1024u)
 /* Frame scratch beyond max_bytes: event framing, ids, error texts. */
 #define APP_SCRATCH_EXTRA (64u * 1024u)
 
@@ -63,7 +70,7 @@ enum conn_mode { CONN_HTTP = 0, CONN_SSE = 1, CONN_WS = 2 };
 enum conn_http_state {
 	HS_HEAD = 0,   /* reading a request head */
 	HS_BODY,       /* collecting a body into conn.req_buf */
-	HS_WAIT,       /* request sent to control, waiting for the response */
+	HS_WAIT,       /* request (or its admission) sent to control, waiting for the response */
 	HS_CLOSING,    /* closing: input is ignored */
 };
 
@@ -88,6 +95,10 @@ struct conn {
 	bool closing;
 	bool ws_upgrading;  /* a /ws/chat upgrade waits for control's WS_OPEN answer */
 	bool ws_reauth;     /* a WS_OPEN re-check (control restart) is in flight */
+	bool admitting;     /* HS_WAIT for control's admission of a body (HTTP_ADMIT) */
+	bool admitted;      /* the body of the head in the stash may be read */
+	bool chunked;       /* HS_BODY: the body is chunked (chk) */
+	bool peer_counted;  /* counted in app.peers */
 	struct tp_peer peer;
 	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
@@ -98,11 +109,13 @@ struct conn {
 	uint32_t req_epoch;  /* control epoch that request was stamped with */
 	size_t parse_last;   /* bytes seen by the last incomplete head parse */
 	/* A request body larger than what on_data offered at once: the head and
-	 * body are copied here. Allocated on the first such request, grown when
-	 * a later one needs more (<= head + 1 MiB), reused, freed at close. */
+	 * the (decoded) body are copied here, counted in app.body_bytes, and
+	 * freed as soon as the request went to control: only while needed. */
 	uint8_t *req_buf;
 	size_t req_cap;
 	size_t req_len, req_need, req_head_len;
+	size_t body_max;           /* admitted body size (control's BODY_MAX) */
+	struct http_chunked chk;   /* HS_BODY with chunked */
 	/* A multi-part RESPONSE being collected (malloc'd, freed when complete). */
 	struct app_dbuf resp_body, resp_hdrs; /* body; header lines */
 	uint16_t resp_status;
@@ -142,6 +155,10 @@ struct app {
 	uint32_t npending;
 	uint64_t turn_no;
 	uint64_t start_ns;          /* app_create time (STATS uptime) */
+	/* Overload manager: bytes of request bodies buffered (bounded by
+	 * conf.body_budget_mb), and connections per client address. */
+	uint64_t body_bytes;
+	struct app_peers *peers;
 	uint64_t stats_next_ns;
 	struct tw_timer stats_timer; /* CHAN_REC_STATS once a second */
 };

@@ -117,6 +117,11 @@ struct sluice_conf {
 	uint32_t max_delay_us;           /* max_delay_us (default 2000) */
 	uint32_t max_bytes;              /* max_bytes (default 16384) */
 
+	/* [limits] (dataplane side; per worker) */
+	uint32_t conns_per_ip;           /* conns_per_ip = open conns one client address may hold (default 8192) */
+	uint32_t body_budget_mb;         /* body_budget_mb = request bodies buffered at once (default 64) */
+	uint32_t worker_mem_mb;          /* worker_mem_mb = buffered bytes past which new conns are refused (default 1024) */
+
 	/* [backend.NAME] ... */
 	struct conf_backend backends[CONF_MAX_BACKENDS];
 	uint32_t nbackends;
