@@ -268,9 +268,11 @@ class Sluice:
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True):
+                 default_user=True, sections=None):
         self.build = build
         self.auth = dict(auth or {})
+        # Further sections, {"limits": {"conns_per_ip": 8}, "limits.user": {...}}.
+        self.sections = {k: dict(v) for k, v in (sections or {}).items()}
         self.default_user = default_user
         self.token = None
         self.workers = workers
@@ -322,6 +324,10 @@ class Sluice:
         for k, v in sorted(self.auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
+        for name, keys in sorted(self.sections.items()):
+            lines.append("[%s]" % name)
+            lines.extend("%s = %s" % kv for kv in sorted(keys.items()))
+            lines.append("")
         if DPDK is not None:
             lines = dpdk_conf_lines(lines, self)
         for name, m in self.models.items():
