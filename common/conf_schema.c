@@ -59,6 +59,12 @@ static const struct key_spec auth_keys[] = {
 	{ "login_fail_user", K_U32, CF(login_fail_user), 1, 1000 },
 	{ "login_fail_ip", K_U32, CF(login_fail_ip), 1, 10000 },
 	{ "login_window_s", K_U32, CF(login_window_s), 1, 86400 },
+	{ "login_inflight_user", K_U32, CF(login_inflight_user), 1, 64 },
+	{ "login_inflight_ip", K_U32, CF(login_inflight_ip), 1, 64 },
+	{ "login_rate_user", K_U32, CF(login_rate_user), 1, 1000000 },
+	{ "login_rate_ip", K_U32, CF(login_rate_ip), 1, 1000000 },
+	{ "login_rate_window_s", K_U32, CF(login_rate_window_s), 1, 86400 },
+	{ "login_max_sessions", K_U32, CF(login_max_sessions), 1, 100000 },
 	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10 },
 	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304 },
 	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0 },
@@ -222,6 +228,12 @@ void conf_defaults(struct sluice_conf *c)
 	c->login_fail_user = 5;
 	c->login_fail_ip = 20;
 	c->login_window_s = 300;
+	c->login_inflight_user = 1;
+	c->login_inflight_ip = 2;
+	c->login_rate_user = 30;
+	c->login_rate_ip = 300;
+	c->login_rate_window_s = 60;
+	c->login_max_sessions = 16;
 	c->pwhash_ops = 2;
 	c->pwhash_mem_kib = 65536;
 	c->cookie_secure = false;

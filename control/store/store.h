@@ -205,6 +205,9 @@ struct store_ops {
 	int (*auth_put)(struct store *st, const struct store_auth *a, store_done_fn done, void *arg);
 	int (*auth_get)(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out);
 	int (*auth_del)(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg);
+	/* Every login session of user (expired ones included). */
+	int (*auth_list)(struct store *st, const char *user,
+			 void (*each)(void *arg, const struct store_auth *a), void *arg);
 
 	/* The audit trail: state transitions of sessions and messages (batched). */
 	int (*event_add)(struct store *st, const char *sid, const char *kind, const char *detail);

@@ -813,6 +813,7 @@ static const struct store_ops lm_ops = {
 	.apikey_list = lm_ident_apikey_list,
 	.auth_put = lm_ident_auth_put,
 	.auth_get = lm_ident_auth_get,
+	.auth_list = lm_ident_auth_list,
 	.auth_del = lm_ident_auth_del,
 	.event_add = lm_conv_event_add,
 	.stats = lm_stats,

@@ -416,6 +416,8 @@ int lm_ident_apikey_list(struct store *st, const char *owner,
 int lm_ident_auth_put(struct store *st, const struct store_auth *a, store_done_fn done, void *arg);
 int lm_ident_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out);
 int lm_ident_auth_del(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg);
+int lm_ident_auth_list(struct store *st, const char *user,
+		       void (*each)(void *arg, const struct store_auth *a), void *arg);
 
 /* ---- store_lmdb_schema.c ----------------------------------------------- */
 

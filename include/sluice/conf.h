@@ -108,6 +108,12 @@ struct sluice_conf {
 	uint32_t login_fail_user;         /* login_fail_user = failures per user per window before 429 (default 5) */
 	uint32_t login_fail_ip;           /* login_fail_ip = failures per client address per window (default 20) */
 	uint32_t login_window_s;          /* login_window_s = throttling window (default 300) */
+	uint32_t login_inflight_user;     /* login_inflight_user = password checks one user name may have running (default 1) */
+	uint32_t login_inflight_ip;       /* login_inflight_ip = password checks one client address may have running (default 2) */
+	uint32_t login_rate_user;         /* login_rate_user = logins (right or wrong) per user per rate window (default 30) */
+	uint32_t login_rate_ip;           /* login_rate_ip = logins per client address per rate window (default 300) */
+	uint32_t login_rate_window_s;     /* login_rate_window_s = (default 60) */
+	uint32_t login_max_sessions;      /* login_max_sessions = live login sessions per user; the oldest ends (default 16) */
 	uint32_t pwhash_ops;              /* pwhash_ops = Argon2id opslimit (default 2 = INTERACTIVE) */
 	uint32_t pwhash_mem_kib;          /* pwhash_mem_kib = Argon2id memlimit in KiB (default 65536) */
 	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default false) */

@@ -318,10 +318,10 @@ class Sluice:
             # The cheapest Argon2id libsodium accepts: logins in tests take
             # milliseconds (production defaults are 2 / 65536).
             "[auth]",
-            "pwhash_ops = 1",
-            "pwhash_mem_kib = 8192",
         ]
-        for k, v in sorted(self.auth.items()):
+        auth = {"pwhash_ops": 1, "pwhash_mem_kib": 8192}
+        auth.update(self.auth)
+        for k, v in sorted(auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
         for name, keys in sorted(self.sections.items()):
