@@ -57,6 +57,7 @@ struct key_spec {
 #define BF(f) offsetof(struct conf_backend, f)
 #define AF(f) offsetof(struct conf_agent, f)
 #define PF(f) offsetof(struct conf_port, f)
+#define LF(i) (offsetof(struct conf_role_limits, v) + (i) * sizeof(uint32_t))
 #define FSIZE(type, f) ((uint32_t)sizeof(((struct type *)0)->f))
 
 /* Highest lcore id DPDK accepts (RTE_MAX_LCORE 128 in Debian's build). */
@@ -69,7 +70,7 @@ struct key_spec {
 
 /* A sub-section is one of several ([backend.NAME], [agent.NAME], [port.N]);
  * `required` lists the keys it must set, checked when it ends. */
-enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT };
+enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_LIMITS };
 
 struct section_spec {
 	const char *name;
@@ -121,7 +122,10 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v);
 
 extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
-extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section;
+extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
+	conf_role_limits_section;
+/* The role a [limits.NAME] section names, or -1. */
+int conf_role_of(const char *name);
 void conf_backend_defaults(struct conf_backend *be);
 /* Checks that need a whole [port.N] (its header line is p->sub_line). */
 int conf_close_port(struct parser *p);

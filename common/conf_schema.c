@@ -50,6 +50,7 @@ static const struct key_spec control_keys[] = {
 	{ "admin_socket_group", K_UNIX_NAME, CF(admin_socket_group), 0, 0 },
 	{ "token_commit_ms", K_U32, CF(token_commit_ms), 1, 10000 },
 	{ "store_map_mb", K_U32, CF(store_map_mb), 16, 1048576 },
+	{ "store_reserve_mb", K_U32, CF(store_reserve_mb), 0, 1048576 },
 };
 
 static const struct key_spec auth_keys[] = {
@@ -81,6 +82,26 @@ static const struct key_spec limits_keys[] = {
 	{ "body_budget_mb", K_U32, CF(body_budget_mb), 2, 65536 },
 	{ "worker_mem_mb", K_U32, CF(worker_mem_mb), 16, 1048576 },
 };
+
+/* Indexed by enum conf_limit. */
+static const struct key_spec role_limits_keys[] = {
+	{ "stored_mb", K_U32, LF(CONF_LIM_STORED_MB), 0, 16777216 },
+	{ "sessions", K_U32, LF(CONF_LIM_SESSIONS), 0, 100000000 },
+	{ "messages_per_min", K_U32, LF(CONF_LIM_MESSAGES_PER_MIN), 0, 1000000 },
+	{ "concurrent_answers", K_U32, LF(CONF_LIM_CONCURRENT), 0, 1000000 },
+	{ "tokens_per_min", K_U32, LF(CONF_LIM_TOKENS_PER_MIN), 0, 4000000000u },
+	{ "tokens_per_day", K_U32, LF(CONF_LIM_TOKENS_PER_DAY), 0, 4000000000u },
+};
+_Static_assert(SLUICE_ARRAY_LEN(role_limits_keys) == CONF_LIM_N, "one key per limit");
+
+int conf_role_of(const char *name)
+{
+	if (strcmp(name, "user") == 0)
+		return CONF_ROLE_USER;
+	if (strcmp(name, "admin") == 0)
+		return CONF_ROLE_ADMIN;
+	return -1;
+}
 
 /* type and models are indexes 0 and 1: a backend must set both. */
 static const struct key_spec backend_keys[] = {
@@ -130,6 +151,9 @@ const struct section_spec conf_backend_section = {
 };
 const struct section_spec conf_agent_section = {
 	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL
+};
+const struct section_spec conf_role_limits_section = {
+	"limits", role_limits_keys, SLUICE_ARRAY_LEN(role_limits_keys), SUB_LIMITS, 0
 };
 const struct section_spec conf_port_section = {
 	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u
@@ -219,6 +243,7 @@ void conf_defaults(struct sluice_conf *c)
 	c->admin_socket_mode = 0600;
 	c->token_commit_ms = 50;
 	c->store_map_mb = 1024;
+	c->store_reserve_mb = 64;
 	c->session_ttl_s = 86400;
 	static const char *const origins[] = { "http://127.0.0.1:8080", "http://localhost:8080" };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(origins); i++)
@@ -240,6 +265,15 @@ void conf_defaults(struct sluice_conf *c)
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
+	/* Per user: generous enough for a person and their scripts, small
+	 * enough that one account cannot take the appliance (docs/api.md
+	 * "Limits"). Admins are not limited unless configured. */
+	static const uint32_t user_limits[CONF_LIM_N] = {
+		[CONF_LIM_STORED_MB] = 256, [CONF_LIM_SESSIONS] = 10000,
+		[CONF_LIM_MESSAGES_PER_MIN] = 120, [CONF_LIM_CONCURRENT] = 16,
+		[CONF_LIM_TOKENS_PER_MIN] = 1000000, [CONF_LIM_TOKENS_PER_DAY] = 50000000,
+	};
+	memcpy(c->role_limits[CONF_ROLE_USER].v, user_limits, sizeof(user_limits));
 	c->conns_per_ip = 8192;
 	c->body_budget_mb = 64;
 	c->worker_mem_mb = 1024;

@@ -26,7 +26,7 @@
 #include "sluice/common.h"
 #include "store/store.h"
 
-#define LM_SCHEMA_VERSION 2u
+#define LM_SCHEMA_VERSION 3u
 #define LM_CHUNK (64u * 1024u)
 #define LM_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
 /* A writer step's answer when the transaction itself broke (s->wrc says why). */
@@ -44,6 +44,7 @@ enum lm_db {
 	LM_TOKENS,
 	LM_EVENTS,
 	LM_META,
+	LM_LIMITS, /* schema 3 */
 	LM_NDB
 };
 
@@ -61,6 +62,7 @@ enum lm_op_type {
 	LM_OP_AUTH_PUT,
 	LM_OP_AUTH_DEL,
 	LM_OP_EVENT,
+	LM_OP_LIMITS_PUT,
 };
 
 /* One token inside a TOKENS op; the bytes follow all headers. */
@@ -103,6 +105,7 @@ struct lm_op {
 		struct store_user user;
 		struct store_apikey key;
 		struct store_auth auth;
+		struct store_limits lim;
 		char name[STORE_USER_MAX];
 		uint8_t hash[STORE_HASH_LEN];
 		struct {
@@ -139,6 +142,7 @@ struct lm_done {
 
 struct lm_wstats {
 	uint64_t commits, commit_batches, writes, write_errors, last_commit_ns;
+	uint64_t reserve_refusals; /* new data refused because only the reserve was left */
 };
 
 struct lm_store {
@@ -148,6 +152,9 @@ struct lm_store {
 	const struct sluice_conf *conf;
 	char dir[CONF_PATH_MAX];
 	uint32_t commit_ms;
+	/* Bytes of the map that only writes belonging to what was already
+	 * accepted (tokens, status) may use: new data is refused before. */
+	uint64_t reserve;
 	struct cp_loop *loop;
 	int efd;
 
@@ -418,6 +425,13 @@ int lm_ident_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], stru
 int lm_ident_auth_del(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg);
 int lm_ident_auth_list(struct store *st, const char *user,
 		       void (*each)(void *arg, const struct store_auth *a), void *arg);
+
+/* ---- store_lmdb_limits.c ----------------------------------------------- */
+
+int lm_limits_w_put(struct lm_store *s, MDB_txn *t, struct lm_op *op);
+int lm_limits_put(struct store *st, const struct store_limits *l, store_done_fn done, void *arg);
+int lm_limits_get(struct store *st, const char *key, struct store_limits *out);
+int lm_limits_list(struct store *st, void (*each)(void *arg, const struct store_limits *l), void *arg);
 
 /* ---- store_lmdb_schema.c ----------------------------------------------- */
 

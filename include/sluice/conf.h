@@ -37,6 +37,29 @@ struct conf_backend {
 	double cost_out_per_mtok;     /* USD per 1M completion tokens (default 0) */
 };
 
+/*
+ * Quotas and rate limits of one role ([limits.user], [limits.admin]); a
+ * user gets its role's, an API key its owner's, unless an override is
+ * stored (sluicectl limits). 0 means no limit. The order is the one of
+ * the limits everywhere (store records, sluicectl, error codes).
+ */
+enum conf_limit {
+	CONF_LIM_STORED_MB = 0,   /* stored_mb: message text a user keeps, MiB */
+	CONF_LIM_SESSIONS,        /* sessions: conversations a user keeps */
+	CONF_LIM_MESSAGES_PER_MIN,/* messages_per_min */
+	CONF_LIM_CONCURRENT,      /* concurrent_answers: answers running at once */
+	CONF_LIM_TOKENS_PER_MIN,  /* tokens_per_min: answer tokens generated */
+	CONF_LIM_TOKENS_PER_DAY,  /* tokens_per_day (UTC days) */
+	CONF_LIM_N
+};
+
+struct conf_role_limits {
+	uint32_t v[CONF_LIM_N];
+	bool present; /* the section was in the file */
+};
+
+enum conf_role { CONF_ROLE_USER = 0, CONF_ROLE_ADMIN = 1, CONF_NROLES };
+
 /* [agent.NAME]: what GET /api/agents lists; a session is opened with one. */
 struct conf_agent {
 	char name[CONF_NAME_MAX];
@@ -98,6 +121,7 @@ struct sluice_conf {
 	char admin_socket_group[CONF_NAME_MAX]; /* admin_socket_group = group name (default: unchanged) */
 	uint32_t token_commit_ms;         /* token_commit_ms = bound on streamed tokens a crash may lose (default 50) */
 	uint32_t store_map_mb;            /* store_map_mb = LMDB map size in MiB (default 1024) */
+	uint32_t store_reserve_mb;        /* store_reserve_mb = map only accepted answers may use (default 64, at most a quarter) */
 
 	/* [auth] */
 	uint32_t session_ttl_s;           /* session_ttl_s = login session lifetime (default 86400) */
@@ -127,6 +151,9 @@ struct sluice_conf {
 	uint32_t conns_per_ip;           /* conns_per_ip = open conns one client address may hold (default 8192) */
 	uint32_t body_budget_mb;         /* body_budget_mb = request bodies buffered at once (default 64) */
 	uint32_t worker_mem_mb;          /* worker_mem_mb = buffered bytes past which new conns are refused (default 1024) */
+
+	/* [limits.user], [limits.admin] */
+	struct conf_role_limits role_limits[CONF_NROLES];
 
 	/* [backend.NAME] ... */
 	struct conf_backend backends[CONF_MAX_BACKENDS];
