@@ -12,6 +12,7 @@
 #include "auth/auth.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
+#include "limits/limits.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
@@ -70,8 +71,9 @@ int main(int argc, char **argv)
 	static struct chan_out out;
 	static struct chat chat;
 	static struct auth auth;
+	static struct limits limits;
 	static struct api api;
-	bool out_ok = false, chat_ok = false, auth_ok = false;
+	bool out_ok = false, chat_ok = false, auth_ok = false, limits_ok = false;
 
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
 	if (!r) {
@@ -95,12 +97,15 @@ int main(int argc, char **argv)
 	if (auth_init(&auth, &conf, loop, st, &out, err, sizeof(err)) < 0)
 		goto fail_msg;
 	auth_ok = true;
+	if (lim_init(&limits, &conf, st, err, sizeof(err)) < 0)
+		goto fail_msg;
+	limits_ok = true;
 	struct api_deps ad = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-			       .auth = &auth };
+			       .auth = &auth, .limits = &limits };
 	if (api_init(&api, &ad, err, sizeof(err)) < 0)
 		goto fail_msg;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-				 .auth = &auth, .api_stats = &api.stats };
+				 .auth = &auth, .limits = &limits, .api_stats = &api.stats };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;
@@ -118,6 +123,8 @@ out:
 	if (st)
 		store_close(st);
 	admin_destroy(admin);
+	if (limits_ok)
+		lim_free(&limits);
 	if (auth_ok)
 		auth_free(&auth);
 	if (chat_ok)

@@ -3,6 +3,7 @@
  * routers and the record handler registered with the loop.
  */
 #include "api/api_int.h"
+#include "limits/limits.h"
 #include "api/api_auth.h"
 
 #include <ctype.h>
@@ -93,6 +94,25 @@ void api_store_error(struct api *a, const struct chat_reply *r, int err, const c
 		api_error(a, r, 500, "internal", msg, NULL);
 }
 
+/* 429 with Retry-After and a code naming the limit (docs/api.md "Limits"). */
+void api_limit_error(struct api *a, const struct chat_reply *r, const struct lim_refusal *why)
+{
+	char msg[160], hdr[48];
+	snprintf(msg, sizeof(msg), "over the %s limit of this %s (%llu); retry later",
+		 lim_key_name(why->limit), why->by_key ? "API key" : "user",
+		 (unsigned long long)why->value);
+	snprintf(hdr, sizeof(hdr), "Retry-After: %lld", (long long)why->retry_after);
+	api_error(a, r, 429, lim_code(why->limit), msg, hdr);
+}
+
+struct lim_who api_lim_who(const struct api_req *q)
+{
+	struct lim_who w = { .user = q->user, .uid = q->uid, .role = q->role, .key_id = NULL };
+	if (q->id && q->id->apikey && q->id->key_id[0])
+		w.key_id = q->id->key_id;
+	return w;
+}
+
 void api_not_found(struct api *a, const struct chat_reply *r, const char *what)
 {
 	api_error(a, r, 404, "not_found", what, NULL);
@@ -111,6 +131,7 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 	a->out = d->out;
 	a->chat = d->chat;
 	a->auth = d->auth;
+	a->limits = d->limits;
 	a->cp_epoch = cpl_epoch(d->loop);
 	static const uint16_t types[] = { CHAN_REC_REQUEST, CHAN_REC_SUBSCRIBE, CHAN_REC_UNSUBSCRIBE,
 					  CHAN_REC_CONN_CLOSED };
@@ -121,7 +142,9 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 		}
 	}
 	struct chat_hooks h = { .session_created = api_session_created,
-				.message_accepted = api_message_accepted, .arg = a };
+				.message_accepted = api_message_accepted,
+				.answer_tokens = api_answer_tokens, .answer_ended = api_answer_ended,
+				.arg = a };
 	chat_set_hooks(a->chat, &h);
 	return 0;
 }

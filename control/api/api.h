@@ -19,6 +19,7 @@
 #include "chat/chat.h"
 
 struct auth;
+struct limits;
 
 struct api_stats {
 	uint64_t requests;
@@ -36,6 +37,7 @@ struct api_deps {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct limits *limits;
 };
 
 struct api {
@@ -44,6 +46,7 @@ struct api {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct limits *limits;
 	struct api_stats stats;
 	/* This control's epoch (chan_open bumped it); requests stamped with
 	 * another one were meant for a previous control and are dropped, the

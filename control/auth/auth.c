@@ -399,6 +399,8 @@ int auth_lookup(struct auth *a, const char *tok, size_t len, struct auth_ident *
 			return -1;
 		memcpy(id->user, k.owner, sizeof(id->user));
 		id->user[sizeof(id->user) - 1] = 0;
+		memcpy(id->key_id, k.id, sizeof(id->key_id));
+		id->key_id[sizeof(id->key_id) - 1] = 0;
 		id->apikey = true;
 		return auth_user_check(a, id, k.created_at);
 	}

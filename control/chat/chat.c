@@ -188,7 +188,7 @@ static void chat_session_stored(void *arg, int err)
 		err = -EEXIST;
 	if (!err)
 		chat_event(c, x->sid, "created", NULL);
-	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, err);
+	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, s->user, err);
 	if (err)
 		free(s);
 	free(x);
@@ -318,6 +318,8 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	if (store_message_status(c->st, s->node.id, a->mid, st, &u) < 0)
 		LOG_ERROR("store: cannot end message %s", a->mid);
 	chat_msg_event(c, s->node.id, a->mid, st);
+	if (c->hooks.answer_ended)
+		c->hooks.answer_ended(c->hooks.arg, s);
 }
 
 
@@ -458,6 +460,8 @@ static bool chat_answer_step(struct chat *c, struct chat_session *s, uint64_t no
 		CHAT_BROADCAST(c, s, co_tokens(c->out, conn, s->node.id, a->mid, first, c->toks, n));
 		if (store_tokens_append(c->st, s->node.id, a->mid, first, c->stoks, n) < 0)
 			LOG_ERROR("store: cannot append tokens to %s", a->mid);
+		if (c->hooks.answer_tokens)
+			c->hooks.answer_tokens(c->hooks.arg, s, n, a->text_len - a->toks[a->seq].off);
 		a->seq += n;
 		c->stats.tokens += n;
 	}

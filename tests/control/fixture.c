@@ -80,11 +80,12 @@ struct cfx *cfx_open(const struct sluice_conf *conf, unsigned flags)
 		fail_msg("store: %s", err);
 	assert_int_equal(chat_init(&f->chat, &f->conf, f->loop, f->st, &f->out, err, sizeof(err)), 0);
 	assert_int_equal(auth_init(&f->auth, &f->conf, f->loop, f->st, &f->out, err, sizeof(err)), 0);
-	struct api_deps ad = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out,
+	assert_int_equal(lim_init(&f->limits, &f->conf, f->st, err, sizeof(err)), 0);
+	struct api_deps ad = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out, .limits = &f->limits,
 			       .chat = &f->chat, .auth = &f->auth };
 	assert_int_equal(api_init(&f->api, &ad, err, sizeof(err)), 0);
 	if (flags & CFX_ADMIN) {
-		struct admin_deps dd = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out,
+		struct admin_deps dd = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out, .limits = &f->limits,
 					 .chat = &f->chat, .auth = &f->auth, .api_stats = &f->api.stats };
 		f->admin = admin_create(&dd, err, sizeof(err));
 		if (!f->admin)
@@ -119,6 +120,7 @@ void cfx_close(struct cfx *f)
 	/* As in main.c: the store's completions run while their owners live. */
 	store_close(f->st);
 	admin_destroy(f->admin);
+	lim_free(&f->limits);
 	auth_free(&f->auth);
 	chat_free(&f->chat);
 	co_free(&f->out);

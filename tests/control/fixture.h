@@ -20,6 +20,7 @@
 #include "admin/admin.h"
 #include "api/api.h"
 #include "auth/auth.h"
+#include "limits/limits.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
 #include "loop/cp_loop.h"
@@ -46,6 +47,7 @@ struct cfx {
 	struct chan_out out;
 	struct chat chat;
 	struct auth auth;
+	struct limits limits;
 	struct api api;
 	struct admin *admin; /* with CFX_ADMIN */
 	/* The default user and a login session of it (cfx_open creates both):
