@@ -92,6 +92,7 @@ extern const struct adm_cmd adm_sessions_cmds[];
 extern const struct adm_cmd adm_users_cmds[];
 extern const struct adm_cmd adm_keys_cmds[];
 extern const struct adm_cmd adm_store_cmds[];
+extern const struct adm_cmd adm_limits_cmds[];
 
 /* users.add / users.passwd: the request and the raw password line after it
  * (wiped by the caller); admin.c frames the two lines. */

@@ -52,6 +52,10 @@ static const char usage_text[] =
 	"  keys create --user U [--label L]     create an API key for U (printed once, keep it)\n"
 	"  keys revoke ID                       revoke a key (ends its streams)\n"
 	"  keys list [--user U]                 key ids, owners, labels (never the keys)\n"
+	"  limits show --user U | --key ID      quotas and rates in force, and what is used now\n"
+	"  limits set --user U | --key ID NAME=N|role ...\n"
+	"                                       override limits (0: none; role: the role's value)\n"
+	"  limits list                          every stored override\n"
 	"  store stats                          LMDB counters\n"
 	"  store backup PATH                    compacted consistent copy into directory PATH\n"
 	"\n"
@@ -79,7 +83,8 @@ struct ctl {
 	long limit;       /* --limit, -1 = control's default */
 	const char *role; /* --role */
 	const char *label; /* --label */
-	const char *words[4];
+	const char *key;  /* --key */
+	const char *words[12];
 	int nwords;
 	int fd;
 };
@@ -108,7 +113,7 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 			     strcmp(a, "--interval") == 0 || strcmp(a, "--count") == 0 ||
 			     strcmp(a, "--worker") == 0 || strcmp(a, "--user") == 0 ||
 			     strcmp(a, "--limit") == 0 || strcmp(a, "--role") == 0 ||
-			     strcmp(a, "--label") == 0;
+			     strcmp(a, "--label") == 0 || strcmp(a, "--key") == 0;
 		if (takes && !v) {
 			char msg[64];
 			snprintf(msg, sizeof(msg), "%s needs a value", a);
@@ -149,6 +154,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 			c->role = v;
 		} else if (strcmp(a, "--label") == 0) {
 			c->label = v;
+		} else if (strcmp(a, "--key") == 0) {
+			c->key = v;
 		} else if (a[0] == '-' && a[1]) {
 			char msg[160];
 			snprintf(msg, sizeof(msg), "unknown option %.100s", a);
@@ -824,6 +831,95 @@ static int ctl_keys(struct ctl *c, const char *sub, const char *arg)
 	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show);
 }
 
+static void show_limits(json_t *a)
+{
+	json_t *l = json_object_get(a, "limits");
+	const char *who = ctl_str(a, "user")[0] ? ctl_str(a, "user") : ctl_str(a, "key");
+	printf("%s %s\n", json_object_get(a, "user") ? "user" : "key", who);
+	printf("%-20s %12s %12s  %s\n", "LIMIT", "VALUE", "USED", "FROM");
+	const char *name;
+	json_t *v;
+	json_object_foreach(l, name, v) {
+		long long val = ctl_int(v, "value");
+		char vb[24];
+		snprintf(vb, sizeof(vb), "%lld", val);
+		printf("%-20s %12s %12lld  %s\n", name, val ? vb : "none", ctl_int(v, "used"),
+		       json_is_true(json_object_get(v, "overridden")) ? "override" : "role");
+	}
+}
+
+static void show_limit_overrides(json_t *a)
+{
+	json_t *arr = json_object_get(a, "overrides");
+	size_t i;
+	json_t *o;
+	json_array_foreach(arr, i, o) {
+		const char *name;
+		json_t *v;
+		printf("%s %s:", json_object_get(o, "user") ? "user" : "key",
+		       json_object_get(o, "user") ? ctl_str(o, "user") : ctl_str(o, "key"));
+		json_object_foreach(o, name, v)
+			if (json_is_integer(v))
+				printf(" %s=%lld", name, (long long)json_integer_value(v));
+		printf("\n");
+	}
+	printf("%zu overrides\n", json_array_size(arr));
+}
+
+/* limits show|set|list; the shape is checked before connecting (2). */
+static int ctl_limits(struct ctl *c, bool check)
+{
+	const char *sub = c->nwords > 1 ? c->words[1] : "";
+	bool target = (c->user != NULL) != (c->key != NULL);
+	if (strcmp(sub, "list") == 0) {
+		if (c->nwords > 2 || c->user || c->key)
+			return usage("limits list takes no arguments");
+		return check ? 0 : ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "limits.list"), NULL, 0,
+						    CTL_TIMEOUT_MS), show_limit_overrides);
+	}
+	if (strcmp(sub, "show") == 0 && !(target && c->nwords == 2))
+		return usage("limits show takes --user U or --key ID");
+	if (strcmp(sub, "set") == 0 && !(target && c->nwords > 2))
+		return usage("limits set takes --user U or --key ID, then NAME=N|role ...");
+	if (strcmp(sub, "show") != 0 && strcmp(sub, "set") != 0)
+		return usage("limits takes show, set or list");
+	json_t *req = json_pack("{s:s}", "cmd", strcmp(sub, "show") == 0 ? "limits.show" : "limits.set");
+	json_t *set = json_object();
+	for (int i = 2; req && set && i < c->nwords; i++) {
+		const char *eq = strchr(c->words[i], '=');
+		char name[32];
+		long n;
+		if (!eq || eq == c->words[i] || (size_t)(eq - c->words[i]) >= sizeof(name)) {
+			json_decref(req);
+			json_decref(set);
+			return usage("limits set takes NAME=N|role");
+		}
+		memcpy(name, c->words[i], (size_t)(eq - c->words[i]));
+		name[eq - c->words[i]] = 0;
+		if (strcmp(eq + 1, "role") == 0) {
+			json_object_set_new(set, name, json_null());
+		} else if (ctl_long(eq + 1, 0, 4000000000L, &n)) {
+			json_object_set_new(set, name, json_integer(n));
+		} else {
+			json_decref(req);
+			json_decref(set);
+			return usage("a limit is a number >= 0 or role");
+		}
+	}
+	if (check || !req || !set) {
+		json_decref(req);
+		json_decref(set);
+		return check ? 0 : 1;
+	}
+	json_object_set_new(req, c->user ? "user" : "key", json_string(c->user ? c->user : c->key));
+	if (c->nwords > 2)
+		json_object_set_new(req, "set", set);
+	else
+		json_decref(set);
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS),
+			  c->nwords > 2 ? show_done : show_limits);
+}
+
 static int ctl_run(struct ctl *c)
 {
 	const char *cmd = c->words[0];
@@ -834,6 +930,17 @@ static int ctl_run(struct ctl *c)
 	bool slist = strcmp(cmd, "sessions") == 0 && sub && strcmp(sub, "list") == 0;
 	bool uadd = strcmp(cmd, "users") == 0 && sub && strcmp(sub, "add") == 0;
 	bool keys = strcmp(cmd, "keys") == 0;
+	bool limits = strcmp(cmd, "limits") == 0;
+	if (c->key && !limits)
+		return usage("--key goes with limits");
+	if (limits) {
+		int rc = ctl_limits(c, true);
+		if (rc)
+			return rc;
+		if (ctl_socket_path(c) < 0 || ctl_connect(c) < 0)
+			return 1;
+		return ctl_limits(c, false);
+	}
 	if (c->watch && !stats)
 		return usage("--watch goes with stats");
 	if (c->worker >= 0 && !conns)

@@ -48,6 +48,11 @@ DEFAULT_MODELS = {
 }
 
 
+# [limits.user] with every quota and rate off (docs/configuration.md).
+UNLIMITED_USER = {"stored_mb": 0, "sessions": 0, "messages_per_min": 0, "concurrent_answers": 0,
+                  "tokens_per_min": 0, "tokens_per_day": 0}
+
+
 class TestFailure(Exception):
     """A check failed; the message says what was sent, expected and got."""
 
@@ -272,7 +277,11 @@ class Sluice:
         self.build = build
         self.auth = dict(auth or {})
         # Further sections, {"limits": {"conns_per_ip": 8}, "limits.user": {...}}.
-        self.sections = {k: dict(v) for k, v in (sections or {}).items()}
+        # The per-user quotas are off unless a test sets them: the other
+        # tests stream hundreds of answers for one user at once.
+        self.sections = {"limits.user": dict(UNLIMITED_USER)}
+        for k, v in (sections or {}).items():
+            self.sections.setdefault(k, {}).update(v)
         self.default_user = default_user
         self.token = None
         self.workers = workers
