@@ -25,6 +25,10 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0 },
 	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores) },
 	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args) },
+	{ "ws_deflate", K_BOOL, CF(ws_deflate), 0, 0 },
+	{ "ws_deflate_bits", K_U32, CF(ws_deflate_bits), 9, 15 },
+	{ "ws_deflate_level", K_U32, CF(ws_deflate_level), 1, 9 },
+	{ "ws_deflate_min", K_U32, CF(ws_deflate_min), 0, 67108864 },
 };
 #define DATAPLANE_KEY_TRANSPORT 0u
 #define DATAPLANE_KEY_LCORES 11u
@@ -228,6 +232,10 @@ void conf_defaults(struct sluice_conf *c)
 	c->ws_max_message = 65536;
 	c->max_pending_bytes = 1u << 20;
 	c->pin_workers = true;
+	c->ws_deflate = true;
+	c->ws_deflate_bits = 15;
+	c->ws_deflate_level = 1;
+	c->ws_deflate_min = 64;
 	memcpy(c->lcores, "1", sizeof("1"));
 	c->tcp_snd_buf = 65536;
 	c->tcp_rcv_buf = 65536;

@@ -59,6 +59,13 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	a->esc = malloc(a->esc_cap);
 	a->pending = calloc(a->max_conns, sizeof(*a->pending));
 	a->peers = app_peers_create(a->max_conns);
+	if (conf->ws_deflate) {
+		a->wsd = ws_deflate_create((int)conf->ws_deflate_level, 8, conf->ws_deflate_min);
+		if (!a->wsd) {
+			snprintf(err, errlen, "app: no memory for permessage-deflate");
+			goto fail;
+		}
+	}
 	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending || !a->peers ||
 	    batch_pool_init(&a->pool, conf->max_bytes, a->max_conns) != 0) {
 		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
@@ -111,6 +118,7 @@ static void app_destroy(void *app)
 		batch_pool_destroy(&a->pool);
 	app_subs_destroy(a->subs);
 	app_peers_destroy(a->peers);
+	ws_deflate_destroy(a->wsd);
 	free(a->scratch);
 	free(a->esc);
 	free(a->pending);
@@ -196,6 +204,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
 	c->ws_upgrading = c->ws_reauth = false;
 	c->admitting = c->admitted = c->chunked = false;
+	memset(&c->pmd, 0, sizeof(c->pmd));
 	c->body_max = APP_MAX_BODY;
 	c->open_ns = host_now(a->h);
 	c->bytes_out = 0;

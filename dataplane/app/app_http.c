@@ -298,6 +298,25 @@ static void app_http_wait_control(struct conn *c, enum app_req_result res)
 	}
 }
 
+/* permessage-deflate: the first acceptable offer of the upgrade's
+ * Sec-WebSocket-Extensions lines, in order; off when the worker has none. */
+static void app_http_ws_extensions(struct conn *c, const struct http_request *req)
+{
+	char resp[WS_PMD_RESPONSE_MAX];
+
+	memset(&c->pmd, 0, sizeof(c->pmd));
+	if (!c->app->wsd)
+		return;
+	for (size_t i = 0; i < req->num_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+
+		if (http_slice_ieq(h->name, "sec-websocket-extensions") &&
+		    ws_pmd_negotiate(h->value.p, h->value.len, (uint8_t)c->app->conf->ws_deflate_bits,
+				     &c->pmd, resp))
+			return;
+	}
+}
+
 static void app_http_route_ws(struct conn *c, const struct http_request *req, bool echo)
 {
 	const struct http_header *up = http_find_header(req, "Upgrade");
@@ -317,6 +336,7 @@ static void app_http_route_ws(struct conn *c, const struct http_request *req, bo
 		app_http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
 		return;
 	}
+	app_http_ws_extensions(c, req);
 	if (!slice_eq(ver->value, "13")) {
 		app_http_send_json(c, 426,
 				   "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",

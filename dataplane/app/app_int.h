@@ -104,6 +104,7 @@ struct conn {
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
 	uint32_t ws_reauth_id; /* req_id of that re-check */
 	char ws_accept[29];  /* Sec-WebSocket-Accept of the pending upgrade */
+	struct ws_pmd pmd;   /* permessage-deflate as negotiated at the upgrade */
 	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
 	uint32_t req_id;     /* id of the last request sent */
 	uint32_t req_epoch;  /* control epoch that request was stamped with */
@@ -159,6 +160,8 @@ struct app {
 	 * conf.body_budget_mb), and connections per client address. */
 	uint64_t body_bytes;
 	struct app_peers *peers;
+	/* permessage-deflate of every WebSocket of the worker (NULL: off). */
+	struct ws_deflate *wsd;
 	uint64_t stats_next_ns;
 	struct tw_timer stats_timer; /* CHAN_REC_STATS once a second */
 };

@@ -29,6 +29,14 @@ void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, voi
 	s->utf8_state = WS_UTF8_ACCEPT;
 }
 
+void ws_session_set_deflate(struct ws_session *s, struct ws_deflate *codec, const struct ws_pmd *pmd)
+{
+	s->pmd_codec = codec;
+	s->pmd = *pmd;
+	if (!codec)
+		s->pmd.on = false;
+}
+
 /* Leaves the session CLOSED, so input offered afterwards is ignored. */
 void ws_session_free(struct ws_session *s)
 {
@@ -107,7 +115,16 @@ bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, siz
 	if (s->state != WS_STATE_OPEN)
 		return false;
 	uint8_t h[10];
+	size_t clen;
+	const uint8_t *z = s->pmd.on ? ws_deflate_message(s->pmd_codec, s->pmd.server_bits, data, len, &clen)
+				     : NULL;
+	if (z) {
+		data = z;
+		len = clen;
+	}
 	size_t hl = ws_build_header(h, true, opcode, len);
+	if (z)
+		h[0] |= 0x40; /* RSV1: compressed (RFC 7692 6) */
 	if (unlikely(!s->ops->write(s->arg, h, hl)) ||
 	    (len && unlikely(!s->ops->write(s->arg, data, len)))) {
 		ws_session_finish(s, WS_CLOSE_INTERNAL);
@@ -154,6 +171,7 @@ static uint16_t ws_session_begin_frame(struct ws_session *s)
 		s->msg_opcode = f->opcode;
 		s->msg_len = 0;
 		s->utf8_state = WS_UTF8_ACCEPT;
+		s->msg_deflated = f->rsv1;
 	}
 	if (f->payload_len > s->max_message - s->msg_len)
 		return WS_CLOSE_TOO_BIG;
@@ -179,7 +197,8 @@ static uint16_t ws_session_payload(struct ws_session *s, const uint8_t *p, size_
 	memcpy(dst, p, n);
 	ws_unmask(dst, n, f->mask, s->cur_off);
 	s->msg_len += n;
-	if (s->msg_opcode == WS_OP_TEXT) {
+	/* A compressed text is checked once inflated. */
+	if (s->msg_opcode == WS_OP_TEXT && !s->msg_deflated) {
 		s->utf8_state = ws_utf8_step(s->utf8_state, dst, n);
 		if (s->utf8_state == WS_UTF8_REJECT)
 			return WS_CLOSE_BAD_DATA;
@@ -230,13 +249,29 @@ static uint16_t ws_session_end_frame(struct ws_session *s)
 	}
 	if (!s->cur.fin || s->state != WS_STATE_OPEN)
 		return 0;
-	if (s->msg_opcode == WS_OP_TEXT && s->utf8_state != WS_UTF8_ACCEPT)
+	if (s->msg_opcode == WS_OP_TEXT && !s->msg_deflated && s->utf8_state != WS_UTF8_ACCEPT)
 		return WS_CLOSE_BAD_DATA;
 	uint8_t opcode = s->msg_opcode;
+	const uint8_t *data = s->msg ? s->msg : s->ctl;
 	size_t len = s->msg_len;
 	s->msg_opcode = 0;
 	s->msg_len = 0;
-	s->ops->on_message(s->arg, opcode, s->msg ? s->msg : s->ctl, len);
+	if (s->msg_deflated) {
+		s->msg_deflated = false;
+		switch (ws_inflate_message(s->pmd_codec, data, len, s->max_message, &data, &len)) {
+		case WS_INFLATE_OK:
+			break;
+		case WS_INFLATE_TOO_BIG:
+			return WS_CLOSE_TOO_BIG;
+		case WS_INFLATE_BAD:
+			return WS_CLOSE_BAD_DATA;
+		default:
+			return WS_CLOSE_INTERNAL;
+		}
+		if (opcode == WS_OP_TEXT && ws_utf8_step(WS_UTF8_ACCEPT, data, len) != WS_UTF8_ACCEPT)
+			return WS_CLOSE_BAD_DATA;
+	}
+	s->ops->on_message(s->arg, opcode, data, len);
 	return 0;
 }
 
@@ -248,7 +283,8 @@ size_t ws_session_input(struct ws_session *s, const uint8_t *data, size_t len)
 		if (!s->in_frame) {
 			if (pos == len)
 				return pos;
-			int r = ws_parse_frame(data + pos, len - pos, s->max_message, &s->cur, &code);
+			int r = ws_parse_frame_ext(data + pos, len - pos, s->max_message, s->pmd.on,
+						   &s->cur, &code);
 			if (r == WS_PARSE_INCOMPLETE)
 				return pos;
 			if (r == WS_PARSE_ERROR)

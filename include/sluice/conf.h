@@ -96,6 +96,10 @@ struct sluice_conf {
 	uint32_t max_pending_bytes;    /* slow-consumer bound per conn (default 1 MiB) */
 	bool pin_workers;              /* pin_workers = true|false (default true) */
 	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
+	bool ws_deflate;               /* ws_deflate: negotiate permessage-deflate (default true) */
+	uint32_t ws_deflate_bits;      /* ws_deflate_bits = largest window of our deflate, 9..15 (default 15) */
+	uint32_t ws_deflate_level;     /* ws_deflate_level = zlib level, 1..9 (default 1) */
+	uint32_t ws_deflate_min;       /* ws_deflate_min = smallest message compressed, bytes (default 64) */
 	char lcores[128];              /* lcores = DPDK lcore list, e.g. "1,2" (dpdk; default: 1..workers) */
 	char eal_args[512];            /* eal_args = extra EAL arguments, space separated (dpdk) */
 
