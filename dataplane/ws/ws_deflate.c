@@ -48,17 +48,30 @@ static bool pmd_token(struct pmd_cursor *c, char *out, size_t cap)
 }
 
 /* A parameter value: a token or a quoted string (RFC 7692 7.1 allows
- * either; its content must then be a token too). */
+ * either; its content must then be a token too). A quoted string is read
+ * to its closing quote whatever it holds, so a bad one leaves the cursor
+ * after it. */
 static bool pmd_value(struct pmd_cursor *c, char *out, size_t cap)
 {
-	if (c->p < c->end && *c->p == '"') {
-		c->p++;
-		if (!pmd_token(c, out, cap) || c->p >= c->end || *c->p != '"')
-			return false;
-		c->p++;
-		return true;
+	if (c->p >= c->end || *c->p != '"')
+		return pmd_token(c, out, cap);
+	size_t n = 0;
+	bool ok = true;
+	c->p++;
+	while (c->p < c->end && *c->p != '"') {
+		char ch = *c->p++;
+		if (ch == '\\' && c->p < c->end)
+			ch = *c->p++;
+		if (!pmd_tchar(ch) || n + 1 >= cap)
+			ok = false;
+		else
+			out[n++] = ch;
 	}
-	return pmd_token(c, out, cap);
+	out[n] = 0;
+	if (c->p >= c->end)
+		return false;
+	c->p++;
+	return ok && n > 0;
 }
 
 /* A window size 8..15 (digits only), or -1. */
