@@ -273,12 +273,13 @@ class Sluice:
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True, sections=None):
+                 default_user=True, sections=None, dataplane=None):
         self.build = build
         self.auth = dict(auth or {})
         # Further sections, {"limits": {"conns_per_ip": 8}, "limits.user": {...}}.
         # The per-user quotas are off unless a test sets them: the other
         # tests stream hundreds of answers for one user at once.
+        self.dataplane = dict(dataplane or {})  # more [dataplane] keys
         self.sections = {"limits.user": dict(UNLIMITED_USER)}
         for k, v in (sections or {}).items():
             self.sections.setdefault(k, {}).update(v)
@@ -313,6 +314,7 @@ class Sluice:
             "sse_keepalive_s = %d" % self.sse_keepalive_s,
             "ws_max_message = %d" % self.ws_max_message,
             "pin_workers = false",
+        ] + ["%s = %s" % kv for kv in sorted(self.dataplane.items())] + [
             "",
             "[channel]",
             "path = %s" % self.chan_path,
