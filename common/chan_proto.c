@@ -187,6 +187,13 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 	}
 	case CHAN_REC_STATS:
 		return len == sizeof(struct chan_stats);
+	case CHAN_REC_BROADCAST: {
+		const struct chan_broadcast *b = payload;
+		if (len < sizeof(*b) || b->conn.slot == CHAN_SLOT_ALL ||
+		    b->max_pending < CHAN_BROADCAST_MIN_PENDING)
+			return false;
+		return chan_fields_ok(base + sizeof(*b), end);
+	}
 	case CHAN_REC_ADMIN: {
 		const struct chan_admin *a = payload;
 		return len == sizeof(*a) && a->op == CHAN_ADMIN_LIST_CONNS;

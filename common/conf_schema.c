@@ -107,6 +107,15 @@ int conf_role_of(const char *name)
 	return -1;
 }
 
+static const struct key_spec dashboard_keys[] = {
+	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000 },
+	{ "max_pending", K_U32, CF(dash_max_pending), 4096, 67108864 },
+	{ "alert_ring_pct", K_U32, CF(dash_alert_ring_pct), 1, 100 },
+	{ "alert_store_pct", K_U32, CF(dash_alert_store_pct), 1, 100 },
+	{ "alert_connections", K_U32, CF(dash_alert_connections), 0, 67108864 },
+	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576 },
+};
+
 /* type and models are indexes 0 and 1: a backend must set both. */
 static const struct key_spec backend_keys[] = {
 	{ "type", K_BACKEND_TYPE, BF(type), 0, 0 },
@@ -147,6 +156,7 @@ const struct section_spec conf_sections[] = {
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
 	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0 },
+	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
@@ -168,7 +178,7 @@ _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_ke
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(limits_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(port_keys) <= 32,
+		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
@@ -285,6 +295,12 @@ void conf_defaults(struct sluice_conf *c)
 	c->conns_per_ip = 8192;
 	c->body_budget_mb = 64;
 	c->worker_mem_mb = 1024;
+	c->dash_heartbeat_ms = 30000;
+	c->dash_max_pending = 256u << 10;
+	c->dash_alert_ring_pct = 80;
+	c->dash_alert_store_pct = 80;
+	c->dash_alert_connections = 0;
+	c->dash_alert_pending_mb = 256;
 	c->nbackends = 0;
 	c->nagents = 0;
 }

@@ -13,6 +13,7 @@
 #include "channel/chan_out.h"
 #include "chat/chat.h"
 #include "limits/limits.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
@@ -73,13 +74,17 @@ int main(int argc, char **argv)
 	static struct auth auth;
 	static struct limits limits;
 	static struct api api;
+	static struct ev_bus bus;
 	bool out_ok = false, chat_ok = false, auth_ok = false, limits_ok = false;
 
+	ev_init(&bus);
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
 	if (!r) {
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
 		goto fail;
 	}
+	if (chan_open_note(r))
+		LOG_INFO("channel %s: %s", conf.chan_path, chan_open_note(r));
 	loop = cpl_create(r, err, sizeof(err));
 	if (!loop)
 		goto fail_msg;
@@ -94,6 +99,7 @@ int main(int argc, char **argv)
 	if (chat_init(&chat, &conf, loop, st, &out, err, sizeof(err)) < 0)
 		goto fail_msg;
 	chat_ok = true;
+	chat_set_bus(&chat, &bus);
 	if (auth_init(&auth, &conf, loop, st, &out, err, sizeof(err)) < 0)
 		goto fail_msg;
 	auth_ok = true;
@@ -101,11 +107,12 @@ int main(int argc, char **argv)
 		goto fail_msg;
 	limits_ok = true;
 	struct api_deps ad = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-			       .auth = &auth, .limits = &limits };
+			       .auth = &auth, .limits = &limits, .bus = &bus };
 	if (api_init(&api, &ad, err, sizeof(err)) < 0)
 		goto fail_msg;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-				 .auth = &auth, .limits = &limits, .api_stats = &api.stats };
+				 .auth = &auth, .limits = &limits, .api_stats = &api.stats, .api = &api,
+				 .bus = &bus };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;
@@ -132,7 +139,7 @@ out:
 	if (out_ok)
 		co_free(&out);
 	cpl_destroy(loop);
-	if (r)
-		chan_close(r);
+	if (chan_close(r))
+		LOG_INFO("channel %s: removed (the dataplane had stopped too)", conf.chan_path);
 	return rc;
 }

@@ -173,6 +173,8 @@ int main(int argc, char **argv)
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
 		goto out;
 	}
+	if (chan_open_note(chan))
+		LOG_INFO("channel %s: %s", conf.chan_path, chan_open_note(chan));
 	if (workers_setup(&conf, chan, &app_ops, err, sizeof(err)) != 0) {
 		LOG_ERROR("%s", err);
 		goto out;
@@ -230,7 +232,8 @@ int main(int argc, char **argv)
 	status = failed ? 1 : 0;
 	LOG_INFO("stopped");
 out:
-	chan_close(chan);
+	if (chan_close(chan))
+		LOG_INFO("channel %s: removed (control had stopped too)", conf.chan_path);
 #ifdef SLUICE_HAVE_DPDK
 	if (dpdk)
 		tp_dpdk_fini();

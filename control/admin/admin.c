@@ -421,8 +421,15 @@ static void adm_on_record(void *arg, uint16_t type, const void *payload, uint32_
 			return;
 		}
 		ad->n.stats_records++;
-		ad->w[s->worker].s = *s;
-		ad->w[s->worker].at_ns = sluice_now_ns();
+		struct adm_worker *aw = &ad->w[s->worker];
+		aw->prev = aw->s;
+		aw->prev_ns = aw->at_ns;
+		aw->s = *s;
+		aw->at_ns = sluice_now_ns();
+		/* A restarted worker counts from zero: no rate across it. */
+		if (s->uptime_ms < aw->prev.uptime_ms)
+			aw->prev_ns = 0;
+		adm_ws_stats(ad, s->worker);
 		return;
 	}
 	if (type == CHAN_REC_CONNS) {
@@ -555,6 +562,7 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 	ad->lfd = -1;
 	ad->started_ns = sluice_now_ns();
 	cpl_timer_init(&ad->timer, adm_timer, ad);
+	adm_ws_prepare(ad);
 	for (uint32_t i = 0; i < ADM_MAX_CLIENTS; i++) {
 		ad->cl[i].ad = ad;
 		ad->cl[i].fd = -1;
@@ -575,6 +583,8 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 		snprintf(err, errlen, "admin socket: cannot watch it: %s", strerror(errno));
 		goto fail;
 	}
+	if (adm_ws_init(ad, err, errlen) < 0)
+		goto fail;
 	LOG_INFO("admin socket %s (mode %04o)", d->conf->admin_socket,
 		 (unsigned)(d->conf->admin_socket_mode & 07777));
 	return ad;
@@ -595,6 +605,7 @@ void admin_destroy(struct admin *ad)
 		adm_client_close(ad, cl);
 	}
 	cpl_timer_cancel(ad->d.loop, &ad->timer);
+	adm_ws_free(ad);
 	if (ad->records) {
 		cpl_on_record(ad->d.loop, CHAN_REC_STATS, NULL, NULL);
 		cpl_on_record(ad->d.loop, CHAN_REC_CONNS, NULL, NULL);

@@ -24,8 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct api;
 struct api_stats;
 struct auth;
+struct ev_bus;
+struct json_t;
 struct chan_out;
 struct chat;
 struct cp_loop;
@@ -45,6 +48,10 @@ struct admin_deps {
 	struct auth *auth;
 	struct limits *limits;
 	const struct api_stats *api_stats;
+	/* The operator dashboard (/ws/admin and /api/admin/...): both set, or
+	 * both NULL for the admin socket alone. */
+	struct api *api;
+	struct ev_bus *bus;
 };
 
 struct admin_counters {
@@ -70,5 +77,11 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
  * (their completions find a closed client). */
 void admin_destroy(struct admin *ad);
 const struct admin_counters *admin_counters(const struct admin *ad);
+
+/* Adds a part to every metrics snapshot of the dashboard: fill(arg, snap)
+ * sets members of the snapshot object (e.g. "backends"). A later provider
+ * of the same name replaces an earlier one. -1 when the table is full. */
+int admin_metrics_provider(struct admin *ad, const char *name, void (*fill)(void *arg, struct json_t *snap),
+			   void *arg);
 
 #endif

@@ -222,22 +222,10 @@ oom:
 	adm_fail(ad, cl, "internal", "out of memory");
 }
 
-/* Cancels the running answer (its subscribers get usage and done cancelled),
- * then asks every worker to close the session's subscribers with 1008. */
-static void cmd_sessions_kill(struct admin *ad, struct adm_client *cl, json_t *req)
+uint32_t adm_session_kill(struct admin *ad, struct chat_session *s, char mid[CHAN_ID_LEN])
 {
-	const char *sid = adm_arg_str(req, "id");
-	if (!adm_sid_ok(sid)) {
-		adm_fail(ad, cl, "invalid_request", "id must be a session id");
-		return;
-	}
-	struct chat_session *s = chat_session_get(ad->d.chat, sid, strlen(sid));
-	if (!s) {
-		adm_fail(ad, cl, "not_found", "no such session");
-		return;
-	}
-	char mid[CHAN_ID_LEN] = "";
-	bool cancelled = chat_cancel(ad->d.chat, s, mid) == 0;
+	mid[0] = 0;
+	chat_cancel(ad->d.chat, s, mid);
 	uint32_t kicked = 0;
 	for (uint32_t w = 0; w < adm_nworkers(ad); w++) {
 		struct chan_kick *k = co_begin(ad->d.out, w, CHAN_REC_KICK, sizeof(*k));
@@ -254,10 +242,31 @@ static void cmd_sessions_kill(struct admin *ad, struct adm_client *cl, json_t *r
 		kicked++;
 	}
 	chat_event(ad->d.chat, s->node.id, "killed", "by operator");
+	ev_publish(ad->d.bus, &(struct ev){ .kind = EV_KICKED, .user = s->user, .session_id = s->node.id,
+					    .reason = "killed by operator" });
 	LOG_INFO("admin: session %s killed by operator", s->node.id);
+	return kicked;
+}
+
+/* Cancels the running answer (its subscribers get usage and done cancelled),
+ * then asks every worker to close the session's subscribers with 1008. */
+static void cmd_sessions_kill(struct admin *ad, struct adm_client *cl, json_t *req)
+{
+	const char *sid = adm_arg_str(req, "id");
+	if (!adm_sid_ok(sid)) {
+		adm_fail(ad, cl, "invalid_request", "id must be a session id");
+		return;
+	}
+	struct chat_session *s = chat_session_get(ad->d.chat, sid, strlen(sid));
+	if (!s) {
+		adm_fail(ad, cl, "not_found", "no such session");
+		return;
+	}
+	char mid[CHAN_ID_LEN];
+	uint32_t kicked = adm_session_kill(ad, s, mid);
 	json_t *o = adm_ok();
 	json_object_set_new(o, "id", json_string(s->node.id));
-	json_object_set_new(o, "cancelled_message_id", cancelled ? json_string(mid) : json_null());
+	json_object_set_new(o, "cancelled_message_id", mid[0] ? json_string(mid) : json_null());
 	json_object_set_new(o, "workers_kicked", json_integer((json_int_t)kicked));
 	adm_send(cl, o);
 }

@@ -27,6 +27,7 @@
 #include "auth/auth.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
@@ -65,6 +66,67 @@ struct adm_client {
 struct adm_worker {
 	struct chan_stats s;  /* latest STATS record */
 	uint64_t at_ns;       /* when it arrived; 0 = never */
+	struct chan_stats prev; /* the one before, for rates */
+	uint64_t prev_ns;       /* when that arrived; 0 = none yet */
+};
+
+/* ---- the dashboard: /ws/admin, /api/admin/..., alerts (admin_ws.c, admin_metrics.c) */
+
+#define ADM_WS_MAX 32u            /* admin sockets open at once */
+#define ADM_WS_EVENTS 256u        /* recent events kept for the HTTP fallback */
+#define ADM_WS_MIN_INTERVAL_MS 1000u
+#define ADM_WS_MAX_INTERVAL_MS 60000u
+#define ADM_WS_STREAMS_MAX 100u   /* live streams listed in a snapshot */
+#define ADM_ALERTS_MAX 32u
+#define ADM_PROVIDERS_MAX 4u
+#define ADM_SLOW_QUIET_NS 30000000000ull /* slow_consumers clears after 30 s without new drops */
+
+#define ADM_TOPIC_METRICS 0x1u
+#define ADM_TOPIC_SESSION 0x2u
+#define ADM_TOPIC_ALERTS 0x4u
+#define ADM_TOPIC_HEARTBEAT 0x8u
+
+struct adm_ws_client {
+	bool used;
+	struct chan_conn conn;
+	char user[STORE_USER_MAX];
+	uint64_t uid;
+	uint32_t topics;         /* ADM_TOPIC_* */
+	uint32_t interval_ms;    /* metrics period */
+	uint64_t next_metrics_ns;
+};
+
+struct adm_alert {
+	bool active;
+	char name[32];
+	char subject[32];
+	char level[16];
+	double value, limit;
+	char message[128];
+	int64_t since;           /* unix seconds */
+};
+
+struct adm_provider {
+	const char *name;
+	void (*fill)(void *arg, json_t *snap);
+	void *arg;
+};
+
+struct adm_dash {
+	bool on;                 /* api and bus were given */
+	struct cpl_timer timer;  /* metrics, heartbeats, role checks */
+	uint64_t next_heartbeat_ns;
+	struct adm_ws_client cl[ADM_WS_MAX];
+	uint64_t seq;            /* number of the last event */
+	json_t *events[ADM_WS_EVENTS]; /* owned; event s at [s % ADM_WS_EVENTS] */
+	struct adm_alert alerts[ADM_ALERTS_MAX];
+	struct adm_provider prov[ADM_PROVIDERS_MAX];
+	uint32_t nprov;
+	/* alert inputs seen at the last check */
+	bool primed;
+	uint64_t slow_seen, slow_last_ns;
+	uint64_t deferred_seen[CHAN_MAX_WORKERS];
+	uint64_t sends, send_drops; /* BROADCASTs queued, and those that fitted nowhere */
 };
 
 struct admin {
@@ -79,6 +141,7 @@ struct admin {
 	struct admin_counters n;
 	struct adm_worker w[CHAN_MAX_WORKERS];
 	struct adm_client cl[ADM_MAX_CLIENTS];
+	struct adm_dash dash;
 };
 
 struct adm_cmd {
@@ -102,6 +165,29 @@ void adm_users_set_password(struct admin *ad, struct adm_client *cl, json_t *req
 void adm_status_conns_record(struct admin *ad, const struct chan_conns *c);
 /* The conns query of cl timed out or is complete: answer it. */
 void adm_status_conns_finish(struct admin *ad, struct adm_client *cl);
+
+/* sessions.kill and the dashboard's kill: cancels the running answer (its id
+ * into mid, "" when none), asks every worker to close the session's
+ * subscribers with 1008 and publishes `kicked`. Returns the workers asked. */
+uint32_t adm_session_kill(struct admin *ad, struct chat_session *s, char mid[CHAN_ID_LEN]);
+
+/* The dashboard (admin_ws.c): prepare at creation (so free is always
+ * safe), init registers it when the deps carry api and bus. */
+void adm_ws_prepare(struct admin *ad);
+int adm_ws_init(struct admin *ad, char *err, size_t errlen);
+void adm_ws_free(struct admin *ad);
+/* A worker's STATS record arrived (after ad->w[w] was updated). */
+void adm_ws_stats(struct admin *ad, uint32_t w);
+
+/* Snapshots and alerts (admin_metrics.c). */
+json_t *adm_metrics_snapshot(struct admin *ad);
+/* Re-evaluates the thresholds; raises and clears alerts on the bus. */
+void adm_alerts_check(struct admin *ad);
+/* An alert event from the bus (ours or another layer's, e.g. backend_down):
+ * the table of active alerts follows it. */
+void adm_alerts_track(struct admin *ad, const struct ev_alert *a);
+json_t *adm_alerts_json(const struct admin *ad);
+void adm_metrics_backends(void *arg, json_t *snap);
 
 /* ---- answers (admin.c) ---------------------------------------------------- */
 

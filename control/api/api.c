@@ -132,6 +132,7 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 	a->chat = d->chat;
 	a->auth = d->auth;
 	a->limits = d->limits;
+	a->bus = d->bus;
 	a->cp_epoch = cpl_epoch(d->loop);
 	static const uint16_t types[] = { CHAN_REC_REQUEST, CHAN_REC_SUBSCRIBE, CHAN_REC_UNSUBSCRIBE,
 					  CHAN_REC_CONN_CLOSED };
@@ -147,6 +148,63 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 				.arg = a };
 	chat_set_hooks(a->chat, &h);
 	return 0;
+}
+
+int api_route_add(struct api *a, const char *prefix, api_route_fn fn, void *arg)
+{
+	if (a->nroutes == API_MAX_ROUTES)
+		return -1;
+	a->routes[a->nroutes++] = (struct api_route){ prefix, fn, arg };
+	return 0;
+}
+
+int api_ws_add(struct api *a, const struct api_ws_endpoint *ep)
+{
+	if (a->nws == API_MAX_WS)
+		return -1;
+	a->ws[a->nws++] = *ep;
+	return 0;
+}
+
+const struct api_ws_endpoint *api_ws_find(struct api *a, const char *path, size_t len)
+{
+	for (uint32_t i = 0; path && i < a->nws; i++)
+		if (strlen(a->ws[i].path) == len && memcmp(a->ws[i].path, path, len) == 0)
+			return &a->ws[i];
+	return NULL;
+}
+
+void api_reply_json(struct api *a, const struct chat_reply *r, uint16_t status, json_t *obj)
+{
+	api_send_json(a, r, status, CHAN_RESP_PLAIN, NULL, obj, NULL);
+}
+
+void api_reply_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
+		     const char *msg)
+{
+	api_error(a, r, status, code, msg, NULL);
+}
+
+void api_reply_405(struct api *a, const struct chat_reply *r, const char *allow)
+{
+	api_method_not_allowed(a, r, allow);
+}
+
+int api_call_query(const struct api_call *c, const char *key, char *out, size_t cap)
+{
+	struct api_req q = { .query = c->query, .query_len = c->query_len };
+	return api_query(&q, key, out, cap);
+}
+
+/* The request as a layer above sees it. */
+static struct api_call api_call_of(const struct chat_reply *r, const struct api_req *q)
+{
+	bool head = q->hdr->method == CHAN_M_HEAD;
+	return (struct api_call){
+		.r = r, .method = head ? CHAN_M_GET : q->hdr->method, .head = head,
+		.path = q->path, .path_len = q->path_len, .query = q->query,
+		.query_len = q->query_len, .body = q->body, .body_len = q->body_len, .id = q->id,
+	};
 }
 
 /* ---- handlers ------------------------------------------------------------ */
@@ -292,6 +350,14 @@ static void api_http(struct api *a, const struct chat_reply *r, const struct api
 	uint8_t m = head ? CHAN_M_GET : q->hdr->method;
 	const char *id;
 	size_t idlen;
+	for (uint32_t i = 0; i < a->nroutes; i++) {
+		size_t pl = strlen(a->routes[i].prefix);
+		if (q->path_len >= pl && memcmp(q->path, a->routes[i].prefix, pl) == 0) {
+			struct api_call c = api_call_of(r, q);
+			a->routes[i].fn(a->routes[i].arg, a, &c);
+			return;
+		}
+	}
 	if (api_path_is(q, "/api/models")) {
 		if (m != CHAN_M_GET)
 			return api_method_not_allowed(a, r, "GET, HEAD");
@@ -372,6 +438,13 @@ static bool api_ws_echo(struct chat_reply *r, json_t *j)
 
 static void api_ws(struct api *a, struct chat_reply *r, const struct api_req *q)
 {
+	/* Another endpoint's socket speaks its own protocol. */
+	const struct api_ws_endpoint *ep = api_ws_find(a, q->path, q->path_len);
+	if (ep) {
+		struct api_call c = api_call_of(r, q);
+		ep->message(ep->arg, a, &c);
+		return;
+	}
 	json_t *j = q->body ? json_loadb(q->body, q->body_len, 0, NULL) : NULL;
 	if (!j || !json_is_object(j)) {
 		json_decref(j);
@@ -527,6 +600,8 @@ static void api_on_record(void *arg, uint16_t type, const void *payload, uint32_
 		 * the conn's entry (and replay) goes here. */
 		chat_conn_closed(a->chat, ((const struct chan_conn_closed *)payload)->conn);
 		api_auth_conn_closed(a, ((const struct chan_conn_closed *)payload)->conn);
+		for (uint32_t i = 0; i < a->nws; i++)
+			a->ws[i].closed(a->ws[i].arg, ((const struct chan_conn_closed *)payload)->conn);
 		return;
 	default:
 		a->stats.invalid_records++;

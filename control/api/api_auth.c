@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -21,7 +22,7 @@ struct aa_slice {
  * fields count as absent. Pointers into the record. */
 struct aa_req {
 	uint8_t method;
-	struct aa_slice path, body, authz, cookie, csrf, origin, proto, peer;
+	struct aa_slice path, body, authz, cookie, csrf, origin, proto, peer, ctype;
 };
 
 static bool aa_parse(const void *payload, uint32_t len, struct aa_req *q)
@@ -44,6 +45,7 @@ static bool aa_parse(const void *payload, uint32_t len, struct aa_req *q)
 		case CHAN_F_ORIGIN: s = &q->origin; break;
 		case CHAN_F_WS_PROTOCOL: s = &q->proto; break;
 		case CHAN_F_PEER: s = &q->peer; break;
+		case CHAN_F_CONTENT_TYPE: s = &q->ctype; break;
 		default: continue;
 		}
 		if (f->len) {
@@ -173,6 +175,7 @@ static void aa_login_stored(void *arg, int err)
 	sodium_memzero(cookie, sizeof(cookie));
 	sodium_memzero(body, sizeof(body));
 	a->auth->stats.logins_ok++;
+	ev_publish(a->bus, &(struct ev){ .kind = EV_LOGIN, .user = l->user, .role = aa_role_name(l->role) });
 	aa_login_free(l);
 }
 
@@ -292,12 +295,48 @@ static int aa_login_fields(const struct aa_req *q, char *user, size_t ucap, size
 	return rc;
 }
 
+/* The media type of a Content-Type value is application/json (parameters
+ * such as charset allowed, ASCII case-insensitive). */
+static bool aa_is_json(struct aa_slice ct)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1, i = n;
+	if (!ct.p || ct.n < n || strncasecmp(ct.p, want, n) != 0)
+		return false;
+	while (i < ct.n && (ct.p[i] == ' ' || ct.p[i] == '\t'))
+		i++;
+	return i == ct.n || ct.p[i] == ';';
+}
+
+/*
+ * A login sets the session cookie, so a cross-site page must not be able
+ * to perform one for the browser: a form can post text/plain (no CORS
+ * preflight) but not application/json, and a browser names the page's
+ * origin in Origin. So both are checked before the body is even read.
+ */
+static bool aa_login_allowed(struct api *a, const struct chat_reply *r, const struct aa_req *q)
+{
+	if (q->origin.p && !auth_origin_allowed(a->auth, q->origin.p, q->origin.n)) {
+		api_error(a, r, 403, "origin_not_allowed", "this Origin may not log in here", NULL);
+		return false;
+	}
+	if (!aa_is_json(q->ctype)) {
+		api_error(a, r, 415, "unsupported_media_type", "a login body must be application/json",
+			  NULL);
+		return false;
+	}
+	return true;
+}
+
 static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_req *q)
 {
 	struct auth *au = a->auth;
 	char pw[PWH_PASSWORD_MAX];
 	size_t pl = 0, ul = 0;
-	struct aa_login *l = calloc(1, sizeof(*l));
+	struct aa_login *l = NULL;
+	if (!aa_login_allowed(a, r, q))
+		goto out;
+	l = calloc(1, sizeof(*l));
 	if (!l) {
 		api_error(a, r, 500, "internal", "out of memory", NULL);
 		goto out;
@@ -377,6 +416,7 @@ out:
 struct aa_logout {
 	struct api *a;
 	struct chat_reply r;
+	char user[STORE_USER_MAX];
 };
 
 static void aa_logout_done(void *arg, int err)
@@ -387,9 +427,11 @@ static void aa_logout_done(void *arg, int err)
 	 * either way, which is what the client asked for. */
 	if (err && err != -ENOENT)
 		api_error(a, &lo->r, 500, "internal", "the session could not be revoked", NULL);
-	else
+	else {
 		api_send_json(a, &lo->r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:b}", "logged_out", 1),
 			"Set-Cookie: " AUTH_COOKIE_NAME "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+		ev_publish(a->bus, &(struct ev){ .kind = EV_LOGOUT, .user = lo->user });
+	}
 	free(lo);
 }
 
@@ -407,9 +449,49 @@ static void aa_logout(struct api *a, const struct chat_reply *r, const struct au
 	}
 	lo->a = a;
 	lo->r = *r;
+	memcpy(lo->user, id->user, sizeof(lo->user));
 	int rc = auth_session_revoke(a->auth, id->hash, aa_logout_done, lo);
 	if (rc < 0)
 		aa_logout_done(lo, rc);
+}
+
+/* ---- the caller's own login -------------------------------------------------- */
+
+/* GET /api/auth/session: who the credentials name, and the CSRF token a
+ * page needs for its writes (a page that was reloaded has only the
+ * cookie). Same-origin reads only: another origin cannot read the answer.
+ * No valid credentials (id NULL) is an answer too, {"user":null}, so a page
+ * asks without a failed request showing in its console. */
+static void aa_session(struct api *a, const struct chat_reply *r, const struct auth_ident *id)
+{
+	char body[256];
+	if (!id) {
+		api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL,
+			      json_pack("{s:n,s:n,s:n,s:n}", "user", "csrf_token", "expires_at", "via"), NULL);
+		return;
+	}
+	const char *via = id->apikey ? "api_key" : id->via == AUTH_VIA_COOKIE ? "cookie" : "bearer";
+	int n;
+	if (id->apikey)
+		n = snprintf(body, sizeof(body),
+			     "{\"user\":{\"name\":\"%s\",\"role\":\"%s\"},\"csrf_token\":null,"
+			     "\"expires_at\":null,\"via\":\"%s\"}",
+			     id->user, aa_role_name(id->role), via);
+	else
+		n = snprintf(body, sizeof(body),
+			     "{\"user\":{\"name\":\"%s\",\"role\":\"%s\"},\"csrf_token\":\"%s\","
+			     "\"expires_at\":%lld,\"via\":\"%s\"}",
+			     id->user, aa_role_name(id->role), id->csrf, (long long)id->expires_at, via);
+	/* Written by hand like the login answer: no copy of the CSRF token in
+	 * freed memory (user names are JSON-safe by auth_user_name_ok). */
+	if (n > 0 && (size_t)n < sizeof(body)) {
+		struct co_resp resp = { .status = 200, .action = CHAN_RESP_PLAIN, .body = body,
+					.body_len = (size_t)n };
+		api_send(a, r, &resp);
+	} else {
+		api_error(a, r, 500, "internal", "response too long", NULL);
+	}
+	sodium_memzero(body, sizeof(body));
 }
 
 /* ---- entry points ---------------------------------------------------------- */
@@ -439,7 +521,15 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 	}
 	if ((aa_path_is(&q, "/api/models") || aa_path_is(&q, "/api/agents")) && q.method == CHAN_M_GET)
 		return false;
-	switch (aa_authenticate(a, &q, id)) {
+	enum aa_result res = aa_authenticate(a, &q, id);
+	if (aa_path_is(&q, "/api/auth/session")) {
+		if (q.method != CHAN_M_GET && q.method != CHAN_M_HEAD)
+			api_method_not_allowed(a, r, "GET, HEAD");
+		else
+			aa_session(a, r, res == AA_OK ? id : NULL);
+		return true;
+	}
+	switch (res) {
 	case AA_UNAUTH:
 		aa_unauthenticated(a, r);
 		return true;
@@ -525,6 +615,11 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 		api_error(a, r, 400, "bad_request", "malformed upgrade record", NULL);
 		return;
 	}
+	const struct api_ws_endpoint *ep = api_ws_find(a, q.path.p, q.path.n);
+	if (!ep && q.path.p && !aa_path_is(&q, "/ws/chat")) {
+		api_not_found(a, r, "no such WebSocket endpoint");
+		return;
+	}
 	if (q.origin.p && !auth_origin_allowed(a->auth, q.origin.p, q.origin.n)) {
 		api_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
 		return;
@@ -533,16 +628,22 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 		aa_unauthenticated(a, r);
 		return;
 	}
+	if (ep && id.role < ep->role) {
+		sodium_memzero(&id, sizeof(id));
+		api_error(a, r, 403, "forbidden", "this endpoint needs the admin role", NULL);
+		return;
+	}
 	if (auth_conn_add(a->auth, r->conn, &id) < 0) {
 		sodium_memzero(&id, sizeof(id));
 		api_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
 		return;
 	}
-	sodium_memzero(&id, sizeof(id));
 	bool v1 = q.proto.p && auth_ws_proto_offers(q.proto.p, q.proto.n, "sluice.v1");
 	struct co_resp resp = { .status = 101, .action = CHAN_RESP_WS_ACCEPT,
 				.header = v1 ? "Sec-WebSocket-Protocol: sluice.v1" : NULL };
-	api_send(a, r, &resp);
+	if (api_send(a, r, &resp) && ep)
+		ep->opened(ep->arg, r->conn, &id);
+	sodium_memzero(&id, sizeof(id));
 }
 
 bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,

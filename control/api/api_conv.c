@@ -342,6 +342,8 @@ static void api_deleted(void *arg, int err)
 	} else {
 		struct co_resp resp = { .status = 204, .action = CHAN_RESP_PLAIN };
 		api_send(x->a, &x->r, &resp);
+		ev_publish(x->a->bus, &(struct ev){ .kind = EV_DELETED, .user = x->ss.user,
+						    .session_id = x->ss.id });
 	}
 	free(x);
 }
@@ -356,6 +358,7 @@ void api_session_delete(struct api *a, const struct chat_reply *r, const struct 
 	if (!x)
 		return;
 	memcpy(x->ss.id, s->node.id, CHAN_ID_LEN);
+	memcpy(x->ss.user, s->user, sizeof(x->ss.user));
 	if (chat_session_drop(a->chat, s) < 0) {
 		free(x);
 		api_error(a, r, 409, "busy", "a message of this session waits for its commit", NULL);

@@ -69,6 +69,9 @@ void api_method_not_allowed(struct api *a, const struct chat_reply *r, const cha
 
 /* ---- request parts (api.c) ---------------------------------------------- */
 
+/* The registered WebSocket endpoint serving path, or NULL (then /ws/chat). */
+const struct api_ws_endpoint *api_ws_find(struct api *a, const char *path, size_t len);
+
 /* A JSON object body, or NULL after answering 400. */
 json_t *api_parse_body(struct api *a, const struct chat_reply *r, const char *body, size_t len);
 /* An optional string member copied into dst; false after answering 400. */

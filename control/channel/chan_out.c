@@ -325,3 +325,22 @@ bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, con
 	} while (rem > 0);
 	return true;
 }
+
+bool co_broadcast(struct chan_out *o, struct chan_conn conn, uint32_t max_pending, const char *text,
+		  size_t len)
+{
+	size_t total = sizeof(struct chan_broadcast) + chan_field_size(len);
+	if (total > o->max_payload || conn.slot == CHAN_SLOT_ALL)
+		return false;
+	uint8_t *p = co_begin(o, conn.worker, CHAN_REC_BROADCAST, (uint32_t)total);
+	if (!p)
+		return false;
+	struct chan_broadcast *b = (struct chan_broadcast *)p;
+	memset(b, 0, sizeof(*b));
+	b->conn = conn;
+	b->max_pending = max_pending < CHAN_BROADCAST_MIN_PENDING ? CHAN_BROADCAST_MIN_PENDING : max_pending;
+	uint8_t *q = p + sizeof(*b);
+	chan_field_put(&q, CHAN_F_BODY, text, (uint32_t)len);
+	co_end(o, conn.worker, (uint32_t)total);
+	return true;
+}

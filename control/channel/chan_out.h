@@ -98,4 +98,10 @@ struct co_resp {
  * body is larger than one record carries. */
 bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r);
 
+/* Pushes a WebSocket text message to one conn (BROADCAST); the worker drops
+ * it and closes the conn when more than max_pending bytes are unsent there.
+ * False when the record was dropped or the text exceeds one record. */
+bool co_broadcast(struct chan_out *o, struct chan_conn conn, uint32_t max_pending, const char *text,
+		  size_t len);
+
 #endif

@@ -50,6 +50,11 @@ void chat_set_hooks(struct chat *c, const struct chat_hooks *hooks)
 	c->hooks = *hooks;
 }
 
+void chat_set_bus(struct chat *c, struct ev_bus *bus)
+{
+	c->bus = bus;
+}
+
 /* A conn entry going away with its replay timer. */
 static void chat_conn_node_free(struct idmap_node *n, void *arg)
 {
@@ -186,8 +191,10 @@ static void chat_session_stored(void *arg, int err)
 	struct chat_session *s = x->s;
 	if (!err && idmap_insert(&c->sessions, &s->node, x->sid, strlen(x->sid)) < 0)
 		err = -EEXIST;
-	if (!err)
+	if (!err) {
 		chat_event(c, x->sid, "created", NULL);
+		ev_publish(c->bus, &(struct ev){ .kind = EV_CREATED, .user = s->user, .session_id = x->sid });
+	}
 	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, s->user, err);
 	if (err)
 		free(s);
@@ -310,6 +317,7 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	};
 	cpl_timer_cancel(c->loop, &a->timer);
 	a->running = false;
+	c->running--;
 	a->status = st;
 	a->usage = u;
 	CHAT_BROADCAST(c, s, co_usage(c->out, conn, s->node.id, a->mid, u.prompt_tokens,
@@ -320,6 +328,8 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	chat_msg_event(c, s->node.id, a->mid, st);
 	if (c->hooks.answer_ended)
 		c->hooks.answer_ended(c->hooks.arg, s);
+	ev_publish(c->bus, &(struct ev){ .kind = EV_ANSWER_ENDED, .user = s->user, .session_id = s->node.id,
+					 .message_id = a->mid, .status = store_msg_status_name(st) });
 }
 
 
@@ -340,8 +350,11 @@ static void chat_message_stored(void *arg, int err)
 	memset(&a->usage, 0, sizeof(a->usage));
 	a->have = true;
 	a->running = true;
+	c->running++;
 	a->streaming = false;
 	chat_msg_event(c, s->node.id, a->mid, STORE_MSG_QUEUED);
+	ev_publish(c->bus, &(struct ev){ .kind = EV_ANSWER_STARTED, .user = s->user, .session_id = s->node.id,
+					 .message_id = a->mid });
 	chat_broadcast_status(c, s, a->mid, "queued");
 	if (cpl_timer_arm(c->loop, &a->timer, a->be.ops->next_due(&a->be)) < 0) {
 		LOG_ERROR("timer heap full: failing message %s", a->mid);
@@ -509,6 +522,8 @@ static void chat_kicks_send(struct chat *c)
 			 "stream dropped: the appliance is overloaded; resume with Last-Event-ID");
 		co_end(c->out, p->worker, sizeof(*k));
 		c->stats.overload_kicks++;
+		ev_publish(c->bus, &(struct ev){ .kind = EV_KICKED, .session_id = p->sid,
+						 .reason = "overloaded" });
 	}
 	c->nkicks = keep;
 }

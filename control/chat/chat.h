@@ -23,6 +23,7 @@
 
 #include "backends/backend.h"
 #include "channel/chan_out.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
@@ -165,6 +166,8 @@ struct chat {
 	struct idmap conns;
 	struct chat_hooks hooks;
 	struct chat_stats stats;
+	struct ev_bus *bus;   /* answers, new conversations and overload kicks are published here; may be NULL */
+	uint32_t running;     /* answers running now */
 	struct chat_kick *kicks; /* owned; grows only when a drop happens */
 	uint32_t nkicks, kick_cap;
 	struct co_tok toks[CHAT_TURN_TOKENS];
@@ -183,6 +186,10 @@ int chat_init(struct chat *c, const struct sluice_conf *conf, struct cp_loop *lo
 void chat_free(struct chat *c);
 /* Who hears of finished store writes (the api layer, above chat). */
 void chat_set_hooks(struct chat *c, const struct chat_hooks *hooks);
+/* Where chat publishes what happens to conversations and answers
+ * (created, answer started and ended, overload kicks); stays owned by the
+ * caller and must outlive c. */
+void chat_set_bus(struct chat *c, struct ev_bus *bus);
 
 /* Writes prefix + 16 random hex digits + NUL into out (CHAN_ID_LEN bytes). */
 void chat_new_id(const char *prefix, char out[CHAN_ID_LEN]);

@@ -202,7 +202,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->keep_alive = true;
 	c->head_req = c->requested = c->eof = c->subscribed = false;
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
-	c->ws_upgrading = c->ws_reauth = false;
+	c->ws_upgrading = c->ws_reauth = c->ws_admin = false;
 	c->admitting = c->admitted = c->chunked = false;
 	memset(&c->pmd, 0, sizeof(c->pmd));
 	c->body_max = APP_MAX_BODY;
@@ -368,6 +368,28 @@ bool app_conn_send(struct conn *c, const void *data, size_t len)
 	return true;
 }
 
+void app_conn_drop_slow(struct conn *c)
+{
+	struct app *a = c->app;
+
+	DP_STAT_ADD(a->st, slow_consumer_closes, 1);
+	batch_clear(&c->batch, &a->pool);
+	if (c->mode == CONN_SSE) {
+		struct app_buf b;
+
+		app_buf_init(&b, a->scratch, a->scratch_cap);
+		app_event_sse_error(&b, "slow_consumer",
+				    "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
+		/* The bound is already passed; the error event is best effort. */
+		if (!b.overflow && app_conn_send(c, b.p, b.len))
+			app_conn_close(c, false);
+		else
+			app_conn_close(c, true);
+	} else {
+		app_ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
+	}
+}
+
 bool app_conn_account(struct conn *c)
 {
 	struct app *a = c->app;
@@ -384,22 +406,7 @@ bool app_conn_account(struct conn *c)
 		DP_STAT_SUB(a->st, pending_bytes, c->pend_acct - now_acct);
 	c->pend_acct = now_acct;
 	if (unlikely(c->mode != CONN_HTTP && now_acct > a->conf->max_pending_bytes)) {
-		DP_STAT_ADD(a->st, slow_consumer_closes, 1);
-		batch_clear(&c->batch, &a->pool);
-		if (c->mode == CONN_SSE) {
-			struct app_buf b;
-
-			app_buf_init(&b, a->scratch, a->scratch_cap);
-			app_event_sse_error(&b, "slow_consumer",
-					    "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
-			/* The bound is already passed; the error event is best effort. */
-			if (!b.overflow && app_conn_send(c, b.p, b.len))
-				app_conn_close(c, false);
-			else
-				app_conn_close(c, true);
-		} else {
-			app_ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
-		}
+		app_conn_drop_slow(c);
 		return false;
 	}
 	return true;
@@ -476,6 +483,9 @@ static void app_on_record(void *app, uint16_t type, const void *payload, uint32_
 		break;
 	case CHAN_REC_ADMIN:
 		app_ctl_on_admin(a, payload);
+		break;
+	case CHAN_REC_BROADCAST:
+		app_ws_on_broadcast(a, payload, len);
 		break;
 	default:
 		host_count_bad_record(a->h);

@@ -204,6 +204,11 @@ static void send_stats(struct app *a)
 	s->slow_consumer_closes = DP_STAT_GET(&st->slow_consumer_closes);
 	s->loop_turns = DP_STAT_GET(&hs->loop_turns);
 	s->busy_turns = DP_STAT_GET(&hs->busy_turns);
+	_Static_assert(CHAN_STATS_DELAY_BUCKETS == APP_DELAY_BUCKETS, "STATS carries the delay histogram");
+	memcpy(s->delay_bounds_us, app_stats_delay_bounds_us, sizeof(s->delay_bounds_us));
+	for (size_t i = 0; i <= APP_DELAY_BUCKETS; i++)
+		s->delay_hist[i] = DP_STAT_GET(&st->delay_hist[i]);
+	s->delay_sum_ns = DP_STAT_GET(&st->delay_sum_ns);
 	a->h->rec_commit(a->h, sizeof(*s));
 }
 

@@ -12,6 +12,7 @@
 
 #include "app/app_int.h"
 #include "app/app_metrics.h"
+#include "app/app_static.h"
 #include "http/http_parse.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
@@ -31,6 +32,7 @@ static const char *reason_phrase(unsigned status)
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 304: return "Not Modified";
+	case 415: return "Unsupported Media Type";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
@@ -112,19 +114,47 @@ static void app_http_finish(struct conn *c, bool close_after)
 }
 
 /*
- * Writes a whole response. `extra` holds ready header lines (CRLF-ended);
- * `r` (optional) adds the SET_COOKIE / HEADER / CONTENT_TYPE fields of a
- * single-part control response. The body is omitted for HEAD, the length kept.
+ * The policy every response states, whoever produced it: scripts, styles,
+ * images and fonts only from this origin, no inline script or style, fetch
+ * and WebSocket connections only to this origin (CSP 3's 'self' covers ws:
+ * and wss: of the page's own host and port), never framed, no MIME
+ * sniffing, no Referer sent to anyone.
+ */
+#define APP_HTTP_CSP "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " \
+	"font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; " \
+	"form-action 'self'; frame-ancestors 'none'"
+
+void app_http_head_common(const struct conn *c, struct app_buf *b, const char *cache)
+{
+	app_buf_str(b, "X-Sluice-Worker: ");
+	app_buf_u64(b, c->app->wid);
+	app_buf_str(b, "\r\nContent-Security-Policy: " APP_HTTP_CSP
+		    "\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n");
+	if (cache) {
+		app_buf_str(b, "Cache-Control: ");
+		app_buf_str(b, cache);
+		app_buf_str(b, "\r\n");
+	}
+}
+
+/*
+ * Writes a whole response. `cache` is its Cache-Control (NULL: no-store,
+ * the rule for everything but static files: API answers carry tokens and
+ * conversations). `extra` holds ready header lines (CRLF-ended); `r`
+ * (optional) adds the SET_COOKIE / HEADER / CONTENT_TYPE fields of a
+ * single-part control response. The body is omitted for HEAD, the length
+ * kept; 204 and 304 have neither body nor length.
  * Returns false when the connection had to be aborted.
  */
 static bool app_http_emit(struct conn *c, unsigned status, const char *ctype, size_t ctype_len,
-			  const void *extra, size_t extra_len, const struct chan_response *r,
-			  uint32_t rlen, const void *body, size_t blen, bool close_after)
+			  const char *cache, const void *extra, size_t extra_len,
+			  const struct chan_response *r, uint32_t rlen, const void *body, size_t blen,
+			  bool close_after)
 {
 	struct app *a = c->app;
-	char head[768];
+	char head[1024];
 	struct app_buf b;
-	bool ok;
+	bool ok, bodyless = status == 204 || status == 304;
 
 	if (r) {
 		const uint8_t *p = (const uint8_t *)(r + 1);
@@ -146,24 +176,26 @@ static bool app_http_emit(struct conn *c, unsigned status, const char *ctype, si
 	app_buf_u64(&b, status);
 	app_buf_put(&b, " ", 1);
 	app_buf_str(&b, reason_phrase(status));
-	app_buf_str(&b, "\r\nX-Sluice-Worker: ");
-	app_buf_u64(&b, a->wid);
-	/* RFC 9110 6.4.1 / 8.6: a 204 has no content and no Content-Length. */
-	if (status == 204)
+	app_buf_str(&b, "\r\n");
+	app_http_head_common(c, &b, cache ? cache : "no-store");
+	/* RFC 9110 6.4.1 / 8.6 / 15.4.5: a 204 has no content and no
+	 * Content-Length; a 304 is the headers of a 200 the client has. */
+	if (bodyless)
 		blen = 0;
-	if (ctype && status != 204) {
-		app_buf_str(&b, "\r\nContent-Type: ");
+	if (ctype && !bodyless) {
+		app_buf_str(&b, "Content-Type: ");
 		app_buf_put(&b, ctype, ctype_len);
+		app_buf_str(&b, "\r\n");
 	}
-	if (status != 204) {
-		app_buf_str(&b, "\r\nContent-Length: ");
+	if (!bodyless) {
+		app_buf_str(&b, "Content-Length: ");
 		app_buf_u64(&b, blen);
+		app_buf_str(&b, "\r\n");
 	}
 	if (close_after)
-		app_buf_str(&b, "\r\nConnection: close");
+		app_buf_str(&b, "Connection: close\r\n");
 	else if (c->http10)
-		app_buf_str(&b, "\r\nConnection: keep-alive");
-	app_buf_str(&b, "\r\n");
+		app_buf_str(&b, "Connection: keep-alive\r\n");
 	if (b.overflow) {
 		LOG_WARN("worker %u: response head too large, slot %u aborted", a->wid, c->slot);
 		app_conn_close(c, true);
@@ -203,7 +235,7 @@ static bool app_http_emit(struct conn *c, unsigned status, const char *ctype, si
 static void app_http_send_json(struct conn *c, unsigned status, const char *json, const char *extra,
 			       bool close_after)
 {
-	if (app_http_emit(c, status, CT_JSON, strlen(CT_JSON), extra, extra ? strlen(extra) : 0,
+	if (app_http_emit(c, status, CT_JSON, strlen(CT_JSON), NULL, extra, extra ? strlen(extra) : 0,
 			  NULL, 0, json, strlen(json), close_after))
 		app_http_finish(c, close_after);
 }
@@ -386,7 +418,7 @@ static void app_http_route_local(struct conn *c, const struct http_request *req)
 			app_http_send_error(c, 500, "internal", "metrics do not fit", false);
 			return;
 		}
-		if (app_http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, 0, NULL, 0,
+		if (app_http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, NULL, 0, NULL, 0,
 				  a->scratch, n, false))
 			app_http_finish(c, false);
 	}
@@ -428,11 +460,58 @@ static void app_http_forward(struct conn *c, const struct http_request *req, uin
 	app_http_wait_control(c, app_send_request(c, kind, c->method, f, n));
 }
 
+/*
+ * A file of the web UI: the encoding the client accepts, 304 when its copy
+ * is current, a year of caching for content-hashed names and revalidation
+ * (no-cache) for the pages, which name the current hashes.
+ */
+static void app_http_route_static(struct conn *c, const struct http_request *req,
+				  const struct app_asset *as)
+{
+	static const char *const enc_name[APP_ENC_N] = { NULL, "gzip", "br" };
+	const struct http_slice *ae = hdr_val(req, "Accept-Encoding");
+	const struct http_slice *inm = hdr_val(req, "If-None-Match");
+	enum app_enc e;
+	const struct app_asset_body *bd;
+	char extra[256];
+	struct app_buf x;
+	bool fresh;
+
+	if (c->method != CHAN_M_GET && c->method != CHAN_M_HEAD) {
+		app_http_send_json(c, 405,
+				   "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
+				   "Allow: GET, HEAD\r\n", false);
+		return;
+	}
+	e = app_static_pick(as, ae ? ae->p : NULL, ae ? ae->len : 0);
+	bd = &as->enc[e];
+	fresh = inm && app_static_fresh(as, inm->p, inm->len);
+	app_buf_init(&x, extra, sizeof(extra));
+	app_buf_str(&x, "ETag: ");
+	app_buf_str(&x, bd->etag);
+	app_buf_str(&x, "\r\nVary: Accept-Encoding\r\n");
+	if (enc_name[e] && !fresh) {
+		app_buf_str(&x, "Content-Encoding: ");
+		app_buf_str(&x, enc_name[e]);
+		app_buf_str(&x, "\r\n");
+	}
+	if (x.overflow) {
+		app_http_send_error(c, 500, "internal", "asset headers do not fit", false);
+		return;
+	}
+	DP_STAT_ADD(c->app->st, static_responses, 1);
+	if (app_http_emit(c, fresh ? 304 : 200, as->mime, strlen(as->mime),
+			  as->immutable ? "public, max-age=31536000, immutable" : "no-cache", x.p, x.len,
+			  NULL, 0, bd->data, fresh ? 0 : bd->len, false))
+		app_http_finish(c, false);
+}
+
 /* A complete request (head parsed, body in hand): route it. */
 static void app_http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
 			   size_t blen)
 {
 	const struct http_header *cn = http_find_header(req, "Connection");
+	const struct app_asset *as;
 
 	DP_STAT_ADD(c->app->st, http_requests, 1);
 	c->method = method_of(req->method);
@@ -450,10 +529,16 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 		app_http_route_local(c, req);
 	else if (slice_eq(req->path, "/ws/chat"))
 		app_http_route_ws(c, req, false);
+	else if (slice_eq(req->path, "/ws/admin")) {
+		c->ws_admin = true;
+		app_http_route_ws(c, req, false);
+	}
 	else if (slice_eq(req->path, "/ws/echo") && c->app->conf->ws_echo)
 		app_http_route_ws(c, req, true);
 	else if (slice_prefix(req->path, "/api/") || slice_prefix(req->path, "/v1/"))
 		app_http_forward(c, req, CHAN_REQ_HTTP, body, blen, NULL, 0);
+	else if ((as = app_static_find(req->path.p, req->path.len)) != NULL)
+		app_http_route_static(c, req, as);
 	else
 		app_http_send_error(c, 404, "not_found", "no such path", false);
 }
@@ -822,14 +907,14 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 		}
 	}
 	if (r->action == CHAN_RESP_SSE_SUBSCRIBE && !upgrade) {
-		char head[256];
+		char head[768];
 		struct app_buf b;
 		bool ok;
 
 		app_buf_init(&b, head, sizeof(head));
-		app_buf_str(&b, "HTTP/1.1 200 OK\r\nX-Sluice-Worker: ");
-		app_buf_u64(&b, a->wid);
-		app_buf_str(&b, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+		app_buf_str(&b, "HTTP/1.1 200 OK\r\n");
+		app_http_head_common(c, &b, NULL);
+		app_buf_str(&b, "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
 				"X-Accel-Buffering: no\r\n");
 		ok = !b.overflow && app_conn_send(c, b.p, b.len);
 		if (ok) {
@@ -882,7 +967,7 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 	}
 	if (c->resp_hdrs.len || c->resp_body.len) {
 		bool ok = app_http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
-					c->resp_ctype ? 0 : strlen(CT_JSON), c->resp_hdrs.p,
+					c->resp_ctype ? 0 : strlen(CT_JSON), NULL, c->resp_hdrs.p,
 					c->resp_hdrs.len, NULL, 0, body, blen, false);
 
 		app_resp_reset(c);
@@ -890,6 +975,6 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 			app_http_finish(c, false);
 		return;
 	}
-	if (app_http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, 0, r, len, body, blen, false))
+	if (app_http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, NULL, 0, r, len, body, blen, false))
 		app_http_finish(c, false);
 }

@@ -99,6 +99,7 @@ struct conn {
 	bool admitted;      /* the body of the head in the stash may be read */
 	bool chunked;       /* HS_BODY: the body is chunked (chk) */
 	bool peer_counted;  /* counted in app.peers */
+	bool ws_admin;      /* the WebSocket is /ws/admin (else /ws/chat) */
 	struct tp_peer peer;
 	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
@@ -184,6 +185,10 @@ bool app_conn_send(struct conn *c, const void *data, size_t len);
 /* Re-reads the transport's queue and updates the pending_bytes gauge;
  * returns false when the conn was closed as a slow consumer. */
 bool app_conn_account(struct conn *c);
+/* The client does not read: counted in slow_consumer_closes, held tokens
+ * dropped, an SSE stream gets `event: error` slow_consumer, a WebSocket the
+ * close 1008 "slow consumer", then the conn closes. */
+void app_conn_drop_slow(struct conn *c);
 void app_conn_fill_handle(const struct conn *c, struct chan_conn *h);
 /* "255.255.255.255:65535" and its NUL. */
 #define APP_CONN_PEER_STR_MAX 22
@@ -196,6 +201,12 @@ size_t app_http_on_data(struct conn *c, const uint8_t *data, size_t len);
 void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
 void app_http_timer_fired(struct conn *c);
 void app_http_control_lost(struct conn *c);
+/* The head lines every response carries after its status line:
+ * X-Sluice-Worker, the Content-Security-Policy, nosniff, Referrer-Policy,
+ * and Cache-Control when `cache` is not NULL (docs/api.md, "Headers on
+ * every response"). */
+struct app_buf;
+void app_http_head_common(const struct conn *c, struct app_buf *b, const char *cache);
 /* Writes a complete response with the error JSON of docs/api.md. */
 void app_http_send_error(struct conn *c, int status, const char *code, const char *message,
 			 bool close_after);
@@ -232,6 +243,10 @@ void app_ws_reauthorise(struct conn *c);
 size_t app_ws_on_data(struct conn *c, const uint8_t *data, size_t len);
 void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
 bool app_ws_send_text(struct conn *c, const void *data, size_t len);
+/* A BROADCAST from control: a text message pushed to an open WebSocket
+ * (/ws/admin), or the conn dropped as slow when it holds more than the
+ * record's max_pending bytes unsent. */
+void app_ws_on_broadcast(struct app *a, const struct chan_broadcast *b, uint32_t len);
 /* Starts a server close; `fail` does not wait for the client's close,
  * otherwise the conn is closed anyway when the client has not answered
  * within APP_WS_CLOSE_WAIT_NS. */

@@ -41,6 +41,8 @@ static const struct metric_def metric_defs[] = {
 	A("sluice_body_admissions_total", "counter", body_admissions, "Request heads sent to control before their body was read (large or chunked bodies)."),
 	A("sluice_bodies_refused_total", "counter", body_refused, "Request bodies never read: refused by control (unauthenticated, over a limit) or over body_budget_mb."),
 	A("sluice_body_bytes", "gauge", body_bytes, "Bytes of request body buffers held now."),
+	A("sluice_static_responses_total", "counter", static_responses, "Web UI files served (200 and 304)."),
+	A("sluice_ws_broadcasts_total", "counter", broadcasts, "Messages control pushed to WebSockets (/ws/admin events and snapshots)."),
 	A("sluice_kicks_total", "counter", kicks, "Connections closed because control asked (revoked or expired login, sessions kill)."),
 	A("sluice_tokens_in_total", "counter", tokens_in, "Tokens received from control, counted per subscribed connection."),
 	A("sluice_tokens_out_total", "counter", tokens_out, "Tokens written into frames."),

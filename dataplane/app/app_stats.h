@@ -49,6 +49,8 @@ struct app_stats {
 	uint64_t body_admissions;     /* request heads sent to control before their body */
 	uint64_t body_refused;        /* bodies not read: control refused, or over body_budget_mb */
 	uint64_t body_bytes;          /* gauge: request body buffers held */
+	uint64_t static_responses;    /* web UI files served (200 and 304) */
+	uint64_t broadcasts;          /* pushed messages (BROADCAST) sent to WebSockets */
 };
 
 /* The app counters of a worker (its own, or a peer's for /metrics). */

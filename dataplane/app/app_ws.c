@@ -68,16 +68,15 @@ void app_ws_start(struct conn *c, const char *accept, const struct chan_response
 		  bool echo)
 {
 	struct app *a = c->app;
-	char head[512], hello[64];
+	char head[768], hello[64];
 	struct app_buf b, h;
 
 	app_buf_init(&b, head, sizeof(head));
 	app_buf_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
 			"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
 	app_buf_str(&b, accept);
-	app_buf_str(&b, "\r\nX-Sluice-Worker: ");
-	app_buf_u64(&b, a->wid);
 	app_buf_str(&b, "\r\n");
+	app_http_head_common(c, &b, NULL);
 	app_buf_init(&h, hello, sizeof(hello));
 	app_buf_str(&h, "{\"type\":\"connected\",\"worker\":");
 	app_buf_u64(&h, a->wid);
@@ -154,12 +153,18 @@ void app_ws_auth_free(struct conn *c)
 	c->ws_auth = NULL;
 }
 
+/* The endpoint of a WebSocket conn, as control routes it. */
+static const char *app_ws_path(const struct conn *c)
+{
+	return c->ws_admin ? "/ws/admin" : "/ws/chat";
+}
+
 enum app_req_result app_ws_auth_send(struct conn *c)
 {
-	static const char path[] = "/ws/chat";
+	const char *path = app_ws_path(c);
 	struct app_field f[1 + APP_WS_AUTH_FIELDS];
 
-	f[0] = (struct app_field){ CHAN_F_PATH, path, sizeof(path) - 1 };
+	f[0] = (struct app_field){ CHAN_F_PATH, path, strlen(path) };
 	memcpy(f + 1, c->ws_auth->f, sizeof(c->ws_auth->f));
 	return app_send_request(c, CHAN_REQ_WS_OPEN, CHAN_M_GET, f, SLUICE_ARRAY_LEN(f));
 }
@@ -334,9 +339,11 @@ static void app_ws_on_message(void *arg, uint8_t opcode, const uint8_t *data, si
 	}
 	pl = app_conn_peer_str(c, peer);
 	{
+		/* /ws/chat messages carry no path (control's default endpoint). */
 		const struct app_field f[] = {
 			{ CHAN_F_BODY, data, len },
 			{ CHAN_F_PEER, peer, pl },
+			{ CHAN_F_PATH, c->ws_admin ? app_ws_path(c) : NULL, c->ws_admin ? strlen(app_ws_path(c)) : 0 },
 		};
 
 		switch (app_send_request(c, CHAN_REQ_WS, CHAN_M_OTHER, f, SLUICE_ARRAY_LEN(f))) {
@@ -403,4 +410,33 @@ void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t 
 	}
 	app_resp_reset(c);
 	app_conn_account(c);
+}
+
+void app_ws_on_broadcast(struct app *a, const struct chan_broadcast *b, uint32_t len)
+{
+	struct conn *c = app_conn_lookup(a, &b->conn);
+	const uint8_t *p = (const uint8_t *)(b + 1);
+	const uint8_t *end = (const uint8_t *)b + len;
+	const struct chan_field *f, *body = NULL;
+	struct tp_conn_info ti;
+	bool bad = false;
+
+	if (!c || c->mode != CONN_WS || !c->ws_open || c->closing || c->ws.state != WS_STATE_OPEN) {
+		DP_STAT_ADD(a->st, stale_records, 1);
+		return;
+	}
+	while ((f = chan_field_next(&p, end, &bad)) != NULL)
+		if (f->tag == CHAN_F_BODY)
+			body = f;
+	if (!body)
+		return;
+	tp_info(a->h->tp, c->tc, &ti);
+	if (ti.tx_queued + c->batch.len > b->max_pending) {
+		app_conn_drop_slow(c);
+		return;
+	}
+	if (app_ws_send_text(c, body->data, body->len)) {
+		DP_STAT_ADD(a->st, broadcasts, 1);
+		app_conn_account(c);
+	}
 }

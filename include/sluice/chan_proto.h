@@ -39,6 +39,7 @@ enum chan_rec_type {
 	CHAN_REC_DONE = 20,     /* struct chan_done + fields */
 	CHAN_REC_KICK = 21,     /* struct chan_kick: close a conn, or every subscriber of a session */
 	CHAN_REC_ADMIN = 22,    /* struct chan_admin: an operator query for a worker */
+	CHAN_REC_BROADCAST = 23, /* struct chan_broadcast + fields: a pushed WebSocket text message */
 };
 
 /* A connection handle. `gen` changes whenever a slot is reused, and a
@@ -220,6 +221,8 @@ struct chan_kick {
 	char reason[96];      /* human text, NUL-terminated */
 };
 
+#define CHAN_STATS_DELAY_BUCKETS 12
+
 /* A worker's counters, sent every second so control (and sluicectl) can
  * show them without reading the dataplane's memory. */
 struct chan_stats {
@@ -239,6 +242,13 @@ struct chan_stats {
 	uint64_t slow_consumer_closes;
 	uint64_t loop_turns;
 	uint64_t busy_turns;
+	/* Batching-added delay (token at the worker -> framed) since the
+	 * worker started: bucket i counts delays <= delay_bounds_us[i], the
+	 * last one the rest (+Inf). Control derives percentiles from the
+	 * difference of two records. */
+	uint32_t delay_bounds_us[CHAN_STATS_DELAY_BUCKETS];
+	uint64_t delay_hist[CHAN_STATS_DELAY_BUCKETS + 1];
+	uint64_t delay_sum_ns;
 };
 
 enum chan_admin_op {
@@ -275,6 +285,25 @@ struct chan_conns {
 	uint32_t count;
 	uint32_t _pad2;
 };
+
+/*
+ * A WebSocket text message control pushes to one conn without a request
+ * behind it (the /ws/admin events and snapshots): conn.slot is the conn's
+ * slot, never CHAN_SLOT_ALL. A conn that is no longer an open WebSocket
+ * drops it. When the conn already has more than max_pending bytes unsent
+ * (batcher plus transport queue), the client is not reading: the message is
+ * dropped and the WebSocket closed with 1008 and reason_code
+ * "slow_consumer", so one stuck operator tab cannot hold memory without
+ * bound. Fields: BODY (the text, valid UTF-8 JSON).
+ */
+struct chan_broadcast {
+	struct chan_conn conn;
+	uint32_t max_pending; /* bytes; >= 4096 */
+	uint32_t _pad;
+	/* fields follow */
+};
+
+#define CHAN_BROADCAST_MIN_PENDING 4096u
 
 static inline size_t chan_align8(size_t n)
 {

@@ -158,6 +158,13 @@ struct sluice_conf {
 
 	/* [limits.user], [limits.admin] */
 	struct conf_role_limits role_limits[CONF_NROLES];
+	/* [dashboard] (/ws/admin, docs/api.md) */
+	uint32_t dash_heartbeat_ms;      /* heartbeat_ms = heartbeat period (default 30000) */
+	uint32_t dash_max_pending;       /* max_pending = unsent bytes an admin socket may hold before it is dropped (default 256 KiB) */
+	uint32_t dash_alert_ring_pct;    /* alert_ring_pct = channel ring fill that raises ring_full (default 80) */
+	uint32_t dash_alert_store_pct;   /* alert_store_pct = store map use that raises store_full (default 80) */
+	uint32_t dash_alert_connections; /* alert_connections = open connections that raise connections (default 0: 90% of max_conns x workers) */
+	uint32_t dash_alert_pending_mb;  /* alert_pending_mb = dataplane pending bytes that raise memory (default 256) */
 
 	/* [backend.NAME] ... */
 	struct conf_backend backends[CONF_MAX_BACKENDS];

@@ -60,6 +60,8 @@ struct cfx *cfx_open(const struct sluice_conf *conf, unsigned flags)
 	strcpy(f->dir, "/dev/shm/sluice-test-cfx-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->conf.store, sizeof(f->conf.store), "%s", f->dir);
+	if (flags & CFX_DASH)
+		flags |= CFX_ADMIN;
 	if (flags & CFX_ADMIN) {
 		snprintf(f->conf.admin_socket, sizeof(f->conf.admin_socket),
 			 "/tmp/sluice-test-cfx-%d-%d.sock", (int)getpid(), counter);
@@ -81,12 +83,16 @@ struct cfx *cfx_open(const struct sluice_conf *conf, unsigned flags)
 	assert_int_equal(chat_init(&f->chat, &f->conf, f->loop, f->st, &f->out, err, sizeof(err)), 0);
 	assert_int_equal(auth_init(&f->auth, &f->conf, f->loop, f->st, &f->out, err, sizeof(err)), 0);
 	assert_int_equal(lim_init(&f->limits, &f->conf, f->st, err, sizeof(err)), 0);
-	struct api_deps ad = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out, .limits = &f->limits,
-			       .chat = &f->chat, .auth = &f->auth };
+	ev_init(&f->bus);
+	struct ev_bus *bus = (flags & CFX_DASH) ? &f->bus : NULL;
+	chat_set_bus(&f->chat, bus);
+	struct api_deps ad = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out,
+			       .chat = &f->chat, .auth = &f->auth, .limits = &f->limits, .bus = bus };
 	assert_int_equal(api_init(&f->api, &ad, err, sizeof(err)), 0);
 	if (flags & CFX_ADMIN) {
-		struct admin_deps dd = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out, .limits = &f->limits,
-					 .chat = &f->chat, .auth = &f->auth, .api_stats = &f->api.stats };
+		struct admin_deps dd = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out,
+					 .chat = &f->chat, .auth = &f->auth, .limits = &f->limits,
+					 .api_stats = &f->api.stats, .api = bus ? &f->api : NULL, .bus = bus };
 		f->admin = admin_create(&dd, err, sizeof(err));
 		if (!f->admin)
 			fail_msg("admin: %s", err);

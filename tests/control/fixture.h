@@ -23,6 +23,7 @@
 #include "limits/limits.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
@@ -33,8 +34,9 @@
 #define CFX_WORKERS 2u
 #define CFX_REQ_ID 42u
 
-/* Optional parts. */
-enum { CFX_ADMIN = 1u << 0 };
+/* Optional parts: the admin socket; the event bus and the dashboard
+ * (admin with /ws/admin and /api/admin, implies CFX_ADMIN). */
+enum { CFX_ADMIN = 1u << 0, CFX_DASH = 1u << 1 };
 
 struct cfx {
 	char shm[96];
@@ -50,6 +52,7 @@ struct cfx {
 	struct limits limits;
 	struct api api;
 	struct admin *admin; /* with CFX_ADMIN */
+	struct ev_bus bus;   /* with CFX_DASH: chat, api and admin publish here */
 	/* The default user and a login session of it (cfx_open creates both):
 	 * cfx_http() sends this token unless told otherwise. */
 	char user[STORE_USER_MAX];

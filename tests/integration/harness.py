@@ -266,14 +266,15 @@ DEFAULT_USER = ("tester", "tester-password")
 class Sluice:
     """A private sluice-control + sluice-dataplane pair on 127.0.0.1.
 
-    `auth` adds keys to the [auth] section (e.g. allowed_origins); start()
+    `auth` adds keys to the [auth] section (e.g. allowed_origins), `dashboard`
+    keys to a [dashboard] section (heartbeat_ms, alert thresholds); start()
     creates DEFAULT_USER with sluicectl and logs in, so request() and
     auth_headers() authenticate as it (default_user=False skips that).
     """
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True, sections=None, dataplane=None):
+                 default_user=True, sections=None, dataplane=None, dashboard=None):
         self.build = build
         self.auth = dict(auth or {})
         # Further sections, {"limits": {"conns_per_ip": 8}, "limits.user": {...}}.
@@ -283,6 +284,8 @@ class Sluice:
         self.sections = {"limits.user": dict(UNLIMITED_USER)}
         for k, v in (sections or {}).items():
             self.sections.setdefault(k, {}).update(v)
+        if dashboard:
+            self.sections.setdefault("dashboard", {}).update(dashboard)
         self.default_user = default_user
         self.token = None
         self.workers = workers
@@ -861,9 +864,16 @@ def dpdk_conf_lines(lines, srv):
 
 
 def dpdk_clean_runtime():
-    """EAL runtime directories a killed dataplane left behind."""
+    """EAL runtime directories a killed dataplane left behind. A directory
+    without its mp_socket may also be one a dataplane is creating right now
+    (another test run on the machine), so only old ones go."""
+    now = time.time()
     for d in glob.glob("/var/run/dpdk/sluice-*"):
-        if not glob.glob(os.path.join(d, "mp_socket*")):
+        try:
+            young = now - os.stat(d).st_mtime < 60
+        except OSError:
+            continue
+        if not young and not glob.glob(os.path.join(d, "mp_socket*")):
             shutil.rmtree(d, ignore_errors=True)
 
 

@@ -298,7 +298,8 @@ static void test_login_wipes_record(void **state)
 	char body[128];
 	snprintf(body, sizeof(body), "{\"username\":\"nobody\",\"password\":\"%s\"}", secret);
 	const struct fld fl[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, body },
-				  { CHAN_F_PEER, "10.0.0.1:5000" } };
+				  { CHAN_F_PEER, "10.0.0.1:5000" },
+				  { CHAN_F_CONTENT_TYPE, "application/json" } };
 	uint32_t len = build(f, 2, CHAN_REQ_HTTP, CHAN_M_POST, fl, SLUICE_ARRAY_LEN(fl));
 	assert_non_null(memmem(reqbuf, len, secret, strlen(secret)));
 	dispatch(f, len);
@@ -340,7 +341,7 @@ static void login_from(struct cfx *f, uint32_t slot, const char *user, const cha
 	char body[128];
 	snprintf(body, sizeof(body), "{\"username\":\"%s\",\"password\":\"pw\"}", user);
 	const struct fld fl[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, body },
-				  { CHAN_F_PEER, peer } };
+				  { CHAN_F_PEER, peer }, { CHAN_F_CONTENT_TYPE, "application/json" } };
 	dispatch(f, build(f, slot, CHAN_REQ_HTTP, CHAN_M_POST, fl, SLUICE_ARRAY_LEN(fl)));
 }
 
@@ -449,6 +450,67 @@ static void test_login_sessions_capped(void **state)
 	json_decref(expect_resp(f, 200));
 }
 
+/* A login a cross-site form could send is refused before its body is read:
+ * another media type than application/json is 415, a foreign Origin 403;
+ * the password is wiped from the record all the same. */
+static void test_login_refuses_forms(void **state)
+{
+	struct cfx *f = *state;
+	const char *body = "{\"username\":\"alice\",\"password\":\"form-secret\"}";
+	static const char *const bad_types[] = { "text/plain", "application/x-www-form-urlencoded",
+						 "multipart/form-data; boundary=x", "application/jsonx", NULL };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(bad_types); i++) {
+		const struct fld fl[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, body },
+					  { CHAN_F_CONTENT_TYPE, bad_types[i] } };
+		uint32_t len = build(f, 3, CHAN_REQ_HTTP, CHAN_M_POST, fl, bad_types[i] ? 3 : 2);
+		dispatch(f, len);
+		expect_error(f, 415, "unsupported_media_type");
+		assert_null(memmem(reqbuf, len, "form-secret", 11));
+	}
+	const struct fld evil[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, body },
+				    { CHAN_F_CONTENT_TYPE, "application/json" },
+				    { CHAN_F_ORIGIN, "http://evil.example" } };
+	uint32_t len = build(f, 3, CHAN_REQ_HTTP, CHAN_M_POST, evil, SLUICE_ARRAY_LEN(evil));
+	dispatch(f, len);
+	expect_error(f, 403, "origin_not_allowed");
+	assert_null(memmem(reqbuf, len, "form-secret", 11));
+	/* An allowed Origin and a JSON type with parameters get as far as the
+	 * body's checks. */
+	const struct fld ok[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, "{\"password\":\"x\"}" },
+				  { CHAN_F_CONTENT_TYPE, "Application/JSON ; charset=utf-8" },
+				  { CHAN_F_ORIGIN, f->conf.allowed_origins[0] } };
+	dispatch(f, build(f, 3, CHAN_REQ_HTTP, CHAN_M_POST, ok, SLUICE_ARRAY_LEN(ok)));
+	expect_error(f, 400, "invalid_request");
+	expect_nothing(f);
+}
+
+/* GET /api/auth/session names the caller and hands a page its CSRF token;
+ * without credentials it says so with user null. */
+static void test_auth_session(void **state)
+{
+	struct cfx *f = *state;
+	http(f, 4, CHAN_M_GET, "/api/auth/session", NULL, f->token);
+	json_t *j = expect_resp(f, 200);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "user"), "name")), f->user);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "user"), "role")), "user");
+	assert_int_equal(json_string_length(json_object_get(j, "csrf_token")), AUTH_TOKEN_LEN);
+	assert_true(json_is_integer(json_object_get(j, "expires_at")));
+	json_decref(j);
+	/* Without (valid) credentials: an answer, not an error. */
+	http(f, 4, CHAN_M_GET, "/api/auth/session", NULL, NULL);
+	j = expect_resp(f, 200);
+	assert_true(json_is_null(json_object_get(j, "user")));
+	assert_true(json_is_null(json_object_get(j, "csrf_token")));
+	json_decref(j);
+	http(f, 4, CHAN_M_GET, "/api/auth/session", NULL, "not-a-token");
+	j = expect_resp(f, 200);
+	assert_true(json_is_null(json_object_get(j, "user")));
+	json_decref(j);
+	http(f, 4, CHAN_M_POST, "/api/auth/session", "{}", f->token);
+	expect_error(f, 405, "method_not_allowed");
+	expect_nothing(f);
+}
+
 /* A full map answers 503 store_full with Retry-After, never 500. */
 static void test_store_full(void **state)
 {
@@ -496,6 +558,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sse_ends_with_login, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_resubscribe_checked, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_login_wipes_record, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_login_refuses_forms, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_auth_session, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_store_full, fx_setup_tiny, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_login_fair_admission, fx_setup_logins, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_login_sessions_capped, fx_setup_logins, fx_teardown),

@@ -398,7 +398,7 @@ struct tp_conn *flow_sse_open(const char *rmid, uint32_t rseq)
 	assert_non_null(rq);
 	flow_assert_field(rq, sizeof(struct chan_request), CHAN_F_LAST_EVENT_ID, "m_1:2");
 	flow_response(flow_handle_of(rq), flow_req_of(rq)->req_id, 200, CHAN_RESP_SSE_SUBSCRIBE, 0, "s_1", rmid, rseq, NULL, 0);
-	assert_string_equal(flow_take(c), "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+	assert_string_equal(flow_take(c), "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC
 				          "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
 				          "X-Accel-Buffering: no\r\n\r\n:ok\n\n");
 	flow_tx_flush(c);

@@ -34,6 +34,14 @@
 #define SEC 1000000000ull
 /* The test worker's id and attach epoch. */
 #define WID 3u
+/* The lines every response carries after X-Sluice-Worker (docs/api.md,
+ * "Headers on every response"), and the cache rule of non-static ones. */
+#define FLOW_SEC "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; " \
+	"img-src 'self'; font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; " \
+	"form-action 'self'; frame-ancestors 'none'\r\nX-Content-Type-Options: nosniff\r\n" \
+	"Referrer-Policy: no-referrer\r\n"
+#define FLOW_NOSTORE "Cache-Control: no-store\r\n"
+
 #define FLOW_EPOCH 5u
 
 /* A record the app wrote to control, at recs[off..off+len). */
@@ -154,7 +162,7 @@ struct tp_conn *flow_sse_open(const char *rmid, uint32_t rseq);
 		     "Sec-WebSocket-Version: 13\r\n"
 #define HEAD101 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" \
 		"Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" \
-		"X-Sluice-Worker: 3\r\n"
+		"X-Sluice-Worker: 3\r\n" FLOW_SEC
 #define CONNECTED "{\"type\":\"connected\",\"worker\":3}"
 
 /* A masked client text frame; returns its length. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "flow_harness.h"
+#include "app/app_static.h"
 
 static void test_healthz_and_local_routes(void **state)
 {
@@ -20,21 +21,21 @@ static void test_healthz_and_local_routes(void **state)
 	/* Three pipelined local requests, answered in order in one pass. */
 	assert_int_equal(flow_feed(c, req), strlen(req));
 	assert_string_equal(flow_take(c),
-			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 15\r\n\r\n"
 			    "{\"status\":\"ok\"}"
-			    "HTTP/1.1 405 Method Not Allowed\r\nX-Sluice-Worker: 3\r\n"
+			    "HTTP/1.1 405 Method Not Allowed\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 67\r\n"
 			    "Allow: GET, HEAD\r\n\r\n"
 			    "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}"
-			    "HTTP/1.1 404 Not Found\r\nX-Sluice-Worker: 3\r\n"
+			    "HTTP/1.1 404 Not Found\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 55\r\n\r\n"
 			    "{\"error\":{\"code\":\"not_found\",\"message\":\"no such path\"}}");
 	assert_false(c->closed);
 	/* HEAD keeps Content-Length, drops the body; HTTP/1.0 closes. */
 	flow_feed(c, "HEAD /readyz HTTP/1.0\r\n\r\n");
 	assert_string_equal(flow_take(c),
-			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 14\r\n"
 			    "Connection: close\r\n\r\n");
 	assert_true(c->closed);
@@ -81,7 +82,7 @@ static void test_forward_and_pipelining(void **state)
 	assert_int_equal(W.st.stale_records, 1);
 	flow_response(req->conn, req->req_id, 202, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, f, 2);
 	assert_string_equal(flow_take(c),
-			    "HTTP/1.1 202 Accepted\r\nX-Sluice-Worker: 3\r\n"
+			    "HTTP/1.1 202 Accepted\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 20\r\n"
 			    "Set-Cookie: a=b; HttpOnly\r\n\r\n{\"message_id\":\"m_1\"}");
 	assert_int_equal(c->resumes, 1);
@@ -113,7 +114,7 @@ static void test_multipart_response(void **state)
 	assert_string_equal(flow_take(c), "");
 	flow_response(req->conn, req->req_id, 200, CHAN_RESP_PLAIN, 0, NULL, NULL, 0, p2, 1);
 	assert_string_equal(flow_take(c),
-			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\nContent-Length: 8\r\n"
+			    "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE "Content-Length: 8\r\n"
 			    "Content-Type: text/markdown\r\n\r\n# Title\n");
 	flow_conn_gone(c);
 }
@@ -121,7 +122,7 @@ static void test_multipart_response(void **state)
 static void test_control_unavailable(void **state)
 {
 	struct tp_conn *c = flow_conn_open();
-	const char *want503 = "HTTP/1.1 503 Service Unavailable\r\nX-Sluice-Worker: 3\r\n"
+	const char *want503 = "HTTP/1.1 503 Service Unavailable\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			      "Content-Type: application/json; charset=utf-8\r\nContent-Length: 70\r\n"
 			      "Retry-After: 1\r\n\r\n"
 			      "{\"error\":{\"code\":\"control_unavailable\",\"message\":\"control went away\"}}";
@@ -166,7 +167,7 @@ static void test_framing_errors_and_timeout(void **state)
 	(void)state;
 	flow_feed(c, "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n");
 	assert_string_equal(flow_take(c),
-			    "HTTP/1.1 501 Not Implemented\r\nX-Sluice-Worker: 3\r\n"
+			    "HTTP/1.1 501 Not Implemented\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC FLOW_NOSTORE
 			    "Content-Type: application/json; charset=utf-8\r\nContent-Length: 90\r\n"
 			    "Connection: close\r\n\r\n"
 			    "{\"error\":{\"code\":\"not_implemented\",\"message\":"
@@ -266,9 +267,95 @@ static void test_large_body_collected(void **state)
 	flow_conn_gone(c);
 }
 
+/* The value of header `name` in a response head, as a static string. */
+static const char *head_value(const char *resp, const char *name)
+{
+	static char v[256];
+	char key[64];
+	snprintf(key, sizeof(key), "\r\n%s: ", name);
+	const char *p = strstr(resp, key);
+	const char *end = p ? strstr(p + strlen(key), "\r\n") : NULL;
+	if (!p || !end || (size_t)(end - p - strlen(key)) >= sizeof(v))
+		return NULL;
+	memcpy(v, p + strlen(key), (size_t)(end - p - strlen(key)));
+	v[end - p - strlen(key)] = 0;
+	return v;
+}
+
+/*
+ * The web UI's files: the page with no-cache and its ETag, a hashed asset
+ * immutable for a year, the encoding the client takes, 304 for a current
+ * copy (no body, no length), HEAD without the body, 405 for other methods,
+ * and the security headers on all of them.
+ */
+static void test_static_files(void **state)
+{
+	struct tp_conn *c = flow_conn_open();
+	const struct app_asset *page = app_static_find("/", 1);
+	const struct app_asset *js = NULL;
+	char req[512], etag[128];
+	const char *out;
+
+	(void)state;
+	for (uint32_t i = 0; i < app_nassets && !js; i++)
+		if (strstr(app_assets[i].path, ".js") && app_assets[i].enc[APP_ENC_GZIP].data)
+			js = &app_assets[i];
+	assert_non_null(page);
+	assert_non_null(js);
+	flow_feed(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+	out = flow_take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n" FLOW_SEC "Cache-Control: no-cache\r\n"
+				    "Content-Type: text/html; charset=utf-8\r\n"));
+	snprintf(etag, sizeof(etag), "%s", head_value(out, "ETag"));
+	assert_string_equal(etag, page->enc[APP_ENC_IDENTITY].etag);
+	assert_string_equal(head_value(out, "Vary"), "Accept-Encoding");
+	assert_null(head_value(out, "Content-Encoding"));
+	assert_int_equal(atoi(head_value(out, "Content-Length")), page->enc[APP_ENC_IDENTITY].len);
+	assert_non_null(strstr(out, "<!doctype html>"));
+	/* The current copy: 304, the same validators, nothing else. */
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\", %s\r\n\r\n", etag);
+	flow_feed(c, req);
+	out = flow_take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 304 Not Modified\r\n"));
+	assert_string_equal(head_value(out, "ETag"), etag);
+	assert_null(head_value(out, "Content-Length"));
+	assert_null(head_value(out, "Content-Type"));
+	assert_non_null(strstr(out, FLOW_SEC));
+	assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n");
+	/* A hashed asset, gzip for a client that takes it. */
+	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip, deflate\r\n\r\n",
+		 js->path);
+	flow_feed(c, req);
+	out = flow_take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\n"));
+	assert_string_equal(head_value(out, "Cache-Control"), "public, max-age=31536000, immutable");
+	assert_string_equal(head_value(out, "Content-Type"), "text/javascript; charset=utf-8");
+	assert_string_equal(head_value(out, "Content-Encoding"), "gzip");
+	assert_string_equal(head_value(out, "ETag"), js->enc[APP_ENC_GZIP].etag);
+	assert_int_equal(atoi(head_value(out, "Content-Length")), js->enc[APP_ENC_GZIP].len);
+	flow_tx_flush(c);
+	/* HEAD: the same head, no body. */
+	snprintf(req, sizeof(req), "HEAD %s HTTP/1.1\r\nHost: a\r\n\r\n", js->path);
+	flow_feed(c, req);
+	out = flow_take(c);
+	assert_int_equal(atoi(head_value(out, "Content-Length")), js->enc[APP_ENC_IDENTITY].len);
+	assert_string_equal(strstr(out, "\r\n\r\n"), "\r\n\r\n");
+	flow_feed(c, "POST /admin HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+	out = flow_take(c);
+	assert_non_null(strstr(out, "HTTP/1.1 405 Method Not Allowed\r\n"));
+	assert_string_equal(head_value(out, "Allow"), "GET, HEAD");
+	flow_feed(c, "GET /assets/missing.js HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_non_null(strstr(flow_take(c), "HTTP/1.1 404 Not Found\r\n"));
+	assert_false(c->closed);
+	assert_int_equal(W.nrec, 0); /* control was never asked */
+	assert_int_equal(W.st.static_responses, 4);
+	flow_conn_gone(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_static_files, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_healthz_and_local_routes, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_forward_and_pipelining, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_multipart_response, flow_setup, flow_teardown),

@@ -323,9 +323,96 @@ static void test_ws_reauth_after_control_restart(void **state)
 	assert_int_equal(W.st.ws_auth_refused, 2);
 }
 
+/* A BROADCAST of text for conn h, limited to max_pending unsent bytes. */
+static void broadcast(struct chan_conn h, uint32_t max_pending, const char *text)
+{
+	struct chan_broadcast *b = (void *)flow_rbuf;
+	uint8_t *p = (uint8_t *)(b + 1);
+
+	memset(b, 0, sizeof(*b));
+	b->conn = h;
+	b->max_pending = max_pending;
+	chan_field_put(&p, CHAN_F_BODY, text, (uint32_t)strlen(text));
+	flow_rec_in(CHAN_REC_BROADCAST, (uint32_t)(p - flow_rbuf));
+}
+
+/*
+ * /ws/admin: the upgrade and every message name the endpoint (PATH), so
+ * control routes them to the dashboard; BROADCAST records arrive as text
+ * messages; a client holding more than max_pending unsent bytes is dropped
+ * with 1008 "slow consumer"; records for closed or non-WebSocket conns are
+ * dropped and counted.
+ */
+static void test_ws_admin_and_broadcast(void **state)
+{
+	struct tp_conn *c = flow_conn_open(), *http;
+	const struct sink_rec *rq;
+	struct chan_conn h;
+	uint8_t fr[128];
+	const char *out;
+
+	(void)state;
+	flow_feed(c, "GET /ws/admin HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+		     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+		     "Cookie: sluice_session=abc\r\n\r\n");
+	assert_string_equal(flow_take(c), "");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	assert_int_equal(flow_req_of(rq)->kind, CHAN_REQ_WS_OPEN);
+	flow_assert_field(rq, sizeof(struct chan_request), CHAN_F_PATH, "/ws/admin");
+	flow_assert_field(rq, sizeof(struct chan_request), CHAN_F_COOKIE, "sluice_session=abc");
+	h = flow_req_of(rq)->conn;
+	flow_ws_accept(rq, NULL);
+	out = flow_take(c);
+	assert_memory_equal(out, HEAD101 "\r\n", strlen(HEAD101) + 2);
+	out += strlen(HEAD101) + 2;
+	assert_string_equal(flow_ws_text(&out), CONNECTED);
+	flow_tx_flush(c);
+
+	flow_feed_n(c, fr, flow_ws_frame(fr, "{\"type\":\"subscribe\"}"));
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	assert_int_equal(flow_req_of(rq)->kind, CHAN_REQ_WS);
+	flow_assert_field(rq, sizeof(struct chan_request), CHAN_F_PATH, "/ws/admin");
+	flow_assert_field(rq, sizeof(struct chan_request), CHAN_F_BODY, "{\"type\":\"subscribe\"}");
+
+	broadcast(h, 4096, "{\"type\":\"heartbeat\"}");
+	out = flow_take(c);
+	assert_string_equal(flow_ws_text(&out), "{\"type\":\"heartbeat\"}");
+	assert_int_equal(W.st.broadcasts, 1);
+	/* The client reads nothing: past the bound, it is dropped. */
+	c->extra_queued = 5000;
+	broadcast(h, 4096, "{\"type\":\"metrics\"}");
+	flow_assert_ws_close(flow_take(c), 1008, "slow consumer");
+	assert_int_equal(W.st.slow_consumer_closes, 1);
+	assert_int_equal(W.st.broadcasts, 1);
+	/* Nothing more reaches a closing socket. */
+	uint64_t stale = W.st.stale_records;
+	broadcast(h, 4096, "{\"type\":\"late\"}");
+	assert_string_equal(flow_take(c), "");
+	assert_int_equal(W.st.stale_records, stale + 1);
+	flow_conn_gone(c);
+	broadcast(h, 4096, "{\"type\":\"gone\"}");
+	assert_int_equal(W.st.stale_records, stale + 2);
+
+	/* A plain HTTP conn never gets one. */
+	http = flow_conn_open();
+	flow_feed(http, "GET /api/x HTTP/1.1\r\nHost: a\r\n\r\n");
+	broadcast(flow_req_of(flow_last_rec(CHAN_REC_REQUEST))->conn, 4096, "{}");
+	assert_string_equal(flow_take(http), "");
+	assert_int_equal(W.st.stale_records, stale + 3);
+	flow_conn_gone(http);
+
+	/* /ws/chat messages name no path: control's default endpoint. */
+	c = flow_ws_open_conn();
+	flow_feed_n(c, fr, flow_ws_frame(fr, "{\"type\":\"get_state\"}"));
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	assert_null(flow_rec_field(rq, sizeof(struct chan_request), CHAN_F_PATH));
+	flow_conn_gone(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ws_admin_and_broadcast, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_websocket, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_ws_input_bounded_by_pending, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_upgrades, flow_setup, flow_teardown),
