@@ -133,6 +133,17 @@ bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, siz
 	return true;
 }
 
+/*
+ * The most a message may take as it arrives: max_message, or for a
+ * compressed one a little more, since deflate stores data it cannot shrink
+ * in blocks with a few bytes of framing each (zlib's deflateBound is below
+ * len + len/8 + 64). What it inflates to is held to max_message.
+ */
+static uint64_t ws_session_wire_max(const struct ws_session *s, bool deflated)
+{
+	return deflated ? s->max_message + (s->max_message >> 3) + 64 : s->max_message;
+}
+
 /* Makes room for `need` bytes of message. Grows geometrically up to
  * max_message so a message costs O(log n) reallocations at most once per
  * connection; the buffer is then reused by later messages. */
@@ -141,8 +152,8 @@ static bool ws_session_reserve(struct ws_session *s, size_t need)
 	if (need <= s->msg_cap)
 		return true;
 	size_t cap = s->msg_cap ? s->msg_cap * 2 : WS_SESSION_MIN_CAP;
-	if (cap > s->max_message)
-		cap = (size_t)s->max_message;
+	if (cap > ws_session_wire_max(s, s->msg_deflated))
+		cap = (size_t)ws_session_wire_max(s, s->msg_deflated);
 	if (cap < need)
 		cap = need;
 	uint8_t *p = realloc(s->msg, cap);
@@ -173,7 +184,7 @@ static uint16_t ws_session_begin_frame(struct ws_session *s)
 		s->utf8_state = WS_UTF8_ACCEPT;
 		s->msg_deflated = f->rsv1;
 	}
-	if (f->payload_len > s->max_message - s->msg_len)
+	if (f->payload_len > ws_session_wire_max(s, s->msg_deflated) - s->msg_len)
 		return WS_CLOSE_TOO_BIG;
 	if (!ws_session_reserve(s, s->msg_len + (size_t)f->payload_len))
 		return WS_CLOSE_INTERNAL;
@@ -283,8 +294,8 @@ size_t ws_session_input(struct ws_session *s, const uint8_t *data, size_t len)
 		if (!s->in_frame) {
 			if (pos == len)
 				return pos;
-			int r = ws_parse_frame_ext(data + pos, len - pos, s->max_message, s->pmd.on,
-						   &s->cur, &code);
+			int r = ws_parse_frame_ext(data + pos, len - pos, ws_session_wire_max(s, s->pmd.on),
+						   s->pmd.on, &s->cur, &code);
 			if (r == WS_PARSE_INCOMPLETE)
 				return pos;
 			if (r == WS_PARSE_ERROR)

@@ -63,7 +63,9 @@ void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, voi
 void ws_session_free(struct ws_session *s);
 /* Turns permessage-deflate on (before the first input): messages are
  * compressed with the worker's codec, and compressed client messages are
- * accepted, inflated at most to max_message. */
+ * accepted (their compressed form may exceed max_message by the framing of
+ * data deflate cannot shrink, an eighth at most) and inflated at most to
+ * max_message. */
 void ws_session_set_deflate(struct ws_session *s, struct ws_deflate *codec, const struct ws_pmd *pmd);
 
 /* Feeds client bytes; returns how many were consumed (all of them, except an

@@ -384,6 +384,35 @@ static void test_session_refusals(void **state)
 	assert_int_equal(r->n_msgs, 1);
 	assert_int_equal(r->msg_len, 65536);
 	ws_session_free(&s);
+	/* A message deflate cannot shrink grows a little compressed: 64 KiB of
+	 * noise is accepted at max_message 64 KiB, in one frame or two. */
+	uint64_t x = 88172645463325252ull;
+	for (size_t i = 0; i < 65536; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		big[i] = (uint8_t)(x >> 32);
+	}
+	zl = client_deflate(big, 65536, z, sizeof(z), 15, false);
+	assert_true(zl > 65536);
+	for (int frags = 1; frags <= 2; frags++) {
+		open_session(&s, r, 65536);
+		n = wst_frame_ex(frames, frags == 1, 0x40, WS_OP_BINARY, z, frags == 1 ? zl : zl / 2, MASK);
+		if (frags == 2)
+			n += wst_frame_ex(frames + n, true, 0, WS_OP_CONT, z + zl / 2, zl - zl / 2, MASK);
+		ws_session_input(&s, frames, n);
+		assert_int_equal(r->n_closed, 0);
+		assert_int_equal(r->n_msgs, 1);
+		assert_int_equal(r->msg_len, 65536);
+		assert_memory_equal(r->msg, big, 65536);
+		ws_session_free(&s);
+	}
+	/* ... but an uncompressed message stays held to max_message. */
+	open_session(&s, r, 65536);
+	n = wst_frame_ex(frames, true, 0, WS_OP_BINARY, big, 65537, MASK);
+	ws_session_input(&s, frames, n);
+	expect_close(r, WS_CLOSE_TOO_BIG);
+	ws_session_free(&s);
 	/* Not deflate data -> 1007. */
 	open_session(&s, r, 65536);
 	n = wst_frame_ex(frames, true, 0x40, WS_OP_TEXT, "\xff\xff\xff\xff\xff", 5, MASK);
