@@ -9,6 +9,14 @@ start-up, the handshake and the HTTP requests cancel out. Instruction counts do
 not depend on the machine's load, unlike timings. Both batching modes run.
 
     /usr/bin/python3 bench/token_cost.py --build build [--subs 20 --short 100 --long 600]
+        [--transport dpdk]
+
+With --transport dpdk (root) the dataplane runs sluice's own TCP/IPv4 stack on
+net_af_packet over a veth into a client namespace (tests/integration/harness.py
+DpdkNet). A poll-mode worker spins while idle, so there callgrind collects only
+inside the per-token work: the app's record handling and end of turn (fan-out,
+framing, send queues), the stack's input (ACKs) and the transport's flush (TCP
+output, checksums, the burst) -- the idle polling in between is not counted.
 """
 import argparse
 import asyncio
@@ -29,24 +37,39 @@ except ImportError:
     sys.exit("bench/token_cost.py needs python3-aiohttp (firmware-config/setup-deps.sh installs it)")
 
 
+# Where a poll-mode worker's per-token instructions are spent (--transport dpdk).
+DPDK_COLLECT = ["app_on_record", "app_end_of_turn", "app_stream_batch_timer", "net_input", "dpdk_flush"]
+
+
 class Callgrind(harness.Sluice):
     """A pair whose dataplane runs under callgrind."""
+
+    collect = []
 
     def start_dataplane(self):
         self.cg_out = os.path.join(self.tmp, "callgrind.out")
         log = os.path.join(self.tmp, "dataplane.cg.stderr")
         self.logs.setdefault("sluice-dataplane", []).append(log)
+        toggles = ["--toggle-collect=" + f for f in self.collect]
+        if toggles:
+            toggles.append("--collect-atstart=no")
         with open(log, "wb") as errf:
-            p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + self.cg_out,
-                                  self.binary("sluice-dataplane"), "-c", self.conf_path],
+            p = subprocess.Popen(harness.SERVER_PREFIX +
+                                 ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + self.cg_out]
+                                 + toggles + [self.binary("sluice-dataplane"), "-c", self.conf_path],
                                  stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
         self.procs["sluice-dataplane"] = p
         return p
+
+    keep = None
 
     def instructions(self):
         p = self.procs["sluice-dataplane"]
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=120)
+        if self.keep:
+            os.makedirs(self.keep, exist_ok=True)
+            shutil.copy(self.cg_out, os.path.join(self.keep, "callgrind.%s.%d" % (self.batching, self.ntok)))
         with open(self.cg_out, encoding="utf-8") as f:
             for line in f:
                 m = re.match(r"(summary|totals):\s+(\d+)", line)
@@ -91,6 +114,7 @@ async def stream_all(srv, sid, subs, ntok):
 def measure(build, mode, subs, ntok, rate):
     models = {"cost": {"ttft_ms": 50, "tokens_per_s": rate, "answer_tokens": ntok}}
     srv = Callgrind(build, batching=mode, models=models)
+    srv.ntok = ntok
     try:
         srv.start(ready_timeout=120)
         sid = srv.create_session("cost")
@@ -107,10 +131,29 @@ def main():
     ap.add_argument("--short", type=int, default=100)
     ap.add_argument("--long", type=int, default=600)
     ap.add_argument("--rate", type=int, default=200, help="tokens/s (valgrind must keep up)")
+    ap.add_argument("--transport", choices=("kernel", "dpdk"), default="kernel")
+    ap.add_argument("--keep", help="copy each callgrind output here (callgrind_annotate them)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed")
     build = os.path.abspath(args.build)
+    net = None
+    Callgrind.keep = args.keep
+    if args.transport == "dpdk":
+        why = harness.dpdk_unavailable(build)
+        if why:
+            sys.exit(why)
+        Callgrind.collect = DPDK_COLLECT
+        net = harness.DpdkNet()
+        net.up()
+    try:
+        run(args, build)
+    finally:
+        if net:
+            net.down()
+
+
+def run(args, build):
     print("%-10s %14s %14s %18s" % ("mode", "Ir short", "Ir long", "Ir/token/subscriber"))
     res = {}
     for mode in ("off", "adaptive"):

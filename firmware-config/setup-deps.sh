@@ -9,7 +9,7 @@ PKGS=(
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
   libcurl4-openssl-dev libjansson-dev zlib1g-dev python3-h11
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
-  ethtool iputils-ping
+  ethtool iputils-ping gnuplot-nox
   python3-brotli chromium fonts-dejavu-core
 )
 missing=()

@@ -82,11 +82,11 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 		c->gen = gen0;
 		c->next_free = i + 1 < a->max_conns ? i + 1 : APP_NO_SLOT;
 		tw_init(&c->timer, app_conn_timer_cb, c);
-		tw_init(&c->btimer, app_stream_batch_timer, c);
 		c->pend_idx = APP_NO_SLOT;
 		batch_init(&c->batch);
 	}
 	a->free_head = 0;
+	tw_init(&a->batch_timer, app_stream_batch_timer, a);
 	a->start_ns = host_now(h);
 	app_ctl_stats_start(a);
 	return a;
@@ -102,10 +102,13 @@ static void app_destroy(void *app)
 	if (!a)
 		return;
 	app_ctl_stats_stop(a);
+	if (a->batch_timer.armed)
+		tw_cancel(a->h->wheel, &a->batch_timer);
 	if (a->conns) {
 		for (uint32_t i = 0; i < a->max_conns; i++) {
 			struct conn *c = &a->conns[i];
 
+			batch_clear(&c->batch, &a->pool);
 			free(c->req_buf);
 			free(c->ws_auth);
 			free(c->resp_body.p);
@@ -114,8 +117,7 @@ static void app_destroy(void *app)
 				ws_session_free(&c->ws);
 		}
 	}
-	if (a->pool.all)
-		batch_pool_destroy(&a->pool);
+	batch_pool_destroy(&a->pool);
 	app_subs_destroy(a->subs);
 	app_peers_destroy(a->peers);
 	ws_deflate_destroy(a->wsd);
@@ -202,7 +204,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->keep_alive = true;
 	c->head_req = c->requested = c->eof = c->subscribed = false;
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
-	c->ws_upgrading = c->ws_reauth = c->ws_admin = false;
+	c->ws_upgrading = c->ws_reauth = c->ws_admin = c->timing = false;
 	c->admitting = c->admitted = c->chunked = false;
 	memset(&c->pmd, 0, sizeof(c->pmd));
 	c->body_max = APP_MAX_BODY;
@@ -216,6 +218,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->turn_no = 0;
 	c->turn_bytes = 0;
 	c->pend_idx = APP_NO_SLOT;
+	c->batch.last_arrival_ns = 0;
 	c->sid[0] = c->last_mid[0] = '\0';
 	c->last_seq = 0;
 	/* Existing streams keep flowing past the watermark; only new conns
@@ -278,7 +281,6 @@ static void app_on_close(void *app, void *ctx)
 	struct chan_conn_closed *cc;
 
 	tw_cancel(a->h->wheel, &c->timer);
-	tw_cancel(a->h->wheel, &c->btimer);
 	if (c->subscribed)
 		app_stream_unsubscribe(c);
 	batch_clear(&c->batch, &a->pool);
@@ -398,7 +400,7 @@ bool app_conn_account(struct conn *c)
 
 	if (!c->tc || c->closing)
 		return false;
-	tp_info(a->h->tp, c->tc, &ti);
+	tp_tx_state(a->h->tp, c->tc, &ti);
 	now_acct = ti.tx_queued + c->batch.len;
 	if (now_acct >= c->pend_acct)
 		DP_STAT_ADD(a->st, pending_bytes, now_acct - c->pend_acct);

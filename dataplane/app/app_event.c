@@ -52,7 +52,8 @@ static void event_close(struct app_buf *b, enum app_event_proto proto)
 }
 
 void app_event_token(struct app_buf *b, enum app_event_proto proto, const char *sid,
-		     const char *mid, uint32_t seq, uint32_t n, const char *esc, size_t esc_len)
+		     const char *mid, uint32_t seq, uint32_t n, const char *esc, size_t esc_len,
+		     const uint64_t *stamps, uint32_t nstamps)
 {
 	event_open(b, proto, "token", sid, mid, seq, 0);
 	app_buf_str(b, ",\"seq\":");
@@ -62,6 +63,15 @@ void app_event_token(struct app_buf *b, enum app_event_proto proto, const char *
 	app_buf_str(b, ",\"text\":\"");
 	app_buf_put(b, esc, esc_len);
 	app_buf_put(b, "\"", 1);
+	if (stamps) {
+		app_buf_str(b, ",\"created_ns\":[");
+		for (uint32_t i = 0; i < nstamps; i++) {
+			if (i)
+				app_buf_put(b, ",", 1);
+			app_buf_u64(b, stamps[i]);
+		}
+		app_buf_put(b, "]", 1);
+	}
 	event_close(b, proto);
 }
 

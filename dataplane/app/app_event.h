@@ -18,9 +18,12 @@
 
 enum app_event_proto { APP_EVENT_SSE = 0, APP_EVENT_WS = 1 };
 
-/* token: `esc` is the already escaped concatenation of the tokens' text. */
+/* token: `esc` is the already escaped concatenation of the tokens' text.
+ * `stamps` (nstamps of them, or NULL) are the tokens' creation times, added
+ * as "created_ns" for clients that asked with X-Sluice-Timing (docs/api.md). */
 void app_event_token(struct app_buf *b, enum app_event_proto proto, const char *sid,
-		     const char *mid, uint32_t seq, uint32_t n, const char *esc, size_t esc_len);
+		     const char *mid, uint32_t seq, uint32_t n, const char *esc, size_t esc_len,
+		     const uint64_t *stamps, uint32_t nstamps);
 /* status_update; `seq` is the last token seq delivered for mid (SSE id). */
 void app_event_status(struct app_buf *b, enum app_event_proto proto, const char *sid,
 		      const char *mid, uint32_t seq, const char *status);

@@ -522,6 +522,12 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 	else
 		c->keep_alive = !(cn && http_value_has_token(cn->value, "close"));
 
+	/* Opt-in creation stamps on token events (docs/api.md), for benchmarks. */
+	{
+		const struct http_header *tm = http_find_header(req, "X-Sluice-Timing");
+
+		c->timing = tm && slice_eq(tm->value, "1");
+	}
 	if (c->method == CHAN_M_OTHER)
 		app_http_send_error(c, 501, "not_implemented", "method not implemented", false);
 	else if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||

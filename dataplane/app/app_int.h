@@ -17,6 +17,7 @@
 
 #include "app/app.h"
 #include "app/app_event.h"
+#include "app/app_frame.h"
 #include "app/app_stats.h"
 #include "app/app_subs.h"
 #include "app/app_peers.h"
@@ -100,6 +101,7 @@ struct conn {
 	bool chunked;       /* HS_BODY: the body is chunked (chk) */
 	bool peer_counted;  /* counted in app.peers */
 	bool ws_admin;      /* the WebSocket is /ws/admin (else /ws/chat) */
+	bool timing;        /* the stream asked for creation stamps (X-Sluice-Timing: 1) */
 	struct tp_peer peer;
 	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
@@ -124,7 +126,6 @@ struct conn {
 	bool resp_ctype; /* resp_hdrs holds a Content-Type line */
 	uint64_t last_write_ns;  /* SSE keep-alive reference */
 	struct tw_timer timer;   /* header, idle, or SSE keep-alive timer */
-	struct tw_timer btimer;  /* batch max_delay guard */
 	/* Stream state */
 	char sid[CHAN_ID_LEN];
 	char last_mid[CHAN_ID_LEN]; /* last message delivered (or the resume point) */
@@ -155,6 +156,11 @@ struct app {
 	size_t esc_cap;
 	uint32_t *pending;     /* slots of conns holding tokens (max_conns entries) */
 	uint32_t npending;
+	/* One max_delay guard for every held batch: armed at the earliest
+	 * deadline, so a sleeping worker wakes in time (no timer per conn). */
+	struct tw_timer batch_timer;
+	uint64_t batch_timer_at;
+	struct app_frame_cache frames; /* token frames shared by the subscribers */
 	uint64_t turn_no;
 	uint64_t start_ns;          /* app_create time (STATS uptime) */
 	/* Overload manager: bytes of request bodies buffered (bounded by
@@ -219,6 +225,8 @@ void app_stream_interrupt(struct conn *c);
 void app_stream_announce(struct conn *c);
 void app_stream_end_of_turn(struct app *a, bool busy);
 void app_stream_pending_remove(struct conn *c);
+/* The worker's batch guard (arg: the app): flushes every batch whose oldest
+ * token reached max_delay. */
 void app_stream_batch_timer(void *arg, struct tw_timer *t);
 void app_stream_keepalive(struct conn *c);
 /* Sends an SSE event or WS message built in the scratch buffer. */
@@ -243,6 +251,9 @@ void app_ws_reauthorise(struct conn *c);
 size_t app_ws_on_data(struct conn *c, const uint8_t *data, size_t len);
 void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
 bool app_ws_send_text(struct conn *c, const void *data, size_t len);
+/* Queues a text message framed already (header included: the shared token
+ * frames); false when the session cannot take it (it then closes). */
+bool app_ws_send_framed(struct conn *c, const void *frame, size_t len);
 /* A BROADCAST from control: a text message pushed to an open WebSocket
  * (/ws/admin), or the conn dropped as slow when it holds more than the
  * record's max_pending bytes unsent. */

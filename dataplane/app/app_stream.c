@@ -67,13 +67,16 @@ bool app_stream_emit(struct conn *c, const struct app_buf *b)
 	return ok;
 }
 
-/* Frames a token event from escaped text and records the delay samples. */
-static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint32_t n,
-			const char *esc, size_t esc_len, const struct batch_tok *toks)
+static uint8_t variant_of(const struct conn *c)
+{
+	return (uint8_t)((c->mode == CONN_WS ? APP_FRAME_WS : 0u) | (c->timing ? APP_FRAME_STAMPS : 0u));
+}
+
+/* Counts n tokens framed for c now and records their delay samples. */
+static void count_framed(struct conn *c, uint32_t n, const struct batch_tok *toks)
 {
 	struct app *a = c->app;
 	uint64_t now = host_now(a->h);
-	struct app_buf b;
 
 	for (uint32_t i = 0; i < n; i++) {
 		app_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
@@ -83,9 +86,77 @@ static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint
 	}
 	DP_STAT_ADD(a->st, tokens_out, n);
 	DP_STAT_ADD(a->st, frames_out, 1);
-	app_buf_init(&b, a->scratch, a->scratch_cap);
-	app_event_token(&b, proto_of(c), c->sid, mid, last_seq, n, esc, esc_len);
-	return app_stream_emit(c, &b);
+}
+
+/* Queues a finished token frame: SSE event bytes, or a whole WebSocket frame. */
+static bool send_frame(struct conn *c, const char *p, size_t len)
+{
+	if (c->mode == CONN_WS)
+		return app_ws_send_framed(c, p, len);
+	if (app_conn_send(c, p, len))
+		return true;
+	app_conn_close(c, true);
+	return false;
+}
+
+/* The WebSocket header goes in front of the JSON: the JSON is written this
+ * far into the scratch and the header right before it. */
+#define WS_HDR_ROOM 10u
+
+/*
+ * Formats the token frame of `key` in the scratch (for the subscribers that
+ * come next, the cache keeps it), sends it to c. A frame that does not fit
+ * the scratch closes the conn (logged) rather than being sent cut.
+ */
+static bool build_and_send(struct conn *c, const struct app_frame_key *key, const char *esc,
+			   size_t esc_len, uint32_t n, const struct batch_tok *toks)
+{
+	struct app *a = c->app;
+	uint64_t stamps[BATCH_MAX_TOKENS];
+	size_t off = key->variant & APP_FRAME_WS ? WS_HDR_ROOM : 0;
+	bool with_stamps = key->variant & APP_FRAME_STAMPS;
+	struct app_buf b;
+	char *p;
+	size_t len;
+
+	for (uint32_t i = 0; with_stamps && i < n; i++)
+		stamps[i] = toks[i].created_ns;
+	app_buf_init(&b, a->scratch + off, a->scratch_cap - off);
+	app_event_token(&b, off ? APP_EVENT_WS : APP_EVENT_SSE, c->sid, key->mid, key->last_seq, n, esc,
+			esc_len, with_stamps ? stamps : NULL, n);
+	if (unlikely(b.overflow)) {
+		LOG_WARN("worker %u: event larger than the frame buffer, slot %u closed", a->wid, c->slot);
+		app_conn_close(c, true);
+		return false;
+	}
+	p = b.p;
+	len = b.len;
+	if (off) {
+		uint8_t h[WS_HDR_ROOM];
+		size_t hl = ws_build_header(h, true, WS_OP_TEXT, len);
+
+		p -= hl;
+		memcpy(p, h, hl);
+		len += hl;
+	}
+	app_frame_put(&a->frames, key, p, len);
+	return send_frame(c, p, len);
+}
+
+/* Frames held tokens as one event: the shared frame when another subscriber
+ * of this worker already needed the same one, else formatted here. */
+static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint32_t n,
+			const char *esc, size_t esc_len, const struct batch_tok *toks)
+{
+	struct app_frame_key key;
+	const struct app_frame_slot *fs;
+
+	count_framed(c, n, toks);
+	app_frame_key_set(&key, variant_of(c), mid, last_seq - n + 1, last_seq);
+	fs = app_frame_find(&c->app->frames, &key);
+	if (fs)
+		return send_frame(c, fs->bytes, fs->len);
+	return build_and_send(c, &key, esc, esc_len, n, toks);
 }
 
 bool app_stream_flush(struct conn *c)
@@ -97,31 +168,58 @@ bool app_stream_flush(struct conn *c)
 	if (bt->count == 0)
 		return !c->closing;
 	app_stream_pending_remove(c);
-	tw_cancel(a->h->wheel, &c->btimer);
 	ok = emit_tokens(c, bt->mid, bt->last_seq, bt->count, bt->buf->text, bt->len, bt->buf->toks);
 	batch_clear(bt, &a->pool);
 	return ok;
 }
 
-/* A token too large for a batch buffer, or with no buffer to be had (the
- * pool is used up under load): it is framed alone, escaped into the worker's
- * own buffer, so overload allocates nothing. A token whose escaped text does
- * not fit that buffer could not be framed in the scratch either: the conn is
- * closed (logged) rather than sent a cut token. */
+/*
+ * One token framed by itself: mode off, a slow stream, a token too large for
+ * a batch buffer, or no buffer to be had (the pool is used up under load).
+ * A frame another subscriber needed already is copied; else the token is
+ * escaped into the worker's own buffer, so nothing is allocated per token.
+ * A token whose escaped text does not fit that buffer could not be framed in
+ * the scratch either: the conn is closed (logged) rather than sent a cut
+ * token.
+ */
 static bool emit_single(struct conn *c, const char *mid, uint32_t seq, const struct chan_token *t,
 			uint64_t arrival)
 {
 	struct app *a = c->app;
 	struct batch_tok bt = { .arrival_ns = arrival, .created_ns = t->created_ns };
-	size_t len = jsonw_escape(a->esc, a->esc_cap, t->text, t->len);
+	struct app_frame_key key;
+	const struct app_frame_slot *fs;
+	size_t len;
 
+	app_frame_key_set(&key, variant_of(c), mid, seq, seq);
+	fs = app_frame_find(&a->frames, &key);
+	if (fs) {
+		count_framed(c, 1, &bt);
+		return send_frame(c, fs->bytes, fs->len);
+	}
+	len = jsonw_escape(a->esc, a->esc_cap, t->text, t->len);
 	if (unlikely(len == JSONW_NOSPACE)) {
 		LOG_WARN("worker %u: token of %u bytes too large to frame, slot %u closed", a->wid,
 			 t->len, c->slot);
 		app_conn_close(c, true);
 		return false;
 	}
-	return emit_tokens(c, mid, seq, 1, a->esc, len, &bt);
+	count_framed(c, 1, &bt);
+	return build_and_send(c, &key, a->esc, len, 1, &bt);
+}
+
+/* Whether c can take bytes at once: not blocked, nothing queued from earlier
+ * turns (bytes this conn queued in this turn leave at this turn's flush) and
+ * a window the transport does not report as used up. No syscall: the
+ * transport's own view (tp_tx_state). */
+static bool conn_tx_idle(struct conn *c)
+{
+	struct app *a = c->app;
+	struct tp_conn_info ti;
+	uint64_t mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
+
+	tp_tx_state(a->h->tp, c->tc, &ti);
+	return !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
 }
 
 /* Makes mid the conn's current message when it is another one. */
@@ -160,6 +258,17 @@ static void on_token(void *arg, const struct chan_token *t)
 		track_message(c, tw->rec->message_id);
 	}
 	c->msg_running = true;
+	/* Framed at once: always with batching off, and a slow stream's token
+	 * whenever the conn can take it (holding it would coalesce nothing). */
+	if (a->pol.off || (batch_stream_slow(&c->batch, &a->pol, tw->now) && conn_tx_idle(c))) {
+		batch_note_arrival(&c->batch, tw->now);
+		if (!emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
+			tw->dead = true;
+			return;
+		}
+		c->last_seq = seq;
+		return;
+	}
 	r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
 		      t->created_ns, tw->now);
 	if (r == BATCH_FLUSH_FIRST) {
@@ -181,12 +290,8 @@ static void on_token(void *arg, const struct chan_token *t)
 		return;
 	}
 	c->last_seq = seq;
-	if (a->pol.off) {
-		if (!app_stream_flush(c))
-			tw->dead = true;
-	} else if (c->batch.count) {
+	if (c->batch.count)
 		pending_add(c);
-	}
 }
 
 static void deliver_tokens(struct conn *c, const struct chan_tokens *rec, uint32_t len)
@@ -412,43 +517,54 @@ void app_stream_interrupt(struct conn *c)
 		app_conn_account(c);
 }
 
-void app_stream_end_of_turn(struct app *a, bool busy)
+/* Keeps the worker's one batch guard at the earliest held deadline. */
+static void arm_batch_timer(struct app *a, uint64_t at)
+{
+	if (at == UINT64_MAX)
+		return; /* an armed guard finds nothing due and stops */
+	if (!a->batch_timer.armed || at < a->batch_timer_at) {
+		tw_arm(a->h->wheel, &a->batch_timer, at);
+		a->batch_timer_at = at;
+	}
+}
+
+/* Flushes the held batches the rule says to flush (batch_decide) and keeps
+ * the guard on the earliest deadline of those still held. */
+static void scan_pending(struct app *a, bool busy, bool timer)
 {
 	uint32_t i = 0;
-	uint64_t now = host_now(a->h);
+	uint64_t now = host_now(a->h), next = UINT64_MAX;
 
 	while (i < a->npending) {
 		uint32_t slot = a->pending[i];
 		struct conn *c = &a->conns[slot];
-		struct tp_conn_info ti;
-		uint64_t mine;
-		bool tx_idle;
+		/* From the guard only what reached a bound leaves: the conn's
+		 * state is the end of turn's to judge. */
+		bool idle = !timer && conn_tx_idle(c);
 
-		tp_info(a->h->tp, c->tc, &ti);
-		/* "Nothing queued" means nothing left over from earlier turns:
-		 * bytes this conn queued in this turn leave at this turn's flush. */
-		mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
-		tx_idle = !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
-		if (batch_decide(&c->batch, &a->pol, now, busy, tx_idle) == BATCH_FLUSH) {
+		if (batch_decide(&c->batch, &a->pol, now, busy, idle) == BATCH_FLUSH) {
 			if (app_stream_flush(c))
 				app_conn_account(c);
 			if (i < a->npending && a->pending[i] == slot)
 				i++; /* still held (cannot happen after a flush, but never spin) */
 			continue;
 		}
-		if (!c->btimer.armed)
-			tw_arm(a->h->wheel, &c->btimer, batch_deadline(&c->batch, &a->pol));
+		if (batch_deadline(&c->batch, &a->pol) < next)
+			next = batch_deadline(&c->batch, &a->pol);
 		i++;
 	}
+	arm_batch_timer(a, next);
+}
+
+void app_stream_end_of_turn(struct app *a, bool busy)
+{
+	scan_pending(a, busy, false);
 }
 
 void app_stream_batch_timer(void *arg, struct tw_timer *t)
 {
-	struct conn *c = arg;
-
 	(void)t;
-	if (c->tc && !c->closing && c->batch.count && app_stream_flush(c))
-		app_conn_account(c);
+	scan_pending(arg, true, true);
 }
 
 void app_stream_keepalive(struct conn *c)

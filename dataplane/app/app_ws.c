@@ -195,6 +195,8 @@ size_t app_ws_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	size_t used = ws_session_input(&c->ws, data, len);
 
+	if (c->ws_open)
+		ws_session_release_idle(&c->ws);
 	app_conn_account(c);
 	return used;
 }
@@ -204,6 +206,13 @@ bool app_ws_send_text(struct conn *c, const void *data, size_t len)
 	if (!c->ws_open || c->closing)
 		return false;
 	return ws_session_send(&c->ws, WS_OP_TEXT, data, len);
+}
+
+bool app_ws_send_framed(struct conn *c, const void *frame, size_t len)
+{
+	if (!c->ws_open || c->closing)
+		return false;
+	return ws_session_send_frame(&c->ws, frame, len);
 }
 
 void app_ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)

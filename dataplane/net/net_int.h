@@ -1,7 +1,8 @@
 /*
  * Internals shared by the modules of the native stack (net_stack.c,
- * net_arp.c, net_tcp.c): the stack object, the TCB and the pools. Nothing
- * outside dataplane/net/ (and its tests) includes this.
+ * net_arp.c, the TCP files net_tcp*.c): the stack object, the TCB and the
+ * pools. Nothing outside dataplane/net/ (and its tests) includes this; the
+ * TCP files share more in net_tcp_int.h.
  */
 #ifndef SLUICE_NET_INT_H
 #define SLUICE_NET_INT_H
@@ -150,9 +151,12 @@ struct net_arp_pending {
 	uint32_t len, flags, nh;
 };
 
+struct tcp_cc_ops;
+
 struct net_stack {
 	struct tp tp;
 	struct net_stack_conf conf;
+	const struct tcp_cc_ops *cc; /* congestion control (net_tcp_int.h) */
 	struct net_io io;
 	void *io_arg;
 	struct tw_wheel *wheel;
@@ -216,7 +220,7 @@ void net_arp_output(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len
 void net_arp_announce(struct net_stack *s);
 void net_arp_flush(struct net_stack *s);
 
-/* ---- net_tcp.c ---------------------------------------------------------- */
+/* ---- TCP (net_tcp*.c) --------------------------------------------------- */
 
 void net_tcp_init(struct net_stack *s);
 void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *seg,

@@ -1,8 +1,9 @@
 /*
  * TCP of the native stack (RFC 9293 as a server, with RFC 7323, 2018, 6298,
- * 5681, 6582, 5961, 6528 and SYN cookies). The entry points are declared in
- * net_int.h because they operate on the stack's internals; this header
- * names the protocol constants the module and its tests share.
+ * 5681, 6582, 5961, 6528 and SYN cookies), in the files net_tcp*.c. The
+ * entry points are declared in net_int.h because they operate on the
+ * stack's internals, and what the files share in net_tcp_int.h; this
+ * header names the protocol constants the module and its tests share.
  */
 #ifndef SLUICE_NET_TCP_H
 #define SLUICE_NET_TCP_H

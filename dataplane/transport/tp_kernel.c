@@ -37,7 +37,10 @@
 #define MAX_EVENTS 256
 #define ACCEPT_BURST 64
 #define WRITEV_MAX 16
-#define FREE_CHUNKS_MAX 1024u
+/* Free chunks kept per worker for the next sender (2 MiB of full-size ones,
+ * 1 MiB of small ones); past that a sent chunk goes back to malloc. */
+#define FREE_CHUNKS_MAX 128u
+#define FREE_SMALL_MAX 2048u
 #define STASH_MIN 2048u
 #define LISTEN_BACKLOG 4096
 /* After EMFILE and friends the listener rests this long, instead of waking a
@@ -91,13 +94,13 @@ struct ktp {
 	uint16_t port;
 	bool listen_paused;
 	uint32_t nconns;
-	uint32_t nfree;
+	uint32_t nfree, nfree_small;
 	/* Times the app broke the interface's contract (consumed more than it
 	 * was offered, committed more than it reserved); each reset its conn. */
 	uint64_t app_errors;
 	uint64_t listen_resume_ns;
 	uint8_t *scratch;
-	struct chunk *free_chunks;
+	struct chunk *free_chunks, *free_small;
 	struct list_node conns, dead, flushq, resumeq, lingerq;
 	struct epoll_event events[MAX_EVENTS];
 };
@@ -109,15 +112,28 @@ static inline struct ktp *ktp_of(struct tp *t)
 
 /* ---- send-queue chunks ----------------------------------------------------- */
 
-static struct chunk *chunk_get(struct ktp *t, size_t min)
+/* A chunk of at least min bytes: small when `small` and min fits, else full
+ * size (or exactly min beyond that), from the free lists when possible. */
+static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
 {
 	struct chunk *k;
-	if (min <= TP_KERNEL_CHUNK && t->free_chunks) {
-		k = t->free_chunks;
-		t->free_chunks = k->next;
-		t->nfree--;
+	size_t cap;
+	if (small && min <= TP_KERNEL_SMALL_CHUNK) {
+		cap = TP_KERNEL_SMALL_CHUNK;
+		k = t->free_small;
+		if (k) {
+			t->free_small = k->next;
+			t->nfree_small--;
+		}
 	} else {
-		size_t cap = min <= TP_KERNEL_CHUNK ? TP_KERNEL_CHUNK : min;
+		cap = min <= TP_KERNEL_CHUNK ? TP_KERNEL_CHUNK : min;
+		k = cap == TP_KERNEL_CHUNK ? t->free_chunks : NULL;
+		if (k) {
+			t->free_chunks = k->next;
+			t->nfree--;
+		}
+	}
+	if (!k) {
 		if (cap > UINT32_MAX)
 			return NULL;
 		k = malloc(sizeof(*k) + cap);
@@ -136,6 +152,12 @@ static void chunk_put(struct ktp *t, struct chunk *k)
 		k->next = t->free_chunks;
 		t->free_chunks = k;
 		t->nfree++;
+		return;
+	}
+	if (k->cap == TP_KERNEL_SMALL_CHUNK && t->nfree_small < FREE_SMALL_MAX) {
+		k->next = t->free_small;
+		t->free_small = k;
+		t->nfree_small++;
 		return;
 	}
 	free(k);
@@ -274,7 +296,9 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 			conn_finish(c, false);
 			return;
 		}
-		size_t left = (size_t)w;
+		size_t left = (size_t)w, offered = 0;
+		for (int i = 0; i < n; i++)
+			offered += iov[i].iov_len;
 		c->tx_queued -= left;
 		for (struct chunk *k = c->txh; k && left > 0; k = k->next) {
 			size_t take = k->tail - k->head;
@@ -282,6 +306,14 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 				take = left;
 			k->head += (uint32_t)take;
 			left -= take;
+		}
+		/* A short write means the socket buffer is full: wait for EPOLLOUT
+		 * now instead of paying another sendmsg just to hear EAGAIN. */
+		if ((size_t)w < offered) {
+			txq_trim(t, c);
+			c->flags |= KC_BLOCKED;
+			update_interest(c);
+			return;
 		}
 	}
 	if (c->flags & KC_BLOCKED) {
@@ -600,7 +632,7 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 		min = 1;
 	struct chunk *k = c->txt;
 	if (!k || k->cap - k->tail < min) {
-		k = chunk_get(c->tp, min);
+		k = chunk_get(c->tp, min, !c->txh);
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
@@ -692,6 +724,16 @@ static void kt_info(struct tp_conn *c, struct tp_conn_info *out)
 	out->unacked = ti.tcpi_unacked * ti.tcpi_snd_mss;
 }
 
+/* The per-token view: no getsockopt, only what the send results taught us. */
+static void kt_tx_state(struct tp_conn *c, struct tp_conn_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c->flags & KC_DEAD)
+		return;
+	out->tx_queued = c->tx_queued;
+	out->blocked = (c->flags & KC_BLOCKED) != 0;
+}
+
 static void kt_rx_resume(struct tp_conn *c)
 {
 	if (c->flags & (KC_DEAD | KC_CLOSING))
@@ -717,6 +759,11 @@ static void kt_destroy(struct tp *tp)
 		t->free_chunks = k->next;
 		free(k);
 	}
+	while (t->free_small) {
+		struct chunk *k = t->free_small;
+		t->free_small = k->next;
+		free(k);
+	}
 	if (t->lfd >= 0)
 		close(t->lfd);
 	if (t->epfd >= 0)
@@ -733,6 +780,7 @@ static const struct tp_ops kernel_ops = {
 	.flush = kt_flush,
 	.close = kt_close,
 	.info = kt_info,
+	.tx_state = kt_tx_state,
 	.rx_resume = kt_rx_resume,
 	.destroy = kt_destroy,
 };

@@ -11,8 +11,12 @@
 
 #include "transport/transport.h"
 
-/* Fixed size of a send-queue chunk; larger reservations get a one-off chunk. */
+/* Sizes of send-queue chunks: an empty queue starts with a small one (a
+ * token frame is a few hundred bytes, and thousands of subscribers each
+ * queue one in the same turn), more bytes go to full-size ones; larger
+ * reservations get a one-off chunk. */
 #define TP_KERNEL_CHUNK (16u * 1024u)
+#define TP_KERNEL_SMALL_CHUNK 512u
 /* Graceful close gives the peer this long to take the data and send its FIN. */
 #define TP_KERNEL_LINGER_NS (5ull * 1000000000ull)
 

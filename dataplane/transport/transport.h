@@ -106,6 +106,13 @@ struct tp_ops {
 	 * abort=true: reset now, queued bytes dropped. Safe to call from upcalls. */
 	void (*close)(struct tp_conn *c, bool abort);
 	void (*info)(struct tp_conn *c, struct tp_conn_info *out);
+	/* What info() reports, as far as the transport knows it without asking
+	 * the kernel: the per-token path (the batcher, pending-bytes accounting)
+	 * reads this. Optional (NULL: info() is already that cheap, as in the
+	 * native stack, whose TCB is in user space). The kernel transport reports
+	 * tx_queued and blocked, which it learns from its own send results (a
+	 * short write or EAGAIN), and leaves the window fields 0 (unknown). */
+	void (*tx_state)(struct tp_conn *c, struct tp_conn_info *out);
 	/* Asks for on_data to be offered the stashed bytes again this loop turn. */
 	void (*rx_resume)(struct tp_conn *c);
 	void (*destroy)(struct tp *t);
@@ -139,6 +146,13 @@ static inline void tp_close(struct tp *t, struct tp_conn *c, bool abort)
 static inline void tp_info(struct tp *t, struct tp_conn *c, struct tp_conn_info *out)
 {
 	t->ops->info(c, out);
+}
+static inline void tp_tx_state(struct tp *t, struct tp_conn *c, struct tp_conn_info *out)
+{
+	if (t->ops->tx_state)
+		t->ops->tx_state(c, out);
+	else
+		t->ops->info(c, out);
 }
 static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
 {

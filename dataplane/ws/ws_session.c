@@ -144,9 +144,28 @@ static uint64_t ws_session_wire_max(const struct ws_session *s, bool deflated)
 	return deflated ? s->max_message + (s->max_message >> 3) + 64 : s->max_message;
 }
 
+void ws_session_release_idle(struct ws_session *s)
+{
+	if (s->msg_opcode != 0 || !s->msg)
+		return;
+	free(s->msg);
+	s->msg = NULL;
+	s->msg_cap = 0;
+}
+
+bool ws_session_send_frame(struct ws_session *s, const void *frame, size_t len)
+{
+	if (s->state != WS_STATE_OPEN)
+		return false;
+	if (unlikely(!s->ops->write(s->arg, frame, len))) {
+		ws_session_finish(s, WS_CLOSE_INTERNAL);
+		return false;
+	}
+	return true;
+}
+
 /* Makes room for `need` bytes of message. Grows geometrically up to
- * max_message so a message costs O(log n) reallocations at most once per
- * connection; the buffer is then reused by later messages. */
+ * max_message so a message costs O(log n) reallocations. */
 static bool ws_session_reserve(struct ws_session *s, size_t need)
 {
 	if (need <= s->msg_cap)

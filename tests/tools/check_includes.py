@@ -64,6 +64,8 @@ def roots_for(rel):
         roots.append("dataplane")
     if rel.startswith(("control/", "tests/control/")):
         roots.append("control")
+    if rel.startswith(("bench/", "tests/bench/")):
+        roots.append("bench")
     if rel.startswith("tests/"):
         roots.append("tests")
     return roots

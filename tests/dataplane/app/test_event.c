@@ -25,11 +25,31 @@ static void test_sse_token(void **state)
 	(void)state;
 	app_buf_init(&b, buf, sizeof(buf) - 1);
 	app_event_token(&b, APP_EVENT_SSE, "s_00000000000000aa", "m_00000000000000bb", 7, 3,
-			"a\\\"b c", 6);
+			"a\\\"b c", 6, NULL, 0);
 	assert_string_equal(fmt_done(&b),
 			    "id: m_00000000000000bb:7\nevent: token\n"
 			    "data: {\"session_id\":\"s_00000000000000aa\",\"message_id\":\"m_00000000000000bb\","
 			    "\"seq\":7,\"n\":3,\"text\":\"a\\\"b c\"}\n\n");
+}
+
+/* X-Sluice-Timing: each token's creation time after the text, in order. */
+static void test_token_stamps(void **state)
+{
+	static const uint64_t stamps[] = { 5, 123456789012345ull };
+	struct app_buf b;
+
+	(void)state;
+	app_buf_init(&b, buf, sizeof(buf) - 1);
+	app_event_token(&b, APP_EVENT_SSE, "s_1", "m_2", 2, 2, "a b", 3, stamps, 2);
+	assert_string_equal(fmt_done(&b),
+			    "id: m_2:2\nevent: token\n"
+			    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_2\",\"seq\":2,\"n\":2,"
+			    "\"text\":\"a b\",\"created_ns\":[5,123456789012345]}\n\n");
+	app_buf_init(&b, buf, sizeof(buf) - 1);
+	app_event_token(&b, APP_EVENT_WS, "s_1", "m_2", 1, 1, "hi", 2, stamps, 1);
+	assert_string_equal(fmt_done(&b),
+			    "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":\"m_2\","
+			    "\"seq\":1,\"n\":1,\"text\":\"hi\",\"created_ns\":[5]}");
 }
 
 static void test_ws_token(void **state)
@@ -38,7 +58,7 @@ static void test_ws_token(void **state)
 
 	(void)state;
 	app_buf_init(&b, buf, sizeof(buf) - 1);
-	app_event_token(&b, APP_EVENT_WS, "s_1", "m_2", 1, 1, "hi", 2);
+	app_event_token(&b, APP_EVENT_WS, "s_1", "m_2", 1, 1, "hi", 2, NULL, 0);
 	assert_string_equal(fmt_done(&b),
 			    "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":\"m_2\","
 			    "\"seq\":1,\"n\":1,\"text\":\"hi\"}");
@@ -138,7 +158,7 @@ static void test_overflow_is_sticky(void **state)
 
 	(void)state;
 	app_buf_init(&b, small, sizeof(small));
-	app_event_token(&b, APP_EVENT_WS, "s_1", "m_2", 1, 1, "hi", 2);
+	app_event_token(&b, APP_EVENT_WS, "s_1", "m_2", 1, 1, "hi", 2, NULL, 0);
 	assert_true(b.overflow);
 	assert_true(b.len <= sizeof(small));
 }
@@ -148,6 +168,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sse_token),
 		cmocka_unit_test(test_ws_token),
+		cmocka_unit_test(test_token_stamps),
 		cmocka_unit_test(test_status),
 		cmocka_unit_test(test_usage),
 		cmocka_unit_test(test_done),

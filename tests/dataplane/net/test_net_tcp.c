@@ -516,6 +516,40 @@ static void test_ooo_bounded(void **state)
 	assert_int_equal(st(h)->tcp_ooo_segs, NET_OOO_MAX + 1);
 }
 
+/* After the app closed, in-order data that covers one held out-of-order
+ * range and reaches into another (added before it) is discarded with both:
+ * the discard once moved the buffer by the distance to the covered range's
+ * end, a negative length, and crashed the worker. */
+static void test_ooo_merge_after_close(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	struct h_seg s;
+	open_plain(h, ISN, &snd, &cseq);
+	tp_close(tp(h), h->app.conn, false);
+	tp(h)->ops->flush(tp(h));
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.flags, NET_TCP_ACK | NET_TCP_FIN);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1, 65535, NULL, 0, NULL, 0); /* FIN_WAIT_2 */
+	assert_int_equal(h->app.closes, 1);
+	static uint8_t d[3500];
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq + 3000, snd + 1, 65535, NULL, 0, d, 1000);
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.ack, cseq);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq + 1000, snd + 1, 65535, NULL, 0, d, 1000);
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.ack, cseq);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1, 65535, NULL, 0, d, 3500);
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.ack, cseq + 4000);
+	assert_int_equal(h->app.rx_len, 0);
+	/* The peer's FIN still ends it in TIME_WAIT. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK | NET_TCP_FIN, cseq + 4000, snd + 1, 65535, NULL, 0, NULL, 0);
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.ack, cseq + 4001);
+	assert_int_equal(st(h)->conns_open, 1);
+}
+
 static void test_rto_backoff(void **state)
 {
 	struct h *h = *state;
@@ -1220,6 +1254,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_paws, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_and_sack_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ooo_merge_after_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rto_backoff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_give_up_after_retries, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fast_retransmit, setup, teardown),

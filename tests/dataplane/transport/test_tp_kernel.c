@@ -470,6 +470,15 @@ static void test_blocked_drained(void **state)
 	assert_true(info.blocked);
 	assert_true(info.tx_queued > 0 && info.tx_queued < a->bulk_len);
 	assert_true(info.cwnd > 0);
+	/* The per-token view agrees on what user space knows (the full socket
+	 * was learnt from the send results) and asks the kernel nothing. */
+	struct tp_conn_info st;
+	tp_tx_state(t, tc->c, &st);
+	assert_true(st.blocked);
+	assert_true(st.tx_queued == info.tx_queued);
+	assert_int_equal(st.cwnd, 0);
+	assert_int_equal(st.snd_wnd, 0);
+	assert_int_equal(st.unacked, 0);
 	assert_int_equal(tc->drains, 0);
 	static uint8_t buf[256 * 1024];
 	size_t rcvd = 0;
@@ -491,6 +500,9 @@ static void test_blocked_drained(void **state)
 	tp_info(t, tc->c, &info);
 	assert_int_equal(info.tx_queued, 0);
 	assert_false(info.blocked);
+	tp_tx_state(t, tc->c, &st);
+	assert_int_equal(st.tx_queued, 0);
+	assert_false(st.blocked);
 	close(fd);
 	pump_until_closes(t, a, 1, start);
 	assert_int_equal(a->eofs, 1);
