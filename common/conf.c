@@ -79,6 +79,8 @@ static int close_section(struct parser *p)
 		rc = conf_fail(p, "%s '%s' has no %s", p->sec->name, p->sub_name, p->sec->keys[i].name);
 	} else if (p->sec->sub == SUB_PORT) {
 		rc = conf_close_port(p);
+	} else if (p->sec->sub == SUB_BACKEND) {
+		rc = conf_close_backend(p);
 	}
 	p->line = line;
 	p->sec = NULL;
@@ -99,34 +101,63 @@ static bool sub_name_ok(const char *n)
 	return true;
 }
 
-/* [backend.NAME] or [agent.NAME]: a new entry in its array. */
+/* The array a named sub-section kind fills: entry size, count, capacity. */
+static char *named_array(struct parser *p, enum sub_kind k, size_t *size, uint32_t **count,
+			 uint32_t *max)
+{
+	switch (k) {
+	case SUB_BACKEND:
+		*size = sizeof(struct conf_backend);
+		*count = &p->c->nbackends;
+		*max = CONF_MAX_BACKENDS;
+		return (char *)p->c->backends;
+	case SUB_MODEL:
+		*size = sizeof(struct conf_model);
+		*count = &p->c->nmodels;
+		*max = CONF_MAX_MODEL_SECTIONS;
+		return (char *)p->c->models;
+	case SUB_CERT:
+		*size = sizeof(struct conf_cert);
+		*count = &p->c->ncerts;
+		*max = CONF_MAX_CERTS;
+		return (char *)p->c->certs;
+	default:
+		*size = sizeof(struct conf_agent);
+		*count = &p->c->nagents;
+		*max = CONF_MAX_AGENTS;
+		return (char *)p->c->agents;
+	}
+}
+
+/* [backend.NAME], [agent.NAME], [cert.NAME] or [model.NAME]: a new entry in its array.
+ * Each entry starts with its name. Model names follow the rule of the
+ * models lists, the others the section-name rule. */
 static int open_named(struct parser *p, const char *full, const char *name,
 		      const struct section_spec *sec)
 {
-	bool backend = sec->sub == SUB_BACKEND;
-	uint32_t *count = backend ? &p->c->nbackends : &p->c->nagents;
-	uint32_t max = backend ? CONF_MAX_BACKENDS : CONF_MAX_AGENTS;
-	if (!sub_name_ok(name))
-		return conf_fail(p, "bad %s name '%s' (1..%d of A-Z a-z 0-9 _ -)", sec->name, name,
-			    CONF_NAME_MAX - 1);
+	size_t size;
+	uint32_t *count, max;
+	char *arr = named_array(p, sec->sub, &size, &count, &max);
+	bool model = sec->sub == SUB_MODEL;
+	if (model ? !conf_model_name_ok(name) : !sub_name_ok(name))
+		return conf_fail(p, model ? "bad %s name '%s' (1..%d printable bytes, no blanks)"
+					  : "bad %s name '%s' (1..%d of A-Z a-z 0-9 _ -)",
+			    sec->name, name, CONF_NAME_MAX - 1);
 	for (uint32_t i = 0; i < *count; i++) {
-		const char *other = backend ? p->c->backends[i].name : p->c->agents[i].name;
-		if (strcmp(other, name) == 0)
+		if (strcmp(arr + i * size, name) == 0)
 			return conf_fail(p, "duplicate section [%s]", full);
 	}
 	if (*count == max)
 		return conf_fail(p, "more than %u %ss", max, sec->name);
-	if (backend) {
-		struct conf_backend *be = &p->c->backends[*count];
-		conf_backend_defaults(be);
-		memcpy(be->name, name, strlen(name) + 1);
-		p->obj = (char *)be;
-	} else {
-		struct conf_agent *ag = &p->c->agents[*count];
-		memset(ag, 0, sizeof(*ag));
-		memcpy(ag->name, name, strlen(name) + 1);
-		p->obj = (char *)ag;
-	}
+	char *obj = arr + (*count) * size;
+	if (sec->sub == SUB_BACKEND)
+		conf_backend_defaults((struct conf_backend *)obj);
+	else if (model)
+		conf_model_defaults((struct conf_model *)obj);
+	else
+		memset(obj, 0, size);
+	memcpy(obj, name, strlen(name) + 1);
+	p->obj = obj;
 	(*count)++;
 	return 0;
 }
@@ -172,7 +203,8 @@ static int open_section(struct parser *p, char *s)
 	p->seen_keys = 0;
 
 	static const struct section_spec *const subs[] = { &conf_backend_section, &conf_agent_section,
-							   &conf_port_section, &conf_role_limits_section };
+							   &conf_port_section, &conf_cert_section,
+							   &conf_model_section, &conf_role_limits_section };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(subs); i++) {
 		size_t plen = strlen(subs[i]->name);
 		if (strncmp(name, subs[i]->name, plen) != 0 || name[plen] != '.')
@@ -221,6 +253,8 @@ static int key_value(struct parser *p, char *s)
 		if (p->seen_keys & (1u << i))
 			return conf_fail(p, "duplicate key '%s'", key);
 		p->seen_keys |= 1u << i;
+		if (sec->sub == SUB_NONE)
+			p->top_keys[sec - conf_sections] |= 1u << i;
 		if (*val == '\0')
 			return conf_fail(p, "%s: empty value", key);
 		return conf_set_value(p, k, val);
@@ -352,6 +386,43 @@ const struct conf_backend *conf_backend_for_model(const struct sluice_conf *c, c
 	return NULL;
 }
 
+const struct conf_model *conf_model_find(const struct sluice_conf *c, const char *model)
+{
+	if (!model)
+		return NULL;
+	for (uint32_t i = 0; i < c->nmodels; i++)
+		if (strcmp(c->models[i].name, model) == 0)
+			return &c->models[i];
+	return NULL;
+}
+
+void conf_model_terms(const struct sluice_conf *c, const char *model, struct conf_model *out)
+{
+	const struct conf_model *m = conf_model_find(c, model);
+	if (m) {
+		*out = *m;
+		return;
+	}
+	conf_model_defaults(out);
+	const struct conf_backend *be = conf_backend_for_model(c, model);
+	if (be) {
+		out->context_window = be->context_window;
+		out->cost_in_per_mtok = be->cost_in_per_mtok;
+		out->cost_out_per_mtok = be->cost_out_per_mtok;
+	}
+	if (model)
+		snprintf(out->name, sizeof(out->name), "%s", model);
+}
+
+double conf_model_cost(const struct sluice_conf *c, const char *model, uint32_t prompt_tokens,
+		       uint32_t completion_tokens)
+{
+	struct conf_model m;
+	conf_model_terms(c, model, &m);
+	return ((double)prompt_tokens * m.cost_in_per_mtok +
+		(double)completion_tokens * m.cost_out_per_mtok) / 1e6;
+}
+
 const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char *name)
 {
 	if (!name)
@@ -360,4 +431,48 @@ const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char
 		if (strcmp(c->agents[i].name, name) == 0)
 			return &c->agents[i];
 	return NULL;
+}
+
+int conf_backend_key(struct conf_backend *be, const char *key, const char *value, char *err, size_t errlen)
+{
+	/* The reasons come without the "FILE:LINE: " of a file. */
+	char msg[512];
+	struct parser p = { .file = "", .c = NULL, .sec = &conf_backend_section, .obj = (char *)be,
+			    .err = msg, .errlen = sizeof(msg) };
+	char v[CONF_LINE_MAX + 1];
+	size_t n = strlen(value);
+	if (n > CONF_LINE_MAX) {
+		snprintf(err, errlen, "%s: longer than %u bytes", key, CONF_LINE_MAX);
+		return -1;
+	}
+	memcpy(v, value, n + 1);
+	char *t = conf_trim(v);
+	for (size_t i = 0; i < conf_backend_section.nkeys; i++) {
+		const struct key_spec *k = &conf_backend_section.keys[i];
+		if (strcmp(k->name, key) != 0)
+			continue;
+		if (*t == '\0') {
+			snprintf(err, errlen, "%s: empty value", key);
+			return -1;
+		}
+		if (conf_set_value(&p, k, t) == 0)
+			return 0;
+		snprintf(err, errlen, "%s", msg[0] == ':' ? msg + 2 : msg);
+		return -1;
+	}
+	snprintf(err, errlen, "unknown key '%s' of a backend", key);
+	return -1;
+}
+
+int conf_backend_check(const struct conf_backend *be, char *err, size_t errlen)
+{
+	if (be->type == CONF_BACKEND_SYNTHETIC && be->nmodels == 0) {
+		snprintf(err, errlen, "backend '%s' has no models", be->name);
+		return -1;
+	}
+	if (be->type != CONF_BACKEND_SYNTHETIC && !be->url[0]) {
+		snprintf(err, errlen, "backend '%s' has no url", be->name);
+		return -1;
+	}
+	return 0;
 }

@@ -44,6 +44,12 @@ enum val_kind {
 	K_IPV4_PREFIX,
 	K_IPV4,
 	K_MODEL,
+	K_ONOFF,
+	K_TLS_VERSION,
+	K_REDIRECT_LISTEN,
+	K_URL,       /* http(s)://host[:port][/path], max bytes incl. NUL */
+	K_ENV_NAME,  /* an environment variable's name */
+	K_HEADERS,   /* "Name: value | Name: value" */
 };
 
 struct key_spec {
@@ -58,9 +64,10 @@ struct key_spec {
 #define AF(f) offsetof(struct conf_agent, f)
 #define PF(f) offsetof(struct conf_port, f)
 #define LF(i) (offsetof(struct conf_role_limits, v) + (i) * sizeof(uint32_t))
+#define XF(f) offsetof(struct conf_cert, f)
+#define MF(f) offsetof(struct conf_model, f)
 #define FSIZE(type, f) ((uint32_t)sizeof(((struct type *)0)->f))
 
-/* Highest lcore id DPDK accepts (RTE_MAX_LCORE 128 in Debian's build). */
 /* Highest lcore id DPDK accepts (RTE_MAX_LCORE 128 in Debian's build). */
 #define CONF_LCORE_MAX 127u
 
@@ -68,9 +75,10 @@ struct key_spec {
  * dataplane's limit) plus 64 KiB of request fields (path, headers, ids). */
 #define CONF_RING_PAYLOAD_MIN ((1u << 20) + (64u << 10))
 
-/* A sub-section is one of several ([backend.NAME], [agent.NAME], [port.N]);
- * `required` lists the keys it must set, checked when it ends. */
-enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_LIMITS };
+/* A sub-section is one of several ([backend.NAME], [agent.NAME], [cert.NAME],
+ * [model.NAME], [port.N], [limits.ROLE]); `required` lists the keys it must
+ * set, checked when it ends. */
+enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_CERT, SUB_MODEL, SUB_LIMITS };
 
 struct section_spec {
 	const char *name;
@@ -90,8 +98,11 @@ struct parser {
 	unsigned sub_line;              /* line of its header, for missing-key errors */
 	uint32_t seen_keys;             /* bit i: key i of sec already set */
 	uint32_t seen_sections;         /* bit i: sections[i] already opened */
+	uint32_t top_keys[32];          /* [i] bit j: key j of conf_sections[i] set in the file */
 	unsigned transport_line;        /* 0: transport not set in the file */
 	unsigned lcores_line;           /* 0: lcores not set in the file */
+	unsigned tls_line;              /* 0: tls not set in the file */
+	unsigned redirect_line;         /* 0: redirect_listen not set in the file */
 	uint32_t nlcores;               /* lcores listed by the lcores key */
 	unsigned gateway_line;          /* of the open [port.N], 0: none */
 	unsigned agent_model_line[CONF_MAX_AGENTS];
@@ -117,18 +128,25 @@ char *conf_trim(char *s);
 
 /* Parses v (trimmed, not empty) as key k into the open section's struct. */
 int conf_set_value(struct parser *p, const struct key_spec *k, char *v);
+/* A model id: 1..63 printable non-blank bytes. */
+bool conf_model_name_ok(const char *m);
 
 /* ---- conf_schema.c -------------------------------------------------------- */
 
 extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
 extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
-	conf_role_limits_section;
+	conf_cert_section, conf_model_section, conf_role_limits_section;
 /* The role a [limits.NAME] section names, or -1. */
 int conf_role_of(const char *name);
+/* Whether key `key` of top-level section `sec` was set in the file. */
+bool conf_key_set(const struct parser *p, const char *sec, const char *key);
 void conf_backend_defaults(struct conf_backend *be);
+void conf_model_defaults(struct conf_model *m);
 /* Checks that need a whole [port.N] (its header line is p->sub_line). */
 int conf_close_port(struct parser *p);
+/* Checks that need a whole [backend.NAME]: what its type requires. */
+int conf_close_backend(struct parser *p);
 /* Checks that need the whole file, and defaults that depend on other keys. */
 int conf_finish(struct parser *p);
 

@@ -29,6 +29,8 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_deflate_bits", K_U32, CF(ws_deflate_bits), 9, 15 },
 	{ "ws_deflate_level", K_U32, CF(ws_deflate_level), 1, 9 },
 	{ "ws_deflate_min", K_U32, CF(ws_deflate_min), 0, 67108864 },
+	{ "tls", K_ONOFF, CF(tls), 0, 0 },
+	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535 },
 };
 #define DATAPLANE_KEY_TRANSPORT 0u
 #define DATAPLANE_KEY_LCORES 11u
@@ -75,6 +77,24 @@ static const struct key_spec auth_keys[] = {
 	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0 },
 };
 
+static const struct key_spec tls_keys[] = {
+	{ "min_version", K_TLS_VERSION, CF(tls_min_version), 0, 0 },
+	{ "ticket_rotate_s", K_U32, CF(tls_ticket_rotate_s), 60, 604800 },
+	{ "handshake_budget_us", K_U32, CF(tls_handshake_budget_us), 100, 1000000 },
+	{ "handshakes_max", K_U32, CF(tls_handshakes_max), 1, 1048576 },
+	{ "handshakes_per_addr", K_U32, CF(tls_handshakes_per_addr), 1, 1048576 },
+	{ "handshake_timeout_s", K_U32, CF(tls_handshake_timeout_s), 1, 300 },
+	{ "hsts_max_age_s", K_U32, CF(tls_hsts_max_age_s), 0, 63072000 },
+	{ "ocsp_stapling", K_BOOL, CF(tls_ocsp_stapling), 0, 0 },
+	{ "ocsp_refresh_s", K_U32, CF(tls_ocsp_refresh_s), 60, 604800 },
+};
+
+/* chain and key are indexes 0 and 1: a certificate must set both. */
+static const struct key_spec cert_keys[] = {
+	{ "chain", K_PATH, XF(chain), 0, 0 },
+	{ "key", K_PATH, XF(key), 0, 0 },
+};
+
 static const struct key_spec batching_keys[] = {
 	{ "mode", K_BATCH_MODE, CF(batch_mode), 0, 0 },
 	{ "max_delay_us", K_U32, CF(max_delay_us), 0, 1000000 },
@@ -116,7 +136,8 @@ static const struct key_spec dashboard_keys[] = {
 	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576 },
 };
 
-/* type and models are indexes 0 and 1: a backend must set both. */
+/* type is index 0: every backend sets it; what else it needs depends on
+ * the type (conf_close_backend). */
 static const struct key_spec backend_keys[] = {
 	{ "type", K_BACKEND_TYPE, BF(type), 0, 0 },
 	{ "models", K_MODELS, 0, 0, 0 },
@@ -127,6 +148,26 @@ static const struct key_spec backend_keys[] = {
 	{ "context_window", K_U32, BF(context_window), 1, 100000000 },
 	{ "cost_in_per_mtok", K_COST, BF(cost_in_per_mtok), 0, 1000000 },
 	{ "cost_out_per_mtok", K_COST, BF(cost_out_per_mtok), 0, 1000000 },
+	{ "url", K_URL, BF(url), 0, FSIZE(conf_backend, url) },
+	{ "api_key_env", K_ENV_NAME, BF(api_key_env), 0, 0 },
+	{ "headers", K_HEADERS, BF(headers), 0, FSIZE(conf_backend, headers) },
+	{ "ca_file", K_PATH, BF(ca_file), 0, 0 },
+	{ "weight", K_U32, BF(weight), 1, 1000 },
+	{ "max_queue", K_U32, BF(max_queue), 0, 100000 },
+	{ "connect_timeout_ms", K_U32, BF(connect_timeout_ms), 1, 600000 },
+	{ "first_token_timeout_ms", K_U32, BF(first_token_timeout_ms), 1, 3600000 },
+	{ "idle_timeout_ms", K_U32, BF(idle_timeout_ms), 1, 3600000 },
+	{ "health_interval_ms", K_U32, BF(health_interval_ms), 0, 3600000 },
+	{ "breaker_failures", K_U32, BF(breaker_failures), 1, 1000 },
+	{ "breaker_open_ms", K_U32, BF(breaker_open_ms), 1, 3600000 },
+};
+#define BACKEND_KEY_MODELS 1u
+#define BACKEND_KEY_URL 9u
+
+static const struct key_spec model_keys[] = {
+	{ "context_window", K_U32, MF(context_window), 1, 100000000 },
+	{ "cost_in_per_mtok", K_COST, MF(cost_in_per_mtok), 0, 1000000 },
+	{ "cost_out_per_mtok", K_COST, MF(cost_out_per_mtok), 0, 1000000 },
 };
 
 static const struct key_spec agent_keys[] = {
@@ -156,12 +197,16 @@ const struct section_spec conf_sections[] = {
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
 	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0 },
+	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0 },
 	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
 const struct section_spec conf_backend_section = {
-	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x3u
+	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x1u
+};
+const struct section_spec conf_model_section = {
+	"model", model_keys, SLUICE_ARRAY_LEN(model_keys), SUB_MODEL, 0
 };
 const struct section_spec conf_agent_section = {
 	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL
@@ -172,19 +217,27 @@ const struct section_spec conf_role_limits_section = {
 const struct section_spec conf_port_section = {
 	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u
 };
+const struct section_spec conf_cert_section = {
+	"cert", cert_keys, SLUICE_ARRAY_LEN(cert_keys), SUB_CERT, 0x3u
+};
 
 _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(limits_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
+		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
 _Static_assert(sizeof(((struct sluice_conf *)0)->listen_addr) >= INET_ADDRSTRLEN,
 	       "listen_addr must hold a dotted quad");
 _Static_assert(CONF_MAX_PORTS <= 10, "[port.N] takes a single digit");
+_Static_assert(offsetof(struct conf_backend, name) == 0 && offsetof(struct conf_agent, name) == 0 &&
+		       offsetof(struct conf_cert, name) == 0,
+	       "open_named finds an entry's name at its start");
 
 void conf_backend_defaults(struct conf_backend *be)
 {
@@ -194,7 +247,47 @@ void conf_backend_defaults(struct conf_backend *be)
 	be->tokens_per_s = 20;
 	be->answer_tokens = 32;
 	be->max_concurrency = 0;
+	be->max_queue = 64;
+	be->weight = 1;
 	be->context_window = 8192;
+	be->connect_timeout_ms = 5000;
+	be->first_token_timeout_ms = 60000;
+	be->idle_timeout_ms = 30000;
+	be->health_interval_ms = 10000;
+	be->breaker_failures = 5;
+	be->breaker_open_ms = 30000;
+}
+
+void conf_model_defaults(struct conf_model *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->context_window = 8192;
+}
+
+/* A synthetic backend makes up its answers for the models it lists; a
+ * network backend needs somewhere to go, and may leave its models to what
+ * its health check finds. */
+int conf_close_backend(struct parser *p)
+{
+	const struct conf_backend *be = (const struct conf_backend *)p->obj;
+	bool net = be->type != CONF_BACKEND_SYNTHETIC;
+	if (!net && !(p->seen_keys & (1u << BACKEND_KEY_MODELS)))
+		return conf_fail(p, "backend '%s' has no models", p->sub_name);
+	if (net && !(p->seen_keys & (1u << BACKEND_KEY_URL)))
+		return conf_fail(p, "backend '%s' has no url", p->sub_name);
+	return 0;
+}
+
+/* A model some backend may serve: listed, or any backend that learns its
+ * models from its health check. */
+static bool conf_model_servable(const struct sluice_conf *c, const char *model)
+{
+	if (conf_backend_for_model(c, model))
+		return true;
+	for (uint32_t b = 0; b < c->nbackends; b++)
+		if (c->backends[b].nmodels == 0)
+			return true;
+	return false;
 }
 
 static void port_defaults(struct conf_port *port)
@@ -280,6 +373,15 @@ void conf_defaults(struct sluice_conf *c)
 	c->pwhash_ops = 2;
 	c->pwhash_mem_kib = 65536;
 	c->cookie_secure = false;
+	c->tls_min_version = CONF_TLS_1_2;
+	c->tls_ticket_rotate_s = 3600;
+	c->tls_handshake_budget_us = 2000;
+	c->tls_handshakes_max = 1024;
+	c->tls_handshakes_per_addr = 32;
+	c->tls_handshake_timeout_s = 10;
+	c->tls_hsts_max_age_s = 0;
+	c->tls_ocsp_stapling = true;
+	c->tls_ocsp_refresh_s = 3600;
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
@@ -305,13 +407,50 @@ void conf_defaults(struct sluice_conf *c)
 	c->nagents = 0;
 }
 
+bool conf_key_set(const struct parser *p, const char *sec, const char *key)
+{
+	for (size_t i = 0; i < conf_nsections; i++) {
+		if (strcmp(conf_sections[i].name, sec) != 0)
+			continue;
+		for (size_t j = 0; j < conf_sections[i].nkeys; j++)
+			if (strcmp(conf_sections[i].keys[j].name, key) == 0)
+				return (p->top_keys[i] >> j) & 1u;
+	}
+	return false;
+}
+
+/* tls = on needs a certificate; the redirect listener exists only for it
+ * and needs a port of its own; Secure cookies follow TLS unless set. */
+static int finish_tls(struct parser *p)
+{
+	struct sluice_conf *c = p->c;
+
+	if (c->tls && c->ncerts == 0) {
+		p->line = p->tls_line;
+		return conf_fail(p, "tls = on needs a [cert.NAME] section");
+	}
+	if (c->redirect_port && !c->tls) {
+		p->line = p->redirect_line;
+		return conf_fail(p, "redirect_listen needs tls = on");
+	}
+	if (c->redirect_port && c->redirect_port == c->listen_port) {
+		p->line = p->redirect_line;
+		return conf_fail(p, "redirect_listen: port %u is the listen port", c->redirect_port);
+	}
+	if (!conf_key_set(p, "auth", "cookie_secure"))
+		c->cookie_secure = c->tls;
+	return 0;
+}
+
 int conf_finish(struct parser *p)
 {
 	struct sluice_conf *c = p->c;
+	if (finish_tls(p) != 0)
+		return -1;
 	if (c->nbackends == 0)
 		return conf_fail_file(p->err, p->errlen, p->file, "no [backend.NAME] section");
 	for (uint32_t i = 0; i < c->nagents; i++) {
-		if (conf_backend_for_model(c, c->agents[i].model))
+		if (conf_model_servable(c, c->agents[i].model))
 			continue;
 		p->line = p->agent_model_line[i];
 		return conf_fail(p, "agent '%s': model '%s' is not served by any backend",
@@ -320,7 +459,14 @@ int conf_finish(struct parser *p)
 	if (c->nagents == 0) {
 		struct conf_agent *ag = &c->agents[c->nagents++];
 		memcpy(ag->name, "assistant", sizeof("assistant"));
-		memcpy(ag->model, c->backends[0].models[0], strlen(c->backends[0].models[0]) + 1);
+		const char *m = NULL;
+		for (uint32_t b = 0; b < c->nbackends && !m; b++)
+			if (c->backends[b].nmodels)
+				m = c->backends[b].models[0];
+		if (!m)
+			return conf_fail_file(p->err, p->errlen, p->file,
+					      "no [agent.NAME] and no backend lists models: give one of them a model");
+		memcpy(ag->model, m, strlen(m) + 1);
 		memcpy(ag->description, "General-purpose assistant",
 		       sizeof("General-purpose assistant"));
 	}

@@ -85,7 +85,8 @@ static int number_error(struct parser *p, const struct key_spec *k, enum num_sta
 
 /* "A.B.C.D:PORT" with a dotted-quad IPv4 address (inet_pton rules: no
  * leading zeros, each part 0..255). */
-static int parse_listen(struct parser *p, const struct key_spec *k, const char *v)
+static int parse_listen(struct parser *p, const struct key_spec *k, const char *v, char *dst_addr,
+			uint16_t *dst_port)
 {
 	const char *colon = strrchr(v, ':');
 	size_t alen = colon ? (size_t)(colon - v) : 0;
@@ -103,8 +104,8 @@ static int parse_listen(struct parser *p, const struct key_spec *k, const char *
 		return conf_fail(p, "%s: port out of range 1..65535: '%s'", k->name, v);
 	if (st != NUM_OK)
 		return conf_fail(p, "%s: port not a number: '%s'", k->name, v);
-	memcpy(p->c->listen_addr, addr, alen + 1);
-	p->c->listen_port = (uint16_t)port;
+	memcpy(dst_addr, addr, alen + 1);
+	*dst_port = (uint16_t)port;
 	return 0;
 }
 
@@ -130,6 +131,12 @@ static bool model_name_ok(const char *m)
 	return true;
 }
 
+bool conf_model_name_ok(const char *m)
+{
+	size_t n = strlen(m);
+	return n > 0 && n < CONF_NAME_MAX && model_name_ok(m);
+}
+
 /* One model id: 1..63 printable non-blank bytes. */
 static int check_model(struct parser *p, const struct key_spec *k, const char *m)
 {
@@ -143,8 +150,8 @@ static int check_model(struct parser *p, const struct key_spec *k, const char *m
 	return 0;
 }
 
-/* "a, b, c" into the open backend's models. A model may belong to one
- * backend only, so routing by model is unambiguous. Splits v in place. */
+/* "a, b, c" into the open backend's models. Several backends may serve a
+ * model: requests for it are routed over them. Splits v in place. */
 static int parse_models(struct parser *p, const struct key_spec *k, char *v)
 {
 	struct conf_backend *be = (struct conf_backend *)p->obj;
@@ -162,13 +169,6 @@ static int parse_models(struct parser *p, const struct key_spec *k, char *v)
 		for (uint32_t i = 0; i < be->nmodels; i++)
 			if (strcmp(be->models[i], m) == 0)
 				return conf_fail(p, "%s: model '%s' listed twice", k->name, m);
-		for (uint32_t b = 0; b + 1 < p->c->nbackends; b++) {
-			const struct conf_backend *o = &p->c->backends[b];
-			for (uint32_t i = 0; i < o->nmodels; i++)
-				if (strcmp(o->models[i], m) == 0)
-					return conf_fail(p, "%s: model '%s' is already served by backend '%s'",
-						    k->name, m, o->name);
-		}
 		memcpy(be->models[be->nmodels++], m, strlen(m) + 1);
 	}
 	return 0;
@@ -429,6 +429,95 @@ static int parse_ipv4(struct parser *p, const struct key_spec *k, const char *v,
 	return 0;
 }
 
+/* "http://host[:port][/path]" or "https://...": where a backend listens.
+ * The host is a name or a dotted quad (a bracketed IPv6 address too); the
+ * path is a prefix the API paths are appended to, so it has no trailing
+ * '/', no query and no fragment. */
+static int parse_url(struct parser *p, const struct key_spec *k, const char *v, char *dst)
+{
+	size_t n = strlen(v);
+	if (n >= k->max)
+		return conf_fail(p, "%s: longer than %u bytes", k->name, k->max - 1);
+	const char *host = strncmp(v, "http://", 7) == 0 ? v + 7 : strncmp(v, "https://", 8) == 0 ? v + 8 : NULL;
+	const char *q = host;
+	bool ok = host != NULL;
+	if (ok && *q == '[') {
+		size_t h = strspn(q + 1, "0123456789abcdefABCDEF:.");
+		ok = h > 0 && q[1 + h] == ']';
+		q += h + 2;
+	} else if (ok) {
+		size_t h = strspn(q, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
+		ok = h > 0;
+		q += h;
+	}
+	if (ok && *q == ':') {
+		uint32_t port;
+		size_t d = strspn(q + 1, "0123456789");
+		char num[8];
+		ok = d > 0 && d < sizeof(num);
+		if (ok) {
+			memcpy(num, q + 1, d);
+			num[d] = '\0';
+			ok = parse_u32(num, 1, 65535, &port) == NUM_OK;
+		}
+		q += 1 + d;
+	}
+	if (ok && *q) {
+		ok = *q == '/' && q[strlen(q) - 1] != '/' && !strpbrk(q, "?#") && model_name_ok(q);
+	}
+	if (!ok)
+		return conf_fail(p, "%s: expected http(s)://host[:port][/path] without a trailing '/': '%s'",
+			    k->name, v);
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
+/* An environment variable's name: [A-Za-z_][A-Za-z0-9_]*. Only the name is
+ * configured: the value (a secret) is read at start and kept in memory. */
+static int parse_env_name(struct parser *p, const struct key_spec *k, const char *v, char *dst)
+{
+	size_t n = strlen(v);
+	bool ok = n < CONF_NAME_MAX && !(v[0] >= '0' && v[0] <= '9');
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+		     (v[i] >= '0' && v[i] <= '9') || v[i] == '_';
+	if (!ok)
+		return conf_fail(p, "%s: bad variable name '%s' (1..63 of A-Z a-z 0-9 _, not first a digit)",
+			    k->name, v);
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
+/* "Name: value | Name: value": extra request headers for a backend. Names
+ * are HTTP tokens; values printable ASCII without '|'; at most 16. */
+static int parse_headers(struct parser *p, const struct key_spec *k, const char *v, char *dst)
+{
+	size_t n = strlen(v);
+	if (n >= k->max)
+		return conf_fail(p, "%s: longer than %u bytes", k->name, k->max - 1);
+	char tmp[CONF_HEADERS_MAX];
+	memcpy(tmp, v, n + 1);
+	unsigned count = 0;
+	for (char *item = tmp; item;) {
+		char *bar = strchr(item, '|');
+		if (bar)
+			*bar = '\0';
+		char *h = conf_trim(item);
+		item = bar ? bar + 1 : NULL;
+		char *colon = strchr(h, ':');
+		size_t nl = colon ? strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`~") : 0;
+		bool ok = colon && nl > 0 && h + nl == colon;
+		for (const char *c = colon ? colon + 1 : h; ok && *c; c++)
+			ok = (*c >= ' ' && *c <= '~') || *c == '\t';
+		if (!ok)
+			return conf_fail(p, "%s: bad header '%s' (Name: value, separated by |)", k->name, h);
+		if (++count > 16)
+			return conf_fail(p, "%s: more than 16 headers", k->name);
+	}
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
 int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 {
 	void *field = p->obj + k->off;
@@ -507,8 +596,12 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		enum conf_backend_type x;
 		if (strcmp(v, "synthetic") == 0)
 			x = CONF_BACKEND_SYNTHETIC;
+		else if (strcmp(v, "openai") == 0)
+			x = CONF_BACKEND_OPENAI;
+		else if (strcmp(v, "ollama") == 0)
+			x = CONF_BACKEND_OLLAMA;
 		else
-			return conf_fail(p, "%s: expected synthetic: '%s'", k->name, v);
+			return conf_fail(p, "%s: expected synthetic, openai or ollama: '%s'", k->name, v);
 		memcpy(field, &x, sizeof(x));
 		return 0;
 	}
@@ -517,7 +610,33 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 	case K_IPV4:
 		return parse_ipv4(p, k, v, field);
 	case K_LISTEN:
-		return parse_listen(p, k, v);
+		return parse_listen(p, k, v, p->c->listen_addr, &p->c->listen_port);
+	case K_REDIRECT_LISTEN:
+		p->redirect_line = p->line;
+		return parse_listen(p, k, v, p->c->redirect_addr, &p->c->redirect_port);
+	case K_ONOFF: {
+		bool x;
+		if (strcmp(v, "on") == 0)
+			x = true;
+		else if (strcmp(v, "off") == 0)
+			x = false;
+		else
+			return conf_fail(p, "%s: expected on or off: '%s'", k->name, v);
+		memcpy(field, &x, sizeof(x));
+		p->tls_line = p->line;
+		return 0;
+	}
+	case K_TLS_VERSION: {
+		enum conf_tls_version x;
+		if (strcmp(v, "1.2") == 0)
+			x = CONF_TLS_1_2;
+		else if (strcmp(v, "1.3") == 0)
+			x = CONF_TLS_1_3;
+		else
+			return conf_fail(p, "%s: expected 1.2 or 1.3: '%s'", k->name, v);
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
 	case K_PATH:
 		return parse_path(p, k, v, field, CONF_PATH_MAX);
 	case K_SOCK_PATH:
@@ -536,6 +655,12 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		return parse_device(p, k, v, field);
 	case K_IPV4_PREFIX:
 		return parse_ipv4_prefix(p, k, v);
+	case K_URL:
+		return parse_url(p, k, v, field);
+	case K_ENV_NAME:
+		return parse_env_name(p, k, v, field);
+	case K_HEADERS:
+		return parse_headers(p, k, v, field);
 	case K_MODEL:
 		if (check_model(p, k, v) != 0)
 			return -1;

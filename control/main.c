@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "admin/admin.h"
 #include "auth/auth.h"
+#include "backends/backends.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
 #include "limits/limits.h"
@@ -69,13 +70,14 @@ int main(int argc, char **argv)
 	struct cp_loop *loop = NULL;
 	struct store *st = NULL;
 	struct admin *admin = NULL;
+	struct bk_mgr *bk = NULL;
 	static struct chan_out out;
 	static struct chat chat;
 	static struct auth auth;
 	static struct limits limits;
 	static struct api api;
 	static struct ev_bus bus;
-	bool out_ok = false, chat_ok = false, auth_ok = false, limits_ok = false;
+	bool out_ok = false, chat_ok = false, auth_ok = false, limits_ok = false, api_ok = false;
 
 	ev_init(&bus);
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
@@ -96,7 +98,10 @@ int main(int argc, char **argv)
 	st = store_lmdb_open(conf.store, loop, &conf, err, sizeof(err));
 	if (!st)
 		goto fail_msg;
-	if (chat_init(&chat, &conf, loop, st, &out, err, sizeof(err)) < 0)
+	bk = bk_create(&conf, loop, err, sizeof(err));
+	if (!bk)
+		goto fail_msg;
+	if (chat_init(&chat, &conf, loop, st, &out, bk, err, sizeof(err)) < 0)
 		goto fail_msg;
 	chat_ok = true;
 	chat_set_bus(&chat, &bus);
@@ -107,26 +112,33 @@ int main(int argc, char **argv)
 		goto fail_msg;
 	limits_ok = true;
 	struct api_deps ad = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-			       .auth = &auth, .limits = &limits, .bus = &bus };
+			       .auth = &auth, .limits = &limits, .bk = bk, .bus = &bus };
 	if (api_init(&api, &ad, err, sizeof(err)) < 0)
 		goto fail_msg;
+	api_ok = true;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-				 .auth = &auth, .limits = &limits, .api_stats = &api.stats, .api = &api,
+				 .auth = &auth, .limits = &limits, .bk = bk, .api_stats = &api.stats, .api = &api,
 				 .bus = &bus };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;
 	LOG_INFO("attached to %s (%u workers), serving", conf.chan_path, conf.workers);
 	rc = cpl_run(loop) < 0 ? 1 : 0;
-	co_flush(&out);
 	LOG_INFO("stopped");
 	goto out;
 fail_msg:
 	LOG_ERROR("%s", err);
 fail:
 out:
-	/* The store goes first: closing commits what is queued and runs the
-	 * completions, whose owners (chat, auth, admin) are still alive. */
+	/* Running answers end first, as interrupted (their subscribers get
+	 * usage and done, the store their status), then the store: closing
+	 * commits what is queued and runs the completions, whose owners (chat,
+	 * auth, admin) are still alive. */
+	bk_shutdown(bk);
+	if (api_ok)
+		api_free(&api);
+	if (out_ok)
+		co_flush(&out);
 	if (st)
 		store_close(st);
 	admin_destroy(admin);
@@ -136,6 +148,7 @@ out:
 		auth_free(&auth);
 	if (chat_ok)
 		chat_free(&chat);
+	bk_destroy(bk);
 	if (out_ok)
 		co_free(&out);
 	cpl_destroy(loop);

@@ -7,10 +7,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
-  libcurl4-openssl-dev libjansson-dev zlib1g-dev python3-h11
+  libcurl4-openssl-dev libjansson-dev libssl-dev openssl zlib1g-dev python3-h11
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
-  ethtool iputils-ping gnuplot-nox
+  ethtool iputils-ping openssl gnuplot-nox
   python3-brotli chromium fonts-dejavu-core
+  libnss3-tools testssl.sh nginx-light
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -43,4 +44,11 @@ if [ ! -f "$UI_DIR/node_modules/.package-lock.json" ] ||
    ! cmp -s "$UI_DIR/package-lock.json" "$UI_DIR/node_modules/.sluice-lock"; then
   (cd "$UI_DIR" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
    cp package-lock.json node_modules/.sluice-lock)
+fi
+
+# The integration tests' third-party clients and servers (the OpenAI SDK,
+# mock-llm), exact versions from tests/node/package-lock.json.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -d "$ROOT/tests/node/node_modules/openai" ] || [ ! -d "$ROOT/tests/node/node_modules/@dwmkerr/mock-llm" ]; then
+  npm ci --prefix "$ROOT/tests/node" --no-audit --no-fund
 fi

@@ -221,7 +221,7 @@ bool adm_sid_ok(const char *sid)
 
 static const struct adm_cmd *const adm_families[] = {
 	adm_status_cmds, adm_sessions_cmds, adm_users_cmds, adm_keys_cmds, adm_store_cmds,
-	adm_limits_cmds,
+	adm_backends_cmds, adm_limits_cmds,
 };
 
 static const struct adm_cmd *adm_find(const char *name)
@@ -408,6 +408,14 @@ static void adm_timer(void *arg, uint64_t now)
 	adm_arm(ad);
 }
 
+static void adm_bk_timer(void *arg, uint64_t now)
+{
+	struct admin *ad = arg;
+	if (ad->d.bk)
+		adm_backends_publish(ad);
+	cpl_timer_arm(ad->d.loop, &ad->bk_timer, now + ADM_BACKENDS_EVERY_NS);
+}
+
 /* ---- records from the dataplane ------------------------------------------ */
 
 static void adm_on_record(void *arg, uint16_t type, const void *payload, uint32_t len)
@@ -562,6 +570,7 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 	ad->lfd = -1;
 	ad->started_ns = sluice_now_ns();
 	cpl_timer_init(&ad->timer, adm_timer, ad);
+	cpl_timer_init(&ad->bk_timer, adm_bk_timer, ad);
 	adm_ws_prepare(ad);
 	for (uint32_t i = 0; i < ADM_MAX_CLIENTS; i++) {
 		ad->cl[i].ad = ad;
@@ -583,6 +592,7 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 		snprintf(err, errlen, "admin socket: cannot watch it: %s", strerror(errno));
 		goto fail;
 	}
+	cpl_timer_arm(d->loop, &ad->bk_timer, cpl_now(d->loop) + ADM_BACKENDS_EVERY_NS);
 	if (adm_ws_init(ad, err, errlen) < 0)
 		goto fail;
 	LOG_INFO("admin socket %s (mode %04o)", d->conf->admin_socket,
@@ -605,6 +615,7 @@ void admin_destroy(struct admin *ad)
 		adm_client_close(ad, cl);
 	}
 	cpl_timer_cancel(ad->d.loop, &ad->timer);
+	cpl_timer_cancel(ad->d.loop, &ad->bk_timer);
 	adm_ws_free(ad);
 	if (ad->records) {
 		cpl_on_record(ad->d.loop, CHAN_REC_STATS, NULL, NULL);

@@ -27,6 +27,7 @@
 struct api;
 struct api_stats;
 struct auth;
+struct bk_mgr;
 struct ev_bus;
 struct json_t;
 struct chan_out;
@@ -47,6 +48,7 @@ struct admin_deps {
 	struct chat *chat;
 	struct auth *auth;
 	struct limits *limits;
+	struct bk_mgr *bk;
 	const struct api_stats *api_stats;
 	/* The operator dashboard (/ws/admin and /api/admin/...): both set, or
 	 * both NULL for the admin socket alone. */

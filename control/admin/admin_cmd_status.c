@@ -91,6 +91,9 @@ static void cmd_stats(struct admin *ad, struct adm_client *cl, json_t *req)
 			sum[i] += adm_counter(&ad->w[w].s, i);
 	}
 	const struct cpl_stats *ls = cpl_stats(ad->d.loop);
+	struct bk_stats bs = { 0 };
+	if (ad->d.bk)
+		bk_totals(ad->d.bk, &bs);
 	uint64_t deferred = 0, dropped = 0;
 	for (uint32_t w = 0; w < adm_nworkers(ad); w++) {
 		deferred += ad->d.out->w[w].deferred;
@@ -116,6 +119,19 @@ static void cmd_stats(struct admin *ad, struct adm_client *cl, json_t *req)
 		{ "invalid_records", ad->d.api_stats->invalid_records + ls->invalid_records + ls->unhandled_records },
 		{ "reply_drops", ad->d.api_stats->reply_drops },
 		{ "tokens", ad->d.chat->stats.tokens },
+		{ "token_batches", ad->d.chat->stats.token_batches },
+		{ "answers_failed", ad->d.chat->stats.answers_failed },
+		{ "usage_answers", ad->d.chat->stats.usage_answers },
+		{ "usage_prompt_tokens", ad->d.chat->stats.usage_prompt_tokens },
+		{ "usage_completion_tokens", ad->d.chat->stats.usage_completion_tokens },
+		{ "usage_cost_microusd", (uint64_t)(ad->d.chat->stats.usage_cost_usd * 1e6 + 0.5) },
+		{ "backend_calls", bs.calls },
+		{ "backend_rejected", bs.rejected },
+		{ "backend_failovers", bs.failovers },
+		{ "backend_errors", bs.upstream_errors },
+		{ "backend_cancels", bs.cancels },
+		{ "backend_inflight", bs.inflight },
+		{ "backend_queued", bs.queued },
 		{ "sub_drops", ad->d.chat->stats.sub_drops },
 		{ "overload_kicks", ad->d.chat->stats.overload_kicks },
 		{ "kick_losses", ad->d.chat->stats.kick_losses },

@@ -25,6 +25,7 @@
 #include "admin/admin.h"
 #include "api/api.h"
 #include "auth/auth.h"
+#include "backends/backends.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
 #include "events/ev.h"
@@ -134,6 +135,7 @@ struct admin {
 	int lfd;              /* listening socket, -1 when closed */
 	bool records;         /* the STATS/CONNS handlers are ours */
 	struct cpl_timer timer; /* conns deadlines and write retries */
+	struct cpl_timer bk_timer; /* backend counters to the workers */
 	dev_t sock_dev;       /* the socket file we created, so close never removes another's */
 	ino_t sock_ino;
 	uint64_t started_ns;
@@ -156,6 +158,12 @@ extern const struct adm_cmd adm_users_cmds[];
 extern const struct adm_cmd adm_keys_cmds[];
 extern const struct adm_cmd adm_store_cmds[];
 extern const struct adm_cmd adm_limits_cmds[];
+extern const struct adm_cmd adm_backends_cmds[];
+
+/* Control's backend counters to every worker (CHAN_REC_BACKENDS), for
+ * /metrics; admin.c runs it once a second. */
+#define ADM_BACKENDS_EVERY_NS 1000000000ull
+void adm_backends_publish(struct admin *ad);
 
 /* users.add / users.passwd: the request and the raw password line after it
  * (wiped by the caller); admin.c frames the two lines. */

@@ -107,7 +107,7 @@ static void adm_stream_of(const struct chat_session *s, void *arg)
 	const struct chat_answer *a = &s->ans;
 	if (!a->running || x->n >= ADM_WS_STREAMS_MAX)
 		return;
-	uint64_t age = x->now_ns > a->be.start_ns ? x->now_ns - a->be.start_ns : 0;
+	uint64_t age = x->now_ns > a->start_ns ? x->now_ns - a->start_ns : 0;
 	uint64_t subs = 0;
 	for (uint32_t w = 0; w < CHAN_MAX_WORKERS; w++)
 		subs += s->refs[w];
@@ -115,7 +115,7 @@ static void adm_stream_of(const struct chat_session *s, void *arg)
 	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:f,s:I,s:I,s:s}", "session_id", s->node.id, "message_id",
 			      a->mid, "user", s->user, "tokens", (json_int_t)a->seq, "tokens_per_s",
 			      secs > 0 ? (double)a->seq / secs : 0.0, "age_ms", (json_int_t)(age / 1000000u),
-			      "subscribers", (json_int_t)subs, "backend", s->backend ? s->backend->name : "");
+			      "subscribers", (json_int_t)subs, "backend", a->backend);
 	if (o && json_array_append_new(x->arr, o) == 0)
 		x->n++;
 }
@@ -222,52 +222,39 @@ int admin_metrics_provider(struct admin *ad, const char *name, void (*fill)(void
 
 /* ---- the default backends part ------------------------------------------------------- */
 
-struct adm_be_count {
-	const struct sluice_conf *conf;
-	json_int_t running[CONF_MAX_BACKENDS];
+struct adm_be_ctx {
+	struct admin *ad;
+	json_t *arr;
 };
 
-static void adm_be_count(const struct chat_session *s, void *arg)
+static void adm_be_part(void *arg, const struct bk_info *b)
 {
-	struct adm_be_count *c = arg;
-	if (!s->ans.running || !s->backend)
-		return;
-	ptrdiff_t i = s->backend - c->conf->backends;
-	if (i >= 0 && i < CONF_MAX_BACKENDS)
-		c->running[i]++;
+	struct adm_be_ctx *x = arg;
+	static const char *const types[] = { "synthetic", "openai", "ollama" };
+	static const char *const breakers[] = { "closed", "open", "half_open" };
+	json_t *models = json_array();
+	for (uint32_t m = 0; models && m < b->cfg->nmodels; m++)
+		json_array_append_new(models, json_string(b->cfg->models[m]));
+	for (uint32_t m = 0; models && !b->cfg->nmodels && m < b->ndiscovered; m++)
+		json_array_append_new(models, json_string(b->discovered[m]));
+	bool up = b->health != BK_HEALTH_DOWN;
+	json_array_append_new(x->arr, json_pack("{s:s,s:s,s:o,s:b,s:I,s:I,s:s,s:s}", "name", b->cfg->name, "type",
+						types[b->cfg->type], "models", models ? models : json_array(),
+						"up", up, "running", (json_int_t)b->inflight, "queued",
+						(json_int_t)b->queued, "breaker", breakers[b->breaker], "detail",
+						up ? "" : b->last_error));
 }
 
-/* "backends": each configured backend, its answers running (one pass over
- * the sessions for all of them), and down while a backend_down alert names
- * it (another layer raises those). */
+/* "backends": each backend, its requests running and queued, its breaker,
+ * and down while its health checks fail (with why). */
 void adm_metrics_backends(void *arg, json_t *snap)
 {
 	struct admin *ad = arg;
-	const struct sluice_conf *conf = ad->d.conf;
-	struct adm_be_count c = { .conf = conf };
-	chat_session_foreach(ad->d.chat, adm_be_count, &c);
-	json_t *arr = json_array();
-	for (uint32_t i = 0; arr && i < conf->nbackends; i++) {
-		const struct conf_backend *be = &conf->backends[i];
-		bool up = true;
-		const char *detail = "";
-		for (uint32_t k = 0; k < ADM_ALERTS_MAX; k++) {
-			const struct adm_alert *al = &ad->dash.alerts[k];
-			if (al->active && strcmp(al->name, "backend_down") == 0 && strcmp(al->subject, be->name) == 0) {
-				up = false;
-				detail = al->message;
-			}
-		}
-		json_t *models = json_array();
-		for (uint32_t m = 0; models && m < be->nmodels; m++)
-			json_array_append_new(models, json_string(be->models[m]));
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:o,s:b,s:I,s:s}", "name", be->name, "type",
-						     be->type == CONF_BACKEND_SYNTHETIC ? "synthetic" : "other",
-						     "models", models ? models : json_array(), "up", up,
-						     "running", c.running[i], "detail", detail));
-	}
-	if (arr)
-		json_object_set_new(snap, "backends", arr);
+	struct adm_be_ctx x = { .ad = ad, .arr = json_array() };
+	if (x.arr && ad->d.bk)
+		bk_foreach(ad->d.bk, adm_be_part, &x);
+	if (x.arr)
+		json_object_set_new(snap, "backends", x.arr);
 }
 
 /* ---- alerts ---------------------------------------------------------------------------- */
@@ -337,6 +324,17 @@ static void adm_alert_set(struct admin *ad, const char *name, const char *subjec
 	ev_publish(ad->d.bus, &e);
 }
 
+/* backend_down: raised while a backend's health checks fail. */
+static void adm_alert_backend(void *arg, const struct bk_info *b)
+{
+	struct admin *ad = arg;
+	char msg[224];
+	bool down = b->health == BK_HEALTH_DOWN;
+	snprintf(msg, sizeof(msg), "backend %s is %s%s%s", b->cfg->name, down ? "down" : "up",
+		 down && b->last_error[0] ? ": " : "", down ? b->last_error : "");
+	adm_alert_set(ad, "backend_down", b->cfg->name, down, down ? 1 : 0, 1, "critical", msg);
+}
+
 /*
  * Runs on every STATS record: the inputs change at most that often. Each
  * alert is raised when its measure reaches the limit and cleared when it is
@@ -391,6 +389,9 @@ void adm_alerts_check(struct admin *ad)
 			 conf->store_map_mb);
 		adm_alert_set(ad, "store_full", "", used >= slimit, used, slimit, "critical", msg);
 	}
+
+	if (ad->d.bk)
+		bk_foreach(ad->d.bk, adm_alert_backend, ad);
 
 	/* Drops from before this control started are history, not news. */
 	if (!d->primed) {

@@ -5,6 +5,7 @@
 #include "api/api_int.h"
 #include "limits/limits.h"
 #include "api/api_auth.h"
+#include "api/api_v1.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -70,7 +71,11 @@ void api_ws_finish(const struct chat_reply *r, json_t *o)
 void api_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
 		      const char *msg, const char *header)
 {
-	json_t *err = json_pack("{s:s,s:s}", "code", code, "message", msg);
+	/* /v1 answers in OpenAI's shape (message, type, param, code), so the
+	 * SDKs raise their usual exceptions. */
+	json_t *err = r->openai ? json_pack("{s:s,s:s,s:n,s:s}", "message", msg, "type", api_v1_error_type(status),
+					    "param", "code", code)
+				: json_pack("{s:s,s:s}", "code", code, "message", msg);
 	json_t *o;
 	if (r->kind == CHAN_REQ_WS) {
 		o = api_ws_obj("error");
@@ -132,6 +137,8 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 	a->chat = d->chat;
 	a->auth = d->auth;
 	a->limits = d->limits;
+	a->bk = d->bk;
+	a->loop = d->loop;
 	a->bus = d->bus;
 	a->cp_epoch = cpl_epoch(d->loop);
 	static const uint16_t types[] = { CHAN_REC_REQUEST, CHAN_REC_SUBSCRIBE, CHAN_REC_UNSUBSCRIBE,
@@ -147,7 +154,16 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 				.answer_tokens = api_answer_tokens, .answer_ended = api_answer_ended,
 				.arg = a };
 	chat_set_hooks(a->chat, &h);
+	if (api_v1_init(a) < 0) {
+		snprintf(err, errlen, "api: out of memory, or the output's hook table is full");
+		return -1;
+	}
 	return 0;
+}
+
+void api_free(struct api *a)
+{
+	api_v1_free(a);
 }
 
 int api_route_add(struct api *a, const char *prefix, api_route_fn fn, void *arg)
@@ -350,6 +366,8 @@ static void api_http(struct api *a, const struct chat_reply *r, const struct api
 	uint8_t m = head ? CHAN_M_GET : q->hdr->method;
 	const char *id;
 	size_t idlen;
+	if (q->path_len >= 4 && memcmp(q->path, "/v1/", 4) == 0)
+		return api_v1_route(a, r, q);
 	for (uint32_t i = 0; i < a->nroutes; i++) {
 		size_t pl = strlen(a->routes[i].prefix);
 		if (q->path_len >= pl && memcmp(q->path, a->routes[i].prefix, pl) == 0) {
@@ -524,7 +542,8 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 		a->stats.invalid_records++;
 		return;
 	}
-	struct chat_reply r = { .conn = q.hdr->conn, .req_id = q.hdr->req_id, .kind = q.hdr->kind };
+	struct chat_reply r = { .conn = q.hdr->conn, .req_id = q.hdr->req_id, .kind = q.hdr->kind,
+				.openai = q.path && q.path_len >= 4 && memcmp(q.path, "/v1/", 4) == 0 };
 	/* Who is asking (api_auth.c); q.user points into it. */
 	struct auth_ident who;
 	memset(&who, 0, sizeof(who));
@@ -600,6 +619,7 @@ static void api_on_record(void *arg, uint16_t type, const void *payload, uint32_
 		 * the conn's entry (and replay) goes here. */
 		chat_conn_closed(a->chat, ((const struct chan_conn_closed *)payload)->conn);
 		api_auth_conn_closed(a, ((const struct chan_conn_closed *)payload)->conn);
+		api_v1_conn_closed(a, ((const struct chan_conn_closed *)payload)->conn);
 		for (uint32_t i = 0; i < a->nws; i++)
 			a->ws[i].closed(a->ws[i].arg, ((const struct chan_conn_closed *)payload)->conn);
 		return;

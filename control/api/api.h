@@ -20,10 +20,12 @@
 
 #include "chat/chat.h"
 #include "events/ev.h"
+#include "idmap/idmap.h"
 
 struct api;
 struct auth;
 struct limits;
+struct v1_req;
 struct auth_ident;
 
 /*
@@ -81,6 +83,7 @@ struct api_deps {
 	struct chat *chat;
 	struct auth *auth;
 	struct limits *limits;
+	struct bk_mgr *bk;
 	struct ev_bus *bus; /* logins and conversation changes are published here; may be NULL */
 };
 
@@ -97,6 +100,10 @@ struct api {
 	struct chat *chat;
 	struct auth *auth;
 	struct limits *limits;
+	struct bk_mgr *bk;
+	struct cp_loop *loop;
+	struct idmap v1_reqs;          /* /v1 completions in flight, by conn */
+	struct v1_req *v1_pending;     /* of those, the ones with chunks to send this turn */
 	struct ev_bus *bus;
 	struct api_stats stats;
 	struct api_route routes[API_MAX_ROUTES];
@@ -112,6 +119,8 @@ struct api {
 /* Registers the record handlers with d->loop and the store-completion hooks
  * with d->chat. Returns 0, or -1 with a message in err. */
 int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen);
+/* Frees the /v1 requests still known (call after bk_shutdown). */
+void api_free(struct api *a);
 
 /* Hands every authenticated HTTP request whose path starts with prefix
  * (a static string) to fn, before the built-in routes. -1 when full. */

@@ -91,7 +91,7 @@ void api_message_accepted(void *arg, const struct chat_reply *r, const char *sid
 	if (err) {
 		struct chat_session *s = chat_session_cached(a->chat, sid, strlen(sid));
 		if (s)
-			lim_message_failed(a->limits, s->user, s->acct_key, s->acct_len);
+			lim_message_failed(a->limits, s->user, s->ans.key_id, s->acct_len);
 		api_store_error(a, r, err, "the message could not be stored");
 		return;
 	}
@@ -145,8 +145,7 @@ void api_sessions_create(struct api *a, const struct chat_reply *r, const struct
 	    !api_opt_str(a, r, j, "agent_id", ss.agent_id, sizeof(ss.agent_id), ag->name) ||
 	    !api_opt_str(a, r, j, "title", ss.title, sizeof(ss.title), ""))
 		goto out;
-	const struct conf_backend *be = conf_backend_for_model(a->conf, ss.model_id);
-	if (!be) {
+	if (!bk_model_served(a->bk, ss.model_id)) {
 		api_error(a, r, 400, "unknown_model", "no backend serves this model", NULL);
 		goto out;
 	}
@@ -165,7 +164,7 @@ void api_sessions_create(struct api *a, const struct chat_reply *r, const struct
 	chat_new_id("s_", ss.id);
 	ss.created_at = (int64_t)time(NULL);
 	ss.updated_at = ss.created_at;
-	if (chat_session_create(a->chat, be, &ss, r) < 0) {
+	if (chat_session_create(a->chat, &ss, r) < 0) {
 		lim_session_failed(a->limits, q->user);
 		api_error(a, r, 500, "internal", "the session could not be stored", NULL);
 	}
@@ -518,13 +517,17 @@ void api_post_message(struct api *a, const struct chat_reply *r, const struct ap
 		api_limit_error(a, r, &why);
 		return;
 	}
-	snprintf(s->acct_key, sizeof(s->acct_key), "%s", w.key_id ? w.key_id : "");
 	s->acct_len = len;
-	int rc = chat_message_post(a->chat, s, json_string_value(content), len, r);
+	int rc = chat_message_post(a->chat, s, json_string_value(content), len, w.key_id, r);
 	if (rc < 0)
-		lim_message_failed(a->limits, s->user, s->acct_key, len);
+		lim_message_failed(a->limits, s->user, w.key_id, len);
 	if (rc == -EBUSY)
 		api_error(a, r, 409, "busy", "an answer is already running in this session", NULL);
+	else if (rc == -ENOENT)
+		api_error(a, r, 400, "unknown_model", "no backend serves this session's model", NULL);
+	else if (rc == -EAGAIN)
+		api_error(a, r, 429, "overloaded", "every backend of this model is busy and its queue is full",
+			  "Retry-After: 1");
 	else if (rc < 0)
 		api_error(a, r, 500, "internal", "the message could not be stored", NULL);
 }
@@ -532,13 +535,13 @@ void api_post_message(struct api *a, const struct chat_reply *r, const struct ap
 void api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes)
 {
 	struct api *a = arg;
-	lim_answer_tokens(a->limits, s->user, s->acct_key, n, bytes);
+	lim_answer_tokens(a->limits, s->user, s->ans.key_id, n, bytes);
 }
 
 void api_answer_ended(void *arg, const struct chat_session *s)
 {
 	struct api *a = arg;
-	lim_answer_end(a->limits, s->user, s->acct_key);
+	lim_answer_end(a->limits, s->user, s->ans.key_id);
 }
 
 void api_message_http(struct api *a, const struct chat_reply *r, const struct api_req *q)
@@ -576,24 +579,34 @@ void api_cancel(struct api *a, const struct chat_reply *r, const struct api_req 
 	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, o, NULL);
 }
 
+struct api_models_ctx {
+	struct api *a;
+	json_t *arr;
+	bool failed;
+};
+
+static void api_models_each(void *arg, const char *model, const char *backend)
+{
+	struct api_models_ctx *x = arg;
+	struct conf_model t;
+	conf_model_terms(x->a->conf, model, &t);
+	json_t *m = json_pack("{s:s,s:s,s:I,s:f,s:f}", "id", model, "backend", backend, "context_window",
+			      (json_int_t)t.context_window, "cost_in_per_mtok", t.cost_in_per_mtok,
+			      "cost_out_per_mtok", t.cost_out_per_mtok);
+	if (!m || json_array_append_new(x->arr, m) < 0)
+		x->failed = true;
+}
+
 void api_models(struct api *a, const struct chat_reply *r)
 {
-	json_t *arr = json_array();
-	if (!arr)
+	struct api_models_ctx x = { .a = a, .arr = json_array() };
+	if (!x.arr)
 		return;
-	for (uint32_t i = 0; i < a->conf->nbackends; i++) {
-		const struct conf_backend *be = &a->conf->backends[i];
-		for (uint32_t k = 0; k < be->nmodels; k++) {
-			json_t *m = json_pack("{s:s,s:s,s:I,s:f,s:f}", "id", be->models[k],
-					      "backend", be->name, "context_window",
-					      (json_int_t)be->context_window, "cost_in_per_mtok",
-					      be->cost_in_per_mtok, "cost_out_per_mtok", be->cost_out_per_mtok);
-			if (!m || json_array_append_new(arr, m) < 0) {
-				json_decref(arr);
-				api_error(a, r, 500, "internal", "out of memory", NULL);
-				return;
-			}
-		}
+	bk_models_foreach(a->bk, api_models_each, &x);
+	if (x.failed) {
+		json_decref(x.arr);
+		api_error(a, r, 500, "internal", "out of memory", NULL);
+		return;
 	}
-	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:o}", "models", arr), NULL);
+	api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:o}", "models", x.arr), NULL);
 }

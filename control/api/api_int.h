@@ -112,6 +112,13 @@ void api_message_http(struct api *a, const struct chat_reply *r, const struct ap
 void api_cancel(struct api *a, const struct chat_reply *r, const struct api_req *q, const char *id,
 		size_t len);
 
+/* ---- the OpenAI-compatible API (api_v1.c) ------------------------------ */
+
+/* Routes a /v1/ request (answered, always). */
+void api_v1_route(struct api *a, const struct chat_reply *r, const struct api_req *q);
+/* OpenAI's error type for an HTTP status (invalid_request_error, ...). */
+const char *api_v1_error_type(uint16_t status);
+
 /* ---- streams (api_stream.c) ------------------------------------------------ */
 
 /* GET /api/chat/stream/{id} and WebSocket "subscribe", resuming from

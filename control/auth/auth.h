@@ -66,7 +66,7 @@ struct auth_ident {
 	uint64_t uid;                 /* store_user.uid: which user of that name */
 	uint8_t role;                 /* enum store_user_role, from the user record */
 	bool apikey;                  /* authenticated by an API key (no session, no CSRF) */
-	char key_id[STORE_KEYID_MAX]; /* that key's public id ("" for sessions) */
+	char key_id[STORE_KEYID_MAX]; /* the key's public id ("" for sessions): usage and limits are counted per key */
 	enum auth_via via;
 	uint8_t hash[STORE_HASH_LEN]; /* keyed hash of the session token or key */
 	char csrf[STORE_CSRF_MAX];    /* the session's CSRF token (sessions only) */

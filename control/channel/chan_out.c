@@ -135,9 +135,21 @@ static void co_drain_backlog(struct co_worker *cw)
 	cw->blen -= off;
 }
 
+int co_on_flush(struct chan_out *o, void (*fn)(void *arg), void *arg)
+{
+	if (o->nflush == CO_MAX_FLUSH_HOOKS)
+		return -1;
+	o->flush_fn[o->nflush] = fn;
+	o->flush_arg[o->nflush] = arg;
+	o->nflush++;
+	return 0;
+}
+
 void co_flush(struct chan_out *o)
 {
 	bool waiting = false;
+	for (uint32_t i = 0; i < o->nflush; i++)
+		o->flush_fn[i](o->flush_arg[i]);
 	for (uint32_t w = 0; w < o->nworkers; w++) {
 		struct co_worker *cw = &o->w[w];
 		if (cw->blen)
@@ -226,8 +238,8 @@ bool co_tokens(struct chan_out *o, struct chan_conn conn, const char *sid, const
 	return true;
 }
 
-bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
-	       const char *status)
+static bool co_status_rec(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+			  const char *status, const struct co_terms *t)
 {
 	size_t sl = strlen(status);
 	if (sl >= CHAN_STATUS_LEN)
@@ -239,8 +251,25 @@ bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const
 	s->conn = conn;
 	co_ids(s->session_id, s->message_id, sid, mid);
 	memcpy(s->status, status, sl);
+	if (t) {
+		s->prompt_tokens = t->prompt_tokens;
+		s->prompt_cost = t->prompt_cost;
+		s->cost_per_token = t->cost_per_token;
+	}
 	co_end(o, conn.worker, sizeof(*s));
 	return true;
+}
+
+bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+	       const char *status)
+{
+	return co_status_rec(o, conn, sid, mid, status, NULL);
+}
+
+bool co_status_streaming(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+			 const struct co_terms *t)
+{
+	return co_status_rec(o, conn, sid, mid, "streaming", t);
 }
 
 bool co_usage(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
@@ -261,21 +290,35 @@ bool co_usage(struct chan_out *o, struct chan_conn conn, const char *sid, const 
 }
 
 bool co_done(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
-	     uint32_t status, uint32_t last_seq)
+	     uint32_t status, uint32_t last_seq, const char *code, const char *message)
 {
-	struct chan_done *d = co_begin(o, conn.worker, CHAN_REC_DONE, sizeof(*d));
-	if (!d)
+	size_t cl = code ? strnlen(code, 256) : 0, ml = message ? strnlen(message, 1024) : 0;
+	size_t len = sizeof(struct chan_done) + (cl ? chan_field_size(cl) : 0) + (ml ? chan_field_size(ml) : 0);
+	uint8_t *p = co_begin(o, conn.worker, CHAN_REC_DONE, (uint32_t)len);
+	if (!p)
 		return false;
-	memset(d, 0, sizeof(*d));
+	struct chan_done *d = (struct chan_done *)p;
+	memset(p, 0, len);
 	d->conn = conn;
 	co_ids(d->session_id, d->message_id, sid, mid);
 	d->status = status;
 	d->last_seq = last_seq;
-	co_end(o, conn.worker, sizeof(*d));
+	uint8_t *q = p + sizeof(*d);
+	if (cl)
+		chan_field_put(&q, CHAN_F_ERROR_CODE, code, (uint32_t)cl);
+	if (ml)
+		chan_field_put(&q, CHAN_F_ERROR_MESSAGE, message, (uint32_t)ml);
+	co_end(o, conn.worker, (uint32_t)len);
 	return true;
 }
 
 bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r)
+{
+	return co_response_part(o, conn, req_id, r, false);
+}
+
+bool co_response_part(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r,
+		      bool go_on)
 {
 	size_t ctl = r->content_type ? strlen(r->content_type) : 0;
 	size_t hl = r->header ? strlen(r->header) : 0;
@@ -302,7 +345,7 @@ bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, con
 		h->req_id = req_id;
 		h->status = r->status;
 		h->action = r->action;
-		h->flags = more ? CHAN_RESP_MORE : 0;
+		h->flags = more || go_on ? CHAN_RESP_MORE : 0;
 		if (r->session_id)
 			memcpy(h->session_id, r->session_id, strnlen(r->session_id, CHAN_ID_LEN - 1));
 		if (r->resume_message_id)

@@ -37,9 +37,16 @@ struct co_worker {
 	uint64_t dropped;   /* records that fitted nowhere */
 };
 
+/* Producers that batch records for a turn and write them when the output
+ * flushes (the chat layer's token batches). */
+#define CO_MAX_FLUSH_HOOKS 4
+
 struct chan_out {
 	struct cp_loop *loop;
 	struct cpl_timer retry;
+	void (*flush_fn[CO_MAX_FLUSH_HOOKS])(void *arg);
+	void *flush_arg[CO_MAX_FLUSH_HOOKS];
+	uint32_t nflush;
 	struct co_worker w[CHAN_MAX_WORKERS];
 	uint32_t nworkers;
 	uint32_t max_payload;
@@ -63,8 +70,12 @@ void co_free(struct chan_out *o);
 void *co_begin(struct chan_out *o, uint32_t w, uint16_t type, uint32_t len);
 void co_end(struct chan_out *o, uint32_t w, uint32_t len);
 
-/* Moves backlogs into the rings and publishes. */
+/* Moves backlogs into the rings and publishes, after the flush hooks wrote
+ * what they batched. */
 void co_flush(struct chan_out *o);
+/* fn(arg) runs at the start of every co_flush (once per turn, and whenever a
+ * caller flushes). -1 when the table is full. */
+int co_on_flush(struct chan_out *o, void (*fn)(void *arg), void *arg);
 /* Forgets every backlog (the dataplane restarted: those records' conns are gone). */
 void co_reset(struct chan_out *o);
 size_t co_backlog_bytes(const struct chan_out *o, uint32_t w);
@@ -76,8 +87,19 @@ bool co_status(struct chan_out *o, struct chan_conn conn, const char *sid, const
 	       const char *status);
 bool co_usage(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
 	      uint32_t prompt_tokens, uint32_t completion_tokens, double cost_usd);
+/* STATUS "streaming" with what a worker reports for the message if it has
+ * to end it itself: the prompt's tokens and cost, the cost of each
+ * completion token. */
+struct co_terms {
+	uint32_t prompt_tokens;
+	double prompt_cost;
+	double cost_per_token;
+};
+bool co_status_streaming(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
+			 const struct co_terms *t);
+/* code and message (NULL: none) go with status CHAN_DONE_ERROR. */
 bool co_done(struct chan_out *o, struct chan_conn conn, const char *sid, const char *mid,
-	     uint32_t status, uint32_t last_seq);
+	     uint32_t status, uint32_t last_seq, const char *code, const char *message);
 
 /* What a RESPONSE carries besides conn and req_id. */
 struct co_resp {
@@ -97,6 +119,10 @@ struct co_resp {
 /* Sends a response, split over several records (CHAN_RESP_MORE) when the
  * body is larger than one record carries. */
 bool co_response(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r);
+/* One part of a streamed response: like co_response, with CHAN_RESP_MORE on
+ * its last record too when `more` (the response goes on). */
+bool co_response_part(struct chan_out *o, struct chan_conn conn, uint32_t req_id, const struct co_resp *r,
+		      bool more);
 
 /* Pushes a WebSocket text message to one conn (BROADCAST); the worker drops
  * it and closes the conn when more than max_pending bytes are unsent there.

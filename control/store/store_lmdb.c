@@ -38,6 +38,7 @@ static const char *const lm_db_names[LM_NDB] = {
 	[LM_TOKENS] = "tokens",
 	[LM_EVENTS] = "events",
 	[LM_META] = "meta",
+	[LM_USAGE] = "usage",
 	[LM_LIMITS] = "limits",
 };
 
@@ -628,7 +629,7 @@ static int lm_stats(struct store *st, struct store_stats *out)
 		[LM_USERS] = &out->users,       [LM_APIKEYS] = &out->api_keys,
 		[LM_AUTH] = &out->auth_sessions, [LM_CONVS] = &out->sessions,
 		[LM_MSGS] = &out->messages,     [LM_TOKENS] = &out->tokens,
-		[LM_EVENTS] = &out->events,
+		[LM_EVENTS] = &out->events,     [LM_USAGE] = &out->usage,
 	};
 	for (int i = 0; i < LM_NDB; i++) {
 		if (!dst[i])
@@ -864,6 +865,7 @@ static const struct store_ops lm_ops = {
 	.tokens_append = lm_msg_tokens_append,
 	.token_get = lm_msg_token_get,
 	.message_status = lm_msg_status,
+	.usage_list = lm_usage_list,
 	.session_list = lm_conv_list,
 	.session_update = lm_conv_update,
 	.session_delete = lm_conv_delete,

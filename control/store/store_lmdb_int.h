@@ -26,7 +26,7 @@
 #include "sluice/common.h"
 #include "store/store.h"
 
-#define LM_SCHEMA_VERSION 3u
+#define LM_SCHEMA_VERSION 4u
 #define LM_CHUNK (64u * 1024u)
 #define LM_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
 /* A writer step's answer when the transaction itself broke (s->wrc says why). */
@@ -44,7 +44,8 @@ enum lm_db {
 	LM_TOKENS,
 	LM_EVENTS,
 	LM_META,
-	LM_LIMITS, /* schema 3 */
+	LM_USAGE,  /* schema 3 */
+	LM_LIMITS, /* schema 4 */
 	LM_NDB
 };
 
@@ -95,6 +96,7 @@ struct lm_op {
 			char sid[CHAN_ID_LEN];
 			char umid[CHAN_ID_LEN];
 			char amid[CHAN_ID_LEN];
+			char key_id[STORE_KEYID_MAX];
 		} add;
 		struct {
 			char sid[CHAN_ID_LEN];
@@ -389,7 +391,7 @@ int lm_msg_w_add(struct lm_store *s, MDB_txn *t, struct lm_op *op);
 int lm_msg_w_tokens(struct lm_store *s, MDB_txn *t, struct lm_op *op);
 int lm_msg_w_status(struct lm_store *s, MDB_txn *t, struct lm_op *op);
 int lm_msg_add(struct store *st, const char *sid, const char *user_mid, const char *content, size_t len,
-	       const char *asst_mid, uint32_t hint_tokens, store_done_fn done, void *arg);
+	       const char *asst_mid, uint32_t hint_tokens, const char *key_id, store_done_fn done, void *arg);
 uint32_t lm_msg_count(struct store *st, const char *sid);
 int lm_msg_get(struct store *st, const char *sid, uint32_t idx, struct store_message *out);
 int64_t lm_msg_find(struct store *st, const char *sid, const char *mid);
@@ -399,6 +401,15 @@ int lm_msg_token_get(struct store *st, const char *sid, const char *mid, uint32_
 		     struct store_token *out);
 int lm_msg_status(struct store *st, const char *sid, const char *mid, enum store_msg_status status,
 		  const struct store_usage *usage);
+/* The schema 2 -> 3 migration: every ended answer into the usage log. */
+int lm_msg_usage_backfill(struct lm_store *s, MDB_txn *t);
+
+/* ---- store_lmdb_usage.c ------------------------------------------------ */
+
+/* Writes u into the usage log (keyed by its end time and message id). */
+int lm_usage_put(struct lm_store *s, MDB_txn *t, const struct store_usage_rec *u);
+int lm_usage_list(struct store *st, const struct store_usage_query *q,
+		  void (*each)(void *arg, const struct store_usage_rec *u), void *arg);
 
 /* ---- store_lmdb_ident.c ------------------------------------------------ */
 

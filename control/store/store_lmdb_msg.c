@@ -243,9 +243,13 @@ int lm_msg_w_add(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 	m.content_len = 0;
 	LM_W(s, lm_msg_put(s, t, sid, old.nmsg + 1, &m, NULL, 0));
 
-	uint8_t kb[LM_KEY_MAX], ib[4];
-	MDB_val k = lm_msg_open_key(kb, sid, op->u.add.amid), v = { 4, ib };
+	/* The marker also keeps the key the answer is posted with, for the
+	 * usage log of an answer that never ends in this run. */
+	uint8_t kb[LM_KEY_MAX], ib[4 + STORE_KEYID_MAX];
+	size_t kl = strnlen(op->u.add.key_id, STORE_KEYID_MAX - 1);
+	MDB_val k = lm_msg_open_key(kb, sid, op->u.add.amid), v = { 4 + kl, ib };
 	lm_put_be32(ib, old.nmsg + 1);
+	memcpy(ib + 4, op->u.add.key_id, kl);
 	LM_W(s, mdb_put(t, s->dbi[LM_META], &k, &v, 0));
 
 	c = old;
@@ -289,10 +293,53 @@ int lm_msg_w_tokens(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 	return 0;
 }
 
+/* The key an answer was posted with, from its open marker. */
+static void lm_msg_marker_key(struct lm_store *s, MDB_txn *t, const char *sid, const char *mid,
+			      char key[STORE_KEYID_MAX])
+{
+	uint8_t kb[LM_KEY_MAX];
+	MDB_val k = lm_msg_open_key(kb, sid, mid), v;
+	key[0] = 0;
+	if (mdb_get(t, s->dbi[LM_META], &k, &v) == 0 && v.mv_size > 4 && v.mv_size - 4 < STORE_KEYID_MAX) {
+		memcpy(key, (const uint8_t *)v.mv_data + 4, v.mv_size - 4);
+		key[v.mv_size - 4] = 0;
+	}
+}
+
+/* An answer that ended enters the usage log, under its conversation's owner. */
+static int lm_msg_log_usage(struct lm_store *s, MDB_txn *t, const char *sid, const struct lm_msg_rec *m,
+			    const char *key, int64_t t_ns)
+{
+	struct lm_conv_rec c;
+	struct store_usage_rec u;
+	memset(&u, 0, sizeof(u));
+	int rc = lm_conv_load(s, t, sid, &c);
+	if (rc && rc != MDB_NOTFOUND)
+		return rc;
+	if (rc == 0) {
+		lm_strcpy(u.user, sizeof(u.user), c.user);
+		u.uid = c.owner_uid;
+	}
+	lm_strcpy(u.sid, sizeof(u.sid), sid);
+	lm_strcpy(u.mid, sizeof(u.mid), m->id);
+	if (key && key[0])
+		lm_strcpy(u.key_id, sizeof(u.key_id), key);
+	else
+		lm_msg_marker_key(s, t, sid, m->id, u.key_id);
+	lm_strcpy(u.model, sizeof(u.model), m->model);
+	lm_strcpy(u.backend, sizeof(u.backend), m->backend);
+	u.prompt_tokens = m->prompt_tokens;
+	u.completion_tokens = m->completion_tokens;
+	u.cost_usd = m->cost_usd;
+	u.t_ns = t_ns;
+	u.status = m->status;
+	return lm_usage_put(s, t, &u);
+}
+
 /* Sets a message's status; an ended answer gets its content put together
  * from the token log once, so reading it later is one lookup. */
 static int lm_msg_set_status(struct lm_store *s, MDB_txn *t, const char *sid, const char *mid, uint8_t status,
-			     const struct store_usage *usage, int64_t t_ns)
+			     const struct store_usage *usage, const char *key, int64_t t_ns)
 {
 	struct lm_msg_at at;
 	int rc = lm_werr(s, lm_msg_locate(s, t, sid, mid, &at));
@@ -300,12 +347,22 @@ static int lm_msg_set_status(struct lm_store *s, MDB_txn *t, const char *sid, co
 		return rc;
 	struct lm_msg_rec *m = &at.m;
 	bool inline_content = at.v.mv_size > sizeof(*m);
+	bool ends = lm_msg_terminal(status) && !lm_msg_terminal(m->status) && m->role == STORE_ROLE_ASSISTANT;
 	m->status = status;
 	if (usage) {
 		m->prompt_tokens = usage->prompt_tokens;
 		m->completion_tokens = usage->completion_tokens;
 		m->cost_usd = usage->cost_usd;
+		if (usage->backend[0])
+			lm_strcpy(m->backend, sizeof(m->backend), usage->backend);
+	} else if (ends) {
+		/* Ended without a count (marked interrupted on open): the tokens
+		 * stored are what it produced. */
+		m->completion_tokens = m->ntokens;
+		m->cost_usd = conf_model_cost(s->conf, m->model, m->prompt_tokens, m->completion_tokens);
 	}
+	if (ends)
+		LM_W(s, lm_msg_log_usage(s, t, sid, m, usage ? usage->key_id : key, t_ns));
 	if (!lm_msg_terminal(status) || inline_content || m->role != STORE_ROLE_ASSISTANT) {
 		if (inline_content) {
 			/* Re-put the content too: copy it out first, the put may
@@ -344,7 +401,7 @@ static int lm_msg_set_status(struct lm_store *s, MDB_txn *t, const char *sid, co
 int lm_msg_w_status(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 {
 	return lm_msg_set_status(s, t, op->u.msg.sid, op->u.msg.mid, op->status,
-				 op->flag ? &op->u.msg.usage : NULL, op->t_ns);
+				 op->flag ? &op->u.msg.usage : NULL, "", op->t_ns);
 }
 
 int lm_msg_repair(struct lm_store *s, MDB_txn *t, uint32_t *fixed)
@@ -357,7 +414,9 @@ int lm_msg_repair(struct lm_store *s, MDB_txn *t, uint32_t *fixed)
 	MDB_val k = prefix, v;
 	int64_t now = lm_unix_ns();
 	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)) == 0 && lm_has_prefix(&k, &prefix)) {
-		char sid[CHAN_ID_LEN] = { 0 }, mid[CHAN_ID_LEN] = { 0 };
+		char sid[CHAN_ID_LEN] = { 0 }, mid[CHAN_ID_LEN] = { 0 }, key[STORE_KEYID_MAX] = { 0 };
+		if (v.mv_size > 4 && v.mv_size - 4 < STORE_KEYID_MAX)
+			memcpy(key, (const uint8_t *)v.mv_data + 4, v.mv_size - 4);
 		const char *p = (const char *)k.mv_data + prefix.mv_size;
 		size_t rest = k.mv_size - prefix.mv_size;
 		const char *nul = memchr(p, 0, rest);
@@ -379,7 +438,7 @@ int lm_msg_repair(struct lm_store *s, MDB_txn *t, uint32_t *fixed)
 		rc = lm_msg_locate(s, t, sid, mid, &at);
 		if (rc == 0 && !lm_msg_terminal(at.m.status)) {
 			s->wrc = 0;
-			rc = lm_msg_set_status(s, t, sid, mid, STORE_MSG_INTERRUPTED, NULL, now);
+			rc = lm_msg_set_status(s, t, sid, mid, STORE_MSG_INTERRUPTED, NULL, key, now);
 			if (rc == LM_FATAL) {
 				rc = s->wrc;
 				break;
@@ -400,7 +459,7 @@ int lm_msg_repair(struct lm_store *s, MDB_txn *t, uint32_t *fixed)
 /* ---- loop side: queueing writes ---------------------------------------- */
 
 int lm_msg_add(struct store *st, const char *sid, const char *user_mid, const char *content, size_t len,
-	       const char *asst_mid, uint32_t hint_tokens, store_done_fn done, void *arg)
+	       const char *asst_mid, uint32_t hint_tokens, const char *key_id, store_done_fn done, void *arg)
 {
 	/* LMDB grows pages as needed: nothing to reserve for the answer. */
 	(void)hint_tokens;
@@ -411,6 +470,7 @@ int lm_msg_add(struct store *st, const char *sid, const char *user_mid, const ch
 	lm_strcpy(op.u.add.sid, CHAN_ID_LEN, sid);
 	lm_strcpy(op.u.add.umid, CHAN_ID_LEN, user_mid);
 	lm_strcpy(op.u.add.amid, CHAN_ID_LEN, asst_mid);
+	lm_strcpy(op.u.add.key_id, STORE_KEYID_MAX, key_id ? key_id : "");
 	return lm_enqueue(LM_S(st), &op, LM_USIZE(add), content, len);
 }
 
@@ -545,4 +605,33 @@ int lm_msg_token_get(struct store *st, const char *sid, const char *mid, uint32_
 	out->text = (const char *)v.mv_data + 8;
 	out->len = (uint32_t)(v.mv_size - 8);
 	return 0;
+}
+
+/* Schema 2 -> 3: the answers that ended before the usage log existed enter
+ * it, at their end time, with the key unknown (""). */
+int lm_msg_usage_backfill(struct lm_store *s, MDB_txn *t)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(t, s->dbi[LM_MSGS], &cur);
+	if (rc)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct lm_msg_rec m;
+		const char *nul = memchr(k.mv_data, 0, k.mv_size);
+		if (v.mv_size < sizeof(m) || !nul || (size_t)(nul - (const char *)k.mv_data) >= CHAN_ID_LEN) {
+			rc = MDB_CORRUPTED;
+			break;
+		}
+		memcpy(&m, v.mv_data, sizeof(m));
+		if (m.role != STORE_ROLE_ASSISTANT || !lm_msg_terminal(m.status))
+			continue;
+		char sid[CHAN_ID_LEN] = { 0 };
+		memcpy(sid, k.mv_data, (size_t)(nul - (const char *)k.mv_data));
+		rc = lm_msg_log_usage(s, t, sid, &m, "", (m.ended_at ? m.ended_at : m.created_at) * 1000000000);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
 }

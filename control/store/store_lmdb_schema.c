@@ -100,11 +100,18 @@ static int lm_schema_v1_identities(struct lm_store *s, MDB_txn *t)
 	return lm_schema_extend(s, t, LM_CONVS, LM_CONV_V1_SIZE, sizeof(struct lm_conv_rec), lm_schema_v1_owner);
 }
 
-/* 2 -> 3: the limits database (operators' overrides of quotas and rates).
+/* 2 -> 3: the usage log (created empty when the store opened) gets the
+ * answers that ended before it existed. */
+static int lm_schema_v2_usage(struct lm_store *s, MDB_txn *t)
+{
+	return lm_msg_usage_backfill(s, t);
+}
+
+/* 3 -> 4: the limits database (operators' overrides of quotas and rates).
  * Opening created it empty and no record changes layout, so a store of
- * schema 2 only has to be told it is 3 now; a store of schema 3 opened by
+ * schema 3 only has to be told it is 4 now; a store of schema 4 opened by
  * an older build is refused by that build's version check. */
-static int lm_schema_v2_limits(struct lm_store *s, MDB_txn *t)
+static int lm_schema_v3_limits(struct lm_store *s, MDB_txn *t)
 {
 	MDB_stat ms;
 	int rc = mdb_stat(t, s->dbi[LM_LIMITS], &ms);
@@ -116,7 +123,7 @@ static int lm_schema_v2_limits(struct lm_store *s, MDB_txn *t)
 /* Entry N-1 turns schema N into N+1. */
 typedef int (*lm_schema_migrate_fn)(struct lm_store *s, MDB_txn *t);
 static const lm_schema_migrate_fn lm_schema_migrations[LM_SCHEMA_VERSION] = {
-	lm_schema_v1_identities, lm_schema_v2_limits, NULL
+	lm_schema_v1_identities, lm_schema_v2_usage, lm_schema_v3_limits, NULL
 };
 
 int lm_schema_open(struct lm_store *s, MDB_txn *t, bool was_empty, char *err, size_t errlen)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "app/app_int.h"
+#include "app/app_metrics.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
@@ -47,6 +48,9 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	a->pol.off = conf->batch_mode == CONF_BATCH_OFF;
 	a->pol.max_delay_ns = (uint64_t)conf->max_delay_us * 1000u;
 	a->pol.max_bytes = conf->max_bytes;
+	/* Over TLS a coalesced frame should fit one record, framing included. */
+	if (conf->tls && a->pol.max_bytes > APP_TLS_FRAME_TEXT)
+		a->pol.max_bytes = APP_TLS_FRAME_TEXT;
 	if (a->max_conns == 0 || conf->max_bytes == 0) {
 		snprintf(err, errlen, "app: max_conns and max_bytes must be > 0");
 		goto fail;
@@ -67,7 +71,7 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 		}
 	}
 	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending || !a->peers ||
-	    batch_pool_init(&a->pool, conf->max_bytes, a->max_conns) != 0) {
+	    batch_pool_init(&a->pool, a->pol.max_bytes, a->max_conns) != 0) {
 		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
 		goto fail;
 	}
@@ -122,6 +126,7 @@ static void app_destroy(void *app)
 	app_peers_destroy(a->peers);
 	ws_deflate_destroy(a->wsd);
 	free(a->scratch);
+	free(a->bk_rec);
 	free(a->esc);
 	free(a->pending);
 	free(a->conns);
@@ -219,7 +224,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->turn_bytes = 0;
 	c->pend_idx = APP_NO_SLOT;
 	c->batch.last_arrival_ns = 0;
-	c->sid[0] = c->last_mid[0] = '\0';
+	c->sid[0] = c->last_mid[0] = c->prov_mid[0] = '\0';
 	c->last_seq = 0;
 	/* Existing streams keep flowing past the watermark; only new conns
 	 * are turned away. */
@@ -233,6 +238,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 				  "too many connections from this address");
 	}
 	c->peer_counted = true;
+	c->resp_stream = c->v1_req = false;
 	DP_STAT_ADD(a->st, conns_accepted, 1);
 	/* An idle connection that never sends a byte is closed like an idle
 	 * keep-alive one. */
@@ -262,8 +268,9 @@ static void app_on_eof(void *app, void *ctx)
 	(void)app;
 	c->eof = true;
 	/* A request still waiting for control is answered first; the close
-	 * follows its response (app_http.c). */
-	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT)
+	 * follows its response (app_http.c). A /v1 client that leaves abandons
+	 * its request: the close tells control, which stops the backend. */
+	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT && !c->v1_req && !c->resp_stream)
 		return;
 	app_conn_close(c, false);
 }
@@ -485,6 +492,9 @@ static void app_on_record(void *app, uint16_t type, const void *payload, uint32_
 		break;
 	case CHAN_REC_ADMIN:
 		app_ctl_on_admin(a, payload);
+		break;
+	case CHAN_REC_BACKENDS:
+		app_metrics_backends(a, payload, len);
 		break;
 	case CHAN_REC_BROADCAST:
 		app_ws_on_broadcast(a, payload, len);

@@ -32,6 +32,7 @@ static const char *reason_phrase(unsigned status)
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 304: return "Not Modified";
+	case 308: return "Permanent Redirect";
 	case 415: return "Unsupported Media Type";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
@@ -133,6 +134,11 @@ void app_http_head_common(const struct conn *c, struct app_buf *b, const char *c
 	if (cache) {
 		app_buf_str(b, "Cache-Control: ");
 		app_buf_str(b, cache);
+		app_buf_str(b, "\r\n");
+	}
+	if (c->peer.tls && c->app->conf->tls_hsts_max_age_s) {
+		app_buf_str(b, "Strict-Transport-Security: max-age=");
+		app_buf_u64(b, c->app->conf->tls_hsts_max_age_s);
 		app_buf_str(b, "\r\n");
 	}
 }
@@ -413,8 +419,11 @@ static void app_http_route_local(struct conn *c, const struct http_request *req)
 			app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 	} else {
 		size_t n = app_metrics_render(a->h, a->scratch, a->scratch_cap);
+		bool over = false;
 
-		if (n == 0) {
+		if (n)
+			n += app_metrics_render_backends(a, a->scratch + n, a->scratch_cap - n, &over);
+		if (n == 0 || over) {
 			app_http_send_error(c, 500, "internal", "metrics do not fit", false);
 			return;
 		}
@@ -447,6 +456,7 @@ static void app_http_forward(struct conn *c, const struct http_request *req, uin
 	size_t n = 0;
 	size_t pl = app_conn_peer_str(c, peer);
 
+	c->v1_req = slice_prefix(req->path, "/v1/");
 	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
 	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
 	f[n++] = (struct app_field){ CHAN_F_BODY, blen ? body : NULL, blen };
@@ -458,6 +468,78 @@ static void app_http_forward(struct conn *c, const struct http_request *req, uin
 		f[n++] = (struct app_field){ hdrs[i].tag, v ? v->p : NULL, v ? v->len : 0 };
 	}
 	app_http_wait_control(c, app_send_request(c, kind, c->method, f, n));
+}
+
+/* A Host header value that can go into a Location as it is: a name, a
+ * dotted quad or a bracketed IPv6 literal, with an optional port. Returns
+ * the length without the port, or 0 for anything else. */
+static size_t host_part(struct http_slice h)
+{
+	size_t n = 0;
+
+	if (h.len == 0 || h.len > 255)
+		return 0;
+	if (h.p[0] == '[') {
+		while (n < h.len && h.p[n] != ']') {
+			char ch = h.p[n];
+			if (n > 0 && !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+				       (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
+				return 0;
+			n++;
+		}
+		if (n == h.len)
+			return 0;
+		n++;
+	} else {
+		while (n < h.len && h.p[n] != ':') {
+			char ch = h.p[n];
+			if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') || ch == '.' || ch == '-'))
+				return 0;
+			n++;
+		}
+	}
+	for (size_t i = n + (n < h.len); i < h.len; i++)
+		if (h.p[i] < '0' || h.p[i] > '9')
+			return 0;
+	return n;
+}
+
+/* The plain-HTTP listener of redirect_listen: every request is sent to the
+ * same host and target over https (308 keeps a POST a POST). */
+static void app_http_redirect(struct conn *c, const struct http_request *req)
+{
+	const struct sluice_conf *conf = c->app->conf;
+	const struct http_header *host = http_find_header(req, "Host");
+	size_t hn = host ? host_part(host->value) : 0;
+	char loc[2048];
+	struct app_buf b;
+
+	if (hn == 0) {
+		app_http_send_error(c, 400, "bad_request", "a redirect to https needs a Host header",
+				    false);
+		return;
+	}
+	app_buf_init(&b, loc, sizeof(loc));
+	app_buf_str(&b, "Location: https://");
+	app_buf_put(&b, host->value.p, hn);
+	if (conf->listen_port != 443) {
+		app_buf_put(&b, ":", 1);
+		app_buf_u64(&b, conf->listen_port);
+	}
+	app_buf_put(&b, req->path.p, req->path.len);
+	if (req->query.len) {
+		app_buf_put(&b, "?", 1);
+		app_buf_put(&b, req->query.p, req->query.len);
+	}
+	app_buf_str(&b, "\r\n");
+	if (b.overflow) {
+		app_http_send_error(c, 414, "uri_too_long", "target too long to redirect", false);
+		return;
+	}
+	unsigned status = c->method == CHAN_M_GET || c->method == CHAN_M_HEAD ? 301 : 308;
+	if (app_http_emit(c, status, NULL, 0, NULL, b.p, b.len, NULL, 0, NULL, 0, false))
+		app_http_finish(c, false);
 }
 
 /*
@@ -528,7 +610,10 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 
 		c->timing = tm && slice_eq(tm->value, "1");
 	}
-	if (c->method == CHAN_M_OTHER)
+	if (c->app->conf->redirect_port && c->peer.local_port == c->app->conf->redirect_port &&
+	    !c->peer.tls)
+		app_http_redirect(c, req);
+	else if (c->method == CHAN_M_OTHER)
 		app_http_send_error(c, 501, "not_implemented", "method not implemented", false);
 	else if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
 		 slice_eq(req->path, "/metrics"))
@@ -818,6 +903,12 @@ void app_http_control_lost(struct conn *c)
 {
 	if (c->hstate != HS_WAIT)
 		return;
+	if (c->resp_stream) {
+		/* Half a stream can only be cut: the client sees an error, never
+		 * a clean end. */
+		app_conn_close(c, true);
+		return;
+	}
 	app_resp_reset(c);
 	app_http_upgrade_dropped(c);
 	c->admitting = false;
@@ -872,6 +963,100 @@ static bool app_http_admission(struct conn *c, const struct chan_response *r, ui
 		return true;
 	}
 	return false;
+}
+
+/* A streamed response's head: chunked for HTTP/1.1, ended by the close for
+ * HTTP/1.0. */
+static bool app_http_stream_head(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	struct app *a = c->app;
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	const char *ctype = "text/event-stream";
+	size_t ctype_len = strlen(ctype);
+	bool bad = false, ok;
+	char head[512];
+	struct app_buf b;
+
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag == CHAN_F_CONTENT_TYPE && hdr_value_ok(f->data, f->len)) {
+			ctype = (const char *)f->data;
+			ctype_len = f->len;
+		}
+	}
+	if (c->http10)
+		c->keep_alive = false;
+	app_buf_init(&b, head, sizeof(head));
+	app_buf_str(&b, "HTTP/1.1 ");
+	app_buf_u64(&b, r->status);
+	app_buf_put(&b, " ", 1);
+	app_buf_str(&b, reason_phrase(r->status));
+	app_buf_str(&b, "\r\nX-Sluice-Worker: ");
+	app_buf_u64(&b, a->wid);
+	app_buf_str(&b, "\r\nContent-Type: ");
+	app_buf_put(&b, ctype, ctype_len);
+	app_buf_str(&b, "\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+	app_buf_str(&b, c->http10 ? "Connection: close\r\n"
+				  : c->keep_alive ? "Transfer-Encoding: chunked\r\n"
+						  : "Transfer-Encoding: chunked\r\nConnection: close\r\n");
+	ok = !b.overflow && app_conn_send(c, b.p, b.len);
+	p = (const uint8_t *)(r + 1);
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_HEADER || !hdr_value_ok(f->data, f->len))
+			continue;
+		ok = app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
+	}
+	ok = ok && app_conn_send(c, "\r\n", 2);
+	if (ok)
+		count_response(c, r->status);
+	return ok;
+}
+
+/* One part of a streamed response: its body goes out now (one chunk). */
+static void app_http_stream_part(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	bool bad = false, ok = true;
+
+	if (!c->resp_stream) {
+		if (!app_http_stream_head(c, r, len)) {
+			app_conn_close(c, true);
+			return;
+		}
+		c->resp_stream = true;
+	}
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_BODY || f->len == 0)
+			continue;
+		if (!c->http10) {
+			char sz[24];
+			int n = snprintf(sz, sizeof(sz), "%x\r\n", (unsigned)f->len);
+			ok = app_conn_send(c, sz, (size_t)n) && app_conn_send(c, f->data, f->len) &&
+			     app_conn_send(c, "\r\n", 2);
+		} else {
+			ok = app_conn_send(c, f->data, f->len);
+		}
+	}
+	if (!ok || bad) {
+		if (bad)
+			host_count_bad_record(c->app->h);
+		app_conn_close(c, true);
+		return;
+	}
+	if (r->flags & CHAN_RESP_MORE) {
+		app_conn_account(c);
+		return;
+	}
+	c->resp_stream = false;
+	if (!c->http10 && !app_conn_send(c, "0\r\n\r\n", 5)) {
+		app_conn_close(c, true);
+		return;
+	}
+	app_conn_account(c);
+	app_http_finish(c, c->http10);
 }
 
 void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
@@ -955,6 +1140,10 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 		/* Input after the stream started is discarded; let the transport
 		 * offer what it stashed so it is not held forever. */
 		tp_rx_resume(a->h->tp, c->tc);
+		return;
+	}
+	if (r->action == CHAN_RESP_HTTP_STREAM && !upgrade) {
+		app_http_stream_part(c, r, len);
 		return;
 	}
 	if (r->action != CHAN_RESP_PLAIN) {

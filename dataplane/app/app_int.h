@@ -37,6 +37,9 @@
 #define APP_BODY_FREE (16u * 1024u)
 /* Frame scratch beyond max_bytes: event framing, ids, error texts. */
 #define APP_SCRATCH_EXTRA (64u * 1024u)
+/* Escaped token text per frame over TLS: one 16 KiB record less room for the
+ * event's framing (SSE lines or a WebSocket header, ids, JSON keys). */
+#define APP_TLS_FRAME_TEXT (16384u - 512u)
 
 /* A field of a request record (app_send_request). */
 struct app_field {
@@ -130,6 +133,13 @@ struct conn {
 	char sid[CHAN_ID_LEN];
 	char last_mid[CHAN_ID_LEN]; /* last message delivered (or the resume point) */
 	uint32_t last_seq;          /* last token seq of last_mid delivered */
+	/* The terms of prov_mid (its STATUS "streaming"): what the usage event
+	 * says when this worker ends the message itself. */
+	char prov_mid[CHAN_ID_LEN];
+	uint32_t prov_prompt;
+	double prov_cost, prov_per_token;
+	bool resp_stream;   /* a streamed HTTP response (CHAN_RESP_HTTP_STREAM) is being written */
+	bool v1_req;        /* the request in flight is under /v1/: a client that leaves abandons it */
 	struct batch batch;
 	uint32_t pend_idx;          /* index in app.pending, APP_NO_SLOT when not held */
 	uint64_t pend_acct;         /* this conn's share of the pending_bytes gauge */
@@ -171,6 +181,9 @@ struct app {
 	struct ws_deflate *wsd;
 	uint64_t stats_next_ns;
 	struct tw_timer stats_timer; /* CHAN_REC_STATS once a second */
+	/* Control's latest backend counters (CHAN_REC_BACKENDS), for /metrics. */
+	uint8_t *bk_rec;
+	uint32_t bk_len, bk_cap;
 };
 
 #define APP_NO_SLOT 0xffffffffu

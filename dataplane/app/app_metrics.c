@@ -3,9 +3,11 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "app/app_event.h"
+#include "app/app_int.h"
 #include "app/app_stats.h"
 #include "transport/transport.h"
 #include "worker/host.h"
@@ -184,5 +186,137 @@ size_t app_metrics_render(const struct host *h, char *buf, size_t cap)
 	header(&b, "sluice_workers", "gauge", "Dataplane workers in this process.");
 	sample(&b, "sluice_workers", "", count_workers(h));
 	transport_samples(&b, h->tp->ops);
+	return b.overflow ? 0 : b.len;
+}
+
+/* ---- control's backend counters --------------------------------------- */
+
+void app_metrics_backends(struct app *a, const void *payload, uint32_t len)
+{
+	if (len > a->bk_cap) {
+		uint8_t *p = realloc(a->bk_rec, len);
+		if (!p)
+			return; /* the previous copy stays: /metrics lags a second */
+		a->bk_rec = p;
+		a->bk_cap = len;
+	}
+	memcpy(a->bk_rec, payload, len);
+	a->bk_len = len;
+}
+
+/* A label value as Prometheus wants it: backslash, quote and newline escaped. */
+static void label_value(struct app_buf *b, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			app_buf_put(b, "\\", 1);
+		app_buf_put(b, v, 1);
+	}
+}
+
+static void bk_labels(struct app_buf *b, const char *name, const struct chan_backend_entry *e, bool model,
+		      const char *suffix)
+{
+	app_buf_str(b, name);
+	app_buf_str(b, "{backend=\"");
+	label_value(b, e->backend);
+	if (model) {
+		app_buf_str(b, "\",model=\"");
+		label_value(b, e->model);
+	}
+	app_buf_str(b, "\"");
+	if (suffix)
+		app_buf_str(b, suffix);
+	app_buf_str(b, "} ");
+}
+
+size_t app_metrics_render_backends(const struct app *a, char *buf, size_t cap, bool *overflow)
+{
+	struct app_buf b;
+	app_buf_init(&b, buf, cap);
+	*overflow = false;
+	if (!a->bk_len)
+		return 0;
+	const struct chan_backends *h = (const struct chan_backends *)a->bk_rec;
+	const struct chan_backend_entry *e = (const struct chan_backend_entry *)(h + 1);
+	static const struct {
+		const char *name, *type, *help;
+		size_t off;
+	} per_model[] = {
+		{ "sluice_backend_requests_total", "counter", "Requests sent to a backend for a model (failed-over attempts included).",
+		  offsetof(struct chan_backend_entry, requests) },
+		{ "sluice_backend_errors_total", "counter", "Requests to a backend that failed (failed over, or ended in error).",
+		  offsetof(struct chan_backend_entry, errors) },
+		{ "sluice_backend_prompt_tokens_total", "counter", "Prompt tokens the backend counted.",
+		  offsetof(struct chan_backend_entry, prompt_tokens) },
+		{ "sluice_backend_completion_tokens_total", "counter", "Completion tokens the backend counted.",
+		  offsetof(struct chan_backend_entry, completion_tokens) },
+	};
+	for (size_t k = 0; k < sizeof(per_model) / sizeof(per_model[0]); k++) {
+		header(&b, per_model[k].name, per_model[k].type, per_model[k].help);
+		for (uint32_t i = 0; i < h->count; i++) {
+			uint64_t v;
+			memcpy(&v, (const char *)&e[i] + per_model[k].off, sizeof(v));
+			bk_labels(&b, per_model[k].name, &e[i], true, NULL);
+			app_buf_u64(&b, v);
+			app_buf_put(&b, "\n", 1);
+		}
+	}
+	header(&b, "sluice_backend_inflight", "gauge", "Requests running on a backend for a model now.");
+	for (uint32_t i = 0; i < h->count; i++) {
+		bk_labels(&b, "sluice_backend_inflight", &e[i], true, NULL);
+		app_buf_u64(&b, e[i].inflight);
+		app_buf_put(&b, "\n", 1);
+	}
+	static const struct {
+		const char *name, *help;
+		size_t off;
+		size_t size;
+	} per_backend[] = {
+		{ "sluice_backend_queued", "Requests waiting for a slot of a backend.",
+		  offsetof(struct chan_backend_entry, queued), sizeof(uint32_t) },
+		{ "sluice_backend_up", "1 while a backend passes its health checks (or has none).",
+		  offsetof(struct chan_backend_entry, up), sizeof(uint8_t) },
+		{ "sluice_backend_breaker_state", "A backend's circuit breaker: 0 closed, 1 open, 2 half-open.",
+		  offsetof(struct chan_backend_entry, breaker), sizeof(uint8_t) },
+	};
+	for (size_t k = 0; k < sizeof(per_backend) / sizeof(per_backend[0]); k++) {
+		header(&b, per_backend[k].name, "gauge", per_backend[k].help);
+		for (uint32_t i = 0; i < h->count; i++) {
+			if (i && strcmp(e[i].backend, e[i - 1].backend) == 0)
+				continue;
+			const uint8_t *f = (const uint8_t *)&e[i] + per_backend[k].off;
+			uint32_t v = 0;
+			if (per_backend[k].size == sizeof(uint32_t))
+				memcpy(&v, f, sizeof(v));
+			else
+				v = *f;
+			bk_labels(&b, per_backend[k].name, &e[i], false, NULL);
+			app_buf_u64(&b, v);
+			app_buf_put(&b, "\n", 1);
+		}
+	}
+	header(&b, "sluice_backend_ttft_seconds", "histogram",
+	       "Time from sending a request to a backend to its first token.");
+	for (uint32_t i = 0; i < h->count; i++) {
+		char le[48];
+		for (uint32_t k = 0; k < CHAN_TTFT_BUCKETS; k++) {
+			snprintf(le, sizeof(le), ",le=\"%g\"", h->ttft_le[k]);
+			bk_labels(&b, "sluice_backend_ttft_seconds_bucket", &e[i], true, le);
+			app_buf_u64(&b, e[i].ttft_buckets[k]);
+			app_buf_put(&b, "\n", 1);
+		}
+		bk_labels(&b, "sluice_backend_ttft_seconds_bucket", &e[i], true, ",le=\"+Inf\"");
+		app_buf_u64(&b, e[i].ttft_count);
+		app_buf_put(&b, "\n", 1);
+		char sum[48];
+		int n = snprintf(sum, sizeof(sum), "%.6f\n", e[i].ttft_sum_s);
+		bk_labels(&b, "sluice_backend_ttft_seconds_sum", &e[i], true, NULL);
+		app_buf_put(&b, sum, (size_t)n);
+		bk_labels(&b, "sluice_backend_ttft_seconds_count", &e[i], true, NULL);
+		app_buf_u64(&b, e[i].ttft_count);
+		app_buf_put(&b, "\n", 1);
+	}
+	*overflow = b.overflow;
 	return b.overflow ? 0 : b.len;
 }

@@ -324,6 +324,12 @@ static void deliver_status(struct conn *c, const struct chan_status *s)
 	if (c->done_sent)
 		return;
 	c->msg_running = true;
+	if (strcmp(s->status, "streaming") == 0) {
+		memcpy(c->prov_mid, s->message_id, CHAN_ID_LEN);
+		c->prov_prompt = s->prompt_tokens;
+		c->prov_cost = s->prompt_cost;
+		c->prov_per_token = s->cost_per_token;
+	}
 	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
 	app_event_status(&b, proto_of(c), c->sid, s->message_id, seq_for(c, s->message_id), s->status);
 	if (app_stream_emit(c, &b))
@@ -511,6 +517,15 @@ void app_stream_interrupt(struct conn *c)
 		return;
 	c->msg_running = false;
 	c->done_sent = true;
+	/* Its one usage comes first, counting what this client received, at
+	 * the price control announced when the answer started. */
+	bool prov = same_id(c->prov_mid, c->last_mid);
+	uint32_t pt = prov ? c->prov_prompt : 0;
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_usage(&b, proto_of(c), c->sid, c->last_mid, pt, c->last_seq, pt + c->last_seq,
+			prov ? c->prov_cost + c->prov_per_token * c->last_seq : 0.0);
+	if (!app_stream_emit(c, &b))
+		return;
 	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
 	app_event_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
 	if (app_stream_emit(c, &b))

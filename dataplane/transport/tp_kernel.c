@@ -69,6 +69,12 @@ enum {
 
 struct ktp;
 
+/* A listening socket; epoll events carry its address. */
+struct klisten {
+	int fd;
+	uint16_t port;
+};
+
 struct tp_conn {
 	struct ktp *tp;
 	int fd;
@@ -90,8 +96,10 @@ struct ktp {
 	struct tp base; /* first: struct tp * converts to struct ktp * */
 	const struct tp_upcalls *up;
 	void *app;
-	int lfd, epfd, extra_fd;
-	uint16_t port;
+	struct klisten ls[TP_KERNEL_MAX_LISTEN];
+	uint32_t nls;
+	int epfd, extra_fd;
+	uint16_t port; /* of ls[0] */
 	bool listen_paused;
 	uint32_t nconns;
 	uint32_t nfree, nfree_small;
@@ -437,25 +445,35 @@ static void conn_read(struct ktp *t, struct tp_conn *c)
 
 /* ---- accepting ------------------------------------------------------------- */
 
+/* Out of descriptors or memory: every listener rests. */
 static void pause_listener(struct ktp *t)
 {
-	struct epoll_event e = {.events = 0, .data.ptr = &t->lfd};
-	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &e) == 0) {
-		t->listen_paused = true;
-		t->listen_resume_ns = sluice_now_ns() + ACCEPT_PAUSE_NS;
+	for (uint32_t i = 0; i < t->nls; i++) {
+		struct epoll_event e = {.events = 0, .data.ptr = &t->ls[i]};
+		if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->ls[i].fd, &e) != 0)
+			return;
 	}
+	t->listen_paused = true;
+	t->listen_resume_ns = sluice_now_ns() + ACCEPT_PAUSE_NS;
 }
 
 static int resume_listener(struct ktp *t)
 {
-	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->lfd};
-	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &e) < 0)
-		return -1;
+	for (uint32_t i = 0; i < t->nls; i++) {
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->ls[i]};
+		if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->ls[i].fd, &e) < 0)
+			return -1;
+	}
 	t->listen_paused = false;
 	return 0;
 }
 
-static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
+static bool is_listener(const struct ktp *t, const void *p)
+{
+	return p >= (const void *)&t->ls[0] && p < (const void *)&t->ls[t->nls];
+}
+
+static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa, uint16_t local_port)
 {
 	int one = 1;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
@@ -481,7 +499,9 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
 	}
 	list_add_tail(&t->conns, &c->all);
 	t->nconns++;
-	struct tp_peer peer = {.ipv4 = sa->sin_addr.s_addr, .port = ntohs(sa->sin_port)};
+	struct tp_peer peer = {
+		.ipv4 = sa->sin_addr.s_addr, .port = ntohs(sa->sin_port), .local_port = local_port,
+	};
 	void *ctx = t->up->on_open(t->app, c, &peer);
 	if (!ctx) {
 		conn_finish(c, true);
@@ -490,13 +510,13 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
 	c->ctx = ctx;
 }
 
-static int do_accept(struct ktp *t)
+static int do_accept(struct ktp *t, const struct klisten *l)
 {
 	int n = 0;
 	while (n < ACCEPT_BURST) {
 		struct sockaddr_in sa;
 		socklen_t sl = sizeof(sa);
-		int fd = accept4(t->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
 				continue;
@@ -504,7 +524,7 @@ static int do_accept(struct ktp *t)
 				pause_listener(t);
 			break;
 		}
-		conn_new(t, fd, &sa);
+		conn_new(t, fd, &sa, l->port);
 		n++;
 	}
 	return n;
@@ -612,8 +632,8 @@ static int kt_poll(struct tp *tp, int timeout_ms, int extra_fd)
 	}
 	for (int i = 0; i < n; i++) {
 		void *p = t->events[i].data.ptr;
-		if (p == &t->lfd) {
-			do_accept(t);
+		if (is_listener(t, p)) {
+			do_accept(t, p);
 		} else if (p != &t->extra_fd) {
 			struct tp_conn *c = p;
 			if (!(c->flags & KC_DEAD))
@@ -764,8 +784,8 @@ static void kt_destroy(struct tp *tp)
 		t->free_small = k->next;
 		free(k);
 	}
-	if (t->lfd >= 0)
-		close(t->lfd);
+	for (uint32_t i = 0; i < t->nls; i++)
+		close(t->ls[i].fd);
 	if (t->epfd >= 0)
 		close(t->epfd);
 	free(t->scratch);
@@ -785,6 +805,56 @@ static const struct tp_ops kernel_ops = {
 	.destroy = kt_destroy,
 };
 
+/* A nonblocking SO_REUSEPORT listening socket on addr:port, in the epoll set
+ * as ls[nls]. Returns 0, or -1 with a message in err. */
+static int listener_add(struct ktp *t, const char *addr, uint16_t port, char *err, size_t errlen)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	if (t->nls == TP_KERNEL_MAX_LISTEN) {
+		snprintf(err, errlen, "kernel transport: more than %u listening sockets",
+			 TP_KERNEL_MAX_LISTEN);
+		return -1;
+	}
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+		snprintf(err, errlen, "listen address '%s' is not an IPv4 address", addr);
+		return -1;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	struct klisten *l = &t->ls[t->nls];
+	l->fd = fd;
+	t->nls++;
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		snprintf(err, errlen, "setsockopt SO_REUSEADDR/SO_REUSEPORT: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		snprintf(err, errlen, "bind %s:%u: %s", addr, (unsigned)port, strerror(errno));
+		return -1;
+	}
+	if (listen(fd, LISTEN_BACKLOG) < 0) {
+		snprintf(err, errlen, "listen %s:%u: %s", addr, (unsigned)port, strerror(errno));
+		return -1;
+	}
+	socklen_t sl = sizeof(sa);
+	if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+		snprintf(err, errlen, "getsockname: %s", strerror(errno));
+		return -1;
+	}
+	l->port = ntohs(sa.sin_port);
+	struct epoll_event e = {.events = t->listen_paused ? 0 : EPOLLIN, .data.ptr = l};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upcalls *up, void *app,
 			    char *err, size_t errlen)
 {
@@ -796,62 +866,35 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 	t->base.ops = &kernel_ops;
 	t->up = up;
 	t->app = app;
-	t->lfd = t->epfd = t->extra_fd = -1;
+	t->epfd = t->extra_fd = -1;
 	list_init(&t->conns);
 	list_init(&t->dead);
 	list_init(&t->flushq);
 	list_init(&t->resumeq);
 	list_init(&t->lingerq);
 
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-		snprintf(err, errlen, "listen address '%s' is not an IPv4 address", addr);
-		goto fail;
-	}
 	t->scratch = malloc(RX_SCRATCH);
 	if (!t->scratch) {
 		snprintf(err, errlen, "kernel transport: out of memory");
 		goto fail;
 	}
-	t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (t->lfd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		goto fail;
-	}
-	int one = 1;
-	if (setsockopt(t->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(t->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
-		snprintf(err, errlen, "setsockopt SO_REUSEADDR/SO_REUSEPORT: %s", strerror(errno));
-		goto fail;
-	}
-	if (bind(t->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		snprintf(err, errlen, "bind %s:%u: %s", addr, (unsigned)port, strerror(errno));
-		goto fail;
-	}
-	if (listen(t->lfd, LISTEN_BACKLOG) < 0) {
-		snprintf(err, errlen, "listen %s:%u: %s", addr, (unsigned)port, strerror(errno));
-		goto fail;
-	}
-	socklen_t sl = sizeof(sa);
-	if (getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
-		snprintf(err, errlen, "getsockname: %s", strerror(errno));
-		goto fail;
-	}
-	t->port = ntohs(sa.sin_port);
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (t->epfd < 0) {
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
 		goto fail;
 	}
-	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->lfd};
-	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->lfd, &e) < 0) {
-		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+	if (listener_add(t, addr, port, err, errlen) != 0)
 		goto fail;
-	}
+	t->port = t->ls[0].port;
 	return &t->base;
 fail:
 	kt_destroy(&t->base);
 	return NULL;
+}
+
+int tp_kernel_listen_also(struct tp *tp, const char *addr, uint16_t port, char *err, size_t errlen)
+{
+	return listener_add(ktp_of(tp), addr, port, err, errlen);
 }
 
 uint16_t tp_kernel_port(const struct tp *t)

@@ -17,6 +17,8 @@
  * reservations get a one-off chunk. */
 #define TP_KERNEL_CHUNK (16u * 1024u)
 #define TP_KERNEL_SMALL_CHUNK 512u
+/* Listening sockets one instance may have (the listener and a redirect one). */
+#define TP_KERNEL_MAX_LISTEN 2u
 /* Graceful close gives the peer this long to take the data and send its FIN. */
 #define TP_KERNEL_LINGER_NS (5ull * 1000000000ull)
 
@@ -24,6 +26,10 @@
  * tp_kernel_port() tells which. Returns NULL with a message in err. */
 struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upcalls *up, void *app,
 			    char *err, size_t errlen);
+/* One more listening socket on the same instance: its connections come to
+ * the same upcalls, told apart by tp_peer.local_port. Returns 0, or -1 with a
+ * message in err. */
+int tp_kernel_listen_also(struct tp *t, const char *addr, uint16_t port, char *err, size_t errlen);
 /* The port the instance listens on (host byte order). */
 uint16_t tp_kernel_port(const struct tp *t);
 /* Connections the instance holds (open or closing). */

@@ -32,8 +32,10 @@ struct tp;      /* a transport instance (one per worker) */
 struct tp_conn; /* a connection; transport-owned, valid until on_close returns */
 
 struct tp_peer {
-	uint32_t ipv4; /* network byte order */
-	uint16_t port; /* host byte order */
+	uint32_t ipv4;       /* network byte order */
+	uint16_t port;       /* host byte order */
+	uint16_t local_port; /* the listening port it came to, host byte order */
+	bool tls;            /* reached through the TLS layer (dataplane/tls/) */
 };
 
 /* Upcalls into the app layer; `app` is the pointer given to the transport at

@@ -16,6 +16,7 @@
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
+#include "tls/tls.h"
 #include "transport/tp_kernel.h"
 #ifdef SLUICE_HAVE_DPDK
 #include "transport/tp_dpdk.h"
@@ -267,8 +268,49 @@ static struct worker *worker_new(uint32_t i, uint32_t epoch, const struct sluice
 	return w;
 }
 
+/* Worker w's transport: kernel or dpdk, with the redirect listener, under
+ * the TLS layer when `tls` is given; port 0 becomes the picked port. */
+static struct tp *transport_new(struct worker *w, const struct sluice_conf *conf,
+				struct tls_shared *tls, uint16_t *port, char *why, size_t whylen)
+{
+	const struct tp_upcalls *up = w->ops->upcalls;
+	void *upa = w->app;
+	struct tls *tl = NULL;
+	struct tp *tp = NULL;
+
+	if (tls) {
+		tl = tls_create(tls, w->host.id, up, upa, why, whylen);
+		if (!tl)
+			return NULL;
+		up = &tls_inner_upcalls;
+		upa = tl;
+	}
+	if (conf->transport == CONF_TRANSPORT_DPDK) {
+#ifdef SLUICE_HAVE_DPDK
+		tp = tp_dpdk_create(w->host.id, &w->wheel, up, upa, why, whylen);
+		w->poll_mode = true;
+#else
+		snprintf(why, whylen, "transport = dpdk: built without DPDK");
+#endif
+	} else {
+		tp = tp_kernel_listen(conf->listen_addr, *port, up, upa, why, whylen);
+		if (tp && *port == 0)
+			*port = tp_kernel_port(tp);
+		if (tp && conf->redirect_port &&
+		    tp_kernel_listen_also(tp, conf->redirect_addr, conf->redirect_port, why, whylen) != 0) {
+			tp->ops->destroy(tp);
+			tp = NULL;
+		}
+	}
+	if (!tp) {
+		tls_discard(tl);
+		return NULL;
+	}
+	return tl ? tls_start(tl, tp) : tp;
+}
+
 int workers_setup(const struct sluice_conf *conf, struct chan_region *chan,
-		  const struct host_app_ops *app, char *err, size_t errlen)
+		  const struct host_app_ops *app, struct tls_shared *tls, char *err, size_t errlen)
 {
 	char why[256];
 	uint32_t n = conf->workers;
@@ -297,19 +339,7 @@ int workers_setup(const struct sluice_conf *conf, struct chan_region *chan,
 			snprintf(err, errlen, "worker %u: %s", i, why);
 			goto fail;
 		}
-		if (conf->transport == CONF_TRANSPORT_DPDK) {
-#ifdef SLUICE_HAVE_DPDK
-			w->host.tp = tp_dpdk_create(i, &w->wheel, app->upcalls, w->app, why, sizeof(why));
-			w->poll_mode = true;
-#else
-			snprintf(why, sizeof(why), "transport = dpdk: built without DPDK");
-#endif
-		} else {
-			w->host.tp = tp_kernel_listen(conf->listen_addr, port, app->upcalls, w->app, why,
-						      sizeof(why));
-			if (w->host.tp && port == 0)
-				port = tp_kernel_port(w->host.tp);
-		}
+		w->host.tp = transport_new(w, conf, tls, &port, why, sizeof(why));
 		if (!w->host.tp) {
 			snprintf(err, errlen, "worker %u: %s", i, why);
 			goto fail;

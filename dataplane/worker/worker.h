@@ -26,17 +26,19 @@
 
 struct chan_region;
 struct sluice_conf;
+struct tls_shared;
 
 /*
  * Sets up conf->workers workers before any thread starts, all on the calling
  * thread: channel handles, timer wheel, the app (app->create) and the
- * transport (kernel or dpdk) with app->upcalls. When listen port 0 is
- * configured, worker 0 picks an ephemeral port and the others share it. `app`
- * must outlive the workers. Returns 0, or -1 with a message in err (what was
- * set up is torn down again).
+ * transport (kernel or dpdk, plus the redirect listener when configured)
+ * with app->upcalls, under the TLS layer (tls/tls.h) when `tls` is not NULL.
+ * When listen port 0 is configured, worker 0 picks an ephemeral port and the
+ * others share it. `app` and `tls` must outlive the workers. Returns 0, or -1
+ * with a message in err (what was set up is torn down again).
  */
 int workers_setup(const struct sluice_conf *conf, struct chan_region *chan,
-		  const struct host_app_ops *app, char *err, size_t errlen);
+		  const struct host_app_ops *app, struct tls_shared *tls, char *err, size_t errlen);
 /* Runs worker i's loop on the calling thread until workers_stop(); then
  * closes its connections (on_close reaches the app) and destroys its app.
  * Returns 0, or -1 after a fatal transport error (then it calls workers_stop()). */

@@ -40,6 +40,7 @@ enum chan_rec_type {
 	CHAN_REC_KICK = 21,     /* struct chan_kick: close a conn, or every subscriber of a session */
 	CHAN_REC_ADMIN = 22,    /* struct chan_admin: an operator query for a worker */
 	CHAN_REC_BROADCAST = 23, /* struct chan_broadcast + fields: a pushed WebSocket text message */
+	CHAN_REC_BACKENDS = 24, /* struct chan_backends + entries: backend counters for /metrics */
 };
 
 /* A connection handle. `gen` changes whenever a slot is reused, and a
@@ -119,7 +120,13 @@ enum chan_resp_action {
 	CHAN_RESP_WS_SUBSCRIBE = 2,  /* WS: send body as a text message, conn subscribes to session_id */
 	CHAN_RESP_WS_CLOSE = 3,      /* WS: close with code `status` and body as reason */
 	CHAN_RESP_WS_ACCEPT = 4,     /* WS_OPEN: go ahead with 101 */
-	CHAN_RESP_CONTINUE = 5,      /* HTTP_ADMIT: read the body (at most BODY_MAX bytes) */
+	/* HTTP: a streamed response. The first part writes the head (status,
+	 * CONTENT_TYPE, HEADER fields) with Transfer-Encoding: chunked (an
+	 * HTTP/1.0 client gets a body ended by the close) and its BODY; every
+	 * later part's BODY is written when it arrives (one chunk each); the
+	 * part without CHAN_RESP_MORE ends the response. */
+	CHAN_RESP_HTTP_STREAM = 5,
+	CHAN_RESP_CONTINUE = 6,      /* HTTP_ADMIT: read the body (at most BODY_MAX bytes) */
 };
 
 #define CHAN_RESP_MORE 0x1 /* flags: the body continues in the next RESPONSE record */
@@ -176,6 +183,14 @@ struct chan_status {
 	char session_id[CHAN_ID_LEN];
 	char message_id[CHAN_ID_LEN];
 	char status[CHAN_STATUS_LEN]; /* "queued", "waiting_backend", "streaming", ... */
+	/* With "streaming": what the usage event says if the worker has to end
+	 * the message itself (control went away: done "interrupted"): these
+	 * prompt tokens at prompt_cost, plus the tokens it delivered at
+	 * cost_per_token each. Zero otherwise. */
+	uint32_t prompt_tokens;
+	uint32_t _pad;
+	double prompt_cost;
+	double cost_per_token;
 };
 
 struct chan_usage {
@@ -284,6 +299,33 @@ struct chan_conns {
 	uint8_t _pad;
 	uint32_t count;
 	uint32_t _pad2;
+};
+
+/* The counters of one (backend, model) pair, as control keeps them. */
+#define CHAN_TTFT_BUCKETS 10
+struct chan_backend_entry {
+	char backend[64];
+	char model[64];
+	uint64_t requests;
+	uint64_t errors;
+	uint64_t prompt_tokens;
+	uint64_t completion_tokens;
+	uint64_t ttft_count;
+	uint64_t ttft_buckets[CHAN_TTFT_BUCKETS]; /* cumulative, for le = ttft_le[i] */
+	double ttft_sum_s;
+	uint32_t inflight;
+	uint32_t queued;   /* the backend's, on its first entry; 0 on the others */
+	uint8_t up;        /* health: 1 up (or unknown), 0 down */
+	uint8_t breaker;   /* 0 closed, 1 open, 2 half-open */
+	uint8_t _pad[6];
+};
+
+/* Control's backend counters, sent to every worker once a second; `count`
+ * entries follow, then nothing. ttft_le holds the bucket bounds (seconds). */
+struct chan_backends {
+	uint32_t count;
+	uint32_t _pad;
+	double ttft_le[CHAN_TTFT_BUCKETS];
 };
 
 /*

@@ -20,6 +20,7 @@
 #include "admin/admin.h"
 #include "api/api.h"
 #include "auth/auth.h"
+#include "backends/backends.h"
 #include "limits/limits.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
@@ -47,6 +48,7 @@ struct cfx {
 	struct cp_loop *loop;
 	struct store *st;
 	struct chan_out out;
+	struct bk_mgr *bk;
 	struct chat chat;
 	struct auth auth;
 	struct limits limits;
@@ -58,6 +60,8 @@ struct cfx {
 	char user[STORE_USER_MAX];
 	uint64_t uid;
 	char token[AUTH_TOKEN_LEN + 1];
+	bool keep_backends;
+	uint64_t backends_records;
 };
 
 /* A record read back from a c2d ring. */
@@ -101,7 +105,9 @@ void cfx_http_as(struct cfx *f, uint16_t w, uint32_t slot, uint8_t method, const
 		 const char *body, const char *token);
 void cfx_http(struct cfx *f, uint16_t w, uint32_t slot, uint8_t method, const char *path, const char *body);
 
-/* Reads the next c2d record of worker w into cfx_got; false when empty. */
+/* Reads the next c2d record of worker w into cfx_got; false when empty.
+ * CHAN_REC_BACKENDS records (admin's, once a second) are counted in
+ * f->backends_records and skipped unless f->keep_backends. */
 bool cfx_next(struct cfx *f, uint32_t w);
 /* A field of the response in cfx_got, or NULL. */
 const struct chan_field *cfx_field(uint16_t tag);

@@ -49,8 +49,11 @@ def run_scenario(env, name):
     pw = os.path.join(env.source, "ui", "node_modules", "playwright-core")
     check(os.path.isdir(pw), "%s is missing: run firmware-config/setup-deps.sh (npm ci in ui/)" % pw)
     srv = env.fresh(models=MODELS)
-    srv.auth["allowed_origins"] = "http://127.0.0.1:%d" % srv.port
+    srv.auth["allowed_origins"] = srv.base
     srv.write_conf()
+    # Over TLS (SLUICE_TEST_TLS=1) the browser trusts the test CA through its
+    # NSS database, node's own fetch through NODE_EXTRA_CA_CERTS.
+    home = harness.browser_home_with_ca(srv.tls["ca"]) if srv.tls else None
     shots = os.path.join(env.build, "browser-shots")
     os.makedirs(shots, exist_ok=True)
     try:
@@ -58,7 +61,7 @@ def run_scenario(env, name):
         srv.add_user(*USER, role="user")
         srv.add_user(*ADMIN, role="admin")
         cfg = {
-            "base": "http://127.0.0.1:%d" % srv.port,
+            "base": srv.base,
             "source": env.source,
             "shots": shots,
             "user": USER,
@@ -68,6 +71,8 @@ def run_scenario(env, name):
             "tokens": {p: harness.expected_tokens(p, TOKENS[k], env.source) for k, p in PROMPTS.items()},
         }
         envv = dict(os.environ, SLUICE_BROWSER=json.dumps(cfg), PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
+        if home:
+            envv.update(HOME=home, NODE_EXTRA_CA_CERTS=srv.tls["ca"])
         p = subprocess.Popen([node, os.path.join(env.source, "tests", "browser", "ui_test.mjs"), name],
                              env=envv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
@@ -95,6 +100,8 @@ def run_scenario(env, name):
                 print("     %s: %s" % (name, line.replace("info ", "", 1)), flush=True)
     finally:
         srv.stop()
+        if home:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_chat_stream_cancel(env):

@@ -112,8 +112,8 @@ def sse_until(c, pred, timeout=20):
 async def ws_connect(srv, tok):
     import websockets
     ws = await asyncio.wait_for(websockets.connect(
-        "ws://127.0.0.1:%d/ws/chat" % srv.port, ping_interval=None, max_size=None,
-        open_timeout=10, extra_headers=bearer(tok)), 10)
+        srv.ws_url(), ping_interval=None, max_size=None,
+        open_timeout=10, extra_headers=bearer(tok), ssl=srv.ws_ssl()), 10)
     hello = await ws_recv(ws)
     check_eq(hello.get("type"), "connected", "first WebSocket message")
     return ws

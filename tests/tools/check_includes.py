@@ -62,7 +62,7 @@ def roots_for(rel):
     roots = ["include"]
     if rel.startswith(("dataplane/", "tests/dataplane/", "tests/fuzz/")):
         roots.append("dataplane")
-    if rel.startswith(("control/", "tests/control/")):
+    if rel.startswith(("control/", "tests/control/", "tests/fuzz/upstream/")):
         roots.append("control")
     if rel.startswith(("bench/", "tests/bench/")):
         roots.append("bench")

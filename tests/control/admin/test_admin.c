@@ -708,6 +708,33 @@ static void test_client_limit(void **state)
 		close(fds[i]);
 }
 
+/* Admin sends the backend counters to every worker once a second
+ * (CHAN_REC_BACKENDS, for /metrics): one entry per backend and model, the
+ * TTFT bucket bounds, the running count. */
+static void test_backend_counters_published(void **state)
+{
+	struct cfx *f = *state;
+	f->keep_backends = true;
+	cpl_run_due(f->loop, cpl_now(f->loop) + 1100000000ull);
+	co_flush(&f->out);
+	for (uint32_t w = 0; w < CFX_WORKERS; w++) {
+		bool seen = false;
+		while (cfx_next(f, w)) {
+			if (cfx_got.type != CHAN_REC_BACKENDS)
+				continue;
+			const struct chan_backends *h = (const void *)cfx_got.p;
+			const struct chan_backend_entry *e = (const void *)(h + 1);
+			assert_int_equal(h->count, 1);
+			assert_string_equal(e->backend, "syn");
+			assert_int_equal(e->up, 1);
+			assert_int_equal(e->breaker, 0);
+			assert_true(h->ttft_le[0] == 0.05 && h->ttft_le[CHAN_TTFT_BUCKETS - 1] == 60);
+			seen = true;
+		}
+		assert_true(seen);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -722,6 +749,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sessions_show_and_kill, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_backup_answers_when_done, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_client_limit, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_backend_counters_published, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

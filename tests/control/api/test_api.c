@@ -466,7 +466,7 @@ static void test_cancel_and_running_backlog(void **state)
 	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
 	assert_non_null(s);
 	/* Tokens 1 and 2 are due 200 and 250 ms after acceptance. */
-	cpl_run_due(f->loop, s->ans.be.start_ns + 250000000ull);
+	cpl_run_due(f->loop, s->ans.start_ns + 250000000ull);
 	co_flush(&f->out);
 	assert_int_equal(s->ans.seq, 2);
 
@@ -972,7 +972,7 @@ static void test_subscription_table(void **state)
 
 	sub_rec(f, CHAN_REC_UNSUBSCRIBE, 1, sid);
 	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
-	cpl_run_due(f->loop, s->ans.be.start_ns + 200000000ull);
+	cpl_run_due(f->loop, s->ans.start_ns + 200000000ull);
 	co_flush(&f->out);
 	expect_status(f, 1, CHAN_SLOT_ALL, mid, "streaming");
 	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 1, 1, "its");
@@ -1083,13 +1083,13 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 		filler++;
 	}
 	uint64_t drops = f->chat.stats.sub_drops;
-	cpl_run_due(f->loop, s->ans.be.start_ns + 200000000ull);
+	cpl_run_due(f->loop, s->ans.start_ns + 200000000ull);
 	assert_int_equal(f->chat.stats.sub_drops, drops + 1);
 	assert_int_equal(s->refs[1], 0);
 	/* Still full: the KICK waits (not counted as a dropped record), and
 	 * the loop is asked to come back soon. */
 	uint64_t dropped = f->out.w[1].dropped;
-	uint64_t now = s->ans.be.start_ns + 200000000ull;
+	uint64_t now = s->ans.start_ns + 200000000ull;
 	uint64_t next = cpl_run_due(f->loop, now);
 	assert_true(next <= now + 1000000ull);
 	assert_int_equal(f->chat.stats.overload_kicks, 0);
@@ -1131,7 +1131,7 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 	assert_int_equal(f->chat.stats.overload_kicks, 1);
 	assert_false(next_rec(f, 1));
 	/* Sent once. */
-	cpl_run_due(f->loop, s->ans.be.start_ns + 200000000ull);
+	cpl_run_due(f->loop, s->ans.start_ns + 200000000ull);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 1));
 
@@ -1145,7 +1145,7 @@ static void test_ring_full_kicks_dropped_subscribers(void **state)
 	strcpy(u.session_id, sid);
 	cpl_dispatch(f->loop, CHAN_REC_UNSUBSCRIBE, &u, sizeof(u));
 	assert_int_equal(s->refs[1], 1);
-	cpl_run_due(f->loop, s->ans.be.start_ns + 250000000ull);
+	cpl_run_due(f->loop, s->ans.start_ns + 250000000ull);
 	co_flush(&f->out);
 	expect_tokens(f, 1, CHAN_SLOT_ALL, mid, 2, 1, " \"quoted\"");
 }

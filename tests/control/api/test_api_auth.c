@@ -527,7 +527,7 @@ static void test_store_full(void **state)
 		snprintf(um, sizeof(um), "m_u%d", i);
 		snprintf(am, sizeof(am), "m_a%d", i);
 		int err = 1;
-		assert_int_equal(store_message_add(f->st, sid, um, big, sizeof(big), am, 1, put_done, &err), 0);
+		assert_int_equal(store_message_add(f->st, sid, um, big, sizeof(big), am, 1, NULL, put_done, &err), 0);
 		settle(f);
 		if (err == -ENOSPC) {
 			http(f, 1, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":\"assistant\"}", t);

@@ -194,7 +194,7 @@ static void test_stored_and_sessions(void **state)
 		assert_int_equal(err, 0);
 	}
 	int err = 1;
-	assert_int_equal(store_message_add(f->st, sids[0], "m_u1", big, sizeof(big), "m_a1", 1, put_done,
+	assert_int_equal(store_message_add(f->st, sids[0], "m_u1", big, sizeof(big), "m_a1", 1, NULL, put_done,
 					   &err), 0);
 	cfx_settle(f);
 	assert_int_equal(err, 0);

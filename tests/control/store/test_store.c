@@ -3,7 +3,7 @@
  * directory: every operation, persistence across close and reopen, group
  * commit, interrupted answers on open, schema refusal, map full, backup
  * (checked by mdb_stat from lmdb-utils and by reopening the copy), and the
- * schema 1 -> 2 migration of a hand-written store.
+ * migrations of hand-written stores (schema 1 -> 2, 2 -> 3 -> 4, 3 -> 4).
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -118,7 +118,7 @@ static struct store_session sess(const char *id, const char *user, int64_t t)
 
 static void add_answer(struct store *st, const char *sid, const char *umid, const char *amid)
 {
-	ACKED(st, store_message_add(st, sid, umid, "hi there", 8, amid, 4, on_done, &done_calls), 0);
+	ACKED(st, store_message_add(st, sid, umid, "hi there", 8, amid, 4, NULL, on_done, &done_calls), 0);
 	struct store_token t[3] = { { "a", 1, 10 }, { " bb", 3, 20 }, { " ccc", 4, 30 } };
 	assert_int_equal(store_tokens_append(st, sid, amid, 1, t, 2), 0);
 	assert_int_equal(store_tokens_append(st, sid, amid, 3, t + 2, 1), 0);
@@ -138,8 +138,8 @@ static void test_sessions_messages_tokens(void **state)
 	assert_string_equal(got.title, "title of s_1");
 	assert_int_equal(got.created_at, 1000);
 	assert_int_equal(store_session_get(st, "s_2", &got), -ENOENT);
-	ACKED(st, store_message_add(st, "s_x", "m_u", "x", 1, "m_a", 1, on_done, &done_calls), -ENOENT);
-	assert_int_equal(store_message_add(st, "s_1", "", "x", 1, "m_a", 1, on_done, &done_calls), -EINVAL);
+	ACKED(st, store_message_add(st, "s_x", "m_u", "x", 1, "m_a", 1, NULL, on_done, &done_calls), -ENOENT);
+	assert_int_equal(store_message_add(st, "s_1", "", "x", 1, "m_a", 1, NULL, on_done, &done_calls), -EINVAL);
 
 	add_answer(st, "s_1", "m_u", "m_a");
 	assert_int_equal(store_message_count(st, "s_1"), 2);
@@ -201,7 +201,7 @@ static void test_sessions_messages_tokens(void **state)
 	assert_int_equal(ss.sessions, 1);
 	assert_int_equal(ss.messages, 2);
 	assert_int_equal(ss.tokens, 3);
-	assert_int_equal(ss.schema_version, 3);
+	assert_int_equal(ss.schema_version, 4);
 	assert_true(ss.write_errors >= 3); /* EEXIST, ENOENT, the late token */
 	assert_true(ss.map_size == 64u << 20);
 	assert_true(ss.map_used > 0 && ss.map_used < ss.map_size);
@@ -560,10 +560,10 @@ static void test_map_full(void **state)
 	char *content = malloc(big);
 	assert_non_null(content);
 	memset(content, 'q', big);
-	ACKED(st, store_message_add(st, "s_f", "m_u", content, big, "m_a", 1, on_done, &done_calls), -ENOSPC);
+	ACKED(st, store_message_add(st, "s_f", "m_u", content, big, "m_a", 1, NULL, on_done, &done_calls), -ENOSPC);
 	free(content);
 	/* The store goes on: what fits is still written. */
-	ACKED(st, store_message_add(st, "s_f", "m_u", "ok", 2, "m_a", 1, on_done, &done_calls), 0);
+	ACKED(st, store_message_add(st, "s_f", "m_u", "ok", 2, "m_a", 1, NULL, on_done, &done_calls), 0);
 	assert_int_equal(store_message_count(st, "s_f"), 2);
 }
 
@@ -684,7 +684,7 @@ static void test_migration(void **state)
 	assert_true(ss.owner_uid == 0);
 	struct store_stats sst;
 	assert_int_equal(store_stats(f->st, &sst), 0);
-	assert_int_equal(sst.schema_version, 3);
+	assert_int_equal(sst.schema_version, 4);
 	/* A password change keeps the identity. */
 	strcpy(su.pwhash, "h2");
 	ACKED(f->st, store_user_put(f->st, &su, 0, on_done, &done_calls), 0);
@@ -694,45 +694,56 @@ static void test_migration(void **state)
 	assert_string_equal(su2.pwhash, "h2");
 }
 
-/* Schema 2 -> 3: a hand-written schema 2 store (every database of that
- * schema, a user with its uid) opens as schema 3 with its data, and the new
- * limits database keeps operators' overrides across a reopen. */
-static void test_migration_v2_limits(void **state)
+/* A hand-written store of schema `ver` (2: every database of schema 2;
+ * 3: those and the usage log), with user gina (uid 77), and with a limits
+ * database holding one record when `stray_limits`. */
+static void write_store_v(struct fx *f, int ver, bool stray_limits)
 {
-	struct fx *f = *state;
-	static const char *const v2_dbs[] = { "users", "api_keys", "auth", "conversations",
-					       "conversations_by_user", "messages", "tokens",
-					       "events", "meta" };
-	store_close(f->st);
+	static const char *const dbs[] = { "users", "api_keys", "auth", "conversations",
+					   "conversations_by_user", "messages", "tokens",
+					   "events", "meta", "usage", "limits" };
+	int ndb = ver == 2 ? 9 : 10;
+	if (f->st)
+		store_close(f->st);
 	f->st = NULL;
 	rm_env(f->dir);
 	assert_int_equal(mkdir(f->dir, 0700), 0);
 	MDB_env *env;
 	MDB_txn *t;
-	MDB_dbi dbi[9];
+	MDB_dbi dbi[11];
 	assert_int_equal(mdb_env_create(&env), 0);
 	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
 	assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
 	assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
-	for (int i = 0; i < 9; i++)
-		assert_int_equal(mdb_dbi_open(t, v2_dbs[i], MDB_CREATE, &dbi[i]), 0);
-	v1_put(t, dbi[8], "schema_version", 14, "2", 1);
+	for (int i = 0; i < ndb; i++)
+		assert_int_equal(mdb_dbi_open(t, dbs[i], MDB_CREATE, &dbi[i]), 0);
+	char v = (char)('0' + ver);
+	v1_put(t, dbi[8], "schema_version", 14, &v, 1);
 	struct {
 		struct v1_user v1;
 		uint64_t uid;
 	} u = { .v1 = { .created_at = 1000 }, .uid = 77 };
 	strcpy(u.v1.pwhash, "h");
 	v1_put(t, dbi[0], "gina", 4, &u, sizeof(u));
+	if (stray_limits) {
+		assert_int_equal(mdb_dbi_open(t, dbs[10], MDB_CREATE, &dbi[10]), 0);
+		v1_put(t, dbi[10], "u:gina", 6, "x", 1);
+	}
 	assert_int_equal(mdb_txn_commit(t), 0);
 	mdb_env_close(env);
+}
 
+/* The store written by write_store_v opens as schema 4 with its data, and
+ * the limits database keeps operators' overrides across a reopen. */
+static void check_migrated_limits(struct fx *f)
+{
 	f->st = reopen(f, f->dir);
 	struct store_user su;
 	assert_int_equal(store_user_get(f->st, "gina", &su), 0);
 	assert_true(su.uid == 77);
 	struct store_stats sst;
 	assert_int_equal(store_stats(f->st, &sst), 0);
-	assert_int_equal(sst.schema_version, 3);
+	assert_int_equal(sst.schema_version, 4);
 	struct store_limits l, got;
 	assert_int_equal(f->st->ops->limits_get(f->st, "u:gina", &got), -ENOENT);
 	memset(&l, 0, sizeof(l));
@@ -761,6 +772,46 @@ static void test_migration_v2_limits(void **state)
 	assert_int_equal(f->st->ops->limits_get(f->st, "k:k_0011", &got), -ENOENT);
 }
 
+/* Schema 2 -> 3 -> 4: a hand-written schema 2 store (every database of
+ * that schema, a user with its uid) takes both migrations in one open. */
+static void test_migration_v2_limits(void **state)
+{
+	struct fx *f = *state;
+	write_store_v(f, 2, false);
+	check_migrated_limits(f);
+}
+
+/* Schema 3 -> 4: a hand-written schema 3 store (schema 2's databases and
+ * the usage log) gets the limits database. A schema 3 store whose limits
+ * database already holds records is not one this build wrote: refused, and
+ * left as it was. */
+static void test_migration_v3_limits(void **state)
+{
+	struct fx *f = *state;
+	write_store_v(f, 3, false);
+	check_migrated_limits(f);
+
+	write_store_v(f, 3, true);
+	char err[256] = "";
+	assert_null(store_lmdb_open(f->dir, f->l.loop, &f->conf, err, sizeof(err)));
+	assert_non_null(strstr(err, "migration from schema 3 failed"));
+	MDB_env *env;
+	MDB_txn *t;
+	MDB_dbi meta;
+	MDB_val k = { 14, "schema_version" }, v;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+	assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+	assert_int_equal(mdb_dbi_open(t, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_get(t, meta, &k, &v), 0);
+	assert_true(v.mv_size == 1 && *(const char *)v.mv_data == '3');
+	mdb_txn_abort(t);
+	mdb_env_close(env);
+	write_store_v(f, 3, false);
+	check_migrated_limits(f);
+}
+
 /* The reserve: once only store_reserve_mb of the map is left, new data
  * (sessions, messages) is refused with -ENOSPC, while an accepted answer's
  * tokens and end still go in. */
@@ -775,7 +826,7 @@ static void test_reserve(void **state)
 	struct store *st = f->st;
 	struct store_session s = sess("s_r", "alice", 10);
 	ACKED(st, store_session_create(st, &s, on_done, &done_calls), 0);
-	ACKED(st, store_message_add(st, "s_r", "m_u0", "q", 1, "m_a0", 4, on_done, &done_calls), 0);
+	ACKED(st, store_message_add(st, "s_r", "m_u0", "q", 1, "m_a0", 4, NULL, on_done, &done_calls), 0);
 	static char big[256 * 1024];
 	memset(big, 'b', sizeof(big));
 	int i, err = 0;
@@ -784,7 +835,7 @@ static void test_reserve(void **state)
 		snprintf(um, sizeof(um), "m_u%d", i);
 		snprintf(am, sizeof(am), "m_a%d", i);
 		done_calls = 0;
-		assert_int_equal(store_message_add(st, "s_r", um, big, sizeof(big), am, 1, on_done, &done_calls), 0);
+		assert_int_equal(store_message_add(st, "s_r", um, big, sizeof(big), am, 1, NULL, on_done, &done_calls), 0);
 		store_lmdb_flush(st);
 		err = done_err;
 		if (err)
@@ -829,6 +880,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_v2_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_v3_limits, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -267,6 +267,46 @@ static void test_large_body_collected(void **state)
 	flow_conn_gone(c);
 }
 
+/* CHAN_RESP_HTTP_STREAM: the head at the first part, each part a chunk as
+ * it comes, the last part ends the response and keep-alive goes on; a /v1
+ * client that leaves mid-stream is closed at once (control hears of it). */
+static void test_streamed_response(void **state)
+{
+	struct tp_conn *c = flow_conn_open();
+	const struct sink_rec *rq;
+	const struct chan_request *req;
+	const struct fld p2[] = { { CHAN_F_BODY, "data: a\n\n" } };
+	const struct fld p3[] = { { CHAN_F_BODY, "data: [DONE]\n\n" } };
+	const struct fld h[] = { { CHAN_F_CONTENT_TYPE, "text/event-stream" } };
+
+	(void)state;
+	flow_feed(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	req = (const void *)(W.recs + rq->off);
+	flow_response(req->conn, req->req_id, 200, CHAN_RESP_HTTP_STREAM, CHAN_RESP_MORE, NULL, NULL, 0, h, 1);
+	assert_string_equal(flow_take(c), "HTTP/1.1 200 OK\r\nX-Sluice-Worker: 3\r\n"
+					  "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+					  "X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n");
+	flow_response(req->conn, req->req_id, 200, CHAN_RESP_HTTP_STREAM, CHAN_RESP_MORE, NULL, NULL, 0, p2, 1);
+	assert_string_equal(flow_take(c), "9\r\ndata: a\n\n\r\n");
+	flow_response(req->conn, req->req_id, 200, CHAN_RESP_HTTP_STREAM, 0, NULL, NULL, 0, p3, 1);
+	assert_string_equal(flow_take(c), "e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n");
+	assert_false(c->closed);
+	/* The next request on the same connection. */
+	flow_feed(c, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_non_null(strstr(flow_take(c), "{\"status\":\"ok\"}"));
+
+	/* A client that half-closes while its /v1 stream runs is closed. */
+	flow_feed(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	req = (const void *)(W.recs + rq->off);
+	flow_response(req->conn, req->req_id, 200, CHAN_RESP_HTTP_STREAM, CHAN_RESP_MORE, NULL, NULL, 0, h, 1);
+	flow_take(c);
+	app_ops.upcalls->on_eof(flow_app, c->ctx);
+	assert_true(c->closed);
+	flow_conn_gone(c);
+}
+
 /* The value of header `name` in a response head, as a static string. */
 static const char *head_value(const char *resp, const char *name)
 {
@@ -362,6 +402,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_control_unavailable, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_framing_errors_and_timeout, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_large_body_collected, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_response, flow_setup, flow_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -125,7 +125,12 @@ static void test_detach_interrupts_and_reattach_announces(void **state)
 	flow_take(c);
 	W.h.attached = false;
 	flow_control_changed(false);
-	assert_string_equal(flow_take(c), "id: m_3:d\nevent: done\n"
+	/* Its one usage comes first (no terms arrived: the tokens delivered, at
+	 * no known price), then done. */
+	assert_string_equal(flow_take(c), "id: m_3:u\nevent: usage\n"
+				          "data: {\"session_id\":\"s_1\",\"message_id\":\"m_3\",\"prompt_tokens\":0,"
+				          "\"completion_tokens\":2,\"total_tokens\":2,\"cost_usd\":0}\n\n"
+				          "id: m_3:d\nevent: done\n"
 				          "data: {\"session_id\":\"s_1\",\"message_id\":\"m_3\",\"status\":\"interrupted\"}\n\n");
 	W.h.attached = true;
 	flow_control_changed(true);
@@ -145,7 +150,10 @@ static void test_detach_interrupts_and_reattach_announces(void **state)
 	assert_non_null(strstr(flow_take(c), "\"message_id\":\"m_4\",\"seq\":1,"));
 	W.nrec = 0;
 	flow_control_changed(true);
-	assert_string_equal(flow_take(c), "id: m_4:d\nevent: done\n"
+	assert_string_equal(flow_take(c), "id: m_4:u\nevent: usage\n"
+				          "data: {\"session_id\":\"s_1\",\"message_id\":\"m_4\",\"prompt_tokens\":0,"
+				          "\"completion_tokens\":1,\"total_tokens\":1,\"cost_usd\":0}\n\n"
+				          "id: m_4:d\nevent: done\n"
 				          "data: {\"session_id\":\"s_1\",\"message_id\":\"m_4\",\"status\":\"interrupted\"}\n\n");
 	assert_non_null(flow_last_rec(CHAN_REC_SUBSCRIBE));
 	flow_conn_gone(c);

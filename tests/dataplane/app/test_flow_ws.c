@@ -261,6 +261,9 @@ static void test_ws_reauth_after_control_restart(void **state)
 	W.nrec = 0;
 	flow_control_changed(true);
 	out = flow_take(ws);
+	assert_string_equal(flow_ws_text(&out), "{\"type\":\"usage\",\"session_id\":\"s_1\",\"message_id\":"
+					        "\"m_1\",\"prompt_tokens\":0,\"completion_tokens\":2,\"total_tokens\":2,"
+					        "\"cost_usd\":0}");
 	assert_string_equal(flow_ws_text(&out), "{\"type\":\"done\",\"session_id\":\"s_1\",\"message_id\":"
 					        "\"m_1\",\"status\":\"interrupted\"}");
 	assert_string_equal(out, "");

@@ -242,13 +242,14 @@ static void test_worker_loop(void **state)
 	conf.workers = 1;
 	snprintf(conf.listen_addr, sizeof(conf.listen_addr), "127.0.0.1");
 	conf.listen_port = 0;
-	conf.ring_bytes = 64 * 1024;
+	/* Room for the burst below (500 STATUS records) without a reader. */
+	conf.ring_bytes = 128 * 1024;
 	conf.pin_workers = false;
 
 	struct chan_region *dp = chan_open(chan_path, 1, conf.ring_bytes, CHAN_ROLE_DATAPLANE, err, sizeof(err));
 	if (!dp)
 		fail_msg("chan_open: %s", err);
-	if (workers_setup(&conf, dp, &test_app, err, sizeof(err)) != 0)
+	if (workers_setup(&conf, dp, &test_app, NULL, err, sizeof(err)) != 0)
 		fail_msg("workers_setup: %s", err);
 	assert_int_equal(atomic_load(&created), 1);
 	assert_int_equal(worker_count(), 1);
@@ -365,12 +366,12 @@ static void test_setup_failure(void **state)
 	if (!dp)
 		fail_msg("chan_open: %s", err);
 	int before = atomic_load(&destroyed);
-	assert_int_equal(workers_setup(&conf, dp, &test_app, err, sizeof(err)), -1);
+	assert_int_equal(workers_setup(&conf, dp, &test_app, NULL, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "256.1.1.1"));
 	assert_int_equal(atomic_load(&destroyed), before + 1);
 	assert_int_equal(worker_count(), 0);
 	conf.workers = 2; /* more workers than the channel has */
-	assert_int_equal(workers_setup(&conf, dp, &test_app, err, sizeof(err)), -1);
+	assert_int_equal(workers_setup(&conf, dp, &test_app, NULL, err, sizeof(err)), -1);
 	chan_close(dp);
 	assert_int_equal(chan_unlink(chan_path, 1), 0);
 }
