@@ -541,7 +541,10 @@ void api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size
 void api_answer_ended(void *arg, const struct chat_session *s)
 {
 	struct api *a = arg;
-	lim_answer_end(a->limits, s->user, s->ans.key_id);
+	/* Every token event was counted as it was flushed (seq of them); the
+	 * backend's usage report, when it sent one, is the count that holds. */
+	int64_t extra = (int64_t)s->ans.usage.completion_tokens - (int64_t)s->ans.seq;
+	lim_answer_end(a->limits, s->user, s->ans.key_id, extra);
 }
 
 void api_message_http(struct api *a, const struct chat_reply *r, const struct api_req *q)

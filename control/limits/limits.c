@@ -322,22 +322,33 @@ void lim_message_failed(struct limits *l, const char *user, const char *key_id, 
 	lim_each(l, user, key_id, lim_end_one, NULL);
 }
 
-void lim_answer_end(struct limits *l, const char *user, const char *key_id)
-{
-	lim_each(l, user, key_id, lim_end_one, NULL);
-}
-
 struct lim_toks {
 	struct limits *l;
-	uint32_t n;
+	int64_t n; /* may be negative: a correction */
 };
+
+static uint64_t lim_add(uint64_t v, int64_t n)
+{
+	if (n >= 0)
+		return v + (uint64_t)n;
+	return v > (uint64_t)-n ? v - (uint64_t)-n : 0;
+}
 
 static void lim_tokens_one(struct lim_ent *e, void *arg)
 {
 	struct lim_toks *t = arg;
 	lim_tick(t->l, e);
-	e->toks_min += t->n;
-	e->toks_day += t->n;
+	e->toks_min = lim_add(e->toks_min, t->n);
+	e->toks_day = lim_add(e->toks_day, t->n);
+}
+
+void lim_answer_end(struct limits *l, const char *user, const char *key_id, int64_t extra_tokens)
+{
+	if (extra_tokens) {
+		struct lim_toks t = { l, extra_tokens };
+		lim_each(l, user, key_id, lim_tokens_one, &t);
+	}
+	lim_each(l, user, key_id, lim_end_one, NULL);
 }
 
 void lim_answer_tokens(struct limits *l, const char *user, const char *key_id, uint32_t n,

@@ -82,10 +82,14 @@ lim_id lim_by_name(const char *name);
 bool lim_message_begin(struct limits *l, const struct lim_who *w, size_t len, struct lim_refusal *why);
 /* The message was not stored after all: its answer never runs. */
 void lim_message_failed(struct limits *l, const char *user, const char *key_id, size_t len);
-/* Tokens of a running answer: bytes of text. */
+/* Tokens of a running answer: bytes of text (0 when it is not stored). */
 void lim_answer_tokens(struct limits *l, const char *user, const char *key_id, uint32_t n,
 		       size_t bytes);
-void lim_answer_end(struct limits *l, const char *user, const char *key_id);
+/* The answer ended. extra_tokens corrects the tokens counted so far to the
+ * backend's own count (its usage report: completion tokens minus the token
+ * events counted), so a real backend's tokens weigh as its bill says; 0
+ * when it gave none. The token counts never go below 0. */
+void lim_answer_end(struct limits *l, const char *user, const char *key_id, int64_t extra_tokens);
 
 /* A new conversation: false with *why when the user has its quota. */
 bool lim_session_begin(struct limits *l, const struct lim_who *w, struct lim_refusal *why);

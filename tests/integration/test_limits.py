@@ -11,8 +11,12 @@ refused message is stored, everything acknowledged is there, and another
 user's logins and messages keep working throughout. With the quotas off,
 users filling the store together get 503 store_full for new data while an
 answer accepted before still streams and is stored in full (the reserve).
+The same limits hold on /v1/chat/completions (429 in OpenAI's error shape),
+with the tokens of real backends (OpenAI-compatible, Ollama) counted as
+their usage reports say.
 """
 
+import http.client
 import json
 import sys
 import time
@@ -258,8 +262,127 @@ def test_reserve_keeps_accepted_answers(env):
         srv.stop()
 
 
+def clear_of_window_end(window_s, need_s):
+    """Waits, when the current UTC window of window_s seconds ends within
+    need_s, until the next one starts: a fixed-window count must not roll
+    over in the middle of a check."""
+    left = window_s - time.time() % window_s
+    if left < need_s:
+        time.sleep(left + 0.2)
+
+
+def new_key(srv):
+    """A fresh API key of the default user and its public id."""
+    p = srv.sluicectl("--json", "keys", "create", "--user", harness.DEFAULT_USER[0], "--label", "lim")
+    check_eq(p.returncode, 0, "keys create: %r" % p.stderr[-300:])
+    k = json.loads(p.stdout)
+    return k["key"], k["id"]
+
+
+def v1_body(stream=False):
+    return {"model": "fx-model", "stream": stream,
+            "messages": [{"role": "user", "content": "five tokens please"}]}
+
+
+def expect_v1_limit(r, etype, code, what):
+    """A /v1 refusal: 429, Retry-After, OpenAI's error object."""
+    expect_limit(r, code, what)
+    e = r.json()["error"]
+    check_eq(sorted(e), ["code", "message", "param", "type"], "%s: OpenAI's error members" % what)
+    check_eq(e["type"], etype, "%s: error type" % what)
+    check("limit of this API key" in e["message"], "%s: message %r" % (what, e["message"]))
+
+
+def test_v1_limits_real_backends(env):
+    """/v1/chat/completions against OpenAI-compatible and Ollama backends
+    (upstream.py) runs into the limits of chat messages per API key, with
+    python's http.client: tokens per minute counted from the backend's
+    events and corrected to its usage report, answers at once (a client
+    that leaves gives its place back at once); a refused request reaches no
+    backend and stores nothing. The Ollama backend's eval_count counts on a
+    chat session too."""
+    fx = harness.Upstream(models=["fx-model"])
+    slow = harness.Upstream(models=["fx-slow"], ttft_ms=20000)
+    oll = harness.Upstream(models=["llama3.2"])
+    srv = env.fresh(backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"}),
+                              ("slow", {"type": "openai", "url": slow.url, "models": "fx-slow"}),
+                              ("oll", {"type": "ollama", "url": oll.url, "models": "llama3.2"})])
+    try:
+        srv.start()
+
+        def sessions():
+            return len(srv.request("GET", "/api/chat/sessions?archived=any&limit=100").json()["sessions"])
+
+        def upstream_calls(u):
+            return len([e for e in u.log() if e["path"] == "/v1/chat/completions"])
+
+        # 5 tokens an answer against 12 a minute: the fourth is refused.
+        key, kid = new_key(srv)
+        limits_set(srv, ["--key", kid], "tokens_per_min=12")
+        clear_of_window_end(60, 20)
+        for i in range(3):
+            r = harness.v1(srv, v1_body(stream=i == 1), key)
+            check_eq(r.status, 200, "completion %d under the limit (body %r)" % (i, r.body[:200]))
+        before, calls = sessions(), upstream_calls(fx)
+        r = harness.v1(srv, v1_body(), key)
+        expect_v1_limit(r, "rate_limit_exceeded", "limit_tokens_per_min", "the 4th completion")
+        check(1 <= int(r.headers["retry-after"]) <= 60, "Retry-After to the minute's end")
+        check_eq(sessions(), before, "a refused completion records nothing")
+        check_eq(upstream_calls(fx), calls, "a refused completion reaches no backend")
+        got = json.loads(srv.sluicectl("--json", "limits", "show", "--key", kid).stdout)["limits"]
+        check_eq(got["tokens_per_min"]["used"], 15, "three answers of a real backend counted")
+
+        # The backend bills 40 tokens for 5 sent: its count holds.
+        fx.config(billed=40)
+        key2, kid2 = new_key(srv)
+        limits_set(srv, ["--key", kid2], "tokens_per_min=30")
+        clear_of_window_end(60, 10)
+        r = harness.v1(srv, v1_body(stream=True), key2)
+        check_eq(r.status, 200, "the billed completion")
+        got = json.loads(srv.sluicectl("--json", "limits", "show", "--key", kid2).stdout)["limits"]
+        check_eq(got["tokens_per_min"]["used"], 40, "the backend's usage report counted")
+        expect_v1_limit(harness.v1(srv, v1_body(), key2), "rate_limit_exceeded", "limit_tokens_per_min",
+                        "after a billed answer")
+        fx.config(billed=0)
+
+        # One answer at once: a held stream takes the place, leaving frees it.
+        key3, kid3 = new_key(srv)
+        limits_set(srv, ["--key", kid3], "concurrent_answers=1")
+        held = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
+        held.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": "fx-slow", "stream": True, "messages": [{"role": "user", "content": "wait"}]}),
+            {"Authorization": "Bearer " + key3, "Content-Type": "application/json"})
+        hr = held.getresponse()
+        check_eq(hr.status, 200, "the held stream's head")
+        expect_v1_limit(harness.v1(srv, v1_body(), key3), "rate_limit_exceeded", "limit_concurrent_answers",
+                        "a second answer at once")
+        held.close()
+        deadline = time.monotonic() + 5
+        while True:
+            r = harness.v1(srv, v1_body(), key3)
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check_eq(r.status, 200, "the place given back by the client that left (body %r)" % r.body[:200])
+
+        # Ollama on a chat session: eval_count against tokens per day.
+        u = User(srv, "olly")
+        limits_set(srv, ["--user", "olly"], "tokens_per_day=5")
+        clear_of_window_end(86400, 30)
+        sid = u.session("llama3.2")
+        check_eq(u.post(sid, "why is the sky blue").status, 202, "the first message")
+        check_eq(u.wait_idle(sid)[-1]["status"], "complete", "the Ollama answer")
+        expect_limit(u.post(sid, "and at night?"), "limit_tokens_per_day", "after an Ollama answer")
+        check_eq(len(u.wait_idle(sid)), 2, "the refused message is not stored")
+        check_acked(u)
+    finally:
+        srv.stop()
+        for x in (fx, slow, oll):
+            x.stop()
+
+
 TESTS = [test_one_user_hits_every_limit, test_overrides_survive_restart,
-         test_reserve_keeps_accepted_answers]
+         test_reserve_keeps_accepted_answers, test_v1_limits_real_backends]
 
 if __name__ == "__main__":
     sys.exit(harness.run(TESTS))

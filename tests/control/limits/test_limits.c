@@ -75,7 +75,7 @@ static void test_rates_and_windows(void **state)
 	assert_false(lim_message_begin(l, &w, 10, &why));
 	assert_int_equal(why.limit, CONF_LIM_CONCURRENT);
 	assert_int_equal(why.retry_after, 5);
-	lim_answer_end(l, "ann", NULL);
+	lim_answer_end(l, "ann", NULL, 0);
 	assert_true(lim_message_begin(l, &w, 10, &why));
 	assert_false(lim_message_begin(l, &w, 10, &why));
 	assert_int_equal(why.limit, CONF_LIM_MESSAGES_PER_MIN);
@@ -89,6 +89,31 @@ static void test_rates_and_windows(void **state)
 	assert_true(lim_message_begin(l, &b, 10, &why));
 }
 
+/* A backend's usage report corrects the tokens counted from its events, up
+ * (it billed more than it streamed as events) or down, never below 0. */
+static void test_backend_count(void **state)
+{
+	struct cfx *f = *state;
+	struct limits *l = &f->limits;
+	struct lim_who w = { .user = "eve", .uid = 5, .role = STORE_USER_ROLE_USER };
+	struct lim_refusal why;
+	assert_true(lim_message_begin(l, &w, 1, &why));
+	lim_answer_tokens(l, "eve", NULL, 3, 12);
+	lim_answer_end(l, "eve", NULL, 97);
+	assert_false(lim_message_begin(l, &w, 1, &why));
+	assert_int_equal(why.limit, CONF_LIM_TOKENS_PER_MIN);
+	clock_s += 60;
+	assert_true(lim_message_begin(l, &w, 1, &why));
+	lim_answer_tokens(l, "eve", NULL, 120, 12);
+	lim_answer_end(l, "eve", NULL, -30);
+	assert_true(lim_message_begin(l, &w, 1, &why));
+	lim_answer_end(l, "eve", NULL, -1000);
+	struct lim_view v;
+	assert_int_equal(lim_view(l, "u:eve", STORE_USER_ROLE_USER, 5, &v), 0);
+	assert_int_equal(v.used[CONF_LIM_TOKENS_PER_MIN], 0);
+	assert_int_equal(v.used[CONF_LIM_TOKENS_PER_DAY], 0);
+}
+
 /* Tokens per minute and per day; admins have no limits unless configured. */
 static void test_tokens(void **state)
 {
@@ -100,7 +125,7 @@ static void test_tokens(void **state)
 		clock_s += 60;
 		assert_true(lim_message_begin(l, &w, 1, &why));
 		lim_answer_tokens(l, "cid", NULL, 100, 400);
-		lim_answer_end(l, "cid", NULL);
+		lim_answer_end(l, "cid", NULL, 0);
 		if (m < 2) {
 			assert_false(lim_message_begin(l, &w, 1, &why));
 			assert_int_equal(why.limit, CONF_LIM_TOKENS_PER_MIN);
@@ -148,7 +173,7 @@ static void test_overrides_and_keys(void **state)
 	assert_int_equal(why.value, 1);
 	for (int i = 0; i < 4; i++) {
 		assert_true(lim_message_begin(l, &w, 1, &why));
-		lim_answer_end(l, "dan", NULL);
+		lim_answer_end(l, "dan", NULL, 0);
 	}
 	assert_false(lim_message_begin(l, &w, 1, &why));
 	assert_false(why.by_key);
@@ -205,7 +230,7 @@ static void test_stored_and_sessions(void **state)
 	assert_false(lim_message_begin(l, &w, sizeof(big), &why));
 	assert_int_equal(why.limit, CONF_LIM_STORED_MB);
 	assert_true(lim_message_begin(l, &w, 1000, &why));
-	lim_answer_end(l, f->user, NULL);
+	lim_answer_end(l, f->user, NULL, 0);
 	/* Deleting a conversation gives its text and its place back. */
 	lim_session_deleting(l, f->user, sids[0]);
 	assert_true(lim_session_begin(l, &w, &why));
@@ -218,6 +243,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_rates_and_windows, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_tokens, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_backend_count, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_overrides_and_keys, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_stored_and_sessions, fx_setup, fx_teardown),
 	};
