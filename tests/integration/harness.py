@@ -1215,3 +1215,11 @@ def api_key(srv, user=None):
     p = srv.sluicectl("keys", "create", "--user", user or DEFAULT_USER[0], "--label", "it")
     check(p.returncode == 0, "keys create: %r" % p.stderr)
     return p.stdout.decode().strip()
+
+
+def api_key_with_id(srv, user=None):
+    """A fresh API key of `user` (the default user) and its public id."""
+    p = srv.sluicectl("--json", "keys", "create", "--user", user or DEFAULT_USER[0], "--label", "it")
+    check(p.returncode == 0, "keys create: %r" % p.stderr)
+    k = json.loads(p.stdout)
+    return k["key"], k["id"]

@@ -271,14 +271,6 @@ def clear_of_window_end(window_s, need_s):
         time.sleep(left + 0.2)
 
 
-def new_key(srv):
-    """A fresh API key of the default user and its public id."""
-    p = srv.sluicectl("--json", "keys", "create", "--user", harness.DEFAULT_USER[0], "--label", "lim")
-    check_eq(p.returncode, 0, "keys create: %r" % p.stderr[-300:])
-    k = json.loads(p.stdout)
-    return k["key"], k["id"]
-
-
 def v1_body(stream=False):
     return {"model": "fx-model", "stream": stream,
             "messages": [{"role": "user", "content": "five tokens please"}]}
@@ -317,7 +309,7 @@ def test_v1_limits_real_backends(env):
             return len([e for e in u.log() if e["path"] == "/v1/chat/completions"])
 
         # 5 tokens an answer against 12 a minute: the fourth is refused.
-        key, kid = new_key(srv)
+        key, kid = harness.api_key_with_id(srv)
         limits_set(srv, ["--key", kid], "tokens_per_min=12")
         clear_of_window_end(60, 20)
         for i in range(3):
@@ -334,7 +326,7 @@ def test_v1_limits_real_backends(env):
 
         # The backend bills 40 tokens for 5 sent: its count holds.
         fx.config(billed=40)
-        key2, kid2 = new_key(srv)
+        key2, kid2 = harness.api_key_with_id(srv)
         limits_set(srv, ["--key", kid2], "tokens_per_min=30")
         clear_of_window_end(60, 10)
         r = harness.v1(srv, v1_body(stream=True), key2)
@@ -346,7 +338,7 @@ def test_v1_limits_real_backends(env):
         fx.config(billed=0)
 
         # One answer at once: a held stream takes the place, leaving frees it.
-        key3, kid3 = new_key(srv)
+        key3, kid3 = harness.api_key_with_id(srv)
         limits_set(srv, ["--key", kid3], "concurrent_answers=1")
         held = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
         held.request("POST", "/v1/chat/completions", json.dumps(
