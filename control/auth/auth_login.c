@@ -106,7 +106,8 @@ uint32_t auth_login_trim_sessions(struct auth *a, const char *user, int64_t now)
 		free(l.v);
 		return 0;
 	}
-	qsort(l.v, l.n, sizeof(*l.v), auth_login_older);
+	if (l.n > 1) /* a user's first login has no list: qsort takes no NULL */
+		qsort(l.v, l.n, sizeof(*l.v), auth_login_older);
 	for (uint32_t i = 0; i < l.n; i++)
 		live += now < l.v[i].expires_at;
 	for (uint32_t i = 0; i < l.n; i++) {
