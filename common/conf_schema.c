@@ -26,6 +26,10 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0, RESTART },
 	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores), RESTART },
 	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args), RESTART },
+	{ "ws_deflate", K_BOOL, CF(ws_deflate), 0, 0, RESTART },
+	{ "ws_deflate_bits", K_U32, CF(ws_deflate_bits), 9, 15, RESTART },
+	{ "ws_deflate_level", K_U32, CF(ws_deflate_level), 1, 9, RESTART },
+	{ "ws_deflate_min", K_U32, CF(ws_deflate_min), 0, 67108864, RESTART },
 	{ "tls", K_ONOFF, CF(tls), 0, 0, RESTART },
 	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535, RESTART },
 };
@@ -53,6 +57,7 @@ static const struct key_spec control_keys[] = {
 	{ "admin_socket_group", K_UNIX_NAME, CF(admin_socket_group), 0, 0, RESTART },
 	{ "token_commit_ms", K_U32, CF(token_commit_ms), 1, 10000, RESTART },
 	{ "store_map_mb", K_U32, CF(store_map_mb), 16, 1048576, RESTART },
+	{ "store_reserve_mb", K_U32, CF(store_reserve_mb), 0, 1048576, RESTART },
 };
 
 static const struct key_spec auth_keys[] = {
@@ -62,6 +67,12 @@ static const struct key_spec auth_keys[] = {
 	{ "login_fail_user", K_U32, CF(login_fail_user), 1, 1000, RESTART },
 	{ "login_fail_ip", K_U32, CF(login_fail_ip), 1, 10000, RESTART },
 	{ "login_window_s", K_U32, CF(login_window_s), 1, 86400, RESTART },
+	{ "login_inflight_user", K_U32, CF(login_inflight_user), 1, 64, LIVE },
+	{ "login_inflight_ip", K_U32, CF(login_inflight_ip), 1, 64, LIVE },
+	{ "login_rate_user", K_U32, CF(login_rate_user), 1, 1000000, RESTART },
+	{ "login_rate_ip", K_U32, CF(login_rate_ip), 1, 1000000, RESTART },
+	{ "login_rate_window_s", K_U32, CF(login_rate_window_s), 1, 86400, RESTART },
+	{ "login_max_sessions", K_U32, CF(login_max_sessions), 1, 100000, LIVE },
 	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10, RESTART },
 	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304, RESTART },
 	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0, RESTART },
@@ -95,6 +106,32 @@ static const struct key_spec log_keys[] = {
 	{ "level", K_LOG_LEVEL, CF(log_level), 0, 0, LIVE },
 	{ "format", K_LOG_FORMAT, CF(log_format), 0, 0, LIVE },
 };
+
+static const struct key_spec limits_keys[] = {
+	{ "conns_per_ip", K_U32, CF(conns_per_ip), 1, 1048576, LIVE },
+	{ "body_budget_mb", K_U32, CF(body_budget_mb), 2, 65536, LIVE },
+	{ "worker_mem_mb", K_U32, CF(worker_mem_mb), 16, 1048576, LIVE },
+};
+
+/* Indexed by enum conf_limit. */
+static const struct key_spec role_limits_keys[] = {
+	{ "stored_mb", K_U32, LF(CONF_LIM_STORED_MB), 0, 16777216, LIVE },
+	{ "sessions", K_U32, LF(CONF_LIM_SESSIONS), 0, 100000000, LIVE },
+	{ "messages_per_min", K_U32, LF(CONF_LIM_MESSAGES_PER_MIN), 0, 1000000, LIVE },
+	{ "concurrent_answers", K_U32, LF(CONF_LIM_CONCURRENT), 0, 1000000, LIVE },
+	{ "tokens_per_min", K_U32, LF(CONF_LIM_TOKENS_PER_MIN), 0, 4000000000u, LIVE },
+	{ "tokens_per_day", K_U32, LF(CONF_LIM_TOKENS_PER_DAY), 0, 4000000000u, LIVE },
+};
+_Static_assert(SLUICE_ARRAY_LEN(role_limits_keys) == CONF_LIM_N, "one key per limit");
+
+int conf_role_of(const char *name)
+{
+	if (strcmp(name, "user") == 0)
+		return CONF_ROLE_USER;
+	if (strcmp(name, "admin") == 0)
+		return CONF_ROLE_ADMIN;
+	return -1;
+}
 
 static const struct key_spec dashboard_keys[] = {
 	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000, RESTART },
@@ -165,6 +202,7 @@ const struct section_spec conf_sections[] = {
 	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0, RESTART },
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0, RESTART },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0, RESTART },
+	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0, RESTART },
 	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0, RESTART },
 	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0, RESTART },
 	{ "log", log_keys, SLUICE_ARRAY_LEN(log_keys), SUB_NONE, 0, RESTART },
@@ -179,6 +217,9 @@ const struct section_spec conf_model_section = {
 };
 const struct section_spec conf_agent_section = {
 	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL, RESTART
+};
+const struct section_spec conf_role_limits_section = {
+	"limits", role_limits_keys, SLUICE_ARRAY_LEN(role_limits_keys), SUB_LIMITS, 0, LIVE
 };
 const struct section_spec conf_port_section = {
 	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u, RESTART
@@ -200,6 +241,8 @@ const struct section_spec *conf_sub_spec(enum sub_kind k)
 		return &conf_port_section;
 	case SUB_CERT:
 		return &conf_cert_section;
+	case SUB_LIMITS:
+		return &conf_role_limits_section;
 	default:
 		return NULL;
 	}
@@ -208,6 +251,7 @@ const struct section_spec *conf_sub_spec(enum sub_kind k)
 _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(limits_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
@@ -318,6 +362,10 @@ void conf_defaults(struct sluice_conf *c)
 	c->ws_max_message = 65536;
 	c->max_pending_bytes = 1u << 20;
 	c->pin_workers = true;
+	c->ws_deflate = true;
+	c->ws_deflate_bits = 15;
+	c->ws_deflate_level = 1;
+	c->ws_deflate_min = 64;
 	memcpy(c->lcores, "1", sizeof("1"));
 	c->tcp_snd_buf = 65536;
 	c->tcp_rcv_buf = 65536;
@@ -333,6 +381,7 @@ void conf_defaults(struct sluice_conf *c)
 	c->admin_socket_mode = 0600;
 	c->token_commit_ms = 50;
 	c->store_map_mb = 1024;
+	c->store_reserve_mb = 64;
 	c->session_ttl_s = 86400;
 	static const char *const origins[] = { "http://127.0.0.1:8080", "http://localhost:8080" };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(origins); i++)
@@ -342,6 +391,12 @@ void conf_defaults(struct sluice_conf *c)
 	c->login_fail_user = 5;
 	c->login_fail_ip = 20;
 	c->login_window_s = 300;
+	c->login_inflight_user = 1;
+	c->login_inflight_ip = 2;
+	c->login_rate_user = 30;
+	c->login_rate_ip = 300;
+	c->login_rate_window_s = 60;
+	c->login_max_sessions = 16;
 	c->pwhash_ops = 2;
 	c->pwhash_mem_kib = 65536;
 	c->cookie_secure = false;
@@ -359,6 +414,18 @@ void conf_defaults(struct sluice_conf *c)
 	c->max_bytes = 16384;
 	c->log_level = LOG_LVL_INFO;
 	c->log_format = LOG_FMT_PLAIN;
+	/* Per user: generous enough for a person and their scripts, small
+	 * enough that one account cannot take the appliance (docs/api.md
+	 * "Limits"). Admins are not limited unless configured. */
+	static const uint32_t user_limits[CONF_LIM_N] = {
+		[CONF_LIM_STORED_MB] = 256, [CONF_LIM_SESSIONS] = 10000,
+		[CONF_LIM_MESSAGES_PER_MIN] = 120, [CONF_LIM_CONCURRENT] = 16,
+		[CONF_LIM_TOKENS_PER_MIN] = 1000000, [CONF_LIM_TOKENS_PER_DAY] = 50000000,
+	};
+	memcpy(c->role_limits[CONF_ROLE_USER].v, user_limits, sizeof(user_limits));
+	c->conns_per_ip = 8192;
+	c->body_budget_mb = 64;
+	c->worker_mem_mb = 1024;
 	c->dash_heartbeat_ms = 30000;
 	c->dash_max_pending = 256u << 10;
 	c->dash_alert_ring_pct = 80;

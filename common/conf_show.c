@@ -191,6 +191,12 @@ static const char *sub_entry(const struct sluice_conf *c, enum sub_kind k, uint3
 			return NULL;
 		snprintf(name, cap, "%u", i);
 		return (const char *)&c->ports[i];
+	case SUB_LIMITS:
+		/* Both roles, always: their defaults are in force without a section. */
+		if (i >= CONF_NROLES)
+			return NULL;
+		snprintf(name, cap, "%s", i == CONF_ROLE_ADMIN ? "admin" : "user");
+		return (const char *)&c->role_limits[i];
 	default:
 		return NULL;
 	}
@@ -200,7 +206,8 @@ typedef void (*show_fn)(void *arg, const char *section, const struct key_spec *k
 			bool sub_live);
 
 /* Calls fn for every key with a value, section by section in file order:
- * the top-level sections, then certs, ports, backends, models, agents.
+ * the top-level sections, then role limits, certs, ports, backends, models,
+ * agents.
  * False when out of memory (nothing was walked). */
 static bool conf_walk(const struct sluice_conf *c, bool redact, show_fn fn, void *arg)
 {
@@ -213,7 +220,7 @@ static bool conf_walk(const struct sluice_conf *c, bool redact, show_fn fn, void
 			if (show_value(c, (const char *)c, &sec->keys[i], redact, v, SHOW_VALUE_MAX))
 				fn(arg, sec->name, &sec->keys[i], v, false);
 	}
-	static const enum sub_kind order[] = { SUB_CERT, SUB_PORT, SUB_BACKEND, SUB_MODEL, SUB_AGENT };
+	static const enum sub_kind order[] = { SUB_LIMITS, SUB_CERT, SUB_PORT, SUB_BACKEND, SUB_MODEL, SUB_AGENT };
 	for (size_t o = 0; o < SLUICE_ARRAY_LEN(order); o++) {
 		const struct section_spec *sec = conf_sub_spec(order[o]);
 		char name[CONF_NAME_MAX], full[CONF_NAME_MAX + 16];

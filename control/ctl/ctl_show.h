@@ -34,5 +34,7 @@ void ctl_show_usage(json_t *a);
 void ctl_show_log_levels(json_t *a);
 void ctl_show_config(json_t *a);
 void ctl_show_reload(json_t *a);
+void ctl_show_limits(json_t *a);
+void ctl_show_limit_overrides(json_t *a);
 
 #endif

@@ -2,7 +2,8 @@
 """Reload without restart (issue 11 item 2): sluicectl config show (secrets
 redacted) and config reload; a reload changes the batching mode and an
 allowed Origin while an SSE stream runs (the stream is unaffected), adds and
-removes a backend; a key that needs a restart is named in the refusal and
+removes a backend, changes quotas ([limits.ROLE]) and the dataplane's
+[limits]; a key that needs a restart is named in the refusal and
 the running configuration stays as it was (config show proves it); SIGHUP
 to either process takes the same path."""
 import json
@@ -152,6 +153,21 @@ def test_reload(env):
         while "extra" in [x["name"] for x in ctl_json(srv, "backends", "list")["backends"]]:
             check(time.monotonic() < deadline, "backend extra still listed after its removal")
             time.sleep(0.1)
+        # Quotas ([limits.ROLE], control) and the dataplane's [limits] take the same path.
+        before = ctl_json(srv, "limits", "show", "--user", harness.DEFAULT_USER[0])
+        check(before["limits"]["messages_per_min"]["value"] != 7, "messages_per_min is not 7 yet")
+        check("messages_per_min = 0\n" in base_text and "[limits]\n" not in base_text, "harness limits")
+        srv.write_conf(base_text.replace("messages_per_min = 0\n", "messages_per_min = 7\n")
+                       + "\n[limits]\nconns_per_ip = 100\n")
+        a = ctl_json(srv, "config", "reload")
+        check_eq(sorted(a["changed"]), ["[limits.user] messages_per_min", "[limits] conns_per_ip"],
+                 "reload of limits: changed")
+        after = ctl_json(srv, "limits", "show", "--user", harness.DEFAULT_USER[0])
+        check_eq(after["limits"]["messages_per_min"]["value"], 7, "messages_per_min in force after reload")
+        check_eq(show(srv)["limits"]["conns_per_ip"], "100", "config show: conns_per_ip")
+        wait_log(srv, "sluice-dataplane", "reload: [limits] conns_per_ip changed")
+        srv.write_conf(base_text)
+        ctl_json(srv, "config", "reload")
         # A file that does not load changes nothing either.
         srv.write_conf(base_text + "\n[batching]\nmode = sometimes\n")
         p = srv.sluicectl("config", "reload")

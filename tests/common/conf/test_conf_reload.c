@@ -114,7 +114,8 @@ static void test_show(void **state)
 		"[backend.b] models = m (live)\n", "[backend.b] type = synthetic\n",
 		"[backend.up] api_key_env = UP_KEY (live)\n",
 		"[backend.up] headers = OpenAI-Organization: <redacted> | X-Team: <redacted> (live)\n",
-		"[agent.assistant] model = m\n",
+		"[agent.assistant] model = m\n", "[limits.admin] sessions = 0 (live)\n",
+		"[limits.user] messages_per_min = 120 (live)\n",
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (!strstr(x.text, want[i]))
@@ -157,6 +158,11 @@ static void test_diff(void **state)
 	assert_int_equal(diff_text(MIN_BACKEND NET_BACKEND, MIN_BACKEND "[backend.c]\ntype = synthetic\nmodels = m2\n"
 				   "[agent.a]\nmodel = m2\n", &x), 2);
 	assert_string_equal(x.text, "[backend.up] live\n[agent.assistant]\n[backend.c] live\n[agent.a]\n");
+	/* Quotas and the dataplane's limits are live; permessage-deflate's setup is not. */
+	assert_int_equal(diff_text(MIN_BACKEND, "[limits.user]\nmessages_per_min = 7\n[limits]\nconns_per_ip = 9\n"
+				   "[dataplane]\nws_deflate = false\n" MIN_BACKEND, &x), 1);
+	assert_string_equal(x.text, "[dataplane] ws_deflate\n[limits] conns_per_ip live\n"
+				    "[limits.user] messages_per_min live\n");
 	/* A changed key of a backend, and one set on one side only. */
 	assert_int_equal(diff_text("[backend.b]\ntype = synthetic\nmodels = m\nweight = 2\n",
 				   "[backend.b]\ntype = synthetic\nmodels = m,n\nttft_ms = 5\n", &x), 0);
