@@ -238,8 +238,9 @@ static void tcp_syn_cookie_send(struct net_stack *s, const struct net_ip *ip,
 	uint32_t tsval = (s->now_ms & ~0x7fu) | 0x20u;
 	if (sg->sack_perm)
 		tsval |= 0x10u;
+	/* The peer's shift: ours is recomputed from rcv_buf on the ACK. */
 	if (sg->ws >= 0)
-		tsval |= 0x40u | ws;
+		tsval |= 0x40u | (uint32_t)sg->ws;
 	/* Never ahead of the clock: our next segments carry TSval = now, and
 	 * a peer's PAWS drops any below the SYN-ACK's (RFC 7323 5.3), which
 	 * left the first answer of a cookie connection to the RTO. */
