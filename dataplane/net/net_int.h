@@ -108,6 +108,7 @@ struct net_conn {
 
 	/* receive */
 	uint32_t irs, rcv_nxt, rcv_adv, last_ack_sent;
+	uint32_t ts_off;          /* our TSval minus the stack's ms clock (RFC 7323 7.1) */
 	uint8_t *rbuf;            /* [0, rb_len) unconsumed in-order bytes; OOO after */
 	uint32_t rb_len;
 	uint8_t n_ooo;

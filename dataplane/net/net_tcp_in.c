@@ -341,8 +341,8 @@ static bool tcp_in_ack(struct net_conn *c, const struct tcp_seg *sg, bool *advan
 		 * off (RFC 7323 4.1); cookie option bits may put TSecr ahead.
 		 * Without one, the timed segment (Karn). */
 		if ((c->flags & NC_TS) && sg->has_ts && sg->tsecr &&
-		    net_seq_le(sg->tsecr, s->now_ms))
-			tcp_timer_rtt_sample(c, s->now_ms - sg->tsecr);
+		    net_seq_le(sg->tsecr, tcp_ts_now(c)))
+			tcp_timer_rtt_sample(c, tcp_ts_now(c) - sg->tsecr);
 		else if ((c->flags & NC_RTT) && net_seq_gt(sg->ack, c->rtt_seq))
 			tcp_timer_rtt_sample(c, s->now_ms - c->rtt_start_ms);
 		if ((c->flags & NC_RTT) && net_seq_gt(sg->ack, c->rtt_seq))

@@ -90,6 +90,12 @@ static inline uint32_t tcp_seg_max(const struct net_conn *c)
 	return c->mss - ((c->flags & NC_TS) ? TCP_TS_OPT_LEN : 0);
 }
 
+/* Our timestamp clock for c: the stack's plus the connection's offset. */
+static inline uint32_t tcp_ts_now(const struct net_conn *c)
+{
+	return c->s->now_ms + c->ts_off;
+}
+
 /* Queued bytes not yet sent. */
 static inline uint32_t tcp_unsent(const struct net_conn *c)
 {

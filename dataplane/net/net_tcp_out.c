@@ -115,7 +115,7 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 	uint32_t olen = 0;
 
 	if (c->flags & NC_TS)
-		olen = tcp_out_put_ts(o, s->now_ms, c->ts_recent);
+		olen = tcp_out_put_ts(o, tcp_ts_now(c), c->ts_recent);
 	if ((c->flags & NC_SACK) && c->n_ooo > 0 && (flags & NET_TCP_ACK))
 		olen = tcp_out_put_sack(c, o, olen, dlen);
 	void *pkt;

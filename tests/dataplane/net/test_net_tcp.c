@@ -388,6 +388,46 @@ static void test_sequence_wrap(void **state)
 	assert_int_equal(s.ack, cseq + 1000);
 }
 
+/*
+ * TSval = the stack's clock + a per-connection offset, a keyed hash of the
+ * 4-tuple (RFC 7323 7.1): it no longer tells the uptime, differs between
+ * connections, advances with the clock, is the same again for the same
+ * tuple, and echoes still time the round trip.
+ */
+static void test_timestamp_offsets(void **state)
+{
+	struct h *h = *state;
+	struct h_seg a1, a2, a3, s;
+	uint32_t snd, cseq, snd2, cseq2;
+	uint32_t ms = (uint32_t)(h->now / H_MS);
+	h_handshake(h, H_CPORT, ISN, true, 7, true, &snd, &cseq, &a1);
+	struct tp_conn *c1 = h->app.conn;
+	h_handshake(h, H_CPORT + 1, ISN, true, 7, true, &snd2, &cseq2, &a2);
+	assert_int_equal(h->app.opens, 2);
+	assert_int_not_equal(a1.tsval, ms);
+	assert_int_not_equal(a2.tsval, ms);
+	assert_int_not_equal(a1.tsval, a2.tsval);
+
+	/* It advances with the clock; an echo 30 ms old is a 30 ms RTT. */
+	h_advance(h, 100);
+	assert_true(tp_send(tp(h), c1, "x", 1));
+	tp(h)->ops->flush(tp(h));
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.tsval, a1.tsval + 100);
+	h_advance(h, 30);
+	uint8_t o[40];
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1, 65535, o, h_opt_ts(o, h->ts, s.tsval), NULL,
+	      0);
+	assert_int_equal(((struct net_conn *)(void *)c1)->srtt8 / 8, 30);
+
+	/* The same tuple again: the same offset, so never a step back. */
+	tp_close(tp(h), c1, true);
+	h_drain(h);
+	h_advance(h, 1);
+	h_handshake(h, H_CPORT, ISN + 100000, true, 7, true, &snd, &cseq, &a3);
+	assert_int_equal(a3.tsval, a1.tsval + 131);
+}
+
 static void test_malformed_options(void **state)
 {
 	struct h *h = *state;
@@ -1209,6 +1249,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sequence_wrap, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_options, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_paws, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_timestamp_offsets, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_and_sack_blocks, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_bounded, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_merge_after_close, h_setup, h_teardown),
