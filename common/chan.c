@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -24,6 +25,9 @@
 
 #define CHAN_OPEN_WAIT_NS (2000ull * 1000 * 1000)
 #define CHAN_OPEN_POLL_NS (1000ull * 1000)
+/* Times chan_open starts over when the file changed under it (removed by a
+ * last process out, or a stale one replaced) before it gives up. */
+#define CHAN_OPEN_ATTEMPTS 8
 
 /* The handles of one worker share a cache line group of their own: in the
  * dataplane each worker thread writes only its own group. */
@@ -36,12 +40,14 @@ struct chan_region {
 	struct chan_slot *slots; /* nworkers entries, owned */
 	struct chan_hdr *hdr;    /* start of the mapping */
 	size_t map_len;
-	int fd;
+	int fd;                  /* holds a shared flock while attached */
 	enum chan_role role;
 	uint32_t nworkers;
 	uint32_t ring_size;
 	int bell_c;
 	int bell_w[CHAN_MAX_WORKERS];
+	char path[PATH_MAX];
+	char note[320];          /* chan_open_note(); "" when there is nothing to say */
 };
 
 static void chan_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -171,9 +177,11 @@ static int chan_create(struct chan_region *r, const char *path, uint64_t total, 
  * Attaches to a region another process created, possibly at this very
  * moment: waits (bounded) until the file has a header and the creator has
  * published magic, then checks every layout field before mapping it all.
+ * `sole`: this process holds the file's lock alone, so no creator is at
+ * work and a missing magic is final.
  */
-static int chan_attach_existing(struct chan_region *r, const char *path, uint64_t total, char *err,
-				size_t errlen)
+static int chan_attach_existing(struct chan_region *r, const char *path, uint64_t total, bool sole,
+				char *err, size_t errlen)
 {
 	struct chan_hdr *h = MAP_FAILED;
 	struct stat st;
@@ -195,6 +203,11 @@ static int chan_attach_existing(struct chan_region *r, const char *path, uint64_
 			magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
 			if (magic != 0)
 				break;
+		}
+		if (sole) {
+			chan_err(err, errlen, "channel %s: region never initialised (file size %lld, magic unset)",
+				 path, (long long)st.st_size);
+			goto fail;
 		}
 		if (sluice_now_ns() >= deadline) {
 			chan_err(err, errlen,
@@ -312,6 +325,70 @@ static void chan_free(struct chan_region *r)
 	free(r);
 }
 
+/*
+ * Makes a new region under a private name and links it in at path, so a
+ * file at path is always a whole region (an opener never sees one half
+ * made). Returns 0 when it created the region (r->fd holds it, locked
+ * shared), 1 when another process linked one in first, -1 on error.
+ */
+static int chan_create_at(struct chan_region *r, const char *path, uint64_t total, char *err,
+			  size_t errlen)
+{
+	char tmp[PATH_MAX];
+	int n = snprintf(tmp, sizeof(tmp), "%s.new-%d", path, (int)getpid());
+	if (n < 0 || (size_t)n >= sizeof(tmp)) {
+		chan_err(err, errlen, "channel %s: path too long", path);
+		return -1;
+	}
+	/* Only this pid makes that name: a leftover is from a crash of ours. */
+	unlink(tmp);
+	r->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (r->fd < 0) {
+		chan_err(err, errlen, "channel %s: create %s: %s", path, tmp, strerror(errno));
+		return -1;
+	}
+	if (flock(r->fd, LOCK_SH) != 0) {
+		chan_err(err, errlen, "channel %s: flock: %s", path, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	if (chan_create(r, path, total, err, errlen) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	int rc = link(tmp, path);
+	int e = errno;
+	unlink(tmp);
+	if (rc == 0)
+		return 0;
+	munmap(r->hdr, r->map_len);
+	r->hdr = NULL;
+	close(r->fd);
+	r->fd = -1;
+	if (e == EEXIST)
+		return 1;
+	chan_err(err, errlen, "channel %s: link: %s", path, strerror(e));
+	return -1;
+}
+
+/* True while fd still names the file at path: a last process out may have
+ * removed (and another recreated) it between our open and our lock. */
+static bool chan_same_file(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* A stale file may be replaced when it is a sluice region (of any version
+ * or layout) or one whose creator died before publishing magic: never a
+ * file that carries some other magic. */
+static bool chan_replaceable(int fd, uint64_t *magic)
+{
+	*magic = 0;
+	ssize_t n = pread(fd, magic, sizeof(*magic), 0);
+	return n >= 0 && (*magic == CHAN_MAGIC || *magic == 0);
+}
+
 struct chan_region *chan_open(const char *path, uint32_t nworkers, uint32_t ring_size,
 			      enum chan_role role, char *err, size_t errlen)
 {
@@ -352,21 +429,80 @@ struct chan_region *chan_open(const char *path, uint32_t nworkers, uint32_t ring
 	}
 	memset(r->slots, 0, slots_len);
 
-	r->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (r->fd >= 0) {
-		created = true;
-		if (chan_create(r, path, total, err, errlen) != 0)
-			goto fail;
-	} else if (errno == EEXIST) {
-		r->fd = open(path, O_RDWR | O_CLOEXEC);
-		if (r->fd < 0) {
-			chan_err(err, errlen, "channel %s: open: %s", path, strerror(errno));
+	if (strlen(path) >= sizeof(r->path)) {
+		chan_err(err, errlen, "channel %s: path too long", path);
+		goto fail;
+	}
+	memcpy(r->path, path, strlen(path) + 1);
+	for (int attempt = 0;; attempt++) {
+		if (attempt == CHAN_OPEN_ATTEMPTS) {
+			chan_err(err, errlen, "channel %s: the file keeps changing under us "
+				 "(other processes creating and removing it)", path);
 			goto fail;
 		}
-		if (chan_attach_existing(r, path, total, err, errlen) != 0)
+		if (r->fd >= 0)
+			close(r->fd);
+		r->fd = open(path, O_RDWR | O_CLOEXEC);
+		if (r->fd < 0) {
+			if (errno != ENOENT) {
+				chan_err(err, errlen, "channel %s: open: %s", path, strerror(errno));
+				goto fail;
+			}
+			int rc = chan_create_at(r, path, total, err, errlen);
+			if (rc < 0)
+				goto fail;
+			if (rc == 0) {
+				created = true;
+				break;
+			}
+			continue;
+		}
+		if (flock(r->fd, LOCK_EX | LOCK_NB) == 0) {
+			if (!chan_same_file(r->fd, path))
+				continue;
+			/* Nobody holds it: what a crashed run left. */
+			char why[256];
+			if (chan_attach_existing(r, path, total, true, why, sizeof(why)) == 0) {
+				snprintf(r->note, sizeof(r->note), "reused the region a previous run left");
+				break;
+			}
+			uint64_t magic;
+			if (!chan_replaceable(r->fd, &magic)) {
+				chan_err(err, errlen, "channel %s: magic 0x%016llx in region, expected 0x%016llx; "
+					 "not a sluice channel, remove the file", path,
+					 (unsigned long long)magic, (unsigned long long)CHAN_MAGIC);
+				goto fail;
+			}
+			snprintf(r->note, sizeof(r->note), "replaced a stale region (%s)", why);
+			if (r->hdr) {
+				munmap(r->hdr, r->map_len);
+				r->hdr = NULL;
+			}
+			if (unlink(path) != 0 && errno != ENOENT) {
+				chan_err(err, errlen, "channel %s: removing the stale region: %s", path,
+					 strerror(errno));
+				goto fail;
+			}
+			continue;
+		}
+		if (errno != EWOULDBLOCK) {
+			chan_err(err, errlen, "channel %s: flock: %s", path, strerror(errno));
 			goto fail;
-	} else {
-		chan_err(err, errlen, "channel %s: create: %s", path, strerror(errno));
+		}
+		if (flock(r->fd, LOCK_SH) != 0) {
+			chan_err(err, errlen, "channel %s: flock: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (!chan_same_file(r->fd, path))
+			continue;
+		if (chan_attach_existing(r, path, total, false, err, errlen) != 0)
+			goto fail;
+		break;
+	}
+	/* Shared from now on (a no-op when it already was): the last process
+	 * out is the one that can take it exclusive again. */
+	if (flock(r->fd, LOCK_SH) != 0) {
+		chan_err(err, errlen, "channel %s: flock: %s", path, strerror(errno));
 		goto fail;
 	}
 
@@ -381,9 +517,9 @@ struct chan_region *chan_open(const char *path, uint32_t nworkers, uint32_t ring
 	chan_attach_role(r);
 	return r;
 fail:
-	/* A half-made region would make the peer wait for a magic that never
-	 * comes; a region that belongs to someone else is left alone. */
-	if (created)
+	/* A region this call made goes again unless someone attached meanwhile;
+	 * a region that belongs to someone else is left alone. */
+	if (created && flock(r->fd, LOCK_EX | LOCK_NB) == 0 && chan_same_file(r->fd, path))
 		unlink(path);
 	chan_free(r);
 	return NULL;
@@ -391,10 +527,15 @@ fail:
 
 /* Clearing pid and heartbeat tells the peer at once that this side left
  * on purpose instead of letting it wait for the liveness timeout. */
-void chan_close(struct chan_region *r)
+const char *chan_open_note(const struct chan_region *r)
+{
+	return r->note[0] ? r->note : NULL;
+}
+
+bool chan_close(struct chan_region *r)
 {
 	if (!r)
-		return;
+		return false;
 	struct chan_hdr *h = r->hdr;
 	if (r->role == CHAN_ROLE_DATAPLANE) {
 		atomic_store_explicit(&h->dp_heartbeat_ns, 0, memory_order_release);
@@ -403,7 +544,13 @@ void chan_close(struct chan_region *r)
 		atomic_store_explicit(&h->cp_heartbeat_ns, 0, memory_order_release);
 		atomic_store_explicit(&h->cp_pid, 0, memory_order_release);
 	}
+	/* Exclusive only when no peer holds its shared lock: the last one out
+	 * removes the region, while a peer that is still attached keeps it. */
+	bool last = flock(r->fd, LOCK_EX | LOCK_NB) == 0 && chan_same_file(r->fd, r->path);
+	if (last)
+		chan_unlink(r->path, r->nworkers);
 	chan_free(r);
+	return last;
 }
 
 /* Keeps going past errors so one stale doorbell does not leave the rest. */
@@ -547,16 +694,20 @@ void *chan_reserve(struct chan_prod *p, uint16_t type, uint32_t len)
 	return rec->payload;
 }
 
-/* Growing a record past its reservation means the caller already wrote
- * over space the ring may not own; there is no safe way to continue. */
-void chan_commit(struct chan_prod *p, uint32_t len)
+/* A record grown past its reservation is a caller's bug; the ring only
+ * vouched for the reserved bytes, so the record is dropped (head stays, the
+ * slot is reserved afresh next time) and counted, never published. */
+bool chan_commit(struct chan_prod *p, uint32_t len)
 {
 	struct chan_rec *rec = (struct chan_rec *)(p->data + (p->head & p->mask));
-	if (unlikely(len > rec->len))
-		abort();
+	if (unlikely(len > rec->len)) {
+		p->bad_commits++;
+		return false;
+	}
 	rec->len = len;
 	p->head += chan_rec_size(len);
 	p->pending++;
+	return true;
 }
 
 /*

@@ -148,7 +148,7 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 		const struct chan_response *r = payload;
 		if (len < sizeof(*r))
 			return false;
-		if (r->action > CHAN_RESP_WS_ACCEPT || !chan_ids_ok(r->session_id, r->resume_message_id))
+		if (r->action > CHAN_RESP_HTTP_STREAM || !chan_ids_ok(r->session_id, r->resume_message_id))
 			return false;
 		return chan_fields_ok(base + sizeof(*r), end);
 	}
@@ -164,7 +164,8 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 	case CHAN_REC_STATUS: {
 		const struct chan_status *s = payload;
 		return len == sizeof(*s) && chan_ids_ok(s->session_id, s->message_id) &&
-		       chan_str_ok(s->status, CHAN_STATUS_LEN);
+		       chan_str_ok(s->status, CHAN_STATUS_LEN) && isfinite(s->prompt_cost) &&
+		       s->prompt_cost >= 0.0 && isfinite(s->cost_per_token) && s->cost_per_token >= 0.0;
 	}
 	case CHAN_REC_USAGE: {
 		const struct chan_usage *u = payload;
@@ -187,6 +188,28 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 	}
 	case CHAN_REC_STATS:
 		return len == sizeof(struct chan_stats);
+	case CHAN_REC_BACKENDS: {
+		const struct chan_backends *b = payload;
+		if (len < sizeof(*b) || (len - sizeof(*b)) % sizeof(struct chan_backend_entry) != 0 ||
+		    (len - sizeof(*b)) / sizeof(struct chan_backend_entry) != b->count)
+			return false;
+		const struct chan_backend_entry *e = (const struct chan_backend_entry *)(b + 1);
+		for (uint32_t i = 0; i < b->count; i++)
+			if (!chan_str_ok(e[i].backend, sizeof(e[i].backend)) ||
+			    !chan_str_ok(e[i].model, sizeof(e[i].model)) || !isfinite(e[i].ttft_sum_s))
+				return false;
+		for (uint32_t i = 0; i < CHAN_TTFT_BUCKETS; i++)
+			if (!isfinite(b->ttft_le[i]))
+				return false;
+		return true;
+	}
+	case CHAN_REC_BROADCAST: {
+		const struct chan_broadcast *b = payload;
+		if (len < sizeof(*b) || b->conn.slot == CHAN_SLOT_ALL ||
+		    b->max_pending < CHAN_BROADCAST_MIN_PENDING)
+			return false;
+		return chan_fields_ok(base + sizeof(*b), end);
+	}
 	case CHAN_REC_ADMIN: {
 		const struct chan_admin *a = payload;
 		return len == sizeof(*a) && a->op == CHAN_ADMIN_LIST_CONNS;

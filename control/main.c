@@ -10,8 +10,11 @@
 #include "api/api.h"
 #include "admin/admin.h"
 #include "auth/auth.h"
+#include "backends/backends.h"
+#include "channel/chan_out.h"
+#include "chat/chat.h"
+#include "events/ev.h"
 #include "loop/cp_loop.h"
-#include "out/chan_out.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
@@ -58,91 +61,90 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* The layers, bottom-up: each is given the ones below it and registers
+	 * its records, fds, timers and hooks with the loop; teardown runs in
+	 * reverse, except that the store closes first (below). */
 	int rc = 1;
 	struct chan_region *r = NULL;
+	struct cp_loop *loop = NULL;
 	struct store *st = NULL;
+	struct admin *admin = NULL;
+	struct bk_mgr *bk = NULL;
 	static struct chan_out out;
-	static struct api api;
-	static struct cp_loop loop;
-	bool out_ok = false, api_ok = false, loop_ok = false;
+	static struct chat chat;
 	static struct auth auth;
-	bool auth_ok = false;
-	static struct admin admin;
-	bool admin_ok = false;
+	static struct api api;
+	static struct ev_bus bus;
+	bool out_ok = false, chat_ok = false, auth_ok = false, api_ok = false;
 
+	ev_init(&bus);
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
 	if (!r) {
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
 		goto fail;
 	}
+	if (chan_open_note(r))
+		LOG_INFO("channel %s: %s", conf.chan_path, chan_open_note(r));
+	loop = cpl_create(r, err, sizeof(err));
+	if (!loop)
+		goto fail_msg;
 	/* Half a ring of backlog per worker: room for several of the largest
 	 * records while the dataplane catches up. */
-	if (co_init(&out, r, conf.ring_bytes / 2) < 0) {
-		LOG_ERROR("cannot allocate the channel backlogs");
-		goto fail;
-	}
+	if (co_init(&out, loop, conf.ring_bytes / 2, err, sizeof(err)) < 0)
+		goto fail_msg;
 	out_ok = true;
-	/* The loop comes first: the store delivers its completions through it.
-	 * cpl_init only keeps the api pointer; api_init fills it in below. */
-	if (cpl_init(&loop, r, &api, &out) < 0)
-		goto fail;
-	loop_ok = true;
-	st = store_lmdb_open(conf.store, &loop, &conf, err, sizeof(err));
-	if (!st) {
-		LOG_ERROR("%s", err);
-		goto fail;
-	}
-	if (api_init(&api, &conf, st, &out) < 0) {
-		LOG_ERROR("cannot allocate the chat state");
-		goto fail;
-	}
-	api_ok = true;
-	api.cp_epoch = atomic_load(&chan_header(r)->cp_epoch);
-	if (auth_init(&auth, &conf, st, &out, true, err, sizeof(err)) < 0) {
-		LOG_ERROR("auth: %s", err);
-		goto fail;
-	}
+	st = store_lmdb_open(conf.store, loop, &conf, err, sizeof(err));
+	if (!st)
+		goto fail_msg;
+	bk = bk_create(&conf, loop, err, sizeof(err));
+	if (!bk)
+		goto fail_msg;
+	if (chat_init(&chat, &conf, loop, st, &out, bk, err, sizeof(err)) < 0)
+		goto fail_msg;
+	chat_ok = true;
+	chat_set_bus(&chat, &bus);
+	if (auth_init(&auth, &conf, loop, st, &out, err, sizeof(err)) < 0)
+		goto fail_msg;
 	auth_ok = true;
-	api.auth = &auth;
-	if (cpl_add_fd(&loop, auth_pool_fd(&auth), auth_on_pool, &auth) < 0 ||
-	    cpl_add_fd(&loop, auth_timer_fd(&auth), auth_on_timer, &auth) < 0) {
-		LOG_ERROR("auth: cannot watch its fds on the control loop");
-		goto fail;
-	}
-	if (admin_init(&admin, &conf, &loop, &api, &auth, err, sizeof(err)) < 0) {
-		LOG_ERROR("%s", err);
-		goto fail;
-	}
-	admin_ok = true;
-	api.admin = &admin;
+	struct api_deps ad = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
+			       .auth = &auth, .bk = bk, .bus = &bus };
+	if (api_init(&api, &ad, err, sizeof(err)) < 0)
+		goto fail_msg;
+	api_ok = true;
+	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
+				 .auth = &auth, .bk = bk, .api_stats = &api.stats, .api = &api, .bus = &bus };
+	admin = admin_create(&dd, err, sizeof(err));
+	if (!admin)
+		goto fail_msg;
 	LOG_INFO("attached to %s (%u workers), serving", conf.chan_path, conf.workers);
-	rc = cpl_run(&loop) < 0 ? 1 : 0;
-	co_flush(&out);
+	rc = cpl_run(loop) < 0 ? 1 : 0;
 	LOG_INFO("stopped");
+	goto out;
+fail_msg:
+	LOG_ERROR("%s", err);
 fail:
-	/* The store goes first: closing commits what is queued and runs the
-	 * completions, whose owners (chat, auth, admin) are still alive. */
-	if (st)
-		store_close(st);
-	if (admin_ok) {
-		api.admin = NULL;
-		admin_free(&admin);
-	}
-	if (auth_ok) {
-		if (loop_ok) {
-			cpl_del_fd(&loop, auth_pool_fd(&auth));
-			cpl_del_fd(&loop, auth_timer_fd(&auth));
-		}
-		api.auth = NULL;
-		auth_free(&auth);
-	}
-	if (loop_ok)
-		cpl_free(&loop);
+out:
+	/* Running answers end first, as interrupted (their subscribers get
+	 * usage and done, the store their status), then the store: closing
+	 * commits what is queued and runs the completions, whose owners (chat,
+	 * auth, admin) are still alive. */
+	bk_shutdown(bk);
 	if (api_ok)
 		api_free(&api);
 	if (out_ok)
+		co_flush(&out);
+	if (st)
+		store_close(st);
+	admin_destroy(admin);
+	if (auth_ok)
+		auth_free(&auth);
+	if (chat_ok)
+		chat_free(&chat);
+	bk_destroy(bk);
+	if (out_ok)
 		co_free(&out);
-	if (r)
-		chan_close(r);
+	cpl_destroy(loop);
+	if (chan_close(r))
+		LOG_INFO("channel %s: removed (the dataplane had stopped too)", conf.chan_path);
 	return rc;
 }

@@ -6,7 +6,8 @@
  * With transport = dpdk, EAL and the port are set up first and the workers
  * run on EAL lcores (transport/tp_dpdk.h) instead of threads started here.
  * SIGINT/SIGTERM stop the workers after their current turn; they close their
- * connections and the process exits 0. Fatal problems at start exit 1.
+ * connections and the process exits 0. With tls = on, SIGHUP reloads the
+ * certificates (dataplane_reload_certs). Fatal problems at start exit 1.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,9 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "app/app.h"
 #include "sluice/chan.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
+#include "tls/tls.h"
 #include "worker/worker.h"
 #ifdef SLUICE_HAVE_DPDK
 #include "transport/tp_dpdk.h"
@@ -78,17 +81,47 @@ static void pin_worker(pthread_t th, uint32_t id)
 }
 
 /*
+ * Reads the certificate and key files again; new handshakes use them, open
+ * connections keep theirs. A file that does not load is refused and the old
+ * certificates stay. The one entry point for SIGHUP and for the
+ * configuration reload of docs/operations.md. Returns 0 or -1.
+ */
+static int dataplane_reload_certs(struct tls_shared *tls)
+{
+	char err[512];
+
+	if (!tls) {
+		LOG_INFO("reload: tls is off, no certificates to reload");
+		return 0;
+	}
+	if (tls_shared_reload(tls, err, sizeof(err)) != 0) {
+		LOG_ERROR("reload refused, the current certificates stay: %s", err);
+		return -1;
+	}
+	LOG_INFO("reload: certificates loaded; new handshakes use them");
+	return 0;
+}
+
+/*
  * Waits on the main thread for SIGINT/SIGTERM (blocked in every thread, so
  * no handler runs in a worker) or for a worker that stopped on its own.
+ * SIGHUP reloads the certificates; the TLS layer's timed work (ticket key
+ * rotation, OCSP refresh, freeing replaced snapshots) runs every tick.
  */
-static void wait_for_stop(const sigset_t *set)
+static void wait_for_stop(const sigset_t *set, struct tls_shared *tls)
 {
 	const struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 	while (!workers_stopping()) {
 		int sig = sigtimedwait(set, NULL, &tick);
+		if (tls)
+			tls_shared_tick(tls);
 		if (sig == SIGINT || sig == SIGTERM) {
 			LOG_INFO("signal %d: stopping workers", sig);
 			return;
+		}
+		if (sig == SIGHUP) {
+			(void)dataplane_reload_certs(tls);
+			continue;
 		}
 		if (sig < 0 && errno != EAGAIN && errno != EINTR) {
 			LOG_ERROR("sigtimedwait: %s", strerror(errno));
@@ -104,6 +137,7 @@ int main(int argc, char **argv)
 	static struct sluice_conf conf;
 	char err[512];
 	struct chan_region *chan = NULL;
+	struct tls_shared *tls = NULL;
 	pthread_t threads[CHAN_MAX_WORKERS];
 	uint32_t started = 0;
 	int status = 1;
@@ -139,7 +173,13 @@ int main(int argc, char **argv)
 	}
 #endif
 	bool dpdk = conf.transport == CONF_TRANSPORT_DPDK;
+	/* Certificates load before anything starts, also for --check. */
+	if (conf.tls && !(tls = tls_shared_create(&conf, err, sizeof(err)))) {
+		LOG_ERROR("%s: %s", conf_path, err);
+		return 1;
+	}
 	if (check_only) {
+		tls_shared_destroy(tls);
 		printf("%s: configuration ok\n", conf_path);
 		return 0;
 	}
@@ -150,20 +190,22 @@ int main(int argc, char **argv)
 	sigemptyset(&stop_set);
 	sigaddset(&stop_set, SIGINT);
 	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGHUP);
 	int rc = pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 	if (rc != 0) {
 		LOG_ERROR("pthread_sigmask: %s", strerror(rc));
-		return 1;
+		goto out;
 	}
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
 		LOG_ERROR("signal(SIGPIPE): %s", strerror(errno));
-		return 1;
+		goto out;
 	}
 
 #ifdef SLUICE_HAVE_DPDK
 	/* After the signal mask: EAL's threads inherit it. */
 	if (dpdk && tp_dpdk_init(&conf, argv[0], err, sizeof(err)) != 0) {
 		LOG_ERROR("%s", err);
+		tls_shared_destroy(tls);
 		return 1;
 	}
 #endif
@@ -172,7 +214,9 @@ int main(int argc, char **argv)
 		LOG_ERROR("channel %s: %s", conf.chan_path, err);
 		goto out;
 	}
-	if (workers_setup(&conf, chan, err, sizeof(err)) != 0) {
+	if (chan_open_note(chan))
+		LOG_INFO("channel %s: %s", conf.chan_path, chan_open_note(chan));
+	if (workers_setup(&conf, chan, &app_ops, tls, err, sizeof(err)) != 0) {
 		LOG_ERROR("%s", err);
 		goto out;
 	}
@@ -197,13 +241,16 @@ int main(int argc, char **argv)
 	}
 	if (started == conf.workers) {
 		if (dpdk)
-			LOG_INFO("serving port %u on [port.0] %s with %u worker(s), channel %s",
-				 (unsigned)conf.listen_port, conf.ports[0].device, conf.workers,
-				 conf.chan_path);
+			LOG_INFO("serving port %u%s on [port.0] %s with %u worker(s), channel %s",
+				 (unsigned)conf.listen_port, tls ? " (tls)" : "", conf.ports[0].device,
+				 conf.workers, conf.chan_path);
 		else
-			LOG_INFO("listening on %s:%u with %u worker(s), channel %s", conf.listen_addr,
-				 (unsigned)conf.listen_port, conf.workers, conf.chan_path);
-		wait_for_stop(&stop_set);
+			LOG_INFO("listening on %s:%u%s with %u worker(s), channel %s", conf.listen_addr,
+				 (unsigned)conf.listen_port, tls ? " (tls)" : "", conf.workers,
+				 conf.chan_path);
+		if (conf.redirect_port)
+			LOG_INFO("redirecting plain HTTP on port %u to https", (unsigned)conf.redirect_port);
+		wait_for_stop(&stop_set, tls);
 	}
 
 	workers_stop();
@@ -229,7 +276,9 @@ int main(int argc, char **argv)
 	status = failed ? 1 : 0;
 	LOG_INFO("stopped");
 out:
-	chan_close(chan);
+	if (chan_close(chan))
+		LOG_INFO("channel %s: removed (control had stopped too)", conf.chan_path);
+	tls_shared_destroy(tls);
 #ifdef SLUICE_HAVE_DPDK
 	if (dpdk)
 		tp_dpdk_fini();

@@ -1,9 +1,11 @@
 #include "api/api_auth.h"
+#include "api/api_int.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -19,7 +21,7 @@ struct aa_slice {
  * fields count as absent. Pointers into the record. */
 struct aa_req {
 	uint8_t method;
-	struct aa_slice path, body, authz, cookie, csrf, origin, proto, peer;
+	struct aa_slice path, body, authz, cookie, csrf, origin, proto, peer, ctype;
 };
 
 static bool aa_parse(const void *payload, uint32_t len, struct aa_req *q)
@@ -42,6 +44,7 @@ static bool aa_parse(const void *payload, uint32_t len, struct aa_req *q)
 		case CHAN_F_ORIGIN: s = &q->origin; break;
 		case CHAN_F_WS_PROTOCOL: s = &q->proto; break;
 		case CHAN_F_PEER: s = &q->peer; break;
+		case CHAN_F_CONTENT_TYPE: s = &q->ctype; break;
 		default: continue;
 		}
 		if (f->len) {
@@ -58,44 +61,9 @@ static bool aa_path_is(const struct aa_req *q, const char *p)
 	return q->path.n == n && memcmp(q->path.p, p, n) == 0;
 }
 
-static void aa_send_text(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
-			 const char *txt, size_t len, const char *header)
-{
-	struct co_resp resp = { .status = status, .action = action, .body = txt, .body_len = len,
-				.header = header };
-	if (!co_response(a->out, r->conn, r->req_id, &resp)) {
-		a->stats.reply_drops++;
-		LOG_WARN("response to worker %u dropped: channel full", r->conn.worker);
-	}
-}
-
-/* Sends obj (taking the reference) with one optional extra header and cookie. */
-static void aa_send(struct api *a, const struct chat_reply *r, uint16_t status, uint8_t action,
-		    json_t *obj, const char *header)
-{
-	char *txt = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-	json_decref(obj);
-	if (obj && !txt) {
-		LOG_ERROR("out of memory building a response");
-		return;
-	}
-	aa_send_text(a, r, status, action, txt, txt ? strlen(txt) : 0, header);
-	if (txt) {
-		sodium_memzero(txt, strlen(txt));
-		free(txt);
-	}
-}
-
-static void aa_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
-		     const char *msg, const char *header)
-{
-	aa_send(a, r, status, CHAN_RESP_PLAIN,
-		json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg), header);
-}
-
 static void aa_unauthenticated(struct api *a, const struct chat_reply *r)
 {
-	aa_error(a, r, 401, "unauthenticated", "a valid session token or API key is required",
+	api_error(a, r, 401, "unauthenticated", "a valid session token or API key is required",
 		 "WWW-Authenticate: Bearer");
 }
 
@@ -179,13 +147,8 @@ static void aa_login_stored(void *arg, int err)
 {
 	struct aa_login *l = arg;
 	struct api *a = l->a;
-	if (err == -ENOSPC) {
-		aa_error(a, &l->r, 503, "store_full", "the store is full; retry later", "Retry-After: 60");
-		aa_login_free(l);
-		return;
-	}
 	if (err) {
-		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
+		api_store_error(a, &l->r, err, "the session could not be stored");
 		aa_login_free(l);
 		return;
 	}
@@ -201,13 +164,16 @@ static void aa_login_stored(void *arg, int err)
 			  "{\"session_token\":\"%s\",\"csrf_token\":\"%s\",\"expires_at\":%lld,"
 			  "\"user\":{\"name\":\"%s\",\"role\":\"%s\"}}",
 			  l->token, l->csrf, (long long)l->expires_at, l->user, aa_role_name(l->role));
-	if (n > 0 && (size_t)n < sizeof(cookie) && bn > 0 && (size_t)bn < sizeof(body))
-		aa_send_text(a, &l->r, 200, CHAN_RESP_PLAIN, body, (size_t)bn, cookie);
-	else
-		aa_error(a, &l->r, 500, "internal", "response too long", NULL);
+	if (n > 0 && (size_t)n < sizeof(cookie) && bn > 0 && (size_t)bn < sizeof(body)) {
+		struct co_resp resp = { .status = 200, .action = CHAN_RESP_PLAIN, .body = body,
+					.body_len = (size_t)bn, .header = cookie };
+		api_send(a, &l->r, &resp);
+	} else
+		api_error(a, &l->r, 500, "internal", "response too long", NULL);
 	sodium_memzero(cookie, sizeof(cookie));
 	sodium_memzero(body, sizeof(body));
 	a->auth->stats.logins_ok++;
+	ev_publish(a->bus, &(struct ev){ .kind = EV_LOGIN, .user = l->user, .role = aa_role_name(l->role) });
 	aa_login_free(l);
 }
 
@@ -241,7 +207,7 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 		auth_throttle_fail(&au->by_addr, l->addr, strlen(l->addr), now);
 		au->stats.logins_failed++;
 		LOG_INFO("login failed for a %s user from %s", l->known ? "known" : "unknown", l->addr);
-		aa_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
+		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
 		aa_login_free(l);
 		return;
 	}
@@ -250,7 +216,7 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 	auth_throttle_reset(&au->by_user, l->user, strlen(l->user));
 	int rc = auth_session_create(au, l->user, l->token, l->csrf, &l->expires_at, aa_login_stored, l);
 	if (rc < 0) {
-		aa_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
+		api_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
 		aa_login_free(l);
 	}
 }
@@ -323,23 +289,59 @@ static int aa_login_fields(const struct aa_req *q, char *user, size_t ucap, size
 	return rc;
 }
 
+/* The media type of a Content-Type value is application/json (parameters
+ * such as charset allowed, ASCII case-insensitive). */
+static bool aa_is_json(struct aa_slice ct)
+{
+	static const char want[] = "application/json";
+	size_t n = sizeof(want) - 1, i = n;
+	if (!ct.p || ct.n < n || strncasecmp(ct.p, want, n) != 0)
+		return false;
+	while (i < ct.n && (ct.p[i] == ' ' || ct.p[i] == '\t'))
+		i++;
+	return i == ct.n || ct.p[i] == ';';
+}
+
+/*
+ * A login sets the session cookie, so a cross-site page must not be able
+ * to perform one for the browser: a form can post text/plain (no CORS
+ * preflight) but not application/json, and a browser names the page's
+ * origin in Origin. So both are checked before the body is even read.
+ */
+static bool aa_login_allowed(struct api *a, const struct chat_reply *r, const struct aa_req *q)
+{
+	if (q->origin.p && !auth_origin_allowed(a->auth, q->origin.p, q->origin.n)) {
+		api_error(a, r, 403, "origin_not_allowed", "this Origin may not log in here", NULL);
+		return false;
+	}
+	if (!aa_is_json(q->ctype)) {
+		api_error(a, r, 415, "unsupported_media_type", "a login body must be application/json",
+			  NULL);
+		return false;
+	}
+	return true;
+}
+
 static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_req *q)
 {
 	struct auth *au = a->auth;
 	char pw[PWH_PASSWORD_MAX];
 	size_t pl = 0, ul = 0;
-	struct aa_login *l = calloc(1, sizeof(*l));
+	struct aa_login *l = NULL;
+	if (!aa_login_allowed(a, r, q))
+		goto out;
+	l = calloc(1, sizeof(*l));
 	if (!l) {
-		aa_error(a, r, 500, "internal", "out of memory", NULL);
+		api_error(a, r, 500, "internal", "out of memory", NULL);
 		goto out;
 	}
 	int fields = aa_login_fields(q, l->user, sizeof(l->user), &ul, pw, sizeof(pw), &pl);
 	if (fields < 0) {
-		aa_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
+		api_error(a, r, 400, "invalid_json", "the body is not valid JSON", NULL);
 		goto out;
 	}
 	if (fields == 0 || ul == 0) {
-		aa_error(a, r, 400, "invalid_request", "username and password strings are required", NULL);
+		api_error(a, r, 400, "invalid_request", "username and password strings are required", NULL);
 		goto out;
 	}
 	struct aa_slice addr = aa_peer_addr(q);
@@ -355,7 +357,7 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		char hdr[48];
 		aa_retry_after(hdr, sizeof(hdr), wu > wa ? wu : wa);
 		au->stats.logins_throttled++;
-		aa_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
+		api_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
 		goto out;
 	}
 	struct store_user u;
@@ -367,7 +369,7 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 	sodium_memzero(&u, sizeof(u));
 	if (rc == -EBUSY) {
 		au->stats.logins_busy++;
-		aa_error(a, r, 503, "overloaded", "too many logins in progress", "Retry-After: 1");
+		api_error(a, r, 503, "overloaded", "too many logins in progress", "Retry-After: 1");
 		goto out;
 	}
 	if (rc < 0) {
@@ -376,7 +378,7 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		 * hash the pool cannot take: the server's fault, not the client's. */
 		LOG_ERROR("auth: password check for a login could not start: %s",
 			  rc == -EINVAL ? "stored password hash too long" : strerror(-rc));
-		aa_error(a, r, 500, "internal", "the password could not be checked", NULL);
+		api_error(a, r, 500, "internal", "the password could not be checked", NULL);
 		goto out;
 	}
 	l = NULL; /* owned by the pool callback now */
@@ -395,6 +397,7 @@ out:
 struct aa_logout {
 	struct api *a;
 	struct chat_reply r;
+	char user[STORE_USER_MAX];
 };
 
 static void aa_logout_done(void *arg, int err)
@@ -404,37 +407,79 @@ static void aa_logout_done(void *arg, int err)
 	/* -ENOENT: revoked meanwhile by another logout; the session is gone
 	 * either way, which is what the client asked for. */
 	if (err && err != -ENOENT)
-		aa_error(a, &lo->r, 500, "internal", "the session could not be revoked", NULL);
-	else
-		aa_send(a, &lo->r, 200, CHAN_RESP_PLAIN, json_pack("{s:b}", "logged_out", 1),
+		api_error(a, &lo->r, 500, "internal", "the session could not be revoked", NULL);
+	else {
+		api_send_json(a, &lo->r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:b}", "logged_out", 1),
 			"Set-Cookie: " AUTH_COOKIE_NAME "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+		ev_publish(a->bus, &(struct ev){ .kind = EV_LOGOUT, .user = lo->user });
+	}
 	free(lo);
 }
 
 static void aa_logout(struct api *a, const struct chat_reply *r, const struct auth_ident *id)
 {
 	if (id->apikey) {
-		aa_error(a, r, 400, "invalid_request",
+		api_error(a, r, 400, "invalid_request",
 			 "an API key is not a login session; revoke keys with sluicectl", NULL);
 		return;
 	}
 	struct aa_logout *lo = calloc(1, sizeof(*lo));
 	if (!lo) {
-		aa_error(a, r, 500, "internal", "out of memory", NULL);
+		api_error(a, r, 500, "internal", "out of memory", NULL);
 		return;
 	}
 	lo->a = a;
 	lo->r = *r;
+	memcpy(lo->user, id->user, sizeof(lo->user));
 	int rc = auth_session_revoke(a->auth, id->hash, aa_logout_done, lo);
 	if (rc < 0)
 		aa_logout_done(lo, rc);
+}
+
+/* ---- the caller's own login -------------------------------------------------- */
+
+/* GET /api/auth/session: who the credentials name, and the CSRF token a
+ * page needs for its writes (a page that was reloaded has only the
+ * cookie). Same-origin reads only: another origin cannot read the answer.
+ * No valid credentials (id NULL) is an answer too, {"user":null}, so a page
+ * asks without a failed request showing in its console. */
+static void aa_session(struct api *a, const struct chat_reply *r, const struct auth_ident *id)
+{
+	char body[256];
+	if (!id) {
+		api_send_json(a, r, 200, CHAN_RESP_PLAIN, NULL,
+			      json_pack("{s:n,s:n,s:n,s:n}", "user", "csrf_token", "expires_at", "via"), NULL);
+		return;
+	}
+	const char *via = id->apikey ? "api_key" : id->via == AUTH_VIA_COOKIE ? "cookie" : "bearer";
+	int n;
+	if (id->apikey)
+		n = snprintf(body, sizeof(body),
+			     "{\"user\":{\"name\":\"%s\",\"role\":\"%s\"},\"csrf_token\":null,"
+			     "\"expires_at\":null,\"via\":\"%s\"}",
+			     id->user, aa_role_name(id->role), via);
+	else
+		n = snprintf(body, sizeof(body),
+			     "{\"user\":{\"name\":\"%s\",\"role\":\"%s\"},\"csrf_token\":\"%s\","
+			     "\"expires_at\":%lld,\"via\":\"%s\"}",
+			     id->user, aa_role_name(id->role), id->csrf, (long long)id->expires_at, via);
+	/* Written by hand like the login answer: no copy of the CSRF token in
+	 * freed memory (user names are JSON-safe by auth_user_name_ok). */
+	if (n > 0 && (size_t)n < sizeof(body)) {
+		struct co_resp resp = { .status = 200, .action = CHAN_RESP_PLAIN, .body = body,
+					.body_len = (size_t)n };
+		api_send(a, r, &resp);
+	} else {
+		api_error(a, r, 500, "internal", "response too long", NULL);
+	}
+	sodium_memzero(body, sizeof(body));
 }
 
 /* ---- entry points ---------------------------------------------------------- */
 
 static void aa_method_not_allowed(struct api *a, const struct chat_reply *r)
 {
-	aa_error(a, r, 405, "method_not_allowed", "method not allowed on this path", "Allow: POST");
+	api_error(a, r, 405, "method_not_allowed", "method not allowed on this path", "Allow: POST");
 }
 
 bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
@@ -445,7 +490,7 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 	/* Fail closed: a record this parser cannot read must never reach the
 	 * router as an anonymous request. */
 	if (!aa_parse(payload, len, &q)) {
-		aa_error(a, r, 400, "bad_request", "malformed request record", NULL);
+		api_error(a, r, 400, "bad_request", "malformed request record", NULL);
 		return true;
 	}
 	if (aa_path_is(&q, "/api/auth/login")) {
@@ -457,12 +502,20 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 	}
 	if ((aa_path_is(&q, "/api/models") || aa_path_is(&q, "/api/agents")) && q.method == CHAN_M_GET)
 		return false;
-	switch (aa_authenticate(a, &q, id)) {
+	enum aa_result res = aa_authenticate(a, &q, id);
+	if (aa_path_is(&q, "/api/auth/session")) {
+		if (q.method != CHAN_M_GET && q.method != CHAN_M_HEAD)
+			api_method_not_allowed(a, r, "GET, HEAD");
+		else
+			aa_session(a, r, res == AA_OK ? id : NULL);
+		return true;
+	}
+	switch (res) {
 	case AA_UNAUTH:
 		aa_unauthenticated(a, r);
 		return true;
 	case AA_CSRF:
-		aa_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
+		api_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
 		return true;
 	case AA_OK:
 		break;
@@ -504,25 +557,38 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 	struct aa_req q;
 	struct auth_ident id;
 	if (!aa_parse(payload, len, &q)) {
-		aa_error(a, r, 400, "bad_request", "malformed upgrade record", NULL);
+		api_error(a, r, 400, "bad_request", "malformed upgrade record", NULL);
+		return;
+	}
+	const struct api_ws_endpoint *ep = api_ws_find(a, q.path.p, q.path.n);
+	if (!ep && q.path.p && !aa_path_is(&q, "/ws/chat")) {
+		api_not_found(a, r, "no such WebSocket endpoint");
 		return;
 	}
 	if (q.origin.p && !auth_origin_allowed(a->auth, q.origin.p, q.origin.n)) {
-		aa_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
+		api_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
 		return;
 	}
 	if (aa_ws_credentials(a, &q, &id) < 0) {
 		aa_unauthenticated(a, r);
 		return;
 	}
-	if (auth_conn_add(a->auth, r->conn, &id) < 0) {
+	if (ep && id.role < ep->role) {
 		sodium_memzero(&id, sizeof(id));
-		aa_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
+		api_error(a, r, 403, "forbidden", "this endpoint needs the admin role", NULL);
 		return;
 	}
-	sodium_memzero(&id, sizeof(id));
+	if (auth_conn_add(a->auth, r->conn, &id) < 0) {
+		sodium_memzero(&id, sizeof(id));
+		api_error(a, r, 503, "overloaded", "out of memory", "Retry-After: 1");
+		return;
+	}
 	bool v1 = q.proto.p && auth_ws_proto_offers(q.proto.p, q.proto.n, "sluice.v1");
-	aa_send(a, r, 101, CHAN_RESP_WS_ACCEPT, NULL, v1 ? "Sec-WebSocket-Protocol: sluice.v1" : NULL);
+	struct co_resp resp = { .status = 101, .action = CHAN_RESP_WS_ACCEPT,
+				.header = v1 ? "Sec-WebSocket-Protocol: sluice.v1" : NULL };
+	if (api_send(a, r, &resp) && ep)
+		ep->opened(ep->arg, r->conn, &id);
+	sodium_memzero(&id, sizeof(id));
 }
 
 bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,

@@ -82,11 +82,15 @@ static void auth_throttle_init(struct auth_throttle *t, uint32_t limit, uint32_t
 	t->window_s = window_s;
 }
 
-int auth_init(struct auth *a, const struct sluice_conf *conf, struct store *st, struct chan_out *out,
-	      bool with_timerfd, char *err, size_t errlen)
+static void auth_on_pool(void *arg, int fd, uint32_t events);
+static void auth_on_timer(void *arg, int fd, uint32_t events);
+
+int auth_init(struct auth *a, const struct sluice_conf *conf, struct cp_loop *loop, struct store *st,
+	      struct chan_out *out, char *err, size_t errlen)
 {
 	memset(a, 0, sizeof(*a));
 	a->conf = conf;
+	a->loop = loop;
 	a->st = st;
 	a->out = out;
 	a->now = auth_wall_now;
@@ -128,15 +132,25 @@ int auth_init(struct auth *a, const struct sluice_conf *conf, struct store *st, 
 		goto fail;
 	}
 	timers_ok = true;
-	if (with_timerfd) {
-		a->tfd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
-		if (a->tfd < 0) {
-			snprintf(err, errlen, "timerfd: %s", strerror(errno));
-			goto fail;
-		}
+	a->tfd = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (a->tfd < 0) {
+		snprintf(err, errlen, "timerfd: %s", strerror(errno));
+		goto fail;
+	}
+	if (cpl_add_fd(loop, pwh_fd(&a->pool), CPL_READ, auth_on_pool, a) < 0) {
+		snprintf(err, errlen, "cannot watch the password pool: %s", strerror(errno));
+		goto fail;
+	}
+	if (cpl_add_fd(loop, a->tfd, CPL_READ, auth_on_timer, a) < 0) {
+		snprintf(err, errlen, "cannot watch the expiry timer: %s", strerror(errno));
+		cpl_del_fd(loop, pwh_fd(&a->pool));
+		goto fail;
 	}
 	return 0;
 fail:
+	if (a->tfd >= 0)
+		close(a->tfd);
+	a->tfd = -1;
 	if (timers_ok)
 		th_free(&a->timers);
 	if (conns_ok)
@@ -150,8 +164,11 @@ fail:
 
 void auth_free(struct auth *a)
 {
-	if (a->pool_ok)
+	cpl_del_fd(a->loop, a->tfd);
+	if (a->pool_ok) {
+		cpl_del_fd(a->loop, pwh_fd(&a->pool));
 		pwh_free(&a->pool);
+	}
 	a->pool_ok = false;
 	/* The heap resets its nodes when freed: it goes before the conns. */
 	th_free(&a->timers);
@@ -380,6 +397,8 @@ int auth_lookup(struct auth *a, const char *tok, size_t len, struct auth_ident *
 			return -1;
 		memcpy(id->user, k.owner, sizeof(id->user));
 		id->user[sizeof(id->user) - 1] = 0;
+		memcpy(id->key_id, k.id, sizeof(id->key_id));
+		id->key_id[sizeof(id->key_id) - 1] = 0;
 		id->apikey = true;
 		return auth_user_check(a, id, k.created_at);
 	}
@@ -753,8 +772,6 @@ static struct auth_conn *auth_conn_get(struct auth *a, struct chan_conn conn)
 /* Arms the timerfd for the earliest expiry, or disarms it. */
 static void auth_rearm(struct auth *a)
 {
-	if (a->tfd < 0)
-		return;
 	struct itimerspec it;
 	memset(&it, 0, sizeof(it));
 	const struct th_node *t = th_peek(&a->timers);
@@ -849,16 +866,20 @@ uint32_t auth_expire(struct auth *a, int64_t now)
 	return n;
 }
 
-void auth_on_pool(void *arg)
+static void auth_on_pool(void *arg, int fd, uint32_t events)
 {
 	struct auth *a = arg;
+	(void)fd;
+	(void)events;
 	pwh_drain(&a->pool);
 }
 
-void auth_on_timer(void *arg)
+static void auth_on_timer(void *arg, int fd, uint32_t events)
 {
 	struct auth *a = arg;
 	uint64_t ticks;
+	(void)fd;
+	(void)events;
 	/* EAGAIN: a re-arm raced the expiry; the scan below is what matters. */
 	if (read(a->tfd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
 		LOG_WARN("auth: expiry timer read: %s", strerror(errno));

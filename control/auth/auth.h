@@ -21,12 +21,13 @@
 #include <sodium.h>
 
 #include "auth/pwhash.h"
+#include "channel/chan_out.h"
+#include "loop/cp_loop.h"
 #include "loop/timer_heap.h"
-#include "out/chan_out.h"
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "store/store.h"
-#include "util/idmap.h"
+#include "idmap/idmap.h"
 
 #define AUTH_TOKEN_LEN 43 /* base64url of 32 bytes, no padding */
 #define AUTH_RAW_LEN 32
@@ -65,6 +66,7 @@ struct auth_ident {
 	uint64_t uid;                 /* store_user.uid: which user of that name */
 	uint8_t role;                 /* enum store_user_role, from the user record */
 	bool apikey;                  /* authenticated by an API key (no session, no CSRF) */
+	char key_id[STORE_KEYID_MAX]; /* the key's public id (API keys only): usage is counted per key */
 	enum auth_via via;
 	uint8_t hash[STORE_HASH_LEN]; /* keyed hash of the session token or key */
 	char csrf[STORE_CSRF_MAX];    /* the session's CSRF token (sessions only) */
@@ -98,6 +100,7 @@ struct auth_stats {
 
 struct auth {
 	const struct sluice_conf *conf;
+	struct cp_loop *loop;
 	struct store *st;
 	struct chan_out *out;
 	/* Unix seconds. time(NULL) unless a test injects its clock. */
@@ -111,8 +114,11 @@ struct auth {
 	struct auth_throttle by_addr;
 	struct idmap conns;
 	struct auth_conn *conn_list;
+	/* Expiries are wall-clock times (unix seconds), so they have their own
+	 * heap and a CLOCK_REALTIME timerfd rather than the loop's monotonic
+	 * timers: a clock step moves them with the sessions' expires_at. */
 	struct timer_heap timers;
-	int tfd; /* timerfd (CLOCK_REALTIME) armed for the earliest conn expiry, or -1 */
+	int tfd; /* armed for the earliest conn expiry; -1 only before init */
 	struct auth_revoked *revoked;
 	uint32_t nrevoked, caprevoked;
 	struct auth_stats stats;
@@ -120,29 +126,15 @@ struct auth {
 
 /*
  * Loads or creates the server secret in conf->store, starts the password
- * pool (conf->login_max_inflight slots, conf->pwhash_ops / pwhash_mem_kib)
- * and computes the dummy hash. with_timerfd: create the expiry timerfd (the
- * caller watches auth_timer_fd(); tests drive auth_expire() by hand).
- * conf, st and out stay owned by the caller. Returns 0, or -1 with err set.
+ * pool (conf->login_max_inflight slots, conf->pwhash_ops / pwhash_mem_kib),
+ * computes the dummy hash and watches the pool's and the expiry timer's fds
+ * on the loop. conf, loop, st and out stay owned by the caller and must
+ * outlive a. Returns 0, or -1 with err set.
  */
-int auth_init(struct auth *a, const struct sluice_conf *conf, struct store *st, struct chan_out *out,
-	      bool with_timerfd, char *err, size_t errlen);
-/* Stops the pool, frees the conn map and wipes the secret. */
+int auth_init(struct auth *a, const struct sluice_conf *conf, struct cp_loop *loop, struct store *st,
+	      struct chan_out *out, char *err, size_t errlen);
+/* Stops watching its fds, stops the pool, frees the conn map and wipes the secret. */
 void auth_free(struct auth *a);
-
-static inline int auth_timer_fd(const struct auth *a)
-{
-	return a->tfd;
-}
-
-static inline int auth_pool_fd(const struct auth *a)
-{
-	return pwh_fd(&a->pool);
-}
-
-/* Loop callbacks for the two fds (arg = struct auth *). */
-void auth_on_pool(void *arg);
-void auth_on_timer(void *arg);
 
 /* ---- tokens -------------------------------------------------------------- */
 

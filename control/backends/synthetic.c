@@ -1,6 +1,12 @@
+/*
+ * The synthetic backend on the backend interface: a loop timer emits each
+ * token when docs/api.md's schedule says it is due.
+ */
 #include "backends/synthetic.h"
 
 #include <string.h>
+
+#include "backends/bk_int.h"
 
 #include "sluice/common.h"
 
@@ -32,7 +38,7 @@ int syn_token(uint64_t seed, uint32_t k, char *buf)
 	size_t wl = strlen(w);
 	size_t off = k > 1 ? 1 : 0;
 	/* The vocabulary is fixed at build time; this only guards a bad edit. */
-	if (wl + off > BACKEND_TOKEN_MAX)
+	if (wl + off > SYN_TOKEN_MAX)
 		return -1;
 	if (off)
 		buf[0] = ' ';
@@ -70,45 +76,50 @@ double syn_cost(const struct conf_backend *cfg, uint32_t prompt_tokens, uint32_t
 		(double)completion_tokens * cfg->cost_out_per_mtok) / 1e6;
 }
 
-static int syn_start(struct backend_answer *a, const struct conf_backend *cfg,
-		     const char *prompt, size_t len, uint64_t now_ns)
+/* The due tokens of a synthetic call, at most BK_SYN_TURN_TOKENS per turn
+ * (a timer re-armed into the past waits for the loop's next turn); after
+ * the last: its usage, then the end. */
+static void syn_due(void *arg, uint64_t now_ns)
 {
-	a->ops = &syn_ops;
-	a->cfg = cfg;
-	a->start_ns = now_ns;
-	a->seed = syn_seed(prompt, len);
-	a->next_k = 1;
-	a->total = cfg->answer_tokens;
-	a->prompt_tokens = syn_prompt_tokens(prompt, len);
-	return 0;
+	struct bk_call *c = arg;
+	const struct conf_backend *cfg = &c->be->cfg;
+	char buf[SYN_TOKEN_MAX];
+	uint32_t n = 0;
+	while (c->next_k <= c->total && n < BK_SYN_TURN_TOKENS &&
+	       c->start_ns + syn_due_offset_ns(cfg, c->next_k) <= now_ns) {
+		int len = syn_token(c->seed, c->next_k, buf);
+		if (len < 0) {
+			bk_fail(c, false, 500, "internal", "synthetic token %u does not fit", c->next_k);
+			return;
+		}
+		c->next_k++;
+		n++;
+		if (!bk_emit_token(c, buf, (size_t)len)) {
+			bk_reap(c->m);
+			return;
+		}
+	}
+	if (c->next_k > c->total) {
+		bk_emit_usage(c, syn_prompt_tokens(c->prompt, c->prompt_len), c->total);
+		if (c->cancelled) {
+			bk_reap(c->m);
+			return;
+		}
+		bk_emit_complete(c, "stop");
+		return;
+	}
+	uint64_t due = n == BK_SYN_TURN_TOKENS ? now_ns : c->start_ns + syn_due_offset_ns(cfg, c->next_k);
+	if (cpl_timer_arm(c->m->loop, &c->timer, due) < 0)
+		bk_fail(c, false, 500, "internal", "the timer heap is full");
 }
 
-static uint64_t syn_next_due(const struct backend_answer *a)
+int bk_syn_start(struct bk_call *c)
 {
-	if (a->next_k > a->total)
-		return UINT64_MAX;
-	return a->start_ns + syn_due_offset_ns(a->cfg, a->next_k);
+	const struct conf_backend *cfg = &c->be->cfg;
+	const char *p = c->prompt ? c->prompt : "";
+	c->seed = syn_seed(p, c->prompt_len);
+	c->next_k = 1;
+	c->total = cfg->answer_tokens;
+	cpl_timer_init(&c->timer, syn_due, c);
+	return cpl_timer_arm(c->m->loop, &c->timer, c->start_ns + syn_due_offset_ns(cfg, 1));
 }
-
-static int syn_next(struct backend_answer *a, uint64_t now_ns, char *buf)
-{
-	if (syn_next_due(a) > now_ns)
-		return -1;
-	int n = syn_token(a->seed, a->next_k, buf);
-	if (n >= 0)
-		a->next_k++;
-	return n;
-}
-
-static double syn_answer_cost(const struct backend_answer *a, uint32_t completion_tokens)
-{
-	return syn_cost(a->cfg, a->prompt_tokens, completion_tokens);
-}
-
-const struct backend_ops syn_ops = {
-	.type = "synthetic",
-	.start = syn_start,
-	.next_due = syn_next_due,
-	.next = syn_next,
-	.cost = syn_answer_cost,
-};

@@ -1,6 +1,8 @@
 /*
  * The synthetic backend, exactly as docs/api.md defines it, so tests and
- * benchmarks can compute every answer in advance.
+ * benchmarks can compute every answer in advance. It runs behind the
+ * backend manager like any backend (type = synthetic); these are the pure
+ * functions that define it.
  */
 #ifndef CONTROL_SYNTHETIC_H
 #define CONTROL_SYNTHETIC_H
@@ -8,14 +10,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backends/backend.h"
+#include "sluice/conf.h"
 
-extern const struct backend_ops syn_ops;
+/* The longest synthetic token (a word and its leading space). */
+#define SYN_TOKEN_MAX 64
 
 uint64_t syn_seed(const char *prompt, size_t len);
 uint64_t syn_splitmix64(uint64_t x);
 /* Text of token k (1-based) for seed: the word, preceded by a space for k > 1.
- * Returns its length; buf must hold BACKEND_TOKEN_MAX bytes. */
+ * Returns its length; buf must hold SYN_TOKEN_MAX bytes. */
 int syn_token(uint64_t seed, uint32_t k, char *buf);
 /* Number of maximal runs of non-whitespace bytes. */
 uint32_t syn_prompt_tokens(const char *prompt, size_t len);

@@ -27,6 +27,8 @@
 #include "sluice/common.h"
 #include "sluice/conf.h"
 
+#include "ctl/ctl_show.h"
+
 #define CTL_PW_MAX 1024          /* the hashing pool's longest password */
 #define CTL_ANSWER_MAX (64u << 20)
 #define CTL_TIMEOUT_MS 10000
@@ -54,6 +56,13 @@ static const char usage_text[] =
 	"  keys list [--user U]                 key ids, owners, labels (never the keys)\n"
 	"  store stats                          LMDB counters\n"
 	"  store backup PATH                    compacted consistent copy into directory PATH\n"
+	"  backends list                        backends: state, health, breaker, in flight, queued, errors\n"
+	"  backends add NAME --type T --url URL [--models A,B] [--set KEY=VALUE]...\n"
+	"                                       add a backend now (until control restarts)\n"
+	"  backends drain|enable|remove NAME    stop routing new requests to it / route again / take it out\n"
+	"  usage [--user U] [--key K] [--since T]\n"
+	"                                       tokens and cost per user, API key and model; T is unix\n"
+	"                                       seconds or an age like 90m, 24h, 7d\n"
 	"\n"
 	"The socket is --socket PATH, else admin_socket of -c FILE, else the default\n"
 	"/tmp/sluice-admin.sock.\n";
@@ -79,6 +88,11 @@ struct ctl {
 	long limit;       /* --limit, -1 = control's default */
 	const char *role; /* --role */
 	const char *label; /* --label */
+	const char *key;   /* --key */
+	const char *since; /* --since */
+	const char *type, *url, *models; /* backends add */
+	const char *sets[32];            /* backends add --set KEY=VALUE */
+	int nsets;
 	const char *words[4];
 	int nwords;
 	int fd;
@@ -108,7 +122,9 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 			     strcmp(a, "--interval") == 0 || strcmp(a, "--count") == 0 ||
 			     strcmp(a, "--worker") == 0 || strcmp(a, "--user") == 0 ||
 			     strcmp(a, "--limit") == 0 || strcmp(a, "--role") == 0 ||
-			     strcmp(a, "--label") == 0;
+			     strcmp(a, "--label") == 0 || strcmp(a, "--key") == 0 ||
+			     strcmp(a, "--since") == 0 || strcmp(a, "--type") == 0 ||
+			     strcmp(a, "--url") == 0 || strcmp(a, "--models") == 0 || strcmp(a, "--set") == 0;
 		if (takes && !v) {
 			char msg[64];
 			snprintf(msg, sizeof(msg), "%s needs a value", a);
@@ -149,6 +165,20 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 			c->role = v;
 		} else if (strcmp(a, "--label") == 0) {
 			c->label = v;
+		} else if (strcmp(a, "--key") == 0) {
+			c->key = v;
+		} else if (strcmp(a, "--since") == 0) {
+			c->since = v;
+		} else if (strcmp(a, "--type") == 0) {
+			c->type = v;
+		} else if (strcmp(a, "--url") == 0) {
+			c->url = v;
+		} else if (strcmp(a, "--models") == 0) {
+			c->models = v;
+		} else if (strcmp(a, "--set") == 0) {
+			if (c->nsets == (int)SLUICE_ARRAY_LEN(c->sets) || !strchr(v, '=') || v[0] == '=')
+				return usage("--set takes KEY=VALUE (at most 32)");
+			c->sets[c->nsets++] = v;
 		} else if (a[0] == '-' && a[1]) {
 			char msg[160];
 			snprintf(msg, sizeof(msg), "unknown option %.100s", a);
@@ -310,246 +340,6 @@ static json_t *ctl_call(struct ctl *c, json_t *req, const char *extra, size_t ex
 	return rc < 0 ? NULL : ctl_read_answer(c, timeout_ms);
 }
 
-/* ---- output helpers ----------------------------------------------------- */
-
-static long long ctl_int(json_t *o, const char *key)
-{
-	return (long long)json_integer_value(json_object_get(o, key));
-}
-
-static const char *ctl_str(json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-	return s ? s : "-";
-}
-
-static void ctl_print_json(json_t *o)
-{
-	char *txt = json_dumps(o, JSON_COMPACT);
-	if (txt) {
-		puts(txt);
-		free(txt);
-	}
-}
-
-static void ctl_time(long long t, char *buf, size_t cap)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-	if (t <= 0 || !gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
-		snprintf(buf, cap, "-");
-}
-
-static void ctl_duration(long long ms, char *buf, size_t cap)
-{
-	long long s = ms / 1000;
-	if (s >= 86400)
-		snprintf(buf, cap, "%lldd%02lldh%02lldm", s / 86400, s / 3600 % 24, s / 60 % 60);
-	else if (s >= 3600)
-		snprintf(buf, cap, "%lldh%02lldm%02llds", s / 3600, s / 60 % 60, s % 60);
-	else if (s >= 60)
-		snprintf(buf, cap, "%lldm%02llds", s / 60, s % 60);
-	else
-		snprintf(buf, cap, "%lld.%03llds", s, ms % 1000);
-}
-
-/* Every integer member of o as "  name  value" lines, in the order sent. */
-static void ctl_print_counters(json_t *o, json_t *prev, double dt_s)
-{
-	const char *k;
-	json_t *v;
-	json_object_foreach(o, k, v) {
-		if (!json_is_integer(v))
-			continue;
-		printf("  %-24s %lld", k, (long long)json_integer_value(v));
-		json_t *pv = prev ? json_object_get(prev, k) : NULL;
-		if (pv && dt_s > 0 && json_integer_value(v) >= json_integer_value(pv) &&
-		    json_integer_value(v) != json_integer_value(pv))
-			printf("  (+%.1f/s)", (double)(json_integer_value(v) - json_integer_value(pv)) / dt_s);
-		printf("\n");
-	}
-}
-
-/* ---- commands ---------------------------------------------------------------- */
-
-static void show_status(json_t *a)
-{
-	char up[32];
-	ctl_duration(ctl_int(a, "uptime_ms"), up, sizeof(up));
-	printf("control     pid %lld, up %s\n", ctl_int(a, "pid"), up);
-	printf("dataplane   %s (epoch %lld), %lld workers, %lld reporting\n",
-	       json_is_true(json_object_get(a, "dataplane_attached")) ? "attached" : "NOT attached",
-	       ctl_int(a, "dataplane_epoch"), ctl_int(a, "workers"), ctl_int(a, "workers_reporting"));
-	printf("store       %s\n", ctl_str(a, "store"));
-	printf("sessions    %lld in memory, %lld answers running\n", ctl_int(a, "sessions_in_memory"),
-	       ctl_int(a, "answers_running"));
-	printf("admin       %lld clients\n", ctl_int(a, "admin_clients"));
-}
-
-static void show_stats(json_t *a, json_t *prev, double dt_s)
-{
-	json_t *dp = json_object_get(a, "dataplane");
-	json_t *cp = json_object_get(a, "control");
-	printf("dataplane (%lld workers reporting)\n", ctl_int(dp, "workers_reporting"));
-	ctl_print_counters(dp, prev ? json_object_get(prev, "dataplane") : NULL, dt_s);
-	printf("control\n");
-	ctl_print_counters(cp, prev ? json_object_get(prev, "control") : NULL, dt_s);
-}
-
-static void show_stats_once(json_t *a)
-{
-	show_stats(a, NULL, 0);
-}
-
-static void show_workers(json_t *a)
-{
-	printf("%-6s %8s %6s %6s %12s %12s %10s %10s\n", "WORKER", "CONNS", "SSE", "WS", "TOKENS_OUT",
-	       "FRAMES_OUT", "PENDING", "STATS_AGE");
-	size_t i;
-	json_t *w;
-	json_array_foreach(json_object_get(a, "workers"), i, w) {
-		if (json_is_null(json_object_get(w, "stats_age_ms"))) {
-			printf("%-6lld %8s %6s %6s %12s %12s %10s %10s\n", ctl_int(w, "worker"), "-", "-",
-			       "-", "-", "-", "-", "never");
-			continue;
-		}
-		char age[32];
-		ctl_duration(ctl_int(w, "stats_age_ms"), age, sizeof(age));
-		printf("%-6lld %8lld %6lld %6lld %12lld %12lld %10lld %10s\n", ctl_int(w, "worker"),
-		       ctl_int(w, "conns_active"), ctl_int(w, "sse_active"), ctl_int(w, "ws_active"),
-		       ctl_int(w, "tokens_out"), ctl_int(w, "frames_out"), ctl_int(w, "pending_bytes"), age);
-	}
-}
-
-static void show_conns(json_t *a)
-{
-	json_t *conns = json_object_get(a, "conns");
-	printf("%-6s %8s %-21s %-4s %10s %12s %10s %s\n", "WORKER", "SLOT", "PEER", "MODE", "AGE",
-	       "BYTES_OUT", "PENDING", "SESSION");
-	size_t i;
-	json_t *c;
-	json_array_foreach(conns, i, c) {
-		char age[32];
-		ctl_duration(ctl_int(c, "age_ms"), age, sizeof(age));
-		printf("%-6lld %8lld %-21s %-4s %10s %12lld %10lld %s\n", ctl_int(c, "worker"),
-		       ctl_int(c, "slot"), ctl_str(c, "peer"), ctl_str(c, "mode"), age,
-		       ctl_int(c, "bytes_out"), ctl_int(c, "pending_bytes"), ctl_str(c, "session_id"));
-	}
-	printf("%zu connections\n", json_array_size(conns));
-	json_t *missing = json_object_get(a, "missing_workers");
-	if (json_array_size(missing)) {
-		printf("no answer from worker(s):");
-		json_array_foreach(missing, i, c)
-			printf(" %lld", (long long)json_integer_value(c));
-		printf("\n");
-	}
-}
-
-static void show_sessions(json_t *a)
-{
-	json_t *ss = json_object_get(a, "sessions");
-	printf("%-20s %-16s %-12s %-12s %-20s %-3s %s\n", "ID", "USER", "AGENT", "MODEL", "UPDATED", "ARC",
-	       "TITLE");
-	size_t i;
-	json_t *s;
-	json_array_foreach(ss, i, s) {
-		char t[32];
-		ctl_time(ctl_int(s, "updated_at"), t, sizeof(t));
-		printf("%-20s %-16s %-12s %-12s %-20s %-3s %s\n", ctl_str(s, "id"), ctl_str(s, "user"),
-		       ctl_str(s, "agent_id"), ctl_str(s, "model_id"), t,
-		       json_is_true(json_object_get(s, "archived")) ? "yes" : "no", ctl_str(s, "title"));
-	}
-	printf("%zu sessions\n", json_array_size(ss));
-}
-
-static void show_session(json_t *a)
-{
-	json_t *s = json_object_get(a, "session");
-	char c[32], u[32];
-	ctl_time(ctl_int(s, "created_at"), c, sizeof(c));
-	ctl_time(ctl_int(s, "updated_at"), u, sizeof(u));
-	printf("id          %s\n", ctl_str(s, "id"));
-	printf("user        %s\n", ctl_str(s, "user"));
-	printf("agent       %s\n", ctl_str(s, "agent_id"));
-	printf("model       %s\n", ctl_str(s, "model_id"));
-	printf("title       %s\n", ctl_str(s, "title"));
-	printf("created     %s\n", c);
-	printf("updated     %s\n", u);
-	printf("archived    %s\n", json_is_true(json_object_get(s, "archived")) ? "yes" : "no");
-	if (json_is_true(json_object_get(s, "running")))
-		printf("running     yes, answer %s\n", ctl_str(s, "answer_message_id"));
-	else
-		printf("running     no\n");
-	printf("subscribers %lld\n", ctl_int(s, "subscribers"));
-	json_t *msgs = json_object_get(s, "messages");
-	printf("messages    %zu\n", json_array_size(msgs));
-	size_t i;
-	json_t *m;
-	json_array_foreach(msgs, i, m) {
-		json_t *usage = json_object_get(m, "usage");
-		printf("  [%zu] %-9s %s %-11s %lld tokens, %lld bytes", i + 1, ctl_str(m, "role"),
-		       ctl_str(m, "id"), ctl_str(m, "status"), ctl_int(m, "ntokens"),
-		       ctl_int(m, "content_bytes"));
-		if (strcmp(ctl_str(m, "role"), "assistant") == 0)
-			printf(", usage %lld+%lld, $%.6f", ctl_int(usage, "prompt_tokens"),
-			       ctl_int(usage, "completion_tokens"),
-			       json_real_value(json_object_get(usage, "cost_usd")));
-		printf("\n");
-		json_t *content = json_object_get(m, "content");
-		if (json_is_string(content))
-			printf("      %s\n", json_string_value(content));
-		else
-			printf("      (content is not UTF-8)\n");
-	}
-}
-
-static void show_users(json_t *a)
-{
-	json_t *us = json_object_get(a, "users");
-	printf("%-32s %-6s %s\n", "NAME", "ROLE", "CREATED");
-	size_t i;
-	json_t *u;
-	json_array_foreach(us, i, u) {
-		char t[32];
-		ctl_time(ctl_int(u, "created_at"), t, sizeof(t));
-		printf("%-32s %-6s %s\n", ctl_str(u, "name"), ctl_str(u, "role"), t);
-	}
-	printf("%zu users\n", json_array_size(us));
-}
-
-static void show_keys(json_t *a)
-{
-	json_t *ks = json_object_get(a, "keys");
-	printf("%-20s %-24s %-20s %s\n", "ID", "USER", "CREATED", "LABEL");
-	size_t i;
-	json_t *k;
-	json_array_foreach(ks, i, k) {
-		char t[32];
-		ctl_time(ctl_int(k, "created_at"), t, sizeof(t));
-		printf("%-20s %-24s %-20s %s\n", ctl_str(k, "id"), ctl_str(k, "user"), t, ctl_str(k, "label"));
-	}
-	printf("%zu keys\n", json_array_size(ks));
-}
-
-/* The key goes to stdout alone on its line, so scripts can capture it. */
-static void show_key_created(json_t *a)
-{
-	printf("%s\n", ctl_str(a, "key"));
-	fprintf(stderr, "API key %s for %s created; it is shown only this once\n", ctl_str(a, "id"),
-		ctl_str(a, "user"));
-}
-
-static void show_key_revoked(json_t *a)
-{
-	printf("key %s revoked\n", ctl_str(a, "id"));
-}
-
-static void show_store_stats(json_t *a)
-{
-	printf("store %s\n", ctl_str(a, "path"));
-	ctl_print_counters(a, NULL, 0);
-}
-
 /* ---- passwords --------------------------------------------------------------- */
 
 static struct termios ctl_saved_tty;
@@ -674,24 +464,6 @@ static int ctl_result(struct ctl *c, json_t *a, void (*show)(json_t *))
 	return rc;
 }
 
-static void show_done(json_t *a)
-{
-	const char *user = json_string_value(json_object_get(a, "user"));
-	const char *done = json_string_value(json_object_get(a, "done"));
-	if (user && done)
-		printf("%s: %s\n", user, done);
-	else if (json_object_get(a, "workers_kicked"))
-		printf("session %s killed: %s%s, %lld workers told to close its streams\n", ctl_str(a, "id"),
-		       json_is_string(json_object_get(a, "cancelled_message_id")) ? "cancelled answer " :
-										"no answer was running",
-		       json_is_string(json_object_get(a, "cancelled_message_id")) ?
-			       ctl_str(a, "cancelled_message_id") : "",
-		       ctl_int(a, "workers_kicked"));
-	else if (json_is_integer(json_object_get(a, "bytes")))
-		printf("store backed up to %s (%lld bytes)\n", ctl_str(a, "path"), ctl_int(a, "bytes"));
-	else
-		printf("store backed up to %s\n", ctl_str(a, "path"));
-}
 
 static volatile sig_atomic_t ctl_stop;
 
@@ -736,7 +508,7 @@ static int cmd_stats_watch(struct ctl *c)
 			double dt = prev ? (double)(now.tv_sec - tprev.tv_sec) +
 						   (double)(now.tv_nsec - tprev.tv_nsec) / 1e9 : 0;
 			printf("---- %s\n", ts);
-			show_stats(a, prev, dt);
+			ctl_show_stats(a, prev, dt);
 		}
 		fflush(stdout);
 		json_decref(prev);
@@ -770,11 +542,11 @@ static int ctl_users(struct ctl *c, const char *sub, const char *name)
 {
 	if (strcmp(sub, "list") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "users.list"), NULL, 0, CTL_TIMEOUT_MS),
-				  show_users);
+				  ctl_show_users);
 	bool add = strcmp(sub, "add") == 0;
 	if (strcmp(sub, "del") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s,s:s}", "cmd", "users.del", "name", name), NULL,
-					      0, CTL_TIMEOUT_MS), show_done);
+					      0, CTL_TIMEOUT_MS), ctl_show_done);
 	static char pw[CTL_PW_MAX];
 	size_t pwlen = 0;
 	if (ctl_password(pw, sizeof(pw), &pwlen) < 0) {
@@ -785,7 +557,7 @@ static int ctl_users(struct ctl *c, const char *sub, const char *name)
 			  : json_pack("{s:s,s:s}", "cmd", "users.passwd", "name", name);
 	json_t *a = ctl_call(c, req, pw, pwlen, CTL_SLOW_TIMEOUT_MS);
 	sodium_memzero(pw, sizeof(pw));
-	return ctl_result(c, a, show_done);
+	return ctl_result(c, a, ctl_show_done);
 }
 
 /* The keys command's shape, checked before connecting: 0 or 2 (usage printed). */
@@ -811,17 +583,111 @@ static int ctl_keys(struct ctl *c, const char *sub, const char *arg)
 	if (strcmp(sub, "create") == 0) {
 		req = json_pack("{s:s,s:s,s:s}", "cmd", "keys.create", "user", c->user, "label",
 				c->label ? c->label : "");
-		show = show_key_created;
+		show = ctl_show_key_created;
 	} else if (strcmp(sub, "revoke") == 0) {
 		req = json_pack("{s:s,s:s}", "cmd", "keys.revoke", "id", arg);
-		show = show_key_revoked;
+		show = ctl_show_key_revoked;
 	} else {
 		req = json_pack("{s:s}", "cmd", "keys.list");
 		if (req && c->user)
 			json_object_set_new(req, "user", json_string(c->user));
-		show = show_keys;
+		show = ctl_show_keys;
 	}
 	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show);
+}
+
+/* --since: unix seconds, or an age (N followed by s, m, h or d). */
+static int ctl_since(const char *v, long long *out)
+{
+	char *end;
+	errno = 0;
+	long long n = strtoll(v, &end, 10);
+	if (errno || end == v || n < 0)
+		return -1;
+	long long mul = 0;
+	if (*end == '\0')
+		mul = 0;
+	else if (strcmp(end, "s") == 0)
+		mul = 1;
+	else if (strcmp(end, "m") == 0)
+		mul = 60;
+	else if (strcmp(end, "h") == 0)
+		mul = 3600;
+	else if (strcmp(end, "d") == 0)
+		mul = 86400;
+	else
+		return -1;
+	if (mul && n > (long long)time(NULL) / mul)
+		return -1;
+	*out = mul ? (long long)time(NULL) - n * mul : n;
+	return 0;
+}
+
+/* The shape of a backends command, checked before connecting: 0 or 2. */
+static int ctl_backends_check(struct ctl *c, const char *sub, const char *arg)
+{
+	bool add = sub && strcmp(sub, "add") == 0;
+	if (!sub || (strcmp(sub, "list") && !add && strcmp(sub, "drain") && strcmp(sub, "enable") &&
+		     strcmp(sub, "remove")))
+		return usage("backends takes list, add, drain, enable or remove");
+	if (strcmp(sub, "list") == 0 ? arg != NULL : !arg)
+		return usage("backends list takes no NAME; add, drain, enable and remove take one");
+	if (!add && (c->type || c->url || c->models || c->nsets))
+		return usage("--type, --url, --models and --set go with backends add");
+	if (add && !c->type)
+		return usage("backends add needs --type synthetic|openai|ollama");
+	return 0;
+}
+
+static int ctl_backends(struct ctl *c, const char *sub, const char *arg)
+{
+	json_t *req;
+	void (*show)(json_t *) = ctl_show_done;
+	if (strcmp(sub, "list") == 0) {
+		req = json_pack("{s:s}", "cmd", "backends.list");
+		show = ctl_show_backends;
+	} else if (strcmp(sub, "add") == 0) {
+		json_t *def = json_pack("{s:s}", "type", c->type);
+		if (def && c->url)
+			json_object_set_new(def, "url", json_string(c->url));
+		if (def && c->models)
+			json_object_set_new(def, "models", json_string(c->models));
+		for (int i = 0; def && i < c->nsets; i++) {
+			const char *eq = strchr(c->sets[i], '=');
+			char key[64];
+			size_t kl = (size_t)(eq - c->sets[i]);
+			if (kl >= sizeof(key)) {
+				json_decref(def);
+				return usage("--set: the key is too long");
+			}
+			memcpy(key, c->sets[i], kl);
+			key[kl] = '\0';
+			json_object_set_new(def, key, json_string(eq + 1));
+		}
+		req = json_pack("{s:s,s:s,s:o}", "cmd", "backends.add", "name", arg, "backend", def);
+	} else {
+		char cmd[32];
+		snprintf(cmd, sizeof(cmd), "backends.%s", sub);
+		req = json_pack("{s:s,s:s}", "cmd", cmd, "name", arg);
+	}
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show);
+}
+
+static int ctl_usage(struct ctl *c)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "usage");
+	long long since = 0;
+	if (c->since && ctl_since(c->since, &since) < 0) {
+		json_decref(req);
+		return usage("--since takes unix seconds or an age like 90m, 24h, 7d");
+	}
+	if (req && c->user)
+		json_object_set_new(req, "user", json_string(c->user));
+	if (req && c->key)
+		json_object_set_new(req, "key", json_string(c->key));
+	if (req && c->since)
+		json_object_set_new(req, "since", json_integer(since));
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), ctl_show_usage);
 }
 
 static int ctl_run(struct ctl *c)
@@ -834,18 +700,24 @@ static int ctl_run(struct ctl *c)
 	bool slist = strcmp(cmd, "sessions") == 0 && sub && strcmp(sub, "list") == 0;
 	bool uadd = strcmp(cmd, "users") == 0 && sub && strcmp(sub, "add") == 0;
 	bool keys = strcmp(cmd, "keys") == 0;
+	bool backends = strcmp(cmd, "backends") == 0;
+	bool use = strcmp(cmd, "usage") == 0;
+	if ((c->key || c->since) && !use)
+		return usage("--key and --since go with usage");
+	if ((c->type || c->url || c->models || c->nsets) && !backends)
+		return usage("--type, --url, --models and --set go with backends add");
 	if (c->watch && !stats)
 		return usage("--watch goes with stats");
 	if (c->worker >= 0 && !conns)
 		return usage("--worker goes with conns");
-	if ((c->user && !slist && !keys) || (c->limit >= 0 && !slist))
-		return usage("--user and --limit go with sessions list (--user also with keys)");
+	if ((c->user && !slist && !keys && !use) || (c->limit >= 0 && !slist))
+		return usage("--user and --limit go with sessions list (--user also with keys and usage)");
 	if (c->label && !keys)
 		return usage("--label goes with keys create");
 	if (c->role && !uadd)
 		return usage("--role goes with users add");
 	if (c->nwords > 3 || (c->nwords > 2 && strcmp(cmd, "users") != 0 && strcmp(cmd, "sessions") != 0 &&
-			      strcmp(cmd, "store") != 0 && !keys))
+			      strcmp(cmd, "store") != 0 && !keys && !backends))
 		return usage("too many arguments");
 
 	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns) {
@@ -866,6 +738,13 @@ static int ctl_run(struct ctl *c)
 		int rc = ctl_keys_check(c, sub, arg);
 		if (rc)
 			return rc;
+	} else if (backends) {
+		int rc = ctl_backends_check(c, sub, arg);
+		if (rc)
+			return rc;
+	} else if (use) {
+		if (sub)
+			return usage("too many arguments");
 	} else {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "unknown command %.100s", cmd);
@@ -879,7 +758,7 @@ static int ctl_run(struct ctl *c)
 
 	if (strcmp(cmd, "status") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "status"), NULL, 0, CTL_TIMEOUT_MS),
-				  show_status);
+				  ctl_show_status);
 	if (stats && c->watch) {
 		if (c->interval_s == 0)
 			c->interval_s = 1.0;
@@ -887,15 +766,15 @@ static int ctl_run(struct ctl *c)
 	}
 	if (stats)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "stats"), NULL, 0, CTL_TIMEOUT_MS),
-				  show_stats_once);
+				  ctl_show_stats_once);
 	if (strcmp(cmd, "workers") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "workers"), NULL, 0, CTL_TIMEOUT_MS),
-				  show_workers);
+				  ctl_show_workers);
 	if (conns) {
 		json_t *req = json_pack("{s:s}", "cmd", "conns");
 		if (req && c->worker >= 0)
 			json_object_set_new(req, "worker", json_integer(c->worker));
-		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show_conns);
+		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), ctl_show_conns);
 	}
 	if (slist) {
 		json_t *req = json_pack("{s:s}", "cmd", "sessions.list");
@@ -903,20 +782,24 @@ static int ctl_run(struct ctl *c)
 			json_object_set_new(req, "user", json_string(c->user));
 		if (req && c->limit >= 0)
 			json_object_set_new(req, "limit", json_integer(c->limit));
-		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show_sessions);
+		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), ctl_show_sessions);
 	}
 	if (strcmp(cmd, "sessions") == 0) {
 		bool show = strcmp(sub, "show") == 0;
 		json_t *req = json_pack("{s:s,s:s}", "cmd", show ? "sessions.show" : "sessions.kill", "id", arg);
-		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show ? show_session : show_done);
+		return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show ? ctl_show_session : ctl_show_done);
 	}
 	if (strcmp(cmd, "users") == 0)
 		return ctl_users(c, sub, arg);
 	if (keys)
 		return ctl_keys(c, sub, arg);
+	if (backends)
+		return ctl_backends(c, sub, arg);
+	if (use)
+		return ctl_usage(c);
 	if (strcmp(sub, "stats") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "store.stats"), NULL, 0,
-					      CTL_TIMEOUT_MS), show_store_stats);
+					      CTL_TIMEOUT_MS), ctl_show_store_stats);
 	/* Control runs elsewhere (another cwd): the path goes absolute. */
 	char path[CONF_PATH_MAX];
 	if (arg[0] == '/') {
@@ -932,7 +815,7 @@ static int ctl_run(struct ctl *c)
 			return usage("PATH is too long");
 	}
 	return ctl_result(c, ctl_call(c, json_pack("{s:s,s:s}", "cmd", "store.backup", "path", path), NULL, 0,
-				      CTL_BACKUP_TIMEOUT_MS), show_done);
+				      CTL_BACKUP_TIMEOUT_MS), ctl_show_done);
 }
 
 int main(int argc, char **argv)

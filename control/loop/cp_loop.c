@@ -1,62 +1,323 @@
 #include "loop/cp_loop.h"
 
 #include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "sluice/chan_proto.h"
 #include "sluice/log.h"
 
-enum { CPL_EV_BELL = 1, CPL_EV_TIMER = 2, CPL_EV_SIGNAL = 3, CPL_EV_WATCH = 16 };
+/* Record types are small numbers (chan_proto.h); handlers are indexed by type. */
+#define CPL_REC_TYPES 64u
+/* Events taken from epoll per wait. */
+#define CPL_WAIT_EVENTS 64
 
-static int cpl_watch(int ep, int fd, uint64_t tag)
+/* A watched fd. epoll's data points here; a removed watch is only marked
+ * dead and freed after the event batch, so a later event of the same batch
+ * never reaches freed memory or the fd's next owner. */
+struct cpl_watch {
+	int fd;
+	uint32_t events;
+	cpl_fd_fn fn;
+	void *arg;
+	bool dead;
+	struct cpl_watch *next_dead;
+};
+
+struct cpl_rec_handler {
+	cpl_record_fn fn;
+	void *arg;
+};
+
+struct cpl_hook {
+	cpl_fn fn;
+	void *arg;
+};
+
+struct cpl_hooks {
+	struct cpl_hook h[CPL_MAX_HOOKS];
+	uint32_t n;
+};
+
+struct cp_loop {
+	struct chan_region *r;
+	int ep;
+	int tfd;
+	int sfd;
+	int bell;
+	uint32_t epoch;      /* ours */
+	uint32_t peer_epoch; /* the dataplane's, as last seen */
+	bool peer_alive;     /* last seen state, to log transitions only */
+	bool stop;
+	uint64_t now;
+	uint64_t next_hb_ns;
+	uint64_t armed_ns; /* current timerfd deadline, 0 when disarmed */
+	struct timer_heap timers;
+	struct cpl_rec_handler rec[CPL_REC_TYPES];
+	struct cpl_hooks before_sleep;
+	struct cpl_hooks peer_reset;
+	struct cpl_watch **byfd; /* owned; indexed by fd */
+	uint32_t nbyfd;
+	struct cpl_watch *dead;  /* removed during a batch, freed after it */
+	struct cpl_stats stats;
+};
+
+static uint32_t cpl_epoll_events(uint32_t ev)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
-	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+	return (ev & CPL_READ ? EPOLLIN : 0u) | (ev & CPL_WRITE ? EPOLLOUT : 0u);
 }
 
-int cpl_init(struct cp_loop *l, struct chan_region *r, struct api *api, struct chan_out *out)
+static struct cpl_watch *cpl_watch_of(const struct cp_loop *l, int fd)
 {
-	memset(l, 0, sizeof(*l));
+	return fd >= 0 && (uint32_t)fd < l->nbyfd ? l->byfd[fd] : NULL;
+}
+
+int cpl_add_fd(struct cp_loop *l, int fd, uint32_t events, cpl_fd_fn fn, void *arg)
+{
+	if (fd < 0 || cpl_watch_of(l, fd)) {
+		errno = fd < 0 ? EBADF : EEXIST;
+		return -1;
+	}
+	if ((uint32_t)fd >= l->nbyfd) {
+		uint32_t n = l->nbyfd ? l->nbyfd : 64;
+		while (n <= (uint32_t)fd)
+			n *= 2;
+		struct cpl_watch **v = realloc(l->byfd, n * sizeof(*v));
+		if (!v)
+			return -1;
+		memset(v + l->nbyfd, 0, (n - l->nbyfd) * sizeof(*v));
+		l->byfd = v;
+		l->nbyfd = n;
+	}
+	struct cpl_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -1;
+	*w = (struct cpl_watch){ .fd = fd, .events = events, .fn = fn, .arg = arg };
+	struct epoll_event ev = { .events = cpl_epoll_events(events), .data.ptr = w };
+	if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int e = errno;
+		free(w);
+		errno = e;
+		return -1;
+	}
+	l->byfd[fd] = w;
+	return 0;
+}
+
+int cpl_mod_fd(struct cp_loop *l, int fd, uint32_t events)
+{
+	struct cpl_watch *w = cpl_watch_of(l, fd);
+	if (!w) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (w->events == events)
+		return 0;
+	struct epoll_event ev = { .events = cpl_epoll_events(events), .data.ptr = w };
+	if (epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev) < 0)
+		return -1;
+	w->events = events;
+	return 0;
+}
+
+void cpl_del_fd(struct cp_loop *l, int fd)
+{
+	struct cpl_watch *w = cpl_watch_of(l, fd);
+	if (!w)
+		return;
+	epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
+	l->byfd[fd] = NULL;
+	w->dead = true;
+	w->next_dead = l->dead;
+	l->dead = w;
+}
+
+static void cpl_free_dead(struct cp_loop *l)
+{
+	while (l->dead) {
+		struct cpl_watch *w = l->dead;
+		l->dead = w->next_dead;
+		free(w);
+	}
+}
+
+/* ---- the loop's own fds ------------------------------------------------ */
+
+static void cpl_on_bell(void *arg, int fd, uint32_t events)
+{
+	struct cp_loop *l = arg;
+	(void)fd;
+	(void)events;
+	chan_doorbell_drain(l->r, 0);
+}
+
+static void cpl_on_timerfd(void *arg, int fd, uint32_t events)
+{
+	struct cp_loop *l = arg;
+	uint64_t exp;
+	(void)events;
+	if (read(fd, &exp, sizeof(exp)) < 0 && errno != EAGAIN)
+		LOG_ERROR("timerfd read: %s", strerror(errno));
+	l->armed_ns = 0;
+}
+
+static void cpl_on_signal(void *arg, int fd, uint32_t events)
+{
+	struct cp_loop *l = arg;
+	struct signalfd_siginfo si;
+	(void)events;
+	if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		LOG_INFO("signal %u: shutting down", si.ssi_signo);
+		l->stop = true;
+	}
+}
+
+struct cp_loop *cpl_create(struct chan_region *r, char *err, size_t errlen)
+{
+	struct cp_loop *l = calloc(1, sizeof(*l));
+	if (!l) {
+		snprintf(err, errlen, "control loop: out of memory");
+		return NULL;
+	}
 	l->r = r;
-	l->api = api;
-	l->out = out;
 	l->ep = l->tfd = l->sfd = -1;
+	const char *what = "timer heap";
+	if (th_init(&l->timers, 64) < 0)
+		goto fail;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	what = "sigprocmask";
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		goto fail;
+	what = "signalfd, timerfd or epoll";
 	l->sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	l->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (l->sfd < 0 || l->tfd < 0 || l->ep < 0)
 		goto fail;
-	int bell = chan_doorbell_fd(r, 0);
-	if (bell < 0 || cpl_watch(l->ep, bell, CPL_EV_BELL) < 0 ||
-	    cpl_watch(l->ep, l->tfd, CPL_EV_TIMER) < 0 || cpl_watch(l->ep, l->sfd, CPL_EV_SIGNAL) < 0)
+	l->bell = chan_doorbell_fd(r, 0);
+	what = "watching the doorbell, timerfd and signalfd";
+	if (l->bell < 0 || cpl_add_fd(l, l->bell, CPL_READ, cpl_on_bell, l) < 0 ||
+	    cpl_add_fd(l, l->tfd, CPL_READ, cpl_on_timerfd, l) < 0 ||
+	    cpl_add_fd(l, l->sfd, CPL_READ, cpl_on_signal, l) < 0)
 		goto fail;
+	l->now = sluice_now_ns();
+	l->epoch = atomic_load(&chan_header(r)->cp_epoch);
 	l->peer_epoch = chan_peer_epoch(r);
-	return 0;
+	return l;
 fail:
-	LOG_ERROR("control loop setup: %s", strerror(errno));
-	cpl_free(l);
-	return -1;
+	snprintf(err, errlen, "control loop: %s: %s", what, errno ? strerror(errno) : "failed");
+	cpl_destroy(l);
+	return NULL;
 }
 
-void cpl_free(struct cp_loop *l)
+void cpl_destroy(struct cp_loop *l)
 {
+	if (!l)
+		return;
 	if (l->ep >= 0)
 		close(l->ep);
 	if (l->tfd >= 0)
 		close(l->tfd);
 	if (l->sfd >= 0)
 		close(l->sfd);
-	l->ep = l->tfd = l->sfd = -1;
+	for (uint32_t i = 0; i < l->nbyfd; i++)
+		free(l->byfd[i]);
+	free(l->byfd);
+	cpl_free_dead(l);
+	th_free(&l->timers);
+	free(l);
 }
+
+struct chan_region *cpl_region(const struct cp_loop *l)
+{
+	return l->r;
+}
+
+uint32_t cpl_epoch(const struct cp_loop *l)
+{
+	return l->epoch;
+}
+
+const struct cpl_stats *cpl_stats(const struct cp_loop *l)
+{
+	return &l->stats;
+}
+
+bool cpl_peer_alive(const struct cp_loop *l)
+{
+	return l->peer_alive;
+}
+
+uint32_t cpl_peer_epoch(const struct cp_loop *l)
+{
+	return l->peer_epoch;
+}
+
+/* ---- registration ------------------------------------------------------ */
+
+int cpl_on_record(struct cp_loop *l, uint16_t type, cpl_record_fn fn, void *arg)
+{
+	if (type >= CPL_REC_TYPES || (fn && l->rec[type].fn))
+		return -1;
+	l->rec[type] = (struct cpl_rec_handler){ fn, arg };
+	return 0;
+}
+
+static int cpl_hook_add(struct cpl_hooks *hs, cpl_fn fn, void *arg)
+{
+	if (hs->n == CPL_MAX_HOOKS)
+		return -1;
+	hs->h[hs->n++] = (struct cpl_hook){ fn, arg };
+	return 0;
+}
+
+static void cpl_hooks_run(const struct cpl_hooks *hs)
+{
+	for (uint32_t i = 0; i < hs->n; i++)
+		hs->h[i].fn(hs->h[i].arg);
+}
+
+int cpl_on_peer_reset(struct cp_loop *l, cpl_fn fn, void *arg)
+{
+	return cpl_hook_add(&l->peer_reset, fn, arg);
+}
+
+int cpl_before_sleep(struct cp_loop *l, cpl_fn fn, void *arg)
+{
+	return cpl_hook_add(&l->before_sleep, fn, arg);
+}
+
+void cpl_timer_init(struct cpl_timer *t, cpl_timer_fn cb, void *arg)
+{
+	th_node_init(&t->node);
+	t->cb = cb;
+	t->arg = arg;
+}
+
+int cpl_timer_arm(struct cp_loop *l, struct cpl_timer *t, uint64_t deadline_ns)
+{
+	if (th_schedule(&l->timers, &t->node, deadline_ns) < 0) {
+		l->stats.timer_failures++;
+		return -1;
+	}
+	return 0;
+}
+
+void cpl_timer_cancel(struct cp_loop *l, struct cpl_timer *t)
+{
+	th_cancel(&l->timers, &t->node);
+}
+
+/* ---- a turn ------------------------------------------------------------ */
 
 static uint32_t cpl_drain(struct cp_loop *l)
 {
@@ -67,7 +328,7 @@ static uint32_t cpl_drain(struct cp_loop *l)
 		const struct chan_rec *rec;
 		uint32_t n = 0;
 		while (n < CPL_DRAIN_BUDGET && (rec = chan_peek(c)) != NULL) {
-			api_dispatch(l->api, rec->type, rec->payload, rec->len);
+			cpl_dispatch(l, rec->type, rec->payload, rec->len);
 			chan_consume(c);
 			n++;
 		}
@@ -76,6 +337,40 @@ static uint32_t cpl_drain(struct cp_loop *l)
 		total += n;
 	}
 	return total;
+}
+
+void cpl_dispatch(struct cp_loop *l, uint16_t type, const void *payload, uint32_t len)
+{
+	l->stats.records++;
+	if (!chan_rec_valid(type, payload, len))
+		l->stats.invalid_records++;
+	else if (type < CPL_REC_TYPES && l->rec[type].fn)
+		l->rec[type].fn(l->rec[type].arg, type, payload, len);
+	else
+		l->stats.unhandled_records++;
+}
+
+uint64_t cpl_next_deadline(const struct cp_loop *l)
+{
+	struct th_node *t = th_peek(&l->timers);
+	return t ? t->deadline_ns : UINT64_MAX;
+}
+
+uint64_t cpl_now(const struct cp_loop *l)
+{
+	return l->now;
+}
+
+uint64_t cpl_run_due(struct cp_loop *l, uint64_t now_ns)
+{
+	l->now = now_ns;
+	uint32_t budget = l->timers.n;
+	struct th_node *n;
+	while (budget-- > 0 && (n = th_pop_due(&l->timers, now_ns)) != NULL) {
+		struct cpl_timer *t = (struct cpl_timer *)n;
+		t->cb(t->arg, now_ns);
+	}
+	return cpl_next_deadline(l);
 }
 
 /* Sets the flag on every ring; false (flags cleared) when one is not empty. */
@@ -90,41 +385,6 @@ static bool cpl_prepare_sleep(struct cp_loop *l)
 		}
 	}
 	return true;
-}
-
-int cpl_add_fd(struct cp_loop *l, int fd, void (*cb)(void *arg), void *arg)
-{
-	if (l->nwatch == CPL_MAX_WATCH) {
-		LOG_ERROR("control loop: more than %u watched fds", CPL_MAX_WATCH);
-		return -1;
-	}
-	/* The tag is the slot; slots are compacted on removal, so re-tag. */
-	uint32_t i = l->nwatch;
-	if (cpl_watch(l->ep, fd, CPL_EV_WATCH + i) < 0) {
-		LOG_ERROR("control loop: epoll_ctl add fd %d: %s", fd, strerror(errno));
-		return -1;
-	}
-	l->watch[i] = (struct cpl_watch){ .fd = fd, .cb = cb, .arg = arg };
-	l->nwatch++;
-	return 0;
-}
-
-void cpl_del_fd(struct cp_loop *l, int fd)
-{
-	for (uint32_t i = 0; i < l->nwatch; i++) {
-		if (l->watch[i].fd != fd)
-			continue;
-		epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
-		l->nwatch--;
-		if (i != l->nwatch) {
-			/* Move the last watch into the hole and re-tag its fd. */
-			struct epoll_event ev = { .events = EPOLLIN, .data.u64 = CPL_EV_WATCH + i };
-			l->watch[i] = l->watch[l->nwatch];
-			if (epoll_ctl(l->ep, EPOLL_CTL_MOD, l->watch[i].fd, &ev) < 0)
-				LOG_ERROR("control loop: epoll_ctl mod: %s", strerror(errno));
-		}
-		return;
-	}
 }
 
 static void cpl_cancel_sleep(struct cp_loop *l)
@@ -152,44 +412,25 @@ static void cpl_arm(struct cp_loop *l, uint64_t deadline_ns)
  * serves them. */
 static void cpl_wait(struct cp_loop *l, int timeout_ms)
 {
-	struct epoll_event ev[8 + CPL_MAX_WATCH];
-	int n = epoll_wait(l->ep, ev, (int)SLUICE_ARRAY_LEN(ev), timeout_ms);
+	struct epoll_event ev[CPL_WAIT_EVENTS];
+	int n = epoll_wait(l->ep, ev, CPL_WAIT_EVENTS, timeout_ms);
 	if (n < 0 && errno != EINTR)
 		LOG_ERROR("epoll_wait: %s", strerror(errno));
+	l->now = sluice_now_ns();
 	for (int i = 0; i < n; i++) {
-		switch (ev[i].data.u64) {
-		case CPL_EV_BELL:
-			chan_doorbell_drain(l->r, 0);
-			break;
-		case CPL_EV_TIMER: {
-			uint64_t exp;
-			if (read(l->tfd, &exp, sizeof(exp)) < 0 && errno != EAGAIN)
-				LOG_ERROR("timerfd read: %s", strerror(errno));
-			l->armed_ns = 0;
-			break;
-		}
-		case CPL_EV_SIGNAL: {
-			struct signalfd_siginfo si;
-			if (read(l->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-				LOG_INFO("signal %u: shutting down", si.ssi_signo);
-				l->stop = true;
-			}
-			break;
-		}
-		default: {
-			/* A callback may remove watches (slots are compacted), so a
-			 * later event of this batch may reach another slot's callback:
-			 * callbacks read nonblocking fds and tolerate a spurious call. */
-			uint64_t w = ev[i].data.u64 - CPL_EV_WATCH;
-			if (w < l->nwatch)
-				l->watch[w].cb(l->watch[w].arg);
-			break;
-		}
-		}
+		struct cpl_watch *w = ev[i].data.ptr;
+		if (w->dead)
+			continue;
+		uint32_t got = (ev[i].events & EPOLLIN ? CPL_READ : 0u) |
+			       (ev[i].events & EPOLLOUT ? CPL_WRITE : 0u) |
+			       (ev[i].events & (EPOLLERR | EPOLLHUP) ? CPL_ERROR : 0u);
+		w->fn(w->arg, w->fd, got);
 	}
+	cpl_free_dead(l);
 }
 
-uint32_t cpl_turn(struct cp_loop *l, bool may_block)
+/* Heartbeat, liveness log, and the peer-reset hooks on a new dataplane epoch. */
+static void cpl_check_peer(struct cp_loop *l)
 {
 	uint64_t now = sluice_now_ns();
 	if (now >= l->next_hb_ns) {
@@ -205,39 +446,32 @@ uint32_t cpl_turn(struct cp_loop *l, bool may_block)
 	}
 	uint32_t epoch = chan_peer_epoch(l->r);
 	if (epoch != l->peer_epoch) {
-		/* A new dataplane: the old one's connections, and every record
-		 * still queued for them, are gone. */
 		LOG_INFO("dataplane epoch %u -> %u: dropping all subscriptions", l->peer_epoch, epoch);
 		l->peer_epoch = epoch;
-		chat_drop_all_subs(&l->api->chat);
-		co_reset(l->out);
+		cpl_hooks_run(&l->peer_reset);
 	}
+}
+
+uint32_t cpl_turn(struct cp_loop *l, bool may_block)
+{
+	l->stats.turns++;
+	l->now = sluice_now_ns();
+	cpl_check_peer(l);
 	uint32_t handled = cpl_drain(l);
-	uint64_t next = chat_run_timers(&l->api->chat, sluice_now_ns());
-	co_flush(l->out);
-	if (handled || !may_block || l->stop) {
-		/* A busy loop never sleeps, so serve the watched fds (store
-		 * completions, login results, the admin socket, signals) without
-		 * waiting; otherwise they would starve until the rings go quiet. */
+	cpl_run_due(l, sluice_now_ns());
+	cpl_hooks_run(&l->before_sleep);
+
+	uint64_t next = cpl_next_deadline(l);
+	if (l->next_hb_ns < next)
+		next = l->next_hb_ns;
+	/* A busy loop never sleeps, but it still serves the fds (store
+	 * completions, login results, the admin socket, backends, signals)
+	 * every turn without waiting, so none of them starves. */
+	if (handled || !may_block || l->stop || next <= sluice_now_ns() || !cpl_prepare_sleep(l)) {
 		if (!l->stop)
 			cpl_wait(l, 0);
 		return handled;
 	}
-
-	if (next > l->next_hb_ns)
-		next = l->next_hb_ns;
-	for (uint32_t w = 0; w < l->out->nworkers; w++) {
-		if (co_backlog_bytes(l->out, w)) {
-			uint64_t retry = sluice_now_ns() + CPL_BACKLOG_RETRY_NS;
-			if (retry < next)
-				next = retry;
-			break;
-		}
-	}
-	if (next <= sluice_now_ns())
-		return handled;
-	if (!cpl_prepare_sleep(l))
-		return handled;
 	cpl_arm(l, next);
 	cpl_wait(l, -1);
 	cpl_cancel_sleep(l);
@@ -249,4 +483,14 @@ int cpl_run(struct cp_loop *l)
 	while (!l->stop)
 		cpl_turn(l, true);
 	return 0;
+}
+
+void cpl_stop(struct cp_loop *l)
+{
+	l->stop = true;
+}
+
+bool cpl_stopping(const struct cp_loop *l)
+{
+	return l->stop;
 }

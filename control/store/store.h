@@ -96,7 +96,7 @@ struct store_list_query {
 
 struct store_stats {
 	uint64_t map_size, map_used;     /* bytes */
-	uint64_t users, sessions, messages, tokens, events, auth_sessions, api_keys;
+	uint64_t users, sessions, messages, tokens, events, auth_sessions, api_keys, usage;
 	uint64_t commits, commit_batches; /* writer thread: transactions, and those holding > 1 write */
 	uint64_t writes, write_errors;   /* writes committed, writes refused or lost */
 	uint64_t last_commit_ns;         /* duration of the last commit (fsync included) */
@@ -133,6 +133,30 @@ struct store_usage {
 	uint32_t prompt_tokens;
 	uint32_t completion_tokens;
 	double cost_usd;
+	char backend[CONF_NAME_MAX];  /* status writes: where it ran ("" keeps the stored name) */
+	char key_id[STORE_KEYID_MAX]; /* status writes: the API key it was posted with ("": as added) */
+};
+
+/* One ended answer in the usage log (who, which key, which model, how much). */
+struct store_usage_rec {
+	char sid[CHAN_ID_LEN];
+	char mid[CHAN_ID_LEN];
+	char user[STORE_USER_MAX];
+	uint64_t uid;
+	char key_id[STORE_KEYID_MAX];  /* "" for a login session */
+	char model[CONF_NAME_MAX];
+	char backend[CONF_NAME_MAX];
+	uint32_t prompt_tokens, completion_tokens;
+	double cost_usd;
+	int64_t t_ns;                  /* unix ns when the answer ended */
+	uint8_t status;                /* enum store_msg_status */
+};
+
+/* Filters of a usage listing; NULL / 0 match everything. */
+struct store_usage_query {
+	const char *user;
+	const char *key_id;
+	int64_t since_ns; /* unix ns: answers that ended at or after it */
 };
 
 struct store_message {
@@ -158,10 +182,11 @@ struct store_ops {
 			      store_done_fn done, void *arg);
 	int (*session_get)(struct store *st, const char *sid, struct store_session *out);
 	/* Appends the user message (content given) and the assistant placeholder
-	 * (empty, QUEUED, expecting about hint_tokens tokens). */
+	 * (empty, QUEUED, expecting about hint_tokens tokens), posted with the
+	 * API key key_id ("" or NULL for a login: the usage log says who paid). */
 	int (*message_add)(struct store *st, const char *sid, const char *user_mid,
 			   const char *content, size_t len, const char *asst_mid,
-			   uint32_t hint_tokens, store_done_fn done, void *arg);
+			   uint32_t hint_tokens, const char *key_id, store_done_fn done, void *arg);
 	uint32_t (*message_count)(struct store *st, const char *sid);
 	int (*message_get)(struct store *st, const char *sid, uint32_t idx, struct store_message *out);
 	/* Index of message mid in its session, or -1. */
@@ -176,8 +201,14 @@ struct store_ops {
 	/* Token seq (1-based) of message mid. */
 	int (*token_get)(struct store *st, const char *sid, const char *mid, uint32_t seq,
 			 struct store_token *out);
+	/* An ended assistant message enters the usage log. Without usage at the
+	 * end, its usage is the prompt count stored before (at streaming), the
+	 * tokens stored, and their cost at the model's price. */
 	int (*message_status)(struct store *st, const char *sid, const char *mid,
 			      enum store_msg_status status, const struct store_usage *usage);
+	/* Calls each for every ended answer matching q, oldest first. */
+	int (*usage_list)(struct store *st, const struct store_usage_query *q,
+			  void (*each)(void *arg, const struct store_usage_rec *u), void *arg);
 
 	/* Conversations. */
 	int (*session_list)(struct store *st, const struct store_list_query *q,
@@ -222,15 +253,16 @@ struct cp_loop;
 /*
  * Opens (creating when absent) the LMDB store in directory `dir`, starting
  * its writer thread. Completion callbacks run on the control loop `loop`
- * (the writer wakes it through an eventfd registered there); with loop NULL
- * they run only from store_lmdb_flush(). conf (map size, token_commit_ms,
+ * (the writer wakes it through an eventfd registered there), which must
+ * outlive the store. conf (map size, token_commit_ms,
  * backends) must outlive the store. On open, answers left QUEUED or STREAMING
  * by a previous run are marked INTERRUPTED. Returns NULL with a message in err.
  */
 struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, const struct sluice_conf *conf,
 			      char *err, size_t errlen);
 /* Blocks until every write queued so far is committed, then runs the pending
- * completion callbacks on the calling (loop) thread. For tests and tools. */
+ * completion callbacks on the calling (loop) thread: a synchronous barrier,
+ * where the loop would otherwise deliver them on its next turn. */
 void store_lmdb_flush(struct store *st);
 
 static inline void store_close(struct store *st)
@@ -251,9 +283,10 @@ static inline int store_session_get(struct store *st, const char *sid, struct st
 
 static inline int store_message_add(struct store *st, const char *sid, const char *user_mid,
 				    const char *content, size_t len, const char *asst_mid,
-				    uint32_t hint_tokens, store_done_fn done, void *arg)
+				    uint32_t hint_tokens, const char *key_id, store_done_fn done, void *arg)
 {
-	return st->ops->message_add(st, sid, user_mid, content, len, asst_mid, hint_tokens, done, arg);
+	return st->ops->message_add(st, sid, user_mid, content, len, asst_mid, hint_tokens, key_id, done,
+				    arg);
 }
 
 static inline uint32_t store_message_count(struct store *st, const char *sid)
@@ -288,6 +321,12 @@ static inline int store_message_status(struct store *st, const char *sid, const 
 				       enum store_msg_status status, const struct store_usage *usage)
 {
 	return st->ops->message_status(st, sid, mid, status, usage);
+}
+
+static inline int store_usage_list(struct store *st, const struct store_usage_query *q,
+				   void (*each)(void *arg, const struct store_usage_rec *u), void *arg)
+{
+	return st->ops->usage_list(st, q, each, arg);
 }
 
 static inline int store_session_list(struct store *st, const struct store_list_query *q,

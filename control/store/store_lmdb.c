@@ -1,8 +1,10 @@
 /*
- * The LMDB store: environment, schema and migrations, the writer thread with
- * group commit, completion delivery on the control loop, reads on the loop
- * thread, backup. The record layouts and the per-database operations are in
- * store_lmdb_db.c (store_lmdb_int.h); docs/storage.md describes both.
+ * The LMDB store: environment, the writer thread with group commit,
+ * completion delivery on the control loop, reads' snapshot on the loop
+ * thread, backup, stats, open and close. The databases' record layouts and
+ * operations are in one file per family (store_lmdb_conv.c, _msg.c,
+ * _ident.c, _schema.c; store_lmdb_int.h lists them); docs/storage.md
+ * describes all of it.
  *
  * Threads: the loop thread queues writes (a mutex held for a memcpy) and
  * reads through its own read transaction; the writer thread takes the whole
@@ -36,6 +38,7 @@ static const char *const lm_db_names[LM_NDB] = {
 	[LM_TOKENS] = "tokens",
 	[LM_EVENTS] = "events",
 	[LM_META] = "meta",
+	[LM_USAGE] = "usage",
 };
 
 int lm_errno(int rc)
@@ -184,9 +187,11 @@ static void lm_deliver(struct lm_store *s)
 	}
 }
 
-static void lm_on_event(void *arg)
+static void lm_on_event(void *arg, int fd, uint32_t events)
 {
 	struct lm_store *s = arg;
+	(void)fd;
+	(void)events;
 	uint64_t v;
 	if (read(s->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		LOG_ERROR("store: eventfd read: %s", strerror(errno));
@@ -206,6 +211,24 @@ void store_lmdb_flush(struct store *st)
 }
 
 /*
+ * Makes room for one more promised completion (mutex held): room for every
+ * completion is made when it is promised, so the writer and the backup
+ * thread never allocate and a committed write never loses its callback.
+ */
+static int lm_done_reserve(struct lm_store *s)
+{
+	if (s->acked_inflight + 1 <= s->done_cap)
+		return 0;
+	uint32_t cap = s->done_cap ? s->done_cap * 2 : 64;
+	struct lm_done *d = realloc(s->done, cap * sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	s->done = d;
+	s->done_cap = cap;
+	return 0;
+}
+
+/*
  * Starts queueing one write: returns the op with the mutex held (release
  * with lm_enqueue_end), or NULL when memory ran out. `head` is the size of
  * the op-specific part, `payload` the bytes that follow it.
@@ -221,16 +244,8 @@ struct lm_op *lm_enqueue_begin(struct lm_store *s, uint16_t type, size_t head, s
 	pthread_mutex_lock(&s->mu);
 	if (lm_buf_reserve(&s->q, size) < 0)
 		goto fail;
-	if (done && s->acked_inflight + 1 > s->done_cap) {
-		/* Room for every completion is made here, so the writer never
-		 * allocates and a committed write never loses its callback. */
-		uint32_t cap = s->done_cap ? s->done_cap * 2 : 64;
-		struct lm_done *d = realloc(s->done, cap * sizeof(*d));
-		if (!d)
-			goto fail;
-		s->done = d;
-		s->done_cap = cap;
-	}
+	if (done && lm_done_reserve(s) < 0)
+		goto fail;
 	struct lm_op *op = (struct lm_op *)(s->q.p + s->q.len);
 	memset(op, 0, hsize);
 	op->size = (uint32_t)size;
@@ -260,7 +275,56 @@ void lm_enqueue_end(struct lm_store *s, struct lm_op *op)
 	pthread_mutex_unlock(&s->mu);
 }
 
+int lm_enqueue(struct lm_store *s, const struct lm_op *op, size_t usize, const void *payload, size_t n)
+{
+	struct lm_op *q = lm_enqueue_begin(s, op->type, usize, n, op->done, op->arg);
+	if (!q)
+		return -ENOMEM;
+	q->flag = op->flag;
+	q->status = op->status;
+	memcpy(&q->u, &op->u, usize);
+	q->n = (uint32_t)n;
+	if (n)
+		memcpy(lm_op_payload(q), payload, n);
+	lm_enqueue_end(s, q);
+	return 0;
+}
+
 /* ---- the writer thread ------------------------------------------------- */
+
+/* What the writer does with each op type, and how a lost one is logged. */
+static const struct {
+	const char *name;
+	int (*apply)(struct lm_store *s, MDB_txn *t, struct lm_op *op);
+} lm_op_kinds[] = {
+	[LM_OP_SESSION_CREATE] = { "session create", lm_conv_w_create },
+	[LM_OP_SESSION_UPDATE] = { "session update", lm_conv_w_update },
+	[LM_OP_SESSION_DELETE] = { "session delete", lm_conv_w_delete },
+	[LM_OP_MESSAGE_ADD] = { "message add", lm_msg_w_add },
+	[LM_OP_TOKENS] = { "tokens", lm_msg_w_tokens },
+	[LM_OP_STATUS] = { "message status", lm_msg_w_status },
+	[LM_OP_USER_PUT] = { "user put", lm_ident_w_user_put },
+	[LM_OP_USER_DEL] = { "user delete", lm_ident_w_user_del },
+	[LM_OP_APIKEY_PUT] = { "api key put", lm_ident_w_apikey_put },
+	[LM_OP_APIKEY_DEL] = { "api key delete", lm_ident_w_apikey_del },
+	[LM_OP_AUTH_PUT] = { "auth put", lm_ident_w_auth_put },
+	[LM_OP_AUTH_DEL] = { "auth delete", lm_ident_w_auth_del },
+	[LM_OP_EVENT] = { "event", lm_conv_w_event },
+};
+
+static const char *lm_op_name(uint16_t type)
+{
+	return type < SLUICE_ARRAY_LEN(lm_op_kinds) ? lm_op_kinds[type].name : "unknown";
+}
+
+/* Applies one queued write inside t: 0, a negative errno (nothing of this op
+ * was written), or LM_FATAL (t is broken; s->wrc says why). */
+static int lm_apply(struct lm_store *s, MDB_txn *t, struct lm_op *op)
+{
+	if (op->type >= SLUICE_ARRAY_LEN(lm_op_kinds) || !lm_op_kinds[op->type].apply)
+		return -EINVAL;
+	return lm_op_kinds[op->type].apply(s, t, op);
+}
 
 /* Applies ops [begin, end) of the batch; false when the transaction broke. */
 static bool lm_apply_all(struct lm_store *s, MDB_txn *t, uint8_t *begin, uint8_t *end)
@@ -464,15 +528,9 @@ static int lm_backup(struct store *st, const char *path, store_done_fn done, voi
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&s->mu);
-	if (s->acked_inflight + 1 > s->done_cap) {
-		uint32_t cap = s->done_cap ? s->done_cap * 2 : 64;
-		struct lm_done *d = realloc(s->done, cap * sizeof(*d));
-		if (!d) {
-			pthread_mutex_unlock(&s->mu);
-			return -ENOMEM;
-		}
-		s->done = d;
-		s->done_cap = cap;
+	if (lm_done_reserve(s) < 0) {
+		pthread_mutex_unlock(&s->mu);
+		return -ENOMEM;
 	}
 	s->acked_inflight++;
 	s->backup_running = true;
@@ -513,7 +571,7 @@ static int lm_stats(struct store *st, struct store_stats *out)
 		[LM_USERS] = &out->users,       [LM_APIKEYS] = &out->api_keys,
 		[LM_AUTH] = &out->auth_sessions, [LM_CONVS] = &out->sessions,
 		[LM_MSGS] = &out->messages,     [LM_TOKENS] = &out->tokens,
-		[LM_EVENTS] = &out->events,
+		[LM_EVENTS] = &out->events,     [LM_USAGE] = &out->usage,
 	};
 	for (int i = 0; i < LM_NDB; i++) {
 		if (!dst[i])
@@ -536,75 +594,7 @@ static int lm_stats(struct store *st, struct store_stats *out)
 	return 0;
 }
 
-/* ---- open, schema, close ----------------------------------------------- */
-
-/*
- * Migrations: entry N-1 turns schema N into N+1 inside the open write
- * transaction; a change of a record layout adds an entry and bumps
- * LM_SCHEMA_VERSION. 1 -> 2 added the user and owner identities.
- */
-typedef int (*lm_migrate_fn)(struct lm_store *s, MDB_txn *t);
-static const lm_migrate_fn lm_migrations[LM_SCHEMA_VERSION] = { lm_migrate_identities, NULL };
-
-static int lm_schema(struct lm_store *s, MDB_txn *t, bool was_empty, char *err, size_t errlen)
-{
-	static const char key[] = "schema_version";
-	MDB_val k = { sizeof(key) - 1, (void *)key }, v;
-	int rc = mdb_get(t, s->dbi[LM_META], &k, &v);
-	uint32_t ver = 0;
-	if (rc == 0) {
-		char buf[16];
-		if (v.mv_size == 0 || v.mv_size >= sizeof(buf)) {
-			snprintf(err, errlen, "store %s: unreadable schema_version", s->dir);
-			return -1;
-		}
-		memcpy(buf, v.mv_data, v.mv_size);
-		buf[v.mv_size] = 0;
-		char *end;
-		unsigned long n = strtoul(buf, &end, 10);
-		if (*end || n > UINT32_MAX) {
-			snprintf(err, errlen, "store %s: unreadable schema_version \"%s\"", s->dir, buf);
-			return -1;
-		}
-		ver = (uint32_t)n;
-	} else if (rc != MDB_NOTFOUND) {
-		snprintf(err, errlen, "store %s: %s", s->dir, mdb_strerror(rc));
-		return -1;
-	}
-	if (ver == 0 && !was_empty) {
-		snprintf(err, errlen,
-			 "store %s holds data but no schema version: not a sluice store, or one written "
-			 "before versioning; refusing to open it", s->dir);
-		return -1;
-	}
-	if (ver > LM_SCHEMA_VERSION) {
-		snprintf(err, errlen,
-			 "store %s has schema version %u, newer than the %u this build knows: refusing to "
-			 "open it (run the sluice that wrote it, or restore a backup)",
-			 s->dir, ver, LM_SCHEMA_VERSION);
-		return -1;
-	}
-	if (ver == LM_SCHEMA_VERSION)
-		return 0;
-	for (uint32_t from = ver ? ver : LM_SCHEMA_VERSION; from < LM_SCHEMA_VERSION; from++) {
-		rc = lm_migrations[from - 1] ? lm_migrations[from - 1](s, t) : MDB_INCOMPATIBLE;
-		if (rc) {
-			snprintf(err, errlen, "store %s: migration from schema %u failed: %s", s->dir, from,
-				 mdb_strerror(rc));
-			return -1;
-		}
-		LOG_INFO("store: migrated schema %u -> %u", from, from + 1);
-	}
-	char buf[16];
-	int n = snprintf(buf, sizeof(buf), "%u", LM_SCHEMA_VERSION);
-	v = (MDB_val){ (size_t)n, buf };
-	rc = mdb_put(t, s->dbi[LM_META], &k, &v, 0);
-	if (rc) {
-		snprintf(err, errlen, "store %s: %s", s->dir, mdb_strerror(rc));
-		return -1;
-	}
-	return 0;
-}
+/* ---- open, close ------------------------------------------------------- */
 
 /* Creates dir and its missing parents, private to this user. */
 static int lm_mkdirs(const char *dir)
@@ -653,15 +643,15 @@ static int lm_prepare(struct lm_store *s, char *err, size_t errlen)
 			goto fail;
 		}
 	}
-	if (lm_schema(s, t, was_empty, err, errlen) < 0)
+	if (lm_schema_open(s, t, was_empty, err, errlen) < 0)
 		goto fail;
-	rc = lm_events_init(s, t);
+	rc = lm_conv_events_init(s, t);
 	if (rc) {
 		snprintf(err, errlen, "store %s: events: %s", s->dir, mdb_strerror(rc));
 		goto fail;
 	}
 	uint32_t fixed = 0;
-	rc = lm_repair(s, t, &fixed);
+	rc = lm_msg_repair(s, t, &fixed);
 	if (rc) {
 		snprintf(err, errlen, "store %s: marking interrupted answers: %s", s->dir, mdb_strerror(rc));
 		goto fail;
@@ -787,13 +777,11 @@ struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, const struc
 		goto fail;
 	}
 	s->writer_started = true;
-	if (loop) {
-		if (cpl_add_fd(loop, s->efd, lm_on_event, s) < 0) {
-			snprintf(err, errlen, "store: cannot watch the completion eventfd");
-			goto fail;
-		}
-		s->loop = loop;
+	if (cpl_add_fd(loop, s->efd, CPL_READ, lm_on_event, s) < 0) {
+		snprintf(err, errlen, "store: cannot watch the completion eventfd: %s", strerror(errno));
+		goto fail;
 	}
+	s->loop = loop;
 	LOG_INFO("store: %s open (schema %u, map %u MiB, tokens committed every %u ms)", dir,
 		 LM_SCHEMA_VERSION, conf->store_map_mb, s->commit_ms);
 	return &s->base;
@@ -802,33 +790,33 @@ fail:
 	return NULL;
 }
 
-
 static const struct store_ops lm_ops = {
 	.close = lm_close,
-	.session_create = lm_session_create,
-	.session_get = lm_session_get,
-	.message_add = lm_message_add,
-	.message_count = lm_message_count,
-	.message_get = lm_message_get,
-	.message_find = lm_message_find,
-	.tokens_append = lm_tokens_append,
-	.token_get = lm_token_get,
-	.message_status = lm_message_status,
-	.session_list = lm_session_list,
-	.session_update = lm_session_update,
-	.session_delete = lm_session_delete,
-	.user_put = lm_user_put,
-	.user_get = lm_user_get,
-	.user_del = lm_user_del,
-	.user_list = lm_user_list,
-	.apikey_put = lm_apikey_put,
-	.apikey_get = lm_apikey_get,
-	.apikey_del = lm_apikey_del,
-	.apikey_list = lm_apikey_list,
-	.auth_put = lm_auth_put,
-	.auth_get = lm_auth_get,
-	.auth_del = lm_auth_del,
-	.event_add = lm_event_add,
+	.session_create = lm_conv_create,
+	.session_get = lm_conv_get,
+	.message_add = lm_msg_add,
+	.message_count = lm_msg_count,
+	.message_get = lm_msg_get,
+	.message_find = lm_msg_find,
+	.tokens_append = lm_msg_tokens_append,
+	.token_get = lm_msg_token_get,
+	.message_status = lm_msg_status,
+	.usage_list = lm_usage_list,
+	.session_list = lm_conv_list,
+	.session_update = lm_conv_update,
+	.session_delete = lm_conv_delete,
+	.user_put = lm_ident_user_put,
+	.user_get = lm_ident_user_get,
+	.user_del = lm_ident_user_del,
+	.user_list = lm_ident_user_list,
+	.apikey_put = lm_ident_apikey_put,
+	.apikey_get = lm_ident_apikey_get,
+	.apikey_del = lm_ident_apikey_del,
+	.apikey_list = lm_ident_apikey_list,
+	.auth_put = lm_ident_auth_put,
+	.auth_get = lm_ident_auth_get,
+	.auth_del = lm_ident_auth_del,
+	.event_add = lm_conv_event_add,
 	.stats = lm_stats,
 	.backup = lm_backup,
 };

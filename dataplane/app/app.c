@@ -1,8 +1,8 @@
 /*
  * The app instance of a worker: the connection table, the transport upcalls,
- * dispatch of control's records by connection handle, and the end-of-turn and
- * control-attach hooks. Protocol work lives in app_http.c, app_ws.c and
- * app_stream.c.
+ * dispatch of control's records by connection handle, the end-of-turn and
+ * control-attach hooks, and app_ops, the table the worker runs them by.
+ * Protocol work lives in app_http.c, app_ws.c and app_stream.c.
  */
 #include "app/app.h"
 
@@ -11,25 +11,28 @@
 #include <string.h>
 
 #include "app/app_int.h"
+#include "app/app_metrics.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
-static void conn_timer_cb(void *arg, struct tw_timer *t)
+static void app_conn_timer_cb(void *arg, struct tw_timer *t)
 {
 	struct conn *c = arg;
 
 	(void)t;
 	if (c->mode == CONN_SSE)
-		stream_keepalive(c);
+		app_stream_keepalive(c);
 	else if (c->mode == CONN_HTTP)
-		http_timer_fired(c);
+		app_http_timer_fired(c);
 	else
-		conn_close(c, false); /* a WebSocket close the client never answered */
+		app_conn_close(c, false); /* a WebSocket close the client never answered */
 }
 
-struct app *app_create(struct worker *w, char *err, size_t errlen)
+static void app_destroy(void *app);
+
+static void *app_create(struct host *h, char *err, size_t errlen)
 {
-	const struct sluice_conf *conf = worker_conf(w);
+	const struct sluice_conf *conf = h->conf;
 	struct app *a = calloc(1, sizeof(*a));
 	uint32_t gen0;
 
@@ -37,36 +40,36 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 		snprintf(err, errlen, "app: out of memory");
 		return NULL;
 	}
-	a->w = w;
-	/* The worker creates its transport after the app (the transport needs
-	 * the upcalls), so the transport is looked up on first use. */
-	a->tp = NULL;
-	a->st = worker_stats(w);
+	a->h = h;
+	a->st = app_stats_of(h);
 	a->conf = conf;
-	a->wid = worker_id(w);
+	a->wid = h->id;
 	a->max_conns = conf->max_conns;
 	a->pol.off = conf->batch_mode == CONF_BATCH_OFF;
 	a->pol.max_delay_ns = (uint64_t)conf->max_delay_us * 1000u;
 	a->pol.max_bytes = conf->max_bytes;
+	/* Over TLS a coalesced frame should fit one record, framing included. */
+	if (conf->tls && a->pol.max_bytes > APP_TLS_FRAME_TEXT)
+		a->pol.max_bytes = APP_TLS_FRAME_TEXT;
 	if (a->max_conns == 0 || conf->max_bytes == 0) {
 		snprintf(err, errlen, "app: max_conns and max_bytes must be > 0");
 		goto fail;
 	}
 	a->conns = calloc(a->max_conns, sizeof(*a->conns));
-	a->subs = subs_create(a->max_conns);
+	a->subs = app_subs_create(a->max_conns);
 	a->scratch_cap = (size_t)conf->max_bytes + APP_SCRATCH_EXTRA;
 	a->scratch = malloc(a->scratch_cap);
 	a->esc_cap = a->scratch_cap;
 	a->esc = malloc(a->esc_cap);
 	a->pending = calloc(a->max_conns, sizeof(*a->pending));
 	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending ||
-	    batch_pool_init(&a->pool, conf->max_bytes, a->max_conns) != 0) {
+	    batch_pool_init(&a->pool, a->pol.max_bytes, a->max_conns) != 0) {
 		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
 		goto fail;
 	}
 	/* Generations start from the attach epoch so records addressed to
 	 * connections of an earlier dataplane never match a live one. */
-	gen0 = worker_epoch(w) << 20;
+	gen0 = h->epoch << 20;
 	for (uint32_t i = 0; i < a->max_conns; i++) {
 		struct conn *c = &a->conns[i];
 
@@ -74,29 +77,34 @@ struct app *app_create(struct worker *w, char *err, size_t errlen)
 		c->slot = i;
 		c->gen = gen0;
 		c->next_free = i + 1 < a->max_conns ? i + 1 : APP_NO_SLOT;
-		tw_init(&c->timer, conn_timer_cb, c);
-		tw_init(&c->btimer, stream_batch_timer, c);
+		tw_init(&c->timer, app_conn_timer_cb, c);
 		c->pend_idx = APP_NO_SLOT;
 		batch_init(&c->batch);
 	}
 	a->free_head = 0;
-	a->start_ns = worker_now(w);
-	admin_stats_start(a);
+	tw_init(&a->batch_timer, app_stream_batch_timer, a);
+	a->start_ns = host_now(h);
+	app_ctl_stats_start(a);
 	return a;
 fail:
 	app_destroy(a);
 	return NULL;
 }
 
-void app_destroy(struct app *a)
+static void app_destroy(void *app)
 {
+	struct app *a = app;
+
 	if (!a)
 		return;
-	admin_stats_stop(a);
+	app_ctl_stats_stop(a);
+	if (a->batch_timer.armed)
+		tw_cancel(a->h->wheel, &a->batch_timer);
 	if (a->conns) {
 		for (uint32_t i = 0; i < a->max_conns; i++) {
 			struct conn *c = &a->conns[i];
 
+			batch_clear(&c->batch, &a->pool);
 			free(c->req_buf);
 			free(c->ws_auth);
 			free(c->resp_body.p);
@@ -105,17 +113,17 @@ void app_destroy(struct app *a)
 				ws_session_free(&c->ws);
 		}
 	}
-	if (a->pool.all)
-		batch_pool_destroy(&a->pool);
-	subs_destroy(a->subs);
+	batch_pool_destroy(&a->pool);
+	app_subs_destroy(a->subs);
 	free(a->scratch);
+	free(a->bk_rec);
 	free(a->esc);
 	free(a->pending);
 	free(a->conns);
 	free(a);
 }
 
-void conn_fill_handle(const struct conn *c, struct chan_conn *h)
+void app_conn_fill_handle(const struct conn *c, struct chan_conn *h)
 {
 	memset(h, 0, sizeof(*h));
 	h->worker = (uint16_t)c->app->wid;
@@ -123,10 +131,10 @@ void conn_fill_handle(const struct conn *c, struct chan_conn *h)
 	h->gen = c->gen;
 }
 
-size_t conn_peer_str(const struct conn *c, char out[CONN_PEER_STR_MAX])
+size_t app_conn_peer_str(const struct conn *c, char out[APP_CONN_PEER_STR_MAX])
 {
 	const uint8_t *ip = (const uint8_t *)&c->peer.ipv4;
-	int n = snprintf(out, CONN_PEER_STR_MAX, "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
+	int n = snprintf(out, APP_CONN_PEER_STR_MAX, "%u.%u.%u.%u:%u", ip[0], ip[1], ip[2], ip[3],
 			 c->peer.port);
 
 	return n > 0 ? (size_t)n : 0;
@@ -144,13 +152,11 @@ struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h)
 	return c;
 }
 
-static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
+static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 {
 	struct app *a = app;
 	struct conn *c;
 
-	if (!a->tp)
-		a->tp = worker_tp(a->w);
 	if (a->free_head == APP_NO_SLOT) {
 		DP_STAT_ADD(a->st, conns_refused, 1);
 		return NULL;
@@ -164,8 +170,8 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	c->keep_alive = true;
 	c->head_req = c->requested = c->eof = c->subscribed = false;
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
-	c->ws_upgrading = c->ws_reauth = false;
-	c->open_ns = worker_now(a->w);
+	c->ws_upgrading = c->ws_reauth = c->ws_admin = c->timing = false;
+	c->open_ns = host_now(a->h);
 	c->bytes_out = 0;
 	c->req_id = 0;
 	c->parse_last = 0;
@@ -175,17 +181,19 @@ static void *up_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 	c->turn_no = 0;
 	c->turn_bytes = 0;
 	c->pend_idx = APP_NO_SLOT;
-	c->sid[0] = c->last_mid[0] = '\0';
+	c->batch.last_arrival_ns = 0;
+	c->sid[0] = c->last_mid[0] = c->prov_mid[0] = '\0';
 	c->last_seq = 0;
+	c->resp_stream = c->v1_req = false;
 	DP_STAT_ADD(a->st, conns_accepted, 1);
 	/* An idle connection that never sends a byte is closed like an idle
 	 * keep-alive one. */
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	return c;
 }
 
-static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
+static size_t app_on_data(void *app, void *ctx, const uint8_t *data, size_t len)
 {
 	struct conn *c = ctx;
 
@@ -193,54 +201,54 @@ static size_t up_data(void *app, void *ctx, const uint8_t *data, size_t len)
 	if (unlikely(c->closing))
 		return len;
 	if (c->mode == CONN_WS)
-		return ws_on_data(c, data, len);
+		return app_ws_on_data(c, data, len);
 	if (c->mode == CONN_SSE)
 		return len; /* an event stream takes no further input */
-	return http_on_data(c, data, len);
+	return app_http_on_data(c, data, len);
 }
 
-static void up_eof(void *app, void *ctx)
+static void app_on_eof(void *app, void *ctx)
 {
 	struct conn *c = ctx;
 
 	(void)app;
 	c->eof = true;
 	/* A request still waiting for control is answered first; the close
-	 * follows its response (app_http.c). */
-	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT)
+	 * follows its response (app_http.c). A /v1 client that leaves abandons
+	 * its request: the close tells control, which stops the backend. */
+	if (c->mode == CONN_HTTP && c->hstate == HS_WAIT && !c->v1_req && !c->resp_stream)
 		return;
-	conn_close(c, false);
+	app_conn_close(c, false);
 }
 
-static void up_drained(void *app, void *ctx)
+static void app_on_drained(void *app, void *ctx)
 {
 	(void)app;
-	conn_account(ctx);
+	app_conn_account(ctx);
 }
 
-static void up_close(void *app, void *ctx)
+static void app_on_close(void *app, void *ctx)
 {
 	struct app *a = app;
 	struct conn *c = ctx;
 	struct chan_conn_closed *cc;
 
-	worker_timer_cancel(a->w, &c->timer);
-	worker_timer_cancel(a->w, &c->btimer);
+	tw_cancel(a->h->wheel, &c->timer);
 	if (c->subscribed)
-		stream_unsubscribe(c);
+		app_stream_unsubscribe(c);
 	batch_clear(&c->batch, &a->pool);
-	stream_pending_remove(c);
+	app_stream_pending_remove(c);
 	if (c->pend_acct) {
 		DP_STAT_SUB(a->st, pending_bytes, c->pend_acct);
 		c->pend_acct = 0;
 	}
 	if (c->requested) {
-		cc = worker_rec_reserve(a->w, CHAN_REC_CONN_CLOSED, sizeof(*cc));
+		cc = a->h->rec_reserve(a->h, CHAN_REC_CONN_CLOSED, sizeof(*cc));
 		if (cc) {
-			conn_fill_handle(c, &cc->conn);
-			worker_rec_commit(a->w, sizeof(*cc));
+			app_conn_fill_handle(c, &cc->conn);
+			a->h->rec_commit(a->h, sizeof(*cc));
 		} else {
-			DP_STAT_ADD(a->st, chan_full, 1);
+			host_count_ring_full(a->h);
 			LOG_WARN("worker %u: channel full, CONN_CLOSED for slot %u lost",
 				 a->wid, c->slot);
 		}
@@ -254,7 +262,7 @@ static void up_close(void *app, void *ctx)
 		ws_session_free(&c->ws);
 		c->ws_open = false;
 	}
-	ws_auth_free(c);
+	app_ws_auth_free(c);
 	c->ws_upgrading = c->ws_reauth = false;
 	/* A body cut short may be part of a login's password. */
 	if (c->req_buf)
@@ -272,35 +280,31 @@ static void up_close(void *app, void *ctx)
 }
 
 static const struct tp_upcalls upcalls = {
-	.on_open = up_open,
-	.on_data = up_data,
-	.on_eof = up_eof,
-	.on_drained = up_drained,
-	.on_close = up_close,
+	.on_open = app_on_open,
+	.on_data = app_on_data,
+	.on_eof = app_on_eof,
+	.on_drained = app_on_drained,
+	.on_close = app_on_close,
 };
 
-const struct tp_upcalls *app_upcalls(void)
-{
-	return &upcalls;
-}
 
-void conn_close(struct conn *c, bool abort)
+void app_conn_close(struct conn *c, bool abort)
 {
 	if (c->closing || !c->tc)
 		return;
 	c->closing = true;
 	c->hstate = HS_CLOSING;
-	worker_timer_cancel(c->app->w, &c->timer);
-	tp_close(c->app->tp, c->tc, abort);
+	tw_cancel(c->app->h->wheel, &c->timer);
+	tp_close(c->app->h->tp, c->tc, abort);
 }
 
-bool conn_send(struct conn *c, const void *data, size_t len)
+bool app_conn_send(struct conn *c, const void *data, size_t len)
 {
 	struct app *a = c->app;
 
 	if (unlikely(c->closing))
 		return false;
-	if (unlikely(!tp_send(a->tp, c->tc, data, len)))
+	if (unlikely(!tp_send(a->h->tp, c->tc, data, len)))
 		return false;
 	if (c->turn_no != a->turn_no) {
 		c->turn_no = a->turn_no;
@@ -308,12 +312,34 @@ bool conn_send(struct conn *c, const void *data, size_t len)
 	}
 	c->turn_bytes += len;
 	c->bytes_out += len;
-	c->last_write_ns = worker_now(a->w);
+	c->last_write_ns = host_now(a->h);
 	DP_STAT_ADD(a->st, bytes_out, len);
 	return true;
 }
 
-bool conn_account(struct conn *c)
+void app_conn_drop_slow(struct conn *c)
+{
+	struct app *a = c->app;
+
+	DP_STAT_ADD(a->st, slow_consumer_closes, 1);
+	batch_clear(&c->batch, &a->pool);
+	if (c->mode == CONN_SSE) {
+		struct app_buf b;
+
+		app_buf_init(&b, a->scratch, a->scratch_cap);
+		app_event_sse_error(&b, "slow_consumer",
+				    "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
+		/* The bound is already passed; the error event is best effort. */
+		if (!b.overflow && app_conn_send(c, b.p, b.len))
+			app_conn_close(c, false);
+		else
+			app_conn_close(c, true);
+	} else {
+		app_ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
+	}
+}
+
+bool app_conn_account(struct conn *c)
 {
 	struct app *a = c->app;
 	struct tp_conn_info ti;
@@ -321,7 +347,7 @@ bool conn_account(struct conn *c)
 
 	if (!c->tc || c->closing)
 		return false;
-	tp_info(a->tp, c->tc, &ti);
+	tp_tx_state(a->h->tp, c->tc, &ti);
 	now_acct = ti.tx_queued + c->batch.len;
 	if (now_acct >= c->pend_acct)
 		DP_STAT_ADD(a->st, pending_bytes, now_acct - c->pend_acct);
@@ -329,22 +355,7 @@ bool conn_account(struct conn *c)
 		DP_STAT_SUB(a->st, pending_bytes, c->pend_acct - now_acct);
 	c->pend_acct = now_acct;
 	if (unlikely(c->mode != CONN_HTTP && now_acct > a->conf->max_pending_bytes)) {
-		DP_STAT_ADD(a->st, slow_consumer_closes, 1);
-		batch_clear(&c->batch, &a->pool);
-		if (c->mode == CONN_SSE) {
-			struct ev_buf b;
-
-			evb_init(&b, a->scratch, a->scratch_cap);
-			ev_sse_error(&b, "slow_consumer",
-				     "pending data passed max_pending_bytes; reconnect with Last-Event-ID");
-			/* The bound is already passed; the error event is best effort. */
-			if (!b.overflow && conn_send(c, b.p, b.len))
-				conn_close(c, false);
-			else
-				conn_close(c, true);
-		} else {
-			ws_close_with(c, WS_CLOSE_POLICY, "slow consumer", true);
-		}
+		app_conn_drop_slow(c);
 		return false;
 	}
 	return true;
@@ -358,35 +369,35 @@ enum app_req_result app_send_request(struct conn *c, uint8_t kind, uint8_t metho
 	size_t total = sizeof(*rq);
 	uint8_t *p;
 
-	if (!worker_control_attached(a->w))
+	if (!a->h->attached)
 		return APP_REQ_NO_CONTROL;
 	for (size_t i = 0; i < nfields; i++)
 		if (fields[i].data)
 			total += chan_field_size(fields[i].len);
-	if (total > worker_rec_max(a->w))
+	if (total > a->h->rec_max)
 		return APP_REQ_TOO_BIG;
-	rq = worker_rec_reserve(a->w, CHAN_REC_REQUEST, (uint32_t)total);
+	rq = a->h->rec_reserve(a->h, CHAN_REC_REQUEST, (uint32_t)total);
 	if (!rq) {
-		DP_STAT_ADD(a->st, chan_full, 1);
+		host_count_ring_full(a->h);
 		return APP_REQ_FULL;
 	}
 	memset(rq, 0, sizeof(*rq));
-	conn_fill_handle(c, &rq->conn);
+	app_conn_fill_handle(c, &rq->conn);
 	rq->req_id = ++c->req_id;
 	rq->kind = kind;
 	rq->method = method;
-	rq->cp_epoch = worker_control_epoch(a->w);
+	rq->cp_epoch = a->h->control_epoch(a->h);
 	c->req_epoch = rq->cp_epoch;
 	p = (uint8_t *)(rq + 1);
 	for (size_t i = 0; i < nfields; i++)
 		if (fields[i].data)
 			chan_field_put(&p, fields[i].tag, fields[i].data, (uint32_t)fields[i].len);
-	worker_rec_commit(a->w, (uint32_t)total);
+	a->h->rec_commit(a->h, (uint32_t)total);
 	c->requested = true;
 	return APP_REQ_OK;
 }
 
-static void on_response(struct app *a, const struct chan_response *r, uint32_t len)
+static void app_on_response(struct app *a, const struct chan_response *r, uint32_t len)
 {
 	struct conn *c = app_conn_lookup(a, &r->conn);
 
@@ -395,49 +406,57 @@ static void on_response(struct app *a, const struct chan_response *r, uint32_t l
 		return;
 	}
 	if (c->mode == CONN_WS)
-		ws_on_response(c, r, len);
+		app_ws_on_response(c, r, len);
 	else if (c->mode == CONN_HTTP)
-		http_on_response(c, r, len);
+		app_http_on_response(c, r, len);
 	else
 		DP_STAT_ADD(a->st, stale_records, 1);
 }
 
-void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+static void app_on_record(void *app, uint16_t type, const void *payload, uint32_t len)
 {
-	if (!a->tp)
-		a->tp = worker_tp(a->w);
+	struct app *a = app;
+
 	switch (type) {
 	case CHAN_REC_RESPONSE:
-		on_response(a, payload, len);
+		app_on_response(a, payload, len);
 		break;
 	case CHAN_REC_TOKENS:
 	case CHAN_REC_STATUS:
 	case CHAN_REC_USAGE:
 	case CHAN_REC_DONE:
-		stream_on_record(a, type, payload, len);
+		app_stream_on_record(a, type, payload, len);
 		break;
 	case CHAN_REC_KICK:
-		admin_on_kick(a, payload);
+		app_ctl_on_kick(a, payload);
 		break;
 	case CHAN_REC_ADMIN:
-		admin_on_admin(a, payload);
+		app_ctl_on_admin(a, payload);
+		break;
+	case CHAN_REC_BACKENDS:
+		app_metrics_backends(a, payload, len);
+		break;
+	case CHAN_REC_BROADCAST:
+		app_ws_on_broadcast(a, payload, len);
 		break;
 	default:
-		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		host_count_bad_record(a->h);
 		break;
 	}
 }
 
-void app_end_of_turn(struct app *a, bool busy)
+static void app_end_of_turn(void *app, bool busy)
 {
-	stream_end_of_turn(a, busy);
+	struct app *a = app;
+
+	app_stream_end_of_turn(a, busy);
 	a->turn_no++;
 }
 
-void app_control_changed(struct app *a, bool attached)
+static void app_control_changed(void *app, bool attached)
 {
-	if (!a->tp)
-		a->tp = worker_tp(a->w);
+	struct app *a = app;
+
 	for (uint32_t i = 0; i < a->max_conns; i++) {
 		struct conn *c = &a->conns[i];
 
@@ -446,26 +465,36 @@ void app_control_changed(struct app *a, bool attached)
 		/* A request sent to a control that is gone, or to the one before a
 		 * restart (its records may have been discarded), is answered 503. */
 		if (c->mode == CONN_HTTP &&
-		    (!attached || c->req_epoch != worker_control_epoch(a->w)))
-			http_control_lost(c);
+		    (!attached || c->req_epoch != a->h->control_epoch(a->h)))
+			app_http_control_lost(c);
 		/* On attach too: a control that restarted between two heartbeat
 		 * checks (new epoch, no gap seen) will not finish the old streams. */
 		if (c->subscribed && c->msg_running)
-			stream_interrupt(c);
+			app_stream_interrupt(c);
 		/* The new control knows neither who is on a WebSocket nor who
 		 * listens to what: the auth check goes first, so control can
 		 * place the SUBSCRIBE that follows it on the same ring. */
 		if (attached && c->mode == CONN_WS && !c->closing)
-			ws_reauthorise(c);
+			app_ws_reauthorise(c);
 		if (attached && c->subscribed && !c->closing)
-			stream_announce(c);
+			app_stream_announce(c);
 	}
 }
+
+const struct host_app_ops app_ops = {
+	.stats_size = sizeof(struct app_stats),
+	.upcalls = &upcalls,
+	.create = app_create,
+	.destroy = app_destroy,
+	.on_record = app_on_record,
+	.end_of_turn = app_end_of_turn,
+	.control_changed = app_control_changed,
+};
 
 /* Largest multi-part response body collected. */
 #define APP_MAX_RESP (16u * 1024u * 1024u)
 
-static bool dbuf_put(struct app_dbuf *d, const void *p, size_t n)
+static bool app_dbuf_put(struct app_dbuf *d, const void *p, size_t n)
 {
 	if (d->cap - d->len < n) {
 		size_t cap = d->cap ? d->cap : 4096;
@@ -529,7 +558,7 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 		bool ok = true;
 
 		if (f->tag == CHAN_F_BODY) {
-			ok = dbuf_put(&c->resp_body, f->data, f->len);
+			ok = app_dbuf_put(&c->resp_body, f->data, f->len);
 		} else if (f->tag == CHAN_F_SET_COOKIE || f->tag == CHAN_F_HEADER ||
 			   f->tag == CHAN_F_CONTENT_TYPE) {
 			if (memchr(f->data, '\r', f->len) || memchr(f->data, '\n', f->len))
@@ -539,9 +568,9 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 			const char *name = f->tag == CHAN_F_SET_COOKIE ? "Set-Cookie: " :
 					   f->tag == CHAN_F_CONTENT_TYPE ? "Content-Type: " : "";
 
-			ok = dbuf_put(&c->resp_hdrs, name, strlen(name)) &&
-			     dbuf_put(&c->resp_hdrs, f->data, f->len) &&
-			     dbuf_put(&c->resp_hdrs, "\r\n", 2);
+			ok = app_dbuf_put(&c->resp_hdrs, name, strlen(name)) &&
+			     app_dbuf_put(&c->resp_hdrs, f->data, f->len) &&
+			     app_dbuf_put(&c->resp_hdrs, "\r\n", 2);
 		}
 		if (!ok) {
 			*bad = true;

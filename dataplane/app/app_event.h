@@ -4,9 +4,8 @@
  * and the small fixed JSON bodies. docs/api.md is the contract; the unit tests
  * compare these bytes with it.
  *
- * Everything writes into a caller-owned struct ev_buf. A write that does not
- * fit sets `overflow` and leaves len unchanged from that point, so a caller
- * checks once at the end and never sends a cut message.
+ * Everything writes into a caller-owned struct app_buf (app_buf.h), so a
+ * message that does not fit is never sent cut.
  */
 #ifndef SLUICE_APP_EVENT_H
 #define SLUICE_APP_EVENT_H
@@ -15,48 +14,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum ev_proto { EV_SSE = 0, EV_WS = 1 };
+#include "app/app_buf.h"
 
-struct ev_buf {
-	char *p;
-	size_t len, cap;
-	bool overflow;
-};
+enum app_event_proto { APP_EVENT_SSE = 0, APP_EVENT_WS = 1 };
 
-static inline void evb_init(struct ev_buf *b, char *p, size_t cap)
-{
-	b->p = p;
-	b->len = 0;
-	b->cap = cap;
-	b->overflow = false;
-}
-
-void evb_put(struct ev_buf *b, const void *s, size_t n);
-void evb_str(struct ev_buf *b, const char *s);
-void evb_u64(struct ev_buf *b, uint64_t v);
-/* Appends s escaped for a JSON string (without the quotes). */
-void evb_esc(struct ev_buf *b, const void *s, size_t n);
-
-/* token: `esc` is the already escaped concatenation of the tokens' text. */
-void ev_token(struct ev_buf *b, enum ev_proto proto, const char *sid, const char *mid,
-	      uint32_t seq, uint32_t n, const char *esc, size_t esc_len);
+/* token: `esc` is the already escaped concatenation of the tokens' text.
+ * `stamps` (nstamps of them, or NULL) are the tokens' creation times, added
+ * as "created_ns" for clients that asked with X-Sluice-Timing (docs/api.md). */
+void app_event_token(struct app_buf *b, enum app_event_proto proto, const char *sid,
+		     const char *mid, uint32_t seq, uint32_t n, const char *esc, size_t esc_len,
+		     const uint64_t *stamps, uint32_t nstamps);
 /* status_update; `seq` is the last token seq delivered for mid (SSE id). */
-void ev_status(struct ev_buf *b, enum ev_proto proto, const char *sid, const char *mid,
-	       uint32_t seq, const char *status);
-void ev_usage(struct ev_buf *b, enum ev_proto proto, const char *sid, const char *mid,
-	      uint32_t prompt, uint32_t completion, uint32_t total, double cost_usd);
+void app_event_status(struct app_buf *b, enum app_event_proto proto, const char *sid,
+		      const char *mid, uint32_t seq, const char *status);
+void app_event_usage(struct app_buf *b, enum app_event_proto proto, const char *sid,
+		     const char *mid, uint32_t prompt, uint32_t completion, uint32_t total,
+		     double cost_usd);
 /* done; err_code may be NULL (then no "error" member). */
-void ev_done(struct ev_buf *b, enum ev_proto proto, const char *sid, const char *mid,
-	     const char *status, const char *err_code, size_t err_code_len,
-	     const char *err_msg, size_t err_msg_len);
+void app_event_done(struct app_buf *b, enum app_event_proto proto, const char *sid,
+		    const char *mid, const char *status, const char *err_code, size_t err_code_len,
+		    const char *err_msg, size_t err_msg_len);
 /* SSE `event: error` without an id, so the client's Last-Event-ID stays on
  * the last event it really got. */
-void ev_sse_error(struct ev_buf *b, const char *code, const char *message);
+void app_event_sse_error(struct app_buf *b, const char *code, const char *message);
 /* {"error":{"code":...,"message":...}} (HTTP bodies) or, for WS,
  * {"type":"error","error":{...}}. */
-void ev_error_json(struct ev_buf *b, enum ev_proto proto, const char *code, const char *message);
+void app_event_error_json(struct app_buf *b, enum app_event_proto proto, const char *code,
+			  const char *message);
 
 /* Name of a chan_done_status, or NULL for an unknown value. */
-const char *ev_done_status_name(uint32_t status);
+const char *app_event_done_status_name(uint32_t status);
 
 #endif

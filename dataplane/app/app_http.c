@@ -12,6 +12,7 @@
 
 #include "app/app_int.h"
 #include "app/app_metrics.h"
+#include "app/app_static.h"
 #include "http/http_parse.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
@@ -31,6 +32,8 @@ static const char *reason_phrase(unsigned status)
 	case 301: return "Moved Permanently";
 	case 302: return "Found";
 	case 304: return "Not Modified";
+	case 308: return "Permanent Redirect";
+	case 415: return "Unsupported Media Type";
 	case 400: return "Bad Request";
 	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
@@ -77,12 +80,12 @@ static bool hdr_value_ok(const uint8_t *p, size_t n)
 
 /* A /ws/chat upgrade that will not become a WebSocket: its auth fields are
  * no longer needed. */
-static void http_upgrade_dropped(struct conn *c)
+static void app_http_upgrade_dropped(struct conn *c)
 {
 	if (!c->ws_upgrading)
 		return;
 	c->ws_upgrading = false;
-	ws_auth_free(c);
+	app_ws_auth_free(c);
 }
 
 static void count_response(struct conn *c, unsigned status)
@@ -95,36 +98,69 @@ static void count_response(struct conn *c, unsigned status)
 
 /* After a response: close, or get ready for the next request (arming the
  * idle timer and, when the request had paused input, resuming it). */
-static void http_finish(struct conn *c, bool close_after)
+static void app_http_finish(struct conn *c, bool close_after)
 {
 	struct app *a = c->app;
 	bool was_waiting = c->hstate == HS_WAIT;
 
 	if (close_after || c->eof || !c->keep_alive) {
-		conn_close(c, false);
+		app_conn_close(c, false);
 		return;
 	}
 	c->hstate = HS_HEAD;
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	if (was_waiting)
-		tp_rx_resume(a->tp, c->tc);
+		tp_rx_resume(a->h->tp, c->tc);
 }
 
 /*
- * Writes a whole response. `extra` holds ready header lines (CRLF-ended);
- * `r` (optional) adds the SET_COOKIE / HEADER / CONTENT_TYPE fields of a
- * single-part control response. The body is omitted for HEAD, the length kept.
+ * The policy every response states, whoever produced it: scripts, styles,
+ * images and fonts only from this origin, no inline script or style, fetch
+ * and WebSocket connections only to this origin (CSP 3's 'self' covers ws:
+ * and wss: of the page's own host and port), never framed, no MIME
+ * sniffing, no Referer sent to anyone.
+ */
+#define APP_HTTP_CSP "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " \
+	"font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; " \
+	"form-action 'self'; frame-ancestors 'none'"
+
+void app_http_head_common(const struct conn *c, struct app_buf *b, const char *cache)
+{
+	app_buf_str(b, "X-Sluice-Worker: ");
+	app_buf_u64(b, c->app->wid);
+	app_buf_str(b, "\r\nContent-Security-Policy: " APP_HTTP_CSP
+		    "\r\nX-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n");
+	if (cache) {
+		app_buf_str(b, "Cache-Control: ");
+		app_buf_str(b, cache);
+		app_buf_str(b, "\r\n");
+	}
+	if (c->peer.tls && c->app->conf->tls_hsts_max_age_s) {
+		app_buf_str(b, "Strict-Transport-Security: max-age=");
+		app_buf_u64(b, c->app->conf->tls_hsts_max_age_s);
+		app_buf_str(b, "\r\n");
+	}
+}
+
+/*
+ * Writes a whole response. `cache` is its Cache-Control (NULL: no-store,
+ * the rule for everything but static files: API answers carry tokens and
+ * conversations). `extra` holds ready header lines (CRLF-ended); `r`
+ * (optional) adds the SET_COOKIE / HEADER / CONTENT_TYPE fields of a
+ * single-part control response. The body is omitted for HEAD, the length
+ * kept; 204 and 304 have neither body nor length.
  * Returns false when the connection had to be aborted.
  */
-static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t ctype_len,
-		      const void *extra, size_t extra_len, const struct chan_response *r,
-		      uint32_t rlen, const void *body, size_t blen, bool close_after)
+static bool app_http_emit(struct conn *c, unsigned status, const char *ctype, size_t ctype_len,
+			  const char *cache, const void *extra, size_t extra_len,
+			  const struct chan_response *r, uint32_t rlen, const void *body, size_t blen,
+			  bool close_after)
 {
 	struct app *a = c->app;
-	char head[768];
-	struct ev_buf b;
-	bool ok;
+	char head[1024];
+	struct app_buf b;
+	bool ok, bodyless = status == 204 || status == 304;
 
 	if (r) {
 		const uint8_t *p = (const uint8_t *)(r + 1);
@@ -141,37 +177,39 @@ static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t
 	}
 	if (!close_after && !c->keep_alive)
 		close_after = true;
-	evb_init(&b, head, sizeof(head));
-	evb_str(&b, "HTTP/1.1 ");
-	evb_u64(&b, status);
-	evb_put(&b, " ", 1);
-	evb_str(&b, reason_phrase(status));
-	evb_str(&b, "\r\nX-Sluice-Worker: ");
-	evb_u64(&b, a->wid);
-	/* RFC 9110 6.4.1 / 8.6: a 204 has no content and no Content-Length. */
-	if (status == 204)
+	app_buf_init(&b, head, sizeof(head));
+	app_buf_str(&b, "HTTP/1.1 ");
+	app_buf_u64(&b, status);
+	app_buf_put(&b, " ", 1);
+	app_buf_str(&b, reason_phrase(status));
+	app_buf_str(&b, "\r\n");
+	app_http_head_common(c, &b, cache ? cache : "no-store");
+	/* RFC 9110 6.4.1 / 8.6 / 15.4.5: a 204 has no content and no
+	 * Content-Length; a 304 is the headers of a 200 the client has. */
+	if (bodyless)
 		blen = 0;
-	if (ctype && status != 204) {
-		evb_str(&b, "\r\nContent-Type: ");
-		evb_put(&b, ctype, ctype_len);
+	if (ctype && !bodyless) {
+		app_buf_str(&b, "Content-Type: ");
+		app_buf_put(&b, ctype, ctype_len);
+		app_buf_str(&b, "\r\n");
 	}
-	if (status != 204) {
-		evb_str(&b, "\r\nContent-Length: ");
-		evb_u64(&b, blen);
+	if (!bodyless) {
+		app_buf_str(&b, "Content-Length: ");
+		app_buf_u64(&b, blen);
+		app_buf_str(&b, "\r\n");
 	}
 	if (close_after)
-		evb_str(&b, "\r\nConnection: close");
+		app_buf_str(&b, "Connection: close\r\n");
 	else if (c->http10)
-		evb_str(&b, "\r\nConnection: keep-alive");
-	evb_str(&b, "\r\n");
+		app_buf_str(&b, "Connection: keep-alive\r\n");
 	if (b.overflow) {
 		LOG_WARN("worker %u: response head too large, slot %u aborted", a->wid, c->slot);
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
-	ok = conn_send(c, b.p, b.len);
+	ok = app_conn_send(c, b.p, b.len);
 	if (ok && extra_len)
-		ok = conn_send(c, extra, extra_len);
+		ok = app_conn_send(c, extra, extra_len);
 	if (ok && r) {
 		const uint8_t *p = (const uint8_t *)(r + 1);
 		const uint8_t *end = (const uint8_t *)r + rlen;
@@ -184,49 +222,49 @@ static bool http_emit(struct conn *c, unsigned status, const char *ctype, size_t
 			if (!hdr_value_ok(f->data, f->len))
 				continue;
 			if (f->tag == CHAN_F_SET_COOKIE)
-				ok = conn_send(c, "Set-Cookie: ", 12);
-			ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+				ok = app_conn_send(c, "Set-Cookie: ", 12);
+			ok = ok && app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
 		}
 	}
-	ok = ok && conn_send(c, "\r\n", 2);
+	ok = ok && app_conn_send(c, "\r\n", 2);
 	if (ok && blen && !c->head_req)
-		ok = conn_send(c, body, blen);
+		ok = app_conn_send(c, body, blen);
 	if (!ok) {
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
 	count_response(c, status);
-	conn_account(c);
+	app_conn_account(c);
 	return true;
 }
 
-static void http_send_json(struct conn *c, unsigned status, const char *json, const char *extra,
-			   bool close_after)
+static void app_http_send_json(struct conn *c, unsigned status, const char *json, const char *extra,
+			       bool close_after)
 {
-	if (http_emit(c, status, CT_JSON, strlen(CT_JSON), extra, extra ? strlen(extra) : 0,
-		      NULL, 0, json, strlen(json), close_after))
-		http_finish(c, close_after);
+	if (app_http_emit(c, status, CT_JSON, strlen(CT_JSON), NULL, extra, extra ? strlen(extra) : 0,
+			  NULL, 0, json, strlen(json), close_after))
+		app_http_finish(c, close_after);
 }
 
-void http_send_error(struct conn *c, int status, const char *code, const char *message,
-		     bool close_after)
+void app_http_send_error(struct conn *c, int status, const char *code, const char *message,
+			 bool close_after)
 {
 	char body[512];
-	struct ev_buf b;
+	struct app_buf b;
 	const char *extra = status == 503 ? "Retry-After: 1\r\n" : NULL;
 
-	evb_init(&b, body, sizeof(body) - 1);
-	ev_error_json(&b, EV_SSE, code, message);
+	app_buf_init(&b, body, sizeof(body) - 1);
+	app_event_error_json(&b, APP_EVENT_SSE, code, message);
 	if (b.overflow) {
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return;
 	}
 	body[b.len] = '\0';
-	http_send_json(c, (unsigned)status, body, extra, close_after);
+	app_http_send_json(c, (unsigned)status, body, extra, close_after);
 }
 
 /* The error of a request whose framing cannot be trusted: answer, then close. */
-static void http_framing_error(struct conn *c, int status)
+static void app_http_framing_error(struct conn *c, int status)
 {
 	const char *code = "bad_request", *msg = "malformed request";
 
@@ -241,7 +279,7 @@ static void http_framing_error(struct conn *c, int status)
 	default: status = 400; break;
 	}
 	c->keep_alive = false;
-	http_send_error(c, status, code, msg, true);
+	app_http_send_error(c, status, code, msg, true);
 	c->hstate = HS_CLOSING;
 }
 
@@ -276,28 +314,28 @@ static bool is_base64_key(struct http_slice k)
 }
 
 /* The request went to control (wait for its answer) or could not (answer now). */
-static void http_wait_control(struct conn *c, enum app_req_result res)
+static void app_http_wait_control(struct conn *c, enum app_req_result res)
 {
 	if (res != APP_REQ_OK)
-		http_upgrade_dropped(c);
+		app_http_upgrade_dropped(c);
 	switch (res) {
 	case APP_REQ_OK:
 		c->hstate = HS_WAIT;
-		worker_timer_cancel(c->app->w, &c->timer);
+		tw_cancel(c->app->h->wheel, &c->timer);
 		break;
 	case APP_REQ_NO_CONTROL:
-		http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+		app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 		break;
 	case APP_REQ_FULL:
-		http_send_error(c, 503, "overloaded", "channel to control is full", false);
+		app_http_send_error(c, 503, "overloaded", "channel to control is full", false);
 		break;
 	case APP_REQ_TOO_BIG:
-		http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
+		app_http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
 		break;
 	}
 }
 
-static void route_ws(struct conn *c, const struct http_request *req, bool echo)
+static void app_http_route_ws(struct conn *c, const struct http_request *req, bool echo)
 {
 	const struct http_header *up = http_find_header(req, "Upgrade");
 	const struct http_header *cn = http_find_header(req, "Connection");
@@ -305,69 +343,72 @@ static void route_ws(struct conn *c, const struct http_request *req, bool echo)
 	const struct http_header *key = http_find_header(req, "Sec-WebSocket-Key");
 
 	if (c->method != CHAN_M_GET) {
-		http_send_json(c, 405,
-			       "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}}",
-			       "Allow: GET\r\n", false);
+		app_http_send_json(c, 405,
+				   "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET\"}}",
+				   "Allow: GET\r\n", false);
 		return;
 	}
 	if (!up || !http_value_has_token(up->value, "websocket") || !cn ||
 	    !http_value_has_token(cn->value, "upgrade") || !key || !is_base64_key(key->value) ||
 	    !ver || req->minor_version != 1) {
-		http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
+		app_http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
 		return;
 	}
 	if (!slice_eq(ver->value, "13")) {
-		http_send_json(c, 426,
-			       "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",
-			       "Sec-WebSocket-Version: 13\r\n", false);
+		app_http_send_json(c, 426,
+				   "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",
+				   "Sec-WebSocket-Version: 13\r\n", false);
 		return;
 	}
 	if (echo) {
 		char accept[29];
 
 		ws_accept_key(key->value.p, key->value.len, accept);
-		ws_start(c, accept, NULL, 0, true);
+		app_ws_start(c, accept, NULL, 0, true);
 		return;
 	}
 	/* /ws/chat: control authorises the upgrade (cookie, bearer or
 	 * subprotocol token; Origin allowlist) before the 101. */
-	if (!ws_auth_keep(c, req)) {
+	if (!app_ws_auth_keep(c, req)) {
 		LOG_WARN("worker %u: no memory for an upgrade's auth fields", c->app->wid);
-		http_send_error(c, 503, "overloaded", "out of memory", true);
+		app_http_send_error(c, 503, "overloaded", "out of memory", true);
 		return;
 	}
 	ws_accept_key(key->value.p, key->value.len, c->ws_accept);
 	c->ws_upgrading = true;
-	http_wait_control(c, ws_auth_send(c));
+	app_http_wait_control(c, app_ws_auth_send(c));
 }
 
-static void route_local(struct conn *c, const struct http_request *req)
+static void app_http_route_local(struct conn *c, const struct http_request *req)
 {
 	struct app *a = c->app;
 
 	if (c->method != CHAN_M_GET && c->method != CHAN_M_HEAD) {
-		http_send_json(c, 405,
-			       "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
-			       "Allow: GET, HEAD\r\n", false);
+		app_http_send_json(c, 405,
+				   "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
+				   "Allow: GET, HEAD\r\n", false);
 		return;
 	}
 	if (slice_eq(req->path, "/healthz")) {
-		http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
+		app_http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
 	} else if (slice_eq(req->path, "/readyz")) {
-		if (worker_control_attached(a->w))
-			http_send_json(c, 200, "{\"ready\":true}", NULL, false);
+		if (a->h->attached)
+			app_http_send_json(c, 200, "{\"ready\":true}", NULL, false);
 		else
-			http_send_error(c, 503, "control_unavailable", "control is not attached", false);
+			app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
 	} else {
-		size_t n = app_metrics_render(a->scratch, a->scratch_cap, worker_control_attached(a->w));
+		size_t n = app_metrics_render(a->h, a->scratch, a->scratch_cap);
+		bool over = false;
 
-		if (n == 0) {
-			http_send_error(c, 500, "internal", "metrics do not fit", false);
+		if (n)
+			n += app_metrics_render_backends(a, a->scratch + n, a->scratch_cap - n, &over);
+		if (n == 0 || over) {
+			app_http_send_error(c, 500, "internal", "metrics do not fit", false);
 			return;
 		}
-		if (http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, 0, NULL, 0,
-			      a->scratch, n, false))
-			http_finish(c, false);
+		if (app_http_emit(c, 200, CT_METRICS, strlen(CT_METRICS), NULL, NULL, 0, NULL, 0,
+				  a->scratch, n, false))
+			app_http_finish(c, false);
 	}
 }
 
@@ -378,8 +419,8 @@ static const struct http_slice *hdr_val(const struct http_request *req, const ch
 	return h ? &h->value : NULL;
 }
 
-static void route_control(struct conn *c, const struct http_request *req, const uint8_t *body,
-			  size_t blen)
+static void app_http_route_control(struct conn *c, const struct http_request *req,
+				   const uint8_t *body, size_t blen)
 {
 	static const struct { uint16_t tag; const char *name; } hdrs[] = {
 		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
@@ -388,10 +429,11 @@ static void route_control(struct conn *c, const struct http_request *req, const 
 		{ CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
 	};
 	struct app_field f[4 + SLUICE_ARRAY_LEN(hdrs)];
-	char peer[CONN_PEER_STR_MAX];
+	char peer[APP_CONN_PEER_STR_MAX];
 	size_t n = 0;
-	size_t pl = conn_peer_str(c, peer);
+	size_t pl = app_conn_peer_str(c, peer);
 
+	c->v1_req = slice_prefix(req->path, "/v1/");
 	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
 	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
 	f[n++] = (struct app_field){ CHAN_F_BODY, blen ? body : NULL, blen };
@@ -401,14 +443,133 @@ static void route_control(struct conn *c, const struct http_request *req, const 
 
 		f[n++] = (struct app_field){ hdrs[i].tag, v ? v->p : NULL, v ? v->len : 0 };
 	}
-	http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
+	app_http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
+}
+
+/* A Host header value that can go into a Location as it is: a name, a
+ * dotted quad or a bracketed IPv6 literal, with an optional port. Returns
+ * the length without the port, or 0 for anything else. */
+static size_t host_part(struct http_slice h)
+{
+	size_t n = 0;
+
+	if (h.len == 0 || h.len > 255)
+		return 0;
+	if (h.p[0] == '[') {
+		while (n < h.len && h.p[n] != ']') {
+			char ch = h.p[n];
+			if (n > 0 && !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+				       (ch >= 'A' && ch <= 'F') || ch == ':' || ch == '.'))
+				return 0;
+			n++;
+		}
+		if (n == h.len)
+			return 0;
+		n++;
+	} else {
+		while (n < h.len && h.p[n] != ':') {
+			char ch = h.p[n];
+			if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') || ch == '.' || ch == '-'))
+				return 0;
+			n++;
+		}
+	}
+	for (size_t i = n + (n < h.len); i < h.len; i++)
+		if (h.p[i] < '0' || h.p[i] > '9')
+			return 0;
+	return n;
+}
+
+/* The plain-HTTP listener of redirect_listen: every request is sent to the
+ * same host and target over https (308 keeps a POST a POST). */
+static void app_http_redirect(struct conn *c, const struct http_request *req)
+{
+	const struct sluice_conf *conf = c->app->conf;
+	const struct http_header *host = http_find_header(req, "Host");
+	size_t hn = host ? host_part(host->value) : 0;
+	char loc[2048];
+	struct app_buf b;
+
+	if (hn == 0) {
+		app_http_send_error(c, 400, "bad_request", "a redirect to https needs a Host header",
+				    false);
+		return;
+	}
+	app_buf_init(&b, loc, sizeof(loc));
+	app_buf_str(&b, "Location: https://");
+	app_buf_put(&b, host->value.p, hn);
+	if (conf->listen_port != 443) {
+		app_buf_put(&b, ":", 1);
+		app_buf_u64(&b, conf->listen_port);
+	}
+	app_buf_put(&b, req->path.p, req->path.len);
+	if (req->query.len) {
+		app_buf_put(&b, "?", 1);
+		app_buf_put(&b, req->query.p, req->query.len);
+	}
+	app_buf_str(&b, "\r\n");
+	if (b.overflow) {
+		app_http_send_error(c, 414, "uri_too_long", "target too long to redirect", false);
+		return;
+	}
+	unsigned status = c->method == CHAN_M_GET || c->method == CHAN_M_HEAD ? 301 : 308;
+	if (app_http_emit(c, status, NULL, 0, NULL, b.p, b.len, NULL, 0, NULL, 0, false))
+		app_http_finish(c, false);
+}
+
+/*
+ * A file of the web UI: the encoding the client accepts, 304 when its copy
+ * is current, a year of caching for content-hashed names and revalidation
+ * (no-cache) for the pages, which name the current hashes.
+ */
+static void app_http_route_static(struct conn *c, const struct http_request *req,
+				  const struct app_asset *as)
+{
+	static const char *const enc_name[APP_ENC_N] = { NULL, "gzip", "br" };
+	const struct http_slice *ae = hdr_val(req, "Accept-Encoding");
+	const struct http_slice *inm = hdr_val(req, "If-None-Match");
+	enum app_enc e;
+	const struct app_asset_body *bd;
+	char extra[256];
+	struct app_buf x;
+	bool fresh;
+
+	if (c->method != CHAN_M_GET && c->method != CHAN_M_HEAD) {
+		app_http_send_json(c, 405,
+				   "{\"error\":{\"code\":\"method_not_allowed\",\"message\":\"use GET or HEAD\"}}",
+				   "Allow: GET, HEAD\r\n", false);
+		return;
+	}
+	e = app_static_pick(as, ae ? ae->p : NULL, ae ? ae->len : 0);
+	bd = &as->enc[e];
+	fresh = inm && app_static_fresh(as, inm->p, inm->len);
+	app_buf_init(&x, extra, sizeof(extra));
+	app_buf_str(&x, "ETag: ");
+	app_buf_str(&x, bd->etag);
+	app_buf_str(&x, "\r\nVary: Accept-Encoding\r\n");
+	if (enc_name[e] && !fresh) {
+		app_buf_str(&x, "Content-Encoding: ");
+		app_buf_str(&x, enc_name[e]);
+		app_buf_str(&x, "\r\n");
+	}
+	if (x.overflow) {
+		app_http_send_error(c, 500, "internal", "asset headers do not fit", false);
+		return;
+	}
+	DP_STAT_ADD(c->app->st, static_responses, 1);
+	if (app_http_emit(c, fresh ? 304 : 200, as->mime, strlen(as->mime),
+			  as->immutable ? "public, max-age=31536000, immutable" : "no-cache", x.p, x.len,
+			  NULL, 0, bd->data, fresh ? 0 : bd->len, false))
+		app_http_finish(c, false);
 }
 
 /* A complete request (head parsed, body in hand): route it. */
-static void http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
-		       size_t blen)
+static void app_http_route(struct conn *c, const struct http_request *req, const uint8_t *body,
+			   size_t blen)
 {
 	const struct http_header *cn = http_find_header(req, "Connection");
+	const struct app_asset *as;
 
 	DP_STAT_ADD(c->app->st, http_requests, 1);
 	c->method = method_of(req->method);
@@ -419,21 +580,36 @@ static void http_route(struct conn *c, const struct http_request *req, const uin
 	else
 		c->keep_alive = !(cn && http_value_has_token(cn->value, "close"));
 
-	if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
-	    slice_eq(req->path, "/metrics"))
-		route_local(c, req);
+	/* Opt-in creation stamps on token events (docs/api.md), for benchmarks. */
+	{
+		const struct http_header *tm = http_find_header(req, "X-Sluice-Timing");
+
+		c->timing = tm && slice_eq(tm->value, "1");
+	}
+	if (c->app->conf->redirect_port && c->peer.local_port == c->app->conf->redirect_port &&
+	    !c->peer.tls)
+		app_http_redirect(c, req);
+	else if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
+		 slice_eq(req->path, "/metrics"))
+		app_http_route_local(c, req);
 	else if (slice_eq(req->path, "/ws/chat"))
-		route_ws(c, req, false);
+		app_http_route_ws(c, req, false);
+	else if (slice_eq(req->path, "/ws/admin")) {
+		c->ws_admin = true;
+		app_http_route_ws(c, req, false);
+	}
 	else if (slice_eq(req->path, "/ws/echo") && c->app->conf->ws_echo)
-		route_ws(c, req, true);
+		app_http_route_ws(c, req, true);
 	else if (slice_prefix(req->path, "/api/") || slice_prefix(req->path, "/v1/"))
-		route_control(c, req, body, blen);
+		app_http_route_control(c, req, body, blen);
+	else if ((as = app_static_find(req->path.p, req->path.len)) != NULL)
+		app_http_route_static(c, req, as);
 	else
-		http_send_error(c, 404, "not_found", "no such path", false);
+		app_http_send_error(c, 404, "not_found", "no such path", false);
 }
 
 /* Parses one request head at data; returns bytes consumed (0: need more). */
-static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
+static size_t app_http_head(struct conn *c, const uint8_t *data, size_t len)
 {
 	struct app *a = c->app;
 	struct http_header hdrs[HTTP_MAX_HEADERS];
@@ -445,24 +621,24 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 
 	if (r == HTTP_PARSE_INCOMPLETE) {
 		if (c->parse_last == 0)
-			worker_timer_arm(a->w, &c->timer, worker_now(a->w) +
-					 (uint64_t)a->conf->header_timeout_s * 1000000000ull);
+			tw_arm(a->h->wheel, &c->timer, host_now(a->h) +
+			       (uint64_t)a->conf->header_timeout_s * 1000000000ull);
 		c->parse_last = len;
 		return 0;
 	}
 	c->parse_last = 0;
 	if (r < 0) {
-		http_framing_error(c, status);
+		app_http_framing_error(c, status);
 		return len;
 	}
 	head_len = (size_t)r;
 	status = http_request_body_length(&req, APP_MAX_BODY, &clen);
 	if (status != 0) {
-		http_framing_error(c, status);
+		app_http_framing_error(c, status);
 		return len;
 	}
 	if (len - head_len >= clen) {
-		http_route(c, &req, data + head_len, clen);
+		app_http_route(c, &req, data + head_len, clen);
 		return head_len + clen;
 	}
 	/* The body outgrows what the transport offers at once: keep head and
@@ -474,7 +650,7 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 		c->req_buf = malloc(head_len + clen);
 		if (!c->req_buf) {
 			LOG_WARN("worker %u: no memory for a %zu-byte body", a->wid, clen);
-			conn_close(c, true);
+			app_conn_close(c, true);
 			return len;
 		}
 		c->req_cap = head_len + clen;
@@ -486,17 +662,17 @@ static size_t http_one(struct conn *c, const uint8_t *data, size_t len)
 	c->hstate = HS_BODY;
 	expect = http_find_header(&req, "Expect");
 	if (expect && http_slice_ieq(expect->value, "100-continue") &&
-	    !conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
-		conn_close(c, true);
+	    !app_conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) {
+		app_conn_close(c, true);
 		return len;
 	}
-	worker_timer_arm(a->w, &c->timer,
-			 worker_now(a->w) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
+	tw_arm(a->h->wheel, &c->timer,
+	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
 	return len;
 }
 
 /* More body bytes for the request collected in req_buf. */
-static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
+static size_t app_http_body(struct conn *c, const uint8_t *data, size_t len)
 {
 	size_t take = c->req_need - c->req_len;
 	struct http_header hdrs[HTTP_MAX_HEADERS];
@@ -521,10 +697,10 @@ static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
 	bool secret = true;
 	if (http_parse_request((const char *)buf, c->req_head_len, 0, &req, &status) !=
 	    (int)c->req_head_len) {
-		http_framing_error(c, 400);
+		app_http_framing_error(c, 400);
 	} else {
 		secret = slice_eq(req.path, "/api/auth/login");
-		http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
+		app_http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
 	}
 	if (secret)
 		explicit_bzero(buf, c->req_need);
@@ -538,7 +714,7 @@ static size_t http_body(struct conn *c, const uint8_t *data, size_t len)
 	return take;
 }
 
-size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
+size_t app_http_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	size_t off = 0;
 
@@ -546,15 +722,15 @@ size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
 		size_t n;
 
 		if (c->mode == CONN_WS)
-			return off + ws_on_data(c, data + off, len - off);
+			return off + app_ws_on_data(c, data + off, len - off);
 		if (c->mode != CONN_HTTP || c->hstate == HS_CLOSING)
 			return len;
 		if (c->hstate == HS_WAIT)
 			return off;
 		if (c->hstate == HS_BODY)
-			n = http_body(c, data + off, len - off);
+			n = app_http_body(c, data + off, len - off);
 		else
-			n = http_one(c, data + off, len - off);
+			n = app_http_head(c, data + off, len - off);
 		if (n == 0)
 			return off;
 		off += n;
@@ -562,27 +738,127 @@ size_t http_on_data(struct conn *c, const uint8_t *data, size_t len)
 	return c->closing ? len : off;
 }
 
-void http_timer_fired(struct conn *c)
+void app_http_timer_fired(struct conn *c)
 {
 	if (c->hstate == HS_WAIT || c->closing)
 		return;
 	if (c->hstate == HS_BODY || c->parse_last > 0) {
-		http_framing_error(c, 408);
+		app_http_framing_error(c, 408);
 		return;
 	}
-	conn_close(c, false);
+	app_conn_close(c, false);
 }
 
-void http_control_lost(struct conn *c)
+void app_http_control_lost(struct conn *c)
 {
 	if (c->hstate != HS_WAIT)
 		return;
+	if (c->resp_stream) {
+		/* Half a stream can only be cut: the client sees an error, never
+		 * a clean end. */
+		app_conn_close(c, true);
+		return;
+	}
 	app_resp_reset(c);
-	http_upgrade_dropped(c);
-	http_send_error(c, 503, "control_unavailable", "control went away", false);
+	app_http_upgrade_dropped(c);
+	app_http_send_error(c, 503, "control_unavailable", "control went away", false);
 }
 
-void http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
+/* A streamed response's head: chunked for HTTP/1.1, ended by the close for
+ * HTTP/1.0. */
+static bool app_http_stream_head(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	struct app *a = c->app;
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	const char *ctype = "text/event-stream";
+	size_t ctype_len = strlen(ctype);
+	bool bad = false, ok;
+	char head[512];
+	struct app_buf b;
+
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag == CHAN_F_CONTENT_TYPE && hdr_value_ok(f->data, f->len)) {
+			ctype = (const char *)f->data;
+			ctype_len = f->len;
+		}
+	}
+	if (c->http10)
+		c->keep_alive = false;
+	app_buf_init(&b, head, sizeof(head));
+	app_buf_str(&b, "HTTP/1.1 ");
+	app_buf_u64(&b, r->status);
+	app_buf_put(&b, " ", 1);
+	app_buf_str(&b, reason_phrase(r->status));
+	app_buf_str(&b, "\r\nX-Sluice-Worker: ");
+	app_buf_u64(&b, a->wid);
+	app_buf_str(&b, "\r\nContent-Type: ");
+	app_buf_put(&b, ctype, ctype_len);
+	app_buf_str(&b, "\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+	app_buf_str(&b, c->http10 ? "Connection: close\r\n"
+				  : c->keep_alive ? "Transfer-Encoding: chunked\r\n"
+						  : "Transfer-Encoding: chunked\r\nConnection: close\r\n");
+	ok = !b.overflow && app_conn_send(c, b.p, b.len);
+	p = (const uint8_t *)(r + 1);
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_HEADER || !hdr_value_ok(f->data, f->len))
+			continue;
+		ok = app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
+	}
+	ok = ok && app_conn_send(c, "\r\n", 2);
+	if (ok)
+		count_response(c, r->status);
+	return ok;
+}
+
+/* One part of a streamed response: its body goes out now (one chunk). */
+static void app_http_stream_part(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	bool bad = false, ok = true;
+
+	if (!c->resp_stream) {
+		if (!app_http_stream_head(c, r, len)) {
+			app_conn_close(c, true);
+			return;
+		}
+		c->resp_stream = true;
+	}
+	while (ok && (f = chan_field_next(&p, end, &bad)) != NULL) {
+		if (f->tag != CHAN_F_BODY || f->len == 0)
+			continue;
+		if (!c->http10) {
+			char sz[24];
+			int n = snprintf(sz, sizeof(sz), "%x\r\n", (unsigned)f->len);
+			ok = app_conn_send(c, sz, (size_t)n) && app_conn_send(c, f->data, f->len) &&
+			     app_conn_send(c, "\r\n", 2);
+		} else {
+			ok = app_conn_send(c, f->data, f->len);
+		}
+	}
+	if (!ok || bad) {
+		if (bad)
+			host_count_bad_record(c->app->h);
+		app_conn_close(c, true);
+		return;
+	}
+	if (r->flags & CHAN_RESP_MORE) {
+		app_conn_account(c);
+		return;
+	}
+	c->resp_stream = false;
+	if (!c->http10 && !app_conn_send(c, "0\r\n\r\n", 5)) {
+		app_conn_close(c, true);
+		return;
+	}
+	app_conn_account(c);
+	app_http_finish(c, c->http10);
+}
+
+void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 {
 	struct app *a = c->app;
 	const uint8_t *body;
@@ -597,15 +873,15 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		c->ws_upgrading = false;
 		if (c->eof) {
 			/* The client left while control decided. */
-			ws_auth_free(c);
-			conn_close(c, false);
+			app_ws_auth_free(c);
+			app_conn_close(c, false);
 			return;
 		}
-		ws_start(c, c->ws_accept, r, len, false);
+		app_ws_start(c, c->ws_accept, r, len, false);
 		/* Frames the client sent right behind its upgrade request wait in
 		 * the transport's stash: offer them to the WebSocket engine. */
 		if (!c->closing)
-			tp_rx_resume(a->tp, c->tc);
+			tp_rx_resume(a->h->tp, c->tc);
 		return;
 	}
 	upgrade = c->ws_upgrading;
@@ -615,20 +891,20 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		c->keep_alive = false;
 		if (r->action != CHAN_RESP_PLAIN || !(r->flags & CHAN_RESP_MORE)) {
 			DP_STAT_ADD(a->st, ws_auth_refused, 1);
-			http_upgrade_dropped(c);
+			app_http_upgrade_dropped(c);
 		}
 	}
 	if (r->action == CHAN_RESP_SSE_SUBSCRIBE && !upgrade) {
-		char head[256];
-		struct ev_buf b;
+		char head[768];
+		struct app_buf b;
 		bool ok;
 
-		evb_init(&b, head, sizeof(head));
-		evb_str(&b, "HTTP/1.1 200 OK\r\nX-Sluice-Worker: ");
-		evb_u64(&b, a->wid);
-		evb_str(&b, "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-			    "X-Accel-Buffering: no\r\n");
-		ok = !b.overflow && conn_send(c, b.p, b.len);
+		app_buf_init(&b, head, sizeof(head));
+		app_buf_str(&b, "HTTP/1.1 200 OK\r\n");
+		app_http_head_common(c, &b, NULL);
+		app_buf_str(&b, "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+				"X-Accel-Buffering: no\r\n");
+		ok = !b.overflow && app_conn_send(c, b.p, b.len);
 		if (ok) {
 			const uint8_t *p = (const uint8_t *)(r + 1);
 			const uint8_t *end = (const uint8_t *)r + len;
@@ -640,16 +916,16 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 				    !hdr_value_ok(f->data, f->len))
 					continue;
 				if (f->tag == CHAN_F_SET_COOKIE)
-					ok = conn_send(c, "Set-Cookie: ", 12);
-				ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+					ok = app_conn_send(c, "Set-Cookie: ", 12);
+				ok = ok && app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
 			}
 			/* A comment right after the head: clients and proxies that
 			 * wait for body bytes before reporting the response see the
 			 * stream as open at once, not at the first event. */
-			ok = ok && conn_send(c, "\r\n:ok\n\n", 7);
+			ok = ok && app_conn_send(c, "\r\n:ok\n\n", 7);
 		}
 		if (!ok) {
-			conn_close(c, true);
+			app_conn_close(c, true);
 			return;
 		}
 		count_response(c, 200);
@@ -657,36 +933,40 @@ void http_on_response(struct conn *c, const struct chan_response *r, uint32_t le
 		DP_STAT_ADD(a->st, sse_active, 1);
 		c->mode = CONN_SSE;
 		c->hstate = HS_HEAD;
-		stream_subscribe(c, r);
+		app_stream_subscribe(c, r);
 		/* Input after the stream started is discarded; let the transport
 		 * offer what it stashed so it is not held forever. */
-		tp_rx_resume(a->tp, c->tc);
+		tp_rx_resume(a->h->tp, c->tc);
+		return;
+	}
+	if (r->action == CHAN_RESP_HTTP_STREAM && !upgrade) {
+		app_http_stream_part(c, r, len);
 		return;
 	}
 	if (r->action != CHAN_RESP_PLAIN) {
 		LOG_WARN("worker %u: response action %u on an HTTP conn", a->wid, r->action);
 		app_resp_reset(c);
-		http_send_error(c, 500, "internal", "unexpected response from control", false);
+		app_http_send_error(c, 500, "internal", "unexpected response from control", false);
 		return;
 	}
 	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
 		if (bad) {
-			DP_STAT_ADD(a->st, chan_bad_records, 1);
+			host_count_bad_record(a->h);
 			app_resp_reset(c);
-			http_send_error(c, 500, "internal", "bad response from control", false);
+			app_http_send_error(c, 500, "internal", "bad response from control", false);
 		}
 		return;
 	}
 	if (c->resp_hdrs.len || c->resp_body.len) {
-		bool ok = http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
-				    c->resp_ctype ? 0 : strlen(CT_JSON), c->resp_hdrs.p,
-				    c->resp_hdrs.len, NULL, 0, body, blen, false);
+		bool ok = app_http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
+					c->resp_ctype ? 0 : strlen(CT_JSON), NULL, c->resp_hdrs.p,
+					c->resp_hdrs.len, NULL, 0, body, blen, false);
 
 		app_resp_reset(c);
 		if (ok)
-			http_finish(c, false);
+			app_http_finish(c, false);
 		return;
 	}
-	if (http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, 0, r, len, body, blen, false))
-		http_finish(c, false);
+	if (app_http_emit(c, r->status, CT_JSON, strlen(CT_JSON), NULL, NULL, 0, r, len, body, blen, false))
+		app_http_finish(c, false);
 }

@@ -1,6 +1,6 @@
 /*
  * Internals shared by the app layer's modules (app.c, app_http.c,
- * app_stream.c, app_ws.c, app_metrics.c): the per-worker struct app and the
+ * app_stream.c, app_ws.c, app_ctl.c): the per-worker struct app and the
  * per-connection struct conn. Nothing outside dataplane/app includes this.
  *
  * Ownership: struct app owns the connection pool (conf.max_conns entries,
@@ -17,16 +17,22 @@
 
 #include "app/app.h"
 #include "app/app_event.h"
+#include "app/app_frame.h"
+#include "app/app_stats.h"
 #include "app/app_subs.h"
 #include "app/batch.h"
 #include "sluice/chan_proto.h"
 #include "transport/transport.h"
-#include "worker/worker.h"
+#include "worker/host.h"
+#include "worker/timer_wheel.h"
 #include "ws/ws_session.h"
 
 #define APP_MAX_BODY (1024u * 1024u)
 /* Frame scratch beyond max_bytes: event framing, ids, error texts. */
 #define APP_SCRATCH_EXTRA (64u * 1024u)
+/* Escaped token text per frame over TLS: one 16 KiB record less room for the
+ * event's framing (SSE lines or a WebSocket header, ids, JSON keys). */
+#define APP_TLS_FRAME_TEXT (16384u - 512u)
 
 /* A field of a request record (app_send_request). */
 struct app_field {
@@ -86,6 +92,8 @@ struct conn {
 	bool closing;
 	bool ws_upgrading;  /* a /ws/chat upgrade waits for control's WS_OPEN answer */
 	bool ws_reauth;     /* a WS_OPEN re-check (control restart) is in flight */
+	bool ws_admin;      /* the WebSocket is /ws/admin (else /ws/chat) */
+	bool timing;        /* the stream asked for creation stamps (X-Sluice-Timing: 1) */
 	struct tp_peer peer;
 	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
@@ -107,11 +115,17 @@ struct conn {
 	bool resp_ctype; /* resp_hdrs holds a Content-Type line */
 	uint64_t last_write_ns;  /* SSE keep-alive reference */
 	struct tw_timer timer;   /* header, idle, or SSE keep-alive timer */
-	struct tw_timer btimer;  /* batch max_delay guard */
 	/* Stream state */
 	char sid[CHAN_ID_LEN];
 	char last_mid[CHAN_ID_LEN]; /* last message delivered (or the resume point) */
 	uint32_t last_seq;          /* last token seq of last_mid delivered */
+	/* The terms of prov_mid (its STATUS "streaming"): what the usage event
+	 * says when this worker ends the message itself. */
+	char prov_mid[CHAN_ID_LEN];
+	uint32_t prov_prompt;
+	double prov_cost, prov_per_token;
+	bool resp_stream;   /* a streamed HTTP response (CHAN_RESP_HTTP_STREAM) is being written */
+	bool v1_req;        /* the request in flight is under /v1/: a client that leaves abandons it */
 	struct batch batch;
 	uint32_t pend_idx;          /* index in app.pending, APP_NO_SLOT when not held */
 	uint64_t pend_acct;         /* this conn's share of the pending_bytes gauge */
@@ -120,15 +134,14 @@ struct conn {
 };
 
 struct app {
-	struct worker *w;
-	struct tp *tp;
-	struct dp_stats *st;
+	struct host *h;       /* the worker's; the transport is h->tp */
+	struct app_stats *st; /* app_stats_of(h) */
 	const struct sluice_conf *conf;
 	uint32_t wid;
 	struct conn *conns;
 	uint32_t max_conns;
 	uint32_t free_head; /* free-slot stack */
-	struct subs *subs;
+	struct app_subs *subs;
 	struct batch_pool pool;
 	struct batch_policy pol;
 	char *scratch;
@@ -139,10 +152,18 @@ struct app {
 	size_t esc_cap;
 	uint32_t *pending;     /* slots of conns holding tokens (max_conns entries) */
 	uint32_t npending;
+	/* One max_delay guard for every held batch: armed at the earliest
+	 * deadline, so a sleeping worker wakes in time (no timer per conn). */
+	struct tw_timer batch_timer;
+	uint64_t batch_timer_at;
+	struct app_frame_cache frames; /* token frames shared by the subscribers */
 	uint64_t turn_no;
 	uint64_t start_ns;          /* app_create time (STATS uptime) */
 	uint64_t stats_next_ns;
 	struct tw_timer stats_timer; /* CHAN_REC_STATS once a second */
+	/* Control's latest backend counters (CHAN_REC_BACKENDS), for /metrics. */
+	uint8_t *bk_rec;
+	uint32_t bk_len, bk_cap;
 };
 
 #define APP_NO_SLOT 0xffffffffu
@@ -156,77 +177,96 @@ enum app_req_result {
 
 /* app.c */
 struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h);
-void conn_close(struct conn *c, bool abort);
+void app_conn_close(struct conn *c, bool abort);
 /* Queues bytes for the client; false when the transport cannot take them
  * (the caller closes). Keeps the write-time and byte counters current. */
-bool conn_send(struct conn *c, const void *data, size_t len);
+bool app_conn_send(struct conn *c, const void *data, size_t len);
 /* Re-reads the transport's queue and updates the pending_bytes gauge;
  * returns false when the conn was closed as a slow consumer. */
-bool conn_account(struct conn *c);
-void conn_fill_handle(const struct conn *c, struct chan_conn *h);
+bool app_conn_account(struct conn *c);
+/* The client does not read: counted in slow_consumer_closes, held tokens
+ * dropped, an SSE stream gets `event: error` slow_consumer, a WebSocket the
+ * close 1008 "slow consumer", then the conn closes. */
+void app_conn_drop_slow(struct conn *c);
+void app_conn_fill_handle(const struct conn *c, struct chan_conn *h);
 /* "255.255.255.255:65535" and its NUL. */
-#define CONN_PEER_STR_MAX 22
+#define APP_CONN_PEER_STR_MAX 22
 /* Writes the client address as "a.b.c.d:port" (the CHAN_F_PEER field);
  * returns its length. */
-size_t conn_peer_str(const struct conn *c, char out[CONN_PEER_STR_MAX]);
+size_t app_conn_peer_str(const struct conn *c, char out[APP_CONN_PEER_STR_MAX]);
 
 /* app_http.c */
-size_t http_on_data(struct conn *c, const uint8_t *data, size_t len);
-void http_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
-void http_timer_fired(struct conn *c);
-void http_control_lost(struct conn *c);
+size_t app_http_on_data(struct conn *c, const uint8_t *data, size_t len);
+void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
+void app_http_timer_fired(struct conn *c);
+void app_http_control_lost(struct conn *c);
+/* The head lines every response carries after its status line:
+ * X-Sluice-Worker, the Content-Security-Policy, nosniff, Referrer-Policy,
+ * and Cache-Control when `cache` is not NULL (docs/api.md, "Headers on
+ * every response"). */
+struct app_buf;
+void app_http_head_common(const struct conn *c, struct app_buf *b, const char *cache);
 /* Writes a complete response with the error JSON of docs/api.md. */
-void http_send_error(struct conn *c, int status, const char *code, const char *message,
-		     bool close_after);
+void app_http_send_error(struct conn *c, int status, const char *code, const char *message,
+			 bool close_after);
 
 /* app_stream.c: stream delivery for SSE and WS conns */
-void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len);
-void stream_subscribe(struct conn *c, const struct chan_response *r);
-void stream_unsubscribe(struct conn *c);
-void stream_interrupt(struct conn *c);
-void stream_announce(struct conn *c);
-void stream_end_of_turn(struct app *a, bool busy);
-void stream_pending_remove(struct conn *c);
-void stream_batch_timer(void *arg, struct tw_timer *t);
-void stream_keepalive(struct conn *c);
+void app_stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len);
+void app_stream_subscribe(struct conn *c, const struct chan_response *r);
+void app_stream_unsubscribe(struct conn *c);
+void app_stream_interrupt(struct conn *c);
+void app_stream_announce(struct conn *c);
+void app_stream_end_of_turn(struct app *a, bool busy);
+void app_stream_pending_remove(struct conn *c);
+/* The worker's batch guard (arg: the app): flushes every batch whose oldest
+ * token reached max_delay. */
+void app_stream_batch_timer(void *arg, struct tw_timer *t);
+void app_stream_keepalive(struct conn *c);
 /* Sends an SSE event or WS message built in the scratch buffer. */
-bool stream_emit(struct conn *c, const struct ev_buf *b);
+bool app_stream_emit(struct conn *c, const struct app_buf *b);
 /* Flushes the conn's held tokens (before another event, or by decision). */
-bool stream_flush(struct conn *c);
+bool app_stream_flush(struct conn *c);
 
 /* app_ws.c */
 /* Completes the upgrade with Sec-WebSocket-Accept `accept`; echo selects
  * /ws/echo (no chat protocol). `r` (optional) is control's WS_ACCEPT
  * response, whose CHAN_F_HEADER / CHAN_F_SET_COOKIE fields join the 101. */
-void ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
-	      bool echo);
+void app_ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
+		  bool echo);
 /* Keeps the upgrade's auth headers in c->ws_auth; false when out of memory. */
 struct http_request;
-bool ws_auth_keep(struct conn *c, const struct http_request *req);
-void ws_auth_free(struct conn *c);
+bool app_ws_auth_keep(struct conn *c, const struct http_request *req);
+void app_ws_auth_free(struct conn *c);
 /* Sends CHAN_REQ_WS_OPEN with the kept auth fields. */
-enum app_req_result ws_auth_send(struct conn *c);
+enum app_req_result app_ws_auth_send(struct conn *c);
 /* Control restarted: asks it to authorise this open /ws/chat conn again. */
-void ws_reauthorise(struct conn *c);
-size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len);
-void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
-bool ws_send_text(struct conn *c, const void *data, size_t len);
+void app_ws_reauthorise(struct conn *c);
+size_t app_ws_on_data(struct conn *c, const uint8_t *data, size_t len);
+void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len);
+bool app_ws_send_text(struct conn *c, const void *data, size_t len);
+/* Queues a text message framed already (header included: the shared token
+ * frames); false when the session cannot take it (it then closes). */
+bool app_ws_send_framed(struct conn *c, const void *frame, size_t len);
+/* A BROADCAST from control: a text message pushed to an open WebSocket
+ * (/ws/admin), or the conn dropped as slow when it holds more than the
+ * record's max_pending bytes unsent. */
+void app_ws_on_broadcast(struct app *a, const struct chan_broadcast *b, uint32_t len);
 /* Starts a server close; `fail` does not wait for the client's close,
  * otherwise the conn is closed anyway when the client has not answered
  * within APP_WS_CLOSE_WAIT_NS. */
 #define APP_WS_CLOSE_WAIT_NS (5ull * 1000000000ull)
-void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail);
+void app_ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail);
 /* Collects a response part; returns true when the body is complete, with
  * body and blen set (into the record or into c->resp_body). */
 bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t len,
 		      const uint8_t **body, size_t *blen, bool *bad);
 void app_resp_reset(struct conn *c);
 
-/* app_admin.c: control's KICK and ADMIN records, STATS every second. */
-void admin_on_kick(struct app *a, const struct chan_kick *k);
-void admin_on_admin(struct app *a, const struct chan_admin *q);
-void admin_stats_start(struct app *a);
-void admin_stats_stop(struct app *a);
+/* app_ctl.c: control's KICK and ADMIN records, STATS every second. */
+void app_ctl_on_kick(struct app *a, const struct chan_kick *k);
+void app_ctl_on_admin(struct app *a, const struct chan_admin *q);
+void app_ctl_stats_start(struct app *a);
+void app_ctl_stats_stop(struct app *a);
 
 /* A request record: conn handle + kind + fields. `fields` is an array of
  * {tag, data, len} (struct app_field, above); entries with data == NULL are

@@ -16,9 +16,9 @@
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
-static enum ev_proto proto_of(const struct conn *c)
+static enum app_event_proto proto_of(const struct conn *c)
 {
-	return c->mode == CONN_WS ? EV_WS : EV_SSE;
+	return c->mode == CONN_WS ? APP_EVENT_WS : APP_EVENT_SSE;
 }
 
 static bool same_id(const char *a, const char *b)
@@ -36,7 +36,7 @@ static void pending_add(struct conn *c)
 	a->pending[a->npending++] = c->slot;
 }
 
-void stream_pending_remove(struct conn *c)
+void app_stream_pending_remove(struct conn *c)
 {
 	struct app *a = c->app;
 	uint32_t last;
@@ -49,46 +49,117 @@ void stream_pending_remove(struct conn *c)
 	c->pend_idx = APP_NO_SLOT;
 }
 
-bool stream_emit(struct conn *c, const struct ev_buf *b)
+bool app_stream_emit(struct conn *c, const struct app_buf *b)
 {
 	bool ok;
 
 	if (unlikely(b->overflow)) {
 		LOG_WARN("worker %u: event larger than the frame buffer, slot %u closed",
 			 c->app->wid, c->slot);
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
 	if (c->mode == CONN_WS)
-		return ws_send_text(c, b->p, b->len);
-	ok = conn_send(c, b->p, b->len);
+		return app_ws_send_text(c, b->p, b->len);
+	ok = app_conn_send(c, b->p, b->len);
 	if (!ok)
-		conn_close(c, true);
+		app_conn_close(c, true);
 	return ok;
 }
 
-/* Frames a token event from escaped text and records the delay samples. */
-static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint32_t n,
-			const char *esc, size_t esc_len, const struct batch_tok *toks)
+static uint8_t variant_of(const struct conn *c)
+{
+	return (uint8_t)((c->mode == CONN_WS ? APP_FRAME_WS : 0u) | (c->timing ? APP_FRAME_STAMPS : 0u));
+}
+
+/* Counts n tokens framed for c now and records their delay samples. */
+static void count_framed(struct conn *c, uint32_t n, const struct batch_tok *toks)
 {
 	struct app *a = c->app;
-	uint64_t now = worker_now(a->w);
-	struct ev_buf b;
+	uint64_t now = host_now(a->h);
 
 	for (uint32_t i = 0; i < n; i++) {
-		dp_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
-			       now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
-		dp_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
-			       now > toks[i].created_ns ? now - toks[i].created_ns : 0);
+		app_stats_delay(a->st->delay_hist, &a->st->delay_sum_ns,
+				now > toks[i].arrival_ns ? now - toks[i].arrival_ns : 0);
+		app_stats_delay(a->st->e2e_hist, &a->st->e2e_sum_ns,
+				now > toks[i].created_ns ? now - toks[i].created_ns : 0);
 	}
 	DP_STAT_ADD(a->st, tokens_out, n);
 	DP_STAT_ADD(a->st, frames_out, 1);
-	evb_init(&b, a->scratch, a->scratch_cap);
-	ev_token(&b, proto_of(c), c->sid, mid, last_seq, n, esc, esc_len);
-	return stream_emit(c, &b);
 }
 
-bool stream_flush(struct conn *c)
+/* Queues a finished token frame: SSE event bytes, or a whole WebSocket frame. */
+static bool send_frame(struct conn *c, const char *p, size_t len)
+{
+	if (c->mode == CONN_WS)
+		return app_ws_send_framed(c, p, len);
+	if (app_conn_send(c, p, len))
+		return true;
+	app_conn_close(c, true);
+	return false;
+}
+
+/* The WebSocket header goes in front of the JSON: the JSON is written this
+ * far into the scratch and the header right before it. */
+#define WS_HDR_ROOM 10u
+
+/*
+ * Formats the token frame of `key` in the scratch (for the subscribers that
+ * come next, the cache keeps it), sends it to c. A frame that does not fit
+ * the scratch closes the conn (logged) rather than being sent cut.
+ */
+static bool build_and_send(struct conn *c, const struct app_frame_key *key, const char *esc,
+			   size_t esc_len, uint32_t n, const struct batch_tok *toks)
+{
+	struct app *a = c->app;
+	uint64_t stamps[BATCH_MAX_TOKENS];
+	size_t off = key->variant & APP_FRAME_WS ? WS_HDR_ROOM : 0;
+	bool with_stamps = key->variant & APP_FRAME_STAMPS;
+	struct app_buf b;
+	char *p;
+	size_t len;
+
+	for (uint32_t i = 0; with_stamps && i < n; i++)
+		stamps[i] = toks[i].created_ns;
+	app_buf_init(&b, a->scratch + off, a->scratch_cap - off);
+	app_event_token(&b, off ? APP_EVENT_WS : APP_EVENT_SSE, c->sid, key->mid, key->last_seq, n, esc,
+			esc_len, with_stamps ? stamps : NULL, n);
+	if (unlikely(b.overflow)) {
+		LOG_WARN("worker %u: event larger than the frame buffer, slot %u closed", a->wid, c->slot);
+		app_conn_close(c, true);
+		return false;
+	}
+	p = b.p;
+	len = b.len;
+	if (off) {
+		uint8_t h[WS_HDR_ROOM];
+		size_t hl = ws_build_header(h, true, WS_OP_TEXT, len);
+
+		p -= hl;
+		memcpy(p, h, hl);
+		len += hl;
+	}
+	app_frame_put(&a->frames, key, p, len);
+	return send_frame(c, p, len);
+}
+
+/* Frames held tokens as one event: the shared frame when another subscriber
+ * of this worker already needed the same one, else formatted here. */
+static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint32_t n,
+			const char *esc, size_t esc_len, const struct batch_tok *toks)
+{
+	struct app_frame_key key;
+	const struct app_frame_slot *fs;
+
+	count_framed(c, n, toks);
+	app_frame_key_set(&key, variant_of(c), mid, last_seq - n + 1, last_seq);
+	fs = app_frame_find(&c->app->frames, &key);
+	if (fs)
+		return send_frame(c, fs->bytes, fs->len);
+	return build_and_send(c, &key, esc, esc_len, n, toks);
+}
+
+bool app_stream_flush(struct conn *c)
 {
 	struct app *a = c->app;
 	struct batch *bt = &c->batch;
@@ -96,32 +167,59 @@ bool stream_flush(struct conn *c)
 
 	if (bt->count == 0)
 		return !c->closing;
-	stream_pending_remove(c);
-	worker_timer_cancel(a->w, &c->btimer);
+	app_stream_pending_remove(c);
 	ok = emit_tokens(c, bt->mid, bt->last_seq, bt->count, bt->buf->text, bt->len, bt->buf->toks);
 	batch_clear(bt, &a->pool);
 	return ok;
 }
 
-/* A token too large for a batch buffer, or with no buffer to be had (the
- * pool is used up under load): it is framed alone, escaped into the worker's
- * own buffer, so overload allocates nothing. A token whose escaped text does
- * not fit that buffer could not be framed in the scratch either: the conn is
- * closed (logged) rather than sent a cut token. */
+/*
+ * One token framed by itself: mode off, a slow stream, a token too large for
+ * a batch buffer, or no buffer to be had (the pool is used up under load).
+ * A frame another subscriber needed already is copied; else the token is
+ * escaped into the worker's own buffer, so nothing is allocated per token.
+ * A token whose escaped text does not fit that buffer could not be framed in
+ * the scratch either: the conn is closed (logged) rather than sent a cut
+ * token.
+ */
 static bool emit_single(struct conn *c, const char *mid, uint32_t seq, const struct chan_token *t,
 			uint64_t arrival)
 {
 	struct app *a = c->app;
 	struct batch_tok bt = { .arrival_ns = arrival, .created_ns = t->created_ns };
-	size_t len = jsonw_escape(a->esc, a->esc_cap, t->text, t->len);
+	struct app_frame_key key;
+	const struct app_frame_slot *fs;
+	size_t len;
 
+	app_frame_key_set(&key, variant_of(c), mid, seq, seq);
+	fs = app_frame_find(&a->frames, &key);
+	if (fs) {
+		count_framed(c, 1, &bt);
+		return send_frame(c, fs->bytes, fs->len);
+	}
+	len = jsonw_escape(a->esc, a->esc_cap, t->text, t->len);
 	if (unlikely(len == JSONW_NOSPACE)) {
 		LOG_WARN("worker %u: token of %u bytes too large to frame, slot %u closed", a->wid,
 			 t->len, c->slot);
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return false;
 	}
-	return emit_tokens(c, mid, seq, 1, a->esc, len, &bt);
+	count_framed(c, 1, &bt);
+	return build_and_send(c, &key, a->esc, len, 1, &bt);
+}
+
+/* Whether c can take bytes at once: not blocked, nothing queued from earlier
+ * turns (bytes this conn queued in this turn leave at this turn's flush) and
+ * a window the transport does not report as used up. No syscall: the
+ * transport's own view (tp_tx_state). */
+static bool conn_tx_idle(struct conn *c)
+{
+	struct app *a = c->app;
+	struct tp_conn_info ti;
+	uint64_t mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
+
+	tp_tx_state(a->h->tp, c->tc, &ti);
+	return !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
 }
 
 /* Makes mid the conn's current message when it is another one. */
@@ -160,10 +258,21 @@ static void on_token(void *arg, const struct chan_token *t)
 		track_message(c, tw->rec->message_id);
 	}
 	c->msg_running = true;
+	/* Framed at once: always with batching off, and a slow stream's token
+	 * whenever the conn can take it (holding it would coalesce nothing). */
+	if (a->pol.off || (batch_stream_slow(&c->batch, &a->pol, tw->now) && conn_tx_idle(c))) {
+		batch_note_arrival(&c->batch, tw->now);
+		if (!emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
+			tw->dead = true;
+			return;
+		}
+		c->last_seq = seq;
+		return;
+	}
 	r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
 		      t->created_ns, tw->now);
 	if (r == BATCH_FLUSH_FIRST) {
-		if (!stream_flush(c)) {
+		if (!app_stream_flush(c)) {
 			tw->dead = true;
 			return;
 		}
@@ -171,36 +280,32 @@ static void on_token(void *arg, const struct chan_token *t)
 			      t->created_ns, tw->now);
 	}
 	if (r == BATCH_TOO_BIG || r == BATCH_NOMEM) {
-		if (!stream_flush(c) || !emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
+		if (!app_stream_flush(c) || !emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
 			tw->dead = true;
 			return;
 		}
 	} else if (r != BATCH_ADDED) {
 		tw->dead = true;
-		conn_close(c, true);
+		app_conn_close(c, true);
 		return;
 	}
 	c->last_seq = seq;
-	if (a->pol.off) {
-		if (!stream_flush(c))
-			tw->dead = true;
-	} else if (c->batch.count) {
+	if (c->batch.count)
 		pending_add(c);
-	}
 }
 
 static void deliver_tokens(struct conn *c, const struct chan_tokens *rec, uint32_t len)
 {
 	struct tok_walk tw = {
-		.c = c, .rec = rec, .seq = rec->first_seq, .now = worker_now(c->app->w),
+		.c = c, .rec = rec, .seq = rec->first_seq, .now = host_now(c->app->h),
 	};
 
 	if (!chan_tokens_walk(rec, len, on_token, &tw)) {
-		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		host_count_bad_record(c->app->h);
 		return;
 	}
 	if (!tw.dead)
-		conn_account(c);
+		app_conn_account(c);
 }
 
 /* Seq for the id of a status_update: tokens of mid delivered so far. */
@@ -211,33 +316,39 @@ static uint32_t seq_for(const struct conn *c, const char *mid)
 
 static void deliver_status(struct conn *c, const struct chan_status *s)
 {
-	struct ev_buf b;
+	struct app_buf b;
 
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	track_message(c, s->message_id);
 	if (c->done_sent)
 		return;
 	c->msg_running = true;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_status(&b, proto_of(c), c->sid, s->message_id, seq_for(c, s->message_id), s->status);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	if (strcmp(s->status, "streaming") == 0) {
+		memcpy(c->prov_mid, s->message_id, CHAN_ID_LEN);
+		c->prov_prompt = s->prompt_tokens;
+		c->prov_cost = s->prompt_cost;
+		c->prov_per_token = s->cost_per_token;
+	}
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_status(&b, proto_of(c), c->sid, s->message_id, seq_for(c, s->message_id), s->status);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
 static void deliver_usage(struct conn *c, const struct chan_usage *u)
 {
-	struct ev_buf b;
+	struct app_buf b;
 
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	if (same_id(u->message_id, c->last_mid) && c->done_sent)
 		return;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_usage(&b, proto_of(c), c->sid, u->message_id, u->prompt_tokens, u->completion_tokens,
-		 u->total_tokens, u->cost_usd);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_usage(&b, proto_of(c), c->sid, u->message_id, u->prompt_tokens, u->completion_tokens,
+			u->total_tokens, u->cost_usd);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
 static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len)
@@ -245,9 +356,9 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 	const uint8_t *p = (const uint8_t *)(d + 1);
 	const uint8_t *end = (const uint8_t *)d + len;
 	const struct chan_field *f, *code = NULL, *msg = NULL;
-	const char *status = ev_done_status_name(d->status);
+	const char *status = app_event_done_status_name(d->status);
 	bool bad = false;
-	struct ev_buf b;
+	struct app_buf b;
 
 	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
 		if (f->tag == CHAN_F_ERROR_CODE)
@@ -256,10 +367,10 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 			msg = f;
 	}
 	if (bad || !status) {
-		DP_STAT_ADD(c->app->st, chan_bad_records, 1);
+		host_count_bad_record(c->app->h);
 		return;
 	}
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	track_message(c, d->message_id);
 	if (c->done_sent)
@@ -269,12 +380,12 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 		c->last_seq = d->last_seq;
 	c->msg_running = false;
 	c->done_sent = true;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_done(&b, proto_of(c), c->sid, d->message_id, status,
-		code ? (const char *)code->data : NULL, code ? code->len : 0,
-		msg ? (const char *)msg->data : "", msg ? msg->len : 0);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_done(&b, proto_of(c), c->sid, d->message_id, status,
+		       code ? (const char *)code->data : NULL, code ? code->len : 0,
+		       msg ? (const char *)msg->data : "", msg ? msg->len : 0);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
 static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t len)
@@ -299,25 +410,25 @@ static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t
 
 /* TOKENS, STATUS, USAGE and DONE all start with a conn handle and the
  * session id, which is all routing needs. */
-struct stream_rec_head {
+struct app_stream_rec_head {
 	struct chan_conn conn;
 	char session_id[CHAN_ID_LEN];
 };
 
-void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+void app_stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
 {
-	const struct stream_rec_head *h = payload;
+	const struct app_stream_rec_head *h = payload;
 
 	if (len < sizeof(*h)) {
-		DP_STAT_ADD(a->st, chan_bad_records, 1);
+		host_count_bad_record(a->h);
 		return;
 	}
 	if (h->conn.slot == CHAN_SLOT_ALL) {
-		uint32_t slot = subs_first(a->subs, h->session_id);
+		uint32_t slot = app_subs_first(a->subs, h->session_id);
 
-		while (slot != SUBS_NONE) {
+		while (slot != APP_SUBS_NONE) {
 			/* Delivery may close this conn and unsubscribe it. */
-			uint32_t next = subs_next(a->subs, slot);
+			uint32_t next = app_subs_next(a->subs, slot);
 			struct conn *c = &a->conns[slot];
 
 			if (c->tc && !c->closing)
@@ -337,15 +448,15 @@ void stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_
 	}
 }
 
-void stream_subscribe(struct conn *c, const struct chan_response *r)
+void app_stream_subscribe(struct conn *c, const struct chan_response *r)
 {
 	struct app *a = c->app;
 
 	if (c->subscribed)
-		stream_unsubscribe(c);
+		app_stream_unsubscribe(c);
 	memcpy(c->sid, r->session_id, CHAN_ID_LEN);
 	c->sid[CHAN_ID_LEN - 1] = '\0';
-	if (subs_add(a->subs, c->sid, c->slot) != 0) {
+	if (app_subs_add(a->subs, c->sid, c->slot) != 0) {
 		LOG_WARN("worker %u: subscribe without a session id on slot %u", a->wid, c->slot);
 		return;
 	}
@@ -356,9 +467,9 @@ void stream_subscribe(struct conn *c, const struct chan_response *r)
 	c->last_mid[CHAN_ID_LEN - 1] = '\0';
 	c->last_seq = r->resume_seq;
 	if (c->mode == CONN_SSE) {
-		c->last_write_ns = worker_now(a->w);
-		worker_timer_arm(a->w, &c->timer,
-				 c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
+		c->last_write_ns = host_now(a->h);
+		tw_arm(a->h->wheel, &c->timer,
+		       c->last_write_ns + (uint64_t)a->conf->sse_keepalive_s * 1000000000ull);
 	}
 }
 
@@ -366,103 +477,123 @@ void stream_subscribe(struct conn *c, const struct chan_response *r)
 static void send_sub(struct conn *c, uint16_t type)
 {
 	struct app *a = c->app;
-	struct chan_sub *s = worker_rec_reserve(a->w, type, sizeof(*s));
+	struct chan_sub *s = a->h->rec_reserve(a->h, type, sizeof(*s));
 
 	if (!s) {
-		DP_STAT_ADD(a->st, chan_full, 1);
+		host_count_ring_full(a->h);
 		LOG_WARN("worker %u: channel full, %s for slot %u lost", a->wid,
 			 type == CHAN_REC_SUBSCRIBE ? "SUBSCRIBE" : "UNSUBSCRIBE", c->slot);
 		return;
 	}
 	memset(s, 0, sizeof(*s));
-	conn_fill_handle(c, &s->conn);
+	app_conn_fill_handle(c, &s->conn);
 	memcpy(s->session_id, c->sid, CHAN_ID_LEN);
 	memcpy(s->message_id, c->last_mid, CHAN_ID_LEN);
 	s->seq = c->last_seq;
-	worker_rec_commit(a->w, sizeof(*s));
+	a->h->rec_commit(a->h, sizeof(*s));
 }
 
-void stream_unsubscribe(struct conn *c)
+void app_stream_unsubscribe(struct conn *c)
 {
 	if (!c->subscribed)
 		return;
-	subs_remove(c->app->subs, c->slot);
+	app_subs_remove(c->app->subs, c->slot);
 	c->subscribed = false;
-	if (worker_control_attached(c->app->w))
+	if (c->app->h->attached)
 		send_sub(c, CHAN_REC_UNSUBSCRIBE);
 }
 
-void stream_announce(struct conn *c)
+void app_stream_announce(struct conn *c)
 {
 	if (c->subscribed)
 		send_sub(c, CHAN_REC_SUBSCRIBE);
 }
 
-void stream_interrupt(struct conn *c)
+void app_stream_interrupt(struct conn *c)
 {
-	struct ev_buf b;
+	struct app_buf b;
 
-	if (!stream_flush(c))
+	if (!app_stream_flush(c))
 		return;
 	c->msg_running = false;
 	c->done_sent = true;
-	evb_init(&b, c->app->scratch, c->app->scratch_cap);
-	ev_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
-	if (stream_emit(c, &b))
-		conn_account(c);
+	/* Its one usage comes first, counting what this client received, at
+	 * the price control announced when the answer started. */
+	bool prov = same_id(c->prov_mid, c->last_mid);
+	uint32_t pt = prov ? c->prov_prompt : 0;
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_usage(&b, proto_of(c), c->sid, c->last_mid, pt, c->last_seq, pt + c->last_seq,
+			prov ? c->prov_cost + c->prov_per_token * c->last_seq : 0.0);
+	if (!app_stream_emit(c, &b))
+		return;
+	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
+	app_event_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
+	if (app_stream_emit(c, &b))
+		app_conn_account(c);
 }
 
-void stream_end_of_turn(struct app *a, bool busy)
+/* Keeps the worker's one batch guard at the earliest held deadline. */
+static void arm_batch_timer(struct app *a, uint64_t at)
+{
+	if (at == UINT64_MAX)
+		return; /* an armed guard finds nothing due and stops */
+	if (!a->batch_timer.armed || at < a->batch_timer_at) {
+		tw_arm(a->h->wheel, &a->batch_timer, at);
+		a->batch_timer_at = at;
+	}
+}
+
+/* Flushes the held batches the rule says to flush (batch_decide) and keeps
+ * the guard on the earliest deadline of those still held. */
+static void scan_pending(struct app *a, bool busy, bool timer)
 {
 	uint32_t i = 0;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h), next = UINT64_MAX;
 
 	while (i < a->npending) {
 		uint32_t slot = a->pending[i];
 		struct conn *c = &a->conns[slot];
-		struct tp_conn_info ti;
-		uint64_t mine;
-		bool tx_idle;
+		/* From the guard only what reached a bound leaves: the conn's
+		 * state is the end of turn's to judge. */
+		bool idle = !timer && conn_tx_idle(c);
 
-		tp_info(a->tp, c->tc, &ti);
-		/* "Nothing queued" means nothing left over from earlier turns:
-		 * bytes this conn queued in this turn leave at this turn's flush. */
-		mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
-		tx_idle = !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
-		if (batch_decide(&c->batch, &a->pol, now, busy, tx_idle) == BATCH_FLUSH) {
-			if (stream_flush(c))
-				conn_account(c);
+		if (batch_decide(&c->batch, &a->pol, now, busy, idle) == BATCH_FLUSH) {
+			if (app_stream_flush(c))
+				app_conn_account(c);
 			if (i < a->npending && a->pending[i] == slot)
 				i++; /* still held (cannot happen after a flush, but never spin) */
 			continue;
 		}
-		if (!c->btimer.armed)
-			worker_timer_arm(a->w, &c->btimer, batch_deadline(&c->batch, &a->pol));
+		if (batch_deadline(&c->batch, &a->pol) < next)
+			next = batch_deadline(&c->batch, &a->pol);
 		i++;
 	}
+	arm_batch_timer(a, next);
 }
 
-void stream_batch_timer(void *arg, struct tw_timer *t)
+void app_stream_end_of_turn(struct app *a, bool busy)
 {
-	struct conn *c = arg;
-
-	(void)t;
-	if (c->tc && !c->closing && c->batch.count && stream_flush(c))
-		conn_account(c);
+	scan_pending(a, busy, false);
 }
 
-void stream_keepalive(struct conn *c)
+void app_stream_batch_timer(void *arg, struct tw_timer *t)
+{
+	(void)t;
+	scan_pending(arg, true, true);
+}
+
+void app_stream_keepalive(struct conn *c)
 {
 	struct app *a = c->app;
-	uint64_t now = worker_now(a->w);
+	uint64_t now = host_now(a->h);
 	uint64_t period = (uint64_t)a->conf->sse_keepalive_s * 1000000000ull;
 
 	if (now - c->last_write_ns >= period) {
-		if (!conn_send(c, ":keep-alive\n\n", 13)) {
-			conn_close(c, true);
+		if (!app_conn_send(c, ":keep-alive\n\n", 13)) {
+			app_conn_close(c, true);
 			return;
 		}
-		conn_account(c);
+		app_conn_account(c);
 	}
-	worker_timer_arm(a->w, &c->timer, c->last_write_ns + period);
+	tw_arm(a->h->wheel, &c->timer, c->last_write_ns + period);
 }

@@ -20,32 +20,32 @@
 #include "sluice/conf.h"
 #include "sluice/log.h"
 
-static void wso_message(void *arg, uint8_t opcode, const uint8_t *data, size_t len);
+static void app_ws_on_message(void *arg, uint8_t opcode, const uint8_t *data, size_t len);
 
-static bool wso_write(void *arg, const void *data, size_t len)
+static bool app_ws_write(void *arg, const void *data, size_t len)
 {
 	struct conn *c = arg;
 
-	return conn_send(c, data, len);
+	return app_conn_send(c, data, len);
 }
 
-static void wso_closed(void *arg, uint16_t code)
+static void app_ws_on_closed(void *arg, uint16_t code)
 {
 	struct conn *c = arg;
 
 	(void)code;
-	conn_close(c, false);
+	app_conn_close(c, false);
 }
 
-static const struct ws_session_ops ws_ops = {
-	.on_message = wso_message,
-	.write = wso_write,
-	.on_closed = wso_closed,
+static const struct ws_session_ops app_ws_session_ops = {
+	.on_message = app_ws_on_message,
+	.write = app_ws_write,
+	.on_closed = app_ws_on_closed,
 };
 
 /* Header lines control asked for in a WS_ACCEPT (e.g. the chosen
  * subprotocol). A value with a line break is dropped, never sent. */
-static bool ws_send_resp_headers(struct conn *c, const struct chan_response *r, uint32_t rlen)
+static bool app_ws_send_resp_headers(struct conn *c, const struct chan_response *r, uint32_t rlen)
 {
 	const uint8_t *p = (const uint8_t *)(r + 1);
 	const uint8_t *end = (const uint8_t *)r + rlen;
@@ -58,57 +58,56 @@ static bool ws_send_resp_headers(struct conn *c, const struct chan_response *r, 
 		if (memchr(f->data, '\r', f->len) || memchr(f->data, '\n', f->len))
 			continue;
 		if (f->tag == CHAN_F_SET_COOKIE)
-			ok = conn_send(c, "Set-Cookie: ", 12);
-		ok = ok && conn_send(c, f->data, f->len) && conn_send(c, "\r\n", 2);
+			ok = app_conn_send(c, "Set-Cookie: ", 12);
+		ok = ok && app_conn_send(c, f->data, f->len) && app_conn_send(c, "\r\n", 2);
 	}
 	return ok && !bad;
 }
 
-void ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
-	      bool echo)
+void app_ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
+		  bool echo)
 {
 	struct app *a = c->app;
-	char head[256], hello[64];
-	struct ev_buf b, h;
+	char head[768], hello[64];
+	struct app_buf b, h;
 
-	evb_init(&b, head, sizeof(head));
-	evb_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-		    "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
-	evb_str(&b, accept);
-	evb_str(&b, "\r\nX-Sluice-Worker: ");
-	evb_u64(&b, a->wid);
-	evb_str(&b, "\r\n");
-	evb_init(&h, hello, sizeof(hello));
-	evb_str(&h, "{\"type\":\"connected\",\"worker\":");
-	evb_u64(&h, a->wid);
-	evb_put(&h, "}", 1);
-	if (b.overflow || h.overflow || !conn_send(c, b.p, b.len) ||
-	    (r && !ws_send_resp_headers(c, r, rlen)) || !conn_send(c, "\r\n", 2)) {
-		conn_close(c, true);
+	app_buf_init(&b, head, sizeof(head));
+	app_buf_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+			"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+	app_buf_str(&b, accept);
+	app_buf_str(&b, "\r\n");
+	app_http_head_common(c, &b, NULL);
+	app_buf_init(&h, hello, sizeof(hello));
+	app_buf_str(&h, "{\"type\":\"connected\",\"worker\":");
+	app_buf_u64(&h, a->wid);
+	app_buf_put(&h, "}", 1);
+	if (b.overflow || h.overflow || !app_conn_send(c, b.p, b.len) ||
+	    (r && !app_ws_send_resp_headers(c, r, rlen)) || !app_conn_send(c, "\r\n", 2)) {
+		app_conn_close(c, true);
 		return;
 	}
 	DP_STAT_ADD(a->st, http_responses[1], 1);
 	DP_STAT_ADD(a->st, ws_upgrades, 1);
 	DP_STAT_ADD(a->st, ws_active, 1);
-	worker_timer_cancel(a->w, &c->timer);
+	tw_cancel(a->h->wheel, &c->timer);
 	c->mode = CONN_WS;
 	c->hstate = HS_HEAD;
-	ws_session_init(&c->ws, &ws_ops, c, a->conf->ws_max_message);
+	ws_session_init(&c->ws, &app_ws_session_ops, c, a->conf->ws_max_message);
 	c->ws_open = true;
 	c->ws_echo = echo;
 	if (!echo)
-		ws_send_text(c, h.p, h.len);
+		app_ws_send_text(c, h.p, h.len);
 }
 
-bool ws_auth_keep(struct conn *c, const struct http_request *req)
+bool app_ws_auth_keep(struct conn *c, const struct http_request *req)
 {
 	static const struct { uint16_t tag; const char *name; } hdrs[] = {
 		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
 		{ CHAN_F_ORIGIN, "Origin" }, { CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
 	};
 	const struct http_header *hv[SLUICE_ARRAY_LEN(hdrs)];
-	char peer[CONN_PEER_STR_MAX];
-	size_t pl = conn_peer_str(c, peer);
+	char peer[APP_CONN_PEER_STR_MAX];
+	size_t pl = app_conn_peer_str(c, peer);
 	size_t total = pl;
 	struct app_ws_auth *wa;
 	char *p;
@@ -118,7 +117,7 @@ bool ws_auth_keep(struct conn *c, const struct http_request *req)
 		if (hv[i])
 			total += hv[i]->value.len;
 	}
-	ws_auth_free(c);
+	app_ws_auth_free(c);
 	wa = malloc(sizeof(*wa) + total);
 	if (!wa)
 		return false;
@@ -138,30 +137,36 @@ bool ws_auth_keep(struct conn *c, const struct http_request *req)
 	return true;
 }
 
-void ws_auth_free(struct conn *c)
+void app_ws_auth_free(struct conn *c)
 {
 	free(c->ws_auth);
 	c->ws_auth = NULL;
 }
 
-enum app_req_result ws_auth_send(struct conn *c)
+/* The endpoint of a WebSocket conn, as control routes it. */
+static const char *app_ws_path(const struct conn *c)
 {
-	static const char path[] = "/ws/chat";
+	return c->ws_admin ? "/ws/admin" : "/ws/chat";
+}
+
+enum app_req_result app_ws_auth_send(struct conn *c)
+{
+	const char *path = app_ws_path(c);
 	struct app_field f[1 + APP_WS_AUTH_FIELDS];
 
-	f[0] = (struct app_field){ CHAN_F_PATH, path, sizeof(path) - 1 };
+	f[0] = (struct app_field){ CHAN_F_PATH, path, strlen(path) };
 	memcpy(f + 1, c->ws_auth->f, sizeof(c->ws_auth->f));
 	return app_send_request(c, CHAN_REQ_WS_OPEN, CHAN_M_GET, f, SLUICE_ARRAY_LEN(f));
 }
 
-void ws_reauthorise(struct conn *c)
+void app_ws_reauthorise(struct conn *c)
 {
 	struct app *a = c->app;
 	enum app_req_result res;
 
 	if (!c->ws_auth || !c->ws_open || c->ws.state != WS_STATE_OPEN)
 		return;
-	res = ws_auth_send(c);
+	res = app_ws_auth_send(c);
 	if (res != APP_REQ_OK) {
 		/* The conn stays open; control closes it 1008 at its next
 		 * message if it cannot place it. */
@@ -176,22 +181,31 @@ void ws_reauthorise(struct conn *c)
 /* Input can queue output with no record from control behind it (pongs, the
  * echo, local errors), so the slow-consumer bound is checked here too: a
  * client that sends without reading must not grow the send queue forever. */
-size_t ws_on_data(struct conn *c, const uint8_t *data, size_t len)
+size_t app_ws_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	size_t used = ws_session_input(&c->ws, data, len);
 
-	conn_account(c);
+	if (c->ws_open)
+		ws_session_release_idle(&c->ws);
+	app_conn_account(c);
 	return used;
 }
 
-bool ws_send_text(struct conn *c, const void *data, size_t len)
+bool app_ws_send_text(struct conn *c, const void *data, size_t len)
 {
 	if (!c->ws_open || c->closing)
 		return false;
 	return ws_session_send(&c->ws, WS_OP_TEXT, data, len);
 }
 
-void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)
+bool app_ws_send_framed(struct conn *c, const void *frame, size_t len)
+{
+	if (!c->ws_open || c->closing)
+		return false;
+	return ws_session_send_frame(&c->ws, frame, len);
+}
+
+void app_ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)
 {
 	struct app *a = c->app;
 
@@ -201,7 +215,7 @@ void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)
 	ws_session_close(&c->ws, code, reason, fail);
 	/* A client that never answers the close must not hold the conn. */
 	if (!fail && !c->closing)
-		worker_timer_arm(a->w, &c->timer, worker_now(a->w) + APP_WS_CLOSE_WAIT_NS);
+		tw_arm(a->h->wheel, &c->timer, host_now(a->h) + APP_WS_CLOSE_WAIT_NS);
 }
 
 /*
@@ -210,7 +224,7 @@ void ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)
  * code of control's answer as the reason. Other answers (control busy) leave
  * the conn alone: control closes it at its next message if need be.
  */
-static void ws_reauth_answer(struct conn *c, const struct chan_response *r, uint32_t len)
+static void app_ws_reauth_answer(struct conn *c, const struct chan_response *r, uint32_t len)
 {
 	const uint8_t *p = (const uint8_t *)(r + 1);
 	const uint8_t *end = (const uint8_t *)r + len;
@@ -235,36 +249,36 @@ static void ws_reauth_answer(struct conn *c, const struct chan_response *r, uint
 		json_decref(body);
 	}
 	DP_STAT_ADD(c->app->st, ws_auth_refused, 1);
-	stream_flush(c);
-	stream_unsubscribe(c);
-	ws_close_with(c, WS_CLOSE_POLICY, reason, false);
+	app_stream_flush(c);
+	app_stream_unsubscribe(c);
+	app_ws_close_with(c, WS_CLOSE_POLICY, reason, false);
 }
 
 /* {"type":"error","error":{...}[,"id":ID]}; `id` is the client's, re-encoded. */
-static void ws_send_error(struct conn *c, const char *code, const char *message, json_t *id)
+static void app_ws_send_error(struct conn *c, const char *code, const char *message, json_t *id)
 {
 	char buf[512];
-	struct ev_buf b;
+	struct app_buf b;
 	char *idtxt = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
 
-	evb_init(&b, buf, sizeof(buf));
-	ev_error_json(&b, EV_WS, code, message);
+	app_buf_init(&b, buf, sizeof(buf));
+	app_event_error_json(&b, APP_EVENT_WS, code, message);
 	if (idtxt && !b.overflow) {
 		b.len--; /* reopen the object to add the echoed id */
-		evb_str(&b, ",\"id\":");
-		evb_str(&b, idtxt);
-		evb_put(&b, "}", 1);
+		app_buf_str(&b, ",\"id\":");
+		app_buf_str(&b, idtxt);
+		app_buf_put(&b, "}", 1);
 	}
 	free(idtxt);
 	if (b.overflow) {
 		/* An id too long to echo: answer without it rather than not at all. */
-		evb_init(&b, buf, sizeof(buf));
-		ev_error_json(&b, EV_WS, code, message);
+		app_buf_init(&b, buf, sizeof(buf));
+		app_event_error_json(&b, APP_EVENT_WS, code, message);
 	}
-	ws_send_text(c, b.p, b.len);
+	app_ws_send_text(c, b.p, b.len);
 }
 
-static void ws_send_pong(struct conn *c, json_t *id)
+static void app_ws_send_pong(struct conn *c, json_t *id)
 {
 	char *idtxt = id ? json_dumps(id, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
 	char *msg = NULL;
@@ -276,77 +290,79 @@ static void ws_send_pong(struct conn *c, json_t *id)
 		    asprintf(&msg, "{\"type\":\"pong\"}");
 	if (n < 0)
 		goto fail;
-	ws_send_text(c, msg, (size_t)n);
+	app_ws_send_text(c, msg, (size_t)n);
 	free(msg);
 	free(idtxt);
 	return;
 fail:
 	free(idtxt);
-	ws_close_with(c, WS_CLOSE_INTERNAL, "out of memory", true);
+	app_ws_close_with(c, WS_CLOSE_INTERNAL, "out of memory", true);
 }
 
-static void wso_message(void *arg, uint8_t opcode, const uint8_t *data, size_t len)
+static void app_ws_on_message(void *arg, uint8_t opcode, const uint8_t *data, size_t len)
 {
 	struct conn *c = arg;
 	struct app *a = c->app;
 	json_error_t jerr;
 	json_t *msg, *type, *id;
-	char peer[CONN_PEER_STR_MAX];
+	char peer[APP_CONN_PEER_STR_MAX];
 	size_t pl;
 
 	DP_STAT_ADD(a->st, ws_messages_in, 1);
 	if (c->ws_echo) {
 		if (!ws_session_send(&c->ws, opcode, data, len))
-			ws_close_with(c, WS_CLOSE_INTERNAL, "send queue full", true);
+			app_ws_close_with(c, WS_CLOSE_INTERNAL, "send queue full", true);
 		return;
 	}
 	if (opcode != WS_OP_TEXT) {
-		ws_close_with(c, WS_CLOSE_UNSUPPORTED, "binary messages are not supported", false);
+		app_ws_close_with(c, WS_CLOSE_UNSUPPORTED, "binary messages are not supported", false);
 		return;
 	}
 	msg = json_loadb((const char *)data, len, 0, &jerr);
 	if (!msg || !json_is_object(msg)) {
-		ws_send_error(c, "invalid_json", "a message must be a JSON object", NULL);
+		app_ws_send_error(c, "invalid_json", "a message must be a JSON object", NULL);
 		json_decref(msg);
 		return;
 	}
 	type = json_object_get(msg, "type");
 	id = json_object_get(msg, "id");
 	if (!json_is_string(type)) {
-		ws_send_error(c, "invalid_json", "a message needs a string \"type\"", id);
+		app_ws_send_error(c, "invalid_json", "a message needs a string \"type\"", id);
 		json_decref(msg);
 		return;
 	}
 	if (strcmp(json_string_value(type), "ping") == 0) {
-		ws_send_pong(c, id);
+		app_ws_send_pong(c, id);
 		json_decref(msg);
 		return;
 	}
-	pl = conn_peer_str(c, peer);
+	pl = app_conn_peer_str(c, peer);
 	{
+		/* /ws/chat messages carry no path (control's default endpoint). */
 		const struct app_field f[] = {
 			{ CHAN_F_BODY, data, len },
 			{ CHAN_F_PEER, peer, pl },
+			{ CHAN_F_PATH, c->ws_admin ? app_ws_path(c) : NULL, c->ws_admin ? strlen(app_ws_path(c)) : 0 },
 		};
 
 		switch (app_send_request(c, CHAN_REQ_WS, CHAN_M_OTHER, f, SLUICE_ARRAY_LEN(f))) {
 		case APP_REQ_OK:
 			break;
 		case APP_REQ_NO_CONTROL:
-			ws_send_error(c, "control_unavailable", "control is not attached", id);
+			app_ws_send_error(c, "control_unavailable", "control is not attached", id);
 			break;
 		case APP_REQ_FULL:
-			ws_send_error(c, "overloaded", "channel to control is full", id);
+			app_ws_send_error(c, "overloaded", "channel to control is full", id);
 			break;
 		case APP_REQ_TOO_BIG:
-			ws_send_error(c, "payload_too_large", "message too large to forward", id);
+			app_ws_send_error(c, "payload_too_large", "message too large to forward", id);
 			break;
 		}
 	}
 	json_decref(msg);
 }
 
-void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
+void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 {
 	struct app *a = c->app;
 	const uint8_t *body;
@@ -354,27 +370,27 @@ void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 	bool bad;
 
 	if (c->ws_reauth && r->req_id == c->ws_reauth_id) {
-		ws_reauth_answer(c, r, len);
+		app_ws_reauth_answer(c, r, len);
 		return;
 	}
 	if (!app_resp_collect(c, r, len, &body, &blen, &bad)) {
 		if (bad) {
-			DP_STAT_ADD(a->st, chan_bad_records, 1);
+			host_count_bad_record(a->h);
 			app_resp_reset(c);
 		}
 		return;
 	}
 	switch (r->action) {
 	case CHAN_RESP_PLAIN:
-		if (blen && stream_flush(c))
-			ws_send_text(c, body, blen);
+		if (blen && app_stream_flush(c))
+			app_ws_send_text(c, body, blen);
 		break;
 	case CHAN_RESP_WS_SUBSCRIBE:
-		if (!stream_flush(c))
+		if (!app_stream_flush(c))
 			break;
-		if (blen && !ws_send_text(c, body, blen))
+		if (blen && !app_ws_send_text(c, body, blen))
 			break;
-		stream_subscribe(c, r);
+		app_stream_subscribe(c, r);
 		break;
 	case CHAN_RESP_WS_CLOSE: {
 		char reason[124];
@@ -383,8 +399,8 @@ void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 		/* ws_session_close cuts the reason on a UTF-8 boundary to fit. */
 		memcpy(reason, body ? (const char *)body : "", n);
 		reason[n] = '\0';
-		stream_flush(c);
-		ws_close_with(c, r->status, reason, false);
+		app_stream_flush(c);
+		app_ws_close_with(c, r->status, reason, false);
 		break;
 	}
 	default:
@@ -392,5 +408,34 @@ void ws_on_response(struct conn *c, const struct chan_response *r, uint32_t len)
 		break;
 	}
 	app_resp_reset(c);
-	conn_account(c);
+	app_conn_account(c);
+}
+
+void app_ws_on_broadcast(struct app *a, const struct chan_broadcast *b, uint32_t len)
+{
+	struct conn *c = app_conn_lookup(a, &b->conn);
+	const uint8_t *p = (const uint8_t *)(b + 1);
+	const uint8_t *end = (const uint8_t *)b + len;
+	const struct chan_field *f, *body = NULL;
+	struct tp_conn_info ti;
+	bool bad = false;
+
+	if (!c || c->mode != CONN_WS || !c->ws_open || c->closing || c->ws.state != WS_STATE_OPEN) {
+		DP_STAT_ADD(a->st, stale_records, 1);
+		return;
+	}
+	while ((f = chan_field_next(&p, end, &bad)) != NULL)
+		if (f->tag == CHAN_F_BODY)
+			body = f;
+	if (!body)
+		return;
+	tp_info(a->h->tp, c->tc, &ti);
+	if (ti.tx_queued + c->batch.len > b->max_pending) {
+		app_conn_drop_slow(c);
+		return;
+	}
+	if (app_ws_send_text(c, body->data, body->len)) {
+		DP_STAT_ADD(a->st, broadcasts, 1);
+		app_conn_account(c);
+	}
 }

@@ -27,19 +27,40 @@ struct batch_tok {
 	uint64_t created_ns; /* when the backend produced it */
 };
 
-/* One pool buffer: escaped text of max_bytes followed by the token times. */
+/* One pool buffer: the held tokens' times and their escaped text. Two
+ * sizes: a batch starts in a small one (most hold a token or a few) and
+ * moves to a large one (BATCH_MAX_TOKENS times, max_bytes of text) only when
+ * it outgrows it, so a burst in which every subscriber holds a little costs
+ * little memory. */
+#define BATCH_SMALL_TOKENS 16u
+#define BATCH_SMALL_TEXT 256u
+
 struct batch_buf {
 	struct batch_buf *next_free;
-	struct batch_tok toks[BATCH_MAX_TOKENS];
-	char text[];
+	bool large;              /* of the large size */
+	uint32_t tok_cap;        /* token times it holds */
+	uint32_t text_cap;       /* escaped text bytes it holds */
+	struct batch_tok *toks;  /* tok_cap entries, right after this header */
+	char *text;              /* text_cap bytes, after the times */
+};
+
+/* Free buffers of each size the pool keeps for the next holder; past that a
+ * returned buffer goes back to malloc, so a burst that held many batches at
+ * once does not pin their memory once it is over. */
+#define BATCH_POOL_KEEP 32u
+
+struct batch_pool_class {
+	struct batch_buf *free;
+	uint32_t nfree;     /* on the free list (at most BATCH_POOL_KEEP) */
+	uint32_t out;       /* that exist now: held or free */
+	uint32_t tok_cap, text_cap;
 };
 
 struct batch_pool {
-	struct batch_buf *free;
+	struct batch_pool_class small, large;
 	uint32_t max_bytes;
-	uint32_t allocated; /* buffers ever allocated (kept until destroy) */
-	uint32_t limit;     /* most buffers that may exist (one per conn) */
-	struct batch_buf **all; /* every allocated buffer, for destroy */
+	uint32_t allocated; /* buffers of both sizes that exist now */
+	uint32_t limit;     /* most buffers of each size that may exist (one per conn) */
 };
 
 struct batch_policy {
@@ -50,6 +71,7 @@ struct batch_policy {
 
 struct batch {
 	struct batch_buf *buf; /* NULL while nothing is held */
+	uint64_t last_arrival_ns; /* the conn's last token, held or not (kept across clears; 0: none yet) */
 	uint32_t len;          /* escaped text bytes held */
 	uint32_t count;        /* tokens held */
 	uint32_t first_seq, last_seq;
@@ -65,14 +87,15 @@ enum batch_add_result {
 
 enum batch_decision { BATCH_HOLD = 0, BATCH_FLUSH = 1 };
 
-/* The pool hands out at most `limit` buffers of max_bytes text each,
- * allocating them on first need. Returns -1 on allocation failure. */
+/* The pool hands out at most `limit` buffers of each size, allocating them
+ * on first need. Returns 0 (nothing is allocated up front). */
 int batch_pool_init(struct batch_pool *p, uint32_t max_bytes, uint32_t limit);
 void batch_pool_destroy(struct batch_pool *p);
 
 static inline void batch_init(struct batch *b)
 {
 	b->buf = NULL;
+	b->last_arrival_ns = 0;
 	b->len = 0;
 	b->count = 0;
 	b->first_seq = 0;
@@ -84,6 +107,27 @@ static inline void batch_init(struct batch *b)
 enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const char *mid,
 				uint32_t seq, const uint8_t *text, uint32_t len,
 				uint64_t created_ns, uint64_t arrival_ns);
+
+/* A token framed without the batch (mode off, or a slow stream): the
+ * stream's pace is still known for the next one. */
+static inline void batch_note_arrival(struct batch *b, uint64_t arrival_ns)
+{
+	b->last_arrival_ns = arrival_ns;
+}
+
+/*
+ * A slow stream: the conn's previous token came max_delay or more before this
+ * one, so holding this token could not coalesce it with the next, only delay
+ * it (and cost a timer). Such a token is framed at once whenever the conn can
+ * take it, even on a busy turn. Unknown pace (the conn's first token) is not
+ * slow: it waits like any other.
+ */
+static inline bool batch_stream_slow(const struct batch *b, const struct batch_policy *pol,
+				     uint64_t arrival_ns)
+{
+	return b->count == 0 && b->last_arrival_ns != 0 &&
+	       arrival_ns - b->last_arrival_ns >= pol->max_delay_ns;
+}
 
 /* Empties the batch after its tokens were framed; the buffer goes back to the pool. */
 void batch_clear(struct batch *b, struct batch_pool *p);

@@ -145,7 +145,9 @@ void tcp_syn_established(struct net_conn *c, const struct tcp_seg *sg)
 	c->last_rx_ms = s->now_ms;
 	tcp_timer_stop(c);
 	s->st.tcp_accepted++;
-	struct tp_peer peer = {.ipv4 = c->raddr, .port = net_ntohs(c->rport)};
+	struct tp_peer peer = {
+		.ipv4 = c->raddr, .port = net_ntohs(c->rport), .local_port = net_ntohs(c->lport),
+	};
 	/* NC_APP is set while on_open runs so the app may already send. */
 	c->flags |= NC_APP;
 	void *ctx = s->up->on_open(s->app, (struct tp_conn *)c, &peer);

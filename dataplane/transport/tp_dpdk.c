@@ -39,6 +39,7 @@
 #include <rte_ring.h>
 #include <sodium.h>
 
+#include "net/net_metrics.h"
 #include "net/net_stack.h"
 #include "sluice/chan.h"
 #include "sluice/common.h"
@@ -755,6 +756,7 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	nc.gateway = c->ports[0].gateway;
 	nc.mtu = c->ports[0].mtu;
 	nc.listen_ports[0] = c->listen_port;
+	nc.listen_ports[1] = c->redirect_port; /* 0 (none) ends the list */
 	nc.max_conns = c->max_conns;
 	nc.syn_backlog = c->tcp_syn_backlog;
 	nc.time_wait_max = c->tcp_time_wait_max;
@@ -783,6 +785,7 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	d->ops.poll = dpdk_poll;
 	d->ops.flush = dpdk_flush;
 	d->ops.destroy = dpdk_destroy;
+	net_metrics_ops(&d->ops);
 	d->tp.ops = &d->ops;
 	return &d->tp;
 }

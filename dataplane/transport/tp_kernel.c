@@ -15,8 +15,8 @@
 #include "transport/tp_kernel.h"
 
 #include <arpa/inet.h>
-#include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -30,13 +30,17 @@
 #include "sluice/common.h"
 #include "sluice/conf.h"
 #include "sluice/list.h"
+#include "sluice/log.h"
 #include "transport/tp_kernel_config.h"
 
 #define RX_SCRATCH (64u * 1024u)
 #define MAX_EVENTS 256
 #define ACCEPT_BURST 64
 #define WRITEV_MAX 16
-#define FREE_CHUNKS_MAX 1024u
+/* Free chunks kept per worker for the next sender (2 MiB of full-size ones,
+ * 1 MiB of small ones); past that a sent chunk goes back to malloc. */
+#define FREE_CHUNKS_MAX 128u
+#define FREE_SMALL_MAX 2048u
 #define STASH_MIN 2048u
 #define LISTEN_BACKLOG 4096
 /* After EMFILE and friends the listener rests this long, instead of waking a
@@ -65,6 +69,12 @@ enum {
 
 struct ktp;
 
+/* A listening socket; epoll events carry its address. */
+struct klisten {
+	int fd;
+	uint16_t port;
+};
+
 struct tp_conn {
 	struct ktp *tp;
 	int fd;
@@ -86,14 +96,19 @@ struct ktp {
 	struct tp base; /* first: struct tp * converts to struct ktp * */
 	const struct tp_upcalls *up;
 	void *app;
-	int lfd, epfd, extra_fd;
-	uint16_t port;
+	struct klisten ls[TP_KERNEL_MAX_LISTEN];
+	uint32_t nls;
+	int epfd, extra_fd;
+	uint16_t port; /* of ls[0] */
 	bool listen_paused;
 	uint32_t nconns;
-	uint32_t nfree;
+	uint32_t nfree, nfree_small;
+	/* Times the app broke the interface's contract (consumed more than it
+	 * was offered, committed more than it reserved); each reset its conn. */
+	uint64_t app_errors;
 	uint64_t listen_resume_ns;
 	uint8_t *scratch;
-	struct chunk *free_chunks;
+	struct chunk *free_chunks, *free_small;
 	struct list_node conns, dead, flushq, resumeq, lingerq;
 	struct epoll_event events[MAX_EVENTS];
 };
@@ -105,15 +120,28 @@ static inline struct ktp *ktp_of(struct tp *t)
 
 /* ---- send-queue chunks ----------------------------------------------------- */
 
-static struct chunk *chunk_get(struct ktp *t, size_t min)
+/* A chunk of at least min bytes: small when `small` and min fits, else full
+ * size (or exactly min beyond that), from the free lists when possible. */
+static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
 {
 	struct chunk *k;
-	if (min <= TP_KERNEL_CHUNK && t->free_chunks) {
-		k = t->free_chunks;
-		t->free_chunks = k->next;
-		t->nfree--;
+	size_t cap;
+	if (small && min <= TP_KERNEL_SMALL_CHUNK) {
+		cap = TP_KERNEL_SMALL_CHUNK;
+		k = t->free_small;
+		if (k) {
+			t->free_small = k->next;
+			t->nfree_small--;
+		}
 	} else {
-		size_t cap = min <= TP_KERNEL_CHUNK ? TP_KERNEL_CHUNK : min;
+		cap = min <= TP_KERNEL_CHUNK ? TP_KERNEL_CHUNK : min;
+		k = cap == TP_KERNEL_CHUNK ? t->free_chunks : NULL;
+		if (k) {
+			t->free_chunks = k->next;
+			t->nfree--;
+		}
+	}
+	if (!k) {
 		if (cap > UINT32_MAX)
 			return NULL;
 		k = malloc(sizeof(*k) + cap);
@@ -132,6 +160,12 @@ static void chunk_put(struct ktp *t, struct chunk *k)
 		k->next = t->free_chunks;
 		t->free_chunks = k;
 		t->nfree++;
+		return;
+	}
+	if (k->cap == TP_KERNEL_SMALL_CHUNK && t->nfree_small < FREE_SMALL_MAX) {
+		k->next = t->free_small;
+		t->free_small = k;
+		t->nfree_small++;
 		return;
 	}
 	free(k);
@@ -270,7 +304,9 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 			conn_finish(c, false);
 			return;
 		}
-		size_t left = (size_t)w;
+		size_t left = (size_t)w, offered = 0;
+		for (int i = 0; i < n; i++)
+			offered += iov[i].iov_len;
 		c->tx_queued -= left;
 		for (struct chunk *k = c->txh; k && left > 0; k = k->next) {
 			size_t take = k->tail - k->head;
@@ -278,6 +314,14 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 				take = left;
 			k->head += (uint32_t)take;
 			left -= take;
+		}
+		/* A short write means the socket buffer is full: wait for EPOLLOUT
+		 * now instead of paying another sendmsg just to hear EAGAIN. */
+		if ((size_t)w < offered) {
+			txq_trim(t, c);
+			c->flags |= KC_BLOCKED;
+			update_interest(c);
+			return;
 		}
 	}
 	if (c->flags & KC_BLOCKED) {
@@ -321,8 +365,12 @@ static void offer(struct ktp *t, struct tp_conn *c, const uint8_t *p, size_t len
 		c->stash_len = 0;
 		return;
 	}
-	assert(used <= len);
-	if (used >= len) {
+	if (unlikely(used > len)) {
+		t->app_errors++;
+		conn_finish(c, true);
+		return;
+	}
+	if (used == len) {
 		c->stash_len = 0;
 		return;
 	}
@@ -397,25 +445,35 @@ static void conn_read(struct ktp *t, struct tp_conn *c)
 
 /* ---- accepting ------------------------------------------------------------- */
 
+/* Out of descriptors or memory: every listener rests. */
 static void pause_listener(struct ktp *t)
 {
-	struct epoll_event e = {.events = 0, .data.ptr = &t->lfd};
-	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &e) == 0) {
-		t->listen_paused = true;
-		t->listen_resume_ns = sluice_now_ns() + ACCEPT_PAUSE_NS;
+	for (uint32_t i = 0; i < t->nls; i++) {
+		struct epoll_event e = {.events = 0, .data.ptr = &t->ls[i]};
+		if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->ls[i].fd, &e) != 0)
+			return;
 	}
+	t->listen_paused = true;
+	t->listen_resume_ns = sluice_now_ns() + ACCEPT_PAUSE_NS;
 }
 
 static int resume_listener(struct ktp *t)
 {
-	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->lfd};
-	if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->lfd, &e) < 0)
-		return -1;
+	for (uint32_t i = 0; i < t->nls; i++) {
+		struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->ls[i]};
+		if (epoll_ctl(t->epfd, EPOLL_CTL_MOD, t->ls[i].fd, &e) < 0)
+			return -1;
+	}
 	t->listen_paused = false;
 	return 0;
 }
 
-static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
+static bool is_listener(const struct ktp *t, const void *p)
+{
+	return p >= (const void *)&t->ls[0] && p < (const void *)&t->ls[t->nls];
+}
+
+static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa, uint16_t local_port)
 {
 	int one = 1;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0) {
@@ -441,7 +499,9 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
 	}
 	list_add_tail(&t->conns, &c->all);
 	t->nconns++;
-	struct tp_peer peer = {.ipv4 = sa->sin_addr.s_addr, .port = ntohs(sa->sin_port)};
+	struct tp_peer peer = {
+		.ipv4 = sa->sin_addr.s_addr, .port = ntohs(sa->sin_port), .local_port = local_port,
+	};
 	void *ctx = t->up->on_open(t->app, c, &peer);
 	if (!ctx) {
 		conn_finish(c, true);
@@ -450,13 +510,13 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa)
 	c->ctx = ctx;
 }
 
-static int do_accept(struct ktp *t)
+static int do_accept(struct ktp *t, const struct klisten *l)
 {
 	int n = 0;
 	while (n < ACCEPT_BURST) {
 		struct sockaddr_in sa;
 		socklen_t sl = sizeof(sa);
-		int fd = accept4(t->lfd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->fd, (struct sockaddr *)&sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
 				continue;
@@ -464,7 +524,7 @@ static int do_accept(struct ktp *t)
 				pause_listener(t);
 			break;
 		}
-		conn_new(t, fd, &sa);
+		conn_new(t, fd, &sa, l->port);
 		n++;
 	}
 	return n;
@@ -572,8 +632,8 @@ static int kt_poll(struct tp *tp, int timeout_ms, int extra_fd)
 	}
 	for (int i = 0; i < n; i++) {
 		void *p = t->events[i].data.ptr;
-		if (p == &t->lfd) {
-			do_accept(t);
+		if (is_listener(t, p)) {
+			do_accept(t, p);
 		} else if (p != &t->extra_fd) {
 			struct tp_conn *c = p;
 			if (!(c->flags & KC_DEAD))
@@ -592,7 +652,7 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 		min = 1;
 	struct chunk *k = c->txt;
 	if (!k || k->cap - k->tail < min) {
-		k = chunk_get(c->tp, min);
+		k = chunk_get(c->tp, min, !c->txh);
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
@@ -610,7 +670,12 @@ static void kt_tx_commit(struct tp_conn *c, size_t n)
 	if (unlikely(c->flags & (KC_DEAD | KC_CLOSING)) || n == 0)
 		return;
 	struct chunk *k = c->txt;
-	assert(k && n <= (size_t)(k->cap - k->tail));
+	if (unlikely(!k || n > (size_t)(k->cap - k->tail))) {
+		/* Bytes past the reservation are not ours to send. */
+		c->tp->app_errors++;
+		conn_finish(c, true);
+		return;
+	}
 	k->tail += (uint32_t)n;
 	c->tx_queued += n;
 	c->flags |= KC_HAD_TX;
@@ -679,6 +744,16 @@ static void kt_info(struct tp_conn *c, struct tp_conn_info *out)
 	out->unacked = ti.tcpi_unacked * ti.tcpi_snd_mss;
 }
 
+/* The per-token view: no getsockopt, only what the send results taught us. */
+static void kt_tx_state(struct tp_conn *c, struct tp_conn_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (c->flags & KC_DEAD)
+		return;
+	out->tx_queued = c->tx_queued;
+	out->blocked = (c->flags & KC_BLOCKED) != 0;
+}
+
 static void kt_rx_resume(struct tp_conn *c)
 {
 	if (c->flags & (KC_DEAD | KC_CLOSING))
@@ -695,13 +770,22 @@ static void kt_destroy(struct tp *tp)
 	while (!list_empty(&t->conns))
 		conn_finish(list_entry(t->conns.next, struct tp_conn, all), false);
 	reap(t);
+	if (t->app_errors)
+		LOG_WARN("kernel transport on port %u: %" PRIu64 " connection(s) reset because the "
+			 "app consumed or committed more than it was given", (unsigned)t->port,
+			 t->app_errors);
 	while (t->free_chunks) {
 		struct chunk *k = t->free_chunks;
 		t->free_chunks = k->next;
 		free(k);
 	}
-	if (t->lfd >= 0)
-		close(t->lfd);
+	while (t->free_small) {
+		struct chunk *k = t->free_small;
+		t->free_small = k->next;
+		free(k);
+	}
+	for (uint32_t i = 0; i < t->nls; i++)
+		close(t->ls[i].fd);
 	if (t->epfd >= 0)
 		close(t->epfd);
 	free(t->scratch);
@@ -716,9 +800,60 @@ static const struct tp_ops kernel_ops = {
 	.flush = kt_flush,
 	.close = kt_close,
 	.info = kt_info,
+	.tx_state = kt_tx_state,
 	.rx_resume = kt_rx_resume,
 	.destroy = kt_destroy,
 };
+
+/* A nonblocking SO_REUSEPORT listening socket on addr:port, in the epoll set
+ * as ls[nls]. Returns 0, or -1 with a message in err. */
+static int listener_add(struct ktp *t, const char *addr, uint16_t port, char *err, size_t errlen)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	if (t->nls == TP_KERNEL_MAX_LISTEN) {
+		snprintf(err, errlen, "kernel transport: more than %u listening sockets",
+			 TP_KERNEL_MAX_LISTEN);
+		return -1;
+	}
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+		snprintf(err, errlen, "listen address '%s' is not an IPv4 address", addr);
+		return -1;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	struct klisten *l = &t->ls[t->nls];
+	l->fd = fd;
+	t->nls++;
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		snprintf(err, errlen, "setsockopt SO_REUSEADDR/SO_REUSEPORT: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		snprintf(err, errlen, "bind %s:%u: %s", addr, (unsigned)port, strerror(errno));
+		return -1;
+	}
+	if (listen(fd, LISTEN_BACKLOG) < 0) {
+		snprintf(err, errlen, "listen %s:%u: %s", addr, (unsigned)port, strerror(errno));
+		return -1;
+	}
+	socklen_t sl = sizeof(sa);
+	if (getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
+		snprintf(err, errlen, "getsockname: %s", strerror(errno));
+		return -1;
+	}
+	l->port = ntohs(sa.sin_port);
+	struct epoll_event e = {.events = t->listen_paused ? 0 : EPOLLIN, .data.ptr = l};
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
 
 struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upcalls *up, void *app,
 			    char *err, size_t errlen)
@@ -731,69 +866,35 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 	t->base.ops = &kernel_ops;
 	t->up = up;
 	t->app = app;
-	t->lfd = t->epfd = t->extra_fd = -1;
+	t->epfd = t->extra_fd = -1;
 	list_init(&t->conns);
 	list_init(&t->dead);
 	list_init(&t->flushq);
 	list_init(&t->resumeq);
 	list_init(&t->lingerq);
 
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
-		snprintf(err, errlen, "listen address '%s' is not an IPv4 address", addr);
-		goto fail;
-	}
 	t->scratch = malloc(RX_SCRATCH);
 	if (!t->scratch) {
 		snprintf(err, errlen, "kernel transport: out of memory");
 		goto fail;
 	}
-	t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (t->lfd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		goto fail;
-	}
-	int one = 1;
-	if (setsockopt(t->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(t->lfd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
-		snprintf(err, errlen, "setsockopt SO_REUSEADDR/SO_REUSEPORT: %s", strerror(errno));
-		goto fail;
-	}
-	if (bind(t->lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		snprintf(err, errlen, "bind %s:%u: %s", addr, (unsigned)port, strerror(errno));
-		goto fail;
-	}
-	if (listen(t->lfd, LISTEN_BACKLOG) < 0) {
-		snprintf(err, errlen, "listen %s:%u: %s", addr, (unsigned)port, strerror(errno));
-		goto fail;
-	}
-	socklen_t sl = sizeof(sa);
-	if (getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
-		snprintf(err, errlen, "getsockname: %s", strerror(errno));
-		goto fail;
-	}
-	t->port = ntohs(sa.sin_port);
 	t->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (t->epfd < 0) {
 		snprintf(err, errlen, "epoll_create1: %s", strerror(errno));
 		goto fail;
 	}
-	struct epoll_event e = {.events = EPOLLIN, .data.ptr = &t->lfd};
-	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->lfd, &e) < 0) {
-		snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+	if (listener_add(t, addr, port, err, errlen) != 0)
 		goto fail;
-	}
+	t->port = t->ls[0].port;
 	return &t->base;
 fail:
 	kt_destroy(&t->base);
 	return NULL;
 }
 
-struct tp *tp_kernel_create(const struct sluice_conf *conf, uint32_t worker_id, const struct tp_upcalls *up,
-			    void *app, char *err, size_t errlen)
+int tp_kernel_listen_also(struct tp *tp, const char *addr, uint16_t port, char *err, size_t errlen)
 {
-	(void)worker_id; /* SO_REUSEPORT spreads connections; every worker listens alike */
-	return tp_kernel_listen(conf->listen_addr, conf->listen_port, up, app, err, errlen);
+	return listener_add(ktp_of(tp), addr, port, err, errlen);
 }
 
 uint16_t tp_kernel_port(const struct tp *t)
@@ -804,4 +905,9 @@ uint16_t tp_kernel_port(const struct tp *t)
 uint32_t tp_kernel_conns(const struct tp *t)
 {
 	return ((const struct ktp *)(const void *)t)->nconns;
+}
+
+uint64_t tp_kernel_app_errors(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->app_errors;
 }

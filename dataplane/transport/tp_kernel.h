@@ -1,8 +1,7 @@
 /*
  * The kernel transport (tp_kernel.c): nonblocking sockets, level-triggered
- * epoll, one SO_REUSEPORT listening socket per worker. tp_kernel_create() in
- * transport.h is the usual way in; these are for workers sharing an ephemeral
- * port and for tests.
+ * epoll, one SO_REUSEPORT listening socket per worker; workers configured
+ * with port 0 share the ephemeral port the first one picked.
  */
 #ifndef SLUICE_TP_KERNEL_H
 #define SLUICE_TP_KERNEL_H
@@ -12,8 +11,14 @@
 
 #include "transport/transport.h"
 
-/* Fixed size of a send-queue chunk; larger reservations get a one-off chunk. */
+/* Sizes of send-queue chunks: an empty queue starts with a small one (a
+ * token frame is a few hundred bytes, and thousands of subscribers each
+ * queue one in the same turn), more bytes go to full-size ones; larger
+ * reservations get a one-off chunk. */
 #define TP_KERNEL_CHUNK (16u * 1024u)
+#define TP_KERNEL_SMALL_CHUNK 512u
+/* Listening sockets one instance may have (the listener and a redirect one). */
+#define TP_KERNEL_MAX_LISTEN 2u
 /* Graceful close gives the peer this long to take the data and send its FIN. */
 #define TP_KERNEL_LINGER_NS (5ull * 1000000000ull)
 
@@ -21,9 +26,17 @@
  * tp_kernel_port() tells which. Returns NULL with a message in err. */
 struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upcalls *up, void *app,
 			    char *err, size_t errlen);
+/* One more listening socket on the same instance: its connections come to
+ * the same upcalls, told apart by tp_peer.local_port. Returns 0, or -1 with a
+ * message in err. */
+int tp_kernel_listen_also(struct tp *t, const char *addr, uint16_t port, char *err, size_t errlen);
 /* The port the instance listens on (host byte order). */
 uint16_t tp_kernel_port(const struct tp *t);
 /* Connections the instance holds (open or closing). */
 uint32_t tp_kernel_conns(const struct tp *t);
+/* Connections reset because the app broke the contract of transport.h:
+ * on_data returned more than it was offered, or tx_commit went past what
+ * tx_reserve handed out. Per-record paths never abort; they count here. */
+uint64_t tp_kernel_app_errors(const struct tp *t);
 
 #endif

@@ -32,8 +32,10 @@ struct tp;      /* a transport instance (one per worker) */
 struct tp_conn; /* a connection; transport-owned, valid until on_close returns */
 
 struct tp_peer {
-	uint32_t ipv4; /* network byte order */
-	uint16_t port; /* host byte order */
+	uint32_t ipv4;       /* network byte order */
+	uint16_t port;       /* host byte order */
+	uint16_t local_port; /* the listening port it came to, host byte order */
+	bool tls;            /* reached through the TLS layer (dataplane/tls/) */
 };
 
 /* Upcalls into the app layer; `app` is the pointer given to the transport at
@@ -74,6 +76,18 @@ static inline bool tp_window_open(const struct tp_conn_info *ti)
 	return wnd == 0 || ti->unacked < wnd;
 }
 
+/* Most samples a transport may add to /metrics. */
+#define TP_COUNTERS_MAX 64u
+
+/* One sample a transport adds to /metrics. Consecutive entries with the same
+ * name are one family: HELP and TYPE are written once, from the first. */
+struct tp_counter_def {
+	const char *name;
+	const char *type;   /* "counter" or "gauge" */
+	const char *help;
+	const char *labels; /* "" or a label set with its braces: {reason="ip_fragment"} */
+};
+
 struct tp_ops {
 	const char *name;
 	/* One I/O pass: accept, receive, retransmit, timers of the stack. May block
@@ -89,9 +103,24 @@ struct tp_ops {
 	 * abort=true: reset now, queued bytes dropped. Safe to call from upcalls. */
 	void (*close)(struct tp_conn *c, bool abort);
 	void (*info)(struct tp_conn *c, struct tp_conn_info *out);
+	/* What info() reports, as far as the transport knows it without asking
+	 * the kernel: the per-token path (the batcher, pending-bytes accounting)
+	 * reads this. Optional (NULL: info() is already that cheap, as in the
+	 * native stack, whose TCB is in user space). The kernel transport reports
+	 * tx_queued and blocked, which it learns from its own send results (a
+	 * short write or EAGAIN), and leaves the window fields 0 (unknown). */
+	void (*tx_state)(struct tp_conn *c, struct tp_conn_info *out);
 	/* Asks for on_data to be offered the stashed bytes again this loop turn. */
 	void (*rx_resume)(struct tp_conn *c);
 	void (*destroy)(struct tp *t);
+	/* The transport's own counters for /metrics (none: ncounters 0, and
+	 * counters NULL). counters() fills values[0..ncounters), each summed over
+	 * every instance of this transport in the process (/metrics is
+	 * process-wide), and returns how many instances it counted; with 0 the
+	 * samples are left out. Safe on any worker's thread. */
+	const struct tp_counter_def *counter_defs;
+	uint32_t ncounters;
+	uint32_t (*counters)(uint64_t *values);
 };
 
 struct tp {
@@ -115,6 +144,13 @@ static inline void tp_info(struct tp *t, struct tp_conn *c, struct tp_conn_info 
 {
 	t->ops->info(c, out);
 }
+static inline void tp_tx_state(struct tp *t, struct tp_conn *c, struct tp_conn_info *out)
+{
+	if (t->ops->tx_state)
+		t->ops->tx_state(c, out);
+	else
+		t->ops->info(c, out);
+}
 static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
 {
 	t->ops->rx_resume(c);
@@ -123,11 +159,5 @@ static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
 /* Appends len bytes to the connection's send queue (reserve + copy + commit,
  * in chunks). Returns false when the queue cannot take them. */
 bool tp_send(struct tp *t, struct tp_conn *c, const void *data, size_t len);
-
-struct sluice_conf;
-/* The kernel transport for worker `worker_id`: a SO_REUSEPORT listening socket
- * on conf->listen, epoll. Returns NULL with a message in err. */
-struct tp *tp_kernel_create(const struct sluice_conf *conf, uint32_t worker_id,
-			    const struct tp_upcalls *up, void *app, char *err, size_t errlen);
 
 #endif

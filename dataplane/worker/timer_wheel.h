@@ -1,6 +1,6 @@
 /*
- * Hierarchical timer wheel with a 1 ms tick, one per worker (see worker.h for
- * the intrusive struct tw_timer). Six levels of 64 slots cover 64^6 ms (about
+ * Hierarchical timer wheel with a 1 ms tick, one per worker. Timers are
+ * intrusive (struct tw_timer lives in the object that owns it). Six levels of 64 slots cover 64^6 ms (about
  * two years); a deadline beyond that waits on an overflow list that is
  * re-sorted every 64^6 ms. Arm and cancel are O(1); a timer is cascaded to a
  * finer level at most once per level on its way down.
@@ -22,7 +22,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "worker/worker.h"
+#include "sluice/list.h"
+
+struct tw_timer;
+typedef void (*tw_cb)(void *arg, struct tw_timer *t);
+
+/* Intrusive timer: embed it in the owning object. Not armed after tw_init. */
+struct tw_timer {
+	struct list_node link; /* on a wheel slot, the overflow or the due list */
+	uint64_t deadline_ns;
+	tw_cb cb;
+	void *arg;
+	uint32_t armed;
+	uint32_t _pad;
+};
 
 #define TW_BITS 6u
 #define TW_SLOTS (1u << TW_BITS)
@@ -38,6 +51,7 @@ struct tw_wheel {
 	struct list_node due;          /* collected by tw_run, callbacks pending */
 };
 
+void tw_init(struct tw_timer *t, tw_cb cb, void *arg);
 void tw_wheel_init(struct tw_wheel *w, uint64_t now_ns);
 /* Arms or re-arms t. A deadline in a tick tw_run() has already passed fires
  * on the next tw_run(), or, when armed from a callback, on the one after. */

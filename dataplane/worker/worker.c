@@ -1,7 +1,8 @@
 /*
  * The worker loop (see worker.h for the turn). Workers live in a static array
  * filled before threads start; after that only the owning thread writes a
- * worker, and other threads read nothing but its counters.
+ * worker, and other threads read nothing but its counters (through the
+ * host's peer()).
  */
 #include "worker/worker.h"
 
@@ -11,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/app.h"
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "sluice/log.h"
+#include "tls/tls.h"
 #include "transport/tp_kernel.h"
 #ifdef SLUICE_HAVE_DPDK
 #include "transport/tp_dpdk.h"
@@ -33,132 +34,60 @@
 #define PEER_TIMEOUT_NS (1000ull * MS_NS)
 
 struct worker {
-	uint32_t id;
-	uint32_t epoch;      /* this dataplane's attach epoch */
+	struct host host;    /* what the app sees; host.now is the turn's time */
 	uint32_t peer_epoch; /* control's epoch when last seen alive */
-	bool attached;
-	bool now_stale;      /* the loop blocked since `now` was taken */
 	bool poll_mode;      /* dpdk: never sleep, the doorbell is not used */
 	int bell_fd;
-	uint64_t now;
 	uint64_t next_hb_ns;
-	const struct sluice_conf *conf;
 	struct chan_region *chan;
 	struct chan_prod *d2c;
 	struct chan_cons *c2d;
-	struct tp *tp;   /* owned: destroyed by worker_run's exit or teardown */
-	struct app *app; /* owned, likewise */
+	const struct host_app_ops *ops;
+	void *app;       /* owned: destroyed by worker_run's exit or teardown */
+	void *app_stats; /* owned: ops->stats_size bytes, freed at teardown */
 	struct tw_wheel wheel;
 	/* Read by other workers for /metrics: kept off the lines above. */
-	alignas(SLUICE_CACHELINE) struct dp_stats stats;
+	alignas(SLUICE_CACHELINE) struct host_stats stats;
 };
 
 static struct worker *workers[CHAN_MAX_WORKERS];
 static uint32_t nworkers;
 static atomic_bool stop_flag;
 
-const uint32_t dp_delay_bounds_us[DP_DELAY_BUCKETS] = {
-	10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 50000, 250000,
-};
-
-void dp_stats_delay(uint64_t *hist, uint64_t *sum_ns, uint64_t delay_ns)
+static struct worker *worker_of(struct host *h)
 {
-	uint32_t i = 0;
-	while (i < DP_DELAY_BUCKETS && delay_ns > (uint64_t)dp_delay_bounds_us[i] * 1000u)
-		i++;
-	__atomic_store_n(&hist[i], __atomic_load_n(&hist[i], __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-	__atomic_store_n(sum_ns, __atomic_load_n(sum_ns, __ATOMIC_RELAXED) + delay_ns, __ATOMIC_RELAXED);
+	return sluice_container_of(h, struct worker, host);
 }
 
-/* ---- services ------------------------------------------------------------ */
+/* ---- the host's services -------------------------------------------------- */
 
-uint32_t worker_id(const struct worker *w)
+static void *worker_rec_reserve(struct host *h, uint16_t type, uint32_t len)
 {
-	return w->id;
+	return chan_reserve(worker_of(h)->d2c, type, len);
 }
 
-/*
- * The turn's time. When the loop blocked in the transport, upcalls made after
- * the wait would otherwise see the time from before it (up to 100 ms old)
- * and arm their timers early; the first call after a wait re-reads the clock.
- * The worker is never const to its own thread, so the cast is sound.
- */
-uint64_t worker_now(const struct worker *w)
+static void worker_rec_commit(struct host *h, uint32_t len)
 {
-	if (unlikely(w->now_stale)) {
-		struct worker *m = (struct worker *)(uintptr_t)w;
-		m->now = sluice_now_ns();
-		m->now_stale = false;
-	}
-	return w->now;
-}
+	struct worker *w = worker_of(h);
 
-const struct sluice_conf *worker_conf(const struct worker *w)
-{
-	return w->conf;
-}
-
-struct dp_stats *worker_stats(struct worker *w)
-{
-	return &w->stats;
-}
-
-struct tp *worker_tp(struct worker *w)
-{
-	return w->tp;
-}
-
-/* Read live, not from the 100 ms check: a request sent right after a new
- * control attached must carry its epoch, or that control would drop it. */
-uint32_t worker_control_epoch(const struct worker *w)
-{
-	return chan_peer_epoch(w->chan);
-}
-
-bool worker_control_attached(const struct worker *w)
-{
-	return w->attached;
-}
-
-uint32_t worker_epoch(const struct worker *w)
-{
-	return w->epoch;
-}
-
-void worker_timer_arm(struct worker *w, struct tw_timer *t, uint64_t deadline_ns)
-{
-	tw_arm(&w->wheel, t, deadline_ns);
-}
-
-void worker_timer_cancel(struct worker *w, struct tw_timer *t)
-{
-	tw_cancel(&w->wheel, t);
-}
-
-void *worker_rec_reserve(struct worker *w, uint16_t type, uint32_t len)
-{
-	return chan_reserve(w->d2c, type, len);
-}
-
-void worker_rec_commit(struct worker *w, uint32_t len)
-{
 	chan_commit(w->d2c, len);
 	DP_STAT_ADD(&w->stats, chan_records_out, 1);
 }
 
-uint32_t worker_rec_max(const struct worker *w)
+static uint32_t worker_control_epoch(const struct host *h)
 {
-	return w->d2c->max_payload;
+	return chan_peer_epoch(sluice_container_of(h, const struct worker, host)->chan);
+}
+
+static const struct host *worker_peer(const struct host *h, uint32_t i)
+{
+	(void)h;
+	return i < nworkers ? &workers[i]->host : NULL;
 }
 
 uint32_t worker_count(void)
 {
 	return nworkers;
-}
-
-const struct dp_stats *worker_stats_of(uint32_t i)
-{
-	return i < nworkers ? &workers[i]->stats : NULL;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -167,15 +96,17 @@ const struct dp_stats *worker_stats_of(uint32_t i)
  * back as a new incarnation (new epoch) without us noticing a gap. */
 static void check_control(struct worker *w)
 {
-	chan_heartbeat(w->chan, w->now);
-	bool alive = chan_peer_alive(w->chan, w->now, PEER_TIMEOUT_NS);
+	uint64_t now = w->host.now;
+
+	chan_heartbeat(w->chan, now);
+	bool alive = chan_peer_alive(w->chan, now, PEER_TIMEOUT_NS);
 	uint32_t epoch = alive ? chan_peer_epoch(w->chan) : w->peer_epoch;
-	if (alive != w->attached || epoch != w->peer_epoch) {
-		w->attached = alive;
+	if (alive != w->host.attached || epoch != w->peer_epoch) {
+		w->host.attached = alive;
 		w->peer_epoch = epoch;
-		app_control_changed(w->app, alive);
+		w->ops->control_changed(w->app, alive);
 	}
-	w->next_hb_ns = w->now + HEARTBEAT_NS;
+	w->next_hb_ns = now + HEARTBEAT_NS;
 }
 
 static uint32_t drain_c2d(struct worker *w)
@@ -185,7 +116,7 @@ static uint32_t drain_c2d(struct worker *w)
 	while (n < DRAIN_MAX && (r = chan_peek(w->c2d)) != NULL) {
 		if (likely(chan_rec_valid(r->type, r->payload, r->len))) {
 			DP_STAT_ADD(&w->stats, chan_records_in, 1);
-			app_on_record(w->app, r->type, r->payload, r->len);
+			w->ops->on_record(w->app, r->type, r->payload, r->len);
 		} else {
 			DP_STAT_ADD(&w->stats, chan_bad_records, 1);
 		}
@@ -200,12 +131,13 @@ static uint32_t drain_c2d(struct worker *w)
 /* How long the transport may block: until the next timer or heartbeat. */
 static int idle_timeout_ms(const struct worker *w)
 {
+	uint64_t now = w->host.now;
 	uint64_t deadline = tw_next_ns(&w->wheel);
 	if (w->next_hb_ns < deadline)
 		deadline = w->next_hb_ns;
-	if (deadline <= w->now)
+	if (deadline <= now)
 		return 0;
-	uint64_t ms = (deadline - w->now + MS_NS - 1) / MS_NS;
+	uint64_t ms = (deadline - now + MS_NS - 1) / MS_NS;
 	return ms > HEARTBEAT_NS / MS_NS ? (int)(HEARTBEAT_NS / MS_NS) : (int)ms;
 }
 
@@ -213,12 +145,12 @@ static int idle_timeout_ms(const struct worker *w)
  * destroys its app; its d2c records written meanwhile are published. */
 static void worker_shutdown(struct worker *w)
 {
-	if (w->tp) {
-		w->tp->ops->destroy(w->tp);
-		w->tp = NULL;
+	if (w->host.tp) {
+		w->host.tp->ops->destroy(w->host.tp);
+		w->host.tp = NULL;
 	}
 	if (w->app) {
-		app_destroy(w->app);
+		w->ops->destroy(w->app);
 		w->app = NULL;
 	}
 	if (w->d2c)
@@ -228,14 +160,15 @@ static void worker_shutdown(struct worker *w)
 int worker_run(uint32_t i)
 {
 	struct worker *w = workers[i];
+	struct host *h = &w->host;
 	int rc = 0;
 	bool more = false;
 
-	w->now = sluice_now_ns();
+	h->now = sluice_now_ns();
 	check_control(w);
 	while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
-		w->now = sluice_now_ns();
-		w->now_stale = false;
+		h->now = sluice_now_ns();
+		h->now_stale = false;
 		int timeout = more || w->poll_mode ? 0 : idle_timeout_ms(w);
 		bool slept = false;
 		if (timeout > 0) {
@@ -244,25 +177,25 @@ int worker_run(uint32_t i)
 			else
 				timeout = 0;
 		}
-		w->now_stale = slept;
-		int n = w->tp->ops->poll(w->tp, timeout, w->bell_fd);
+		h->now_stale = slept;
+		int n = h->tp->ops->poll(h->tp, timeout, w->bell_fd);
 		if (slept) {
 			chan_cancel_sleep(w->c2d);
-			chan_doorbell_drain(w->chan, w->id);
+			chan_doorbell_drain(w->chan, h->id);
 		}
 		if (unlikely(n < 0)) {
-			LOG_ERROR("worker %u: transport poll failed, stopping", w->id);
+			LOG_ERROR("worker %u: transport poll failed, stopping", h->id);
 			rc = -1;
 			workers_stop();
 			break;
 		}
-		uint64_t now = worker_now(w);
+		uint64_t now = host_now(h);
 
 		uint32_t drained = drain_c2d(w);
 		tw_run(&w->wheel, now);
 		bool busy = drained >= BUSY_RECORDS || sluice_now_ns() - now > BUSY_TURN_NS;
-		app_end_of_turn(w->app, busy);
-		w->tp->ops->flush(w->tp);
+		w->ops->end_of_turn(w->app, busy);
+		h->tp->ops->flush(h->tp);
 		chan_publish(w->d2c);
 
 		DP_STAT_ADD(&w->stats, loop_turns, 1);
@@ -288,7 +221,96 @@ bool workers_stopping(void)
 
 /* ---- setup --------------------------------------------------------------- */
 
-int workers_setup(const struct sluice_conf *conf, struct chan_region *chan, char *err, size_t errlen)
+static size_t cacheline_round(size_t n)
+{
+	return (n + SLUICE_CACHELINE - 1) & ~(size_t)(SLUICE_CACHELINE - 1);
+}
+
+/* A worker with its host filled in, before its app and transport exist. */
+static struct worker *worker_new(uint32_t i, uint32_t epoch, const struct sluice_conf *conf,
+				 struct chan_region *chan, const struct host_app_ops *ops)
+{
+	size_t size = cacheline_round(sizeof(struct worker));
+	size_t stats_size = cacheline_round(ops->stats_size);
+	struct worker *w = aligned_alloc(SLUICE_CACHELINE, size);
+
+	if (!w)
+		return NULL;
+	memset(w, 0, size);
+	if (stats_size) {
+		w->app_stats = aligned_alloc(SLUICE_CACHELINE, stats_size);
+		if (!w->app_stats) {
+			free(w);
+			return NULL;
+		}
+		memset(w->app_stats, 0, stats_size);
+	}
+	w->ops = ops;
+	w->chan = chan;
+	w->d2c = chan_producer(chan, i);
+	w->c2d = chan_consumer(chan, i);
+	w->bell_fd = chan_doorbell_fd(chan, i);
+	w->host = (struct host){
+		.id = i,
+		.epoch = epoch,
+		.rec_max = w->d2c->max_payload,
+		.conf = conf,
+		.wheel = &w->wheel,
+		.stats = &w->stats,
+		.app_stats = w->app_stats,
+		.now = sluice_now_ns(),
+		.rec_reserve = worker_rec_reserve,
+		.rec_commit = worker_rec_commit,
+		.control_epoch = worker_control_epoch,
+		.peer = worker_peer,
+	};
+	tw_wheel_init(&w->wheel, w->host.now);
+	return w;
+}
+
+/* Worker w's transport: kernel or dpdk, with the redirect listener, under
+ * the TLS layer when `tls` is given; port 0 becomes the picked port. */
+static struct tp *transport_new(struct worker *w, const struct sluice_conf *conf,
+				struct tls_shared *tls, uint16_t *port, char *why, size_t whylen)
+{
+	const struct tp_upcalls *up = w->ops->upcalls;
+	void *upa = w->app;
+	struct tls *tl = NULL;
+	struct tp *tp = NULL;
+
+	if (tls) {
+		tl = tls_create(tls, w->host.id, up, upa, why, whylen);
+		if (!tl)
+			return NULL;
+		up = &tls_inner_upcalls;
+		upa = tl;
+	}
+	if (conf->transport == CONF_TRANSPORT_DPDK) {
+#ifdef SLUICE_HAVE_DPDK
+		tp = tp_dpdk_create(w->host.id, &w->wheel, up, upa, why, whylen);
+		w->poll_mode = true;
+#else
+		snprintf(why, whylen, "transport = dpdk: built without DPDK");
+#endif
+	} else {
+		tp = tp_kernel_listen(conf->listen_addr, *port, up, upa, why, whylen);
+		if (tp && *port == 0)
+			*port = tp_kernel_port(tp);
+		if (tp && conf->redirect_port &&
+		    tp_kernel_listen_also(tp, conf->redirect_addr, conf->redirect_port, why, whylen) != 0) {
+			tp->ops->destroy(tp);
+			tp = NULL;
+		}
+	}
+	if (!tp) {
+		tls_discard(tl);
+		return NULL;
+	}
+	return tl ? tls_start(tl, tp) : tp;
+}
+
+int workers_setup(const struct sluice_conf *conf, struct chan_region *chan,
+		  const struct host_app_ops *app, struct tls_shared *tls, char *err, size_t errlen)
 {
 	char why[256];
 	uint32_t n = conf->workers;
@@ -301,47 +323,24 @@ int workers_setup(const struct sluice_conf *conf, struct chan_region *chan, char
 	atomic_store(&stop_flag, false);
 	uint32_t epoch = atomic_load(&chan_header(chan)->dp_epoch);
 	uint16_t port = conf->listen_port;
-	size_t size = (sizeof(struct worker) + SLUICE_CACHELINE - 1) & ~(size_t)(SLUICE_CACHELINE - 1);
 
 	for (uint32_t i = 0; i < n; i++) {
-		struct worker *w = aligned_alloc(SLUICE_CACHELINE, size);
+		struct worker *w = worker_new(i, epoch, conf, chan, app);
 		if (!w) {
 			snprintf(err, errlen, "worker %u: out of memory", i);
 			goto fail;
 		}
-		memset(w, 0, size);
-		w->id = i;
-		w->epoch = epoch;
-		w->conf = conf;
-		w->chan = chan;
-		w->d2c = chan_producer(chan, i);
-		w->c2d = chan_consumer(chan, i);
-		w->bell_fd = chan_doorbell_fd(chan, i);
-		w->now = sluice_now_ns();
-		tw_wheel_init(&w->wheel, w->now);
-		/* Counted before app_create so the app already sees itself in worker_count(). */
+		/* Counted before create so the app already finds itself among its peers. */
 		workers[i] = w;
 		nworkers = i + 1;
 
-		w->app = app_create(w, why, sizeof(why));
+		w->app = app->create(&w->host, why, sizeof(why));
 		if (!w->app) {
 			snprintf(err, errlen, "worker %u: %s", i, why);
 			goto fail;
 		}
-		if (conf->transport == CONF_TRANSPORT_DPDK) {
-#ifdef SLUICE_HAVE_DPDK
-			w->tp = tp_dpdk_create(i, &w->wheel, app_upcalls(), w->app, why, sizeof(why));
-			w->poll_mode = true;
-#else
-			snprintf(why, sizeof(why), "transport = dpdk: built without DPDK");
-#endif
-		} else {
-			w->tp = tp_kernel_listen(conf->listen_addr, port, app_upcalls(), w->app, why,
-						 sizeof(why));
-			if (w->tp && port == 0)
-				port = tp_kernel_port(w->tp);
-		}
-		if (!w->tp) {
+		w->host.tp = transport_new(w, conf, tls, &port, why, sizeof(why));
+		if (!w->host.tp) {
 			snprintf(err, errlen, "worker %u: %s", i, why);
 			goto fail;
 		}
@@ -356,6 +355,7 @@ void workers_teardown(void)
 {
 	for (uint32_t i = 0; i < nworkers; i++) {
 		worker_shutdown(workers[i]);
+		free(workers[i]->app_stats);
 		free(workers[i]);
 		workers[i] = NULL;
 	}

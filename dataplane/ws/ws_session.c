@@ -116,9 +116,28 @@ bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, siz
 	return true;
 }
 
+void ws_session_release_idle(struct ws_session *s)
+{
+	if (s->msg_opcode != 0 || !s->msg)
+		return;
+	free(s->msg);
+	s->msg = NULL;
+	s->msg_cap = 0;
+}
+
+bool ws_session_send_frame(struct ws_session *s, const void *frame, size_t len)
+{
+	if (s->state != WS_STATE_OPEN)
+		return false;
+	if (unlikely(!s->ops->write(s->arg, frame, len))) {
+		ws_session_finish(s, WS_CLOSE_INTERNAL);
+		return false;
+	}
+	return true;
+}
+
 /* Makes room for `need` bytes of message. Grows geometrically up to
- * max_message so a message costs O(log n) reallocations at most once per
- * connection; the buffer is then reused by later messages. */
+ * max_message so a message costs O(log n) reallocations. */
 static bool ws_session_reserve(struct ws_session *s, size_t need)
 {
 	if (need <= s->msg_cap)

@@ -6,7 +6,8 @@
  * close code. The app layer embeds one in each WebSocket connection.
  *
  * Memory: the reassembly buffer is allocated when a data message starts and
- * grows up to max_message; it is kept between messages and released by
+ * grows up to max_message; it is reused by the messages that follow and
+ * released by ws_session_release_idle() (between messages) or
  * ws_session_free(). Control-frame payloads use a fixed 125-byte buffer.
  */
 #ifndef SLUICE_WS_SESSION_H
@@ -61,6 +62,11 @@ void ws_session_free(struct ws_session *s);
  * Calls ops as events complete. After on_closed, consumes and ignores input. */
 size_t ws_session_input(struct ws_session *s, const uint8_t *data, size_t len);
 
+/* Gives the reassembly buffer back unless a message is half received: the
+ * app calls it when the bytes at hand are consumed, so a parked subscriber
+ * holds no buffer while a burst of messages in one read reuses one. */
+void ws_session_release_idle(struct ws_session *s);
+
 /* Starts the server-side close: queues a close frame with code and reason
  * (truncated to fit 123 bytes on a UTF-8 boundary). on_closed follows when
  * the client answers, or at once when `fail` (protocol failure: don't wait). */
@@ -68,5 +74,8 @@ void ws_session_close(struct ws_session *s, uint16_t code, const char *reason, b
 
 /* Queues one unfragmented message. Returns false when write() refused. */
 bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, size_t len);
+/* Queues a message the caller framed already (ws_build_header + payload),
+ * e.g. one frame copied to many sessions; same result as ws_session_send. */
+bool ws_session_send_frame(struct ws_session *s, const void *frame, size_t len);
 
 #endif

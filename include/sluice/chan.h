@@ -36,7 +36,7 @@
 #include "sluice/common.h"
 
 #define CHAN_MAGIC 0x314c4e4843434c53ull /* "SLCCHNL1" little-endian */
-#define CHAN_VERSION 3u
+#define CHAN_VERSION 5u
 #define CHAN_MAX_WORKERS 64u
 #define CHAN_ALIGN 8u
 /* Ring data size bounds; must be a power of two. */
@@ -96,6 +96,7 @@ struct chan_prod {
 	uint32_t max_payload; /* largest payload a record may carry */
 	uint64_t full_count;  /* reserve attempts refused for lack of space */
 	uint64_t bell_count;  /* doorbell writes */
+	uint64_t bad_commits; /* commits larger than their reservation: dropped */
 };
 
 /* Consumer handle: private to the consuming thread. */
@@ -109,18 +110,34 @@ struct chan_cons {
 
 /*
  * Opens (creating when absent) the region at `path` for `role`.
- * nworkers and ring_size must match an existing region; a region with another
- * magic, version or layout is refused with a message naming both sides'
- * values. On attach the role's epoch is bumped and its pid recorded; the
- * attaching side discards what is unread in the rings it consumes, because
- * those records were addressed to its previous incarnation.
+ *
+ * Every attached process holds a shared flock on the file. A file nobody
+ * holds is left by a crash (or a run that could not remove it): when its
+ * layout matches it is reused (rings continue), otherwise — another magic,
+ * version, layout, or a creator that died before publishing magic — it is
+ * replaced by a fresh region; chan_open_note() says which, for the log.
+ * While a peer is attached, nworkers and ring_size must match the region; a
+ * mismatch is refused with a message naming both sides' values. On attach
+ * the role's epoch is bumped and its pid recorded; the attaching side
+ * discards what is unread in the rings it consumes, because those records
+ * were addressed to its previous incarnation.
  * Returns NULL and writes a message into err on failure.
  */
 struct chan_region *chan_open(const char *path, uint32_t nworkers, uint32_t ring_size,
 			      enum chan_role role, char *err, size_t errlen);
-/* Unmaps and closes; never unlinks (the peer may still be attached). */
-void chan_close(struct chan_region *r);
-/* Removes the region file and its doorbells (tests, clean shutdown tooling). */
+/* How chan_open found the file: NULL when it created it or attached beside
+ * a live peer, else a sentence for the log ("reused the region a previous
+ * run left", "replaced a stale region: version 2 in region, ..."). */
+const char *chan_open_note(const struct chan_region *r);
+/*
+ * Unmaps and closes. The last process out (no other holds the file's lock)
+ * removes the file and its doorbells, so a clean stop of both processes
+ * leaves nothing in /dev/shm; a peer still attached keeps them. Returns true
+ * when it removed them.
+ */
+bool chan_close(struct chan_region *r);
+/* Removes the region file and its doorbells whoever holds them (tests,
+ * tooling that knows both processes are gone). */
 int chan_unlink(const char *path, uint32_t nworkers);
 
 struct chan_hdr *chan_header(struct chan_region *r);
@@ -154,8 +171,10 @@ static inline uint32_t chan_rec_size(uint32_t len)
  * consumer only after chan_commit() and chan_publish().
  */
 void *chan_reserve(struct chan_prod *p, uint16_t type, uint32_t len);
-/* Ends the record reserved last; `len` may shrink it to the bytes written. */
-void chan_commit(struct chan_prod *p, uint32_t len);
+/* Ends the record reserved last; `len` may shrink it to the bytes written.
+ * A len larger than the reservation drops the record: false, counted in
+ * bad_commits. */
+bool chan_commit(struct chan_prod *p, uint32_t len);
 /* Makes committed records visible and rings the doorbell if the consumer sleeps. */
 void chan_publish(struct chan_prod *p);
 /* Bytes free right now (after refreshing the cached tail). */

@@ -39,6 +39,8 @@ enum chan_rec_type {
 	CHAN_REC_DONE = 20,     /* struct chan_done + fields */
 	CHAN_REC_KICK = 21,     /* struct chan_kick: close a conn, or every subscriber of a session */
 	CHAN_REC_ADMIN = 22,    /* struct chan_admin: an operator query for a worker */
+	CHAN_REC_BROADCAST = 23, /* struct chan_broadcast + fields: a pushed WebSocket text message */
+	CHAN_REC_BACKENDS = 24, /* struct chan_backends + entries: backend counters for /metrics */
 };
 
 /* A connection handle. `gen` changes whenever a slot is reused, and a
@@ -110,6 +112,12 @@ enum chan_resp_action {
 	CHAN_RESP_WS_SUBSCRIBE = 2,  /* WS: send body as a text message, conn subscribes to session_id */
 	CHAN_RESP_WS_CLOSE = 3,      /* WS: close with code `status` and body as reason */
 	CHAN_RESP_WS_ACCEPT = 4,     /* WS_OPEN: go ahead with 101 */
+	/* HTTP: a streamed response. The first part writes the head (status,
+	 * CONTENT_TYPE, HEADER fields) with Transfer-Encoding: chunked (an
+	 * HTTP/1.0 client gets a body ended by the close) and its BODY; every
+	 * later part's BODY is written when it arrives (one chunk each); the
+	 * part without CHAN_RESP_MORE ends the response. */
+	CHAN_RESP_HTTP_STREAM = 5,
 };
 
 #define CHAN_RESP_MORE 0x1 /* flags: the body continues in the next RESPONSE record */
@@ -166,6 +174,14 @@ struct chan_status {
 	char session_id[CHAN_ID_LEN];
 	char message_id[CHAN_ID_LEN];
 	char status[CHAN_STATUS_LEN]; /* "queued", "waiting_backend", "streaming", ... */
+	/* With "streaming": what the usage event says if the worker has to end
+	 * the message itself (control went away: done "interrupted"): these
+	 * prompt tokens at prompt_cost, plus the tokens it delivered at
+	 * cost_per_token each. Zero otherwise. */
+	uint32_t prompt_tokens;
+	uint32_t _pad;
+	double prompt_cost;
+	double cost_per_token;
 };
 
 struct chan_usage {
@@ -211,6 +227,8 @@ struct chan_kick {
 	char reason[96];      /* human text, NUL-terminated */
 };
 
+#define CHAN_STATS_DELAY_BUCKETS 12
+
 /* A worker's counters, sent every second so control (and sluicectl) can
  * show them without reading the dataplane's memory. */
 struct chan_stats {
@@ -230,6 +248,13 @@ struct chan_stats {
 	uint64_t slow_consumer_closes;
 	uint64_t loop_turns;
 	uint64_t busy_turns;
+	/* Batching-added delay (token at the worker -> framed) since the
+	 * worker started: bucket i counts delays <= delay_bounds_us[i], the
+	 * last one the rest (+Inf). Control derives percentiles from the
+	 * difference of two records. */
+	uint32_t delay_bounds_us[CHAN_STATS_DELAY_BUCKETS];
+	uint64_t delay_hist[CHAN_STATS_DELAY_BUCKETS + 1];
+	uint64_t delay_sum_ns;
 };
 
 enum chan_admin_op {
@@ -266,6 +291,52 @@ struct chan_conns {
 	uint32_t count;
 	uint32_t _pad2;
 };
+
+/* The counters of one (backend, model) pair, as control keeps them. */
+#define CHAN_TTFT_BUCKETS 10
+struct chan_backend_entry {
+	char backend[64];
+	char model[64];
+	uint64_t requests;
+	uint64_t errors;
+	uint64_t prompt_tokens;
+	uint64_t completion_tokens;
+	uint64_t ttft_count;
+	uint64_t ttft_buckets[CHAN_TTFT_BUCKETS]; /* cumulative, for le = ttft_le[i] */
+	double ttft_sum_s;
+	uint32_t inflight;
+	uint32_t queued;   /* the backend's, on its first entry; 0 on the others */
+	uint8_t up;        /* health: 1 up (or unknown), 0 down */
+	uint8_t breaker;   /* 0 closed, 1 open, 2 half-open */
+	uint8_t _pad[6];
+};
+
+/* Control's backend counters, sent to every worker once a second; `count`
+ * entries follow, then nothing. ttft_le holds the bucket bounds (seconds). */
+struct chan_backends {
+	uint32_t count;
+	uint32_t _pad;
+	double ttft_le[CHAN_TTFT_BUCKETS];
+};
+
+/*
+ * A WebSocket text message control pushes to one conn without a request
+ * behind it (the /ws/admin events and snapshots): conn.slot is the conn's
+ * slot, never CHAN_SLOT_ALL. A conn that is no longer an open WebSocket
+ * drops it. When the conn already has more than max_pending bytes unsent
+ * (batcher plus transport queue), the client is not reading: the message is
+ * dropped and the WebSocket closed with 1008 and reason_code
+ * "slow_consumer", so one stuck operator tab cannot hold memory without
+ * bound. Fields: BODY (the text, valid UTF-8 JSON).
+ */
+struct chan_broadcast {
+	struct chan_conn conn;
+	uint32_t max_pending; /* bytes; >= 4096 */
+	uint32_t _pad;
+	/* fields follow */
+};
+
+#define CHAN_BROADCAST_MIN_PENDING 4096u
 
 static inline size_t chan_align8(size_t n)
 {

@@ -13,28 +13,55 @@
 
 #define CONF_MAX_BACKENDS 16
 #define CONF_MAX_MODELS 16
+#define CONF_MAX_MODEL_SECTIONS 32
+#define CONF_URL_MAX 256
+#define CONF_HEADERS_MAX 1024
 #define CONF_MAX_AGENTS 16
 #define CONF_MAX_PORTS 8
 #define CONF_MAX_ORIGINS 16
+#define CONF_MAX_CERTS 8
 #define CONF_NAME_MAX 64
 #define CONF_PATH_MAX 256
 
 enum conf_transport { CONF_TRANSPORT_KERNEL = 0, CONF_TRANSPORT_DPDK = 1 };
 enum conf_batch_mode { CONF_BATCH_ADAPTIVE = 0, CONF_BATCH_OFF = 1 };
-enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0 };
+enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0, CONF_BACKEND_OPENAI = 1, CONF_BACKEND_OLLAMA = 2 };
+enum conf_tls_version { CONF_TLS_1_2 = 0, CONF_TLS_1_3 = 1 };
 
 struct conf_backend {
 	char name[CONF_NAME_MAX];
 	enum conf_backend_type type;
 	char models[CONF_MAX_MODELS][CONF_NAME_MAX];
-	uint32_t nmodels;
+	uint32_t nmodels;             /* 0 (openai, ollama): the models its health check finds */
 	uint32_t ttft_ms;             /* synthetic: time to first token (default 200) */
 	uint32_t tokens_per_s;        /* synthetic: token rate (default 20) */
 	uint32_t answer_tokens;       /* synthetic: tokens per answer (default 32) */
 	uint32_t max_concurrency;     /* default 0 = unlimited */
+	uint32_t max_queue;           /* requests waiting for a slot (default 64) */
+	uint32_t weight;              /* routing weight (default 1) */
 	uint32_t context_window;      /* advertised by /api/models (default 8192) */
 	double cost_in_per_mtok;      /* USD per 1M prompt tokens (default 0) */
 	double cost_out_per_mtok;     /* USD per 1M completion tokens (default 0) */
+	/* openai, ollama */
+	char url[CONF_URL_MAX];       /* url = http(s)://host[:port][/prefix] (required) */
+	char api_key_env[CONF_NAME_MAX]; /* environment variable holding the API key */
+	char headers[CONF_HEADERS_MAX];  /* "Name: value | Name: value", checked */
+	char ca_file[CONF_PATH_MAX];  /* CA bundle for https (default: the system store) */
+	uint32_t connect_timeout_ms;  /* default 5000 */
+	uint32_t first_token_timeout_ms; /* default 60000 */
+	uint32_t idle_timeout_ms;     /* between upstream bytes once streaming (default 30000) */
+	uint32_t health_interval_ms;  /* default 10000, 0 = no health checks */
+	uint32_t breaker_failures;    /* consecutive failures that open the breaker (default 5) */
+	uint32_t breaker_open_ms;     /* how long it stays open before one probe (default 30000) */
+};
+
+/* [model.NAME]: what a model costs and how much context it takes, whichever
+ * backend serves it. */
+struct conf_model {
+	char name[CONF_NAME_MAX];
+	uint32_t context_window;      /* default 8192 */
+	double cost_in_per_mtok;
+	double cost_out_per_mtok;
 };
 
 /* [agent.NAME]: what GET /api/agents lists; a session is opened with one. */
@@ -43,6 +70,14 @@ struct conf_agent {
 	char model[CONF_NAME_MAX];      /* model = default model id (must be served by a backend) */
 	char description[256];          /* description = text */
 	char system_prompt[1024];       /* system_prompt = text (default empty) */
+};
+
+/* [cert.NAME]: a certificate the TLS listener offers. The first one in the
+ * file answers clients that send no SNI name, or one no certificate names. */
+struct conf_cert {
+	char name[CONF_NAME_MAX];
+	char chain[CONF_PATH_MAX];      /* chain = PEM: the certificate, then its intermediates */
+	char key[CONF_PATH_MAX];        /* key = PEM private key, no group/other access */
 };
 
 /* [port.N] (N = 0..7): a DPDK port (transport = dpdk). */
@@ -75,6 +110,24 @@ struct sluice_conf {
 	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
 	char lcores[128];              /* lcores = DPDK lcore list, e.g. "1,2" (dpdk; default: 1..workers) */
 	char eal_args[512];            /* eal_args = extra EAL arguments, space separated (dpdk) */
+	bool tls;                      /* tls = on|off: the listener speaks HTTPS/WSS (default off) */
+	char redirect_addr[64];        /* redirect_listen = ADDR:PORT, plain HTTP that only redirects */
+	uint16_t redirect_port;        /* 0: no redirect listener */
+
+	/* [tls] (with tls = on) */
+	enum conf_tls_version tls_min_version; /* min_version = 1.2 | 1.3 (default 1.2) */
+	uint32_t tls_ticket_rotate_s;  /* ticket_rotate_s: a new ticket key this often (default 3600) */
+	uint32_t tls_handshake_budget_us; /* handshake_budget_us: handshake CPU per loop turn (default 2000) */
+	uint32_t tls_handshakes_max;   /* handshakes_max: in progress per worker (default 1024) */
+	uint32_t tls_handshakes_per_addr; /* handshakes_per_addr: in progress per client address (default 32) */
+	uint32_t tls_handshake_timeout_s; /* handshake_timeout_s (default 10) */
+	uint32_t tls_hsts_max_age_s;   /* hsts_max_age_s: Strict-Transport-Security max-age, 0 = none */
+	bool tls_ocsp_stapling;        /* ocsp_stapling: staple the responder's answer (default true) */
+	uint32_t tls_ocsp_refresh_s;   /* ocsp_refresh_s: how often the answer is fetched again (default 3600) */
+
+	/* [cert.NAME] ... */
+	struct conf_cert certs[CONF_MAX_CERTS];
+	uint32_t ncerts;
 
 	/* [tcp] (dpdk transport's own stack) */
 	uint32_t tcp_snd_buf;          /* snd_buf = per-connection send buffer bytes (default 65536) */
@@ -110,16 +163,28 @@ struct sluice_conf {
 	uint32_t login_window_s;          /* login_window_s = throttling window (default 300) */
 	uint32_t pwhash_ops;              /* pwhash_ops = Argon2id opslimit (default 2 = INTERACTIVE) */
 	uint32_t pwhash_mem_kib;          /* pwhash_mem_kib = Argon2id memlimit in KiB (default 65536) */
-	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default false) */
+	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default: tls) */
 
 	/* [batching] */
 	enum conf_batch_mode batch_mode; /* mode = adaptive | off (default adaptive) */
 	uint32_t max_delay_us;           /* max_delay_us (default 2000) */
 	uint32_t max_bytes;              /* max_bytes (default 16384) */
 
+	/* [dashboard] (/ws/admin, docs/api.md) */
+	uint32_t dash_heartbeat_ms;      /* heartbeat_ms = heartbeat period (default 30000) */
+	uint32_t dash_max_pending;       /* max_pending = unsent bytes an admin socket may hold before it is dropped (default 256 KiB) */
+	uint32_t dash_alert_ring_pct;    /* alert_ring_pct = channel ring fill that raises ring_full (default 80) */
+	uint32_t dash_alert_store_pct;   /* alert_store_pct = store map use that raises store_full (default 80) */
+	uint32_t dash_alert_connections; /* alert_connections = open connections that raise connections (default 0: 90% of max_conns x workers) */
+	uint32_t dash_alert_pending_mb;  /* alert_pending_mb = dataplane pending bytes that raise memory (default 256) */
+
 	/* [backend.NAME] ... */
 	struct conf_backend backends[CONF_MAX_BACKENDS];
 	uint32_t nbackends;
+
+	/* [model.NAME] ... */
+	struct conf_model models[CONF_MAX_MODEL_SECTIONS];
+	uint32_t nmodels;
 
 	/* [agent.NAME] ... (none configured: one agent "assistant" on the first model) */
 	struct conf_agent agents[CONF_MAX_AGENTS];
@@ -133,7 +198,23 @@ int conf_load(const char *path, struct sluice_conf *c, char *err, size_t errlen)
 void conf_defaults(struct sluice_conf *c);
 /* The agent named `name`, or NULL. */
 const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char *name);
-/* The backend that serves `model`, or NULL. */
+/* The first backend that lists `model`, or NULL. */
 const struct conf_backend *conf_backend_for_model(const struct sluice_conf *c, const char *model);
+/* The [model.NAME] section of `model`, or NULL. */
+const struct conf_model *conf_model_find(const struct sluice_conf *c, const char *model);
+/* A backend with every default (type synthetic, no models). */
+void conf_backend_defaults(struct conf_backend *be);
+/* Sets one key of a [backend.NAME] exactly as the file would (same checks,
+ * same reasons): sluicectl backends add. 0, or -1 with "KEY: reason" in err. */
+int conf_backend_key(struct conf_backend *be, const char *key, const char *value, char *err, size_t errlen);
+/* What a backend's type requires (models for synthetic, url for the
+ * others): 0, or -1 with the reason in err. */
+int conf_backend_check(const struct conf_backend *be, char *err, size_t errlen);
+/* Price and context window of `model`: its [model.NAME] section, else the
+ * first backend that lists it, else 0, 0 and 8192. */
+void conf_model_terms(const struct sluice_conf *c, const char *model, struct conf_model *out);
+/* The cost in USD of prompt and completion tokens at `model`'s price. */
+double conf_model_cost(const struct sluice_conf *c, const char *model, uint32_t prompt_tokens,
+		       uint32_t completion_tokens);
 
 #endif

@@ -8,6 +8,7 @@ removing the channel files. It also computes the synthetic backend's answers
 """
 
 import argparse
+import atexit
 import ctypes
 import glob
 import http.client
@@ -19,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -38,6 +40,13 @@ SERVER_PREFIX = []
 # stack, else None: {"ip": "10.77.0.2", "device": "net_af_packet0,iface=…",
 # "eal_args": "…", "extra": [dataplane lines], "port_extra": [port.0 lines]}.
 DPDK = None
+# SLUICE_TEST_TLS=1 runs the spine's scripts over TLS unchanged: every server
+# gets tls = on with a certificate of a test CA (default_tls()), clients
+# speak https/wss through the helpers below (Sluice.base, ws_url, connect,
+# CurlSse). CURL_CACERT is the CA curl trusts for https URLs.
+TLS_MODE = os.environ.get("SLUICE_TEST_TLS") == "1"
+CURL_CACERT = None
+_default_tls = {}
 
 # Models every test server offers; see the brief in docs/testing.md.
 DEFAULT_MODELS = {
@@ -261,16 +270,26 @@ DEFAULT_USER = ("tester", "tester-password")
 class Sluice:
     """A private sluice-control + sluice-dataplane pair on 127.0.0.1.
 
-    `auth` adds keys to the [auth] section (e.g. allowed_origins); start()
+    `auth` adds keys to the [auth] section (e.g. allowed_origins), `dashboard`
+    keys to a [dashboard] section (heartbeat_ms, alert thresholds); start()
     creates DEFAULT_USER with sluicectl and logs in, so request() and
     auth_headers() authenticate as it (default_user=False skips that).
     """
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
-                 default_user=True):
+                 default_user=True, dashboard=None, tls=None, backends=None, model_terms=None, env=None, agents=None):
+        """backends: [(name, {key: value})] written as [backend.NAME] sections
+        after the synthetic `models` (type included); model_terms:
+        {model: {key: value}} as [model.NAME]; agents: {name: {key: value}};
+        env: extra environment of sluice-control (API key variables)."""
         self.build = build
+        self.backends = list(backends or [])
+        self.model_terms = dict(model_terms or {})
+        self.agents = dict(agents or {})
+        self.env = dict(env or {})
         self.auth = dict(auth or {})
+        self.dashboard = dict(dashboard or {})
         self.default_user = default_user
         self.token = None
         self.workers = workers
@@ -280,6 +299,13 @@ class Sluice:
         self.header_timeout_s = header_timeout_s
         self.models = models or DEFAULT_MODELS
         self.port = free_port()
+        # tls: {"certs": [(name, chain, key), ...], "ca": CA file clients trust,
+        # "redirect": bool (a redirect_listen port), "opts": {[tls] key: value}}.
+        self.tls = dict(tls) if tls else None
+        if self.tls:
+            global CURL_CACERT
+            CURL_CACERT = self.tls["ca"]
+        self.redirect_port = free_port() if self.tls and self.tls.get("redirect") else None
         # Where clients reach the dataplane (a dpdk test serves another address).
         self.host = "127.0.0.1"
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
@@ -302,6 +328,12 @@ class Sluice:
             "sse_keepalive_s = %d" % self.sse_keepalive_s,
             "ws_max_message = %d" % self.ws_max_message,
             "pin_workers = false",
+        ]
+        if self.tls:
+            lines.append("tls = on")
+            if self.redirect_port:
+                lines.append("redirect_listen = 127.0.0.1:%d" % self.redirect_port)
+        lines += [
             "",
             "[channel]",
             "path = %s" % self.chan_path,
@@ -322,6 +354,18 @@ class Sluice:
         for k, v in sorted(self.auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
+        if self.tls:
+            lines.append("[tls]")
+            for k, v in sorted(self.tls.get("opts", {}).items()):
+                lines.append("%s = %s" % (k, v))
+            lines.append("")
+            for name, chain, key in self.tls["certs"]:
+                lines += ["[cert.%s]" % name, "chain = %s" % chain, "key = %s" % key, ""]
+        if self.dashboard:
+            lines.append("[dashboard]")
+            for k, v in sorted(self.dashboard.items()):
+                lines.append("%s = %s" % (k, v))
+            lines.append("")
         if DPDK is not None:
             lines = dpdk_conf_lines(lines, self)
         for name, m in self.models.items():
@@ -331,6 +375,13 @@ class Sluice:
             for k, v in m.items():
                 lines.append("%s = %s" % (k, v))
             lines.append("")
+        for kind, sections in (("backend", self.backends), ("model", list(self.model_terms.items())),
+                               ("agent", list(self.agents.items()))):
+            for name, m in sections:
+                lines.append("[%s.%s]" % (kind, name))
+                for k, v in m.items():
+                    lines.append("%s = %s" % (k, v))
+                lines.append("")
         return "\n".join(lines)
 
     def write_conf(self, text=None):
@@ -351,9 +402,11 @@ class Sluice:
         n = sum(len(v) for v in self.logs.values())
         log = os.path.join(self.tmp, "%s.%d.stderr" % (name, n))
         self.logs.setdefault(name, []).append(log)
+        env = dict(os.environ)
+        env.update(self.env)
         with open(log, "wb") as errf:
             p = subprocess.Popen(SERVER_PREFIX + [self.binary(name), "-c", self.conf_path],
-                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+                                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, env=env)
         self.procs[name] = p
         return p
 
@@ -491,12 +544,35 @@ class Sluice:
 
     @property
     def base(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
+
+    def ssl_context(self):
+        """A client context trusting the test CA (tls servers only)."""
+        return ssl.create_default_context(cafile=self.tls["ca"])
+
+    def ws_url(self, path="/ws/chat"):
+        return "%s://%s:%d%s" % ("wss" if self.tls else "ws", self.host, self.port, path)
+
+    def ws_ssl(self):
+        """The `ssl` argument for websockets.connect: None for ws://."""
+        return self.ssl_context() if self.tls else None
+
+    def connect(self, timeout=10):
+        """A raw client socket to the dataplane, TLS-wrapped when it speaks TLS."""
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if self.tls:
+            sock = self.ssl_context().wrap_socket(sock, server_hostname=self.host)
+        return sock
 
     def request(self, method, path, body=None, headers=None, timeout=10, auth=True):
-        """One request on a fresh connection; with auth, the default user's
-        bearer token unless headers carry Authorization or Cookie."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        """One request on a fresh connection (https when the server speaks
+        TLS); with auth, the default user's bearer token unless headers carry
+        Authorization or Cookie."""
+        if self.tls:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=self.ssl_context())
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             hdrs = dict(headers or {})
             if auth and not any(k.lower() in ("authorization", "cookie") for k in hdrs):
@@ -532,6 +608,46 @@ class Sluice:
 
 # ---- SSE client over curl -------------------------------------------------
 
+def default_tls():
+    """The tls= of SLUICE_TEST_TLS=1 servers: one certificate for 127.0.0.1
+    and localhost from a CA made once per process."""
+    if not _default_tls:
+        d = tempfile.mkdtemp(prefix="sluice-it-ca-")
+        atexit.register(shutil.rmtree, d, True)
+        chain, key, ca = make_test_cert(d)
+        _default_tls.update({"certs": [("main", chain, key)], "ca": ca})
+    return dict(_default_tls)
+
+
+def browser_home_with_ca(ca):
+    """A temporary HOME whose NSS database (what Chromium on Linux trusts)
+    holds the test CA; the caller removes it. Needs certutil (libnss3-tools)."""
+    home = tempfile.mkdtemp(prefix="sluice-browser-home-")
+    nss = os.path.join(home, ".pki", "nssdb")
+    os.makedirs(nss)
+    for cmd in (["certutil", "-d", "sql:" + nss, "-N", "--empty-password"],
+                ["certutil", "-d", "sql:" + nss, "-A", "-t", "C,,", "-n", "sluice-test", "-i", ca]):
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        if p.returncode != 0:
+            shutil.rmtree(home, ignore_errors=True)
+            raise TestFailure("%s: %s" % (" ".join(cmd), p.stderr.decode("utf-8", "replace")))
+    return home
+
+
+def make_test_cert(directory, name="server", sans="DNS:localhost,IP:127.0.0.1", ocsp_url="",
+                   keytype="ec"):
+    """firmware-config/make-test-cert.sh: a CA in `directory` (made once, then
+    shared) and a server certificate; returns (chain, key, ca) paths."""
+    script = os.path.join(SOURCE_DIR, "firmware-config", "make-test-cert.sh")
+    p = subprocess.run(["bash", script, directory, name, sans, ocsp_url, keytype],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if p.returncode != 0:
+        raise TestFailure("make-test-cert.sh: exit %d: %s"
+                          % (p.returncode, p.stderr.decode("utf-8", "replace")[-600:]))
+    return (os.path.join(directory, name + "-chain.pem"), os.path.join(directory, name + ".key"),
+            os.path.join(directory, "ca.crt"))
+
+
 class CurlSse:
     """curl -N as the SSE client; a reader thread parses its stdout as it comes.
 
@@ -540,8 +656,12 @@ class CurlSse:
     ":comment", "text": ...}. The raw header block (curl -i) is kept.
     """
 
-    def __init__(self, url, headers=None, max_time=120):
+    def __init__(self, url, headers=None, max_time=120, cacert=None):
         cmd = CLIENT_PREFIX + ["curl", "-sS", "-N", "-i", "--max-time", str(max_time), url]
+        if cacert is None and url.startswith("https://"):
+            cacert = CURL_CACERT
+        if cacert:
+            cmd += ["--cacert", cacert]
         for k, v in (headers or {}).items():
             cmd += ["-H", "%s: %s" % (k, v)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -694,6 +814,8 @@ class Env:
         self.every = []
 
     def server(self, **kw):
+        if TLS_MODE and "tls" not in kw:
+            kw["tls"] = default_tls()
         key = repr(sorted(kw.items()))
         s = self._servers.get(key)
         if s is not None and any(p.poll() is not None for p in s.procs.values()):
@@ -717,6 +839,8 @@ class Env:
 
     def fresh(self, **kw):
         """A server private to one test; the caller stops it."""
+        if TLS_MODE and "tls" not in kw:
+            kw["tls"] = default_tls()
         if DPDK is not None:
             self.close()
         s = Sluice(self.build, **kw)
@@ -830,6 +954,8 @@ def dpdk_conf_lines(lines, srv):
     for line in lines:
         if line == "transport = kernel":
             line = "transport = dpdk"
+        elif line.startswith("redirect_listen = "):
+            line = "redirect_listen = %s:%s" % (DPDK["ip"], line.rsplit(":", 1)[1])
         elif line.startswith("listen = "):
             n = srv.workers
             out.append("listen = %s:%d" % (DPDK["ip"], srv.port))
@@ -844,9 +970,16 @@ def dpdk_conf_lines(lines, srv):
 
 
 def dpdk_clean_runtime():
-    """EAL runtime directories a killed dataplane left behind."""
+    """EAL runtime directories a killed dataplane left behind. A directory
+    without its mp_socket may also be one a dataplane is creating right now
+    (another test run on the machine), so only old ones go."""
+    now = time.time()
     for d in glob.glob("/var/run/dpdk/sluice-*"):
-        if not glob.glob(os.path.join(d, "mp_socket*")):
+        try:
+            young = now - os.stat(d).st_mtime < 60
+        except OSError:
+            continue
+        if not young and not glob.glob(os.path.join(d, "mp_socket*")):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -940,3 +1073,132 @@ class DpdkNet:
         _sh("ip", "netns", "del", self.ns, check_rc=False)
         _sh("ip", "netns", "del", self.root_name, check_rc=False)
         dpdk_clean_runtime()
+
+
+# ---- LLM backends the tests run (tests/integration/upstream.py, mock-llm) ----
+
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "node")
+
+
+class Upstream:
+    """tests/integration/upstream.py on a free loopback port: a fault-injecting
+    OpenAI-compatible server and Ollama replayer (see its docstring)."""
+
+    def __init__(self, models=("fx-model",), tls=None, **config):
+        self.port = free_port()
+        self.tls = tls
+        cmd = ["/usr/bin/python3", os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream.py"),
+               "--port", str(self.port), "--models", ",".join(models)]
+        if tls:
+            cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        line = self.proc.stdout.readline()
+        check(b"listening" in line, "upstream fixture did not start: %r" % line)
+        if config:
+            self.config(**config)
+
+    @property
+    def url(self):
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.port)
+
+    def _call(self, method, path, body=None):
+        if self.tls:
+            import ssl
+            ctx = ssl.create_default_context(cafile=self.tls[2])
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
+                         headers={"Content-Type": "application/json"} if body is not None else {})
+            r = conn.getresponse()
+            return json.loads(r.read() or b"null")
+        finally:
+            conn.close()
+
+    def config(self, **kw):
+        return self._call("POST", "/_fixture/config", kw)
+
+    def log(self):
+        return self._call("GET", "/_fixture/log")
+
+    def reset(self):
+        self._call("GET", "/_fixture/reset")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class MockLlm:
+    """The npm package @dwmkerr/mock-llm (tests/node): a third-party
+    OpenAI-compatible server that answers with the last user message."""
+
+    def __init__(self, tmp):
+        main = os.path.join(NODE_DIR, "node_modules", "@dwmkerr", "mock-llm", "dist", "main.js")
+        check(os.path.exists(main), "%s is missing: run npm ci --prefix tests/node "
+              "(firmware-config/setup-deps.sh does)" % main)
+        self.port = free_port()
+        cfg = os.path.join(tmp, "mock-llm.yaml")
+        with open(cfg, "w", encoding="utf-8") as f:
+            f.write("streaming:\n  chunkSize: 4\n  chunkIntervalMs: 5\n"
+                    "rules:\n"
+                    "  - path: \"/v1/chat/completions\"\n    method: \"POST\"\n    match: \"@\"\n"
+                    "    response:\n      status: 200\n      content: |\n"
+                    "        {\"id\": \"chatcmpl-mock\", \"object\": \"chat.completion\", \"created\": 1,\n"
+                    "         \"model\": \"{{jmes request body.model}}\",\n"
+                    "         \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\",\n"
+                    "           \"content\": \"{{jmes request body.messages[-1].content}}\"}, \"finish_reason\": \"stop\"}]}\n"
+                    "  - path: \"/v1/models\"\n    method: \"GET\"\n    response:\n      status: 200\n"
+                    "      content: '{\"object\": \"list\", \"data\": [{\"id\": \"mock-model\", \"object\": \"model\"}]}'\n")
+        env = dict(os.environ, PORT=str(self.port), HOST="127.0.0.1")
+        self.log_path = os.path.join(tmp, "mock-llm.log")
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(["node", main, "--config", cfg], stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=out, env=env, cwd=tmp)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/v1/models")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            check(self.proc.poll() is None and time.monotonic() < deadline,
+                  "mock-llm did not start: %s" % open(self.log_path, "rb").read()[-500:])
+            time.sleep(0.1)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def v1(srv, body, key=None, stream=False, timeout=30):
+    """POST /v1/chat/completions; the Response, or for stream the raw body."""
+    hdrs = {"Authorization": "Bearer " + (key or srv.token)}
+    return srv.request("POST", "/v1/chat/completions", body, headers=hdrs, timeout=timeout)
+
+
+def sse_data(body):
+    """The data lines of an SSE body, in order (comments dropped)."""
+    out = []
+    for block in body.decode("utf-8").split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data: "):
+                out.append(line[6:])
+    return out
+
+
+def api_key(srv, user=None):
+    """A fresh API key of `user` (the default user) through sluicectl."""
+    p = srv.sluicectl("keys", "create", "--user", user or DEFAULT_USER[0], "--label", "it")
+    check(p.returncode == 0, "keys create: %r" % p.stderr)
+    return p.stdout.decode().strip()

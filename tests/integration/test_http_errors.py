@@ -22,8 +22,8 @@ _state = {}
 
 
 class RawConn:
-    def __init__(self, port, timeout=5):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, srv, timeout=5):
+        self.sock = srv.connect(timeout=timeout)
         self.buf = b""
 
     def send(self, data):
@@ -120,7 +120,7 @@ def expect(env, raw, status, code, what, closes=None, allow=None):
     """
     srv = env.server(**SERVER)
     raw = with_auth(srv, raw)
-    c = RawConn(srv.port)
+    c = RawConn(srv)
     try:
         req = raw[:120] + (b"..." if len(raw) > 120 else b"")
         try:
@@ -274,7 +274,7 @@ def test_start_background_stream(env):
 
 def test_keepalive_two_requests(env):
     srv = env.server(**SERVER)
-    c = RawConn(srv.port)
+    c = RawConn(srv)
     try:
         for i in range(3):
             c.send(get("/healthz"))
@@ -287,7 +287,7 @@ def test_keepalive_two_requests(env):
         check(c.closed_by_peer(), "Connection: close not honoured")
     finally:
         c.close()
-    c = RawConn(srv.port)
+    c = RawConn(srv)
     try:
         c.send(get("/healthz", version=b"HTTP/1.0", extra=b"Connection: keep-alive\r\n"))
         check_eq(c.response()[0], 200, "HTTP/1.0 keep-alive status")
@@ -300,7 +300,7 @@ def test_keepalive_two_requests(env):
 
 def test_pipelining(env):
     srv = env.server(**SERVER)
-    c = RawConn(srv.port)
+    c = RawConn(srv)
     try:
         c.send(get("/healthz") + get("/api/models") + get("/no/such/thing"))
         got = []
@@ -322,7 +322,7 @@ def test_pipelining(env):
 
 def test_header_timeout_408(env):
     srv = env.server(**SERVER)
-    c = RawConn(srv.port, timeout=6)
+    c = RawConn(srv, timeout=6)
     try:
         t0 = time.monotonic()
         c.send(b"GET /healthz HTTP/1.1\r\n" + HOST)

@@ -3,6 +3,7 @@
 restart), Prometheus metrics, configuration errors and a channel file of
 another version."""
 
+import glob
 import os
 import re
 import signal
@@ -197,18 +198,28 @@ def write_foreign_channel(path, magic, version):
 
 
 def test_channel_other_version(env):
+    """A channel file nobody holds was left by a crash: a sluice region of
+    another version is replaced (and said so in the log); a file with
+    another magic is refused and left untouched."""
     srv = env.fresh()
     try:
-        for what, magic, version, words in (("channel version 99", CHAN_MAGIC, 99, ["version", "99"]),
-                                            ("a foreign magic", 0x1122334455667788, 1, ["magic"])):
-            write_foreign_channel(srv.chan_path, magic, version)
-            for prog in PROGRAMS:
-                run_expect_failure(srv, prog, what, words)
-            with open(srv.chan_path, "rb") as f:
-                head = f.read(16)
-            check_eq(struct.unpack("<QI", head[:12]), (magic, version),
-                     "%s: the refused channel header was modified" % what)
-            os.unlink(srv.chan_path)
+        write_foreign_channel(srv.chan_path, CHAN_MAGIC, 99)
+        srv.start()
+        check("replaced a stale region" in srv.stderr_text(), "no log line says the stale "
+              "version-99 region was replaced: %r" % srv.stderr_text()[-800:])
+        for prog in ("sluice-dataplane", "sluice-control"):
+            srv.stop_proc(prog)
+        for path in [srv.chan_path] + glob.glob(srv.chan_path + ".bell-*"):
+            check(not os.path.exists(path), "a clean stop of both processes left %s" % path)
+
+        write_foreign_channel(srv.chan_path, 0x1122334455667788, 1)
+        for prog in PROGRAMS:
+            run_expect_failure(srv, prog, "a foreign magic", ["magic"])
+        with open(srv.chan_path, "rb") as f:
+            head = f.read(16)
+        check_eq(struct.unpack("<QI", head[:12]), (0x1122334455667788, 1),
+                 "a foreign magic: the refused channel header was modified")
+        os.unlink(srv.chan_path)
     finally:
         srv.stop()
 

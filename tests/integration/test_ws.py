@@ -24,13 +24,14 @@ _request_ids = itertools.count(1)
 
 
 def ws_url(srv):
-    return "ws://127.0.0.1:%d/ws/chat" % srv.port
+    return srv.ws_url()
 
 
 async def connect(srv):
     ws = await asyncio.wait_for(websockets.connect(ws_url(srv), ping_interval=None,
                                                    max_size=None, open_timeout=10,
-                                                   extra_headers=srv.auth_headers()), 10)
+                                                   extra_headers=srv.auth_headers(),
+                                                   ssl=srv.ws_ssl()), 10)
     hello = await recv_json(ws)
     check_eq(hello.get("type"), "connected", "first message after open")
     check(isinstance(hello.get("worker"), int), "connected.worker %r is not an int" % hello)
@@ -100,7 +101,7 @@ class RawWs:
 
     def __init__(self, srv):
         port = srv.port
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = srv.connect(timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join("%s: %s\r\n" % kv for kv in srv.auth_headers().items())
         self.sock.sendall(("GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"

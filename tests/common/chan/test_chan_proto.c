@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "guardbuf.h"
+#include "util/guardbuf.h"
 #include "sluice/chan_proto.h"
 #include "sluice/common.h"
 
@@ -241,7 +241,7 @@ struct sample {
 static void make_samples(struct sample *s, size_t *n)
 {
 	size_t k = 0;
-	memset(s, 0, sizeof(*s) * 9);
+	memset(s, 0, sizeof(*s) * 10);
 	{
 		const struct field_spec fs[] = { { CHAN_F_PATH, "/api/agents", 11 } };
 		uint32_t len = build_request(fs, 1, NULL);
@@ -323,6 +323,16 @@ static void make_samples(struct sample *s, size_t *n)
 		s[k].len = (uint32_t)(p - s[k].data);
 		k++;
 	}
+	{
+		struct chan_broadcast *b = (struct chan_broadcast *)s[k].data;
+		conn_init(&b->conn);
+		b->max_pending = 65536;
+		uint8_t *p = s[k].data + sizeof(*b);
+		chan_field_put(&p, CHAN_F_BODY, "{\"type\":\"heartbeat\"}", 20);
+		s[k].type = CHAN_REC_BROADCAST;
+		s[k].len = (uint32_t)(p - s[k].data);
+		k++;
+	}
 	*n = k;
 }
 
@@ -335,6 +345,7 @@ static bool field_boundary(const struct sample *s, uint32_t cut)
 	case CHAN_REC_REQUEST: fixed = sizeof(struct chan_request); break;
 	case CHAN_REC_RESPONSE: fixed = sizeof(struct chan_response); break;
 	case CHAN_REC_DONE: fixed = sizeof(struct chan_done); break;
+	case CHAN_REC_BROADCAST: fixed = sizeof(struct chan_broadcast); break;
 	default: return false;
 	}
 	const uint8_t *p = s->data + fixed;
@@ -351,10 +362,10 @@ static bool field_boundary(const struct sample *s, uint32_t cut)
 static void test_every_truncation(void **state)
 {
 	(void)state;
-	static struct sample s[9];
+	static struct sample s[10];
 	size_t n;
 	make_samples(s, &n);
-	assert_int_equal(n, 9);
+	assert_int_equal(n, 10);
 	for (size_t i = 0; i < n; i++) {
 		if (!valid_exact(s[i].type, s[i].data, s[i].len))
 			fail_msg("sample type %u not valid", s[i].type);
@@ -380,7 +391,7 @@ static void test_every_truncation(void **state)
 static void test_malformed(void **state)
 {
 	(void)state;
-	static struct sample s[9];
+	static struct sample s[10];
 	size_t n;
 	make_samples(s, &n);
 	struct sample m;
@@ -418,7 +429,7 @@ static void test_malformed(void **state)
 	assert_true(valid_exact(m.type, m.data, m.len));
 
 	memcpy(&m, &s[4], sizeof(m));
-	((struct chan_response *)m.data)->action = CHAN_RESP_WS_ACCEPT + 1;
+	((struct chan_response *)m.data)->action = CHAN_RESP_HTTP_STREAM + 1;
 	assert_false(valid_exact(m.type, m.data, m.len));
 
 	/* Tokens: zero count, zero first_seq, seq overflow. */
@@ -447,6 +458,16 @@ static void test_malformed(void **state)
 	memcpy(&m, &s[8], sizeof(m));
 	((struct chan_done *)m.data)->status = CHAN_DONE_INTERRUPTED + 1;
 	assert_false(valid_exact(m.type, m.data, m.len));
+
+	/* A broadcast goes to one conn, with a sane bound. */
+	memcpy(&m, &s[9], sizeof(m));
+	((struct chan_broadcast *)m.data)->conn.slot = CHAN_SLOT_ALL;
+	assert_false(valid_exact(m.type, m.data, m.len));
+	memcpy(&m, &s[9], sizeof(m));
+	((struct chan_broadcast *)m.data)->max_pending = CHAN_BROADCAST_MIN_PENDING - 1;
+	assert_false(valid_exact(m.type, m.data, m.len));
+	((struct chan_broadcast *)m.data)->max_pending = CHAN_BROADCAST_MIN_PENDING;
+	assert_true(valid_exact(m.type, m.data, m.len));
 
 	/* Unknown types and PAD (never handed to a consumer). */
 	assert_false(valid_exact(CHAN_REC_PAD, s[3].data, s[3].len));

@@ -596,8 +596,9 @@ static void test_mismatch_refused(void **state)
 	h->rings[3].data_off += 8;
 	expect_refused(f->path, 2, RING, "ring 3 block corrupt");
 	h->rings[3].data_off -= 8;
+	/* A short file is refused while the peer holds it (the peer maps the
+	 * whole of it and never touches the cut-off page here). */
 	uint64_t total = h->total_size;
-	chan_close(f->dp);
 	assert_int_equal(truncate(f->path, (off_t)(total - 4096)), 0);
 	expect_refused(f->path, 2, RING, "file size");
 
@@ -606,7 +607,12 @@ static void test_mismatch_refused(void **state)
 	struct chan_region *r = chan_open(f->path, 2, RING, CHAN_ROLE_CONTROL, f->err, sizeof(f->err));
 	if (!r)
 		fail_msg("reopen after repair: %s", f->err);
-	chan_close(r);
+	assert_null(chan_open_note(r));
+	/* Not the last one out: the dataplane still holds the region. */
+	assert_false(chan_close(r));
+	assert_int_equal(access(f->path, F_OK), 0);
+	assert_true(chan_close(f->dp));
+	assert_int_equal(access(f->path, F_OK), -1);
 
 	expect_refused(f->path, 0, RING, "nworkers 0 out of range");
 	expect_refused(f->path, CHAN_MAX_WORKERS + 1, RING, "nworkers 65 out of range");
@@ -616,22 +622,74 @@ static void test_mismatch_refused(void **state)
 	free(f);
 }
 
-/* A creator that died before publishing magic leaves a file nobody may
- * trust; the opener gives up after its bounded wait and says so. */
-static void test_uninitialised_refused(void **state)
+/* A process that dies attached: its lock goes with it, the file stays. */
+static void attach_and_die(const char *path, uint32_t nworkers)
+{
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		char err[256];
+		struct chan_region *r = chan_open(path, nworkers, RING, CHAN_ROLE_DATAPLANE, err, sizeof(err));
+		_exit(r ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(kid, &st, 0), kid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(access(path, F_OK), 0);
+}
+
+/* Opens path as control, expecting a note that contains want. */
+static void expect_note(const char *path, uint32_t nworkers, const char *want)
+{
+	char err[512] = "";
+	struct chan_region *r = chan_open(path, nworkers, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
+	if (!r)
+		fail_msg("open of %s failed: %s", path, err);
+	const char *note = chan_open_note(r);
+	if (!note || !strstr(note, want))
+		fail_msg("note \"%s\" lacks \"%s\"", note ? note : "(none)", want);
+	assert_true(chan_close(r));
+}
+
+/* What nobody holds was left by a crash: a region of this layout is reused,
+ * one of another version or layout, or whose creator died before publishing
+ * magic, is replaced; a file with another magic is never touched. */
+static void test_stale_regions(void **state)
 {
 	(void)state;
 	char path[128];
 	snprintf(path, sizeof(path), "/dev/shm/sluice-test-chan-%d-init", (int)getpid());
-	chan_unlink(path, 1);
-	int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	chan_unlink(path, 2);
+
+	attach_and_die(path, 2);
+	expect_note(path, 2, "reused the region a previous run left");
+	assert_int_equal(access(path, F_OK), -1);
+
+	attach_and_die(path, 2);
+	expect_note(path, 3, "replaced a stale region (channel ");
+	attach_and_die(path, 2);
+	int fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	uint32_t v = CHAN_VERSION + 1;
+	assert_int_equal(pwrite(fd, &v, sizeof(v), offsetof(struct chan_hdr, version)), (ssize_t)sizeof(v));
+	close(fd);
+	expect_note(path, 2, "version");
+
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 1 << 20), 0);
 	close(fd);
-	expect_refused(path, 1, RING, "not initialised after 2 s");
-	assert_int_equal(truncate(path, 0), 0);
-	expect_refused(path, 1, RING, "file size 0");
-	assert_int_equal(chan_unlink(path, 1), 0);
+	expect_note(path, 1, "region never initialised (file size 1048576, magic unset)");
+
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	uint64_t other = 0x1122334455667788ull;
+	assert_int_equal(write(fd, &other, sizeof(other)), (ssize_t)sizeof(other));
+	close(fd);
+	expect_refused(path, 1, RING, "magic 0x1122334455667788 in region");
+	assert_int_equal(access(path, F_OK), 0);
+	assert_int_equal(unlink(path), 0);
 }
 
 static void test_epoch_reattach(void **state)
@@ -696,7 +754,8 @@ static void test_epoch_reattach(void **state)
 }
 
 /* Several processes open the same new path at once: exactly one creates,
- * the others wait for its magic, and all of them end up attached. */
+ * the others wait for its magic, and all of them end up attached to the
+ * same region; the last one out removes it. */
 static void test_open_race(void **state)
 {
 	(void)state;
@@ -704,8 +763,10 @@ static void test_open_race(void **state)
 		char path[128];
 		snprintf(path, sizeof(path), "/dev/shm/sluice-test-chan-%d-race", (int)getpid());
 		chan_unlink(path, 2);
-		int gate[2];
+		int gate[2], ready[2], release[2];
 		assert_int_equal(pipe(gate), 0);
+		assert_int_equal(pipe(ready), 0);
+		assert_int_equal(pipe(release), 0);
 		pid_t kids[4];
 		for (int k = 0; k < 4; k++) {
 			kids[k] = fork();
@@ -713,6 +774,8 @@ static void test_open_race(void **state)
 			if (kids[k] == 0) {
 				char b, err[256];
 				close(gate[1]);
+				close(ready[0]);
+				close(release[1]);
 				if (read(gate[0], &b, 1) != 0)
 					_exit(3);
 				struct chan_region *r = chan_open(path, 2, RING,
@@ -723,25 +786,36 @@ static void test_open_race(void **state)
 					_exit(1);
 				}
 				int ok = chan_header(r)->rings[3].size == RING && chan_nworkers(r) == 2;
+				/* Stay attached until every process has attached. */
+				if (write(ready[1], "x", 1) != 1 || read(release[0], &b, 1) != 0)
+					_exit(4);
 				chan_close(r);
 				_exit(ok ? 0 : 2);
 			}
 		}
 		close(gate[0]);
 		close(gate[1]);
+		close(ready[1]);
+		close(release[0]);
 		for (int k = 0; k < 4; k++) {
-			int st;
-			assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
-			assert_true(WIFEXITED(st));
-			assert_int_equal(WEXITSTATUS(st), 0);
+			char b;
+			assert_int_equal(read(ready[0], &b, 1), 1);
 		}
 		char err[256];
 		struct chan_region *r = chan_open(path, 2, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
 		assert_non_null(r);
 		assert_int_equal(atomic_load(&chan_header(r)->dp_epoch), 2);
 		assert_int_equal(atomic_load(&chan_header(r)->cp_epoch), 3);
-		chan_close(r);
-		assert_int_equal(chan_unlink(path, 2), 0);
+		assert_false(chan_close(r));
+		close(release[1]);
+		close(ready[0]);
+		for (int k = 0; k < 4; k++) {
+			int st;
+			assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+			assert_true(WIFEXITED(st));
+			assert_int_equal(WEXITSTATUS(st), 0);
+		}
+		assert_int_equal(access(path, F_OK), -1);
 	}
 }
 
@@ -757,7 +831,7 @@ int main(void)
 		cmocka_unit_test(test_max_payload),
 		cmocka_unit_test(test_second_role),
 		cmocka_unit_test(test_mismatch_refused),
-		cmocka_unit_test(test_uninitialised_refused),
+		cmocka_unit_test(test_stale_regions),
 		cmocka_unit_test(test_epoch_reattach),
 		cmocka_unit_test(test_open_race),
 	};

@@ -515,7 +515,7 @@ static void test_err_structure(void **state)
 	expect_error("[dataplane]\n = 2\n", 2, "missing key before '='");
 	expect_error("[dataplane]\nworker = 2\n", 2, "unknown key 'worker' in [dataplane]");
 	expect_error("[channel]\nWorkers = 2\n", 2, "unknown key 'Workers' in [channel]");
-	expect_error(MIN_BACKEND "url = http://x\n", 4, "unknown key 'url' in [backend.b]");
+	expect_error(MIN_BACKEND "uri = http://x\n", 4, "unknown key 'uri' in [backend.b]");
 	expect_error("[dataplane]\nworkers = 2\n# again\nworkers = 2\n", 4,
 		     "duplicate key 'workers'");
 	expect_error(MIN_BACKEND "models = n\n", 4, "duplicate key 'models'");
@@ -575,7 +575,7 @@ static void test_err_enums_and_listen(void **state)
 	expect_error("[batching]\nmode = on\n", 2, "mode: expected adaptive or off: 'on'");
 	expect_error("[dataplane]\npin_workers = yes\n", 2,
 		     "pin_workers: expected true or false: 'yes'");
-	expect_error("[backend.b]\ntype = ollama\n", 2, "type: expected synthetic: 'ollama'");
+	expect_error("[backend.b]\ntype = vllm\n", 2, "type: expected synthetic, openai or ollama: 'vllm'");
 	expect_error("[dataplane]\nlisten = 127.0.0.1\n", 2,
 		     "listen: expected A.B.C.D:PORT: '127.0.0.1'");
 	expect_error("[dataplane]\nlisten = :8080\n", 2, "listen: expected A.B.C.D:PORT: ':8080'");
@@ -628,9 +628,6 @@ static void test_err_backends(void **state)
 	expect_error("", 0, "no [backend.NAME] section");
 	expect_error("[backend.a]\nmodels = x\n[dataplane]\n", 1, "backend 'a' has no type");
 	expect_error("[dataplane]\n[backend.a]\ntype = synthetic\n", 2, "backend 'a' has no models");
-	expect_error("[backend.a]\ntype = synthetic\nmodels = x, y\n"
-		     "[backend.b]\ntype = synthetic\nmodels = z,y\n",
-		     6, "models: model 'y' is already served by backend 'a'");
 	expect_error("[backend.a]\nmodels = x, y, x\n", 2, "models: model 'x' listed twice");
 	expect_error("[backend.a]\nmodels = x,,y\n", 2, "models: empty model name");
 	expect_error("[backend.a]\nmodels = x,\n", 2, "models: empty model name");
@@ -657,6 +654,77 @@ static void test_err_backends(void **state)
 	expect_error(buf, 3 * CONF_MAX_BACKENDS + 1, "more than 16 backends");
 }
 
+
+/* Network backends (openai, ollama), several backends per model, [model.NAME]
+ * prices, and their errors. */
+static void test_network_backends(void **state)
+{
+	(void)state;
+	struct sluice_conf *c = load_ok(
+		"[backend.up]\ntype = openai\nurl = https://api.example.com/v1x\nmodels = gpt-x, shared\n"
+		"api_key_env = UP_KEY\nheaders = X-Org: acme | X-Team:  blue team \n"
+		"ca_file = /etc/ssl/ca.pem\nweight = 3\nmax_concurrency = 2\nmax_queue = 5\n"
+		"connect_timeout_ms = 100\nfirst_token_timeout_ms = 200\nidle_timeout_ms = 300\n"
+		"health_interval_ms = 0\nbreaker_failures = 2\nbreaker_open_ms = 400\n"
+		"[backend.local]\ntype = ollama\nurl = http://127.0.0.1:11434\nmodels = shared\n"
+		"[backend.any]\ntype = openai\nurl = http://[::1]:8000\n"
+		"[model.shared]\ncost_in_per_mtok = 1.5\ncost_out_per_mtok = 3\ncontext_window = 4096\n"
+		"[agent.a]\nmodel = discovered-later\n");
+	const struct conf_backend *up = &c->backends[0];
+	assert_int_equal(up->type, CONF_BACKEND_OPENAI);
+	assert_string_equal(up->url, "https://api.example.com/v1x");
+	assert_string_equal(up->api_key_env, "UP_KEY");
+	assert_string_equal(up->headers, "X-Org: acme | X-Team:  blue team");
+	assert_string_equal(up->ca_file, "/etc/ssl/ca.pem");
+	assert_int_equal(up->weight, 3);
+	assert_int_equal(up->max_queue, 5);
+	assert_int_equal(up->connect_timeout_ms, 100);
+	assert_int_equal(up->first_token_timeout_ms, 200);
+	assert_int_equal(up->idle_timeout_ms, 300);
+	assert_int_equal(up->health_interval_ms, 0);
+	assert_int_equal(up->breaker_failures, 2);
+	assert_int_equal(up->breaker_open_ms, 400);
+	assert_int_equal(c->backends[1].type, CONF_BACKEND_OLLAMA);
+	assert_int_equal(c->backends[1].weight, 1);
+	assert_int_equal(c->backends[1].max_queue, 64);
+	assert_int_equal(c->backends[1].connect_timeout_ms, 5000);
+	assert_int_equal(c->backends[2].nmodels, 0);
+	assert_ptr_equal(conf_backend_for_model(c, "shared"), up);
+	struct conf_model m;
+	conf_model_terms(c, "shared", &m);
+	assert_int_equal(m.context_window, 4096);
+	assert_true(m.cost_in_per_mtok == 1.5 && m.cost_out_per_mtok == 3.0);
+	assert_true(conf_model_cost(c, "shared", 1000000, 2000000) == 7.5);
+	conf_model_terms(c, "gpt-x", &m);
+	assert_int_equal(m.context_window, 8192);
+	assert_true(conf_model_cost(c, "gpt-x", 10, 10) == 0.0);
+	free(c);
+
+	expect_error("[backend.a]\ntype = openai\nmodels = m\n", 1, "backend 'a' has no url");
+	expect_error("[backend.a]\ntype = openai\nurl = ftp://x\n", 3,
+		     "url: expected http(s)://host[:port][/path] without a trailing '/': 'ftp://x'");
+	expect_error("[backend.a]\ntype = openai\nurl = http://x/\n", 3,
+		     "url: expected http(s)://host[:port][/path] without a trailing '/': 'http://x/'");
+	expect_error("[backend.a]\ntype = openai\nurl = http://x:0\n", 3,
+		     "url: expected http(s)://host[:port][/path] without a trailing '/': 'http://x:0'");
+	expect_error("[backend.a]\nurl = http://x?q=1\n", 2,
+		     "url: expected http(s)://host[:port][/path] without a trailing '/': 'http://x?q=1'");
+	expect_error("[backend.a]\napi_key_env = 9KEY\n", 2,
+		     "api_key_env: bad variable name '9KEY' (1..63 of A-Z a-z 0-9 _, not first a digit)");
+	expect_error("[backend.a]\napi_key_env = A-B\n", 2,
+		     "api_key_env: bad variable name 'A-B' (1..63 of A-Z a-z 0-9 _, not first a digit)");
+	expect_error("[backend.a]\nheaders = X-A 1\n", 2,
+		     "headers: bad header 'X-A 1' (Name: value, separated by |)");
+	expect_error("[backend.a]\nheaders = X-A: 1 | : 2\n", 2,
+		     "headers: bad header ': 2' (Name: value, separated by |)");
+	expect_error("[backend.a]\nweight = 0\n", 2, "weight: out of range 1..1000: '0'");
+	expect_error("[model.a b]\n", 1, "bad model name 'a b' (1..63 printable bytes, no blanks)");
+	expect_error(MIN_BACKEND "[model.m]\n[model.m]\n", 5, "duplicate section [model.m]");
+	expect_error(MIN_BACKEND "[model.m]\ncost = 1\n", 5, "unknown key 'cost' in [model.m]");
+	expect_error("[backend.a]\ntype = openai\nurl = http://x\n", 0,
+		     "no [agent.NAME] and no backend lists models: give one of them a model");
+}
+
 static void test_err_lines(void **state)
 {
 	(void)state;
@@ -678,7 +746,7 @@ static void test_semicolon_glued_is_data(void **state)
 {
 	(void)state;
 	expect_error("[backend.a]  ; comment after header\ntype = synthetic;x\n", 2,
-		     "type: expected synthetic: 'synthetic;x'");
+		     "type: expected synthetic, openai or ollama: 'synthetic;x'");
 	struct sluice_conf *c = load_ok("[backend.a]\t# c\ntype = synthetic\t;c\n"
 					"models = a#b , c;d\t# models\n");
 	assert_int_equal(c->backends[0].nmodels, 2);
@@ -1017,6 +1085,59 @@ static void test_err_agents(void **state)
 }
 
 /* A failed load must leave a previously loaded configuration intact. */
+/* tls, redirect_listen, [tls] and [cert.NAME]: values, defaults, and the
+ * whole-file checks (docs/tls.md). */
+static void test_tls_keys(void **state)
+{
+	(void)state;
+	struct sluice_conf *c = load_ok(MIN_BACKEND);
+	assert_false(c->tls);
+	assert_false(c->cookie_secure);
+	assert_int_equal(c->redirect_port, 0);
+	assert_int_equal(c->tls_handshake_budget_us, 2000);
+	assert_int_equal(c->tls_ticket_rotate_s, 3600);
+	assert_true(c->tls_ocsp_stapling);
+	free(c);
+	c = load_ok("[dataplane]\ntls = on\nredirect_listen = 0.0.0.0:80\nlisten = 127.0.0.1:443\n"
+		    "[tls]\nmin_version = 1.3\nhsts_max_age_s = 600\nhandshakes_per_addr = 4\n"
+		    "[cert.a]\nchain = /x/a.pem\nkey = /x/a.key\n[cert.b-2]\nkey = /x/b.key\n"
+		    "chain = /x/b.pem\n" MIN_BACKEND);
+	assert_true(c->tls);
+	assert_true(c->cookie_secure); /* follows tls when not set */
+	assert_string_equal(c->redirect_addr, "0.0.0.0");
+	assert_int_equal(c->redirect_port, 80);
+	assert_int_equal(c->tls_min_version, CONF_TLS_1_3);
+	assert_int_equal(c->tls_hsts_max_age_s, 600);
+	assert_int_equal(c->tls_handshakes_per_addr, 4);
+	assert_int_equal(c->ncerts, 2);
+	assert_string_equal(c->certs[0].name, "a");
+	assert_string_equal(c->certs[0].chain, "/x/a.pem");
+	assert_string_equal(c->certs[1].name, "b-2");
+	assert_string_equal(c->certs[1].key, "/x/b.key");
+	free(c);
+	c = load_ok("[dataplane]\ntls = on\n[auth]\ncookie_secure = false\n"
+		    "[cert.a]\nchain = /a\nkey = /b\n" MIN_BACKEND);
+	assert_false(c->cookie_secure);
+	free(c);
+
+	expect_error("[dataplane]\ntls = yes\n", 2, "tls: expected on or off: 'yes'");
+	expect_error("[dataplane]\ntls = on\n" MIN_BACKEND, 2, "tls = on needs a [cert.NAME] section");
+	expect_error("[dataplane]\nredirect_listen = 127.0.0.1:80\n" MIN_BACKEND, 2,
+		     "redirect_listen needs tls = on");
+	expect_error("[dataplane]\ntls = on\nredirect_listen = 127.0.0.1:8080\n[cert.a]\n"
+		     "chain = /a\nkey = /b\n" MIN_BACKEND, 3, "redirect_listen: port 8080 is the listen port");
+	expect_error("[dataplane]\nredirect_listen = 1.2.3:80\n", 2,
+		     "redirect_listen: bad IPv4 address: '1.2.3:80'");
+	expect_error("[tls]\nmin_version = 1.1\n", 2, "min_version: expected 1.2 or 1.3: '1.1'");
+	expect_error("[tls]\nhandshake_budget_us = 99\n", 2,
+		     "handshake_budget_us: out of range 100..1000000: '99'");
+	expect_error("[cert.a]\nchain = /a\n" MIN_BACKEND, 1, "cert 'a' has no key");
+	expect_error("[cert.a]\nchain = a.pem\n", 2, "chain: not an absolute path: 'a.pem'");
+	expect_error("[cert.a b]\n", 1, "bad cert name 'a b' (1..63 of A-Z a-z 0-9 _ -)");
+	expect_error("[cert.a]\nchain = /a\nkey = /b\n[cert.a]\n", 4, "duplicate section [cert.a]");
+	expect_error("[cert.a]\nbogus = 1\n", 2, "unknown key 'bogus' in [cert.a]");
+}
+
 static void test_failed_reload_keeps_old(void **state)
 {
 	(void)state;
@@ -1043,6 +1164,7 @@ int main(void)
 		cmocka_unit_test(test_err_enums_and_listen),
 		cmocka_unit_test(test_err_paths),
 		cmocka_unit_test(test_err_backends),
+		cmocka_unit_test(test_network_backends),
 		cmocka_unit_test(test_err_lines),
 		cmocka_unit_test(test_semicolon_glued_is_data),
 		cmocka_unit_test(test_failed_reload_keeps_old),
@@ -1053,6 +1175,7 @@ int main(void)
 		cmocka_unit_test(test_err_control_new),
 		cmocka_unit_test(test_err_auth),
 		cmocka_unit_test(test_err_agents),
+		cmocka_unit_test(test_tls_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

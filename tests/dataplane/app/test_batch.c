@@ -200,6 +200,92 @@ static void test_token_count_bound(void **state)
 	batch_pool_destroy(&big);
 }
 
+/* A batch starts in a small buffer and moves to a large one when it
+ * outgrows it, keeping what it held. */
+static void test_small_then_large(void **state)
+{
+	struct batch_pool big;
+	struct batch b;
+	uint64_t now = 1000 * MS;
+	uint32_t s;
+
+	(void)state;
+	assert_int_equal(batch_pool_init(&big, 4096, 2), 0);
+	batch_init(&b);
+	for (s = 1; s <= BATCH_SMALL_TOKENS; s++)
+		assert_int_equal(batch_add(&b, &big, mid_a, s, (const uint8_t *)"ab", 2, now, now + s),
+				 BATCH_ADDED);
+	assert_false(b.buf->large);
+	assert_int_equal(big.allocated, 1);
+	assert_int_equal(batch_add(&b, &big, mid_a, s, (const uint8_t *)"ab", 2, now, now + s), BATCH_ADDED);
+	assert_true(b.buf->large);
+	assert_int_equal(b.count, BATCH_SMALL_TOKENS + 1);
+	assert_int_equal(b.len, 2 * (BATCH_SMALL_TOKENS + 1));
+	assert_memory_equal(b.buf->text, "abababab", 8);
+	assert_true(b.buf->toks[3].arrival_ns == now + 4);
+	/* The small buffer went back to its free list. */
+	assert_int_equal(big.small.nfree, 1);
+	/* Text past the small size grows it too. */
+	batch_clear(&b, &big);
+	{
+		char tok[BATCH_SMALL_TEXT + 10];
+
+		memset(tok, 'k', sizeof(tok));
+		assert_int_equal(batch_add(&b, &big, mid_a, 1, (const uint8_t *)tok, sizeof(tok), now, now),
+				 BATCH_ADDED);
+		assert_true(b.buf->large);
+		assert_int_equal(b.len, sizeof(tok));
+	}
+	batch_clear(&b, &big);
+	batch_pool_destroy(&big);
+	assert_int_equal(big.allocated, 0);
+}
+
+/* Past BATCH_POOL_KEEP free buffers a returned one is freed: a burst of
+ * holders does not pin its memory. */
+static void test_pool_gives_back(void **state)
+{
+	enum { N = BATCH_POOL_KEEP + 8 };
+	struct batch_pool p;
+	struct batch b[N];
+	uint64_t now = 1000 * MS;
+
+	(void)state;
+	assert_int_equal(batch_pool_init(&p, 64, N), 0);
+	for (int i = 0; i < N; i++) {
+		batch_init(&b[i]);
+		assert_int_equal(batch_add(&b[i], &p, mid_a, 1, (const uint8_t *)"t", 1, now, now), BATCH_ADDED);
+	}
+	assert_int_equal(p.allocated, N);
+	for (int i = 0; i < N; i++)
+		batch_clear(&b[i], &p);
+	assert_int_equal(p.allocated, BATCH_POOL_KEEP);
+	assert_int_equal(p.small.nfree, BATCH_POOL_KEEP);
+	batch_pool_destroy(&p);
+	assert_int_equal(p.allocated, 0);
+}
+
+/* A stream is slow when the conn's previous token came max_delay or more
+ * before: known only after its first token, and only for an empty batch. */
+static void test_stream_pace(void **state)
+{
+	struct batch b;
+	uint64_t now = 1000 * MS;
+
+	(void)state;
+	batch_init(&b);
+	assert_false(batch_stream_slow(&b, &adaptive, now));
+	batch_note_arrival(&b, now);
+	assert_false(batch_stream_slow(&b, &adaptive, now + 2 * MS - 1));
+	assert_true(batch_stream_slow(&b, &adaptive, now + 2 * MS));
+	assert_int_equal(add(&b, mid_a, 1, "a", now + 3 * MS), BATCH_ADDED);
+	assert_false(batch_stream_slow(&b, &adaptive, now + 9 * MS)); /* tokens held */
+	batch_clear(&b, &pool);
+	/* The pace survives the clear: it is the conn's, not the batch's. */
+	assert_true(batch_stream_slow(&b, &adaptive, now + 5 * MS));
+	assert_false(batch_stream_slow(&b, &adaptive, now + 4 * MS));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -212,6 +298,9 @@ int main(void)
 		cmocka_unit_test(test_mode_off),
 		cmocka_unit_test(test_pool_limit_and_reuse),
 		cmocka_unit_test(test_token_count_bound),
+		cmocka_unit_test(test_small_then_large),
+		cmocka_unit_test(test_pool_gives_back),
+		cmocka_unit_test(test_stream_pace),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

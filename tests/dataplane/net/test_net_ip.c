@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "net/net_csum.h"
+#include "net/net_metrics.h"
 #include "net_harness.h"
 
 static int setup_noarp(void **state)
@@ -326,6 +327,46 @@ static void test_unknown_protocol(void **state)
 	h_drain(h);
 }
 
+/* The stack's counters reach /metrics through the transport's counter hook:
+ * one value per descriptor, from the published sum over every stack. */
+static void test_metrics_counters(void **state)
+{
+	struct h *h = *state;
+	struct tp_ops ops = { .name = "metrics" };
+	uint64_t v[TP_COUNTERS_MAX];
+	uint8_t f[16];
+	uint32_t tcp_rx = 0, drops = 0, short_frame = 0;
+
+	net_metrics_ops(&ops);
+	assert_true(ops.ncounters > 0 && ops.ncounters <= TP_COUNTERS_MAX);
+	memset(f, 0, sizeof(f));
+	h_input(h, f, 10);
+	h_input(h, f, 10);
+	h_advance(h, 2); /* a stack publishes at most once a millisecond */
+	assert_int_equal(ops.counters(v), 1);
+	for (uint32_t i = 0; i < ops.ncounters; i++) {
+		const struct tp_counter_def *d = &ops.counter_defs[i];
+
+		assert_true(strcmp(d->type, "counter") == 0 || strcmp(d->type, "gauge") == 0);
+		if (strcmp(d->name, "sluice_tcp_segments_in_total") == 0) {
+			tcp_rx++;
+			assert_int_equal(v[i], st(h)->tcp_rx);
+		}
+		if (strcmp(d->name, "sluice_net_drops_total") == 0) {
+			drops++;
+			if (strcmp(d->labels, "{reason=\"short_frame\"}") == 0) {
+				short_frame++;
+				assert_int_equal(v[i], 2);
+			}
+		} else {
+			assert_string_equal(d->labels, "");
+		}
+	}
+	assert_int_equal(tcp_rx, 1);
+	assert_int_equal(short_frame, 1);
+	assert_int_equal(drops, 24);
+}
+
 static void test_conn_memory(void **state)
 {
 	(void)state;
@@ -404,6 +445,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tx_pool_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_protocol, setup, teardown),
 		cmocka_unit_test(test_conn_memory),
+		cmocka_unit_test_setup_teardown(test_metrics_counters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_offload_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_offload_icmp, setup, teardown),
 	};

@@ -1,6 +1,7 @@
 /*
- * The worker loop with the real channel and kernel transport, and a small
- * app of its own (the app_* symbols below) that records what the loop does.
+ * The worker loop with the real channel and kernel transport, running a
+ * small test app through the ops table (struct host_app_ops) that records
+ * what the loop does.
  * The test thread plays sluice-control on the other side of the channel.
  */
 #include <pthread.h>
@@ -21,23 +22,25 @@
 
 #include <cmocka.h>
 
-#include "app/app.h"
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "transport/tp_kernel.h"
+#include "worker/timer_wheel.h"
 #include "worker/worker.h"
 
 #define WAIT_LIMIT_NS (10ull * 1000000000ull)
+/* The worker's heartbeat period (worker.c). */
+#define HB_NS (100ull * 1000000ull)
 
 /* ---- the test app (runs on the worker thread) ----------------------------- */
 
 struct app {
-	struct worker *w;
+	struct host *h;
 	struct tw_timer timer;
 };
 
-static struct worker *the_worker;
+static struct host *the_host;
 static atomic_int created, destroyed, opens, closes;
 static atomic_int records, attach_calls, detach_calls, timer_fired, busy_ends;
 static atomic_int max_per_turn;
@@ -51,24 +54,28 @@ static void on_timer(void *arg, struct tw_timer *t)
 	atomic_fetch_add(&timer_fired, 1);
 }
 
-struct app *app_create(struct worker *w, char *err, size_t errlen)
+static void *t_create(struct host *h, char *err, size_t errlen)
 {
 	(void)err;
 	(void)errlen;
 	struct app *a = calloc(1, sizeof(*a));
 	assert_non_null(a);
-	a->w = w;
+	a->h = h;
 	tw_init(&a->timer, on_timer, a);
-	the_worker = w;
+	the_host = h;
 	/* The worker exists for the app before its transport does. */
 	assert_int_equal(worker_count(), 1);
-	assert_false(worker_control_attached(w));
+	assert_ptr_equal(h->peer(h, 0), h);
+	assert_null(h->peer(h, 1));
+	assert_null(h->tp);
+	assert_false(h->attached);
 	atomic_fetch_add(&created, 1);
 	return a;
 }
 
-void app_destroy(struct app *a)
+static void t_destroy(void *app)
 {
+	struct app *a = app;
 	atomic_fetch_add(&destroyed, 1);
 	free(a);
 }
@@ -116,32 +123,28 @@ static const struct tp_upcalls test_upcalls = {
 	.on_close = t_close,
 };
 
-const struct tp_upcalls *app_upcalls(void)
-{
-	return &test_upcalls;
-}
-
 /* Every STATUS record is answered with a CONN_CLOSED record carrying the same
  * slot; status "timer" also arms a 30 ms timer. */
-void app_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len)
+static void t_on_record(void *app, uint16_t type, const void *payload, uint32_t len)
 {
+	struct app *a = app;
 	assert_int_equal(type, CHAN_REC_STATUS);
 	assert_int_equal(len, sizeof(struct chan_status));
 	const struct chan_status *s = payload;
-	struct chan_conn_closed *cc = worker_rec_reserve(a->w, CHAN_REC_CONN_CLOSED, sizeof(*cc));
+	struct chan_conn_closed *cc = a->h->rec_reserve(a->h, CHAN_REC_CONN_CLOSED, sizeof(*cc));
 	assert_non_null(cc);
 	memset(cc, 0, sizeof(*cc));
 	cc->conn = s->conn;
-	worker_rec_commit(a->w, sizeof(*cc));
+	a->h->rec_commit(a->h, sizeof(*cc));
 	if (strcmp(s->status, "timer") == 0)
-		worker_timer_arm(a->w, &a->timer, worker_now(a->w) + 30 * 1000000ull);
+		tw_arm(a->h->wheel, &a->timer, host_now(a->h) + 30 * 1000000ull);
 	turn_records++;
 	atomic_fetch_add(&records, 1);
 }
 
-void app_end_of_turn(struct app *a, bool busy)
+static void t_end_of_turn(void *app, bool busy)
 {
-	(void)a;
+	(void)app;
 	if (turn_records > atomic_load(&max_per_turn))
 		atomic_store(&max_per_turn, turn_records);
 	if (busy)
@@ -149,15 +152,25 @@ void app_end_of_turn(struct app *a, bool busy)
 	turn_records = 0;
 }
 
-void app_control_changed(struct app *a, bool attached)
+static void t_control_changed(void *app, bool attached)
 {
-	assert_int_equal(worker_control_attached(a->w), attached);
+	struct app *a = app;
+	assert_int_equal(a->h->attached, attached);
 	if (attached)
 		atomic_fetch_add(&attach_calls, 1);
 	else
 		atomic_fetch_add(&detach_calls, 1);
 	atomic_store(&attached_seen, attached);
 }
+
+static const struct host_app_ops test_app = {
+	.upcalls = &test_upcalls,
+	.create = t_create,
+	.destroy = t_destroy,
+	.on_record = t_on_record,
+	.end_of_turn = t_end_of_turn,
+	.control_changed = t_control_changed,
+};
 
 /* ---- control side (test thread) ------------------------------------------ */
 
@@ -229,27 +242,37 @@ static void test_worker_loop(void **state)
 	conf.workers = 1;
 	snprintf(conf.listen_addr, sizeof(conf.listen_addr), "127.0.0.1");
 	conf.listen_port = 0;
-	conf.ring_bytes = 64 * 1024;
+	/* Room for the burst below (500 STATUS records) without a reader. */
+	conf.ring_bytes = 128 * 1024;
 	conf.pin_workers = false;
 
 	struct chan_region *dp = chan_open(chan_path, 1, conf.ring_bytes, CHAN_ROLE_DATAPLANE, err, sizeof(err));
 	if (!dp)
 		fail_msg("chan_open: %s", err);
-	if (workers_setup(&conf, dp, err, sizeof(err)) != 0)
+	if (workers_setup(&conf, dp, &test_app, NULL, err, sizeof(err)) != 0)
 		fail_msg("workers_setup: %s", err);
 	assert_int_equal(atomic_load(&created), 1);
 	assert_int_equal(worker_count(), 1);
-	assert_int_equal(worker_epoch(the_worker), chan_header(dp)->dp_epoch);
-	uint16_t port = tp_kernel_port(worker_tp(the_worker));
+	assert_int_equal(the_host->epoch, chan_header(dp)->dp_epoch);
+	uint16_t port = tp_kernel_port(the_host->tp);
 	assert_true(port != 0);
 	assert_int_equal(pthread_create(&th, NULL, run_worker, NULL), 0);
 
-	/* No control yet: the worker stays detached and mostly sleeps. */
-	sleep_ms(300);
-	assert_int_equal(atomic_load(&attach_calls), 0);
-	const struct dp_stats *st = worker_stats_of(0);
+	/* No control yet: the worker stays detached and sleeps. It is seen
+	 * blocked with its doorbell asked for, and over three of its own
+	 * heartbeats (100 ms apart, stamped by the worker) it takes a turn or
+	 * two per heartbeat, never spins. Both sides are read from the worker's
+	 * own stamps and counters, so a slow machine only makes fewer turns. */
+	const struct host_stats *st = the_host->stats;
 	assert_non_null(st);
-	assert_true(DP_STAT_GET(&st->loop_turns) < 50);
+	struct chan_hdr *hdr = chan_header(dp);
+	WAIT_FOR((struct chan_region *)NULL, atomic_load(&chan_consumer(dp, 0)->ring->sleeping) != 0);
+	uint64_t turns0 = DP_STAT_GET(&st->loop_turns);
+	uint64_t hb0 = atomic_load(&hdr->dp_heartbeat_ns);
+	WAIT_FOR((struct chan_region *)NULL, atomic_load(&hdr->dp_heartbeat_ns) - hb0 >= 3 * HB_NS);
+	uint64_t beats = (atomic_load(&hdr->dp_heartbeat_ns) - hb0) / HB_NS + 1;
+	assert_true(DP_STAT_GET(&st->loop_turns) - turns0 <= 2 * beats + 2);
+	assert_int_equal(atomic_load(&attach_calls), 0);
 
 	/* Control attaches. */
 	struct chan_region *ctl = chan_open(chan_path, 1, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
@@ -343,12 +366,12 @@ static void test_setup_failure(void **state)
 	if (!dp)
 		fail_msg("chan_open: %s", err);
 	int before = atomic_load(&destroyed);
-	assert_int_equal(workers_setup(&conf, dp, err, sizeof(err)), -1);
+	assert_int_equal(workers_setup(&conf, dp, &test_app, NULL, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "256.1.1.1"));
 	assert_int_equal(atomic_load(&destroyed), before + 1);
 	assert_int_equal(worker_count(), 0);
 	conf.workers = 2; /* more workers than the channel has */
-	assert_int_equal(workers_setup(&conf, dp, err, sizeof(err)), -1);
+	assert_int_equal(workers_setup(&conf, dp, &test_app, NULL, err, sizeof(err)), -1);
 	chan_close(dp);
 	assert_int_equal(chan_unlink(chan_path, 1), 0);
 }

@@ -718,6 +718,47 @@ static void test_buffer_reused(void **state)
 	assert_int_equal(fx->r.n_msgs, 6);
 }
 
+/* Between messages the app gives the buffer back; half a message keeps it. */
+static void test_release_idle(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t in[512];
+	size_t n = 0;
+	put(in, &n, true, WS_OP_TEXT, "first message", 13);
+	feed(&fx->s, in, n, n);
+	assert_non_null(fx->s.msg);
+	ws_session_release_idle(&fx->s);
+	assert_null(fx->s.msg);
+	assert_int_equal(fx->s.msg_cap, 0);
+	n = 0;
+	put(in, &n, false, WS_OP_TEXT, "half", 4);
+	feed(&fx->s, in, n, n);
+	ws_session_release_idle(&fx->s);
+	assert_non_null(fx->s.msg);
+	n = 0;
+	put(in, &n, true, WS_OP_CONT, " and rest", 9);
+	feed(&fx->s, in, n, n);
+	assert_int_equal(fx->r.n_msgs, 2);
+	expect_msg(&fx->r, 1, WS_OP_TEXT, "half and rest", 13);
+	ws_session_release_idle(&fx->s);
+	assert_null(fx->s.msg);
+}
+
+/* A message framed once (header + payload) goes out as it is. */
+static void test_send_frame(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t fr[16];
+	size_t h = ws_build_header(fr, true, WS_OP_TEXT, 2);
+
+	memcpy(fr + h, "ok", 2);
+	assert_true(ws_session_send_frame(&fx->s, fr, h + 2));
+	assert_int_equal(fx->r.out_len, h + 2);
+	assert_memory_equal(fx->r.out, fr, h + 2);
+	ws_session_close(&fx->s, WS_CLOSE_NORMAL, NULL, false);
+	assert_false(ws_session_send_frame(&fx->s, fr, h + 2));
+}
+
 static void test_send(void **state)
 {
 	struct fixture *fx = *state;
@@ -809,6 +850,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_utf8_split_across_fragments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_message_dribble, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_send_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buffer_reused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),

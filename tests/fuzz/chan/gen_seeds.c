@@ -162,5 +162,12 @@ int main(int argc, char **argv)
 	off = put(off, CHAN_F_ERROR_MESSAGE, "no backend answered");
 	rc |= emit("done-error", CHAN_REC_DONE, off);
 
+	memset(rec, 0, sizeof(rec));
+	struct chan_broadcast *bc = (struct chan_broadcast *)rec;
+	conn(&bc->conn);
+	bc->max_pending = 262144;
+	off = put(sizeof(*bc), CHAN_F_BODY, "{\"type\":\"heartbeat\",\"ts\":1.5,\"seq\":3}");
+	rc |= emit("broadcast", CHAN_REC_BROADCAST, off);
+
 	return rc ? 1 : 0;
 }

@@ -1,0 +1,424 @@
+/*
+ * sluice.conf's schema: every section and key (docs/configuration.md),
+ * the defaults, and the checks that need a whole section or file.
+ */
+#include "conf_int.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/chan.h"
+#include "sluice/common.h"
+
+static const struct key_spec dataplane_keys[] = {
+	{ "transport", K_TRANSPORT, CF(transport), 0, 0 },
+	{ "workers", K_U32, CF(workers), 1, 64 },
+	{ "listen", K_LISTEN, 0, 1, 65535 },
+	{ "max_conns", K_U32, CF(max_conns), 1, 1048576 },
+	{ "idle_timeout_s", K_U32, CF(idle_timeout_s), 1, 86400 },
+	{ "header_timeout_s", K_U32, CF(header_timeout_s), 1, 3600 },
+	{ "sse_keepalive_s", K_U32, CF(sse_keepalive_s), 1, 3600 },
+	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864 },
+	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824 },
+	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0 },
+	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0 },
+	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores) },
+	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args) },
+	{ "tls", K_ONOFF, CF(tls), 0, 0 },
+	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535 },
+};
+#define DATAPLANE_KEY_TRANSPORT 0u
+#define DATAPLANE_KEY_LCORES 11u
+
+static const struct key_spec tcp_keys[] = {
+	{ "snd_buf", K_U32, CF(tcp_snd_buf), 4096, 16777216 },
+	{ "rcv_buf", K_U32, CF(tcp_rcv_buf), 4096, 16777216 },
+	{ "syn_backlog", K_U32, CF(tcp_syn_backlog), 1, 1048576 },
+	{ "time_wait_max", K_U32, CF(tcp_time_wait_max), 1, 1048576 },
+	{ "keepalive_s", K_U32, CF(tcp_keepalive_s), 1, 86400 },
+};
+
+static const struct key_spec channel_keys[] = {
+	{ "path", K_PATH, CF(chan_path), 0, 0 },
+	{ "ring_bytes", K_POW2, CF(ring_bytes), 65536, 268435456 },
+};
+
+static const struct key_spec control_keys[] = {
+	{ "admin_socket", K_SOCK_PATH, CF(admin_socket), 0, 0 },
+	{ "store", K_PATH, CF(store), 0, 0 },
+	{ "admin_socket_mode", K_MODE, CF(admin_socket_mode), 0, 0777 },
+	{ "admin_socket_owner", K_UNIX_NAME, CF(admin_socket_owner), 0, 0 },
+	{ "admin_socket_group", K_UNIX_NAME, CF(admin_socket_group), 0, 0 },
+	{ "token_commit_ms", K_U32, CF(token_commit_ms), 1, 10000 },
+	{ "store_map_mb", K_U32, CF(store_map_mb), 16, 1048576 },
+};
+
+static const struct key_spec auth_keys[] = {
+	{ "session_ttl_s", K_U32, CF(session_ttl_s), 60, 31536000 },
+	{ "allowed_origins", K_ORIGINS, 0, 0, 0 },
+	{ "login_max_inflight", K_U32, CF(login_max_inflight), 1, 64 },
+	{ "login_fail_user", K_U32, CF(login_fail_user), 1, 1000 },
+	{ "login_fail_ip", K_U32, CF(login_fail_ip), 1, 10000 },
+	{ "login_window_s", K_U32, CF(login_window_s), 1, 86400 },
+	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10 },
+	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304 },
+	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0 },
+};
+
+static const struct key_spec tls_keys[] = {
+	{ "min_version", K_TLS_VERSION, CF(tls_min_version), 0, 0 },
+	{ "ticket_rotate_s", K_U32, CF(tls_ticket_rotate_s), 60, 604800 },
+	{ "handshake_budget_us", K_U32, CF(tls_handshake_budget_us), 100, 1000000 },
+	{ "handshakes_max", K_U32, CF(tls_handshakes_max), 1, 1048576 },
+	{ "handshakes_per_addr", K_U32, CF(tls_handshakes_per_addr), 1, 1048576 },
+	{ "handshake_timeout_s", K_U32, CF(tls_handshake_timeout_s), 1, 300 },
+	{ "hsts_max_age_s", K_U32, CF(tls_hsts_max_age_s), 0, 63072000 },
+	{ "ocsp_stapling", K_BOOL, CF(tls_ocsp_stapling), 0, 0 },
+	{ "ocsp_refresh_s", K_U32, CF(tls_ocsp_refresh_s), 60, 604800 },
+};
+
+/* chain and key are indexes 0 and 1: a certificate must set both. */
+static const struct key_spec cert_keys[] = {
+	{ "chain", K_PATH, XF(chain), 0, 0 },
+	{ "key", K_PATH, XF(key), 0, 0 },
+};
+
+static const struct key_spec batching_keys[] = {
+	{ "mode", K_BATCH_MODE, CF(batch_mode), 0, 0 },
+	{ "max_delay_us", K_U32, CF(max_delay_us), 0, 1000000 },
+	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216 },
+};
+
+static const struct key_spec dashboard_keys[] = {
+	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000 },
+	{ "max_pending", K_U32, CF(dash_max_pending), 4096, 67108864 },
+	{ "alert_ring_pct", K_U32, CF(dash_alert_ring_pct), 1, 100 },
+	{ "alert_store_pct", K_U32, CF(dash_alert_store_pct), 1, 100 },
+	{ "alert_connections", K_U32, CF(dash_alert_connections), 0, 67108864 },
+	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576 },
+};
+
+/* type is index 0: every backend sets it; what else it needs depends on
+ * the type (conf_close_backend). */
+static const struct key_spec backend_keys[] = {
+	{ "type", K_BACKEND_TYPE, BF(type), 0, 0 },
+	{ "models", K_MODELS, 0, 0, 0 },
+	{ "ttft_ms", K_U32, BF(ttft_ms), 0, 3600000 },
+	{ "tokens_per_s", K_U32, BF(tokens_per_s), 1, 1000000 },
+	{ "answer_tokens", K_U32, BF(answer_tokens), 1, 1000000 },
+	{ "max_concurrency", K_U32, BF(max_concurrency), 0, 1000000 },
+	{ "context_window", K_U32, BF(context_window), 1, 100000000 },
+	{ "cost_in_per_mtok", K_COST, BF(cost_in_per_mtok), 0, 1000000 },
+	{ "cost_out_per_mtok", K_COST, BF(cost_out_per_mtok), 0, 1000000 },
+	{ "url", K_URL, BF(url), 0, FSIZE(conf_backend, url) },
+	{ "api_key_env", K_ENV_NAME, BF(api_key_env), 0, 0 },
+	{ "headers", K_HEADERS, BF(headers), 0, FSIZE(conf_backend, headers) },
+	{ "ca_file", K_PATH, BF(ca_file), 0, 0 },
+	{ "weight", K_U32, BF(weight), 1, 1000 },
+	{ "max_queue", K_U32, BF(max_queue), 0, 100000 },
+	{ "connect_timeout_ms", K_U32, BF(connect_timeout_ms), 1, 600000 },
+	{ "first_token_timeout_ms", K_U32, BF(first_token_timeout_ms), 1, 3600000 },
+	{ "idle_timeout_ms", K_U32, BF(idle_timeout_ms), 1, 3600000 },
+	{ "health_interval_ms", K_U32, BF(health_interval_ms), 0, 3600000 },
+	{ "breaker_failures", K_U32, BF(breaker_failures), 1, 1000 },
+	{ "breaker_open_ms", K_U32, BF(breaker_open_ms), 1, 3600000 },
+};
+#define BACKEND_KEY_MODELS 1u
+#define BACKEND_KEY_URL 9u
+
+static const struct key_spec model_keys[] = {
+	{ "context_window", K_U32, MF(context_window), 1, 100000000 },
+	{ "cost_in_per_mtok", K_COST, MF(cost_in_per_mtok), 0, 1000000 },
+	{ "cost_out_per_mtok", K_COST, MF(cost_out_per_mtok), 0, 1000000 },
+};
+
+static const struct key_spec agent_keys[] = {
+	{ "model", K_MODEL, AF(model), 0, 0 },
+	{ "description", K_TEXT, AF(description), 0, FSIZE(conf_agent, description) },
+	{ "system_prompt", K_TEXT, AF(system_prompt), 0, FSIZE(conf_agent, system_prompt) },
+};
+#define AGENT_KEY_MODEL 0u
+
+/* device and ipv4 are indexes 0 and 1: a port must set both. */
+static const struct key_spec port_keys[] = {
+	{ "device", K_DEVICE, PF(device), 0, FSIZE(conf_port, device) },
+	{ "ipv4", K_IPV4_PREFIX, 0, 1, 32 },
+	{ "gateway", K_IPV4, PF(gateway), 0, 0 },
+	{ "mtu", K_U32, PF(mtu), 576, 9000 },
+	{ "rx_desc", K_POW2, PF(rx_desc), 64, 16384 },
+	{ "tx_desc", K_POW2, PF(tx_desc), 64, 16384 },
+	{ "mbufs", K_U32, PF(mbufs), 255, 16777215 },
+};
+#define PORT_KEY_GATEWAY 2u
+
+const struct section_spec conf_sections[] = {
+	{ "dataplane", dataplane_keys, SLUICE_ARRAY_LEN(dataplane_keys), SUB_NONE, 0 },
+	{ "tcp", tcp_keys, SLUICE_ARRAY_LEN(tcp_keys), SUB_NONE, 0 },
+	{ "channel", channel_keys, SLUICE_ARRAY_LEN(channel_keys), SUB_NONE, 0 },
+	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0 },
+	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
+	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
+	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0 },
+	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
+};
+const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
+
+const struct section_spec conf_backend_section = {
+	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x1u
+};
+const struct section_spec conf_model_section = {
+	"model", model_keys, SLUICE_ARRAY_LEN(model_keys), SUB_MODEL, 0
+};
+const struct section_spec conf_agent_section = {
+	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL
+};
+const struct section_spec conf_port_section = {
+	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u
+};
+const struct section_spec conf_cert_section = {
+	"cert", cert_keys, SLUICE_ARRAY_LEN(cert_keys), SUB_CERT, 0x3u
+};
+
+_Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
+	       "seen_keys is a 32-bit mask");
+_Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
+_Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
+_Static_assert(sizeof(((struct sluice_conf *)0)->listen_addr) >= INET_ADDRSTRLEN,
+	       "listen_addr must hold a dotted quad");
+_Static_assert(CONF_MAX_PORTS <= 10, "[port.N] takes a single digit");
+_Static_assert(offsetof(struct conf_backend, name) == 0 && offsetof(struct conf_agent, name) == 0 &&
+		       offsetof(struct conf_cert, name) == 0,
+	       "open_named finds an entry's name at its start");
+
+void conf_backend_defaults(struct conf_backend *be)
+{
+	memset(be, 0, sizeof(*be));
+	be->type = CONF_BACKEND_SYNTHETIC;
+	be->ttft_ms = 200;
+	be->tokens_per_s = 20;
+	be->answer_tokens = 32;
+	be->max_concurrency = 0;
+	be->max_queue = 64;
+	be->weight = 1;
+	be->context_window = 8192;
+	be->connect_timeout_ms = 5000;
+	be->first_token_timeout_ms = 60000;
+	be->idle_timeout_ms = 30000;
+	be->health_interval_ms = 10000;
+	be->breaker_failures = 5;
+	be->breaker_open_ms = 30000;
+}
+
+void conf_model_defaults(struct conf_model *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->context_window = 8192;
+}
+
+/* A synthetic backend makes up its answers for the models it lists; a
+ * network backend needs somewhere to go, and may leave its models to what
+ * its health check finds. */
+int conf_close_backend(struct parser *p)
+{
+	const struct conf_backend *be = (const struct conf_backend *)p->obj;
+	bool net = be->type != CONF_BACKEND_SYNTHETIC;
+	if (!net && !(p->seen_keys & (1u << BACKEND_KEY_MODELS)))
+		return conf_fail(p, "backend '%s' has no models", p->sub_name);
+	if (net && !(p->seen_keys & (1u << BACKEND_KEY_URL)))
+		return conf_fail(p, "backend '%s' has no url", p->sub_name);
+	return 0;
+}
+
+/* A model some backend may serve: listed, or any backend that learns its
+ * models from its health check. */
+static bool conf_model_servable(const struct sluice_conf *c, const char *model)
+{
+	if (conf_backend_for_model(c, model))
+		return true;
+	for (uint32_t b = 0; b < c->nbackends; b++)
+		if (c->backends[b].nmodels == 0)
+			return true;
+	return false;
+}
+
+static void port_defaults(struct conf_port *port)
+{
+	memset(port, 0, sizeof(*port));
+	port->mtu = 1500;
+	port->rx_desc = 1024;
+	port->tx_desc = 1024;
+	port->mbufs = 16383;
+}
+
+/* Its gateway must be reachable on its subnet, and its mbuf pool must
+ * outnumber the descriptors it fills. */
+int conf_close_port(struct parser *p)
+{
+	const struct conf_port *port = (const struct conf_port *)p->obj;
+	if (p->gateway_line && port->gateway) {
+		uint32_t mask = htonl(port->prefix == 32 ? UINT32_MAX : ~(UINT32_MAX >> port->prefix));
+		if ((port->gateway & mask) != (port->ipv4 & mask)) {
+			char gw[INET_ADDRSTRLEN], ip[INET_ADDRSTRLEN];
+			if (!inet_ntop(AF_INET, &port->gateway, gw, sizeof(gw)) ||
+			    !inet_ntop(AF_INET, &port->ipv4, ip, sizeof(ip)))
+				return conf_fail(p, "internal error: inet_ntop");
+			p->line = p->gateway_line;
+			return conf_fail(p, "gateway: %s is outside %s/%u", gw, ip, port->prefix);
+		}
+	}
+	if (port->mbufs <= port->rx_desc + port->tx_desc)
+		return conf_fail(p, "port '%s': mbufs %u must exceed rx_desc + tx_desc (%u)", p->sub_name,
+			    port->mbufs, port->rx_desc + port->tx_desc);
+	return 0;
+}
+
+void conf_defaults(struct sluice_conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->transport = CONF_TRANSPORT_KERNEL;
+	c->workers = 1;
+	memcpy(c->listen_addr, "127.0.0.1", sizeof("127.0.0.1"));
+	c->listen_port = 8080;
+	c->max_conns = 16384;
+	c->idle_timeout_s = 60;
+	c->header_timeout_s = 10;
+	c->sse_keepalive_s = 15;
+	c->ws_max_message = 65536;
+	c->max_pending_bytes = 1u << 20;
+	c->pin_workers = true;
+	memcpy(c->lcores, "1", sizeof("1"));
+	c->tcp_snd_buf = 65536;
+	c->tcp_rcv_buf = 65536;
+	c->tcp_syn_backlog = 1024;
+	c->tcp_time_wait_max = 4096;
+	c->tcp_keepalive_s = 75;
+	for (size_t i = 0; i < CONF_MAX_PORTS; i++)
+		port_defaults(&c->ports[i]);
+	memcpy(c->chan_path, "/dev/shm/sluice", sizeof("/dev/shm/sluice"));
+	c->ring_bytes = 8u << 20;
+	memcpy(c->admin_socket, "/tmp/sluice-admin.sock", sizeof("/tmp/sluice-admin.sock"));
+	memcpy(c->store, "/tmp/sluice-store", sizeof("/tmp/sluice-store"));
+	c->admin_socket_mode = 0600;
+	c->token_commit_ms = 50;
+	c->store_map_mb = 1024;
+	c->session_ttl_s = 86400;
+	static const char *const origins[] = { "http://127.0.0.1:8080", "http://localhost:8080" };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(origins); i++)
+		memcpy(c->allowed_origins[i], origins[i], strlen(origins[i]) + 1);
+	c->norigins = SLUICE_ARRAY_LEN(origins);
+	c->login_max_inflight = 4;
+	c->login_fail_user = 5;
+	c->login_fail_ip = 20;
+	c->login_window_s = 300;
+	c->pwhash_ops = 2;
+	c->pwhash_mem_kib = 65536;
+	c->cookie_secure = false;
+	c->tls_min_version = CONF_TLS_1_2;
+	c->tls_ticket_rotate_s = 3600;
+	c->tls_handshake_budget_us = 2000;
+	c->tls_handshakes_max = 1024;
+	c->tls_handshakes_per_addr = 32;
+	c->tls_handshake_timeout_s = 10;
+	c->tls_hsts_max_age_s = 0;
+	c->tls_ocsp_stapling = true;
+	c->tls_ocsp_refresh_s = 3600;
+	c->batch_mode = CONF_BATCH_ADAPTIVE;
+	c->max_delay_us = 2000;
+	c->max_bytes = 16384;
+	c->dash_heartbeat_ms = 30000;
+	c->dash_max_pending = 256u << 10;
+	c->dash_alert_ring_pct = 80;
+	c->dash_alert_store_pct = 80;
+	c->dash_alert_connections = 0;
+	c->dash_alert_pending_mb = 256;
+	c->nbackends = 0;
+	c->nagents = 0;
+}
+
+bool conf_key_set(const struct parser *p, const char *sec, const char *key)
+{
+	for (size_t i = 0; i < conf_nsections; i++) {
+		if (strcmp(conf_sections[i].name, sec) != 0)
+			continue;
+		for (size_t j = 0; j < conf_sections[i].nkeys; j++)
+			if (strcmp(conf_sections[i].keys[j].name, key) == 0)
+				return (p->top_keys[i] >> j) & 1u;
+	}
+	return false;
+}
+
+/* tls = on needs a certificate; the redirect listener exists only for it
+ * and needs a port of its own; Secure cookies follow TLS unless set. */
+static int finish_tls(struct parser *p)
+{
+	struct sluice_conf *c = p->c;
+
+	if (c->tls && c->ncerts == 0) {
+		p->line = p->tls_line;
+		return conf_fail(p, "tls = on needs a [cert.NAME] section");
+	}
+	if (c->redirect_port && !c->tls) {
+		p->line = p->redirect_line;
+		return conf_fail(p, "redirect_listen needs tls = on");
+	}
+	if (c->redirect_port && c->redirect_port == c->listen_port) {
+		p->line = p->redirect_line;
+		return conf_fail(p, "redirect_listen: port %u is the listen port", c->redirect_port);
+	}
+	if (!conf_key_set(p, "auth", "cookie_secure"))
+		c->cookie_secure = c->tls;
+	return 0;
+}
+
+int conf_finish(struct parser *p)
+{
+	struct sluice_conf *c = p->c;
+	if (finish_tls(p) != 0)
+		return -1;
+	if (c->nbackends == 0)
+		return conf_fail_file(p->err, p->errlen, p->file, "no [backend.NAME] section");
+	for (uint32_t i = 0; i < c->nagents; i++) {
+		if (conf_model_servable(c, c->agents[i].model))
+			continue;
+		p->line = p->agent_model_line[i];
+		return conf_fail(p, "agent '%s': model '%s' is not served by any backend",
+			    c->agents[i].name, c->agents[i].model);
+	}
+	if (c->nagents == 0) {
+		struct conf_agent *ag = &c->agents[c->nagents++];
+		memcpy(ag->name, "assistant", sizeof("assistant"));
+		const char *m = NULL;
+		for (uint32_t b = 0; b < c->nbackends && !m; b++)
+			if (c->backends[b].nmodels)
+				m = c->backends[b].models[0];
+		if (!m)
+			return conf_fail_file(p->err, p->errlen, p->file,
+					      "no [agent.NAME] and no backend lists models: give one of them a model");
+		memcpy(ag->model, m, strlen(m) + 1);
+		memcpy(ag->description, "General-purpose assistant",
+		       sizeof("General-purpose assistant"));
+	}
+	if (c->transport == CONF_TRANSPORT_DPDK && !c->ports[0].present) {
+		p->line = p->transport_line;
+		return conf_fail(p, "transport = dpdk needs a [port.0] section");
+	}
+	if (p->lcores_line) {
+		if (p->nlcores != c->workers) {
+			p->line = p->lcores_line;
+			return conf_fail(p, "lcores: %u lcores for %u workers", p->nlcores, c->workers);
+		}
+	} else {
+		int n = c->workers == 1 ? snprintf(c->lcores, sizeof(c->lcores), "1")
+					: snprintf(c->lcores, sizeof(c->lcores), "1-%u", c->workers);
+		if (n < 0 || (size_t)n >= sizeof(c->lcores))
+			return conf_fail_file(p->err, p->errlen, p->file, "internal error: lcores");
+	}
+	return 0;
+}

@@ -1,0 +1,34 @@
+/*
+ * A bounded text buffer over caller-owned memory, for everything the app
+ * writes in one piece: response heads, stream events, /metrics. A write that
+ * does not fit sets `overflow` and leaves len unchanged from that point, so a
+ * caller checks once at the end and never sends a cut message.
+ */
+#ifndef SLUICE_APP_BUF_H
+#define SLUICE_APP_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct app_buf {
+	char *p;
+	size_t len, cap;
+	bool overflow;
+};
+
+static inline void app_buf_init(struct app_buf *b, char *p, size_t cap)
+{
+	b->p = p;
+	b->len = 0;
+	b->cap = cap;
+	b->overflow = false;
+}
+
+void app_buf_put(struct app_buf *b, const void *s, size_t n);
+void app_buf_str(struct app_buf *b, const char *s);
+void app_buf_u64(struct app_buf *b, uint64_t v);
+/* Appends s escaped for a JSON string (without the quotes). */
+void app_buf_esc(struct app_buf *b, const void *s, size_t n);
+
+#endif

@@ -1,0 +1,258 @@
+/*
+ * The fan-out path: token frames formatted once per worker and copied to
+ * every subscriber (SSE and WebSocket variants, creation stamps on request),
+ * slow streams framed at once even on busy turns with no timer armed, one
+ * batch guard per worker, and what stays allocated per connection.
+ * Through the flow harness (flow_harness.h): the real app on a test host.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/app_int.h"
+#include "flow_harness.h"
+
+#define NSUB 3
+
+static struct app *app_of(void)
+{
+	return flow_app;
+}
+
+/* mode=off: the three subscribers get the same bytes, formatted once. */
+static void test_shared_frames_sse(void **state)
+{
+	struct tp_conn *c[NSUB];
+	const char *const t2[] = { "a", " \"b\"" };
+	const char *first = NULL;
+	struct app_frame_key key;
+
+	(void)state;
+	W.conf.batch_mode = CONF_BATCH_OFF;
+	flow_restart();
+	for (int i = 0; i < NSUB; i++)
+		c[i] = flow_sse_open("", 0);
+	flow_tokens(flow_all_of(), "s_1", "m_5", 1, t2, 2);
+	for (int i = 0; i < NSUB; i++) {
+		const char *out = flow_take(c[i]);
+
+		assert_string_equal(out,
+				    "id: m_5:1\nevent: token\n"
+				    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_5\",\"seq\":1,\"n\":1,\"text\":\"a\"}\n\n"
+				    "id: m_5:2\nevent: token\n"
+				    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_5\",\"seq\":2,\"n\":1,"
+				    "\"text\":\" \\\"b\\\"\"}\n\n");
+		if (first)
+			assert_string_equal(out, first);
+		first = out;
+	}
+	assert_int_equal(W.st.frames_out, 2 * NSUB);
+	assert_int_equal(W.st.tokens_out, 2 * NSUB);
+	/* Both frames are in the worker's cache, keyed by message and seq. */
+	app_frame_key_set(&key, 0, "m_5", 2, 2);
+	assert_non_null(app_frame_find(&app_of()->frames, &key));
+	app_frame_key_set(&key, APP_FRAME_WS, "m_5", 2, 2);
+	assert_null(app_frame_find(&app_of()->frames, &key));
+	for (int i = 0; i < NSUB; i++)
+		flow_conn_gone(c[i]);
+	W.conf.batch_mode = CONF_BATCH_ADAPTIVE;
+}
+
+/* Adaptive: subscribers that held the same run get one shared event. */
+static void test_shared_batch_frame(void **state)
+{
+	struct tp_conn *c[NSUB];
+	const char *const t3[] = { "x", "y", "z" };
+	struct app_frame_key key;
+
+	(void)state;
+	for (int i = 0; i < NSUB; i++)
+		c[i] = flow_sse_open("", 0);
+	flow_tokens(flow_all_of(), "s_1", "m_6", 1, t3, 3);
+	flow_end_of_turn(false);
+	for (int i = 0; i < NSUB; i++)
+		assert_string_equal(flow_take(c[i]),
+				    "id: m_6:3\nevent: token\n"
+				    "data: {\"session_id\":\"s_1\",\"message_id\":\"m_6\",\"seq\":3,\"n\":3,\"text\":\"xyz\"}\n\n");
+	app_frame_key_set(&key, 0, "m_6", 1, 3);
+	assert_non_null(app_frame_find(&app_of()->frames, &key));
+	assert_int_equal(W.st.frames_out, NSUB);
+	for (int i = 0; i < NSUB; i++)
+		flow_conn_gone(c[i]);
+}
+
+/* A WebSocket and an SSE subscriber of one session: each gets its own
+ * variant, the WebSocket one a whole frame (header included). */
+static void test_shared_frames_ws_and_sse(void **state)
+{
+	struct tp_conn *ws = flow_ws_open_conn(), *sse;
+	const char *const t1[] = { "hi" };
+	const char *out;
+
+	(void)state;
+	flow_ws_subscribe(ws, "s_1");
+	sse = flow_sse_open("", 0);
+	W.conf.batch_mode = CONF_BATCH_OFF;
+	app_of()->pol.off = true;
+	flow_tokens(flow_all_of(), "s_1", "m_7", 1, t1, 1);
+	out = flow_take(ws);
+	assert_string_equal(flow_ws_text(&out), "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":\"m_7\","
+					        "\"seq\":1,\"n\":1,\"text\":\"hi\"}");
+	assert_non_null(strstr(flow_take(sse), "data: {\"session_id\":\"s_1\",\"message_id\":\"m_7\",\"seq\":1,"));
+	/* The subscribe message was handed out: the parked socket keeps no
+	 * reassembly buffer. */
+	assert_null(((struct conn *)ws->ctx)->ws.msg);
+	app_of()->pol.off = false;
+	W.conf.batch_mode = CONF_BATCH_ADAPTIVE;
+	flow_conn_gone(ws);
+	flow_conn_gone(sse);
+}
+
+/* A stream whose tokens come max_delay or more apart is framed at once,
+ * even on a busy turn, and arms no timer; a fast one still coalesces. */
+static void test_slow_stream_not_held(void **state)
+{
+	struct tp_conn *c = flow_sse_open("", 0);
+	const char *const one[] = { "x" };
+	uint64_t delay_ns = (uint64_t)W.conf.max_delay_us * 1000u;
+	const char *out;
+
+	(void)state;
+	/* The conn's first token: pace unknown, held on a busy turn. */
+	flow_tokens(flow_all_of(), "s_1", "m_8", 1, one, 1);
+	flow_end_of_turn(true);
+	assert_string_equal(flow_take(c), "");
+	assert_true(app_of()->batch_timer.armed);
+	flow_advance(delay_ns + MS);
+	assert_non_null(strstr(flow_take(c), "\"seq\":1,\"n\":1,"));
+	flow_tx_flush(c);
+	assert_false(app_of()->batch_timer.armed);
+	/* 50 ms later (20 tokens/s): out at once, before the turn ends. */
+	for (uint32_t s = 2; s <= 4; s++) {
+		flow_advance(50 * MS);
+		flow_tokens(flow_all_of(), "s_1", "m_8", s, one, 1);
+		assert_non_null(strstr(flow_take(c), "\"n\":1,"));
+		flow_end_of_turn(true);
+		assert_false(app_of()->batch_timer.armed);
+		assert_int_equal(app_of()->npending, 0);
+		flow_tx_flush(c);
+	}
+	/* Fast again (two tokens 100 us apart on busy turns): coalesced. */
+	flow_advance(50 * MS);
+	flow_tokens(flow_all_of(), "s_1", "m_8", 5, one, 1);
+	flow_take(c);
+	flow_tx_flush(c);
+	flow_advance(100000);
+	flow_tokens(flow_all_of(), "s_1", "m_8", 6, one, 1);
+	flow_end_of_turn(true);
+	flow_advance(100000);
+	flow_tokens(flow_all_of(), "s_1", "m_8", 7, one, 1);
+	flow_end_of_turn(true);
+	assert_string_equal(flow_take(c), "");
+	assert_true(app_of()->batch_timer.armed);
+	flow_advance(delay_ns + MS); /* the wheel's tick: at most 1 ms late */
+	out = flow_take(c);
+	assert_non_null(strstr(out, "\"seq\":7,\"n\":2,"));
+	assert_int_equal(W.st.tokens_out, 7);
+	flow_conn_gone(c);
+}
+
+/* Held batches of many conns share the worker's one guard, armed at the
+ * earliest deadline. */
+static void test_one_guard_for_all(void **state)
+{
+	struct tp_conn *c[NSUB];
+	const char *const one[] = { "q" };
+	uint64_t delay_ns = (uint64_t)W.conf.max_delay_us * 1000u;
+
+	(void)state;
+	for (int i = 0; i < NSUB; i++)
+		c[i] = flow_sse_open("", 0);
+	flow_tokens(flow_all_of(), "s_1", "m_9", 1, one, 1);
+	flow_end_of_turn(true);
+	assert_int_equal(app_of()->npending, NSUB);
+	assert_true(app_of()->batch_timer.armed);
+	assert_true(app_of()->batch_timer_at == W.h.now + delay_ns);
+	flow_advance(delay_ns + MS);
+	assert_int_equal(app_of()->npending, 0);
+	for (int i = 0; i < NSUB; i++) {
+		assert_non_null(strstr(flow_take(c[i]), "\"seq\":1,\"n\":1,\"text\":\"q\""));
+		flow_conn_gone(c[i]);
+	}
+}
+
+/* X-Sluice-Timing: 1 on the stream request adds each token's creation time. */
+static void test_timing_stamps(void **state)
+{
+	struct tp_conn *c = flow_conn_open(), *plain = flow_sse_open("", 0);
+	const struct sink_rec *rq;
+	const char *const t2[] = { "a", "b" };
+	const char *out;
+
+	(void)state;
+	flow_feed(c, "GET /api/chat/stream/s_1 HTTP/1.1\r\nHost: a\r\nX-Sluice-Timing: 1\r\n\r\n");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	flow_response(flow_handle_of(rq), flow_req_of(rq)->req_id, 200, CHAN_RESP_SSE_SUBSCRIBE, 0, "s_1", "",
+		      0, NULL, 0);
+	flow_take(c);
+	flow_tx_flush(c);
+	flow_tokens(flow_all_of(), "s_1", "m_a", 1, t2, 2);
+	flow_end_of_turn(false);
+	out = flow_take(c);
+	assert_non_null(strstr(out, "\"seq\":2,\"n\":2,\"text\":\"ab\",\"created_ns\":["));
+	assert_null(strstr(flow_take(plain), "created_ns"));
+	flow_conn_gone(c);
+	flow_conn_gone(plain);
+}
+
+/* Delivering a record to every subscriber allocates nothing once the
+ * subscribers exist (returns the mallocs made while it ran). */
+static unsigned fan_out_record(void)
+{
+	struct tp_conn *c[NSUB];
+	const char *const t2[] = { "m", "n" };
+	unsigned mallocs;
+
+	for (int i = 0; i < NSUB; i++)
+		c[i] = flow_sse_open("", 0);
+	/* A first record and turn: the batch pool and the frames warm up. */
+	flow_tokens(flow_all_of(), "s_1", "m_b", 1, t2, 2);
+	flow_end_of_turn(false);
+	for (int i = 0; i < NSUB; i++) {
+		flow_take(c[i]);
+		flow_tx_flush(c[i]);
+	}
+	flow_mallocs_start();
+	flow_tokens(flow_all_of(), "s_1", "m_b", 3, t2, 2);
+	flow_end_of_turn(true);
+	flow_advance(50 * MS);
+	flow_tokens(flow_all_of(), "s_1", "m_b", 5, t2, 1);
+	flow_end_of_turn(true);
+	mallocs = flow_mallocs_stop();
+	for (int i = 0; i < NSUB; i++) {
+		assert_non_null(strstr(flow_take(c[i]), "\"seq\":5,"));
+		flow_conn_gone(c[i]);
+	}
+	return mallocs;
+}
+
+static void test_fan_out_allocates_nothing(void **state)
+{
+	(void)state;
+	flow_assert_no_mallocs(fan_out_record);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_shared_frames_sse, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_shared_batch_frame, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_shared_frames_ws_and_sse, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_slow_stream_not_held, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_one_guard_for_all, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_timing_stamps, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_fan_out_allocates_nothing, flow_setup, flow_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

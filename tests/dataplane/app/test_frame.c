@@ -1,0 +1,93 @@
+/* The worker's shared token frames (app_frame.h): keys, lookups, the
+ * oldest entry replaced first, frames too large to keep. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "app/app_frame.h"
+
+static struct app_frame_cache fc;
+
+static const struct app_frame_slot *find(uint8_t v, const char *mid, uint32_t a, uint32_t b)
+{
+	struct app_frame_key k;
+
+	app_frame_key_set(&k, v, mid, a, b);
+	return app_frame_find(&fc, &k);
+}
+
+static void put(uint8_t v, const char *mid, uint32_t a, uint32_t b, const char *bytes)
+{
+	struct app_frame_key k;
+
+	app_frame_key_set(&k, v, mid, a, b);
+	app_frame_put(&fc, &k, bytes, strlen(bytes));
+}
+
+static void test_keys(void **state)
+{
+	const struct app_frame_slot *s;
+
+	(void)state;
+	memset(&fc, 0, sizeof(fc));
+	assert_null(find(0, "m_1", 1, 1));
+	put(0, "m_1", 1, 3, "sse");
+	put(APP_FRAME_WS, "m_1", 1, 3, "ws");
+	s = find(0, "m_1", 1, 3);
+	assert_non_null(s);
+	assert_int_equal(s->len, 3);
+	assert_memory_equal(s->bytes, "sse", 3);
+	assert_memory_equal(find(APP_FRAME_WS, "m_1", 1, 3)->bytes, "ws", 2);
+	/* Every part of the key counts. */
+	assert_null(find(APP_FRAME_STAMPS, "m_1", 1, 3));
+	assert_null(find(0, "m_1", 2, 3));
+	assert_null(find(0, "m_1", 1, 2));
+	assert_null(find(0, "m_2", 1, 3));
+}
+
+static void test_oldest_replaced(void **state)
+{
+	(void)state;
+	memset(&fc, 0, sizeof(fc));
+	for (uint32_t i = 0; i <= APP_FRAME_SLOTS; i++)
+		put(0, "m_x", i, i, "f");
+	assert_null(find(0, "m_x", 0, 0));
+	for (uint32_t i = 1; i <= APP_FRAME_SLOTS; i++)
+		assert_non_null(find(0, "m_x", i, i));
+	/* A full-width id (no NUL) is a key like any other. */
+	{
+		char full[CHAN_ID_LEN];
+
+		memset(full, 'q', sizeof(full));
+		put(0, full, 7, 7, "full");
+		assert_non_null(find(0, full, 7, 7));
+	}
+}
+
+static void test_too_large_not_kept(void **state)
+{
+	static char big[APP_FRAME_MAX + 2];
+	struct app_frame_key k;
+
+	(void)state;
+	memset(&fc, 0, sizeof(fc));
+	memset(big, 'b', sizeof(big) - 1);
+	app_frame_key_set(&k, 0, "m_b", 1, 1);
+	app_frame_put(&fc, &k, big, sizeof(big) - 1);
+	assert_null(app_frame_find(&fc, &k));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_keys),
+		cmocka_unit_test(test_oldest_replaced),
+		cmocka_unit_test(test_too_large_not_kept),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
