@@ -63,14 +63,6 @@ def raise_fd_limit(need):
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
-def metric(srv, name):
-    r = srv.request("GET", "/metrics", auth=False)
-    check_eq(r.status, 200, "GET /metrics status")
-    m = re.search(r"^%s (\d+)$" % re.escape(name), r.body.decode(), re.M)
-    check(m is not None, "/metrics has no %s" % name)
-    return int(m.group(1))
-
-
 def ctl_json(srv, *args):
     p = srv.sluicectl("--json", *args)
     check(p.returncode == 0, "sluicectl --json %s: exit %d: %r" % (" ".join(args), p.returncode,
@@ -143,7 +135,7 @@ async def hold_many(srv, n):
     try:
         streams = await asyncio.gather(*[open_one() for _ in range(n)])
         t_open = time.monotonic() - t0
-        active = metric(srv, "sluice_connections_active")
+        active = srv.metric("sluice_connections_active")
         check(active >= n, "/metrics sluice_connections_active %d with %d connections open"
               % (active, n))
         req = b"GET /healthz HTTP/1.1\r\nHost: sluice\r\n\r\n"
@@ -163,7 +155,7 @@ async def hold_many(srv, n):
         await asyncio.gather(*[ask(rw) for rw in streams])
         t_serve = time.monotonic() - t1
         # Still all open after being served (keep-alive).
-        active2 = metric(srv, "sluice_connections_active")
+        active2 = srv.metric("sluice_connections_active")
         check(active2 >= n, "after answering: %d active, expected >= %d" % (active2, n))
         return t_open, t_serve, active
     finally:
@@ -179,9 +171,9 @@ def many_connections(env, n):
     print("     %d connections opened in %.2f s (%.0f/s), all answered in %.2f s; /metrics "
           "active %d" % (n, t_open, n / t_open, t_serve, active), flush=True)
     deadline = time.monotonic() + 30
-    while metric(srv, "sluice_connections_active") > 10 and time.monotonic() < deadline:
+    while srv.metric("sluice_connections_active") > 10 and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = metric(srv, "sluice_connections_active")
+    left = srv.metric("sluice_connections_active")
     if left > 10:
         ss = subprocess.run(["ss", "-tan"], stdout=subprocess.PIPE, timeout=10).stdout.decode()
         states = {}
