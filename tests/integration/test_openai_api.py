@@ -5,7 +5,8 @@ users use it (tests/node/sdk_check.mjs: stream and non-stream with usage, a
 streamed tool call, AuthenticationError for a bad key, NotFoundError for an
 unknown model, RateLimitError for a full queue), and against a third-party
 server, the npm package @dwmkerr/mock-llm, for /v1 and chat sessions alike.
-Conversations made through /v1 are recorded per key (store: false opts out)."""
+Conversations made through /v1 are recorded per key (store: false opts out).
+integration_openai_api_tls runs the same with tls = on, every client on https."""
 
 import json
 import os
@@ -36,6 +37,10 @@ def test_sdk_and_mock_llm(env):
 
         sdk_env = dict(os.environ, SLUICE_BASE=srv.base + "/v1", SLUICE_KEY=key, MODEL="fx-model",
                        TOOLS_MODEL="fx-tools", BUSY_MODEL="fx-busy")
+        if srv.tls:
+            # integration_openai_api_tls: the SDK on https, trusting the test CA.
+            sdk_env["NODE_EXTRA_CA_CERTS"] = srv.tls["ca"]
+            check(srv.base.startswith("https://"), "the SDK's base URL %r is https" % srv.base)
         p = subprocess.run(["node", os.path.join(harness.NODE_DIR, "sdk_check.mjs")], env=sdk_env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
         results = [json.loads(l) for l in p.stdout.decode().splitlines() if l.startswith("{")]
