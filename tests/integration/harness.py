@@ -602,6 +602,16 @@ class Sluice:
         finally:
             conn.close()
 
+    def metric(self, name):
+        """The value of /metrics sample `name` (its labelled samples summed)."""
+        r = self.request("GET", "/metrics", auth=False)
+        check_eq(r.status, 200, "GET /metrics status")
+        vals = [float(line.rsplit(" ", 1)[1]) for line in r.body.decode().splitlines()
+                if line.startswith(name + " ") or line.startswith(name + "{")]
+        check(vals, "/metrics has no %s" % name)
+        total = sum(vals)
+        return int(total) if total.is_integer() else total
+
     def create_session(self, model="synth"):
         r = self.request("POST", "/api/chat/sessions", {"model_id": model})
         check_eq(r.status, 201, "POST /api/chat/sessions {model_id:%s} status (body %r)" % (model, r.body))
