@@ -357,8 +357,8 @@ static void v1_record_start(struct v1_req *v, const struct api_req *q, json_t *m
 }
 
 /* The token events since the last turn go to the limits' counters (once
- * per loop turn, as chat answers' do). True when they took the caller to
- * its daily token budget, *cut (may be NULL) saying which. */
+ * per loop turn, as chat answers' do). True when they took the caller
+ * past its daily token budget, *cut (may be NULL) saying which. */
 static bool v1_lim_tokens(struct v1_req *v, struct lim_refusal *cut)
 {
 	if (!v->lim_n)
@@ -569,7 +569,7 @@ static void v1_on_end(void *arg, const struct bk_end *e)
 }
 
 /*
- * The caller's tokens reached its daily budget (docs/api.md "Limits"): the
+ * The caller's tokens went past its daily budget (docs/api.md "Limits"): the
  * upstream request closes in this loop turn and the answer is recorded with
  * its tokens so far, status error. Streamed, the client gets the usage
  * chunk (when it asked for one), the error event with the limit's code and

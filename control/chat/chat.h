@@ -168,7 +168,7 @@ struct chat_stats {
 	uint64_t tokens;
 	uint64_t token_batches; /* TOKENS broadcasts of running answers (one per answer per turn) */
 	uint64_t answers_failed; /* answers that ended in error */
-	uint64_t answers_cut;    /* answers (chat and /v1) cut at their owner's daily token budget */
+	uint64_t answers_cut;    /* answers (chat and /v1) cut past their owner's daily token budget */
 	/* Usage of every answer that ended since control started (chat and /v1). */
 	uint64_t usage_answers, usage_prompt_tokens, usage_completion_tokens;
 	double usage_cost_usd;

@@ -125,7 +125,7 @@ void chat_answer_flush(struct chat *c, struct chat_session *s)
 	}
 }
 
-/* An answer over its owner's budget ends now, like a cancel: the upstream
+/* An answer past its owner's budget ends now, like a cancel: the upstream
  * request closes in this loop turn, the tokens so far are kept, and done
  * error carries the limit's code. */
 static void chat_answer_cut(struct chat *c, struct chat_session *s)

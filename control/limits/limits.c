@@ -354,11 +354,12 @@ void lim_answer_end(struct limits *l, const char *user, const char *key_id, int6
 	lim_each(l, user, key_id, lim_end_one, NULL);
 }
 
-/* e has used up its daily tokens: fills *cut (when not NULL). */
+/* e's tokens went past its daily budget: fills *cut (when not NULL). An
+ * answer that ends exactly at the budget is whole; the next is refused. */
 static bool lim_day_spent(struct limits *l, const struct lim_ent *e, bool by_key, struct lim_refusal *cut)
 {
 	uint32_t v = lim_value(l, e, e->role, CONF_LIM_TOKENS_PER_DAY);
-	if (!v || e->toks_day < v)
+	if (!v || e->toks_day <= v)
 		return false;
 	if (cut)
 		*cut = (struct lim_refusal){ .limit = CONF_LIM_TOKENS_PER_DAY, .by_key = by_key, .value = v,

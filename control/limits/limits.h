@@ -84,7 +84,7 @@ bool lim_message_begin(struct limits *l, const struct lim_who *w, size_t len, st
 void lim_message_failed(struct limits *l, const char *user, const char *key_id, size_t len);
 /*
  * n tokens of a running answer, bytes of text (0 when it is not stored).
- * True when they took the answer's user or key to its tokens_per_day
+ * True when they took the answer's user or key past its tokens_per_day
  * budget: the caller cuts the answer now (docs/api.md "Limits"), and *cut
  * (may be NULL) says which limit, as a refusal would. Only the daily quota
  * cuts: tokens_per_min is a rate that refuses new messages, and cutting an

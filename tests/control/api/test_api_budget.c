@@ -2,7 +2,7 @@
  * A running answer cut at its owner's daily token budget (docs/api.md
  * "Limits"), over the synthetic backend in virtual time, one token per loop
  * turn: on chat, the backend call is cancelled in the turn whose tokens
- * reach the budget, the subscribers get the tokens so far, usage, then done
+ * go past the budget (one token past it here), the subscribers get the tokens so far, usage, then done
  * error limit_tokens_per_day, the store keeps the tokens and usage, and
  * another user's answer streams on; on /v1 a stream ends with the usage
  * chunk, OpenAI's error event and [DONE], a completion not streamed gets
@@ -23,6 +23,7 @@
 
 #define BUDGET 10u
 #define LONG_ANSWER 40u
+#define CUT (BUDGET + 1) /* the answer's tokens when it is cut */
 
 static int64_t clock_s;
 static int64_t test_clock(void *arg)
@@ -195,27 +196,24 @@ static void test_chat_answer_cut(void **state)
 	post(f, rich, sid2, v[1].mid);
 	struct chat_session *s = chat_session_get(&f->chat, sid, strlen(sid));
 	assert_non_null(s);
-	/* Turn by turn: the turn whose tokens reach the budget ends the
+	/* Turn by turn: the turn whose token goes past the budget ends the
 	 * answer, and its backend call with it. */
 	while (!v[0].done) {
-		uint32_t before = s->ans.seq;
 		step(f);
 		drain(f, 1, v, 2);
 		if (!v[0].done) {
 			assert_true(s->ans.running);
 			assert_int_equal(cancels(f), 0);
-			assert_true(v[0].tokens < BUDGET);
-		} else {
-			assert_int_equal(v[0].tokens, BUDGET);
-			assert_true(before < BUDGET);
+			assert_true(v[0].tokens <= BUDGET);
 		}
 	}
+	assert_int_equal(v[0].tokens, CUT);
 	assert_int_equal(cancels(f), 1);
 	assert_false(s->ans.running);
 	assert_null(s->ans.call);
 	assert_int_equal(v[0].done_status, CHAN_DONE_ERROR);
-	assert_int_equal(v[0].done_last, BUDGET);
-	assert_int_equal(v[0].usage_completion, BUDGET);
+	assert_int_equal(v[0].done_last, CUT);
+	assert_int_equal(v[0].usage_completion, CUT);
 	assert_string_equal(v[0].code, "limit_tokens_per_day");
 	assert_non_null(strstr(v[0].msg, "tokens_per_day limit of this user (10)"));
 	assert_int_equal(f->chat.stats.answers_cut, 1);
@@ -238,11 +236,11 @@ static void test_chat_answer_cut(void **state)
 	assert_string_equal(json_string_value(json_object_get(m, "status")), "error");
 	assert_true(json_string_length(json_object_get(m, "content")) > 0);
 	json_t *u = json_object_get(m, "usage");
-	assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), BUDGET);
+	assert_int_equal(json_integer_value(json_object_get(u, "completion_tokens")), CUT);
 	json_decref(j);
 	struct store_message sm;
 	assert_int_equal(store_message_get(f->st, sid, 1, &sm), 0);
-	assert_int_equal(sm.ntokens, BUDGET);
+	assert_int_equal(sm.ntokens, CUT);
 	/* And the next message is refused until the day ends. */
 	char body[128];
 	snprintf(body, sizeof(body), "{\"session_id\":\"%s\",\"content\":\"more\"}", sid);
@@ -298,10 +296,10 @@ static void test_v1_cut(void **state)
 		}
 		assert_int_equal(c, more ? 0 : 1);
 	}
-	assert_int_equal(tokens, BUDGET);
+	assert_int_equal(tokens, CUT);
 	assert_int_equal(cancels(f), 1);
 	assert_int_equal(f->api.v1_reqs.n, 0);
-	assert_non_null(strstr(last, "\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":10,"));
+	assert_non_null(strstr(last, "\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":11,"));
 	assert_non_null(strstr(last, "data: {\"error\":{\"message\":\"the answer reached the tokens_per_day limit"));
 	assert_non_null(strstr(last, "\"type\":\"rate_limit_exceeded\",\"param\":null,"
 				     "\"code\":\"limit_tokens_per_day\"}}\n\n"));
@@ -320,7 +318,7 @@ static void test_v1_cut(void **state)
 	json_t *m = json_array_get(json_object_get(j, "messages"), 1);
 	assert_string_equal(json_string_value(json_object_get(m, "status")), "error");
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(m, "usage"), "completion_tokens")),
-			 BUDGET);
+			 CUT);
 	json_decref(j);
 
 	/* A new day; not streamed, nothing was sent: 429 in OpenAI's shape. */

@@ -239,9 +239,10 @@ static void test_stored_and_sessions(void **state)
 	assert_true(lim_message_begin(l, &w, sizeof(big), &why));
 }
 
-/* A running answer is told to stop when its tokens reach the daily budget
- * of its user or its key, and only then: tokens per minute refuse the
- * next message but never cut one that runs. */
+/* A running answer is told to stop when its tokens go past the daily
+ * budget of its user or its key (ending at it exactly is not over), and
+ * only then: tokens per minute refuse the next message but never cut one
+ * that runs. */
 static void test_day_budget_cuts(void **state)
 {
 	struct cfx *f = *state;
@@ -257,8 +258,9 @@ static void test_day_budget_cuts(void **state)
 	struct lim_who g = { .user = "gus", .uid = 7, .role = STORE_USER_ROLE_USER };
 	assert_true(lim_message_begin(l, &g, 1, &why));
 	assert_false(lim_answer_tokens(l, "gus", NULL, 10, 0, &cut));
+	assert_false(lim_answer_tokens(l, "fay", NULL, 40, 0, &cut));
 	memset(&cut, 0, sizeof(cut));
-	assert_true(lim_answer_tokens(l, "fay", NULL, 40, 0, &cut));
+	assert_true(lim_answer_tokens(l, "fay", NULL, 1, 0, &cut));
 	assert_int_equal(cut.limit, CONF_LIM_TOKENS_PER_DAY);
 	assert_false(cut.by_key);
 	assert_int_equal(cut.value, 250);
@@ -280,7 +282,7 @@ static void test_day_budget_cuts(void **state)
 	assert_int_equal(err, 0);
 	struct lim_who wk = { .user = "hal", .uid = 8, .role = STORE_USER_ROLE_USER, .key_id = "k_hal1" };
 	assert_true(lim_message_begin(l, &wk, 1, &why));
-	assert_false(lim_answer_tokens(l, "hal", "k_hal1", 29, 0, &cut));
+	assert_false(lim_answer_tokens(l, "hal", "k_hal1", 30, 0, &cut));
 	assert_true(lim_answer_tokens(l, "hal", "k_hal1", 1, 0, &cut));
 	assert_true(cut.by_key);
 	assert_int_equal(cut.value, 30);
