@@ -106,9 +106,6 @@ void api_store_error(struct api *a, const struct chat_reply *r, int err, const c
 		api_error(a, r, 500, "internal", msg, NULL);
 }
 
-/* 429 with Retry-After and a code naming the limit (docs/api.md "Limits").
- * On /v1 the type is OpenAI's: insufficient_quota for what is kept (stored
- * text, conversations), rate_limit_exceeded for the rates. */
 const char *api_limit_type(lim_id id)
 {
 	return id == CONF_LIM_STORED_MB || id == CONF_LIM_SESSIONS ? "insufficient_quota" : "rate_limit_exceeded";
@@ -121,6 +118,9 @@ void api_limit_cut_message(const struct lim_refusal *cut, char *out, size_t len)
 		 (long long)cut->retry_after);
 }
 
+/* 429 with Retry-After and a code naming the limit (docs/api.md "Limits").
+ * On /v1 the type is OpenAI's: insufficient_quota for what is kept (stored
+ * text, conversations), rate_limit_exceeded for the rates. */
 void api_limit_error(struct api *a, const struct chat_reply *r, const struct lim_refusal *why)
 {
 	char msg[160], hdr[48];
