@@ -13,7 +13,8 @@ users filling the store together get 503 store_full for new data while an
 answer accepted before still streams and is stored in full (the reserve).
 The same limits hold on /v1/chat/completions (429 in OpenAI's error shape),
 with the tokens of real backends (OpenAI-compatible, Ollama) counted as
-their usage reports say.
+their usage reports say. A running answer whose tokens take its user or
+key past tokens_per_day is cut at once, its backend request closed.
 """
 
 import http.client
@@ -373,8 +374,134 @@ def test_v1_limits_real_backends(env):
             x.stop()
 
 
+def stamp_of(text):
+    """When upstream.py sent the last token of text (its "K@NS" stamps)."""
+    return int(text.rsplit("@", 1)[1]) / 1e9
+
+
+def closed_at(fx, what):
+    """The time the backend fixture saw the one request it had to see closed."""
+    e = []
+    deadline = time.monotonic() + 5
+    while not e and time.monotonic() < deadline:
+        e = [x for x in fx.log() if x["end"] == "client_closed"]
+        time.sleep(0.02)
+    check_eq(len(e), 1, "%s: one backend request closed (log %r)" % (what, [x["end"] for x in fx.log()]))
+    return e[0]["closed_at"]
+
+
+def test_budget_cuts_running_answer(env):
+    """A running answer through a real OpenAI-compatible backend is cut in
+    the loop turn its tokens take its user (chat) or API key (/v1) past
+    tokens_per_day: the backend sees its request closed right after the
+    token that went past (measured from the backend's side, with the
+    tokens' send times), the client gets usage then done error
+    limit_tokens_per_day (/v1: OpenAI's error event and [DONE], or 429 not
+    streamed), the store keeps the tokens up to the cut with their usage,
+    and another user's answer streams on to its end."""
+    fx = harness.Upstream(models=["fx-model"], tokens=150, interval_ms=20, stamp=True, usage=True)
+    srv = env.fresh(backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"})])
+    try:
+        srv.start()
+        spender, other = User(srv, "spender"), User(srv, "bystander")
+        limits_set(srv, ["--user", "spender"], "tokens_per_day=30")
+        clear_of_window_end(86400, 60)
+        sid, sid2 = spender.session("fx-model"), other.session("fx-model")
+        c = harness.CurlSse(srv.base + "/api/chat/stream/" + sid, headers={"Authorization": "Bearer " + spender.token})
+        c2 = harness.CurlSse(srv.base + "/api/chat/stream/" + sid2, headers={"Authorization": "Bearer " + other.token})
+        c.wait_head()
+        c2.wait_head()
+        r2 = other.post(sid2, "a long answer")
+        check_eq(r2.status, 202, "the bystander's message")
+        r = spender.post(sid, "a long answer")
+        check_eq(r.status, 202, "the spender's message")
+        mid, mid2 = r.json()["message_id"], r2.json()["message_id"]
+        ev = []
+        while not ev or ev[-1].get("type") != "done":
+            e = c.next_event(30)
+            check(e is not None, "the spender's stream ended before done: %r" % [x.get("type") for x in ev])
+            if e.get("message_id") == mid:
+                ev.append(e)
+        got_done = time.time()
+        text = "".join(e["text"] for e in ev if e["type"] == "token")
+        ntok = max(e["seq"] for e in ev if e["type"] == "token")
+        done, usage = ev[-1], [e for e in ev if e["type"] == "usage"]
+        check_eq(done["status"], "error", "done error (%r)" % done)
+        check_eq(done["error"]["code"], "limit_tokens_per_day", "the limit's code")
+        check("tokens_per_day limit of this user (30)" in done["error"]["message"], "message %r" % done["error"])
+        check_eq(len(usage), 1, "one usage event")
+        check_eq(ev[-2]["type"], "usage", "usage right before done")
+        check(30 < ntok < 40, "cut just past the budget: %d tokens" % ntok)
+        check_eq(usage[0]["completion_tokens"], ntok, "usage counts the tokens up to the cut")
+        dt = closed_at(fx, "chat cut") - stamp_of(text)
+        print("  chat: the backend saw its request closed %.1f ms after sending the token past the budget "
+              "(%d tokens, done reached the client %.1f ms after it)" % (dt * 1000, ntok,
+                                                                        (got_done - stamp_of(text)) * 1000))
+        check(dt < 0.5, "the cut reached the backend after %.3f s" % dt)
+        msgs = spender.wait_idle(sid)
+        check_eq((msgs[-1]["status"], msgs[-1]["content"]), ("error", text), "stored: the tokens up to the cut")
+        check_eq(msgs[-1]["usage"]["completion_tokens"], ntok, "stored usage")
+        expect_limit(spender.post(sid, "more"), "limit_tokens_per_day", "after the cut")
+        # The bystander's answer streamed on, whole.
+        ev2 = []
+        while not ev2 or ev2[-1].get("type") != "done":
+            e = c2.next_event(30)
+            check(e is not None, "the bystander's stream ended before done")
+            if e.get("message_id") == mid2:
+                ev2.append(e)
+        check_eq((ev2[-1]["status"], max(e["seq"] for e in ev2 if e["type"] == "token")), ("complete", 150),
+                 "the bystander's answer")
+        c.close()
+        c2.close()
+
+        # /v1 with an API key whose own budget is 20: streamed, then not.
+        fx.reset()
+        key, kid = harness.api_key_with_id(srv)
+        limits_set(srv, ["--key", kid], "tokens_per_day=20")
+        r = harness.v1(srv, {"model": "fx-model", "stream": True, "stream_options": {"include_usage": True},
+                             "messages": [{"role": "user", "content": "a long answer"}]}, key)
+        check_eq(r.status, 200, "the streamed completion's head")
+        data = harness.sse_data(r.body)
+        check_eq(data[-1], "[DONE]", "[DONE] last")
+        err = json.loads(data[-2])["error"]
+        check_eq((err["code"], err["type"], err["param"]), ("limit_tokens_per_day", "rate_limit_exceeded", None),
+                 "OpenAI's error event (%r)" % err)
+        check("limit of this API key (20)" in err["message"], "message %r" % err["message"])
+        chunks = [json.loads(d) for d in data[:-2]]
+        text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch.get("choices"))
+        ntok = len([ch for ch in chunks if ch.get("choices")])
+        check(20 < ntok < 30, "cut just past the key's budget: %d tokens" % ntok)
+        check_eq(chunks[-1]["usage"]["completion_tokens"], ntok, "the usage chunk before the error")
+        dt = closed_at(fx, "/v1 cut") - stamp_of(text)
+        print("  /v1: the backend saw its request closed %.1f ms after sending the token past the budget "
+              "(%d tokens)" % (dt * 1000, ntok))
+        check(dt < 0.5, "the /v1 cut reached the backend after %.3f s" % dt)
+        deadline = time.monotonic() + 5
+        while True:
+            p = srv.sluicectl("--json", "usage", "--key", kid)
+            check_eq(p.returncode, 0, "usage --key (stderr %r)" % p.stderr)
+            u = json.loads(p.stdout)["total"]
+            if u["answers"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check_eq((u["answers"], u["completion_tokens"]), (1, ntok), "the cut completion's usage under the key")
+        v1s = [x for x in srv.request("GET", "/api/chat/sessions").json()["sessions"] if x["agent_id"] == "openai-api"]
+        m = srv.request("GET", "/api/chat/sessions/" + v1s[0]["id"]).json()["messages"][-1]
+        check_eq((m["status"], m["content"], m["usage"]["completion_tokens"]), ("error", text, ntok),
+                 "the recorded /v1 answer: the tokens up to the cut")
+        key2, kid2 = harness.api_key_with_id(srv)
+        limits_set(srv, ["--key", kid2], "tokens_per_day=20")
+        r = harness.v1(srv, {"model": "fx-model", "messages": [{"role": "user", "content": "a long answer"}]}, key2)
+        expect_v1_limit(r, "rate_limit_exceeded", "limit_tokens_per_day", "a completion not streamed, cut")
+        check_eq(len([x for x in fx.log() if x["end"] == "client_closed"]), 2, "its backend request closed too")
+    finally:
+        srv.stop()
+        fx.stop()
+
+
 TESTS = [test_one_user_hits_every_limit, test_overrides_survive_restart,
-         test_reserve_keeps_accepted_answers, test_v1_limits_real_backends]
+         test_reserve_keeps_accepted_answers, test_v1_limits_real_backends,
+         test_budget_cuts_running_answer]
 
 if __name__ == "__main__":
     sys.exit(harness.run(TESTS))

@@ -35,9 +35,10 @@ def test_sdk_and_mock_llm(env):
         srv.write_conf()
         srv.start()
         key, kid = harness.api_key_with_id(srv)
-        # A key limited to one answer token a day.
+        # A key limited to one answer a day: the fixture's answers are 5 tokens, and an answer
+        # that ends exactly at the budget is whole (one that went past it would be cut).
         limited, limited_id = harness.api_key_with_id(srv)
-        p = srv.sluicectl("limits", "set", "--key", limited_id, "tokens_per_day=1")
+        p = srv.sluicectl("limits", "set", "--key", limited_id, "tokens_per_day=5")
         check_eq(p.returncode, 0, "limits set on the limited key: %r" % p.stderr[-300:])
         # The day's count must not roll over between its two requests.
         left = 86400 - time.time() % 86400
