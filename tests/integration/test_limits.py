@@ -23,6 +23,7 @@ import sys
 import time
 
 import harness
+import llm
 from harness import check, check_eq
 
 MB_TEXT = "x" * 1000000
@@ -109,6 +110,7 @@ def test_one_user_hits_every_limit(env):
 
         # Messages per minute (first: the minute's count starts here).
         limits_set(srv, ["--user", "hog"], "messages_per_min=3")
+        clear_of_window_end(60, 20)
         for i in range(3):
             check_eq(hog.post(hog_s[1], "m%d" % i).status, 202, "message %d within the rate" % i)
             hog.wait_idle(hog_s[1])
@@ -155,6 +157,7 @@ def test_one_user_hits_every_limit(env):
             # The counters of this minute / day already hold earlier answers:
             # the first message may be refused at once.
             limits_set(srv, ["--user", "hog"], limit)
+            clear_of_window_end(60 if limit.startswith("tokens_per_min") else 86400, 20)
             r = None
             for _ in range(5):
                 r = hog.post(sid, "count my tokens")
@@ -172,6 +175,7 @@ def test_one_user_hits_every_limit(env):
         key = json.loads(p.stdout)
         limits_set(srv, ["--key", key["id"]], "messages_per_min=1")
         ksid = hog.session()
+        clear_of_window_end(60, 15)
         check_eq(hog.post(ksid, "with the key", token=key["key"]).status, 202, "first message by key")
         hog.wait_idle(ksid)
         r = hog.post(ksid, "again with the key", token=key["key"])
@@ -294,9 +298,9 @@ def test_v1_limits_real_backends(env):
     that leaves gives its place back at once); a refused request reaches no
     backend and stores nothing. The Ollama backend's eval_count counts on a
     chat session too."""
-    fx = harness.Upstream(models=["fx-model"])
-    slow = harness.Upstream(models=["fx-slow"], ttft_ms=20000)
-    oll = harness.Upstream(models=["llama3.2"])
+    fx = llm.Upstream(models=["fx-model"])
+    slow = llm.Upstream(models=["fx-slow"], ttft_ms=20000)
+    oll = llm.Upstream(models=["llama3.2"])
     srv = env.fresh(backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"}),
                               ("slow", {"type": "openai", "url": slow.url, "models": "fx-slow"}),
                               ("oll", {"type": "ollama", "url": oll.url, "models": "llama3.2"})])
@@ -310,14 +314,14 @@ def test_v1_limits_real_backends(env):
             return len([e for e in u.log() if e["path"] == "/v1/chat/completions"])
 
         # 5 tokens an answer against 12 a minute: the fourth is refused.
-        key, kid = harness.api_key_with_id(srv)
+        key, kid = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid], "tokens_per_min=12")
         clear_of_window_end(60, 20)
         for i in range(3):
-            r = harness.v1(srv, v1_body(stream=i == 1), key)
+            r = llm.v1(srv, v1_body(stream=i == 1), key)
             check_eq(r.status, 200, "completion %d under the limit (body %r)" % (i, r.body[:200]))
         before, calls = sessions(), upstream_calls(fx)
-        r = harness.v1(srv, v1_body(), key)
+        r = llm.v1(srv, v1_body(), key)
         expect_v1_limit(r, "rate_limit_exceeded", "limit_tokens_per_min", "the 4th completion")
         check(1 <= int(r.headers["retry-after"]) <= 60, "Retry-After to the minute's end")
         check_eq(sessions(), before, "a refused completion records nothing")
@@ -327,19 +331,19 @@ def test_v1_limits_real_backends(env):
 
         # The backend bills 40 tokens for 5 sent: its count holds.
         fx.config(billed=40)
-        key2, kid2 = harness.api_key_with_id(srv)
+        key2, kid2 = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid2], "tokens_per_min=30")
         clear_of_window_end(60, 10)
-        r = harness.v1(srv, v1_body(stream=True), key2)
+        r = llm.v1(srv, v1_body(stream=True), key2)
         check_eq(r.status, 200, "the billed completion")
         got = json.loads(srv.sluicectl("--json", "limits", "show", "--key", kid2).stdout)["limits"]
         check_eq(got["tokens_per_min"]["used"], 40, "the backend's usage report counted")
-        expect_v1_limit(harness.v1(srv, v1_body(), key2), "rate_limit_exceeded", "limit_tokens_per_min",
+        expect_v1_limit(llm.v1(srv, v1_body(), key2), "rate_limit_exceeded", "limit_tokens_per_min",
                         "after a billed answer")
         fx.config(billed=0)
 
         # One answer at once: a held stream takes the place, leaving frees it.
-        key3, kid3 = harness.api_key_with_id(srv)
+        key3, kid3 = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid3], "concurrent_answers=1")
         held = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
         held.request("POST", "/v1/chat/completions", json.dumps(
@@ -347,12 +351,12 @@ def test_v1_limits_real_backends(env):
             {"Authorization": "Bearer " + key3, "Content-Type": "application/json"})
         hr = held.getresponse()
         check_eq(hr.status, 200, "the held stream's head")
-        expect_v1_limit(harness.v1(srv, v1_body(), key3), "rate_limit_exceeded", "limit_concurrent_answers",
+        expect_v1_limit(llm.v1(srv, v1_body(), key3), "rate_limit_exceeded", "limit_concurrent_answers",
                         "a second answer at once")
         held.close()
         deadline = time.monotonic() + 5
         while True:
-            r = harness.v1(srv, v1_body(), key3)
+            r = llm.v1(srv, v1_body(), key3)
             if r.status == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -399,7 +403,7 @@ def test_budget_cuts_running_answer(env):
     limit_tokens_per_day (/v1: OpenAI's error event and [DONE], or 429 not
     streamed), the store keeps the tokens up to the cut with their usage,
     and another user's answer streams on to its end."""
-    fx = harness.Upstream(models=["fx-model"], tokens=150, interval_ms=20, stamp=True, usage=True)
+    fx = llm.Upstream(models=["fx-model"], tokens=150, interval_ms=20, stamp=True, usage=True)
     srv = env.fresh(backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"})])
     try:
         srv.start()
@@ -456,12 +460,12 @@ def test_budget_cuts_running_answer(env):
 
         # /v1 with an API key whose own budget is 20: streamed, then not.
         fx.reset()
-        key, kid = harness.api_key_with_id(srv)
+        key, kid = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid], "tokens_per_day=20")
-        r = harness.v1(srv, {"model": "fx-model", "stream": True, "stream_options": {"include_usage": True},
+        r = llm.v1(srv, {"model": "fx-model", "stream": True, "stream_options": {"include_usage": True},
                              "messages": [{"role": "user", "content": "a long answer"}]}, key)
         check_eq(r.status, 200, "the streamed completion's head")
-        data = harness.sse_data(r.body)
+        data = llm.sse_data(r.body)
         check_eq(data[-1], "[DONE]", "[DONE] last")
         err = json.loads(data[-2])["error"]
         check_eq((err["code"], err["type"], err["param"]), ("limit_tokens_per_day", "rate_limit_exceeded", None),
@@ -489,9 +493,9 @@ def test_budget_cuts_running_answer(env):
         m = srv.request("GET", "/api/chat/sessions/" + v1s[0]["id"]).json()["messages"][-1]
         check_eq((m["status"], m["content"], m["usage"]["completion_tokens"]), ("error", text, ntok),
                  "the recorded /v1 answer: the tokens up to the cut")
-        key2, kid2 = harness.api_key_with_id(srv)
+        key2, kid2 = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid2], "tokens_per_day=20")
-        r = harness.v1(srv, {"model": "fx-model", "messages": [{"role": "user", "content": "a long answer"}]}, key2)
+        r = llm.v1(srv, {"model": "fx-model", "messages": [{"role": "user", "content": "a long answer"}]}, key2)
         expect_v1_limit(r, "rate_limit_exceeded", "limit_tokens_per_day", "a completion not streamed, cut")
         check_eq(len([x for x in fx.log() if x["end"] == "client_closed"]), 2, "its backend request closed too")
     finally:
