@@ -212,7 +212,11 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 	}
 	case CHAN_REC_ADMIN: {
 		const struct chan_admin *a = payload;
-		return len == sizeof(*a) && a->op == CHAN_ADMIN_LIST_CONNS;
+		if (len != sizeof(*a))
+			return false;
+		if (a->op == CHAN_ADMIN_LOG_LEVEL)
+			return a->arg <= 3;
+		return (a->op == CHAN_ADMIN_LIST_CONNS || a->op == CHAN_ADMIN_RELOAD) && a->arg == 0;
 	}
 	case CHAN_REC_CONNS: {
 		const struct chan_conns *c = payload;

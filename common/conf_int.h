@@ -6,8 +6,11 @@
  * common/conf*.c includes this.
  *
  * Adding a key: a field in struct sluice_conf (include/sluice/conf.h), a
- * row in its section's table and its default in conf_schema.c, and a line
- * in docs/configuration.md.
+ * row in its section's table (LIVE when a reload may apply it: then the
+ * processes that use it must read it at run time or take it in their
+ * reload hook) and its default in conf_schema.c, how conf_show.c writes it
+ * when its kind is new, and a line in docs/configuration.md. conf_show.c
+ * (sluicectl config show, the reload's diff) walks the same tables.
  */
 #ifndef SLUICE_CONF_INT_H
 #define SLUICE_CONF_INT_H
@@ -50,6 +53,8 @@ enum val_kind {
 	K_URL,       /* http(s)://host[:port][/path], max bytes incl. NUL */
 	K_ENV_NAME,  /* an environment variable's name */
 	K_HEADERS,   /* "Name: value | Name: value" */
+	K_LOG_LEVEL, /* debug | info | warn | error */
+	K_LOG_FORMAT, /* plain | json */
 };
 
 struct key_spec {
@@ -57,7 +62,12 @@ struct key_spec {
 	enum val_kind kind;
 	size_t off; /* into struct sluice_conf, or the open sub-section's struct */
 	uint32_t min, max;
+	bool live;  /* a reload applies it to running processes (docs/configuration.md "Reload") */
 };
+
+/* key_spec.live and section_spec.live. */
+#define LIVE true
+#define RESTART false
 
 #define CF(f) offsetof(struct sluice_conf, f)
 #define BF(f) offsetof(struct conf_backend, f)
@@ -86,6 +96,7 @@ struct section_spec {
 	size_t nkeys;
 	enum sub_kind sub;
 	uint32_t required; /* bit i: keys[i] must be set */
+	bool live;         /* sub-sections: one may be added or removed by a reload */
 };
 
 struct parser {
@@ -137,6 +148,8 @@ extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
 extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
 	conf_cert_section, conf_model_section, conf_role_limits_section;
+/* The spec of a sub-section kind. */
+const struct section_spec *conf_sub_spec(enum sub_kind k);
 /* The role a [limits.NAME] section names, or -1. */
 int conf_role_of(const char *name);
 /* Whether key `key` of top-level section `sec` was set in the file. */

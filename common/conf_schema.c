@@ -10,111 +10,117 @@
 
 #include "sluice/chan.h"
 #include "sluice/common.h"
+#include "sluice/log.h"
 
 static const struct key_spec dataplane_keys[] = {
-	{ "transport", K_TRANSPORT, CF(transport), 0, 0 },
-	{ "workers", K_U32, CF(workers), 1, 64 },
-	{ "listen", K_LISTEN, 0, 1, 65535 },
-	{ "max_conns", K_U32, CF(max_conns), 1, 1048576 },
-	{ "idle_timeout_s", K_U32, CF(idle_timeout_s), 1, 86400 },
-	{ "header_timeout_s", K_U32, CF(header_timeout_s), 1, 3600 },
-	{ "sse_keepalive_s", K_U32, CF(sse_keepalive_s), 1, 3600 },
-	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864 },
-	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824 },
-	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0 },
-	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0 },
-	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores) },
-	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args) },
-	{ "ws_deflate", K_BOOL, CF(ws_deflate), 0, 0 },
-	{ "ws_deflate_bits", K_U32, CF(ws_deflate_bits), 9, 15 },
-	{ "ws_deflate_level", K_U32, CF(ws_deflate_level), 1, 9 },
-	{ "ws_deflate_min", K_U32, CF(ws_deflate_min), 0, 67108864 },
-	{ "tls", K_ONOFF, CF(tls), 0, 0 },
-	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535 },
+	{ "transport", K_TRANSPORT, CF(transport), 0, 0, RESTART },
+	{ "workers", K_U32, CF(workers), 1, 64, RESTART },
+	{ "listen", K_LISTEN, 0, 1, 65535, RESTART },
+	{ "max_conns", K_U32, CF(max_conns), 1, 1048576, RESTART },
+	{ "idle_timeout_s", K_U32, CF(idle_timeout_s), 1, 86400, LIVE },
+	{ "header_timeout_s", K_U32, CF(header_timeout_s), 1, 3600, LIVE },
+	{ "sse_keepalive_s", K_U32, CF(sse_keepalive_s), 1, 3600, LIVE },
+	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864, RESTART },
+	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824, RESTART },
+	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0, RESTART },
+	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0, RESTART },
+	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores), RESTART },
+	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args), RESTART },
+	{ "ws_deflate", K_BOOL, CF(ws_deflate), 0, 0, RESTART },
+	{ "ws_deflate_bits", K_U32, CF(ws_deflate_bits), 9, 15, RESTART },
+	{ "ws_deflate_level", K_U32, CF(ws_deflate_level), 1, 9, RESTART },
+	{ "ws_deflate_min", K_U32, CF(ws_deflate_min), 0, 67108864, RESTART },
+	{ "tls", K_ONOFF, CF(tls), 0, 0, RESTART },
+	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535, RESTART },
 };
 #define DATAPLANE_KEY_TRANSPORT 0u
 #define DATAPLANE_KEY_LCORES 11u
 
 static const struct key_spec tcp_keys[] = {
-	{ "snd_buf", K_U32, CF(tcp_snd_buf), 4096, 16777216 },
-	{ "rcv_buf", K_U32, CF(tcp_rcv_buf), 4096, 16777216 },
-	{ "syn_backlog", K_U32, CF(tcp_syn_backlog), 1, 1048576 },
-	{ "time_wait_max", K_U32, CF(tcp_time_wait_max), 1, 1048576 },
-	{ "keepalive_s", K_U32, CF(tcp_keepalive_s), 1, 86400 },
+	{ "snd_buf", K_U32, CF(tcp_snd_buf), 4096, 16777216, RESTART },
+	{ "rcv_buf", K_U32, CF(tcp_rcv_buf), 4096, 16777216, RESTART },
+	{ "syn_backlog", K_U32, CF(tcp_syn_backlog), 1, 1048576, RESTART },
+	{ "time_wait_max", K_U32, CF(tcp_time_wait_max), 1, 1048576, RESTART },
+	{ "keepalive_s", K_U32, CF(tcp_keepalive_s), 1, 86400, RESTART },
 };
 
 static const struct key_spec channel_keys[] = {
-	{ "path", K_PATH, CF(chan_path), 0, 0 },
-	{ "ring_bytes", K_POW2, CF(ring_bytes), 65536, 268435456 },
+	{ "path", K_PATH, CF(chan_path), 0, 0, RESTART },
+	{ "ring_bytes", K_POW2, CF(ring_bytes), 65536, 268435456, RESTART },
 };
 
 static const struct key_spec control_keys[] = {
-	{ "admin_socket", K_SOCK_PATH, CF(admin_socket), 0, 0 },
-	{ "store", K_PATH, CF(store), 0, 0 },
-	{ "admin_socket_mode", K_MODE, CF(admin_socket_mode), 0, 0777 },
-	{ "admin_socket_owner", K_UNIX_NAME, CF(admin_socket_owner), 0, 0 },
-	{ "admin_socket_group", K_UNIX_NAME, CF(admin_socket_group), 0, 0 },
-	{ "token_commit_ms", K_U32, CF(token_commit_ms), 1, 10000 },
-	{ "store_map_mb", K_U32, CF(store_map_mb), 16, 1048576 },
-	{ "store_reserve_mb", K_U32, CF(store_reserve_mb), 0, 1048576 },
+	{ "admin_socket", K_SOCK_PATH, CF(admin_socket), 0, 0, RESTART },
+	{ "store", K_PATH, CF(store), 0, 0, RESTART },
+	{ "admin_socket_mode", K_MODE, CF(admin_socket_mode), 0, 0777, RESTART },
+	{ "admin_socket_owner", K_UNIX_NAME, CF(admin_socket_owner), 0, 0, RESTART },
+	{ "admin_socket_group", K_UNIX_NAME, CF(admin_socket_group), 0, 0, RESTART },
+	{ "token_commit_ms", K_U32, CF(token_commit_ms), 1, 10000, RESTART },
+	{ "store_map_mb", K_U32, CF(store_map_mb), 16, 1048576, RESTART },
+	{ "store_reserve_mb", K_U32, CF(store_reserve_mb), 0, 1048576, RESTART },
 };
 
 static const struct key_spec auth_keys[] = {
-	{ "session_ttl_s", K_U32, CF(session_ttl_s), 60, 31536000 },
-	{ "allowed_origins", K_ORIGINS, 0, 0, 0 },
-	{ "login_max_inflight", K_U32, CF(login_max_inflight), 1, 64 },
-	{ "login_fail_user", K_U32, CF(login_fail_user), 1, 1000 },
-	{ "login_fail_ip", K_U32, CF(login_fail_ip), 1, 10000 },
-	{ "login_window_s", K_U32, CF(login_window_s), 1, 86400 },
-	{ "login_inflight_user", K_U32, CF(login_inflight_user), 1, 64 },
-	{ "login_inflight_ip", K_U32, CF(login_inflight_ip), 1, 64 },
-	{ "login_rate_user", K_U32, CF(login_rate_user), 1, 1000000 },
-	{ "login_rate_ip", K_U32, CF(login_rate_ip), 1, 1000000 },
-	{ "login_rate_window_s", K_U32, CF(login_rate_window_s), 1, 86400 },
-	{ "login_max_sessions", K_U32, CF(login_max_sessions), 1, 100000 },
-	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10 },
-	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304 },
-	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0 },
+	{ "session_ttl_s", K_U32, CF(session_ttl_s), 60, 31536000, LIVE },
+	{ "allowed_origins", K_ORIGINS, 0, 0, 0, LIVE },
+	{ "login_max_inflight", K_U32, CF(login_max_inflight), 1, 64, RESTART },
+	{ "login_fail_user", K_U32, CF(login_fail_user), 1, 1000, RESTART },
+	{ "login_fail_ip", K_U32, CF(login_fail_ip), 1, 10000, RESTART },
+	{ "login_window_s", K_U32, CF(login_window_s), 1, 86400, RESTART },
+	{ "login_inflight_user", K_U32, CF(login_inflight_user), 1, 64, LIVE },
+	{ "login_inflight_ip", K_U32, CF(login_inflight_ip), 1, 64, LIVE },
+	{ "login_rate_user", K_U32, CF(login_rate_user), 1, 1000000, RESTART },
+	{ "login_rate_ip", K_U32, CF(login_rate_ip), 1, 1000000, RESTART },
+	{ "login_rate_window_s", K_U32, CF(login_rate_window_s), 1, 86400, RESTART },
+	{ "login_max_sessions", K_U32, CF(login_max_sessions), 1, 100000, LIVE },
+	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10, RESTART },
+	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304, RESTART },
+	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0, RESTART },
 };
 
 static const struct key_spec tls_keys[] = {
-	{ "min_version", K_TLS_VERSION, CF(tls_min_version), 0, 0 },
-	{ "ticket_rotate_s", K_U32, CF(tls_ticket_rotate_s), 60, 604800 },
-	{ "handshake_budget_us", K_U32, CF(tls_handshake_budget_us), 100, 1000000 },
-	{ "handshakes_max", K_U32, CF(tls_handshakes_max), 1, 1048576 },
-	{ "handshakes_per_addr", K_U32, CF(tls_handshakes_per_addr), 1, 1048576 },
-	{ "handshake_timeout_s", K_U32, CF(tls_handshake_timeout_s), 1, 300 },
-	{ "hsts_max_age_s", K_U32, CF(tls_hsts_max_age_s), 0, 63072000 },
-	{ "ocsp_stapling", K_BOOL, CF(tls_ocsp_stapling), 0, 0 },
-	{ "ocsp_refresh_s", K_U32, CF(tls_ocsp_refresh_s), 60, 604800 },
+	{ "min_version", K_TLS_VERSION, CF(tls_min_version), 0, 0, RESTART },
+	{ "ticket_rotate_s", K_U32, CF(tls_ticket_rotate_s), 60, 604800, RESTART },
+	{ "handshake_budget_us", K_U32, CF(tls_handshake_budget_us), 100, 1000000, RESTART },
+	{ "handshakes_max", K_U32, CF(tls_handshakes_max), 1, 1048576, RESTART },
+	{ "handshakes_per_addr", K_U32, CF(tls_handshakes_per_addr), 1, 1048576, RESTART },
+	{ "handshake_timeout_s", K_U32, CF(tls_handshake_timeout_s), 1, 300, RESTART },
+	{ "hsts_max_age_s", K_U32, CF(tls_hsts_max_age_s), 0, 63072000, RESTART },
+	{ "ocsp_stapling", K_BOOL, CF(tls_ocsp_stapling), 0, 0, RESTART },
+	{ "ocsp_refresh_s", K_U32, CF(tls_ocsp_refresh_s), 60, 604800, RESTART },
 };
 
 /* chain and key are indexes 0 and 1: a certificate must set both. */
 static const struct key_spec cert_keys[] = {
-	{ "chain", K_PATH, XF(chain), 0, 0 },
-	{ "key", K_PATH, XF(key), 0, 0 },
+	{ "chain", K_PATH, XF(chain), 0, 0, RESTART },
+	{ "key", K_PATH, XF(key), 0, 0, RESTART },
 };
 
 static const struct key_spec batching_keys[] = {
-	{ "mode", K_BATCH_MODE, CF(batch_mode), 0, 0 },
-	{ "max_delay_us", K_U32, CF(max_delay_us), 0, 1000000 },
-	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216 },
+	{ "mode", K_BATCH_MODE, CF(batch_mode), 0, 0, LIVE },
+	{ "max_delay_us", K_U32, CF(max_delay_us), 0, 1000000, LIVE },
+	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216, RESTART },
+};
+
+static const struct key_spec log_keys[] = {
+	{ "level", K_LOG_LEVEL, CF(log_level), 0, 0, LIVE },
+	{ "format", K_LOG_FORMAT, CF(log_format), 0, 0, LIVE },
 };
 
 static const struct key_spec limits_keys[] = {
-	{ "conns_per_ip", K_U32, CF(conns_per_ip), 1, 1048576 },
-	{ "body_budget_mb", K_U32, CF(body_budget_mb), 2, 65536 },
-	{ "worker_mem_mb", K_U32, CF(worker_mem_mb), 16, 1048576 },
+	{ "conns_per_ip", K_U32, CF(conns_per_ip), 1, 1048576, LIVE },
+	{ "body_budget_mb", K_U32, CF(body_budget_mb), 2, 65536, LIVE },
+	{ "worker_mem_mb", K_U32, CF(worker_mem_mb), 16, 1048576, LIVE },
 };
 
 /* Indexed by enum conf_limit. */
 static const struct key_spec role_limits_keys[] = {
-	{ "stored_mb", K_U32, LF(CONF_LIM_STORED_MB), 0, 16777216 },
-	{ "sessions", K_U32, LF(CONF_LIM_SESSIONS), 0, 100000000 },
-	{ "messages_per_min", K_U32, LF(CONF_LIM_MESSAGES_PER_MIN), 0, 1000000 },
-	{ "concurrent_answers", K_U32, LF(CONF_LIM_CONCURRENT), 0, 1000000 },
-	{ "tokens_per_min", K_U32, LF(CONF_LIM_TOKENS_PER_MIN), 0, 4000000000u },
-	{ "tokens_per_day", K_U32, LF(CONF_LIM_TOKENS_PER_DAY), 0, 4000000000u },
+	{ "stored_mb", K_U32, LF(CONF_LIM_STORED_MB), 0, 16777216, LIVE },
+	{ "sessions", K_U32, LF(CONF_LIM_SESSIONS), 0, 100000000, LIVE },
+	{ "messages_per_min", K_U32, LF(CONF_LIM_MESSAGES_PER_MIN), 0, 1000000, LIVE },
+	{ "concurrent_answers", K_U32, LF(CONF_LIM_CONCURRENT), 0, 1000000, LIVE },
+	{ "tokens_per_min", K_U32, LF(CONF_LIM_TOKENS_PER_MIN), 0, 4000000000u, LIVE },
+	{ "tokens_per_day", K_U32, LF(CONF_LIM_TOKENS_PER_DAY), 0, 4000000000u, LIVE },
 };
 _Static_assert(SLUICE_ARRAY_LEN(role_limits_keys) == CONF_LIM_N, "one key per limit");
 
@@ -128,98 +134,119 @@ int conf_role_of(const char *name)
 }
 
 static const struct key_spec dashboard_keys[] = {
-	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000 },
-	{ "max_pending", K_U32, CF(dash_max_pending), 4096, 67108864 },
-	{ "alert_ring_pct", K_U32, CF(dash_alert_ring_pct), 1, 100 },
-	{ "alert_store_pct", K_U32, CF(dash_alert_store_pct), 1, 100 },
-	{ "alert_connections", K_U32, CF(dash_alert_connections), 0, 67108864 },
-	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576 },
+	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000, RESTART },
+	{ "max_pending", K_U32, CF(dash_max_pending), 4096, 67108864, RESTART },
+	{ "alert_ring_pct", K_U32, CF(dash_alert_ring_pct), 1, 100, RESTART },
+	{ "alert_store_pct", K_U32, CF(dash_alert_store_pct), 1, 100, RESTART },
+	{ "alert_connections", K_U32, CF(dash_alert_connections), 0, 67108864, RESTART },
+	{ "alert_pending_mb", K_U32, CF(dash_alert_pending_mb), 1, 1048576, RESTART },
 };
 
 /* type is index 0: every backend sets it; what else it needs depends on
  * the type (conf_close_backend). */
 static const struct key_spec backend_keys[] = {
-	{ "type", K_BACKEND_TYPE, BF(type), 0, 0 },
-	{ "models", K_MODELS, 0, 0, 0 },
-	{ "ttft_ms", K_U32, BF(ttft_ms), 0, 3600000 },
-	{ "tokens_per_s", K_U32, BF(tokens_per_s), 1, 1000000 },
-	{ "answer_tokens", K_U32, BF(answer_tokens), 1, 1000000 },
-	{ "max_concurrency", K_U32, BF(max_concurrency), 0, 1000000 },
-	{ "context_window", K_U32, BF(context_window), 1, 100000000 },
-	{ "cost_in_per_mtok", K_COST, BF(cost_in_per_mtok), 0, 1000000 },
-	{ "cost_out_per_mtok", K_COST, BF(cost_out_per_mtok), 0, 1000000 },
-	{ "url", K_URL, BF(url), 0, FSIZE(conf_backend, url) },
-	{ "api_key_env", K_ENV_NAME, BF(api_key_env), 0, 0 },
-	{ "headers", K_HEADERS, BF(headers), 0, FSIZE(conf_backend, headers) },
-	{ "ca_file", K_PATH, BF(ca_file), 0, 0 },
-	{ "weight", K_U32, BF(weight), 1, 1000 },
-	{ "max_queue", K_U32, BF(max_queue), 0, 100000 },
-	{ "connect_timeout_ms", K_U32, BF(connect_timeout_ms), 1, 600000 },
-	{ "first_token_timeout_ms", K_U32, BF(first_token_timeout_ms), 1, 3600000 },
-	{ "idle_timeout_ms", K_U32, BF(idle_timeout_ms), 1, 3600000 },
-	{ "health_interval_ms", K_U32, BF(health_interval_ms), 0, 3600000 },
-	{ "breaker_failures", K_U32, BF(breaker_failures), 1, 1000 },
-	{ "breaker_open_ms", K_U32, BF(breaker_open_ms), 1, 3600000 },
+	{ "type", K_BACKEND_TYPE, BF(type), 0, 0, RESTART },
+	{ "models", K_MODELS, 0, 0, 0, LIVE },
+	{ "ttft_ms", K_U32, BF(ttft_ms), 0, 3600000, LIVE },
+	{ "tokens_per_s", K_U32, BF(tokens_per_s), 1, 1000000, LIVE },
+	{ "answer_tokens", K_U32, BF(answer_tokens), 1, 1000000, LIVE },
+	{ "max_concurrency", K_U32, BF(max_concurrency), 0, 1000000, LIVE },
+	{ "context_window", K_U32, BF(context_window), 1, 100000000, LIVE },
+	{ "cost_in_per_mtok", K_COST, BF(cost_in_per_mtok), 0, 1000000, LIVE },
+	{ "cost_out_per_mtok", K_COST, BF(cost_out_per_mtok), 0, 1000000, LIVE },
+	{ "url", K_URL, BF(url), 0, FSIZE(conf_backend, url), LIVE },
+	{ "api_key_env", K_ENV_NAME, BF(api_key_env), 0, 0, LIVE },
+	{ "headers", K_HEADERS, BF(headers), 0, FSIZE(conf_backend, headers), LIVE },
+	{ "ca_file", K_PATH, BF(ca_file), 0, 0, LIVE },
+	{ "weight", K_U32, BF(weight), 1, 1000, LIVE },
+	{ "max_queue", K_U32, BF(max_queue), 0, 100000, LIVE },
+	{ "connect_timeout_ms", K_U32, BF(connect_timeout_ms), 1, 600000, LIVE },
+	{ "first_token_timeout_ms", K_U32, BF(first_token_timeout_ms), 1, 3600000, LIVE },
+	{ "idle_timeout_ms", K_U32, BF(idle_timeout_ms), 1, 3600000, LIVE },
+	{ "health_interval_ms", K_U32, BF(health_interval_ms), 0, 3600000, RESTART },
+	{ "breaker_failures", K_U32, BF(breaker_failures), 1, 1000, LIVE },
+	{ "breaker_open_ms", K_U32, BF(breaker_open_ms), 1, 3600000, LIVE },
 };
 #define BACKEND_KEY_MODELS 1u
 #define BACKEND_KEY_URL 9u
 
 static const struct key_spec model_keys[] = {
-	{ "context_window", K_U32, MF(context_window), 1, 100000000 },
-	{ "cost_in_per_mtok", K_COST, MF(cost_in_per_mtok), 0, 1000000 },
-	{ "cost_out_per_mtok", K_COST, MF(cost_out_per_mtok), 0, 1000000 },
+	{ "context_window", K_U32, MF(context_window), 1, 100000000, LIVE },
+	{ "cost_in_per_mtok", K_COST, MF(cost_in_per_mtok), 0, 1000000, LIVE },
+	{ "cost_out_per_mtok", K_COST, MF(cost_out_per_mtok), 0, 1000000, LIVE },
 };
 
 static const struct key_spec agent_keys[] = {
-	{ "model", K_MODEL, AF(model), 0, 0 },
-	{ "description", K_TEXT, AF(description), 0, FSIZE(conf_agent, description) },
-	{ "system_prompt", K_TEXT, AF(system_prompt), 0, FSIZE(conf_agent, system_prompt) },
+	{ "model", K_MODEL, AF(model), 0, 0, RESTART },
+	{ "description", K_TEXT, AF(description), 0, FSIZE(conf_agent, description), RESTART },
+	{ "system_prompt", K_TEXT, AF(system_prompt), 0, FSIZE(conf_agent, system_prompt), RESTART },
 };
 #define AGENT_KEY_MODEL 0u
 
 /* device and ipv4 are indexes 0 and 1: a port must set both. */
 static const struct key_spec port_keys[] = {
-	{ "device", K_DEVICE, PF(device), 0, FSIZE(conf_port, device) },
-	{ "ipv4", K_IPV4_PREFIX, 0, 1, 32 },
-	{ "gateway", K_IPV4, PF(gateway), 0, 0 },
-	{ "mtu", K_U32, PF(mtu), 576, 9000 },
-	{ "rx_desc", K_POW2, PF(rx_desc), 64, 16384 },
-	{ "tx_desc", K_POW2, PF(tx_desc), 64, 16384 },
-	{ "mbufs", K_U32, PF(mbufs), 255, 16777215 },
+	{ "device", K_DEVICE, PF(device), 0, FSIZE(conf_port, device), RESTART },
+	{ "ipv4", K_IPV4_PREFIX, 0, 1, 32, RESTART },
+	{ "gateway", K_IPV4, PF(gateway), 0, 0, RESTART },
+	{ "mtu", K_U32, PF(mtu), 576, 9000, RESTART },
+	{ "rx_desc", K_POW2, PF(rx_desc), 64, 16384, RESTART },
+	{ "tx_desc", K_POW2, PF(tx_desc), 64, 16384, RESTART },
+	{ "mbufs", K_U32, PF(mbufs), 255, 16777215, RESTART },
 };
 #define PORT_KEY_GATEWAY 2u
 
 const struct section_spec conf_sections[] = {
-	{ "dataplane", dataplane_keys, SLUICE_ARRAY_LEN(dataplane_keys), SUB_NONE, 0 },
-	{ "tcp", tcp_keys, SLUICE_ARRAY_LEN(tcp_keys), SUB_NONE, 0 },
-	{ "channel", channel_keys, SLUICE_ARRAY_LEN(channel_keys), SUB_NONE, 0 },
-	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0 },
-	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
-	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
-	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0 },
-	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0 },
-	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
+	{ "dataplane", dataplane_keys, SLUICE_ARRAY_LEN(dataplane_keys), SUB_NONE, 0, RESTART },
+	{ "tcp", tcp_keys, SLUICE_ARRAY_LEN(tcp_keys), SUB_NONE, 0, RESTART },
+	{ "channel", channel_keys, SLUICE_ARRAY_LEN(channel_keys), SUB_NONE, 0, RESTART },
+	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0, RESTART },
+	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0, RESTART },
+	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0, RESTART },
+	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0, RESTART },
+	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0, RESTART },
+	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0, RESTART },
+	{ "log", log_keys, SLUICE_ARRAY_LEN(log_keys), SUB_NONE, 0, RESTART },
 };
 const size_t conf_nsections = SLUICE_ARRAY_LEN(conf_sections);
 
 const struct section_spec conf_backend_section = {
-	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x1u
+	"backend", backend_keys, SLUICE_ARRAY_LEN(backend_keys), SUB_BACKEND, 0x1u, LIVE
 };
 const struct section_spec conf_model_section = {
-	"model", model_keys, SLUICE_ARRAY_LEN(model_keys), SUB_MODEL, 0
+	"model", model_keys, SLUICE_ARRAY_LEN(model_keys), SUB_MODEL, 0, LIVE
 };
 const struct section_spec conf_agent_section = {
-	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL
+	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL, RESTART
 };
 const struct section_spec conf_role_limits_section = {
-	"limits", role_limits_keys, SLUICE_ARRAY_LEN(role_limits_keys), SUB_LIMITS, 0
+	"limits", role_limits_keys, SLUICE_ARRAY_LEN(role_limits_keys), SUB_LIMITS, 0, LIVE
 };
 const struct section_spec conf_port_section = {
-	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u
+	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u, RESTART
 };
 const struct section_spec conf_cert_section = {
-	"cert", cert_keys, SLUICE_ARRAY_LEN(cert_keys), SUB_CERT, 0x3u
+	"cert", cert_keys, SLUICE_ARRAY_LEN(cert_keys), SUB_CERT, 0x3u, RESTART
 };
+
+const struct section_spec *conf_sub_spec(enum sub_kind k)
+{
+	switch (k) {
+	case SUB_BACKEND:
+		return &conf_backend_section;
+	case SUB_MODEL:
+		return &conf_model_section;
+	case SUB_AGENT:
+		return &conf_agent_section;
+	case SUB_PORT:
+		return &conf_port_section;
+	case SUB_CERT:
+		return &conf_cert_section;
+	case SUB_LIMITS:
+		return &conf_role_limits_section;
+	default:
+		return NULL;
+	}
+}
 
 _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
@@ -228,7 +255,7 @@ _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_ke
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
-		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32,
+		       SLUICE_ARRAY_LEN(dashboard_keys) <= 32 && SLUICE_ARRAY_LEN(log_keys) <= 32,
 	       "seen_keys is a 32-bit mask");
 _Static_assert(SLUICE_ARRAY_LEN(conf_sections) <= 32, "seen_sections is a 32-bit mask");
 _Static_assert(CONF_SOCK_PATH_MAX <= CONF_PATH_MAX, "admin_socket must fit its field");
@@ -385,6 +412,8 @@ void conf_defaults(struct sluice_conf *c)
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
+	c->log_level = LOG_LVL_INFO;
+	c->log_format = LOG_FMT_PLAIN;
 	/* Per user: generous enough for a person and their scripts, small
 	 * enough that one account cannot take the appliance (docs/api.md
 	 * "Limits"). Admins are not limited unless configured. */

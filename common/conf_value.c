@@ -12,6 +12,7 @@
 
 #include "sluice/chan.h"
 #include "sluice/common.h"
+#include "sluice/log.h"
 
 enum num_status { NUM_OK, NUM_NOT_NUMBER, NUM_NEGATIVE, NUM_RANGE };
 
@@ -661,6 +662,27 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		return parse_env_name(p, k, v, field);
 	case K_HEADERS:
 		return parse_headers(p, k, v, field);
+	case K_LOG_LEVEL: {
+		static const char *const names[] = { "debug", "info", "warn", "error" };
+		for (uint32_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
+			if (strcmp(v, names[i]) == 0) {
+				memcpy(field, &i, sizeof(i));
+				return 0;
+			}
+		}
+		return conf_fail(p, "%s: expected debug, info, warn or error: '%s'", k->name, v);
+	}
+	case K_LOG_FORMAT: {
+		uint32_t x;
+		if (strcmp(v, "plain") == 0)
+			x = LOG_FMT_PLAIN;
+		else if (strcmp(v, "json") == 0)
+			x = LOG_FMT_JSON;
+		else
+			return conf_fail(p, "%s: expected plain or json: '%s'", k->name, v);
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
 	case K_MODEL:
 		if (check_model(p, k, v) != 0)
 			return -1;

@@ -26,6 +26,15 @@ static void usage(void)
 	fprintf(stderr, "usage: sluice-control -c FILE [--check]\n");
 }
 
+/* SIGHUP: the same reload as sluicectl config reload; a refusal is logged
+ * (admin_reload's audit line says why) and the configuration stays. */
+static void control_hangup(void *arg)
+{
+	char err[1200];
+	if (admin_reload(arg, "signal", err, sizeof(err)) < 0)
+		LOG_WARN("SIGHUP: reload refused: %s", err);
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = NULL;
@@ -56,7 +65,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	log_init("sluice-control", LOG_LVL_INFO);
+	log_init("sluice-control", (enum log_level)conf.log_level);
+	log_set_format((enum log_format)conf.log_format);
 	if (sodium_init() < 0) {
 		LOG_ERROR("libsodium initialisation failed");
 		return 1;
@@ -118,10 +128,11 @@ int main(int argc, char **argv)
 	api_ok = true;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
 				 .auth = &auth, .limits = &limits, .bk = bk, .api_stats = &api.stats, .api = &api,
-				 .bus = &bus };
+				 .bus = &bus, .live_conf = &conf };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;
+	cpl_on_hangup(loop, control_hangup, admin);
 	LOG_INFO("attached to %s (%u workers), serving", conf.chan_path, conf.workers);
 	rc = cpl_run(loop) < 0 ? 1 : 0;
 	LOG_INFO("stopped");

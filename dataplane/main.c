@@ -6,8 +6,9 @@
  * With transport = dpdk, EAL and the port are set up first and the workers
  * run on EAL lcores (transport/tp_dpdk.h) instead of threads started here.
  * SIGINT/SIGTERM stop the workers after their current turn; they close their
- * connections and the process exits 0. With tls = on, SIGHUP reloads the
- * certificates (dataplane_reload_certs). Fatal problems at start exit 1.
+ * connections and the process exits 0. SIGHUP (or control's ADMIN RELOAD)
+ * reloads the configuration's live keys and, with tls = on, the
+ * certificates (dataplane_reload). Fatal problems at start exit 1.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -102,29 +103,113 @@ static int dataplane_reload_certs(struct tls_shared *tls)
 	return 0;
 }
 
+/* The configuration the workers run with, across reloads. */
+struct dp_reload {
+	const char *path;
+	struct tls_shared *tls;
+	const struct sluice_conf *cur;
+	struct sluice_conf *owned;   /* cur when a reload made it (heap), else NULL */
+	struct sluice_conf *retired; /* the one before; freed once no worker runs it */
+};
+
+struct dp_diff {
+	char restart[1024];
+	size_t rlen;
+	unsigned changed;
+};
+
+static void dp_diff_key(void *arg, const char *section, const char *key, bool live)
+{
+	struct dp_diff *d = arg;
+	d->changed++;
+	LOG_INFO("reload: [%s]%s%s changed%s", section, key ? " " : "", key ? key : "",
+		 live ? "" : " (needs a restart)");
+	if (live || d->rlen >= sizeof(d->restart))
+		return;
+	int n = snprintf(d->restart + d->rlen, sizeof(d->restart) - d->rlen, "%s[%s]%s%s", d->rlen ? ", " : "",
+			 section, key ? " " : "", key ? key : "");
+	if (n > 0)
+		d->rlen += (size_t)n;
+}
+
+/*
+ * Reads the configuration file into a scratch copy, refuses it whole when
+ * it does not load or changes a key that needs a restart, reloads the
+ * certificates, then hands the copy to the workers (docs/configuration.md
+ * "Reload"). `by` names who asked, for the audit line. Returns 0 or -1.
+ */
+static int dataplane_reload(struct dp_reload *r, const char *by)
+{
+	char err[512];
+	struct dp_diff d = { .rlen = 0 };
+	if (r->retired) {
+		LOG_WARN("reload refused: the workers are still taking the previous one; try again");
+		return -1;
+	}
+	struct sluice_conf *next = malloc(sizeof(*next));
+	if (!next || conf_load(r->path, next, err, sizeof(err)) != 0) {
+		LOG_ERROR("reload refused, nothing changed: %s", next ? err : "out of memory");
+		free(next);
+		return -1;
+	}
+	int restart = conf_diff(r->cur, next, dp_diff_key, &d);
+	if (restart != 0) {
+		LOG_ERROR("reload refused: %s %s a restart; nothing was changed",
+			  restart < 0 ? "out of memory:" : d.restart, restart == 1 ? "needs" : "need");
+		log_audit("config_reload", "result", "refused", "by", by, NULL);
+		free(next);
+		return -1;
+	}
+	if (dataplane_reload_certs(r->tls) != 0) {
+		log_audit("config_reload", "result", "refused", "by", by, NULL);
+		free(next);
+		return -1;
+	}
+	if (next->log_level != r->cur->log_level)
+		log_set_level((enum log_level)next->log_level);
+	log_set_format((enum log_format)next->log_format);
+	workers_set_conf(next);
+	r->retired = r->owned;
+	r->owned = next;
+	r->cur = next;
+	char n[16];
+	snprintf(n, sizeof(n), "%u", d.changed);
+	log_audit("config_reload", "result", "ok", "changed", n, "by", by, NULL);
+	return 0;
+}
+
 /*
  * Waits on the main thread for SIGINT/SIGTERM (blocked in every thread, so
  * no handler runs in a worker) or for a worker that stopped on its own.
- * SIGHUP reloads the certificates; the TLS layer's timed work (ticket key
- * rotation, OCSP refresh, freeing replaced snapshots) runs every tick.
+ * SIGHUP, or control's ADMIN RELOAD, reloads the configuration and the
+ * certificates; the TLS layer's timed work (ticket key rotation, OCSP
+ * refresh, freeing replaced snapshots) runs every tick, and so does freeing
+ * a replaced configuration once no worker runs it.
  */
-static void wait_for_stop(const sigset_t *set, struct tls_shared *tls)
+static void wait_for_stop(const sigset_t *set, struct dp_reload *r)
 {
 	const struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 	while (!workers_stopping()) {
 		int sig = sigtimedwait(set, NULL, &tick);
-		if (tls)
-			tls_shared_tick(tls);
+		int wait_errno = errno; /* what follows may change errno */
+		if (r->tls)
+			tls_shared_tick(r->tls);
+		if (r->retired && workers_conf_settled(r->cur)) {
+			free(r->retired);
+			r->retired = NULL;
+		}
+		if (workers_take_reload())
+			(void)dataplane_reload(r, "control");
 		if (sig == SIGINT || sig == SIGTERM) {
 			LOG_INFO("signal %d: stopping workers", sig);
 			return;
 		}
 		if (sig == SIGHUP) {
-			(void)dataplane_reload_certs(tls);
+			(void)dataplane_reload(r, "signal");
 			continue;
 		}
-		if (sig < 0 && errno != EAGAIN && errno != EINTR) {
-			LOG_ERROR("sigtimedwait: %s", strerror(errno));
+		if (sig < 0 && wait_errno != EAGAIN && wait_errno != EINTR) {
+			LOG_ERROR("sigtimedwait: %s", strerror(wait_errno));
 			return;
 		}
 	}
@@ -165,6 +250,9 @@ int main(int argc, char **argv)
 		LOG_ERROR("%s", err);
 		return 1;
 	}
+	/* Again, now with the file's level (SLUICE_LOG still wins) and format. */
+	log_init("sluice-dataplane", (enum log_level)conf.log_level);
+	log_set_format((enum log_format)conf.log_format);
 #ifndef SLUICE_HAVE_DPDK
 	if (conf.transport == CONF_TRANSPORT_DPDK) {
 		LOG_ERROR("%s: transport = dpdk: this sluice-dataplane was built without DPDK "
@@ -178,6 +266,7 @@ int main(int argc, char **argv)
 		LOG_ERROR("%s: %s", conf_path, err);
 		return 1;
 	}
+	struct dp_reload reload = { .path = conf_path, .tls = tls, .cur = &conf };
 	if (check_only) {
 		tls_shared_destroy(tls);
 		printf("%s: configuration ok\n", conf_path);
@@ -250,7 +339,7 @@ int main(int argc, char **argv)
 				 conf.chan_path);
 		if (conf.redirect_port)
 			LOG_INFO("redirecting plain HTTP on port %u to https", (unsigned)conf.redirect_port);
-		wait_for_stop(&stop_set, tls);
+		wait_for_stop(&stop_set, &reload);
 	}
 
 	workers_stop();
@@ -273,6 +362,8 @@ int main(int argc, char **argv)
 		}
 	}
 	workers_teardown();
+	free(reload.owned);
+	free(reload.retired);
 	status = failed ? 1 : 0;
 	LOG_INFO("stopped");
 out:

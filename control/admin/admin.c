@@ -221,7 +221,7 @@ bool adm_sid_ok(const char *sid)
 
 static const struct adm_cmd *const adm_families[] = {
 	adm_status_cmds, adm_sessions_cmds, adm_users_cmds, adm_keys_cmds, adm_store_cmds,
-	adm_backends_cmds, adm_limits_cmds,
+	adm_backends_cmds, adm_limits_cmds, adm_config_cmds,
 };
 
 static const struct adm_cmd *adm_find(const char *name)
@@ -242,6 +242,14 @@ static void adm_consume(struct adm_client *cl, size_t n)
 	cl->inlen -= n;
 }
 
+/* Every command a client sends, before it runs, with who sent it; lines
+ * without a cmd are counted as errors, not audited. */
+static void adm_audit_command(const struct adm_client *cl, const char *cmd)
+{
+	if (cmd)
+		log_audit("admin_command", "cmd", cmd, "uid", cl->uid, "pid", cl->pid, NULL);
+}
+
 /* Handles one complete request at the front of the input. Returns false when
  * it needs more input (the password line has not arrived yet). */
 static bool adm_handle(struct admin *ad, struct adm_client *cl, size_t nl)
@@ -258,12 +266,14 @@ static bool adm_handle(struct admin *ad, struct adm_client *cl, size_t nl)
 			return false;
 		}
 		size_t pwlen = (size_t)(end - (cl->in + nl + 1));
+		adm_audit_command(cl, cmd);
 		ad->n.requests++;
 		adm_users_set_password(ad, cl, req, cl->in + nl + 1, pwlen, pw_add);
 		json_decref(req);
 		adm_consume(cl, (size_t)(end - cl->in) + 1);
 		return true;
 	}
+	adm_audit_command(cl, cmd);
 	ad->n.requests++;
 	if (!json_is_object(req)) {
 		adm_fail(ad, cl, "invalid_json", "a request is one JSON object per line");
@@ -334,6 +344,21 @@ static void adm_client_readable(void *arg, int fd, uint32_t events)
 	adm_arm(ad);
 }
 
+/* Who connected, for the audit lines of its commands: the kernel's word
+ * (SO_PEERCRED), not anything the client says. "?" when it cannot say. */
+static void adm_peer_cred(struct adm_client *cl)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	if (getsockopt(cl->fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0 && len == sizeof(uc)) {
+		snprintf(cl->uid, sizeof(cl->uid), "%u", (unsigned)uc.uid);
+		snprintf(cl->pid, sizeof(cl->pid), "%d", (int)uc.pid);
+	} else {
+		snprintf(cl->uid, sizeof(cl->uid), "?");
+		snprintf(cl->pid, sizeof(cl->pid), "?");
+	}
+}
+
 static void adm_accept(void *arg, int lfd, uint32_t events)
 {
 	struct admin *ad = arg;
@@ -362,6 +387,7 @@ static void adm_accept(void *arg, int lfd, uint32_t events)
 		cl->used = true;
 		cl->fd = fd;
 		ad->n.clients++;
+		adm_peer_cred(cl);
 	}
 }
 
@@ -569,6 +595,7 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
 	ad->d = *d;
 	ad->lfd = -1;
 	ad->started_ns = sluice_now_ns();
+	ad->dp_log_level = d->conf->log_level;
 	cpl_timer_init(&ad->timer, adm_timer, ad);
 	cpl_timer_init(&ad->bk_timer, adm_bk_timer, ad);
 	adm_ws_prepare(ad);

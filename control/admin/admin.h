@@ -54,6 +54,9 @@ struct admin_deps {
 	 * both NULL for the admin socket alone. */
 	struct api *api;
 	struct ev_bus *bus;
+	/* The running configuration (the object conf points to) that
+	 * config.reload replaces; NULL: reload is refused. */
+	struct sluice_conf *live_conf;
 };
 
 struct admin_counters {
@@ -79,6 +82,15 @@ struct admin *admin_create(const struct admin_deps *d, char *err, size_t errlen)
  * (their completions find a closed client). */
 void admin_destroy(struct admin *ad);
 const struct admin_counters *admin_counters(const struct admin *ad);
+/*
+ * Reads the configuration file again and applies what may change live in
+ * control (docs/configuration.md "Reload"), then asks the dataplane to do
+ * the same; a file that does not load, or that changes a key that needs a
+ * restart, changes nothing. sluicectl config reload and SIGHUP. uid names
+ * the caller in the audit line ("signal" for SIGHUP). Returns 0, or -1
+ * with the reason in err.
+ */
+int admin_reload(struct admin *ad, const char *uid, char *err, size_t errlen);
 
 /* Adds a part to every metrics snapshot of the dashboard: fill(arg, snap)
  * sets members of the snapshot object (e.g. "backends"). A later provider

@@ -17,12 +17,14 @@ static void adm_key_created(void *arg, int err)
 {
 	struct adm_client *cl = arg;
 	struct admin *ad = cl->ad;
+	struct store_apikey k;
+	uint8_t h[STORE_HASH_LEN];
+	auth_token_hash(ad->d.auth, cl->target, strlen(cl->target), h);
+	if (!err)
+		err = ad->d.st->ops->apikey_get(ad->d.st, h, &k);
+	if (!err)
+		log_audit("key_create", "id", k.id, "user", k.owner, "uid", cl->uid, NULL);
 	if (cl->fd >= 0) {
-		struct store_apikey k;
-		uint8_t h[STORE_HASH_LEN];
-		auth_token_hash(ad->d.auth, cl->target, strlen(cl->target), h);
-		if (!err)
-			err = ad->d.st->ops->apikey_get(ad->d.st, h, &k);
 		if (err) {
 			adm_fail_errno(ad, cl, err, "creating the key");
 		} else {
@@ -35,8 +37,6 @@ static void adm_key_created(void *arg, int err)
 			adm_send(cl, o);
 		}
 	}
-	if (!err)
-		LOG_INFO("admin: API key created");
 	sodium_memzero(cl->target, sizeof(cl->target));
 	adm_async_done(ad, cl);
 }
@@ -68,7 +68,7 @@ static void adm_key_revoked(void *arg, int err)
 	struct adm_client *cl = arg;
 	struct admin *ad = cl->ad;
 	if (!err)
-		LOG_INFO("admin: API key %s revoked", cl->target);
+		log_audit("key_revoke", "id", cl->target, "uid", cl->uid, NULL);
 	if (cl->fd >= 0) {
 		if (err) {
 			adm_fail_errno(ad, cl, err, cl->target);

@@ -47,7 +47,8 @@ static void adm_user_written(void *arg, int err)
 	struct admin *ad = cl->ad;
 	adm_user_answer(ad, cl, err, cl->op);
 	if (!err) {
-		LOG_INFO("admin: %s: %s", cl->target, cl->op);
+		log_audit(strcmp(cl->op, "user added") == 0 ? "user_add" : "user_passwd", "user", cl->target,
+			  "uid", cl->uid, NULL);
 		/* A new password ends the logins made with the old one. */
 		if (strcmp(cl->op, "password changed") == 0)
 			auth_revoke_user(ad->d.auth, cl->target);
@@ -97,7 +98,7 @@ static void adm_user_deleted(void *arg, int err)
 	if (!err) {
 		/* Its logins die with it: sessions revoked, WebSockets closed 1008. */
 		auth_revoke_user(ad->d.auth, cl->target);
-		LOG_INFO("admin: user %s deleted", cl->target);
+		log_audit("user_del", "user", cl->target, "uid", cl->uid, NULL);
 	}
 	adm_user_answer(ad, cl, err, "user deleted");
 	adm_async_done(ad, cl);

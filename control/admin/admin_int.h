@@ -59,6 +59,9 @@ struct adm_client {
 	uint64_t conns_deadline_ns;
 	bool conns_wait[CHAN_MAX_WORKERS];
 	json_t *conns;        /* owned: the gathered connection objects */
+	/* the caller (SO_PEERCRED at accept), for the audit log */
+	char uid[16];
+	char pid[16];
 	/* what a pending store or hashing answer is about */
 	const char *op;
 	char target[CONF_PATH_MAX];
@@ -140,6 +143,7 @@ struct admin {
 	ino_t sock_ino;
 	uint64_t started_ns;
 	uint32_t next_req;
+	uint32_t dp_log_level;  /* enum log_level: what control last told the dataplane */
 	struct admin_counters n;
 	struct adm_worker w[CHAN_MAX_WORKERS];
 	struct adm_client cl[ADM_MAX_CLIENTS];
@@ -159,6 +163,7 @@ extern const struct adm_cmd adm_keys_cmds[];
 extern const struct adm_cmd adm_store_cmds[];
 extern const struct adm_cmd adm_limits_cmds[];
 extern const struct adm_cmd adm_backends_cmds[];
+extern const struct adm_cmd adm_config_cmds[];
 
 /* Control's backend counters to every worker (CHAN_REC_BACKENDS), for
  * /metrics; admin.c runs it once a second. */

@@ -87,6 +87,29 @@ static struct aa_slice aa_peer_addr(const struct aa_req *q)
 	return s;
 }
 
+/* A slice as a C string for a log field, cut to cap - 1 bytes. */
+static const char *aa_cstr(struct aa_slice s, char *buf, size_t cap)
+{
+	size_t n = s.p ? s.n : 0;
+	if (n >= cap)
+		n = cap - 1;
+	if (n)
+		memcpy(buf, s.p, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+/* The audit line of a refused request (docs/operations.md "Audit log"):
+ * what was refused, where, from which address, and the Origin it came
+ * with. user is NULL when the request named nobody yet. */
+static void aa_audit_refused(const char *event, const struct aa_req *q, const char *user)
+{
+	char peer[64], path[128], origin[128];
+	log_audit(event, "user", user, "peer", aa_cstr(aa_peer_addr(q), peer, sizeof(peer)), "path",
+		  aa_cstr(q->path, path, sizeof(path)), "origin",
+		  q->origin.p ? aa_cstr(q->origin, origin, sizeof(origin)) : NULL, NULL);
+}
+
 /* ---- authentication of a request ------------------------------------------ */
 
 enum aa_result { AA_OK = 0, AA_UNAUTH, AA_CSRF };
@@ -175,6 +198,7 @@ static void aa_login_stored(void *arg, int err)
 	sodium_memzero(cookie, sizeof(cookie));
 	sodium_memzero(body, sizeof(body));
 	a->auth->stats.logins_ok++;
+	log_audit("login", "result", "ok", "user", l->user, "peer", l->addr, NULL);
 	ev_publish(a->bus, &(struct ev){ .kind = EV_LOGIN, .user = l->user, .role = aa_role_name(l->role) });
 	aa_login_free(l);
 }
@@ -209,7 +233,10 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 		auth_throttle_fail(&au->by_user, l->user, strlen(l->user), now);
 		auth_throttle_fail(&au->by_addr, l->addr, strlen(l->addr), now);
 		au->stats.logins_failed++;
-		LOG_INFO("login failed for a %s user from %s", l->known ? "known" : "unknown", l->addr);
+		/* An unknown name may be a password typed in the wrong field:
+		 * only names of existing users are written. */
+		log_audit("login", "result", "failed", "user", l->known ? l->user : NULL, "known",
+			  l->known ? "true" : "false", "peer", l->addr, NULL);
 		/* RFC 9110 11.6.1: every 401 names a scheme the client may use. */
 		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password",
 			  "WWW-Authenticate: Bearer");
@@ -317,6 +344,7 @@ static bool aa_is_json(struct aa_slice ct)
 static bool aa_login_allowed(struct api *a, const struct chat_reply *r, const struct aa_req *q)
 {
 	if (q->origin.p && !auth_origin_allowed(a->auth, q->origin.p, q->origin.n)) {
+		aa_audit_refused("origin_refused", q, NULL);
 		api_error(a, r, 403, "origin_not_allowed", "this Origin may not log in here", NULL);
 		return false;
 	}
@@ -363,6 +391,8 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		char hdr[48];
 		aa_retry_after(hdr, sizeof(hdr), wu > wa ? wu : wa);
 		au->stats.logins_throttled++;
+		log_audit("login", "result", "throttled", "peer", l->addr, "limit",
+			  wu > 0 ? "user" : "address", NULL);
 		api_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
 		goto out;
 	}
@@ -430,6 +460,7 @@ static void aa_logout_done(void *arg, int err)
 	else {
 		api_send_json(a, &lo->r, 200, CHAN_RESP_PLAIN, NULL, json_pack("{s:b}", "logged_out", 1),
 			"Set-Cookie: " AUTH_COOKIE_NAME "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+		log_audit("logout", "user", lo->user, NULL);
 		ev_publish(a->bus, &(struct ev){ .kind = EV_LOGOUT, .user = lo->user });
 	}
 	free(lo);
@@ -534,6 +565,7 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 		aa_unauthenticated(a, r);
 		return true;
 	case AA_CSRF:
+		aa_audit_refused("csrf_refused", &q, id->user);
 		api_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
 		return true;
 	case AA_OK:
@@ -621,6 +653,7 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 		return;
 	}
 	if (q.origin.p && !auth_origin_allowed(a->auth, q.origin.p, q.origin.n)) {
+		aa_audit_refused("origin_refused", &q, NULL);
 		api_error(a, r, 403, "origin_not_allowed", "this Origin may not open WebSockets here", NULL);
 		return;
 	}

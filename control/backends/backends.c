@@ -25,7 +25,7 @@ static void bk_call_timer(void *arg, uint64_t now_ns);
 
 /* ---- backends ------------------------------------------------------------ */
 
-static struct bk_backend *bk_find(struct bk_mgr *m, const char *name)
+struct bk_backend *bk_find(struct bk_mgr *m, const char *name)
 {
 	for (uint32_t i = 0; i < CONF_MAX_BACKENDS; i++)
 		if (m->be[i].used && strcmp(m->be[i].cfg.name, name) == 0)
@@ -48,7 +48,27 @@ static void bk_backend_release(struct bk_mgr *m, struct bk_backend *be)
 /* Fills slot with cfg: its client, its key (from the environment: the
  * value is never written anywhere but the request header) and its health
  * checks. */
-static int bk_backend_init(struct bk_mgr *m, uint32_t slot, const struct conf_backend *cfg, bool runtime,
+int bk_auth_header(const struct conf_backend *cfg, char **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!cfg->api_key_env[0])
+		return 0;
+	const char *key = getenv(cfg->api_key_env);
+	if (!key || !key[0]) {
+		snprintf(err, errlen, "backend %s: api_key_env %s is not set", cfg->name, cfg->api_key_env);
+		return -1;
+	}
+	size_t n = strlen("Authorization: Bearer ") + strlen(key) + 1;
+	*out = malloc(n);
+	if (!*out) {
+		snprintf(err, errlen, "backend %s: out of memory", cfg->name);
+		return -1;
+	}
+	snprintf(*out, n, "Authorization: Bearer %s", key);
+	return 0;
+}
+
+int bk_backend_init(struct bk_mgr *m, uint32_t slot, const struct conf_backend *cfg, bool runtime,
 			   char *err, size_t errlen)
 {
 	struct bk_backend *be = &m->be[slot];
@@ -58,20 +78,8 @@ static int bk_backend_init(struct bk_mgr *m, uint32_t slot, const struct conf_ba
 	be->runtime = runtime;
 	be->ops = cfg->type == CONF_BACKEND_OPENAI ? &bk_oai_ops
 		  : cfg->type == CONF_BACKEND_OLLAMA ? &bk_oll_ops : NULL;
-	if (cfg->api_key_env[0]) {
-		const char *key = getenv(cfg->api_key_env);
-		if (!key || !key[0]) {
-			snprintf(err, errlen, "backend %s: api_key_env %s is not set", cfg->name, cfg->api_key_env);
-			return -1;
-		}
-		size_t n = strlen("Authorization: Bearer ") + strlen(key) + 1;
-		be->auth_header = malloc(n);
-		if (!be->auth_header) {
-			snprintf(err, errlen, "backend %s: out of memory", cfg->name);
-			return -1;
-		}
-		snprintf(be->auth_header, n, "Authorization: Bearer %s", key);
-	}
+	if (bk_auth_header(cfg, &be->auth_header, err, errlen) < 0)
+		return -1;
 	be->used = true;
 	if (be->ops && bk_health_start(m, be) < 0) {
 		snprintf(err, errlen, "backend %s: cannot start its health checks", cfg->name);

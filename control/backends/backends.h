@@ -123,6 +123,18 @@ int bk_backend_add(struct bk_mgr *m, const struct conf_backend *cfg, char *err, 
 int bk_backend_drain(struct bk_mgr *m, const char *name);
 int bk_backend_enable(struct bk_mgr *m, const char *name);
 int bk_backend_remove(struct bk_mgr *m, const char *name);
+/*
+ * A configuration reload (bk_reload.c): the configured backends become
+ * next's, prev being the configuration they came from. Backends only in
+ * prev are removed (as by bk_backend_remove), new ones added, changed ones
+ * take their new settings at once (calls already running keep the URL and
+ * headers they started with). With apply false nothing changes: only the
+ * checks run (an api_key_env that is unset, more than 16 backends, a
+ * backend being removed or added by an operator under a configured name).
+ * 0, or -1 with the reason in err (then nothing changed).
+ */
+int bk_reconfigure(struct bk_mgr *m, const struct sluice_conf *prev, const struct sluice_conf *next, bool apply,
+		   char *err, size_t errlen);
 
 struct bk_stats {
 	uint64_t calls, rejected, failovers, upstream_errors, cancels;

@@ -171,6 +171,19 @@ struct bk_mgr {
 	uint64_t calls_total, rejected, failovers, upstream_errors, cancels;
 };
 
+/* ---- backends.c: the backend table ------------------------------------ */
+
+/* The backend named name (removing ones too), or NULL. */
+struct bk_backend *bk_find(struct bk_mgr *m, const char *name);
+/* Fills free slot `slot` with cfg (runtime: added by an operator) and
+ * starts its health checks; 0, or -1 with the reason in err. */
+int bk_backend_init(struct bk_mgr *m, uint32_t slot, const struct conf_backend *cfg, bool runtime,
+		    char *err, size_t errlen);
+/* "Authorization: Bearer <key>" from cfg's api_key_env into *out (owned
+ * by the caller, wiped before free; NULL when cfg names none); -1 with the
+ * reason in err when the variable is unset or empty. */
+int bk_auth_header(const struct conf_backend *cfg, char **out, char *err, size_t errlen);
+
 /* ---- backends.c: what the clients report ------------------------------ */
 
 /* Each returns false when the call must stop: the caller cancelled it from

@@ -323,6 +323,43 @@ void ctl_show_usage(json_t *a)
 	ctl_usage_line(json_object_get(a, "total"), "total", "", "");
 }
 
+void ctl_show_log_levels(json_t *a)
+{
+	printf("control    %s\ndataplane  %s\n", ctl_str(a, "control"), ctl_str(a, "dataplane"));
+}
+
+/* The configuration as an INI file sluice could read again (header values
+ * aside: they are redacted). */
+void ctl_show_config(json_t *a)
+{
+	const char *sec;
+	json_t *keys;
+	bool first = true;
+	printf("# %s as sluice-control runs it\n", ctl_str(a, "path"));
+	json_object_foreach(json_object_get(a, "config"), sec, keys) {
+		const char *k;
+		json_t *v;
+		printf("%s[%s]\n", first ? "" : "\n", sec);
+		first = false;
+		json_object_foreach(keys, k, v)
+			printf("%s = %s\n", k, json_string_value(v) ? json_string_value(v) : "");
+	}
+}
+
+void ctl_show_reload(json_t *a)
+{
+	json_t *ch = json_object_get(a, "changed");
+	size_t i;
+	json_t *v;
+	if (json_array_size(ch) == 0)
+		printf("configuration reloaded: nothing changed\n");
+	else
+		printf("configuration reloaded, %zu change%s:\n", json_array_size(ch), json_array_size(ch) == 1 ? "" : "s");
+	json_array_foreach(ch, i, v)
+		printf("  %s\n", json_string_value(v) ? json_string_value(v) : "?");
+	printf("dataplane: %s\n", ctl_str(a, "dataplane"));
+}
+
 /* limits show: the values in force, what is used, and where each comes from. */
 void ctl_show_limits(json_t *a)
 {

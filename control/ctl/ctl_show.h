@@ -31,6 +31,9 @@ void ctl_show_store_stats(json_t *a);
 void ctl_show_done(json_t *a);
 void ctl_show_backends(json_t *a);
 void ctl_show_usage(json_t *a);
+void ctl_show_log_levels(json_t *a);
+void ctl_show_config(json_t *a);
+void ctl_show_reload(json_t *a);
 void ctl_show_limits(json_t *a);
 void ctl_show_limit_overrides(json_t *a);
 

@@ -64,6 +64,10 @@ static const char usage_text[] =
 	"  backends add NAME --type T --url URL [--models A,B] [--set KEY=VALUE]...\n"
 	"                                       add a backend now (until control restarts)\n"
 	"  backends drain|enable|remove NAME    stop routing new requests to it / route again / take it out\n"
+	"  config show                          the running configuration (secrets redacted); --json\n"
+	"  config reload                        read the file again and apply it live, or refuse it whole\n"
+	"  log level [control|dataplane] [LEVEL]\n"
+	"                                       show or set the log level (debug, info, warn, error)\n"
 	"  usage [--user U] [--key K] [--since T]\n"
 	"                                       tokens and cost per user, API key and model; T is unix\n"
 	"                                       seconds or an age like 90m, 24h, 7d\n"
@@ -748,6 +752,45 @@ static int ctl_usage(struct ctl *c)
 	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), ctl_show_usage);
 }
 
+/* log level [control|dataplane] [LEVEL]: the shape is checked before
+ * connecting (0 or 2), then control is asked. */
+static int ctl_log(struct ctl *c)
+{
+	const char *proc = NULL, *level = NULL;
+	if (c->nwords < 2 || strcmp(c->words[1], "level") != 0)
+		return usage("log takes level [control|dataplane] [LEVEL]");
+	for (int i = 2; i < c->nwords; i++) {
+		const char *w = c->words[i];
+		if (!proc && !level && (strcmp(w, "control") == 0 || strcmp(w, "dataplane") == 0))
+			proc = w;
+		else if (!level)
+			level = w;
+		else
+			return usage("log level takes [control|dataplane] [LEVEL]");
+	}
+	if (ctl_socket_path(c) < 0 || ctl_connect(c) < 0)
+		return 1;
+	json_t *req = json_pack("{s:s}", "cmd", "log.level");
+	if (req && proc)
+		json_object_set_new(req, "proc", json_string(proc));
+	if (req && level)
+		json_object_set_new(req, "level", json_string(level));
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), ctl_show_log_levels);
+}
+
+/* config show | config reload. */
+static int ctl_config(struct ctl *c)
+{
+	bool show = c->nwords == 2 && strcmp(c->words[1], "show") == 0;
+	bool reload = c->nwords == 2 && strcmp(c->words[1], "reload") == 0;
+	if (!show && !reload)
+		return usage("config takes show or reload");
+	if (ctl_socket_path(c) < 0 || ctl_connect(c) < 0)
+		return 1;
+	json_t *req = json_pack("{s:s}", "cmd", show ? "config.show" : "config.reload");
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show ? ctl_show_config : ctl_show_reload);
+}
+
 static int ctl_run(struct ctl *c)
 {
 	const char *cmd = c->words[0];
@@ -785,6 +828,10 @@ static int ctl_run(struct ctl *c)
 		return usage("--label goes with keys create");
 	if (c->role && !uadd)
 		return usage("--role goes with users add");
+	if (strcmp(cmd, "log") == 0)
+		return ctl_log(c);
+	if (strcmp(cmd, "config") == 0)
+		return ctl_config(c);
 	if (c->nwords > 3 || (c->nwords > 2 && strcmp(cmd, "users") != 0 && strcmp(cmd, "sessions") != 0 &&
 			      strcmp(cmd, "store") != 0 && !keys && !backends))
 		return usage("too many arguments");

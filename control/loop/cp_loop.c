@@ -62,6 +62,8 @@ struct cp_loop {
 	struct cpl_rec_handler rec[CPL_REC_TYPES];
 	struct cpl_hooks before_sleep;
 	struct cpl_hooks peer_reset;
+	cpl_fn hup_fn;           /* SIGHUP: the configuration reload */
+	void *hup_arg;
 	struct cpl_watch **byfd; /* owned; indexed by fd */
 	uint32_t nbyfd;
 	struct cpl_watch *dead;  /* removed during a batch, freed after it */
@@ -172,10 +174,23 @@ static void cpl_on_signal(void *arg, int fd, uint32_t events)
 	struct cp_loop *l = arg;
 	struct signalfd_siginfo si;
 	(void)events;
-	if (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		LOG_INFO("signal %u: shutting down", si.ssi_signo);
-		l->stop = true;
+	if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return;
+	if (si.ssi_signo == SIGHUP) {
+		if (l->hup_fn)
+			l->hup_fn(l->hup_arg);
+		else
+			LOG_INFO("SIGHUP: nothing to reload");
+		return;
 	}
+	LOG_INFO("signal %u: shutting down", si.ssi_signo);
+	l->stop = true;
+}
+
+void cpl_on_hangup(struct cp_loop *l, cpl_fn fn, void *arg)
+{
+	l->hup_fn = fn;
+	l->hup_arg = arg;
 }
 
 struct cp_loop *cpl_create(struct chan_region *r, char *err, size_t errlen)
@@ -194,6 +209,7 @@ struct cp_loop *cpl_create(struct chan_region *r, char *err, size_t errlen)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	what = "sigprocmask";
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
 		goto fail;

@@ -69,8 +69,8 @@ struct cpl_stats {
 };
 
 /*
- * Blocks SIGTERM/SIGINT for the calling thread (they end cpl_run through a
- * signalfd) and opens the loop over region r, which stays owned by the
+ * Blocks SIGTERM/SIGINT/SIGHUP for the calling thread (the first two end
+ * cpl_run through a signalfd, SIGHUP runs the cpl_on_hangup hook) and opens the loop over region r, which stays owned by the
  * caller and must outlive the loop. Returns NULL with a message in err.
  */
 struct cp_loop *cpl_create(struct chan_region *r, char *err, size_t errlen);
@@ -94,6 +94,9 @@ int cpl_on_record(struct cp_loop *l, uint16_t type, cpl_record_fn fn, void *arg)
  * connections, and every record still queued for them, are gone. Hooks run
  * in registration order. -1 when the table is full. */
 int cpl_on_peer_reset(struct cp_loop *l, cpl_fn fn, void *arg);
+/* fn runs on the loop for each SIGHUP (one hook; NULL: SIGHUP is logged
+ * and ignored). */
+void cpl_on_hangup(struct cp_loop *l, cpl_fn fn, void *arg);
 /* fn runs once per turn before the loop waits. -1 when the table is full. */
 int cpl_before_sleep(struct cp_loop *l, cpl_fn fn, void *arg);
 

@@ -30,6 +30,23 @@ static void app_conn_timer_cb(void *arg, struct tw_timer *t)
 
 static void app_destroy(void *app);
 
+/* The batching keys a reload may change (max_bytes sizes buffers: it
+ * needs a restart). */
+static void app_take_policy(struct app *a)
+{
+	a->pol.off = a->conf->batch_mode == CONF_BATCH_OFF;
+	a->pol.max_delay_ns = (uint64_t)a->conf->max_delay_us * 1000u;
+}
+
+/* A reload replaced host.conf: timeouts and keep-alive periods are read
+ * from a->conf when next armed; the batching policy from the next token. */
+static void app_conf_changed(void *app)
+{
+	struct app *a = app;
+	a->conf = a->h->conf;
+	app_take_policy(a);
+}
+
 static void *app_create(struct host *h, char *err, size_t errlen)
 {
 	const struct sluice_conf *conf = h->conf;
@@ -45,8 +62,7 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	a->conf = conf;
 	a->wid = h->id;
 	a->max_conns = conf->max_conns;
-	a->pol.off = conf->batch_mode == CONF_BATCH_OFF;
-	a->pol.max_delay_ns = (uint64_t)conf->max_delay_us * 1000u;
+	app_take_policy(a);
 	a->pol.max_bytes = conf->max_bytes;
 	/* Over TLS a coalesced frame should fit one record, framing included. */
 	if (conf->tls && a->pol.max_bytes > APP_TLS_FRAME_TEXT)
@@ -549,6 +565,7 @@ const struct host_app_ops app_ops = {
 	.on_record = app_on_record,
 	.end_of_turn = app_end_of_turn,
 	.control_changed = app_control_changed,
+	.conf_changed = app_conf_changed,
 };
 
 /* Largest multi-part response body collected. */

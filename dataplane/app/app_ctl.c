@@ -169,10 +169,19 @@ static void list_conns(struct app *a, uint32_t req_id)
 
 void app_ctl_on_admin(struct app *a, const struct chan_admin *q)
 {
-	if (q->op == CHAN_ADMIN_LIST_CONNS)
+	if (q->op == CHAN_ADMIN_LIST_CONNS) {
 		list_conns(a, q->req_id);
-	else
+	} else if (q->op == CHAN_ADMIN_LOG_LEVEL) {
+		/* The level is process-wide: control asks worker 0 only. */
+		log_set_level((enum log_level)q->arg);
+		log_audit("log_level", "proc", "dataplane", "level", log_level_name((enum log_level)q->arg),
+			  "by", "control", NULL);
+	} else if (q->op == CHAN_ADMIN_RELOAD) {
+		if (a->h->request_reload)
+			a->h->request_reload(a->h);
+	} else {
 		host_count_bad_record(a->h);
+	}
 }
 
 static void send_stats(struct app *a)

@@ -39,10 +39,12 @@ struct host_stats {
 };
 
 struct host {
-	/* Set before create(), constant afterwards. */
+	/* Set before create(), constant afterwards (conf: until a reload). */
 	uint32_t id;
 	uint32_t epoch;           /* this dataplane's attach epoch (seeds conn generations) */
 	uint32_t rec_max;         /* largest payload a d2c record may have */
+	/* The configuration; a reload replaces it between two loop turns
+	 * (then conf_changed runs) with one whose restart keys are the same. */
 	const struct sluice_conf *conf;
 	/* The worker's timer wheel: the app arms and cancels its own timers on
 	 * it (tw_arm, tw_cancel); the worker runs it once per turn. */
@@ -68,6 +70,9 @@ struct host {
 	/* Worker i's host (any i below the number of workers, h itself
 	 * included), NULL beyond: /metrics sums every worker's counters. */
 	const struct host *(*peer)(const struct host *h, uint32_t i);
+	/* Asks the dataplane's main thread to read the configuration file
+	 * again (control's ADMIN RELOAD); NULL in hosts that cannot. */
+	void (*request_reload)(struct host *h);
 };
 
 /*
@@ -114,6 +119,8 @@ struct host_app_ops {
 	void (*end_of_turn)(void *app, bool busy);
 	/* Control attached, went away, or came back as a new epoch. */
 	void (*control_changed)(void *app, bool attached);
+	/* host.conf was replaced by a reload: take its live keys. */
+	void (*conf_changed)(void *app);
 };
 
 #endif

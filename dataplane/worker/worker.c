@@ -46,6 +46,9 @@ struct worker {
 	void *app;       /* owned: destroyed by worker_run's exit or teardown */
 	void *app_stats; /* owned: ops->stats_size bytes, freed at teardown */
 	struct tw_wheel wheel;
+	/* A reload: main stores conf_next, the worker the one it runs with. */
+	_Atomic(const struct sluice_conf *) conf_next;
+	_Atomic(const struct sluice_conf *) conf_seen;
 	/* Read by other workers for /metrics: kept off the lines above. */
 	alignas(SLUICE_CACHELINE) struct host_stats stats;
 };
@@ -53,6 +56,7 @@ struct worker {
 static struct worker *workers[CHAN_MAX_WORKERS];
 static uint32_t nworkers;
 static atomic_bool stop_flag;
+static atomic_bool reload_flag;
 
 static struct worker *worker_of(struct host *h)
 {
@@ -169,6 +173,13 @@ int worker_run(uint32_t i)
 	while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
 		h->now = sluice_now_ns();
 		h->now_stale = false;
+		const struct sluice_conf *nc = atomic_load_explicit(&w->conf_next, memory_order_acquire);
+		if (unlikely(nc != h->conf)) {
+			h->conf = nc;
+			if (w->ops->conf_changed)
+				w->ops->conf_changed(w->app);
+			atomic_store_explicit(&w->conf_seen, nc, memory_order_release);
+		}
 		int timeout = more || w->poll_mode ? 0 : idle_timeout_ms(w);
 		bool slept = false;
 		if (timeout > 0) {
@@ -207,6 +218,32 @@ int worker_run(uint32_t i)
 	}
 	worker_shutdown(w);
 	return rc;
+}
+
+void workers_set_conf(const struct sluice_conf *c)
+{
+	for (uint32_t i = 0; i < nworkers; i++)
+		atomic_store_explicit(&workers[i]->conf_next, c, memory_order_release);
+}
+
+bool workers_conf_settled(const struct sluice_conf *c)
+{
+	for (uint32_t i = 0; i < nworkers; i++)
+		if (atomic_load_explicit(&workers[i]->conf_seen, memory_order_acquire) != c)
+			return false;
+	return true;
+}
+
+/* host.request_reload: process-wide, whichever worker asks. */
+static void worker_request_reload(struct host *h)
+{
+	(void)h;
+	atomic_store(&reload_flag, true);
+}
+
+bool workers_take_reload(void)
+{
+	return atomic_exchange(&reload_flag, false);
 }
 
 void workers_stop(void)
@@ -250,6 +287,8 @@ static struct worker *worker_new(uint32_t i, uint32_t epoch, const struct sluice
 	w->d2c = chan_producer(chan, i);
 	w->c2d = chan_consumer(chan, i);
 	w->bell_fd = chan_doorbell_fd(chan, i);
+	atomic_init(&w->conf_next, conf);
+	atomic_init(&w->conf_seen, conf);
 	w->host = (struct host){
 		.id = i,
 		.epoch = epoch,
@@ -261,6 +300,7 @@ static struct worker *worker_new(uint32_t i, uint32_t epoch, const struct sluice
 		.now = sluice_now_ns(),
 		.rec_reserve = worker_rec_reserve,
 		.rec_commit = worker_rec_commit,
+		.request_reload = worker_request_reload,
 		.control_epoch = worker_control_epoch,
 		.peer = worker_peer,
 	};

@@ -46,6 +46,16 @@ int worker_run(uint32_t i);
 /* Asks every worker to finish its turn and leave worker_run(); async-signal-safe. */
 void workers_stop(void);
 bool workers_stopping(void);
+/*
+ * A configuration reload, between the main thread and the workers: main
+ * publishes c (which must stay valid until every worker has moved past it;
+ * workers_conf_settled tells) and each worker switches to it at the start
+ * of its next loop turn. The app asks for a reload through its host (on
+ * control's ADMIN RELOAD); main takes the request on its next tick.
+ */
+void workers_set_conf(const struct sluice_conf *c);
+bool workers_conf_settled(const struct sluice_conf *c);
+bool workers_take_reload(void);
 /* Frees all workers; only after every worker_run() has returned (or none started). */
 void workers_teardown(void);
 /* Workers set up now (0 before workers_setup() and after workers_teardown()). */

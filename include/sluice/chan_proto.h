@@ -268,11 +268,15 @@ struct chan_stats {
 
 enum chan_admin_op {
 	CHAN_ADMIN_LIST_CONNS = 1, /* worker answers with CHAN_REC_CONNS records */
+	CHAN_ADMIN_LOG_LEVEL = 2,  /* arg = enum log_level: the dataplane's level from now on */
+	CHAN_ADMIN_RELOAD = 3,     /* the dataplane reads its configuration file again */
 };
 
 struct chan_admin {
 	uint32_t op;     /* enum chan_admin_op */
 	uint32_t req_id; /* echoed in the answer */
+	uint32_t arg;    /* LOG_LEVEL: the level (0..3); else 0 */
+	uint32_t _pad;
 };
 
 enum chan_conn_mode { CHAN_CONN_HTTP = 0, CHAN_CONN_SSE = 1, CHAN_CONN_WS = 2 };

@@ -204,6 +204,10 @@ struct sluice_conf {
 	uint32_t max_delay_us;           /* max_delay_us (default 2000) */
 	uint32_t max_bytes;              /* max_bytes (default 16384) */
 
+	/* [log] (docs/configuration.md "Logging") */
+	uint32_t log_level;              /* level = debug | info | warn | error (enum log_level; default info) */
+	uint32_t log_format;             /* format = plain | json (enum log_format; default plain) */
+
 	/* [limits] (dataplane side; per worker) */
 	uint32_t conns_per_ip;           /* conns_per_ip = open conns one client address may hold (default 8192) */
 	uint32_t body_budget_mb;         /* body_budget_mb = request bodies buffered at once (default 64) */
@@ -243,6 +247,23 @@ const struct conf_agent *conf_agent_find(const struct sluice_conf *c, const char
 const struct conf_backend *conf_backend_for_model(const struct sluice_conf *c, const char *model);
 /* The [model.NAME] section of `model`, or NULL. */
 const struct conf_model *conf_model_find(const struct sluice_conf *c, const char *model);
+/*
+ * The configuration as the file would say it: fn once per key that has a
+ * value (defaults included; unset optional keys left out), section by
+ * section ("dataplane", ..., "backend.NAME"), with whether a reload may
+ * change it (docs/configuration.md "Reload"). Header values are redacted;
+ * api_key_env is a variable's name, never its value.
+ */
+typedef void (*conf_show_fn)(void *arg, const char *section, const char *key, const char *value, bool live);
+void conf_show(const struct sluice_conf *c, conf_show_fn fn, void *arg);
+/*
+ * What differs between a (running) and b (a scratch copy just loaded):
+ * fn once per changed key, or once per sub-section added or removed (key
+ * NULL), with whether it may change live. Returns how many of them need a
+ * restart (0: b may replace a), or -1 when out of memory.
+ */
+typedef void (*conf_diff_fn)(void *arg, const char *section, const char *key, bool live);
+int conf_diff(const struct sluice_conf *a, const struct sluice_conf *b, conf_diff_fn fn, void *arg);
 /* A backend with every default (type synthetic, no models). */
 void conf_backend_defaults(struct conf_backend *be);
 /* Sets one key of a [backend.NAME] exactly as the file would (same checks,

@@ -469,6 +469,23 @@ static void test_malformed(void **state)
 	((struct chan_broadcast *)m.data)->max_pending = CHAN_BROADCAST_MIN_PENDING;
 	assert_true(valid_exact(m.type, m.data, m.len));
 
+	/* ADMIN: a known op; LOG_LEVEL's arg is a level, the others carry none. */
+	_Alignas(8) struct chan_admin adm = { .op = CHAN_ADMIN_LOG_LEVEL, .arg = 3 };
+	assert_true(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm.arg = 4;
+	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm = (struct chan_admin){ .op = CHAN_ADMIN_LIST_CONNS, .req_id = 9 };
+	assert_true(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm.arg = 1;
+	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm = (struct chan_admin){ .op = CHAN_ADMIN_RELOAD };
+	assert_true(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm.arg = 2;
+	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	adm = (struct chan_admin){ .op = 99 };
+	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm)));
+	assert_false(valid_exact(CHAN_REC_ADMIN, &adm, sizeof(adm) - 8));
+
 	/* Unknown types and PAD (never handed to a consumer). */
 	assert_false(valid_exact(CHAN_REC_PAD, s[3].data, s[3].len));
 	assert_false(valid_exact(5, s[3].data, s[3].len));

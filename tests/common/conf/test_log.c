@@ -1,6 +1,7 @@
 /*
  * log.c: line format, level filter, SLUICE_LOG override, escaping of control
- * bytes, visible truncation, and whole lines under concurrent writers.
+ * bytes, visible truncation, whole lines under concurrent writers, JSON lines
+ * (valid objects also when cut or fed bad UTF-8) and audit lines.
  * stderr is pointed at a temp file for each capture.
  */
 #include <setjmp.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "sluice/log.h"
 
@@ -246,6 +248,92 @@ static void test_threads_whole_lines(void **state)
 	free(out);
 }
 
+/* Every line of out parses as one JSON object; returns them as an array. */
+static json_t *json_lines(const char *out)
+{
+	json_t *arr = json_array();
+	for (const char *p = out; *p;) {
+		const char *nl = strchr(p, '\n');
+		assert_non_null(nl);
+		json_error_t jerr;
+		json_t *o = json_loadb(p, (size_t)(nl - p), 0, &jerr);
+		if (!json_is_object(o))
+			fail_msg("not a JSON object: %.*s (%s)", (int)(nl - p), p, jerr.text);
+		json_array_append_new(arr, o);
+		p = nl + 1;
+	}
+	return arr;
+}
+
+static void test_json_lines(void **state)
+{
+	(void)state;
+	unsetenv("SLUICE_LOG");
+	log_init("jp", LOG_LVL_INFO);
+	log_set_format(LOG_FMT_JSON);
+	char big[6000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	capture_begin();
+	LOG_INFO("quote \" back \\ tab\t bad \xff\xfe ok \xc3\xa9");
+	LOG_DEBUG("filtered");
+	LOG_WARN("%s", big);
+	log_audit("login", "result", "ok", "user", "al\"ice", "peer", NULL, NULL);
+	log_audit("big", "a", big, "b", "short", NULL);
+	char *out = capture_end(NULL);
+	log_set_format(LOG_FMT_PLAIN);
+	json_t *arr = json_lines(out);
+	assert_int_equal(json_array_size(arr), 4);
+	json_t *o = json_array_get(arr, 0);
+	assert_string_equal(json_string_value(json_object_get(o, "level")), "INFO");
+	assert_string_equal(json_string_value(json_object_get(o, "proc")), "jp");
+	assert_int_equal(json_integer_value(json_object_get(o, "pid")), getpid());
+	assert_string_equal(json_string_value(json_object_get(o, "msg")),
+			    "quote \" back \\ tab\t bad \xef\xbf\xbd\xef\xbf\xbd ok \xc3\xa9");
+	assert_non_null(strstr(json_string_value(json_object_get(o, "ts")), "Z"));
+	o = json_array_get(arr, 1);
+	assert_string_equal(json_string_value(json_object_get(o, "level")), "WARN");
+	assert_true(json_is_true(json_object_get(o, "truncated")));
+	o = json_array_get(arr, 2);
+	assert_string_equal(json_string_value(json_object_get(o, "cat")), "audit");
+	assert_string_equal(json_string_value(json_object_get(o, "msg")), "login");
+	json_t *f = json_object_get(o, "fields");
+	assert_string_equal(json_string_value(json_object_get(f, "result")), "ok");
+	assert_string_equal(json_string_value(json_object_get(f, "user")), "al\"ice");
+	assert_string_equal(json_string_value(json_object_get(f, "peer")), "-");
+	o = json_array_get(arr, 3);
+	assert_true(json_is_true(json_object_get(o, "truncated")));
+	f = json_object_get(o, "fields");
+	assert_null(json_object_get(f, "a"));
+	assert_string_equal(json_string_value(json_object_get(f, "b")), "short");
+	json_decref(arr);
+	free(out);
+}
+
+static void test_audit_plain(void **state)
+{
+	(void)state;
+	unsetenv("SLUICE_LOG");
+	log_init("au", LOG_LVL_ERROR);
+	capture_begin();
+	log_audit("key_create", "user", "bob", "label", "my \"ci\" key", "empty", "", "ctl", "a\nb",
+		  NULL);
+	char *out = capture_end(NULL);
+	char want[256];
+	snprintf(want, sizeof(want),
+		 PREFIX_RE "au\\[%ld\\] INFO audit key_create user=bob label=\"my \\\\\"ci\\\\\" key\" "
+			   "empty=\"\" ctl=a\\\\x0ab\n$",
+		 (long)getpid());
+	assert_matches(out, want);
+	free(out);
+	assert_int_equal(log_get_level(), LOG_LVL_ERROR);
+	enum log_level l;
+	assert_true(log_level_parse("Warning", &l));
+	assert_int_equal(l, LOG_LVL_WARN);
+	assert_false(log_level_parse("loud", &l));
+	assert_string_equal(log_level_name(LOG_LVL_DEBUG), "debug");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -256,6 +344,8 @@ int main(void)
 		cmocka_unit_test(test_errno_preserved),
 		cmocka_unit_test(test_truncation_marked),
 		cmocka_unit_test(test_threads_whole_lines),
+		cmocka_unit_test(test_json_lines),
+		cmocka_unit_test(test_audit_plain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -187,6 +187,11 @@ void flow_control_changed(bool attached)
 	app_ops.control_changed(flow_app, attached);
 }
 
+void flow_conf_changed(void)
+{
+	app_ops.conf_changed(flow_app);
+}
+
 /* ---- the client side and control's records ----------------------------------- */
 
 alignas(8) uint8_t flow_rbuf[1 << 16];

@@ -92,6 +92,8 @@ void flow_restart(void);
 /* The worker's calls into the app. */
 void flow_end_of_turn(bool busy);
 void flow_control_changed(bool attached);
+/* A reload replaced W.h.conf. */
+void flow_conf_changed(void);
 
 /* Malloc calls are counted between start and stop, to prove a path
  * allocates nothing; not under AddressSanitizer, which owns malloc. */

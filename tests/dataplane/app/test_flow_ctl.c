@@ -306,8 +306,7 @@ static void list_conns_rec(uint32_t req_id)
 {
 	struct chan_admin *q = (void *)flow_rbuf;
 
-	q->op = CHAN_ADMIN_LIST_CONNS;
-	q->req_id = req_id;
+	*q = (struct chan_admin){ .op = CHAN_ADMIN_LIST_CONNS, .req_id = req_id };
 	flow_rec_in(CHAN_REC_ADMIN, sizeof(*q));
 }
 

@@ -112,6 +112,31 @@ static void test_mode_off_one_frame_per_token(void **state)
 	W.conf.batch_mode = CONF_BATCH_ADAPTIVE;
 }
 
+/* A reload switches the batching mode of a stream that is already open. */
+static void test_reload_switches_mode(void **state)
+{
+	static struct sluice_conf next;
+	const char *const t3[] = { "a", "b", "c" };
+	struct tp_conn *c = flow_sse_open("", 0);
+	uint64_t frames;
+
+	(void)state;
+	flow_tokens(flow_all_of(), "s_1", "m_4", 1, t3, 3);
+	flow_end_of_turn(false);
+	flow_take(c);
+	frames = W.st.frames_out;
+	next = W.conf;
+	next.batch_mode = CONF_BATCH_OFF;
+	W.h.conf = &next;
+	flow_conf_changed();
+	flow_tokens(flow_all_of(), "s_1", "m_4", 4, t3, 3);
+	assert_int_equal(W.st.frames_out - frames, 3);
+	assert_non_null(strstr(flow_take(c), "\"seq\":6,\"n\":1,\"text\":\"c\""));
+	W.h.conf = &W.conf;
+	flow_conf_changed();
+	flow_conn_gone(c);
+}
+
 static void test_detach_interrupts_and_reattach_announces(void **state)
 {
 	struct tp_conn *c = flow_sse_open("", 0);
@@ -251,6 +276,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sse_resume_and_light_load, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_busy_coalesces_until_max_delay, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_mode_off_one_frame_per_token, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_reload_switches_mode, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_detach_interrupts_and_reattach_announces, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_slow_consumer, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_token_framed_alone, flow_setup, flow_teardown),

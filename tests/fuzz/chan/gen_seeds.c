@@ -187,5 +187,11 @@ int main(int argc, char **argv)
 	off = put(sizeof(*bc), CHAN_F_BODY, "{\"type\":\"heartbeat\",\"ts\":1.5,\"seq\":3}");
 	rc |= emit("broadcast", CHAN_REC_BROADCAST, off);
 
+	memset(rec, 0, sizeof(rec));
+	struct chan_admin *ad = (struct chan_admin *)rec;
+	ad->op = CHAN_ADMIN_LOG_LEVEL;
+	ad->arg = 0;
+	rc |= emit("admin-log-level", CHAN_REC_ADMIN, sizeof(*ad));
+
 	return rc ? 1 : 0;
 }
