@@ -392,7 +392,7 @@ static void app_http_route_local(struct conn *c, const struct http_request *req)
 	if (slice_eq(req->path, "/healthz")) {
 		app_http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
 	} else if (slice_eq(req->path, "/readyz")) {
-		if (a->h->attached)
+		if (a->h->serving(a->h))
 			app_http_send_json(c, 200, "{\"ready\":true}", NULL, false);
 		else
 			app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
