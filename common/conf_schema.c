@@ -19,6 +19,7 @@ static const struct key_spec dataplane_keys[] = {
 	{ "idle_timeout_s", K_U32, CF(idle_timeout_s), 1, 86400 },
 	{ "header_timeout_s", K_U32, CF(header_timeout_s), 1, 3600 },
 	{ "sse_keepalive_s", K_U32, CF(sse_keepalive_s), 1, 3600 },
+	{ "drain_timeout_s", K_U32, CF(drain_timeout_s), 0, 3600 },
 	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864 },
 	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824 },
 	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0 },
@@ -290,6 +291,7 @@ void conf_defaults(struct sluice_conf *c)
 	c->idle_timeout_s = 60;
 	c->header_timeout_s = 10;
 	c->sse_keepalive_s = 15;
+	c->drain_timeout_s = 30;
 	c->ws_max_message = 65536;
 	c->max_pending_bytes = 1u << 20;
 	c->pin_workers = true;

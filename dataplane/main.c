@@ -5,8 +5,8 @@
  * configured worker and runs each on its own thread (pinned when asked).
  * With transport = dpdk, EAL and the port are set up first and the workers
  * run on EAL lcores (transport/tp_dpdk.h) instead of threads started here.
- * SIGINT/SIGTERM stop the workers after their current turn; they close their
- * connections and the process exits 0. With tls = on, SIGHUP reloads the
+ * SIGINT/SIGTERM drain (drain_timeout_s), then stop the workers after their
+ * current turn; they close what is left and the process exits 0. With tls = on, SIGHUP reloads the
  * certificates (dataplane_reload_certs). Fatal problems at start exit 1.
  */
 #include <errno.h>
@@ -105,19 +105,48 @@ static int dataplane_reload_certs(struct tls_shared *tls)
 /*
  * Waits on the main thread for SIGINT/SIGTERM (blocked in every thread, so
  * no handler runs in a worker) or for a worker that stopped on its own.
+ * The first signal drains (workers_drain) until every connection ended or
+ * drain_timeout_s passed; then the rest are ended at once and given a
+ * second to flush. A second signal stops at once.
  * SIGHUP reloads the certificates; the TLS layer's timed work (ticket key
  * rotation, OCSP refresh, freeing replaced snapshots) runs every tick.
  */
-static void wait_for_stop(const sigset_t *set, struct tls_shared *tls)
+static void wait_for_stop(const sigset_t *set, struct tls_shared *tls, uint32_t drain_timeout_s)
 {
 	const struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+	/* The drain's end (0 before the first signal), then one flush period
+	 * for what the timeout's ending wrote. */
+	uint64_t deadline = 0;
+	bool ending = false;
 	while (!workers_stopping()) {
 		int sig = sigtimedwait(set, NULL, &tick);
+		uint64_t now = sluice_now_ns();
 		if (tls)
 			tls_shared_tick(tls);
 		if (sig == SIGINT || sig == SIGTERM) {
-			LOG_INFO("signal %d: stopping workers", sig);
+			if (deadline || drain_timeout_s == 0) {
+				LOG_INFO("signal %d: stopping workers", sig);
+				return;
+			}
+			LOG_INFO("signal %d: draining for up to %u s (again: stop at once)", sig, drain_timeout_s);
+			workers_drain(false);
+			deadline = now + (uint64_t)drain_timeout_s * 1000000000ull;
+			continue;
+		}
+		if (deadline && workers_drained()) {
+			LOG_INFO("drained: every connection ended, stopping workers");
 			return;
+		}
+		if (deadline && now >= deadline) {
+			if (ending) {
+				LOG_INFO("drain: stopping workers");
+				return;
+			}
+			LOG_INFO("drain timeout (%u s): ending every connection", drain_timeout_s);
+			workers_drain(true);
+			ending = true;
+			deadline = now + 1000000000ull;
+			continue;
 		}
 		if (sig == SIGHUP) {
 			(void)dataplane_reload_certs(tls);
@@ -250,7 +279,7 @@ int main(int argc, char **argv)
 				 conf.chan_path);
 		if (conf.redirect_port)
 			LOG_INFO("redirecting plain HTTP on port %u to https", (unsigned)conf.redirect_port);
-		wait_for_stop(&stop_set, tls);
+		wait_for_stop(&stop_set, tls, conf.drain_timeout_s);
 	}
 
 	workers_stop();

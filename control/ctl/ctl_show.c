@@ -85,6 +85,13 @@ void ctl_show_status(json_t *a)
 	printf("admin       %lld clients\n", ctl_int(a, "admin_clients"));
 }
 
+void ctl_show_drain(json_t *a)
+{
+	printf("dataplane pid %lld is draining: new connections are refused, open ones end when their\n"
+	       "answer is done, and it stops within drain_timeout_s = %lld s\n",
+	       ctl_int(a, "pid"), ctl_int(a, "drain_timeout_s"));
+}
+
 void ctl_show_stats(json_t *a, json_t *prev, double dt_s)
 {
 	json_t *dp = json_object_get(a, "dataplane");

@@ -16,6 +16,7 @@ void ctl_print_json(json_t *o);
 void ctl_time(long long t, char *buf, size_t cap);
 void ctl_duration(long long ms, char *buf, size_t cap);
 void ctl_print_counters(json_t *o, json_t *prev, double dt_s);
+void ctl_show_drain(json_t *a);
 void ctl_show_status(json_t *a);
 void ctl_show_stats(json_t *a, json_t *prev, double dt_s);
 void ctl_show_stats_once(json_t *a);

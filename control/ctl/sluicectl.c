@@ -44,6 +44,8 @@ static const char usage_text[] =
 	"                                       summed worker counters and control counters\n"
 	"  workers                              per-worker counters and the age of their last report\n"
 	"  conns [--worker N]                   the dataplane's connections\n"
+	"  drain                                drain and stop the dataplane (as SIGTERM does): new\n"
+	"                                       connections refused, open ones ended when idle\n"
 	"  sessions list [--user U] [--limit N] conversations, newest first\n"
 	"  sessions show ID                     one conversation with its messages\n"
 	"  sessions kill ID                     cancel its answer and close its streams\n"
@@ -720,7 +722,8 @@ static int ctl_run(struct ctl *c)
 			      strcmp(cmd, "store") != 0 && !keys && !backends))
 		return usage("too many arguments");
 
-	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns) {
+	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns ||
+	    strcmp(cmd, "drain") == 0) {
 		if (sub)
 			return usage("too many arguments");
 	} else if (strcmp(cmd, "sessions") == 0) {
@@ -759,6 +762,9 @@ static int ctl_run(struct ctl *c)
 	if (strcmp(cmd, "status") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "status"), NULL, 0, CTL_TIMEOUT_MS),
 				  ctl_show_status);
+	if (strcmp(cmd, "drain") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "drain"), NULL, 0, CTL_TIMEOUT_MS),
+				  ctl_show_drain);
 	if (stats && c->watch) {
 		if (c->interval_s == 0)
 			c->interval_s = 1.0;

@@ -579,6 +579,8 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 		c->keep_alive = cn && http_value_has_token(cn->value, "keep-alive");
 	else
 		c->keep_alive = !(cn && http_value_has_token(cn->value, "close"));
+	if (c->app->draining)
+		c->keep_alive = false;
 
 	/* Opt-in creation stamps on token events (docs/api.md), for benchmarks. */
 	{

@@ -120,6 +120,11 @@ struct host_app_ops {
 	/* Control attached, went away, or came back as a new epoch (one that
 	 * withdrew counts as attached until it closes: its last records come). */
 	void (*control_changed)(void *app, bool attached);
+	/* Drain: refuse new connections and end each open one in its protocol
+	 * once nothing runs on it; `now` (the drain timeout) ends all of them. */
+	void (*drain)(void *app, bool now);
+	/* Connections open now (the drain is over at 0). */
+	uint64_t (*open_conns)(const void *app);
 };
 
 #endif

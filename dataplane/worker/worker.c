@@ -55,11 +55,18 @@ struct worker {
 	/* The control epoch this worker forwards requests to, 0 while it
 	 * forwards none: what other workers read for /readyz (serving()). */
 	_Atomic uint32_t serving_epoch;
+	/* The drain phase this worker's app was told, and its connections
+	 * still open once it drains (UINT64_MAX before: workers_drained()). */
+	uint32_t drain_seen;
+	_Atomic uint64_t open_pub;
 };
 
 static struct worker *workers[CHAN_MAX_WORKERS];
 static uint32_t nworkers;
 static atomic_bool stop_flag;
+/* 0, then DRAIN_SOFT (workers_drain(false)), then DRAIN_NOW. */
+enum { DRAIN_SOFT = 1, DRAIN_NOW = 2 };
+static _Atomic uint32_t drain_phase;
 
 static struct worker *worker_of(struct host *h)
 {
@@ -213,6 +220,17 @@ static void worker_shutdown(struct worker *w)
 		chan_publish(w->d2c);
 }
 
+/* Tells the app of a new drain phase, then publishes what is still open. */
+static void drain_turn(struct worker *w)
+{
+	uint32_t phase = atomic_load_explicit(&drain_phase, memory_order_acquire);
+	if (phase != w->drain_seen) {
+		w->drain_seen = phase;
+		w->ops->drain(w->app, phase == DRAIN_NOW);
+	}
+	atomic_store_explicit(&w->open_pub, w->ops->open_conns(w->app), memory_order_release);
+}
+
 int worker_run(uint32_t i)
 {
 	struct worker *w = workers[i];
@@ -259,6 +277,8 @@ int worker_run(uint32_t i)
 			DP_STAT_ADD(&w->stats, busy_turns, 1);
 		if (now >= w->next_hb_ns)
 			check_control(w);
+		if (unlikely(atomic_load_explicit(&drain_phase, memory_order_relaxed) != 0))
+			drain_turn(w);
 		more = drained >= DRAIN_MAX || chan_peek(w->c2d) != NULL;
 	}
 	worker_shutdown(w);
@@ -273,6 +293,19 @@ void workers_stop(void)
 bool workers_stopping(void)
 {
 	return atomic_load(&stop_flag);
+}
+
+void workers_drain(bool now)
+{
+	atomic_store(&drain_phase, now ? DRAIN_NOW : DRAIN_SOFT);
+}
+
+bool workers_drained(void)
+{
+	for (uint32_t i = 0; i < nworkers; i++)
+		if (atomic_load_explicit(&workers[i]->open_pub, memory_order_acquire) != 0)
+			return false;
+	return true;
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -321,6 +354,7 @@ static struct worker *worker_new(uint32_t i, uint32_t epoch, const struct sluice
 		.peer = worker_peer,
 		.serving = worker_serving,
 	};
+	atomic_init(&w->open_pub, UINT64_MAX);
 	tw_wheel_init(&w->wheel, w->host.now);
 	return w;
 }

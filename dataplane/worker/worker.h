@@ -46,6 +46,11 @@ int worker_run(uint32_t i);
 /* Asks every worker to finish its turn and leave worker_run(); async-signal-safe. */
 void workers_stop(void);
 bool workers_stopping(void);
+/* Drain: each worker's app refuses new connections and ends its open ones
+ * in their protocols once idle (now: at once), at the worker's next turn. */
+void workers_drain(bool now);
+/* Every worker has begun the drain and has no connection left. */
+bool workers_drained(void);
 /* Frees all workers; only after every worker_run() has returned (or none started). */
 void workers_teardown(void);
 /* Workers set up now (0 before workers_setup() and after workers_teardown()). */
