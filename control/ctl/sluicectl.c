@@ -231,8 +231,14 @@ static int ctl_connect(struct ctl *c)
 	memcpy(sa.sun_path, c->sock_path, strlen(c->sock_path) + 1);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "sluicectl: cannot connect to control at %s: %s\n", c->sock_path,
-			strerror(errno));
+		int e = errno;
+		fprintf(stderr, "sluicectl: cannot connect to control at %s: %s\n", c->sock_path, strerror(e));
+		if (e == ENOENT || e == ECONNREFUSED)
+			fprintf(stderr, "  Is sluice-control running (systemctl status sluice-control)? Its "
+				"admin_socket is where -c FILE or --socket PATH says.\n");
+		else if (e == EACCES)
+			fprintf(stderr, "  Run sluicectl as the user sluice-control runs as, or one in the "
+				"admin_socket_group of its configuration.\n");
 		if (c->fd >= 0)
 			close(c->fd);
 		c->fd = -1;
@@ -452,7 +458,7 @@ static int ctl_result(struct ctl *c, json_t *a, void (*show)(json_t *))
 	int rc = 0;
 	if (!json_is_true(json_object_get(a, "ok"))) {
 		json_t *e = json_object_get(a, "error");
-		fprintf(stderr, "sluicectl: %s: %s\n", ctl_str(e, "code"), ctl_str(e, "message"));
+		ctl_show_error(c->words, c->nwords, ctl_str(e, "code"), ctl_str(e, "message"));
 		if (c->json)
 			ctl_print_json(a);
 		rc = 1;
