@@ -35,7 +35,10 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: sluice-dataplane -c FILE [--check]\n"
 		   "  -c FILE   configuration (sluice.conf)\n"
-		   "  --check   validate the configuration and exit\n");
+		   "  --check   validate the configuration and exit\n"
+		   "  --help    this text\n"
+		   "Serves HTTP, SSE and WebSocket clients until SIGTERM or SIGINT, which drain\n"
+		   "first (drain_timeout_s; docs/man/sluice-dataplane.md).\n");
 }
 
 static void *worker_thread(void *arg)

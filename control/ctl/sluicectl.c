@@ -67,7 +67,12 @@ static const char usage_text[] =
 	"                                       seconds or an age like 90m, 24h, 7d\n"
 	"\n"
 	"The socket is --socket PATH, else admin_socket of -c FILE, else the default\n"
-	"/tmp/sluice-admin.sock.\n";
+	"/tmp/sluice-admin.sock. --help prints this. Exit status: 0 done, 1 control refused\n"
+	"or failed (the reason on stderr), 2 a command line sluicectl does not understand.\n"
+	"docs/man/sluicectl.md has the details.\n";
+
+/* ctl_parse's answer to --help: main exits 0. */
+#define CTL_HELP (-1)
 
 static int usage(const char *why)
 {
@@ -133,7 +138,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 			return usage(msg);
 		}
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			return usage(NULL);
+			fputs(usage_text, stdout);
+			return CTL_HELP;
 		} else if (strcmp(a, "-c") == 0) {
 			c->conf_path = v;
 		} else if (strcmp(a, "--socket") == 0) {
@@ -835,7 +841,7 @@ int main(int argc, char **argv)
 	static struct ctl c = { .count = -1, .worker = -1, .limit = -1, .fd = -1 };
 	int rc = ctl_parse(&c, argc, argv);
 	if (rc)
-		return rc;
+		return rc == CTL_HELP ? 0 : rc;
 	if (c.nwords == 0)
 		return usage("no command");
 	if (sodium_init() < 0) {
