@@ -133,7 +133,7 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 		const struct chan_request *r = payload;
 		if (len < sizeof(*r))
 			return false;
-		if (r->kind < CHAN_REQ_HTTP || r->kind > CHAN_REQ_WS_OPEN || r->method > CHAN_M_OPTIONS)
+		if (r->kind < CHAN_REQ_HTTP || r->kind > CHAN_REQ_HTTP_ADMIT || r->method > CHAN_M_OPTIONS)
 			return false;
 		return chan_fields_ok(base + sizeof(*r), end);
 	}
@@ -148,7 +148,7 @@ bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len)
 		const struct chan_response *r = payload;
 		if (len < sizeof(*r))
 			return false;
-		if (r->action > CHAN_RESP_HTTP_STREAM || !chan_ids_ok(r->session_id, r->resume_message_id))
+		if (r->action > CHAN_RESP_CONTINUE || !chan_ids_ok(r->session_id, r->resume_message_id))
 			return false;
 		return chan_fields_ok(base + sizeof(*r), end);
 	}

@@ -176,6 +176,20 @@ static int open_port(struct parser *p, const char *full, const char *num)
 	return 0;
 }
 
+/* [limits.ROLE]: a role's quotas, replacing its defaults key by key. */
+static int open_role_limits(struct parser *p, const char *full, const char *role)
+{
+	int r = conf_role_of(role);
+	if (r < 0)
+		return conf_fail(p, "unknown role '%s' in [%s] (user, admin)", role, full);
+	struct conf_role_limits *l = &p->c->role_limits[r];
+	if (l->present)
+		return conf_fail(p, "duplicate section [%s]", full);
+	l->present = true;
+	p->obj = (char *)l;
+	return 0;
+}
+
 /* s is the trimmed line starting with '['. */
 static int open_section(struct parser *p, char *s)
 {
@@ -190,14 +204,15 @@ static int open_section(struct parser *p, char *s)
 
 	static const struct section_spec *const subs[] = { &conf_backend_section, &conf_agent_section,
 							   &conf_port_section, &conf_cert_section,
-							   &conf_model_section };
+							   &conf_model_section, &conf_role_limits_section };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(subs); i++) {
 		size_t plen = strlen(subs[i]->name);
 		if (strncmp(name, subs[i]->name, plen) != 0 || name[plen] != '.')
 			continue;
 		const char *sub = name + plen + 1;
-		int rc = subs[i]->sub == SUB_PORT ? open_port(p, name, sub)
-						   : open_named(p, name, sub, subs[i]);
+		int rc = subs[i]->sub == SUB_PORT     ? open_port(p, name, sub)
+			 : subs[i]->sub == SUB_LIMITS ? open_role_limits(p, name, sub)
+						      : open_named(p, name, sub, subs[i]);
 		if (rc != 0)
 			return -1;
 		memcpy(p->sub_name, sub, strlen(sub) + 1);

@@ -63,6 +63,7 @@ struct key_spec {
 #define BF(f) offsetof(struct conf_backend, f)
 #define AF(f) offsetof(struct conf_agent, f)
 #define PF(f) offsetof(struct conf_port, f)
+#define LF(i) (offsetof(struct conf_role_limits, v) + (i) * sizeof(uint32_t))
 #define XF(f) offsetof(struct conf_cert, f)
 #define MF(f) offsetof(struct conf_model, f)
 #define FSIZE(type, f) ((uint32_t)sizeof(((struct type *)0)->f))
@@ -75,9 +76,9 @@ struct key_spec {
 #define CONF_RING_PAYLOAD_MIN ((1u << 20) + (64u << 10))
 
 /* A sub-section is one of several ([backend.NAME], [agent.NAME], [cert.NAME],
- * [model.NAME], [port.N]); `required` lists the keys it must set, checked
- * when it ends. */
-enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_CERT, SUB_MODEL };
+ * [model.NAME], [port.N], [limits.ROLE]); `required` lists the keys it must
+ * set, checked when it ends. */
+enum sub_kind { SUB_NONE, SUB_BACKEND, SUB_AGENT, SUB_PORT, SUB_CERT, SUB_MODEL, SUB_LIMITS };
 
 struct section_spec {
 	const char *name;
@@ -135,7 +136,9 @@ bool conf_model_name_ok(const char *m);
 extern const struct section_spec conf_sections[];
 extern const size_t conf_nsections;
 extern const struct section_spec conf_backend_section, conf_agent_section, conf_port_section,
-	conf_cert_section, conf_model_section;
+	conf_cert_section, conf_model_section, conf_role_limits_section;
+/* The role a [limits.NAME] section names, or -1. */
+int conf_role_of(const char *name);
 /* Whether key `key` of top-level section `sec` was set in the file. */
 bool conf_key_set(const struct parser *p, const char *sec, const char *key);
 void conf_backend_defaults(struct conf_backend *be);

@@ -26,6 +26,10 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0 },
 	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores) },
 	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args) },
+	{ "ws_deflate", K_BOOL, CF(ws_deflate), 0, 0 },
+	{ "ws_deflate_bits", K_U32, CF(ws_deflate_bits), 9, 15 },
+	{ "ws_deflate_level", K_U32, CF(ws_deflate_level), 1, 9 },
+	{ "ws_deflate_min", K_U32, CF(ws_deflate_min), 0, 67108864 },
 	{ "tls", K_ONOFF, CF(tls), 0, 0 },
 	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535 },
 };
@@ -53,6 +57,7 @@ static const struct key_spec control_keys[] = {
 	{ "admin_socket_group", K_UNIX_NAME, CF(admin_socket_group), 0, 0 },
 	{ "token_commit_ms", K_U32, CF(token_commit_ms), 1, 10000 },
 	{ "store_map_mb", K_U32, CF(store_map_mb), 16, 1048576 },
+	{ "store_reserve_mb", K_U32, CF(store_reserve_mb), 0, 1048576 },
 };
 
 static const struct key_spec auth_keys[] = {
@@ -62,6 +67,12 @@ static const struct key_spec auth_keys[] = {
 	{ "login_fail_user", K_U32, CF(login_fail_user), 1, 1000 },
 	{ "login_fail_ip", K_U32, CF(login_fail_ip), 1, 10000 },
 	{ "login_window_s", K_U32, CF(login_window_s), 1, 86400 },
+	{ "login_inflight_user", K_U32, CF(login_inflight_user), 1, 64 },
+	{ "login_inflight_ip", K_U32, CF(login_inflight_ip), 1, 64 },
+	{ "login_rate_user", K_U32, CF(login_rate_user), 1, 1000000 },
+	{ "login_rate_ip", K_U32, CF(login_rate_ip), 1, 1000000 },
+	{ "login_rate_window_s", K_U32, CF(login_rate_window_s), 1, 86400 },
+	{ "login_max_sessions", K_U32, CF(login_max_sessions), 1, 100000 },
 	{ "pwhash_ops", K_U32, CF(pwhash_ops), 1, 10 },
 	{ "pwhash_mem_kib", K_U32, CF(pwhash_mem_kib), 8, 4194304 },
 	{ "cookie_secure", K_BOOL, CF(cookie_secure), 0, 0 },
@@ -90,6 +101,32 @@ static const struct key_spec batching_keys[] = {
 	{ "max_delay_us", K_U32, CF(max_delay_us), 0, 1000000 },
 	{ "max_bytes", K_U32, CF(max_bytes), 64, 16777216 },
 };
+
+static const struct key_spec limits_keys[] = {
+	{ "conns_per_ip", K_U32, CF(conns_per_ip), 1, 1048576 },
+	{ "body_budget_mb", K_U32, CF(body_budget_mb), 2, 65536 },
+	{ "worker_mem_mb", K_U32, CF(worker_mem_mb), 16, 1048576 },
+};
+
+/* Indexed by enum conf_limit. */
+static const struct key_spec role_limits_keys[] = {
+	{ "stored_mb", K_U32, LF(CONF_LIM_STORED_MB), 0, 16777216 },
+	{ "sessions", K_U32, LF(CONF_LIM_SESSIONS), 0, 100000000 },
+	{ "messages_per_min", K_U32, LF(CONF_LIM_MESSAGES_PER_MIN), 0, 1000000 },
+	{ "concurrent_answers", K_U32, LF(CONF_LIM_CONCURRENT), 0, 1000000 },
+	{ "tokens_per_min", K_U32, LF(CONF_LIM_TOKENS_PER_MIN), 0, 4000000000u },
+	{ "tokens_per_day", K_U32, LF(CONF_LIM_TOKENS_PER_DAY), 0, 4000000000u },
+};
+_Static_assert(SLUICE_ARRAY_LEN(role_limits_keys) == CONF_LIM_N, "one key per limit");
+
+int conf_role_of(const char *name)
+{
+	if (strcmp(name, "user") == 0)
+		return CONF_ROLE_USER;
+	if (strcmp(name, "admin") == 0)
+		return CONF_ROLE_ADMIN;
+	return -1;
+}
 
 static const struct key_spec dashboard_keys[] = {
 	{ "heartbeat_ms", K_U32, CF(dash_heartbeat_ms), 100, 3600000 },
@@ -160,6 +197,7 @@ const struct section_spec conf_sections[] = {
 	{ "control", control_keys, SLUICE_ARRAY_LEN(control_keys), SUB_NONE, 0 },
 	{ "auth", auth_keys, SLUICE_ARRAY_LEN(auth_keys), SUB_NONE, 0 },
 	{ "batching", batching_keys, SLUICE_ARRAY_LEN(batching_keys), SUB_NONE, 0 },
+	{ "limits", limits_keys, SLUICE_ARRAY_LEN(limits_keys), SUB_NONE, 0 },
 	{ "tls", tls_keys, SLUICE_ARRAY_LEN(tls_keys), SUB_NONE, 0 },
 	{ "dashboard", dashboard_keys, SLUICE_ARRAY_LEN(dashboard_keys), SUB_NONE, 0 },
 };
@@ -174,6 +212,9 @@ const struct section_spec conf_model_section = {
 const struct section_spec conf_agent_section = {
 	"agent", agent_keys, SLUICE_ARRAY_LEN(agent_keys), SUB_AGENT, 1u << AGENT_KEY_MODEL
 };
+const struct section_spec conf_role_limits_section = {
+	"limits", role_limits_keys, SLUICE_ARRAY_LEN(role_limits_keys), SUB_LIMITS, 0
+};
 const struct section_spec conf_port_section = {
 	"port", port_keys, SLUICE_ARRAY_LEN(port_keys), SUB_PORT, 0x3u
 };
@@ -184,6 +225,7 @@ const struct section_spec conf_cert_section = {
 _Static_assert(SLUICE_ARRAY_LEN(dataplane_keys) <= 32 && SLUICE_ARRAY_LEN(tcp_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(channel_keys) <= 32 && SLUICE_ARRAY_LEN(control_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(auth_keys) <= 32 && SLUICE_ARRAY_LEN(batching_keys) <= 32 &&
+		       SLUICE_ARRAY_LEN(limits_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(backend_keys) <= 32 && SLUICE_ARRAY_LEN(agent_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(port_keys) <= 32 && SLUICE_ARRAY_LEN(tls_keys) <= 32 &&
 		       SLUICE_ARRAY_LEN(cert_keys) <= 32 && SLUICE_ARRAY_LEN(model_keys) <= 32 &&
@@ -295,6 +337,10 @@ void conf_defaults(struct sluice_conf *c)
 	c->ws_max_message = 65536;
 	c->max_pending_bytes = 1u << 20;
 	c->pin_workers = true;
+	c->ws_deflate = true;
+	c->ws_deflate_bits = 15;
+	c->ws_deflate_level = 1;
+	c->ws_deflate_min = 64;
 	memcpy(c->lcores, "1", sizeof("1"));
 	c->tcp_snd_buf = 65536;
 	c->tcp_rcv_buf = 65536;
@@ -310,6 +356,7 @@ void conf_defaults(struct sluice_conf *c)
 	c->admin_socket_mode = 0600;
 	c->token_commit_ms = 50;
 	c->store_map_mb = 1024;
+	c->store_reserve_mb = 64;
 	c->session_ttl_s = 86400;
 	static const char *const origins[] = { "http://127.0.0.1:8080", "http://localhost:8080" };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(origins); i++)
@@ -319,6 +366,12 @@ void conf_defaults(struct sluice_conf *c)
 	c->login_fail_user = 5;
 	c->login_fail_ip = 20;
 	c->login_window_s = 300;
+	c->login_inflight_user = 1;
+	c->login_inflight_ip = 2;
+	c->login_rate_user = 30;
+	c->login_rate_ip = 300;
+	c->login_rate_window_s = 60;
+	c->login_max_sessions = 16;
 	c->pwhash_ops = 2;
 	c->pwhash_mem_kib = 65536;
 	c->cookie_secure = false;
@@ -334,6 +387,18 @@ void conf_defaults(struct sluice_conf *c)
 	c->batch_mode = CONF_BATCH_ADAPTIVE;
 	c->max_delay_us = 2000;
 	c->max_bytes = 16384;
+	/* Per user: generous enough for a person and their scripts, small
+	 * enough that one account cannot take the appliance (docs/api.md
+	 * "Limits"). Admins are not limited unless configured. */
+	static const uint32_t user_limits[CONF_LIM_N] = {
+		[CONF_LIM_STORED_MB] = 256, [CONF_LIM_SESSIONS] = 10000,
+		[CONF_LIM_MESSAGES_PER_MIN] = 120, [CONF_LIM_CONCURRENT] = 16,
+		[CONF_LIM_TOKENS_PER_MIN] = 1000000, [CONF_LIM_TOKENS_PER_DAY] = 50000000,
+	};
+	memcpy(c->role_limits[CONF_ROLE_USER].v, user_limits, sizeof(user_limits));
+	c->conns_per_ip = 8192;
+	c->body_budget_mb = 64;
+	c->worker_mem_mb = 1024;
 	c->dash_heartbeat_ms = 30000;
 	c->dash_max_pending = 256u << 10;
 	c->dash_alert_ring_pct = 80;

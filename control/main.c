@@ -13,6 +13,7 @@
 #include "backends/backends.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
+#include "limits/limits.h"
 #include "events/ev.h"
 #include "loop/cp_loop.h"
 #include "sluice/chan.h"
@@ -81,9 +82,10 @@ int main(int argc, char **argv)
 	static struct chan_out out;
 	static struct chat chat;
 	static struct auth auth;
+	static struct limits limits;
 	static struct api api;
 	static struct ev_bus bus;
-	bool out_ok = false, chat_ok = false, auth_ok = false, api_ok = false;
+	bool out_ok = false, chat_ok = false, auth_ok = false, limits_ok = false, api_ok = false;
 
 	ev_init(&bus);
 	r = chan_open(conf.chan_path, conf.workers, conf.ring_bytes, CHAN_ROLE_CONTROL, err, sizeof(err));
@@ -114,13 +116,17 @@ int main(int argc, char **argv)
 	if (auth_init(&auth, &conf, loop, st, &out, err, sizeof(err)) < 0)
 		goto fail_msg;
 	auth_ok = true;
+	if (lim_init(&limits, &conf, st, err, sizeof(err)) < 0)
+		goto fail_msg;
+	limits_ok = true;
 	struct api_deps ad = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-			       .auth = &auth, .bk = bk, .bus = &bus };
+			       .auth = &auth, .limits = &limits, .bk = bk, .bus = &bus };
 	if (api_init(&api, &ad, err, sizeof(err)) < 0)
 		goto fail_msg;
 	api_ok = true;
 	struct admin_deps dd = { .conf = &conf, .loop = loop, .st = st, .out = &out, .chat = &chat,
-				 .auth = &auth, .bk = bk, .api_stats = &api.stats, .api = &api, .bus = &bus };
+				 .auth = &auth, .limits = &limits, .bk = bk, .api_stats = &api.stats, .api = &api,
+				 .bus = &bus };
 	admin = admin_create(&dd, err, sizeof(err));
 	if (!admin)
 		goto fail_msg;
@@ -144,6 +150,8 @@ out:
 	if (st)
 		store_close(st);
 	admin_destroy(admin);
+	if (limits_ok)
+		lim_free(&limits);
 	if (auth_ok)
 		auth_free(&auth);
 	if (chat_ok)

@@ -27,7 +27,7 @@ TIMEOUT_MULTIPLIER="${TIMEOUT_MULTIPLIER:-2}"
 PY=/usr/bin/python3
 BUILD_DIR="${BUILD_DIR:-build}"
 ASAN_DIR="${ASAN_DIR:-build-asan}"
-FUZZ_TARGETS=(fuzz-http fuzz-ws fuzz-chan fuzz-net fuzz-upstream)
+FUZZ_TARGETS=(fuzz-http fuzz-ws fuzz-ws-deflate fuzz-chan fuzz-net fuzz-upstream)
 
 passed=0
 failed=0

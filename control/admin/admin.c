@@ -221,7 +221,8 @@ bool adm_sid_ok(const char *sid)
 /* ---- requests ------------------------------------------------------------- */
 
 static const struct adm_cmd *const adm_families[] = {
-	adm_status_cmds, adm_sessions_cmds, adm_users_cmds, adm_keys_cmds, adm_store_cmds, adm_backends_cmds,
+	adm_status_cmds, adm_sessions_cmds, adm_users_cmds, adm_keys_cmds, adm_store_cmds,
+	adm_backends_cmds, adm_limits_cmds,
 };
 
 static const struct adm_cmd *adm_find(const char *name)

@@ -38,6 +38,8 @@ struct store;
 
 /* What the admin socket works on; every pointer stays owned by the caller
  * and must outlive the admin. api_stats is read for `stats`. */
+struct limits;
+
 struct admin_deps {
 	const struct sluice_conf *conf;
 	struct cp_loop *loop;
@@ -45,6 +47,7 @@ struct admin_deps {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct limits *limits;
 	struct bk_mgr *bk;
 	const struct api_stats *api_stats;
 	/* The operator dashboard (/ws/admin and /api/admin/...): both set, or

@@ -37,7 +37,8 @@ static void cmd_store_stats(struct admin *ad, struct adm_client *cl, json_t *req
 		{ "tokens", s.tokens },                 { "events", s.events },
 		{ "auth_sessions", s.auth_sessions },   { "api_keys", s.api_keys },
 		{ "commits", s.commits },               { "commit_batches", s.commit_batches },
-		{ "last_commit_ns", s.last_commit_ns },
+		{ "last_commit_ns", s.last_commit_ns }, { "reserve", s.reserve },
+		{ "reserve_refusals", s.reserve_refusals },
 	};
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(f); i++)
 		json_object_set_new(o, f[i].name, json_integer((json_int_t)f[i].v));

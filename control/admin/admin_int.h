@@ -157,6 +157,7 @@ extern const struct adm_cmd adm_sessions_cmds[];
 extern const struct adm_cmd adm_users_cmds[];
 extern const struct adm_cmd adm_keys_cmds[];
 extern const struct adm_cmd adm_store_cmds[];
+extern const struct adm_cmd adm_limits_cmds[];
 extern const struct adm_cmd adm_backends_cmds[];
 
 /* Control's backend counters to every worker (CHAN_REC_BACKENDS), for

@@ -3,6 +3,7 @@
  * routers and the record handler registered with the loop.
  */
 #include "api/api_int.h"
+#include "limits/limits.h"
 #include "api/api_auth.h"
 #include "api/api_v1.h"
 
@@ -67,13 +68,14 @@ void api_ws_finish(const struct chat_reply *r, json_t *o)
 		json_object_set_new(o, "id", id);
 }
 
-void api_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
-		      const char *msg, const char *header)
+/* api_error with OpenAI's error type given (NULL: the status's). */
+static void api_error_typed(struct api *a, const struct chat_reply *r, uint16_t status, const char *type,
+			    const char *code, const char *msg, const char *header)
 {
 	/* /v1 answers in OpenAI's shape (message, type, param, code), so the
 	 * SDKs raise their usual exceptions. */
-	json_t *err = r->openai ? json_pack("{s:s,s:s,s:n,s:s}", "message", msg, "type", api_v1_error_type(status),
-					    "param", "code", code)
+	json_t *err = r->openai ? json_pack("{s:s,s:s,s:n,s:s}", "message", msg, "type",
+					    type ? type : api_v1_error_type(status), "param", "code", code)
 				: json_pack("{s:s,s:s}", "code", code, "message", msg);
 	json_t *o;
 	if (r->kind == CHAN_REQ_WS) {
@@ -88,6 +90,12 @@ void api_error(struct api *a, const struct chat_reply *r, uint16_t status, const
 	api_send_json(a, r, status, CHAN_RESP_PLAIN, NULL, o, header);
 }
 
+void api_error(struct api *a, const struct chat_reply *r, uint16_t status, const char *code,
+		      const char *msg, const char *header)
+{
+	api_error_typed(a, r, status, NULL, code, msg, header);
+}
+
 /* A store write that failed. A full map (-ENOSPC) is 503 store_full: the
  * request was fine and succeeds once an operator grows store_map_mb. */
 void api_store_error(struct api *a, const struct chat_reply *r, int err, const char *msg)
@@ -96,6 +104,29 @@ void api_store_error(struct api *a, const struct chat_reply *r, int err, const c
 		api_error(a, r, 503, "store_full", "the store is full; retry later", "Retry-After: 60");
 	else
 		api_error(a, r, 500, "internal", msg, NULL);
+}
+
+/* 429 with Retry-After and a code naming the limit (docs/api.md "Limits").
+ * On /v1 the type is OpenAI's: insufficient_quota for what is kept (stored
+ * text, conversations), rate_limit_exceeded for the rates. */
+void api_limit_error(struct api *a, const struct chat_reply *r, const struct lim_refusal *why)
+{
+	bool quota = why->limit == CONF_LIM_STORED_MB || why->limit == CONF_LIM_SESSIONS;
+	char msg[160], hdr[48];
+	snprintf(msg, sizeof(msg), "over the %s limit of this %s (%llu); retry later",
+		 lim_key_name(why->limit), why->by_key ? "API key" : "user",
+		 (unsigned long long)why->value);
+	snprintf(hdr, sizeof(hdr), "Retry-After: %lld", (long long)why->retry_after);
+	api_error_typed(a, r, 429, quota ? "insufficient_quota" : "rate_limit_exceeded", lim_code(why->limit), msg,
+			hdr);
+}
+
+struct lim_who api_lim_who(const struct api_req *q)
+{
+	struct lim_who w = { .user = q->user, .uid = q->uid, .role = q->role, .key_id = NULL };
+	if (q->id && q->id->apikey && q->id->key_id[0])
+		w.key_id = q->id->key_id;
+	return w;
 }
 
 void api_not_found(struct api *a, const struct chat_reply *r, const char *what)
@@ -116,6 +147,7 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 	a->out = d->out;
 	a->chat = d->chat;
 	a->auth = d->auth;
+	a->limits = d->limits;
 	a->bk = d->bk;
 	a->loop = d->loop;
 	a->bus = d->bus;
@@ -129,7 +161,9 @@ int api_init(struct api *a, const struct api_deps *d, char *err, size_t errlen)
 		}
 	}
 	struct chat_hooks h = { .session_created = api_session_created,
-				.message_accepted = api_message_accepted, .arg = a };
+				.message_accepted = api_message_accepted,
+				.answer_tokens = api_answer_tokens, .answer_ended = api_answer_ended,
+				.arg = a };
 	chat_set_hooks(a->chat, &h);
 	if (api_v1_init(a) < 0) {
 		snprintf(err, errlen, "api: out of memory, or the output's hook table is full");
@@ -550,6 +584,9 @@ static void api_request(struct api *a, const void *payload, uint32_t len)
 		break;
 	case CHAN_REQ_WS_OPEN:
 		api_auth_ws_open(a, &r, payload, len);
+		return;
+	case CHAN_REQ_HTTP_ADMIT:
+		api_auth_admit(a, &r, payload, len);
 		return;
 	default:
 		api_error(a, &r, 400, "bad_request", "unknown request kind", NULL);

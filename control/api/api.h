@@ -24,6 +24,7 @@
 
 struct api;
 struct auth;
+struct limits;
 struct v1_req;
 struct auth_ident;
 
@@ -81,6 +82,7 @@ struct api_deps {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct limits *limits;
 	struct bk_mgr *bk;
 	struct ev_bus *bus; /* logins and conversation changes are published here; may be NULL */
 };
@@ -97,6 +99,7 @@ struct api {
 	struct chan_out *out;
 	struct chat *chat;
 	struct auth *auth;
+	struct limits *limits;
 	struct bk_mgr *bk;
 	struct cp_loop *loop;
 	struct idmap v1_reqs;          /* /v1 completions in flight, by conn */

@@ -1,5 +1,6 @@
 #include "api/api_auth.h"
 #include "api/api_int.h"
+#include "auth/auth_login.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -126,6 +127,7 @@ struct aa_login {
 	char user[STORE_USER_MAX];
 	char addr[64];
 	bool known;
+	struct auth_login_ticket ticket; /* its place in the pool's fair share */
 	uint8_t role;
 	char token[AUTH_TOKEN_LEN + 1];
 	char csrf[STORE_CSRF_MAX];
@@ -202,18 +204,22 @@ static void aa_login_verified(void *arg, const struct pwh_job *j)
 	struct api *a = l->a;
 	struct auth *au = a->auth;
 	int64_t now = au->now(au->now_arg);
+	auth_login_release(au, &l->ticket);
 	if (j->rc != 0 || !l->known) {
 		auth_throttle_fail(&au->by_user, l->user, strlen(l->user), now);
 		auth_throttle_fail(&au->by_addr, l->addr, strlen(l->addr), now);
 		au->stats.logins_failed++;
 		LOG_INFO("login failed for a %s user from %s", l->known ? "known" : "unknown", l->addr);
-		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password", NULL);
+		/* RFC 9110 11.6.1: every 401 names a scheme the client may use. */
+		api_error(a, &l->r, 401, "invalid_credentials", "wrong user name or password",
+			  "WWW-Authenticate: Bearer");
 		aa_login_free(l);
 		return;
 	}
 	if (j->rehashed)
 		aa_store_rehash(a, l->user, j->hash);
 	auth_throttle_reset(&au->by_user, l->user, strlen(l->user));
+	auth_login_trim_sessions(au, l->user, now);
 	int rc = auth_session_create(au, l->user, l->token, l->csrf, &l->expires_at, aa_login_stored, l);
 	if (rc < 0) {
 		api_error(a, &l->r, 500, "internal", "the session could not be stored", NULL);
@@ -360,6 +366,17 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 		api_error(a, r, 429, "too_many_attempts", "too many failed logins; retry later", hdr);
 		goto out;
 	}
+	/* Fair admission: one caller looping logins, right or wrong, holds its
+	 * share of the pool and its rate, never the whole pool. */
+	int64_t wf = auth_login_admit(au, l->user, ul, l->addr, addr.n, now, &l->ticket);
+	if (wf > 0) {
+		char hdr[48];
+		aa_retry_after(hdr, sizeof(hdr), wf);
+		au->stats.logins_unfair++;
+		api_error(a, r, 429, "too_many_attempts", "too many logins in progress or in a row; retry later",
+			  hdr);
+		goto out;
+	}
 	struct store_user u;
 	memset(&u, 0, sizeof(u));
 	l->known = auth_user_name_ok(l->user, ul) && a->st->ops->user_get(a->st, l->user, &u) == 0;
@@ -367,6 +384,8 @@ static void aa_login(struct api *a, const struct chat_reply *r, const struct aa_
 	int rc = pwh_submit_verify(&au->pool, l->known ? u.pwhash : au->dummy_hash, pw, pl, l->known,
 				   aa_login_verified, l);
 	sodium_memzero(&u, sizeof(u));
+	if (rc < 0)
+		auth_login_release(au, &l->ticket);
 	if (rc == -EBUSY) {
 		au->stats.logins_busy++;
 		api_error(a, r, 503, "overloaded", "too many logins in progress", "Retry-After: 1");
@@ -528,6 +547,42 @@ bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payloa
 		return true;
 	}
 	return false;
+}
+
+/* A body the dataplane does not read before it is admitted (docs/http.md):
+ * on the public routes a login's or so, on every other route the caller's
+ * own. What an unauthenticated client may make a worker buffer is this. */
+#define AA_PUBLIC_BODY_MAX "16384"
+
+void api_auth_admit(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len)
+{
+	struct aa_req q;
+	struct auth_ident id;
+	if (!aa_parse(payload, len, &q)) {
+		api_error(a, r, 400, "bad_request", "malformed request record", NULL);
+		return;
+	}
+	struct co_resp resp = { .status = 100, .action = CHAN_RESP_CONTINUE };
+	if (aa_path_is(&q, "/api/auth/login") || aa_path_is(&q, "/api/models") ||
+	    aa_path_is(&q, "/api/agents")) {
+		resp.header = AA_PUBLIC_BODY_MAX;
+		resp.header_tag = CHAN_F_BODY_MAX;
+		api_send(a, r, &resp);
+		return;
+	}
+	switch (aa_authenticate(a, &q, &id)) {
+	case AA_UNAUTH:
+		aa_unauthenticated(a, r);
+		break;
+	case AA_CSRF:
+		api_error(a, r, 403, "csrf_failed", "X-CSRF-Token does not match the session", NULL);
+		break;
+	case AA_OK:
+		a->auth->stats.bodies_admitted++;
+		api_send(a, r, &resp);
+		break;
+	}
+	sodium_memzero(&id, sizeof(id));
 }
 
 /* Credentials of an upgrade: Authorization, then the protocol entry (what

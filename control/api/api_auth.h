@@ -25,6 +25,12 @@
 bool api_auth_http(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
 		   struct auth_ident *id);
 
+/* The admission of a body the dataplane has not read (CHAN_REQ_HTTP_ADMIT):
+ * CONTINUE when the caller may send it (on the public routes, with a small
+ * BODY_MAX), else the refusal (401, 403) the dataplane sends and closes
+ * after. Nothing of the body reaches control before this said yes. */
+void api_auth_admit(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len);
+
 /* The upgrade decision for a CHAN_REQ_WS_OPEN record: PLAIN 403
  * origin_not_allowed, PLAIN 401 unauthenticated, or WS_ACCEPT (with
  * "Sec-WebSocket-Protocol: sluice.v1" when offered); the conn is remembered. */

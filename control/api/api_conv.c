@@ -3,6 +3,7 @@
  * (post, cancel), export as JSON or Markdown, agents and models.
  */
 #include "api/api_int.h"
+#include "limits/limits.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -69,10 +70,13 @@ fail:
 	json_decref(msgs);
 	return NULL;
 }
-void api_session_created(void *arg, const struct chat_reply *r, const char *sid, int err)
+void api_session_created(void *arg, const struct chat_reply *r, const char *sid, const char *user,
+			 int err)
 {
 	struct api *a = arg;
 	struct store_session ss;
+	if (err)
+		lim_session_failed(a->limits, user);
 	if (err || store_session_get(a->st, sid, &ss) < 0) {
 		api_store_error(a, r, err, "the session could not be stored");
 		return;
@@ -85,6 +89,9 @@ void api_message_accepted(void *arg, const struct chat_reply *r, const char *sid
 {
 	struct api *a = arg;
 	if (err) {
+		struct chat_session *s = chat_session_cached(a->chat, sid, strlen(sid));
+		if (s)
+			lim_message_failed(a->limits, s->user, s->ans.key_id, s->acct_len);
 		api_store_error(a, r, err, "the message could not be stored");
 		return;
 	}
@@ -148,11 +155,19 @@ void api_sessions_create(struct api *a, const struct chat_reply *r, const struct
 	}
 	strcpy(ss.user, q->user);
 	ss.owner_uid = q->uid;
+	struct lim_who w = api_lim_who(q);
+	struct lim_refusal why;
+	if (!lim_session_begin(a->limits, &w, &why)) {
+		api_limit_error(a, r, &why);
+		goto out;
+	}
 	chat_new_id("s_", ss.id);
 	ss.created_at = (int64_t)time(NULL);
 	ss.updated_at = ss.created_at;
-	if (chat_session_create(a->chat, &ss, r) < 0)
+	if (chat_session_create(a->chat, &ss, r) < 0) {
+		lim_session_failed(a->limits, q->user);
 		api_error(a, r, 500, "internal", "the session could not be stored", NULL);
+	}
 out:
 	json_decref(j);
 }
@@ -349,6 +364,7 @@ void api_session_delete(struct api *a, const struct chat_reply *r, const struct 
 		return;
 	}
 	chat_event(a->chat, x->ss.id, "deleted", NULL);
+	lim_session_deleting(a->limits, q->user, x->ss.id);
 	if (a->st->ops->session_delete(a->st, x->ss.id, api_deleted, x) < 0) {
 		free(x);
 		api_error(a, r, 500, "internal", "the session could not be deleted", NULL);
@@ -488,8 +504,23 @@ void api_post_message(struct api *a, const struct chat_reply *r, const struct ap
 	struct chat_session *s = api_owned(a, r, q, json_string_value(sid), json_string_length(sid));
 	if (!s)
 		return;
-	int rc = chat_message_post(a->chat, s, json_string_value(content), json_string_length(content),
-				   q->id && q->id->apikey ? q->id->key_id : "", r);
+	if (s->ans.running || s->pending) {
+		api_error(a, r, 409, "busy", "an answer is already running in this session", NULL);
+		return;
+	}
+	/* Counted before anything is stored, so a refused message leaves
+	 * nothing behind. */
+	size_t len = json_string_length(content);
+	struct lim_who w = api_lim_who(q);
+	struct lim_refusal why;
+	if (!lim_message_begin(a->limits, &w, len, &why)) {
+		api_limit_error(a, r, &why);
+		return;
+	}
+	s->acct_len = len;
+	int rc = chat_message_post(a->chat, s, json_string_value(content), len, w.key_id, r);
+	if (rc < 0)
+		lim_message_failed(a->limits, s->user, w.key_id, len);
 	if (rc == -EBUSY)
 		api_error(a, r, 409, "busy", "an answer is already running in this session", NULL);
 	else if (rc == -ENOENT)
@@ -499,6 +530,21 @@ void api_post_message(struct api *a, const struct chat_reply *r, const struct ap
 			  "Retry-After: 1");
 	else if (rc < 0)
 		api_error(a, r, 500, "internal", "the message could not be stored", NULL);
+}
+
+void api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes)
+{
+	struct api *a = arg;
+	lim_answer_tokens(a->limits, s->user, s->ans.key_id, n, bytes);
+}
+
+void api_answer_ended(void *arg, const struct chat_session *s)
+{
+	struct api *a = arg;
+	/* Every token event was counted as it was flushed (seq of them); the
+	 * backend's usage report, when it sent one, is the count that holds. */
+	int64_t extra = (int64_t)s->ans.usage.completion_tokens - (int64_t)s->ans.seq;
+	lim_answer_end(a->limits, s->user, s->ans.key_id, extra);
 }
 
 void api_message_http(struct api *a, const struct chat_reply *r, const struct api_req *q)

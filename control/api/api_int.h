@@ -59,6 +59,12 @@ void api_error(struct api *a, const struct chat_reply *r, uint16_t status, const
 /* A failed store write: -ENOSPC is 503 store_full, the rest 500. */
 void api_store_error(struct api *a, const struct chat_reply *r, int err, const char *msg);
 void api_not_found(struct api *a, const struct chat_reply *r, const char *what);
+struct lim_refusal;
+struct lim_who;
+/* 429 with Retry-After and the limit's code. */
+void api_limit_error(struct api *a, const struct chat_reply *r, const struct lim_refusal *why);
+/* Whom a request counts against (its user, and its API key). */
+struct lim_who api_lim_who(const struct api_req *q);
 void api_method_not_allowed(struct api *a, const struct chat_reply *r, const char *allow);
 
 /* ---- request parts (api.c) ---------------------------------------------- */
@@ -82,7 +88,10 @@ bool api_parse_num(const char *txt, double lo, double hi, double *out);
 
 bool api_msg_ended(const struct store_message *m);
 /* chat hooks: a session or message write completed. */
-void api_session_created(void *arg, const struct chat_reply *r, const char *sid, int err);
+void api_session_created(void *arg, const struct chat_reply *r, const char *sid, const char *user,
+			 int err);
+void api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes);
+void api_answer_ended(void *arg, const struct chat_session *s);
 void api_message_accepted(void *arg, const struct chat_reply *r, const char *sid, const char *mid,
 			  int err);
 void api_sessions_create(struct api *a, const struct chat_reply *r, const struct api_req *q);

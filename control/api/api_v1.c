@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "backends/synthetic.h"
+#include "limits/limits.h"
 #include "sluice/common.h"
 #include "sluice/log.h"
 
@@ -55,6 +56,11 @@ struct v1_req {
 	char model[CONF_NAME_MAX];
 	char backend[CONF_NAME_MAX];
 	char key_id[STORE_KEYID_MAX];
+	char user[STORE_USER_MAX];
+	/* Limits (docs/api.md "Limits"): counted at the start, token events
+	 * not yet handed to the counters, and those that were. */
+	uint32_t lim_n, lim_counted;
+	size_t lim_bytes;
 	int64_t created;
 	uint64_t start_ns;
 	struct v1_buf out;      /* streamed: chunks of this turn; not streamed: the content */
@@ -280,24 +286,31 @@ static void v1_record_token(struct v1_req *v, const char *text, size_t len)
 	v1_put(&v->text, text, len);
 }
 
-/* The conversation and the two messages, queued at the start; nothing
- * waits for their commit (the client is told nothing about them). */
-static void v1_record_start(struct v1_req *v, const struct api_req *q, json_t *messages)
+/* The last user message's text (what a recorded completion stores of the
+ * request), "" when there is none. */
+static const char *v1_last_user(json_t *messages, size_t *len)
 {
-	struct api *a = v->a;
-	const char *content = "";
-	size_t clen = 0;
 	size_t i = json_array_size(messages);
 	while (i-- > 0) {
 		json_t *m = json_array_get(messages, i);
 		const char *role = json_string_value(json_object_get(m, "role"));
 		json_t *c = json_object_get(m, "content");
 		if (role && strcmp(role, "user") == 0 && json_is_string(c)) {
-			content = json_string_value(c);
-			clen = json_string_length(c);
-			break;
+			*len = json_string_length(c);
+			return json_string_value(c);
 		}
 	}
+	*len = 0;
+	return "";
+}
+
+/* The conversation and the two messages, queued at the start; nothing
+ * waits for their commit (the client is told nothing about them). */
+static void v1_record_start(struct v1_req *v, const struct api_req *q, json_t *messages)
+{
+	struct api *a = v->a;
+	size_t clen;
+	const char *content = v1_last_user(messages, &clen);
 	struct store_session ss;
 	memset(&ss, 0, sizeof(ss));
 	chat_new_id("s_", ss.id);
@@ -314,11 +327,27 @@ static void v1_record_start(struct v1_req *v, const struct api_req *q, json_t *m
 	    store_message_add(a->st, v->sid, umid, content, clen, v->mid, 0, v->key_id, NULL, NULL) < 0) {
 		LOG_WARN("store: the /v1 conversation %s is not recorded", v->sid);
 		v->record = false;
+		lim_session_failed(a->limits, v->user);
 		return;
 	}
 	chat_event(a->chat, v->sid, "created", NULL);
 }
 
+/* The token events since the last turn go to the limits' counters (once
+ * per loop turn, as chat answers' do). */
+static void v1_lim_tokens(struct v1_req *v)
+{
+	if (!v->lim_n)
+		return;
+	lim_answer_tokens(v->a->limits, v->user, v->key_id, v->lim_n, v->lim_bytes);
+	v->lim_counted += v->lim_n;
+	v->lim_n = 0;
+	v->lim_bytes = 0;
+}
+
+/* Ends the completion's record and its share of the limits (the backend's
+ * usage report, when it sent one, is the token count that holds). Every
+ * path that ends a started completion comes here once, before v1_free. */
 static void v1_record_end(struct v1_req *v, enum store_msg_status st)
 {
 	struct store_usage u = { 0 };
@@ -326,6 +355,8 @@ static void v1_record_end(struct v1_req *v, enum store_msg_status st)
 	u.completion_tokens = v->usage_seen ? v->uc : v->tokens;
 	u.cost_usd = conf_model_cost(v->a->conf, v->model, u.prompt_tokens, u.completion_tokens);
 	chat_count_usage(v->a->chat, &u);
+	v1_lim_tokens(v);
+	lim_answer_end(v->a->limits, v->user, v->key_id, (int64_t)u.completion_tokens - (int64_t)v->lim_counted);
 	if (!v->record)
 		return;
 	v1_store_tokens(v);
@@ -361,9 +392,13 @@ static void v1_on_token(void *arg, const char *text, size_t len)
 {
 	struct v1_req *v = arg;
 	v->tokens++;
+	v->lim_n++;
+	if (v->record)
+		v->lim_bytes += len;
 	v1_record_token(v, text, len);
 	if (!v->stream) {
 		v1_put(&v->out, text, len);
+		v1_mark_pending(v);
 		return;
 	}
 	v1_chunk_head(v, &v->out);
@@ -536,6 +571,7 @@ static void v1_flush_hook(void *arg)
 		struct v1_req *v = a->v1_pending;
 		bool ok = v1_flush(v);
 		v1_store_tokens(v);
+		v1_lim_tokens(v);
 		if (!ok) {
 			bk_call_cancel(v->call);
 			v->call = NULL;
@@ -694,8 +730,32 @@ static void v1_completions(struct api *a, const struct chat_reply *r, const stru
 		json_decref(j);
 		return;
 	}
+	/* The limits of chat messages, checked before anything is stored or
+	 * sent: a recorded completion is a new conversation holding the last
+	 * user message. */
+	bool record = !json_is_false(store);
+	size_t stored_len = 0;
+	if (record)
+		v1_last_user(messages, &stored_len);
+	struct lim_who w = api_lim_who(q);
+	struct lim_refusal why;
+	if (record && !lim_session_begin(a->limits, &w, &why)) {
+		api_limit_error(a, r, &why);
+		json_decref(j);
+		return;
+	}
+	if (!lim_message_begin(a->limits, &w, stored_len, &why)) {
+		if (record)
+			lim_session_failed(a->limits, q->user);
+		api_limit_error(a, r, &why);
+		json_decref(j);
+		return;
+	}
 	struct v1_req *v = calloc(1, sizeof(*v));
 	if (!v) {
+		lim_message_failed(a->limits, q->user, w.key_id, stored_len);
+		if (record)
+			lim_session_failed(a->limits, q->user);
 		api_error(a, r, 500, "internal", "out of memory", NULL);
 		json_decref(j);
 		return;
@@ -704,9 +764,10 @@ static void v1_completions(struct api *a, const struct chat_reply *r, const stru
 	v->r = *r;
 	v->stream = json_is_true(stream);
 	v->include_usage = json_is_true(json_object_get(so, "include_usage"));
-	v->record = !json_is_false(store);
+	v->record = record;
 	snprintf(v->model, sizeof(v->model), "%s", json_string_value(model));
-	snprintf(v->key_id, sizeof(v->key_id), "%s", q->id && q->id->apikey ? q->id->key_id : "");
+	snprintf(v->key_id, sizeof(v->key_id), "%s", w.key_id ? w.key_id : "");
+	snprintf(v->user, sizeof(v->user), "%s", q->user);
 	v->created = (int64_t)time(NULL);
 	v->start_ns = sluice_now_ns();
 	char rid[CHAN_ID_LEN];
@@ -755,6 +816,9 @@ static void v1_completions(struct api *a, const struct chat_reply *r, const stru
 		default:
 			api_error(a, r, 500, "internal", "the completion could not be started", NULL);
 		}
+		lim_message_failed(a->limits, v->user, v->key_id, stored_len);
+		if (record)
+			lim_session_failed(a->limits, v->user);
 		cpl_timer_cancel(a->loop, &v->ka);
 		free(v);
 		json_decref(j);

@@ -100,6 +100,8 @@ int auth_init(struct auth *a, const struct sluice_conf *conf, struct cp_loop *lo
 		goto fail;
 	auth_throttle_init(&a->by_user, conf->login_fail_user, conf->login_window_s);
 	auth_throttle_init(&a->by_addr, conf->login_fail_ip, conf->login_window_s);
+	auth_throttle_init(&a->rate_user, conf->login_rate_user, conf->login_rate_window_s);
+	auth_throttle_init(&a->rate_addr, conf->login_rate_ip, conf->login_rate_window_s);
 	unsigned long long ops = conf->pwhash_ops;
 	size_t mem = (size_t)conf->pwhash_mem_kib * 1024u;
 	/* Unknown users are verified against this hash so that a wrong name

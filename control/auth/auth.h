@@ -66,7 +66,7 @@ struct auth_ident {
 	uint64_t uid;                 /* store_user.uid: which user of that name */
 	uint8_t role;                 /* enum store_user_role, from the user record */
 	bool apikey;                  /* authenticated by an API key (no session, no CSRF) */
-	char key_id[STORE_KEYID_MAX]; /* the key's public id (API keys only): usage is counted per key */
+	char key_id[STORE_KEYID_MAX]; /* the key's public id ("" for sessions): usage and limits are counted per key */
 	enum auth_via via;
 	uint8_t hash[STORE_HASH_LEN]; /* keyed hash of the session token or key */
 	char csrf[STORE_CSRF_MAX];    /* the session's CSRF token (sessions only) */
@@ -93,9 +93,19 @@ struct auth_revoked {
 	int64_t at;
 };
 
+/* A login whose password check runs (auth_login.c): keyed short hashes of
+ * its user name and client address. */
+struct auth_login_run {
+	uint64_t user, addr;
+	bool used;
+};
+
 struct auth_stats {
 	uint64_t logins_ok, logins_failed, logins_throttled, logins_busy;
+	uint64_t logins_unfair;          /* over the user's or address's share of the pool */
+	uint64_t sessions_ended_by_cap;  /* oldest sessions ended by login_max_sessions */
 	uint64_t kicks, kick_drops;
+	uint64_t bodies_admitted; /* request bodies the dataplane was told to read */
 };
 
 struct auth {
@@ -112,6 +122,10 @@ struct auth {
 	bool pool_ok;
 	struct auth_throttle by_user;
 	struct auth_throttle by_addr;
+	/* Every admitted login, right or wrong (auth_login.c). */
+	struct auth_throttle rate_user;
+	struct auth_throttle rate_addr;
+	struct auth_login_run running[PWH_MAX_SLOTS];
 	struct idmap conns;
 	struct auth_conn *conn_list;
 	/* Expiries are wall-clock times (unix seconds), so they have their own

@@ -103,6 +103,21 @@ struct bk_mgr *bk_create(const struct sluice_conf *conf, struct cp_loop *loop, c
 	return m;
 }
 
+static void bk_queue_remove(struct bk_call *c)
+{
+	struct bk_backend *be = c->be;
+	if (c->qprev)
+		c->qprev->qnext = c->qnext;
+	else
+		be->qhead = c->qnext;
+	if (c->qnext)
+		c->qnext->qprev = c->qprev;
+	else
+		be->qtail = c->qprev;
+	c->qprev = c->qnext = NULL;
+	be->queued--;
+}
+
 void bk_shutdown(struct bk_mgr *m)
 {
 	if (!m)
@@ -111,18 +126,8 @@ void bk_shutdown(struct bk_mgr *m)
 	while (m->calls) {
 		struct bk_call *c = m->calls;
 		bool tell = c->state != BK_C_ENDED && !c->cancelled;
-		if (c->state == BK_C_QUEUED) {
-			struct bk_backend *be = c->be;
-			if (c->qprev)
-				c->qprev->qnext = c->qnext;
-			else
-				be->qhead = c->qnext;
-			if (c->qnext)
-				c->qnext->qprev = c->qprev;
-			else
-				be->qtail = c->qprev;
-			be->queued--;
-		}
+		if (c->state == BK_C_QUEUED)
+			bk_queue_remove(c);
 		if (c->x.active)
 			bk_curl_stop(&c->x);
 		cpl_timer_cancel(m->loop, &c->timer);
@@ -275,20 +280,6 @@ static bool bk_lighter(const struct bk_backend *a, const struct bk_backend *b)
 	return la * wb < lb * wa;
 }
 
-static void bk_queue_remove(struct bk_call *c)
-{
-	struct bk_backend *be = c->be;
-	if (c->qprev)
-		c->qprev->qnext = c->qnext;
-	else
-		be->qhead = c->qnext;
-	if (c->qnext)
-		c->qnext->qprev = c->qprev;
-	else
-		be->qtail = c->qprev;
-	c->qprev = c->qnext = NULL;
-	be->queued--;
-}
 
 static void bk_status(struct bk_call *c, enum bk_status st)
 {

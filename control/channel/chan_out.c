@@ -356,7 +356,8 @@ bool co_response_part(struct chan_out *o, struct chan_conn conn, uint32_t req_id
 		if (first && r->content_type)
 			chan_field_put(&q, CHAN_F_CONTENT_TYPE, r->content_type, (uint32_t)ctl);
 		if (first && r->header)
-			chan_field_put(&q, CHAN_F_HEADER, r->header, (uint32_t)hl);
+			chan_field_put(&q, r->header_tag ? r->header_tag : CHAN_F_HEADER, r->header,
+				       (uint32_t)hl);
 		if (body)
 			chan_field_put(&q, CHAN_F_BODY, body, (uint32_t)chunk);
 		co_end(o, conn.worker, (uint32_t)len);

@@ -112,6 +112,8 @@ struct co_resp {
 	size_t body_len;
 	const char *content_type; /* NULL: the dataplane's default */
 	const char *header;       /* one extra "Name: value" line, or NULL */
+	uint16_t header_tag;      /* the field `header` goes in; 0: CHAN_F_HEADER
+				   * (CONTINUE: CHAN_F_BODY_MAX) */
 };
 
 /* Sends a response, split over several records (CHAN_RESP_MORE) when the

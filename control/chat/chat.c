@@ -192,7 +192,7 @@ static void chat_session_stored(void *arg, int err)
 		chat_event(c, x->sid, "created", NULL);
 		ev_publish(c->bus, &(struct ev){ .kind = EV_CREATED, .user = s->user, .session_id = x->sid });
 	}
-	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, err);
+	c->hooks.session_created(c->hooks.arg, &s->reply, x->sid, s->user, err);
 	if (err)
 		free(s);
 	free(x);

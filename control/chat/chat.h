@@ -111,6 +111,9 @@ struct chat_session {
 	bool pending;            /* a message waits for its store commit */
 	struct chat_reply reply; /* whom to answer when the commit completes */
 	char user_mid[CHAN_ID_LEN];
+	/* The api's note of the latest message's content size, for its
+	 * limits (who posted it is ans.key_id). */
+	size_t acct_len;
 };
 
 /* A recorded answer sent again to one connection with its original token
@@ -138,11 +141,18 @@ struct chat_conn {
 	struct chat_replay rp;
 };
 
-/* How the api layer learns that a store write finished. */
+/* How the api layer learns that a store write finished, and what an
+ * answer used (its quotas, docs/api.md "Limits"). The answer hooks may be
+ * NULL. */
 struct chat_hooks {
-	void (*session_created)(void *arg, const struct chat_reply *r, const char *sid, int err);
+	void (*session_created)(void *arg, const struct chat_reply *r, const char *sid,
+				const char *user, int err);
 	void (*message_accepted)(void *arg, const struct chat_reply *r, const char *sid,
 				 const char *mid, int err);
+	/* n tokens of bytes text were generated for s's running answer. */
+	void (*answer_tokens)(void *arg, const struct chat_session *s, uint32_t n, size_t bytes);
+	/* s's answer ended (complete, cancelled, error). */
+	void (*answer_ended)(void *arg, const struct chat_session *s);
 	void *arg;
 };
 

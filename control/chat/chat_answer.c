@@ -101,8 +101,10 @@ void chat_answer_flush(struct chat *c, struct chat_session *s)
 		uint32_t n = a->seq - a->sent;
 		if (n > CHAT_TURN_TOKENS)
 			n = CHAT_TURN_TOKENS;
+		size_t bytes = 0;
 		for (uint32_t i = 0; i < n; i++) {
 			const struct chat_tok *t = &a->toks[a->sent + i];
+			bytes += t->len;
 			c->toks[i] = (struct co_tok){ .text = a->text + t->off, .len = t->len,
 						      .created_ns = a->start_ns + t->offset_ns };
 			c->stoks[i] = (struct store_token){ .text = a->text + t->off, .len = t->len,
@@ -111,6 +113,8 @@ void chat_answer_flush(struct chat *c, struct chat_session *s)
 		CHAT_BROADCAST(c, s, co_tokens(c->out, conn, s->node.id, a->mid, first, c->toks, n));
 		if (store_tokens_append(c->st, s->node.id, a->mid, first, c->stoks, n) < 0)
 			LOG_ERROR("store: cannot append tokens to %s", a->mid);
+		if (c->hooks.answer_tokens)
+			c->hooks.answer_tokens(c->hooks.arg, s, n, bytes);
 		a->sent += n;
 		c->stats.tokens += n;
 		c->stats.token_batches++;
@@ -266,6 +270,8 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	if (store_message_status(c->st, s->node.id, a->mid, st, &u) < 0)
 		LOG_ERROR("store: cannot end message %s", a->mid);
 	chat_msg_event(c, s->node.id, a->mid, st);
+	if (c->hooks.answer_ended)
+		c->hooks.answer_ended(c->hooks.arg, s);
 	ev_publish(c->bus, &(struct ev){ .kind = EV_ANSWER_ENDED, .user = s->user, .session_id = s->node.id,
 					 .message_id = a->mid, .status = store_msg_status_name(st) });
 }

@@ -419,3 +419,39 @@ void ctl_show_usage(json_t *a)
 	}
 	ctl_usage_line(json_object_get(a, "total"), "total", "", "");
 }
+
+/* limits show: the values in force, what is used, and where each comes from. */
+void ctl_show_limits(json_t *a)
+{
+	json_t *l = json_object_get(a, "limits");
+	bool user = json_object_get(a, "user") != NULL;
+	printf("%s %s\n", user ? "user" : "key", ctl_str(a, user ? "user" : "key"));
+	printf("%-20s %12s %12s  %s\n", "LIMIT", "VALUE", "USED", "FROM");
+	const char *name;
+	json_t *v;
+	json_object_foreach(l, name, v) {
+		long long val = ctl_int(v, "value");
+		char vb[24];
+		snprintf(vb, sizeof(vb), "%lld", val);
+		printf("%-20s %12s %12lld  %s\n", name, val ? vb : "none", ctl_int(v, "used"),
+		       json_is_true(json_object_get(v, "overridden")) ? "override" : "role");
+	}
+}
+
+void ctl_show_limit_overrides(json_t *a)
+{
+	json_t *arr = json_object_get(a, "overrides");
+	size_t i;
+	json_t *o;
+	json_array_foreach(arr, i, o) {
+		const char *name;
+		json_t *v;
+		bool user = json_object_get(o, "user") != NULL;
+		printf("%s %s:", user ? "user" : "key", ctl_str(o, user ? "user" : "key"));
+		json_object_foreach(o, name, v)
+			if (json_is_integer(v))
+				printf(" %s=%lld", name, (long long)json_integer_value(v));
+		printf("\n");
+	}
+	printf("%zu overrides\n", json_array_size(arr));
+}

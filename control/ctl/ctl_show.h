@@ -34,5 +34,7 @@ void ctl_show_store_stats(json_t *a);
 void ctl_show_done(json_t *a);
 void ctl_show_backends(json_t *a);
 void ctl_show_usage(json_t *a);
+void ctl_show_limits(json_t *a);
+void ctl_show_limit_overrides(json_t *a);
 
 #endif

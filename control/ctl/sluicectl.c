@@ -56,6 +56,10 @@ static const char usage_text[] =
 	"  keys create --user U [--label L]     create an API key for U (printed once, keep it)\n"
 	"  keys revoke ID                       revoke a key (ends its streams)\n"
 	"  keys list [--user U]                 key ids, owners, labels (never the keys)\n"
+	"  limits show --user U | --key ID      quotas and rates in force, and what is used now\n"
+	"  limits set --user U | --key ID NAME=N|role ...\n"
+	"                                       override limits (0: none; role: the role's value)\n"
+	"  limits list                          every stored override\n"
 	"  store stats                          LMDB counters\n"
 	"  store backup PATH                    compacted consistent copy into directory PATH\n"
 	"  backends list                        backends: state, health, breaker, in flight, queued, errors\n"
@@ -100,7 +104,7 @@ struct ctl {
 	const char *type, *url, *models; /* backends add */
 	const char *sets[32];            /* backends add --set KEY=VALUE */
 	int nsets;
-	const char *words[4];
+	const char *words[12];
 	int nwords;
 	int fd;
 };
@@ -610,6 +614,60 @@ static int ctl_keys(struct ctl *c, const char *sub, const char *arg)
 	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS), show);
 }
 
+/* limits show|set|list; the shape is checked before connecting (2). */
+static int ctl_limits(struct ctl *c, bool check)
+{
+	const char *sub = c->nwords > 1 ? c->words[1] : "";
+	bool target = (c->user != NULL) != (c->key != NULL);
+	if (strcmp(sub, "list") == 0) {
+		if (c->nwords > 2 || c->user || c->key)
+			return usage("limits list takes no arguments");
+		return check ? 0 : ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "limits.list"), NULL, 0,
+						    CTL_TIMEOUT_MS), ctl_show_limit_overrides);
+	}
+	if (strcmp(sub, "show") == 0 && !(target && c->nwords == 2))
+		return usage("limits show takes --user U or --key ID");
+	if (strcmp(sub, "set") == 0 && !(target && c->nwords > 2))
+		return usage("limits set takes --user U or --key ID, then NAME=N|role ...");
+	if (strcmp(sub, "show") != 0 && strcmp(sub, "set") != 0)
+		return usage("limits takes show, set or list");
+	json_t *req = json_pack("{s:s}", "cmd", strcmp(sub, "show") == 0 ? "limits.show" : "limits.set");
+	json_t *set = json_object();
+	for (int i = 2; req && set && i < c->nwords; i++) {
+		const char *eq = strchr(c->words[i], '=');
+		char name[32];
+		long n;
+		if (!eq || eq == c->words[i] || (size_t)(eq - c->words[i]) >= sizeof(name)) {
+			json_decref(req);
+			json_decref(set);
+			return usage("limits set takes NAME=N|role");
+		}
+		memcpy(name, c->words[i], (size_t)(eq - c->words[i]));
+		name[eq - c->words[i]] = 0;
+		if (strcmp(eq + 1, "role") == 0) {
+			json_object_set_new(set, name, json_null());
+		} else if (ctl_long(eq + 1, 0, 4000000000L, &n)) {
+			json_object_set_new(set, name, json_integer(n));
+		} else {
+			json_decref(req);
+			json_decref(set);
+			return usage("a limit is a number >= 0 or role");
+		}
+	}
+	if (check || !req || !set) {
+		json_decref(req);
+		json_decref(set);
+		return check ? 0 : 1;
+	}
+	json_object_set_new(req, c->user ? "user" : "key", json_string(c->user ? c->user : c->key));
+	if (c->nwords > 2)
+		json_object_set_new(req, "set", set);
+	else
+		json_decref(set);
+	return ctl_result(c, ctl_call(c, req, NULL, 0, CTL_TIMEOUT_MS),
+			  c->nwords > 2 ? ctl_show_done : ctl_show_limits);
+}
+
 /* --since: unix seconds, or an age (N followed by s, m, h or d). */
 static int ctl_since(const char *v, long long *out)
 {
@@ -714,12 +772,23 @@ static int ctl_run(struct ctl *c)
 	bool slist = strcmp(cmd, "sessions") == 0 && sub && strcmp(sub, "list") == 0;
 	bool uadd = strcmp(cmd, "users") == 0 && sub && strcmp(sub, "add") == 0;
 	bool keys = strcmp(cmd, "keys") == 0;
+	bool limits = strcmp(cmd, "limits") == 0;
 	bool backends = strcmp(cmd, "backends") == 0;
 	bool use = strcmp(cmd, "usage") == 0;
-	if ((c->key || c->since) && !use)
-		return usage("--key and --since go with usage");
+	if (c->key && !use && !limits)
+		return usage("--key goes with usage or limits");
+	if (c->since && !use)
+		return usage("--since goes with usage");
 	if ((c->type || c->url || c->models || c->nsets) && !backends)
 		return usage("--type, --url, --models and --set go with backends add");
+	if (limits) {
+		int rc = ctl_limits(c, true);
+		if (rc)
+			return rc;
+		if (ctl_socket_path(c) < 0 || ctl_connect(c) < 0)
+			return 1;
+		return ctl_limits(c, false);
+	}
 	if (c->watch && !stats)
 		return usage("--watch goes with stats");
 	if (c->worker >= 0 && !conns)

@@ -100,7 +100,20 @@ struct store_stats {
 	uint64_t commits, commit_batches; /* writer thread: transactions, and those holding > 1 write */
 	uint64_t writes, write_errors;   /* writes committed, writes refused or lost */
 	uint64_t last_commit_ns;         /* duration of the last commit (fsync included) */
+	uint64_t reserve;                /* bytes only accepted answers may use (store_reserve_mb) */
+	uint64_t reserve_refusals;       /* new data refused (-ENOSPC) because only the reserve was left */
 	uint32_t schema_version;
+};
+
+/* The limits of one user or API key that an operator set (sluicectl
+ * limits); the others come from the role ([limits.ROLE]). Values are in the
+ * units of conf's keys, indexed by enum conf_limit. */
+#define STORE_LIMITS_KEY_MAX 80 /* "u:" + user name, or "k:" + key id */
+#define STORE_LIMIT_UNSET UINT32_MAX
+
+struct store_limits {
+	char key[STORE_LIMITS_KEY_MAX];
+	uint32_t v[CONF_LIM_N]; /* STORE_LIMIT_UNSET: the role's value applies */
 };
 
 enum store_role { STORE_ROLE_USER = 0, STORE_ROLE_ASSISTANT = 1 };
@@ -236,6 +249,16 @@ struct store_ops {
 	int (*auth_put)(struct store *st, const struct store_auth *a, store_done_fn done, void *arg);
 	int (*auth_get)(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out);
 	int (*auth_del)(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg);
+	/* Every login session of user (expired ones included). */
+	int (*auth_list)(struct store *st, const char *user,
+			 void (*each)(void *arg, const struct store_auth *a), void *arg);
+
+	/* Limit overrides: put replaces the record (all values unset deletes
+	 * it); get is -ENOENT when none is stored. */
+	int (*limits_put)(struct store *st, const struct store_limits *l, store_done_fn done, void *arg);
+	int (*limits_get)(struct store *st, const char *key, struct store_limits *out);
+	int (*limits_list)(struct store *st, void (*each)(void *arg, const struct store_limits *l),
+			   void *arg);
 
 	/* The audit trail: state transitions of sessions and messages (batched). */
 	int (*event_add)(struct store *st, const char *sid, const char *kind, const char *detail);

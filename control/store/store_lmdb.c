@@ -39,6 +39,7 @@ static const char *const lm_db_names[LM_NDB] = {
 	[LM_EVENTS] = "events",
 	[LM_META] = "meta",
 	[LM_USAGE] = "usage",
+	[LM_LIMITS] = "limits",
 };
 
 int lm_errno(int rc)
@@ -292,25 +293,69 @@ int lm_enqueue(struct lm_store *s, const struct lm_op *op, size_t usize, const v
 
 /* ---- the writer thread ------------------------------------------------- */
 
-/* What the writer does with each op type, and how a lost one is logged. */
+/* What the writer does with each op type, how a lost one is logged, and
+ * whether it brings new data (refused once only the reserve is left) or
+ * belongs to what was accepted before (tokens and the end of an answer,
+ * the trail, deletes: these may use the reserve). */
 static const struct {
 	const char *name;
 	int (*apply)(struct lm_store *s, MDB_txn *t, struct lm_op *op);
+	bool new_data;
 } lm_op_kinds[] = {
-	[LM_OP_SESSION_CREATE] = { "session create", lm_conv_w_create },
-	[LM_OP_SESSION_UPDATE] = { "session update", lm_conv_w_update },
-	[LM_OP_SESSION_DELETE] = { "session delete", lm_conv_w_delete },
-	[LM_OP_MESSAGE_ADD] = { "message add", lm_msg_w_add },
-	[LM_OP_TOKENS] = { "tokens", lm_msg_w_tokens },
-	[LM_OP_STATUS] = { "message status", lm_msg_w_status },
-	[LM_OP_USER_PUT] = { "user put", lm_ident_w_user_put },
-	[LM_OP_USER_DEL] = { "user delete", lm_ident_w_user_del },
-	[LM_OP_APIKEY_PUT] = { "api key put", lm_ident_w_apikey_put },
-	[LM_OP_APIKEY_DEL] = { "api key delete", lm_ident_w_apikey_del },
-	[LM_OP_AUTH_PUT] = { "auth put", lm_ident_w_auth_put },
-	[LM_OP_AUTH_DEL] = { "auth delete", lm_ident_w_auth_del },
-	[LM_OP_EVENT] = { "event", lm_conv_w_event },
+	[LM_OP_SESSION_CREATE] = { "session create", lm_conv_w_create, true },
+	[LM_OP_SESSION_UPDATE] = { "session update", lm_conv_w_update, true },
+	[LM_OP_SESSION_DELETE] = { "session delete", lm_conv_w_delete, false },
+	[LM_OP_MESSAGE_ADD] = { "message add", lm_msg_w_add, true },
+	[LM_OP_TOKENS] = { "tokens", lm_msg_w_tokens, false },
+	[LM_OP_STATUS] = { "message status", lm_msg_w_status, false },
+	[LM_OP_USER_PUT] = { "user put", lm_ident_w_user_put, true },
+	[LM_OP_USER_DEL] = { "user delete", lm_ident_w_user_del, false },
+	[LM_OP_APIKEY_PUT] = { "api key put", lm_ident_w_apikey_put, true },
+	[LM_OP_APIKEY_DEL] = { "api key delete", lm_ident_w_apikey_del, false },
+	[LM_OP_AUTH_PUT] = { "auth put", lm_ident_w_auth_put, true },
+	[LM_OP_AUTH_DEL] = { "auth delete", lm_ident_w_auth_del, false },
+	[LM_OP_EVENT] = { "event", lm_conv_w_event, false },
+	[LM_OP_LIMITS_PUT] = { "limits put", lm_limits_w_put, true },
 };
+
+/* Pages on LMDB's free list in t (what mdb_stat -f counts): each record
+ * is a page-number list whose first word is its length. */
+static uint64_t lm_free_pages(MDB_txn *t)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t n = 0;
+	if (mdb_cursor_open(t, 0, &cur))
+		return 0;
+	while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+		size_t cnt;
+		if (v.mv_size >= sizeof(cnt)) {
+			memcpy(&cnt, v.mv_data, sizeof(cnt));
+			n += cnt;
+		}
+	}
+	mdb_cursor_close(cur);
+	return n;
+}
+
+/* True when the map has no more than the reserve left, as of the start of
+ * batch transaction t: then new data waits for space (-ENOSPC, 503
+ * store_full) while an accepted answer can still finish. The high-water
+ * mark decides alone while it is far from the limit, so the free list is
+ * walked only near it. */
+static bool lm_reserve_reached(struct lm_store *s, MDB_txn *t)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	if (s->reserve == 0 || mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &ms))
+		return false;
+	uint64_t limit = info.me_mapsize - s->reserve;
+	uint64_t used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+	if (used <= limit)
+		return false;
+	uint64_t free_b = lm_free_pages(t) * ms.ms_psize;
+	return used - (free_b < used ? free_b : used) > limit;
+}
 
 static const char *lm_op_name(uint16_t type)
 {
@@ -329,9 +374,15 @@ static int lm_apply(struct lm_store *s, MDB_txn *t, struct lm_op *op)
 /* Applies ops [begin, end) of the batch; false when the transaction broke. */
 static bool lm_apply_all(struct lm_store *s, MDB_txn *t, uint8_t *begin, uint8_t *end)
 {
+	bool reserve = lm_reserve_reached(s, t);
 	for (uint8_t *p = begin; p < end; p += ((struct lm_op *)p)->size) {
 		struct lm_op *op = (struct lm_op *)p;
 		s->wrc = 0;
+		if (reserve && op->type < SLUICE_ARRAY_LEN(lm_op_kinds) && lm_op_kinds[op->type].new_data) {
+			op->result = -ENOSPC;
+			s->wstats.reserve_refusals++;
+			continue;
+		}
 		op->result = lm_apply(s, t, op);
 		if (op->result == LM_FATAL)
 			return false;
@@ -379,6 +430,13 @@ static void lm_write_batch(struct lm_store *s, uint8_t *begin, uint8_t *end, uin
 			continue;
 		}
 		s->wrc = 0;
+		if (op->type < SLUICE_ARRAY_LEN(lm_op_kinds) && lm_op_kinds[op->type].new_data &&
+		    lm_reserve_reached(s, t)) {
+			op->result = -ENOSPC;
+			s->wstats.reserve_refusals++;
+			mdb_txn_abort(t);
+			continue;
+		}
 		op->result = lm_apply(s, t, op);
 		if (op->result == LM_FATAL) {
 			op->result = lm_errno(s->wrc);
@@ -589,6 +647,8 @@ static int lm_stats(struct store *st, struct store_stats *out)
 	out->writes = s->wstats.writes;
 	out->write_errors = s->wstats.write_errors;
 	out->last_commit_ns = s->wstats.last_commit_ns;
+	out->reserve_refusals = s->wstats.reserve_refusals;
+	out->reserve = s->reserve;
 	pthread_mutex_unlock(&s->mu);
 	out->schema_version = LM_SCHEMA_VERSION;
 	return 0;
@@ -738,6 +798,10 @@ struct store *store_lmdb_open(const char *dir, struct cp_loop *loop, const struc
 	s->efd = -1;
 	s->conf = conf;
 	s->commit_ms = conf->token_commit_ms ? conf->token_commit_ms : 1;
+	/* At most a quarter of the map, so a small store still takes data. */
+	s->reserve = (uint64_t)conf->store_reserve_mb << 20;
+	if (s->reserve > ((uint64_t)conf->store_map_mb << 20) / 4)
+		s->reserve = ((uint64_t)conf->store_map_mb << 20) / 4;
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	int rc = lm_mkdirs(dir);
 	if (rc < 0) {
@@ -815,6 +879,10 @@ static const struct store_ops lm_ops = {
 	.apikey_list = lm_ident_apikey_list,
 	.auth_put = lm_ident_auth_put,
 	.auth_get = lm_ident_auth_get,
+	.auth_list = lm_ident_auth_list,
+	.limits_put = lm_limits_put,
+	.limits_get = lm_limits_get,
+	.limits_list = lm_limits_list,
 	.auth_del = lm_ident_auth_del,
 	.event_add = lm_conv_event_add,
 	.stats = lm_stats,

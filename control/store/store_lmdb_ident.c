@@ -364,6 +364,16 @@ int lm_ident_apikey_list(struct store *st, const char *owner,
 	return lm_ident_walk(LM_S(st), LM_APIKEYS, lm_ident_key_step, &w);
 }
 
+static void lm_ident_auth_out(const void *hash, const struct lm_auth_rec *r, struct store_auth *out)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->hash, hash, STORE_HASH_LEN);
+	lm_strcpy(out->user, sizeof(out->user), r->user);
+	lm_strcpy(out->csrf, sizeof(out->csrf), r->csrf);
+	out->created_at = r->created_at;
+	out->expires_at = r->expires_at;
+}
+
 int lm_ident_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out)
 {
 	struct lm_auth_rec r;
@@ -371,11 +381,39 @@ int lm_ident_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], stru
 	int rc = lm_ident_read_fixed(LM_S(st), LM_AUTH, k, &r, sizeof(r));
 	if (rc)
 		return rc;
-	memset(out, 0, sizeof(*out));
-	memcpy(out->hash, hash, STORE_HASH_LEN);
-	lm_strcpy(out->user, sizeof(out->user), r.user);
-	lm_strcpy(out->csrf, sizeof(out->csrf), r.csrf);
-	out->created_at = r.created_at;
-	out->expires_at = r.expires_at;
+	lm_ident_auth_out(hash, &r, out);
+	explicit_bzero(&r, sizeof(r));
 	return 0;
+}
+
+struct lm_ident_auth_walk {
+	const char *user;
+	void (*each)(void *arg, const struct store_auth *a);
+	void *arg;
+};
+
+static int lm_ident_auth_step(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+	const struct lm_ident_auth_walk *w = ctx;
+	struct lm_auth_rec r;
+	if (v->mv_size != sizeof(r) || k->mv_size != STORE_HASH_LEN)
+		return MDB_CORRUPTED;
+	memcpy(&r, v->mv_data, sizeof(r));
+	if (strncmp(w->user, r.user, sizeof(r.user)) == 0) {
+		struct store_auth out;
+		lm_ident_auth_out(k->mv_data, &r, &out);
+		w->each(w->arg, &out);
+		explicit_bzero(&out, sizeof(out));
+	}
+	explicit_bzero(&r, sizeof(r));
+	return 0;
+}
+
+/* Every login session is visited: they are keyed by token hash, and a
+ * per-user index is not worth its writes for a check made once per login. */
+int lm_ident_auth_list(struct store *st, const char *user,
+		       void (*each)(void *arg, const struct store_auth *a), void *arg)
+{
+	struct lm_ident_auth_walk w = { user, each, arg };
+	return lm_ident_walk(LM_S(st), LM_AUTH, lm_ident_auth_step, &w);
 }

@@ -26,7 +26,7 @@
 #include "sluice/common.h"
 #include "store/store.h"
 
-#define LM_SCHEMA_VERSION 3u
+#define LM_SCHEMA_VERSION 4u
 #define LM_CHUNK (64u * 1024u)
 #define LM_ALIGN8(n) (((n) + 7u) & ~(size_t)7u)
 /* A writer step's answer when the transaction itself broke (s->wrc says why). */
@@ -44,7 +44,8 @@ enum lm_db {
 	LM_TOKENS,
 	LM_EVENTS,
 	LM_META,
-	LM_USAGE,
+	LM_USAGE,  /* schema 3 */
+	LM_LIMITS, /* schema 4 */
 	LM_NDB
 };
 
@@ -62,6 +63,7 @@ enum lm_op_type {
 	LM_OP_AUTH_PUT,
 	LM_OP_AUTH_DEL,
 	LM_OP_EVENT,
+	LM_OP_LIMITS_PUT,
 };
 
 /* One token inside a TOKENS op; the bytes follow all headers. */
@@ -105,6 +107,7 @@ struct lm_op {
 		struct store_user user;
 		struct store_apikey key;
 		struct store_auth auth;
+		struct store_limits lim;
 		char name[STORE_USER_MAX];
 		uint8_t hash[STORE_HASH_LEN];
 		struct {
@@ -141,6 +144,7 @@ struct lm_done {
 
 struct lm_wstats {
 	uint64_t commits, commit_batches, writes, write_errors, last_commit_ns;
+	uint64_t reserve_refusals; /* new data refused because only the reserve was left */
 };
 
 struct lm_store {
@@ -150,6 +154,9 @@ struct lm_store {
 	const struct sluice_conf *conf;
 	char dir[CONF_PATH_MAX];
 	uint32_t commit_ms;
+	/* Bytes of the map that only writes belonging to what was already
+	 * accepted (tokens, status) may use: new data is refused before. */
+	uint64_t reserve;
 	struct cp_loop *loop;
 	int efd;
 
@@ -427,6 +434,15 @@ int lm_ident_apikey_list(struct store *st, const char *owner,
 int lm_ident_auth_put(struct store *st, const struct store_auth *a, store_done_fn done, void *arg);
 int lm_ident_auth_get(struct store *st, const uint8_t hash[STORE_HASH_LEN], struct store_auth *out);
 int lm_ident_auth_del(struct store *st, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg);
+int lm_ident_auth_list(struct store *st, const char *user,
+		       void (*each)(void *arg, const struct store_auth *a), void *arg);
+
+/* ---- store_lmdb_limits.c ----------------------------------------------- */
+
+int lm_limits_w_put(struct lm_store *s, MDB_txn *t, struct lm_op *op);
+int lm_limits_put(struct store *st, const struct store_limits *l, store_done_fn done, void *arg);
+int lm_limits_get(struct store *st, const char *key, struct store_limits *out);
+int lm_limits_list(struct store *st, void (*each)(void *arg, const struct store_limits *l), void *arg);
 
 /* ---- store_lmdb_schema.c ----------------------------------------------- */
 

@@ -107,10 +107,24 @@ static int lm_schema_v2_usage(struct lm_store *s, MDB_txn *t)
 	return lm_msg_usage_backfill(s, t);
 }
 
+/* 3 -> 4: the limits database (operators' overrides of quotas and rates).
+ * Opening created it empty and no record changes layout, so a store of
+ * schema 3 only has to be told it is 4 now; a store of schema 4 opened by
+ * an older build is refused by that build's version check. */
+static int lm_schema_v3_limits(struct lm_store *s, MDB_txn *t)
+{
+	MDB_stat ms;
+	int rc = mdb_stat(t, s->dbi[LM_LIMITS], &ms);
+	if (rc)
+		return rc;
+	return ms.ms_entries == 0 ? 0 : MDB_CORRUPTED;
+}
+
 /* Entry N-1 turns schema N into N+1. */
 typedef int (*lm_schema_migrate_fn)(struct lm_store *s, MDB_txn *t);
-static const lm_schema_migrate_fn lm_schema_migrations[LM_SCHEMA_VERSION] = { lm_schema_v1_identities,
-									       lm_schema_v2_usage, NULL };
+static const lm_schema_migrate_fn lm_schema_migrations[LM_SCHEMA_VERSION] = {
+	lm_schema_v1_identities, lm_schema_v2_usage, lm_schema_v3_limits, NULL
+};
 
 int lm_schema_open(struct lm_store *s, MDB_txn *t, bool was_empty, char *err, size_t errlen)
 {

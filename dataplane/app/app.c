@@ -62,7 +62,15 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	a->esc_cap = a->scratch_cap;
 	a->esc = malloc(a->esc_cap);
 	a->pending = calloc(a->max_conns, sizeof(*a->pending));
-	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending ||
+	a->peers = app_peers_create(a->max_conns);
+	if (conf->ws_deflate) {
+		a->wsd = ws_deflate_create((int)conf->ws_deflate_level, 8, conf->ws_deflate_min);
+		if (!a->wsd) {
+			snprintf(err, errlen, "app: no memory for permessage-deflate");
+			goto fail;
+		}
+	}
+	if (!a->conns || !a->subs || !a->scratch || !a->esc || !a->pending || !a->peers ||
 	    batch_pool_init(&a->pool, a->pol.max_bytes, a->max_conns) != 0) {
 		snprintf(err, errlen, "app: cannot allocate %u connections", a->max_conns);
 		goto fail;
@@ -115,6 +123,8 @@ static void app_destroy(void *app)
 	}
 	batch_pool_destroy(&a->pool);
 	app_subs_destroy(a->subs);
+	app_peers_destroy(a->peers);
+	ws_deflate_destroy(a->wsd);
 	free(a->scratch);
 	free(a->bk_rec);
 	free(a->esc);
@@ -152,6 +162,34 @@ struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h)
 	return c;
 }
 
+/* Bytes the worker holds for its clients beyond its fixed tables: request
+ * bodies and what waits to be sent (batcher and transport queues). */
+static uint64_t app_mem_used(const struct app *a)
+{
+	return a->body_bytes + DP_STAT_GET(&a->st->pending_bytes);
+}
+
+/*
+ * A connection the overload manager turns away. A transport that refuses
+ * at the TCP level (the native stack) gets NULL and resets it; on the
+ * kernel transport the client is told why (503 or 429 with Retry-After)
+ * and the conn closes after that answer.
+ */
+static void *app_refuse(struct app *a, struct conn *c, int status, const char *code,
+			const char *message)
+{
+	if (a->h->tp->ops->refuse_by_reset) {
+		c->tc = NULL;
+		c->next_free = a->free_head;
+		a->free_head = c->slot;
+		return NULL;
+	}
+	DP_STAT_ADD(a->st, conns_accepted, 1);
+	c->keep_alive = false;
+	app_http_send_error(c, status, code, message, true);
+	return c;
+}
+
 static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 {
 	struct app *a = app;
@@ -165,12 +203,16 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	a->free_head = c->next_free;
 	c->tc = tc;
 	c->peer = *peer;
+	c->peer_counted = false;
 	c->mode = CONN_HTTP;
 	c->hstate = HS_HEAD;
 	c->keep_alive = true;
 	c->head_req = c->requested = c->eof = c->subscribed = false;
 	c->msg_running = c->done_sent = c->ws_open = c->closing = false;
 	c->ws_upgrading = c->ws_reauth = c->ws_admin = c->timing = false;
+	c->admitting = c->admitted = c->chunked = false;
+	memset(&c->pmd, 0, sizeof(c->pmd));
+	c->body_max = APP_MAX_BODY;
 	c->open_ns = host_now(a->h);
 	c->bytes_out = 0;
 	c->req_id = 0;
@@ -184,6 +226,18 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->batch.last_arrival_ns = 0;
 	c->sid[0] = c->last_mid[0] = c->prov_mid[0] = '\0';
 	c->last_seq = 0;
+	/* Existing streams keep flowing past the watermark; only new conns
+	 * are turned away. */
+	if (app_mem_used(a) >= (uint64_t)a->conf->worker_mem_mb << 20) {
+		DP_STAT_ADD(a->st, conns_refused_mem, 1);
+		return app_refuse(a, c, 503, "overloaded", "the worker is overloaded; retry later");
+	}
+	if (!app_peers_add(a->peers, peer->ipv4, a->conf->conns_per_ip)) {
+		DP_STAT_ADD(a->st, conns_refused_ip, 1);
+		return app_refuse(a, c, 429, "too_many_connections",
+				  "too many connections from this address");
+	}
+	c->peer_counted = true;
 	c->resp_stream = c->v1_req = false;
 	DP_STAT_ADD(a->st, conns_accepted, 1);
 	/* An idle connection that never sends a byte is closed like an idle
@@ -265,12 +319,18 @@ static void app_on_close(void *app, void *ctx)
 	app_ws_auth_free(c);
 	c->ws_upgrading = c->ws_reauth = false;
 	/* A body cut short may be part of a login's password. */
-	if (c->req_buf)
+	if (c->req_buf) {
 		explicit_bzero(c->req_buf, c->req_len);
-	free(c->req_buf);
+		free(c->req_buf);
+		a->body_bytes -= c->req_cap;
+		DP_STAT_SUB(a->st, body_bytes, c->req_cap);
+	}
 	c->req_buf = NULL;
 	c->req_cap = 0;
 	c->req_len = 0;
+	if (c->peer_counted)
+		app_peers_del(a->peers, c->peer.ipv4);
+	c->peer_counted = false;
 	app_resp_reset(c);
 	c->tc = NULL;
 	c->gen = (c->gen & ~0xfffffu) | ((c->gen + 1) & 0xfffffu);

@@ -251,7 +251,7 @@ void app_http_send_error(struct conn *c, int status, const char *code, const cha
 {
 	char body[512];
 	struct app_buf b;
-	const char *extra = status == 503 ? "Retry-After: 1\r\n" : NULL;
+	const char *extra = status == 503 || status == 429 ? "Retry-After: 1\r\n" : NULL;
 
 	app_buf_init(&b, body, sizeof(body) - 1);
 	app_event_error_json(&b, APP_EVENT_SSE, code, message);
@@ -272,9 +272,8 @@ static void app_http_framing_error(struct conn *c, int status)
 	case 505: code = "http_version_not_supported"; msg = "only HTTP/1.0 and HTTP/1.1 are served"; break;
 	case 414: code = "uri_too_long"; msg = "request line longer than 8 KiB"; break;
 	case 431: code = "headers_too_large"; msg = "header section too large"; break;
-	case 413: code = "payload_too_large"; msg = "body longer than 1 MiB"; break;
-	case 411: code = "length_required"; msg = "chunked request bodies are not supported; send Content-Length"; break;
-	case 501: code = "not_implemented"; msg = "transfer coding not supported"; break;
+	case 413: code = "payload_too_large"; msg = "request body too large"; break;
+	case 501: code = "not_implemented"; msg = "transfer coding or method not implemented"; break;
 	case 408: code = "request_timeout"; msg = "request not complete in time"; break;
 	default: status = 400; break;
 	}
@@ -316,8 +315,10 @@ static bool is_base64_key(struct http_slice k)
 /* The request went to control (wait for its answer) or could not (answer now). */
 static void app_http_wait_control(struct conn *c, enum app_req_result res)
 {
-	if (res != APP_REQ_OK)
+	if (res != APP_REQ_OK) {
 		app_http_upgrade_dropped(c);
+		c->admitting = false;
+	}
 	switch (res) {
 	case APP_REQ_OK:
 		c->hstate = HS_WAIT;
@@ -332,6 +333,25 @@ static void app_http_wait_control(struct conn *c, enum app_req_result res)
 	case APP_REQ_TOO_BIG:
 		app_http_send_error(c, 413, "payload_too_large", "request too large to forward", false);
 		break;
+	}
+}
+
+/* permessage-deflate: the first acceptable offer of the upgrade's
+ * Sec-WebSocket-Extensions lines, in order; off when the worker has none. */
+static void app_http_ws_extensions(struct conn *c, const struct http_request *req)
+{
+	char resp[WS_PMD_RESPONSE_MAX];
+
+	memset(&c->pmd, 0, sizeof(c->pmd));
+	if (!c->app->wsd)
+		return;
+	for (size_t i = 0; i < req->num_headers; i++) {
+		const struct http_header *h = &req->headers[i];
+
+		if (http_slice_ieq(h->name, "sec-websocket-extensions") &&
+		    ws_pmd_negotiate(h->value.p, h->value.len, (uint8_t)c->app->conf->ws_deflate_bits,
+				     &c->pmd, resp))
+			return;
 	}
 }
 
@@ -354,6 +374,7 @@ static void app_http_route_ws(struct conn *c, const struct http_request *req, bo
 		app_http_send_error(c, 400, "bad_request", "not a valid WebSocket upgrade", false);
 		return;
 	}
+	app_http_ws_extensions(c, req);
 	if (!slice_eq(ver->value, "13")) {
 		app_http_send_json(c, 426,
 				   "{\"error\":{\"code\":\"upgrade_required\",\"message\":\"WebSocket version 13 only\"}}",
@@ -419,8 +440,10 @@ static const struct http_slice *hdr_val(const struct http_request *req, const ch
 	return h ? &h->value : NULL;
 }
 
-static void app_http_route_control(struct conn *c, const struct http_request *req,
-				   const uint8_t *body, size_t blen)
+/* Sends the request (kind HTTP, or HTTP_ADMIT with its BODY_LEN) to
+ * control and waits for the answer. */
+static void app_http_forward(struct conn *c, const struct http_request *req, uint8_t kind,
+			     const uint8_t *body, size_t blen, const char *body_len, size_t bl_len)
 {
 	static const struct { uint16_t tag; const char *name; } hdrs[] = {
 		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
@@ -428,7 +451,7 @@ static void app_http_route_control(struct conn *c, const struct http_request *re
 		{ CHAN_F_CONTENT_TYPE, "Content-Type" }, { CHAN_F_CSRF, "X-CSRF-Token" },
 		{ CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
 	};
-	struct app_field f[4 + SLUICE_ARRAY_LEN(hdrs)];
+	struct app_field f[5 + SLUICE_ARRAY_LEN(hdrs)];
 	char peer[APP_CONN_PEER_STR_MAX];
 	size_t n = 0;
 	size_t pl = app_conn_peer_str(c, peer);
@@ -437,13 +460,14 @@ static void app_http_route_control(struct conn *c, const struct http_request *re
 	f[n++] = (struct app_field){ CHAN_F_PATH, req->path.p, req->path.len };
 	f[n++] = (struct app_field){ CHAN_F_QUERY, req->query.len ? req->query.p : NULL, req->query.len };
 	f[n++] = (struct app_field){ CHAN_F_BODY, blen ? body : NULL, blen };
+	f[n++] = (struct app_field){ CHAN_F_BODY_LEN, body_len, bl_len };
 	f[n++] = (struct app_field){ CHAN_F_PEER, peer, pl };
 	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
 		const struct http_slice *v = hdr_val(req, hdrs[i].name);
 
 		f[n++] = (struct app_field){ hdrs[i].tag, v ? v->p : NULL, v ? v->len : 0 };
 	}
-	app_http_wait_control(c, app_send_request(c, CHAN_REQ_HTTP, c->method, f, n));
+	app_http_wait_control(c, app_send_request(c, kind, c->method, f, n));
 }
 
 /* A Host header value that can go into a Location as it is: a name, a
@@ -591,6 +615,8 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 	if (c->app->conf->redirect_port && c->peer.local_port == c->app->conf->redirect_port &&
 	    !c->peer.tls)
 		app_http_redirect(c, req);
+	else if (c->method == CHAN_M_OTHER)
+		app_http_send_error(c, 501, "not_implemented", "method not implemented", false);
 	else if (slice_eq(req->path, "/healthz") || slice_eq(req->path, "/readyz") ||
 		 slice_eq(req->path, "/metrics"))
 		app_http_route_local(c, req);
@@ -603,11 +629,69 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 	else if (slice_eq(req->path, "/ws/echo") && c->app->conf->ws_echo)
 		app_http_route_ws(c, req, true);
 	else if (slice_prefix(req->path, "/api/") || slice_prefix(req->path, "/v1/"))
-		app_http_route_control(c, req, body, blen);
+		app_http_forward(c, req, CHAN_REQ_HTTP, body, blen, NULL, 0);
 	else if ((as = app_static_find(req->path.p, req->path.len)) != NULL)
 		app_http_route_static(c, req, as);
 	else
 		app_http_send_error(c, 404, "not_found", "no such path", false);
+}
+
+/* Gives the body buffer back (wiped when it may hold a login's password). */
+static void app_http_body_release(struct conn *c, bool wipe)
+{
+	struct app *a = c->app;
+
+	if (!c->req_buf)
+		return;
+	if (wipe)
+		explicit_bzero(c->req_buf, c->req_len);
+	free(c->req_buf);
+	DP_STAT_SUB(a->st, body_bytes, c->req_cap);
+	a->body_bytes -= c->req_cap;
+	c->req_buf = NULL;
+	c->req_cap = c->req_len = 0;
+}
+
+/* Grows the body buffer to `cap` bytes within the worker's body budget;
+ * false when over the budget or out of memory. */
+static bool app_http_body_reserve(struct conn *c, size_t cap)
+{
+	struct app *a = c->app;
+	uint8_t *p;
+
+	if (cap <= c->req_cap)
+		return true;
+	if (a->body_bytes - c->req_cap + cap > (uint64_t)a->conf->body_budget_mb << 20)
+		return false;
+	p = realloc(c->req_buf, cap);
+	if (!p)
+		return false;
+	a->body_bytes += cap - c->req_cap;
+	DP_STAT_ADD(a->st, body_bytes, cap - c->req_cap);
+	c->req_buf = p;
+	c->req_cap = cap;
+	return true;
+}
+
+/* Asks control whether the body behind this head may be read (a body
+ * larger than the worker reads unasked, or chunked): nothing is consumed,
+ * so the head and what followed it stay in the transport's stash, and are
+ * parsed again once control answered CONTINUE. */
+static void app_http_admit(struct conn *c, const struct http_request *req, bool chunked,
+			   size_t clen)
+{
+	char len_txt[24];
+	int n = snprintf(len_txt, sizeof(len_txt), "%zu", clen);
+
+	DP_STAT_ADD(c->app->st, body_admissions, 1);
+	c->method = method_of(req->method);
+	c->head_req = false;
+	c->http10 = req->minor_version == 0;
+	/* A refusal leaves the body unread: the conn closes after it. */
+	c->keep_alive = false;
+	c->admitting = true;
+	app_http_forward(c, req, CHAN_REQ_HTTP_ADMIT, NULL, 0,
+			 chunked ? NULL : len_txt, n > 0 ? (size_t)n : 0);
 }
 
 /* Parses one request head at data; returns bytes consumed (0: need more). */
@@ -620,6 +704,7 @@ static size_t app_http_head(struct conn *c, const uint8_t *data, size_t len)
 	int status = 400;
 	int r = http_parse_request((const char *)data, len, c->parse_last, &req, &status);
 	size_t head_len, clen;
+	int chunked;
 
 	if (r == HTTP_PARSE_INCOMPLETE) {
 		if (c->parse_last == 0)
@@ -634,33 +719,48 @@ static size_t app_http_head(struct conn *c, const uint8_t *data, size_t len)
 		return len;
 	}
 	head_len = (size_t)r;
-	status = http_request_body_length(&req, APP_MAX_BODY, &clen);
+	status = http_request_body_length(&req, APP_MAX_BODY, &clen, &chunked);
 	if (status != 0) {
 		app_http_framing_error(c, status);
 		return len;
 	}
-	if (len - head_len >= clen) {
+	if (!chunked && len - head_len >= clen) {
 		app_http_route(c, &req, data + head_len, clen);
 		return head_len + clen;
 	}
-	/* The body outgrows what the transport offers at once: keep head and
-	 * body together so the head can be parsed again when the body is in. */
-	if (c->req_cap < head_len + clen) {
-		/* What the old buffer holds is done with (and wiped if secret). */
-		free(c->req_buf);
-		c->req_cap = 0;
-		c->req_buf = malloc(head_len + clen);
-		if (!c->req_buf) {
-			LOG_WARN("worker %u: no memory for a %zu-byte body", a->wid, clen);
-			app_conn_close(c, true);
-			return len;
-		}
-		c->req_cap = head_len + clen;
+	/* A body is about to be buffered: never for a method sluice does not
+	 * serve, and beyond a small bound only with control's admission. */
+	if (method_of(req.method) == CHAN_M_OTHER) {
+		app_http_framing_error(c, 501);
+		return len;
 	}
-	memcpy(c->req_buf, data, len);
-	c->req_len = len;
-	c->req_need = head_len + clen;
+	if (!c->admitted && (chunked || clen > APP_BODY_FREE)) {
+		app_http_admit(c, &req, chunked, clen);
+		return 0;
+	}
+	/* Control's word holds for this one body. */
+	c->body_max = c->admitted ? c->body_max : APP_MAX_BODY;
+	c->admitted = false;
+	if (clen > c->body_max) {
+		app_http_framing_error(c, 413);
+		return len;
+	}
+	c->chunked = chunked;
 	c->req_head_len = head_len;
+	c->req_need = head_len + clen;
+	if (!app_http_body_reserve(c, chunked ? head_len + (c->body_max < APP_BODY_FREE ?
+							    c->body_max : APP_BODY_FREE)
+					      : head_len + clen)) {
+		DP_STAT_ADD(a->st, body_refused, 1);
+		c->keep_alive = false;
+		app_http_send_error(c, 503, "overloaded", "too many request bodies in flight", true);
+		c->hstate = HS_CLOSING;
+		return len;
+	}
+	memcpy(c->req_buf, data, head_len);
+	c->req_len = head_len;
+	if (chunked)
+		http_chunked_init(&c->chk, c->body_max);
 	c->hstate = HS_BODY;
 	expect = http_find_header(&req, "Expect");
 	if (expect && http_slice_ieq(expect->value, "100-continue") &&
@@ -670,49 +770,99 @@ static size_t app_http_head(struct conn *c, const uint8_t *data, size_t len)
 	}
 	tw_arm(a->h->wheel, &c->timer,
 	       host_now(a->h) + (uint64_t)a->conf->idle_timeout_s * 1000000000ull);
-	return len;
+	return head_len;
 }
 
-/* More body bytes for the request collected in req_buf. */
-static size_t app_http_body(struct conn *c, const uint8_t *data, size_t len)
+/* The body is complete in req_buf: route the request, give the buffer back. */
+static void app_http_body_done(struct conn *c)
 {
-	size_t take = c->req_need - c->req_len;
 	struct http_header hdrs[HTTP_MAX_HEADERS];
 	struct http_request req = { .headers = hdrs, .num_headers = HTTP_MAX_HEADERS };
 	int status = 400;
-	uint8_t *buf;
+	/* Detached while the request is routed: a close on the way must not
+	 * free it under the router's feet. */
+	uint8_t *buf = c->req_buf;
+	size_t cap = c->req_cap, used = c->req_len;
+	struct app *a = c->app;
 
-	if (take > len)
-		take = len;
-	memcpy(c->req_buf + c->req_len, data, take);
-	c->req_len += take;
-	if (c->req_len < c->req_need)
-		return take;
-	/* Detached while the request is routed: a close on the way releases
-	 * the conn, and with it whatever req_buf holds. */
-	buf = c->req_buf;
 	c->req_buf = NULL;
-	c->req_len = 0;
+	c->req_cap = c->req_len = 0;
 	c->hstate = HS_HEAD;
-	/* A login body holds a password: it is wiped before the buffer is kept
-	 * or freed (so is one whose head no longer parses). */
+	/* A login body holds a password: it is wiped before the buffer is
+	 * freed (so is one whose head no longer parses). */
 	bool secret = true;
 	if (http_parse_request((const char *)buf, c->req_head_len, 0, &req, &status) !=
 	    (int)c->req_head_len) {
 		app_http_framing_error(c, 400);
 	} else {
 		secret = slice_eq(req.path, "/api/auth/login");
-		app_http_route(c, &req, buf + c->req_head_len, c->req_need - c->req_head_len);
+		app_http_route(c, &req, buf + c->req_head_len, used - c->req_head_len);
 	}
 	if (secret)
-		explicit_bzero(buf, c->req_need);
-	if (c->tc && !c->req_buf) {
-		c->req_buf = buf; /* kept for the conn's next long body */
-	} else {
-		free(buf);
-		if (!c->req_buf)
-			c->req_cap = 0;
+		explicit_bzero(buf, used);
+	free(buf);
+	a->body_bytes -= cap;
+	DP_STAT_SUB(a->st, body_bytes, cap);
+}
+
+/* More chunked body bytes: decoded into req_buf. */
+static size_t app_http_chunks(struct conn *c, const uint8_t *data, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		struct http_slice d;
+		size_t used = 0;
+		int status = 400;
+		int r = http_chunked_step(&c->chk, data + off, len - off, &used, &d, &status);
+
+		off += used;
+		if (r == HTTP_CHUNKED_ERROR) {
+			app_http_body_release(c, true);
+			app_http_framing_error(c, status);
+			return len;
+		}
+		if (r == HTTP_CHUNKED_DONE) {
+			app_http_body_done(c);
+			return off;
+		}
+		if (r == HTTP_CHUNKED_DATA) {
+			size_t need = c->req_len + d.len;
+			size_t cap = c->req_cap;
+
+			while (cap < need)
+				cap *= 2;
+			if (cap > c->req_head_len + c->body_max)
+				cap = c->req_head_len + c->body_max;
+			if (!app_http_body_reserve(c, cap)) {
+				DP_STAT_ADD(c->app->st, body_refused, 1);
+				app_http_body_release(c, true);
+				c->keep_alive = false;
+				app_http_send_error(c, 503, "overloaded",
+						    "too many request bodies in flight", true);
+				c->hstate = HS_CLOSING;
+				return len;
+			}
+			memcpy(c->req_buf + c->req_len, d.p, d.len);
+			c->req_len += d.len;
+		}
 	}
+	return off;
+}
+
+/* More body bytes for the request collected in req_buf. */
+static size_t app_http_body(struct conn *c, const uint8_t *data, size_t len)
+{
+	size_t take = c->req_need - c->req_len;
+
+	if (c->chunked)
+		return app_http_chunks(c, data, len);
+	if (take > len)
+		take = len;
+	memcpy(c->req_buf + c->req_len, data, take);
+	c->req_len += take;
+	if (c->req_len == c->req_need)
+		app_http_body_done(c);
 	return take;
 }
 
@@ -763,7 +913,58 @@ void app_http_control_lost(struct conn *c)
 	}
 	app_resp_reset(c);
 	app_http_upgrade_dropped(c);
+	c->admitting = false;
 	app_http_send_error(c, 503, "control_unavailable", "control went away", false);
+}
+
+/* The BODY_MAX of control's CONTINUE, at most APP_MAX_BODY. */
+static size_t app_http_body_max(const struct chan_response *r, uint32_t len)
+{
+	const uint8_t *p = (const uint8_t *)(r + 1);
+	const uint8_t *end = (const uint8_t *)r + len;
+	const struct chan_field *f;
+	bool bad = false;
+	size_t max = APP_MAX_BODY;
+
+	while ((f = chan_field_next(&p, end, &bad)) != NULL) {
+		size_t v = 0;
+
+		if (f->tag != CHAN_F_BODY_MAX)
+			continue;
+		/* A value this code cannot read admits nothing. */
+		if (f->len == 0 || f->len > 7)
+			return 0;
+		for (uint32_t i = 0; i < f->len; i++) {
+			if (f->data[i] < '0' || f->data[i] > '9')
+				return 0;
+			v = v * 10 + (size_t)(f->data[i] - '0');
+		}
+		if (v < max)
+			max = v;
+	}
+	return bad ? 0 : max;
+}
+
+/* Control's answer to an admission: read the body, or pass its refusal on
+ * (the conn closes after it: the body was never read). */
+static bool app_http_admission(struct conn *c, const struct chan_response *r, uint32_t len)
+{
+	struct app *a = c->app;
+
+	c->admitting = false;
+	if (r->action == CHAN_RESP_CONTINUE) {
+		c->body_max = app_http_body_max(r, len);
+		c->admitted = true;
+		c->hstate = HS_HEAD;
+		tp_rx_resume(a->h->tp, c->tc);
+		return true;
+	}
+	DP_STAT_ADD(a->st, body_refused, 1);
+	if (r->action != CHAN_RESP_PLAIN) {
+		app_http_send_error(c, 500, "internal", "unexpected response from control", true);
+		return true;
+	}
+	return false;
 }
 
 /* A streamed response's head: chunked for HTTP/1.1, ended by the close for
@@ -871,6 +1072,8 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 		DP_STAT_ADD(a->st, stale_records, 1);
 		return;
 	}
+	if (c->admitting && app_http_admission(c, r, len))
+		return;
 	if (c->ws_upgrading && r->action == CHAN_RESP_WS_ACCEPT && !(r->flags & CHAN_RESP_MORE)) {
 		c->ws_upgrading = false;
 		if (c->eof) {

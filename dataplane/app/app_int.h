@@ -20,7 +20,9 @@
 #include "app/app_frame.h"
 #include "app/app_stats.h"
 #include "app/app_subs.h"
+#include "app/app_peers.h"
 #include "app/batch.h"
+#include "http/http_chunked.h"
 #include "sluice/chan_proto.h"
 #include "transport/transport.h"
 #include "worker/host.h"
@@ -28,6 +30,11 @@
 #include "ws/ws_session.h"
 
 #define APP_MAX_BODY (1024u * 1024u)
+/* A Content-Length body up to this size is read without asking control:
+ * what a conn nobody has authenticated yet may make the worker buffer
+ * (besides the transport's stash). Larger and chunked bodies are admitted
+ * by control first (CHAN_REQ_HTTP_ADMIT, docs/http.md). */
+#define APP_BODY_FREE (16u * 1024u)
 /* Frame scratch beyond max_bytes: event framing, ids, error texts. */
 #define APP_SCRATCH_EXTRA (64u * 1024u)
 /* Escaped token text per frame over TLS: one 16 KiB record less room for the
@@ -67,7 +74,7 @@ enum conn_mode { CONN_HTTP = 0, CONN_SSE = 1, CONN_WS = 2 };
 enum conn_http_state {
 	HS_HEAD = 0,   /* reading a request head */
 	HS_BODY,       /* collecting a body into conn.req_buf */
-	HS_WAIT,       /* request sent to control, waiting for the response */
+	HS_WAIT,       /* request (or its admission) sent to control, waiting for the response */
 	HS_CLOSING,    /* closing: input is ignored */
 };
 
@@ -92,6 +99,10 @@ struct conn {
 	bool closing;
 	bool ws_upgrading;  /* a /ws/chat upgrade waits for control's WS_OPEN answer */
 	bool ws_reauth;     /* a WS_OPEN re-check (control restart) is in flight */
+	bool admitting;     /* HS_WAIT for control's admission of a body (HTTP_ADMIT) */
+	bool admitted;      /* the body of the head in the stash may be read */
+	bool chunked;       /* HS_BODY: the body is chunked (chk) */
+	bool peer_counted;  /* counted in app.peers */
 	bool ws_admin;      /* the WebSocket is /ws/admin (else /ws/chat) */
 	bool timing;        /* the stream asked for creation stamps (X-Sluice-Timing: 1) */
 	struct tp_peer peer;
@@ -99,16 +110,19 @@ struct conn {
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
 	uint32_t ws_reauth_id; /* req_id of that re-check */
 	char ws_accept[29];  /* Sec-WebSocket-Accept of the pending upgrade */
+	struct ws_pmd pmd;   /* permessage-deflate as negotiated at the upgrade */
 	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
 	uint32_t req_id;     /* id of the last request sent */
 	uint32_t req_epoch;  /* control epoch that request was stamped with */
 	size_t parse_last;   /* bytes seen by the last incomplete head parse */
 	/* A request body larger than what on_data offered at once: the head and
-	 * body are copied here. Allocated on the first such request, grown when
-	 * a later one needs more (<= head + 1 MiB), reused, freed at close. */
+	 * the (decoded) body are copied here, counted in app.body_bytes, and
+	 * freed as soon as the request went to control: only while needed. */
 	uint8_t *req_buf;
 	size_t req_cap;
 	size_t req_len, req_need, req_head_len;
+	size_t body_max;           /* admitted body size (control's BODY_MAX) */
+	struct http_chunked chk;   /* HS_BODY with chunked */
 	/* A multi-part RESPONSE being collected (malloc'd, freed when complete). */
 	struct app_dbuf resp_body, resp_hdrs; /* body; header lines */
 	uint16_t resp_status;
@@ -159,6 +173,12 @@ struct app {
 	struct app_frame_cache frames; /* token frames shared by the subscribers */
 	uint64_t turn_no;
 	uint64_t start_ns;          /* app_create time (STATS uptime) */
+	/* Overload manager: bytes of request bodies buffered (bounded by
+	 * conf.body_budget_mb), and connections per client address. */
+	uint64_t body_bytes;
+	struct app_peers *peers;
+	/* permessage-deflate of every WebSocket of the worker (NULL: off). */
+	struct ws_deflate *wsd;
 	uint64_t stats_next_ns;
 	struct tw_timer stats_timer; /* CHAN_REC_STATS once a second */
 	/* Control's latest backend counters (CHAN_REC_BACKENDS), for /metrics. */

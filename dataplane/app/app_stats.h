@@ -43,6 +43,12 @@ struct app_stats {
 	uint64_t ws_active;           /* gauge: WebSocket conns open (after 101) */
 	uint64_t kicks;               /* conns closed on control's KICK */
 	uint64_t ws_auth_refused;     /* upgrades or re-checks control refused */
+	/* Overload manager (issue 12) */
+	uint64_t conns_refused_ip;    /* over conns_per_ip */
+	uint64_t conns_refused_mem;   /* over worker_mem_mb */
+	uint64_t body_admissions;     /* request heads sent to control before their body */
+	uint64_t body_refused;        /* bodies not read: control refused, or over body_budget_mb */
+	uint64_t body_bytes;          /* gauge: request body buffers held */
 	uint64_t static_responses;    /* web UI files served (200 and 304) */
 	uint64_t broadcasts;          /* pushed messages (BROADCAST) sent to WebSockets */
 };

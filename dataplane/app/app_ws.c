@@ -81,6 +81,14 @@ void app_ws_start(struct conn *c, const char *accept, const struct chan_response
 	app_buf_str(&h, "{\"type\":\"connected\",\"worker\":");
 	app_buf_u64(&h, a->wid);
 	app_buf_put(&h, "}", 1);
+	if (c->pmd.on) {
+		char ext[WS_PMD_RESPONSE_MAX];
+
+		ws_pmd_format(&c->pmd, ext);
+		app_buf_str(&b, "Sec-WebSocket-Extensions: ");
+		app_buf_str(&b, ext);
+		app_buf_str(&b, "\r\n");
+	}
 	if (b.overflow || h.overflow || !app_conn_send(c, b.p, b.len) ||
 	    (r && !app_ws_send_resp_headers(c, r, rlen)) || !app_conn_send(c, "\r\n", 2)) {
 		app_conn_close(c, true);
@@ -93,6 +101,8 @@ void app_ws_start(struct conn *c, const char *accept, const struct chan_response
 	c->mode = CONN_WS;
 	c->hstate = HS_HEAD;
 	ws_session_init(&c->ws, &app_ws_session_ops, c, a->conf->ws_max_message);
+	if (c->pmd.on)
+		ws_session_set_deflate(&c->ws, a->wsd, &c->pmd);
 	c->ws_open = true;
 	c->ws_echo = echo;
 	if (!echo)

@@ -299,6 +299,16 @@ int http_parse_request(const char *buf, size_t len, size_t last_len,
 	return HTTP_PARSE_ERROR;
 }
 
+int http_char_is_token(unsigned char c)
+{
+	return has_class(c, CT);
+}
+
+int http_char_is_field_value(unsigned char c)
+{
+	return has_class(c, CV);
+}
+
 int http_slice_ieq(struct http_slice s, const char *str)
 {
 	size_t n = strlen(str);
@@ -351,15 +361,15 @@ int http_value_has_token(struct http_slice value, const char *token)
 	return 0;
 }
 
-/* 1*DIGIT without overflow; anything else (sign, space, list) fails. */
-static int parse_content_length(struct http_slice v, uint64_t *out)
+/* 1*DIGIT without overflow; anything else (sign, space) fails. */
+static int parse_content_length(const char *p, size_t len, uint64_t *out)
 {
 	uint64_t n = 0;
 
-	if (v.len == 0)
+	if (len == 0)
 		return -1;
-	for (size_t i = 0; i < v.len; i++) {
-		unsigned char c = (unsigned char)v.p[i];
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
 		if (c < '0' || c > '9')
 			return -1;
 		if (n > (UINT64_MAX - (c - '0')) / 10)
@@ -370,52 +380,127 @@ static int parse_content_length(struct http_slice v, uint64_t *out)
 	return 0;
 }
 
-/* True when the value has at least one non-empty list element. */
-static int has_any_element(struct http_slice v)
+/* Calls fn for each element of a comma-separated list with OWS trimmed
+ * (empty elements included); stops at fn's first non-zero answer. */
+static int each_element(struct http_slice v, int (*fn)(struct http_slice e, void *arg), void *arg)
 {
-	for (size_t i = 0; i < v.len; i++)
-		if (v.p[i] != ',' && !is_ows((unsigned char)v.p[i]))
-			return 1;
+	size_t i = 0;
+
+	for (;;) {
+		size_t start = i;
+		while (i < v.len && v.p[i] != ',')
+			i++;
+		size_t end = i;
+		while (start < end && is_ows((unsigned char)v.p[start]))
+			start++;
+		while (end > start && is_ows((unsigned char)v.p[end - 1]))
+			end--;
+		int r = fn((struct http_slice){ v.p + start, end - start }, arg);
+		if (r || i >= v.len)
+			return r;
+		i++;
+	}
+}
+
+/* Content-Length elements: every one a valid number, all spelled alike
+ * (RFC 9112 6.3 item 5: "42, 42" and repeated lines mean 42). */
+struct cl_scan {
+	struct http_slice first;
+	int seen;
+};
+
+static int cl_element(struct http_slice e, void *arg)
+{
+	struct cl_scan *s = arg;
+	uint64_t n;
+
+	if (parse_content_length(e.p, e.len, &n) != 0)
+		return 400;
+	if (s->seen && (e.len != s->first.len || memcmp(e.p, s->first.p, e.len) != 0))
+		return 400;
+	s->first = e;
+	s->seen = 1;
+	return 0;
+}
+
+/* Transfer-Encoding elements in order, over every TE line. */
+struct te_scan {
+	int elements;
+	int chunked;      /* chunked seen */
+	int after_chunked; /* a coding follows chunked */
+	int other;        /* a coding other than chunked */
+	int bad;          /* empty element, or chunked with parameters */
+};
+
+static int te_element(struct http_slice e, void *arg)
+{
+	struct te_scan *s = arg;
+	size_t name = 0;
+
+	while (name < e.len && e.p[name] != ';')
+		name++;
+	struct http_slice coding = { e.p, name };
+	while (coding.len && is_ows((unsigned char)coding.p[coding.len - 1]))
+		coding.len--;
+	if (coding.len == 0) {
+		/* An empty list element (", chunked") is tolerated by the list
+		 * syntax; an empty coding with parameters is not. */
+		if (name < e.len)
+			s->bad = 1;
+		return 0;
+	}
+	s->elements++;
+	if (s->chunked)
+		s->after_chunked = 1;
+	if (http_slice_ieq(coding, "chunked")) {
+		if (s->chunked || name < e.len)
+			s->bad = 1; /* twice (RFC 9112 6.1), or chunked;param */
+		s->chunked = 1;
+	} else {
+		s->other = 1;
+	}
 	return 0;
 }
 
 int http_request_body_length(const struct http_request *req, size_t max_body,
-			     size_t *content_length)
+			     size_t *content_length, int *chunked)
 {
-	const struct http_header *cl = NULL;
-	int te = 0;
-	int te_chunked = 0;
-	int te_empty = 0;
+	struct cl_scan cl = { { NULL, 0 }, 0 };
+	struct te_scan te = { 0, 0, 0, 0, 0 };
+	int has_te = 0, has_cl = 0;
 
+	*chunked = 0;
 	for (size_t i = 0; i < req->num_headers; i++) {
 		const struct http_header *h = &req->headers[i];
 		if (http_slice_ieq(h->name, "content-length")) {
-			/* Repeats must be byte-identical (RFC 9110 8.6). */
-			if (cl && (cl->value.len != h->value.len ||
-				   memcmp(cl->value.p, h->value.p, h->value.len) != 0))
-				return 400;
-			cl = h;
+			has_cl = 1;
+			int st = each_element(h->value, cl_element, &cl);
+			if (st)
+				return st;
 		} else if (http_slice_ieq(h->name, "transfer-encoding")) {
-			te = 1;
-			if (http_value_has_token(h->value, "chunked"))
-				te_chunked = 1;
-			if (!has_any_element(h->value))
-				te_empty = 1;
+			has_te = 1;
+			each_element(h->value, te_element, &te);
 		}
 	}
 
-	if (te) {
-		/* RFC 9112 6.1 and 6.3: both framings, or TE on 1.0, is smuggling bait. */
-		if (cl || req->minor_version == 0 || te_empty)
+	if (has_te) {
+		/* RFC 9112 6.1 and 6.3: both framings, TE on 1.0, no coding at
+		 * all, chunked twice or not last: the length cannot be known. */
+		if (has_cl || req->minor_version == 0 || te.elements == 0 || te.bad ||
+		    te.after_chunked)
 			return 400;
-		return te_chunked ? 411 : 501;
+		if (te.other)
+			return 501; /* a coding sluice does not implement */
+		*content_length = 0;
+		*chunked = 1;
+		return 0;
 	}
-	if (!cl) {
+	if (!has_cl) {
 		*content_length = 0;
 		return 0;
 	}
 	uint64_t n;
-	if (parse_content_length(cl->value, &n) != 0)
+	if (parse_content_length(cl.first.p, cl.first.len, &n) != 0)
 		return 400;
 	if (n > max_body)
 		return 413;

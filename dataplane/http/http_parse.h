@@ -55,6 +55,10 @@ enum http_parse_result {
 int http_parse_request(const char *buf, size_t len, size_t last_len,
 		       struct http_request *req, int *status);
 
+/* tchar (RFC 9110 5.6.2): methods, field names, chunk extensions. */
+int http_char_is_token(unsigned char c);
+/* A byte a field value may hold: VCHAR, obs-text, SP, HTAB. */
+int http_char_is_field_value(unsigned char c);
 /* Case-insensitive header lookup; NULL when absent. */
 const struct http_header *http_find_header(const struct http_request *req, const char *name);
 /* Case-insensitive comparison of a slice with a NUL-terminated string. */
@@ -63,13 +67,15 @@ int http_slice_ieq(struct http_slice s, const char *str);
 int http_value_has_token(struct http_slice value, const char *token);
 
 /*
- * Request framing from the headers (RFC 9112 section 6): sets *content_length
- * (0 when no body). Returns 0, or an HTTP status: 400 (bad or conflicting
- * Content-Length, both Content-Length and Transfer-Encoding), 411 (chunked
- * request body: not supported, documented), 501 (another transfer coding),
- * 413 (larger than max_body).
+ * Request framing from the headers (RFC 9112 section 6). Returns 0 with
+ * *chunked set for a chunked body (read it with http_chunked.h), else
+ * *content_length (0 when no body); or an HTTP status: 400 (bad or
+ * conflicting Content-Length, both Content-Length and Transfer-Encoding,
+ * Transfer-Encoding on HTTP/1.0, chunked twice, not last or with
+ * parameters), 501 (a transfer coding other than chunked), 413 (a
+ * Content-Length larger than max_body).
  */
 int http_request_body_length(const struct http_request *req, size_t max_body,
-			     size_t *content_length);
+			     size_t *content_length, int *chunked);
 
 #endif

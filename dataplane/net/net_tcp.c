@@ -152,6 +152,7 @@ static void nt_destroy(struct tp *t)
 
 const struct tp_ops net_tcp_ops = {
 	.name = "dpdk",
+	.refuse_by_reset = true,
 	.poll = nt_poll,
 	.tx_reserve = nt_tx_reserve,
 	.tx_commit = nt_tx_commit,

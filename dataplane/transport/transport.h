@@ -90,6 +90,11 @@ struct tp_counter_def {
 
 struct tp_ops {
 	const char *name;
+	/* The app's overload manager turns a connection away by returning NULL
+	 * from on_open (a TCP-level refusal: reset) rather than answering it:
+	 * set by the native stack, where a refusal costs no socket and no
+	 * response; the kernel transport answers 503 / 429 instead. */
+	bool refuse_by_reset;
 	/* One I/O pass: accept, receive, retransmit, timers of the stack. May block
 	 * for at most timeout_ms waiting for events (poll-mode transports never
 	 * block). `extra_fd` >= 0 is also waited on (the worker's doorbell).

@@ -10,6 +10,12 @@
 int ws_parse_frame(const uint8_t *buf, size_t len, uint64_t max_payload,
 		   struct ws_frame *f, uint16_t *close_code)
 {
+	return ws_parse_frame_ext(buf, len, max_payload, false, f, close_code);
+}
+
+int ws_parse_frame_ext(const uint8_t *buf, size_t len, uint64_t max_payload, bool rsv1_ok,
+		       struct ws_frame *f, uint16_t *close_code)
+{
 	if (len < 2)
 		return WS_PARSE_INCOMPLETE;
 
@@ -24,7 +30,10 @@ int ws_parse_frame(const uint8_t *buf, size_t len, uint64_t max_payload,
 	uint8_t opcode = b0 & 0x0f;
 	bool fin = (b0 & 0x80) != 0;
 	bool control = (opcode & 0x08) != 0;
-	if (unlikely(b0 & 0x70))
+	bool rsv1 = (b0 & 0x40) != 0;
+	if (unlikely(b0 & 0x30))
+		goto protocol;
+	if (unlikely(rsv1 && (!rsv1_ok || (opcode != WS_OP_TEXT && opcode != WS_OP_BINARY))))
 		goto protocol;
 	if (unlikely(opcode != WS_OP_CONT && opcode != WS_OP_TEXT && opcode != WS_OP_BINARY &&
 		     opcode != WS_OP_CLOSE && opcode != WS_OP_PING && opcode != WS_OP_PONG))
@@ -52,6 +61,7 @@ int ws_parse_frame(const uint8_t *buf, size_t len, uint64_t max_payload,
 	}
 
 	f->fin = fin;
+	f->rsv1 = rsv1;
 	f->opcode = opcode;
 	f->masked = masked;
 	memcpy(f->mask, buf + 2 + ext, 4);

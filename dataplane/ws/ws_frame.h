@@ -35,6 +35,7 @@ enum ws_close_code {
 
 struct ws_frame {
 	bool fin;
+	bool rsv1;        /* permessage-deflate: the message is compressed */
 	uint8_t opcode;
 	bool masked;
 	uint8_t mask[4];
@@ -55,6 +56,11 @@ struct ws_frame {
  */
 int ws_parse_frame(const uint8_t *buf, size_t len, uint64_t max_payload,
 		   struct ws_frame *f, uint16_t *close_code);
+/* The same, where permessage-deflate was negotiated (rsv1_ok): RSV1 is then
+ * allowed on the first frame of a data message (TEXT or BINARY), never on
+ * a continuation or a control frame (RFC 7692 6.1). */
+int ws_parse_frame_ext(const uint8_t *buf, size_t len, uint64_t max_payload, bool rsv1_ok,
+		       struct ws_frame *f, uint16_t *close_code);
 
 /* XORs data with the mask; `offset` is the payload offset of data[0], so a
  * payload may be unmasked in pieces. */

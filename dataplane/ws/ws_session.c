@@ -29,6 +29,14 @@ void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, voi
 	s->utf8_state = WS_UTF8_ACCEPT;
 }
 
+void ws_session_set_deflate(struct ws_session *s, struct ws_deflate *codec, const struct ws_pmd *pmd)
+{
+	s->pmd_codec = codec;
+	s->pmd = *pmd;
+	if (!codec)
+		s->pmd.on = false;
+}
+
 /* Leaves the session CLOSED, so input offered afterwards is ignored. */
 void ws_session_free(struct ws_session *s)
 {
@@ -107,13 +115,33 @@ bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, siz
 	if (s->state != WS_STATE_OPEN)
 		return false;
 	uint8_t h[10];
+	size_t clen;
+	const uint8_t *z = s->pmd.on ? ws_deflate_message(s->pmd_codec, s->pmd.server_bits, data, len, &clen)
+				     : NULL;
+	if (z) {
+		data = z;
+		len = clen;
+	}
 	size_t hl = ws_build_header(h, true, opcode, len);
+	if (z)
+		h[0] |= 0x40; /* RSV1: compressed (RFC 7692 6) */
 	if (unlikely(!s->ops->write(s->arg, h, hl)) ||
 	    (len && unlikely(!s->ops->write(s->arg, data, len)))) {
 		ws_session_finish(s, WS_CLOSE_INTERNAL);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * The most a message may take as it arrives: max_message, or for a
+ * compressed one a little more, since deflate stores data it cannot shrink
+ * in blocks with a few bytes of framing each (zlib's deflateBound is below
+ * len + len/8 + 64). What it inflates to is held to max_message.
+ */
+static uint64_t ws_session_wire_max(const struct ws_session *s, bool deflated)
+{
+	return deflated ? s->max_message + (s->max_message >> 3) + 64 : s->max_message;
 }
 
 void ws_session_release_idle(struct ws_session *s)
@@ -143,8 +171,8 @@ static bool ws_session_reserve(struct ws_session *s, size_t need)
 	if (need <= s->msg_cap)
 		return true;
 	size_t cap = s->msg_cap ? s->msg_cap * 2 : WS_SESSION_MIN_CAP;
-	if (cap > s->max_message)
-		cap = (size_t)s->max_message;
+	if (cap > ws_session_wire_max(s, s->msg_deflated))
+		cap = (size_t)ws_session_wire_max(s, s->msg_deflated);
 	if (cap < need)
 		cap = need;
 	uint8_t *p = realloc(s->msg, cap);
@@ -173,8 +201,9 @@ static uint16_t ws_session_begin_frame(struct ws_session *s)
 		s->msg_opcode = f->opcode;
 		s->msg_len = 0;
 		s->utf8_state = WS_UTF8_ACCEPT;
+		s->msg_deflated = f->rsv1;
 	}
-	if (f->payload_len > s->max_message - s->msg_len)
+	if (f->payload_len > ws_session_wire_max(s, s->msg_deflated) - s->msg_len)
 		return WS_CLOSE_TOO_BIG;
 	if (!ws_session_reserve(s, s->msg_len + (size_t)f->payload_len))
 		return WS_CLOSE_INTERNAL;
@@ -198,7 +227,8 @@ static uint16_t ws_session_payload(struct ws_session *s, const uint8_t *p, size_
 	memcpy(dst, p, n);
 	ws_unmask(dst, n, f->mask, s->cur_off);
 	s->msg_len += n;
-	if (s->msg_opcode == WS_OP_TEXT) {
+	/* A compressed text is checked once inflated. */
+	if (s->msg_opcode == WS_OP_TEXT && !s->msg_deflated) {
 		s->utf8_state = ws_utf8_step(s->utf8_state, dst, n);
 		if (s->utf8_state == WS_UTF8_REJECT)
 			return WS_CLOSE_BAD_DATA;
@@ -249,13 +279,29 @@ static uint16_t ws_session_end_frame(struct ws_session *s)
 	}
 	if (!s->cur.fin || s->state != WS_STATE_OPEN)
 		return 0;
-	if (s->msg_opcode == WS_OP_TEXT && s->utf8_state != WS_UTF8_ACCEPT)
+	if (s->msg_opcode == WS_OP_TEXT && !s->msg_deflated && s->utf8_state != WS_UTF8_ACCEPT)
 		return WS_CLOSE_BAD_DATA;
 	uint8_t opcode = s->msg_opcode;
+	const uint8_t *data = s->msg ? s->msg : s->ctl;
 	size_t len = s->msg_len;
 	s->msg_opcode = 0;
 	s->msg_len = 0;
-	s->ops->on_message(s->arg, opcode, s->msg ? s->msg : s->ctl, len);
+	if (s->msg_deflated) {
+		s->msg_deflated = false;
+		switch (ws_inflate_message(s->pmd_codec, data, len, s->max_message, &data, &len)) {
+		case WS_INFLATE_OK:
+			break;
+		case WS_INFLATE_TOO_BIG:
+			return WS_CLOSE_TOO_BIG;
+		case WS_INFLATE_BAD:
+			return WS_CLOSE_BAD_DATA;
+		default:
+			return WS_CLOSE_INTERNAL;
+		}
+		if (opcode == WS_OP_TEXT && ws_utf8_step(WS_UTF8_ACCEPT, data, len) != WS_UTF8_ACCEPT)
+			return WS_CLOSE_BAD_DATA;
+	}
+	s->ops->on_message(s->arg, opcode, data, len);
 	return 0;
 }
 
@@ -267,7 +313,8 @@ size_t ws_session_input(struct ws_session *s, const uint8_t *data, size_t len)
 		if (!s->in_frame) {
 			if (pos == len)
 				return pos;
-			int r = ws_parse_frame(data + pos, len - pos, s->max_message, &s->cur, &code);
+			int r = ws_parse_frame_ext(data + pos, len - pos, ws_session_wire_max(s, s->pmd.on),
+						   s->pmd.on, &s->cur, &code);
 			if (r == WS_PARSE_INCOMPLETE)
 				return pos;
 			if (r == WS_PARSE_ERROR)

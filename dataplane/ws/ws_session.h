@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ws/ws_deflate.h"
 #include "ws/ws_frame.h"
 
 struct ws_session_ops {
@@ -50,12 +51,23 @@ struct ws_session {
 	uint64_t cur_off;      /* payload bytes of cur consumed so far */
 	uint8_t *msg;          /* reassembly buffer */
 	size_t msg_len, msg_cap;
+	/* permessage-deflate: the worker's codec (not owned) and what was
+	 * negotiated; msg_deflated marks the message being reassembled. */
+	struct ws_deflate *pmd_codec;
+	struct ws_pmd pmd;
+	bool msg_deflated;
 	uint8_t ctl[125];      /* control frame payload */
 };
 
 void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, void *arg,
 		     uint64_t max_message);
 void ws_session_free(struct ws_session *s);
+/* Turns permessage-deflate on (before the first input): messages are
+ * compressed with the worker's codec, and compressed client messages are
+ * accepted (their compressed form may exceed max_message by the framing of
+ * data deflate cannot shrink, an eighth at most) and inflated at most to
+ * max_message. */
+void ws_session_set_deflate(struct ws_session *s, struct ws_deflate *codec, const struct ws_pmd *pmd);
 
 /* Feeds client bytes; returns how many were consumed (all of them, except an
  * incomplete frame header, which the caller offers again with more bytes).

@@ -36,7 +36,7 @@
 #include "sluice/common.h"
 
 #define CHAN_MAGIC 0x314c4e4843434c53ull /* "SLCCHNL1" little-endian */
-#define CHAN_VERSION 5u
+#define CHAN_VERSION 6u
 #define CHAN_MAX_WORKERS 64u
 #define CHAN_ALIGN 8u
 /* Ring data size bounds; must be a power of two. */

@@ -77,12 +77,20 @@ enum chan_field_tag {
 	CHAN_F_ERROR_CODE = 13,   /* done: error code */
 	CHAN_F_ERROR_MESSAGE = 14,/* done: error message */
 	CHAN_F_PEER = 15,         /* client address as text "ip:port" */
+	CHAN_F_BODY_LEN = 16,     /* HTTP_ADMIT: the Content-Length as decimal text; absent: chunked */
+	CHAN_F_BODY_MAX = 17,     /* CONTINUE: the largest body admitted, decimal text */
 };
 
 enum chan_req_kind {
 	CHAN_REQ_HTTP = 1, /* an HTTP request on /api/... or /v1/... */
 	CHAN_REQ_WS = 2,   /* a WebSocket text message on /ws/chat (body = the JSON text) */
 	CHAN_REQ_WS_OPEN = 3, /* a WebSocket upgrade to authorise before 101 (issue 3) */
+	/* The head of an HTTP request whose body the worker has not read yet
+	 * (larger than it reads unasked, or chunked): the fields of an HTTP
+	 * request without BODY, plus BODY_LEN. Control answers CONTINUE (read
+	 * it, then send the whole request as CHAN_REQ_HTTP) or a PLAIN
+	 * response the worker sends and closes after (issue 12). */
+	CHAN_REQ_HTTP_ADMIT = 4,
 };
 
 enum chan_method {
@@ -118,6 +126,7 @@ enum chan_resp_action {
 	 * later part's BODY is written when it arrives (one chunk each); the
 	 * part without CHAN_RESP_MORE ends the response. */
 	CHAN_RESP_HTTP_STREAM = 5,
+	CHAN_RESP_CONTINUE = 6,      /* HTTP_ADMIT: read the body (at most BODY_MAX bytes) */
 };
 
 #define CHAN_RESP_MORE 0x1 /* flags: the body continues in the next RESPONSE record */

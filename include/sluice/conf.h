@@ -64,6 +64,29 @@ struct conf_model {
 	double cost_out_per_mtok;
 };
 
+/*
+ * Quotas and rate limits of one role ([limits.user], [limits.admin]); a
+ * user gets its role's, an API key its owner's, unless an override is
+ * stored (sluicectl limits). 0 means no limit. The order is the one of
+ * the limits everywhere (store records, sluicectl, error codes).
+ */
+enum conf_limit {
+	CONF_LIM_STORED_MB = 0,   /* stored_mb: message text a user keeps, MiB */
+	CONF_LIM_SESSIONS,        /* sessions: conversations a user keeps */
+	CONF_LIM_MESSAGES_PER_MIN,/* messages_per_min */
+	CONF_LIM_CONCURRENT,      /* concurrent_answers: answers running at once */
+	CONF_LIM_TOKENS_PER_MIN,  /* tokens_per_min: answer tokens generated */
+	CONF_LIM_TOKENS_PER_DAY,  /* tokens_per_day (UTC days) */
+	CONF_LIM_N
+};
+
+struct conf_role_limits {
+	uint32_t v[CONF_LIM_N];
+	bool present; /* the section was in the file */
+};
+
+enum conf_role { CONF_ROLE_USER = 0, CONF_ROLE_ADMIN = 1, CONF_NROLES };
+
 /* [agent.NAME]: what GET /api/agents lists; a session is opened with one. */
 struct conf_agent {
 	char name[CONF_NAME_MAX];
@@ -109,6 +132,10 @@ struct sluice_conf {
 	uint32_t max_pending_bytes;    /* slow-consumer bound per conn (default 1 MiB) */
 	bool pin_workers;              /* pin_workers = true|false (default true) */
 	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
+	bool ws_deflate;               /* ws_deflate: negotiate permessage-deflate (default true) */
+	uint32_t ws_deflate_bits;      /* ws_deflate_bits = largest window of our deflate, 9..15 (default 15) */
+	uint32_t ws_deflate_level;     /* ws_deflate_level = zlib level, 1..9 (default 1) */
+	uint32_t ws_deflate_min;       /* ws_deflate_min = smallest message compressed, bytes (default 64) */
 	char lcores[128];              /* lcores = DPDK lcore list, e.g. "1,2" (dpdk; default: 1..workers) */
 	char eal_args[512];            /* eal_args = extra EAL arguments, space separated (dpdk) */
 	bool tls;                      /* tls = on|off: the listener speaks HTTPS/WSS (default off) */
@@ -152,6 +179,7 @@ struct sluice_conf {
 	char admin_socket_group[CONF_NAME_MAX]; /* admin_socket_group = group name (default: unchanged) */
 	uint32_t token_commit_ms;         /* token_commit_ms = bound on streamed tokens a crash may lose (default 50) */
 	uint32_t store_map_mb;            /* store_map_mb = LMDB map size in MiB (default 1024) */
+	uint32_t store_reserve_mb;        /* store_reserve_mb = map only accepted answers may use (default 64, at most a quarter) */
 
 	/* [auth] */
 	uint32_t session_ttl_s;           /* session_ttl_s = login session lifetime (default 86400) */
@@ -162,6 +190,12 @@ struct sluice_conf {
 	uint32_t login_fail_user;         /* login_fail_user = failures per user per window before 429 (default 5) */
 	uint32_t login_fail_ip;           /* login_fail_ip = failures per client address per window (default 20) */
 	uint32_t login_window_s;          /* login_window_s = throttling window (default 300) */
+	uint32_t login_inflight_user;     /* login_inflight_user = password checks one user name may have running (default 1) */
+	uint32_t login_inflight_ip;       /* login_inflight_ip = password checks one client address may have running (default 2) */
+	uint32_t login_rate_user;         /* login_rate_user = logins (right or wrong) per user per rate window (default 30) */
+	uint32_t login_rate_ip;           /* login_rate_ip = logins per client address per rate window (default 300) */
+	uint32_t login_rate_window_s;     /* login_rate_window_s = (default 60) */
+	uint32_t login_max_sessions;      /* login_max_sessions = live login sessions per user; the oldest ends (default 16) */
 	uint32_t pwhash_ops;              /* pwhash_ops = Argon2id opslimit (default 2 = INTERACTIVE) */
 	uint32_t pwhash_mem_kib;          /* pwhash_mem_kib = Argon2id memlimit in KiB (default 65536) */
 	bool cookie_secure;               /* cookie_secure = add Secure to the cookie (default: tls) */
@@ -171,6 +205,13 @@ struct sluice_conf {
 	uint32_t max_delay_us;           /* max_delay_us (default 2000) */
 	uint32_t max_bytes;              /* max_bytes (default 16384) */
 
+	/* [limits] (dataplane side; per worker) */
+	uint32_t conns_per_ip;           /* conns_per_ip = open conns one client address may hold (default 8192) */
+	uint32_t body_budget_mb;         /* body_budget_mb = request bodies buffered at once (default 64) */
+	uint32_t worker_mem_mb;          /* worker_mem_mb = buffered bytes past which new conns are refused (default 1024) */
+
+	/* [limits.user], [limits.admin] */
+	struct conf_role_limits role_limits[CONF_NROLES];
 	/* [dashboard] (/ws/admin, docs/api.md) */
 	uint32_t dash_heartbeat_ms;      /* heartbeat_ms = heartbeat period (default 30000) */
 	uint32_t dash_max_pending;       /* max_pending = unsent bytes an admin socket may hold before it is dropped (default 256 KiB) */

@@ -87,15 +87,16 @@ struct cfx *cfx_open(const struct sluice_conf *conf, unsigned flags)
 		fail_msg("backends: %s", err);
 	assert_int_equal(chat_init(&f->chat, &f->conf, f->loop, f->st, &f->out, f->bk, err, sizeof(err)), 0);
 	assert_int_equal(auth_init(&f->auth, &f->conf, f->loop, f->st, &f->out, err, sizeof(err)), 0);
+	assert_int_equal(lim_init(&f->limits, &f->conf, f->st, err, sizeof(err)), 0);
 	ev_init(&f->bus);
 	struct ev_bus *bus = (flags & CFX_DASH) ? &f->bus : NULL;
 	chat_set_bus(&f->chat, bus);
 	struct api_deps ad = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out,
-			       .chat = &f->chat, .auth = &f->auth, .bk = f->bk, .bus = bus };
+			       .chat = &f->chat, .auth = &f->auth, .limits = &f->limits, .bk = f->bk, .bus = bus };
 	assert_int_equal(api_init(&f->api, &ad, err, sizeof(err)), 0);
 	if (flags & CFX_ADMIN) {
 		struct admin_deps dd = { .conf = &f->conf, .loop = f->loop, .st = f->st, .out = &f->out,
-					 .chat = &f->chat, .auth = &f->auth, .bk = f->bk,
+					 .chat = &f->chat, .auth = &f->auth, .limits = &f->limits, .bk = f->bk,
 					 .api_stats = &f->api.stats, .api = bus ? &f->api : NULL, .bus = bus };
 		f->admin = admin_create(&dd, err, sizeof(err));
 		if (!f->admin)
@@ -134,6 +135,7 @@ void cfx_close(struct cfx *f)
 	co_flush(&f->out);
 	store_close(f->st);
 	admin_destroy(f->admin);
+	lim_free(&f->limits);
 	auth_free(&f->auth);
 	chat_free(&f->chat);
 	bk_destroy(f->bk);

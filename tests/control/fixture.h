@@ -21,6 +21,7 @@
 #include "api/api.h"
 #include "auth/auth.h"
 #include "backends/backends.h"
+#include "limits/limits.h"
 #include "channel/chan_out.h"
 #include "chat/chat.h"
 #include "events/ev.h"
@@ -50,6 +51,7 @@ struct cfx {
 	struct bk_mgr *bk;
 	struct chat chat;
 	struct auth auth;
+	struct limits limits;
 	struct api api;
 	struct admin *admin; /* with CFX_ADMIN */
 	struct ev_bus bus;   /* with CFX_DASH: chat, api and admin publish here */

@@ -57,6 +57,11 @@ DEFAULT_MODELS = {
 }
 
 
+# [limits.user] with every quota and rate off (docs/configuration.md).
+UNLIMITED_USER = {"stored_mb": 0, "sessions": 0, "messages_per_min": 0, "concurrent_answers": 0,
+                  "tokens_per_min": 0, "tokens_per_day": 0}
+
+
 class TestFailure(Exception):
     """A check failed; the message says what was sent, expected and got."""
 
@@ -278,7 +283,8 @@ class Sluice:
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
                  ws_max_message=65536, header_timeout_s=10, drain_timeout_s=2, models=None, auth=None,
-                 default_user=True, dashboard=None, tls=None, backends=None, model_terms=None, env=None, agents=None):
+                 default_user=True, sections=None, dataplane=None, dashboard=None, tls=None,
+                 backends=None, model_terms=None, env=None, agents=None):
         """backends: [(name, {key: value})] written as [backend.NAME] sections
         after the synthetic `models` (type included); model_terms:
         {model: {key: value}} as [model.NAME]; agents: {name: {key: value}};
@@ -289,7 +295,15 @@ class Sluice:
         self.agents = dict(agents or {})
         self.env = dict(env or {})
         self.auth = dict(auth or {})
-        self.dashboard = dict(dashboard or {})
+        # Further sections, {"limits": {"conns_per_ip": 8}, "limits.user": {...}}.
+        # The per-user quotas are off unless a test sets them: the other
+        # tests stream hundreds of answers for one user at once.
+        self.dataplane = dict(dataplane or {})  # more [dataplane] keys
+        self.sections = {"limits.user": dict(UNLIMITED_USER)}
+        for k, v in (sections or {}).items():
+            self.sections.setdefault(k, {}).update(v)
+        if dashboard:
+            self.sections.setdefault("dashboard", {}).update(dashboard)
         self.default_user = default_user
         self.token = None
         self.workers = workers
@@ -332,7 +346,7 @@ class Sluice:
             "sse_keepalive_s = %d" % self.sse_keepalive_s,
             "ws_max_message = %d" % self.ws_max_message,
             "pin_workers = false",
-        ]
+        ] + ["%s = %s" % kv for kv in sorted(self.dataplane.items())]
         if self.tls:
             lines.append("tls = on")
             if self.redirect_port:
@@ -352,10 +366,10 @@ class Sluice:
             # The cheapest Argon2id libsodium accepts: logins in tests take
             # milliseconds (production defaults are 2 / 65536).
             "[auth]",
-            "pwhash_ops = 1",
-            "pwhash_mem_kib = 8192",
         ]
-        for k, v in sorted(self.auth.items()):
+        auth = {"pwhash_ops": 1, "pwhash_mem_kib": 8192}
+        auth.update(self.auth)
+        for k, v in sorted(auth.items()):
             lines.append("%s = %s" % (k, v))
         lines.append("")
         if self.tls:
@@ -365,10 +379,9 @@ class Sluice:
             lines.append("")
             for name, chain, key in self.tls["certs"]:
                 lines += ["[cert.%s]" % name, "chain = %s" % chain, "key = %s" % key, ""]
-        if self.dashboard:
-            lines.append("[dashboard]")
-            for k, v in sorted(self.dashboard.items()):
-                lines.append("%s = %s" % (k, v))
+        for name, keys in sorted(self.sections.items()):
+            lines.append("[%s]" % name)
+            lines.extend("%s = %s" % kv for kv in sorted(keys.items()))
             lines.append("")
         if DPDK is not None:
             lines = dpdk_conf_lines(lines, self)
@@ -1208,3 +1221,11 @@ def api_key(srv, user=None):
     p = srv.sluicectl("keys", "create", "--user", user or DEFAULT_USER[0], "--label", "it")
     check(p.returncode == 0, "keys create: %r" % p.stderr)
     return p.stdout.decode().strip()
+
+
+def api_key_with_id(srv, user=None):
+    """A fresh API key of `user` (the default user) and its public id."""
+    p = srv.sluicectl("--json", "keys", "create", "--user", user or DEFAULT_USER[0], "--label", "it")
+    check(p.returncode == 0, "keys create: %r" % p.stderr)
+    k = json.loads(p.stdout)
+    return k["key"], k["id"]

@@ -112,14 +112,15 @@ def with_auth(srv, raw):
     return line + sep + hdr + rest
 
 
-def expect(env, raw, status, code, what, closes=None, allow=None):
+def expect(env, raw, status, code, what, closes=None, allow=None, auth=True):
     """Sends raw bytes on a new connection and checks the single response.
 
     Framing errors must close the connection; other errors must keep it open,
     which is checked by a following GET /healthz on the same connection.
     """
     srv = env.server(**SERVER)
-    raw = with_auth(srv, raw)
+    if auth:
+        raw = with_auth(srv, raw)
     c = RawConn(srv)
     try:
         req = raw[:120] + (b"..." if len(raw) > 120 else b"")
@@ -133,6 +134,8 @@ def expect(env, raw, status, code, what, closes=None, allow=None):
         check_eq(st, status, "%s: request %r: status (body %r)" % (what, req, body[:200]))
         if code is not None:
             check_eq(error_code(body), code, "%s: request %r: error code" % (what, req))
+        if status == 401:
+            check_eq(hdrs.get("www-authenticate"), "Bearer", "%s: WWW-Authenticate on a 401" % what)
         check("x-sluice-worker" in hdrs, "%s: no X-Sluice-Worker header: %r" % (what, hdrs))
         if allow is not None:
             got = {m.strip() for m in hdrs.get("allow", "").split(",") if m.strip()}
@@ -199,8 +202,38 @@ CASES = [
     # record), so control answers (an unknown session), not 413 or 503.
     ("body_1mib_exactly", post("/api/chat/message", b'{"session_id":"s_0123456789abcdef","content":"'
                                + b"a" * (1048576 - 48) + b'"}'), 404, "not_found"),
+    # Chunked request bodies are read (RFC 9112 7.1) once control admitted
+    # them; framing errors inside the chunks close like any other.
     ("chunked_body", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
-     + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411, "length_required"),
+     + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"b;ext=1\r\n{\"model_id\"\r\n9\r\n:\"synth\"}\r\n0\r\nX-Trailer: t\r\n\r\n", 201, None),
+    ("chunked_app_error", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400, "invalid_request"),
+    ("chunked_unauthenticated", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 401, "unauthenticated",
+     {"auth": False, "closes": True}),
+    # Larger than the transport's stash, so never in hand with its head.
+    ("content_length_unauthenticated", post("/api/chat/sessions", b"{" + b" " * 200000 + b"}"),
+     401, "unauthenticated", {"auth": False, "closes": True}),
+    ("chunked_space_after_size", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked\r\n\r\n2 \r\n{}\r\n0\r\n\r\n", 400, "bad_request"),
+    ("chunked_bare_lf", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n", 400, "bad_request"),
+    ("chunked_over_1mib", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked\r\n\r\n100001\r\n", 413, "payload_too_large"),
+    ("chunked_not_last", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    ("chunked_twice", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     400, "bad_request"),
+    ("content_length_list", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
+     + b"Content-Length: 20, 20\r\n\r\n{\"model_id\":\"synth\"}", 201, None),
+    ("login_wrong_password", post("/api/auth/login", {"username": "nobody", "password": "x"}),
+     401, "invalid_credentials"),
+    ("unknown_method", b"BREW /healthz HTTP/1.1\r\n" + HOST + b"\r\n", 501, "not_implemented",
+     {"closes": False}),
+    ("unknown_method_api", b"PROPFIND /api/chat/sessions HTTP/1.1\r\n" + HOST + b"\r\n", 501,
+     "not_implemented", {"closes": False}),
     ("gzip_te_with_cl", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
      + b"Transfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}", 400, "bad_request"),
     ("gzip_te_only", b"POST /api/chat/sessions HTTP/1.1\r\n" + HOST
@@ -259,7 +292,8 @@ def make_case(name, raw, status, code, extra=None):
 
     def t(env):
         data = raw(env) if callable(raw) else raw
-        expect(env, data, status, code, name, closes=extra.get("closes"), allow=extra.get("allow"))
+        expect(env, data, status, code, name, closes=extra.get("closes"), allow=extra.get("allow"),
+               auth=extra.get("auth", True))
     t.__name__ = "test_" + name
     return t
 

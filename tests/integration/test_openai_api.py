@@ -3,9 +3,11 @@
 OpenAI-compatible servers, checked with the official OpenAI SDK used as its
 users use it (tests/node/sdk_check.mjs: stream and non-stream with usage, a
 streamed tool call, AuthenticationError for a bad key, NotFoundError for an
-unknown model, RateLimitError for a full queue), and against a third-party
+unknown model, RateLimitError for a full queue and for an API key over its
+tokens-per-day limit, with the limit's code), and against a third-party
 server, the npm package @dwmkerr/mock-llm, for /v1 and chat sessions alike.
-Conversations made through /v1 are recorded per key (store: false opts out)."""
+Conversations made through /v1 are recorded per key (store: false opts out).
+integration_openai_api_tls runs the same with tls = on, every client on https."""
 
 import json
 import os
@@ -13,7 +15,7 @@ import subprocess
 import time
 
 import harness
-from harness import MockLlm, Upstream, api_key, check, check_eq, sse_data, v1
+from harness import MockLlm, Upstream, check, check_eq, sse_data, v1
 
 
 def test_sdk_and_mock_llm(env):
@@ -32,10 +34,22 @@ def test_sdk_and_mock_llm(env):
         srv.backends.append(("mock", {"type": "openai", "url": mock.url, "models": "mock-model"}))
         srv.write_conf()
         srv.start()
-        key = api_key(srv)
+        key, kid = harness.api_key_with_id(srv)
+        # A key limited to one answer token a day.
+        limited, limited_id = harness.api_key_with_id(srv)
+        p = srv.sluicectl("limits", "set", "--key", limited_id, "tokens_per_day=1")
+        check_eq(p.returncode, 0, "limits set on the limited key: %r" % p.stderr[-300:])
+        # The day's count must not roll over between its two requests.
+        left = 86400 - time.time() % 86400
+        if left < 30:
+            time.sleep(left + 0.2)
 
         sdk_env = dict(os.environ, SLUICE_BASE=srv.base + "/v1", SLUICE_KEY=key, MODEL="fx-model",
-                       TOOLS_MODEL="fx-tools", BUSY_MODEL="fx-busy")
+                       TOOLS_MODEL="fx-tools", BUSY_MODEL="fx-busy", LIMITED_KEY=limited)
+        if srv.tls:
+            # integration_openai_api_tls: the SDK on https, trusting the test CA.
+            sdk_env["NODE_EXTRA_CA_CERTS"] = srv.tls["ca"]
+            check(srv.base.startswith("https://"), "the SDK's base URL %r is https" % srv.base)
         p = subprocess.run(["node", os.path.join(harness.NODE_DIR, "sdk_check.mjs")], env=sdk_env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
         results = [json.loads(l) for l in p.stdout.decode().splitlines() if l.startswith("{")]
@@ -44,7 +58,7 @@ def test_sdk_and_mock_llm(env):
         check_eq(sorted(r["check"] for r in results if r["ok"]),
                  sorted(["non_stream_with_usage", "stream_with_usage", "stream_tool_call",
                          "bad_key_is_authentication_error", "unknown_model_is_not_found",
-                         "full_queue_is_rate_limit", "models_list"]),
+                         "full_queue_is_rate_limit", "over_limit_is_rate_limit", "models_list"]),
                  "checks passed by the OpenAI SDK (stderr %r)" % p.stderr.decode()[-800:])
         check_eq(p.returncode, 0, "sdk_check exit status")
         # The SDK's parameters reached the backend as they were sent.
@@ -92,7 +106,7 @@ def test_sdk_and_mock_llm(env):
         check(len(v1s) >= 4, "the /v1 conversations are listed: %r" % [s["model_id"] for s in after])
         got = srv.request("GET", "/api/chat/sessions/" + v1s[-1]["id"]).json()
         check_eq([m["role"] for m in got["messages"]], ["user", "assistant"], "a recorded /v1 conversation")
-        p = srv.sluicectl("--json", "usage", "--key", key_id(srv, key))
+        p = srv.sluicectl("--json", "usage", "--key", kid)
         u = json.loads(p.stdout)
         check(u["total"]["answers"] >= 4, "usage under the key: %r" % u)
         fxm = [g for g in u["groups"] if g["model"] == "fx-model"]
@@ -103,13 +117,6 @@ def test_sdk_and_mock_llm(env):
         for u in (fx, fxt, fxb, mock):
             if u:
                 u.stop()
-
-
-def key_id(srv, key):
-    """The public id of an API key, from keys list (the newest)."""
-    p = srv.sluicectl("--json", "keys", "list")
-    keys = json.loads(p.stdout)["keys"]
-    return sorted(keys, key=lambda k: k["created_at"])[-1]["id"]
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ config keys:
   die_after     tokens sent before the connection is cut (die_after, error_mid)
   status        HTTP status of mode "status" (500); its body is an OpenAI error
   usage         send the usage chunk when asked to (true)
+  billed        completion_tokens the usage reports (default: the tokens sent)
   first_delay_s mode slow_first: silence before anything (30)
   stamp         tokens carry the time they left ("K@NS"), for bench/relay_latency.py
 Tokens are "t1", " t2", ... so a test knows the exact text.
@@ -50,6 +51,13 @@ def token_text(k):
         # The time it left, for the relay benchmark (bench/relay_latency.py).
         return "%s%d@%d" % ("" if k == 1 else " ", k, time.time_ns())
     return ("t%d" % k) if k == 1 else (" t%d" % k)
+
+
+def usage_obj(cfg, n):
+    """OpenAI's usage for an answer of n tokens: 7 prompt tokens, and the
+    completion tokens `billed` says when it is set."""
+    c = int(cfg.get("billed") or n)
+    return {"prompt_tokens": 7, "completion_tokens": c, "total_tokens": 7 + c}
 
 
 class Peer:
@@ -197,7 +205,7 @@ async def openai_completion(reader, writer, req, entry):
             "id": "chatcmpl-fixture", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                          "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": int(cfg["tokens"]), "total_tokens": 7 + int(cfg["tokens"])}}))
+            "usage": usage_obj(cfg, int(cfg["tokens"]))}))
         entry["end"] = "complete"
         return True
     await send(writer, entry, head(200, "text/event-stream"))
@@ -245,7 +253,7 @@ async def openai_completion(reader, writer, req, entry):
         await send(writer, entry, chunk("data: %s\n\n" % json.dumps(openai_chunk(cid, model, {}, finish))))
     if cfg["usage"] and (body.get("stream_options") or {}).get("include_usage"):
         u = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-             "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}}
+             "choices": [], "usage": usage_obj(cfg, n)}
         await send(writer, entry, chunk("data: %s\n\n" % json.dumps(u)))
     await send(writer, entry, chunk("data: [DONE]\n\n"))
     await send(writer, entry, b"0\r\n\r\n")

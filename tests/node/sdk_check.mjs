@@ -5,6 +5,7 @@
 //   MODEL         a model answering "t1 t2 t3 t4 t5" with usage 7 + 5
 //   TOOLS_MODEL   a model answering with a get_weather tool call
 //   BUSY_MODEL    a model whose one slot is taken and whose queue is empty
+//   LIMITED_KEY   an API key limited to 1 answer token a day (one answer, then 429)
 // Prints one JSON line per check and exits 1 when one failed.
 import OpenAI, { AuthenticationError, NotFoundError, RateLimitError } from "openai";
 
@@ -124,6 +125,22 @@ await check("full_queue_is_rate_limit", async () => {
   } finally {
     ctl.abort();
     try { for await (const _ of first) { /* aborted */ } } catch (_) { /* the abort */ }
+  }
+  throw new Error("no error raised");
+});
+
+await check("over_limit_is_rate_limit", async () => {
+  const limited = new OpenAI({ baseURL: base, apiKey: process.env.LIMITED_KEY, maxRetries: 0, timeout: 20000 });
+  await limited.chat.completions.create({ model: process.env.MODEL, messages });
+  try {
+    await limited.chat.completions.create({ model: process.env.MODEL, messages });
+  } catch (e) {
+    expect(e instanceof RateLimitError, "raised " + e.constructor.name + ": " + e.message);
+    expect(e.code === "limit_tokens_per_day" && e.type === "rate_limit_exceeded",
+           "code " + e.code + " type " + e.type);
+    const retry = e.headers && (e.headers.get ? e.headers.get("retry-after") : e.headers["retry-after"]);
+    expect(Number(retry) >= 1 && Number(retry) <= 86400, "retry-after " + retry);
+    return { status: e.status, code: e.code, type: e.type, retry_after: retry };
   }
   throw new Error("no error raised");
 });

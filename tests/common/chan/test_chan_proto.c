@@ -412,7 +412,7 @@ static void test_malformed(void **state)
 	struct chan_request *rq = (struct chan_request *)m.data;
 	rq->kind = 0;
 	assert_false(valid_exact(m.type, m.data, m.len));
-	rq->kind = CHAN_REQ_WS_OPEN + 1;
+	rq->kind = CHAN_REQ_HTTP_ADMIT + 1;
 	assert_false(valid_exact(m.type, m.data, m.len));
 	rq->kind = CHAN_REQ_WS;
 	rq->method = CHAN_M_OPTIONS + 1;
@@ -429,7 +429,7 @@ static void test_malformed(void **state)
 	assert_true(valid_exact(m.type, m.data, m.len));
 
 	memcpy(&m, &s[4], sizeof(m));
-	((struct chan_response *)m.data)->action = CHAN_RESP_HTTP_STREAM + 1;
+	((struct chan_response *)m.data)->action = CHAN_RESP_CONTINUE + 1;
 	assert_false(valid_exact(m.type, m.data, m.len));
 
 	/* Tokens: zero count, zero first_seq, seq overflow. */

@@ -22,6 +22,7 @@
 
 #include "../fixture.h"
 #include "api/api_auth.h"
+#include "auth/auth_login.h"
 
 static int fx_setup(void **state)
 {
@@ -318,6 +319,137 @@ static void test_login_wipes_record(void **state)
 	json_decref(expect_resp(f, 200));
 }
 
+/* Pool shares and rates small enough to reach. */
+static int fx_setup_logins(void **state)
+{
+	struct sluice_conf c;
+	cfx_conf_default(&c);
+	c.login_max_inflight = 4;
+	c.login_inflight_user = 1;
+	c.login_inflight_ip = 2;
+	c.login_rate_user = 3;
+	c.login_rate_ip = 100;
+	c.login_fail_user = 100;
+	c.login_fail_ip = 100;
+	c.login_max_sessions = 2;
+	*state = cfx_open(&c, 0);
+	return 0;
+}
+
+static void login_from(struct cfx *f, uint32_t slot, const char *user, const char *peer)
+{
+	char body[128];
+	snprintf(body, sizeof(body), "{\"username\":\"%s\",\"password\":\"pw\"}", user);
+	const struct fld fl[] = { { CHAN_F_PATH, "/api/auth/login" }, { CHAN_F_BODY, body },
+				  { CHAN_F_PEER, peer }, { CHAN_F_CONTENT_TYPE, "application/json" } };
+	dispatch(f, build(f, slot, CHAN_REQ_HTTP, CHAN_M_POST, fl, SLUICE_ARRAY_LEN(fl)));
+}
+
+/* The next response, waiting for the password pool; returns its status
+ * and checks its slot. */
+static uint16_t login_answer(struct cfx *f, uint32_t slot)
+{
+	for (int i = 0; i < 400 && !next_rec(f); i++) {
+		struct pollfd pfd = { .fd = pwh_fd(&f->auth.pool), .events = POLLIN };
+		if (poll(&pfd, 1, 50) > 0)
+			cpl_turn(f->loop, false);
+		settle(f);
+	}
+	assert_int_equal(g.type, CHAN_REC_RESPONSE);
+	const struct chan_response *h = (const void *)g.p;
+	assert_int_equal(h->conn.slot, slot);
+	return h->status;
+}
+
+/* Issue 12: one caller looping logins cannot take the whole pool. A user
+ * name holds one running check, an address two; over its share a login is
+ * answered 429 at once while others still get in; every admitted login,
+ * right or wrong, counts against the user's rate. */
+static void test_login_fair_admission(void **state)
+{
+	struct cfx *f = *state;
+	login_from(f, 1, "alice", "10.0.0.1:1");
+	expect_nothing(f);
+	login_from(f, 2, "alice", "10.0.0.2:1");
+	expect_error(f, 429, "too_many_attempts");
+	assert_non_null(find_field(CHAN_F_HEADER));
+	login_from(f, 3, "bob", "10.0.0.1:2");
+	expect_nothing(f);
+	login_from(f, 4, "carol", "10.0.0.1:3");
+	expect_error(f, 429, "too_many_attempts");
+	login_from(f, 5, "dave", "10.0.0.3:1");
+	expect_nothing(f);
+	uint32_t got = 0;
+	for (int i = 0; i < 3; i++) {
+		for (int k = 0; k < 400 && !next_rec(f); k++) {
+			struct pollfd pfd = { .fd = pwh_fd(&f->auth.pool), .events = POLLIN };
+			if (poll(&pfd, 1, 50) > 0)
+				cpl_turn(f->loop, false);
+			settle(f);
+		}
+		const struct chan_response *h = (const void *)g.p;
+		assert_int_equal(h->status, 401);
+		got |= 1u << h->conn.slot;
+	}
+	assert_int_equal(got, (1u << 1) | (1u << 3) | (1u << 5));
+	assert_int_equal(f->auth.stats.logins_unfair, 2);
+	/* The rate: alice has had 1 admitted login, 2 more fit, the 4th waits. */
+	for (int i = 0; i < 2; i++) {
+		login_from(f, 6, "alice", "10.0.0.4:1");
+		assert_int_equal(login_answer(f, 6), 401);
+	}
+	login_from(f, 6, "alice", "10.0.0.4:1");
+	expect_error(f, 429, "too_many_attempts");
+	const struct chan_field *ra = find_field(CHAN_F_HEADER);
+	assert_non_null(ra);
+	assert_true(ra->len > 13 && memcmp(ra->data, "Retry-After: ", 13) == 0);
+	/* ... bob is not affected. */
+	login_from(f, 7, "bob", "10.0.0.4:2");
+	assert_int_equal(login_answer(f, 7), 401);
+}
+
+static int64_t test_clock_s;
+static int64_t test_clock(void *arg)
+{
+	(void)arg;
+	return test_clock_s;
+}
+
+/* login_max_sessions: a login beyond the cap ends the user's oldest live
+ * session (its token stops working), not anyone else's. */
+static void test_login_sessions_capped(void **state)
+{
+	struct cfx *f = *state;
+	char t[3][AUTH_TOKEN_LEN + 1], other[AUTH_TOKEN_LEN + 1];
+	test_clock_s = f->auth.now(f->auth.now_arg);
+	f->auth.now = test_clock;
+	add_user(f, "erin");
+	add_user(f, "fred");
+	login(f, "fred", other);
+	for (int i = 0; i < 3; i++) {
+		test_clock_s++;
+		auth_login_trim_sessions(&f->auth, "erin", test_clock_s);
+		settle(f);
+		login(f, "erin", t[i]);
+	}
+	http(f, 1, CHAN_M_GET, "/api/chat/sessions", NULL, t[0]);
+	expect_error(f, 401, "unauthenticated");
+	for (int i = 1; i < 3; i++) {
+		http(f, 1, CHAN_M_GET, "/api/chat/sessions", NULL, t[i]);
+		json_decref(expect_resp(f, 200));
+	}
+	http(f, 1, CHAN_M_GET, "/api/chat/sessions", NULL, other);
+	json_decref(expect_resp(f, 200));
+	assert_int_equal(f->auth.stats.sessions_ended_by_cap, 1);
+	/* An expired session does not count and is removed on the way. */
+	test_clock_s += (int64_t)f->conf.session_ttl_s + 10;
+	login(f, "erin", t[0]);
+	assert_int_equal(auth_login_trim_sessions(&f->auth, "erin", test_clock_s), 0);
+	settle(f);
+	http(f, 1, CHAN_M_GET, "/api/chat/sessions", NULL, t[0]);
+	json_decref(expect_resp(f, 200));
+}
+
 /* A login a cross-site form could send is refused before its body is read:
  * another media type than application/json is 415, a foreign Origin 403;
  * the password is wiped from the record all the same. */
@@ -429,6 +561,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_login_refuses_forms, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_auth_session, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_store_full, fx_setup_tiny, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_login_fair_admission, fx_setup_logins, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_login_sessions_capped, fx_setup_logins, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,8 @@
  * backend, in virtual time: /v1/models, a completion not streamed and
  * streamed (head at once, one part per turn, the final chunk, the usage
  * chunk, [DONE]), OpenAI's error shape, a closed connection cancelling the
- * call, and the recording of /v1 conversations (and store: false).
+ * call, the recording of /v1 conversations (and store: false), and the
+ * limits of chat messages applied to /v1 (429 in OpenAI's shape).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -204,6 +205,116 @@ static void test_closed_conn_cancels(void **state)
 	assert_false(cfx_next(f, 0));
 }
 
+static int64_t clock_s;
+static int64_t test_clock(void *arg)
+{
+	(void)arg;
+	return clock_s;
+}
+
+/* Limits on, at no limit but what each case sets, on a test clock 30 s
+ * into a minute. */
+static int lim_setup(void **state)
+{
+	struct sluice_conf c;
+	cfx_conf_default(&c);
+	memset(c.role_limits[CONF_ROLE_USER].v, 0, sizeof(c.role_limits[CONF_ROLE_USER].v));
+	struct cfx *f = cfx_open(&c, 0);
+	clock_s = 86400 * 1000 + 30;
+	f->limits.now = test_clock;
+	*state = f;
+	return 0;
+}
+
+/* A 429 of the limits in OpenAI's shape, with its Retry-After. */
+static void expect_v1_limit(struct cfx *f, const char *type, const char *code, const char *retry_after)
+{
+	json_t *j = cfx_expect_resp(f, 0, 429);
+	const struct chan_field *ra = cfx_field(CHAN_F_HEADER);
+	assert_non_null(ra);
+	assert_int_equal(ra->len, strlen(retry_after));
+	assert_memory_equal(ra->data, retry_after, ra->len);
+	json_t *e = json_object_get(j, "error");
+	assert_string_equal(json_string_value(json_object_get(e, "type")), type);
+	assert_string_equal(json_string_value(json_object_get(e, "code")), code);
+	assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "limit of this user"));
+	assert_true(json_is_null(json_object_get(e, "param")));
+	json_decref(j);
+}
+
+static size_t session_count(struct cfx *f)
+{
+	cfx_http(f, 1, 1, CHAN_M_GET, "/api/chat/sessions?archived=any", NULL);
+	json_t *j = cfx_expect_resp(f, 1, 200);
+	size_t n = json_array_size(json_object_get(j, "sessions"));
+	json_decref(j);
+	return n;
+}
+
+#define V1_HELLO "{\"model\":\"synth-1\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+#define V1_HELLO_STREAM "{\"model\":\"synth-1\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+#define V1_HELLO_NOSTORE "{\"model\":\"synth-1\",\"store\":false,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+
+/* /v1 runs into the limits of chat messages: tokens per minute (each
+ * answer is 5 tokens), messages per minute, answers at once (a closed
+ * connection gives its place back), conversations (a recorded completion
+ * is one; store: false is not); a refusal stores nothing. */
+static void test_v1_limits(void **state)
+{
+	struct cfx *f = *state;
+	uint32_t *v = f->conf.role_limits[CONF_ROLE_USER].v;
+	v[CONF_LIM_TOKENS_PER_MIN] = 8;
+	for (int i = 0; i < 2; i++) {
+		completion(f, 2, V1_HELLO);
+		run_all(f);
+		json_decref(cfx_expect_resp(f, 0, 200));
+	}
+	completion(f, 2, V1_HELLO);
+	expect_v1_limit(f, "rate_limit_exceeded", "limit_tokens_per_min", "Retry-After: 30");
+	assert_int_equal(f->api.v1_reqs.n, 0);
+	assert_int_equal(session_count(f), 2);
+	struct lim_view lv;
+	char key[STORE_USER_MAX + 2];
+	snprintf(key, sizeof(key), "u:%s", f->user);
+	assert_int_equal(lim_view(&f->limits, key, STORE_USER_ROLE_USER, f->uid, &lv), 0);
+	assert_int_equal(lv.used[CONF_LIM_TOKENS_PER_MIN], 10);
+
+	clock_s += 60;
+	v[CONF_LIM_TOKENS_PER_MIN] = 0;
+	v[CONF_LIM_MESSAGES_PER_MIN] = 1;
+	completion(f, 2, V1_HELLO_NOSTORE);
+	run_all(f);
+	json_decref(cfx_expect_resp(f, 0, 200));
+	completion(f, 2, V1_HELLO);
+	expect_v1_limit(f, "rate_limit_exceeded", "limit_messages_per_min", "Retry-After: 30");
+
+	clock_s += 60;
+	v[CONF_LIM_MESSAGES_PER_MIN] = 0;
+	v[CONF_LIM_CONCURRENT] = 1;
+	completion(f, 3, V1_HELLO_STREAM);
+	bool more;
+	part(f, &more);
+	assert_true(more);
+	completion(f, 2, V1_HELLO);
+	expect_v1_limit(f, "rate_limit_exceeded", "limit_concurrent_answers", "Retry-After: 5");
+	struct chan_conn_closed cl = { .conn = { .worker = 0, .slot = 3, .gen = 1 } };
+	cfx_dispatch(f, CHAN_REC_CONN_CLOSED, &cl, sizeof(cl));
+	completion(f, 2, V1_HELLO);
+	run_all(f);
+	json_decref(cfx_expect_resp(f, 0, 200));
+	assert_int_equal(session_count(f), 4);
+
+	v[CONF_LIM_CONCURRENT] = 0;
+	v[CONF_LIM_SESSIONS] = 4;
+	completion(f, 2, V1_HELLO);
+	expect_v1_limit(f, "insufficient_quota", "limit_sessions", "Retry-After: 60");
+	completion(f, 2, V1_HELLO_NOSTORE);
+	run_all(f);
+	json_decref(cfx_expect_resp(f, 0, 200));
+	assert_int_equal(session_count(f), 4);
+	assert_false(cfx_next(f, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -211,6 +322,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_not_streamed, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_streamed, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_closed_conn_cancels, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_v1_limits, lim_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,7 @@
  * directory: every operation, persistence across close and reopen, group
  * commit, interrupted answers on open, schema refusal, map full, backup
  * (checked by mdb_stat from lmdb-utils and by reopening the copy), and the
- * schema 1 -> 2 migration of a hand-written store.
+ * migrations of hand-written stores (schema 1 -> 2, 2 -> 3 -> 4, 3 -> 4).
  */
 #include <errno.h>
 #include <lmdb.h>
@@ -201,7 +201,7 @@ static void test_sessions_messages_tokens(void **state)
 	assert_int_equal(ss.sessions, 1);
 	assert_int_equal(ss.messages, 2);
 	assert_int_equal(ss.tokens, 3);
-	assert_int_equal(ss.schema_version, 3);
+	assert_int_equal(ss.schema_version, 4);
 	assert_true(ss.write_errors >= 3); /* EEXIST, ENOENT, the late token */
 	assert_true(ss.map_size == 64u << 20);
 	assert_true(ss.map_used > 0 && ss.map_used < ss.map_size);
@@ -684,7 +684,7 @@ static void test_migration(void **state)
 	assert_true(ss.owner_uid == 0);
 	struct store_stats sst;
 	assert_int_equal(store_stats(f->st, &sst), 0);
-	assert_int_equal(sst.schema_version, 3);
+	assert_int_equal(sst.schema_version, 4);
 	/* A password change keeps the identity. */
 	strcpy(su.pwhash, "h2");
 	ACKED(f->st, store_user_put(f->st, &su, 0, on_done, &done_calls), 0);
@@ -692,6 +692,178 @@ static void test_migration(void **state)
 	assert_int_equal(store_user_get(f->st, "erin", &su2), 0);
 	assert_true(su2.uid == su.uid);
 	assert_string_equal(su2.pwhash, "h2");
+}
+
+/* A hand-written store of schema `ver` (2: every database of schema 2;
+ * 3: those and the usage log), with user gina (uid 77), and with a limits
+ * database holding one record when `stray_limits`. */
+static void write_store_v(struct fx *f, int ver, bool stray_limits)
+{
+	static const char *const dbs[] = { "users", "api_keys", "auth", "conversations",
+					   "conversations_by_user", "messages", "tokens",
+					   "events", "meta", "usage", "limits" };
+	int ndb = ver == 2 ? 9 : 10;
+	if (f->st)
+		store_close(f->st);
+	f->st = NULL;
+	rm_env(f->dir);
+	assert_int_equal(mkdir(f->dir, 0700), 0);
+	MDB_env *env;
+	MDB_txn *t;
+	MDB_dbi dbi[11];
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+	assert_int_equal(mdb_env_open(env, f->dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+	for (int i = 0; i < ndb; i++)
+		assert_int_equal(mdb_dbi_open(t, dbs[i], MDB_CREATE, &dbi[i]), 0);
+	char v = (char)('0' + ver);
+	v1_put(t, dbi[8], "schema_version", 14, &v, 1);
+	struct {
+		struct v1_user v1;
+		uint64_t uid;
+	} u = { .v1 = { .created_at = 1000 }, .uid = 77 };
+	strcpy(u.v1.pwhash, "h");
+	v1_put(t, dbi[0], "gina", 4, &u, sizeof(u));
+	if (stray_limits) {
+		assert_int_equal(mdb_dbi_open(t, dbs[10], MDB_CREATE, &dbi[10]), 0);
+		v1_put(t, dbi[10], "u:gina", 6, "x", 1);
+	}
+	assert_int_equal(mdb_txn_commit(t), 0);
+	mdb_env_close(env);
+}
+
+/* The store written by write_store_v opens as schema 4 with its data, and
+ * the limits database keeps operators' overrides across a reopen. */
+static void check_migrated_limits(struct fx *f)
+{
+	f->st = reopen(f, f->dir);
+	struct store_user su;
+	assert_int_equal(store_user_get(f->st, "gina", &su), 0);
+	assert_true(su.uid == 77);
+	struct store_stats sst;
+	assert_int_equal(store_stats(f->st, &sst), 0);
+	assert_int_equal(sst.schema_version, 4);
+	struct store_limits l, got;
+	assert_int_equal(f->st->ops->limits_get(f->st, "u:gina", &got), -ENOENT);
+	memset(&l, 0, sizeof(l));
+	strcpy(l.key, "u:gina");
+	for (int i = 0; i < CONF_LIM_N; i++)
+		l.v[i] = STORE_LIMIT_UNSET;
+	l.v[CONF_LIM_MESSAGES_PER_MIN] = 5;
+	ACKED(f->st, f->st->ops->limits_put(f->st, &l, on_done, &done_calls), 0);
+	strcpy(l.key, "k:k_0011");
+	l.v[CONF_LIM_MESSAGES_PER_MIN] = STORE_LIMIT_UNSET;
+	l.v[CONF_LIM_TOKENS_PER_DAY] = 1000;
+	ACKED(f->st, f->st->ops->limits_put(f->st, &l, on_done, &done_calls), 0);
+	strcpy(l.key, "x:bad");
+	assert_int_equal(f->st->ops->limits_put(f->st, &l, on_done, &done_calls), -EINVAL);
+	store_close(f->st);
+	f->st = reopen(f, f->dir);
+	assert_int_equal(f->st->ops->limits_get(f->st, "u:gina", &got), 0);
+	assert_int_equal(got.v[CONF_LIM_MESSAGES_PER_MIN], 5);
+	assert_int_equal(got.v[CONF_LIM_STORED_MB], STORE_LIMIT_UNSET);
+	assert_int_equal(f->st->ops->limits_get(f->st, "k:k_0011", &got), 0);
+	assert_int_equal(got.v[CONF_LIM_TOKENS_PER_DAY], 1000);
+	/* Every value unset again: the override is gone. */
+	strcpy(l.key, "k:k_0011");
+	l.v[CONF_LIM_TOKENS_PER_DAY] = STORE_LIMIT_UNSET;
+	ACKED(f->st, f->st->ops->limits_put(f->st, &l, on_done, &done_calls), 0);
+	assert_int_equal(f->st->ops->limits_get(f->st, "k:k_0011", &got), -ENOENT);
+}
+
+/* Schema 2 -> 3 -> 4: a hand-written schema 2 store (every database of
+ * that schema, a user with its uid) takes both migrations in one open. */
+static void test_migration_v2_limits(void **state)
+{
+	struct fx *f = *state;
+	write_store_v(f, 2, false);
+	check_migrated_limits(f);
+}
+
+/* Schema 3 -> 4: a hand-written schema 3 store (schema 2's databases and
+ * the usage log) gets the limits database. A schema 3 store whose limits
+ * database already holds records is not one this build wrote: refused, and
+ * left as it was. */
+static void test_migration_v3_limits(void **state)
+{
+	struct fx *f = *state;
+	write_store_v(f, 3, false);
+	check_migrated_limits(f);
+
+	write_store_v(f, 3, true);
+	char err[256] = "";
+	assert_null(store_lmdb_open(f->dir, f->l.loop, &f->conf, err, sizeof(err)));
+	assert_non_null(strstr(err, "migration from schema 3 failed"));
+	MDB_env *env;
+	MDB_txn *t;
+	MDB_dbi meta;
+	MDB_val k = { 14, "schema_version" }, v;
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+	assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &t), 0);
+	assert_int_equal(mdb_dbi_open(t, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_get(t, meta, &k, &v), 0);
+	assert_true(v.mv_size == 1 && *(const char *)v.mv_data == '3');
+	mdb_txn_abort(t);
+	mdb_env_close(env);
+	write_store_v(f, 3, false);
+	check_migrated_limits(f);
+}
+
+/* The reserve: once only store_reserve_mb of the map is left, new data
+ * (sessions, messages) is refused with -ENOSPC, while an accepted answer's
+ * tokens and end still go in. */
+static void test_reserve(void **state)
+{
+	struct fx *f = *state;
+	store_close(f->st);
+	rm_env(f->dir);
+	f->conf.store_map_mb = 16;
+	f->conf.store_reserve_mb = 4;
+	f->st = reopen(f, f->dir);
+	struct store *st = f->st;
+	struct store_session s = sess("s_r", "alice", 10);
+	ACKED(st, store_session_create(st, &s, on_done, &done_calls), 0);
+	ACKED(st, store_message_add(st, "s_r", "m_u0", "q", 1, "m_a0", 4, NULL, on_done, &done_calls), 0);
+	static char big[256 * 1024];
+	memset(big, 'b', sizeof(big));
+	int i, err = 0;
+	for (i = 1; i < 200; i++) {
+		char um[CHAN_ID_LEN], am[CHAN_ID_LEN];
+		snprintf(um, sizeof(um), "m_u%d", i);
+		snprintf(am, sizeof(am), "m_a%d", i);
+		done_calls = 0;
+		assert_int_equal(store_message_add(st, "s_r", um, big, sizeof(big), am, 1, NULL, on_done, &done_calls), 0);
+		store_lmdb_flush(st);
+		err = done_err;
+		if (err)
+			break;
+	}
+	assert_int_equal(err, -ENOSPC);
+	struct store_stats ss;
+	assert_int_equal(store_stats(st, &ss), 0);
+	assert_true(ss.reserve_refusals >= 1);
+	assert_true(ss.reserve == 4u << 20);
+	/* Refused while a whole reserve was still free. */
+	assert_true(ss.map_size - ss.map_used >= (3u << 20));
+	/* The answer accepted before goes on: 1 MiB of tokens, then its end. */
+	struct store_token tk[64];
+	for (int k = 0; k < 64; k++)
+		tk[k] = (struct store_token){ big, 16384, (uint64_t)k };
+	assert_int_equal(store_tokens_append(st, "s_r", "m_a0", 1, tk, 64), 0);
+	struct store_usage u = { .completion_tokens = 64 };
+	assert_int_equal(store_message_status(st, "s_r", "m_a0", STORE_MSG_COMPLETE, &u), 0);
+	store_lmdb_flush(st);
+	struct store_message m;
+	assert_int_equal(store_message_get(st, "s_r", 1, &m), 0);
+	assert_int_equal(m.status, STORE_MSG_COMPLETE);
+	assert_int_equal(m.ntokens, 64);
+	assert_int_equal(m.content_len, 64 * 16384);
+	/* New sessions are refused as well. */
+	struct store_session s2 = sess("s_r2", "bob", 11);
+	ACKED(st, store_session_create(st, &s2, on_done, &done_calls), -ENOSPC);
 }
 
 int main(void)
@@ -707,6 +879,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_v2_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_v3_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserve, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

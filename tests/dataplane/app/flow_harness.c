@@ -120,7 +120,8 @@ static void f_info(struct tp_conn *c, struct tp_conn_info *out)
 	out->unacked = c->unacked;
 }
 
-static const struct tp_ops flow_tp_ops = {
+/* Not const: a test may make it refuse conns the way the native stack does. */
+struct tp_ops flow_tp_ops = {
 	.name = "flow", .poll = f_poll, .tx_reserve = f_reserve, .tx_commit = f_commit,
 	.flush = f_flush, .close = f_close, .info = f_info, .rx_resume = f_rx_resume,
 	.destroy = f_destroy,
@@ -149,6 +150,7 @@ int flow_setup(void **state)
 	(void)state;
 	memset(&W, 0, sizeof(W));
 	conf_defaults(&W.conf);
+	flow_tp_ops.refuse_by_reset = false;
 	W.conf.max_conns = 16;
 	W.conf.max_bytes = 256;
 	W.conf.max_delay_us = 2000;
@@ -196,13 +198,20 @@ void flow_control_changed(bool attached)
 
 alignas(8) uint8_t flow_rbuf[1 << 16];
 
-struct tp_conn *flow_conn_open(void)
+struct tp_conn *flow_conn_open_from(uint32_t ipv4)
 {
 	struct tp_conn *c = calloc(1, sizeof(*c));
-	struct tp_peer peer = { .ipv4 = 0x0100007f, .port = 40000 };
+	struct tp_peer peer = { .ipv4 = ipv4, .port = 40000 };
 
 	assert_non_null(c);
 	c->ctx = app_ops.upcalls->on_open(flow_app, c, &peer);
+	return c;
+}
+
+struct tp_conn *flow_conn_open(void)
+{
+	struct tp_conn *c = flow_conn_open_from(0x0100007f);
+
 	assert_non_null(c->ctx);
 	return c;
 }

@@ -105,6 +105,11 @@ void flow_assert_no_mallocs(unsigned (*scenario)(void));
 
 /* A new connection from 127.0.0.1:40000 the app accepted. */
 struct tp_conn *flow_conn_open(void);
+/* A conn from another client address; ctx is NULL when the app refused it
+ * (the conn is then the test's to free). */
+struct tp_conn *flow_conn_open_from(uint32_t ipv4);
+/* The in-memory transport's table (refuse_by_reset is the test's to set). */
+extern struct tp_ops flow_tp_ops;
 /* Runs on_close as the transport would, after a close, and frees c. */
 void flow_conn_gone(struct tp_conn *c);
 /* Appends bytes to the conn's stash and offers the whole stash, as the

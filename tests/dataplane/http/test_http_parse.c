@@ -457,39 +457,54 @@ struct body_case {
 	int minor;
 	int want;            /* 0 or the status */
 	size_t length;       /* when want == 0 */
+	int chunked;         /* when want == 0: a chunked body */
 };
 
 static const struct body_case body_cases[] = {
-	{ "", 1, 0, 0 },
-	{ "Content-Length: 0\r\n", 1, 0, 0 },
-	{ "Content-Length: 42\r\n", 1, 0, 42 },
-	{ "Content-Length:  007 \r\n", 1, 0, 7 },
-	{ "Content-Length: 1048576\r\n", 1, 0, 1048576 },
-	{ "Content-Length: 5\r\ncontent-length: 5\r\n", 1, 0, 5 },
-	{ "Content-Length: 5\r\nContent-Length: 6\r\n", 1, 400, 0 },
-	{ "Content-Length: 5\r\nContent-Length: 05\r\n", 1, 400, 0 },
-	{ "Content-Length: 5, 5\r\n", 1, 400, 0 },
-	{ "Content-Length:\r\n", 1, 400, 0 },
-	{ "Content-Length: -1\r\n", 1, 400, 0 },
-	{ "Content-Length: +1\r\n", 1, 400, 0 },
-	{ "Content-Length: 1 2\r\n", 1, 400, 0 },
-	{ "Content-Length: 0x10\r\n", 1, 400, 0 },
-	{ "Content-Length: 18446744073709551615\r\n", 1, 413, 0 },
-	{ "Content-Length: 18446744073709551616\r\n", 1, 400, 0 },
-	{ "Content-Length: 99999999999999999999999999\r\n", 1, 400, 0 },
-	{ "Content-Length: 1048577\r\n", 1, 413, 0 },
-	{ "Transfer-Encoding: chunked\r\n", 1, 411, 0 },
-	{ "Transfer-Encoding: CHUNKED\r\n", 1, 411, 0 },
-	{ "Transfer-Encoding: gzip, chunked\r\n", 1, 411, 0 },
-	{ "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 1, 411, 0 },
-	{ "Transfer-Encoding: gzip\r\n", 1, 501, 0 },
-	{ "Transfer-Encoding: chunkedx\r\n", 1, 501, 0 },
-	{ "Transfer-Encoding:\r\n", 1, 400, 0 },
-	{ "Transfer-Encoding: ,\r\n", 1, 400, 0 },
-	{ "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 1, 400, 0 },
-	{ "Content-Length: 5\r\nTransfer-Encoding: gzip\r\n", 1, 400, 0 },
-	{ "Transfer-Encoding: chunked\r\n", 0, 400, 0 },
-	{ "Content-Length: 3\r\n", 0, 0, 3 },
+	{ "", 1, 0, 0, 0 },
+	{ "Content-Length: 0\r\n", 1, 0, 0, 0 },
+	{ "Content-Length: 42\r\n", 1, 0, 42, 0 },
+	{ "Content-Length:  007 \r\n", 1, 0, 7, 0 },
+	{ "Content-Length: 1048576\r\n", 1, 0, 1048576, 0 },
+	{ "Content-Length: 5\r\ncontent-length: 5\r\n", 1, 0, 5, 0 },
+	{ "Content-Length: 5\r\nContent-Length: 6\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 5\r\nContent-Length: 05\r\n", 1, 400, 0, 0 },
+	/* RFC 9112 6.3 item 5: a list of one value repeated is that value. */
+	{ "Content-Length: 5, 5\r\n", 1, 0, 5, 0 },
+	{ "Content-Length: 5,5\r\nContent-Length: 5\r\n", 1, 0, 5, 0 },
+	{ "Content-Length: 5, 6\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 5, 05\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 5,\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 5,,5\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 1048577, 1048577\r\n", 1, 413, 0, 0 },
+	{ "Content-Length:\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: -1\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: +1\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 1 2\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 0x10\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 18446744073709551615\r\n", 1, 413, 0, 0 },
+	{ "Content-Length: 18446744073709551616\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 99999999999999999999999999\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 1048577\r\n", 1, 413, 0, 0 },
+	{ "Transfer-Encoding: chunked\r\n", 1, 0, 0, 1 },
+	{ "Transfer-Encoding: CHUNKED\r\n", 1, 0, 0, 1 },
+	{ "Transfer-Encoding: , chunked\r\n", 1, 0, 0, 1 },
+	{ "Transfer-Encoding: gzip, chunked\r\n", 1, 501, 0, 0 },
+	{ "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 1, 501, 0, 0 },
+	{ "Transfer-Encoding: chunked, gzip\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: chunked, chunked\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: chunked;q=1\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: ;x\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: gzip\r\n", 1, 501, 0, 0 },
+	{ "Transfer-Encoding: chunkedx\r\n", 1, 501, 0, 0 },
+	{ "Transfer-Encoding:\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: ,\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 1, 400, 0, 0 },
+	{ "Content-Length: 5\r\nTransfer-Encoding: gzip\r\n", 1, 400, 0, 0 },
+	{ "Transfer-Encoding: chunked\r\n", 0, 400, 0, 0 },
+	{ "Content-Length: 3\r\n", 0, 0, 3, 0 },
 };
 
 static void test_body_length(void **state)
@@ -508,10 +523,11 @@ static void test_body_length(void **state)
 		int st = 0;
 		assert_int_equal(parse_once(in, (size_t)n, &req, hdrs, 8, &st, &g), n);
 		size_t len = 12345;
-		int got = http_request_body_length(&req, 1048576, &len);
-		if (got != c->want || (c->want == 0 && len != c->length))
-			fail_msg("body case %zu (%s): got %d len %zu, want %d len %zu", i, c->headers,
-				 got, len, c->want, c->length);
+		int chunked = -1;
+		int got = http_request_body_length(&req, 1048576, &len, &chunked);
+		if (got != c->want || (c->want == 0 && (len != c->length || chunked != c->chunked)))
+			fail_msg("body case %zu (%s): got %d len %zu chunked %d, want %d len %zu chunked %d",
+				 i, c->headers, got, len, chunked, c->want, c->length, c->chunked);
 		guardbuf_free(&g);
 	}
 }

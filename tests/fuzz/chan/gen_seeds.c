@@ -101,6 +101,16 @@ int main(int argc, char **argv)
 	rc |= emit("request-ws-open", CHAN_REC_REQUEST, off);
 
 	memset(rec, 0, sizeof(rec));
+	conn(&rq->conn);
+	rq->req_id = 2;
+	rq->kind = CHAN_REQ_HTTP_ADMIT;
+	rq->method = CHAN_M_POST;
+	off = put(sizeof(*rq), CHAN_F_PATH, "/v1/chat/completions");
+	off = put(off, CHAN_F_AUTHORIZATION, "Bearer sk_tok");
+	off = put(off, CHAN_F_BODY_LEN, "1048576");
+	rc |= emit("request-http-admit", CHAN_REC_REQUEST, off);
+
+	memset(rec, 0, sizeof(rec));
 	struct chan_sub *sb = (struct chan_sub *)rec;
 	conn(&sb->conn);
 	chan_id_set(sb->session_id, "s-0001", 6);
@@ -126,6 +136,14 @@ int main(int argc, char **argv)
 	off = put(off, CHAN_F_SET_COOKIE, "sluice_session=abc; HttpOnly");
 	off = put(off, CHAN_F_HEADER, "Retry-After: 1");
 	rc |= emit("response", CHAN_REC_RESPONSE, off);
+
+	memset(rec, 0, sizeof(rec));
+	conn(&rs->conn);
+	rs->req_id = 2;
+	rs->status = 100;
+	rs->action = CHAN_RESP_CONTINUE;
+	off = put(sizeof(*rs), CHAN_F_BODY_MAX, "1048576");
+	rc |= emit("response-continue", CHAN_REC_RESPONSE, off);
 
 	static const char *const one[] = { "Hello" };
 	static const char *const many[] = { "The", " quick", "", " brown fox jumps", " over" };

@@ -7,16 +7,22 @@
  *   - continuing from the prefix with last_len gives the whole's answer;
  *   - "need more" never comes back for more than HTTP_MAX_HEAD bytes;
  *   - a complete head lies inside the input with its slices, and its framing
- *     answer is one of the documented ones.
+ *     answer is one of the documented ones;
+ *   - a chunked body after it decodes to the same answer, body and end
+ *     whether it comes whole or split at the split point, every data slice
+ *     lies inside the bytes of its call, and the body respects the limit.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/http_chunked.h"
 #include "http/http_parse.h"
 
 #define FUZZ_HEADERS 128
 #define FUZZ_MAX_BODY (1024u * 1024u)
+/* Small, so the 413 paths are reached by short inputs. */
+#define FUZZ_CHUNKED_MAX 300u
 
 struct outcome {
 	int r;
@@ -37,6 +43,75 @@ static struct outcome parse(const char *buf, size_t len, size_t last_len,
 	return o;
 }
 
+struct chunked_outcome {
+	int r;        /* DONE, ERROR or MORE (input ran out) */
+	int status;
+	size_t end;   /* bytes consumed at DONE */
+	size_t blen;
+	uint64_t sum; /* of the body bytes, position-weighted */
+};
+
+/* Decodes in[0..len), fed in two parts cut at `cut`, each its own
+ * exact-size allocation so ASan sees a read past either part. */
+static struct chunked_outcome decode(const uint8_t *in, size_t len, size_t cut)
+{
+	struct chunked_outcome o = { HTTP_CHUNKED_MORE, 0, 0, 0, 0 };
+	struct http_chunked d;
+	size_t pos = 0;
+
+	http_chunked_init(&d, FUZZ_CHUNKED_MAX);
+	for (int part = 0; part < 2; part++) {
+		size_t stop = part == 0 ? cut : len;
+		size_t n = stop - pos;
+		uint8_t *p = malloc(n ? n : 1);
+		if (!p)
+			__builtin_trap();
+		memcpy(p, in + pos, n);
+		size_t off = 0;
+		while (off < n) {
+			struct http_slice data;
+			size_t used = 0;
+			int st = 0;
+			int r = http_chunked_step(&d, p + off, n - off, &used, &data, &st);
+			if (used > n - off)
+				__builtin_trap();
+			if (r == HTTP_CHUNKED_DATA) {
+				if (data.p < (const char *)p + off || data.p + data.len > (const char *)p + off + used)
+					__builtin_trap();
+				for (size_t i = 0; i < data.len; i++)
+					o.sum = o.sum * 31 + (unsigned char)data.p[i];
+				o.blen += data.len;
+				if (o.blen > FUZZ_CHUNKED_MAX)
+					__builtin_trap();
+			}
+			off += used;
+			if (r == HTTP_CHUNKED_DONE || r == HTTP_CHUNKED_ERROR) {
+				o.r = r;
+				o.status = st;
+				o.end = pos + off;
+				free(p);
+				return o;
+			}
+		}
+		free(p);
+		pos = stop;
+	}
+	return o;
+}
+
+static void check_chunked(const uint8_t *body, size_t len, size_t split)
+{
+	struct chunked_outcome whole = decode(body, len, len);
+	struct chunked_outcome cut = decode(body, len, split % (len + 1));
+
+	if (whole.r == HTTP_CHUNKED_ERROR && whole.status != 400 && whole.status != 413 &&
+	    whole.status != 431)
+		__builtin_trap();
+	if (cut.r != whole.r || cut.status != whole.status || cut.blen != whole.blen ||
+	    cut.sum != whole.sum || (whole.r == HTTP_CHUNKED_DONE && cut.end != whole.end))
+		__builtin_trap();
+}
+
 static void check_slice(struct http_slice s, const char *buf, size_t head)
 {
 	if (s.len > head || s.p < buf || s.p + s.len > buf + head)
@@ -44,7 +119,8 @@ static void check_slice(struct http_slice s, const char *buf, size_t head)
 }
 
 /* What a complete head must satisfy. */
-static void check_complete(const char *buf, size_t len, const struct http_request *req, int r)
+static void check_complete(const char *buf, size_t len, const struct http_request *req, int r,
+			   size_t split)
 {
 	size_t head = (size_t)r;
 
@@ -60,11 +136,14 @@ static void check_complete(const char *buf, size_t len, const struct http_reques
 		check_slice(req->headers[i].value, buf, head);
 	}
 	size_t body = 0;
-	int st = http_request_body_length(req, FUZZ_MAX_BODY, &body);
-	if (st != 0 && st != 400 && st != 411 && st != 413 && st != 501)
+	int chunked = 0;
+	int st = http_request_body_length(req, FUZZ_MAX_BODY, &body, &chunked);
+	if (st != 0 && st != 400 && st != 413 && st != 501)
 		__builtin_trap();
-	if (st == 0 && body > FUZZ_MAX_BODY)
+	if (st == 0 && (body > FUZZ_MAX_BODY || (chunked && body != 0)))
 		__builtin_trap();
+	if (st == 0 && chunked)
+		check_chunked((const uint8_t *)buf + head, len - head, split);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -94,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    whole.status != 431 && whole.status != 505)
 		__builtin_trap();
 	if (whole.r >= 0)
-		check_complete(whole_buf, size, &req, whole.r);
+		check_complete(whole_buf, size, &req, whole.r, split);
 
 	struct outcome pre = parse(prefix_buf, split, 0, &req, hdrs);
 	if (pre.r != HTTP_PARSE_INCOMPLETE) {
