@@ -101,6 +101,7 @@ def main():
             (["sluicectl", "backends", "d"], 2, ["drain"]),
             (["sluicectl", "users", "add", "bob", "--role", ""], 5, ["admin", "user"]),
             (["sluicectl", "sessions", "list", "--l"], 3, ["--limit"]),
+            (["sluicectl", "limits", "s"], 2, ["set", "show"]),
         ]
         for words, cword, want in checks:
             got = sorted(complete(comp, words, cword))
