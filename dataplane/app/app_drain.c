@@ -1,7 +1,8 @@
 /*
  * Drain (docs/operations.md, "Drain and shutdown"): the dataplane stops
- * taking connections and ends each open one in its own protocol once it
- * has nothing running. An SSE stream gets a last `shutdown` event with a
+ * taking connections (the transport stops listening where it can, and
+ * on_open refuses what still arrives) and ends each open one in its own
+ * protocol once it has nothing running. An SSE stream gets a last `shutdown` event with a
  * `retry:` hint and no id, so an EventSource reconnects and its
  * Last-Event-ID still names the last token it got; a WebSocket gets close
  * 1001; a keep-alive HTTP connection is closed between requests and a
@@ -59,6 +60,8 @@ void app_drain(void *app, bool now)
 {
 	struct app *a = app;
 
+	if (!a->draining && a->h->tp)
+		tp_stop_listening(a->h->tp);
 	a->draining = true;
 	for (uint32_t i = 0; i < a->max_conns; i++)
 		app_drain_conn(&a->conns[i], now);

@@ -9,7 +9,7 @@ followed by a 503 for the request is a lie, unless the test's SIGTERM fell
 between the two; every cycle must also see the service come back (200 for
 both), so a /readyz that never says 200 does not pass either.
 
-Drain: SIGTERM to the dataplane with an idle SSE stream, one whose short
+Drain: SIGTERM to the dataplane (new connections refused) with an idle SSE stream, one whose short
 answer is still running, one whose long answer outlasts drain_timeout_s, a
 WebSocket on that long answer and a slow replay stream. The idle one gets
 the `shutdown` event (with `retry:`) at once; the short answer ends
@@ -20,6 +20,7 @@ answer from the Last-Event-ID the client kept (EventSource-style)."""
 import asyncio
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -143,6 +144,12 @@ def test_sigterm_drain_and_resume(env):
         shutdown_event(idle, 2, "idle stream")
         check(time.monotonic() - t0 < 1.5, "the idle stream got its shutdown event at once (%.2f s)"
               % (time.monotonic() - t0))
+        try:
+            s = socket.create_connection((srv.host, srv.port), timeout=2)
+            s.close()
+            check(False, "a new connection during the drain was accepted")
+        except ConnectionRefusedError:
+            pass
         ev = shutdown_event(short, 5, "short answer")
         done = [e for e in ev if e["type"] == "done"]
         check(done and done[0]["status"] == "complete" and done[0]["message_id"] == m2,
