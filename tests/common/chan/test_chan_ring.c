@@ -779,23 +779,31 @@ static void test_presence_and_withdraw(void **state)
 	assert_false(chan_peer_attached(f->dp));
 	assert_false(chan_peer_withdrawn(f->dp));
 
-	/* A control that dies with a fresh heartbeat. */
-	int go[2];
-	assert_int_equal(pipe(go), 0);
+	/* A control that dies with a fresh heartbeat. It tells it attached on
+	 * `ready` and then waits on `hold`, which nobody writes, until killed;
+	 * the parent keeps no write end of `ready`, so a child that fails is
+	 * an EOF there, not a hang. */
+	int ready[2], hold[2];
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(hold), 0);
 	pid_t kid = fork();
 	assert_true(kid >= 0);
 	if (kid == 0) {
 		char err[256], b;
+		close(ready[0]);
+		close(hold[1]);
 		struct chan_region *r = chan_open(f->path, 1, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
 		if (!r)
 			_exit(1);
 		chan_heartbeat(r, sluice_now_ns());
-		if (write(go[1], "x", 1) != 1 || read(go[0], &b, 1) < 0)
+		if (write(ready[1], "x", 1) != 1 || read(hold[0], &b, 1) < 0)
 			_exit(2);
 		_exit(0);
 	}
+	close(ready[1]);
+	close(hold[0]);
 	char b;
-	assert_int_equal(read(go[0], &b, 1), 1);
+	assert_int_equal(read(ready[0], &b, 1), 1);
 	assert_true(chan_peer_attached(f->dp));
 	assert_true(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
 	assert_int_equal(kill(kid, SIGKILL), 0);
@@ -803,8 +811,8 @@ static void test_presence_and_withdraw(void **state)
 	assert_int_equal(waitpid(kid, &st, 0), kid);
 	assert_false(chan_peer_attached(f->dp));
 	assert_true(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
-	close(go[0]);
-	close(go[1]);
+	close(ready[0]);
+	close(hold[1]);
 	fix_free(f);
 }
 
