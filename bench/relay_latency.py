@@ -31,6 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import harness  # noqa: E402
+import llm  # noqa: E402
 
 
 def pct(v, p):
@@ -118,7 +119,7 @@ def main():
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--interval-ms", type=int, default=5)
     args = ap.parse_args()
-    fx = harness.Upstream(models=["fx-model"], stamp=True, tokens=args.tokens, ttft_ms=0,
+    fx = llm.Upstream(models=["fx-model"], stamp=True, tokens=args.tokens, ttft_ms=0,
                           interval_ms=args.interval_ms)
     srv = harness.Sluice(os.path.abspath(args.build),
                          backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"})])

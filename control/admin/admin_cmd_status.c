@@ -124,6 +124,7 @@ static void cmd_stats(struct admin *ad, struct adm_client *cl, json_t *req)
 		{ "tokens", ad->d.chat->stats.tokens },
 		{ "token_batches", ad->d.chat->stats.token_batches },
 		{ "answers_failed", ad->d.chat->stats.answers_failed },
+		{ "answers_cut", ad->d.chat->stats.answers_cut },
 		{ "usage_answers", ad->d.chat->stats.usage_answers },
 		{ "usage_prompt_tokens", ad->d.chat->stats.usage_prompt_tokens },
 		{ "usage_completion_tokens", ad->d.chat->stats.usage_completion_tokens },

@@ -106,19 +106,29 @@ void api_store_error(struct api *a, const struct chat_reply *r, int err, const c
 		api_error(a, r, 500, "internal", msg, NULL);
 }
 
+const char *api_limit_type(lim_id id)
+{
+	return id == CONF_LIM_STORED_MB || id == CONF_LIM_SESSIONS ? "insufficient_quota" : "rate_limit_exceeded";
+}
+
+void api_limit_cut_message(const struct lim_refusal *cut, char *out, size_t len)
+{
+	snprintf(out, len, "the answer reached the %s limit of this %s (%llu) and was cut; retry in %llds",
+		 lim_key_name(cut->limit), cut->by_key ? "API key" : "user", (unsigned long long)cut->value,
+		 (long long)cut->retry_after);
+}
+
 /* 429 with Retry-After and a code naming the limit (docs/api.md "Limits").
  * On /v1 the type is OpenAI's: insufficient_quota for what is kept (stored
  * text, conversations), rate_limit_exceeded for the rates. */
 void api_limit_error(struct api *a, const struct chat_reply *r, const struct lim_refusal *why)
 {
-	bool quota = why->limit == CONF_LIM_STORED_MB || why->limit == CONF_LIM_SESSIONS;
 	char msg[160], hdr[48];
 	snprintf(msg, sizeof(msg), "over the %s limit of this %s (%llu); retry later",
 		 lim_key_name(why->limit), why->by_key ? "API key" : "user",
 		 (unsigned long long)why->value);
 	snprintf(hdr, sizeof(hdr), "Retry-After: %lld", (long long)why->retry_after);
-	api_error_typed(a, r, 429, quota ? "insufficient_quota" : "rate_limit_exceeded", lim_code(why->limit), msg,
-			hdr);
+	api_error_typed(a, r, 429, api_limit_type(why->limit), lim_code(why->limit), msg, hdr);
 }
 
 struct lim_who api_lim_who(const struct api_req *q)

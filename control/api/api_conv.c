@@ -532,10 +532,15 @@ void api_post_message(struct api *a, const struct chat_reply *r, const struct ap
 		api_error(a, r, 500, "internal", "the message could not be stored", NULL);
 }
 
-void api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes)
+const char *api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes, char *why,
+			      size_t whylen)
 {
 	struct api *a = arg;
-	lim_answer_tokens(a->limits, s->user, s->ans.key_id, n, bytes);
+	struct lim_refusal cut;
+	if (!lim_answer_tokens(a->limits, s->user, s->ans.key_id, n, bytes, &cut))
+		return NULL;
+	api_limit_cut_message(&cut, why, whylen);
+	return lim_code(cut.limit);
 }
 
 void api_answer_ended(void *arg, const struct chat_session *s)

@@ -19,6 +19,7 @@
 
 #include "api/api.h"
 #include "auth/auth.h"
+#include "limits/limits.h"
 
 /* The parts of a REQUEST record the handlers use; pointers into the record. */
 struct api_req {
@@ -63,6 +64,11 @@ struct lim_refusal;
 struct lim_who;
 /* 429 with Retry-After and the limit's code. */
 void api_limit_error(struct api *a, const struct chat_reply *r, const struct lim_refusal *why);
+/* The message of a running answer cut by a limit (docs/api.md "Limits"). */
+void api_limit_cut_message(const struct lim_refusal *cut, char *out, size_t len);
+/* OpenAI's error type of a limit: insufficient_quota for what is kept,
+ * rate_limit_exceeded for the rates. */
+const char *api_limit_type(lim_id id);
 /* Whom a request counts against (its user, and its API key). */
 struct lim_who api_lim_who(const struct api_req *q);
 void api_method_not_allowed(struct api *a, const struct chat_reply *r, const char *allow);
@@ -90,7 +96,8 @@ bool api_msg_ended(const struct store_message *m);
 /* chat hooks: a session or message write completed. */
 void api_session_created(void *arg, const struct chat_reply *r, const char *sid, const char *user,
 			 int err);
-void api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes);
+const char *api_answer_tokens(void *arg, const struct chat_session *s, uint32_t n, size_t bytes, char *why,
+			      size_t whylen);
 void api_answer_ended(void *arg, const struct chat_session *s);
 void api_message_accepted(void *arg, const struct chat_reply *r, const char *sid, const char *mid,
 			  int err);

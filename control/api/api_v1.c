@@ -160,6 +160,29 @@ static void v1_usage_obj(struct v1_req *v, struct v1_buf *b)
 	v1_str(b, txt);
 }
 
+/* The usage chunk, when the client asked for one. */
+static void v1_usage_chunk(struct v1_req *v, struct v1_buf *b)
+{
+	if (!v->include_usage)
+		return;
+	v1_chunk_head(v, b);
+	v1_str(b, "\"choices\":[],\"usage\":");
+	v1_usage_obj(v, b);
+	v1_str(b, "}\n\n");
+}
+
+/* OpenAI's error object as a stream event. */
+static void v1_error_event(struct v1_buf *b, const char *type, const char *code, const char *msg)
+{
+	v1_str(b, "data: {\"error\":{\"message\":\"");
+	v1_esc(b, msg, strlen(msg));
+	v1_str(b, "\",\"type\":\"");
+	v1_str(b, type);
+	v1_str(b, "\",\"param\":null,\"code\":\"");
+	v1_str(b, code);
+	v1_str(b, "\"}}\n\n");
+}
+
 /* OpenAI's error type for a status; api_error gives /v1 errors that shape. */
 const char *api_v1_error_type(uint16_t status)
 {
@@ -334,15 +357,17 @@ static void v1_record_start(struct v1_req *v, const struct api_req *q, json_t *m
 }
 
 /* The token events since the last turn go to the limits' counters (once
- * per loop turn, as chat answers' do). */
-static void v1_lim_tokens(struct v1_req *v)
+ * per loop turn, as chat answers' do). True when they took the caller
+ * past its daily token budget, *cut (may be NULL) saying which. */
+static bool v1_lim_tokens(struct v1_req *v, struct lim_refusal *cut)
 {
 	if (!v->lim_n)
-		return;
-	lim_answer_tokens(v->a->limits, v->user, v->key_id, v->lim_n, v->lim_bytes);
+		return false;
+	bool over = lim_answer_tokens(v->a->limits, v->user, v->key_id, v->lim_n, v->lim_bytes, cut);
 	v->lim_counted += v->lim_n;
 	v->lim_n = 0;
 	v->lim_bytes = 0;
+	return over;
 }
 
 /* Ends the completion's record and its share of the limits (the backend's
@@ -355,7 +380,7 @@ static void v1_record_end(struct v1_req *v, enum store_msg_status st)
 	u.completion_tokens = v->usage_seen ? v->uc : v->tokens;
 	u.cost_usd = conf_model_cost(v->a->conf, v->model, u.prompt_tokens, u.completion_tokens);
 	chat_count_usage(v->a->chat, &u);
-	v1_lim_tokens(v);
+	v1_lim_tokens(v, NULL);
 	lim_answer_end(v->a->limits, v->user, v->key_id, (int64_t)u.completion_tokens - (int64_t)v->lim_counted);
 	if (!v->record)
 		return;
@@ -528,29 +553,47 @@ static void v1_on_end(void *arg, const struct bk_end *e)
 		v1_str(b, "\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"");
 		v1_esc(b, finish, strlen(finish));
 		v1_str(b, "\"}]}\n\n");
-		if (v->include_usage) {
-			v1_chunk_head(v, b);
-			v1_str(b, "\"choices\":[],\"usage\":");
-			v1_usage_obj(v, b);
-			v1_str(b, "}\n\n");
-		}
+		v1_usage_chunk(v, b);
 		v1_str(b, "data: [DONE]\n\n");
 	} else {
 		/* An explicit error event, never a clean end after a failure. */
 		uint16_t status = e->http_status ? e->http_status : 502;
-		v1_str(b, "data: {\"error\":{\"message\":\"");
-		const char *m = e->message ? e->message : "the backend failed";
-		v1_esc(b, m, strlen(m));
-		v1_str(b, "\",\"type\":\"");
-		v1_str(b, api_v1_error_type(status));
-		v1_str(b, "\",\"param\":null,\"code\":\"");
-		v1_str(b, e->code ? e->code : "backend_error");
-		v1_str(b, "\"}}\n\n");
+		v1_error_event(b, api_v1_error_type(status), e->code ? e->code : "backend_error",
+			       e->message ? e->message : "the backend failed");
 	}
 	v1_pending_remove(v->a, v);
 	if (!b->oom)
 		v1_part(v, b->p, b->len, false);
 	v1_record_end(v, st);
+	v1_free(v);
+}
+
+/*
+ * The caller's tokens went past its daily budget (docs/api.md "Limits"): the
+ * upstream request closes in this loop turn and the answer is recorded with
+ * its tokens so far, status error. Streamed, the client gets the usage
+ * chunk (when it asked for one), the error event with the limit's code and
+ * [DONE]: sluice ended the stream on purpose, unlike a backend failure.
+ * Not streamed, nothing was sent yet: 429 with the limit's error.
+ */
+static void v1_cut(struct v1_req *v, const struct lim_refusal *cut)
+{
+	bk_call_cancel(v->call);
+	v->call = NULL;
+	v->a->chat->stats.answers_cut++;
+	if (v->stream) {
+		char msg[160];
+		struct v1_buf *b = &v->out;
+		api_limit_cut_message(cut, msg, sizeof(msg));
+		v1_usage_chunk(v, b);
+		v1_error_event(b, api_limit_type(cut->limit), lim_code(cut->limit), msg);
+		v1_str(b, "data: [DONE]\n\n");
+		if (!b->oom)
+			v1_part(v, b->p, b->len, false);
+	} else {
+		api_limit_error(v->a, &v->r, cut);
+	}
+	v1_record_end(v, STORE_MSG_ERROR);
 	v1_free(v);
 }
 
@@ -569,14 +612,17 @@ static void v1_flush_hook(void *arg)
 	struct api *a = arg;
 	while (a->v1_pending) {
 		struct v1_req *v = a->v1_pending;
+		struct lim_refusal cut;
 		bool ok = v1_flush(v);
 		v1_store_tokens(v);
-		v1_lim_tokens(v);
+		bool over = v1_lim_tokens(v, &cut);
 		if (!ok) {
 			bk_call_cancel(v->call);
 			v->call = NULL;
 			v1_record_end(v, STORE_MSG_ERROR);
 			v1_free(v);
+		} else if (over) {
+			v1_cut(v, &cut);
 		}
 	}
 }

@@ -16,7 +16,10 @@ int ndj_next(struct ndj *p, const char *buf, size_t len, const char **line, size
 	for (;;) {
 		const char *nl = memchr(buf + i, '\n', len - i);
 		if (!nl) {
-			if (len - start > p->max_line) {
+			/* Held bytes, blank lines before the partial one included: a
+			 * stream of blank lines alone must not grow the caller's
+			 * buffer past the limit either. */
+			if (len > p->max_line) {
 				p->scan = p->start = 0;
 				return NDJ_ERROR;
 			}

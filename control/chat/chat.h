@@ -89,6 +89,10 @@ struct chat_answer {
 	uint32_t up, uc;       /* the backend's counts */
 	char key_id[STORE_KEYID_MAX]; /* the API key that posted the message, "" for a login */
 	char backend[CONF_NAME_MAX];  /* where it runs (or ran) */
+	/* Set when the api's answer_tokens hook cut the answer (a budget):
+	 * the code and message its done error carries; "" otherwise. */
+	char cut_code[32];
+	char cut_msg[160];
 	char *text; /* owned; reserved when the message is posted */
 	size_t text_len, text_cap;
 	struct chat_tok *toks; /* owned; seq k is toks[k - 1] */
@@ -149,8 +153,12 @@ struct chat_hooks {
 				const char *user, int err);
 	void (*message_accepted)(void *arg, const struct chat_reply *r, const char *sid,
 				 const char *mid, int err);
-	/* n tokens of bytes text were generated for s's running answer. */
-	void (*answer_tokens)(void *arg, const struct chat_session *s, uint32_t n, size_t bytes);
+	/* n tokens of bytes text were generated for s's running answer (once
+	 * per loop turn). An error code (why filled with its message) cuts the
+	 * answer in this turn: its backend call is cancelled and it ends with
+	 * done error and that code. NULL lets it go on. */
+	const char *(*answer_tokens)(void *arg, const struct chat_session *s, uint32_t n, size_t bytes,
+				     char *why, size_t whylen);
 	/* s's answer ended (complete, cancelled, error). */
 	void (*answer_ended)(void *arg, const struct chat_session *s);
 	void *arg;
@@ -160,6 +168,7 @@ struct chat_stats {
 	uint64_t tokens;
 	uint64_t token_batches; /* TOKENS broadcasts of running answers (one per answer per turn) */
 	uint64_t answers_failed; /* answers that ended in error */
+	uint64_t answers_cut;    /* answers (chat and /v1) cut past their owner's daily token budget */
 	/* Usage of every answer that ended since control started (chat and /v1). */
 	uint64_t usage_answers, usage_prompt_tokens, usage_completion_tokens;
 	double usage_cost_usd;

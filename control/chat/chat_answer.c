@@ -113,20 +113,42 @@ void chat_answer_flush(struct chat *c, struct chat_session *s)
 		CHAT_BROADCAST(c, s, co_tokens(c->out, conn, s->node.id, a->mid, first, c->toks, n));
 		if (store_tokens_append(c->st, s->node.id, a->mid, first, c->stoks, n) < 0)
 			LOG_ERROR("store: cannot append tokens to %s", a->mid);
-		if (c->hooks.answer_tokens)
-			c->hooks.answer_tokens(c->hooks.arg, s, n, bytes);
+		const char *cut = c->hooks.answer_tokens
+					  ? c->hooks.answer_tokens(c->hooks.arg, s, n, bytes, a->cut_msg,
+								   sizeof(a->cut_msg))
+					  : NULL;
+		if (cut && !a->cut_code[0])
+			snprintf(a->cut_code, sizeof(a->cut_code), "%s", cut);
 		a->sent += n;
 		c->stats.tokens += n;
 		c->stats.token_batches++;
 	}
 }
 
-/* Runs at the start of every output flush: the tokens of this turn go out. */
+/* An answer past its owner's budget ends now, like a cancel: the upstream
+ * request closes in this loop turn, the tokens so far are kept, and done
+ * error carries the limit's code. */
+static void chat_answer_cut(struct chat *c, struct chat_session *s)
+{
+	struct chat_answer *a = &s->ans;
+	bk_call_cancel(a->call);
+	a->call = NULL;
+	c->stats.answers_cut++;
+	chat_answer_end(c, s, STORE_MSG_ERROR, a->cut_code, a->cut_msg);
+}
+
+/* Runs at the start of every output flush: the tokens of this turn go out,
+ * and an answer they took over a budget is cut. A cut noted by a flush
+ * outside this hook (a subscribe's) waits for the answer's next token. */
 static void chat_flush_hook(void *arg)
 {
 	struct chat *c = arg;
-	while (c->pending)
-		chat_answer_flush(c, c->pending->s);
+	while (c->pending) {
+		struct chat_session *s = c->pending->s;
+		chat_answer_flush(c, s);
+		if (s->ans.running && s->ans.cut_code[0])
+			chat_answer_cut(c, s);
+	}
 }
 
 void chat_answer_terms(struct chat *c, struct chat_session *s, struct co_terms *t)
@@ -410,6 +432,7 @@ static void chat_message_stored(void *arg, int err)
 	c->running++;
 	a->streaming = a->waiting = a->usage_seen = false;
 	a->backend[0] = '\0';
+	a->cut_code[0] = a->cut_msg[0] = '\0';
 	chat_msg_event(c, s->node.id, a->mid, STORE_MSG_QUEUED);
 	ev_publish(c->bus, &(struct ev){ .kind = EV_ANSWER_STARTED, .user = s->user, .session_id = s->node.id,
 					 .message_id = a->mid });

@@ -24,6 +24,7 @@ struct lim_ent {
 	uint32_t msgs_min;
 	uint64_t toks_min, toks_day;
 	uint32_t running;
+	uint8_t role; /* of the last message begun: what its answer's tokens weigh against */
 	bool usage_known;
 	uint64_t stored;
 	uint64_t sessions;
@@ -289,9 +290,11 @@ bool lim_message_begin(struct limits *l, const struct lim_who *w, size_t len, st
 	u->msgs_min++;
 	u->running++;
 	u->stored += len;
+	u->role = w->role;
 	if (k) {
 		k->msgs_min++;
 		k->running++;
+		k->role = w->role;
 	}
 	return true;
 }
@@ -351,14 +354,31 @@ void lim_answer_end(struct limits *l, const char *user, const char *key_id, int6
 	lim_each(l, user, key_id, lim_end_one, NULL);
 }
 
-void lim_answer_tokens(struct limits *l, const char *user, const char *key_id, uint32_t n,
-		       size_t bytes)
+/* e's tokens went past its daily budget: fills *cut (when not NULL). An
+ * answer that ends exactly at the budget is whole; the next is refused. */
+static bool lim_day_spent(struct limits *l, const struct lim_ent *e, bool by_key, struct lim_refusal *cut)
+{
+	uint32_t v = lim_value(l, e, e->role, CONF_LIM_TOKENS_PER_DAY);
+	if (!v || e->toks_day <= v)
+		return false;
+	if (cut)
+		*cut = (struct lim_refusal){ .limit = CONF_LIM_TOKENS_PER_DAY, .by_key = by_key, .value = v,
+					     .retry_after = lim_to_day_end(l) };
+	return true;
+}
+
+bool lim_answer_tokens(struct limits *l, const char *user, const char *key_id, uint32_t n,
+		       size_t bytes, struct lim_refusal *cut)
 {
 	struct lim_toks t = { l, n };
 	lim_each(l, user, key_id, lim_tokens_one, &t);
 	struct lim_ent *u = lim_user_ent(l, user);
+	struct lim_ent *k = lim_key_ent(l, key_id);
 	if (u)
 		u->stored += bytes;
+	/* The key's budget is named first: it is the narrower one when both
+	 * are spent. */
+	return (k && lim_day_spent(l, k, true, cut)) || (u && lim_day_spent(l, u, false, cut));
 }
 
 bool lim_session_begin(struct limits *l, const struct lim_who *w, struct lim_refusal *why)

@@ -82,9 +82,16 @@ lim_id lim_by_name(const char *name);
 bool lim_message_begin(struct limits *l, const struct lim_who *w, size_t len, struct lim_refusal *why);
 /* The message was not stored after all: its answer never runs. */
 void lim_message_failed(struct limits *l, const char *user, const char *key_id, size_t len);
-/* Tokens of a running answer: bytes of text (0 when it is not stored). */
-void lim_answer_tokens(struct limits *l, const char *user, const char *key_id, uint32_t n,
-		       size_t bytes);
+/*
+ * n tokens of a running answer, bytes of text (0 when it is not stored).
+ * True when they took the answer's user or key past its tokens_per_day
+ * budget: the caller cuts the answer now (docs/api.md "Limits"), and *cut
+ * (may be NULL) says which limit, as a refusal would. Only the daily quota
+ * cuts: tokens_per_min is a rate that refuses new messages, and cutting an
+ * answer half-way for it would throw away what was already paid for.
+ */
+bool lim_answer_tokens(struct limits *l, const char *user, const char *key_id, uint32_t n,
+		       size_t bytes, struct lim_refusal *cut);
 /* The answer ended. extra_tokens corrects the tokens counted so far to the
  * backend's own count (its usage report: completion tokens minus the token
  * events counted), so a real backend's tokens weigh as its bill says; 0

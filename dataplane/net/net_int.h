@@ -59,6 +59,7 @@ enum {
 	NC_BLOCKED = 1u << 17,  /* last output stopped at a full window */
 	NC_RESET = 1u << 18,    /* the connection was reset (by either side) */
 	NC_TLP = 1u << 19,      /* a tail loss probe is out, no ACK has advanced since */
+	NC_GROUP = 1u << 20,    /* registered as its tuple's owner in the stack's group */
 };
 
 /* What the connection's single protocol timer is doing. */
@@ -107,6 +108,7 @@ struct net_conn {
 
 	/* receive */
 	uint32_t irs, rcv_nxt, rcv_adv, last_ack_sent;
+	uint32_t ts_off;          /* our TSval minus the stack's ms clock (RFC 7323 7.1) */
 	uint8_t *rbuf;            /* [0, rb_len) unconsumed in-order bytes; OOO after */
 	uint32_t rb_len;
 	uint8_t n_ooo;
@@ -152,11 +154,14 @@ struct net_arp_pending {
 };
 
 struct tcp_cc_ops;
+struct tcp_group;
 
 struct net_stack {
 	struct tp tp;
 	struct net_stack_conf conf;
 	const struct tcp_cc_ops *cc; /* congestion control (net_tcp_int.h) */
+	struct tcp_group *group;     /* shared_port: the stacks on this address, else NULL */
+	uint32_t group_id;           /* this stack's index in it */
 	struct net_io io;
 	void *io_arg;
 	struct tw_wheel *wheel;
@@ -222,11 +227,16 @@ void net_arp_flush(struct net_stack *s);
 
 /* ---- TCP (net_tcp*.c) --------------------------------------------------- */
 
-void net_tcp_init(struct net_stack *s);
+/* Sets up TCP on a new stack (joins the shared-port group); false with a
+ * message in err. */
+bool net_tcp_init(struct net_stack *s, char *err, size_t errlen);
 void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *seg,
 		   uint32_t len, uint32_t rx_flags);
 /* Runs deferred work: rx_resume offers and on_close/free of dead TCBs. */
 uint32_t net_tcp_pending(struct net_stack *s);
+/* Processes the segments other stacks of the group handed over (once per
+ * loop turn, from net_stack_tick). */
+void net_tcp_forwarded(struct net_stack *s);
 void net_tcp_destroy(struct net_stack *s);
 /* An ICMP "fragmentation needed" for one of our segments (PMTU). */
 void net_tcp_pmtu(struct net_stack *s, const struct net_ip *inner, const uint8_t *l4,

@@ -189,7 +189,8 @@ struct net_stack *net_stack_create(const struct net_stack_conf *conf, const stru
 		memcpy(b, &s->free_rbuf, sizeof(s->free_rbuf));
 		s->free_rbuf = b;
 	}
-	net_tcp_init(s);
+	if (!net_tcp_init(s, err, errlen))
+		goto fail;
 	net_arp_init(s);
 	net_arp_announce(s);
 	s->pub = pub_claim();
@@ -239,6 +240,7 @@ size_t net_stack_conn_bytes(void)
 void net_stack_tick(struct net_stack *s, uint64_t now_ns)
 {
 	net_set_now(s, now_ns);
+	net_tcp_forwarded(s);
 	net_tcp_pending(s);
 	if (s->pub && s->now_ms != s->pub_ms)
 		pub_write(s);

@@ -98,6 +98,7 @@ struct net_stats {
 	uint64_t tcp_timeouts, tcp_tw_recycled, tcp_closed;
 	uint64_t tcp_rx_nobuf, tcp_tx_nobuf;
 	uint64_t tcp_stray_drops; /* shared_port: no connection here, dropped without RST */
+	uint64_t tcp_forwarded;   /* shared_port: handed to the stack that holds the connection */
 	uint64_t tcp_bytes_in, tcp_bytes_out;
 	uint64_t conns_open; /* gauge: TCBs in use */
 };

@@ -8,17 +8,10 @@
 #include "net/net_tcp_int.h"
 #include "worker/timer_wheel.h"
 
-/* A 64-bit mix seeded from the secret: fast, not cryptographic. */
 static inline uint32_t tcp_conn_hash(const struct net_stack *s, uint32_t raddr, uint16_t rport,
 				     uint16_t lport)
 {
-	uint64_t x = ((uint64_t)raddr << 32 | (uint64_t)rport << 16 | lport) ^ s->hash_seed;
-	x ^= x >> 31;
-	x *= 0x9e3779b97f4a7c15ull;
-	x ^= x >> 29;
-	x *= 0xbf58476d1ce4e5b9ull;
-	x ^= x >> 32;
-	return (uint32_t)x & s->bucket_mask;
+	return (uint32_t)tcp_tuple_mix(s->hash_seed, raddr, rport, lport) & s->bucket_mask;
 }
 
 struct net_conn *tcp_conn_lookup(struct net_stack *s, uint32_t raddr, uint16_t rport,
@@ -65,6 +58,14 @@ struct net_conn *tcp_conn_new(struct net_stack *s, uint32_t raddr, uint16_t rpor
 	c->rport = rport;
 	c->lport = lport;
 	c->laddr = s->conf.ipv4;
+	if (s->group && !tcp_group_claim(s, c)) {
+		/* Another stack holds the tuple (a race the lookup missed): this
+		 * segment is lost, its resend is handed over. */
+		c->hnext = s->free_conn;
+		s->free_conn = idx + 1;
+		s->st.tcp_stray_drops++;
+		return NULL;
+	}
 	c->rto_ms = NET_TCP_RTO_INIT_MS;
 	tw_init(&c->timer, tcp_timer_cb, c);
 	tw_init(&c->ack_timer, tcp_timer_ack_cb, c);
@@ -216,6 +217,7 @@ void tcp_conn_kill(struct net_conn *c)
 		s->n_tw--;
 	}
 	tcp_conn_unhash(c);
+	tcp_group_release(s, c);
 	tw_cancel(s->wheel, &c->timer);
 	tw_cancel(s->wheel, &c->ack_timer);
 	list_del(&c->fq);
@@ -258,7 +260,7 @@ void tcp_conn_time_wait(struct net_conn *c)
 	}
 }
 
-void net_tcp_init(struct net_stack *s)
+bool net_tcp_init(struct net_stack *s, char *err, size_t errlen)
 {
 	s->cc = &tcp_newreno_ops;
 	s->free_conn = 0;
@@ -266,6 +268,7 @@ void net_tcp_init(struct net_stack *s)
 		s->conns[i].hnext = s->free_conn;
 		s->free_conn = i + 1;
 	}
+	return !s->conf.shared_port || tcp_group_join(s, err, errlen);
 }
 
 void net_tcp_destroy(struct net_stack *s)
@@ -276,4 +279,5 @@ void net_tcp_destroy(struct net_stack *s)
 			tcp_conn_kill(c);
 	}
 	net_tcp_pending(s);
+	tcp_group_leave(s);
 }

@@ -341,8 +341,8 @@ static bool tcp_in_ack(struct net_conn *c, const struct tcp_seg *sg, bool *advan
 		 * off (RFC 7323 4.1); cookie option bits may put TSecr ahead.
 		 * Without one, the timed segment (Karn). */
 		if ((c->flags & NC_TS) && sg->has_ts && sg->tsecr &&
-		    net_seq_le(sg->tsecr, s->now_ms))
-			tcp_timer_rtt_sample(c, s->now_ms - sg->tsecr);
+		    net_seq_le(sg->tsecr, tcp_ts_now(c)))
+			tcp_timer_rtt_sample(c, tcp_ts_now(c) - sg->tsecr);
 		else if ((c->flags & NC_RTT) && net_seq_gt(sg->ack, c->rtt_seq))
 			tcp_timer_rtt_sample(c, s->now_ms - c->rtt_start_ms);
 		if ((c->flags & NC_RTT) && net_seq_gt(sg->ack, c->rtt_seq))
@@ -372,10 +372,19 @@ static bool tcp_in_ack(struct net_conn *c, const struct tcp_seg *sg, bool *advan
 	return true;
 }
 
-/* Window update (RFC 9293 3.10.7.4, SND.WL1/WL2). */
-static void tcp_in_window(struct net_conn *c, const struct tcp_seg *sg)
+/*
+ * Window update (RFC 9293 3.10.7.4, SND.WL1/WL2). The window counts from
+ * snd_una, so it is taken from an ACK at or above snd_una only (an older
+ * one's would move the right edge past what the peer offered), and always
+ * from one that advanced snd_una, as Linux does: an out-of-order segment
+ * with a higher sequence number may hold SND.WL1, and the old window from
+ * the new snd_una would again reach past the peer's offer.
+ */
+static void tcp_in_window(struct net_conn *c, const struct tcp_seg *sg, bool advanced)
 {
-	if (net_seq_lt(c->snd_wl1, sg->seq) ||
+	if (net_seq_lt(sg->ack, c->snd_una))
+		return;
+	if (advanced || net_seq_lt(c->snd_wl1, sg->seq) ||
 	    (c->snd_wl1 == sg->seq && net_seq_le(c->snd_wl2, sg->ack))) {
 		c->snd_wnd = sg->wnd << c->snd_ws;
 		c->snd_wl1 = sg->seq;
@@ -493,7 +502,7 @@ void tcp_in_segment(struct net_conn *c, const struct tcp_seg *sg)
 	c->ka_probes = 0;
 	if (!tcp_in_ack(c, sg, &advanced))
 		return;
-	tcp_in_window(c, sg);
+	tcp_in_window(c, sg, advanced);
 
 	/* Timestamp to echo (RFC 7323 4.3). */
 	if ((c->flags & NC_TS) && sg->has_ts && net_seq_ge(sg->tsval, c->ts_recent) &&
@@ -510,56 +519,92 @@ void tcp_in_segment(struct net_conn *c, const struct tcp_seg *sg)
 	tcp_timer_update(c, advanced);
 }
 
-void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *p, uint32_t len,
-		   uint32_t rx_flags)
+/* Validates a segment and parses it into *sg; false when it is dropped
+ * (counted). */
+static bool tcp_in_parse(struct net_stack *s, const struct net_ip *ip, const uint8_t *p,
+			 uint32_t len, uint32_t rx_flags, struct tcp_seg *sg)
 {
-	s->st.tcp_rx++;
 	if (unlikely(len < NET_TCP_HLEN)) {
 		s->st.tcp_bad_hdr++;
-		return;
+		return false;
 	}
 	const struct net_tcp *th = (const struct net_tcp *)p;
 	uint32_t doff = (uint32_t)(th->off >> 4) * 4;
 	if (unlikely(doff < NET_TCP_HLEN || doff > len)) {
 		s->st.tcp_bad_hdr++;
-		return;
+		return false;
 	}
 	if (!(rx_flags & NET_RX_L4_CSUM_OK)) {
 		uint32_t sum = net_csum_pseudo(ip->src, ip->dst, NET_IP_PROTO_TCP, (uint16_t)len);
 		if (unlikely(net_csum_fold(net_csum_add(sum, p, len)) != 0xffff)) {
 			s->st.tcp_bad_csum++;
-			return;
+			return false;
 		}
 	}
 	uint32_t src = net_ntohl(ip->src);
 	if (unlikely(src == 0 || src >= 0xe0000000u || th->sport == 0 || th->dport == 0 ||
 		     ip->src == (s->conf.ipv4 | ~s->netmask))) {
 		s->st.tcp_bad_hdr++;
-		return;
+		return false;
 	}
-	struct tcp_seg sg = {.ws = -1};
-	if (unlikely(!tcp_in_parse_opts(&sg, p + NET_TCP_HLEN, doff - NET_TCP_HLEN))) {
+	*sg = (struct tcp_seg){.ws = -1};
+	if (unlikely(!tcp_in_parse_opts(sg, p + NET_TCP_HLEN, doff - NET_TCP_HLEN))) {
 		s->st.tcp_bad_opts++;
-		return;
+		return false;
 	}
-	sg.seq = net_ntohl(th->seq);
-	sg.ack = net_ntohl(th->ack);
-	sg.wnd = net_ntohs(th->win);
-	sg.flags = th->flags;
-	sg.data = p + doff;
-	sg.dlen = len - doff;
+	sg->seq = net_ntohl(th->seq);
+	sg->ack = net_ntohl(th->ack);
+	sg->wnd = net_ntohs(th->win);
+	sg->flags = th->flags;
+	sg->data = p + doff;
+	sg->dlen = len - doff;
+	return true;
+}
 
+/* A parsed segment to its TCB; with none here, to the stack of the group
+ * that holds it (unless it came from there), else to the listener. */
+static void tcp_in_dispatch(struct net_stack *s, const struct net_ip *ip, const uint8_t *p,
+			    uint32_t len, const struct tcp_seg *sg, bool forwarded)
+{
+	const struct net_tcp *th = (const struct net_tcp *)p;
 	struct net_conn *c = tcp_conn_lookup(s, ip->src, th->sport, th->dport);
 	if (c && c->state == NET_TCPS_TIME_WAIT) {
-		if (!tcp_in_time_wait(c, &sg))
+		if (!tcp_in_time_wait(c, sg))
 			return;
 		c = NULL;
 	}
-	if (!c) {
-		tcp_syn_listen(s, ip, th, &sg);
+	if (c) {
+		tcp_in_segment(c, sg);
 		return;
 	}
-	tcp_in_segment(c, &sg);
+	if (s->group && !forwarded) {
+		int owner = tcp_group_owner(s, ip->src, th->sport, th->dport);
+		if (owner >= 0 && (uint32_t)owner != s->group_id) {
+			if (tcp_group_forward(s, owner, ip, p, len))
+				s->st.tcp_forwarded++;
+			else
+				s->st.tcp_stray_drops++;
+			return;
+		}
+	}
+	tcp_syn_listen(s, ip, th, sg);
+}
+
+void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *p, uint32_t len,
+		   uint32_t rx_flags)
+{
+	struct tcp_seg sg;
+	s->st.tcp_rx++;
+	if (tcp_in_parse(s, ip, p, len, rx_flags, &sg))
+		tcp_in_dispatch(s, ip, p, len, &sg, false);
+}
+
+void tcp_in_forwarded(struct net_stack *s, const struct net_ip *ip, const uint8_t *p,
+		      uint32_t len)
+{
+	struct tcp_seg sg;
+	if (tcp_in_parse(s, ip, p, len, NET_RX_L4_CSUM_OK, &sg))
+		tcp_in_dispatch(s, ip, p, len, &sg, true);
 }
 
 /* ICMP fragmentation needed (RFC 1191): lower the connection's MSS. */

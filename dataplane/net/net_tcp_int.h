@@ -90,6 +90,12 @@ static inline uint32_t tcp_seg_max(const struct net_conn *c)
 	return c->mss - ((c->flags & NC_TS) ? TCP_TS_OPT_LEN : 0);
 }
 
+/* Our timestamp clock for c: the stack's plus the connection's offset. */
+static inline uint32_t tcp_ts_now(const struct net_conn *c)
+{
+	return c->s->now_ms + c->ts_off;
+}
+
 /* Queued bytes not yet sent. */
 static inline uint32_t tcp_unsent(const struct net_conn *c)
 {
@@ -101,6 +107,19 @@ static inline uint32_t tcp_unsent(const struct net_conn *c)
 static inline bool tcp_app_reads(const struct net_conn *c)
 {
 	return (c->flags & (NC_APP | NC_APP_CLOSE | NC_DEAD)) == NC_APP;
+}
+
+/* A 64-bit mix of a connection's 4-tuple seeded from the secret: fast, not
+ * cryptographic. Serves the stack's lookup table and the group's. */
+static inline uint64_t tcp_tuple_mix(uint64_t seed, uint32_t raddr, uint16_t rport, uint16_t lport)
+{
+	uint64_t x = ((uint64_t)raddr << 32 | (uint64_t)rport << 16 | lport) ^ seed;
+	x ^= x >> 31;
+	x *= 0x9e3779b97f4a7c15ull;
+	x ^= x >> 29;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 32;
+	return x;
 }
 
 /* The ranges overlap or touch. */
@@ -159,6 +178,23 @@ void tcp_conn_release(struct net_conn *c);
  * time_wait_max is recycled. */
 void tcp_conn_time_wait(struct net_conn *c);
 
+/* ---- net_tcp_group.c: the stacks sharing one address -------------------- */
+
+#define NET_GROUP_MAX 64u
+
+bool tcp_group_join(struct net_stack *s, char *err, size_t errlen);
+void tcp_group_leave(struct net_stack *s);
+/* The index of the stack holding the tuple's TCB, or -1. */
+int tcp_group_owner(const struct net_stack *s, uint32_t raddr, uint16_t rport, uint16_t lport);
+/* Registers s as the owner of c's tuple (NC_GROUP); false when another
+ * stack holds it or won a race for it. */
+bool tcp_group_claim(struct net_stack *s, struct net_conn *c);
+void tcp_group_release(struct net_stack *s, struct net_conn *c);
+/* Hands a segment to the stack `owner`; false when its ring is full or it
+ * is gone. */
+bool tcp_group_forward(struct net_stack *s, int owner, const struct net_ip *ip,
+		       const uint8_t *seg, uint32_t len);
+
 /* ---- net_tcp_syn.c: handshake, ISN, SYN cookies ------------------------ */
 
 /* A SYN, or an ACK that may complete a cookie handshake, for no TCB. */
@@ -174,6 +210,11 @@ void tcp_syn_established(struct net_conn *c, const struct tcp_seg *sg);
 void tcp_in_segment(struct net_conn *c, const struct tcp_seg *sg);
 /* Offers the stash to the app and keeps what it leaves. */
 void tcp_in_offer(struct net_conn *c);
+/* A segment another stack of the group received for a TCB of this one
+ * (already validated there); handled as if it arrived here, never handed
+ * on again. */
+void tcp_in_forwarded(struct net_stack *s, const struct net_ip *ip, const uint8_t *p,
+		      uint32_t len);
 
 /* ---- net_tcp_out.c: segment output ------------------------------------- */
 

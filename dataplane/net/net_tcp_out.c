@@ -115,7 +115,7 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 	uint32_t olen = 0;
 
 	if (c->flags & NC_TS)
-		olen = tcp_out_put_ts(o, s->now_ms, c->ts_recent);
+		olen = tcp_out_put_ts(o, tcp_ts_now(c), c->ts_recent);
 	if ((c->flags & NC_SACK) && c->n_ooo > 0 && (flags & NET_TCP_ACK))
 		olen = tcp_out_put_sack(c, o, olen, dlen);
 	void *pkt;
@@ -184,7 +184,13 @@ uint32_t tcp_out_resend(struct net_conn *c, uint32_t seq)
 		}
 		return 0;
 	}
-	uint32_t len = tcp_min(end - seq, tcp_seg_max(c));
+	/* Only what went out before: queued bytes beyond snd_max would pass
+	 * the peer's window, and its ACK of them, above snd_max, would be
+	 * refused (RFC 5961 5). */
+	uint32_t sent = (c->flags & NC_FIN_SENT) ? end : c->snd_max;
+	if (!net_seq_lt(seq, sent))
+		return 0;
+	uint32_t len = tcp_min(sent - seq, tcp_seg_max(c));
 	len = tcp_sack_next(c, seq, seq + len) - seq;
 	tcp_out_seg(c, seq, NET_TCP_ACK, len);
 	c->flags &= ~(uint32_t)NC_RTT;

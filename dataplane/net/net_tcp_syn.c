@@ -35,6 +35,16 @@ static uint32_t tcp_syn_isn(const struct net_stack *s, uint32_t raddr, uint16_t 
 	return (uint32_t)h + (uint32_t)(s->now_ns / 4000u);
 }
 
+/* The timestamp offset of a 4-tuple (RFC 7323 7.1): TSval no longer tells
+ * the stack's uptime, and since it is a function of the tuple and the
+ * secret, every incarnation of a tuple (and every worker) gets the same
+ * one, so our TSvals never go back for a peer's PAWS or TIME_WAIT. */
+static uint32_t tcp_syn_ts_off(const struct net_stack *s, uint32_t raddr, uint16_t rport,
+			       uint16_t lport)
+{
+	return (uint32_t)tcp_syn_hash(s, s->conf.secret, raddr, rport, lport, 0x54534f46u, 0);
+}
+
 static uint32_t tcp_syn_cookie_make(const struct net_stack *s, uint32_t raddr, uint16_t rport,
 				    uint16_t lport, uint32_t peer_isn, uint32_t t,
 				    uint32_t mssidx)
@@ -110,7 +120,7 @@ void tcp_syn_synack(struct net_conn *c)
 	struct net_stack *s = c->s;
 	uint8_t o[NET_TCP_MAX_OPTLEN];
 	uint32_t olen = tcp_syn_put_opts(o, s->mss_local, c->flags & NC_SACK, c->flags & NC_TS,
-					 s->now_ms, c->ts_recent,
+					 tcp_ts_now(c), c->ts_recent,
 					 (c->flags & NC_WS) ? c->rcv_ws : -1);
 	c->rcv_adv = c->rcv_nxt + tcp_min(s->conf.rcv_buf, 0xffff);
 	c->last_ack_sent = c->rcv_nxt;
@@ -167,6 +177,7 @@ static void tcp_syn_options(struct net_conn *c, const struct tcp_seg *sg)
 		c->flags |= NC_TS;
 		c->ts_recent = sg->tsval;
 		c->ts_recent_ms = s->now_ms;
+		c->ts_off = tcp_syn_ts_off(s, c->raddr, c->rport, c->lport);
 	}
 }
 
@@ -237,15 +248,17 @@ static void tcp_syn_cookie_send(struct net_stack *s, const struct net_ip *ip,
 	uint32_t t = s->now_ms / NET_TCP_COOKIE_PERIOD_MS;
 	uint32_t iss = tcp_syn_cookie_make(s, ip->src, th->sport, th->dport, sg->seq, t, idx);
 	uint8_t ws = tcp_syn_rcv_ws(s);
-	uint32_t tsval = (s->now_ms & ~0x7fu) | 0x20u;
+	uint32_t ts_now = s->now_ms + tcp_syn_ts_off(s, ip->src, th->sport, th->dport);
+	uint32_t tsval = (ts_now & ~0x7fu) | 0x20u;
 	if (sg->sack_perm)
 		tsval |= 0x10u;
+	/* The peer's shift: ours is recomputed from rcv_buf on the ACK. */
 	if (sg->ws >= 0)
-		tsval |= 0x40u | ws;
+		tsval |= 0x40u | (uint32_t)sg->ws;
 	/* Never ahead of the clock: our next segments carry TSval = now, and
 	 * a peer's PAWS drops any below the SYN-ACK's (RFC 7323 5.3), which
 	 * left the first answer of a cookie connection to the RTO. */
-	if (net_seq_gt(tsval, s->now_ms))
+	if (net_seq_gt(tsval, ts_now))
 		tsval -= 0x80u;
 	uint8_t o[NET_TCP_MAX_OPTLEN];
 	uint32_t olen = tcp_syn_put_opts(o, s->mss_local, sg->has_ts && sg->sack_perm, sg->has_ts,

@@ -106,8 +106,9 @@ static void tcp_timer_on_rto(struct net_conn *c)
 		tcp_timer_set(c, NT_RTX, tcp_timer_rto_cur(c));
 }
 
-/* One probe: a new segment when there is one (cwnd grows by it), else the
- * last segment again; then the RTO proper. */
+/* One probe: a new segment when there is one and the windows let it go
+ * (cwnd grows by it), else the last segment sent again (RFC 8985 7.3);
+ * then the RTO proper. */
 static void tcp_timer_on_tlp(struct net_conn *c)
 {
 	uint32_t seg = tcp_seg_max(c);
@@ -120,11 +121,10 @@ static void tcp_timer_on_tlp(struct net_conn *c)
 	}
 	if (!(c->flags & NC_DEAD) && c->snd_max == before) {
 		uint32_t end = c->snd_una + c->sq_len;
-		uint32_t data = net_seq_gt(end, c->snd_una) ? end - c->snd_una : 0;
 		if ((c->flags & NC_FIN_SENT) && c->snd_max == end + 1)
 			tcp_out_resend(c, end);
-		else if (data > 0)
-			tcp_out_resend(c, end - tcp_min(data, seg));
+		else if (c->snd_max != c->snd_una)
+			tcp_out_resend(c, c->snd_max - tcp_min(c->snd_max - c->snd_una, seg));
 	}
 	if (!(c->flags & NC_DEAD))
 		tcp_timer_set(c, NT_RTX, tcp_timer_rto_cur(c));

@@ -23,7 +23,8 @@ import subprocess
 import time
 
 import harness
-from harness import Upstream, api_key, check, check_eq, sse_data, v1
+from harness import check, check_eq
+from llm import Upstream, api_key, sse_data, v1
 
 WORDS = "t1 t2 t3 t4 t5"
 

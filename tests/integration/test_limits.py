@@ -13,7 +13,8 @@ users filling the store together get 503 store_full for new data while an
 answer accepted before still streams and is stored in full (the reserve).
 The same limits hold on /v1/chat/completions (429 in OpenAI's error shape),
 with the tokens of real backends (OpenAI-compatible, Ollama) counted as
-their usage reports say.
+their usage reports say. A running answer whose tokens take its user or
+key past tokens_per_day is cut at once, its backend request closed.
 """
 
 import http.client
@@ -22,6 +23,7 @@ import sys
 import time
 
 import harness
+import llm
 from harness import check, check_eq
 
 MB_TEXT = "x" * 1000000
@@ -108,6 +110,7 @@ def test_one_user_hits_every_limit(env):
 
         # Messages per minute (first: the minute's count starts here).
         limits_set(srv, ["--user", "hog"], "messages_per_min=3")
+        clear_of_window_end(60, 20)
         for i in range(3):
             check_eq(hog.post(hog_s[1], "m%d" % i).status, 202, "message %d within the rate" % i)
             hog.wait_idle(hog_s[1])
@@ -154,6 +157,7 @@ def test_one_user_hits_every_limit(env):
             # The counters of this minute / day already hold earlier answers:
             # the first message may be refused at once.
             limits_set(srv, ["--user", "hog"], limit)
+            clear_of_window_end(60 if limit.startswith("tokens_per_min") else 86400, 20)
             r = None
             for _ in range(5):
                 r = hog.post(sid, "count my tokens")
@@ -171,6 +175,7 @@ def test_one_user_hits_every_limit(env):
         key = json.loads(p.stdout)
         limits_set(srv, ["--key", key["id"]], "messages_per_min=1")
         ksid = hog.session()
+        clear_of_window_end(60, 15)
         check_eq(hog.post(ksid, "with the key", token=key["key"]).status, 202, "first message by key")
         hog.wait_idle(ksid)
         r = hog.post(ksid, "again with the key", token=key["key"])
@@ -293,9 +298,9 @@ def test_v1_limits_real_backends(env):
     that leaves gives its place back at once); a refused request reaches no
     backend and stores nothing. The Ollama backend's eval_count counts on a
     chat session too."""
-    fx = harness.Upstream(models=["fx-model"])
-    slow = harness.Upstream(models=["fx-slow"], ttft_ms=20000)
-    oll = harness.Upstream(models=["llama3.2"])
+    fx = llm.Upstream(models=["fx-model"])
+    slow = llm.Upstream(models=["fx-slow"], ttft_ms=20000)
+    oll = llm.Upstream(models=["llama3.2"])
     srv = env.fresh(backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"}),
                               ("slow", {"type": "openai", "url": slow.url, "models": "fx-slow"}),
                               ("oll", {"type": "ollama", "url": oll.url, "models": "llama3.2"})])
@@ -309,14 +314,14 @@ def test_v1_limits_real_backends(env):
             return len([e for e in u.log() if e["path"] == "/v1/chat/completions"])
 
         # 5 tokens an answer against 12 a minute: the fourth is refused.
-        key, kid = harness.api_key_with_id(srv)
+        key, kid = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid], "tokens_per_min=12")
         clear_of_window_end(60, 20)
         for i in range(3):
-            r = harness.v1(srv, v1_body(stream=i == 1), key)
+            r = llm.v1(srv, v1_body(stream=i == 1), key)
             check_eq(r.status, 200, "completion %d under the limit (body %r)" % (i, r.body[:200]))
         before, calls = sessions(), upstream_calls(fx)
-        r = harness.v1(srv, v1_body(), key)
+        r = llm.v1(srv, v1_body(), key)
         expect_v1_limit(r, "rate_limit_exceeded", "limit_tokens_per_min", "the 4th completion")
         check(1 <= int(r.headers["retry-after"]) <= 60, "Retry-After to the minute's end")
         check_eq(sessions(), before, "a refused completion records nothing")
@@ -326,19 +331,19 @@ def test_v1_limits_real_backends(env):
 
         # The backend bills 40 tokens for 5 sent: its count holds.
         fx.config(billed=40)
-        key2, kid2 = harness.api_key_with_id(srv)
+        key2, kid2 = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid2], "tokens_per_min=30")
         clear_of_window_end(60, 10)
-        r = harness.v1(srv, v1_body(stream=True), key2)
+        r = llm.v1(srv, v1_body(stream=True), key2)
         check_eq(r.status, 200, "the billed completion")
         got = json.loads(srv.sluicectl("--json", "limits", "show", "--key", kid2).stdout)["limits"]
         check_eq(got["tokens_per_min"]["used"], 40, "the backend's usage report counted")
-        expect_v1_limit(harness.v1(srv, v1_body(), key2), "rate_limit_exceeded", "limit_tokens_per_min",
+        expect_v1_limit(llm.v1(srv, v1_body(), key2), "rate_limit_exceeded", "limit_tokens_per_min",
                         "after a billed answer")
         fx.config(billed=0)
 
         # One answer at once: a held stream takes the place, leaving frees it.
-        key3, kid3 = harness.api_key_with_id(srv)
+        key3, kid3 = llm.api_key_with_id(srv)
         limits_set(srv, ["--key", kid3], "concurrent_answers=1")
         held = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
         held.request("POST", "/v1/chat/completions", json.dumps(
@@ -346,12 +351,12 @@ def test_v1_limits_real_backends(env):
             {"Authorization": "Bearer " + key3, "Content-Type": "application/json"})
         hr = held.getresponse()
         check_eq(hr.status, 200, "the held stream's head")
-        expect_v1_limit(harness.v1(srv, v1_body(), key3), "rate_limit_exceeded", "limit_concurrent_answers",
+        expect_v1_limit(llm.v1(srv, v1_body(), key3), "rate_limit_exceeded", "limit_concurrent_answers",
                         "a second answer at once")
         held.close()
         deadline = time.monotonic() + 5
         while True:
-            r = harness.v1(srv, v1_body(), key3)
+            r = llm.v1(srv, v1_body(), key3)
             if r.status == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
@@ -373,8 +378,134 @@ def test_v1_limits_real_backends(env):
             x.stop()
 
 
+def stamp_of(text):
+    """When upstream.py sent the last token of text (its "K@NS" stamps)."""
+    return int(text.rsplit("@", 1)[1]) / 1e9
+
+
+def closed_at(fx, what):
+    """The time the backend fixture saw the one request it had to see closed."""
+    e = []
+    deadline = time.monotonic() + 5
+    while not e and time.monotonic() < deadline:
+        e = [x for x in fx.log() if x["end"] == "client_closed"]
+        time.sleep(0.02)
+    check_eq(len(e), 1, "%s: one backend request closed (log %r)" % (what, [x["end"] for x in fx.log()]))
+    return e[0]["closed_at"]
+
+
+def test_budget_cuts_running_answer(env):
+    """A running answer through a real OpenAI-compatible backend is cut in
+    the loop turn its tokens take its user (chat) or API key (/v1) past
+    tokens_per_day: the backend sees its request closed right after the
+    token that went past (measured from the backend's side, with the
+    tokens' send times), the client gets usage then done error
+    limit_tokens_per_day (/v1: OpenAI's error event and [DONE], or 429 not
+    streamed), the store keeps the tokens up to the cut with their usage,
+    and another user's answer streams on to its end."""
+    fx = llm.Upstream(models=["fx-model"], tokens=150, interval_ms=20, stamp=True, usage=True)
+    srv = env.fresh(backends=[("up", {"type": "openai", "url": fx.url, "models": "fx-model"})])
+    try:
+        srv.start()
+        spender, other = User(srv, "spender"), User(srv, "bystander")
+        limits_set(srv, ["--user", "spender"], "tokens_per_day=30")
+        clear_of_window_end(86400, 60)
+        sid, sid2 = spender.session("fx-model"), other.session("fx-model")
+        c = harness.CurlSse(srv.base + "/api/chat/stream/" + sid, headers={"Authorization": "Bearer " + spender.token})
+        c2 = harness.CurlSse(srv.base + "/api/chat/stream/" + sid2, headers={"Authorization": "Bearer " + other.token})
+        c.wait_head()
+        c2.wait_head()
+        r2 = other.post(sid2, "a long answer")
+        check_eq(r2.status, 202, "the bystander's message")
+        r = spender.post(sid, "a long answer")
+        check_eq(r.status, 202, "the spender's message")
+        mid, mid2 = r.json()["message_id"], r2.json()["message_id"]
+        ev = []
+        while not ev or ev[-1].get("type") != "done":
+            e = c.next_event(30)
+            check(e is not None, "the spender's stream ended before done: %r" % [x.get("type") for x in ev])
+            if e.get("message_id") == mid:
+                ev.append(e)
+        got_done = time.time()
+        text = "".join(e["text"] for e in ev if e["type"] == "token")
+        ntok = max(e["seq"] for e in ev if e["type"] == "token")
+        done, usage = ev[-1], [e for e in ev if e["type"] == "usage"]
+        check_eq(done["status"], "error", "done error (%r)" % done)
+        check_eq(done["error"]["code"], "limit_tokens_per_day", "the limit's code")
+        check("tokens_per_day limit of this user (30)" in done["error"]["message"], "message %r" % done["error"])
+        check_eq(len(usage), 1, "one usage event")
+        check_eq(ev[-2]["type"], "usage", "usage right before done")
+        check(30 < ntok < 40, "cut just past the budget: %d tokens" % ntok)
+        check_eq(usage[0]["completion_tokens"], ntok, "usage counts the tokens up to the cut")
+        dt = closed_at(fx, "chat cut") - stamp_of(text)
+        print("  chat: the backend saw its request closed %.1f ms after sending the token past the budget "
+              "(%d tokens, done reached the client %.1f ms after it)" % (dt * 1000, ntok,
+                                                                        (got_done - stamp_of(text)) * 1000))
+        check(dt < 0.5, "the cut reached the backend after %.3f s" % dt)
+        msgs = spender.wait_idle(sid)
+        check_eq((msgs[-1]["status"], msgs[-1]["content"]), ("error", text), "stored: the tokens up to the cut")
+        check_eq(msgs[-1]["usage"]["completion_tokens"], ntok, "stored usage")
+        expect_limit(spender.post(sid, "more"), "limit_tokens_per_day", "after the cut")
+        # The bystander's answer streamed on, whole.
+        ev2 = []
+        while not ev2 or ev2[-1].get("type") != "done":
+            e = c2.next_event(30)
+            check(e is not None, "the bystander's stream ended before done")
+            if e.get("message_id") == mid2:
+                ev2.append(e)
+        check_eq((ev2[-1]["status"], max(e["seq"] for e in ev2 if e["type"] == "token")), ("complete", 150),
+                 "the bystander's answer")
+        c.close()
+        c2.close()
+
+        # /v1 with an API key whose own budget is 20: streamed, then not.
+        fx.reset()
+        key, kid = llm.api_key_with_id(srv)
+        limits_set(srv, ["--key", kid], "tokens_per_day=20")
+        r = llm.v1(srv, {"model": "fx-model", "stream": True, "stream_options": {"include_usage": True},
+                             "messages": [{"role": "user", "content": "a long answer"}]}, key)
+        check_eq(r.status, 200, "the streamed completion's head")
+        data = llm.sse_data(r.body)
+        check_eq(data[-1], "[DONE]", "[DONE] last")
+        err = json.loads(data[-2])["error"]
+        check_eq((err["code"], err["type"], err["param"]), ("limit_tokens_per_day", "rate_limit_exceeded", None),
+                 "OpenAI's error event (%r)" % err)
+        check("limit of this API key (20)" in err["message"], "message %r" % err["message"])
+        chunks = [json.loads(d) for d in data[:-2]]
+        text = "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks if ch.get("choices"))
+        ntok = len([ch for ch in chunks if ch.get("choices")])
+        check(20 < ntok < 30, "cut just past the key's budget: %d tokens" % ntok)
+        check_eq(chunks[-1]["usage"]["completion_tokens"], ntok, "the usage chunk before the error")
+        dt = closed_at(fx, "/v1 cut") - stamp_of(text)
+        print("  /v1: the backend saw its request closed %.1f ms after sending the token past the budget "
+              "(%d tokens)" % (dt * 1000, ntok))
+        check(dt < 0.5, "the /v1 cut reached the backend after %.3f s" % dt)
+        deadline = time.monotonic() + 5
+        while True:
+            p = srv.sluicectl("--json", "usage", "--key", kid)
+            check_eq(p.returncode, 0, "usage --key (stderr %r)" % p.stderr)
+            u = json.loads(p.stdout)["total"]
+            if u["answers"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        check_eq((u["answers"], u["completion_tokens"]), (1, ntok), "the cut completion's usage under the key")
+        v1s = [x for x in srv.request("GET", "/api/chat/sessions").json()["sessions"] if x["agent_id"] == "openai-api"]
+        m = srv.request("GET", "/api/chat/sessions/" + v1s[0]["id"]).json()["messages"][-1]
+        check_eq((m["status"], m["content"], m["usage"]["completion_tokens"]), ("error", text, ntok),
+                 "the recorded /v1 answer: the tokens up to the cut")
+        key2, kid2 = llm.api_key_with_id(srv)
+        limits_set(srv, ["--key", kid2], "tokens_per_day=20")
+        r = llm.v1(srv, {"model": "fx-model", "messages": [{"role": "user", "content": "a long answer"}]}, key2)
+        expect_v1_limit(r, "rate_limit_exceeded", "limit_tokens_per_day", "a completion not streamed, cut")
+        check_eq(len([x for x in fx.log() if x["end"] == "client_closed"]), 2, "its backend request closed too")
+    finally:
+        srv.stop()
+        fx.stop()
+
+
 TESTS = [test_one_user_hits_every_limit, test_overrides_survive_restart,
-         test_reserve_keeps_accepted_answers, test_v1_limits_real_backends]
+         test_reserve_keeps_accepted_answers, test_v1_limits_real_backends,
+         test_budget_cuts_running_answer]
 
 if __name__ == "__main__":
     sys.exit(harness.run(TESTS))

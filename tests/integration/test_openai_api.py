@@ -15,7 +15,9 @@ import subprocess
 import time
 
 import harness
-from harness import MockLlm, Upstream, check, check_eq, sse_data, v1
+import llm
+from harness import check, check_eq
+from llm import MockLlm, Upstream, sse_data, v1
 
 
 def test_sdk_and_mock_llm(env):
@@ -34,10 +36,11 @@ def test_sdk_and_mock_llm(env):
         srv.backends.append(("mock", {"type": "openai", "url": mock.url, "models": "mock-model"}))
         srv.write_conf()
         srv.start()
-        key, kid = harness.api_key_with_id(srv)
-        # A key limited to one answer token a day.
-        limited, limited_id = harness.api_key_with_id(srv)
-        p = srv.sluicectl("limits", "set", "--key", limited_id, "tokens_per_day=1")
+        key, kid = llm.api_key_with_id(srv)
+        # A key limited to one answer a day: the fixture's answers are 5 tokens, and an answer
+        # that ends exactly at the budget is whole (one that went past it would be cut).
+        limited, limited_id = llm.api_key_with_id(srv)
+        p = srv.sluicectl("limits", "set", "--key", limited_id, "tokens_per_day=5")
         check_eq(p.returncode, 0, "limits set on the limited key: %r" % p.stderr[-300:])
         # The day's count must not roll over between its two requests.
         left = 86400 - time.time() % 86400
@@ -50,7 +53,7 @@ def test_sdk_and_mock_llm(env):
             # integration_openai_api_tls: the SDK on https, trusting the test CA.
             sdk_env["NODE_EXTRA_CA_CERTS"] = srv.tls["ca"]
             check(srv.base.startswith("https://"), "the SDK's base URL %r is https" % srv.base)
-        p = subprocess.run(["node", os.path.join(harness.NODE_DIR, "sdk_check.mjs")], env=sdk_env,
+        p = subprocess.run(["node", os.path.join(llm.NODE_DIR, "sdk_check.mjs")], env=sdk_env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
         results = [json.loads(l) for l in p.stdout.decode().splitlines() if l.startswith("{")]
         for r in results:

@@ -1,8 +1,9 @@
 /*
  * The limits layer over a real LMDB store (the control fixture): values
  * from the role or an override, fixed windows that roll over on a test
- * clock, a key's limits on top of its user's, undo of refused writes, and
- * stored text and conversations read from the store on first use.
+ * clock, a key's limits on top of its user's, undo of refused writes,
+ * stored text and conversations read from the store on first use, and the
+ * daily token budget that cuts a running answer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -98,13 +99,13 @@ static void test_backend_count(void **state)
 	struct lim_who w = { .user = "eve", .uid = 5, .role = STORE_USER_ROLE_USER };
 	struct lim_refusal why;
 	assert_true(lim_message_begin(l, &w, 1, &why));
-	lim_answer_tokens(l, "eve", NULL, 3, 12);
+	lim_answer_tokens(l, "eve", NULL, 3, 12, NULL);
 	lim_answer_end(l, "eve", NULL, 97);
 	assert_false(lim_message_begin(l, &w, 1, &why));
 	assert_int_equal(why.limit, CONF_LIM_TOKENS_PER_MIN);
 	clock_s += 60;
 	assert_true(lim_message_begin(l, &w, 1, &why));
-	lim_answer_tokens(l, "eve", NULL, 120, 12);
+	lim_answer_tokens(l, "eve", NULL, 120, 12, NULL);
 	lim_answer_end(l, "eve", NULL, -30);
 	assert_true(lim_message_begin(l, &w, 1, &why));
 	lim_answer_end(l, "eve", NULL, -1000);
@@ -124,7 +125,7 @@ static void test_tokens(void **state)
 	for (int m = 0; m < 3; m++) {
 		clock_s += 60;
 		assert_true(lim_message_begin(l, &w, 1, &why));
-		lim_answer_tokens(l, "cid", NULL, 100, 400);
+		lim_answer_tokens(l, "cid", NULL, 100, 400, NULL);
 		lim_answer_end(l, "cid", NULL, 0);
 		if (m < 2) {
 			assert_false(lim_message_begin(l, &w, 1, &why));
@@ -238,6 +239,60 @@ static void test_stored_and_sessions(void **state)
 	assert_true(lim_message_begin(l, &w, sizeof(big), &why));
 }
 
+/* A running answer is told to stop when its tokens go past the daily
+ * budget of its user or its key (ending at it exactly is not over), and
+ * only then: tokens per minute refuse the next message but never cut one
+ * that runs. */
+static void test_day_budget_cuts(void **state)
+{
+	struct cfx *f = *state;
+	struct limits *l = &f->limits;
+	struct lim_who w = { .user = "fay", .uid = 6, .role = STORE_USER_ROLE_USER };
+	struct lim_refusal why, cut;
+	assert_true(lim_message_begin(l, &w, 1, &why));
+	assert_false(lim_answer_tokens(l, "fay", NULL, 90, 0, &cut));
+	assert_false(lim_answer_tokens(l, "fay", NULL, 20, 0, &cut));
+	clock_s += 60;
+	assert_false(lim_answer_tokens(l, "fay", NULL, 100, 0, &cut));
+	/* Another user's answer goes on. */
+	struct lim_who g = { .user = "gus", .uid = 7, .role = STORE_USER_ROLE_USER };
+	assert_true(lim_message_begin(l, &g, 1, &why));
+	assert_false(lim_answer_tokens(l, "gus", NULL, 10, 0, &cut));
+	assert_false(lim_answer_tokens(l, "fay", NULL, 40, 0, &cut));
+	memset(&cut, 0, sizeof(cut));
+	assert_true(lim_answer_tokens(l, "fay", NULL, 1, 0, &cut));
+	assert_int_equal(cut.limit, CONF_LIM_TOKENS_PER_DAY);
+	assert_false(cut.by_key);
+	assert_int_equal(cut.value, 250);
+	assert_true(cut.retry_after > 0 && cut.retry_after <= 86400);
+	assert_string_equal(lim_code(cut.limit), "limit_tokens_per_day");
+	assert_true(lim_answer_tokens(l, "fay", NULL, 1, 0, NULL));
+	lim_answer_end(l, "fay", NULL, 0);
+	assert_false(lim_answer_tokens(l, "gus", NULL, 10, 0, &cut));
+	/* A key's own budget cuts its answers; its user's still has room. */
+	struct store_limits o;
+	int err = 1;
+	memset(&o, 0, sizeof(o));
+	for (int i = 0; i < CONF_LIM_N; i++)
+		o.v[i] = STORE_LIMIT_UNSET;
+	strcpy(o.key, "k:k_hal1");
+	o.v[CONF_LIM_TOKENS_PER_DAY] = 30;
+	assert_int_equal(lim_override_put(l, &o, put_done, &err), 0);
+	cfx_settle(f);
+	assert_int_equal(err, 0);
+	struct lim_who wk = { .user = "hal", .uid = 8, .role = STORE_USER_ROLE_USER, .key_id = "k_hal1" };
+	assert_true(lim_message_begin(l, &wk, 1, &why));
+	assert_false(lim_answer_tokens(l, "hal", "k_hal1", 30, 0, &cut));
+	assert_true(lim_answer_tokens(l, "hal", "k_hal1", 1, 0, &cut));
+	assert_true(cut.by_key);
+	assert_int_equal(cut.value, 30);
+	lim_answer_end(l, "hal", "k_hal1", 0);
+	/* A new day: the budget is back. */
+	clock_s += 86400;
+	assert_true(lim_message_begin(l, &w, 1, &why));
+	assert_false(lim_answer_tokens(l, "fay", NULL, 1, 0, &cut));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -246,6 +301,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_backend_count, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_overrides_and_keys, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_stored_and_sessions, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_day_budget_cuts, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

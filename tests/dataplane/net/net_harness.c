@@ -173,6 +173,32 @@ void h_fini(struct h *h)
 	memset(&h->app, 0, sizeof(h->app));
 }
 
+int h_setup(void **state)
+{
+	struct h *h = calloc(1, sizeof(*h));
+	assert_non_null(h);
+	h_init(h, NULL, false);
+	*state = h;
+	return 0;
+}
+
+int h_teardown(void **state)
+{
+	struct h *h = *state;
+	h_fini(h);
+	free(h);
+	return 0;
+}
+
+struct h *h_reinit(void **state, const struct net_stack_conf *c)
+{
+	struct h *h = *state;
+	h_fini(h);
+	memset(h, 0, sizeof(*h));
+	h_init(h, c, false);
+	return h;
+}
+
 void h_advance(struct h *h, uint64_t ms)
 {
 	/* Step 1 ms at a time so timers fire at their own deadlines. */

@@ -77,6 +77,11 @@ void h_conf(struct net_stack_conf *c);
  * with the client's MAC unless no_arp. Drains the gratuitous ARP. */
 void h_init(struct h *h, const struct net_stack_conf *conf, bool no_arp);
 void h_fini(struct h *h);
+/* cmocka fixtures: *state is a struct h with the default conf. */
+int h_setup(void **state);
+int h_teardown(void **state);
+/* Re-creates the stack of *state with conf c. */
+struct h *h_reinit(void **state, const struct net_stack_conf *c);
 /* Advances the virtual clock and runs timers. */
 void h_advance(struct h *h, uint64_t ms);
 

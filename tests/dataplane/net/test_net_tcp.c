@@ -15,60 +15,8 @@
 #include "net/net_int.h"
 #include "net/net_tcp.h"
 #include "net_harness.h"
+#include "tcp_cases.h"
 
-#define ISN 1000000u
-
-static int setup(void **state)
-{
-	struct h *h = calloc(1, sizeof(*h));
-	assert_non_null(h);
-	h_init(h, NULL, false);
-	*state = h;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct h *h = *state;
-	h_fini(h);
-	free(h);
-	return 0;
-}
-
-/* Re-creates the stack of *state with a modified conf. */
-static struct h *reinit(void **state, const struct net_stack_conf *c)
-{
-	struct h *h = *state;
-	h_fini(h);
-	memset(h, 0, sizeof(*h));
-	h_init(h, c, false);
-	return h;
-}
-
-static const struct net_stats *st(struct h *h)
-{
-	return net_stack_stats(h->s);
-}
-
-static struct tp *tp(struct h *h)
-{
-	return net_stack_tp(h->s);
-}
-
-/* Handshake with timestamps, SACK and window scale 7 from port H_CPORT. */
-static void open_ts(struct h *h, uint32_t *snd, uint32_t *cseq)
-{
-	struct h_seg sa;
-	h_handshake(h, H_CPORT, ISN, true, 7, true, snd, cseq, &sa);
-	assert_int_equal(h->app.opens, 1);
-}
-
-static void open_plain(struct h *h, uint32_t isn, uint32_t *snd, uint32_t *cseq)
-{
-	struct h_seg sa;
-	h_handshake(h, H_CPORT, isn, false, -1, false, snd, cseq, &sa);
-	assert_int_equal(h->app.opens, 1);
-}
 
 static void test_handshake_options(void **state)
 {
@@ -415,6 +363,46 @@ static void test_sequence_wrap(void **state)
 	assert_int_equal(s.ack, cseq + 1000);
 }
 
+/*
+ * TSval = the stack's clock + a per-connection offset, a keyed hash of the
+ * 4-tuple (RFC 7323 7.1): it no longer tells the uptime, differs between
+ * connections, advances with the clock, is the same again for the same
+ * tuple, and echoes still time the round trip.
+ */
+static void test_timestamp_offsets(void **state)
+{
+	struct h *h = *state;
+	struct h_seg a1, a2, a3, s;
+	uint32_t snd, cseq, snd2, cseq2;
+	uint32_t ms = (uint32_t)(h->now / H_MS);
+	h_handshake(h, H_CPORT, ISN, true, 7, true, &snd, &cseq, &a1);
+	struct tp_conn *c1 = h->app.conn;
+	h_handshake(h, H_CPORT + 1, ISN, true, 7, true, &snd2, &cseq2, &a2);
+	assert_int_equal(h->app.opens, 2);
+	assert_int_not_equal(a1.tsval, ms);
+	assert_int_not_equal(a2.tsval, ms);
+	assert_int_not_equal(a1.tsval, a2.tsval);
+
+	/* It advances with the clock; an echo 30 ms old is a 30 ms RTT. */
+	h_advance(h, 100);
+	assert_true(tp_send(tp(h), c1, "x", 1));
+	tp(h)->ops->flush(tp(h));
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.tsval, a1.tsval + 100);
+	h_advance(h, 30);
+	uint8_t o[40];
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1, 65535, o, h_opt_ts(o, h->ts, s.tsval), NULL,
+	      0);
+	assert_int_equal(((struct net_conn *)(void *)c1)->srtt8 / 8, 30);
+
+	/* The same tuple again: the same offset, so never a step back. */
+	tp_close(tp(h), c1, true);
+	h_drain(h);
+	h_advance(h, 1);
+	h_handshake(h, H_CPORT, ISN + 100000, true, 7, true, &snd, &cseq, &a3);
+	assert_int_equal(a3.tsval, a1.tsval + 131);
+}
+
 static void test_malformed_options(void **state)
 {
 	struct h *h = *state;
@@ -550,392 +538,6 @@ static void test_ooo_merge_after_close(void **state)
 	assert_int_equal(st(h)->conns_open, 1);
 }
 
-static void test_rto_backoff(void **state)
-{
-	struct h *h = *state;
-	uint32_t snd, cseq;
-	struct h_seg s;
-	open_plain(h, ISN, &snd, &cseq);
-	assert_true(tp_send(tp(h), h->app.conn, "data", 4));
-	tp(h)->ops->flush(tp(h));
-	assert_true(h_pop(h, &s));
-	static const uint32_t gaps[] = {1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000};
-	for (size_t i = 0; i < SLUICE_ARRAY_LEN(gaps); i++) {
-		h_advance(h, gaps[i] - 1);
-		assert_int_equal(h_pending(h), 0);
-		h_advance(h, 1);
-		assert_true(h_pop(h, &s));
-		assert_int_equal(s.seq, snd);
-		assert_int_equal(s.dlen, 4);
-	}
-	assert_int_equal(st(h)->tcp_rto, SLUICE_ARRAY_LEN(gaps));
-	/* An ACK resets the back-off; RTT samples pull the RTO down to 200 ms. */
-	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 4, 65535, NULL, 0, NULL, 0);
-	assert_true(tp_send(tp(h), h->app.conn, "more", 4));
-	tp(h)->ops->flush(tp(h));
-	assert_true(h_pop(h, &s));
-	h_advance(h, 10);
-	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 8, 65535, NULL, 0, NULL, 0);
-	assert_true(tp_send(tp(h), h->app.conn, "again", 5));
-	tp(h)->ops->flush(tp(h));
-	assert_true(h_pop(h, &s));
-	h_advance(h, NET_TCP_RTO_MIN_MS + 1);
-	assert_true(h_pop(h, &s));
-	assert_int_equal(s.seq, snd + 8);
-}
-
-static void test_give_up_after_retries(void **state)
-{
-	struct h *h = *state;
-	uint32_t snd, cseq;
-	open_plain(h, ISN, &snd, &cseq);
-	assert_true(tp_send(tp(h), h->app.conn, "data", 4));
-	tp(h)->ops->flush(tp(h));
-	for (int i = 0; i < 20 && h->app.closes == 0; i++) {
-		h_advance(h, 60001);
-		h_drain(h);
-	}
-	assert_int_equal(h->app.closes, 1);
-	assert_int_equal(st(h)->tcp_timeouts, 1);
-	assert_int_equal(st(h)->conns_open, 0);
-}
-
-static void test_fast_retransmit(void **state)
-{
-	struct h *h = *state;
-	uint32_t snd, cseq;
-	struct h_seg s;
-	uint8_t o[40];
-	open_ts(h, &snd, &cseq);
-	static uint8_t d[8000];
-	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
-	tp(h)->ops->flush(tp(h));
-	uint32_t mss = 1460 - 12, n = 0;
-	while (h_pop(h, &s))
-		n++;
-	assert_int_equal(n, (8000 + mss - 1) / mss);
-	/* Segment 1 lost: three duplicate ACKs with SACK blocks. */
-	for (uint32_t i = 1; i <= 3; i++) {
-		uint32_t ol = h_opt_ts(o, h->ts, 0);
-		o[ol++] = NET_TCPOPT_NOP;
-		o[ol++] = NET_TCPOPT_NOP;
-		o[ol++] = NET_TCPOPT_SACK;
-		o[ol++] = 10;
-		net_put32(o + ol, snd + mss);
-		net_put32(o + ol + 4, snd + mss * (i + 1));
-		ol += 8;
-		h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd, 65535, o, ol, NULL, 0);
-		if (i < 3)
-			assert_int_equal(h_pending(h), 0);
-	}
-	assert_true(h_pop(h, &s));
-	assert_int_equal(s.seq, snd);
-	assert_int_equal(s.dlen, mss);
-	assert_int_equal(st(h)->tcp_fast_retransmits, 1);
-	assert_int_equal(st(h)->tcp_rto, 0);
-	/* The full ACK ends recovery. */
-	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 8000, 65535, o, h_opt_ts(o, h->ts, 0), NULL, 0);
-	struct tp_conn_info ti;
-	tp_info(tp(h), h->app.conn, &ti);
-	assert_int_equal(ti.unacked, 0);
-}
-
-/* An ACK from the client at `ack` with timestamps and the given SACK
- * blocks, carrying dlen bytes of the client's own data and window win. */
-static void ack_sack(struct h *h, uint32_t *cseq, uint32_t ack, uint16_t win,
-		     const uint32_t (*blk)[2], uint32_t nblk, uint32_t dlen)
-{
-	static const uint8_t junk[64];
-	uint8_t o[40];
-	uint32_t ol = h_opt_ts(o, h->ts, 0);
-	if (nblk) {
-		o[ol++] = NET_TCPOPT_NOP;
-		o[ol++] = NET_TCPOPT_NOP;
-		o[ol++] = NET_TCPOPT_SACK;
-		o[ol++] = (uint8_t)(2 + 8 * nblk);
-		for (uint32_t i = 0; i < nblk; i++) {
-			net_put32(o + ol, blk[i][0]);
-			net_put32(o + ol + 4, blk[i][1]);
-			ol += 8;
-		}
-	}
-	h_tcp(h, H_CPORT, NET_TCP_ACK, *cseq, ack, win, o, ol, junk, dlen);
-	*cseq += dlen;
-}
-
-/* Data segments the stack sent below `below` (retransmissions), in order. */
-static uint32_t pop_rtx(struct h *h, uint32_t below, uint32_t *seqs, uint32_t max)
-{
-	struct h_seg s;
-	uint32_t n = 0;
-	while (h_pop(h, &s))
-		if (s.dlen > 0 && (int32_t)(s.seq - below) < 0 && n < max)
-			seqs[n++] = s.seq;
-	return n;
-}
-
-/*
- * Three segments lost out of ten while the peer keeps sending data and
- * moving its window (the WebSocket echo case): every ACK carries data and a
- * different window, so only the SACK information says "duplicate". All three
- * holes must be resent within the same round trip, with no timer running.
- */
-static void test_sack_recovery_all_holes(void **state)
-{
-	struct h *h = *state;
-	uint32_t snd, cseq, seqs[16];
-	struct h_seg s;
-	open_ts(h, &snd, &cseq);
-	const uint32_t mss = 1460 - 12;
-	static uint8_t d[20 * 1448];
-	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
-	tp(h)->ops->flush(tp(h));
-	uint32_t n = 0;
-	while (h_pop(h, &s))
-		n += s.dlen > 0;
-	assert_int_equal(n, 10);
-	uint32_t seg[16];
-	for (uint32_t i = 0; i < 16; i++)
-		seg[i] = snd + i * mss;
-	/* Segments 1, 3 and 5 are lost; the peer reports 2, 4, 6..9 as they
-	 * come, most recent block first, at most three blocks. */
-	uint16_t win = 60000;
-	ack_sack(h, &cseq, seg[1], win--, NULL, 0, 10);
-	const uint32_t b2[][2] = {{seg[2], seg[3]}};
-	ack_sack(h, &cseq, seg[1], win--, b2, 1, 10);
-	const uint32_t b4[][2] = {{seg[4], seg[5]}, {seg[2], seg[3]}};
-	ack_sack(h, &cseq, seg[1], win--, b4, 2, 10);
-	assert_int_equal(pop_rtx(h, seg[10], seqs, 16), 0);
-	const uint32_t b6[][2] = {{seg[6], seg[7]}, {seg[4], seg[5]}, {seg[2], seg[3]}};
-	ack_sack(h, &cseq, seg[1], win--, b6, 3, 10);
-	/* Three SACKed blocks above segment 1: it is lost, recovery starts. */
-	assert_int_equal(pop_rtx(h, seg[10], seqs, 16), 1);
-	assert_int_equal(seqs[0], seg[1]);
-	assert_int_equal(st(h)->tcp_recoveries, 1);
-	/* The rest of the flight, and the new segments that pipe let out
-	 * meanwhile, are SACKed as they arrive: the same round trip. */
-	uint32_t got = 0;
-	struct tp_conn_info ti;
-	for (uint32_t k = 7; k < 15 && got < 2; k++) {
-		tp_info(tp(h), h->app.conn, &ti);
-		uint32_t hi = seg[1] + ti.unacked;
-		uint32_t end = (int32_t)(seg[k + 1] - hi) < 0 ? seg[k + 1] : hi;
-		const uint32_t b[][2] = {{seg[6], end}, {seg[4], seg[5]}, {seg[2], seg[3]}};
-		ack_sack(h, &cseq, seg[1], win--, b, 3, 10);
-		got += pop_rtx(h, seg[10], seqs + got, 16 - got);
-	}
-	/* Segments 3 and 5 went out again, each once, before any timer. */
-	assert_int_equal(got, 2);
-	assert_int_equal(seqs[0], seg[3]);
-	assert_int_equal(seqs[1], seg[5]);
-	assert_int_equal(st(h)->tcp_rto, 0);
-	assert_int_equal(st(h)->tcp_fast_retransmits, 3);
-	assert_int_equal(pop_rtx(h, seg[10], seqs, 16), 0);
-	/* The retransmissions arrive: a full ACK ends recovery. */
-	tp_info(tp(h), h->app.conn, &ti);
-	ack_sack(h, &cseq, seg[1] + ti.unacked, win, NULL, 0, 0);
-	tp_info(tp(h), h->app.conn, &ti);
-	assert_true(ti.cwnd >= 2 * mss);
-	assert_int_equal(st(h)->tcp_rto, 0);
-}
-
-/* A lost tail (nothing after it to be SACKed) is probed after about two
- * SRTTs (RFC 8985 7), long before the 200 ms minimum RTO; the SACK of the
- * probe with the hole still open starts recovery at once. */
-static void test_tail_loss_probe(void **state)
-{
-	struct h *h = *state;
-	uint32_t snd, cseq, seqs[16];
-	open_ts(h, &snd, &cseq);
-	const uint32_t mss = 1460 - 12;
-	static uint8_t d[4 * 1448];
-	/* One exchange gives an RTT sample of 5 ms. */
-	assert_true(tp_send(tp(h), h->app.conn, d, 100));
-	tp(h)->ops->flush(tp(h));
-	h_drain(h);
-	h_advance(h, 5);
-	ack_sack(h, &cseq, snd + 100, 60000, NULL, 0, 0);
-	snd += 100;
-	assert_true(tp_send(tp(h), h->app.conn, d, 3 * mss));
-	tp(h)->ops->flush(tp(h));
-	h_drain(h);
-	/* Segment 0 arrives, 1 and 2 are lost: one ACK, then silence. */
-	ack_sack(h, &cseq, snd + mss, 60000, NULL, 0, 0);
-	h_drain(h);
-	h_advance(h, NET_TCP_TLP_MIN_MS + NET_TCP_TLP_DELACK_MS / 2);
-	assert_int_equal(st(h)->tcp_tlp, 1);
-	assert_int_equal(st(h)->tcp_rto, 0);
-	assert_int_equal(pop_rtx(h, snd + 3 * mss, seqs, 16), 1);
-	assert_int_equal(seqs[0], snd + 2 * mss);
-	/* The probe is SACKed, segment 1 is still missing: recovery resends it. */
-	const uint32_t b[][2] = {{snd + 2 * mss, snd + 3 * mss}};
-	ack_sack(h, &cseq, snd + mss, 60000, b, 1, 0);
-	assert_int_equal(st(h)->tcp_recoveries, 1);
-	assert_int_equal(pop_rtx(h, snd + 3 * mss, seqs, 16), 1);
-	assert_int_equal(seqs[0], snd + mss);
-	assert_int_equal(st(h)->tcp_rto, 0);
-}
-
-/* Without SACK: NewReno. A partial ACK resends the next hole at once
- * (RFC 6582) instead of waiting for three more duplicates or the RTO. */
-static void test_newreno_partial_ack(void **state)
-{
-	struct h *h = *state;
-	uint32_t snd, cseq;
-	struct h_seg s;
-	open_plain(h, ISN, &snd, &cseq);
-	const uint32_t mss = 1460;
-	static uint8_t d[10 * 1460];
-	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
-	tp(h)->ops->flush(tp(h));
-	h_drain(h);
-	/* Segments 0 and 4 lost: duplicates of snd. */
-	for (int i = 0; i < 3; i++)
-		h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd, 65535, NULL, 0, NULL, 0);
-	assert_true(h_pop(h, &s));
-	assert_int_equal(s.seq, snd);
-	assert_int_equal(st(h)->tcp_fast_retransmits, 1);
-	h_drain(h);
-	/* The retransmission fills the first hole: the ACK stops at 4. */
-	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 4 * mss, 65535, NULL, 0, NULL, 0);
-	bool resent = false;
-	while (h_pop(h, &s))
-		if (s.dlen > 0 && s.seq == snd + 4 * mss)
-			resent = true;
-	assert_true(resent);
-	assert_int_equal(st(h)->tcp_rto, 0);
-	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 10 * mss, 65535, NULL, 0, NULL, 0);
-	struct tp_conn_info ti;
-	tp_info(tp(h), h->app.conn, &ti);
-	assert_int_equal(ti.unacked, 0);
-	assert_int_equal(st(h)->tcp_rto, 0);
-}
-
-/*
- * Two workers on one address (shared_port), as with af_packet fanout: a
- * frame can reach the stack that does not own its connection. The SYN that
- * lands on worker b is answered with a cookie and no TCB, so the ACK that
- * lands on a completes the handshake there; the client's FIN that lands on
- * b is dropped without a RST (before: the client was reset and a kept the
- * connection open forever); the resent FIN reaches a and the connection
- * closes, on_close included.
- */
-static void test_shared_port_strays(void **state)
-{
-	struct net_stack_conf c;
-	struct h_seg sa, s;
-	uint8_t o[40];
-	h_conf(&c);
-	c.shared_port = true;
-	c.syn_cookies = true;
-	struct h *a = reinit(state, &c);
-	struct h *b = calloc(1, sizeof(*b));
-	assert_non_null(b);
-	h_init(b, &c, false);
-
-	uint32_t ol = h_opt_syn(o, 1460, 7, true, true, b->ts);
-	h_tcp(b, H_CPORT, NET_TCP_SYN, ISN, 0, 65535, o, ol, NULL, 0);
-	assert_true(h_pop(b, &sa));
-	assert_int_equal(sa.flags, NET_TCP_SYN | NET_TCP_ACK);
-	assert_int_equal(st(b)->tcp_cookies_sent, 1);
-	assert_int_equal(st(b)->conns_open, 0);
-
-	h_tcp(a, H_CPORT, NET_TCP_ACK, ISN + 1, sa.seq + 1, 65535, o, h_opt_ts(o, a->ts, sa.tsval),
-	      NULL, 0);
-	assert_int_equal(a->app.opens, 1);
-	assert_int_equal(st(a)->tcp_cookies_ok, 1);
-	assert_int_equal(st(a)->tcp_rst_tx, 0);
-
-	/* A request and its answer, so the FIN is not at the start of either
-	 * sequence space (where b would take it for a cookie ACK). */
-	h_tcp(a, H_CPORT, NET_TCP_ACK | NET_TCP_PSH, ISN + 1, sa.seq + 1, 65535, o,
-	      h_opt_ts(o, a->ts, 0), "GET ", 4);
-	assert_true(tp_send(tp(a), a->app.conn, "resp", 4));
-	tp(a)->ops->flush(tp(a));
-	h_drain(a);
-	h_tcp(a, H_CPORT, NET_TCP_ACK, ISN + 5, sa.seq + 5, 65535, o, h_opt_ts(o, a->ts, 0), NULL,
-	      0);
-	h_drain(a);
-
-	h_tcp(b, H_CPORT, NET_TCP_FIN | NET_TCP_ACK, ISN + 5, sa.seq + 5, 65535, o,
-	      h_opt_ts(o, b->ts, 0), NULL, 0);
-	assert_int_equal(h_pending(b), 0);
-	assert_int_equal(st(b)->tcp_rst_tx, 0);
-	assert_int_equal(st(b)->tcp_stray_drops, 1);
-
-	h_tcp(a, H_CPORT, NET_TCP_FIN | NET_TCP_ACK, ISN + 5, sa.seq + 5, 65535, o,
-	      h_opt_ts(o, a->ts, 0), NULL, 0);
-	assert_int_equal(a->app.eofs, 1);
-	tp_close(tp(a), a->app.conn, false);
-	tp(a)->ops->flush(tp(a));
-	uint32_t fin_seq = 0;
-	bool fin = false;
-	while (h_pop(a, &s))
-		if (s.flags & NET_TCP_FIN) {
-			fin = true;
-			fin_seq = s.seq;
-		}
-	assert_true(fin);
-	h_tcp(a, H_CPORT, NET_TCP_ACK, ISN + 6, fin_seq + 1, 65535, o, h_opt_ts(o, a->ts, 0), NULL,
-	      0);
-	h_advance(a, 1);
-	assert_int_equal(a->app.closes, 1);
-	assert_int_equal(st(a)->conns_open, 0);
-	assert_int_equal(st(a)->tcp_rst_tx, 0);
-
-	/* Alone on the port (the default), the same stray is reset. */
-	c.shared_port = false;
-	h_fini(b);
-	memset(b, 0, sizeof(*b));
-	h_init(b, &c, false);
-	h_tcp(b, H_CPORT, NET_TCP_FIN | NET_TCP_ACK, ISN + 5, sa.seq + 5, 65535, NULL, 0, NULL, 0);
-	assert_true(h_pop(b, &s));
-	assert_true(s.flags & NET_TCP_RST);
-	h_fini(b);
-	free(b);
-}
-
-/* With shared_port every SYN gets a cookie, even with room in the backlog:
- * a half-open TCB on one worker could never see the ACK that lands on the
- * other. The cookie encodes MSS, window scale and SACK in the timestamp. */
-static void test_shared_port_always_cookies(void **state)
-{
-	struct net_stack_conf c;
-	struct h_seg sa;
-	uint8_t o[40];
-	h_conf(&c);
-	c.shared_port = true;
-	struct h *h = reinit(state, &c);
-	uint32_t ol = h_opt_syn(o, 1460, 7, true, true, h->ts);
-	h_tcp(h, H_CPORT, NET_TCP_SYN, ISN, 0, 65535, o, ol, NULL, 0);
-	assert_true(h_pop(h, &sa));
-	assert_int_equal(st(h)->tcp_cookies_sent, 1);
-	assert_int_equal(st(h)->conns_open, 0);
-	assert_true(sa.sack_perm);
-	assert_true(sa.ws >= 0);
-	/* The options ride in TSval's low bits, yet TSval is not ahead of the
-	 * clock (1000000 ms here, whose low bits are below the options'). */
-	assert_true((int32_t)(sa.tsval - (uint32_t)(h->now / H_MS)) <= 0);
-	h_tcp(h, H_CPORT, NET_TCP_ACK, ISN + 1, sa.seq + 1, 65535, o, h_opt_ts(o, h->ts, sa.tsval),
-	      NULL, 0);
-	assert_int_equal(h->app.opens, 1);
-	assert_int_equal(st(h)->tcp_cookies_ok, 1);
-	/* The first answer passes the client's PAWS: TSval not below the
-	 * SYN-ACK's (before, it was up to 127 ms below and the client dropped
-	 * it, leaving the answer to the 1 s RTO). */
-	struct h_seg d;
-	assert_true(tp_send(tp(h), h->app.conn, "answer", 6));
-	tp(h)->ops->flush(tp(h));
-	assert_true(h_pop(h, &d));
-	assert_int_equal(d.dlen, 6);
-	assert_true((int32_t)(d.tsval - sa.tsval) >= 0);
-	h_drain(h);
-	/* A forged ACK (wrong cookie) is dropped, not reset, and not opened. */
-	h_tcp(h, H_CPORT + 1, NET_TCP_ACK, ISN + 1, sa.seq + 1, 65535, NULL, 0, NULL, 0);
-	assert_int_equal(h_pending(h), 0);
-	assert_int_equal(st(h)->tcp_cookies_bad, 1);
-	assert_int_equal(h->app.opens, 1);
-}
 
 static void test_zero_window_probe(void **state)
 {
@@ -1036,12 +638,44 @@ static void test_window_edges(void **state)
 	assert_true(s.win >= 32768);
 }
 
+/*
+ * The peer's window is taken from every ACK that moves snd_una, even when an
+ * out-of-order segment with a higher sequence number set SND.WL1 (before,
+ * the old window then counted from the new snd_una: data went past the
+ * peer's offer); and never from an ACK below snd_una.
+ */
+static void test_window_update_rules(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	struct h_seg s;
+	open_plain(h, ISN, &snd, &cseq);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq + 100, snd, 1460, NULL, 0, "0123456789", 10);
+	h_drain(h);
+	static uint8_t d[4000];
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	tp(h)->ops->flush(tp(h));
+	uint32_t sent = 0;
+	while (h_pop(h, &s))
+		sent += s.dlen;
+	assert_int_equal(sent, 1460);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1460, 500, NULL, 0, NULL, 0);
+	sent = 0;
+	while (h_pop(h, &s)) {
+		assert_true((int32_t)(s.seq + s.dlen - (snd + 1460 + 500)) <= 0);
+		sent += s.dlen;
+	}
+	assert_int_equal(sent, 500);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1000, 65535, NULL, 0, NULL, 0);
+	assert_int_equal(h_pending(h), 0);
+}
+
 static void test_syn_cookies(void **state)
 {
 	struct net_stack_conf c;
 	h_conf(&c);
 	c.syn_backlog = 1;
-	struct h *h = reinit(state, &c);
+	struct h *h = h_reinit(state, &c);
 	struct h_seg s1, s2, s;
 	uint8_t o[40];
 	h_tcp(h, H_CPORT, NET_TCP_SYN, ISN, 0, 65535, NULL, 0, NULL, 0);
@@ -1077,6 +711,38 @@ static void test_syn_cookies(void **state)
 	assert_true(s.has_ts);
 	assert_int_equal(s.tsecr, 4243);
 	assert_int_equal(s.dlen, 1460 - 12);
+}
+
+/*
+ * A cookie carries the peer's window shift (ours is recomputed from
+ * rcv_buf). It carried ours: with a Linux peer's shift of 7 and ours of 1,
+ * every cookie connection - all of them with several workers - read the
+ * peer's window 64 times too small and trickled a segment or two per RTT.
+ */
+static void test_syn_cookie_window_scale(void **state)
+{
+	struct net_stack_conf c;
+	h_conf(&c);
+	c.shared_port = true;
+	struct h *h = h_reinit(state, &c);
+	struct h_seg sa, s;
+	uint8_t o[40];
+	uint32_t ol = h_opt_syn(o, 1460, 7, true, true, h->ts);
+	h_tcp(h, H_CPORT, NET_TCP_SYN, ISN, 0, 65535, o, ol, NULL, 0);
+	assert_true(h_pop(h, &sa));
+	assert_int_equal(st(h)->tcp_cookies_sent, 1);
+	assert_int_equal(sa.ws, 1); /* ours, for a 64 KiB buffer */
+	/* 100 << 7 = 12800 bytes of window. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, ISN + 1, sa.seq + 1, 100, o, h_opt_ts(o, h->ts, sa.tsval),
+	      NULL, 0);
+	assert_int_equal(h->app.opens, 1);
+	static uint8_t d[10000];
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	tp(h)->ops->flush(tp(h));
+	uint32_t sent = 0;
+	while (h_pop(h, &s))
+		sent += s.dlen;
+	assert_int_equal(sent, sizeof(d));
 }
 
 static void test_time_wait_bound(void **state)
@@ -1236,41 +902,36 @@ static void test_synack_retransmit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_handshake_options, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_isn_differs, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_data_in_delayed_ack, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_data_out_and_drain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_passive_close, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_active_close_time_wait, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fin_wait2_timeout, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_simultaneous_close, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rst_handling, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_syn_in_window_challenge_limit, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ack_validation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_closed_port_and_stray, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refused_by_app, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sequence_wrap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_malformed_options, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_paws, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ooo_and_sack_blocks, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ooo_bounded, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_ooo_merge_after_close, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rto_backoff, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_give_up_after_retries, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fast_retransmit, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sack_recovery_all_holes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_newreno_partial_ack, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tail_loss_probe, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_shared_port_strays, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_shared_port_always_cookies, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_zero_window_probe, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_window_edges, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_syn_cookies, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_time_wait_bound, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_abort_sends_rst, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_synack_retransmit, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pmtu, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_options, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_isn_differs, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_data_in_delayed_ack, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_data_out_and_drain, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_passive_close, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_active_close_time_wait, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_fin_wait2_timeout, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_simultaneous_close, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_rst_handling, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_syn_in_window_challenge_limit, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_ack_validation, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_closed_port_and_stray, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_refused_by_app, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_sequence_wrap, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_options, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_paws, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_timestamp_offsets, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_ooo_and_sack_blocks, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_ooo_bounded, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_ooo_merge_after_close, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_zero_window_probe, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_window_edges, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_window_update_rules, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_syn_cookies, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_syn_cookie_window_scale, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_time_wait_bound, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_keepalive, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_abort_sends_rst, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_synack_retransmit, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_pmtu, h_setup, h_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
