@@ -40,8 +40,9 @@ struct chan_region {
 	struct chan_slot *slots; /* nworkers entries, owned */
 	struct chan_hdr *hdr;    /* start of the mapping */
 	size_t map_len;
-	int fd;                  /* holds a shared flock while attached */
+	int fd;                  /* holds a shared flock and the role's byte lock while attached */
 	enum chan_role role;
+	bool beat_stopped;       /* chan_heartbeat_stop(): no more heartbeats */
 	uint32_t nworkers;
 	uint32_t ring_size;
 	int bell_c;
@@ -389,6 +390,19 @@ static bool chan_replaceable(int fd, uint64_t *magic)
 	return n >= 0 && (*magic == CHAN_MAGIC || *magic == 0);
 }
 
+/*
+ * Presence: each attached process holds an open-file-description read lock
+ * on one byte of the region file (its role number), so the kernel drops it
+ * the moment the process dies; a peer asks with F_OFD_GETLK and sees a
+ * crash at once instead of after the heartbeat timeout. Shared, so it never
+ * refuses an attach; byte-range locks do not interact with the file's flock.
+ */
+static int chan_role_lock(int fd, enum chan_role role)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = (off_t)role, .l_len = 1 };
+	return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
 struct chan_region *chan_open(const char *path, uint32_t nworkers, uint32_t ring_size,
 			      enum chan_role role, char *err, size_t errlen)
 {
@@ -506,6 +520,11 @@ struct chan_region *chan_open(const char *path, uint32_t nworkers, uint32_t ring
 		goto fail;
 	}
 
+	if (chan_role_lock(r->fd, role) != 0) {
+		chan_err(err, errlen, "channel %s: fcntl(F_OFD_SETLK): %s", path, strerror(errno));
+		goto fail;
+	}
+
 	r->bell_c = chan_bell_open(path, -1, err, errlen);
 	if (r->bell_c < 0)
 		goto fail;
@@ -525,13 +544,13 @@ fail:
 	return NULL;
 }
 
-/* Clearing pid and heartbeat tells the peer at once that this side left
- * on purpose instead of letting it wait for the liveness timeout. */
 const char *chan_open_note(const struct chan_region *r)
 {
 	return r->note[0] ? r->note : NULL;
 }
 
+/* Clearing pid and heartbeat tells the peer at once that this side left
+ * on purpose instead of letting it wait for the liveness timeout. */
 bool chan_close(struct chan_region *r)
 {
 	if (!r)
@@ -626,11 +645,38 @@ void chan_doorbell_drain(struct chan_region *r, uint32_t w)
 	}
 }
 
+static _Atomic uint64_t *chan_own_heartbeat(struct chan_region *r)
+{
+	return r->role == CHAN_ROLE_DATAPLANE ? &r->hdr->dp_heartbeat_ns : &r->hdr->cp_heartbeat_ns;
+}
+
 void chan_heartbeat(struct chan_region *r, uint64_t now_ns)
 {
-	_Atomic uint64_t *hb = r->role == CHAN_ROLE_DATAPLANE ? &r->hdr->dp_heartbeat_ns
-							       : &r->hdr->cp_heartbeat_ns;
-	atomic_store_explicit(hb, now_ns, memory_order_release);
+	if (!r->beat_stopped)
+		atomic_store_explicit(chan_own_heartbeat(r), now_ns, memory_order_release);
+}
+
+void chan_heartbeat_stop(struct chan_region *r)
+{
+	r->beat_stopped = true;
+	atomic_store_explicit(chan_own_heartbeat(r), CHAN_HB_WITHDRAWN, memory_order_release);
+}
+
+bool chan_peer_withdrawn(struct chan_region *r)
+{
+	_Atomic uint64_t *hb = r->role == CHAN_ROLE_DATAPLANE ? &r->hdr->cp_heartbeat_ns
+							       : &r->hdr->dp_heartbeat_ns;
+	return atomic_load_explicit(hb, memory_order_acquire) == CHAN_HB_WITHDRAWN;
+}
+
+bool chan_peer_attached(struct chan_region *r)
+{
+	enum chan_role peer = r->role == CHAN_ROLE_DATAPLANE ? CHAN_ROLE_CONTROL : CHAN_ROLE_DATAPLANE;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)peer, .l_len = 1 };
+	/* Without the answer (an old kernel) the heartbeat alone decides. */
+	if (fcntl(r->fd, F_OFD_GETLK, &fl) != 0)
+		return true;
+	return fl.l_type != F_UNLCK;
 }
 
 bool chan_peer_alive(struct chan_region *r, uint64_t now_ns, uint64_t timeout_ns)
@@ -638,7 +684,7 @@ bool chan_peer_alive(struct chan_region *r, uint64_t now_ns, uint64_t timeout_ns
 	_Atomic uint64_t *hb = r->role == CHAN_ROLE_DATAPLANE ? &r->hdr->cp_heartbeat_ns
 							       : &r->hdr->dp_heartbeat_ns;
 	uint64_t t = atomic_load_explicit(hb, memory_order_acquire);
-	if (t == 0)
+	if (t == 0 || t == CHAN_HB_WITHDRAWN)
 		return false;
 	return now_ns <= t || now_ns - t <= timeout_ns;
 }

@@ -20,6 +20,7 @@ static const struct key_spec dataplane_keys[] = {
 	{ "idle_timeout_s", K_U32, CF(idle_timeout_s), 1, 86400, LIVE },
 	{ "header_timeout_s", K_U32, CF(header_timeout_s), 1, 3600, LIVE },
 	{ "sse_keepalive_s", K_U32, CF(sse_keepalive_s), 1, 3600, LIVE },
+	{ "drain_timeout_s", K_U32, CF(drain_timeout_s), 0, 3600, RESTART },
 	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864, RESTART },
 	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824, RESTART },
 	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0, RESTART },
@@ -33,8 +34,6 @@ static const struct key_spec dataplane_keys[] = {
 	{ "tls", K_ONOFF, CF(tls), 0, 0, RESTART },
 	{ "redirect_listen", K_REDIRECT_LISTEN, 0, 1, 65535, RESTART },
 };
-#define DATAPLANE_KEY_TRANSPORT 0u
-#define DATAPLANE_KEY_LCORES 11u
 
 static const struct key_spec tcp_keys[] = {
 	{ "snd_buf", K_U32, CF(tcp_snd_buf), 4096, 16777216, RESTART },
@@ -359,6 +358,7 @@ void conf_defaults(struct sluice_conf *c)
 	c->idle_timeout_s = 60;
 	c->header_timeout_s = 10;
 	c->sse_keepalive_s = 15;
+	c->drain_timeout_s = 30;
 	c->ws_max_message = 65536;
 	c->max_pending_bytes = 1u << 20;
 	c->pin_workers = true;

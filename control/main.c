@@ -21,9 +21,14 @@
 #include "sluice/log.h"
 #include "store/store.h"
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	fprintf(stderr, "usage: sluice-control -c FILE [--check]\n");
+	fprintf(f, "usage: sluice-control -c FILE [--check]\n"
+		   "  -c FILE   configuration (sluice.conf)\n"
+		   "  --check   validate the configuration and exit\n"
+		   "  --help    this text\n"
+		   "Serves the dataplane's requests over the channel until SIGTERM or SIGINT\n"
+		   "(docs/man/sluice-control.md).\n");
 }
 
 /* SIGHUP: the same reload as sluicectl config reload; a refusal is logged
@@ -44,13 +49,16 @@ int main(int argc, char **argv)
 			path = argv[++i];
 		} else if (strcmp(argv[i], "--check") == 0) {
 			check = true;
+		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
 		} else {
-			usage();
+			usage(stderr);
 			return 2;
 		}
 	}
 	if (!path) {
-		usage();
+		usage(stderr);
 		return 2;
 	}
 

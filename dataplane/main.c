@@ -5,10 +5,11 @@
  * configured worker and runs each on its own thread (pinned when asked).
  * With transport = dpdk, EAL and the port are set up first and the workers
  * run on EAL lcores (transport/tp_dpdk.h) instead of threads started here.
- * SIGINT/SIGTERM stop the workers after their current turn; they close their
- * connections and the process exits 0. SIGHUP (or control's ADMIN RELOAD)
- * reloads the configuration's live keys and, with tls = on, the
- * certificates (dataplane_reload). Fatal problems at start exit 1.
+ * SIGINT/SIGTERM drain (drain_timeout_s), then stop the workers after their
+ * current turn; they close what is left and the process exits 0. SIGHUP (or
+ * control's ADMIN RELOAD) reloads the configuration's live keys and, with
+ * tls = on, the certificates (dataplane_reload). Fatal problems at start
+ * exit 1.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,7 +37,10 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: sluice-dataplane -c FILE [--check]\n"
 		   "  -c FILE   configuration (sluice.conf)\n"
-		   "  --check   validate the configuration and exit\n");
+		   "  --check   validate the configuration and exit\n"
+		   "  --help    this text\n"
+		   "Serves HTTP, SSE and WebSocket clients until SIGTERM or SIGINT, which drain\n"
+		   "first (drain_timeout_s; docs/man/sluice-dataplane.md).\n");
 }
 
 static void *worker_thread(void *arg)
@@ -181,17 +185,25 @@ static int dataplane_reload(struct dp_reload *r, const char *by)
 /*
  * Waits on the main thread for SIGINT/SIGTERM (blocked in every thread, so
  * no handler runs in a worker) or for a worker that stopped on its own.
+ * The first signal drains (workers_drain) until every connection ended or
+ * drain_timeout_s passed; then the rest are ended at once and given a
+ * second to flush. A second signal stops at once.
  * SIGHUP, or control's ADMIN RELOAD, reloads the configuration and the
  * certificates; the TLS layer's timed work (ticket key rotation, OCSP
  * refresh, freeing replaced snapshots) runs every tick, and so does freeing
  * a replaced configuration once no worker runs it.
  */
-static void wait_for_stop(const sigset_t *set, struct dp_reload *r)
+static void wait_for_stop(const sigset_t *set, struct dp_reload *r, uint32_t drain_timeout_s)
 {
 	const struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+	/* The drain's end (0 before the first signal), then one flush period
+	 * for what the timeout's ending wrote. */
+	uint64_t deadline = 0;
+	bool ending = false;
 	while (!workers_stopping()) {
 		int sig = sigtimedwait(set, NULL, &tick);
 		int wait_errno = errno; /* what follows may change errno */
+		uint64_t now = sluice_now_ns();
 		if (r->tls)
 			tls_shared_tick(r->tls);
 		if (r->retired && workers_conf_settled(r->cur)) {
@@ -201,8 +213,29 @@ static void wait_for_stop(const sigset_t *set, struct dp_reload *r)
 		if (workers_take_reload())
 			(void)dataplane_reload(r, "control");
 		if (sig == SIGINT || sig == SIGTERM) {
-			LOG_INFO("signal %d: stopping workers", sig);
+			if (deadline || drain_timeout_s == 0) {
+				LOG_INFO("signal %d: stopping workers", sig);
+				return;
+			}
+			LOG_INFO("signal %d: draining for up to %u s (again: stop at once)", sig, drain_timeout_s);
+			workers_drain(false);
+			deadline = now + (uint64_t)drain_timeout_s * 1000000000ull;
+			continue;
+		}
+		if (deadline && workers_drained()) {
+			LOG_INFO("drained: every connection ended, stopping workers");
 			return;
+		}
+		if (deadline && now >= deadline) {
+			if (ending) {
+				LOG_INFO("drain: stopping workers");
+				return;
+			}
+			LOG_INFO("drain timeout (%u s): ending every connection", drain_timeout_s);
+			workers_drain(true);
+			ending = true;
+			deadline = now + 1000000000ull;
+			continue;
 		}
 		if (sig == SIGHUP) {
 			(void)dataplane_reload(r, "signal");
@@ -339,7 +372,7 @@ int main(int argc, char **argv)
 				 conf.chan_path);
 		if (conf.redirect_port)
 			LOG_INFO("redirecting plain HTTP on port %u to https", (unsigned)conf.redirect_port);
-		wait_for_stop(&stop_set, &reload);
+		wait_for_stop(&stop_set, &reload, conf.drain_timeout_s);
 	}
 
 	workers_stop();

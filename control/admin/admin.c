@@ -130,6 +130,7 @@ static const char *adm_err_code(int err)
 {
 	switch (err) {
 	case -EEXIST:
+	case -ENOTEMPTY:
 		return "exists";
 	case -ENOENT:
 		return "not_found";

@@ -1,10 +1,13 @@
 /*
  * Command family "status": status, stats, workers, conns — what the control
- * loop and the workers report about themselves.
+ * loop and the workers report about themselves — and drain, which asks the
+ * dataplane to drain and stop.
  */
 #include "admin/admin_int.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -312,10 +315,35 @@ void adm_status_conns_record(struct admin *ad, const struct chan_conns *c)
 	adm_status_conns_finish(ad, cl);
 }
 
+/*
+ * `sluicectl drain` is SIGTERM to the dataplane, whose pid the channel
+ * holds: one drain path (docs/operations.md), and control, which runs as the
+ * same user, may signal it where the operator's shell may not.
+ */
+static void cmd_drain(struct admin *ad, struct adm_client *cl, json_t *req)
+{
+	(void)req;
+	uint32_t pid = atomic_load(&chan_header(cpl_region(ad->d.loop))->dp_pid);
+	if (!cpl_peer_alive(ad->d.loop) || pid == 0) {
+		adm_fail(ad, cl, "not_attached", "no dataplane is attached, so there is nothing to drain");
+		return;
+	}
+	if (kill((pid_t)pid, SIGTERM) < 0) {
+		adm_fail_errno(ad, cl, errno, "signalling the dataplane");
+		return;
+	}
+	LOG_INFO("admin: drain: SIGTERM to the dataplane (pid %u)", pid);
+	json_t *o = adm_ok();
+	json_object_set_new(o, "pid", json_integer((json_int_t)pid));
+	json_object_set_new(o, "drain_timeout_s", json_integer((json_int_t)ad->d.conf->drain_timeout_s));
+	adm_send(cl, o);
+}
+
 const struct adm_cmd adm_status_cmds[] = {
 	{ "status", cmd_status },
 	{ "stats", cmd_stats },
 	{ "workers", cmd_workers },
 	{ "conns", cmd_conns },
+	{ "drain", cmd_drain },
 	{ NULL, NULL },
 };

@@ -17,10 +17,100 @@ long long ctl_int(json_t *o, const char *key)
 	return (long long)json_integer_value(json_object_get(o, key));
 }
 
+/* Enough for every ctl_str() of one printf: each call takes the next. */
+#define CTL_VIS_SLOTS 32
+
+/*
+ * Text made visible for a terminal: C0 controls and DEL as \xNN, C1
+ * controls (U+0080..U+009F, which some terminals also obey) as \u00NN, the
+ * rest as is. Returns one of CTL_VIS_SLOTS buffers, owned here and reused
+ * round-robin, or s itself when nothing needs escaping.
+ */
+const char *ctl_vis(const char *s)
+{
+	static char *slot[CTL_VIS_SLOTS];
+	static unsigned next;
+	size_t n = 0;
+	bool plain = true;
+	if (!s)
+		return "-";
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+		if (*p < 0x20 || *p == 0x7f || (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			plain = false;
+	if (plain)
+		return s;
+	char *out = malloc(n * 6 + 1);
+	if (!out)
+		return "(out of memory)";
+	char *o = out;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f) {
+			o += sprintf(o, "\\x%02x", *p);
+		} else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			o += sprintf(o, "\\u%04x", p[1]);
+			p++;
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o = '\0';
+	free(slot[next]);
+	slot[next] = out;
+	next = (next + 1) % CTL_VIS_SLOTS;
+	return out;
+}
+
+/*
+ * What went wrong in words, with what to do, for the errors an operator
+ * causes; the code stays named in parentheses (scripts and --json see it
+ * anyway). words are the command as typed (cmd, sub, arg).
+ */
+void ctl_show_error(const char *const *words, int nwords, const char *code, const char *msg)
+{
+	const char *cmd = words[0];
+	const char *sub = nwords > 1 ? words[1] : "";
+	const char *arg = nwords > 2 ? ctl_vis(words[2]) : "";
+	bool users = strcmp(cmd, "users") == 0, sessions = strcmp(cmd, "sessions") == 0;
+	bool nf = strcmp(code, "not_found") == 0, ex = strcmp(code, "exists") == 0;
+
+	if (users && ex)
+		fprintf(stderr, "sluicectl: user %s already exists (exists). Pick another name, or set its "
+			"password with: sluicectl users passwd %s\n", arg, arg);
+	else if (users && nf)
+		fprintf(stderr, "sluicectl: there is no user %s (not_found). `sluicectl users list` shows "
+			"the users.\n", arg);
+	else if (sessions && nf)
+		fprintf(stderr, "sluicectl: there is no conversation %s (not_found). `sluicectl sessions "
+			"list` shows them.\n", arg);
+	else if (strcmp(cmd, "keys") == 0 && strcmp(sub, "revoke") == 0 && nf)
+		fprintf(stderr, "sluicectl: there is no API key %s (not_found). `sluicectl keys list` shows "
+			"the keys.\n", arg);
+	else if (strcmp(cmd, "keys") == 0 && nf)
+		fprintf(stderr, "sluicectl: that user does not exist (not_found). Create it first with: "
+			"sluicectl users add NAME --role user\n");
+	else if (strcmp(cmd, "store") == 0 && strcmp(sub, "backup") == 0 && ex)
+		fprintf(stderr, "sluicectl: %s already exists and is not empty (exists). A backup never "
+			"overwrites: give a new or empty directory.\n", arg);
+	else if (strcmp(cmd, "backends") == 0 && nf)
+		fprintf(stderr, "sluicectl: there is no backend %s (not_found). `sluicectl backends list` "
+			"shows them.\n", arg);
+	else if (strcmp(cmd, "backends") == 0 && ex)
+		fprintf(stderr, "sluicectl: a backend named %s already exists (exists). Pick another "
+			"name.\n", arg);
+	else if (strcmp(code, "internal") == 0)
+		fprintf(stderr, "sluicectl: control could not do it: %s (internal). Its log says more "
+			"(journalctl -u sluice-control, or its stderr).\n", ctl_vis(msg));
+	else
+		fprintf(stderr, "sluicectl: %s (%s)\n", ctl_vis(msg), ctl_vis(code));
+}
+
+/* Every string printed for a human goes through here (ctl_vis): titles,
+ * content, names and labels are user-supplied. --json prints the answer
+ * untouched. */
 const char *ctl_str(json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
-	return s ? s : "-";
+	return s ? ctl_vis(s) : "-";
 }
 
 void ctl_print_json(json_t *o)
@@ -84,6 +174,13 @@ void ctl_show_status(json_t *a)
 	printf("sessions    %lld in memory, %lld answers running\n", ctl_int(a, "sessions_in_memory"),
 	       ctl_int(a, "answers_running"));
 	printf("admin       %lld clients\n", ctl_int(a, "admin_clients"));
+}
+
+void ctl_show_drain(json_t *a)
+{
+	printf("dataplane pid %lld is draining: new connections are refused, open ones end when their\n"
+	       "answer is done, and it stops within drain_timeout_s = %lld s\n",
+	       ctl_int(a, "pid"), ctl_int(a, "drain_timeout_s"));
 }
 
 void ctl_show_stats(json_t *a, json_t *prev, double dt_s)
@@ -197,7 +294,7 @@ void ctl_show_session(json_t *a)
 		printf("\n");
 		json_t *content = json_object_get(m, "content");
 		if (json_is_string(content))
-			printf("      %s\n", json_string_value(content));
+			printf("      %s\n", ctl_vis(json_string_value(content)));
 		else
 			printf("      (content is not UTF-8)\n");
 	}
@@ -257,9 +354,9 @@ void ctl_show_done(json_t *a)
 	const char *name = json_string_value(json_object_get(a, "name"));
 	const char *done = json_string_value(json_object_get(a, "done"));
 	if (user && done)
-		printf("%s: %s\n", user, done);
+		printf("%s: %s\n", ctl_vis(user), ctl_vis(done));
 	else if (name && done)
-		printf("backend %s: %s\n", name, done);
+		printf("backend %s: %s\n", ctl_vis(name), ctl_vis(done));
 	else if (json_object_get(a, "workers_kicked"))
 		printf("session %s killed: %s%s, %lld workers told to close its streams\n", ctl_str(a, "id"),
 		       json_is_string(json_object_get(a, "cancelled_message_id")) ? "cancelled answer " :
@@ -287,7 +384,7 @@ void ctl_show_backends(json_t *a)
 		json_t *list = json_array_size(json_object_get(b, "models")) ? json_object_get(b, "models")
 									     : json_object_get(b, "discovered_models");
 		json_array_foreach(list, k, m) {
-			int w = snprintf(models + n, sizeof(models) - n, "%s%s", k ? "," : "", json_string_value(m));
+			int w = snprintf(models + n, sizeof(models) - n, "%s%s", k ? "," : "", ctl_vis(json_string_value(m)));
 			if (w < 0 || (size_t)w >= sizeof(models) - n)
 				break;
 			n += (size_t)w;
@@ -298,7 +395,7 @@ void ctl_show_backends(json_t *a)
 		       ctl_int(b, "failovers"), models, json_is_true(json_object_get(b, "runtime")) ? " (runtime)" : "");
 		const char *err = json_string_value(json_object_get(b, "last_error"));
 		if (err && err[0])
-			printf("    last error: %s\n", err);
+			printf("    last error: %s\n", ctl_vis(err));
 	}
 	printf("%zu backends\n", json_array_size(bs));
 }
@@ -318,7 +415,7 @@ void ctl_show_usage(json_t *a)
 	json_t *g;
 	json_array_foreach(json_object_get(a, "groups"), i, g) {
 		const char *key = json_string_value(json_object_get(g, "key_id"));
-		ctl_usage_line(g, ctl_str(g, "user"), key ? key : "(login)", ctl_str(g, "model"));
+		ctl_usage_line(g, ctl_str(g, "user"), key ? ctl_vis(key) : "(login)", ctl_str(g, "model"));
 	}
 	ctl_usage_line(json_object_get(a, "total"), "total", "", "");
 }

@@ -10,12 +10,15 @@
 #include <jansson.h>
 
 long long ctl_int(json_t *o, const char *key);
-/* A string member, "-" when absent. */
+/* A string member made safe for a terminal (ctl_vis), "-" when absent. */
 const char *ctl_str(json_t *o, const char *key);
+const char *ctl_vis(const char *s);
+void ctl_show_error(const char *const *words, int nwords, const char *code, const char *msg);
 void ctl_print_json(json_t *o);
 void ctl_time(long long t, char *buf, size_t cap);
 void ctl_duration(long long ms, char *buf, size_t cap);
 void ctl_print_counters(json_t *o, json_t *prev, double dt_s);
+void ctl_show_drain(json_t *a);
 void ctl_show_status(json_t *a);
 void ctl_show_stats(json_t *a, json_t *prev, double dt_s);
 void ctl_show_stats_once(json_t *a);

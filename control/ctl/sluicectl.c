@@ -44,6 +44,8 @@ static const char usage_text[] =
 	"                                       summed worker counters and control counters\n"
 	"  workers                              per-worker counters and the age of their last report\n"
 	"  conns [--worker N]                   the dataplane's connections\n"
+	"  drain                                drain and stop the dataplane (as SIGTERM does): new\n"
+	"                                       connections refused, open ones ended when idle\n"
 	"  sessions list [--user U] [--limit N] conversations, newest first\n"
 	"  sessions show ID                     one conversation with its messages\n"
 	"  sessions kill ID                     cancel its answer and close its streams\n"
@@ -73,7 +75,12 @@ static const char usage_text[] =
 	"                                       seconds or an age like 90m, 24h, 7d\n"
 	"\n"
 	"The socket is --socket PATH, else admin_socket of -c FILE, else the default\n"
-	"/tmp/sluice-admin.sock.\n";
+	"/tmp/sluice-admin.sock. --help prints this. Exit status: 0 done, 1 control refused\n"
+	"or failed (the reason on stderr), 2 a command line sluicectl does not understand.\n"
+	"docs/man/sluicectl.md has the details.\n";
+
+/* ctl_parse's answer to --help: main exits 0. */
+#define CTL_HELP (-1)
 
 static int usage(const char *why)
 {
@@ -139,7 +146,8 @@ static int ctl_parse(struct ctl *c, int argc, char **argv)
 			return usage(msg);
 		}
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			return usage(NULL);
+			fputs(usage_text, stdout);
+			return CTL_HELP;
 		} else if (strcmp(a, "-c") == 0) {
 			c->conf_path = v;
 		} else if (strcmp(a, "--socket") == 0) {
@@ -237,8 +245,14 @@ static int ctl_connect(struct ctl *c)
 	memcpy(sa.sun_path, c->sock_path, strlen(c->sock_path) + 1);
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "sluicectl: cannot connect to control at %s: %s\n", c->sock_path,
-			strerror(errno));
+		int e = errno;
+		fprintf(stderr, "sluicectl: cannot connect to control at %s: %s\n", c->sock_path, strerror(e));
+		if (e == ENOENT || e == ECONNREFUSED)
+			fprintf(stderr, "  Is sluice-control running (systemctl status sluice-control)? Its "
+				"admin_socket is where -c FILE or --socket PATH says.\n");
+		else if (e == EACCES)
+			fprintf(stderr, "  Run sluicectl as the user sluice-control runs as, or one in the "
+				"admin_socket_group of its configuration.\n");
 		if (c->fd >= 0)
 			close(c->fd);
 		c->fd = -1;
@@ -458,7 +472,7 @@ static int ctl_result(struct ctl *c, json_t *a, void (*show)(json_t *))
 	int rc = 0;
 	if (!json_is_true(json_object_get(a, "ok"))) {
 		json_t *e = json_object_get(a, "error");
-		fprintf(stderr, "sluicectl: %s: %s\n", ctl_str(e, "code"), ctl_str(e, "message"));
+		ctl_show_error(c->words, c->nwords, ctl_str(e, "code"), ctl_str(e, "message"));
 		if (c->json)
 			ctl_print_json(a);
 		rc = 1;
@@ -836,7 +850,8 @@ static int ctl_run(struct ctl *c)
 			      strcmp(cmd, "store") != 0 && !keys && !backends))
 		return usage("too many arguments");
 
-	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns) {
+	if (strcmp(cmd, "status") == 0 || stats || strcmp(cmd, "workers") == 0 || conns ||
+	    strcmp(cmd, "drain") == 0) {
 		if (sub)
 			return usage("too many arguments");
 	} else if (strcmp(cmd, "sessions") == 0) {
@@ -875,6 +890,9 @@ static int ctl_run(struct ctl *c)
 	if (strcmp(cmd, "status") == 0)
 		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "status"), NULL, 0, CTL_TIMEOUT_MS),
 				  ctl_show_status);
+	if (strcmp(cmd, "drain") == 0)
+		return ctl_result(c, ctl_call(c, json_pack("{s:s}", "cmd", "drain"), NULL, 0, CTL_TIMEOUT_MS),
+				  ctl_show_drain);
 	if (stats && c->watch) {
 		if (c->interval_s == 0)
 			c->interval_s = 1.0;
@@ -939,7 +957,7 @@ int main(int argc, char **argv)
 	static struct ctl c = { .count = -1, .worker = -1, .limit = -1, .fd = -1 };
 	int rc = ctl_parse(&c, argc, argv);
 	if (rc)
-		return rc;
+		return rc == CTL_HELP ? 0 : rc;
 	if (c.nwords == 0)
 		return usage("no command");
 	if (sodium_init() < 0) {

@@ -55,6 +55,8 @@ struct cp_loop {
 	uint32_t peer_epoch; /* the dataplane's, as last seen */
 	bool peer_alive;     /* last seen state, to log transitions only */
 	bool stop;
+	bool withdrawing;  /* first SIGTERM/SIGINT seen: heartbeat withdrawn */
+	struct cpl_timer withdraw; /* then stop */
 	uint64_t now;
 	uint64_t next_hb_ns;
 	uint64_t armed_ns; /* current timerfd deadline, 0 when disarmed */
@@ -169,6 +171,20 @@ static void cpl_on_timerfd(void *arg, int fd, uint32_t events)
 	l->armed_ns = 0;
 }
 
+static void cpl_on_withdrawn(void *arg, uint64_t now_ns)
+{
+	(void)now_ns;
+	cpl_stop(arg);
+}
+
+/*
+ * The first signal withdraws: the heartbeat turns CHAN_HB_WITHDRAWN, so
+ * the dataplane's /readyz is 503 at once and its workers stop forwarding at
+ * their next check; for CPL_WITHDRAW_NS control still answers what they
+ * forwarded until then, so no request is cut (readiness means serving).
+ * Then the loop ends. A second signal, or no dataplane to tell, ends it now.
+ * SIGHUP is not a stop: it goes to the hook cpl_on_hangup() set (reload).
+ */
 static void cpl_on_signal(void *arg, int fd, uint32_t events)
 {
 	struct cp_loop *l = arg;
@@ -183,8 +199,16 @@ static void cpl_on_signal(void *arg, int fd, uint32_t events)
 			LOG_INFO("SIGHUP: nothing to reload");
 		return;
 	}
-	LOG_INFO("signal %u: shutting down", si.ssi_signo);
-	l->stop = true;
+	if (l->withdrawing || !l->peer_alive ||
+	    cpl_timer_arm(l, &l->withdraw, sluice_now_ns() + CPL_WITHDRAW_NS) < 0) {
+		LOG_INFO("signal %u: shutting down", si.ssi_signo);
+		l->stop = true;
+		return;
+	}
+	LOG_INFO("signal %u: withdrawing from the dataplane, shutting down in %llu ms (again: at once)",
+		 si.ssi_signo, (unsigned long long)(CPL_WITHDRAW_NS / 1000000ull));
+	l->withdrawing = true;
+	chan_heartbeat_stop(l->r);
 }
 
 void cpl_on_hangup(struct cp_loop *l, cpl_fn fn, void *arg)
@@ -202,6 +226,7 @@ struct cp_loop *cpl_create(struct chan_region *r, char *err, size_t errlen)
 	}
 	l->r = r;
 	l->ep = l->tfd = l->sfd = -1;
+	cpl_timer_init(&l->withdraw, cpl_on_withdrawn, l);
 	const char *what = "timer heap";
 	if (th_init(&l->timers, 64) < 0)
 		goto fail;

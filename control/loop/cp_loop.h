@@ -37,6 +37,10 @@
 #define CPL_DRAIN_BUDGET 1024u
 /* The dataplane counts as gone after this long without a heartbeat (10 missed). */
 #define CPL_PEER_TIMEOUT_NS 1000000000ull
+/* After the first SIGTERM control serves this long with its heartbeat
+ * withdrawn: three dataplane checks, so every worker stops forwarding
+ * before control stops answering (cpl_run). */
+#define CPL_WITHDRAW_NS (3u * CPL_HEARTBEAT_NS)
 /* Hooks of each kind; a fixed table, the layers register at start. */
 #define CPL_MAX_HOOKS 16u
 
@@ -140,7 +144,8 @@ void cpl_dispatch(struct cp_loop *l, uint16_t type, const void *payload, uint32_
 /* One turn; sleeps when allowed and may_block is true. Returns the number
  * of d2c records handled. */
 uint32_t cpl_turn(struct cp_loop *l, bool may_block);
-/* Turns until SIGTERM, SIGINT or cpl_stop. */
+/* Turns until SIGTERM, SIGINT (each withdraws first, see cpl_on_signal;
+ * a second one ends at once) or cpl_stop. */
 int cpl_run(struct cp_loop *l);
 /* Makes cpl_run return after the current turn. */
 void cpl_stop(struct cp_loop *l);

@@ -211,7 +211,7 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	struct app *a = app;
 	struct conn *c;
 
-	if (a->free_head == APP_NO_SLOT) {
+	if (a->free_head == APP_NO_SLOT || a->draining) {
 		DP_STAT_ADD(a->st, conns_refused, 1);
 		return NULL;
 	}
@@ -566,6 +566,8 @@ const struct host_app_ops app_ops = {
 	.end_of_turn = app_end_of_turn,
 	.control_changed = app_control_changed,
 	.conf_changed = app_conf_changed,
+	.drain = app_drain,
+	.open_conns = app_open_conns,
 };
 
 /* Largest multi-part response body collected. */

@@ -16,7 +16,9 @@
  *   control_changed  on detach, requests waiting for control get 503 and
  *                    running streams end with done status "interrupted"; on
  *                    attach with a new epoch, WebSockets are authorised again
- *                    and every live subscription is re-announced.
+ *                    and every live subscription is re-announced;
+ *   drain            SIGTERM: no new conns, each open one ended in its
+ *                    protocol once idle (app_drain.c).
  */
 #ifndef SLUICE_APP_H
 #define SLUICE_APP_H

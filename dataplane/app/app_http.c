@@ -413,7 +413,7 @@ static void app_http_route_local(struct conn *c, const struct http_request *req)
 	if (slice_eq(req->path, "/healthz")) {
 		app_http_send_json(c, 200, "{\"status\":\"ok\"}", NULL, false);
 	} else if (slice_eq(req->path, "/readyz")) {
-		if (a->h->attached)
+		if (a->h->serving(a->h))
 			app_http_send_json(c, 200, "{\"ready\":true}", NULL, false);
 		else
 			app_http_send_error(c, 503, "control_unavailable", "control is not attached", false);
@@ -603,6 +603,8 @@ static void app_http_route(struct conn *c, const struct http_request *req, const
 		c->keep_alive = cn && http_value_has_token(cn->value, "keep-alive");
 	else
 		c->keep_alive = !(cn && http_value_has_token(cn->value, "close"));
+	if (c->app->draining)
+		c->keep_alive = false;
 
 	/* Opt-in creation stamps on token events (docs/api.md), for benchmarks. */
 	{

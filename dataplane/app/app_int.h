@@ -184,6 +184,7 @@ struct app {
 	/* Control's latest backend counters (CHAN_REC_BACKENDS), for /metrics. */
 	uint8_t *bk_rec;
 	uint32_t bk_len, bk_cap;
+	bool draining; /* app_drain() ran: no new conns, each ends when idle */
 };
 
 #define APP_NO_SLOT 0xffffffffu
@@ -229,6 +230,14 @@ void app_http_head_common(const struct conn *c, struct app_buf *b, const char *c
 /* Writes a complete response with the error JSON of docs/api.md. */
 void app_http_send_error(struct conn *c, int status, const char *code, const char *message,
 			 bool close_after);
+
+/* app_drain.c: ends c in its protocol (SSE shutdown event with retry:,
+ * WebSocket 1001, HTTP closed between requests) once nothing runs on it,
+ * or at once when `now`. Called for every conn by app_drain() and again
+ * after each done while the app drains. */
+void app_drain_conn(struct conn *c, bool now);
+void app_drain(void *app, bool now);
+uint64_t app_open_conns(const void *app);
 
 /* app_stream.c: stream delivery for SSE and WS conns */
 void app_stream_on_record(struct app *a, uint16_t type, const void *payload, uint32_t len);

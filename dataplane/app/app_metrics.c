@@ -181,7 +181,7 @@ size_t app_metrics_render(const struct host *h, char *buf, size_t cap)
 	histogram(&b, h, "sluice_token_e2e_delay_seconds",
 		  "Token creation by the backend to being framed by the worker.",
 		  offsetof(struct app_stats, e2e_hist), offsetof(struct app_stats, e2e_sum_ns));
-	header(&b, "sluice_control_attached", "gauge", "1 while sluice-control is attached (fresh heartbeat).");
+	header(&b, "sluice_control_attached", "gauge", "1 while sluice-control is attached (fresh heartbeat, or withdrawing until it closes).");
 	sample(&b, "sluice_control_attached", "", h->attached ? 1 : 0);
 	header(&b, "sluice_workers", "gauge", "Dataplane workers in this process.");
 	sample(&b, "sluice_workers", "", count_workers(h));

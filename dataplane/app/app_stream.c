@@ -384,8 +384,8 @@ static void deliver_done(struct conn *c, const struct chan_done *d, uint32_t len
 	app_event_done(&b, proto_of(c), c->sid, d->message_id, status,
 		       code ? (const char *)code->data : NULL, code ? code->len : 0,
 		       msg ? (const char *)msg->data : "", msg ? msg->len : 0);
-	if (app_stream_emit(c, &b))
-		app_conn_account(c);
+	if (app_stream_emit(c, &b) && app_conn_account(c) && c->app->draining)
+		app_drain_conn(c, false);
 }
 
 static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t len)
@@ -528,8 +528,8 @@ void app_stream_interrupt(struct conn *c)
 		return;
 	app_buf_init(&b, c->app->scratch, c->app->scratch_cap);
 	app_event_done(&b, proto_of(c), c->sid, c->last_mid, "interrupted", NULL, 0, NULL, 0);
-	if (app_stream_emit(c, &b))
-		app_conn_account(c);
+	if (app_stream_emit(c, &b) && app_conn_account(c) && c->app->draining)
+		app_drain_conn(c, false);
 }
 
 /* Keeps the worker's one batch guard at the earliest held deadline. */

@@ -468,6 +468,20 @@ static int resume_listener(struct ktp *t)
 	return 0;
 }
 
+/* The drain: the listening sockets close, so new connections are refused
+ * by the kernel (and a SYN in an accept queue is reset); open ones stay.
+ * Called between polls, so no event still names a listener. */
+static void kt_stop_listening(struct tp *tp)
+{
+	struct ktp *t = (struct ktp *)tp;
+	for (uint32_t i = 0; i < t->nls; i++) {
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, t->ls[i].fd, NULL);
+		close(t->ls[i].fd);
+	}
+	t->nls = 0;
+	t->listen_paused = false;
+}
+
 static bool is_listener(const struct ktp *t, const void *p)
 {
 	return p >= (const void *)&t->ls[0] && p < (const void *)&t->ls[t->nls];
@@ -803,6 +817,7 @@ static const struct tp_ops kernel_ops = {
 	.tx_state = kt_tx_state,
 	.rx_resume = kt_rx_resume,
 	.destroy = kt_destroy,
+	.stop_listening = kt_stop_listening,
 };
 
 /* A nonblocking SO_REUSEPORT listening socket on addr:port, in the epoll set

@@ -118,6 +118,9 @@ struct tp_ops {
 	/* Asks for on_data to be offered the stashed bytes again this loop turn. */
 	void (*rx_resume)(struct tp_conn *c);
 	void (*destroy)(struct tp *t);
+	/* Stops accepting: new connections are refused, open ones stay (the
+	 * drain). Optional: without it the app refuses each one in on_open. */
+	void (*stop_listening)(struct tp *t);
 	/* The transport's own counters for /metrics (none: ncounters 0, and
 	 * counters NULL). counters() fills values[0..ncounters), each summed over
 	 * every instance of this transport in the process (/metrics is
@@ -155,6 +158,11 @@ static inline void tp_tx_state(struct tp *t, struct tp_conn *c, struct tp_conn_i
 		t->ops->tx_state(c, out);
 	else
 		t->ops->info(c, out);
+}
+static inline void tp_stop_listening(struct tp *t)
+{
+	if (t->ops->stop_listening)
+		t->ops->stop_listening(t);
 }
 static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
 {

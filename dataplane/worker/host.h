@@ -57,7 +57,7 @@ struct host {
 	/* Kept by the worker; the app reads `now` through host_now(). */
 	uint64_t now;             /* start of this loop turn (sluice_now_ns()) */
 	bool now_stale;           /* the loop blocked since `now` was taken */
-	bool attached;            /* control's heartbeat is fresh */
+	bool attached;            /* control attached: requests are forwarded */
 
 	/* A d2c record: reserve, write the payload, commit (len may shrink).
 	 * NULL when the ring is full: the caller answers 503 and counts it with
@@ -73,6 +73,11 @@ struct host {
 	/* Asks the dataplane's main thread to read the configuration file
 	 * again (control's ADMIN RELOAD); NULL in hosts that cannot. */
 	void (*request_reload)(struct host *h);
+	/* Whether a request sent now would be served (/readyz): control
+	 * serves by a live check (its heartbeat, and its process by the
+	 * kernel's word), and every worker forwards to that incarnation. A
+	 * syscall: not for per-request paths. */
+	bool (*serving)(struct host *h);
 };
 
 /*
@@ -117,10 +122,16 @@ struct host_app_ops {
 	/* End of a loop turn, before the transport's flush; `busy` is the
 	 * worker's judgement of load (many records drained or a long turn). */
 	void (*end_of_turn)(void *app, bool busy);
-	/* Control attached, went away, or came back as a new epoch. */
+	/* Control attached, went away, or came back as a new epoch (one that
+	 * withdrew counts as attached until it closes: its last records come). */
 	void (*control_changed)(void *app, bool attached);
 	/* host.conf was replaced by a reload: take its live keys. */
 	void (*conf_changed)(void *app);
+	/* Drain: refuse new connections and end each open one in its protocol
+	 * once nothing runs on it; `now` (the drain timeout) ends all of them. */
+	void (*drain)(void *app, bool now);
+	/* Connections open now (the drain is over at 0). */
+	uint64_t (*open_conns)(const void *app);
 };
 
 #endif

@@ -32,10 +32,14 @@
 /* Heartbeat and attach check period; the longest the loop ever blocks. */
 #define HEARTBEAT_NS (100ull * MS_NS)
 #define PEER_TIMEOUT_NS (1000ull * MS_NS)
+/* How long a control that withdrew (clean stop) may take to send its last
+ * records and close before its streams are ended for it. */
+#define WITHDRAW_MAX_NS (5000ull * MS_NS)
 
 struct worker {
 	struct host host;    /* what the app sees; host.now is the turn's time */
 	uint32_t peer_epoch; /* control's epoch when last seen alive */
+	uint64_t serving_ns; /* when control was last seen serving */
 	bool poll_mode;      /* dpdk: never sleep, the doorbell is not used */
 	int bell_fd;
 	uint64_t next_hb_ns;
@@ -51,12 +55,22 @@ struct worker {
 	_Atomic(const struct sluice_conf *) conf_seen;
 	/* Read by other workers for /metrics: kept off the lines above. */
 	alignas(SLUICE_CACHELINE) struct host_stats stats;
+	/* The control epoch this worker forwards requests to, 0 while it
+	 * forwards none: what other workers read for /readyz (serving()). */
+	_Atomic uint32_t serving_epoch;
+	/* The drain phase this worker's app was told, and its connections
+	 * still open once it drains (UINT64_MAX before: workers_drained()). */
+	uint32_t drain_seen;
+	_Atomic uint64_t open_pub;
 };
 
 static struct worker *workers[CHAN_MAX_WORKERS];
 static uint32_t nworkers;
 static atomic_bool stop_flag;
 static atomic_bool reload_flag;
+/* 0, then DRAIN_SOFT (workers_drain(false)), then DRAIN_NOW. */
+enum { DRAIN_SOFT = 1, DRAIN_NOW = 2 };
+static _Atomic uint32_t drain_phase;
 
 static struct worker *worker_of(struct host *h)
 {
@@ -94,22 +108,71 @@ uint32_t worker_count(void)
 	return nworkers;
 }
 
+/* Control serves requests: a fresh heartbeat, and its process attached (a
+ * crash drops its lock at once, long before its last heartbeat goes stale). */
+static bool control_serving(struct worker *w, uint64_t now)
+{
+	return chan_peer_alive(w->chan, now, PEER_TIMEOUT_NS) && chan_peer_attached(w->chan);
+}
+
+/*
+ * /readyz: 200 exactly when a request sent now would be served. The live
+ * check comes first, so control withdrawing turns it 503 at once, a grace
+ * (CPL_WITHDRAW_NS) before any request goes unanswered; then
+ * every worker must already forward to this incarnation, since a request
+ * goes to whichever worker accepted its connection and each one notices a
+ * (re)attach only at its next check, up to HEARTBEAT_NS later.
+ */
+static bool worker_serving(struct host *h)
+{
+	struct worker *w = worker_of(h);
+
+	if (!control_serving(w, sluice_now_ns()))
+		return false;
+	uint32_t epoch = chan_peer_epoch(w->chan);
+	for (uint32_t i = 0; i < nworkers; i++)
+		if (atomic_load_explicit(&workers[i]->serving_epoch, memory_order_acquire) != epoch)
+			return false;
+	return true;
+}
+
 /* ---- the loop ------------------------------------------------------------ */
 
-/* Stamps our heartbeat and tells the app when control came, went, or came
- * back as a new incarnation (new epoch) without us noticing a gap. */
+static uint32_t drain_c2d(struct worker *w);
+
+/*
+ * Stamps our heartbeat and tells the app when control came, went, or came
+ * back as a new incarnation (new epoch) without a gap seen. A control that
+ * withdrew (clean stop: still attached, heartbeat CHAN_HB_WITHDRAWN) is not
+ * gone yet: /readyz already says 503 (worker_serving), but requests are
+ * still forwarded and answered for its grace (CPL_WITHDRAW_NS), and it ends
+ * its answers with records (usage, done) before it closes. Before control
+ * counts as gone, what it published last is read.
+ */
 static void check_control(struct worker *w)
 {
 	uint64_t now = w->host.now;
 
 	chan_heartbeat(w->chan, now);
-	bool alive = chan_peer_alive(w->chan, now, PEER_TIMEOUT_NS);
-	uint32_t epoch = alive ? chan_peer_epoch(w->chan) : w->peer_epoch;
-	if (alive != w->host.attached || epoch != w->peer_epoch) {
-		w->host.attached = alive;
-		w->peer_epoch = epoch;
-		w->ops->control_changed(w->app, alive);
+	bool serving = control_serving(w, now);
+	if (serving)
+		w->serving_ns = now;
+	bool present = serving || (w->host.attached && chan_peer_withdrawn(w->chan) &&
+				   chan_peer_attached(w->chan) && now - w->serving_ns < WITHDRAW_MAX_NS);
+	uint32_t epoch = serving ? chan_peer_epoch(w->chan) : w->peer_epoch;
+	if (!present && w->host.attached) {
+		/* Bounded: a ring holds at most this many turns' worth. */
+		for (uint32_t i = 0; i < 64 && drain_c2d(w) == DRAIN_MAX; i++)
+			;
 	}
+	if (present != w->host.attached || epoch != w->peer_epoch) {
+		w->host.attached = present;
+		w->peer_epoch = epoch;
+		w->ops->control_changed(w->app, present);
+	}
+	/* Published after control_changed(): the streams of a previous
+	 * incarnation are ended before /readyz may count this worker. */
+	atomic_store_explicit(&w->serving_epoch, serving ? epoch : 0, memory_order_release);
 	w->next_hb_ns = now + HEARTBEAT_NS;
 }
 
@@ -159,6 +222,17 @@ static void worker_shutdown(struct worker *w)
 	}
 	if (w->d2c)
 		chan_publish(w->d2c);
+}
+
+/* Tells the app of a new drain phase, then publishes what is still open. */
+static void drain_turn(struct worker *w)
+{
+	uint32_t phase = atomic_load_explicit(&drain_phase, memory_order_acquire);
+	if (phase != w->drain_seen) {
+		w->drain_seen = phase;
+		w->ops->drain(w->app, phase == DRAIN_NOW);
+	}
+	atomic_store_explicit(&w->open_pub, w->ops->open_conns(w->app), memory_order_release);
 }
 
 int worker_run(uint32_t i)
@@ -214,6 +288,8 @@ int worker_run(uint32_t i)
 			DP_STAT_ADD(&w->stats, busy_turns, 1);
 		if (now >= w->next_hb_ns)
 			check_control(w);
+		if (unlikely(atomic_load_explicit(&drain_phase, memory_order_relaxed) != 0))
+			drain_turn(w);
 		more = drained >= DRAIN_MAX || chan_peek(w->c2d) != NULL;
 	}
 	worker_shutdown(w);
@@ -254,6 +330,19 @@ void workers_stop(void)
 bool workers_stopping(void)
 {
 	return atomic_load(&stop_flag);
+}
+
+void workers_drain(bool now)
+{
+	atomic_store(&drain_phase, now ? DRAIN_NOW : DRAIN_SOFT);
+}
+
+bool workers_drained(void)
+{
+	for (uint32_t i = 0; i < nworkers; i++)
+		if (atomic_load_explicit(&workers[i]->open_pub, memory_order_acquire) != 0)
+			return false;
+	return true;
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -303,7 +392,9 @@ static struct worker *worker_new(uint32_t i, uint32_t epoch, const struct sluice
 		.request_reload = worker_request_reload,
 		.control_epoch = worker_control_epoch,
 		.peer = worker_peer,
+		.serving = worker_serving,
 	};
+	atomic_init(&w->open_pub, UINT64_MAX);
 	tw_wheel_init(&w->wheel, w->host.now);
 	return w;
 }

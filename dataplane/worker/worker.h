@@ -56,6 +56,11 @@ bool workers_stopping(void);
 void workers_set_conf(const struct sluice_conf *c);
 bool workers_conf_settled(const struct sluice_conf *c);
 bool workers_take_reload(void);
+/* Drain: each worker's app refuses new connections and ends its open ones
+ * in their protocols once idle (now: at once), at the worker's next turn. */
+void workers_drain(bool now);
+/* Every worker has begun the drain and has no connection left. */
+bool workers_drained(void);
 /* Frees all workers; only after every worker_run() has returned (or none started). */
 void workers_teardown(void);
 /* Workers set up now (0 before workers_setup() and after workers_teardown()). */

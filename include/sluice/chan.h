@@ -156,6 +156,19 @@ void chan_doorbell_drain(struct chan_region *r, uint32_t w);
 void chan_heartbeat(struct chan_region *r, uint64_t now_ns);
 bool chan_peer_alive(struct chan_region *r, uint64_t now_ns, uint64_t timeout_ns);
 uint32_t chan_peer_epoch(struct chan_region *r);
+/* This side stops serving but stays attached: its heartbeat is set to
+ * CHAN_HB_WITHDRAWN now and never stamped again, so the peer sees it not
+ * alive at once, and chan_peer_withdrawn() tells it that the records this
+ * side still sends (last answers, their usage) are worth waiting for until
+ * chan_close. */
+#define CHAN_HB_WITHDRAWN 1ull
+void chan_heartbeat_stop(struct chan_region *r);
+bool chan_peer_withdrawn(struct chan_region *r);
+/* Whether a peer process is attached at all, from the kernel's view (its
+ * role lock): false the moment the peer dies, where its heartbeat would
+ * still look fresh for up to the timeout. One fcntl; not for per-record
+ * paths. */
+bool chan_peer_attached(struct chan_region *r);
 
 /* ---- producer fast path ------------------------------------------------ */
 

@@ -127,6 +127,7 @@ struct sluice_conf {
 	uint32_t idle_timeout_s;       /* idle_timeout_s (default 60) */
 	uint32_t header_timeout_s;     /* header_timeout_s (default 10) */
 	uint32_t sse_keepalive_s;      /* sse_keepalive_s (default 15) */
+	uint32_t drain_timeout_s;      /* drain_timeout_s: SIGTERM's drain bound, 0 = none (default 30) */
 	uint32_t ws_max_message;       /* ws_max_message bytes (default 65536) */
 	uint32_t max_pending_bytes;    /* slow-consumer bound per conn (default 1 MiB) */
 	bool pin_workers;              /* pin_workers = true|false (default true) */

@@ -282,7 +282,7 @@ class Sluice:
     """
 
     def __init__(self, build, workers=1, batching="adaptive", sse_keepalive_s=15,
-                 ws_max_message=65536, header_timeout_s=10, models=None, auth=None,
+                 ws_max_message=65536, header_timeout_s=10, drain_timeout_s=2, models=None, auth=None,
                  default_user=True, sections=None, dataplane=None, dashboard=None, tls=None,
                  backends=None, model_terms=None, env=None, agents=None):
         """backends: [(name, {key: value})] written as [backend.NAME] sections
@@ -311,6 +311,9 @@ class Sluice:
         self.sse_keepalive_s = sse_keepalive_s
         self.ws_max_message = ws_max_message
         self.header_timeout_s = header_timeout_s
+        # Short, so a test that stops the server with answers running does
+        # not wait the default 30 s (stop_proc kills after 5 s anyway).
+        self.drain_timeout_s = drain_timeout_s
         self.models = models or DEFAULT_MODELS
         self.port = free_port()
         # tls: {"certs": [(name, chain, key), ...], "ca": CA file clients trust,
@@ -339,6 +342,7 @@ class Sluice:
             "workers = %d" % self.workers,
             "listen = 127.0.0.1:%d" % self.port,
             "header_timeout_s = %d" % self.header_timeout_s,
+            "drain_timeout_s = %d" % self.drain_timeout_s,
             "sse_keepalive_s = %d" % self.sse_keepalive_s,
             "ws_max_message = %d" % self.ws_max_message,
             "pin_workers = false",
@@ -753,6 +757,8 @@ class CurlSse:
             self.errors.append("SSE data carries a type member: %r" % data)
         obj["type"] = ev.get("event", "message")
         obj["_id"] = ev.get("id")
+        if "retry" in ev:
+            obj["_retry"] = ev["retry"]
         self.events.put(obj)
 
     def wait_head(self, timeout=10):

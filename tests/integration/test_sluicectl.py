@@ -610,6 +610,51 @@ def test_control_stopped(env):
         srv.stop()
 
 
+def test_errors_in_words_and_escaped_text(env):
+    """Operator mistakes are said in words with what to do (and the code);
+    user-supplied text reaches the terminal escaped, --json untouched."""
+    srv = env.server(workers=2)
+    name = "words%d" % os.getpid()
+    ctl_ok(srv, "users", "add", name, "--role", "user", stdin=b"pw-words\n")
+    err = ctl_fails(srv, "exists", "users", "add", name, "--role", "user", stdin=b"pw\n")
+    check("user %s already exists" % name in err and "sluicectl users passwd %s" % name in err,
+          "users add of an existing user says what to do: %r" % err)
+    check("File exists" not in err, "no system error text: %r" % err)
+    err = ctl_fails(srv, "not_found", "users", "del", "nobody-" + name)
+    check("there is no user nobody-%s" % name in err and "users list" in err, "users del: %r" % err)
+    err = ctl_fails(srv, "not_found", "sessions", "show", "s_0000000000000000")
+    check("there is no conversation s_0000000000000000" in err, "sessions show: %r" % err)
+    bk = os.path.join(srv.tmp, "full-dir")
+    os.makedirs(bk)
+    with open(os.path.join(bk, "something"), "w") as f:
+        f.write("x")
+    err = ctl_fails(srv, "exists", "store", "backup", bk)
+    check("already exists and is not empty" in err and "new or empty directory" in err,
+          "store backup into a non-empty directory: %r" % err)
+    check("Directory not empty" not in err and "internal" not in err, "no system error text: %r" % err)
+
+    title = "evil \x1b[2J\x1b]0;owned\x07 title \u009b end"
+    content = "content \x1b[31mred\x1b[0m"
+    tok = srv.login(name, "pw-words")
+    hdr = {"Authorization": "Bearer " + tok}
+    r = srv.request("POST", "/api/chat/sessions", {"model_id": "synth", "title": title}, headers=hdr)
+    check_eq(r.status, 201, "create a session with control characters in its title (%r)" % r.body)
+    sid = r.json()["id"]
+    r = srv.request("POST", "/api/chat/message", {"session_id": sid, "content": content}, headers=hdr)
+    check_eq(r.status, 202, "post a message with escapes (%r)" % r.body)
+    out = ctl_ok(srv, "sessions", "list", "--user", name)
+    check("\x1b" not in out and "\x07" not in out and "\u009b" not in out,
+          "no raw control characters in sessions list: %r" % out)
+    check("evil \\x1b[2J\\x1b]0;owned\\x07 title \\u009b end" in out, "the title shown escaped: %r" % out)
+    out = wait_for("the message stored", lambda: (lambda o: o if "content" in o else None)(
+        ctl_ok(srv, "sessions", "show", sid)))
+    check("\x1b" not in out, "no raw ESC in sessions show: %r" % out)
+    check("content \\x1b[31mred\\x1b[0m" in out, "the content shown escaped: %r" % out)
+    a = ctl_json(srv, "sessions", "show", sid)
+    check_eq(a["title"] if "title" in a else a.get("session", {}).get("title"), title,
+             "--json keeps the title untouched")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run([
         test_socket_mode_0600,
@@ -626,4 +671,5 @@ if __name__ == "__main__":
         test_store_stats_and_backup,
         test_malformed_commands,
         test_control_stopped,
+        test_errors_in_words_and_escaped_text,
     ]))

@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 
 #include "sluice/chan.h"
 #include "sluice/chan_proto.h"
+#include "sluice/common.h"
 
 #define RING CHAN_RING_MIN
 
@@ -753,6 +755,67 @@ static void test_epoch_reattach(void **state)
 	fix_free(f);
 }
 
+/* Presence comes from the kernel: a peer that withdrew (clean stop) is not
+ * alive but still attached until it closes; one that dies is seen gone at
+ * once, although its last heartbeat is fresh. */
+static void test_presence_and_withdraw(void **state)
+{
+	(void)state;
+	struct fix *f = fix_new(1, RING);
+	uint64_t now = 5000000000ull;
+	chan_heartbeat(f->cp, now);
+	assert_true(chan_peer_alive(f->dp, now, 1000000000ull));
+	assert_true(chan_peer_attached(f->dp));
+	assert_true(chan_peer_attached(f->cp));
+	assert_false(chan_peer_withdrawn(f->dp));
+
+	chan_heartbeat_stop(f->cp);
+	chan_heartbeat(f->cp, now + 1);
+	assert_false(chan_peer_alive(f->dp, now + 1, 1000000000ull));
+	assert_true(chan_peer_withdrawn(f->dp));
+	assert_true(chan_peer_attached(f->dp));
+	assert_false(chan_close(f->cp));
+	f->cp = NULL;
+	assert_false(chan_peer_attached(f->dp));
+	assert_false(chan_peer_withdrawn(f->dp));
+
+	/* A control that dies with a fresh heartbeat. It tells it attached on
+	 * `ready` and then waits on `hold`, which nobody writes, until killed;
+	 * the parent keeps no write end of `ready`, so a child that fails is
+	 * an EOF there, not a hang. */
+	int ready[2], hold[2];
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(hold), 0);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		char err[256], b;
+		close(ready[0]);
+		close(hold[1]);
+		struct chan_region *r = chan_open(f->path, 1, RING, CHAN_ROLE_CONTROL, err, sizeof(err));
+		if (!r)
+			_exit(1);
+		chan_heartbeat(r, sluice_now_ns());
+		if (write(ready[1], "x", 1) != 1 || read(hold[0], &b, 1) < 0)
+			_exit(2);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(hold[0]);
+	char b;
+	assert_int_equal(read(ready[0], &b, 1), 1);
+	assert_true(chan_peer_attached(f->dp));
+	assert_true(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
+	assert_int_equal(kill(kid, SIGKILL), 0);
+	int st;
+	assert_int_equal(waitpid(kid, &st, 0), kid);
+	assert_false(chan_peer_attached(f->dp));
+	assert_true(chan_peer_alive(f->dp, sluice_now_ns(), 1000000000ull));
+	close(ready[0]);
+	close(hold[1]);
+	fix_free(f);
+}
+
 /* Several processes open the same new path at once: exactly one creates,
  * the others wait for its magic, and all of them end up attached to the
  * same region; the last one out removes it. */
@@ -834,6 +897,7 @@ int main(void)
 		cmocka_unit_test(test_stale_regions),
 		cmocka_unit_test(test_epoch_reattach),
 		cmocka_unit_test(test_open_race),
+		cmocka_unit_test(test_presence_and_withdraw),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	/* A failed test leaves its region behind; remove every path this run used. */

@@ -87,6 +87,12 @@ static const struct host *w_peer(const struct host *h, uint32_t i)
 	return i == 0 ? h : NULL;
 }
 
+/* One worker: serving exactly while control is attached. */
+static bool w_serving(struct host *h)
+{
+	return h->attached;
+}
+
 /* ---- the in-memory transport ------------------------------------------------- */
 
 static uint8_t *f_reserve(struct tp_conn *c, size_t min, size_t *avail)
@@ -162,6 +168,7 @@ int flow_setup(void **state)
 		.rec_commit = w_rec_commit,
 		.control_epoch = w_control_epoch,
 		.peer = w_peer,
+		.serving = w_serving,
 	};
 	tw_wheel_init(&W.wheel, W.h.now);
 	flow_app = NULL;

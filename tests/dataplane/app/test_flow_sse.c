@@ -270,6 +270,52 @@ static void test_token_alone_allocates_nothing(void **state)
 	flow_assert_no_mallocs(token_alone);
 }
 
+/* Drain (docs/api.md, "When the dataplane drains"): an idle keep-alive
+ * conn is closed, a stream whose answer runs gets that answer's done and
+ * then the shutdown event with retry: and no id, new conns are refused, and
+ * drain(now) ends a running stream at once. */
+static void test_drain(void **state)
+{
+	static const char shutdown_ev[] = "retry: 1000\nevent: shutdown\n"
+					  "data: {\"type\":\"shutdown\",\"reason\":\"draining\",\"retry_ms\":1000}\n\n";
+	struct tp_conn *idle = flow_conn_open();
+	struct tp_conn *c = flow_sse_open("", 0);
+	const char *const one[] = { "x" };
+
+	(void)state;
+	flow_status_rec(flow_all_of(), "s_1", "m_1", "streaming");
+	flow_take(c);
+	app_ops.drain(flow_app, false);
+	assert_true(idle->closed);
+	assert_false(c->closed);
+	assert_int_equal(app_ops.open_conns(flow_app), 2);
+	struct tp_conn extra = { 0 };
+	struct tp_peer peer = { .ipv4 = 0x0100007f, .port = 40001 };
+	assert_null(app_ops.upcalls->on_open(flow_app, &extra, &peer));
+	flow_tokens(flow_all_of(), "s_1", "m_1", 1, one, 1);
+	flow_done_rec(flow_all_of(), "s_1", "m_1", CHAN_DONE_COMPLETE, 1);
+	const char *out = flow_take(c);
+	const char *done = strstr(out, "event: done\n");
+	assert_non_null(done);
+	assert_string_equal(strstr(out, "retry: "), shutdown_ev);
+	assert_true(strstr(out, "event: token") < done);
+	assert_true(c->closed);
+	flow_conn_gone(idle);
+	flow_conn_gone(c);
+	assert_int_equal(app_ops.open_conns(flow_app), 0);
+
+	flow_restart();
+	c = flow_sse_open("", 0);
+	flow_status_rec(flow_all_of(), "s_1", "m_2", "streaming");
+	flow_take(c);
+	app_ops.drain(flow_app, false);
+	assert_false(c->closed);
+	app_ops.drain(flow_app, true);
+	assert_string_equal(flow_take(c), shutdown_ev);
+	assert_true(c->closed);
+	flow_conn_gone(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +328,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_oversized_token_framed_alone, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_token_alone_framed_or_closed, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_token_alone_allocates_nothing, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_drain, flow_setup, flow_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

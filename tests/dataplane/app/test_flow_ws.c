@@ -412,6 +412,17 @@ static void test_ws_admin_and_broadcast(void **state)
 	flow_conn_gone(c);
 }
 
+/* Drain: an idle WebSocket is closed 1001 at once. */
+static void test_ws_drain(void **state)
+{
+	struct tp_conn *ws = flow_ws_open_conn();
+
+	(void)state;
+	app_ops.drain(flow_app, false);
+	flow_assert_ws_close(flow_take(ws), 1001, "server shutting down");
+	flow_conn_gone(ws);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +434,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ws_open_refused, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_ws_open_without_control, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_ws_reauth_after_control_restart, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_ws_drain, flow_setup, flow_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
