@@ -323,8 +323,12 @@ void adm_status_conns_record(struct admin *ad, const struct chan_conns *c)
 static void cmd_drain(struct admin *ad, struct adm_client *cl, json_t *req)
 {
 	(void)req;
-	uint32_t pid = atomic_load(&chan_header(cpl_region(ad->d.loop))->dp_pid);
-	if (!cpl_peer_alive(ad->d.loop) || pid == 0) {
+	struct chan_region *r = cpl_region(ad->d.loop);
+	uint32_t pid = atomic_load(&chan_header(r)->dp_pid);
+	/* The kernel's view, not the loop's liveness flag: that one follows the
+	 * heartbeat check every 100 ms, so a dataplane that attached a moment
+	 * ago (and already serves) would be refused. */
+	if (!chan_peer_attached(r) || pid == 0) {
 		adm_fail(ad, cl, "not_attached", "no dataplane is attached, so there is nothing to drain");
 		return;
 	}
