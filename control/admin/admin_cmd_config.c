@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sluice/log.h"
+#include "sluice/tlsfile.h"
 
 /* Asks the dataplane to take `level`: one ADMIN record to worker 0 (the
  * level is process-wide). False when no dataplane is attached or the
@@ -165,7 +166,11 @@ static int adm_reload(struct admin *ad, json_t **changed, bool *dp_told, char *e
 			 restart == 1 ? "needs" : "need");
 		goto out;
 	}
-	/* Everything that can refuse runs before anything changes. */
+	/* Everything that can refuse runs before anything changes, the
+	 * dataplane's certificates included: loaded here the way it loads
+	 * them, so it does not refuse what control has applied. */
+	if (tlsfile_check(next, err, errlen) < 0)
+		goto out;
 	if (bk_reconfigure(ad->d.bk, cur, next, false, err, errlen) < 0)
 		goto out;
 	(void)bk_reconfigure(ad->d.bk, cur, next, true, err, errlen);

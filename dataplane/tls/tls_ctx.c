@@ -20,6 +20,7 @@
 
 #include "sluice/conf.h"
 #include "sluice/log.h"
+#include "sluice/tlsfile.h"
 #include "tls/tls_int.h"
 
 /* TLS 1.2: forward secrecy and AEAD only (ECDHE with AES-GCM or ChaCha20). */
@@ -35,17 +36,6 @@
 static const unsigned char alpn_http11[] = { 8, 'h', 't', 't', 'p', '/', '1', '.', '1' };
 
 /* The last OpenSSL error as text (or `fallback`), for init messages. */
-static const char *ssl_reason(const char *fallback)
-{
-	static _Thread_local char buf[256];
-	unsigned long e = ERR_peek_last_error();
-
-	if (!e)
-		return fallback;
-	ERR_error_string_n(e, buf, sizeof(buf));
-	ERR_clear_error();
-	return buf;
-}
 
 /* ---- per-handshake callbacks (worker threads) ---------------------------- */
 
@@ -169,7 +159,7 @@ static SSL_CTX *new_ctx(const struct sluice_conf *conf, char *err, size_t errlen
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx) {
-		snprintf(err, errlen, "SSL_CTX_new: %s", ssl_reason("out of memory"));
+		snprintf(err, errlen, "SSL_CTX_new: %s", tlsfile_reason("out of memory"));
 		return NULL;
 	}
 	int min = conf->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
@@ -189,7 +179,7 @@ static SSL_CTX *new_ctx(const struct sluice_conf *conf, char *err, size_t errlen
 	    !SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) ||
 	    !SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) ||
 	    !SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sluice", 6)) {
-		snprintf(err, errlen, "TLS settings: %s", ssl_reason("refused"));
+		snprintf(err, errlen, "TLS settings: %s", tlsfile_reason("refused"));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -199,27 +189,6 @@ static SSL_CTX *new_ctx(const struct sluice_conf *conf, char *err, size_t errlen
 	if (conf->tls_ocsp_stapling)
 		SSL_CTX_set_tlsext_status_cb(ctx, on_status);
 	return ctx;
-}
-
-/* Whoever can read the key can impersonate the server: it must belong to
- * nobody but its owner. */
-static int check_key_file(const char *path, char *err, size_t errlen)
-{
-	struct stat st;
-	if (stat(path, &st) != 0) {
-		snprintf(err, errlen, "key %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		snprintf(err, errlen, "key %s: not a regular file", path);
-		return -1;
-	}
-	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-		snprintf(err, errlen, "key %s: accessible by group or others (mode %04o); chmod 600 it",
-			 path, (unsigned)(st.st_mode & 07777));
-		return -1;
-	}
-	return 0;
 }
 
 static int add_name(struct tls_cert *c, const char *n, size_t len)
@@ -317,27 +286,9 @@ static int load_cert(const struct sluice_conf *conf, const struct conf_cert *cc,
 {
 	char why[1024];
 	memcpy(c->label, cc->name, sizeof(c->label));
-	if (check_key_file(cc->key, why, sizeof(why)) != 0)
-		goto fail;
 	c->ctx = new_ctx(conf, why, sizeof(why));
-	if (!c->ctx)
+	if (!c->ctx || tlsfile_load(c->ctx, cc, why, sizeof(why)) != 0)
 		goto fail;
-	ERR_clear_error();
-	if (SSL_CTX_use_certificate_chain_file(c->ctx, cc->chain) != 1) {
-		snprintf(why, sizeof(why), "chain %s: %s", cc->chain, ssl_reason("cannot load"));
-		goto fail;
-	}
-	if (SSL_CTX_use_PrivateKey_file(c->ctx, cc->key, SSL_FILETYPE_PEM) != 1 &&
-	    ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
-		snprintf(why, sizeof(why), "key %s: %s", cc->key, ssl_reason("cannot load"));
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(c->ctx) != 1) {
-		ERR_clear_error();
-		snprintf(why, sizeof(why), "key %s does not match the certificate in %s", cc->key,
-			 cc->chain);
-		goto fail;
-	}
 	X509 *leaf = SSL_CTX_get0_certificate(c->ctx);
 	if (!leaf || !X509_up_ref(leaf)) {
 		snprintf(why, sizeof(why), "chain %s: no certificate", cc->chain);
@@ -422,7 +373,7 @@ static long ocsp_check(const struct tls_cert *c, OCSP_RESPONSE *resp, OCSP_CERTI
 		goto out;
 	}
 	if (OCSP_basic_verify(bs, signers, store, OCSP_TRUSTOTHER) <= 0) {
-		snprintf(err, errlen, "response signature: %s", ssl_reason("does not verify"));
+		snprintf(err, errlen, "response signature: %s", tlsfile_reason("does not verify"));
 		goto out;
 	}
 	if (!OCSP_resp_find_status(bs, id, &status, &reason, &rev, &thisupd, &nextupd)) {
@@ -479,14 +430,14 @@ struct tls_staple *tls_ctx_ocsp_fetch(const struct tls_cert *c, int timeout_s, u
 		goto out;
 	}
 	if (!OSSL_HTTP_parse_url(c->ocsp_url, NULL, NULL, &host, &port, NULL, &path, NULL, NULL)) {
-		snprintf(err, errlen, "%s: %s", c->ocsp_url, ssl_reason("not a URL"));
+		snprintf(err, errlen, "%s: %s", c->ocsp_url, tlsfile_reason("not a URL"));
 		goto out;
 	}
 	rsp = OSSL_HTTP_transfer(NULL, host, port, path, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0,
 				 NULL, "application/ocsp-request", reqbio, "application/ocsp-response",
 				 1, OCSP_RESP_MAX, timeout_s, 0);
 	if (!rsp) {
-		snprintf(err, errlen, "%s: %s", c->ocsp_url, ssl_reason("no answer"));
+		snprintf(err, errlen, "%s: %s", c->ocsp_url, tlsfile_reason("no answer"));
 		goto out;
 	}
 	resp = d2i_OCSP_RESPONSE_bio(rsp, NULL);

@@ -5,12 +5,15 @@ allowed Origin while an SSE stream runs (the stream is unaffected), adds and
 removes a backend, changes quotas ([limits.ROLE]) and the dataplane's
 [limits]; a key that needs a restart is named in the refusal and
 the running configuration stays as it was (config show proves it); SIGHUP
-to either process takes the same path."""
+to either process takes the same path; certificates the dataplane could not
+load refuse the reload in control, before anything changes."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -180,7 +183,39 @@ def test_reload(env):
         srv.stop()
 
 
-TESTS = [test_reload]
+def test_reload_refuses_what_the_dataplane_would(env):
+    """A reload whose certificates the dataplane could not load (here a key
+    file readable by others) is refused whole by control before anything
+    changes, naming the certificate: no key is applied in one process and
+    refused in the other."""
+    certs = tempfile.mkdtemp(prefix="sluice-reload-certs-")
+    chain, key, ca = harness.make_test_cert(certs, "main")
+    srv = env.fresh(tls={"certs": [("main", chain, key)], "ca": ca})
+    try:
+        srv.start()
+        check_eq(show(srv)["batching"]["mode"], "adaptive", "mode at start")
+        srv.batching = "off"
+        srv.write_conf()
+        os.chmod(key, 0o644)
+        p = srv.sluicectl("config", "reload")
+        check_eq(p.returncode, 1, "reload with a key readable by others")
+        err = p.stderr.decode()
+        check("[cert.main]" in err and "accessible by group or others" in err,
+              "the refusal names the certificate and why: %r" % err)
+        check_eq(show(srv)["batching"]["mode"], "adaptive", "nothing applied in control")
+        check("reload: [batching] mode changed" not in log_text(srv, "sluice-dataplane"),
+              "the dataplane was not asked to reload")
+        os.chmod(key, 0o600)
+        a = ctl_json(srv, "config", "reload")
+        check("[batching] mode" in a["changed"], "the same file once the key is private: %r" % a)
+        check_eq(show(srv)["batching"]["mode"], "off", "mode after the reload")
+        wait_log(srv, "sluice-dataplane", "reload: [batching] mode changed")
+    finally:
+        srv.stop()
+        shutil.rmtree(certs, ignore_errors=True)
+
+
+TESTS = [test_reload, test_reload_refuses_what_the_dataplane_would]
 
 if __name__ == "__main__":
     sys.exit(harness.run(TESTS))
