@@ -109,7 +109,11 @@ int sse_next(struct sse_parser *p, char *buf, size_t len, struct sse_event *ev)
 			break;
 		i = next;
 	}
-	if (next > p->max_event)
+	/* The blank line's CRLF counts as its CR alone: a split right after
+	 * the CR ends the event there (skip_lf above), and the limit must not
+	 * depend on where the input was split. */
+	size_t used = next == i + 2 && buf[i] == '\r' ? i + 1 : next;
+	if (used > p->max_event)
 		return sse_fail(p, SSE_TOO_LONG);
 	memset(ev, 0, sizeof(*ev));
 	size_t w = 0;

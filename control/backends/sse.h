@@ -25,7 +25,7 @@
 enum sse_err { SSE_OK = 0, SSE_TOO_LONG, SSE_NAME_TOO_LONG, SSE_NUL };
 
 struct sse_parser {
-	size_t max_event; /* bytes one event may take, line ends included */
+	size_t max_event; /* bytes one event may take, line ends included (its blank line's CRLF as one) */
 	size_t scan;      /* where the last INCOMPLETE call stopped: a line start */
 	size_t start;     /* where the event begins: 1 when an LF of the last one's CRLF leads */
 	bool skip_lf;     /* the last event ended in a CR at the end of its bytes */
