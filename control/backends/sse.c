@@ -88,7 +88,7 @@ int sse_next(struct sse_parser *p, char *buf, size_t len, struct sse_event *ev)
 	/* Find the blank line that ends the event, resuming at the first line
 	 * the previous call could not finish. */
 	for (;;) {
-		if (i > p->max_event)
+		if (i - start > p->max_event)
 			return sse_fail(p, SSE_TOO_LONG);
 		ptrdiff_t e = sse_line_end(buf, len, i, &next);
 		if (e < 0 && i + 1 == len && buf[i] == '\r') {
@@ -98,7 +98,7 @@ int sse_next(struct sse_parser *p, char *buf, size_t len, struct sse_event *ev)
 			break;
 		}
 		if (e < 0) {
-			if (len > p->max_event)
+			if (len - start > p->max_event)
 				return sse_fail(p, SSE_TOO_LONG);
 			p->scan = i;
 			return SSE_INCOMPLETE;
@@ -109,11 +109,12 @@ int sse_next(struct sse_parser *p, char *buf, size_t len, struct sse_event *ev)
 			break;
 		i = next;
 	}
-	/* The blank line's CRLF counts as its CR alone: a split right after
-	 * the CR ends the event there (skip_lf above), and the limit must not
-	 * depend on where the input was split. */
+	/* Sizes count from the event's start (after an LF that finished the
+	 * last one's CRLF), and the blank line's CRLF counts as its CR alone: a
+	 * split right after the CR ends the event there (skip_lf above), and
+	 * the limit must not depend on where the input was split. */
 	size_t used = next == i + 2 && buf[i] == '\r' ? i + 1 : next;
-	if (used > p->max_event)
+	if (used - start > p->max_event)
 		return sse_fail(p, SSE_TOO_LONG);
 	memset(ev, 0, sizeof(*ev));
 	size_t w = 0;
