@@ -390,12 +390,11 @@ static void app_http_route_ws(struct conn *c, const struct http_request *req, bo
 	}
 	/* /ws/chat: control authorises the upgrade (cookie, bearer or
 	 * subprotocol token; Origin allowlist) before the 101. */
-	if (!app_ws_auth_keep(c, req)) {
+	if (!app_ws_auth_keep(c, req, &key->value)) {
 		LOG_WARN("worker %u: no memory for an upgrade's auth fields", c->app->wid);
 		app_http_send_error(c, 503, "overloaded", "out of memory", true);
 		return;
 	}
-	ws_accept_key(key->value.p, key->value.len, c->ws_accept);
 	c->ws_upgrading = true;
 	app_http_wait_control(c, app_ws_auth_send(c));
 }
@@ -1082,7 +1081,7 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 			app_conn_close(c, false);
 			return;
 		}
-		app_ws_start(c, c->ws_accept, r, len, false);
+		app_ws_start(c, c->ws_auth->accept, r, len, false);
 		/* Frames the client sent right behind its upgrade request wait in
 		 * the transport's stash: offer them to the WebSocket engine. */
 		if (!c->closing)

@@ -55,11 +55,15 @@ struct app_field {
 /*
  * The auth headers of a /ws/chat upgrade, kept for the conn's whole life so a
  * restarted control can be asked to authorise the conn again. One malloc per
- * WebSocket conn at upgrade time; the values point into data[], which is
- * bounded by the parser's header limit (HTTP_MAX_HEADER_BYTES).
+ * WebSocket conn at upgrade time: the values lie end to end in data[] (each
+ * bounded by the parser's header limit, HTTP_MAX_HEADER_BYTES, so a uint16_t
+ * holds its length; 0xffff marks an absent one), and the upgrade's
+ * Sec-WebSocket-Accept waits here for control's answer, not in every conn.
  */
+#define APP_WS_AUTH_ABSENT 0xffffu
 struct app_ws_auth {
-	struct app_field f[APP_WS_AUTH_FIELDS];
+	uint16_t len[APP_WS_AUTH_FIELDS];
+	char accept[29];
 	char data[];
 };
 
@@ -105,12 +109,15 @@ struct conn {
 	bool peer_counted;  /* counted in app.peers */
 	bool ws_admin;      /* the WebSocket is /ws/admin (else /ws/chat) */
 	bool timing;        /* the stream asked for creation stamps (X-Sluice-Timing: 1) */
+	bool resp_stream;   /* a streamed HTTP response (CHAN_RESP_HTTP_STREAM) is being written */
+	bool v1_req;        /* the request in flight is under /v1/: a client that leaves abandons it */
+	bool resp_ctype;    /* resp_hdrs holds a Content-Type line */
+	struct ws_pmd pmd;  /* permessage-deflate as negotiated at the upgrade */
+	uint16_t resp_status;
 	struct tp_peer peer;
 	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
 	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
 	uint32_t ws_reauth_id; /* req_id of that re-check */
-	char ws_accept[29];  /* Sec-WebSocket-Accept of the pending upgrade */
-	struct ws_pmd pmd;   /* permessage-deflate as negotiated at the upgrade */
 	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
 	uint32_t req_id;     /* id of the last request sent */
 	uint32_t req_epoch;  /* control epoch that request was stamped with */
@@ -125,8 +132,6 @@ struct conn {
 	struct http_chunked chk;   /* HS_BODY with chunked */
 	/* A multi-part RESPONSE being collected (malloc'd, freed when complete). */
 	struct app_dbuf resp_body, resp_hdrs; /* body; header lines */
-	uint16_t resp_status;
-	bool resp_ctype; /* resp_hdrs holds a Content-Type line */
 	uint64_t last_write_ns;  /* SSE keep-alive reference */
 	struct tw_timer timer;   /* header, idle, or SSE keep-alive timer */
 	/* Stream state */
@@ -138,8 +143,6 @@ struct conn {
 	char prov_mid[CHAN_ID_LEN];
 	uint32_t prov_prompt;
 	double prov_cost, prov_per_token;
-	bool resp_stream;   /* a streamed HTTP response (CHAN_RESP_HTTP_STREAM) is being written */
-	bool v1_req;        /* the request in flight is under /v1/: a client that leaves abandons it */
 	struct batch batch;
 	uint32_t pend_idx;          /* index in app.pending, APP_NO_SLOT when not held */
 	uint64_t pend_acct;         /* this conn's share of the pending_bytes gauge */
@@ -262,9 +265,11 @@ bool app_stream_flush(struct conn *c);
  * response, whose CHAN_F_HEADER / CHAN_F_SET_COOKIE fields join the 101. */
 void app_ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
 		  bool echo);
-/* Keeps the upgrade's auth headers in c->ws_auth; false when out of memory. */
+/* Keeps the upgrade's auth headers and the accept value of its
+ * Sec-WebSocket-Key `key` in c->ws_auth; false when out of memory. */
 struct http_request;
-bool app_ws_auth_keep(struct conn *c, const struct http_request *req);
+struct http_slice;
+bool app_ws_auth_keep(struct conn *c, const struct http_request *req, const struct http_slice *key);
 void app_ws_auth_free(struct conn *c);
 /* Sends CHAN_REQ_WS_OPEN with the kept auth fields. */
 enum app_req_result app_ws_auth_send(struct conn *c);

@@ -109,21 +109,25 @@ void app_ws_start(struct conn *c, const char *accept, const struct chan_response
 		app_ws_send_text(c, h.p, h.len);
 }
 
-bool app_ws_auth_keep(struct conn *c, const struct http_request *req)
+/* The tags of app_ws_auth's fields, in the order of its len[]. */
+static const uint16_t app_ws_auth_tags[APP_WS_AUTH_FIELDS] = {
+	CHAN_F_AUTHORIZATION, CHAN_F_COOKIE, CHAN_F_ORIGIN, CHAN_F_WS_PROTOCOL, CHAN_F_PEER,
+};
+
+bool app_ws_auth_keep(struct conn *c, const struct http_request *req, const struct http_slice *key)
 {
-	static const struct { uint16_t tag; const char *name; } hdrs[] = {
-		{ CHAN_F_AUTHORIZATION, "Authorization" }, { CHAN_F_COOKIE, "Cookie" },
-		{ CHAN_F_ORIGIN, "Origin" }, { CHAN_F_WS_PROTOCOL, "Sec-WebSocket-Protocol" },
+	static const char *const names[APP_WS_AUTH_FIELDS - 1] = {
+		"Authorization", "Cookie", "Origin", "Sec-WebSocket-Protocol",
 	};
-	const struct http_header *hv[SLUICE_ARRAY_LEN(hdrs)];
+	const struct http_header *hv[APP_WS_AUTH_FIELDS - 1];
 	char peer[APP_CONN_PEER_STR_MAX];
 	size_t pl = app_conn_peer_str(c, peer);
 	size_t total = pl;
 	struct app_ws_auth *wa;
 	char *p;
 
-	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
-		hv[i] = http_find_header(req, hdrs[i].name);
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
+		hv[i] = http_find_header(req, names[i]);
 		if (hv[i])
 			total += hv[i]->value.len;
 	}
@@ -132,17 +136,17 @@ bool app_ws_auth_keep(struct conn *c, const struct http_request *req)
 	if (!wa)
 		return false;
 	p = wa->data;
-	for (size_t i = 0; i < SLUICE_ARRAY_LEN(hdrs); i++) {
-		wa->f[i] = (struct app_field){ hdrs[i].tag, NULL, 0 };
+	for (size_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
+		wa->len[i] = APP_WS_AUTH_ABSENT;
 		if (!hv[i])
 			continue;
 		memcpy(p, hv[i]->value.p, hv[i]->value.len);
-		wa->f[i].data = p;
-		wa->f[i].len = hv[i]->value.len;
+		wa->len[i] = (uint16_t)hv[i]->value.len;
 		p += hv[i]->value.len;
 	}
 	memcpy(p, peer, pl);
-	wa->f[SLUICE_ARRAY_LEN(hdrs)] = (struct app_field){ CHAN_F_PEER, p, pl };
+	wa->len[APP_WS_AUTH_FIELDS - 1] = (uint16_t)pl;
+	ws_accept_key(key->p, key->len, wa->accept);
 	c->ws_auth = wa;
 	return true;
 }
@@ -163,9 +167,19 @@ enum app_req_result app_ws_auth_send(struct conn *c)
 {
 	const char *path = app_ws_path(c);
 	struct app_field f[1 + APP_WS_AUTH_FIELDS];
+	const char *p = c->ws_auth->data;
 
 	f[0] = (struct app_field){ CHAN_F_PATH, path, strlen(path) };
-	memcpy(f + 1, c->ws_auth->f, sizeof(c->ws_auth->f));
+	for (size_t i = 0; i < APP_WS_AUTH_FIELDS; i++) {
+		uint16_t n = c->ws_auth->len[i];
+
+		f[1 + i] = (struct app_field){ app_ws_auth_tags[i], NULL, 0 };
+		if (n == APP_WS_AUTH_ABSENT)
+			continue;
+		f[1 + i].data = p;
+		f[1 + i].len = n;
+		p += n;
+	}
 	return app_send_request(c, CHAN_REQ_WS_OPEN, CHAN_M_GET, f, SLUICE_ARRAY_LEN(f));
 }
 

@@ -1,8 +1,8 @@
 /*
  * Per-connection RFC 6455 engine. Input is consumed frame header by frame
  * header; payload bytes go straight from the caller's buffer into the
- * reassembly buffer (data) or the 125-byte control buffer as they arrive, so
- * a frame never has to be present whole.
+ * reassembly buffer (data) or a control frame's 125-byte buffer as they
+ * arrive, so a frame never has to be present whole.
  *
  * Reentrancy: ops may call ws_session_send / ws_session_close (and
  * ws_session_free from on_closed); the struct itself must stay valid until
@@ -40,6 +40,8 @@ void ws_session_set_deflate(struct ws_session *s, struct ws_deflate *codec, cons
 /* Leaves the session CLOSED, so input offered afterwards is ignored. */
 void ws_session_free(struct ws_session *s)
 {
+	free(s->ctl);
+	s->ctl = NULL;
 	free(s->msg);
 	s->msg = NULL;
 	s->msg_len = 0;
@@ -188,8 +190,12 @@ static bool ws_session_reserve(struct ws_session *s, size_t need)
 static uint16_t ws_session_begin_frame(struct ws_session *s)
 {
 	const struct ws_frame *f = &s->cur;
-	if (f->opcode & 0x08)
+	if (f->opcode & 0x08) {
+		/* The frame parser holds control payloads to 125 bytes. */
+		if (f->payload_len && !s->ctl && !(s->ctl = malloc(125)))
+			return WS_CLOSE_INTERNAL;
 		return 0;
+	}
 	if (s->state != WS_STATE_OPEN)
 		return 0; /* payload is discarded: we are closing */
 	if (f->opcode == WS_OP_CONT) {
@@ -275,6 +281,9 @@ static uint16_t ws_session_end_frame(struct ws_session *s)
 	s->in_frame = false;
 	if (s->cur.opcode & 0x08) {
 		ws_session_control(s);
+		/* on_closed may have freed the session (ctl NULL then). */
+		free(s->ctl);
+		s->ctl = NULL;
 		return 0;
 	}
 	if (!s->cur.fin || s->state != WS_STATE_OPEN)
@@ -282,7 +291,8 @@ static uint16_t ws_session_end_frame(struct ws_session *s)
 	if (s->msg_opcode == WS_OP_TEXT && !s->msg_deflated && s->utf8_state != WS_UTF8_ACCEPT)
 		return WS_CLOSE_BAD_DATA;
 	uint8_t opcode = s->msg_opcode;
-	const uint8_t *data = s->msg ? s->msg : s->ctl;
+	static const uint8_t empty[1];
+	const uint8_t *data = s->msg ? s->msg : empty;
 	size_t len = s->msg_len;
 	s->msg_opcode = 0;
 	s->msg_len = 0;

@@ -56,7 +56,10 @@ struct ws_session {
 	struct ws_deflate *pmd_codec;
 	struct ws_pmd pmd;
 	bool msg_deflated;
-	uint8_t ctl[125];      /* control frame payload */
+	/* A control frame's payload (<= 125 bytes) while it arrives: malloc'd
+	 * at the frame's start and freed at its end, so a parked session holds
+	 * no buffer at all. */
+	uint8_t *ctl;
 };
 
 void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, void *arg,

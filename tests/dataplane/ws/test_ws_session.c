@@ -744,6 +744,34 @@ static void test_release_idle(void **state)
 	assert_null(fx->s.msg);
 }
 
+/* A control frame's payload buffer lives only while the frame arrives: a
+ * parked session holds none, and freeing a session mid-frame gives it back
+ * (ASan's leak check in CI). */
+static void test_control_buffer_only_while_needed(void **state)
+{
+	struct fixture *fx = *state;
+	uint8_t in[256];
+	size_t n = 0;
+	put(in, &n, true, WS_OP_PING, "abcdef", 6);
+	assert_null(fx->s.ctl);
+	feed(&fx->s, in, n - 3, n - 3);
+	assert_non_null(fx->s.ctl);
+	feed(&fx->s, in + n - 3, 3, 3);
+	assert_null(fx->s.ctl);
+	uint8_t op;
+	bool fin;
+	const uint8_t *p;
+	size_t len;
+	next_out(&fx->r, &op, &fin, &p, &len);
+	assert_int_equal(op, WS_OP_PONG);
+	assert_int_equal(len, 6);
+	assert_memory_equal(p, "abcdef", 6);
+	feed(&fx->s, in, n - 1, n - 1);
+	assert_non_null(fx->s.ctl);
+	ws_session_free(&fx->s);
+	assert_null(fx->s.ctl);
+}
+
 /* A message framed once (header + payload) goes out as it is. */
 static void test_send_frame(void **state)
 {
@@ -848,6 +876,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_utf8_fail_fast, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_utf8_fail_fast_mid_frame, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_utf8_split_across_fragments, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_control_buffer_only_while_needed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_big, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_message_dribble, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_release_idle, setup, teardown),
