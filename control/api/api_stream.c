@@ -241,10 +241,10 @@ void api_ws_state(struct api *a, const struct chat_reply *r)
 	json_t *rp = json_null();
 	if (cc && cc->sub_sid[0])
 		json_array_append_new(subs, json_string(cc->sub_sid));
-	if (cc && cc->rp.active)
-		rp = json_pack("{s:s,s:s,s:f,s:b,s:i,s:i}", "session_id", cc->rp.sid, "message_id",
-			       cc->rp.mid, "speed", cc->rp.speed, "paused", cc->rp.paused_ns != 0,
-			       "sent", (int)(cc->rp.next - 1), "total", (int)cc->rp.ntokens);
+	if (cc && cc->rp)
+		rp = json_pack("{s:s,s:s,s:f,s:b,s:i,s:i}", "session_id", cc->rp->sid, "message_id",
+			       cc->rp->mid, "speed", cc->rp->speed, "paused", cc->rp->paused_ns != 0,
+			       "sent", (int)(cc->rp->next - 1), "total", (int)cc->rp->ntokens);
 	if (o) {
 		json_object_set_new(o, "subscriptions", subs ? subs : json_null());
 		json_object_set_new(o, "replay", rp ? rp : json_null());

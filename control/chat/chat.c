@@ -61,7 +61,7 @@ static void chat_conn_node_free(struct idmap_node *n, void *arg)
 {
 	struct chat *c = arg;
 	struct chat_conn *cc = (struct chat_conn *)n;
-	cpl_timer_cancel(c->loop, &cc->rp.timer);
+	chat_stop_replay(c, cc);
 	free(cc);
 }
 
@@ -465,7 +465,7 @@ static void chat_conn_stop_sid(struct idmap_node *n, void *arg)
 {
 	struct chat_conn *cc = (struct chat_conn *)n;
 	struct chat_session *s = arg;
-	if (cc->rp.active && strcmp(cc->rp.sid, s->node.id) == 0)
+	if (cc->rp && strcmp(cc->rp->sid, s->node.id) == 0)
 		chat_stop_replay(s->chat, cc);
 }
 
@@ -504,7 +504,6 @@ struct chat_conn *chat_conn_get(struct chat *c, struct chan_conn conn, bool crea
 		return NULL;
 	cc->conn = conn;
 	cc->chat = c;
-	cpl_timer_init(&cc->rp.timer, chat_replay_due_cb, cc);
 	if (idmap_insert(&c->conns, &cc->node, key, kl) < 0) {
 		free(cc);
 		return NULL;
@@ -537,7 +536,7 @@ void chat_conn_unsubscribed(struct chat *c, struct chan_conn conn, const char *s
 	if (!cc || strncmp(cc->sub_sid, sid, CHAN_ID_LEN) != 0)
 		return;
 	cc->sub_sid[0] = 0;
-	if (!cc->rp.active)
+	if (!cc->rp)
 		chat_conn_release(c, cc);
 }
 

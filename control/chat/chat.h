@@ -133,7 +133,6 @@ struct chat_replay {
 	uint32_t ntokens;
 	enum store_msg_status status; /* how the recorded answer ended */
 	struct store_usage usage;
-	bool active;
 	bool streaming;
 };
 
@@ -142,7 +141,10 @@ struct chat_conn {
 	struct chat *chat;
 	struct chan_conn conn;
 	char sub_sid[CHAN_ID_LEN]; /* the session it streams, "" when none */
-	struct chat_replay rp;
+	/* The replay running on this conn (owned, malloc'd by chat_replay_start,
+	 * freed by chat_stop_replay), NULL when none: most conns never replay,
+	 * so they do not carry its 250 bytes. */
+	struct chat_replay *rp;
 };
 
 /* How the api layer learns that a store write finished, and what an

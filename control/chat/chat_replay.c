@@ -12,8 +12,11 @@
 
 void chat_stop_replay(struct chat *c, struct chat_conn *cc)
 {
-	cpl_timer_cancel(c->loop, &cc->rp.timer);
-	cc->rp.active = false;
+	if (!cc->rp)
+		return;
+	cpl_timer_cancel(c->loop, &cc->rp->timer);
+	free(cc->rp);
+	cc->rp = NULL;
 }
 
 /* Room for n bytes of replayed tokens; -ENOMEM. */
@@ -54,20 +57,20 @@ static int chat_replay_due(struct chat *c, struct chat_replay *rp, uint32_t seq,
  * record could not be read back). */
 static void chat_replay_end(struct chat *c, struct chat_conn *cc, bool ok)
 {
-	struct chat_replay *rp = &cc->rp;
+	struct chat_replay *rp = cc->rp;
 	enum store_msg_status st = ok ? rp->status : STORE_MSG_ERROR;
-	chat_stop_replay(c, cc);
 	if (!co_usage(c->out, cc->conn, rp->sid, rp->mid, rp->usage.prompt_tokens,
 		      rp->usage.completion_tokens, rp->usage.cost_usd) ||
 	    !co_done(c->out, cc->conn, rp->sid, rp->mid, chat_done_code(st), rp->ntokens, NULL, NULL))
 		LOG_WARN("replay of %s to worker %u cut short: channel full", rp->mid, cc->conn.worker);
+	chat_stop_replay(c, cc);
 }
 
 /* Sends every token that is due now in one TOKENS record and schedules the
  * next, or ends the replay after the last. */
 static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_ns)
 {
-	struct chat_replay *rp = &cc->rp;
+	struct chat_replay *rp = cc->rp;
 	uint32_t n = 0;
 	uint32_t first = rp->next;
 	uint64_t due = 0;
@@ -126,8 +129,12 @@ int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn c
 	struct chat_conn *cc = chat_conn_get(c, conn, true);
 	if (!cc)
 		return -ENOMEM;
-	struct chat_replay *rp = &cc->rp;
 	chat_stop_replay(c, cc);
+	struct chat_replay *rp = calloc(1, sizeof(*rp));
+	if (!rp)
+		return -ENOMEM;
+	cpl_timer_init(&rp->timer, chat_replay_due_cb, cc);
+	cc->rp = rp;
 	/* The response subscribed the conn to s on the dataplane; count it so
 	 * its UNSUBSCRIBE balances. */
 	if (strncmp(cc->sub_sid, s->node.id, CHAN_ID_LEN) != 0) {
@@ -144,7 +151,6 @@ int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn c
 	rp->status = m->status;
 	rp->usage = m->usage;
 	rp->streaming = false;
-	rp->active = true;
 	if (!co_status(c->out, conn, rp->sid, rp->mid, "queued")) {
 		chat_stop_replay(c, cc);
 		return -ENOBUFS;
@@ -164,9 +170,9 @@ int chat_replay_start(struct chat *c, struct chat_session *s, struct chan_conn c
 int chat_replay_pause(struct chat *c, struct chan_conn conn, bool pause)
 {
 	struct chat_conn *cc = chat_conn_get(c, conn, false);
-	if (!cc || !cc->rp.active)
+	if (!cc || !cc->rp)
 		return -ENOENT;
-	struct chat_replay *rp = &cc->rp;
+	struct chat_replay *rp = cc->rp;
 	uint64_t now = sluice_now_ns();
 	if (pause && !rp->paused_ns) {
 		rp->paused_ns = now;

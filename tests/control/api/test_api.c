@@ -730,7 +730,7 @@ static void test_replay_sse(void **state)
 	struct chat_conn *cc = chat_conn_get(&f->chat, conn, false);
 	assert_non_null(cc);
 	uint64_t due[6];
-	replay_dues(f, sid, mid, cc->rp.start_ns, 4, due);
+	replay_dues(f, sid, mid, cc->rp->start_ns, 4, due);
 
 	/* Nothing before the first token's scaled offset. */
 	uint64_t next = cpl_run_due(f->loop, due[1] - 1);
