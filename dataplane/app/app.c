@@ -51,7 +51,6 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 {
 	const struct sluice_conf *conf = h->conf;
 	struct app *a = calloc(1, sizeof(*a));
-	uint32_t gen0;
 
 	if (!a) {
 		snprintf(err, errlen, "app: out of memory");
@@ -93,19 +92,9 @@ static void *app_create(struct host *h, char *err, size_t errlen)
 	}
 	/* Generations start from the attach epoch so records addressed to
 	 * connections of an earlier dataplane never match a live one. */
-	gen0 = h->epoch << 20;
-	for (uint32_t i = 0; i < a->max_conns; i++) {
-		struct conn *c = &a->conns[i];
-
-		c->app = a;
-		c->slot = i;
-		c->gen = gen0;
-		c->next_free = i + 1 < a->max_conns ? i + 1 : APP_NO_SLOT;
-		tw_init(&c->timer, app_conn_timer_cb, c);
-		c->pend_idx = APP_NO_SLOT;
-		batch_init(&c->batch);
-	}
-	a->free_head = 0;
+	a->gen0 = h->epoch << 20;
+	a->free_head = APP_NO_SLOT;
+	a->used_slots = 0;
 	tw_init(&a->batch_timer, app_stream_batch_timer, a);
 	a->start_ns = host_now(h);
 	app_ctl_stats_start(a);
@@ -125,7 +114,7 @@ static void app_destroy(void *app)
 	if (a->batch_timer.armed)
 		tw_cancel(a->h->wheel, &a->batch_timer);
 	if (a->conns) {
-		for (uint32_t i = 0; i < a->max_conns; i++) {
+		for (uint32_t i = 0; i < a->used_slots; i++) {
 			struct conn *c = &a->conns[i];
 
 			batch_clear(&c->batch, &a->pool);
@@ -170,7 +159,7 @@ struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h)
 {
 	struct conn *c;
 
-	if (h->worker != a->wid || h->slot >= a->max_conns)
+	if (h->worker != a->wid || h->slot >= a->used_slots)
 		return NULL;
 	c = &a->conns[h->slot];
 	if (!c->tc || c->gen != h->gen || c->closing)
@@ -206,17 +195,38 @@ static void *app_refuse(struct app *a, struct conn *c, int status, const char *c
 	return c;
 }
 
+/* A free slot: the last one given back, else one never used (set up
+ * now: its page is touched for the first time); NULL when all are open. */
+static struct conn *app_slot_take(struct app *a)
+{
+	struct conn *c;
+
+	if (a->free_head != APP_NO_SLOT) {
+		c = &a->conns[a->free_head];
+		a->free_head = c->next_free;
+		return c;
+	}
+	if (a->used_slots == a->max_conns)
+		return NULL;
+	c = &a->conns[a->used_slots];
+	c->app = a;
+	c->slot = a->used_slots++;
+	c->gen = a->gen0;
+	tw_init(&c->timer, app_conn_timer_cb, c);
+	c->pend_idx = APP_NO_SLOT;
+	batch_init(&c->batch);
+	return c;
+}
+
 static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *peer)
 {
 	struct app *a = app;
-	struct conn *c;
+	struct conn *c = a->draining ? NULL : app_slot_take(a);
 
-	if (a->free_head == APP_NO_SLOT || a->draining) {
+	if (!c) {
 		DP_STAT_ADD(a->st, conns_refused, 1);
 		return NULL;
 	}
-	c = &a->conns[a->free_head];
-	a->free_head = c->next_free;
 	c->tc = tc;
 	c->peer = *peer;
 	c->peer_counted = false;
@@ -533,7 +543,7 @@ static void app_control_changed(void *app, bool attached)
 {
 	struct app *a = app;
 
-	for (uint32_t i = 0; i < a->max_conns; i++) {
+	for (uint32_t i = 0; i < a->used_slots; i++) {
 		struct conn *c = &a->conns[i];
 
 		if (!c->tc || c->closing)

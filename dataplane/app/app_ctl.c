@@ -105,7 +105,7 @@ static void fill_info(struct conn *c, struct chan_conn_info *ci, uint64_t now)
 /* Next open conn at or after slot *i, or NULL. */
 static struct conn *next_open(struct app *a, uint32_t *i)
 {
-	for (; *i < a->max_conns; (*i)++)
+	for (; *i < a->used_slots; (*i)++)
 		if (a->conns[*i].tc)
 			return &a->conns[(*i)++];
 	return NULL;
@@ -127,7 +127,7 @@ static void list_conns(struct app *a, uint32_t req_id)
 	struct chan_conns *prev = NULL;
 	uint64_t now = host_now(a->h);
 
-	for (uint32_t i = 0; i < a->max_conns; i++)
+	for (uint32_t i = 0; i < a->used_slots; i++)
 		open += a->conns[i].tc != NULL;
 	for (;;) {
 		uint32_t want = open - done < per ? open - done : (uint32_t)per;

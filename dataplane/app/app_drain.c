@@ -63,7 +63,7 @@ void app_drain(void *app, bool now)
 	if (!a->draining && a->h->tp)
 		tp_stop_listening(a->h->tp);
 	a->draining = true;
-	for (uint32_t i = 0; i < a->max_conns; i++)
+	for (uint32_t i = 0; i < a->used_slots; i++)
 		app_drain_conn(&a->conns[i], now);
 }
 

@@ -158,6 +158,11 @@ struct app {
 	struct conn *conns;
 	uint32_t max_conns;
 	uint32_t free_head; /* free-slot stack */
+	/* Slots [0, used_slots) have been handed out at least once; the rest are
+	 * calloc's untouched zero pages, so a worker configured for a million
+	 * connections holds memory only for those it has had (app_slot_take). */
+	uint32_t used_slots;
+	uint32_t gen0; /* the generation a slot starts from */
 	struct app_subs *subs;
 	struct batch_pool pool;
 	struct batch_policy pol;

@@ -392,6 +392,35 @@ static void test_static_files(void **state)
 	flow_conn_gone(c);
 }
 
+/* Slots are handed out as connections come (a worker configured for many
+ * holds memory only for those it had), refused past max_conns, and a slot
+ * given back serves the next connection. */
+static void test_slots_on_demand(void **state)
+{
+	struct tp_conn *c[3], *extra;
+	void *second;
+
+	(void)state;
+	W.conf.max_conns = 3;
+	flow_restart();
+	for (int i = 0; i < 3; i++)
+		c[i] = flow_conn_open();
+	assert_ptr_not_equal(c[0]->ctx, c[1]->ctx);
+	assert_ptr_not_equal(c[1]->ctx, c[2]->ctx);
+	extra = flow_conn_open_from(0x0100007f);
+	assert_null(extra->ctx);
+	assert_int_equal(W.st.conns_refused, 1);
+	free(extra);
+	second = c[1]->ctx;
+	flow_conn_gone(c[1]);
+	c[1] = flow_conn_open();
+	assert_ptr_equal(c[1]->ctx, second);
+	flow_feed(c[1], "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+	assert_non_null(strstr(flow_take(c[1]), "{\"status\":\"ok\"}"));
+	for (int i = 0; i < 3; i++)
+		flow_conn_gone(c[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -403,6 +432,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_framing_errors_and_timeout, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_large_body_collected, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_streamed_response, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_slots_on_demand, flow_setup, flow_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
