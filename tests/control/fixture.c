@@ -126,6 +126,20 @@ static void cfx_rm_dir(const char *dir)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+int64_t cfx_clock_s;
+
+static int64_t cfx_clock(void *arg)
+{
+	(void)arg;
+	return cfx_clock_s;
+}
+
+void cfx_limits_clock(struct cfx *f)
+{
+	cfx_clock_s = 86400 * 1000 + 30;
+	f->limits.now = cfx_clock;
+}
+
 void cfx_close(struct cfx *f)
 {
 	/* As in main.c: running answers end, then the store's completions run

@@ -89,6 +89,11 @@ void cfx_conf_default(struct sluice_conf *c);
  * "u" and logs it in. The store's ops may be swapped for shims afterwards. */
 struct cfx *cfx_open(const struct sluice_conf *conf, unsigned flags);
 void cfx_close(struct cfx *f);
+/* Puts the limits on a test clock (unix seconds in cfx_clock_s, which the
+ * test moves), 30 s into a minute of a day's start, so fixed windows are
+ * the test's to cross. */
+extern int64_t cfx_clock_s;
+void cfx_limits_clock(struct cfx *f);
 
 /* Builds a REQUEST record for conn into buf (static, valid until the next
  * build), stamped with this control's epoch. Returns its length. */

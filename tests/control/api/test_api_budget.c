@@ -25,13 +25,6 @@
 #define LONG_ANSWER 40u
 #define CUT (BUDGET + 1) /* the answer's tokens when it is cut */
 
-static int64_t clock_s;
-static int64_t test_clock(void *arg)
-{
-	(void)arg;
-	return clock_s;
-}
-
 /* 40-token answers, 50 ms apart; users may spend 10 tokens a day. */
 static int fx_setup(void **state)
 {
@@ -41,8 +34,7 @@ static int fx_setup(void **state)
 	memset(c.role_limits[CONF_ROLE_USER].v, 0, sizeof(c.role_limits[CONF_ROLE_USER].v));
 	c.role_limits[CONF_ROLE_USER].v[CONF_LIM_TOKENS_PER_DAY] = BUDGET;
 	struct cfx *f = cfx_open(&c, 0);
-	clock_s = 86400 * 1000 + 30;
-	f->limits.now = test_clock;
+	cfx_limits_clock(f);
 	*state = f;
 	return 0;
 }
@@ -322,7 +314,7 @@ static void test_v1_cut(void **state)
 	json_decref(j);
 
 	/* A new day; not streamed, nothing was sent: 429 in OpenAI's shape. */
-	clock_s += 86400;
+	cfx_clock_s += 86400;
 	cfx_http(f, 0, 4, CHAN_M_POST, "/v1/chat/completions",
 		 "{\"model\":\"synth-1\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}");
 	assert_false(cfx_next(f, 0));

@@ -205,13 +205,6 @@ static void test_closed_conn_cancels(void **state)
 	assert_false(cfx_next(f, 0));
 }
 
-static int64_t clock_s;
-static int64_t test_clock(void *arg)
-{
-	(void)arg;
-	return clock_s;
-}
-
 /* Limits on, at no limit but what each case sets, on a test clock 30 s
  * into a minute. */
 static int lim_setup(void **state)
@@ -220,8 +213,7 @@ static int lim_setup(void **state)
 	cfx_conf_default(&c);
 	memset(c.role_limits[CONF_ROLE_USER].v, 0, sizeof(c.role_limits[CONF_ROLE_USER].v));
 	struct cfx *f = cfx_open(&c, 0);
-	clock_s = 86400 * 1000 + 30;
-	f->limits.now = test_clock;
+	cfx_limits_clock(f);
 	*state = f;
 	return 0;
 }
@@ -279,7 +271,7 @@ static void test_v1_limits(void **state)
 	assert_int_equal(lim_view(&f->limits, key, STORE_USER_ROLE_USER, f->uid, &lv), 0);
 	assert_int_equal(lv.used[CONF_LIM_TOKENS_PER_MIN], 10);
 
-	clock_s += 60;
+	cfx_clock_s += 60;
 	v[CONF_LIM_TOKENS_PER_MIN] = 0;
 	v[CONF_LIM_MESSAGES_PER_MIN] = 1;
 	completion(f, 2, V1_HELLO_NOSTORE);
@@ -288,7 +280,7 @@ static void test_v1_limits(void **state)
 	completion(f, 2, V1_HELLO);
 	expect_v1_limit(f, "rate_limit_exceeded", "limit_messages_per_min", "Retry-After: 30");
 
-	clock_s += 60;
+	cfx_clock_s += 60;
 	v[CONF_LIM_MESSAGES_PER_MIN] = 0;
 	v[CONF_LIM_CONCURRENT] = 1;
 	completion(f, 3, V1_HELLO_STREAM);

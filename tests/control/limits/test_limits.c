@@ -17,13 +17,6 @@
 #include "../fixture.h"
 #include "limits/limits.h"
 
-static int64_t clock_s;
-static int64_t test_clock(void *arg)
-{
-	(void)arg;
-	return clock_s;
-}
-
 static int fx_setup(void **state)
 {
 	struct sluice_conf c;
@@ -37,8 +30,7 @@ static int fx_setup(void **state)
 	v[CONF_LIM_STORED_MB] = 1;
 	v[CONF_LIM_SESSIONS] = 2;
 	struct cfx *f = cfx_open(&c, 0);
-	clock_s = 86400 * 1000 + 30;
-	f->limits.now = test_clock;
+	cfx_limits_clock(f);
 	*state = f;
 	return 0;
 }
@@ -70,7 +62,7 @@ static void test_rates_and_windows(void **state)
 	assert_int_equal(why.value, 2);
 	assert_int_equal(why.retry_after, 30);
 	assert_int_equal(l->stats.refused[CONF_LIM_MESSAGES_PER_MIN], 1);
-	clock_s += 30;
+	cfx_clock_s += 30;
 	assert_true(lim_message_begin(l, &w, 10, &why));
 	/* Three answers run now: the concurrency limit. */
 	assert_false(lim_message_begin(l, &w, 10, &why));
@@ -82,7 +74,7 @@ static void test_rates_and_windows(void **state)
 	assert_int_equal(why.limit, CONF_LIM_MESSAGES_PER_MIN);
 	/* A message that was not stored after all gives its answer's place
 	 * back (the minute still counts it: it was tried). */
-	clock_s += 60;
+	cfx_clock_s += 60;
 	lim_message_failed(l, "ann", NULL, 10);
 	assert_true(lim_message_begin(l, &w, 10, &why));
 	/* Another user is not affected. */
@@ -103,7 +95,7 @@ static void test_backend_count(void **state)
 	lim_answer_end(l, "eve", NULL, 97);
 	assert_false(lim_message_begin(l, &w, 1, &why));
 	assert_int_equal(why.limit, CONF_LIM_TOKENS_PER_MIN);
-	clock_s += 60;
+	cfx_clock_s += 60;
 	assert_true(lim_message_begin(l, &w, 1, &why));
 	lim_answer_tokens(l, "eve", NULL, 120, 12, NULL);
 	lim_answer_end(l, "eve", NULL, -30);
@@ -123,7 +115,7 @@ static void test_tokens(void **state)
 	struct lim_who w = { .user = "cid", .uid = 3, .role = STORE_USER_ROLE_USER };
 	struct lim_refusal why;
 	for (int m = 0; m < 3; m++) {
-		clock_s += 60;
+		cfx_clock_s += 60;
 		assert_true(lim_message_begin(l, &w, 1, &why));
 		lim_answer_tokens(l, "cid", NULL, 100, 400, NULL);
 		lim_answer_end(l, "cid", NULL, 0);
@@ -133,11 +125,11 @@ static void test_tokens(void **state)
 			assert_true(why.retry_after >= 1 && why.retry_after <= 60);
 		}
 	}
-	clock_s += 60;
+	cfx_clock_s += 60;
 	assert_false(lim_message_begin(l, &w, 1, &why));
 	assert_int_equal(why.limit, CONF_LIM_TOKENS_PER_DAY);
 	assert_true(why.retry_after > 60 && why.retry_after <= 86400);
-	clock_s += 86400;
+	cfx_clock_s += 86400;
 	assert_true(lim_message_begin(l, &w, 1, &why));
 	struct lim_who adm = { .user = "root", .uid = 4, .role = STORE_USER_ROLE_ADMIN };
 	for (int i = 0; i < 10; i++)
@@ -252,7 +244,7 @@ static void test_day_budget_cuts(void **state)
 	assert_true(lim_message_begin(l, &w, 1, &why));
 	assert_false(lim_answer_tokens(l, "fay", NULL, 90, 0, &cut));
 	assert_false(lim_answer_tokens(l, "fay", NULL, 20, 0, &cut));
-	clock_s += 60;
+	cfx_clock_s += 60;
 	assert_false(lim_answer_tokens(l, "fay", NULL, 100, 0, &cut));
 	/* Another user's answer goes on. */
 	struct lim_who g = { .user = "gus", .uid = 7, .role = STORE_USER_ROLE_USER };
@@ -288,7 +280,7 @@ static void test_day_budget_cuts(void **state)
 	assert_int_equal(cut.value, 30);
 	lim_answer_end(l, "hal", "k_hal1", 0);
 	/* A new day: the budget is back. */
-	clock_s += 86400;
+	cfx_clock_s += 86400;
 	assert_true(lim_message_begin(l, &w, 1, &why));
 	assert_false(lim_answer_tokens(l, "fay", NULL, 1, 0, &cut));
 }
