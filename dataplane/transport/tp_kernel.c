@@ -36,7 +36,7 @@
 #define RX_SCRATCH (64u * 1024u)
 #define MAX_EVENTS 256
 #define ACCEPT_BURST 64
-#define WRITEV_MAX 16
+#define WRITEV_MAX 64
 /* Free chunks kept per worker for the next sender (2 MiB of full-size ones,
  * 1 MiB of small ones); past that a sent chunk goes back to malloc. */
 #define FREE_CHUNKS_MAX 128u
@@ -65,6 +65,7 @@ enum {
 	KC_BLOCKED = 1u << 4, /* last send hit EAGAIN; waiting for EPOLLOUT */
 	KC_RX_FULL = 1u << 5, /* stash full; not read until rx_resume */
 	KC_HAD_TX = 1u << 6,  /* bytes queued since the last on_drained */
+	KC_ARENA = 1u << 7,   /* has arena chunks: listed in ktp.arena_conns[arena_idx] */
 };
 
 struct ktp;
@@ -81,6 +82,7 @@ struct tp_conn {
 	uint32_t flags;
 	uint32_t ev; /* epoll interest now registered */
 	uint32_t stash_len, stash_cap;
+	uint32_t arena_idx; /* with KC_ARENA */
 	void *ctx;   /* the app's; NULL while on_open runs or when refused */
 	uint8_t *stash; /* unconsumed input, owned here */
 	struct chunk *txh, *txt;
@@ -109,6 +111,16 @@ struct ktp {
 	uint64_t listen_resume_ns;
 	uint8_t *scratch;
 	struct chunk *free_chunks, *free_small;
+	/* The send arena (TP_KERNEL_ARENA_*): chunks carved end to end from
+	 * arena[0, arena_used); arena_top is the last one, the only one that
+	 * may still grow. arena_conns lists the connections holding arena
+	 * chunks (NULL where one died since). */
+	uint8_t *arena;
+	uint32_t arena_cap, arena_used;
+	struct chunk *arena_top;
+	bool arena_overflowed; /* a reservation found the arena full */
+	struct tp_conn **arena_conns;
+	uint32_t narena_conns, arena_conns_cap;
 	struct list_node conns, dead, flushq, resumeq, lingerq;
 	struct epoll_event events[MAX_EVENTS];
 };
@@ -154,8 +166,15 @@ static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
 	return k;
 }
 
+static bool chunk_in_arena(const struct ktp *t, const struct chunk *k)
+{
+	return (const uint8_t *)k >= t->arena && (const uint8_t *)k < t->arena + t->arena_cap;
+}
+
 static void chunk_put(struct ktp *t, struct chunk *k)
 {
+	if (chunk_in_arena(t, k))
+		return; /* the arena starts over as a whole */
 	if (k->cap == TP_KERNEL_CHUNK && t->nfree < FREE_CHUNKS_MAX) {
 		k->next = t->free_chunks;
 		t->free_chunks = k;
@@ -180,6 +199,122 @@ static void txq_release(struct ktp *t, struct tp_conn *c)
 	}
 	c->txt = NULL;
 	c->tx_queued = 0;
+	if (c->flags & KC_ARENA) {
+		t->arena_conns[c->arena_idx] = NULL;
+		c->flags &= ~(uint32_t)KC_ARENA;
+	}
+}
+
+/* ---- the send arena -------------------------------------------------------- */
+
+static void conn_finish(struct tp_conn *c, bool reset);
+
+/*
+ * A chunk from the arena for c, with room for at least min bytes: only for a
+ * connection that is not waiting for EPOLLOUT and whose queue is empty or
+ * ends in arena chunks (so the arena never holds bytes behind a chunk that
+ * outlives the turn), and only while it stays small. NULL: use a chunk.
+ */
+static struct chunk *arena_get(struct ktp *t, struct tp_conn *c, size_t min)
+{
+	if ((c->flags & KC_BLOCKED) || (c->txt && !chunk_in_arena(t, c->txt)) ||
+	    c->tx_queued + min > TP_KERNEL_ARENA_CONN_MAX)
+		return NULL;
+	if (!t->arena) {
+		t->arena = malloc(TP_KERNEL_ARENA_MIN);
+		if (!t->arena)
+			return NULL;
+		t->arena_cap = TP_KERNEL_ARENA_MIN;
+	}
+	if (!(c->flags & KC_ARENA) && t->narena_conns == t->arena_conns_cap) {
+		uint32_t n = t->arena_conns_cap ? t->arena_conns_cap * 2 : 1024;
+		struct tp_conn **p = realloc(t->arena_conns, n * sizeof(*p));
+		if (!p)
+			return NULL;
+		t->arena_conns = p;
+		t->arena_conns_cap = n;
+	}
+	/* The top chunk stops growing where its bytes end. */
+	if (t->arena_top) {
+		t->arena_top->cap = t->arena_top->tail;
+		t->arena_used = (uint32_t)((uint8_t *)t->arena_top->data + t->arena_top->tail - t->arena);
+		t->arena_used = (t->arena_used + 7u) & ~7u;
+		t->arena_top = NULL;
+	}
+	if ((size_t)t->arena_cap - t->arena_used < sizeof(struct chunk) + min) {
+		t->arena_overflowed = true;
+		return NULL;
+	}
+	struct chunk *k = (struct chunk *)(void *)(t->arena + t->arena_used);
+	k->next = NULL;
+	k->head = k->tail = 0;
+	k->cap = t->arena_cap - t->arena_used - (uint32_t)sizeof(struct chunk);
+	if (k->cap > TP_KERNEL_ARENA_CONN_MAX - c->tx_queued)
+		k->cap = (uint32_t)(TP_KERNEL_ARENA_CONN_MAX - c->tx_queued);
+	t->arena_top = k;
+	if (!(c->flags & KC_ARENA)) {
+		c->arena_idx = t->narena_conns;
+		t->arena_conns[t->narena_conns++] = c;
+		c->flags |= KC_ARENA;
+	}
+	return k;
+}
+
+/* Moves what c could not send out of the arena into chunks of its own, in
+ * order. False when memory ran out (the caller resets c). */
+static bool arena_evict(struct ktp *t, struct tp_conn *c)
+{
+	struct chunk **link = &c->txh, *last = NULL;
+	while (*link) {
+		struct chunk *k = *link;
+		if (!chunk_in_arena(t, k)) {
+			last = k;
+			link = &k->next;
+			continue;
+		}
+		uint32_t n = k->tail - k->head;
+		struct chunk *h = n ? chunk_get(t, n, n <= TP_KERNEL_SMALL_CHUNK) : NULL;
+		if (n && !h)
+			return false;
+		if (!h) {
+			*link = k->next;
+			continue;
+		}
+		memcpy(h->data, k->data + k->head, n);
+		h->tail = n;
+		h->next = k->next;
+		*link = h;
+		last = h;
+		link = &h->next;
+	}
+	c->txt = last;
+	return true;
+}
+
+/* After a flush: the arena's leftovers move to chunks, and it starts over
+ * (larger, while empty, if it overflowed). */
+static void arena_reset(struct ktp *t)
+{
+	for (uint32_t i = 0; i < t->narena_conns; i++) {
+		struct tp_conn *c = t->arena_conns[i];
+		if (!c)
+			continue;
+		c->flags &= ~(uint32_t)KC_ARENA;
+		if (!arena_evict(t, c))
+			conn_finish(c, true);
+	}
+	t->narena_conns = 0;
+	t->arena_used = 0;
+	t->arena_top = NULL;
+	if (t->arena_overflowed && t->arena_cap < TP_KERNEL_ARENA_MAX) {
+		uint8_t *p = malloc((size_t)t->arena_cap * 2);
+		if (p) {
+			free(t->arena);
+			t->arena = p;
+			t->arena_cap *= 2;
+		}
+	}
+	t->arena_overflowed = false;
 }
 
 /* ---- connection state ------------------------------------------------------ */
@@ -665,8 +800,10 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 	if (min == 0)
 		min = 1;
 	struct chunk *k = c->txt;
-	if (!k || k->cap - k->tail < min) {
-		k = chunk_get(c->tp, min, !c->txh);
+	if (!k || k->cap - k->tail < min || (chunk_in_arena(c->tp, k) && k != c->tp->arena_top)) {
+		k = arena_get(c->tp, c, min);
+		if (!k)
+			k = chunk_get(c->tp, min, !c->txh);
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
@@ -709,6 +846,7 @@ static void kt_flush(struct tp *tp)
 		if (!(c->flags & (KC_DEAD | KC_BLOCKED)))
 			conn_send(t, c);
 	}
+	arena_reset(t);
 	reap(t);
 }
 
@@ -798,6 +936,8 @@ static void kt_destroy(struct tp *tp)
 		t->free_small = k->next;
 		free(k);
 	}
+	free(t->arena);
+	free(t->arena_conns);
 	for (uint32_t i = 0; i < t->nls; i++)
 		close(t->ls[i].fd);
 	if (t->epfd >= 0)

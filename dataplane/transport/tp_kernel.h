@@ -17,6 +17,15 @@
  * reservations get a one-off chunk. */
 #define TP_KERNEL_CHUNK (16u * 1024u)
 #define TP_KERNEL_SMALL_CHUNK 512u
+/* The turn's send arena: bytes committed between two flushes to a
+ * connection with nothing queued go here, end to end for all connections,
+ * instead of into a chunk of each; what a flush could not send moves to
+ * chunks, and the arena starts over. It grows (while empty) up to
+ * TP_KERNEL_ARENA_MAX after a turn that overflowed it; a connection takes at
+ * most TP_KERNEL_ARENA_CONN_MAX of it per turn. */
+#define TP_KERNEL_ARENA_MIN (256u * 1024u)
+#define TP_KERNEL_ARENA_MAX (16u * 1024u * 1024u)
+#define TP_KERNEL_ARENA_CONN_MAX (4u * 1024u)
 /* Listening sockets one instance may have (the listener and a redirect one). */
 #define TP_KERNEL_MAX_LISTEN 2u
 /* Graceful close gives the peer this long to take the data and send its FIN. */

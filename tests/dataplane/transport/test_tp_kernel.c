@@ -280,6 +280,23 @@ static int cli_connect(uint16_t port)
 	return fd;
 }
 
+/* The server side of client socket cli (the transport's own fd, in this
+ * process): the test shrinks its send buffer to make it fill. */
+static int server_fd_of(int cli)
+{
+	struct sockaddr_in me, peer;
+	socklen_t l = sizeof(me);
+	assert_int_equal(getsockname(cli, (struct sockaddr *)&me, &l), 0);
+	for (int fd = 3; fd < 65536; fd++) {
+		l = sizeof(peer);
+		if (fd != cli && getpeername(fd, (struct sockaddr *)&peer, &l) == 0 &&
+		    peer.sin_port == me.sin_port && peer.sin_addr.s_addr == me.sin_addr.s_addr)
+			return fd;
+	}
+	fail_msg("no server socket for the client on port %u", ntohs(me.sin_port));
+	return -1;
+}
+
 static void cli_reset(int fd)
 {
 	struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -646,6 +663,89 @@ static void test_many_conns(void **state)
 	app_free(a);
 }
 
+/* The send arena: many connections, several pieces each per turn,
+ * interleaved (so a connection's bytes lie in many arena chunks), some
+ * pieces too large for it, some clients with small receive buffers that
+ * read only now and then (their bytes stay behind and must move out of the
+ * arena at the flush), more bytes per turn than the first arena holds: every
+ * client gets exactly its byte stream. */
+static void test_arena_interleaved(void **state)
+{
+	(void)state;
+	enum { NC = 240, TURNS = 120, PIECES = 3, PIECES_SLOW = 10 };
+	struct tapp *a = app_new(M_HOLD);
+	struct tp *t = tp_new(a, 0);
+	uint16_t port = tp_kernel_port(t);
+	static int fds[NC];
+	static size_t sent[NC], rcvd[NC];
+	static uint8_t buf[64 * 1024];
+	uint64_t start = sluice_now_ns();
+	srand(7);
+	for (int i = 0; i < NC; i++) {
+		fds[i] = cli_connect(port);
+		while (a->nconns < i + 1) {
+			assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+			pump(t, 1);
+		}
+		if (i % 3 == 0) {
+			int small = 4096;
+			assert_int_equal(setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+			assert_int_equal(setsockopt(server_fd_of(fds[i]), SOL_SOCKET, SO_SNDBUF, &small,
+						    sizeof(small)), 0);
+		}
+		sent[i] = rcvd[i] = 0;
+	}
+	for (int turn = 0; turn < TURNS; turn++) {
+		assert_true(t->ops->poll(t, 0, -1) >= 0);
+		for (int p = 0; p < PIECES_SLOW; p++) {
+			for (int i = 0; i < NC; i++) {
+				/* The slow readers get many small pieces: their socket
+				 * fills while their bytes are in the arena. */
+				if (i % 3 == 0 ? p >= PIECES_SLOW : p >= PIECES)
+					continue;
+				size_t n = i % 3 != 0 && rand() % 16 == 0 ? 3000 + (size_t)rand() % 6000
+									     : 1 + (size_t)rand() % 400;
+				fill_pat(buf, (uint32_t)i, sent[i], n);
+				assert_true(tp_send(t, a->conns[i]->c, buf, n));
+				sent[i] += n;
+			}
+		}
+		t->ops->flush(t);
+		for (int i = 0; i < NC; i++) {
+			if (i % 3 == 0 && turn % 30 != 29)
+				continue;
+			ssize_t r;
+			while ((r = recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+				assert_true(check_pat(buf, (uint32_t)i, rcvd[i], (size_t)r));
+				rcvd[i] += (size_t)r;
+			}
+		}
+	}
+	for (int left = NC; left > 0;) {
+		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+		pump(t, 0);
+		left = 0;
+		for (int i = 0; i < NC; i++) {
+			ssize_t r;
+			while ((r = recv(fds[i], buf, sizeof(buf), MSG_DONTWAIT)) > 0) {
+				assert_true(check_pat(buf, (uint32_t)i, rcvd[i], (size_t)r));
+				rcvd[i] += (size_t)r;
+			}
+			assert_true(rcvd[i] <= sent[i]);
+			left += rcvd[i] < sent[i];
+		}
+	}
+	for (int i = 0; i < NC; i++) {
+		struct tp_conn_info st;
+		tp_tx_state(t, a->conns[i]->c, &st);
+		assert_int_equal(st.tx_queued, 0);
+		close(fds[i]);
+	}
+	pump_until_closes(t, a, NC, start);
+	t->ops->destroy(t);
+	app_free(a);
+}
+
 /* Two instances on one port (two workers): the kernel spreads connections
  * over both accept queues. */
 static void test_reuseport(void **state)
@@ -797,6 +897,7 @@ int main(void)
 		cmocka_unit_test(test_refuse),
 		cmocka_unit_test(test_app_contract_broken),
 		cmocka_unit_test(test_many_conns),
+		cmocka_unit_test(test_arena_interleaved),
 		cmocka_unit_test(test_reuseport),
 		cmocka_unit_test(test_eof_then_send),
 		cmocka_unit_test(test_linger),
