@@ -802,8 +802,10 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 	struct chunk *k = c->txt;
 	if (!k || k->cap - k->tail < min || (chunk_in_arena(c->tp, k) && k != c->tp->arena_top)) {
 		k = arena_get(c->tp, c, min);
+		/* Past the arena the queue goes on as an empty one would: a small
+		 * chunk first. */
 		if (!k)
-			k = chunk_get(c->tp, min, !c->txh);
+			k = chunk_get(c->tp, min, !c->txt || chunk_in_arena(c->tp, c->txt));
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
