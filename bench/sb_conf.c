@@ -49,6 +49,7 @@ static const struct key keys[] = {
 	{ "progress", BOOL(progress), "true", "a progress line on stderr every second" },
 	{ "prompt_conns", LNG(prompt_conns), "16", "keep-alive connections that post prompts" },
 	{ "text", STR(text), " word", "token text the bench publishes (target nchan)" },
+	{ "procs", LNG(procs), "1", "load processes sharing the streams by session (each holds its share of the descriptors; 1..16)" },
 };
 
 static const struct key *find(const char *name)
@@ -196,6 +197,10 @@ static int finish(struct sb_conf *c, char *err, size_t errlen)
 	}
 	if (c->connections == 0 || c->answer_tokens == 0 || c->token_rate == 0) {
 		snprintf(err, errlen, "connections, answer_tokens and token_rate must be > 0");
+		return -1;
+	}
+	if (c->procs < 1 || c->procs > SB_PROCS_MAX) {
+		snprintf(err, errlen, "procs must be 1..%d", SB_PROCS_MAX);
 		return -1;
 	}
 	if (c->proto == SB_PROTO_OPENAI || c->subscribers == 0)

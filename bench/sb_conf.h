@@ -15,6 +15,7 @@
 
 #define SB_STEPS_MAX 16
 #define SB_SRC_MAX 64
+#define SB_PROCS_MAX 16
 
 enum sb_target { SB_TARGET_SLUICE = 0, SB_TARGET_PEER, SB_TARGET_NCHAN };
 enum sb_proto { SB_PROTO_SSE = 0, SB_PROTO_WS, SB_PROTO_OPENAI };
@@ -50,6 +51,7 @@ struct sb_conf {
 	bool progress;
 	long prompt_conns;    /* keep-alive connections that post prompts */
 	char text[64];        /* token text the bench publishes (target nchan) */
+	long procs;           /* load processes sharing the streams (sb_procs.h) */
 };
 
 /* Defaults, then the scenario file given by --scenario (if any), then the

@@ -47,6 +47,59 @@ static void hist_row(FILE *f, const char *name, const struct sb_hist *h)
 	fprintf(f, " %9.3f %10llu\n", (double)h->max / 1e6, (unsigned long long)h->count);
 }
 
+static void step_add(struct sb_step *d, const struct sb_step *s)
+{
+	d->prompt_rate += s->prompt_rate;
+	d->offered_tok_s += s->offered_tok_s;
+	if (s->seconds > d->seconds)
+		d->seconds = s->seconds;
+	d->prompts += s->prompts;
+	d->tokens += s->tokens;
+	d->frames += s->frames;
+	d->dones += s->dones;
+	sb_hist_merge(&d->ttft, &s->ttft);
+	sb_hist_merge(&d->gap, &s->gap);
+	sb_hist_merge(&d->delay, &s->delay);
+	sb_hist_merge(&d->first, &s->first);
+	if (s->p0.ok && (!d->p0.ok || s->p0.cpu_ns < d->p0.cpu_ns))
+		d->p0 = s->p0;
+	if (s->p1.ok && (!d->p1.ok || s->p1.cpu_ns > d->p1.cpu_ns))
+		d->p1 = s->p1;
+	d->bench_cpu_s += s->bench_cpu_s;
+	for (int e = 0; e < SB_ERR_MAX; e++)
+		d->errors[e] += s->errors[e];
+}
+
+void sb_results_add(struct sb_results *dst, const struct sb_results *src, bool first)
+{
+	if (first) {
+		dst->nsteps = src->nsteps;
+		dst->npids = src->npids;
+		dst->streaming = src->streaming;
+		memcpy(dst->steps, src->steps, sizeof(dst->steps));
+	} else {
+		if (src->nsteps < dst->nsteps)
+			dst->nsteps = src->nsteps;
+		if (src->streaming.rss_bytes > dst->streaming.rss_bytes)
+			dst->streaming = src->streaming;
+		for (int i = 0; i < dst->nsteps; i++)
+			step_add(&dst->steps[i], &src->steps[i]);
+	}
+	dst->conns_open += src->conns_open;
+	dst->open_now += src->open_now;
+	if (src->ramp_took_s > dst->ramp_took_s)
+		dst->ramp_took_s = src->ramp_took_s;
+	for (int e = 0; e < SB_ERR_MAX; e++)
+		dst->errors[e] += src->errors[e];
+}
+
+void sb_report_progress(FILE *f, const char *phase, double t, long open, long total, double tok_s,
+			double p99_ms, uint64_t errors)
+{
+	fprintf(f, "[%s %5.1fs] streams %ld/%ld  tokens/s %.0f  p99 delay %.2f ms  errors %llu\n", phase, t,
+		open, total, tok_s, p99_ms, (unsigned long long)errors);
+}
+
 void sb_report_table(FILE *f, const struct sb_results *r)
 {
 	const struct sb_conf *c = r->conf;

@@ -6,6 +6,7 @@
 #ifndef SB_REPORT_H
 #define SB_REPORT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -47,6 +48,7 @@ struct sb_step {
 struct sb_results {
 	const struct sb_conf *conf;
 	long conns_open;    /* streams open and subscribed when measuring began */
+	long open_now;      /* streams open and subscribed right now (the --procs progress line) */
 	double ramp_took_s;
 	struct sb_proc_sample base, idle, streaming; /* before connecting, all open, end of the last step */
 	int npids;
@@ -55,6 +57,15 @@ struct sb_results {
 	uint64_t errors[SB_ERR_MAX]; /* outside the steps (ramp, drain) */
 };
 
+/* Adds one load process's results to dst (--procs, sb_procs.h); first:
+ * dst is empty and takes src's steps as they are. Counters and histograms
+ * add up; a step's seconds and the ramp take the longest; the server's
+ * CPU is read from the widest interval any process sampled. dst's conf,
+ * base and idle samples are the caller's. */
+void sb_results_add(struct sb_results *dst, const struct sb_results *src, bool first);
+/* The once-a-second line on stderr (--progress). */
+void sb_report_progress(FILE *f, const char *phase, double t, long open, long total, double tok_s,
+			double p99_ms, uint64_t errors);
 void sb_report_table(FILE *f, const struct sb_results *r);
 int sb_report_json(const char *path, const struct sb_results *r);
 /* Runs gnuplot; returns 0, or -1 with the reason on stderr. */

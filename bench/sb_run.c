@@ -177,6 +177,7 @@ static void conn_close(struct sb_run *r, struct sconn *k)
 	k->fd = -1;
 	if (k->role == R_STREAM && k->counted_open) {
 		r->nopen--;
+		r->res->open_now = r->nopen;
 		k->counted_open = false;
 		if (r->sess[k->sess].live)
 			r->sess[k->sess].live--;
@@ -393,6 +394,7 @@ static void stream_opened(struct sb_run *r, struct sconn *k)
 	if (!k->counted_open) {
 		k->counted_open = true;
 		r->nopen++;
+		r->res->open_now = r->nopen;
 		r->sess[k->sess].live++;
 	}
 }
@@ -808,12 +810,16 @@ static void progress(struct sb_run *r, const char *phase, double t, uint64_t *la
 		return;
 	for (int e = 0; e < SB_ERR_MAX; e++)
 		errs += r->res->errors[e] + (st ? st->errors[e] : 0);
-	fprintf(stderr, "[%s %5.1fs] streams %ld/%ld  tokens/s %.0f  p99 delay %.2f ms  errors %llu\n",
-		phase, t, r->nopen, r->nstreams, dt > 0 ? (double)(tok - *last_tokens) / dt : 0.0,
-		st ? (double)sb_hist_quantile(&st->delay, 0.99) / 1e6 : 0.0,
-		(unsigned long long)errs);
+	sb_report_progress(stderr, phase, t, r->nopen, r->nstreams,
+			   dt > 0 ? (double)(tok - *last_tokens) / dt : 0.0,
+			   st ? (double)sb_hist_quantile(&st->delay, 0.99) / 1e6 : 0.0, errs);
 	*last_tokens = tok;
 	*last_t = t;
+}
+
+void sb_run_pump(struct sb_run *r, int ms)
+{
+	loop_once(r, ms);
 }
 
 /* ---- the phases --------------------------------------------------------------- */

@@ -28,6 +28,9 @@ struct sb_run *sb_run_create(const struct sb_conf *c, char (*sids)[40], long nse
 long sb_run_open(struct sb_run *r);
 /* One load step of c->duration_s at prompt_rate. */
 void sb_run_step(struct sb_run *r, struct sb_step *st, double prompt_rate);
+/* Serves the connections for up to ms milliseconds, outside any phase
+ * (the --procs barrier: tokens that arrive then are checked, not counted). */
+void sb_run_pump(struct sb_run *r, int ms);
 /* Waits up to `seconds` for running answers; counts the ones left. */
 void sb_run_drain(struct sb_run *r, double seconds);
 void sb_run_destroy(struct sb_run *r);

@@ -9,12 +9,15 @@
  *   sluice-bench [--scenario bench/scenarios/NAME.conf] [--KEY VALUE]...
  *
  * Set-up (log in, create sessions) runs blocking on one keep-alive
- * connection before the load starts; the load itself is sb_run's epoll loop.
+ * connection before the load starts; the load itself is sb_run's epoll loop,
+ * in this process or (--procs N) in N forked ones, each a slice of the
+ * sessions (sb_procs).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,7 @@
 #include "sb_http.h"
 #include "sb_json.h"
 #include "sb_proc.h"
+#include "sb_procs.h"
 #include "sb_report.h"
 #include "sb_run.h"
 
@@ -208,6 +212,91 @@ static void read_pids(const struct sb_conf *c, struct sb_proc_sample *s)
 	sb_proc_read(pids, n, s);
 }
 
+/* The load of one process: c's streams over sids[0..nsess). With procs
+ * (a --procs child), every process meets the others after the ramp and
+ * before each step; only child 0 (or the only process) reads the idle
+ * memory sample, once all of them are open. */
+struct slice_run {
+	const struct sb_conf *c;
+	struct sb_procs *procs;
+	bool reads_idle;
+	struct sb_run *r;
+};
+
+static void pump(void *arg)
+{
+	sb_run_pump(arg, 1);
+}
+
+static int run_slice(struct slice_run *sr, char (*sids)[40], long nsess, const char *auth,
+		     struct sb_results *res)
+{
+	const struct sb_conf *c = sr->c;
+	/* A barrier waits for the slowest process's ramp, which ends at its
+	 * deadline (ramp + 30 s). */
+	double sync_s = c->ramp_s + 60;
+	char err[512];
+	struct sb_run *r = sb_run_create(c, sids, nsess, auth, res, err, sizeof(err));
+
+	if (!r) {
+		fprintf(stderr, "sluice-bench: %s\n", err);
+		return 1;
+	}
+	if (sb_run_open(r) < c->connections)
+		fprintf(stderr, "sluice-bench: only %ld of %ld streams opened\n", res->conns_open,
+			c->connections);
+	if (sr->procs && !sb_procs_sync(sr->procs, pump, r, sync_s))
+		fprintf(stderr, "sluice-bench: a load process did not finish its ramp\n");
+	/* Idle memory: every stream open and subscribed, no answer running. */
+	if (sr->reads_idle)
+		read_pids(c, &res->idle);
+	for (int i = 0; i < c->nsteps; i++) {
+		if (sr->procs)
+			sb_procs_sync(sr->procs, pump, r, sync_s);
+		sb_run_step(r, &res->steps[i], c->prompt_rates[i]);
+		res->nsteps = i + 1;
+	}
+	sb_run_drain(r, c->drain_s);
+	sb_run_destroy(r);
+	return 0;
+}
+
+/* --procs: forks c->procs children over slices of the sessions and merges
+ * their results into res. Returns the exit status. */
+static int run_procs(const struct sb_conf *c, char (*sids)[40], long nsess, const char *auth,
+		     struct sb_results *res)
+{
+	int n = c->procs < nsess ? (int)c->procs : (int)nsess;
+	struct sb_procs *p = sb_procs_create(n);
+	double run_s = c->ramp_s + 30 + c->nsteps * (c->duration_s + c->ramp_s + 60) + c->drain_s;
+	int me, rc;
+
+	if (!p) {
+		fprintf(stderr, "sluice-bench: no shared mapping for %d load processes\n", n);
+		return 1;
+	}
+	fflush(NULL);
+	me = sb_procs_fork(p);
+	if (me >= 0) {
+		static struct sb_slice sl;
+		struct slice_run sr = { .c = &sl.conf, .procs = p, .reads_idle = me == 0 };
+		struct sb_results *mine = sb_procs_results(p, me);
+
+		sb_procs_slice(c, nsess, n, me, &sl);
+		mine->conf = &sl.conf;
+		_exit(run_slice(&sr, sids + sl.sess_first, sl.nsess, auth, mine));
+	}
+	if (me == -2) {
+		fprintf(stderr, "sluice-bench: fork failed\n");
+		sb_procs_destroy(p);
+		return 1;
+	}
+	rc = sb_procs_wait(p, c, run_s + 60, res) < 0 ? 1 : 0;
+	res->idle = sb_procs_results(p, 0)->idle;
+	sb_procs_destroy(p);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static struct sb_conf c;
@@ -215,8 +304,7 @@ int main(int argc, char **argv)
 	static struct setup su;
 	char err[512], auth[512];
 	char (*sids)[40];
-	long nsess;
-	struct sb_run *r;
+	long nsess, most;
 	int rc;
 
 	rc = sb_conf_load(&c, argc, argv, err, sizeof(err));
@@ -229,40 +317,42 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	if (raise_fd_limit(c.connections + c.prompt_conns + 1024, err, sizeof(err)) < 0) {
+	nsess = c.proto == SB_PROTO_OPENAI ? c.connections
+					  : (c.connections + c.subscribers - 1) / c.subscribers;
+	/* The descriptors of the largest slice: a process holds them all. */
+	most = c.connections;
+	if (c.procs > 1) {
+		static struct sb_slice sl;
+
+		sb_procs_slice(&c, nsess, c.procs < nsess ? (int)c.procs : (int)nsess, 0, &sl);
+		most = sl.conf.connections + sl.conf.prompt_conns;
+	} else {
+		most += c.prompt_conns;
+	}
+	if (raise_fd_limit(most + 1024, err, sizeof(err)) < 0) {
 		fprintf(stderr, "sluice-bench: %s\n", err);
 		return 1;
 	}
 	res.conf = &c;
 	su.c = &c;
 	su.fd = -1;
-	nsess = c.proto == SB_PROTO_OPENAI ? c.connections
-					  : (c.connections + c.subscribers - 1) / c.subscribers;
 	sids = calloc((size_t)nsess, sizeof(*sids));
 	if (!sids || make_auth(&su, auth, sizeof(auth)) < 0 || make_sessions(&su, auth, sids, nsess) < 0)
 		return 1;
 	if (su.fd >= 0)
 		close(su.fd);
 	read_pids(&c, &res.base);
-	r = sb_run_create(&c, sids, nsess, auth, &res, err, sizeof(err));
-	if (!r) {
-		fprintf(stderr, "sluice-bench: %s\n", err);
-		return 1;
+	if (c.procs > 1) {
+		rc = run_procs(&c, sids, nsess, auth, &res);
+	} else {
+		struct slice_run sr = { .c = &c, .reads_idle = true };
+
+		rc = run_slice(&sr, sids, nsess, auth, &res);
 	}
-	if (sb_run_open(r) < c.connections)
-		fprintf(stderr, "sluice-bench: only %ld of %ld streams opened\n", res.conns_open,
-			c.connections);
-	/* Idle memory: every stream open and subscribed, no answer running. */
-	read_pids(&c, &res.idle);
-	for (int i = 0; i < c.nsteps; i++) {
-		sb_run_step(r, &res.steps[i], c.prompt_rates[i]);
-		res.nsteps = i + 1;
-	}
-	sb_run_drain(r, c.drain_s);
-	sb_run_destroy(r);
 	free(sids);
+	if (rc)
+		return rc;
 	sb_report_table(stdout, &res);
-	rc = 0;
 	if (c.json[0] && sb_report_json(c.json, &res) < 0) {
 		fprintf(stderr, "sluice-bench: cannot write %s\n", c.json);
 		rc = 1;

@@ -181,6 +181,10 @@ struct net_stack {
 	uint32_t n_synrcvd, n_tw;
 
 	struct net_chunk *chunks, *free_chunks;
+	/* Chunks never handed out yet: [chunks_fresh, tx_chunks). The pool is
+	 * sized for every connection at once; taking untouched chunks last
+	 * keeps its memory to what the busiest moment used. */
+	uint32_t chunks_fresh;
 	uint8_t *rbufs;
 	uint8_t *free_rbuf;   /* free buffers chain through their first bytes */
 

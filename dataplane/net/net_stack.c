@@ -180,10 +180,6 @@ struct net_stack *net_stack_create(const struct net_stack_conf *conf, const stru
 		goto fail;
 	}
 	s->bucket_mask = nb - 1;
-	for (uint32_t i = s->conf.tx_chunks; i-- > 0;) {
-		s->chunks[i].next = s->free_chunks;
-		s->free_chunks = &s->chunks[i];
-	}
 	for (uint32_t i = s->conf.rx_bufs; i-- > 0;) {
 		uint8_t *b = s->rbufs + (size_t)i * s->conf.rcv_buf;
 		memcpy(b, &s->free_rbuf, sizeof(s->free_rbuf));

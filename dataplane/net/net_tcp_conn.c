@@ -116,12 +116,16 @@ uint8_t *tcp_conn_sq_reserve(struct net_conn *c, uint32_t min, size_t *avail)
 {
 	struct net_chunk *k = c->sq_tail;
 	if (!k || NET_CHUNK_DATA - k->len < min) {
-		k = c->s->free_chunks;
-		if (unlikely(!k)) {
-			c->s->st.tcp_tx_nobuf++;
+		struct net_stack *s = c->s;
+		k = s->free_chunks;
+		if (likely(k)) {
+			s->free_chunks = k->next;
+		} else if (s->chunks_fresh < s->conf.tx_chunks) {
+			k = &s->chunks[s->chunks_fresh++];
+		} else {
+			s->st.tcp_tx_nobuf++;
 			return NULL;
 		}
-		c->s->free_chunks = k->next;
 		k->next = NULL;
 		k->len = 0;
 		if (c->sq_tail)

@@ -758,6 +758,11 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	nc.listen_ports[0] = c->listen_port;
 	nc.listen_ports[1] = c->redirect_port; /* 0 (none) ends the list */
 	nc.max_conns = c->max_conns;
+	/* A stream with a token in flight holds a send chunk, and a dry pool
+	 * closes the connection it was asked for: one chunk per connection at
+	 * least (taken lazily, net_stack.c), so max_conns streams fit. */
+	if (nc.tx_chunks < nc.max_conns)
+		nc.tx_chunks = nc.max_conns;
 	nc.syn_backlog = c->tcp_syn_backlog;
 	nc.time_wait_max = c->tcp_time_wait_max;
 	nc.snd_buf = c->tcp_snd_buf;

@@ -12,6 +12,7 @@ import atexit
 import ctypes
 import glob
 import http.client
+import ipaddress
 import itertools
 import json
 import os
@@ -1051,9 +1052,17 @@ def client_loopback_nat(ns_prefix, dev, server_ip, client_ip):
 class DpdkNet:
     """The namespace and veth pair of SLUICE_TEST_TRANSPORT=dpdk; up() sets
     DPDK and SERVER_PREFIX and moves the process into the client namespace,
-    down() undoes all of it."""
+    down() undoes all of it. sources > 0 also gives the client namespace
+    that many more addresses (SOURCES_BASE and up, in the server's /24) for
+    clients that bind their own: one address reaches the server's one
+    address:port from at most its ephemeral ports (ip_local_port_range)."""
 
-    def __init__(self):
+    SOURCES_BASE = "10.77.0.64"
+
+    def __init__(self, sources=0):
+        if not 0 <= sources <= 64:
+            raise ValueError("DpdkNet: sources must be 0..64")
+        self.sources = sources
         tag = "%d" % (os.getpid() % 100000)
         self.ns = "sluice-hc" + tag
         self.root_name = "sluice-hr" + tag
@@ -1080,6 +1089,8 @@ class DpdkNet:
                 _sh(*(pre + ["ip", "link", "set", dev, "up"]))
             _sh(*(ns + ["ip", "link", "set", "lo", "up"]))
             _sh(*(ns + ["ip", "addr", "add", DPDK_PEER_IP + "/24", "dev", self.inner]))
+            for ip in self.source_addrs():
+                _sh(*(ns + ["ip", "addr", "add", ip + "/24", "dev", self.inner]))
             client_loopback_nat(ns, self.inner, DPDK_IP, DPDK_PEER_IP)
             self.root_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             setns_net("/run/netns/" + self.ns)
@@ -1089,6 +1100,19 @@ class DpdkNet:
         DPDK = {"ip": DPDK_IP, "device": "net_af_packet0,iface=%s" % self.out,
                 "eal_args": DPDK_EAL_ARGS}
         SERVER_PREFIX[:] = ["ip", "netns", "exec", self.root_name]
+
+    def source_addrs(self):
+        """The extra client addresses, in order (a CIDR block when sources
+        is a power of two: source_cidr())."""
+        base = ipaddress.ip_address(self.SOURCES_BASE)
+        return [str(base + i) for i in range(self.sources)]
+
+    def source_cidr(self):
+        """The extra addresses as one CIDR block (sluice-bench's src)."""
+        net = ipaddress.ip_network("%s/%d" % (self.SOURCES_BASE, 32 - (self.sources.bit_length() - 1)))
+        if net.num_addresses != self.sources:
+            raise ValueError("DpdkNet: sources %d is not a power of two" % self.sources)
+        return str(net)
 
     def down(self):
         global DPDK

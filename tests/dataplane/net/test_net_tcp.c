@@ -137,6 +137,37 @@ static void test_data_out_and_drain(void **state)
 	assert_int_equal(h_pending(h), 0);
 }
 
+/* The send pool is handed out untouched chunks first, runs dry at exactly
+ * tx_chunks (the send fails and is counted), and serves again from what
+ * acknowledged data gave back, without touching new chunks. */
+static void test_send_pool_dry_and_reused(void **state)
+{
+	struct net_stack_conf c;
+	h_conf(&c);
+	c.tx_chunks = 3;
+	struct h *h = h_reinit(state, &c);
+	uint32_t snd, cseq;
+	struct h_seg s;
+	static uint8_t d[3 * NET_CHUNK_DATA];
+	open_plain(h, ISN, &snd, &cseq);
+	assert_int_equal(h->s->chunks_fresh, 0);
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	assert_int_equal(h->s->chunks_fresh, 3);
+	assert_false(tp_send(tp(h), h->app.conn, "x", 1));
+	assert_int_equal(st(h)->tcp_tx_nobuf, 1);
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + sizeof(d), 65535, NULL, 0, NULL, 0);
+	assert_true(tp_send(tp(h), h->app.conn, d, 2 * NET_CHUNK_DATA));
+	assert_int_equal(h->s->chunks_fresh, 3);
+	tp(h)->ops->flush(tp(h));
+	uint32_t got = 0;
+	while (h_pop(h, &s))
+		got += s.dlen;
+	assert_int_equal(got, 2 * NET_CHUNK_DATA);
+	assert_int_equal(st(h)->tcp_tx_nobuf, 1);
+}
+
 static void test_passive_close(void **state)
 {
 	struct h *h = *state;
@@ -906,6 +937,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_isn_differs, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_data_in_delayed_ack, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_data_out_and_drain, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_send_pool_dry_and_reused, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_passive_close, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_active_close_time_wait, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_fin_wait2_timeout, h_setup, h_teardown),
