@@ -235,8 +235,8 @@ void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *
 /* Runs deferred work: rx_resume offers and on_close/free of dead TCBs. */
 uint32_t net_tcp_pending(struct net_stack *s);
 /* Processes the segments other stacks of the group handed over (once per
- * loop turn, from net_stack_tick). */
-void net_tcp_forwarded(struct net_stack *s);
+ * loop turn, from net_stack_tick); returns how many. */
+uint32_t net_tcp_forwarded(struct net_stack *s);
 void net_tcp_destroy(struct net_stack *s);
 /* An ICMP "fragmentation needed" for one of our segments (PMTU). */
 void net_tcp_pmtu(struct net_stack *s, const struct net_ip *inner, const uint8_t *l4,

@@ -237,13 +237,14 @@ size_t net_stack_conn_bytes(void)
 	return sizeof(struct net_conn) + 2 * sizeof(uint32_t);
 }
 
-void net_stack_tick(struct net_stack *s, uint64_t now_ns)
+uint32_t net_stack_tick(struct net_stack *s, uint64_t now_ns)
 {
 	net_set_now(s, now_ns);
-	net_tcp_forwarded(s);
-	net_tcp_pending(s);
+	uint32_t n = net_tcp_forwarded(s);
+	n += net_tcp_pending(s);
 	if (s->pub && s->now_ms != s->pub_ms)
 		pub_write(s);
+	return n;
 }
 
 uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt)

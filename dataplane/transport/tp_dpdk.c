@@ -674,7 +674,9 @@ static int dpdk_poll(struct tp *t, int timeout_ms, int extra_fd)
 	(void)extra_fd;
 
 	uint64_t now = sluice_now_ns();
-	net_stack_tick(d->stack, now);
+	/* Frames a short burst left behind count as work, so the worker's
+	 * flush runs again. */
+	int events = (int)net_stack_tick(d->stack, now) + (d->ntx > 0);
 	uint16_t n = rte_eth_rx_burst(d->port, d->queue, pkts, RX_BURST);
 	bool fanout = d->arp_in != NULL;
 	for (uint16_t i = 0; i < n; i++) {
@@ -684,7 +686,7 @@ static int dpdk_poll(struct tp *t, int timeout_ms, int extra_fd)
 	}
 	if (n > 0)
 		rte_pktmbuf_free_bulk(pkts, n);
-	int events = n;
+	events += n;
 	if (unlikely(fanout && !rte_ring_empty(d->arp_in))) {
 		unsigned k = rte_ring_dequeue_burst(d->arp_in, (void **)pkts, RX_BURST, NULL);
 		for (unsigned i = 0; i < k; i++)
