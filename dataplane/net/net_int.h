@@ -100,6 +100,7 @@ struct net_conn {
 	uint32_t rtx_mark;        /* snd_max when snd_una was last resent in recovery */
 	uint32_t sq_len;          /* data bytes from snd_una to the queue tail */
 	uint32_t sq_off;          /* offset of snd_una in sq_head */
+	uint32_t t_due_ms;        /* the protocol timer's due tick; its wheel entry may be earlier */
 	struct net_chunk *sq_head, *sq_tail;
 	uint16_t mss;             /* effective send MSS (options excluded) */
 	uint8_t dupacks;
