@@ -49,6 +49,8 @@
 #define RX_BURST 32u
 /* Frames the stack may queue between two bursts of one worker. */
 #define TXQ_CAP 1024u
+/* TX mbufs taken from the pool at a time (rte_pktmbuf_alloc_bulk). */
+#define TX_STASH 32u
 /* Flushes in a row that send nothing before the queued frames are dropped:
  * TCP retransmits them, and a stuck queue must not pin the pool. */
 #define TX_MAX_TRIES 8u
@@ -74,6 +76,8 @@ struct tp_dpdk {
 	uint64_t tx_too_long;  /* frames larger than an mbuf */
 	uint64_t rx_multiseg;  /* chained mbufs (never configured; dropped) */
 	uint64_t arp_fanout_drops;
+	uint32_t nstash;
+	struct rte_mbuf *stash[TX_STASH]; /* allocated, not yet handed out; stash[0..nstash) */
 	struct rte_mbuf *txq[TXQ_CAP];
 };
 
@@ -338,8 +342,9 @@ static int port_setup(const struct sluice_conf *conf, char *err, size_t errlen)
 		return -1;
 	}
 	/* Every RX descriptor holds an mbuf, and a worker can hold a TX queue's
-	 * worth plus a full software queue; below that the port starves. */
-	uint32_t need = (uint32_t)nrx + ntx + TXQ_CAP + RX_BURST + MBUF_CACHE * 2;
+	 * worth plus a full software queue and its stash; below that the port
+	 * starves. */
+	uint32_t need = (uint32_t)nrx + ntx + TXQ_CAP + TX_STASH + RX_BURST + MBUF_CACHE * 2;
 	if (pc->mbufs < need) {
 		snprintf(err, errlen, "[port.0] mbufs = %u: at least %u needed for %u+%u descriptors",
 			 pc->mbufs, need, nrx, ntx);
@@ -572,11 +577,19 @@ static inline void tx_burst(struct tp_dpdk *d)
 	}
 }
 
-/* net_io.tx_alloc: one mbuf from the worker's pool, data at its start. */
+/* net_io.tx_alloc: one mbuf from the worker's stash, refilled from its pool
+ * TX_STASH at a time (one pool operation per burst of segments, not one per
+ * segment; one at a time when the pool runs that low), data at its start. */
 static uint8_t *io_tx_alloc(void *arg, uint32_t len, void **pkt)
 {
 	struct tp_dpdk *d = arg;
-	struct rte_mbuf *m = rte_pktmbuf_alloc(d->pool);
+	struct rte_mbuf *m;
+	if (likely(d->nstash > 0))
+		m = d->stash[--d->nstash];
+	else if (rte_pktmbuf_alloc_bulk(d->pool, d->stash, TX_STASH) == 0)
+		m = d->stash[(d->nstash = TX_STASH - 1)];
+	else
+		m = rte_pktmbuf_alloc(d->pool);
 	if (unlikely(!m))
 		return NULL;
 	if (unlikely(len > rte_pktmbuf_tailroom(m))) {
@@ -722,6 +735,7 @@ static void dpdk_destroy(struct tp *t)
 		while (rte_ring_dequeue(d->arp_in, &m) == 0)
 			rte_pktmbuf_free(m);
 	}
+	rte_pktmbuf_free_bulk(d->stash, d->nstash);
 	if (d->tx_dropped || d->tx_too_long || d->rx_multiseg || d->arp_fanout_drops)
 		LOG_INFO("worker %u: dpdk frames dropped: tx %" PRIu64 ", too long %" PRIu64
 			 ", rx chained %" PRIu64 ", ARP fan-out %" PRIu64,
@@ -778,6 +792,7 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	sodium_memzero(nc.secret, sizeof(nc.secret));
 	if (!d->stack) {
 		rte_pktmbuf_free_bulk(d->txq, d->ntx);
+		rte_pktmbuf_free_bulk(d->stash, d->nstash);
 		rte_free(d);
 		return NULL;
 	}
