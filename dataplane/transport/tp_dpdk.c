@@ -577,19 +577,25 @@ static inline void tx_burst(struct tp_dpdk *d)
 	}
 }
 
+/* Refills the empty stash and takes one from it; one mbuf alone when the
+ * pool runs that low; NULL when it is empty. */
+static __attribute__((noinline)) struct rte_mbuf *tx_refill(struct tp_dpdk *d)
+{
+	if (rte_pktmbuf_alloc_bulk(d->pool, d->stash, TX_STASH) == 0) {
+		d->nstash = TX_STASH - 1;
+		return d->stash[TX_STASH - 1];
+	}
+	return rte_pktmbuf_alloc(d->pool);
+}
+
 /* net_io.tx_alloc: one mbuf from the worker's stash, refilled from its pool
  * TX_STASH at a time (one pool operation per burst of segments, not one per
- * segment; one at a time when the pool runs that low), data at its start. */
+ * segment), data at its start. The refill is out of line so this path does
+ * not pay for its registers. */
 static uint8_t *io_tx_alloc(void *arg, uint32_t len, void **pkt)
 {
 	struct tp_dpdk *d = arg;
-	struct rte_mbuf *m;
-	if (likely(d->nstash > 0))
-		m = d->stash[--d->nstash];
-	else if (rte_pktmbuf_alloc_bulk(d->pool, d->stash, TX_STASH) == 0)
-		m = d->stash[(d->nstash = TX_STASH - 1)];
-	else
-		m = rte_pktmbuf_alloc(d->pool);
+	struct rte_mbuf *m = likely(d->nstash > 0) ? d->stash[--d->nstash] : tx_refill(d);
 	if (unlikely(!m))
 		return NULL;
 	if (unlikely(len > rte_pktmbuf_tailroom(m))) {
