@@ -5,22 +5,28 @@
 
 #include "sluice/common.h"
 
+/* Ids are zero-padded by app_frame_key_set: whole arrays compare. */
 static bool key_eq(const struct app_frame_key *a, const struct app_frame_key *b)
 {
 	return a->last_seq == b->last_seq && a->first_seq == b->first_seq &&
-	       a->variant == b->variant && strncmp(a->mid, b->mid, CHAN_ID_LEN) == 0;
+	       a->variant == b->variant && memcmp(a->mid, b->mid, CHAN_ID_LEN) == 0;
+}
+
+_Static_assert((APP_FRAME_SLOTS & (APP_FRAME_SLOTS - 1)) == 0, "APP_FRAME_SLOTS is a power of two");
+
+/* Consecutive seqs of one variant take consecutive slots; the variants of
+ * one seq are spread apart. */
+static uint32_t slot_of(const struct app_frame_key *key)
+{
+	return (key->last_seq + key->variant * (APP_FRAME_SLOTS / 4 + 1)) & (APP_FRAME_SLOTS - 1);
 }
 
 const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
 					    const struct app_frame_key *key)
 {
-	for (uint32_t i = 0; i < APP_FRAME_SLOTS; i++) {
-		const struct app_frame_slot *s = &fc->slot[i];
+	const struct app_frame_slot *s = &fc->slot[slot_of(key)];
 
-		if (s->used && key_eq(&s->key, key))
-			return s;
-	}
-	return NULL;
+	return s->used && key_eq(&s->key, key) ? s : NULL;
 }
 
 void app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, const void *bytes,
@@ -30,8 +36,7 @@ void app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, 
 
 	if (unlikely(len > APP_FRAME_MAX))
 		return;
-	s = &fc->slot[fc->next];
-	fc->next = (fc->next + 1) % APP_FRAME_SLOTS;
+	s = &fc->slot[slot_of(key)];
 	s->key = *key;
 	s->len = (uint32_t)len;
 	s->used = true;

@@ -5,8 +5,12 @@
  * message and the SSE id is <message_id>:<last seq>. So the first subscriber
  * that needs a frame formats it (ids, numbers, escaping, the WebSocket
  * header) and the others copy the same bytes. Entries never go stale (a
- * message's token N is always the same token); the cache only forgets the
- * oldest. Frames larger than APP_FRAME_MAX are formatted per subscriber.
+ * message's token N is always the same token); a frame's slot follows from
+ * its last seq and variant (direct-mapped), so the frames of one TOKENS
+ * record - every subscriber walks the whole record in turn - sit in
+ * different slots up to APP_FRAME_SLOTS consecutive seqs and a lookup reads
+ * one slot. A frame replaces whatever held its slot. Frames larger than
+ * APP_FRAME_MAX are formatted per subscriber.
  *
  * Threading: one cache per worker (struct app), used on its thread only.
  */
@@ -20,7 +24,7 @@
 
 #include "sluice/chan_proto.h"
 
-#define APP_FRAME_SLOTS 8u
+#define APP_FRAME_SLOTS 64u /* a power of two */
 #define APP_FRAME_MAX 1024u
 
 /* Variant bits of a frame. */
@@ -41,7 +45,6 @@ struct app_frame_slot {
 };
 
 struct app_frame_cache {
-	uint32_t next; /* slot replaced next */
 	struct app_frame_slot slot[APP_FRAME_SLOTS];
 };
 
@@ -61,7 +64,7 @@ static inline void app_frame_key_set(struct app_frame_key *k, uint8_t variant, c
 const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
 					    const struct app_frame_key *key);
 /* Keeps len bytes (<= APP_FRAME_MAX) as the frame for key, replacing the
- * oldest entry. */
+ * frame in its slot. */
 void app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, const void *bytes,
 		   size_t len);
 

@@ -569,6 +569,7 @@ static void scan_pending(struct app *a, bool busy, bool timer)
 		i++;
 	}
 	arm_batch_timer(a, next);
+	a->h->holding = a->npending > 0;
 }
 
 void app_stream_end_of_turn(struct app *a, bool busy)

@@ -100,6 +100,7 @@ struct net_conn {
 	uint32_t rtx_mark;        /* snd_max when snd_una was last resent in recovery */
 	uint32_t sq_len;          /* data bytes from snd_una to the queue tail */
 	uint32_t sq_off;          /* offset of snd_una in sq_head */
+	uint32_t t_due_ms;        /* the protocol timer's due tick; its wheel entry may be earlier */
 	struct net_chunk *sq_head, *sq_tail;
 	uint16_t mss;             /* effective send MSS (options excluded) */
 	uint8_t dupacks;
@@ -239,8 +240,8 @@ void net_tcp_input(struct net_stack *s, const struct net_ip *ip, const uint8_t *
 /* Runs deferred work: rx_resume offers and on_close/free of dead TCBs. */
 uint32_t net_tcp_pending(struct net_stack *s);
 /* Processes the segments other stacks of the group handed over (once per
- * loop turn, from net_stack_tick). */
-void net_tcp_forwarded(struct net_stack *s);
+ * loop turn, from net_stack_tick); returns how many. */
+uint32_t net_tcp_forwarded(struct net_stack *s);
 void net_tcp_destroy(struct net_stack *s);
 /* An ICMP "fragmentation needed" for one of our segments (PMTU). */
 void net_tcp_pmtu(struct net_stack *s, const struct net_ip *inner, const uint8_t *l4,

@@ -233,13 +233,14 @@ size_t net_stack_conn_bytes(void)
 	return sizeof(struct net_conn) + 2 * sizeof(uint32_t);
 }
 
-void net_stack_tick(struct net_stack *s, uint64_t now_ns)
+uint32_t net_stack_tick(struct net_stack *s, uint64_t now_ns)
 {
 	net_set_now(s, now_ns);
-	net_tcp_forwarded(s);
-	net_tcp_pending(s);
+	uint32_t n = net_tcp_forwarded(s);
+	n += net_tcp_pending(s);
 	if (s->pub && s->now_ms != s->pub_ms)
 		pub_write(s);
+	return n;
 }
 
 uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt)
@@ -287,7 +288,7 @@ void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, ui
 	 * frame leaves complete, so a glue or device that offloads by protocol
 	 * (or not at all for it) never sends a zero header checksum. */
 	if (!(flags & NET_TX_CSUM))
-		ip->csum = net_htons(net_csum_final(net_csum_add(0, ip, NET_IP_HLEN)));
+		ip->csum = net_htons(net_csum_final(net_csum_ip_hdr(ip)));
 	uint32_t nh = dst;
 	if (((dst ^ s->conf.ipv4) & s->netmask) != 0)
 		nh = s->conf.gateway;
@@ -391,7 +392,8 @@ static void ip_input(struct net_stack *s, const uint8_t *p, uint32_t len, uint32
 		return;
 	}
 	if (!(rx_flags & NET_RX_IP_CSUM_OK) &&
-	    unlikely(net_csum_fold(net_csum_add(0, p, ihl)) != 0xffff)) {
+	    unlikely(net_csum_fold(ihl == NET_IP_HLEN ? net_csum_ip_hdr(p) : net_csum_add(0, p, ihl)) !=
+		     0xffff)) {
 		s->st.ip_bad_csum++;
 		return;
 	}

@@ -120,8 +120,10 @@ void net_stack_destroy(struct net_stack *s);
 void net_input(struct net_stack *s, const uint8_t *frame, uint32_t len, uint32_t rx_flags,
 	       uint64_t now_ns);
 
-/* Advances the stack's clock; call once per loop turn before tw_run(). */
-void net_stack_tick(struct net_stack *s, uint64_t now_ns);
+/* Advances the stack's clock and runs the work other stacks of the group
+ * handed over and the deferred work; call once per loop turn before
+ * tw_run(). Returns how many items it handled (0: nothing happened). */
+uint32_t net_stack_tick(struct net_stack *s, uint64_t now_ns);
 
 /* The stack's transport interface (valid until net_stack_destroy). */
 struct tp *net_stack_tp(struct net_stack *s);

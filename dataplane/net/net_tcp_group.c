@@ -329,20 +329,22 @@ bool tcp_group_forward(struct net_stack *s, int owner, const struct net_ip *ip,
 	return true;
 }
 
-void net_tcp_forwarded(struct net_stack *s)
+uint32_t net_tcp_forwarded(struct net_stack *s)
 {
 	struct tcp_group *g = s->group;
 	if (!g)
-		return;
+		return 0;
 	struct tcp_fwd_ring *r = &g->rings[s->group_id];
 	/* At most one ring's worth per tick, so a flood of forwards cannot
 	 * hold the worker here. */
-	for (uint32_t n = 0; n < FWD_CELLS; n++) {
+	uint32_t n = 0;
+	for (; n < FWD_CELLS; n++) {
 		struct tcp_fwd_cell *cell = tcp_group_cell(r, r->head);
 		if (__atomic_load_n(&cell->seq, __ATOMIC_ACQUIRE) != r->head + 1)
-			return;
+			break;
 		tcp_in_forwarded(s, &cell->ip, (const uint8_t *)(cell + 1), cell->len);
 		__atomic_store_n(&cell->seq, r->head + FWD_CELLS, __ATOMIC_RELEASE);
 		r->head++;
 	}
+	return n;
 }

@@ -233,9 +233,27 @@ static bool tcp_out_fin(struct net_conn *c, uint32_t end)
 	return true;
 }
 
+/* The app hears that everything it queued went out. */
+static void tcp_out_drained(struct net_conn *c)
+{
+	if (tcp_unsent(c) == 0 && (c->flags & NC_HAD_TX) && tcp_app_reads(c)) {
+		c->flags &= ~(uint32_t)NC_HAD_TX;
+		c->s->up->on_drained(c->s->app, c->ctx);
+	}
+}
+
 void tcp_out_send(struct net_conn *c)
 {
 	struct net_stack *s = c->s;
+	/* The common call from ACK input: everything queued is out, nothing to
+	 * resend, no FIN to come, no ACK owed, no recovery. The loop below
+	 * would find nothing to do either. */
+	if (!(c->flags & (NC_RECOVERY | NC_APP_CLOSE | NC_ACK_NOW | NC_DELACK)) &&
+	    c->snd_nxt == c->snd_max && c->snd_nxt == c->snd_una + c->sq_len) {
+		c->flags &= ~(uint32_t)NC_BLOCKED;
+		tcp_out_drained(c);
+		return;
+	}
 	bool can_send = c->state == NET_TCPS_ESTABLISHED || c->state == NET_TCPS_CLOSE_WAIT ||
 			c->state == NET_TCPS_FIN_WAIT_1 || c->state == NET_TCPS_CLOSING ||
 			c->state == NET_TCPS_LAST_ACK;
@@ -314,8 +332,5 @@ void tcp_out_send(struct net_conn *c)
 		tcp_timer_delack(c);
 	if (sent && c->snd_max != c->snd_una && !tcp_timer_rtx_armed(c))
 		tcp_timer_rtx_arm(c);
-	if (tcp_unsent(c) == 0 && (c->flags & NC_HAD_TX) && tcp_app_reads(c)) {
-		c->flags &= ~(uint32_t)NC_HAD_TX;
-		s->up->on_drained(s->app, c->ctx);
-	}
+	tcp_out_drained(c);
 }

@@ -7,10 +7,21 @@
 #include "net/net_tcp_int.h"
 #include "worker/timer_wheel.h"
 
+/*
+ * Lazy: a wheel entry already armed no later than the new deadline stays
+ * where it is, and when it fires the callback moves it on to t_due_ms. So
+ * the re-arms of every segment and ACK (RTO or probe on send, keepalive once
+ * all is acknowledged) are stores, and the wheel moves about once per
+ * timeout instead of twice per segment. The timer still fires in the tick
+ * of its deadline, never before it.
+ */
 void tcp_timer_set(struct net_conn *c, uint8_t mode, uint32_t delay_ms)
 {
+	uint64_t at = c->s->now_ns + (uint64_t)delay_ms * TCP_NS_PER_MS;
 	c->tmode = mode;
-	tw_arm(c->s->wheel, &c->timer, c->s->now_ns + (uint64_t)delay_ms * TCP_NS_PER_MS);
+	c->t_due_ms = (uint32_t)((at + TCP_NS_PER_MS - 1) / TCP_NS_PER_MS);
+	if (!c->timer.armed || c->timer.deadline_ns > at)
+		tw_arm(c->s->wheel, &c->timer, at);
 }
 
 void tcp_timer_stop(struct net_conn *c)
@@ -155,6 +166,11 @@ void tcp_timer_cb(void *arg, struct tw_timer *t)
 {
 	struct net_conn *c = arg;
 	struct net_stack *s = c->s;
+	/* An entry left early by tcp_timer_set(): on to the real deadline. */
+	if (net_seq_lt(s->now_ms, c->t_due_ms)) {
+		tw_arm(s->wheel, t, (uint64_t)c->t_due_ms * TCP_NS_PER_MS);
+		return;
+	}
 	uint32_t dl_ms = (uint32_t)(t->deadline_ns / TCP_NS_PER_MS);
 	uint32_t now = net_seq_gt(dl_ms, s->now_ms) ? dl_ms : s->now_ms;
 

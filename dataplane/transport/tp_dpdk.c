@@ -49,6 +49,8 @@
 #define RX_BURST 32u
 /* Frames the stack may queue between two bursts of one worker. */
 #define TXQ_CAP 1024u
+/* TX mbufs taken from the pool at a time (rte_pktmbuf_alloc_bulk). */
+#define TX_STASH 32u
 /* Flushes in a row that send nothing before the queued frames are dropped:
  * TCP retransmits them, and a stuck queue must not pin the pool. */
 #define TX_MAX_TRIES 8u
@@ -74,6 +76,8 @@ struct tp_dpdk {
 	uint64_t tx_too_long;  /* frames larger than an mbuf */
 	uint64_t rx_multiseg;  /* chained mbufs (never configured; dropped) */
 	uint64_t arp_fanout_drops;
+	uint32_t nstash;
+	struct rte_mbuf *stash[TX_STASH]; /* allocated, not yet handed out; stash[0..nstash) */
 	struct rte_mbuf *txq[TXQ_CAP];
 };
 
@@ -338,8 +342,9 @@ static int port_setup(const struct sluice_conf *conf, char *err, size_t errlen)
 		return -1;
 	}
 	/* Every RX descriptor holds an mbuf, and a worker can hold a TX queue's
-	 * worth plus a full software queue; below that the port starves. */
-	uint32_t need = (uint32_t)nrx + ntx + TXQ_CAP + RX_BURST + MBUF_CACHE * 2;
+	 * worth plus a full software queue and its stash; below that the port
+	 * starves. */
+	uint32_t need = (uint32_t)nrx + ntx + TXQ_CAP + TX_STASH + RX_BURST + MBUF_CACHE * 2;
 	if (pc->mbufs < need) {
 		snprintf(err, errlen, "[port.0] mbufs = %u: at least %u needed for %u+%u descriptors",
 			 pc->mbufs, need, nrx, ntx);
@@ -572,11 +577,25 @@ static inline void tx_burst(struct tp_dpdk *d)
 	}
 }
 
-/* net_io.tx_alloc: one mbuf from the worker's pool, data at its start. */
+/* Refills the empty stash and takes one from it; one mbuf alone when the
+ * pool runs that low; NULL when it is empty. */
+static __attribute__((noinline)) struct rte_mbuf *tx_refill(struct tp_dpdk *d)
+{
+	if (rte_pktmbuf_alloc_bulk(d->pool, d->stash, TX_STASH) == 0) {
+		d->nstash = TX_STASH - 1;
+		return d->stash[TX_STASH - 1];
+	}
+	return rte_pktmbuf_alloc(d->pool);
+}
+
+/* net_io.tx_alloc: one mbuf from the worker's stash, refilled from its pool
+ * TX_STASH at a time (one pool operation per burst of segments, not one per
+ * segment), data at its start. The refill is out of line so this path does
+ * not pay for its registers. */
 static uint8_t *io_tx_alloc(void *arg, uint32_t len, void **pkt)
 {
 	struct tp_dpdk *d = arg;
-	struct rte_mbuf *m = rte_pktmbuf_alloc(d->pool);
+	struct rte_mbuf *m = likely(d->nstash > 0) ? d->stash[--d->nstash] : tx_refill(d);
 	if (unlikely(!m))
 		return NULL;
 	if (unlikely(len > rte_pktmbuf_tailroom(m))) {
@@ -674,7 +693,9 @@ static int dpdk_poll(struct tp *t, int timeout_ms, int extra_fd)
 	(void)extra_fd;
 
 	uint64_t now = sluice_now_ns();
-	net_stack_tick(d->stack, now);
+	/* Frames a short burst left behind count as work, so the worker's
+	 * flush runs again. */
+	int events = (int)net_stack_tick(d->stack, now) + (d->ntx > 0);
 	uint16_t n = rte_eth_rx_burst(d->port, d->queue, pkts, RX_BURST);
 	bool fanout = d->arp_in != NULL;
 	for (uint16_t i = 0; i < n; i++) {
@@ -684,7 +705,7 @@ static int dpdk_poll(struct tp *t, int timeout_ms, int extra_fd)
 	}
 	if (n > 0)
 		rte_pktmbuf_free_bulk(pkts, n);
-	int events = n;
+	events += n;
 	if (unlikely(fanout && !rte_ring_empty(d->arp_in))) {
 		unsigned k = rte_ring_dequeue_burst(d->arp_in, (void **)pkts, RX_BURST, NULL);
 		for (unsigned i = 0; i < k; i++)
@@ -720,6 +741,7 @@ static void dpdk_destroy(struct tp *t)
 		while (rte_ring_dequeue(d->arp_in, &m) == 0)
 			rte_pktmbuf_free(m);
 	}
+	rte_pktmbuf_free_bulk(d->stash, d->nstash);
 	if (d->tx_dropped || d->tx_too_long || d->rx_multiseg || d->arp_fanout_drops)
 		LOG_INFO("worker %u: dpdk frames dropped: tx %" PRIu64 ", too long %" PRIu64
 			 ", rx chained %" PRIu64 ", ARP fan-out %" PRIu64,
@@ -781,6 +803,7 @@ struct tp *tp_dpdk_create(uint32_t worker_id, struct tw_wheel *wheel, const stru
 	sodium_memzero(nc.secret, sizeof(nc.secret));
 	if (!d->stack) {
 		rte_pktmbuf_free_bulk(d->txq, d->ntx);
+		rte_pktmbuf_free_bulk(d->stash, d->nstash);
 		rte_free(d);
 		return NULL;
 	}

@@ -57,6 +57,10 @@ struct host {
 	/* Kept by the worker; the app reads `now` through host_now(). */
 	uint64_t now;             /* start of this loop turn (sluice_now_ns()) */
 	bool now_stale;           /* the loop blocked since `now` was taken */
+	/* Set by the app while it holds output that end_of_turn decides on
+	 * (batches): a poll-mode worker then runs end_of_turn every turn, not
+	 * only in turns where something happened. */
+	bool holding;
 	bool attached;            /* control attached: requests are forwarded */
 
 	/* A d2c record: reserve, write the payload, commit (len may shrink).

@@ -41,6 +41,7 @@ struct worker {
 	uint32_t peer_epoch; /* control's epoch when last seen alive */
 	uint64_t serving_ns; /* when control was last seen serving */
 	bool poll_mode;      /* dpdk: never sleep, the doorbell is not used */
+	bool dirty;          /* the app ran after this turn's flush (heartbeat, drain, reload) */
 	int bell_fd;
 	uint64_t next_hb_ns;
 	struct chan_region *chan;
@@ -224,15 +225,18 @@ static void worker_shutdown(struct worker *w)
 		chan_publish(w->d2c);
 }
 
-/* Tells the app of a new drain phase, then publishes what is still open. */
-static void drain_turn(struct worker *w)
+/* Tells the app of a new drain phase, then publishes what is still open;
+ * true when the app was told. */
+static bool drain_turn(struct worker *w)
 {
 	uint32_t phase = atomic_load_explicit(&drain_phase, memory_order_acquire);
-	if (phase != w->drain_seen) {
+	bool told = phase != w->drain_seen;
+	if (told) {
 		w->drain_seen = phase;
 		w->ops->drain(w->app, phase == DRAIN_NOW);
 	}
 	atomic_store_explicit(&w->open_pub, w->ops->open_conns(w->app), memory_order_release);
+	return told;
 }
 
 int worker_run(uint32_t i)
@@ -253,6 +257,7 @@ int worker_run(uint32_t i)
 			if (w->ops->conf_changed)
 				w->ops->conf_changed(w->app);
 			atomic_store_explicit(&w->conf_seen, nc, memory_order_release);
+			w->dirty = true;
 		}
 		int timeout = more || w->poll_mode ? 0 : idle_timeout_ms(w);
 		bool slept = false;
@@ -277,19 +282,29 @@ int worker_run(uint32_t i)
 		uint64_t now = host_now(h);
 
 		uint32_t drained = drain_c2d(w);
-		tw_run(&w->wheel, now);
+		uint32_t fired = tw_run(&w->wheel, now);
 		bool busy = drained >= BUSY_RECORDS || sluice_now_ns() - now > BUSY_TURN_NS;
-		w->ops->end_of_turn(w->app, busy);
-		h->tp->ops->flush(h->tp);
+		/* A spinning turn in which nothing reached the app (no event,
+		 * record or timer, no batch held, nothing run after the last
+		 * flush) leaves end_of_turn and flush nothing to do: skipped, an
+		 * idle poll-mode turn costs the poll and no more. */
+		if (!w->poll_mode || n > 0 || drained > 0 || fired > 0 || h->holding || w->dirty) {
+			w->ops->end_of_turn(w->app, busy);
+			h->tp->ops->flush(h->tp);
+		}
+		w->dirty = false;
 		chan_publish(w->d2c);
 
 		DP_STAT_ADD(&w->stats, loop_turns, 1);
 		if (busy)
 			DP_STAT_ADD(&w->stats, busy_turns, 1);
-		if (now >= w->next_hb_ns)
+		if (now >= w->next_hb_ns) {
 			check_control(w);
-		if (unlikely(atomic_load_explicit(&drain_phase, memory_order_relaxed) != 0))
-			drain_turn(w);
+			w->dirty = true;
+		}
+		if (unlikely(atomic_load_explicit(&drain_phase, memory_order_relaxed) != 0) &&
+		    drain_turn(w))
+			w->dirty = true;
 		more = drained >= DRAIN_MAX || chan_peek(w->c2d) != NULL;
 	}
 	worker_shutdown(w);

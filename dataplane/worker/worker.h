@@ -12,6 +12,9 @@
  *   drain c2d ring -> on_record(); timers due -> callbacks;
  *   end_of_turn(busy) (batcher flush decisions); transport flush;
  *   publish d2c records; heartbeat/attach checks every 100 ms.
+ * A poll-mode turn in which nothing happened (no event from the poll, no
+ * record, no timer, no batch held, nothing run since the last flush) skips
+ * end_of_turn and flush.
  * The worker blocks (kernel transport only) when nothing is pending, until
  * the next timer, a socket event or its channel doorbell.
  */

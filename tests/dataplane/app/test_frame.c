@@ -1,5 +1,5 @@
 /* The worker's shared token frames (app_frame.h): keys, lookups, the
- * oldest entry replaced first, frames too large to keep. */
+ * slot of a seq, frames too large to keep. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,15 +49,25 @@ static void test_keys(void **state)
 	assert_null(find(0, "m_2", 1, 3));
 }
 
-static void test_oldest_replaced(void **state)
+/* A record's run of consecutive seqs, as long as the cache, stays whole
+ * (every subscriber walks it in turn); the next run replaces it. */
+static void test_run_kept(void **state)
 {
 	(void)state;
 	memset(&fc, 0, sizeof(fc));
-	for (uint32_t i = 0; i <= APP_FRAME_SLOTS; i++)
+	for (uint32_t i = 1; i <= APP_FRAME_SLOTS; i++)
 		put(0, "m_x", i, i, "f");
-	assert_null(find(0, "m_x", 0, 0));
 	for (uint32_t i = 1; i <= APP_FRAME_SLOTS; i++)
 		assert_non_null(find(0, "m_x", i, i));
+	put(0, "m_x", APP_FRAME_SLOTS + 1, APP_FRAME_SLOTS + 1, "g");
+	assert_null(find(0, "m_x", 1, 1));
+	assert_memory_equal(find(0, "m_x", APP_FRAME_SLOTS + 1, APP_FRAME_SLOTS + 1)->bytes, "g", 1);
+	for (uint32_t i = 2; i <= APP_FRAME_SLOTS; i++)
+		assert_non_null(find(0, "m_x", i, i));
+	/* Both variants of one seq are kept side by side. */
+	put(APP_FRAME_WS, "m_x", 5, 5, "w");
+	assert_memory_equal(find(APP_FRAME_WS, "m_x", 5, 5)->bytes, "w", 1);
+	assert_memory_equal(find(0, "m_x", 5, 5)->bytes, "f", 1);
 	/* A full-width id (no NUL) is a key like any other. */
 	{
 		char full[CHAN_ID_LEN];
@@ -85,7 +95,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_keys),
-		cmocka_unit_test(test_oldest_replaced),
+		cmocka_unit_test(test_run_kept),
 		cmocka_unit_test(test_too_large_not_kept),
 	};
 

@@ -66,6 +66,51 @@ static void test_csum(void **state)
 	assert_int_equal(net_csum_pseudo(h_cip, h_ip, 6, 20), 0x0a00 + 2 + 0x0a00 + 1 + 6 + 20);
 }
 
+/* RFC 1071 word by word in network order, the definition net_csum_add's
+ * wide loop must agree with. */
+static uint32_t csum_ref(uint32_t sum, const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i += 2)
+		sum += (uint32_t)p[i] << 8 | p[i + 1];
+	if (len & 1)
+		sum += (uint32_t)p[len - 1] << 8;
+	return sum;
+}
+
+/* Every length 0..300 at every alignment 0..7, split at every even offset,
+ * with a start sum, over bytes that make carries (0xff runs) and not. */
+static void test_csum_wide(void **state)
+{
+	(void)state;
+	static uint8_t buf[320];
+	for (int pat = 0; pat < 2; pat++) {
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = pat ? 0xff : (uint8_t)(i * 131 + 7);
+		for (size_t off = 0; off < 8; off++) {
+			for (size_t len = 0; len <= 300; len++) {
+				const uint8_t *p = buf + off;
+				uint16_t want = net_csum_fold(csum_ref(0x1234, p, len));
+				assert_int_equal(net_csum_fold(net_csum_add(0x1234, p, len)), want);
+				for (size_t cut = 0; cut <= len; cut += 2) {
+					uint32_t a = net_csum_add(0x1234, p, cut);
+					assert_int_equal(net_csum_fold(net_csum_add(a, p + cut, len - cut)), want);
+				}
+			}
+		}
+	}
+	/* The inline IPv4 header sum is the same as the general one, at every
+	 * alignment, carries or not. */
+	for (int pat = 0; pat < 3; pat++) {
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = pat == 0 ? 0xff : pat == 1 ? 0 : (uint8_t)(i * 53 + 1);
+		for (size_t off = 0; off < 8; off++)
+			assert_int_equal(net_csum_ip_hdr(buf + off), net_csum_add(0, buf + off, 20));
+	}
+	/* The largest sum the stack chains in: a pseudo-header sum. */
+	assert_int_equal(net_csum_fold(net_csum_add(0x3fffc, buf, 40)),
+			 net_csum_fold(csum_ref(0x3fffc, buf, 40)));
+}
+
 static uint32_t arp_frame(uint8_t *f, uint16_t op, const uint8_t *sha, uint32_t spa,
 			  uint32_t tpa, const uint8_t *dst)
 {
@@ -436,6 +481,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_csum),
+		cmocka_unit_test(test_csum_wide),
 		cmocka_unit_test(test_gratuitous_arp),
 		cmocka_unit_test_setup_teardown(test_arp_reply, setup_noarp, teardown),
 		cmocka_unit_test_setup_teardown(test_arp_resolve_and_aging, setup_noarp, teardown),

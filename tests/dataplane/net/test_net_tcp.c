@@ -835,6 +835,52 @@ static void test_keepalive(void **state)
 	assert_int_equal(h->app.closes, 1);
 }
 
+/*
+ * The protocol timer is re-armed lazily: after each segment and its ACK the
+ * wheel entry stays at the RTO deadline, fires there early, sends nothing,
+ * and moves on, so the keepalive still goes out 75 s after the last segment
+ * in. An RTO armed earlier than the entry on the wheel (75 s out) moves it
+ * and fires at its own deadline.
+ */
+static void test_timer_lazy_rearm(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	struct h_seg s;
+	uint8_t d[100] = {0};
+	open_plain(h, ISN, &snd, &cseq);
+	for (uint32_t i = 0; i < 20; i++) {
+		assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+		tp(h)->ops->flush(tp(h));
+		assert_true(h_pop(h, &s));
+		assert_int_equal(s.seq, snd);
+		assert_int_equal(s.dlen, sizeof(d));
+		snd += sizeof(d);
+		h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd, 65535, NULL, 0, NULL, 0);
+		/* Past the 200 ms RTO the segment armed: nothing resent. */
+		h_advance(h, i == 19 ? 300 : 100);
+		assert_int_equal(h_pending(h), 0);
+	}
+	h_advance(h, 75000 - 300 - 1);
+	assert_int_equal(h_pending(h), 0);
+	h_advance(h, 2);
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.seq, snd - 1);
+	assert_int_equal(s.dlen, 0);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd, 65535, NULL, 0, NULL, 0);
+	/* A segment that is never acknowledged: resent at its RTO (every RTT
+	 * sample above was 0 ms, so the minimum), not 75 s later. */
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	tp(h)->ops->flush(tp(h));
+	assert_true(h_pop(h, &s));
+	h_advance(h, NET_TCP_RTO_MIN_MS - 1);
+	assert_int_equal(h_pending(h), 0);
+	h_advance(h, 2);
+	assert_true(h_pop(h, &s));
+	assert_int_equal(s.seq, snd);
+	assert_int_equal(s.dlen, sizeof(d));
+}
+
 static void test_abort_sends_rst(void **state)
 {
 	struct h *h = *state;
@@ -961,6 +1007,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_syn_cookie_window_scale, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_time_wait_bound, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_timer_lazy_rearm, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_abort_sends_rst, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_synack_retransmit, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_pmtu, h_setup, h_teardown),
