@@ -28,7 +28,10 @@ int ndj_next(struct ndj *p, const char *buf, size_t len, const char **line, size
 			return NDJ_INCOMPLETE;
 		}
 		size_t end = (size_t)(nl - buf);
-		if (end + 1 - start > p->max_line || memchr(buf + start, '\0', end - start)) {
+		/* The blank lines before a line count toward its limit, as they
+		 * do while it is incomplete: the verdict cannot depend on where
+		 * the stream was split. */
+		if (end + 1 > p->max_line || memchr(buf + start, '\0', end - start)) {
 			p->scan = p->start = 0;
 			return NDJ_ERROR;
 		}

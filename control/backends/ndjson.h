@@ -26,9 +26,11 @@ void ndj_init(struct ndj *p, size_t max_line);
  * (the caller drops what each successful call consumed and calls again with
  * the same bytes plus new ones after NDJ_INCOMPLETE). Returns the bytes
  * consumed (blank lines before it and its LF included) with *line / *line_len
- * set, NDJ_INCOMPLETE, or NDJ_ERROR for a line longer than max_line, one
- * holding a NUL byte, or more than max_line bytes held with no line in them
- * (blank lines count), so NDJ_INCOMPLETE never asks to hold more.
+ * set, NDJ_INCOMPLETE, or NDJ_ERROR for a line that with the blank lines
+ * before it takes more than max_line bytes, one holding a NUL byte, or more
+ * than max_line bytes held with no line in them, so NDJ_INCOMPLETE never asks
+ * to hold more, and whether a stream is refused does not depend on how it
+ * was split.
  */
 int ndj_next(struct ndj *p, const char *buf, size_t len, const char **line, size_t *line_len);
 

@@ -274,6 +274,11 @@ static void test_ndjson(void **state)
 	ndj_expect("{\"a\":1}\n{\"partial\":", 4096, 0, 1, "{\"a\":1}");
 	ndj_expect("{\"a\":1}\n0123456789abcdefghij\n", 16, 1, 1, "{\"a\":1}");
 	ndj_expect("0123456789abcdefghij", 16, 1, 0);
+	/* Blank lines count toward the next line's limit, on every split
+	 * (fuzz-upstream: whole accepted what a split refused). */
+	ndj_expect("  \n \n0123456789\n", 16, 0, 1, "0123456789");
+	ndj_expect("  \n \n \n0123456789\n", 16, 1, 0);
+	ndj_expect("{\"a\":1}\n  \n \n \n0123456789\n{\"b\":2}\n", 16, 1, 1, "{\"a\":1}");
 	/* An Ollama chat stream as its API documents it. */
 	ndj_expect("{\"model\":\"llama3.2\",\"created_at\":\"2023-08-04T08:52:19.385406455-07:00\","
 		   "\"message\":{\"role\":\"assistant\",\"content\":\"The\"},\"done\":false}\n"
