@@ -753,8 +753,12 @@ static void tls_rx_resume(struct tp_conn *c)
 }
 
 /* Resets handshakes past their deadline (the queue is in deadline order). */
-static void run_timeouts(struct tls *t, uint64_t now)
+/* Ends the handshakes past their deadline; returns how many, which the
+ * poll counts as work (a poll-mode worker flushes only after a turn that
+ * did something, and these resets must go out). */
+static int run_timeouts(struct tls *t, uint64_t now)
 {
+	int n = 0;
 	while (!list_empty(&t->hsq)) {
 		struct tp_conn *c = list_entry(t->hsq.next, struct tp_conn, hs);
 		if (c->hs_deadline > now)
@@ -762,7 +766,9 @@ static void run_timeouts(struct tls *t, uint64_t now)
 		DP_STAT_ADD(t->st, timeouts, 1);
 		DP_STAT_ADD(t->st, failures, 1);
 		conn_end(c, true);
+		n++;
 	}
+	return n;
 }
 
 /* Offers stashes the app asked for again; a drained stash lets the inner
@@ -792,8 +798,8 @@ static int tls_poll(struct tp *tp, int timeout_ms, int extra_fd)
 
 	tls_shared_snapshot(t->s, t->id, &t->view);
 	t->spent_ns = 0;
-	run_timeouts(t, now);
-	int n = run_resumes(t);
+	int n = run_timeouts(t, now);
+	n += run_resumes(t);
 	while (!list_empty(&t->deferq)) {
 		struct tp_conn *c = list_entry(t->deferq.next, struct tp_conn, defer);
 		list_del(&c->defer);
