@@ -36,42 +36,10 @@ static void seen_add(struct seen *s, const char *txt)
 	snprintf(s->ev[s->n++], sizeof(s->ev[0]), "%s", txt);
 }
 
-/* Offers pending bytes to the parser until it needs more; returns false
- * after an error. */
-static bool sse_drain(struct sse_parser *p, char *pend, size_t *plen, struct seen *s)
-{
-	for (;;) {
-		struct guardbuf g;
-		char *b = (char *)guardbuf_place(&g, pend, *plen);
-		struct sse_event ev;
-		int r = sse_next(p, b, *plen, &ev);
-		if (r == SSE_INCOMPLETE) {
-			guardbuf_free(&g);
-			return true;
-		}
-		if (r == SSE_ERROR) {
-			guardbuf_free(&g);
-			s->err = 1;
-			return false;
-		}
-		assert_true(r > 0 && (size_t)r <= *plen);
-		char txt[256];
-		if (ev.data) {
-			assert_true(ev.data >= b && ev.data + ev.data_len <= b + r);
-			snprintf(txt, sizeof(txt), "%s|%.*s%s", ev.name, (int)ev.data_len, ev.data,
-				 ev.done ? "!" : "");
-		} else {
-			snprintf(txt, sizeof(txt), "%s|-", ev.name);
-		}
-		seen_add(s, txt);
-		guardbuf_free(&g);
-		memmove(pend, pend + r, *plen - (size_t)r);
-		*plen -= (size_t)r;
-	}
-}
-
 /* One of the two parsers behind the same driver: its state, set up for a
- * limit, and the drain that offers it pending bytes. */
+ * limit, and its next item out of b[0..len) as text (checked to lie inside
+ * the bytes it consumed). next returns the bytes consumed, 0 when it needs
+ * more, -1 on a parse error. */
 union parser {
 	struct sse_parser sse;
 	struct ndj ndj;
@@ -79,8 +47,31 @@ union parser {
 
 struct parser_ops {
 	void (*init)(union parser *p, size_t max);
-	bool (*drain)(union parser *p, char *pend, size_t *plen, struct seen *s);
+	int (*next)(union parser *p, char *b, size_t len, char *txt, size_t cap);
 };
+
+/* Offers pending bytes (placed against a guard page) to the parser until it
+ * needs more; returns false after an error. */
+static bool drain(const struct parser_ops *ops, union parser *p, char *pend, size_t *plen, struct seen *s)
+{
+	for (;;) {
+		struct guardbuf g;
+		char *b = (char *)guardbuf_place(&g, pend, *plen);
+		char txt[256];
+		int r = ops->next(p, b, *plen, txt, sizeof(txt));
+		guardbuf_free(&g);
+		if (r == 0)
+			return true;
+		if (r < 0) {
+			s->err = 1;
+			return false;
+		}
+		assert_true((size_t)r <= *plen);
+		seen_add(s, txt);
+		memmove(pend, pend + r, *plen - (size_t)r);
+		*plen -= (size_t)r;
+	}
+}
 
 /* The events of `in` fed in chunks of `step` bytes after a first chunk of
  * `first` bytes. */
@@ -100,7 +91,7 @@ static void feed(const struct parser_ops *ops, const char *in, size_t len, size_
 		memcpy(pend + plen, in + off, n);
 		plen += n;
 		off += n;
-		if (!ops->drain(&p, pend, &plen, s))
+		if (!drain(ops, &p, pend, &plen, s))
 			break;
 	}
 	free(pend);
@@ -135,12 +126,25 @@ static void sse_init_any(union parser *p, size_t max)
 	sse_init(&p->sse, max);
 }
 
-static bool sse_drain_any(union parser *p, char *pend, size_t *plen, struct seen *s)
+static int sse_next_any(union parser *p, char *b, size_t len, char *txt, size_t cap)
 {
-	return sse_drain(&p->sse, pend, plen, s);
+	struct sse_event ev;
+	int r = sse_next(&p->sse, b, len, &ev);
+	if (r == SSE_INCOMPLETE)
+		return 0;
+	if (r == SSE_ERROR)
+		return -1;
+	assert_true(r > 0);
+	if (ev.data) {
+		assert_true(ev.data >= b && ev.data + ev.data_len <= b + r);
+		snprintf(txt, cap, "%s|%.*s%s", ev.name, (int)ev.data_len, ev.data, ev.done ? "!" : "");
+	} else {
+		snprintf(txt, cap, "%s|-", ev.name);
+	}
+	return r;
 }
 
-static const struct parser_ops sse_ops = { sse_init_any, sse_drain_any };
+static const struct parser_ops sse_ops = { sse_init_any, sse_next_any };
 
 static void sse_expect(const char *in, size_t max, int err, int n, ...)
 {
@@ -219,44 +223,26 @@ static void test_sse_limits(void **state)
 
 /* ---- NDJSON -------------------------------------------------------------- */
 
-static bool ndj_drain(struct ndj *p, char *pend, size_t *plen, struct seen *s)
-{
-	for (;;) {
-		struct guardbuf g;
-		const char *b = (const char *)guardbuf_place(&g, pend, *plen);
-		const char *line;
-		size_t ll;
-		int r = ndj_next(p, b, *plen, &line, &ll);
-		if (r == NDJ_INCOMPLETE) {
-			guardbuf_free(&g);
-			return true;
-		}
-		if (r == NDJ_ERROR) {
-			guardbuf_free(&g);
-			s->err = 1;
-			return false;
-		}
-		assert_true(r > 0 && (size_t)r <= *plen && line >= b && line + ll < b + r);
-		char txt[256];
-		snprintf(txt, sizeof(txt), "%.*s", (int)ll, line);
-		seen_add(s, txt);
-		guardbuf_free(&g);
-		memmove(pend, pend + r, *plen - (size_t)r);
-		*plen -= (size_t)r;
-	}
-}
-
 static void ndj_init_any(union parser *p, size_t max)
 {
 	ndj_init(&p->ndj, max);
 }
 
-static bool ndj_drain_any(union parser *p, char *pend, size_t *plen, struct seen *s)
+static int ndj_next_any(union parser *p, char *b, size_t len, char *txt, size_t cap)
 {
-	return ndj_drain(&p->ndj, pend, plen, s);
+	const char *line;
+	size_t ll;
+	int r = ndj_next(&p->ndj, b, len, &line, &ll);
+	if (r == NDJ_INCOMPLETE)
+		return 0;
+	if (r == NDJ_ERROR)
+		return -1;
+	assert_true(r > 0 && line >= b && line + ll < b + r);
+	snprintf(txt, cap, "%.*s", (int)ll, line);
+	return r;
 }
 
-static const struct parser_ops ndj_ops = { ndj_init_any, ndj_drain_any };
+static const struct parser_ops ndj_ops = { ndj_init_any, ndj_next_any };
 
 static void ndj_expect(const char *in, size_t max, int err, int n, ...)
 {
