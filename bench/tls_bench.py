@@ -27,6 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import harness  # noqa: E402
+import sse_fanout  # noqa: E402
 
 try:
     import aiohttp
@@ -103,42 +104,6 @@ http {
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def fan_out(base, sid, hdr, subs, ntok, ctx, post):
-    """subs SSE streams of one session, one answer of ntok tokens; returns
-    (seconds from post to the last done, tokens delivered)."""
-    got = [0] * subs
-    opened = asyncio.Event()
-    nopen = [0]
-
-    async def one(i, s):
-        async with s.get("%s/api/chat/stream/%s" % (base, sid), headers=hdr) as r:
-            nopen[0] += 1
-            if nopen[0] == subs:
-                opened.set()
-            event = None
-            async for raw in r.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "token":
-                    got[i] = int(line.split('"seq":')[1].split(",")[0])
-                elif line.startswith("data: ") and event == "done":
-                    return
-
-    conn = aiohttp.TCPConnector(limit=0, ssl=ctx if ctx else False)
-    async with aiohttp.ClientSession(connector=conn,
-                                     timeout=aiohttp.ClientTimeout(total=600)) as s:
-        tasks = [asyncio.create_task(one(i, s)) for i in range(subs)]
-        await asyncio.wait_for(opened.wait(), 120)
-        t0 = time.monotonic()
-        post()
-        await asyncio.gather(*tasks)
-        dt = time.monotonic() - t0
-    if got != [ntok] * subs:
-        raise RuntimeError("subscribers ended at seqs %r, expected %d" % (got[:5], ntok))
-    return dt, subs * ntok
-
-
 def run_fanout(build, tls, args, nginx_front=False):
     models = {"bench": {"ttft_ms": 200, "tokens_per_s": args.rate, "answer_tokens": args.tokens}}
     srv = harness.Sluice(build, models=models, tls=tls if not nginx_front else None)
@@ -156,11 +121,12 @@ def run_fanout(build, tls, args, nginx_front=False):
         m0 = metrics(srv)
         holder = {}
 
-        def post():
+        async def post(_session):
             holder["c0"] = cpu_s(pids) + (cpu_s(ng.workers()) if ng else 0)
             holder["s0"] = cpu_s(pids)
             srv.post_message(sid, "bench")
-        dt, ntok = asyncio.run(fan_out(base, sid, hdr, args.subs, args.tokens, ctx, post))
+        dt = asyncio.run(sse_fanout.fan_out(base, sid, hdr, args.subs, args.tokens, ctx, post))
+        ntok = args.subs * args.tokens
         c1 = cpu_s(pids) + (cpu_s(ng.workers()) if ng else 0)
         s1 = cpu_s(pids)
         m1 = metrics(srv)

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import harness  # noqa: E402
 
 try:
-    import aiohttp
+    import sse_fanout  # aiohttp
 except ImportError:
     sys.exit("bench/token_cost.py needs python3-aiohttp (firmware-config/setup-deps.sh installs it)")
 
@@ -80,39 +80,11 @@ class Callgrind(harness.Sluice):
         raise RuntimeError("no instruction total in " + self.cg_out)
 
 
-async def stream_all(srv, sid, subs, ntok):
-    hdr = srv.auth_headers()
-    got = [0] * subs
-    opened = asyncio.Event()
-    nopen = [0]
-
-    async def one(i, s):
-        async with s.get("%s/api/chat/stream/%s" % (srv.base, sid), headers=hdr) as r:
-            nopen[0] += 1
-            if nopen[0] == subs:
-                opened.set()
-            event = None
-            async for raw in r.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event == "token":
-                    got[i] = int(line.split('"seq":')[1].split(",")[0])
-                elif line.startswith("data: ") and event == "done":
-                    return
-
-    conn = aiohttp.TCPConnector(limit=0, ssl=srv.ssl_context() if srv.tls else False)
-    async with aiohttp.ClientSession(connector=conn,
-                                     timeout=aiohttp.ClientTimeout(total=600)) as s:
-        tasks = [asyncio.create_task(one(i, s)) for i in range(subs)]
-        await asyncio.wait_for(opened.wait(), 120)
-        async with s.post(srv.base + "/api/chat/message", headers=hdr,
-                          json={"session_id": sid, "content": "cost"}) as r:
-            if r.status != 202:
-                raise RuntimeError("post: %d" % r.status)
-        await asyncio.gather(*tasks)
-    if got != [ntok] * subs:
-        raise RuntimeError("subscribers ended at seqs %r, expected %d" % (got, ntok))
+async def post_prompt(srv, sid, s):
+    async with s.post(srv.base + "/api/chat/message", headers=srv.auth_headers(),
+                      json={"session_id": sid, "content": "cost"}) as r:
+        if r.status != 202:
+            raise RuntimeError("post: %d" % r.status)
 
 
 def measure(build, mode, subs, ntok, rate, tls=None):
@@ -122,7 +94,9 @@ def measure(build, mode, subs, ntok, rate, tls=None):
     try:
         srv.start(ready_timeout=120)
         sid = srv.create_session("cost")
-        asyncio.run(stream_all(srv, sid, subs, ntok))
+        asyncio.run(sse_fanout.fan_out(srv.base, sid, srv.auth_headers(), subs, ntok,
+                                       srv.ssl_context() if srv.tls else None,
+                                       lambda s: post_prompt(srv, sid, s)))
         return srv.instructions()
     finally:
         srv.stop()
