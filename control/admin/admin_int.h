@@ -110,6 +110,20 @@ struct adm_alert {
 	int64_t since;           /* unix seconds */
 };
 
+/* An event as the dashboard keeps it for the HTTP fallback: the bus's
+ * strings copied (they live only as long as ev_publish), the time and the
+ * count it changed read when it happened. Its JSON is built only when asked
+ * for: for the clients that chose its topic, or by the fallback. */
+#define ADM_EV_TEXT 512u
+struct adm_ev {
+	uint64_t seq;            /* 0: the slot is empty */
+	double ts;
+	struct ev e;             /* its strings point into text (or are NULL) */
+	const char *what;        /* the count it changed (a literal), NULL: none */
+	int64_t from, to;
+	char text[ADM_EV_TEXT];
+};
+
 struct adm_provider {
 	const char *name;
 	void (*fill)(void *arg, json_t *snap);
@@ -122,7 +136,7 @@ struct adm_dash {
 	uint64_t next_heartbeat_ns;
 	struct adm_ws_client cl[ADM_WS_MAX];
 	uint64_t seq;            /* number of the last event */
-	json_t *events[ADM_WS_EVENTS]; /* owned; event s at [s % ADM_WS_EVENTS] */
+	struct adm_ev *events;   /* owned, ADM_WS_EVENTS of them; event s at [s % ADM_WS_EVENTS] */
 	struct adm_alert alerts[ADM_ALERTS_MAX];
 	struct adm_provider prov[ADM_PROVIDERS_MAX];
 	uint32_t nprov;

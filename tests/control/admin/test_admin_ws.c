@@ -246,13 +246,23 @@ static void test_conn_closed(void **state)
 	cfx_http(f, 0, 1, CHAN_M_POST, "/api/chat/sessions", "{\"agent_id\":\"assistant\"}");
 	json_decref(cfx_expect_resp(f, 0, 201));
 	assert_false(cfx_next(f, W));
-	/* The event was kept for the fallback all the same. */
+	/* The event was kept for the fallback all the same, its strings copied
+	 * from the bus (which owned them only while publishing) and its count
+	 * change read when it happened. */
 	cfx_http_as(f, 0, 1, CHAN_M_GET, "/api/admin/events", NULL, tok);
 	json_t *ev = cfx_expect_resp(f, 0, 200);
 	json_t *arr = json_object_get(ev, "events");
 	assert_true(json_array_size(arr) >= 1);
 	json_t *last = json_array_get(arr, json_array_size(arr) - 1);
 	assert_string_equal(json_string_value(json_object_get(last, "kind")), "created");
+	assert_string_equal(json_string_value(json_object_get(last, "user")), "u"); /* cfx_http's user */
+	const char *sid = json_string_value(json_object_get(last, "session_id"));
+	assert_non_null(sid);
+	assert_int_equal(strncmp(sid, "s_", 2), 0);
+	json_t *chg = json_object_get(last, "change");
+	assert_string_equal(json_string_value(json_object_get(chg, "what")), "conversations");
+	assert_int_equal(json_integer_value(json_object_get(chg, "to")),
+			 json_integer_value(json_object_get(chg, "from")) + 1);
 	assert_int_equal(json_integer_value(json_object_get(last, "seq")),
 			 json_integer_value(json_object_get(ev, "seq")));
 	json_decref(ev);
