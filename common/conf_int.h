@@ -28,6 +28,7 @@
 
 enum val_kind {
 	K_U32,
+	K_U32Z,      /* 0, or min..max */
 	K_BOOL,
 	K_TRANSPORT,
 	K_BATCH_MODE,

@@ -24,6 +24,7 @@ static const struct key_spec dataplane_keys[] = {
 	{ "ws_max_message", K_U32, CF(ws_max_message), 125, 67108864, RESTART },
 	{ "max_pending_bytes", K_U32, CF(max_pending_bytes), 4096, 1073741824, RESTART },
 	{ "pin_workers", K_BOOL, CF(pin_workers), 0, 0, RESTART },
+	{ "worker_slice_us", K_U32Z, CF(worker_slice_us), 100, 100000, RESTART },
 	{ "ws_echo", K_BOOL, CF(ws_echo), 0, 0, RESTART },
 	{ "lcores", K_LCORES, CF(lcores), 0, FSIZE(sluice_conf, lcores), RESTART },
 	{ "eal_args", K_TEXT, CF(eal_args), 0, FSIZE(sluice_conf, eal_args), RESTART },
@@ -362,6 +363,7 @@ void conf_defaults(struct sluice_conf *c)
 	c->ws_max_message = 65536;
 	c->max_pending_bytes = 1u << 20;
 	c->pin_workers = true;
+	c->worker_slice_us = CONF_WORKER_SLICE_US;
 	c->ws_deflate = true;
 	c->ws_deflate_bits = 15;
 	c->ws_deflate_level = 1;

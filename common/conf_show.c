@@ -66,6 +66,7 @@ static bool show_value(const struct sluice_conf *c, const char *obj, const struc
 	out[0] = '\0';
 	switch (k->kind) {
 	case K_U32:
+	case K_U32Z:
 	case K_POW2:
 		memcpy(&u, f, sizeof(u));
 		snprintf(out, cap, "%u", u);

@@ -533,6 +533,14 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		memcpy(field, &x, sizeof(x));
 		return 0;
 	}
+	case K_U32Z: {
+		uint32_t x;
+		st = parse_u32(v, 0, k->max, &x);
+		if (st != NUM_OK || (x != 0 && x < k->min))
+			return conf_fail(p, "%s: expected 0 or %u..%u: '%s'", k->name, k->min, k->max, v);
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
 	case K_POW2: {
 		uint32_t x;
 		st = parse_u32(v, k->min, k->max, &x);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,16 +44,61 @@ static void usage(FILE *f)
 		   "first (drain_timeout_s; docs/man/sluice-dataplane.md).\n");
 }
 
+/* The kernel's struct sched_attr, its first version (SCHED_ATTR_SIZE_VER0):
+ * <linux/sched/types.h> cannot be included beside <sched.h>. */
+struct dp_sched_attr {
+	uint32_t size;
+	uint32_t sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime;
+	uint64_t sched_deadline;
+	uint64_t sched_period;
+};
+
+/* conf.worker_slice_us, set before the workers start. */
+static uint32_t worker_slice_us;
+
+/*
+ * Asks the scheduler for a short slice for the calling worker thread
+ * (CONF_WORKER_SLICE_US says why). Read-modify-write, so a nice value the
+ * operator gave the process stays. glibc 2.36 has no wrapper for either
+ * call. A kernel that refuses is only a warning: the worker runs with the
+ * default slice; one that predates EEVDF's custom slices ignores it.
+ */
+static void worker_sched_slice(uint32_t id)
+{
+	if (!worker_slice_us)
+		return;
+	struct dp_sched_attr a;
+	memset(&a, 0, sizeof(a));
+	if (syscall(SYS_sched_getattr, 0, &a, (unsigned)sizeof(a), 0u) != 0) {
+		LOG_WARN("worker %u: sched_getattr: %s; the default slice stays", id, strerror(errno));
+		return;
+	}
+	if (a.sched_policy != SCHED_OTHER && a.sched_policy != SCHED_BATCH)
+		return; /* a real-time policy the operator chose: not ours to change */
+	a.size = sizeof(a);
+	a.sched_flags = 0;
+	a.sched_runtime = (uint64_t)worker_slice_us * 1000u;
+	if (syscall(SYS_sched_setattr, 0, &a, 0u) != 0)
+		LOG_WARN("worker %u: cannot ask for a %u us slice: %s", id, worker_slice_us, strerror(errno));
+}
+
 static void *worker_thread(void *arg)
 {
 	uint32_t id = (uint32_t)(uintptr_t)arg;
+	worker_sched_slice(id);
 	return (void *)(intptr_t)worker_run(id);
 }
 
 #ifdef SLUICE_HAVE_DPDK
 static int worker_lcore(void *arg)
 {
-	return worker_run((uint32_t)(uintptr_t)arg);
+	uint32_t id = (uint32_t)(uintptr_t)arg;
+	worker_sched_slice(id);
+	return worker_run(id);
 }
 
 /* Starts workers 0..n-1 on their EAL lcores; returns how many started. */
@@ -343,6 +389,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	worker_slice_us = conf.worker_slice_us;
 #ifdef SLUICE_HAVE_DPDK
 	if (dpdk)
 		started = launch_lcores(conf.workers);

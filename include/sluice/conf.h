@@ -21,6 +21,12 @@
 #define CONF_MAX_ORIGINS 16
 #define CONF_MAX_CERTS 8
 #define CONF_NAME_MAX 64
+/* A worker's scheduler slice request, µs (sched_setattr's sched_runtime for
+ * SCHED_OTHER; EEVDF kernels, 6.12 and later, honour it): short, so that a
+ * worker woken by its doorbell or a packet preempts a busier thread sharing
+ * its core (control, the store's writer) instead of waiting out that
+ * thread's slice. docs/dataplane.md "Scheduling". */
+#define CONF_WORKER_SLICE_US 100
 #define CONF_PATH_MAX 256
 
 enum conf_transport { CONF_TRANSPORT_KERNEL = 0, CONF_TRANSPORT_DPDK = 1 };
@@ -131,6 +137,7 @@ struct sluice_conf {
 	uint32_t ws_max_message;       /* ws_max_message bytes (default 65536) */
 	uint32_t max_pending_bytes;    /* slow-consumer bound per conn (default 1 MiB) */
 	bool pin_workers;              /* pin_workers = true|false (default true) */
+	uint32_t worker_slice_us;      /* worker_slice_us = 0 | 100..100000 (default CONF_WORKER_SLICE_US) */
 	bool ws_echo;                  /* ws_echo: serve /ws/echo for conformance runs (default false) */
 	bool ws_deflate;               /* ws_deflate: negotiate permessage-deflate (default true) */
 	uint32_t ws_deflate_bits;      /* ws_deflate_bits = largest window of our deflate, 9..15 (default 15) */

@@ -3,6 +3,7 @@
 session and both receive the whole answer (fan-out across workers)."""
 
 import asyncio
+import os
 import sys
 
 import harness
@@ -65,7 +66,53 @@ def test_x_sluice_worker_header(env):
     check(seen == {0, 1}, "%d new connections served only by worker(s) %r" % (MAX_ATTEMPTS, seen))
 
 
-TESTS = [test_two_workers_one_session, test_x_sluice_worker_header]
+def thread_slices(pid):
+    """{thread name: its scheduler slice in ns} for every thread of pid."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        with open(base + "comm") as f:
+            name = f.read().strip()
+        with open(base + "sched") as f:
+            for line in f:
+                if line.startswith("se.slice"):
+                    out[name] = int(line.split(":")[1])
+    return out
+
+
+def custom_slices():
+    """Whether this kernel takes a fair task's slice from sched_setattr
+    (EEVDF, 6.12 and later) and shows it in /proc/PID/sched."""
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    with open("/proc/self/sched") as f:
+        shown = any(line.startswith("se.slice") for line in f)
+    return shown and (major, minor) >= (6, 12)
+
+
+def test_worker_slice(env):
+    if not custom_slices():
+        # Older kernels ignore the request: the workers must still run.
+        srv = env.server(workers=2, dataplane={"worker_slice_us": "250"})
+        r = srv.request("GET", "/healthz")
+        check(r.status == 200, "GET /healthz with worker_slice_us on an older kernel: %r" % r)
+        print("note: kernel %s has no custom slices; only checked that the workers run"
+              % os.uname().release, flush=True)
+        return
+    for conf, want in (({"worker_slice_us": "250"}, 250000), ({}, 100000), ({"worker_slice_us": "0"}, None)):
+        srv = env.fresh(workers=2, dataplane=conf).start()
+        try:
+            slices = thread_slices(srv.procs["sluice-dataplane"].pid)
+        finally:
+            srv.stop()
+        workers = {k: v for k, v in slices.items() if k.startswith("sluice-w")}
+        check(sorted(workers) == ["sluice-w0", "sluice-w1"], "worker threads %r" % sorted(slices))
+        # 0 leaves the kernel's default, which the main thread has too.
+        expect = want if want is not None else slices["sluice-dataplan"]
+        check(all(v == expect for v in workers.values()),
+              "%r: worker slices %r, want %d ns" % (conf, workers, expect))
+
+
+TESTS = [test_two_workers_one_session, test_x_sluice_worker_header, test_worker_slice]
 
 if __name__ == "__main__":
     sys.exit(harness.run(TESTS))

@@ -112,6 +112,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->ws_max_message, 65536);
 	assert_int_equal(c->max_pending_bytes, 1048576);
 	assert_true(c->pin_workers);
+	assert_int_equal(c->worker_slice_us, 100);
 	assert_string_equal(c->chan_path, "/dev/shm/sluice");
 	assert_int_equal(c->ring_bytes, 8388608);
 	assert_string_equal(c->admin_socket, "/tmp/sluice-admin.sock");
@@ -231,6 +232,7 @@ static const char full_file[] =
 	"ws_max_message = 1048576\n"
 	"max_pending_bytes = 65536\n"
 	"pin_workers = false\n"
+	"worker_slice_us = 0\n"
 	"ws_echo = true\n"
 	"lcores = 2-5, 7,9-10 ,12\n"
 	"eal_args = --huge-dir /dev/hugepages -n 4 --file-prefix=sl#1\n"
@@ -312,6 +314,7 @@ static void test_full_file(void **state)
 	assert_int_equal(c->ws_max_message, 1048576);
 	assert_int_equal(c->max_pending_bytes, 65536);
 	assert_false(c->pin_workers);
+	assert_int_equal(c->worker_slice_us, 0);
 	assert_true(c->ws_echo);
 	assert_string_equal(c->lcores, "2-5, 7,9-10 ,12");
 	assert_string_equal(c->eal_args, "--huge-dir /dev/hugepages -n 4 --file-prefix=sl#1");
@@ -575,6 +578,13 @@ static void test_err_enums_and_listen(void **state)
 	expect_error("[batching]\nmode = on\n", 2, "mode: expected adaptive or off: 'on'");
 	expect_error("[dataplane]\npin_workers = yes\n", 2,
 		     "pin_workers: expected true or false: 'yes'");
+	/* 0 or the kernel's range of custom slices; 1..99 µs is neither. */
+	expect_error("[dataplane]\nworker_slice_us = 50\n", 2,
+		     "worker_slice_us: expected 0 or 100..100000: '50'");
+	expect_error("[dataplane]\nworker_slice_us = 100001\n", 2,
+		     "worker_slice_us: expected 0 or 100..100000: '100001'");
+	expect_error("[dataplane]\nworker_slice_us = -1\n", 2,
+		     "worker_slice_us: expected 0 or 100..100000: '-1'");
 	expect_error("[backend.b]\ntype = vllm\n", 2, "type: expected synthetic, openai or ollama: 'vllm'");
 	expect_error("[dataplane]\nlisten = 127.0.0.1\n", 2,
 		     "listen: expected A.B.C.D:PORT: '127.0.0.1'");
