@@ -110,6 +110,10 @@ void sb_report_table(FILE *f, const struct sb_results *r)
 		   "%ld open after %.1f s\n",
 		c->connections, c->subscribers, c->answer_tokens, c->token_rate, c->ttft_ms,
 		r->conns_open, r->ramp_took_s);
+	if (r->conns_open < c->connections)
+		fprintf(f, "  the ramp ended at its deadline with %ld of %ld streams open: every figure "
+			   "below, memory per stream included, is of those %ld\n",
+			r->conns_open, c->connections, r->conns_open);
 	for (int i = 0; i < r->nsteps; i++) {
 		const struct sb_step *s = &r->steps[i];
 		uint64_t errs = 0;
