@@ -682,12 +682,10 @@ void api_auth_ws_open(struct api *a, const struct chat_reply *r, const void *pay
 bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payload, uint32_t len,
 		     struct auth_ident *id)
 {
-	const struct auth_ident *known = auth_conn_find(a->auth, r->conn);
-	if (known && !known->owner_only) {
-		if (auth_recheck(a->auth, known) == 0) {
-			*id = *known;
+	bool known = auth_conn_find(a->auth, r->conn, id);
+	if (known && !id->owner_only) {
+		if (auth_recheck(a->auth, id) == 0)
 			return true;
-		}
 	} else {
 		struct aa_req q;
 		if (aa_parse(payload, len, &q) && aa_ws_credentials(a, &q, id) == 0 &&
@@ -703,9 +701,11 @@ bool api_auth_ws_msg(struct api *a, const struct chat_reply *r, const void *payl
 bool api_auth_resubscribe(struct api *a, const struct chat_session *s, struct chan_conn conn)
 {
 	struct auth *au = a->auth;
-	const struct auth_ident *known = auth_conn_find(au, conn);
-	if (known) {
-		if (auth_recheck(au, known) == 0)
+	struct auth_ident id;
+	if (auth_conn_find(au, conn, &id)) {
+		int rc = auth_recheck(au, &id);
+		sodium_memzero(&id, sizeof(id));
+		if (rc == 0)
 			return true;
 		goto kick;
 	}
@@ -715,7 +715,6 @@ bool api_auth_resubscribe(struct api *a, const struct chat_session *s, struct ch
 	sodium_memzero(u.pwhash, sizeof(u.pwhash));
 	if (u.uid != s->owner_uid)
 		goto kick;
-	struct auth_ident id;
 	memset(&id, 0, sizeof(id));
 	memcpy(id.user, s->user, sizeof(id.user));
 	id.uid = u.uid;

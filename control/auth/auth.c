@@ -85,6 +85,88 @@ static void auth_throttle_init(struct auth_throttle *t, uint32_t limit, uint32_t
 static void auth_on_pool(void *arg, int fd, uint32_t events);
 static void auth_on_timer(void *arg, int fd, uint32_t events);
 
+/* ---- the streams' user names ---------------------------------------------- */
+
+static uint32_t auth_name_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint8_t)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+static int auth_names_init(struct auth_names *t)
+{
+	t->nbuckets = 64;
+	t->n = 0;
+	t->b = calloc(t->nbuckets, sizeof(*t->b));
+	return t->b ? 0 : -1;
+}
+
+/* Doubles the buckets once there are as many names as buckets; keeps the
+ * old ones when memory is short (longer chains, still correct). */
+static void auth_names_grow(struct auth_names *t)
+{
+	if (t->n < t->nbuckets || t->nbuckets >= (1u << 30))
+		return;
+	uint32_t nb = t->nbuckets * 2;
+	struct auth_name **b = calloc(nb, sizeof(*b));
+	if (!b)
+		return;
+	for (uint32_t i = 0; i < t->nbuckets; i++) {
+		struct auth_name *e = t->b[i];
+		while (e) {
+			struct auth_name *next = e->next;
+			e->next = b[e->hash & (nb - 1)];
+			b[e->hash & (nb - 1)] = e;
+			e = next;
+		}
+	}
+	free(t->b);
+	t->b = b;
+	t->nbuckets = nb;
+}
+
+/* A reference to the shared copy of user (taking one more), or NULL when
+ * a first copy cannot be made. */
+static struct auth_name *auth_name_ref(struct auth_names *t, const char *user)
+{
+	size_t len = strnlen(user, STORE_USER_MAX - 1);
+	uint32_t h = auth_name_hash(user, len);
+	for (struct auth_name *e = t->b[h & (t->nbuckets - 1)]; e; e = e->next) {
+		if (e->hash == h && strncmp(e->s, user, len) == 0 && e->s[len] == 0) {
+			e->refs++;
+			return e;
+		}
+	}
+	auth_names_grow(t);
+	struct auth_name *e = malloc(sizeof(*e) + len + 1);
+	if (!e)
+		return NULL;
+	memcpy(e->s, user, len);
+	e->s[len] = 0;
+	e->refs = 1;
+	e->hash = h;
+	e->next = t->b[h & (t->nbuckets - 1)];
+	t->b[h & (t->nbuckets - 1)] = e;
+	t->n++;
+	return e;
+}
+
+static void auth_name_unref(struct auth_names *t, struct auth_name *e)
+{
+	if (--e->refs > 0)
+		return;
+	struct auth_name **pp = &t->b[e->hash & (t->nbuckets - 1)];
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	t->n--;
+	free(e);
+}
+
 int auth_init(struct auth *a, const struct sluice_conf *conf, struct cp_loop *loop, struct store *st,
 	      struct chan_out *out, char *err, size_t errlen)
 {
@@ -124,7 +206,7 @@ int auth_init(struct auth *a, const struct sluice_conf *conf, struct cp_loop *lo
 		goto fail;
 	}
 	a->pool_ok = true;
-	if (idmap_init(&a->conns, 64) < 0) {
+	if (connmap_init(&a->conns, 64) < 0 || auth_names_init(&a->names) < 0) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -156,12 +238,23 @@ fail:
 	if (timers_ok)
 		th_free(&a->timers);
 	if (conns_ok)
-		idmap_free(&a->conns);
+		connmap_free(&a->conns);
+	free(a->names.b);
+	a->names.b = NULL;
 	if (a->pool_ok)
 		pwh_free(&a->pool);
 	a->pool_ok = false;
 	sodium_memzero(a->secret, sizeof(a->secret));
 	return -1;
+}
+
+static void auth_conn_node_free(struct connmap_node *n, void *arg)
+{
+	struct auth *a = arg;
+	struct auth_conn *c = (struct auth_conn *)n;
+	auth_name_unref(&a->names, c->id.user);
+	sodium_memzero(c, sizeof(*c));
+	free(c);
 }
 
 void auth_free(struct auth *a)
@@ -174,15 +267,11 @@ void auth_free(struct auth *a)
 	a->pool_ok = false;
 	/* The heap resets its nodes when freed: it goes before the conns. */
 	th_free(&a->timers);
-	struct auth_conn *c = a->conn_list;
-	while (c) {
-		struct auth_conn *next = c->next;
-		sodium_memzero(c, sizeof(*c));
-		free(c);
-		c = next;
-	}
-	a->conn_list = NULL;
-	idmap_free(&a->conns);
+	connmap_foreach(&a->conns, auth_conn_node_free, a);
+	connmap_free(&a->conns);
+	/* Every name went with its last conn. */
+	free(a->names.b);
+	a->names.b = NULL;
 	if (a->tfd >= 0)
 		close(a->tfd);
 	a->tfd = -1;
@@ -425,7 +514,7 @@ int auth_lookup(struct auth *a, const char *tok, size_t len, struct auth_ident *
 	return auth_user_check(a, id, created);
 }
 
-int auth_recheck(struct auth *a, const struct auth_ident *id)
+int auth_recheck(struct auth *a, struct auth_ident *id)
 {
 	struct auth_ident cur;
 	memset(&cur, 0, sizeof(cur));
@@ -437,6 +526,8 @@ int auth_recheck(struct auth *a, const struct auth_ident *id)
 		struct store_apikey k;
 		if (a->st->ops->apikey_get(a->st, id->hash, &k) < 0)
 			return -1;
+		memcpy(id->key_id, k.id, sizeof(id->key_id));
+		id->key_id[sizeof(id->key_id) - 1] = 0;
 		return auth_user_check(a, &cur, k.created_at);
 	}
 	struct store_auth s;
@@ -483,35 +574,41 @@ int auth_session_create(struct auth *a, const char *user, char token[AUTH_TOKEN_
 
 static void auth_conn_unlink(struct auth *a, struct auth_conn *c)
 {
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		a->conn_list = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	idmap_remove(&a->conns, &c->node);
+	connmap_remove(&a->conns, &c->node);
+	auth_name_unref(&a->names, c->id.user);
 	th_cancel(&a->timers, &c->timer);
 	sodium_memzero(c, sizeof(*c));
 	free(c);
 }
 
-/* Kicks and forgets every conn matching hash (when given) or user. */
+struct auth_match {
+	struct auth *a;
+	const uint8_t *hash;
+	const char *user;
+	int n;
+};
+
+static void auth_kick_one(struct connmap_node *node, void *arg)
+{
+	struct auth_match *m = arg;
+	struct auth_conn *c = (struct auth_conn *)node;
+	bool hit = m->hash ? sodium_memcmp(c->id.hash, m->hash, STORE_HASH_LEN) == 0
+			   : m->user && strcmp(c->id.user->s, m->user) == 0;
+	if (hit) {
+		auth_kick(m->a, c->node.conn);
+		auth_conn_unlink(m->a, c);
+		m->n++;
+	}
+}
+
+/* Kicks and forgets every conn matching hash (when given) or user. A walk
+ * of the map rather than a list of its own: revocations are rare, and two
+ * list links in every stream's entry would cost more than the walk. */
 static int auth_kick_matching(struct auth *a, const uint8_t *hash, const char *user)
 {
-	int n = 0;
-	struct auth_conn *c = a->conn_list;
-	while (c) {
-		struct auth_conn *next = c->next;
-		bool hit = hash ? sodium_memcmp(c->id.hash, hash, STORE_HASH_LEN) == 0
-				: user && strcmp(c->id.user, user) == 0;
-		if (hit) {
-			auth_kick(a, c->conn);
-			auth_conn_unlink(a, c);
-			n++;
-		}
-		c = next;
-	}
-	return n;
+	struct auth_match m = { .a = a, .hash = hash, .user = user };
+	connmap_foreach(&a->conns, auth_kick_one, &m);
+	return m.n;
 }
 
 int auth_session_revoke(struct auth *a, const uint8_t hash[STORE_HASH_LEN], store_done_fn done, void *arg)
@@ -758,17 +855,9 @@ int auth_apikey_revoke(struct auth *a, const char *id, store_done_fn done, void 
 
 /* ---- WebSocket connections ------------------------------------------------- */
 
-static size_t auth_conn_key(struct chan_conn conn, char key[CHAN_ID_LEN])
-{
-	int n = snprintf(key, CHAN_ID_LEN, "%u.%u.%u", conn.worker, conn.slot, conn.gen);
-	return n > 0 ? (size_t)n : 0;
-}
-
 static struct auth_conn *auth_conn_get(struct auth *a, struct chan_conn conn)
 {
-	char key[CHAN_ID_LEN];
-	size_t kl = auth_conn_key(conn, key);
-	return (struct auth_conn *)idmap_find(&a->conns, key, kl);
+	return (struct auth_conn *)connmap_find(&a->conns, conn);
 }
 
 /* Arms the timerfd for the earliest expiry, or disarms it. */
@@ -793,34 +882,50 @@ int auth_conn_add(struct auth *a, struct chan_conn conn, const struct auth_ident
 	struct auth_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	char key[CHAN_ID_LEN];
-	size_t kl = auth_conn_key(conn, key);
 	th_node_init(&c->timer);
-	c->conn = conn;
-	c->id = *id;
-	if (idmap_insert(&a->conns, &c->node, key, kl) < 0)
-		goto fail;
+	struct auth_conn_ident *k = &c->id;
+	k->user = auth_name_ref(&a->names, id->user);
+	if (!k->user) {
+		free(c);
+		return -ENOMEM;
+	}
+	memcpy(k->hash, id->hash, sizeof(k->hash));
+	k->uid = id->uid;
+	k->expires_at = id->expires_at;
+	k->role = id->role;
+	k->via = (uint8_t)id->via;
+	k->apikey = id->apikey;
+	k->owner_only = id->owner_only;
+	/* Cannot fail: an entry of conn was unlinked above. */
+	connmap_insert(&a->conns, &c->node, conn);
 	if (id->expires_at > 0 &&
 	    th_schedule(&a->timers, &c->timer, (uint64_t)id->expires_at * 1000000000ull) < 0) {
-		idmap_remove(&a->conns, &c->node);
-		goto fail;
+		connmap_remove(&a->conns, &c->node);
+		auth_name_unref(&a->names, k->user);
+		sodium_memzero(c, sizeof(*c));
+		free(c);
+		return -ENOMEM;
 	}
-	c->next = a->conn_list;
-	if (a->conn_list)
-		a->conn_list->prev = c;
-	a->conn_list = c;
 	auth_rearm(a);
 	return 0;
-fail:
-	sodium_memzero(c, sizeof(*c));
-	free(c);
-	return -ENOMEM;
 }
 
-const struct auth_ident *auth_conn_find(struct auth *a, struct chan_conn conn)
+bool auth_conn_find(struct auth *a, struct chan_conn conn, struct auth_ident *id)
 {
 	struct auth_conn *c = auth_conn_get(a, conn);
-	return c ? &c->id : NULL;
+	memset(id, 0, sizeof(*id));
+	if (!c)
+		return false;
+	const struct auth_conn_ident *k = &c->id;
+	memcpy(id->hash, k->hash, sizeof(id->hash));
+	memcpy(id->user, k->user->s, strlen(k->user->s) + 1);
+	id->uid = k->uid;
+	id->expires_at = k->expires_at;
+	id->role = k->role;
+	id->via = (enum auth_via)k->via;
+	id->apikey = k->apikey;
+	id->owner_only = k->owner_only;
+	return true;
 }
 
 void auth_conn_del(struct auth *a, struct chan_conn conn)
@@ -860,7 +965,7 @@ uint32_t auth_expire(struct auth *a, int64_t now)
 	struct th_node *t;
 	while ((t = th_pop_due(&a->timers, (uint64_t)now * 1000000000ull)) != NULL) {
 		struct auth_conn *c = (struct auth_conn *)((char *)t - offsetof(struct auth_conn, timer));
-		auth_kick(a, c->conn);
+		auth_kick(a, c->node.conn);
 		auth_conn_unlink(a, c);
 		n++;
 	}

@@ -27,7 +27,7 @@
 #include "sluice/chan_proto.h"
 #include "sluice/conf.h"
 #include "store/store.h"
-#include "idmap/idmap.h"
+#include "idmap/connmap.h"
 
 #define AUTH_TOKEN_LEN 43 /* base64url of 32 bytes, no padding */
 #define AUTH_RAW_LEN 32
@@ -76,14 +76,48 @@ struct auth_ident {
 	bool owner_only;
 };
 
+/* A user name shared by every stream of that user: its streams are many,
+ * its name is one. Counted references (one per struct auth_conn naming
+ * it), owned by struct auth's name table, freed with the last stream. */
+struct auth_name {
+	struct auth_name *next;
+	uint32_t refs;
+	uint32_t hash;
+	char s[]; /* NUL-terminated, at most STORE_USER_MAX - 1 characters */
+};
+
+struct auth_names {
+	struct auth_name **b;
+	uint32_t nbuckets; /* power of two */
+	uint32_t n;
+};
+
+/* What a stream keeps of the identity that opened it: struct auth_ident
+ * without the session's CSRF token (a stream makes no CSRF-checked request:
+ * WebSocket messages are not, and an SSE stream makes none), without the
+ * API key's id (auth_recheck, which every use of a stream's identity runs
+ * first, reads it again with the key's record), with the user's name shared
+ * (struct auth_name) and the small fields packed. auth_conn_find expands it
+ * into an auth_ident. */
+struct auth_conn_ident {
+	uint8_t hash[STORE_HASH_LEN]; /* keyed hash of the session token or key; zero when owner_only */
+	struct auth_name *user;       /* a reference held by this entry */
+	uint64_t uid;
+	int64_t expires_at;
+	uint8_t role;
+	uint8_t via; /* enum auth_via */
+	bool apikey;
+	bool owner_only;
+};
+
 /* A WebSocket or SSE stream authenticated by a session or key: found by
- * conn, listed for revocation, timed for the session's expiry. */
+ * its handle (the map's key), reached by a walk of the map for revocation,
+ * timed for the session's expiry. One allocation per stream, owned by
+ * struct auth (auth_conn_add to auth_conn_del, a kick, or auth_free). */
 struct auth_conn {
-	struct idmap_node node; /* first: the map hands back this pointer */
-	struct th_node timer;   /* fires at expires_at (sessions only) */
-	struct auth_conn *prev, *next;
-	struct chan_conn conn;
-	struct auth_ident id;
+	struct connmap_node node; /* first: the map hands back this pointer */
+	struct th_node timer;     /* fires at expires_at (sessions only) */
+	struct auth_conn_ident id;
 };
 
 /* Users whose sessions were revoked as a whole (auth_revoke_user): a session
@@ -126,8 +160,8 @@ struct auth {
 	struct auth_throttle rate_user;
 	struct auth_throttle rate_addr;
 	struct auth_login_run running[PWH_MAX_SLOTS];
-	struct idmap conns;
-	struct auth_conn *conn_list;
+	struct connmap conns; /* struct auth_conn by handle; the entries are owned here */
+	struct auth_names names; /* the user names conns point at */
 	/* Expiries are wall-clock times (unix seconds), so they have their own
 	 * heap and a CLOCK_REALTIME timerfd rather than the loop's monotonic
 	 * timers: a clock step moves them with the sessions' expires_at. */
@@ -181,8 +215,10 @@ bool auth_origin_allowed(const struct auth *a, const char *origin, size_t len);
  * (unknown); an expired session is deleted from the store on the way.
  */
 int auth_lookup(struct auth *a, const char *tok, size_t len, struct auth_ident *id);
-/* Re-checks an identity found earlier (a WebSocket message): 0 while valid. */
-int auth_recheck(struct auth *a, const struct auth_ident *id);
+/* Re-checks an identity found earlier (a WebSocket message): 0 while valid.
+ * For an API key it sets id->key_id again from the key's record (a stream's
+ * entry does not keep it, auth_conn_find). */
+int auth_recheck(struct auth *a, struct auth_ident *id);
 
 /* ---- sessions ------------------------------------------------------------ */
 
@@ -227,8 +263,10 @@ bool auth_user_name_ok(const char *name, size_t len);
 
 /* Remembers conn as authenticated by id (replacing an earlier entry). */
 int auth_conn_add(struct auth *a, struct chan_conn conn, const struct auth_ident *id);
-/* The identity of conn, or NULL. */
-const struct auth_ident *auth_conn_find(struct auth *a, struct chan_conn conn);
+/* Fills id with conn's identity and returns true, or false when conn is
+ * unknown. csrf and key_id are empty (not kept): run auth_recheck before
+ * using it, which fills key_id for an API key. */
+bool auth_conn_find(struct auth *a, struct chan_conn conn, struct auth_ident *id);
 /* Forgets conn (CONN_CLOSED). */
 void auth_conn_del(struct auth *a, struct chan_conn conn);
 /* Sends CHAN_REC_KICK 1008 "unauthenticated" for conn. */

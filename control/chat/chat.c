@@ -28,7 +28,7 @@ int chat_init(struct chat *c, const struct sluice_conf *conf, struct cp_loop *lo
 	cpl_timer_init(&c->kick_timer, chat_kick_due, c);
 	if (idmap_init(&c->sessions, 1024) < 0)
 		goto fail;
-	if (idmap_init(&c->conns, 1024) < 0)
+	if (connmap_init(&c->conns, 1024) < 0)
 		goto fail_sessions;
 	if (cpl_on_peer_reset(loop, chat_on_peer_reset, c) < 0 || chat_answer_init(c) < 0) {
 		snprintf(err, errlen, "chat: the loop's or the output's hook table is full");
@@ -36,7 +36,7 @@ int chat_init(struct chat *c, const struct sluice_conf *conf, struct cp_loop *lo
 	}
 	return 0;
 fail_conns:
-	idmap_free(&c->conns);
+	connmap_free(&c->conns);
 	idmap_free(&c->sessions);
 	return -1;
 fail_sessions:
@@ -57,7 +57,7 @@ void chat_set_bus(struct chat *c, struct ev_bus *bus)
 }
 
 /* A conn entry going away with its replay timer. */
-static void chat_conn_node_free(struct idmap_node *n, void *arg)
+static void chat_conn_node_free(struct connmap_node *n, void *arg)
 {
 	struct chat *c = arg;
 	struct chat_conn *cc = (struct chat_conn *)n;
@@ -78,8 +78,8 @@ void chat_free(struct chat *c)
 	cpl_timer_cancel(c->loop, &c->kick_timer);
 	idmap_foreach(&c->sessions, chat_sess_free, c);
 	idmap_free(&c->sessions);
-	idmap_foreach(&c->conns, chat_conn_node_free, c);
-	idmap_free(&c->conns);
+	connmap_foreach(&c->conns, chat_conn_node_free, c);
+	connmap_free(&c->conns);
 	free(c->kicks);
 	c->kicks = NULL;
 	c->nkicks = c->kick_cap = 0;
@@ -454,14 +454,13 @@ static void chat_on_peer_reset(void *arg)
 	/* The conns are gone with the old dataplane, and their replays with
 	 * them: unqueue every replay, free every entry, then empty the buckets
 	 * (the map keeps its size, so this cannot fail). */
-	idmap_foreach(&c->conns, chat_conn_node_free, c);
-	memset(c->conns.b, 0, c->conns.nbuckets * sizeof(*c->conns.b));
-	c->conns.n = 0;
+	connmap_foreach(&c->conns, chat_conn_node_free, c);
+	connmap_clear(&c->conns);
 }
 
 /* ---- sessions going away --------------------------------------------- */
 
-static void chat_conn_stop_sid(struct idmap_node *n, void *arg)
+static void chat_conn_stop_sid(struct connmap_node *n, void *arg)
 {
 	struct chat_conn *cc = (struct chat_conn *)n;
 	struct chat_session *s = arg;
@@ -476,7 +475,7 @@ int chat_session_drop(struct chat *c, struct chat_session *s)
 		return -EBUSY;
 	if (s->ans.running)
 		chat_cancel(c, s, mid);
-	idmap_foreach(&c->conns, chat_conn_stop_sid, s);
+	connmap_foreach(&c->conns, chat_conn_stop_sid, s);
 	idmap_remove(&c->sessions, &s->node);
 	chat_sess_free(&s->node, c);
 	return 0;
@@ -485,36 +484,24 @@ int chat_session_drop(struct chat *c, struct chat_session *s)
 
 /* ---- the connection table -------------------------------------------- */
 
-/* The map key of a conn handle: worker.slot.gen in hex (at most 22 bytes). */
-static size_t chat_conn_key(struct chan_conn conn, char key[CHAN_ID_LEN])
-{
-	int n = snprintf(key, CHAN_ID_LEN, "%x.%x.%x", conn.worker, conn.slot, conn.gen);
-	return n > 0 ? (size_t)n : 0;
-}
-
 struct chat_conn *chat_conn_get(struct chat *c, struct chan_conn conn, bool create)
 {
-	char key[CHAN_ID_LEN];
-	size_t kl = chat_conn_key(conn, key);
-	struct idmap_node *n = idmap_find(&c->conns, key, kl);
+	struct connmap_node *n = connmap_find(&c->conns, conn);
 	if (n || !create)
 		return (struct chat_conn *)n;
 	struct chat_conn *cc = calloc(1, sizeof(*cc));
 	if (!cc)
 		return NULL;
-	cc->conn = conn;
 	cc->chat = c;
-	if (idmap_insert(&c->conns, &cc->node, key, kl) < 0) {
-		free(cc);
-		return NULL;
-	}
+	/* Cannot fail: conn was not found above. */
+	connmap_insert(&c->conns, &cc->node, conn);
 	return cc;
 }
 
 static void chat_conn_release(struct chat *c, struct chat_conn *cc)
 {
 	chat_stop_replay(c, cc);
-	idmap_remove(&c->conns, &cc->node);
+	connmap_remove(&c->conns, &cc->node);
 	free(cc);
 }
 

@@ -33,6 +33,7 @@
 #include "sluice/chan.h"
 #include "sluice/conf.h"
 #include "store/store.h"
+#include "idmap/connmap.h"
 #include "idmap/idmap.h"
 
 /* Largest JSON text of a WebSocket request "id" echoed in the reply. */
@@ -136,10 +137,12 @@ struct chat_replay {
 	bool streaming;
 };
 
+/* One allocation per conn that subscribed or replays, owned by chat's
+ * table (chat_conn_get creates it; UNSUBSCRIBE without a replay, CONN_CLOSED,
+ * a peer reset or chat_free frees it). */
 struct chat_conn {
-	struct idmap_node node; /* first; key: the handle as text (chat_conn_key) */
+	struct connmap_node node; /* first; its key is the conn's handle */
 	struct chat *chat;
-	struct chan_conn conn;
 	char sub_sid[CHAN_ID_LEN]; /* the session it streams, "" when none */
 	/* The replay running on this conn (owned, malloc'd by chat_replay_start,
 	 * freed by chat_stop_replay), NULL when none: most conns never replay,
@@ -196,7 +199,7 @@ struct chat {
 	struct chat_answer *pending; /* answers with tokens to send this turn */
 	struct cpl_timer kick_timer; /* retries pending KICKs while rings are full */
 	struct idmap sessions;
-	struct idmap conns;
+	struct connmap conns; /* struct chat_conn by handle */
 	struct chat_hooks hooks;
 	struct chat_stats stats;
 	struct ev_bus *bus;   /* answers, new conversations and overload kicks are published here; may be NULL */

@@ -59,10 +59,10 @@ static void chat_replay_end(struct chat *c, struct chat_conn *cc, bool ok)
 {
 	struct chat_replay *rp = cc->rp;
 	enum store_msg_status st = ok ? rp->status : STORE_MSG_ERROR;
-	if (!co_usage(c->out, cc->conn, rp->sid, rp->mid, rp->usage.prompt_tokens,
+	if (!co_usage(c->out, cc->node.conn, rp->sid, rp->mid, rp->usage.prompt_tokens,
 		      rp->usage.completion_tokens, rp->usage.cost_usd) ||
-	    !co_done(c->out, cc->conn, rp->sid, rp->mid, chat_done_code(st), rp->ntokens, NULL, NULL))
-		LOG_WARN("replay of %s to worker %u cut short: channel full", rp->mid, cc->conn.worker);
+	    !co_done(c->out, cc->node.conn, rp->sid, rp->mid, chat_done_code(st), rp->ntokens, NULL, NULL))
+		LOG_WARN("replay of %s to worker %u cut short: channel full", rp->mid, cc->node.conn.worker);
 	chat_stop_replay(c, cc);
 }
 
@@ -98,10 +98,10 @@ static void chat_replay_step(struct chat *c, struct chat_conn *cc, uint64_t now_
 		bool ok = true;
 		if (!rp->streaming) {
 			rp->streaming = true;
-			ok = co_status(c->out, cc->conn, rp->sid, rp->mid, "streaming");
+			ok = co_status(c->out, cc->node.conn, rp->sid, rp->mid, "streaming");
 		}
-		if (!ok || !co_tokens(c->out, cc->conn, rp->sid, rp->mid, first, c->toks, n)) {
-			LOG_WARN("replay of %s to worker %u stopped: channel full", rp->mid, cc->conn.worker);
+		if (!ok || !co_tokens(c->out, cc->node.conn, rp->sid, rp->mid, first, c->toks, n)) {
+			LOG_WARN("replay of %s to worker %u stopped: channel full", rp->mid, cc->node.conn.worker);
 			chat_stop_replay(c, cc);
 			return;
 		}

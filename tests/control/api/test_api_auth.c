@@ -290,6 +290,41 @@ static void test_resubscribe_checked(void **state)
 	expect_nothing(f);
 }
 
+/* A WebSocket opened with an API key: its later messages carry no
+ * credentials, and what they post is still counted to that key (the
+ * stream's entry does not keep the key's id; the recheck reads it again). */
+static void test_ws_apikey_message(void **state)
+{
+	struct cfx *f = *state;
+	char key[64], sid[CHAN_ID_LEN], authz[96], msg[160];
+	int rc = 1;
+	add_user(f, "kim");
+	assert_int_equal(auth_apikey_create(&f->auth, "kim", "ci", key, put_done, &rc), 0);
+	settle(f);
+	assert_int_equal(rc, 0);
+	create_session(f, key, sid);
+	snprintf(authz, sizeof(authz), "Bearer %s", key);
+	const struct fld open[] = { { CHAN_F_PATH, "/ws/chat" }, { CHAN_F_AUTHORIZATION, authz } };
+	dispatch(f, build(f, 7, CHAN_REQ_WS_OPEN, CHAN_M_GET, open, SLUICE_ARRAY_LEN(open)));
+	settle(f);
+	assert_true(next_rec(f));
+	assert_int_equal(((const struct chan_response *)g.p)->status, 101);
+	struct auth_ident id;
+	assert_true(auth_conn_find(&f->auth, (struct chan_conn){ .slot = 7, .gen = 1 }, &id));
+	assert_true(id.apikey);
+	assert_string_equal(id.key_id, "");
+	snprintf(msg, sizeof(msg), "{\"type\":\"send\",\"session_id\":\"%s\",\"content\":\"hi\"}", sid);
+	const struct fld send[] = { { CHAN_F_BODY, msg } };
+	dispatch(f, build(f, 7, CHAN_REQ_WS, CHAN_M_OTHER, send, SLUICE_ARRAY_LEN(send)));
+	settle(f);
+	struct chat_session *cs = chat_session_cached(&f->chat, sid, strlen(sid));
+	assert_non_null(cs);
+	assert_memory_equal(cs->ans.key_id, "k_", 2);
+	assert_int_equal(strlen(cs->ans.key_id), 18);
+	assert_true(auth_lookup(&f->auth, key, strlen(key), &id) == 0);
+	assert_string_equal(cs->ans.key_id, id.key_id);
+}
+
 /* The password does not survive in the request record control handled. */
 static void test_login_wipes_record(void **state)
 {
@@ -557,6 +592,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recreated_user, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_sse_ends_with_login, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_resubscribe_checked, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_ws_apikey_message, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_login_wipes_record, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_login_refuses_forms, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_auth_session, fx_setup, fx_teardown),

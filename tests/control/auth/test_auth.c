@@ -483,6 +483,18 @@ static void test_session_expiry(void **state)
 
 	struct chan_conn c = mkconn(1, 33);
 	assert_int_equal(auth_conn_add(&f->auth, c, &id), 0);
+	/* The stream's entry keeps the identity but not the CSRF token. */
+	struct auth_ident got;
+	assert_true(auth_conn_find(&f->auth, c, &got));
+	assert_string_equal(got.user, "alice");
+	assert_int_equal(got.uid, id.uid);
+	assert_int_equal(got.role, STORE_USER_ROLE_ADMIN);
+	assert_memory_equal(got.hash, id.hash, STORE_HASH_LEN);
+	assert_int_equal(got.expires_at, f->now + 60);
+	assert_false(got.apikey);
+	assert_false(got.owner_only);
+	assert_string_equal(got.csrf, "");
+	assert_int_equal(auth_recheck(&f->auth, &got), 0);
 	f->now += 59;
 	assert_int_equal(auth_lookup(&f->auth, tok, 43, &id), 0);
 	assert_int_equal(auth_expire(&f->auth, f->now), 0);
@@ -495,7 +507,7 @@ static void test_session_expiry(void **state)
 	assert_int_equal(k.conn.gen, 7);
 	assert_int_equal(k.code, 1008);
 	assert_string_equal(k.reason_code, "unauthenticated");
-	assert_null(auth_conn_find(&f->auth, c));
+	assert_false(auth_conn_find(&f->auth, c, &got));
 	/* Expired: refused, and removed from the store on the way. */
 	assert_int_equal(auth_lookup(&f->auth, tok, 43, &id), -1);
 	assert_int_equal(f->st.auth_dels, 1);
@@ -579,6 +591,71 @@ static void test_revoke_session_and_user(void **state)
 	assert_false(next_kick(f, 1, &k));
 }
 
+static uint32_t drain_kicks(struct fx *f, uint32_t w)
+{
+	struct chan_kick k;
+	uint32_t n = 0;
+	while (next_kick(f, w, &k))
+		n++;
+	return n;
+}
+
+/* Many streams share their user's name: one copy per user, freed with the
+ * user's last stream; a revocation walks the whole map (grown past its
+ * first buckets) and kicks exactly that user's streams, not those of a user
+ * whose name is a prefix of it; expiry then takes only the timed ones. */
+static void test_many_streams(void **state)
+{
+	struct fx *f = *state;
+	static const char *const names[] = { "al", "alice", "bob" };
+	for (uint32_t i = 0; i < 300; i++) {
+		struct auth_ident id;
+		memset(&id, 0, sizeof(id));
+		strcpy(id.user, names[i % 3]);
+		id.uid = 1 + i % 3;
+		id.hash[0] = (uint8_t)(1 + i % 3);
+		id.expires_at = (i & 1) ? f->now + 10 : 0;
+		assert_int_equal(auth_conn_add(&f->auth, mkconn((uint16_t)(i & 1), i), &id), 0);
+	}
+	assert_int_equal(f->auth.conns.n, 300);
+	assert_int_equal(f->auth.names.n, 3);
+	/* Replacing a conn's entry keeps the count right. */
+	struct auth_ident got;
+	assert_true(auth_conn_find(&f->auth, mkconn(0, 0), &got));
+	assert_int_equal(auth_conn_add(&f->auth, mkconn(0, 0), &got), 0);
+	assert_int_equal(f->auth.conns.n, 300);
+	assert_int_equal(f->auth.names.n, 3);
+
+	assert_int_equal(auth_revoke_user(&f->auth, "alice"), 100);
+	assert_int_equal(drain_kicks(f, 0) + drain_kicks(f, 1), 100);
+	assert_int_equal(f->auth.names.n, 2);
+	assert_false(auth_conn_find(&f->auth, mkconn(1, 1), &got));
+	assert_true(auth_conn_find(&f->auth, mkconn(0, 0), &got));
+	assert_string_equal(got.user, "al");
+	assert_int_equal(got.uid, 1);
+	assert_true(auth_conn_find(&f->auth, mkconn(0, 2), &got));
+	assert_string_equal(got.user, "bob");
+
+	f->now += 10;
+	assert_int_equal(auth_expire(&f->auth, f->now), 100);
+	assert_int_equal(drain_kicks(f, 1), 100);
+	assert_int_equal(drain_kicks(f, 0), 0);
+	assert_int_equal(f->auth.conns.n, 100);
+	assert_int_equal(f->auth.names.n, 2);
+	for (uint32_t i = 0; i < 300; i += 2)
+		auth_conn_del(&f->auth, mkconn(0, i));
+	assert_int_equal(f->auth.conns.n, 0);
+	assert_int_equal(f->auth.names.n, 0);
+	/* A name comes back with a new stream. */
+	struct auth_ident id;
+	memset(&id, 0, sizeof(id));
+	strcpy(id.user, "alice");
+	assert_int_equal(auth_conn_add(&f->auth, mkconn(0, 1000), &id), 0);
+	assert_int_equal(f->auth.names.n, 1);
+	assert_true(auth_conn_find(&f->auth, mkconn(0, 1000), &got));
+	assert_string_equal(got.user, "alice");
+}
+
 static void store_rc(void *arg, int err)
 {
 	*(int *)arg = err;
@@ -603,6 +680,22 @@ static void test_apikey(void **state)
 	assert_true(id.apikey);
 	assert_string_equal(id.user, "carol");
 	assert_int_equal(id.expires_at, 0);
+	/* A stream opened with the key gets the key's id back from the recheck
+	 * (usage is counted per key), keeps the way it came and sets no expiry
+	 * timer. */
+	id.via = AUTH_VIA_BEARER;
+	assert_int_equal(auth_conn_add(&f->auth, mkconn(2, 5), &id), 0);
+	struct auth_ident got;
+	assert_true(auth_conn_find(&f->auth, mkconn(2, 5), &got));
+	assert_true(got.apikey);
+	assert_string_equal(got.user, "carol");
+	assert_string_equal(got.key_id, "");
+	assert_int_equal(auth_recheck(&f->auth, &got), 0);
+	assert_string_equal(got.key_id, f->st.keys[0].id);
+	assert_int_equal(got.via, AUTH_VIA_BEARER);
+	assert_int_equal(got.expires_at, 0);
+	assert_null(th_peek(&f->auth.timers));
+	assert_false(auth_conn_find(&f->auth, mkconn(2, 6), &got));
 	/* The 43-character part alone is not a session token. */
 	assert_int_equal(auth_lookup(&f->auth, key + 3, 43, &id), -1);
 	assert_int_equal(fake_user_del(&f->st.base, "carol", noop_done, NULL), 0);
@@ -759,6 +852,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tampered_tokens, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_revoke_session_and_user, fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_apikey, fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_many_streams, fx_setup, fx_teardown),
 		cmocka_unit_test(test_pool_rehash),
 		cmocka_unit_test(test_pool_bounded),
 		cmocka_unit_test_setup_teardown(test_set_password, fx_setup, fx_teardown),
