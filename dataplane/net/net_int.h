@@ -174,6 +174,12 @@ struct net_stack {
 	uint16_t mss_local;   /* MTU - 40 */
 	uint16_t ip_id;
 	uint64_t hash_seed;
+	/* TCP output: the Ethernet and IPv4 headers of every TCP frame but
+	 * the destination MAC and address, length, ID and checksum; the
+	 * partial sum of those IPv4 words, and the pseudo-header's source
+	 * and protocol part (net_ip_send_tcp). */
+	uint8_t tcp_tmpl[NET_ETH_HLEN + NET_IP_HLEN];
+	uint32_t tcp_tmpl_sum, tcp_pseudo_sum;
 
 	struct net_conn *conns;
 	uint32_t *buckets;    /* index + 1, 0 = empty */
@@ -215,10 +221,13 @@ static inline void net_set_now(struct net_stack *s, uint64_t now_ns)
 /* A frame buffer for an IPv4 packet with l4len bytes after the IP header;
  * returns the start of the L4 area or NULL (counted). */
 uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt);
-/* Completes the Ethernet and IPv4 headers (and the TCP checksum unless
- * offloaded) of a frame from net_ip_alloc and sends or queues it for ARP. */
+/* Completes the Ethernet and IPv4 headers of a non-TCP frame from
+ * net_ip_alloc and sends or queues it for ARP. */
 void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
 		 uint8_t proto);
+/* The same for a TCP segment, from the stack's header template, with the
+ * TCP checksum (or, offloaded, its pseudo-header part). */
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst);
 
 /* ---- net_arp.c ---------------------------------------------------------- */
 
