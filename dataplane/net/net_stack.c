@@ -479,9 +479,10 @@ void net_input(struct net_stack *s, const uint8_t *frame, uint32_t len, uint32_t
 		return;
 	}
 	const struct net_eth *eth = (const struct net_eth *)frame;
-	bool bcast = (eth->dst[0] & eth->dst[1] & eth->dst[2] & eth->dst[3] & eth->dst[4] &
-		      eth->dst[5]) == 0xff;
-	if (unlikely(!bcast && memcmp(eth->dst, s->conf.mac, NET_ETH_ALEN) != 0)) {
+	/* Ours first: the broadcast test only for frames that are not. */
+	if (unlikely(memcmp(eth->dst, s->conf.mac, NET_ETH_ALEN) != 0) &&
+	    (eth->dst[0] & eth->dst[1] & eth->dst[2] & eth->dst[3] & eth->dst[4] & eth->dst[5]) !=
+		    0xff) {
 		s->st.rx_not_ours++;
 		return;
 	}
@@ -492,5 +493,6 @@ void net_input(struct net_stack *s, const uint8_t *frame, uint32_t len, uint32_t
 		net_arp_input(s, frame, len);
 	else
 		s->st.rx_bad_ethertype++;
-	net_tcp_pending(s);
+	if (!list_empty(&s->resumeq) || !list_empty(&s->dead))
+		net_tcp_pending(s);
 }

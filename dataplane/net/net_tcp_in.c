@@ -593,7 +593,8 @@ static bool tcp_in_parse(struct net_stack *s, const struct net_ip *ip, const uin
 	}
 	if (!(rx_flags & NET_RX_L4_CSUM_OK)) {
 		uint32_t sum = net_csum_pseudo(ip->src, ip->dst, NET_IP_PROTO_TCP, (uint16_t)len);
-		if (unlikely(net_csum_fold(net_csum_add(sum, p, len)) != 0xffff)) {
+		sum = len == 32 ? net_csum_add32(sum, p) : net_csum_add(sum, p, len);
+		if (unlikely(net_csum_fold(sum) != 0xffff)) {
 			s->st.tcp_bad_csum++;
 			return false;
 		}
@@ -605,7 +606,15 @@ static bool tcp_in_parse(struct net_stack *s, const struct net_ip *ip, const uin
 		return false;
 	}
 	*sg = (struct tcp_seg){.ws = -1};
-	if (unlikely(!tcp_in_parse_opts(sg, p + NET_TCP_HLEN, doff - NET_TCP_HLEN))) {
+	const uint8_t *o = p + NET_TCP_HLEN;
+	uint32_t olen = doff - NET_TCP_HLEN;
+	/* Every segment after the handshake from a peer with timestamps (Linux
+	 * among them) has exactly NOP NOP TS: read it without the loop. */
+	if (olen == TCP_TS_OPT_LEN && net_get32(o) == TCP_TS_OPT_WORD) {
+		sg->has_ts = true;
+		sg->tsval = net_get32(o + 4);
+		sg->tsecr = net_get32(o + 8);
+	} else if (unlikely(!tcp_in_parse_opts(sg, o, olen))) {
 		s->st.tcp_bad_opts++;
 		return false;
 	}

@@ -264,12 +264,52 @@ static void test_fast_ack_refused(void **state)
 	assert_int_equal(tcb(h)->snd_una, snd + 5 * 1448 + 100);
 }
 
+/* The common layout of the timestamps option (NOP NOP TS) is read without
+ * the option loop; another layout goes through it and counts the same. */
+static void test_fast_ack_ts_layouts(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	uint8_t o[40];
+	open_ts(h, &snd, &cseq);
+	uint32_t tsv = tcb(h)->s->now_ms + tcb(h)->ts_off;
+	static uint8_t d[3 * 1448];
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_advance(h, 7);
+
+	/* TS first, the NOPs after it. */
+	o[0] = NET_TCPOPT_TS;
+	o[1] = NET_TCPOLEN_TS;
+	net_put32(o + 2, h->ts);
+	net_put32(o + 6, tsv);
+	o[10] = NET_TCPOPT_NOP;
+	o[11] = NET_TCPOPT_NOP;
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1448, 65535, o, 12, NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(tcb(h)->ts_recent, h->ts);
+	assert_int_equal(tcb(h)->srtt8 / 8, 7);
+
+	h_advance(h, 1);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 2 * 1448, 65535, o, h_opt_ts(o, h->ts, tsv + 7),
+	      NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 2);
+	assert_int_equal(tcb(h)->ts_recent, h->ts);
+
+	/* Without the option on a timestamp connection: the general path. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 3 * 1448, 65535, NULL, 0, NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 2);
+	assert_int_equal(tcb(h)->snd_una, snd + 3 * 1448);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fast_ack_equals_slow_ts),
 		cmocka_unit_test(test_fast_ack_equals_slow_plain),
 		cmocka_unit_test_setup_teardown(test_fast_ack_refused, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_fast_ack_ts_layouts, h_setup, h_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
