@@ -139,7 +139,8 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 		c->last_ack_sent = c->rcv_nxt;
 		c->flags &= ~(uint32_t)(NC_DELACK | NC_ACK_NOW);
 		c->rx_segs = 0;
-		tw_cancel(s->wheel, &c->ack_timer);
+		if (c->ack_timer.armed)
+			tw_cancel(s->wheel, &c->ack_timer);
 	}
 	tcp_out_ip(s, pkt, l4, l4len, c->raddr, flags);
 }
