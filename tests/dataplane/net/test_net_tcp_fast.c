@@ -112,7 +112,8 @@ static void twin_close(struct twin *t)
 /* n bytes queued and flushed on both. */
 static void twin_send(struct twin *t, uint32_t n)
 {
-	static uint8_t d[8192];
+	static uint8_t d[32 * 1024];
+	assert_true(n <= sizeof(d));
 	for (uint32_t i = 0; i < n; i++)
 		d[i] = (uint8_t)(i * 13);
 	assert_true(tp_send(tp(t->a), t->a->app.conn, d, n));
@@ -303,6 +304,36 @@ static void test_fast_ack_ts_layouts(void **state)
 	assert_int_equal(tcb(h)->snd_una, snd + 3 * 1448);
 }
 
+/* The payload's checksum is taken while it is copied from the send queue,
+ * piece by piece over the chunks: a segment that starts at an odd offset
+ * of a chunk and runs on into the next (its second piece at an odd offset
+ * of the segment) still carries the right sum (h_pop checks every one) and
+ * the right bytes. */
+static void test_copy_sum_odd_pieces(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	struct h_seg sg;
+	open_plain(h, ISN, &snd, &cseq);
+	static uint8_t d[5001];
+	for (size_t i = 0; i < sizeof(d); i++)
+		d[i] = (uint8_t)(i * 7 + (i >> 8));
+	assert_true(tp_send(tp(h), h->app.conn, d, 2001));
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1461, 65535, NULL, 0, NULL, 0);
+	assert_int_equal(tcb(h)->sq_off, 1461);
+	assert_true(tp_send(tp(h), h->app.conn, d + 2001, 3000));
+	tp(h)->ops->flush(tp(h));
+	uint32_t got = 0;
+	while (h_pop(h, &sg)) {
+		assert_int_equal(sg.seq, snd + 2001 + got);
+		assert_memory_equal(sg.data, d + 2001 + got, sg.dlen);
+		got += sg.dlen;
+	}
+	assert_int_equal(got, 3000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -310,6 +341,7 @@ int main(void)
 		cmocka_unit_test(test_fast_ack_equals_slow_plain),
 		cmocka_unit_test_setup_teardown(test_fast_ack_refused, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_fast_ack_ts_layouts, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_sum_odd_pieces, h_setup, h_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
