@@ -73,3 +73,41 @@ uint32_t net_csum_add(uint32_t sum, const void *p, size_t len)
 	uint64_t t = (uint64_t)sum + __builtin_bswap16((uint16_t)r);
 	return (uint32_t)((t & 0xffff) + (t >> 16));
 }
+
+uint32_t net_csum_copy(uint32_t sum, void *dst, const void *src, size_t len)
+{
+	const uint8_t *b = src;
+	uint8_t *d = dst;
+	uint64_t acc = 0;
+	/* net_csum_add's sum, taken from the words as they are stored: the
+	 * payload is read once instead of once to copy and once to sum. */
+	while (len >= 16) {
+		uint64_t w0 = csum_load64(b), w1 = csum_load64(b + 8);
+		memcpy(d, &w0, 8);
+		memcpy(d + 8, &w1, 8);
+		acc = csum_add64(acc, w0);
+		acc = csum_add64(acc, w1);
+		b += 16;
+		d += 16;
+		len -= 16;
+	}
+	if (len >= 8) {
+		uint64_t w = csum_load64(b);
+		memcpy(d, &w, 8);
+		acc = csum_add64(acc, w);
+		b += 8;
+		d += 8;
+		len -= 8;
+	}
+	uint64_t tail = 0;
+	memcpy(&tail, b, len);
+	memcpy(d, b, len);
+	acc = csum_add64(acc, tail);
+	acc = (acc & 0xffffffffu) + (acc >> 32);
+	acc = (acc & 0xffffffffu) + (acc >> 32);
+	uint32_t r = (uint32_t)acc;
+	r = (r & 0xffff) + (r >> 16);
+	r = (r & 0xffff) + (r >> 16);
+	uint64_t t = (uint64_t)sum + __builtin_bswap16((uint16_t)r);
+	return (uint32_t)((t & 0xffff) + (t >> 16));
+}
