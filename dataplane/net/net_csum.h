@@ -14,19 +14,6 @@
 /* Adds len bytes at p to the partial sum (big-endian 16-bit words). */
 uint32_t net_csum_add(uint32_t sum, const void *p, size_t len);
 
-/* Copies len bytes from src to dst and returns net_csum_add(sum, src, len):
- * a segment's payload is summed as it is copied into the frame. */
-uint32_t net_csum_copy(uint32_t sum, void *dst, const void *src, size_t len);
-
-/* The partial sum of a piece that starts at an odd offset of the data it
- * belongs to, from its sum taken as if it started at an even one. */
-static inline uint32_t net_csum_odd(uint32_t sum)
-{
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return __builtin_bswap16((uint16_t)sum);
-}
-
 /* net_csum_add(0, p, 20) for an IPv4 header without options, inline: the
  * same words added as 32-bit halves (no carry can leave 64 bits), folded
  * the same way. */

@@ -227,11 +227,8 @@ uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt);
 void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
 		 uint8_t proto);
 /* The same for a TCP segment, from the stack's header template, with the
- * TCP checksum (or, offloaded, its pseudo-header part). l4sum: the partial
- * sum of the segment's bytes with its checksum field 0 (unused when
- * offloaded). */
-void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
-		     uint32_t l4sum);
+ * TCP checksum (or, offloaded, its pseudo-header part). */
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst);
 
 /* ---- net_arp.c ---------------------------------------------------------- */
 

@@ -303,8 +303,7 @@ static void tcp_tmpl_init(struct net_stack *s)
 	s->tcp_pseudo_sum = net_csum_pseudo(s->conf.ipv4, 0, NET_IP_PROTO_TCP, 0);
 }
 
-void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
-		     uint32_t l4sum)
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst)
 {
 	uint8_t *frame = l4 - ETH_IP_HLEN;
 	struct net_ip *ip = (struct net_ip *)(frame + NET_ETH_HLEN);
@@ -320,11 +319,12 @@ void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len
 	ip->total_len = net_htons((uint16_t)tot);
 	ip->id = net_htons((uint16_t)id);
 	ip->dst = dst;
+	th->csum = 0;
 	if (s->conf.csum_offload_tx) {
 		th->csum = net_htons(net_csum_fold(ps));
 		flags = NET_TX_CSUM;
 	} else {
-		th->csum = net_htons(net_csum_final(ps + l4sum));
+		th->csum = net_htons(net_csum_final(net_csum_add(ps, l4, l4len)));
 		/* The template's sum plus the words that differ (RFC 1624's
 		 * idea: the header is never summed again). */
 		ip->csum = net_htons(net_csum_final(s->tcp_tmpl_sum + dst_sum + tot + id));

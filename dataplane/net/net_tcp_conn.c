@@ -5,7 +5,6 @@
  */
 #include <string.h>
 
-#include "net/net_csum.h"
 #include "net/net_tcp_int.h"
 #include "worker/timer_wheel.h"
 
@@ -193,28 +192,6 @@ void tcp_conn_sq_copy(const struct net_conn *c, uint32_t off, uint8_t *dst, uint
 		k = k->next;
 		pos = 0;
 	}
-}
-
-uint32_t tcp_conn_sq_copy_sum(const struct net_conn *c, uint32_t off, uint8_t *dst, uint32_t len)
-{
-	const struct net_chunk *k = c->sq_head;
-	uint32_t pos = c->sq_off + off;
-	uint32_t sum = 0, done = 0;
-	while (pos >= k->len) {
-		pos -= k->len;
-		k = k->next;
-	}
-	while (done < len) {
-		uint32_t n = tcp_min(k->len - pos, len - done);
-		uint32_t piece = net_csum_copy(0, dst + done, k->data + pos, n);
-		/* A chunk's piece after an odd number of bytes has its words
-		 * shifted by one byte. */
-		sum += (done & 1) ? net_csum_odd(piece) : piece;
-		done += n;
-		k = k->next;
-		pos = 0;
-	}
-	return sum;
 }
 
 /* Queues c on the dead list: net_tcp_pending() runs on_close if the app

@@ -171,9 +171,6 @@ uint8_t *tcp_conn_sq_reserve(struct net_conn *c, uint32_t min, size_t *avail);
 void tcp_conn_sq_consume(struct net_conn *c, uint32_t n);
 /* Copies len queued bytes starting off bytes after snd_una. */
 void tcp_conn_sq_copy(const struct net_conn *c, uint32_t off, uint8_t *dst, uint32_t len);
-/* The same, returning the partial checksum of the bytes copied (as data
- * that starts at an even offset). */
-uint32_t tcp_conn_sq_copy_sum(const struct net_conn *c, uint32_t off, uint8_t *dst, uint32_t len);
 /* The app is done with c: on_close from net_tcp_pending(). */
 void tcp_conn_detach(struct net_conn *c);
 /* Ends the connection now: no more segments in or out. The app (if any)

@@ -4,7 +4,6 @@
  */
 #include <string.h>
 
-#include "net/net_csum.h"
 #include "net/net_tcp_int.h"
 #include "worker/timer_wheel.h"
 
@@ -62,18 +61,17 @@ static void tcp_out_header(uint8_t *l4, uint16_t lport, uint16_t rport, uint32_t
 	th->off = (uint8_t)(((NET_TCP_HLEN + olen) / 4) << 4);
 	th->flags = flags;
 	th->win = net_htons(win);
-	th->csum = 0;
 	th->urp = 0;
 }
 
-/* Counts the segment and hands it to IPv4 with the sum of its bytes. */
+/* Counts the segment and hands it to IPv4. */
 static void tcp_out_ip(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len,
-		       uint32_t raddr, uint8_t flags, uint32_t l4sum)
+		       uint32_t raddr, uint8_t flags)
 {
 	s->st.tcp_tx++;
 	if (flags & NET_TCP_RST)
 		s->st.tcp_rst_tx++;
-	net_ip_send_tcp(s, pkt, l4, l4len, raddr, l4sum);
+	net_ip_send_tcp(s, pkt, l4, l4len, raddr);
 }
 
 void tcp_out_raw(struct net_stack *s, uint32_t raddr, uint16_t rport, uint16_t lport,
@@ -88,8 +86,7 @@ void tcp_out_raw(struct net_stack *s, uint32_t raddr, uint16_t rport, uint16_t l
 	tcp_out_header(l4, lport, rport, seq, ack, flags, win, olen);
 	if (olen)
 		memcpy(l4 + NET_TCP_HLEN, opts, olen);
-	tcp_out_ip(s, pkt, l4, l4len, raddr, flags,
-		   s->conf.csum_offload_tx ? 0 : net_csum_add(0, l4, l4len));
+	tcp_out_ip(s, pkt, l4, l4len, raddr, flags);
 }
 
 /* The window field for c, never moving the right edge left (RFC 9293
@@ -136,16 +133,8 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 		tcp_out_put_ts(l4 + NET_TCP_HLEN, tcp_ts_now(c), c->ts_recent);
 	if (slen)
 		memcpy(l4 + NET_TCP_HLEN + tslen, sack, slen);
-	/* The payload is summed as it is copied (unless the NIC sums), then
-	 * the header, whose length is even. */
-	uint32_t hlen = NET_TCP_HLEN + olen, sum = 0;
-	bool offload = s->conf.csum_offload_tx;
-	if (dlen && offload)
-		tcp_conn_sq_copy(c, seq - c->snd_una, l4 + hlen, dlen);
-	else if (dlen)
-		sum = tcp_conn_sq_copy_sum(c, seq - c->snd_una, l4 + hlen, dlen);
-	if (!offload)
-		sum = hlen == 32 ? net_csum_add32(sum, l4) : net_csum_add(sum, l4, hlen);
+	if (dlen)
+		tcp_conn_sq_copy(c, seq - c->snd_una, l4 + NET_TCP_HLEN + olen, dlen);
 	if (flags & NET_TCP_ACK) {
 		c->last_ack_sent = c->rcv_nxt;
 		c->flags &= ~(uint32_t)(NC_DELACK | NC_ACK_NOW);
@@ -153,7 +142,7 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 		if (c->ack_timer.armed)
 			tw_cancel(s->wheel, &c->ack_timer);
 	}
-	tcp_out_ip(s, pkt, l4, l4len, c->raddr, flags, sum);
+	tcp_out_ip(s, pkt, l4, l4len, c->raddr, flags);
 }
 
 void tcp_out_ack(struct net_conn *c)
