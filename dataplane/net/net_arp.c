@@ -11,16 +11,11 @@
 
 static const uint8_t bcast_mac[NET_ETH_ALEN] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 
-static inline uint32_t arp_slot(uint32_t ip)
-{
-	uint32_t h = ip * 0x9e3779b1u;
-	return h >> 26; /* NET_ARP_SIZE == 64 */
-}
 
 /* The entry for ip, or NULL; linear probing over the whole small table. */
 static struct net_arp_entry *arp_find(struct net_stack *s, uint32_t ip)
 {
-	uint32_t i = arp_slot(ip);
+	uint32_t i = net_arp_slot(ip);
 	for (uint32_t n = 0; n < NET_ARP_SIZE; n++, i = (i + 1) & (NET_ARP_SIZE - 1)) {
 		if (s->arp[i].ip == ip)
 			return &s->arp[i];
@@ -34,7 +29,7 @@ static struct net_arp_entry *arp_slot_for(struct net_stack *s, uint32_t ip)
 	struct net_arp_entry *e = arp_find(s, ip);
 	if (e)
 		return e;
-	uint32_t i = arp_slot(ip);
+	uint32_t i = net_arp_slot(ip);
 	struct net_arp_entry *victim = &s->arp[i];
 	for (uint32_t n = 0; n < NET_ARP_SIZE; n++, i = (i + 1) & (NET_ARP_SIZE - 1)) {
 		e = &s->arp[i];
@@ -211,8 +206,8 @@ void net_arp_input(struct net_stack *s, const uint8_t *frame, uint32_t len)
 		arp_send(s, NET_ARP_OP_REPLY, a->sha, a->spa, a->sha);
 }
 
-void net_arp_output(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len, uint32_t flags,
-		    uint32_t nh)
+void net_arp_output_slow(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len,
+			 uint32_t flags, uint32_t nh)
 {
 	if (unlikely(nh == 0)) {
 		s->io.tx_free(s->io_arg, pkt);

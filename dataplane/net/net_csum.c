@@ -73,10 +73,3 @@ uint32_t net_csum_add(uint32_t sum, const void *p, size_t len)
 	uint64_t t = (uint64_t)sum + __builtin_bswap16((uint16_t)r);
 	return (uint32_t)((t & 0xffff) + (t >> 16));
 }
-
-uint32_t net_csum_pseudo(uint32_t src_be, uint32_t dst_be, uint8_t proto, uint16_t l4len)
-{
-	uint32_t s = __builtin_bswap32(src_be);
-	uint32_t d = __builtin_bswap32(dst_be);
-	return (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + proto + l4len;
-}

@@ -46,8 +46,36 @@ static inline uint16_t net_csum_final(uint32_t sum)
 }
 
 /* Pseudo-header partial sum: addresses in network byte order as stored in
- * the frame, proto, and the L4 length in host order. */
-uint32_t net_csum_pseudo(uint32_t src_be, uint32_t dst_be, uint8_t proto, uint16_t l4len);
+ * the frame, proto, and the L4 length in host order. Inline: every TCP
+ * segment in takes one. */
+static inline uint32_t net_csum_pseudo(uint32_t src_be, uint32_t dst_be, uint8_t proto,
+				       uint16_t l4len)
+{
+	uint32_t s = __builtin_bswap32(src_be);
+	uint32_t d = __builtin_bswap32(dst_be);
+	return (s >> 16) + (s & 0xffff) + (d >> 16) + (d & 0xffff) + proto + l4len;
+}
+
+/* net_csum_add(sum, p, 32) inline, the same steps (a pure ACK with
+ * timestamps is 32 bytes of TCP): four 64-bit words with end-around
+ * carry, folded, swapped once, added to sum. */
+static inline uint32_t net_csum_add32(uint32_t sum, const void *p)
+{
+	uint64_t w[4], acc;
+	memcpy(w, p, sizeof(w));
+	acc = w[0];
+	for (int i = 1; i < 4; i++) {
+		uint64_t r;
+		acc = __builtin_add_overflow(acc, w[i], &r) ? r + 1 : r;
+	}
+	acc = (acc & 0xffffffffu) + (acc >> 32);
+	acc = (acc & 0xffffffffu) + (acc >> 32);
+	uint32_t f = (uint32_t)acc;
+	f = (f & 0xffff) + (f >> 16);
+	f = (f & 0xffff) + (f >> 16);
+	uint64_t t = (uint64_t)sum + __builtin_bswap16((uint16_t)f);
+	return (uint32_t)((t & 0xffff) + (t >> 16));
+}
 
 /* RFC 1624 eqn. 3: the new checksum after a 16-bit field changes from
  * old_v to new_v (all host order). */

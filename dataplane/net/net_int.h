@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "net/net_stack.h"
 #include "net/net_wire.h"
@@ -174,6 +175,12 @@ struct net_stack {
 	uint16_t mss_local;   /* MTU - 40 */
 	uint16_t ip_id;
 	uint64_t hash_seed;
+	/* TCP output: the Ethernet and IPv4 headers of every TCP frame but
+	 * the destination MAC and address, length, ID and checksum; the
+	 * partial sum of those IPv4 words, and the pseudo-header's source
+	 * and protocol part (net_ip_send_tcp). */
+	uint8_t tcp_tmpl[NET_ETH_HLEN + NET_IP_HLEN];
+	uint32_t tcp_tmpl_sum, tcp_pseudo_sum;
 
 	struct net_conn *conns;
 	uint32_t *buckets;    /* index + 1, 0 = empty */
@@ -215,18 +222,45 @@ static inline void net_set_now(struct net_stack *s, uint64_t now_ns)
 /* A frame buffer for an IPv4 packet with l4len bytes after the IP header;
  * returns the start of the L4 area or NULL (counted). */
 uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt);
-/* Completes the Ethernet and IPv4 headers (and the TCP checksum unless
- * offloaded) of a frame from net_ip_alloc and sends or queues it for ARP. */
+/* Completes the Ethernet and IPv4 headers of a non-TCP frame from
+ * net_ip_alloc and sends or queues it for ARP. */
 void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
 		 uint8_t proto);
+/* The same for a TCP segment, from the stack's header template, with the
+ * TCP checksum (or, offloaded, its pseudo-header part). */
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst);
 
 /* ---- net_arp.c ---------------------------------------------------------- */
 
 void net_arp_init(struct net_stack *s);
 void net_arp_input(struct net_stack *s, const uint8_t *frame, uint32_t len);
-/* Sends the frame now when the next hop is known, else queues it and asks. */
-void net_arp_output(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len, uint32_t flags,
-		    uint32_t nh);
+/* The home slot of ip in the cache (open addressing from there). */
+static inline uint32_t net_arp_slot(uint32_t ip)
+{
+	uint32_t h = ip * 0x9e3779b1u;
+	return h >> 26; /* NET_ARP_SIZE == 64 */
+}
+
+/* net_arp_output for every case but the common one below. */
+void net_arp_output_slow(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len,
+			 uint32_t flags, uint32_t nh);
+
+/* Sends the frame now when the next hop is known, else queues it and asks.
+ * Inline for the frame of every segment: a fresh entry in its home slot
+ * is all there is to check; probing on, aged entries, refreshes and
+ * queueing are net_arp_output_slow. */
+static inline void net_arp_output(struct net_stack *s, void *pkt, uint8_t *frame, uint32_t len,
+				  uint32_t flags, uint32_t nh)
+{
+	const struct net_arp_entry *e = &s->arp[net_arp_slot(nh)];
+	if (likely(nh != 0 && e->ip == nh && e->resolved && s->now_ns < e->expire_ns)) {
+		memcpy(frame, e->mac, NET_ETH_ALEN);
+		s->st.tx_frames++;
+		s->io.tx_send(s->io_arg, pkt, len, flags);
+		return;
+	}
+	net_arp_output_slow(s, pkt, frame, len, flags, nh);
+}
 void net_arp_announce(struct net_stack *s);
 void net_arp_flush(struct net_stack *s);
 

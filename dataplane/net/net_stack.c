@@ -85,6 +85,8 @@ void net_stack_conf_defaults(struct net_stack_conf *c)
 	c->syn_cookies = true;
 }
 
+static void tcp_tmpl_init(struct net_stack *s);
+
 static uint32_t pow2_at_least(uint32_t v)
 {
 	uint32_t p = 1;
@@ -165,6 +167,7 @@ struct net_stack *net_stack_create(const struct net_stack_conf *conf, const stru
 	s->netmask = s->conf.prefix ? net_htonl(~0u << (32 - s->conf.prefix)) : 0;
 	s->mss_local = (uint16_t)(s->conf.mtu - NET_IP_HLEN - NET_TCP_HLEN);
 	memcpy(&s->hash_seed, s->conf.secret + 24, sizeof(s->hash_seed));
+	tcp_tmpl_init(s);
 	list_init(&s->dead);
 	list_init(&s->tw_fifo);
 	list_init(&s->flushq);
@@ -253,13 +256,18 @@ uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt)
 	return f + ETH_IP_HLEN;
 }
 
+/* The next hop for dst: the peer when on-link, else the gateway. */
+static inline uint32_t ip_next_hop(const struct net_stack *s, uint32_t dst)
+{
+	return ((dst ^ s->conf.ipv4) & s->netmask) != 0 ? s->conf.gateway : dst;
+}
+
 void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
 		 uint8_t proto)
 {
 	uint8_t *frame = l4 - ETH_IP_HLEN;
 	struct net_eth *eth = (struct net_eth *)frame;
 	struct net_ip *ip = (struct net_ip *)(frame + NET_ETH_HLEN);
-	uint32_t flags = 0;
 
 	memcpy(eth->src, s->conf.mac, NET_ETH_ALEN);
 	eth->type = net_htons(NET_ETHERTYPE_IPV4);
@@ -273,26 +281,55 @@ void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, ui
 	ip->csum = 0;
 	ip->src = s->conf.ipv4;
 	ip->dst = dst;
-	if (proto == NET_IP_PROTO_TCP) {
-		struct net_tcp *th = (struct net_tcp *)l4;
-		uint32_t ps = net_csum_pseudo(ip->src, dst, proto, (uint16_t)l4len);
-		th->csum = 0;
-		if (s->conf.csum_offload_tx) {
-			th->csum = net_htons(net_csum_fold(ps));
-			flags = NET_TX_CSUM;
-		} else {
-			th->csum = net_htons(net_csum_final(net_csum_add(ps, l4, l4len)));
-		}
+	ip->csum = net_htons(net_csum_final(net_csum_ip_hdr(ip)));
+	net_arp_output(s, pkt, frame, ETH_IP_HLEN + l4len, 0, ip_next_hop(s, dst));
+}
+
+/* The Ethernet and IPv4 headers every TCP frame of s starts with, and the
+ * partial sums of what in them is the same for every frame. */
+static void tcp_tmpl_init(struct net_stack *s)
+{
+	struct net_eth *eth = (struct net_eth *)s->tcp_tmpl;
+	struct net_ip *ip = (struct net_ip *)(s->tcp_tmpl + NET_ETH_HLEN);
+	memset(s->tcp_tmpl, 0, sizeof(s->tcp_tmpl));
+	memcpy(eth->src, s->conf.mac, NET_ETH_ALEN);
+	eth->type = net_htons(NET_ETHERTYPE_IPV4);
+	ip->ver_ihl = 0x45;
+	ip->frag = net_htons(NET_IP_DF);
+	ip->ttl = NET_IP_TTL;
+	ip->proto = NET_IP_PROTO_TCP;
+	ip->src = s->conf.ipv4;
+	s->tcp_tmpl_sum = net_csum_ip_hdr(ip);
+	s->tcp_pseudo_sum = net_csum_pseudo(s->conf.ipv4, 0, NET_IP_PROTO_TCP, 0);
+}
+
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst)
+{
+	uint8_t *frame = l4 - ETH_IP_HLEN;
+	struct net_ip *ip = (struct net_ip *)(frame + NET_ETH_HLEN);
+	struct net_tcp *th = (struct net_tcp *)l4;
+	uint32_t tot = NET_IP_HLEN + l4len;
+	uint32_t id = s->ip_id++;
+	uint32_t d = net_ntohl(dst);
+	uint32_t dst_sum = (d >> 16) + (d & 0xffff);
+	uint32_t ps = s->tcp_pseudo_sum + dst_sum + l4len;
+	uint32_t flags = 0;
+
+	memcpy(frame, s->tcp_tmpl, ETH_IP_HLEN);
+	ip->total_len = net_htons((uint16_t)tot);
+	ip->id = net_htons((uint16_t)id);
+	ip->dst = dst;
+	th->csum = 0;
+	if (s->conf.csum_offload_tx) {
+		th->csum = net_htons(net_csum_fold(ps));
+		flags = NET_TX_CSUM;
+	} else {
+		th->csum = net_htons(net_csum_final(net_csum_add(ps, l4, l4len)));
+		/* The template's sum plus the words that differ (RFC 1624's
+		 * idea: the header is never summed again). */
+		ip->csum = net_htons(net_csum_final(s->tcp_tmpl_sum + dst_sum + tot + id));
 	}
-	/* Only TCP frames are handed to the NIC's checksum offload: any other
-	 * frame leaves complete, so a glue or device that offloads by protocol
-	 * (or not at all for it) never sends a zero header checksum. */
-	if (!(flags & NET_TX_CSUM))
-		ip->csum = net_htons(net_csum_final(net_csum_ip_hdr(ip)));
-	uint32_t nh = dst;
-	if (((dst ^ s->conf.ipv4) & s->netmask) != 0)
-		nh = s->conf.gateway;
-	net_arp_output(s, pkt, frame, ETH_IP_HLEN + l4len, flags, nh);
+	net_arp_output(s, pkt, frame, ETH_IP_HLEN + l4len, flags, ip_next_hop(s, dst));
 }
 
 /* Answers an echo request with the same identifier, sequence and data. */
@@ -442,9 +479,10 @@ void net_input(struct net_stack *s, const uint8_t *frame, uint32_t len, uint32_t
 		return;
 	}
 	const struct net_eth *eth = (const struct net_eth *)frame;
-	bool bcast = (eth->dst[0] & eth->dst[1] & eth->dst[2] & eth->dst[3] & eth->dst[4] &
-		      eth->dst[5]) == 0xff;
-	if (unlikely(!bcast && memcmp(eth->dst, s->conf.mac, NET_ETH_ALEN) != 0)) {
+	/* Ours first: the broadcast test only for frames that are not. */
+	if (unlikely(memcmp(eth->dst, s->conf.mac, NET_ETH_ALEN) != 0) &&
+	    (eth->dst[0] & eth->dst[1] & eth->dst[2] & eth->dst[3] & eth->dst[4] & eth->dst[5]) !=
+		    0xff) {
 		s->st.rx_not_ours++;
 		return;
 	}
@@ -455,5 +493,6 @@ void net_input(struct net_stack *s, const uint8_t *frame, uint32_t len, uint32_t
 		net_arp_input(s, frame, len);
 	else
 		s->st.rx_bad_ethertype++;
-	net_tcp_pending(s);
+	if (!list_empty(&s->resumeq) || !list_empty(&s->dead))
+		net_tcp_pending(s);
 }

@@ -100,6 +100,7 @@ struct net_stats {
 	uint64_t tcp_stray_drops; /* shared_port: no connection here, dropped without RST */
 	uint64_t tcp_forwarded;   /* shared_port: handed to the stack that holds the connection */
 	uint64_t tcp_bytes_in, tcp_bytes_out;
+	uint64_t tcp_fast_acks;   /* pure ACKs taken by header prediction (docs/tcp.md) */
 	uint64_t conns_open; /* gauge: TCBs in use */
 };
 

@@ -33,6 +33,10 @@
 
 #define TCP_NS_PER_MS 1000000ull
 #define TCP_TS_OPT_LEN 12u /* NOP NOP and the timestamps option */
+/* Its first four bytes, NOP NOP kind length, read as one big-endian word. */
+#define TCP_TS_OPT_WORD \
+	((uint32_t)NET_TCPOPT_NOP << 24 | (uint32_t)NET_TCPOPT_NOP << 16 | \
+	 (uint32_t)NET_TCPOPT_TS << 8 | NET_TCPOLEN_TS)
 
 /* A parsed segment. */
 struct tcp_seg {

@@ -18,8 +18,8 @@ static uint32_t tcp_out_put_ts(uint8_t *o, uint32_t tsval, uint32_t tsecr)
 	return TCP_TS_OPT_LEN;
 }
 
-/* SACK blocks of our out-of-order ranges after olen option bytes, as many
- * as fit beside dlen data bytes in one MSS; the new option length. */
+/* SACK blocks of our out-of-order ranges at o, after olen option bytes, as
+ * many as fit beside dlen data bytes in one MSS; the bytes written. */
 static uint32_t tcp_out_put_sack(const struct net_conn *c, uint8_t *o, uint32_t olen,
 				 uint32_t dlen)
 {
@@ -28,7 +28,8 @@ static uint32_t tcp_out_put_sack(const struct net_conn *c, uint8_t *o, uint32_t 
 	uint32_t nb = room >= 4 ? (room - 4) / 8 : 0;
 	nb = tcp_min(nb, c->n_ooo);
 	if (nb == 0)
-		return olen;
+		return 0;
+	olen = 0;
 	o[olen++] = NET_TCPOPT_NOP;
 	o[olen++] = NET_TCPOPT_NOP;
 	o[olen++] = NET_TCPOPT_SACK;
@@ -70,7 +71,7 @@ static void tcp_out_ip(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4l
 	s->st.tcp_tx++;
 	if (flags & NET_TCP_RST)
 		s->st.tcp_rst_tx++;
-	net_ip_send(s, pkt, l4, l4len, raddr, NET_IP_PROTO_TCP);
+	net_ip_send_tcp(s, pkt, l4, l4len, raddr);
 }
 
 void tcp_out_raw(struct net_stack *s, uint32_t raddr, uint16_t rport, uint16_t lport,
@@ -111,29 +112,35 @@ static uint16_t tcp_out_window(struct net_conn *c)
 void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 {
 	struct net_stack *s = c->s;
-	uint8_t o[NET_TCP_MAX_OPTLEN];
-	uint32_t olen = 0;
+	uint8_t sack[NET_TCP_MAX_OPTLEN];
+	uint32_t tslen = (c->flags & NC_TS) ? TCP_TS_OPT_LEN : 0;
+	uint32_t slen = 0;
 
-	if (c->flags & NC_TS)
-		olen = tcp_out_put_ts(o, tcp_ts_now(c), c->ts_recent);
 	if ((c->flags & NC_SACK) && c->n_ooo > 0 && (flags & NET_TCP_ACK))
-		olen = tcp_out_put_sack(c, o, olen, dlen);
+		slen = tcp_out_put_sack(c, sack, tslen, dlen);
 	void *pkt;
+	uint32_t olen = tslen + slen;
 	uint32_t l4len = NET_TCP_HLEN + olen + dlen;
 	uint8_t *l4 = net_ip_alloc(s, l4len, &pkt);
 	if (!l4) {
 		s->st.tcp_tx_nobuf++;
 		return;
 	}
+	/* Options straight into the frame; the common segment has only the
+	 * timestamps. */
 	tcp_out_header(l4, c->lport, c->rport, seq, c->rcv_nxt, flags, tcp_out_window(c), olen);
-	memcpy(l4 + NET_TCP_HLEN, o, olen);
+	if (tslen)
+		tcp_out_put_ts(l4 + NET_TCP_HLEN, tcp_ts_now(c), c->ts_recent);
+	if (slen)
+		memcpy(l4 + NET_TCP_HLEN + tslen, sack, slen);
 	if (dlen)
 		tcp_conn_sq_copy(c, seq - c->snd_una, l4 + NET_TCP_HLEN + olen, dlen);
 	if (flags & NET_TCP_ACK) {
 		c->last_ack_sent = c->rcv_nxt;
 		c->flags &= ~(uint32_t)(NC_DELACK | NC_ACK_NOW);
 		c->rx_segs = 0;
-		tw_cancel(s->wheel, &c->ack_timer);
+		if (c->ack_timer.armed)
+			tw_cancel(s->wheel, &c->ack_timer);
 	}
 	tcp_out_ip(s, pkt, l4, l4len, c->raddr, flags);
 }

@@ -106,6 +106,17 @@ static void test_csum_wide(void **state)
 		for (size_t off = 0; off < 8; off++)
 			assert_int_equal(net_csum_ip_hdr(buf + off), net_csum_add(0, buf + off, 20));
 	}
+	/* So is the inline 32-byte sum of a pure ACK, with any start sum the
+	 * pseudo-header gives. */
+	static const uint32_t starts[] = {0, 1, 0xffff, 0x1234, 0x3fffc};
+	for (int pat = 0; pat < 3; pat++) {
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = pat == 0 ? 0xff : pat == 1 ? 0 : (uint8_t)(i * 97 + 3);
+		for (size_t off = 0; off < 8; off++)
+			for (size_t k = 0; k < sizeof(starts) / sizeof(starts[0]); k++)
+				assert_int_equal(net_csum_add32(starts[k], buf + off),
+						 net_csum_add(starts[k], buf + off, 32));
+	}
 	/* The largest sum the stack chains in: a pseudo-header sum. */
 	assert_int_equal(net_csum_fold(net_csum_add(0x3fffc, buf, 40)),
 			 net_csum_fold(csum_ref(0x3fffc, buf, 40)));

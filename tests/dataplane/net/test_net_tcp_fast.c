@@ -1,0 +1,347 @@
+/*
+ * Header prediction for pure ACKs (tcp_in_fast_ack in net_tcp_in.c): the
+ * segments it takes, the ones it must leave to the general path, and that
+ * what it does equals what the general path does. For the last, two stacks
+ * with the same secret and clock run the same exchange; one gets each ACK
+ * as it is, the other the same ACK with PSH set, which the prediction
+ * refuses and the general path treats exactly alike (PSH means nothing to a
+ * segment without data). Their TCBs and output must then agree.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "net/net_int.h"
+#include "tcp_cases.h"
+
+static struct net_conn *tcb(struct h *h)
+{
+	return (struct net_conn *)(void *)h->app.conn;
+}
+
+/* Every field an ACK may change, compared between the two stacks. */
+static void assert_same_tcb(const struct net_conn *a, const struct net_conn *b)
+{
+	assert_int_equal(a->state, b->state);
+	assert_int_equal(a->flags, b->flags);
+	assert_int_equal(a->snd_una, b->snd_una);
+	assert_int_equal(a->snd_nxt, b->snd_nxt);
+	assert_int_equal(a->snd_max, b->snd_max);
+	assert_int_equal(a->snd_wnd, b->snd_wnd);
+	assert_int_equal(a->max_snd_wnd, b->max_snd_wnd);
+	assert_int_equal(a->snd_wl1, b->snd_wl1);
+	assert_int_equal(a->snd_wl2, b->snd_wl2);
+	assert_int_equal(a->cwnd, b->cwnd);
+	assert_int_equal(a->ssthresh, b->ssthresh);
+	assert_int_equal(a->recover, b->recover);
+	assert_int_equal(a->sq_len, b->sq_len);
+	assert_int_equal(a->sq_off, b->sq_off);
+	assert_int_equal(a->sq_head == NULL, b->sq_head == NULL);
+	assert_int_equal(a->dupacks, b->dupacks);
+	assert_int_equal(a->n_sacked, b->n_sacked);
+	assert_int_equal(a->rcv_nxt, b->rcv_nxt);
+	assert_int_equal(a->rcv_adv, b->rcv_adv);
+	assert_int_equal(a->last_ack_sent, b->last_ack_sent);
+	assert_int_equal(a->backoff, b->backoff);
+	assert_int_equal(a->retries, b->retries);
+	assert_int_equal(a->srtt8, b->srtt8);
+	assert_int_equal(a->rttvar4, b->rttvar4);
+	assert_int_equal(a->rto_ms, b->rto_ms);
+	assert_int_equal(a->rtt_seq, b->rtt_seq);
+	assert_int_equal(a->rtt_start_ms, b->rtt_start_ms);
+	assert_int_equal(a->ts_recent, b->ts_recent);
+	assert_int_equal(a->ts_recent_ms, b->ts_recent_ms);
+	assert_int_equal(a->last_rx_ms, b->last_rx_ms);
+	assert_int_equal(a->ka_probes, b->ka_probes);
+	assert_int_equal(a->tmode, b->tmode);
+	assert_int_equal(a->t_due_ms, b->t_due_ms);
+	assert_int_equal(a->timer.armed, b->timer.armed);
+	assert_int_equal(a->ack_timer.armed, b->ack_timer.armed);
+}
+
+/* Both stacks sent the same frames since the last call. */
+static void assert_same_output(struct h *a, struct h *b)
+{
+	static uint8_t fa[H_FRAME_MAX], fb[H_FRAME_MAX];
+	assert_int_equal(h_pending(a), h_pending(b));
+	for (;;) {
+		uint32_t la = h_pop_raw(a, fa), lb = h_pop_raw(b, fb);
+		assert_int_equal(la, lb);
+		if (la == 0)
+			return;
+		assert_memory_equal(fa, fb, la);
+	}
+}
+
+struct twin {
+	struct h *a, *b; /* a: ACKs as they are; b: the same with PSH */
+	uint32_t snd, cseq;
+	bool ts;
+};
+
+static void twin_open(struct twin *t, bool ts)
+{
+	t->a = calloc(1, sizeof(*t->a));
+	t->b = calloc(1, sizeof(*t->b));
+	assert_non_null(t->a);
+	assert_non_null(t->b);
+	h_init(t->a, NULL, false);
+	h_init(t->b, NULL, false);
+	t->ts = ts;
+	struct h_seg sa;
+	uint32_t snd_b, cseq_b;
+	h_handshake(t->a, H_CPORT, ISN, ts, ts ? 7 : -1, ts, &t->snd, &t->cseq, &sa);
+	h_handshake(t->b, H_CPORT, ISN, ts, ts ? 7 : -1, ts, &snd_b, &cseq_b, &sa);
+	assert_int_equal(t->snd, snd_b);
+	assert_same_tcb(tcb(t->a), tcb(t->b));
+}
+
+static void twin_close(struct twin *t)
+{
+	h_fini(t->a);
+	h_fini(t->b);
+	free(t->a);
+	free(t->b);
+}
+
+/* n bytes queued and flushed on both. */
+static void twin_send(struct twin *t, uint32_t n)
+{
+	static uint8_t d[32 * 1024];
+	assert_true(n <= sizeof(d));
+	for (uint32_t i = 0; i < n; i++)
+		d[i] = (uint8_t)(i * 13);
+	assert_true(tp_send(tp(t->a), t->a->app.conn, d, n));
+	assert_true(tp_send(tp(t->b), t->b->app.conn, d, n));
+	tp(t->a)->ops->flush(tp(t->a));
+	tp(t->b)->ops->flush(tp(t->b));
+}
+
+/* The client ACKs up to our sequence `ack` (echoing tsecr) on both. */
+static void twin_ack(struct twin *t, uint32_t ack, uint32_t tsecr)
+{
+	uint8_t o[40];
+	uint32_t olen = t->ts ? h_opt_ts(o, t->a->ts, tsecr) : 0;
+	uint64_t fast_a = st(t->a)->tcp_fast_acks, fast_b = st(t->b)->tcp_fast_acks;
+	h_tcp(t->a, H_CPORT, NET_TCP_ACK, t->cseq, ack, 65535, o, olen, NULL, 0);
+	h_tcp(t->b, H_CPORT, NET_TCP_ACK | NET_TCP_PSH, t->cseq, ack, 65535, o, olen, NULL, 0);
+	assert_int_equal(st(t->a)->tcp_fast_acks, fast_a + 1);
+	assert_int_equal(st(t->b)->tcp_fast_acks, fast_b);
+	assert_same_tcb(tcb(t->a), tcb(t->b));
+	assert_same_output(t->a, t->b);
+}
+
+static void twin_advance(struct twin *t, uint64_t ms)
+{
+	h_advance(t->a, ms);
+	h_advance(t->b, ms);
+	assert_same_output(t->a, t->b);
+}
+
+/* With timestamps: RTT from the echo, slow start, the queue freed, the
+ * window opened by each ACK filled at once, the timer re-armed, and the
+ * last ACK emptying the flight (keepalive, no chunk held). */
+static void test_fast_ack_equals_slow_ts(void **state)
+{
+	(void)state;
+	struct twin t;
+	twin_open(&t, true);
+	uint32_t tsval = tcb(t.a)->s->now_ms + tcb(t.a)->ts_off;
+	twin_send(&t, 20 * 1448);
+	assert_int_equal(tcb(t.a)->snd_max - t.snd, 10 * 1448);
+	assert_same_output(t.a, t.b);
+
+	twin_advance(&t, 25);
+	twin_ack(&t, t.snd + 1448, tsval);
+	assert_int_equal(tcb(t.a)->srtt8 / 8, 25);
+	assert_int_equal(tcb(t.a)->cwnd, 10 * 1460 + 1448);
+	twin_advance(&t, 3);
+	twin_ack(&t, t.snd + 4 * 1448, tsval + 25);
+	twin_advance(&t, 10);
+	twin_ack(&t, tcb(t.a)->snd_max, tsval + 28);
+	assert_int_equal(tcb(t.a)->snd_max, t.snd + 20 * 1448);
+	assert_true(tcb(t.a)->snd_una != tcb(t.a)->snd_max);
+	twin_ack(&t, t.snd + 20 * 1448, tsval + 38);
+	assert_int_equal(tcb(t.a)->snd_una, t.snd + 20 * 1448);
+	assert_null(tcb(t.a)->sq_head);
+	assert_int_equal(tcb(t.a)->tmode, NT_KEEPALIVE);
+	twin_close(&t);
+}
+
+/* Without timestamps: the timed segment (Karn) gives the RTT sample. */
+static void test_fast_ack_equals_slow_plain(void **state)
+{
+	(void)state;
+	struct twin t;
+	twin_open(&t, false);
+	twin_send(&t, 6000);
+	assert_same_output(t.a, t.b);
+	assert_true(tcb(t.a)->flags & NC_RTT);
+	twin_advance(&t, 40);
+	twin_ack(&t, t.snd + 1460, 0);
+	assert_false(tcb(t.a)->flags & NC_RTT);
+	assert_int_equal(tcb(t.a)->srtt8 / 8, 40);
+	twin_ack(&t, t.snd + 6000, 0);
+	assert_null(tcb(t.a)->sq_head);
+	twin_close(&t);
+}
+
+/* What the prediction must leave to the general path, each shown by its
+ * effect there: a window change is taken, a duplicate counted, a SACK
+ * block recorded, an old timestamp dropped by PAWS, data received. */
+static void test_fast_ack_refused(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	uint8_t o[40];
+	open_ts(h, &snd, &cseq);
+	uint32_t tsv = tcb(h)->s->now_ms + tcb(h)->ts_off;
+	static uint8_t d[6 * 1448];
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_advance(h, 5);
+
+	/* A new window: 1000 << 7 where the handshake's ACK gave 65535 << 7. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1448, 1000, o, h_opt_ts(o, h->ts, tsv), NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 0);
+	assert_int_equal(tcb(h)->snd_wnd, 1000u << 7);
+	assert_int_equal(tcb(h)->snd_una, snd + 1448);
+
+	/* The same window again now predicts. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 2 * 1448, 1000, o, h_opt_ts(o, h->ts, tsv),
+	      NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+
+	/* A duplicate (snd_una does not move; with SACK and no block it is
+	 * no duplicate for recovery either). */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 2 * 1448, 1000, o, h_opt_ts(o, h->ts, tsv),
+	      NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(tcb(h)->snd_una, snd + 2 * 1448);
+
+	/* A SACK block. */
+	uint32_t olen = h_opt_ts(o, h->ts, tsv);
+	o[olen++] = NET_TCPOPT_NOP;
+	o[olen++] = NET_TCPOPT_NOP;
+	o[olen++] = NET_TCPOPT_SACK;
+	o[olen++] = 10;
+	net_put32(o + olen, snd + 4 * 1448);
+	net_put32(o + olen + 4, snd + 5 * 1448);
+	olen += 8;
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 3 * 1448, 1000, o, olen, NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(tcb(h)->n_sacked, 1);
+	assert_int_equal(tcb(h)->snd_una, snd + 3 * 1448);
+
+	/* With the scoreboard holding a block, a plain ACK is not predicted
+	 * either (the trim has work). */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 4 * 1448, 1000, o, h_opt_ts(o, h->ts, tsv),
+	      NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(tcb(h)->snd_una, snd + 4 * 1448);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 5 * 1448, 1000, o, h_opt_ts(o, h->ts, tsv),
+	      NULL, 0);
+	assert_int_equal(tcb(h)->n_sacked, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+
+	/* An old timestamp: PAWS drops it, snd_una stays. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 5 * 1448 + 100, 1000,
+	      o, h_opt_ts(o, h->ts - 100, tsv), NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(st(h)->tcp_paws_drops, 1);
+	assert_int_equal(tcb(h)->snd_una, snd + 5 * 1448);
+
+	/* Data with the ACK goes to the app. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 5 * 1448 + 100, 1000,
+	      o, h_opt_ts(o, h->ts, tsv), "hi", 2);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(h->app.rx_len, 2);
+	assert_int_equal(tcb(h)->snd_una, snd + 5 * 1448 + 100);
+}
+
+/* The common layout of the timestamps option (NOP NOP TS) is read without
+ * the option loop; another layout goes through it and counts the same. */
+static void test_fast_ack_ts_layouts(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	uint8_t o[40];
+	open_ts(h, &snd, &cseq);
+	uint32_t tsv = tcb(h)->s->now_ms + tcb(h)->ts_off;
+	static uint8_t d[3 * 1448];
+	assert_true(tp_send(tp(h), h->app.conn, d, sizeof(d)));
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_advance(h, 7);
+
+	/* TS first, the NOPs after it. */
+	o[0] = NET_TCPOPT_TS;
+	o[1] = NET_TCPOLEN_TS;
+	net_put32(o + 2, h->ts);
+	net_put32(o + 6, tsv);
+	o[10] = NET_TCPOPT_NOP;
+	o[11] = NET_TCPOPT_NOP;
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1448, 65535, o, 12, NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 1);
+	assert_int_equal(tcb(h)->ts_recent, h->ts);
+	assert_int_equal(tcb(h)->srtt8 / 8, 7);
+
+	h_advance(h, 1);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 2 * 1448, 65535, o, h_opt_ts(o, h->ts, tsv + 7),
+	      NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 2);
+	assert_int_equal(tcb(h)->ts_recent, h->ts);
+
+	/* Without the option on a timestamp connection: the general path. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 3 * 1448, 65535, NULL, 0, NULL, 0);
+	assert_int_equal(st(h)->tcp_fast_acks, 2);
+	assert_int_equal(tcb(h)->snd_una, snd + 3 * 1448);
+}
+
+/* The payload's checksum is taken while it is copied from the send queue,
+ * piece by piece over the chunks: a segment that starts at an odd offset
+ * of a chunk and runs on into the next (its second piece at an odd offset
+ * of the segment) still carries the right sum (h_pop checks every one) and
+ * the right bytes. */
+static void test_copy_sum_odd_pieces(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	struct h_seg sg;
+	open_plain(h, ISN, &snd, &cseq);
+	static uint8_t d[5001];
+	for (size_t i = 0; i < sizeof(d); i++)
+		d[i] = (uint8_t)(i * 7 + (i >> 8));
+	assert_true(tp_send(tp(h), h->app.conn, d, 2001));
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 1461, 65535, NULL, 0, NULL, 0);
+	assert_int_equal(tcb(h)->sq_off, 1461);
+	assert_true(tp_send(tp(h), h->app.conn, d + 2001, 3000));
+	tp(h)->ops->flush(tp(h));
+	uint32_t got = 0;
+	while (h_pop(h, &sg)) {
+		assert_int_equal(sg.seq, snd + 2001 + got);
+		assert_memory_equal(sg.data, d + 2001 + got, sg.dlen);
+		got += sg.dlen;
+	}
+	assert_int_equal(got, 3000);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fast_ack_equals_slow_ts),
+		cmocka_unit_test(test_fast_ack_equals_slow_plain),
+		cmocka_unit_test_setup_teardown(test_fast_ack_refused, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_fast_ack_ts_layouts, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_copy_sum_odd_pieces, h_setup, h_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
