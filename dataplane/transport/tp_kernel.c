@@ -90,8 +90,13 @@ struct tp_conn {
 	uint64_t linger_deadline;
 	struct list_node all;    /* ktp.conns, or ktp.dead once DEAD */
 	struct list_node flush;  /* ktp.flushq: has bytes to send */
-	struct list_node resume; /* ktp.resumeq: rx_resume asked */
-	struct list_node linger; /* ktp.lingerq: graceful close running */
+	/* One link for two queues a conn is never on at once: kt_close takes
+	 * it off resumeq before it joins lingerq, and a CLOSING conn is never
+	 * queued for a resume again (list_del on either name is harmless). */
+	union {
+		struct list_node resume; /* ktp.resumeq: rx_resume asked */
+		struct list_node linger; /* ktp.lingerq: graceful close running */
+	};
 };
 
 struct ktp {
@@ -639,7 +644,6 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa, uint16
 	c->ev = EPOLLIN;
 	list_init(&c->flush);
 	list_init(&c->resume);
-	list_init(&c->linger);
 	struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
 		close(fd);
