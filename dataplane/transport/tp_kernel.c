@@ -42,6 +42,9 @@
 #define FREE_CHUNKS_MAX 128u
 #define FREE_SMALL_MAX 2048u
 #define STASH_MIN 2048u
+/* Arena segments of one turn: doubling from TP_KERNEL_ARENA_MIN, the last
+ * one reaches TP_KERNEL_ARENA_MAX. */
+#define ARENA_SEGS_MAX 8u
 #define LISTEN_BACKLOG 4096
 /* After EMFILE and friends the listener rests this long, instead of waking a
  * level-triggered epoll in a loop while nothing can be accepted. */
@@ -53,7 +56,7 @@ struct chunk {
 	uint32_t cap;
 	uint32_t head;
 	uint32_t tail;
-	uint32_t _pad;
+	uint32_t in_arena; /* carved from a segment of the send arena */
 	uint8_t data[];
 };
 
@@ -110,6 +113,7 @@ struct ktp {
 	bool listen_paused;
 	uint32_t nconns;
 	uint32_t nfree, nfree_small;
+	uint32_t nchunks; /* send-queue chunks that exist: queued or free */
 	/* Times the app broke the interface's contract (consumed more than it
 	 * was offered, committed more than it reserved); each reset its conn. */
 	uint64_t app_errors;
@@ -118,10 +122,16 @@ struct ktp {
 	struct chunk *free_chunks, *free_small;
 	/* The send arena (TP_KERNEL_ARENA_*): chunks carved end to end from
 	 * arena[0, arena_used); arena_top is the last one, the only one that
-	 * may still grow. arena_conns lists the connections holding arena
-	 * chunks (NULL where one died since). */
+	 * may still grow. A turn that fills the arena goes on in a new one of
+	 * twice the size (the full ones wait in arena_prev until the turn's
+	 * flush has moved their leftovers out, then go back to malloc), so
+	 * the turn's bytes never spill into a chunk per connection.
+	 * arena_conns lists the connections holding arena chunks (NULL where
+	 * one died since). */
 	uint8_t *arena;
 	uint32_t arena_cap, arena_used;
+	uint8_t *arena_prev[ARENA_SEGS_MAX];
+	uint32_t narena_prev;
 	struct chunk *arena_top;
 	bool arena_overflowed; /* a reservation found the arena full */
 	struct tp_conn **arena_conns;
@@ -165,15 +175,18 @@ static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
 		if (!k)
 			return NULL;
 		k->cap = (uint32_t)cap;
+		t->nchunks++;
 	}
 	k->next = NULL;
 	k->head = k->tail = 0;
+	k->in_arena = 0;
 	return k;
 }
 
 static bool chunk_in_arena(const struct ktp *t, const struct chunk *k)
 {
-	return (const uint8_t *)k >= t->arena && (const uint8_t *)k < t->arena + t->arena_cap;
+	(void)t;
+	return k->in_arena != 0;
 }
 
 static void chunk_put(struct ktp *t, struct chunk *k)
@@ -193,6 +206,7 @@ static void chunk_put(struct ktp *t, struct chunk *k)
 		return;
 	}
 	free(k);
+	t->nchunks--;
 }
 
 static void txq_release(struct ktp *t, struct tp_conn *c)
@@ -213,6 +227,25 @@ static void txq_release(struct ktp *t, struct tp_conn *c)
 /* ---- the send arena -------------------------------------------------------- */
 
 static void conn_finish(struct tp_conn *c, bool reset);
+
+/* The arena is full in the middle of a turn: carving goes on in a new
+ * segment of twice its size (at most a few mallocs per turn, while the
+ * turn outgrows every arena so far, never one per connection). False at
+ * TP_KERNEL_ARENA_MAX or out of memory: the turn's rest goes to chunks. */
+static bool arena_grow(struct ktp *t)
+{
+	if (t->arena_cap >= TP_KERNEL_ARENA_MAX || t->narena_prev == ARENA_SEGS_MAX)
+		return false;
+	uint8_t *p = malloc((size_t)t->arena_cap * 2);
+	if (!p)
+		return false;
+	t->arena_prev[t->narena_prev++] = t->arena;
+	t->arena = p;
+	t->arena_cap *= 2;
+	t->arena_used = 0;
+	t->arena_top = NULL;
+	return true;
+}
 
 /*
  * A chunk from the arena for c, with room for at least min bytes: only for a
@@ -246,13 +279,14 @@ static struct chunk *arena_get(struct ktp *t, struct tp_conn *c, size_t min)
 		t->arena_used = (t->arena_used + 7u) & ~7u;
 		t->arena_top = NULL;
 	}
-	if ((size_t)t->arena_cap - t->arena_used < sizeof(struct chunk) + min) {
+	if ((size_t)t->arena_cap - t->arena_used < sizeof(struct chunk) + min && !arena_grow(t)) {
 		t->arena_overflowed = true;
 		return NULL;
 	}
 	struct chunk *k = (struct chunk *)(void *)(t->arena + t->arena_used);
 	k->next = NULL;
 	k->head = k->tail = 0;
+	k->in_arena = 1;
 	k->cap = t->arena_cap - t->arena_used - (uint32_t)sizeof(struct chunk);
 	if (k->cap > TP_KERNEL_ARENA_CONN_MAX - c->tx_queued)
 		k->cap = (uint32_t)(TP_KERNEL_ARENA_CONN_MAX - c->tx_queued);
@@ -296,8 +330,9 @@ static bool arena_evict(struct ktp *t, struct tp_conn *c)
 	return true;
 }
 
-/* After a flush: the arena's leftovers move to chunks, and it starts over
- * (larger, while empty, if it overflowed). */
+/* After a flush: the arena's leftovers move to chunks, the segments the
+ * turn filled are freed, and it starts over in the last (larger, while
+ * empty, if even that overflowed). */
 static void arena_reset(struct ktp *t)
 {
 	for (uint32_t i = 0; i < t->narena_conns; i++) {
@@ -311,6 +346,8 @@ static void arena_reset(struct ktp *t)
 	t->narena_conns = 0;
 	t->arena_used = 0;
 	t->arena_top = NULL;
+	while (t->narena_prev > 0)
+		free(t->arena_prev[--t->narena_prev]);
 	if (t->arena_overflowed && t->arena_cap < TP_KERNEL_ARENA_MAX) {
 		uint8_t *p = malloc((size_t)t->arena_cap * 2);
 		if (p) {
@@ -942,6 +979,8 @@ static void kt_destroy(struct tp *tp)
 		t->free_small = k->next;
 		free(k);
 	}
+	while (t->narena_prev > 0)
+		free(t->arena_prev[--t->narena_prev]);
 	free(t->arena);
 	free(t->arena_conns);
 	for (uint32_t i = 0; i < t->nls; i++)
@@ -1066,6 +1105,11 @@ uint16_t tp_kernel_port(const struct tp *t)
 uint32_t tp_kernel_conns(const struct tp *t)
 {
 	return ((const struct ktp *)(const void *)t)->nconns;
+}
+
+uint32_t tp_kernel_chunks(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->nchunks;
 }
 
 uint64_t tp_kernel_app_errors(const struct tp *t)
