@@ -183,15 +183,14 @@ static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
 	return k;
 }
 
-static bool chunk_in_arena(const struct ktp *t, const struct chunk *k)
+static bool chunk_in_arena(const struct chunk *k)
 {
-	(void)t;
 	return k->in_arena != 0;
 }
 
 static void chunk_put(struct ktp *t, struct chunk *k)
 {
-	if (chunk_in_arena(t, k))
+	if (chunk_in_arena(k))
 		return; /* the arena starts over as a whole */
 	if (k->cap == TP_KERNEL_CHUNK && t->nfree < FREE_CHUNKS_MAX) {
 		k->next = t->free_chunks;
@@ -255,7 +254,7 @@ static bool arena_grow(struct ktp *t)
  */
 static struct chunk *arena_get(struct ktp *t, struct tp_conn *c, size_t min)
 {
-	if ((c->flags & KC_BLOCKED) || (c->txt && !chunk_in_arena(t, c->txt)) ||
+	if ((c->flags & KC_BLOCKED) || (c->txt && !chunk_in_arena(c->txt)) ||
 	    c->tx_queued + min > TP_KERNEL_ARENA_CONN_MAX)
 		return NULL;
 	if (!t->arena) {
@@ -306,7 +305,7 @@ static bool arena_evict(struct ktp *t, struct tp_conn *c)
 	struct chunk **link = &c->txh, *last = NULL;
 	while (*link) {
 		struct chunk *k = *link;
-		if (!chunk_in_arena(t, k)) {
+		if (!chunk_in_arena(k)) {
 			last = k;
 			link = &k->next;
 			continue;
@@ -841,12 +840,12 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 	if (min == 0)
 		min = 1;
 	struct chunk *k = c->txt;
-	if (!k || k->cap - k->tail < min || (chunk_in_arena(c->tp, k) && k != c->tp->arena_top)) {
+	if (!k || k->cap - k->tail < min || (chunk_in_arena(k) && k != c->tp->arena_top)) {
 		k = arena_get(c->tp, c, min);
 		/* Past the arena the queue goes on as an empty one would: a small
 		 * chunk first. */
 		if (!k)
-			k = chunk_get(c->tp, min, !c->txt || chunk_in_arena(c->tp, c->txt));
+			k = chunk_get(c->tp, min, !c->txt || chunk_in_arena(c->txt));
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
