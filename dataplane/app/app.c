@@ -118,12 +118,12 @@ static void app_destroy(void *app)
 			struct conn *c = &a->conns[i];
 
 			batch_clear(&c->batch, &a->pool);
-			free(c->req_buf);
 			free(c->ws_auth);
-			free(c->resp_body.p);
-			free(c->resp_hdrs.p);
+			app_resp_reset(c);
 			if (c->ws_open)
 				ws_session_free(&c->ws);
+			else
+				free(c->req_buf);
 		}
 	}
 	batch_pool_destroy(&a->pool);
@@ -244,7 +244,8 @@ static void *app_on_open(void *app, struct tp_conn *tc, const struct tp_peer *pe
 	c->req_id = 0;
 	c->parse_last = 0;
 	c->req_len = c->req_need = c->req_head_len = 0;
-	c->resp_body.len = c->resp_hdrs.len = 0;
+	c->req_buf = NULL;
+	c->req_cap = 0;
 	c->pend_acct = 0;
 	c->turn_no = 0;
 	c->turn_bytes = 0;
@@ -339,18 +340,18 @@ static void app_on_close(void *app, void *ctx)
 		DP_STAT_SUB(a->st, ws_active, 1);
 	c->mode = CONN_HTTP;
 	if (c->ws_open) {
+		/* The engine holds the union: no request state to give back. */
 		ws_session_free(&c->ws);
 		c->ws_open = false;
-	}
-	app_ws_auth_free(c);
-	c->ws_upgrading = c->ws_reauth = false;
-	/* A body cut short may be part of a login's password. */
-	if (c->req_buf) {
+	} else if (c->req_buf) {
+		/* A body cut short may be part of a login's password. */
 		explicit_bzero(c->req_buf, c->req_len);
 		free(c->req_buf);
 		a->body_bytes -= c->req_cap;
 		DP_STAT_SUB(a->st, body_bytes, c->req_cap);
 	}
+	app_ws_auth_free(c);
+	c->ws_upgrading = c->ws_reauth = false;
 	c->req_buf = NULL;
 	c->req_cap = 0;
 	c->req_len = 0;
@@ -607,16 +608,26 @@ static bool app_dbuf_put(struct app_dbuf *d, const void *p, size_t n)
 
 void app_resp_reset(struct conn *c)
 {
-	free(c->resp_body.p);
-	free(c->resp_hdrs.p);
-	memset(&c->resp_body, 0, sizeof(c->resp_body));
-	memset(&c->resp_hdrs, 0, sizeof(c->resp_hdrs));
+	if (!c->resp)
+		return;
+	free(c->resp->body.p);
+	free(c->resp->hdrs.p);
+	free(c->resp);
+	c->resp = NULL;
+}
+
+/* Parts collected so far: none when no part arrived or the ones that did
+ * carried neither body nor header fields. */
+static bool app_resp_started(const struct conn *c)
+{
+	return c->resp && (c->resp->body.len || c->resp->hdrs.len);
 }
 
 /*
  * Response parts: a single-part response is used straight from the record;
- * parts flagged CHAN_RESP_MORE are copied into resp_body, and their header
- * fields into resp_hdrs as ready-made header lines, until the last part.
+ * parts flagged CHAN_RESP_MORE are copied into c->resp (taken at the first
+ * of them): the body, and the header fields as ready-made header lines,
+ * until the last part. The caller gives c->resp back (app_resp_reset).
  */
 bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t len,
 		      const uint8_t **body, size_t *blen, bool *bad)
@@ -624,13 +635,13 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 	const uint8_t *p = (const uint8_t *)(r + 1);
 	const uint8_t *end = (const uint8_t *)r + len;
 	const struct chan_field *f;
-	bool single = !(r->flags & CHAN_RESP_MORE) && c->resp_body.len == 0 &&
-		      c->resp_hdrs.len == 0;
+	bool single = !(r->flags & CHAN_RESP_MORE) && !app_resp_started(c);
 
 	*bad = false;
 	*body = NULL;
 	*blen = 0;
 	if (single) {
+		app_resp_reset(c);
 		while ((f = chan_field_next(&p, end, bad)) != NULL) {
 			if (f->tag == CHAN_F_BODY) {
 				*body = f->data;
@@ -639,15 +650,22 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 		}
 		return !*bad;
 	}
-	if (c->resp_body.len == 0 && c->resp_hdrs.len == 0) {
+	if (!app_resp_started(c)) {
 		c->resp_status = r->status;
 		c->resp_ctype = false;
+	}
+	if (!c->resp) {
+		c->resp = calloc(1, sizeof(*c->resp));
+		if (!c->resp) {
+			*bad = true;
+			return false;
+		}
 	}
 	while ((f = chan_field_next(&p, end, bad)) != NULL) {
 		bool ok = true;
 
 		if (f->tag == CHAN_F_BODY) {
-			ok = app_dbuf_put(&c->resp_body, f->data, f->len);
+			ok = app_dbuf_put(&c->resp->body, f->data, f->len);
 		} else if (f->tag == CHAN_F_SET_COOKIE || f->tag == CHAN_F_HEADER ||
 			   f->tag == CHAN_F_CONTENT_TYPE) {
 			if (memchr(f->data, '\r', f->len) || memchr(f->data, '\n', f->len))
@@ -657,9 +675,9 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 			const char *name = f->tag == CHAN_F_SET_COOKIE ? "Set-Cookie: " :
 					   f->tag == CHAN_F_CONTENT_TYPE ? "Content-Type: " : "";
 
-			ok = app_dbuf_put(&c->resp_hdrs, name, strlen(name)) &&
-			     app_dbuf_put(&c->resp_hdrs, f->data, f->len) &&
-			     app_dbuf_put(&c->resp_hdrs, "\r\n", 2);
+			ok = app_dbuf_put(&c->resp->hdrs, name, strlen(name)) &&
+			     app_dbuf_put(&c->resp->hdrs, f->data, f->len) &&
+			     app_dbuf_put(&c->resp->hdrs, "\r\n", 2);
 		}
 		if (!ok) {
 			*bad = true;
@@ -668,7 +686,7 @@ bool app_resp_collect(struct conn *c, const struct chan_response *r, uint32_t le
 	}
 	if (*bad || (r->flags & CHAN_RESP_MORE))
 		return false;
-	*body = c->resp_body.p;
-	*blen = c->resp_body.len;
+	*body = c->resp->body.p;
+	*blen = c->resp->body.len;
 	return true;
 }

@@ -1161,10 +1161,10 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 		}
 		return;
 	}
-	if (c->resp_hdrs.len || c->resp_body.len) {
+	if (c->resp) {
 		bool ok = app_http_emit(c, c->resp_status, c->resp_ctype ? NULL : CT_JSON,
-					c->resp_ctype ? 0 : strlen(CT_JSON), NULL, c->resp_hdrs.p,
-					c->resp_hdrs.len, NULL, 0, body, blen, false);
+					c->resp_ctype ? 0 : strlen(CT_JSON), NULL, c->resp->hdrs.p,
+					c->resp->hdrs.len, NULL, 0, body, blen, false);
 
 		app_resp_reset(c);
 		if (ok)

@@ -6,7 +6,9 @@
  * Ownership: struct app owns the connection pool (conf.max_conns entries,
  * allocated at app_create), the subscription table, the batch buffer pool
  * and the frame scratch buffer. A struct conn is owned by the app from
- * on_open to on_close; the tp_conn it points to is the transport's.
+ * on_open to on_close; the tp_conn it points to is the transport's, and
+ * what the conn points to itself (ws_auth, resp, req_buf, the WebSocket
+ * engine's buffers) is the conn's, freed by app_conn_close.
  */
 #ifndef SLUICE_APP_INT_H
 #define SLUICE_APP_INT_H
@@ -82,72 +84,95 @@ enum conn_http_state {
 	HS_CLOSING,    /* closing: input is ignored */
 };
 
+/* The parts of a multi-part response from control while they arrive
+ * (app_resp_collect): taken at the first part flagged CHAN_RESP_MORE and
+ * given back with the last, so a conn holds none between responses. */
+struct app_resp_parts {
+	struct app_dbuf body, hdrs; /* body; header lines */
+};
+
+/*
+ * One connection. Layout: the first three cache lines hold what the
+ * per-token path reads and writes (lookup, stream position, batch,
+ * pending and turn accounting); request handling, the timer and the
+ * protocol engines follow. Flags are one-bit fields: 25 of them in 4 bytes.
+ */
 struct conn {
+	/* -- per-token: lookup, state, accounting -- */
 	struct app *app;
 	struct tp_conn *tc; /* NULL while the slot is free */
 	uint32_t slot, gen;
-	uint32_t next_free;
 	uint8_t mode;       /* enum conn_mode */
 	uint8_t hstate;     /* enum conn_http_state */
 	uint8_t method;     /* enum chan_method of the request in flight */
-	bool keep_alive;    /* of the request in flight */
-	bool http10;        /* the request in flight is HTTP/1.0 */
-	bool head_req;      /* the request in flight is HEAD */
-	bool requested;     /* ever sent a request to control: CONN_CLOSED is owed */
-	bool eof;           /* the peer half-closed */
-	bool subscribed;
-	bool msg_running;   /* status/tokens of last_mid seen, done not yet */
-	bool done_sent;     /* a done for last_mid went out (never send a second) */
-	bool ws_open;       /* ws session initialised (free it on close) */
-	bool ws_echo;       /* /ws/echo: every message is sent back (conformance runs) */
-	bool closing;
-	bool ws_upgrading;  /* a /ws/chat upgrade waits for control's WS_OPEN answer */
-	bool ws_reauth;     /* a WS_OPEN re-check (control restart) is in flight */
-	bool admitting;     /* HS_WAIT for control's admission of a body (HTTP_ADMIT) */
-	bool admitted;      /* the body of the head in the stash may be read */
-	bool chunked;       /* HS_BODY: the body is chunked (chk) */
-	bool peer_counted;  /* counted in app.peers */
-	bool ws_admin;      /* the WebSocket is /ws/admin (else /ws/chat) */
-	bool timing;        /* the stream asked for creation stamps (X-Sluice-Timing: 1) */
-	bool resp_stream;   /* a streamed HTTP response (CHAN_RESP_HTTP_STREAM) is being written */
-	bool v1_req;        /* the request in flight is under /v1/: a client that leaves abandons it */
-	bool resp_ctype;    /* resp_hdrs holds a Content-Type line */
-	struct ws_pmd pmd;  /* permessage-deflate as negotiated at the upgrade */
-	uint16_t resp_status;
-	struct tp_peer peer;
-	uint64_t open_ns;    /* accepted at (LIST_CONNS age) */
-	uint64_t bytes_out;  /* queued to this client so far (LIST_CONNS) */
-	uint32_t ws_reauth_id; /* req_id of that re-check */
-	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
-	uint32_t req_id;     /* id of the last request sent */
-	uint32_t req_epoch;  /* control epoch that request was stamped with */
-	size_t parse_last;   /* bytes seen by the last incomplete head parse */
-	/* A request body larger than what on_data offered at once: the head and
-	 * the (decoded) body are copied here, counted in app.body_bytes, and
-	 * freed as soon as the request went to control: only while needed. */
-	uint8_t *req_buf;
-	size_t req_cap;
-	size_t req_len, req_need, req_head_len;
-	size_t body_max;           /* admitted body size (control's BODY_MAX) */
-	struct http_chunked chk;   /* HS_BODY with chunked */
-	/* A multi-part RESPONSE being collected (malloc'd, freed when complete). */
-	struct app_dbuf resp_body, resp_hdrs; /* body; header lines */
-	uint64_t last_write_ns;  /* SSE keep-alive reference */
-	struct tw_timer timer;   /* header, idle, or SSE keep-alive timer */
-	/* Stream state */
-	char sid[CHAN_ID_LEN];
+	bool subscribed : 1;
+	bool msg_running : 1; /* status/tokens of last_mid seen, done not yet */
+	bool done_sent : 1;   /* a done for last_mid went out (never send a second) */
+	bool closing : 1;
+	bool timing : 1;      /* the stream asked for creation stamps (X-Sluice-Timing: 1) */
+	bool ws_open : 1;     /* ws session initialised (free it on close; the union holds it) */
+	bool ws_echo : 1;     /* /ws/echo: every message is sent back (conformance runs) */
+	bool ws_admin : 1;    /* the WebSocket is /ws/admin (else /ws/chat) */
+	bool keep_alive : 1;  /* of the request in flight */
+	bool http10 : 1;      /* the request in flight is HTTP/1.0 */
+	bool head_req : 1;    /* the request in flight is HEAD */
+	bool requested : 1;   /* ever sent a request to control: CONN_CLOSED is owed */
+	bool eof : 1;         /* the peer half-closed */
+	bool ws_upgrading : 1; /* a /ws/chat upgrade waits for control's WS_OPEN answer */
+	bool ws_reauth : 1;   /* a WS_OPEN re-check (control restart) is in flight */
+	bool admitting : 1;   /* HS_WAIT for control's admission of a body (HTTP_ADMIT) */
+	bool admitted : 1;    /* the body of the head in the stash may be read */
+	bool chunked : 1;     /* HS_BODY: the body is chunked (chk) */
+	bool peer_counted : 1; /* counted in app.peers */
+	bool resp_stream : 1; /* a streamed HTTP response (CHAN_RESP_HTTP_STREAM) is being written */
+	bool v1_req : 1;      /* the request in flight is under /v1/: a client that leaves abandons it */
+	bool resp_ctype : 1;  /* the response parts' headers hold a Content-Type line */
+	uint32_t last_seq;    /* last token seq of last_mid delivered */
+	uint32_t pend_idx;    /* index in app.pending, APP_NO_SLOT when not held */
+	uint64_t pend_acct;   /* this conn's share of the pending_bytes gauge */
+	uint64_t turn_no, turn_bytes; /* bytes queued during loop turn turn_no */
+	uint64_t bytes_out;   /* queued to this client so far (LIST_CONNS) */
+	uint64_t last_write_ns; /* SSE keep-alive reference */
 	char last_mid[CHAN_ID_LEN]; /* last message delivered (or the resume point) */
-	uint32_t last_seq;          /* last token seq of last_mid delivered */
+	struct batch batch;
+	char sid[CHAN_ID_LEN];
+	/* -- the stream's usage terms, request handling, timer -- */
 	/* The terms of prov_mid (its STATUS "streaming"): what the usage event
 	 * says when this worker ends the message itself. */
 	char prov_mid[CHAN_ID_LEN];
 	uint32_t prov_prompt;
+	uint32_t next_free;   /* free-slot stack link */
 	double prov_cost, prov_per_token;
-	struct batch batch;
-	uint32_t pend_idx;          /* index in app.pending, APP_NO_SLOT when not held */
-	uint64_t pend_acct;         /* this conn's share of the pending_bytes gauge */
-	uint64_t turn_no, turn_bytes; /* bytes queued during loop turn turn_no */
-	struct ws_session ws;
+	struct tw_timer timer; /* header, idle, or SSE keep-alive timer */
+	struct tp_peer peer;
+	struct ws_pmd pmd;    /* permessage-deflate as negotiated at the upgrade */
+	uint16_t resp_status; /* of the response parts */
+	uint32_t req_id;      /* id of the last request sent */
+	uint32_t req_epoch;   /* control epoch that request was stamped with */
+	uint32_t ws_reauth_id; /* req_id of that re-check */
+	uint64_t open_ns;     /* accepted at (LIST_CONNS age) */
+	struct app_ws_auth *ws_auth; /* owned; /ws/chat conns only, NULL otherwise */
+	struct app_resp_parts *resp; /* owned; NULL unless a multi-part response arrives */
+	/* An HTTP request's parsing and body state shares its bytes with the
+	 * WebSocket engine: the request state is valid while the conn is no
+	 * WebSocket (!ws_open), the engine while it is one. An upgrade starts
+	 * the engine only with the request over (no body buffer held,
+	 * parse_last 0), and a closed WebSocket's slot has its request state
+	 * set up again by app_on_open. */
+	union {
+		struct {
+			size_t parse_last; /* bytes seen by the last incomplete head parse */
+			/* A request body larger than what on_data offered at once: the head and
+			 * the (decoded) body are copied here, counted in app.body_bytes, and
+			 * freed as soon as the request went to control: only while needed. */
+			uint8_t *req_buf;
+			size_t req_cap;
+			size_t req_len, req_need, req_head_len;
+			size_t body_max;         /* admitted body size (control's BODY_MAX) */
+			struct http_chunked chk; /* HS_BODY with chunked */
+		};
+		struct ws_session ws;
+	};
 };
 
 struct app {

@@ -42,6 +42,9 @@
 #define FREE_CHUNKS_MAX 128u
 #define FREE_SMALL_MAX 2048u
 #define STASH_MIN 2048u
+/* Arena segments of one turn: doubling from TP_KERNEL_ARENA_MIN, the last
+ * one reaches TP_KERNEL_ARENA_MAX. */
+#define ARENA_SEGS_MAX 8u
 #define LISTEN_BACKLOG 4096
 /* After EMFILE and friends the listener rests this long, instead of waking a
  * level-triggered epoll in a loop while nothing can be accepted. */
@@ -53,7 +56,7 @@ struct chunk {
 	uint32_t cap;
 	uint32_t head;
 	uint32_t tail;
-	uint32_t _pad;
+	uint32_t in_arena; /* carved from a segment of the send arena */
 	uint8_t data[];
 };
 
@@ -90,8 +93,13 @@ struct tp_conn {
 	uint64_t linger_deadline;
 	struct list_node all;    /* ktp.conns, or ktp.dead once DEAD */
 	struct list_node flush;  /* ktp.flushq: has bytes to send */
-	struct list_node resume; /* ktp.resumeq: rx_resume asked */
-	struct list_node linger; /* ktp.lingerq: graceful close running */
+	/* One link for two queues a conn is never on at once: kt_close takes
+	 * it off resumeq before it joins lingerq, and a CLOSING conn is never
+	 * queued for a resume again (list_del on either name is harmless). */
+	union {
+		struct list_node resume; /* ktp.resumeq: rx_resume asked */
+		struct list_node linger; /* ktp.lingerq: graceful close running */
+	};
 };
 
 struct ktp {
@@ -105,6 +113,7 @@ struct ktp {
 	bool listen_paused;
 	uint32_t nconns;
 	uint32_t nfree, nfree_small;
+	uint32_t nchunks; /* send-queue chunks that exist: queued or free */
 	/* Times the app broke the interface's contract (consumed more than it
 	 * was offered, committed more than it reserved); each reset its conn. */
 	uint64_t app_errors;
@@ -113,10 +122,16 @@ struct ktp {
 	struct chunk *free_chunks, *free_small;
 	/* The send arena (TP_KERNEL_ARENA_*): chunks carved end to end from
 	 * arena[0, arena_used); arena_top is the last one, the only one that
-	 * may still grow. arena_conns lists the connections holding arena
-	 * chunks (NULL where one died since). */
+	 * may still grow. A turn that fills the arena goes on in a new one of
+	 * twice the size (the full ones wait in arena_prev until the turn's
+	 * flush has moved their leftovers out, then go back to malloc), so
+	 * the turn's bytes never spill into a chunk per connection.
+	 * arena_conns lists the connections holding arena chunks (NULL where
+	 * one died since). */
 	uint8_t *arena;
 	uint32_t arena_cap, arena_used;
+	uint8_t *arena_prev[ARENA_SEGS_MAX];
+	uint32_t narena_prev;
 	struct chunk *arena_top;
 	bool arena_overflowed; /* a reservation found the arena full */
 	struct tp_conn **arena_conns;
@@ -160,20 +175,22 @@ static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
 		if (!k)
 			return NULL;
 		k->cap = (uint32_t)cap;
+		t->nchunks++;
 	}
 	k->next = NULL;
 	k->head = k->tail = 0;
+	k->in_arena = 0;
 	return k;
 }
 
-static bool chunk_in_arena(const struct ktp *t, const struct chunk *k)
+static bool chunk_in_arena(const struct chunk *k)
 {
-	return (const uint8_t *)k >= t->arena && (const uint8_t *)k < t->arena + t->arena_cap;
+	return k->in_arena != 0;
 }
 
 static void chunk_put(struct ktp *t, struct chunk *k)
 {
-	if (chunk_in_arena(t, k))
+	if (chunk_in_arena(k))
 		return; /* the arena starts over as a whole */
 	if (k->cap == TP_KERNEL_CHUNK && t->nfree < FREE_CHUNKS_MAX) {
 		k->next = t->free_chunks;
@@ -188,6 +205,7 @@ static void chunk_put(struct ktp *t, struct chunk *k)
 		return;
 	}
 	free(k);
+	t->nchunks--;
 }
 
 static void txq_release(struct ktp *t, struct tp_conn *c)
@@ -209,6 +227,25 @@ static void txq_release(struct ktp *t, struct tp_conn *c)
 
 static void conn_finish(struct tp_conn *c, bool reset);
 
+/* The arena is full in the middle of a turn: carving goes on in a new
+ * segment of twice its size (at most a few mallocs per turn, while the
+ * turn outgrows every arena so far, never one per connection). False at
+ * TP_KERNEL_ARENA_MAX or out of memory: the turn's rest goes to chunks. */
+static bool arena_grow(struct ktp *t)
+{
+	if (t->arena_cap >= TP_KERNEL_ARENA_MAX || t->narena_prev == ARENA_SEGS_MAX)
+		return false;
+	uint8_t *p = malloc((size_t)t->arena_cap * 2);
+	if (!p)
+		return false;
+	t->arena_prev[t->narena_prev++] = t->arena;
+	t->arena = p;
+	t->arena_cap *= 2;
+	t->arena_used = 0;
+	t->arena_top = NULL;
+	return true;
+}
+
 /*
  * A chunk from the arena for c, with room for at least min bytes: only for a
  * connection that is not waiting for EPOLLOUT and whose queue is empty or
@@ -217,7 +254,7 @@ static void conn_finish(struct tp_conn *c, bool reset);
  */
 static struct chunk *arena_get(struct ktp *t, struct tp_conn *c, size_t min)
 {
-	if ((c->flags & KC_BLOCKED) || (c->txt && !chunk_in_arena(t, c->txt)) ||
+	if ((c->flags & KC_BLOCKED) || (c->txt && !chunk_in_arena(c->txt)) ||
 	    c->tx_queued + min > TP_KERNEL_ARENA_CONN_MAX)
 		return NULL;
 	if (!t->arena) {
@@ -241,13 +278,14 @@ static struct chunk *arena_get(struct ktp *t, struct tp_conn *c, size_t min)
 		t->arena_used = (t->arena_used + 7u) & ~7u;
 		t->arena_top = NULL;
 	}
-	if ((size_t)t->arena_cap - t->arena_used < sizeof(struct chunk) + min) {
+	if ((size_t)t->arena_cap - t->arena_used < sizeof(struct chunk) + min && !arena_grow(t)) {
 		t->arena_overflowed = true;
 		return NULL;
 	}
 	struct chunk *k = (struct chunk *)(void *)(t->arena + t->arena_used);
 	k->next = NULL;
 	k->head = k->tail = 0;
+	k->in_arena = 1;
 	k->cap = t->arena_cap - t->arena_used - (uint32_t)sizeof(struct chunk);
 	if (k->cap > TP_KERNEL_ARENA_CONN_MAX - c->tx_queued)
 		k->cap = (uint32_t)(TP_KERNEL_ARENA_CONN_MAX - c->tx_queued);
@@ -267,7 +305,7 @@ static bool arena_evict(struct ktp *t, struct tp_conn *c)
 	struct chunk **link = &c->txh, *last = NULL;
 	while (*link) {
 		struct chunk *k = *link;
-		if (!chunk_in_arena(t, k)) {
+		if (!chunk_in_arena(k)) {
 			last = k;
 			link = &k->next;
 			continue;
@@ -291,8 +329,9 @@ static bool arena_evict(struct ktp *t, struct tp_conn *c)
 	return true;
 }
 
-/* After a flush: the arena's leftovers move to chunks, and it starts over
- * (larger, while empty, if it overflowed). */
+/* After a flush: the arena's leftovers move to chunks, the segments the
+ * turn filled are freed, and it starts over in the last (larger, while
+ * empty, if even that overflowed). */
 static void arena_reset(struct ktp *t)
 {
 	for (uint32_t i = 0; i < t->narena_conns; i++) {
@@ -306,6 +345,8 @@ static void arena_reset(struct ktp *t)
 	t->narena_conns = 0;
 	t->arena_used = 0;
 	t->arena_top = NULL;
+	while (t->narena_prev > 0)
+		free(t->arena_prev[--t->narena_prev]);
 	if (t->arena_overflowed && t->arena_cap < TP_KERNEL_ARENA_MAX) {
 		uint8_t *p = malloc((size_t)t->arena_cap * 2);
 		if (p) {
@@ -639,7 +680,6 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa, uint16
 	c->ev = EPOLLIN;
 	list_init(&c->flush);
 	list_init(&c->resume);
-	list_init(&c->linger);
 	struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
 		close(fd);
@@ -800,12 +840,12 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 	if (min == 0)
 		min = 1;
 	struct chunk *k = c->txt;
-	if (!k || k->cap - k->tail < min || (chunk_in_arena(c->tp, k) && k != c->tp->arena_top)) {
+	if (!k || k->cap - k->tail < min || (chunk_in_arena(k) && k != c->tp->arena_top)) {
 		k = arena_get(c->tp, c, min);
 		/* Past the arena the queue goes on as an empty one would: a small
 		 * chunk first. */
 		if (!k)
-			k = chunk_get(c->tp, min, !c->txt || chunk_in_arena(c->tp, c->txt));
+			k = chunk_get(c->tp, min, !c->txt || chunk_in_arena(c->txt));
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
@@ -938,6 +978,8 @@ static void kt_destroy(struct tp *tp)
 		t->free_small = k->next;
 		free(k);
 	}
+	while (t->narena_prev > 0)
+		free(t->arena_prev[--t->narena_prev]);
 	free(t->arena);
 	free(t->arena_conns);
 	for (uint32_t i = 0; i < t->nls; i++)
@@ -1062,6 +1104,11 @@ uint16_t tp_kernel_port(const struct tp *t)
 uint32_t tp_kernel_conns(const struct tp *t)
 {
 	return ((const struct ktp *)(const void *)t)->nconns;
+}
+
+uint32_t tp_kernel_chunks(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->nchunks;
 }
 
 uint64_t tp_kernel_app_errors(const struct tp *t)

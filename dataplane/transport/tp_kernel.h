@@ -20,9 +20,10 @@
 /* The turn's send arena: bytes committed between two flushes to a
  * connection with nothing queued go here, end to end for all connections,
  * instead of into a chunk of each; what a flush could not send moves to
- * chunks, and the arena starts over. It grows (while empty) up to
- * TP_KERNEL_ARENA_MAX after a turn that overflowed it; a connection takes at
- * most TP_KERNEL_ARENA_CONN_MAX of it per turn. */
+ * chunks, and the arena starts over. A turn that fills it goes on in a new
+ * arena of twice the size, up to TP_KERNEL_ARENA_MAX (the turn's full ones
+ * are freed at its flush); a connection takes at most
+ * TP_KERNEL_ARENA_CONN_MAX of it per turn. */
 #define TP_KERNEL_ARENA_MIN (256u * 1024u)
 #define TP_KERNEL_ARENA_MAX (16u * 1024u * 1024u)
 #define TP_KERNEL_ARENA_CONN_MAX (4u * 1024u)
@@ -43,6 +44,9 @@ int tp_kernel_listen_also(struct tp *t, const char *addr, uint16_t port, char *e
 uint16_t tp_kernel_port(const struct tp *t);
 /* Connections the instance holds (open or closing). */
 uint32_t tp_kernel_conns(const struct tp *t);
+/* Send-queue chunks that exist now, queued or kept free (the send arena
+ * is not counted): what the instance holds beyond the turn's arena. */
+uint32_t tp_kernel_chunks(const struct tp *t);
 /* Connections reset because the app broke the contract of transport.h:
  * on_data returned more than it was offered, or tx_commit went past what
  * tx_reserve handed out. Per-record paths never abort; they count here. */

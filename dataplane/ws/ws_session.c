@@ -19,12 +19,12 @@
 #define WS_SESSION_MIN_CAP 4096
 
 void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, void *arg,
-		     uint64_t max_message)
+		     uint32_t max_message)
 {
 	memset(s, 0, sizeof(*s));
 	s->ops = ops;
 	s->arg = arg;
-	s->max_message = max_message;
+	s->max_message = max_message < WS_SESSION_MAX_MESSAGE ? max_message : WS_SESSION_MAX_MESSAGE;
 	s->state = WS_STATE_OPEN;
 	s->utf8_state = WS_UTF8_ACCEPT;
 }
@@ -143,7 +143,9 @@ bool ws_session_send(struct ws_session *s, uint8_t opcode, const void *data, siz
  */
 static uint64_t ws_session_wire_max(const struct ws_session *s, bool deflated)
 {
-	return deflated ? s->max_message + (s->max_message >> 3) + 64 : s->max_message;
+	uint64_t max = s->max_message;
+
+	return deflated ? max + (max >> 3) + 64 : max;
 }
 
 void ws_session_release_idle(struct ws_session *s)
@@ -181,7 +183,7 @@ static bool ws_session_reserve(struct ws_session *s, size_t need)
 	if (!p)
 		return false;
 	s->msg = p;
-	s->msg_cap = cap;
+	s->msg_cap = (uint32_t)cap; /* at most ws_session_wire_max: < 1.2 GiB */
 	return true;
 }
 

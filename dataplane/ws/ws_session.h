@@ -39,23 +39,30 @@ enum ws_session_state {
 	WS_STATE_CLOSED = 2,
 };
 
+/* The largest max_message a session takes (ws_session_init clamps to it;
+ * the configuration's ws_max_message is at most 64 MiB): a message's
+ * compressed form, an eighth more, then still fits the 32-bit lengths. */
+#define WS_SESSION_MAX_MESSAGE (1u << 30)
+
+
 struct ws_session {
 	const struct ws_session_ops *ops;
 	void *arg;
-	uint64_t max_message;
+	uint32_t max_message;
 	uint8_t state;
 	uint8_t msg_opcode;    /* TEXT/BINARY of the message being reassembled, 0 when none */
 	bool in_frame;         /* a frame header was parsed, payload still arriving */
-	uint32_t utf8_state;
+	bool msg_deflated;     /* the message being reassembled is compressed */
+	/* permessage-deflate: the worker's codec (not owned, below) and what
+	 * was negotiated. */
+	struct ws_pmd pmd;
+	uint8_t utf8_state;    /* ws_utf8_step's DFA state (0..8) */
+	uint32_t msg_len;      /* reassembled so far */
 	struct ws_frame cur;   /* header of the frame being received */
 	uint64_t cur_off;      /* payload bytes of cur consumed so far */
-	uint8_t *msg;          /* reassembly buffer */
-	size_t msg_len, msg_cap;
-	/* permessage-deflate: the worker's codec (not owned) and what was
-	 * negotiated; msg_deflated marks the message being reassembled. */
+	uint8_t *msg;          /* reassembly buffer, msg_cap bytes */
+	uint32_t msg_cap;
 	struct ws_deflate *pmd_codec;
-	struct ws_pmd pmd;
-	bool msg_deflated;
 	/* A control frame's payload (<= 125 bytes) while it arrives: malloc'd
 	 * at the frame's start and freed at its end, so a parked session holds
 	 * no buffer at all. */
@@ -63,7 +70,7 @@ struct ws_session {
 };
 
 void ws_session_init(struct ws_session *s, const struct ws_session_ops *ops, void *arg,
-		     uint64_t max_message);
+		     uint32_t max_message);
 void ws_session_free(struct ws_session *s);
 /* Turns permessage-deflate on (before the first input): messages are
  * compressed with the worker's codec, and compressed client messages are

@@ -2,7 +2,9 @@
  * The fan-out path: token frames formatted once per worker and copied to
  * every subscriber (SSE and WebSocket variants, creation stamps on request),
  * slow streams framed at once even on busy turns with no timer armed, one
- * batch guard per worker, and what stays allocated per connection.
+ * batch guard per worker, and what stays allocated per connection (the
+ * batch pool's bound, a parked WebSocket's buffers, response parts, the
+ * request state a WebSocket's slot hands on).
  * Through the flow harness (flow_harness.h): the real app on a test host.
  */
 #include <stdio.h>
@@ -242,6 +244,145 @@ static void test_fan_out_allocates_nothing(void **state)
 	flow_assert_no_mallocs(fan_out_record);
 }
 
+/* Past BATCH_POOL_KEEP, a batch buffer goes back to malloc when its batch
+ * empties: once every subscriber held a token in the same busy turn and the
+ * guard flushed them, no conn holds a buffer and the pool keeps exactly its
+ * bound for the next turn. */
+static void test_drained_batches_bounded(void **state)
+{
+	enum { N = BATCH_POOL_KEEP + 8 };
+	struct tp_conn *c[N];
+	const char *const one[] = { "x" };
+
+	(void)state;
+	W.conf.max_conns = N;
+	flow_restart();
+	for (int i = 0; i < N; i++)
+		c[i] = flow_sse_open("", 0);
+	/* The conns' first token: pace unknown, held on a busy turn. */
+	flow_tokens(flow_all_of(), "s_1", "m_p", 1, one, 1);
+	flow_end_of_turn(true);
+	assert_int_equal(app_of()->npending, N);
+	assert_int_equal(app_of()->pool.allocated, N);
+	flow_advance((uint64_t)W.conf.max_delay_us * 1000u + MS);
+	assert_int_equal(app_of()->npending, 0);
+	for (int i = 0; i < N; i++) {
+		assert_non_null(strstr(flow_take(c[i]), "\"seq\":1,\"n\":1,"));
+		assert_null(((struct conn *)c[i]->ctx)->batch.buf);
+	}
+	assert_int_equal(app_of()->pool.allocated, BATCH_POOL_KEEP);
+	assert_int_equal(app_of()->pool.small.nfree, BATCH_POOL_KEEP);
+	for (int i = 0; i < N; i++)
+		flow_conn_gone(c[i]);
+}
+
+/* A parked WebSocket holds no buffer of its own: the reassembly buffer
+ * exists only while a message arrives, the control-frame buffer only
+ * while a control frame does, no response parts, no batch buffer. */
+static void test_parked_ws_holds_no_buffers(void **state)
+{
+	struct tp_conn *t = flow_ws_open_conn();
+	struct conn *c = t->ctx;
+	static const uint8_t ping[10] = { 0x89, 0x84, 1, 2, 3, 4, 'a' ^ 1, 'b' ^ 2, 'c' ^ 3, 'd' ^ 4 };
+	uint8_t fr[128];
+	size_t n = flow_ws_frame(fr, "{\"type\":\"nothing-yet\"}");
+	const char *const one[] = { "x" };
+
+	(void)state;
+	flow_ws_subscribe(t, "s_1");
+	assert_null(c->ws.msg);
+	assert_null(c->ws.ctl);
+	assert_null(c->resp);
+	/* A ping cut after two payload bytes, then the rest. */
+	flow_feed_n(t, ping, 8);
+	assert_non_null(c->ws.ctl);
+	flow_feed_n(t, ping + 8, 2);
+	assert_null(c->ws.ctl);
+	assert_int_equal(((const uint8_t *)flow_take(t))[0], 0x8a); /* the pong */
+	flow_tx_flush(t);
+	/* A text message cut in its payload. */
+	flow_feed_n(t, fr, n - 4);
+	assert_non_null(c->ws.msg);
+	flow_feed_n(t, fr + n - 4, 4);
+	assert_null(c->ws.msg);
+	flow_take(t);
+	flow_tx_flush(t);
+	/* A token held on a busy turn, then flushed by the guard. */
+	flow_tokens(flow_all_of(), "s_1", "m_w", 1, one, 1);
+	flow_end_of_turn(true);
+	assert_non_null(c->batch.buf);
+	flow_advance((uint64_t)W.conf.max_delay_us * 1000u + MS);
+	assert_null(c->batch.buf);
+	flow_take(t);
+	flow_conn_gone(t);
+}
+
+/* Response parts are collected only between a part flagged MORE and the
+ * last one: the conn holds no parts buffer before or after. */
+static void test_response_parts_given_back(void **state)
+{
+	struct tp_conn *t = flow_conn_open();
+	struct conn *c = t->ctx;
+	const struct fld p1[] = { { CHAN_F_BODY, "ab" } };
+	const struct fld p2[] = { { CHAN_F_BODY, "cd" } };
+	const struct sink_rec *rq;
+
+	(void)state;
+	flow_feed(t, "GET /api/chat/sessions/s_1/export HTTP/1.1\r\nHost: a\r\n\r\n");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	assert_null(c->resp);
+	flow_response(flow_req_of(rq)->conn, flow_req_of(rq)->req_id, 200, CHAN_RESP_PLAIN, CHAN_RESP_MORE,
+		      NULL, NULL, 0, p1, 1);
+	assert_non_null(c->resp);
+	flow_response(flow_req_of(rq)->conn, flow_req_of(rq)->req_id, 200, CHAN_RESP_PLAIN, 0, NULL, NULL, 0,
+		      p2, 1);
+	assert_null(c->resp);
+	assert_non_null(strstr(flow_take(t), "Content-Length: 4\r\n"));
+	/* A single-part response takes none. */
+	flow_feed(t, "GET /api/chat/sessions/s_1/export HTTP/1.1\r\nHost: a\r\n\r\n");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	flow_response(flow_req_of(rq)->conn, flow_req_of(rq)->req_id, 200, CHAN_RESP_PLAIN, 0, NULL, NULL, 0,
+		      p2, 1);
+	assert_null(c->resp);
+	assert_non_null(strstr(flow_take(t), "Content-Length: 2\r\n"));
+	flow_conn_gone(t);
+}
+
+/* The request state shares its bytes with the WebSocket engine: a slot a
+ * WebSocket left in the middle of a message serves the next conn's split
+ * body from a clean request state. */
+static void test_ws_slot_reused_for_a_body(void **state)
+{
+	struct tp_conn *t = flow_ws_open_conn();
+	struct conn *c = t->ctx;
+	uint8_t fr[128];
+	size_t n = flow_ws_frame(fr, "{\"type\":\"half-a-message\"}");
+	static char body[16384];
+	char head[128];
+	const struct sink_rec *rq;
+
+	(void)state;
+	flow_feed_n(t, fr, n - 4);
+	assert_non_null(c->ws.msg);
+	flow_conn_gone(t);
+	t = flow_conn_open();
+	assert_ptr_equal(t->ctx, c); /* the slot given back last is handed out first */
+	memset(body, 'z', sizeof(body));
+	snprintf(head, sizeof(head), "POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: %zu\r\n\r\n",
+		 sizeof(body));
+	flow_feed(t, head);
+	flow_feed_n(t, body, 100);
+	assert_non_null(c->req_buf);
+	assert_int_equal(c->req_len, strlen(head) + 100);
+	flow_feed_n(t, body, sizeof(body) - 100);
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	assert_int_equal(flow_req_of(rq)->kind, CHAN_REQ_HTTP);
+	assert_int_equal(flow_rec_field(rq, sizeof(struct chan_request), CHAN_F_BODY)->len, sizeof(body));
+	assert_null(c->req_buf);
+	assert_int_equal(W.st.body_bytes, 0);
+	flow_conn_gone(t);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -252,6 +393,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_one_guard_for_all, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_timing_stamps, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_fan_out_allocates_nothing, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_drained_batches_bounded, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_parked_ws_holds_no_buffers, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_response_parts_given_back, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_ws_slot_reused_for_a_body, flow_setup, flow_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -746,6 +746,55 @@ static void test_arena_interleaved(void **state)
 	app_free(a);
 }
 
+/* A turn whose bytes outgrow the first arena goes on in a larger one, not
+ * in a chunk per connection: nothing but the arena holds them, and what it
+ * held arrives intact. */
+static void test_arena_grows_in_turn(void **state)
+{
+	(void)state;
+	enum { NC = 100, PIECE = 1900 };
+	struct tapp *a = app_new(M_HOLD);
+	struct tp *t = tp_new(a, 0);
+	uint16_t port = tp_kernel_port(t);
+	static int fds[NC];
+	static uint8_t buf[2 * PIECE];
+	uint64_t start = sluice_now_ns();
+
+	assert_true((size_t)NC * 2 * PIECE > TP_KERNEL_ARENA_MIN);
+	for (int i = 0; i < NC; i++) {
+		fds[i] = cli_connect(port);
+		while (a->nconns < i + 1) {
+			assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
+			pump(t, 1);
+		}
+	}
+	for (int round = 0; round < 2; round++) {
+		assert_true(t->ops->poll(t, 0, -1) >= 0);
+		for (int p = 0; p < 2; p++)
+			for (int i = 0; i < NC; i++) {
+				fill_pat(buf, (uint32_t)i, (size_t)(round * 2 + p) * PIECE, PIECE);
+				assert_true(tp_send(t, a->conns[i]->c, buf, PIECE));
+			}
+		assert_int_equal(tp_kernel_chunks(t), 0);
+		t->ops->flush(t);
+		assert_int_equal(tp_kernel_chunks(t), 0);
+		for (int i = 0; i < NC; i++) {
+			size_t got = 0;
+			while (got < 2 * PIECE) {
+				ssize_t r = recv(fds[i], buf + got, sizeof(buf) - got, 0);
+				assert_true(r > 0);
+				got += (size_t)r;
+			}
+			assert_true(check_pat(buf, (uint32_t)i, (size_t)round * 2 * PIECE, got));
+		}
+	}
+	for (int i = 0; i < NC; i++)
+		close(fds[i]);
+	pump_until_closes(t, a, NC, start);
+	t->ops->destroy(t);
+	app_free(a);
+}
+
 /* Two instances on one port (two workers): the kernel spreads connections
  * over both accept queues. */
 static void test_reuseport(void **state)
@@ -898,6 +947,7 @@ int main(void)
 		cmocka_unit_test(test_app_contract_broken),
 		cmocka_unit_test(test_many_conns),
 		cmocka_unit_test(test_arena_interleaved),
+		cmocka_unit_test(test_arena_grows_in_turn),
 		cmocka_unit_test(test_reuseport),
 		cmocka_unit_test(test_eof_then_send),
 		cmocka_unit_test(test_linger),
