@@ -410,6 +410,10 @@ void app_conn_drop_slow(struct conn *c)
 
 	DP_STAT_ADD(a->st, slow_consumer_closes, 1);
 	batch_clear(&c->batch, &a->pool);
+	/* Nothing is held any more: the end of turn must not look at it (its
+	 * on_close, which would take it off the list, comes at the transport's
+	 * next pass, after that end of turn). */
+	app_stream_pending_remove(c);
 	if (c->mode == CONN_SSE) {
 		struct app_buf b;
 

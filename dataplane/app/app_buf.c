@@ -6,21 +6,6 @@
 #include "app/jsonw.h"
 #include "sluice/common.h"
 
-void app_buf_put(struct app_buf *b, const void *s, size_t n)
-{
-	if (unlikely(b->overflow || b->cap - b->len < n)) {
-		b->overflow = true;
-		return;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-}
-
-void app_buf_str(struct app_buf *b, const char *s)
-{
-	app_buf_put(b, s, strlen(s));
-}
-
 /* Digits written backwards into a small array: numbers are on every event
  * (seq, n, stamps), and snprintf's format parsing cost more than the rest of
  * an event's framing together. */

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct app_buf {
 	char *p;
@@ -25,8 +26,23 @@ static inline void app_buf_init(struct app_buf *b, char *p, size_t cap)
 	b->overflow = false;
 }
 
-void app_buf_put(struct app_buf *b, const void *s, size_t n);
-void app_buf_str(struct app_buf *b, const char *s);
+/* Inline: every event is a dozen short pieces, most of them literals whose
+ * length the compiler then knows. */
+static inline void app_buf_put(struct app_buf *b, const void *s, size_t n)
+{
+	if (__builtin_expect(b->overflow || b->cap - b->len < n, 0)) {
+		b->overflow = true;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static inline void app_buf_str(struct app_buf *b, const char *s)
+{
+	app_buf_put(b, s, strlen(s));
+}
+
 void app_buf_u64(struct app_buf *b, uint64_t v);
 /* Appends s escaped for a JSON string (without the quotes). */
 void app_buf_esc(struct app_buf *b, const void *s, size_t n);

@@ -15,10 +15,11 @@ static bool key_eq(const struct app_frame_key *a, const struct app_frame_key *b)
 _Static_assert((APP_FRAME_SLOTS & (APP_FRAME_SLOTS - 1)) == 0, "APP_FRAME_SLOTS is a power of two");
 
 /* Consecutive seqs of one variant take consecutive slots; the variants of
- * one seq are spread apart. */
+ * one seq lie APP_FRAME_RUN apart, so a run that long never collides with
+ * itself in another variant. */
 static uint32_t slot_of(const struct app_frame_key *key)
 {
-	return (key->last_seq + key->variant * (APP_FRAME_SLOTS / 4 + 1)) & (APP_FRAME_SLOTS - 1);
+	return (key->last_seq + key->variant * APP_FRAME_RUN) & (APP_FRAME_SLOTS - 1);
 }
 
 const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
@@ -29,16 +30,18 @@ const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
 	return s->used && key_eq(&s->key, key) ? s : NULL;
 }
 
-void app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, const void *bytes,
-		   size_t len)
+const struct app_frame_slot *app_frame_put(struct app_frame_cache *fc,
+					   const struct app_frame_key *key, const void *bytes, size_t len)
 {
 	struct app_frame_slot *s;
 
 	if (unlikely(len > APP_FRAME_MAX))
-		return;
+		return NULL;
 	s = &fc->slot[slot_of(key)];
 	s->key = *key;
 	s->len = (uint32_t)len;
 	s->used = true;
+	s->gen++;
 	memcpy(s->bytes, bytes, len);
+	return s;
 }

@@ -6,11 +6,14 @@
  * that needs a frame formats it (ids, numbers, escaping, the WebSocket
  * header) and the others copy the same bytes. Entries never go stale (a
  * message's token N is always the same token); a frame's slot follows from
- * its last seq and variant (direct-mapped), so the frames of one TOKENS
- * record - every subscriber walks the whole record in turn - sit in
- * different slots up to APP_FRAME_SLOTS consecutive seqs and a lookup reads
- * one slot. A frame replaces whatever held its slot. Frames larger than
- * APP_FRAME_MAX are formatted per subscriber.
+ * its last seq and variant (direct-mapped): APP_FRAME_RUN consecutive seqs
+ * in all four variants sit in different slots (the fan-out handles a TOKENS
+ * record in runs that long, app_stream.c), and one variant's frames stay
+ * whole up to APP_FRAME_SLOTS consecutive seqs; a lookup reads one slot. A
+ * frame replaces whatever held its slot, and the slot's gen changes, so a
+ * holder of a slot pointer (the fan-out's table of a run's frames) can tell
+ * that it no longer holds its frame. Frames larger than APP_FRAME_MAX are
+ * formatted per subscriber.
  *
  * Threading: one cache per worker (struct app), used on its thread only.
  */
@@ -26,6 +29,8 @@
 
 #define APP_FRAME_SLOTS 64u /* a power of two */
 #define APP_FRAME_MAX 1024u
+/* Consecutive seqs whose frames of every variant are kept side by side. */
+#define APP_FRAME_RUN (APP_FRAME_SLOTS / 4u)
 
 /* Variant bits of a frame. */
 #define APP_FRAME_WS 1u     /* a WebSocket text frame, header included (else an SSE event) */
@@ -40,6 +45,7 @@ struct app_frame_key {
 struct app_frame_slot {
 	struct app_frame_key key;
 	bool used;
+	uint32_t gen; /* changes at every put into the slot */
 	uint32_t len;
 	char bytes[APP_FRAME_MAX];
 };
@@ -63,9 +69,9 @@ static inline void app_frame_key_set(struct app_frame_key *k, uint8_t variant, c
 /* The cached frame for key, or NULL. */
 const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
 					    const struct app_frame_key *key);
-/* Keeps len bytes (<= APP_FRAME_MAX) as the frame for key, replacing the
- * frame in its slot. */
-void app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, const void *bytes,
+/* Keeps len bytes as the frame for key, replacing the frame in its slot;
+ * returns the slot, or NULL when len > APP_FRAME_MAX (not kept). */
+const struct app_frame_slot *app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, const void *bytes,
 		   size_t len);
 
 #endif

@@ -193,8 +193,9 @@ struct app {
 	struct batch_policy pol;
 	char *scratch;
 	size_t scratch_cap;
-	/* Escaped text of a token framed alone (emit_single): as large as the
-	 * scratch, since a bigger escaped token could not be framed anyway. */
+	/* Escaped text of the tokens of one fan-out run (app_stream.c): as
+	 * large as the scratch, since a bigger escaped token could not be
+	 * framed anyway. */
 	char *esc;
 	size_t esc_cap;
 	uint32_t *pending;     /* slots of conns holding tokens (max_conns entries) */

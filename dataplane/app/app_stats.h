@@ -61,5 +61,7 @@ static inline struct app_stats *app_stats_of(const struct host *h)
 
 /* Records a delay sample in one histogram (delay_hist or e2e_hist). */
 void app_stats_delay(uint64_t *hist, uint64_t *sum_ns, uint64_t delay_ns);
+/* Records n samples of the same delay (a token framed for n subscribers). */
+void app_stats_delay_n(uint64_t *hist, uint64_t *sum_ns, uint64_t delay_ns, uint64_t n);
 
 #endif

@@ -21,10 +21,21 @@ static enum app_event_proto proto_of(const struct conn *c)
 	return c->mode == CONN_WS ? APP_EVENT_WS : APP_EVENT_SSE;
 }
 
+/* Ids are NUL-padded arrays, and a conn's last_mid is copied whole from a
+ * record: the same id nearly always has the same CHAN_ID_LEN bytes, which
+ * four word compares decide (asked per subscriber of every record); arrays
+ * that differ are compared as strings. */
 static bool same_id(const char *a, const char *b)
 {
+	uint64_t x[CHAN_ID_LEN / 8], y[CHAN_ID_LEN / 8];
+
+	memcpy(x, a, sizeof(x));
+	memcpy(y, b, sizeof(y));
+	if (((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0)
+		return true;
 	return strncmp(a, b, CHAN_ID_LEN) == 0;
 }
+_Static_assert(CHAN_ID_LEN == 32, "same_id compares four words");
 
 static void pending_add(struct conn *c)
 {
@@ -104,12 +115,14 @@ static bool send_frame(struct conn *c, const char *p, size_t len)
 #define WS_HDR_ROOM 10u
 
 /*
- * Formats the token frame of `key` in the scratch (for the subscribers that
- * come next, the cache keeps it), sends it to c. A frame that does not fit
- * the scratch closes the conn (logged) rather than being sent cut.
+ * Formats the token frame of `key` in the scratch and keeps it in the cache
+ * for the subscribers that come next (*kept: its slot, NULL when too large
+ * to keep). Returns the bytes, or NULL when the frame does not fit the
+ * scratch: the conn is closed (logged) rather than sent a cut frame.
  */
-static bool build_and_send(struct conn *c, const struct app_frame_key *key, const char *esc,
-			   size_t esc_len, uint32_t n, const struct batch_tok *toks)
+static const char *format_frame(struct conn *c, const struct app_frame_key *key, const char *esc,
+				size_t esc_len, uint32_t n, const struct batch_tok *toks, size_t *len_out,
+				const struct app_frame_slot **kept)
 {
 	struct app *a = c->app;
 	uint64_t stamps[BATCH_MAX_TOKENS];
@@ -127,7 +140,7 @@ static bool build_and_send(struct conn *c, const struct app_frame_key *key, cons
 	if (unlikely(b.overflow)) {
 		LOG_WARN("worker %u: event larger than the frame buffer, slot %u closed", a->wid, c->slot);
 		app_conn_close(c, true);
-		return false;
+		return NULL;
 	}
 	p = b.p;
 	len = b.len;
@@ -139,8 +152,9 @@ static bool build_and_send(struct conn *c, const struct app_frame_key *key, cons
 		memcpy(p, h, hl);
 		len += hl;
 	}
-	app_frame_put(&a->frames, key, p, len);
-	return send_frame(c, p, len);
+	*kept = app_frame_put(&a->frames, key, p, len);
+	*len_out = len;
+	return p;
 }
 
 /* Frames held tokens as one event: the shared frame when another subscriber
@@ -151,12 +165,16 @@ static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint
 	struct app_frame_key key;
 	const struct app_frame_slot *fs;
 
+	const char *p;
+	size_t len;
+
 	count_framed(c, n, toks);
 	app_frame_key_set(&key, variant_of(c), mid, last_seq - n + 1, last_seq);
 	fs = app_frame_find(&c->app->frames, &key);
 	if (fs)
 		return send_frame(c, fs->bytes, fs->len);
-	return build_and_send(c, &key, esc, esc_len, n, toks);
+	p = format_frame(c, &key, esc, esc_len, n, toks, &len, &fs);
+	return p && send_frame(c, p, len);
 }
 
 bool app_stream_flush(struct conn *c)
@@ -171,41 +189,6 @@ bool app_stream_flush(struct conn *c)
 	ok = emit_tokens(c, bt->mid, bt->last_seq, bt->count, bt->buf->text, bt->len, bt->buf->toks);
 	batch_clear(bt, &a->pool);
 	return ok;
-}
-
-/*
- * One token framed by itself: mode off, a slow stream, a token too large for
- * a batch buffer, or no buffer to be had (the pool is used up under load).
- * A frame another subscriber needed already is copied; else the token is
- * escaped into the worker's own buffer, so nothing is allocated per token.
- * A token whose escaped text does not fit that buffer could not be framed in
- * the scratch either: the conn is closed (logged) rather than sent a cut
- * token.
- */
-static bool emit_single(struct conn *c, const char *mid, uint32_t seq, const struct chan_token *t,
-			uint64_t arrival)
-{
-	struct app *a = c->app;
-	struct batch_tok bt = { .arrival_ns = arrival, .created_ns = t->created_ns };
-	struct app_frame_key key;
-	const struct app_frame_slot *fs;
-	size_t len;
-
-	app_frame_key_set(&key, variant_of(c), mid, seq, seq);
-	fs = app_frame_find(&a->frames, &key);
-	if (fs) {
-		count_framed(c, 1, &bt);
-		return send_frame(c, fs->bytes, fs->len);
-	}
-	len = jsonw_escape(a->esc, a->esc_cap, t->text, t->len);
-	if (unlikely(len == JSONW_NOSPACE)) {
-		LOG_WARN("worker %u: token of %u bytes too large to frame, slot %u closed", a->wid,
-			 t->len, c->slot);
-		app_conn_close(c, true);
-		return false;
-	}
-	count_framed(c, 1, &bt);
-	return build_and_send(c, &key, a->esc, len, 1, &bt);
 }
 
 /* Whether c can take bytes at once: not blocked, nothing queued from earlier
@@ -232,80 +215,251 @@ static void track_message(struct conn *c, const char *mid)
 	c->done_sent = false;
 }
 
-struct tok_walk {
-	struct conn *c;
-	const struct chan_tokens *rec;
-	uint32_t seq;
-	uint64_t now;
-	bool dead;
+/*
+ * TOKENS delivery. A record is handled in runs of up to FAN_RUN tokens; each
+ * run is walked once for all its subscribers: every token is escaped once,
+ * and the frames of a token framed alone (mode off, a slow stream) are found
+ * or formatted by the first subscriber of each variant that needs them and
+ * reached by the others through the run's table, with no key to build or
+ * compare. The delay samples and the token counters of a run are added once
+ * (a token framed alone for k subscribers is k samples of one delay: the
+ * clock is the turn's). Per subscriber stays only what is its own: the
+ * resume filter, the batcher's decision, its sends and its accounting. A
+ * record of more than FAN_RUN tokens is delivered as consecutive records of
+ * at most FAN_RUN would be (each subscriber gets every token once, in
+ * order; its accounting runs after each run).
+ */
+#define FAN_RUN APP_FRAME_RUN
+#define FAN_VARIANTS 4u /* APP_FRAME_WS | APP_FRAME_STAMPS */
+
+struct fan_tok {
+	const struct chan_token *t;
+	const char *esc;  /* escaped text, in app.esc */
+	size_t esc_len;   /* JSONW_NOSPACE: too large to frame */
+	/* Its frame alone in each variant: the cache slot and the slot's gen
+	 * then (NULL: not needed yet, or too large to keep). */
+	const struct app_frame_slot *frame[FAN_VARIANTS];
+	uint32_t frame_gen[FAN_VARIANTS];
+	uint32_t singles; /* subscribers it was framed alone for */
 };
 
-static void on_token(void *arg, const struct chan_token *t)
+struct fan {
+	struct app *a;
+	const struct chan_tokens *rec;
+	uint64_t now;       /* the turn's: every token's arrival */
+	uint32_t first_seq; /* of tok[0] */
+	uint32_t n;
+	uint64_t tokens_in; /* as counted per subscriber, added at the run's end */
+	struct fan_tok tok[FAN_RUN];
+};
+
+/* Takes the next run, from t on (left tokens remain); returns the token
+ * after it. Escapes end to end in app.esc: a token that does not fit behind
+ * the others starts the next run, one that does not fit alone is marked. */
+static const struct chan_token *fan_fill(struct fan *f, const struct chan_token *t, uint32_t left)
 {
-	struct tok_walk *tw = arg;
-	struct conn *c = tw->c;
-	struct app *a = c->app;
-	uint32_t seq = tw->seq++;
+	struct app *a = f->a;
+	size_t used = 0;
+
+	f->n = 0;
+	while (f->n < FAN_RUN && f->n < left) {
+		struct fan_tok *ft = &f->tok[f->n];
+		size_t w = jsonw_escape(a->esc + used, a->esc_cap - used, t->text, t->len);
+
+		if (w == JSONW_NOSPACE && used > 0)
+			break;
+		ft->t = t;
+		ft->esc = a->esc + used;
+		ft->esc_len = w;
+		memset(ft->frame, 0, sizeof(ft->frame));
+		ft->singles = 0;
+		if (w != JSONW_NOSPACE)
+			used += w;
+		f->n++;
+		t = chan_token_after(t);
+	}
+	return t;
+}
+
+/* Token i framed by itself for c (variant v). */
+static bool fan_single(struct fan *f, uint32_t i, struct conn *c, uint8_t v)
+{
+	struct app *a = f->a;
+	struct fan_tok *ft = &f->tok[i];
+	const struct app_frame_slot *fs = ft->frame[v];
+	struct app_frame_key key;
+	struct batch_tok bt;
+	const char *p;
+	size_t len;
+
+	if (likely(fs && fs->gen == ft->frame_gen[v])) {
+		ft->singles++;
+		return send_frame(c, fs->bytes, fs->len);
+	}
+	app_frame_key_set(&key, v, f->rec->message_id, f->first_seq + i, f->first_seq + i);
+	fs = app_frame_find(&a->frames, &key);
+	if (!fs && unlikely(ft->esc_len == JSONW_NOSPACE)) {
+		/* Its escaped text alone fills the escape buffer: it could not be
+		 * framed in the scratch either. */
+		LOG_WARN("worker %u: token of %u bytes too large to frame, slot %u closed", a->wid,
+			 ft->t->len, c->slot);
+		app_conn_close(c, true);
+		return false;
+	}
+	ft->singles++;
+	if (fs) {
+		p = fs->bytes;
+		len = fs->len;
+	} else {
+		bt.arrival_ns = f->now;
+		bt.created_ns = ft->t->created_ns;
+		p = format_frame(c, &key, ft->esc, ft->esc_len, 1, &bt, &len, &fs);
+		if (!p)
+			return false;
+	}
+	ft->frame[v] = fs;
+	if (fs)
+		ft->frame_gen[v] = fs->gen;
+	return send_frame(c, p, len);
+}
+
+static enum batch_add_result fan_add(struct fan *f, uint32_t i, struct conn *c)
+{
+	const struct fan_tok *ft = &f->tok[i];
+
+	if (unlikely(ft->esc_len == JSONW_NOSPACE))
+		return BATCH_TOO_BIG;
+	return batch_add(&c->batch, &f->a->pool, f->rec->message_id, f->first_seq + i, ft->esc,
+			 ft->esc_len, ft->t->created_ns, f->now);
+}
+
+/* Token i for c: framed at once (always with batching off, and a slow
+ * stream's token whenever the conn can take it: holding it would coalesce
+ * nothing), else held by the batcher. False when c was closed. */
+static bool fan_take(struct fan *f, uint32_t i, struct conn *c, uint8_t v)
+{
+	struct app *a = f->a;
 	enum batch_add_result r;
 
-	if (tw->dead)
-		return;
-	DP_STAT_ADD(a->st, tokens_in, 1);
-	if (same_id(tw->rec->message_id, c->last_mid)) {
-		if (seq <= c->last_seq || c->done_sent)
-			return; /* already with the client (resume or replay) */
-	} else {
-		track_message(c, tw->rec->message_id);
+	if (a->pol.off || (batch_stream_slow(&c->batch, &a->pol, f->now) && conn_tx_idle(c))) {
+		batch_note_arrival(&c->batch, f->now);
+		return fan_single(f, i, c, v);
 	}
-	c->msg_running = true;
-	/* Framed at once: always with batching off, and a slow stream's token
-	 * whenever the conn can take it (holding it would coalesce nothing). */
-	if (a->pol.off || (batch_stream_slow(&c->batch, &a->pol, tw->now) && conn_tx_idle(c))) {
-		batch_note_arrival(&c->batch, tw->now);
-		if (!emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
-			tw->dead = true;
+	r = fan_add(f, i, c);
+	if (r == BATCH_FLUSH_FIRST) {
+		if (!app_stream_flush(c))
+			return false;
+		r = fan_add(f, i, c);
+	}
+	if (r == BATCH_TOO_BIG || r == BATCH_NOMEM)
+		return app_stream_flush(c) && fan_single(f, i, c, v);
+	if (r != BATCH_ADDED) {
+		app_conn_close(c, true);
+		return false;
+	}
+	pending_add(c);
+	return true;
+}
+
+/* c takes the run's tokens in order, past its resume point; then its
+ * accounting. */
+static void fan_deliver(struct fan *f, struct conn *c)
+{
+	const char *mid = f->rec->message_id;
+	uint8_t v = variant_of(c);
+	bool fresh;
+
+	if (f->n == 0) {
+		app_conn_account(c);
+		return;
+	}
+	fresh = !same_id(mid, c->last_mid);
+	if (fresh) {
+		track_message(c, mid);
+	} else if (c->done_sent) {
+		f->tokens_in += f->n; /* already ended for the client */
+		return;
+	}
+	for (uint32_t i = 0; i < f->n; i++) {
+		uint32_t seq = f->first_seq + i;
+
+		/* Already with the client (resume or replay); the first token
+		 * of a message new to the conn always goes. */
+		if (seq <= c->last_seq && !(fresh && i == 0))
+			continue;
+		c->msg_running = true;
+		if (!fan_take(f, i, c, v)) {
+			f->tokens_in += i + 1;
 			return;
 		}
 		c->last_seq = seq;
-		return;
 	}
-	r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
-		      t->created_ns, tw->now);
-	if (r == BATCH_FLUSH_FIRST) {
-		if (!app_stream_flush(c)) {
-			tw->dead = true;
-			return;
-		}
-		r = batch_add(&c->batch, &a->pool, tw->rec->message_id, seq, t->text, t->len,
-			      t->created_ns, tw->now);
-	}
-	if (r == BATCH_TOO_BIG || r == BATCH_NOMEM) {
-		if (!app_stream_flush(c) || !emit_single(c, tw->rec->message_id, seq, t, tw->now)) {
-			tw->dead = true;
-			return;
-		}
-	} else if (r != BATCH_ADDED) {
-		tw->dead = true;
-		app_conn_close(c, true);
-		return;
-	}
-	c->last_seq = seq;
-	if (c->batch.count)
-		pending_add(c);
+	f->tokens_in += f->n;
+	app_conn_account(c);
 }
 
-static void deliver_tokens(struct conn *c, const struct chan_tokens *rec, uint32_t len)
+/* The run's counters and delay samples, once. */
+static void fan_count(struct fan *f)
 {
-	struct tok_walk tw = {
-		.c = c, .rec = rec, .seq = rec->first_seq, .now = host_now(c->app->h),
-	};
+	struct app_stats *st = f->a->st;
+	uint64_t frames = 0;
 
-	if (!chan_tokens_walk(rec, len, on_token, &tw)) {
-		host_count_bad_record(c->app->h);
+	for (uint32_t i = 0; i < f->n; i++) {
+		const struct fan_tok *ft = &f->tok[i];
+
+		if (!ft->singles)
+			continue;
+		frames += ft->singles;
+		/* Framed in the turn it arrived in: no batching delay. */
+		app_stats_delay_n(st->delay_hist, &st->delay_sum_ns, 0, ft->singles);
+		app_stats_delay_n(st->e2e_hist, &st->e2e_sum_ns,
+				  f->now > ft->t->created_ns ? f->now - ft->t->created_ns : 0, ft->singles);
+	}
+	DP_STAT_ADD(st, tokens_in, f->tokens_in);
+	DP_STAT_ADD(st, tokens_out, frames);
+	DP_STAT_ADD(st, frames_out, frames);
+}
+
+/* A TOKENS record for one conn (`only`), or for every subscriber of its
+ * session (only == NULL). */
+static void deliver_tokens(struct app *a, struct conn *only, const struct chan_tokens *rec,
+			   uint32_t len)
+{
+	struct fan f;
+	const struct chan_token *t = (const struct chan_token *)(const void *)(rec + 1);
+	uint32_t left;
+
+	if (!chan_tokens_walk(rec, len, NULL, NULL)) {
+		host_count_bad_record(a->h);
 		return;
 	}
-	if (!tw.dead)
-		app_conn_account(c);
+	f.a = a;
+	f.rec = rec;
+	f.now = host_now(a->h);
+	f.first_seq = rec->first_seq;
+	left = rec->count;
+	do {
+		t = fan_fill(&f, t, left);
+		left -= f.n;
+		f.tokens_in = 0;
+		if (only) {
+			fan_deliver(&f, only);
+		} else {
+			uint32_t slot = app_subs_first(a->subs, rec->session_id);
+
+			while (slot != APP_SUBS_NONE) {
+				/* Delivery may close this conn and unsubscribe it. */
+				uint32_t next = app_subs_next(a->subs, slot);
+				struct conn *c = &a->conns[slot];
+
+				if (c->tc && !c->closing)
+					fan_deliver(&f, c);
+				slot = next;
+			}
+		}
+		fan_count(&f);
+		f.first_seq += f.n;
+	} while (left > 0);
 }
 
 /* Seq for the id of a status_update: tokens of mid delivered so far. */
@@ -392,7 +546,7 @@ static void deliver(struct conn *c, uint16_t type, const void *payload, uint32_t
 {
 	switch (type) {
 	case CHAN_REC_TOKENS:
-		deliver_tokens(c, payload, len);
+		deliver_tokens(c->app, c, payload, len);
 		break;
 	case CHAN_REC_STATUS:
 		deliver_status(c, payload);
@@ -421,6 +575,10 @@ void app_stream_on_record(struct app *a, uint16_t type, const void *payload, uin
 
 	if (len < sizeof(*h)) {
 		host_count_bad_record(a->h);
+		return;
+	}
+	if (h->conn.slot == CHAN_SLOT_ALL && type == CHAN_REC_TOKENS) {
+		deliver_tokens(a, NULL, payload, len);
 		return;
 	}
 	if (h->conn.slot == CHAN_SLOT_ALL) {

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app/jsonw.h"
 
 static void class_init(struct batch_pool_class *k, uint32_t tok_cap, uint32_t text_cap)
 {
@@ -108,10 +107,10 @@ static bool grow(struct batch *b, struct batch_pool *p)
 }
 
 enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const char *mid,
-				uint32_t seq, const uint8_t *text, uint32_t len,
+				uint32_t seq, const char *esc, size_t esc_len,
 				uint64_t created_ns, uint64_t arrival_ns)
 {
-	size_t w;
+	bool fits;
 
 	if (b->count > 0) {
 		/* One event covers a contiguous run of one message's tokens. */
@@ -126,11 +125,11 @@ enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const cha
 			return BATCH_NOMEM;
 	}
 	for (;;) {
-		w = jsonw_escape(b->buf->text + b->len, b->buf->text_cap - b->len, text, len);
-		if (w != JSONW_NOSPACE || b->buf->text_cap >= p->large.text_cap || !grow(b, p))
+		fits = esc_len <= b->buf->text_cap - b->len;
+		if (fits || b->buf->text_cap >= p->large.text_cap || !grow(b, p))
 			break;
 	}
-	if (w == JSONW_NOSPACE) {
+	if (!fits) {
 		if (b->count > 0)
 			return BATCH_FLUSH_FIRST;
 		batch_clear(b, p);
@@ -140,12 +139,13 @@ enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const cha
 		memcpy(b->mid, mid, CHAN_ID_LEN);
 		b->first_seq = seq;
 	}
+	memcpy(b->buf->text + b->len, esc, esc_len);
 	b->last_arrival_ns = arrival_ns;
 	b->buf->toks[b->count].arrival_ns = arrival_ns;
 	b->buf->toks[b->count].created_ns = created_ns;
 	b->count++;
 	b->last_seq = seq;
-	b->len += (uint32_t)w;
+	b->len += (uint32_t)esc_len;
 	return BATCH_ADDED;
 }
 

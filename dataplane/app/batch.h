@@ -3,7 +3,7 @@
  * I/O so the rules can be tested under a fake clock (docs/batching.md).
  *
  * A struct batch holds the tokens of one message waiting to be framed: their
- * JSON-escaped text, concatenated, in a buffer of max_bytes borrowed from the
+ * JSON-escaped text (escaped by the caller), concatenated, in a buffer of max_bytes borrowed from the
  * worker's struct batch_pool only while tokens are held, plus each held
  * token's arrival and creation times for the delay histograms.
  *
@@ -103,9 +103,10 @@ static inline void batch_init(struct batch *b)
 	b->mid[0] = '\0';
 }
 
-/* Appends one token (text escaped on the way in). */
+/* Appends one token, its text JSON-escaped already (the fan-out escapes a
+ * token once for every subscriber that holds it). */
 enum batch_add_result batch_add(struct batch *b, struct batch_pool *p, const char *mid,
-				uint32_t seq, const uint8_t *text, uint32_t len,
+				uint32_t seq, const char *esc, size_t esc_len,
 				uint64_t created_ns, uint64_t arrival_ns);
 
 /* A token framed without the batch (mode off, or a slow stream): the

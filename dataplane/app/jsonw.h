@@ -8,6 +8,7 @@
 #ifndef SLUICE_APP_JSONW_H
 #define SLUICE_APP_JSONW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -41,9 +42,26 @@ static inline size_t jsonw_escaped_len(const void *src, size_t len)
 }
 
 /*
+ * Whether none of the 8 bytes in w needs escaping: none below 0x20, no '"',
+ * no '\\'. Word-wide tests for "a byte below n" ((w - n*ones) & ~w) and "a
+ * zero byte" (the same with n = 1, on w xor the character), each exact for
+ * whether any byte matches (the high bits it leaves may be wrong only past
+ * the first match, which is not asked).
+ */
+static inline bool jsonw_plain8(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull;
+	uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+	uint64_t t = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs);
+
+	return (t & (ones << 7)) == 0;
+}
+
+/*
  * Writes the escaped form of src[0..len) into dst[0..cap). Returns the bytes
  * written, or JSONW_NOSPACE when it does not fit; nothing is ever cut short,
  * so on JSONW_NOSPACE the caller must discard what dst holds past its start.
+ * Runs of plain bytes (ids, most text) are checked and copied 8 at a time.
  */
 static inline size_t jsonw_escape(char *dst, size_t cap, const void *src, size_t len)
 {
@@ -52,8 +70,23 @@ static inline size_t jsonw_escape(char *dst, size_t cap, const void *src, size_t
 	size_t o = 0;
 
 	for (size_t i = 0; i < len; i++) {
-		uint8_t ch = s[i];
-		size_t need = jsonw_char_len(ch);
+		uint8_t ch;
+		size_t need;
+
+		while (len - i >= 8 && cap - o >= 8) {
+			uint64_t w;
+
+			memcpy(&w, s + i, 8);
+			if (!jsonw_plain8(w))
+				break;
+			memcpy(dst + o, &w, 8);
+			i += 8;
+			o += 8;
+		}
+		if (i == len)
+			break;
+		ch = s[i];
+		need = jsonw_char_len(ch);
 
 		if (unlikely(cap - o < need))
 			return JSONW_NOSPACE;

@@ -380,6 +380,16 @@ void chan_field_put(uint8_t **p, uint16_t tag, const void *data, uint32_t len);
 bool chan_tokens_walk(const void *payload, uint32_t len,
 		      void (*fn)(void *arg, const struct chan_token *t), void *arg);
 
+/* The token after t in a TOKENS record chan_tokens_walk() accepted (t's
+ * text, then the gap to the next 8-byte boundary); the first one is right
+ * after the struct chan_tokens. */
+static inline const struct chan_token *chan_token_after(const struct chan_token *t)
+{
+	return (const struct chan_token *)(const void *)((const uint8_t *)t +
+							 chan_align8(sizeof(*t) + t->len));
+}
+_Static_assert(sizeof(struct chan_tokens) % 8 == 0, "tokens start 8-byte aligned");
+
 /* Validates a whole record of the given type: fixed part present, fields or
  * tokens well-formed, ids NUL-terminated. Consumers call this before use. */
 bool chan_rec_valid(uint16_t type, const void *payload, uint32_t len);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app/batch.h"
+#include "app/jsonw.h"
 
 #define MS 1000000ull
 
@@ -30,11 +31,15 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Adds text as the fan-out does: escaped first. */
 static enum batch_add_result add(struct batch *b, const char *mid, uint32_t seq, const char *text,
 				 uint64_t now)
 {
-	return batch_add(b, &pool, mid, seq, (const uint8_t *)text, (uint32_t)strlen(text), now - 5,
-			 now);
+	char esc[512];
+	size_t n = jsonw_escape(esc, sizeof(esc), text, strlen(text));
+
+	assert_true(n != JSONW_NOSPACE);
+	return batch_add(b, &pool, mid, seq, esc, n, now - 5, now);
 }
 
 static void test_light_load_flushes_same_turn(void **state)
@@ -191,9 +196,9 @@ static void test_token_count_bound(void **state)
 	assert_int_equal(batch_pool_init(&big, 4096, 1), 0);
 	batch_init(&b);
 	for (s = 1; s <= BATCH_MAX_TOKENS; s++)
-		assert_int_equal(batch_add(&b, &big, mid_a, s, (const uint8_t *)"x", 1, now, now),
+		assert_int_equal(batch_add(&b, &big, mid_a, s, "x", 1, now, now),
 				 BATCH_ADDED);
-	assert_int_equal(batch_add(&b, &big, mid_a, s, (const uint8_t *)"x", 1, now, now),
+	assert_int_equal(batch_add(&b, &big, mid_a, s, "x", 1, now, now),
 			 BATCH_FLUSH_FIRST);
 	assert_int_equal(batch_decide(&b, &adaptive, now, true, false), BATCH_FLUSH);
 	batch_clear(&b, &big);
@@ -213,11 +218,11 @@ static void test_small_then_large(void **state)
 	assert_int_equal(batch_pool_init(&big, 4096, 2), 0);
 	batch_init(&b);
 	for (s = 1; s <= BATCH_SMALL_TOKENS; s++)
-		assert_int_equal(batch_add(&b, &big, mid_a, s, (const uint8_t *)"ab", 2, now, now + s),
+		assert_int_equal(batch_add(&b, &big, mid_a, s, "ab", 2, now, now + s),
 				 BATCH_ADDED);
 	assert_false(b.buf->large);
 	assert_int_equal(big.allocated, 1);
-	assert_int_equal(batch_add(&b, &big, mid_a, s, (const uint8_t *)"ab", 2, now, now + s), BATCH_ADDED);
+	assert_int_equal(batch_add(&b, &big, mid_a, s, "ab", 2, now, now + s), BATCH_ADDED);
 	assert_true(b.buf->large);
 	assert_int_equal(b.count, BATCH_SMALL_TOKENS + 1);
 	assert_int_equal(b.len, 2 * (BATCH_SMALL_TOKENS + 1));
@@ -231,7 +236,7 @@ static void test_small_then_large(void **state)
 		char tok[BATCH_SMALL_TEXT + 10];
 
 		memset(tok, 'k', sizeof(tok));
-		assert_int_equal(batch_add(&b, &big, mid_a, 1, (const uint8_t *)tok, sizeof(tok), now, now),
+		assert_int_equal(batch_add(&b, &big, mid_a, 1, tok, sizeof(tok), now, now),
 				 BATCH_ADDED);
 		assert_true(b.buf->large);
 		assert_int_equal(b.len, sizeof(tok));
@@ -254,7 +259,7 @@ static void test_pool_gives_back(void **state)
 	assert_int_equal(batch_pool_init(&p, 64, N), 0);
 	for (int i = 0; i < N; i++) {
 		batch_init(&b[i]);
-		assert_int_equal(batch_add(&b[i], &p, mid_a, 1, (const uint8_t *)"t", 1, now, now), BATCH_ADDED);
+		assert_int_equal(batch_add(&b[i], &p, mid_a, 1, "t", 1, now, now), BATCH_ADDED);
 	}
 	assert_int_equal(p.allocated, N);
 	for (int i = 0; i < N; i++)

@@ -383,6 +383,235 @@ static void test_ws_slot_reused_for_a_body(void **state)
 	flow_conn_gone(t);
 }
 
+/* ---- a long record to many subscribers ---------------------------------------- */
+
+#define LONG_N 40u /* tokens: more than two of the fan-out's runs */
+#define NPLAIN 6
+
+static char long_text[LONG_N][8];
+static const char *long_tok[LONG_N];
+
+static void long_tokens(void)
+{
+	for (uint32_t i = 0; i < LONG_N; i++) {
+		/* Token 20 needs escaping: the shared escape is what is framed. */
+		snprintf(long_text[i], sizeof(long_text[i]), i == 19 ? "q\"%u" : "t%u", i + 1);
+		long_tok[i] = long_text[i];
+	}
+}
+
+/* The (seq, n) of every token event in out, in order (SSE or WebSocket:
+ * the JSON is on the wire as is). */
+static uint32_t events_of(const char *out, uint32_t *seq, uint32_t *n, uint32_t max)
+{
+	uint32_t k = 0;
+
+	while (k < max && (out = strstr(out, "\"seq\":")) != NULL) {
+		char *end;
+
+		seq[k] = (uint32_t)strtoul(out + 6, &end, 10);
+		assert_true(strncmp(end, ",\"n\":", 5) == 0);
+		n[k] = (uint32_t)strtoul(end + 5, NULL, 10);
+		k++;
+		out = end;
+	}
+	return k;
+}
+
+/* Every put into the frame cache since the app was made. */
+static uint64_t frame_puts(void)
+{
+	uint64_t puts = 0;
+
+	for (uint32_t i = 0; i < APP_FRAME_SLOTS; i++)
+		puts += app_of()->frames.slot[i].gen;
+	return puts;
+}
+
+static struct tp_conn *timing_open(void)
+{
+	struct tp_conn *c = flow_conn_open();
+	const struct sink_rec *rq;
+
+	flow_feed(c, "GET /api/chat/stream/s_1 HTTP/1.1\r\nHost: a\r\nX-Sluice-Timing: 1\r\n\r\n");
+	rq = flow_last_rec(CHAN_REC_REQUEST);
+	flow_response(flow_handle_of(rq), flow_req_of(rq)->req_id, 200, CHAN_RESP_SSE_SUBSCRIBE, 0, "s_1", "",
+		      0, NULL, 0);
+	flow_take(c);
+	flow_tx_flush(c);
+	return c;
+}
+
+struct long_subs {
+	struct tp_conn *plain[NPLAIN], *ws[2], *timing, *resumed, *slow;
+};
+
+/* Six plain SSE subscribers, two WebSockets, one with creation stamps, one
+ * resuming after seq 10 and one whose queue is past max_pending_bytes. */
+static void long_open(struct long_subs *s)
+{
+	for (int i = 0; i < NPLAIN; i++)
+		s->plain[i] = flow_sse_open("", 0);
+	for (int i = 0; i < 2; i++) {
+		s->ws[i] = flow_ws_open_conn();
+		flow_ws_subscribe(s->ws[i], "s_1");
+		flow_take(s->ws[i]);
+		flow_tx_flush(s->ws[i]);
+	}
+	s->timing = timing_open();
+	s->resumed = flow_sse_open("m_L", 10);
+	s->slow = flow_sse_open("", 0);
+	s->slow->extra_queued = W.conf.max_pending_bytes;
+}
+
+static void long_close(struct long_subs *s)
+{
+	for (int i = 0; i < NPLAIN; i++)
+		flow_conn_gone(s->plain[i]);
+	for (int i = 0; i < 2; i++)
+		flow_conn_gone(s->ws[i]);
+	flow_conn_gone(s->timing);
+	flow_conn_gone(s->resumed);
+	flow_conn_gone(s->slow);
+}
+
+/* Each of seq..LONG_N once, in order, one event each. */
+static void assert_singles(const char *out, uint32_t from)
+{
+	uint32_t seq[LONG_N + 1], n[LONG_N + 1];
+	uint32_t k = events_of(out, seq, n, LONG_N + 1);
+
+	assert_int_equal(k, LONG_N - from + 1);
+	for (uint32_t i = 0; i < k; i++) {
+		assert_int_equal(seq[i], from + i);
+		assert_int_equal(n[i], 1);
+	}
+}
+
+/* mode=off: every subscriber gets every token once, in order, each frame
+ * formatted once per variant for all of them; the resumed one only what it
+ * lacks; the slow one is dropped at its accounting after the first run,
+ * having had that run's tokens in order. */
+static void test_long_record_off(void **state)
+{
+	struct long_subs s;
+	char want[LONG_N * 160];
+	size_t wl = 0;
+	uint64_t puts0;
+	const char *out;
+	uint32_t seq[LONG_N], n[LONG_N], k;
+
+	(void)state;
+	W.conf.batch_mode = CONF_BATCH_OFF;
+	flow_restart();
+	long_tokens();
+	long_open(&s);
+	for (uint32_t i = 0; i < LONG_N; i++)
+		wl += (size_t)snprintf(want + wl, sizeof(want) - wl,
+				       "id: m_L:%u\nevent: token\ndata: {\"session_id\":\"s_1\",\"message_id\":\"m_L\","
+				       "\"seq\":%u,\"n\":1,\"text\":\"%s\"}\n\n",
+				       i + 1, i + 1, i == 19 ? "q\\\"20" : long_text[i]);
+	puts0 = frame_puts();
+	flow_tokens(flow_all_of(), "s_1", "m_L", 1, long_tok, LONG_N);
+	/* SSE, WebSocket and stamped frames: each token formatted once per
+	 * variant, whatever the number of subscribers. */
+	assert_int_equal(frame_puts() - puts0, 3 * LONG_N);
+	for (int i = 0; i < NPLAIN; i++)
+		assert_string_equal(flow_take(s.plain[i]), want);
+	for (int i = 0; i < 2; i++) {
+		out = flow_take(s.ws[i]);
+		for (uint32_t t = 0; t < LONG_N; t++) {
+			char w[512];
+
+			snprintf(w, sizeof(w), "{\"type\":\"token\",\"session_id\":\"s_1\",\"message_id\":\"m_L\","
+				 "\"seq\":%u,\"n\":1,\"text\":\"%s\"}", t + 1, t == 19 ? "q\\\"20" : long_text[t]);
+			assert_string_equal(flow_ws_text(&out), w);
+		}
+		assert_string_equal(out, "");
+	}
+	out = flow_take(s.timing);
+	assert_singles(out, 1);
+	assert_non_null(strstr(out, "\"seq\":40,\"n\":1,\"text\":\"t40\",\"created_ns\":["));
+	assert_singles(flow_take(s.resumed), 11);
+	out = flow_take(s.slow);
+	k = events_of(out, seq, n, LONG_N);
+	assert_int_equal(k, APP_FRAME_RUN);
+	for (uint32_t i = 0; i < k; i++)
+		assert_int_equal(seq[i], i + 1);
+	assert_non_null(strstr(out, "event: error\ndata: {\"error\":{\"code\":\"slow_consumer\""));
+	assert_true(s.slow->closed);
+	assert_int_equal(W.st.slow_consumer_closes, 1);
+	/* Counted per subscriber as before: every token of the record for
+	 * those that took all of it, the first run for the dropped one. */
+	assert_int_equal(W.st.tokens_in, 10 * LONG_N + APP_FRAME_RUN);
+	assert_int_equal(W.st.tokens_out, 9 * LONG_N + (LONG_N - 10) + APP_FRAME_RUN);
+	assert_int_equal(W.st.frames_out, W.st.tokens_out);
+	{
+		uint64_t samples = 0;
+
+		for (uint32_t b = 0; b <= APP_DELAY_BUCKETS; b++)
+			samples += W.st.delay_hist[b];
+		assert_int_equal(samples, W.st.tokens_out);
+		assert_int_equal(W.st.delay_hist[0], W.st.tokens_out);
+	}
+	long_close(&s);
+	W.conf.batch_mode = CONF_BATCH_ADAPTIVE;
+}
+
+/* Adaptive, a quiet turn: each holds the whole record and sends it as one
+ * event at the end of the turn; subscribers with the same run and variant
+ * share one frame; the slow one is dropped with nothing sent. */
+static void test_long_record_adaptive(void **state)
+{
+	struct long_subs s;
+	uint64_t puts0;
+	const char *out;
+	uint32_t seq[2], n[2];
+
+	(void)state;
+	long_tokens();
+	long_open(&s);
+	puts0 = frame_puts();
+	flow_tokens(flow_all_of(), "s_1", "m_L", 1, long_tok, LONG_N);
+	assert_true(s.slow->closed);
+	assert_int_equal(W.st.slow_consumer_closes, 1);
+	assert_int_equal(frame_puts(), puts0);
+	flow_end_of_turn(false);
+	/* 1..40 in the SSE, WebSocket and stamped variants, 11..40 in SSE. */
+	assert_int_equal(frame_puts() - puts0, 4);
+	for (int i = 0; i < NPLAIN; i++) {
+		out = flow_take(s.plain[i]);
+		assert_int_equal(events_of(out, seq, n, 2), 1);
+		assert_int_equal(seq[0], LONG_N);
+		assert_int_equal(n[0], LONG_N);
+		assert_non_null(strstr(out, "\"text\":\"t1t2t3"));
+		assert_non_null(strstr(out, "t19q\\\"20t21"));
+	}
+	for (int i = 0; i < 2; i++) {
+		/* One text frame (a 16-bit length: past flow_ws_text's reach). */
+		out = flow_take(s.ws[i]);
+		assert_int_equal((uint8_t)out[0], 0x81);
+		assert_int_equal((uint8_t)out[1], 126);
+		out += 4;
+		assert_int_equal(events_of(out, seq, n, 2), 1);
+		{
+			static const char head[] = "{\"type\":\"token\",\"session_id\":\"s_1\","
+						   "\"message_id\":\"m_L\",\"seq\":40,\"n\":40,\"text\":\"t1t2";
+
+			assert_memory_equal(out, head, sizeof(head) - 1);
+		}
+	}
+	assert_non_null(strstr(flow_take(s.timing), "\"seq\":40,\"n\":40,"));
+	out = flow_take(s.resumed);
+	assert_int_equal(events_of(out, seq, n, 2), 1);
+	assert_int_equal(n[0], LONG_N - 10);
+	assert_non_null(strstr(out, "\"text\":\"t11t12"));
+	assert_null(strstr(flow_take(s.slow), "\"seq\":"));
+	assert_int_equal(W.st.tokens_out, 9 * LONG_N + (LONG_N - 10));
+	assert_int_equal(W.st.frames_out, 10);
+	long_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -397,6 +626,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_parked_ws_holds_no_buffers, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_response_parts_given_back, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_ws_slot_reused_for_a_body, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_long_record_off, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_long_record_adaptive, flow_setup, flow_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

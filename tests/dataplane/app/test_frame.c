@@ -78,6 +78,32 @@ static void test_run_kept(void **state)
 	}
 }
 
+/* A fan-out run (APP_FRAME_RUN consecutive seqs) in all four variants stays
+ * whole, wherever it starts; a put changes its slot's gen, so a holder of
+ * the slot sees its frame replaced. */
+static void test_run_all_variants(void **state)
+{
+	const struct app_frame_slot *s;
+	uint32_t gen;
+
+	(void)state;
+	for (uint32_t start = 1; start <= APP_FRAME_SLOTS; start += 7) {
+		memset(&fc, 0, sizeof(fc));
+		for (uint8_t v = 0; v < 4; v++)
+			for (uint32_t i = start; i < start + APP_FRAME_RUN; i++)
+				put(v, "m_r", i, i, "r");
+		for (uint8_t v = 0; v < 4; v++)
+			for (uint32_t i = start; i < start + APP_FRAME_RUN; i++)
+				assert_non_null(find(v, "m_r", i, i));
+	}
+	s = find(0, "m_r", APP_FRAME_SLOTS + 1, APP_FRAME_SLOTS + 1);
+	assert_non_null(s);
+	gen = s->gen;
+	put(0, "m_r", 2 * APP_FRAME_SLOTS + 1, 2 * APP_FRAME_SLOTS + 1, "z");
+	assert_int_not_equal(s->gen, gen);
+	assert_null(find(0, "m_r", APP_FRAME_SLOTS + 1, APP_FRAME_SLOTS + 1));
+}
+
 static void test_too_large_not_kept(void **state)
 {
 	static char big[APP_FRAME_MAX + 2];
@@ -87,7 +113,7 @@ static void test_too_large_not_kept(void **state)
 	memset(&fc, 0, sizeof(fc));
 	memset(big, 'b', sizeof(big) - 1);
 	app_frame_key_set(&k, 0, "m_b", 1, 1);
-	app_frame_put(&fc, &k, big, sizeof(big) - 1);
+	assert_null(app_frame_put(&fc, &k, big, sizeof(big) - 1));
 	assert_null(app_frame_find(&fc, &k));
 }
 
@@ -96,6 +122,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_run_kept),
+		cmocka_unit_test(test_run_all_variants),
 		cmocka_unit_test(test_too_large_not_kept),
 	};
 

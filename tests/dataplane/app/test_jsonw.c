@@ -94,6 +94,57 @@ static void test_escaped_len_matches(void **state)
 	assert_int_equal(jsonw_escaped_len(in, sizeof(in)), 5 * 2 + 27 * 6 + 2 * 2 + 222);
 }
 
+/* The escape of one byte, written the plain way. */
+static size_t ref_char(char *out, uint8_t ch)
+{
+	switch (ch) {
+	case '"': return (size_t)snprintf(out, 8, "\\\"");
+	case '\\': return (size_t)snprintf(out, 8, "\\\\");
+	case '\b': return (size_t)snprintf(out, 8, "\\b");
+	case '\f': return (size_t)snprintf(out, 8, "\\f");
+	case '\n': return (size_t)snprintf(out, 8, "\\n");
+	case '\r': return (size_t)snprintf(out, 8, "\\r");
+	case '\t': return (size_t)snprintf(out, 8, "\\t");
+	default:
+		if (ch < 0x20)
+			return (size_t)snprintf(out, 8, "\\u%04x", ch);
+		out[0] = (char)ch;
+		return 1;
+	}
+}
+
+/* Plain runs go 8 bytes at a time: every byte value at every place of
+ * inputs of every length up to 24 (word-aligned or not, near the end or
+ * not) escapes exactly as byte by byte, and every cap short of the whole
+ * is refused. */
+static void test_words_match_bytes(void **state)
+{
+	uint8_t in[24];
+	char want[24 * 6], got[24 * 6];
+
+	(void)state;
+	for (size_t len = 1; len <= sizeof(in); len++) {
+		for (size_t at = 0; at < len; at++) {
+			for (int ch = 0; ch < 256; ch++) {
+				size_t wl = 0;
+
+				for (size_t i = 0; i < len; i++)
+					in[i] = (uint8_t)('a' + i);
+				in[at] = (uint8_t)ch;
+				for (size_t i = 0; i < len; i++)
+					wl += ref_char(want + wl, in[i]);
+				assert_int_equal(jsonw_escape(got, sizeof(got), in, len), wl);
+				assert_memory_equal(got, want, wl);
+				if (ch == '"' || ch == 0x1f || ch == 0x80) {
+					for (size_t cap = 0; cap < wl; cap++)
+						assert_true(jsonw_escape(got, cap, in, len) == JSONW_NOSPACE);
+					assert_int_equal(jsonw_escape(got, wl, in, len), wl);
+				}
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -102,6 +153,7 @@ int main(void)
 		cmocka_unit_test(test_utf8_passes),
 		cmocka_unit_test(test_nospace_never_truncates),
 		cmocka_unit_test(test_escaped_len_matches),
+		cmocka_unit_test(test_words_match_bytes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
