@@ -293,9 +293,12 @@ const struct cpl_stats *cpl_stats(const struct cp_loop *l)
 	return &l->stats;
 }
 
+/* Between heartbeat checks (CPL_HEARTBEAT_NS apart) a dataplane that has
+ * just attached would still count as absent, and an operator's command in
+ * its first tenth of a second refused: a dead cached state is read afresh. */
 bool cpl_peer_alive(const struct cp_loop *l)
 {
-	return l->peer_alive;
+	return l->peer_alive || chan_peer_alive(l->r, sluice_now_ns(), CPL_PEER_TIMEOUT_NS);
 }
 
 uint32_t cpl_peer_epoch(const struct cp_loop *l)

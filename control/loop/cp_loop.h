@@ -86,7 +86,8 @@ void cpl_destroy(struct cp_loop *l);
 struct chan_region *cpl_region(const struct cp_loop *l);
 uint32_t cpl_epoch(const struct cp_loop *l);
 const struct cpl_stats *cpl_stats(const struct cp_loop *l);
-/* The dataplane as the last heartbeat check saw it. */
+/* The dataplane as the last heartbeat check saw it, or, when that check
+ * found none, as its heartbeat in the region says now. */
 bool cpl_peer_alive(const struct cp_loop *l);
 uint32_t cpl_peer_epoch(const struct cp_loop *l);
 

@@ -288,8 +288,14 @@ static void test_hooks(void **state)
 	cpl_turn(f->l, false);
 	assert_int_equal(resets, 1);
 
-	/* The heartbeat check sees a live dataplane. */
+	/* A dataplane that has just stamped its first heartbeat counts as
+	 * attached at once, before the loop's next heartbeat check (an operator's
+	 * command in its first tenth of a second is not refused). */
+	assert_false(cpl_peer_alive(f->l));
 	chan_heartbeat(f->dp, sluice_now_ns());
+	assert_true(cpl_peer_alive(f->l));
+
+	/* The heartbeat check sees a live dataplane. */
 	uint64_t deadline = sluice_now_ns() + 5000000000ull;
 	while (!cpl_peer_alive(f->l)) {
 		assert_true(sluice_now_ns() < deadline);
