@@ -194,13 +194,17 @@ bool app_stream_flush(struct conn *c)
 /* Whether c can take bytes at once: not blocked, nothing queued from earlier
  * turns (bytes this conn queued in this turn leave at this turn's flush) and
  * a window the transport does not report as used up. No syscall: the
- * transport's own view (tp_tx_state). */
-static bool conn_tx_idle(struct conn *c)
+ * transport's own view, and where it keeps count of stalled connections and
+ * has none (the healthy fan-out), not even a call per connection. */
+static inline bool conn_tx_idle(struct conn *c)
 {
 	struct app *a = c->app;
 	struct tp_conn_info ti;
-	uint64_t mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
+	uint64_t mine;
 
+	if (tp_none_stalled(a->h->tp))
+		return true;
+	mine = c->turn_no == a->turn_no ? c->turn_bytes : 0;
 	tp_tx_state(a->h->tp, c->tc, &ti);
 	return !ti.blocked && ti.tx_queued <= mine && tp_window_open(&ti);
 }

@@ -360,6 +360,13 @@ static void arena_reset(struct ktp *t)
 
 /* ---- connection state ------------------------------------------------------ */
 
+/* The conn's queue left, or the conn died: no longer stalled. */
+static void conn_unblock(struct ktp *t, struct tp_conn *c)
+{
+	c->flags &= ~(uint32_t)KC_BLOCKED;
+	t->base.stalled--;
+}
+
 /*
  * Closes the socket now and queues the connection for on_close at the end of
  * the pass. reset=true sends RST (SO_LINGER 0) instead of a normal close.
@@ -376,6 +383,8 @@ static void conn_finish(struct tp_conn *c, bool reset)
 	}
 	close(c->fd);
 	c->fd = -1;
+	if (c->flags & KC_BLOCKED)
+		conn_unblock(t, c);
 	c->flags |= KC_DEAD;
 	txq_release(t, c);
 	c->stash_len = 0;
@@ -447,6 +456,18 @@ static void txq_trim(struct ktp *t, struct tp_conn *c)
 		c->txt = NULL;
 }
 
+/* The socket is full: wait for EPOLLOUT, and count the conn as stalled
+ * (struct tp.stalled) until a send empties its queue or it dies
+ * (conn_unblock). */
+static void conn_block(struct ktp *t, struct tp_conn *c)
+{
+	if (!(c->flags & KC_BLOCKED)) {
+		c->flags |= KC_BLOCKED;
+		t->base.stalled++;
+	}
+	update_interest(c);
+}
+
 /* Sends until the queue is empty or the socket is full. */
 static void conn_send(struct ktp *t, struct tp_conn *c)
 {
@@ -473,8 +494,7 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				c->flags |= KC_BLOCKED;
-				update_interest(c);
+				conn_block(t, c);
 				return;
 			}
 			conn_finish(c, false);
@@ -495,13 +515,12 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 		 * now instead of paying another sendmsg just to hear EAGAIN. */
 		if ((size_t)w < offered) {
 			txq_trim(t, c);
-			c->flags |= KC_BLOCKED;
-			update_interest(c);
+			conn_block(t, c);
 			return;
 		}
 	}
 	if (c->flags & KC_BLOCKED) {
-		c->flags &= ~(uint32_t)KC_BLOCKED;
+		conn_unblock(t, c);
 		update_interest(c);
 		if (c->flags & KC_DEAD)
 			return;
@@ -1063,6 +1082,7 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 		return NULL;
 	}
 	t->base.ops = &kernel_ops;
+	t->base.stall_counted = true;
 	t->up = up;
 	t->app = app;
 	t->epfd = t->extra_fd = -1;

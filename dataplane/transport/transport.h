@@ -133,6 +133,12 @@ struct tp_ops {
 
 struct tp {
 	const struct tp_ops *ops;
+	/* Connections whose queued bytes this turn's flush will not send (a
+	 * full socket: blocked until EPOLLOUT), kept by transports that set
+	 * stall_counted. Zero lets the per-token path know every connection
+	 * can take bytes at once without asking each one (tp_none_stalled). */
+	uint32_t stalled;
+	bool stall_counted;
 };
 
 /* Convenience wrappers keep call sites short. */
@@ -158,6 +164,14 @@ static inline void tp_tx_state(struct tp *t, struct tp_conn *c, struct tp_conn_i
 		t->ops->tx_state(c, out);
 	else
 		t->ops->info(c, out);
+}
+/* True when the transport counts stalled connections and there are none: no
+ * connection holds bytes from an earlier turn or waits for its window, so
+ * what any of them queues now leaves at this turn's flush. False says
+ * nothing: ask the connection (tp_tx_state). */
+static inline bool tp_none_stalled(const struct tp *t)
+{
+	return t->stall_counted && t->stalled == 0;
 }
 static inline void tp_stop_listening(struct tp *t)
 {

@@ -110,6 +110,45 @@ static void test_shared_frames_ws_and_sse(void **state)
 	flow_conn_gone(sse);
 }
 
+/* A transport that counts stalled conns: with none stalled a slow stream's
+ * token is framed at once without asking the conn; with this conn stalled
+ * (blocked on a full socket) it is held for the guard. */
+static void test_stall_count(void **state)
+{
+	struct tp_conn *c = flow_sse_open("", 0);
+	struct tp *tp = app_of()->h->tp;
+	const char *const one[] = { "x" };
+	uint64_t delay_ns = (uint64_t)W.conf.max_delay_us * 1000u;
+
+	(void)state;
+	tp->stall_counted = true;
+	flow_tokens(flow_all_of(), "s_1", "m_9", 1, one, 1);
+	flow_end_of_turn(true);
+	flow_advance(delay_ns + MS);
+	assert_non_null(strstr(flow_take(c), "\"seq\":1,"));
+	flow_tx_flush(c);
+	/* None stalled: the conn's own view is not read (here it would say
+	 * blocked; a transport keeping count never lets the two disagree). */
+	c->blocked = true;
+	flow_advance(50 * MS);
+	flow_tokens(flow_all_of(), "s_1", "m_9", 2, one, 1);
+	assert_non_null(strstr(flow_take(c), "\"seq\":2,"));
+	flow_tx_flush(c);
+	/* Blocked, and the transport says so. */
+	c->blocked = true;
+	tp->stalled = 1;
+	flow_advance(50 * MS);
+	flow_tokens(flow_all_of(), "s_1", "m_9", 3, one, 1);
+	assert_string_equal(flow_take(c), "");
+	assert_int_equal(app_of()->npending, 1);
+	c->blocked = false;
+	tp->stalled = 0;
+	tp->stall_counted = false;
+	flow_end_of_turn(false);
+	assert_non_null(strstr(flow_take(c), "\"seq\":3,"));
+	flow_conn_gone(c);
+}
+
 /* A stream whose tokens come max_delay or more apart is framed at once,
  * even on a busy turn, and arms no timer; a fast one still coalesces. */
 static void test_slow_stream_not_held(void **state)
@@ -619,6 +658,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_shared_batch_frame, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_shared_frames_ws_and_sse, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_slow_stream_not_held, flow_setup, flow_teardown),
+		cmocka_unit_test_setup_teardown(test_stall_count, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_one_guard_for_all, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_timing_stamps, flow_setup, flow_teardown),
 		cmocka_unit_test_setup_teardown(test_fan_out_allocates_nothing, flow_setup, flow_teardown),

@@ -487,6 +487,9 @@ static void test_blocked_drained(void **state)
 	assert_true(info.blocked);
 	assert_true(info.tx_queued > 0 && info.tx_queued < a->bulk_len);
 	assert_true(info.cwnd > 0);
+	/* Counted as stalled: the batcher may not take its queue as this turn's. */
+	assert_int_equal(t->stalled, 1);
+	assert_false(tp_none_stalled(t));
 	/* The per-token view agrees on what user space knows (the full socket
 	 * was learnt from the send results) and asks the kernel nothing. */
 	struct tp_conn_info st;
@@ -520,6 +523,8 @@ static void test_blocked_drained(void **state)
 	tp_tx_state(t, tc->c, &st);
 	assert_int_equal(st.tx_queued, 0);
 	assert_false(st.blocked);
+	assert_int_equal(t->stalled, 0);
+	assert_true(tp_none_stalled(t));
 	close(fd);
 	pump_until_closes(t, a, 1, start);
 	assert_int_equal(a->eofs, 1);
@@ -545,11 +550,16 @@ static void test_abort(void **state)
 	a->mode = M_BULK;
 	a->bulk_len = 16 * MIB;
 	fd = cli_connect(tp_kernel_port(t));
-	while (a->opens < 2)
+	while (a->opens < 2 || t->stalled == 0) {
+		assert_true(sluice_now_ns() - start < LOOP_LIMIT_NS);
 		pump(t, 1);
+	}
+	assert_int_equal(t->stalled, 1);
 	cli_reset(fd);
 	pump_until_closes(t, a, 2, start);
 	assert_int_equal(a->conns[1]->drains, 0);
+	/* A stalled conn that dies is no longer counted. */
+	assert_int_equal(t->stalled, 0);
 
 	/* Abort from outside an upcall with output queued. */
 	fd = cli_connect(tp_kernel_port(t));
@@ -559,6 +569,7 @@ static void test_abort(void **state)
 	assert_false(a->conns[2]->closed);
 	t->ops->flush(t);
 	assert_true(a->conns[2]->closed);
+	assert_int_equal(t->stalled, 0);
 	close(fd);
 	assert_int_equal(a->closes, 3);
 	assert_int_equal(tp_kernel_conns(t), 0);
@@ -907,6 +918,7 @@ static void test_linger(void **state)
 	} while (r > 0);
 	assert_int_equal(r, -1);
 	assert_int_equal(errno, ECONNRESET);
+	assert_int_equal(t->stalled, 0);
 	close(fd1);
 	close(fd2);
 	t->ops->destroy(t);
