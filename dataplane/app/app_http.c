@@ -85,6 +85,7 @@ static void app_http_upgrade_dropped(struct conn *c)
 	if (!c->ws_upgrading)
 		return;
 	c->ws_upgrading = false;
+	c->prov_mid[0] = '\0'; /* ws_accept is over */
 	app_ws_auth_free(c);
 }
 
@@ -1081,7 +1082,8 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 			app_conn_close(c, false);
 			return;
 		}
-		app_ws_start(c, c->ws_auth->accept, r, len, false);
+		app_ws_start(c, c->ws_accept, r, len, false);
+		c->prov_mid[0] = '\0'; /* ws_accept is over */
 		/* Frames the client sent right behind its upgrade request wait in
 		 * the transport's stash: offer them to the WebSocket engine. */
 		if (!c->closing)

@@ -50,22 +50,27 @@ struct app_field {
 	size_t len;
 };
 
-/* Fields a /ws/chat upgrade is authorised with (AUTHORIZATION, COOKIE,
- * ORIGIN, WS_PROTOCOL, PEER); entries with data == NULL were absent. */
-#define APP_WS_AUTH_FIELDS 5u
+/* Header fields a /ws/chat upgrade is authorised with, kept per socket
+ * (AUTHORIZATION, COOKIE, ORIGIN, WS_PROTOCOL); the PEER field that goes
+ * with them is formatted from conn.peer each time. */
+#define APP_WS_AUTH_FIELDS 4u
 
 /*
  * The auth headers of a /ws/chat upgrade, kept for the conn's whole life so a
  * restarted control can be asked to authorise the conn again. One malloc per
- * WebSocket conn at upgrade time: the values lie end to end in data[] (each
- * bounded by the parser's header limit, HTTP_MAX_HEADER_BYTES, so a uint16_t
- * holds its length; 0xffff marks an absent one), and the upgrade's
- * Sec-WebSocket-Accept waits here for control's answer, not in every conn.
+ * WebSocket conn at upgrade time, as small as re-authorisation allows (an
+ * idle socket's bytes, docs/performance.md "Memory per connection"): the
+ * values lie end to end in data[] (each bounded by the parser's header
+ * limit, HTTP_MAX_HEADER_BYTES, so 15 bits of a uint16_t hold its length;
+ * 0xffff marks an absent one), an Authorization value "Bearer X" keeps only
+ * X with APP_WS_AUTH_BEARER set in its length, and the upgrade's
+ * Sec-WebSocket-Accept waits in conn.ws_accept, not here.
  */
 #define APP_WS_AUTH_ABSENT 0xffffu
+#define APP_WS_AUTH_BEARER 0x8000u
+#define APP_WS_AUTH_LEN_MASK 0x7fffu
 struct app_ws_auth {
 	uint16_t len[APP_WS_AUTH_FIELDS];
-	char accept[29];
 	char data[];
 };
 
@@ -139,7 +144,13 @@ struct conn {
 	/* -- the stream's usage terms, request handling, timer -- */
 	/* The terms of prov_mid (its STATUS "streaming"): what the usage event
 	 * says when this worker ends the message itself. */
-	char prov_mid[CHAN_ID_LEN];
+	union {
+		char prov_mid[CHAN_ID_LEN];
+		/* While ws_upgrading (a conn that streams nothing yet): the
+		 * upgrade's Sec-WebSocket-Accept, so that it does not lie in
+		 * app_ws_auth for the socket's whole life. */
+		char ws_accept[29];
+	};
 	uint32_t prov_prompt;
 	uint32_t next_free;   /* free-slot stack link */
 	double prov_cost, prov_per_token;
@@ -296,8 +307,8 @@ bool app_stream_flush(struct conn *c);
  * response, whose CHAN_F_HEADER / CHAN_F_SET_COOKIE fields join the 101. */
 void app_ws_start(struct conn *c, const char *accept, const struct chan_response *r, uint32_t rlen,
 		  bool echo);
-/* Keeps the upgrade's auth headers and the accept value of its
- * Sec-WebSocket-Key `key` in c->ws_auth; false when out of memory. */
+/* Keeps the upgrade's auth headers in c->ws_auth and the accept value of
+ * its Sec-WebSocket-Key `key` in c->ws_accept; false when out of memory. */
 struct http_request;
 struct http_slice;
 bool app_ws_auth_keep(struct conn *c, const struct http_request *req, const struct http_slice *key);

@@ -111,42 +111,57 @@ void app_ws_start(struct conn *c, const char *accept, const struct chan_response
 
 /* The tags of app_ws_auth's fields, in the order of its len[]. */
 static const uint16_t app_ws_auth_tags[APP_WS_AUTH_FIELDS] = {
-	CHAN_F_AUTHORIZATION, CHAN_F_COOKIE, CHAN_F_ORIGIN, CHAN_F_WS_PROTOCOL, CHAN_F_PEER,
+	CHAN_F_AUTHORIZATION, CHAN_F_COOKIE, CHAN_F_ORIGIN, CHAN_F_WS_PROTOCOL,
 };
+
+/* The scheme an Authorization value is stored without (and sent with). */
+static const char app_ws_bearer[] = "Bearer ";
+#define APP_WS_BEARER_LEN (sizeof(app_ws_bearer) - 1)
 
 bool app_ws_auth_keep(struct conn *c, const struct http_request *req, const struct http_slice *key)
 {
-	static const char *const names[APP_WS_AUTH_FIELDS - 1] = {
+	static const char *const names[APP_WS_AUTH_FIELDS] = {
 		"Authorization", "Cookie", "Origin", "Sec-WebSocket-Protocol",
 	};
-	const struct http_header *hv[APP_WS_AUTH_FIELDS - 1];
-	char peer[APP_CONN_PEER_STR_MAX];
-	size_t pl = app_conn_peer_str(c, peer);
-	size_t total = pl;
+	struct http_slice v[APP_WS_AUTH_FIELDS];
+	bool present[APP_WS_AUTH_FIELDS];
+	bool bearer = false;
+	size_t total = 0;
 	struct app_ws_auth *wa;
 	char *p;
 
-	for (size_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
-		hv[i] = http_find_header(req, names[i]);
-		if (hv[i])
-			total += hv[i]->value.len;
+	for (size_t i = 0; i < APP_WS_AUTH_FIELDS; i++) {
+		const struct http_header *h = http_find_header(req, names[i]);
+
+		present[i] = h != NULL;
+		if (h)
+			v[i] = h->value;
 	}
+	if (present[0] && v[0].len > APP_WS_BEARER_LEN &&
+	    memcmp(v[0].p, app_ws_bearer, APP_WS_BEARER_LEN) == 0) {
+		bearer = true;
+		v[0].p += APP_WS_BEARER_LEN;
+		v[0].len -= APP_WS_BEARER_LEN;
+	}
+	for (size_t i = 0; i < APP_WS_AUTH_FIELDS; i++)
+		if (present[i])
+			total += v[i].len;
 	app_ws_auth_free(c);
 	wa = malloc(sizeof(*wa) + total);
 	if (!wa)
 		return false;
 	p = wa->data;
-	for (size_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
+	for (size_t i = 0; i < APP_WS_AUTH_FIELDS; i++) {
 		wa->len[i] = APP_WS_AUTH_ABSENT;
-		if (!hv[i])
+		if (!present[i])
 			continue;
-		memcpy(p, hv[i]->value.p, hv[i]->value.len);
-		wa->len[i] = (uint16_t)hv[i]->value.len;
-		p += hv[i]->value.len;
+		memcpy(p, v[i].p, v[i].len);
+		wa->len[i] = (uint16_t)v[i].len;
+		p += v[i].len;
 	}
-	memcpy(p, peer, pl);
-	wa->len[APP_WS_AUTH_FIELDS - 1] = (uint16_t)pl;
-	ws_accept_key(key->p, key->len, wa->accept);
+	if (bearer)
+		wa->len[0] |= APP_WS_AUTH_BEARER;
+	ws_accept_key(key->p, key->len, c->ws_accept);
 	c->ws_auth = wa;
 	return true;
 }
@@ -166,20 +181,32 @@ static const char *app_ws_path(const struct conn *c)
 enum app_req_result app_ws_auth_send(struct conn *c)
 {
 	const char *path = app_ws_path(c);
-	struct app_field f[1 + APP_WS_AUTH_FIELDS];
+	struct app_field f[2 + APP_WS_AUTH_FIELDS];
 	const char *p = c->ws_auth->data;
+	char peer[APP_CONN_PEER_STR_MAX];
+	/* An Authorization value stored without its "Bearer " gets it back
+	 * here: once per upgrade or control restart, not per token. */
+	char authz[APP_WS_BEARER_LEN + HTTP_MAX_HEADER_BYTES];
 
 	f[0] = (struct app_field){ CHAN_F_PATH, path, strlen(path) };
 	for (size_t i = 0; i < APP_WS_AUTH_FIELDS; i++) {
 		uint16_t n = c->ws_auth->len[i];
+		size_t vl = n & APP_WS_AUTH_LEN_MASK;
 
 		f[1 + i] = (struct app_field){ app_ws_auth_tags[i], NULL, 0 };
 		if (n == APP_WS_AUTH_ABSENT)
 			continue;
 		f[1 + i].data = p;
-		f[1 + i].len = n;
-		p += n;
+		f[1 + i].len = vl;
+		if (n & APP_WS_AUTH_BEARER) {
+			memcpy(authz, app_ws_bearer, APP_WS_BEARER_LEN);
+			memcpy(authz + APP_WS_BEARER_LEN, p, vl);
+			f[1 + i].data = authz;
+			f[1 + i].len = APP_WS_BEARER_LEN + vl;
+		}
+		p += vl;
 	}
+	f[1 + APP_WS_AUTH_FIELDS] = (struct app_field){ CHAN_F_PEER, peer, app_conn_peer_str(c, peer) };
 	return app_send_request(c, CHAN_REQ_WS_OPEN, CHAN_M_GET, f, SLUICE_ARRAY_LEN(f));
 }
 
