@@ -78,14 +78,21 @@ static bool hdr_value_ok(const uint8_t *p, size_t n)
 	return memchr(p, '\r', n) == NULL && memchr(p, '\n', n) == NULL;
 }
 
+/* A /ws/chat upgrade has its answer or was dropped: ws_accept, which shares
+ * prov_mid's bytes while the upgrade runs, is over. */
+static void app_http_upgrade_over(struct conn *c)
+{
+	c->ws_upgrading = false;
+	c->prov_mid[0] = '\0';
+}
+
 /* A /ws/chat upgrade that will not become a WebSocket: its auth fields are
  * no longer needed. */
 static void app_http_upgrade_dropped(struct conn *c)
 {
 	if (!c->ws_upgrading)
 		return;
-	c->ws_upgrading = false;
-	c->prov_mid[0] = '\0'; /* ws_accept is over */
+	app_http_upgrade_over(c);
 	app_ws_auth_free(c);
 }
 
@@ -1075,15 +1082,14 @@ void app_http_on_response(struct conn *c, const struct chan_response *r, uint32_
 	if (c->admitting && app_http_admission(c, r, len))
 		return;
 	if (c->ws_upgrading && r->action == CHAN_RESP_WS_ACCEPT && !(r->flags & CHAN_RESP_MORE)) {
-		c->ws_upgrading = false;
 		if (c->eof) {
 			/* The client left while control decided. */
-			app_ws_auth_free(c);
+			app_http_upgrade_dropped(c);
 			app_conn_close(c, false);
 			return;
 		}
 		app_ws_start(c, c->ws_accept, r, len, false);
-		c->prov_mid[0] = '\0'; /* ws_accept is over */
+		app_http_upgrade_over(c);
 		/* Frames the client sent right behind its upgrade request wait in
 		 * the transport's stash: offer them to the WebSocket engine. */
 		if (!c->closing)

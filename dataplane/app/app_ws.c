@@ -134,18 +134,18 @@ bool app_ws_auth_keep(struct conn *c, const struct http_request *req, const stru
 		const struct http_header *h = http_find_header(req, names[i]);
 
 		present[i] = h != NULL;
-		if (h)
+		if (h) {
 			v[i] = h->value;
+			total += v[i].len;
+		}
 	}
 	if (present[0] && v[0].len > APP_WS_BEARER_LEN &&
 	    memcmp(v[0].p, app_ws_bearer, APP_WS_BEARER_LEN) == 0) {
 		bearer = true;
 		v[0].p += APP_WS_BEARER_LEN;
 		v[0].len -= APP_WS_BEARER_LEN;
+		total -= APP_WS_BEARER_LEN;
 	}
-	for (size_t i = 0; i < APP_WS_AUTH_FIELDS; i++)
-		if (present[i])
-			total += v[i].len;
 	app_ws_auth_free(c);
 	wa = malloc(sizeof(*wa) + total);
 	if (!wa)
