@@ -8,6 +8,8 @@ cd "$(dirname "$0")"
 PKGS="nginx-light libnginx-mod-nchan python3-fastapi python3-uvicorn gnuplot-nox nodejs npm"
 missing=""
 for p in $PKGS; do
+  # A nodejs from another source (NodeSource) bundles npm and conflicts with Debian's.
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
