@@ -31,6 +31,7 @@ enum val_kind {
 	K_U32Z,      /* 0, or min..max */
 	K_BOOL,
 	K_TRANSPORT,
+	K_KERNEL_SEND,
 	K_BATCH_MODE,
 	K_LISTEN,
 	K_POW2,

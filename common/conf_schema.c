@@ -14,6 +14,7 @@
 
 static const struct key_spec dataplane_keys[] = {
 	{ "transport", K_TRANSPORT, CF(transport), 0, 0, RESTART },
+	{ "kernel_send", K_KERNEL_SEND, CF(kernel_send), 0, 0, RESTART },
 	{ "workers", K_U32, CF(workers), 1, 64, RESTART },
 	{ "listen", K_LISTEN, 0, 1, 65535, RESTART },
 	{ "max_conns", K_U32, CF(max_conns), 1, 1048576, RESTART },

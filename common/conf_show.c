@@ -90,6 +90,11 @@ static bool show_value(const struct sluice_conf *c, const char *obj, const struc
 	case K_TRANSPORT:
 		snprintf(out, cap, "%s", *(const enum conf_transport *)f == CONF_TRANSPORT_DPDK ? "dpdk" : "kernel");
 		return true;
+	case K_KERNEL_SEND: {
+		enum conf_kernel_send ks = *(const enum conf_kernel_send *)f;
+		snprintf(out, cap, "%s", ks == CONF_KSEND_URING ? "uring" : ks == CONF_KSEND_SENDMSG ? "sendmsg" : "auto");
+		return true;
+	}
 	case K_BATCH_MODE:
 		snprintf(out, cap, "%s", *(const enum conf_batch_mode *)f == CONF_BATCH_OFF ? "off" : "adaptive");
 		return true;

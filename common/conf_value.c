@@ -590,6 +590,19 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		p->transport_line = p->line;
 		return 0;
 	}
+	case K_KERNEL_SEND: {
+		enum conf_kernel_send x;
+		if (strcmp(v, "auto") == 0)
+			x = CONF_KSEND_AUTO;
+		else if (strcmp(v, "uring") == 0)
+			x = CONF_KSEND_URING;
+		else if (strcmp(v, "sendmsg") == 0)
+			x = CONF_KSEND_SENDMSG;
+		else
+			return conf_fail(p, "%s: expected auto, uring or sendmsg: '%s'", k->name, v);
+		memcpy(field, &x, sizeof(x));
+		return 0;
+	}
 	case K_BATCH_MODE: {
 		enum conf_batch_mode x;
 		if (strcmp(v, "adaptive") == 0)

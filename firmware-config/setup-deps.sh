@@ -7,7 +7,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
   build-essential meson ninja-build pkg-config clang libclang-rt-14-dev
   libdpdk-dev dpdk liblmdb-dev lmdb-utils libsodium-dev libcmocka-dev
-  libcurl4-openssl-dev libjansson-dev libssl-dev openssl zlib1g-dev python3-h11
+  libcurl4-openssl-dev libjansson-dev libssl-dev openssl zlib1g-dev liburing-dev python3-h11
   curl wrk python3 python3-websockets python3-aiohttp python3-scapy iproute2 nftables procps
   ethtool iputils-ping openssl gnuplot-nox
   python3-brotli chromium fonts-dejavu-core

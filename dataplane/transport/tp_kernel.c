@@ -32,331 +32,18 @@
 #include "sluice/list.h"
 #include "sluice/log.h"
 #include "transport/tp_kernel_config.h"
+#include "transport/tp_kernel_int.h"
+#include "transport/tp_uring.h"
 
 #define RX_SCRATCH (64u * 1024u)
-#define MAX_EVENTS 256
 #define ACCEPT_BURST 64
 #define WRITEV_MAX 64
-/* Free chunks kept per worker for the next sender (2 MiB of full-size ones,
- * 1 MiB of small ones); past that a sent chunk goes back to malloc. */
-#define FREE_CHUNKS_MAX 128u
-#define FREE_SMALL_MAX 2048u
 #define STASH_MIN 2048u
-/* Arena segments of one turn: doubling from TP_KERNEL_ARENA_MIN, the last
- * one reaches TP_KERNEL_ARENA_MAX. */
-#define ARENA_SEGS_MAX 8u
 #define LISTEN_BACKLOG 4096
 /* After EMFILE and friends the listener rests this long, instead of waking a
  * level-triggered epoll in a loop while nothing can be accepted. */
 #define ACCEPT_PAUSE_NS (100ull * 1000000ull)
 
-/* A send-queue chunk: bytes [head, tail) are committed and not yet sent. */
-struct chunk {
-	struct chunk *next;
-	uint32_t cap;
-	uint32_t head;
-	uint32_t tail;
-	uint32_t in_arena; /* carved from a segment of the send arena */
-	uint8_t data[];
-};
-
-enum {
-	KC_CLOSING = 1u << 0, /* graceful close asked: discard input, send the rest, FIN */
-	KC_RD_EOF = 1u << 1,  /* peer's FIN seen */
-	KC_WR_SHUT = 1u << 2, /* our FIN sent */
-	KC_DEAD = 1u << 3,    /* fd closed; on_close and free pending */
-	KC_BLOCKED = 1u << 4, /* last send hit EAGAIN; waiting for EPOLLOUT */
-	KC_RX_FULL = 1u << 5, /* stash full; not read until rx_resume */
-	KC_HAD_TX = 1u << 6,  /* bytes queued since the last on_drained */
-	KC_ARENA = 1u << 7,   /* has arena chunks: listed in ktp.arena_conns[arena_idx] */
-};
-
-struct ktp;
-
-/* A listening socket; epoll events carry its address. */
-struct klisten {
-	int fd;
-	uint16_t port;
-};
-
-struct tp_conn {
-	struct ktp *tp;
-	int fd;
-	uint32_t flags;
-	uint32_t ev; /* epoll interest now registered */
-	uint32_t stash_len, stash_cap;
-	uint32_t arena_idx; /* with KC_ARENA */
-	void *ctx;   /* the app's; NULL while on_open runs or when refused */
-	uint8_t *stash; /* unconsumed input, owned here */
-	struct chunk *txh, *txt;
-	uint64_t tx_queued;
-	uint64_t linger_deadline;
-	struct list_node all;    /* ktp.conns, or ktp.dead once DEAD */
-	struct list_node flush;  /* ktp.flushq: has bytes to send */
-	/* One link for two queues a conn is never on at once: kt_close takes
-	 * it off resumeq before it joins lingerq, and a CLOSING conn is never
-	 * queued for a resume again (list_del on either name is harmless). */
-	union {
-		struct list_node resume; /* ktp.resumeq: rx_resume asked */
-		struct list_node linger; /* ktp.lingerq: graceful close running */
-	};
-};
-
-struct ktp {
-	struct tp base; /* first: struct tp * converts to struct ktp * */
-	const struct tp_upcalls *up;
-	void *app;
-	struct klisten ls[TP_KERNEL_MAX_LISTEN];
-	uint32_t nls;
-	int epfd, extra_fd;
-	uint16_t port; /* of ls[0] */
-	bool listen_paused;
-	uint32_t nconns;
-	uint32_t nfree, nfree_small;
-	uint32_t nchunks; /* send-queue chunks that exist: queued or free */
-	/* Times the app broke the interface's contract (consumed more than it
-	 * was offered, committed more than it reserved); each reset its conn. */
-	uint64_t app_errors;
-	uint64_t listen_resume_ns;
-	uint8_t *scratch;
-	struct chunk *free_chunks, *free_small;
-	/* The send arena (TP_KERNEL_ARENA_*): chunks carved end to end from
-	 * arena[0, arena_used); arena_top is the last one, the only one that
-	 * may still grow. A turn that fills the arena goes on in a new one of
-	 * twice the size (the full ones wait in arena_prev until the turn's
-	 * flush has moved their leftovers out, then go back to malloc), so
-	 * the turn's bytes never spill into a chunk per connection.
-	 * arena_conns lists the connections holding arena chunks (NULL where
-	 * one died since). */
-	uint8_t *arena;
-	uint32_t arena_cap, arena_used;
-	uint8_t *arena_prev[ARENA_SEGS_MAX];
-	uint32_t narena_prev;
-	struct chunk *arena_top;
-	bool arena_overflowed; /* a reservation found the arena full */
-	struct tp_conn **arena_conns;
-	uint32_t narena_conns, arena_conns_cap;
-	struct list_node conns, dead, flushq, resumeq, lingerq;
-	struct epoll_event events[MAX_EVENTS];
-};
-
-static inline struct ktp *ktp_of(struct tp *t)
-{
-	return (struct ktp *)(void *)t;
-}
-
-/* ---- send-queue chunks ----------------------------------------------------- */
-
-/* A chunk of at least min bytes: small when `small` and min fits, else full
- * size (or exactly min beyond that), from the free lists when possible. */
-static struct chunk *chunk_get(struct ktp *t, size_t min, bool small)
-{
-	struct chunk *k;
-	size_t cap;
-	if (small && min <= TP_KERNEL_SMALL_CHUNK) {
-		cap = TP_KERNEL_SMALL_CHUNK;
-		k = t->free_small;
-		if (k) {
-			t->free_small = k->next;
-			t->nfree_small--;
-		}
-	} else {
-		cap = min <= TP_KERNEL_CHUNK ? TP_KERNEL_CHUNK : min;
-		k = cap == TP_KERNEL_CHUNK ? t->free_chunks : NULL;
-		if (k) {
-			t->free_chunks = k->next;
-			t->nfree--;
-		}
-	}
-	if (!k) {
-		if (cap > UINT32_MAX)
-			return NULL;
-		k = malloc(sizeof(*k) + cap);
-		if (!k)
-			return NULL;
-		k->cap = (uint32_t)cap;
-		t->nchunks++;
-	}
-	k->next = NULL;
-	k->head = k->tail = 0;
-	k->in_arena = 0;
-	return k;
-}
-
-static bool chunk_in_arena(const struct chunk *k)
-{
-	return k->in_arena != 0;
-}
-
-static void chunk_put(struct ktp *t, struct chunk *k)
-{
-	if (chunk_in_arena(k))
-		return; /* the arena starts over as a whole */
-	if (k->cap == TP_KERNEL_CHUNK && t->nfree < FREE_CHUNKS_MAX) {
-		k->next = t->free_chunks;
-		t->free_chunks = k;
-		t->nfree++;
-		return;
-	}
-	if (k->cap == TP_KERNEL_SMALL_CHUNK && t->nfree_small < FREE_SMALL_MAX) {
-		k->next = t->free_small;
-		t->free_small = k;
-		t->nfree_small++;
-		return;
-	}
-	free(k);
-	t->nchunks--;
-}
-
-static void txq_release(struct ktp *t, struct tp_conn *c)
-{
-	while (c->txh) {
-		struct chunk *k = c->txh;
-		c->txh = k->next;
-		chunk_put(t, k);
-	}
-	c->txt = NULL;
-	c->tx_queued = 0;
-	if (c->flags & KC_ARENA) {
-		t->arena_conns[c->arena_idx] = NULL;
-		c->flags &= ~(uint32_t)KC_ARENA;
-	}
-}
-
-/* ---- the send arena -------------------------------------------------------- */
-
-static void conn_finish(struct tp_conn *c, bool reset);
-
-/* The arena is full in the middle of a turn: carving goes on in a new
- * segment of twice its size (at most a few mallocs per turn, while the
- * turn outgrows every arena so far, never one per connection). False at
- * TP_KERNEL_ARENA_MAX or out of memory: the turn's rest goes to chunks. */
-static bool arena_grow(struct ktp *t)
-{
-	if (t->arena_cap >= TP_KERNEL_ARENA_MAX || t->narena_prev == ARENA_SEGS_MAX)
-		return false;
-	uint8_t *p = malloc((size_t)t->arena_cap * 2);
-	if (!p)
-		return false;
-	t->arena_prev[t->narena_prev++] = t->arena;
-	t->arena = p;
-	t->arena_cap *= 2;
-	t->arena_used = 0;
-	t->arena_top = NULL;
-	return true;
-}
-
-/*
- * A chunk from the arena for c, with room for at least min bytes: only for a
- * connection that is not waiting for EPOLLOUT and whose queue is empty or
- * ends in arena chunks (so the arena never holds bytes behind a chunk that
- * outlives the turn), and only while it stays small. NULL: use a chunk.
- */
-static struct chunk *arena_get(struct ktp *t, struct tp_conn *c, size_t min)
-{
-	if ((c->flags & KC_BLOCKED) || (c->txt && !chunk_in_arena(c->txt)) ||
-	    c->tx_queued + min > TP_KERNEL_ARENA_CONN_MAX)
-		return NULL;
-	if (!t->arena) {
-		t->arena = malloc(TP_KERNEL_ARENA_MIN);
-		if (!t->arena)
-			return NULL;
-		t->arena_cap = TP_KERNEL_ARENA_MIN;
-	}
-	if (!(c->flags & KC_ARENA) && t->narena_conns == t->arena_conns_cap) {
-		uint32_t n = t->arena_conns_cap ? t->arena_conns_cap * 2 : 1024;
-		struct tp_conn **p = realloc(t->arena_conns, n * sizeof(*p));
-		if (!p)
-			return NULL;
-		t->arena_conns = p;
-		t->arena_conns_cap = n;
-	}
-	/* The top chunk stops growing where its bytes end. */
-	if (t->arena_top) {
-		t->arena_top->cap = t->arena_top->tail;
-		t->arena_used = (uint32_t)((uint8_t *)t->arena_top->data + t->arena_top->tail - t->arena);
-		t->arena_used = (t->arena_used + 7u) & ~7u;
-		t->arena_top = NULL;
-	}
-	if ((size_t)t->arena_cap - t->arena_used < sizeof(struct chunk) + min && !arena_grow(t)) {
-		t->arena_overflowed = true;
-		return NULL;
-	}
-	struct chunk *k = (struct chunk *)(void *)(t->arena + t->arena_used);
-	k->next = NULL;
-	k->head = k->tail = 0;
-	k->in_arena = 1;
-	k->cap = t->arena_cap - t->arena_used - (uint32_t)sizeof(struct chunk);
-	if (k->cap > TP_KERNEL_ARENA_CONN_MAX - c->tx_queued)
-		k->cap = (uint32_t)(TP_KERNEL_ARENA_CONN_MAX - c->tx_queued);
-	t->arena_top = k;
-	if (!(c->flags & KC_ARENA)) {
-		c->arena_idx = t->narena_conns;
-		t->arena_conns[t->narena_conns++] = c;
-		c->flags |= KC_ARENA;
-	}
-	return k;
-}
-
-/* Moves what c could not send out of the arena into chunks of its own, in
- * order. False when memory ran out (the caller resets c). */
-static bool arena_evict(struct ktp *t, struct tp_conn *c)
-{
-	struct chunk **link = &c->txh, *last = NULL;
-	while (*link) {
-		struct chunk *k = *link;
-		if (!chunk_in_arena(k)) {
-			last = k;
-			link = &k->next;
-			continue;
-		}
-		uint32_t n = k->tail - k->head;
-		struct chunk *h = n ? chunk_get(t, n, n <= TP_KERNEL_SMALL_CHUNK) : NULL;
-		if (n && !h)
-			return false;
-		if (!h) {
-			*link = k->next;
-			continue;
-		}
-		memcpy(h->data, k->data + k->head, n);
-		h->tail = n;
-		h->next = k->next;
-		*link = h;
-		last = h;
-		link = &h->next;
-	}
-	c->txt = last;
-	return true;
-}
-
-/* After a flush: the arena's leftovers move to chunks, the segments the
- * turn filled are freed, and it starts over in the last (larger, while
- * empty, if even that overflowed). */
-static void arena_reset(struct ktp *t)
-{
-	for (uint32_t i = 0; i < t->narena_conns; i++) {
-		struct tp_conn *c = t->arena_conns[i];
-		if (!c)
-			continue;
-		c->flags &= ~(uint32_t)KC_ARENA;
-		if (!arena_evict(t, c))
-			conn_finish(c, true);
-	}
-	t->narena_conns = 0;
-	t->arena_used = 0;
-	t->arena_top = NULL;
-	while (t->narena_prev > 0)
-		free(t->arena_prev[--t->narena_prev]);
-	if (t->arena_overflowed && t->arena_cap < TP_KERNEL_ARENA_MAX) {
-		uint8_t *p = malloc((size_t)t->arena_cap * 2);
-		if (p) {
-			free(t->arena);
-			t->arena = p;
-			t->arena_cap *= 2;
-		}
-	}
-	t->arena_overflowed = false;
-}
 
 /* ---- connection state ------------------------------------------------------ */
 
@@ -371,7 +58,7 @@ static void conn_unblock(struct ktp *t, struct tp_conn *c)
  * Closes the socket now and queues the connection for on_close at the end of
  * the pass. reset=true sends RST (SO_LINGER 0) instead of a normal close.
  */
-static void conn_finish(struct tp_conn *c, bool reset)
+void kt_conn_finish(struct tp_conn *c, bool reset)
 {
 	if (c->flags & KC_DEAD)
 		return;
@@ -386,7 +73,7 @@ static void conn_finish(struct tp_conn *c, bool reset)
 	if (c->flags & KC_BLOCKED)
 		conn_unblock(t, c);
 	c->flags |= KC_DEAD;
-	txq_release(t, c);
+	ktq_release(t, c);
 	c->stash_len = 0;
 	list_del(&c->flush);
 	list_del(&c->resume);
@@ -423,7 +110,7 @@ static void update_interest(struct tp_conn *c)
 		return;
 	struct epoll_event e = {.events = ev, .data.ptr = c};
 	if (epoll_ctl(c->tp->epfd, EPOLL_CTL_MOD, c->fd, &e) < 0) {
-		conn_finish(c, true);
+		kt_conn_finish(c, true);
 		return;
 	}
 	c->ev = ev;
@@ -435,13 +122,13 @@ static void closing_drained(struct tp_conn *c)
 {
 	if (!(c->flags & KC_WR_SHUT)) {
 		if (shutdown(c->fd, SHUT_WR) < 0) {
-			conn_finish(c, false);
+			kt_conn_finish(c, false);
 			return;
 		}
 		c->flags |= KC_WR_SHUT;
 	}
 	if (c->flags & KC_RD_EOF)
-		conn_finish(c, false);
+		kt_conn_finish(c, false);
 }
 
 /* Drops fully sent chunks from the front of the queue. */
@@ -450,7 +137,7 @@ static void txq_trim(struct ktp *t, struct tp_conn *c)
 	while (c->txh && c->txh->head == c->txh->tail) {
 		struct chunk *k = c->txh;
 		c->txh = k->next;
-		chunk_put(t, k);
+		ktq_chunk_put(t, k);
 	}
 	if (!c->txh)
 		c->txt = NULL;
@@ -468,6 +155,58 @@ static void conn_block(struct ktp *t, struct tp_conn *c)
 	update_interest(c);
 }
 
+/* Points iov[0, max) at the queue's unsent bytes; returns how many it used,
+ * their total in *offered. */
+static int txq_iov(const struct tp_conn *c, struct iovec *iov, int max, size_t *offered)
+{
+	int n = 0;
+	size_t sum = 0;
+	for (struct chunk *k = c->txh; k && n < max; k = k->next) {
+		if (k->tail > k->head) {
+			iov[n].iov_base = k->data + k->head;
+			iov[n].iov_len = k->tail - k->head;
+			sum += iov[n].iov_len;
+			n++;
+		}
+	}
+	*offered = sum;
+	return n;
+}
+
+/*
+ * Takes in the result of one send of `offered` bytes: res is the bytes sent
+ * or a negative errno. True when all of them went out and the socket may
+ * take more; false when it is full (the conn now waits for EPOLLOUT) or
+ * failed (the conn is finished).
+ */
+static bool txq_sent(struct ktp *t, struct tp_conn *c, ssize_t res, size_t offered)
+{
+	if (res < 0) {
+		if (res == -EAGAIN || res == -EWOULDBLOCK)
+			conn_block(t, c);
+		else
+			kt_conn_finish(c, false);
+		return false;
+	}
+	size_t left = (size_t)res;
+	c->tx_queued -= left;
+	for (struct chunk *k = c->txh; k && left > 0; k = k->next) {
+		size_t take = k->tail - k->head;
+		if (take > left)
+			take = left;
+		k->head += (uint32_t)take;
+		left -= take;
+	}
+	/* A short write means the socket buffer is full: wait for EPOLLOUT
+	 * now instead of paying another send just to hear EAGAIN. */
+	if ((size_t)res < offered) {
+		txq_trim(t, c);
+		conn_block(t, c);
+		return false;
+	}
+	return true;
+}
+
 /* Sends until the queue is empty or the socket is full. */
 static void conn_send(struct ktp *t, struct tp_conn *c)
 {
@@ -476,48 +215,18 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 		if (!c->txh)
 			break;
 		struct iovec iov[WRITEV_MAX];
-		int n = 0;
-		for (struct chunk *k = c->txh; k && n < WRITEV_MAX; k = k->next) {
-			if (k->tail > k->head) {
-				iov[n].iov_base = k->data + k->head;
-				iov[n].iov_len = k->tail - k->head;
-				n++;
-			}
-		}
+		size_t offered;
+		int n = txq_iov(c, iov, WRITEV_MAX, &offered);
 		if (n == 0) {
-			txq_release(t, c);
+			ktq_release(t, c);
 			break;
 		}
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				conn_block(t, c);
-				return;
-			}
-			conn_finish(c, false);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (!txq_sent(t, c, w < 0 ? -(ssize_t)errno : w, offered))
 			return;
-		}
-		size_t left = (size_t)w, offered = 0;
-		for (int i = 0; i < n; i++)
-			offered += iov[i].iov_len;
-		c->tx_queued -= left;
-		for (struct chunk *k = c->txh; k && left > 0; k = k->next) {
-			size_t take = k->tail - k->head;
-			if (take > left)
-				take = left;
-			k->head += (uint32_t)take;
-			left -= take;
-		}
-		/* A short write means the socket buffer is full: wait for EPOLLOUT
-		 * now instead of paying another sendmsg just to hear EAGAIN. */
-		if ((size_t)w < offered) {
-			txq_trim(t, c);
-			conn_block(t, c);
-			return;
-		}
 	}
 	if (c->flags & KC_BLOCKED) {
 		conn_unblock(t, c);
@@ -530,6 +239,88 @@ static void conn_send(struct ktp *t, struct tp_conn *c)
 	} else if (c->flags & KC_HAD_TX) {
 		c->flags &= ~(uint32_t)KC_HAD_TX;
 		t->up->on_drained(t->app, c->ctx);
+	}
+}
+
+static void uring_drop(struct ktp *t)
+{
+	tpu_free(t->uring);
+	free(t->usend);
+	t->uring = NULL;
+	t->usend = NULL;
+}
+
+/* Makes the ring on the flushing thread; false (and sendmsg from now on)
+ * when that fails. */
+static bool uring_open(struct ktp *t)
+{
+	char why[128];
+	t->uring = tpu_new(TP_KERNEL_URING_DEPTH, why, sizeof(why));
+	t->usend = calloc(TP_KERNEL_URING_DEPTH, sizeof(*t->usend));
+	if (t->uring && t->usend)
+		return true;
+	LOG_WARN("kernel transport on port %u: no io_uring (%s), sending with sendmsg",
+		 (unsigned)t->port, t->uring ? "out of memory" : why);
+	uring_drop(t);
+	t->use_uring = false;
+	return false;
+}
+
+/*
+ * The flush of a turn with more than one connection to send on, through
+ * the ring: one send per connection queued (its first run of bytes, which
+ * is all of it unless the queue outgrew the turn's arena share), one
+ * io_uring_enter for up to TP_KERNEL_URING_DEPTH of them, then each result
+ * taken in as conn_send would take its sendmsg's. A connection whose send
+ * went out whole finishes in conn_send, which finds its queue empty (the
+ * common case, no further syscall) or sends the rest itself. Upcalls run
+ * only after the ring's run is over, so they may close or queue on any
+ * connection of the batch: a closed one is skipped, bytes queued on one
+ * waiting for its result go out in its conn_send.
+ */
+static void flush_uring(struct ktp *t, struct list_node *q)
+{
+	while (!list_empty(q)) {
+		unsigned n = 0;
+		while (!list_empty(q) && tpu_room(t->uring)) {
+			struct tp_conn *c = list_entry(q->next, struct tp_conn, flush);
+			list_del(&c->flush);
+			if (c->flags & (KC_DEAD | KC_BLOCKED))
+				continue;
+			txq_trim(t, c);
+			struct chunk *k = c->txh; /* trimmed: holds bytes, if any */
+			if (!k) {
+				conn_send(t, c);
+				continue;
+			}
+			t->usend[n] = (struct ksend){.c = c, .offered = k->tail - k->head};
+			tpu_send(t->uring, c->fd, k->data + k->head, k->tail - k->head, n);
+			n++;
+		}
+		int r = tpu_run(t->uring);
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t tag;
+			int res = tpu_result(t->uring, i, &tag);
+			struct tp_conn *c = t->usend[i].c;
+			if (c->flags & KC_DEAD)
+				continue;
+			/* The ring failed, or a signal cut the send short: sendmsg
+			 * answers for this one. */
+			if ((r < 0 && res == r) || res == -EINTR || txq_sent(t, c, res, t->usend[i].offered))
+				conn_send(t, c);
+		}
+		if (r < 0) {
+			LOG_WARN("kernel transport on port %u: io_uring failed (%s), sending with "
+				 "sendmsg from now on", (unsigned)t->port, strerror(-r));
+			uring_drop(t);
+			t->use_uring = false;
+			while (!list_empty(q)) {
+				struct tp_conn *c = list_entry(q->next, struct tp_conn, flush);
+				list_del(&c->flush);
+				if (!(c->flags & (KC_DEAD | KC_BLOCKED)))
+					conn_send(t, c);
+			}
+		}
 	}
 }
 
@@ -562,7 +353,7 @@ static void offer(struct ktp *t, struct tp_conn *c, const uint8_t *p, size_t len
 	}
 	if (unlikely(used > len)) {
 		t->app_errors++;
-		conn_finish(c, true);
+		kt_conn_finish(c, true);
 		return;
 	}
 	if (used == len) {
@@ -574,7 +365,7 @@ static void offer(struct ktp *t, struct tp_conn *c, const uint8_t *p, size_t len
 		memmove(c->stash, c->stash + used, rest);
 	} else {
 		if (!stash_reserve(c, rest)) {
-			conn_finish(c, true);
+			kt_conn_finish(c, true);
 			return;
 		}
 		memcpy(c->stash, p + used, rest);
@@ -594,7 +385,7 @@ static void peer_eof(struct ktp *t, struct tp_conn *c)
 		return;
 	if (c->flags & KC_CLOSING) {
 		if (c->flags & KC_WR_SHUT)
-			conn_finish(c, false);
+			kt_conn_finish(c, false);
 		return;
 	}
 	t->up->on_eof(t->app, c->ctx);
@@ -616,7 +407,7 @@ static void conn_read(struct ktp *t, struct tp_conn *c)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
-		conn_finish(c, false);
+		kt_conn_finish(c, false);
 		return;
 	}
 	if (n == 0) {
@@ -630,7 +421,7 @@ static void conn_read(struct ktp *t, struct tp_conn *c)
 		return;
 	}
 	if (!stash_reserve(c, c->stash_len + (uint32_t)n)) {
-		conn_finish(c, true);
+		kt_conn_finish(c, true);
 		return;
 	}
 	memcpy(c->stash + c->stash_len, t->scratch, (size_t)n);
@@ -712,7 +503,7 @@ static void conn_new(struct ktp *t, int fd, const struct sockaddr_in *sa, uint16
 	};
 	void *ctx = t->up->on_open(t->app, c, &peer);
 	if (!ctx) {
-		conn_finish(c, true);
+		kt_conn_finish(c, true);
 		return;
 	}
 	c->ctx = ctx;
@@ -767,7 +558,7 @@ static void run_lingers(struct ktp *t, uint64_t now)
 		struct tp_conn *c = list_entry(t->lingerq.next, struct tp_conn, linger);
 		if (c->linger_deadline > now)
 			break;
-		conn_finish(c, c->tx_queued > 0);
+		kt_conn_finish(c, c->tx_queued > 0);
 	}
 }
 
@@ -799,7 +590,7 @@ static int clamp_timeout(int timeout_ms, uint64_t now, uint64_t deadline)
 static void conn_event(struct ktp *t, struct tp_conn *c, uint32_t ev)
 {
 	if (ev & EPOLLERR) {
-		conn_finish(c, false);
+		kt_conn_finish(c, false);
 		return;
 	}
 	if (ev & EPOLLOUT) {
@@ -811,7 +602,7 @@ static void conn_event(struct ktp *t, struct tp_conn *c, uint32_t ev)
 		conn_read(t, c);
 	/* Both directions are gone (reset, or FIN both ways): nothing more to do. */
 	if ((ev & EPOLLHUP) && (c->flags & KC_RD_EOF))
-		conn_finish(c, false);
+		kt_conn_finish(c, false);
 }
 
 static int kt_poll(struct tp *tp, int timeout_ms, int extra_fd)
@@ -859,12 +650,12 @@ static uint8_t *kt_tx_reserve(struct tp_conn *c, size_t min, size_t *avail)
 	if (min == 0)
 		min = 1;
 	struct chunk *k = c->txt;
-	if (!k || k->cap - k->tail < min || (chunk_in_arena(k) && k != c->tp->arena_top)) {
-		k = arena_get(c->tp, c, min);
+	if (!k || k->cap - k->tail < min || (ktq_in_arena(k) && k != c->tp->arena_top)) {
+		k = ktq_arena_get(c->tp, c, min);
 		/* Past the arena the queue goes on as an empty one would: a small
 		 * chunk first. */
 		if (!k)
-			k = chunk_get(c->tp, min, !c->txt || chunk_in_arena(c->txt));
+			k = ktq_chunk_get(c->tp, min, !c->txt || ktq_in_arena(c->txt));
 		if (unlikely(!k))
 			return NULL;
 		if (c->txt)
@@ -885,7 +676,7 @@ static void kt_tx_commit(struct tp_conn *c, size_t n)
 	if (unlikely(!k || n > (size_t)(k->cap - k->tail))) {
 		/* Bytes past the reservation are not ours to send. */
 		c->tp->app_errors++;
-		conn_finish(c, true);
+		kt_conn_finish(c, true);
 		return;
 	}
 	k->tail += (uint32_t)n;
@@ -901,13 +692,17 @@ static void kt_flush(struct tp *tp)
 	struct list_node local;
 	list_init(&local);
 	list_splice_tail(&local, &t->flushq);
+	/* One connection to send on gains nothing from the ring. */
+	if (t->use_uring && !list_empty(&local) && local.next->next != &local &&
+	    (t->uring || uring_open(t)))
+		flush_uring(t, &local);
 	while (!list_empty(&local)) {
 		struct tp_conn *c = list_entry(local.next, struct tp_conn, flush);
 		list_del(&c->flush);
 		if (!(c->flags & (KC_DEAD | KC_BLOCKED)))
 			conn_send(t, c);
 	}
-	arena_reset(t);
+	ktq_arena_reset(t);
 	reap(t);
 }
 
@@ -916,7 +711,7 @@ static void kt_close(struct tp_conn *c, bool abort)
 	if (c->flags & KC_DEAD)
 		return;
 	if (abort) {
-		conn_finish(c, true);
+		kt_conn_finish(c, true);
 		return;
 	}
 	if (c->flags & KC_CLOSING)
@@ -981,7 +776,7 @@ static void kt_destroy(struct tp *tp)
 		return;
 	struct ktp *t = ktp_of(tp);
 	while (!list_empty(&t->conns))
-		conn_finish(list_entry(t->conns.next, struct tp_conn, all), false);
+		kt_conn_finish(list_entry(t->conns.next, struct tp_conn, all), false);
 	reap(t);
 	if (t->app_errors)
 		LOG_WARN("kernel transport on port %u: %" PRIu64 " connection(s) reset because the "
@@ -1001,6 +796,7 @@ static void kt_destroy(struct tp *tp)
 		free(t->arena_prev[--t->narena_prev]);
 	free(t->arena);
 	free(t->arena_conns);
+	uring_drop(t);
 	for (uint32_t i = 0; i < t->nls; i++)
 		close(t->ls[i].fd);
 	if (t->epfd >= 0)
@@ -1105,6 +901,8 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 	if (listener_add(t, addr, port, err, errlen) != 0)
 		goto fail;
 	t->port = t->ls[0].port;
+	if (tp_kernel_set_send(&t->base, TP_KERNEL_SEND_AUTO, err, errlen) != 0)
+		goto fail;
 	return &t->base;
 fail:
 	kt_destroy(&t->base);
@@ -1134,4 +932,34 @@ uint32_t tp_kernel_chunks(const struct tp *t)
 uint64_t tp_kernel_app_errors(const struct tp *t)
 {
 	return ((const struct ktp *)(const void *)t)->app_errors;
+}
+
+int tp_kernel_set_send(struct tp *tp, enum tp_kernel_send how, char *err, size_t errlen)
+{
+	struct ktp *t = ktp_of(tp);
+	uring_drop(t);
+	t->use_uring = false;
+	if (how == TP_KERNEL_SEND_SENDMSG)
+		return 0;
+	/* A probe only: the ring itself is made by the thread that flushes
+	 * (uring_open), a single-issuer ring serves no other. */
+	char why[128];
+	struct tpu *probe = tpu_new(TP_KERNEL_URING_DEPTH, why, sizeof(why));
+	if (probe) {
+		tpu_free(probe);
+		t->use_uring = true;
+		return 0;
+	}
+	if (how == TP_KERNEL_SEND_URING) {
+		snprintf(err, errlen, "kernel_send = uring: %s", why);
+		return -1;
+	}
+	LOG_INFO("kernel transport on port %u: no io_uring (%s), sending with sendmsg",
+		 (unsigned)t->port, why);
+	return 0;
+}
+
+bool tp_kernel_uring(const struct tp *t)
+{
+	return ((const struct ktp *)(const void *)t)->use_uring;
 }

@@ -6,6 +6,7 @@
 #ifndef SLUICE_TP_KERNEL_H
 #define SLUICE_TP_KERNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,11 @@
 #define TP_KERNEL_ARENA_MIN (256u * 1024u)
 #define TP_KERNEL_ARENA_MAX (16u * 1024u * 1024u)
 #define TP_KERNEL_ARENA_CONN_MAX (4u * 1024u)
+/* Sends one io_uring run of a flush takes at most (tp_uring.h); the unit
+ * tests build with a small one so a flush takes several runs. */
+#ifndef TP_KERNEL_URING_DEPTH
+#define TP_KERNEL_URING_DEPTH 1024u
+#endif
 /* Listening sockets one instance may have (the listener and a redirect one). */
 #define TP_KERNEL_MAX_LISTEN 2u
 /* Graceful close gives the peer this long to take the data and send its FIN. */
@@ -40,6 +46,19 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
  * the same upcalls, told apart by tp_peer.local_port. Returns 0, or -1 with a
  * message in err. */
 int tp_kernel_listen_also(struct tp *t, const char *addr, uint16_t port, char *err, size_t errlen);
+/* How a flush sends: AUTO batches a turn's sends through io_uring when the
+ * kernel has it and falls back to one sendmsg per connection otherwise
+ * (what tp_kernel_listen sets up); URING insists on the ring; SENDMSG
+ * never uses it. Reading and EPOLLOUT resends always use plain calls. */
+enum tp_kernel_send {
+	TP_KERNEL_SEND_AUTO,
+	TP_KERNEL_SEND_URING,
+	TP_KERNEL_SEND_SENDMSG,
+};
+/* Returns 0, or -1 with a message in err (URING without a usable ring). */
+int tp_kernel_set_send(struct tp *t, enum tp_kernel_send how, char *err, size_t errlen);
+/* True while flushes send through io_uring. */
+bool tp_kernel_uring(const struct tp *t);
 /* The port the instance listens on (host byte order). */
 uint16_t tp_kernel_port(const struct tp *t);
 /* Connections the instance holds (open or closing). */

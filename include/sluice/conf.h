@@ -30,6 +30,8 @@
 #define CONF_PATH_MAX 256
 
 enum conf_transport { CONF_TRANSPORT_KERNEL = 0, CONF_TRANSPORT_DPDK = 1 };
+/* kernel_send: how the kernel transport's flush sends (tp_kernel.h). */
+enum conf_kernel_send { CONF_KSEND_AUTO = 0, CONF_KSEND_URING = 1, CONF_KSEND_SENDMSG = 2 };
 enum conf_batch_mode { CONF_BATCH_ADAPTIVE = 0, CONF_BATCH_OFF = 1 };
 enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0, CONF_BACKEND_OPENAI = 1, CONF_BACKEND_OLLAMA = 2 };
 enum conf_tls_version { CONF_TLS_1_2 = 0, CONF_TLS_1_3 = 1 };
@@ -126,6 +128,7 @@ struct sluice_conf {
 
 	/* [dataplane] */
 	enum conf_transport transport; /* transport = kernel | dpdk (default kernel) */
+	enum conf_kernel_send kernel_send; /* kernel_send = auto | uring | sendmsg (default auto) */
 	uint32_t workers;              /* workers = N, 1..64 (default 1) */
 	char listen_addr[64];          /* listen = ADDR:PORT (default 127.0.0.1:8080) */
 	uint16_t listen_port;

@@ -102,6 +102,7 @@ static void test_defaults(void **state)
 	memset(c, 0x5a, sizeof(*c));
 	conf_defaults(c);
 	assert_int_equal(c->transport, CONF_TRANSPORT_KERNEL);
+	assert_int_equal(c->kernel_send, CONF_KSEND_AUTO);
 	assert_int_equal(c->workers, 1);
 	assert_string_equal(c->listen_addr, "127.0.0.1");
 	assert_int_equal(c->listen_port, 8080);
@@ -232,6 +233,7 @@ static const char full_file[] =
 	"ws_max_message = 1048576\n"
 	"max_pending_bytes = 65536\n"
 	"pin_workers = false\n"
+	"kernel_send = sendmsg\n"
 	"worker_slice_us = 0\n"
 	"ws_echo = true\n"
 	"lcores = 2-5, 7,9-10 ,12\n"
@@ -304,6 +306,7 @@ static void test_full_file(void **state)
 	(void)state;
 	struct sluice_conf *c = load_ok(full_file);
 	assert_int_equal(c->transport, CONF_TRANSPORT_DPDK);
+	assert_int_equal(c->kernel_send, CONF_KSEND_SENDMSG);
 	assert_int_equal(c->workers, 8);
 	assert_string_equal(c->listen_addr, "10.0.0.7");
 	assert_int_equal(c->listen_port, 443);
@@ -576,6 +579,8 @@ static void test_err_enums_and_listen(void **state)
 	expect_error("[dataplane]\ntransport = Kernel\n", 2,
 		     "transport: expected kernel or dpdk: 'Kernel'");
 	expect_error("[batching]\nmode = on\n", 2, "mode: expected adaptive or off: 'on'");
+	expect_error("[dataplane]\nkernel_send = io_uring\n", 2,
+		     "kernel_send: expected auto, uring or sendmsg: 'io_uring'");
 	expect_error("[dataplane]\npin_workers = yes\n", 2,
 		     "pin_workers: expected true or false: 'yes'");
 	/* 0 or the kernel's range of custom slices; 1..99 µs is neither. */
