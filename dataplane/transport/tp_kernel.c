@@ -44,7 +44,6 @@
  * level-triggered epoll in a loop while nothing can be accepted. */
 #define ACCEPT_PAUSE_NS (100ull * 1000000ull)
 
-
 /* ---- connection state ------------------------------------------------------ */
 
 /* The conn's queue left, or the conn died: no longer stalled. */
@@ -259,7 +258,7 @@ static bool uring_open(struct ktp *t)
 	t->usend = calloc(TP_KERNEL_URING_DEPTH, sizeof(*t->usend));
 	if (t->uring && t->usend)
 		return true;
-	LOG_WARN("kernel transport on port %u: no io_uring (%s), sending with sendmsg",
+	LOG_INFO("kernel transport on port %u: no io_uring (%s), sending with sendmsg",
 		 (unsigned)t->port, t->uring ? "out of memory" : why);
 	uring_drop(t);
 	t->use_uring = false;
@@ -294,13 +293,12 @@ static void flush_uring(struct ktp *t, struct list_node *q)
 				continue;
 			}
 			t->usend[n] = (struct ksend){.c = c, .offered = k->tail - k->head};
-			tpu_send(t->uring, c->fd, k->data + k->head, k->tail - k->head, n);
+			tpu_send(t->uring, c->fd, k->data + k->head, k->tail - k->head, 0);
 			n++;
 		}
 		int r = tpu_run(t->uring);
 		for (unsigned i = 0; i < n; i++) {
-			uint64_t tag;
-			int res = tpu_result(t->uring, i, &tag);
+			int res = tpu_result(t->uring, i, NULL);
 			struct tp_conn *c = t->usend[i].c;
 			if (c->flags & KC_DEAD)
 				continue;
@@ -314,12 +312,7 @@ static void flush_uring(struct ktp *t, struct list_node *q)
 				 "sendmsg from now on", (unsigned)t->port, strerror(-r));
 			uring_drop(t);
 			t->use_uring = false;
-			while (!list_empty(q)) {
-				struct tp_conn *c = list_entry(q->next, struct tp_conn, flush);
-				list_del(&c->flush);
-				if (!(c->flags & (KC_DEAD | KC_BLOCKED)))
-					conn_send(t, c);
-			}
+			return; /* kt_flush sends the rest with sendmsg */
 		}
 	}
 }
@@ -901,8 +894,7 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
 	if (listener_add(t, addr, port, err, errlen) != 0)
 		goto fail;
 	t->port = t->ls[0].port;
-	if (tp_kernel_set_send(&t->base, TP_KERNEL_SEND_AUTO, err, errlen) != 0)
-		goto fail;
+	t->use_uring = true; /* kernel_send = auto */
 	return &t->base;
 fail:
 	kt_destroy(&t->base);
@@ -934,28 +926,27 @@ uint64_t tp_kernel_app_errors(const struct tp *t)
 	return ((const struct ktp *)(const void *)t)->app_errors;
 }
 
-int tp_kernel_set_send(struct tp *tp, enum tp_kernel_send how, char *err, size_t errlen)
+int tp_kernel_set_send(struct tp *tp, enum conf_kernel_send how, char *err, size_t errlen)
 {
 	struct ktp *t = ktp_of(tp);
-	uring_drop(t);
-	t->use_uring = false;
-	if (how == TP_KERNEL_SEND_SENDMSG)
+	if (how == CONF_KSEND_SENDMSG) {
+		uring_drop(t);
+		t->use_uring = false;
 		return 0;
-	/* A probe only: the ring itself is made by the thread that flushes
-	 * (uring_open), a single-issuer ring serves no other. */
-	char why[128];
-	struct tpu *probe = tpu_new(TP_KERNEL_URING_DEPTH, why, sizeof(why));
-	if (probe) {
+	}
+	/* `uring` fails the start here; `auto` finds out at the first flush
+	 * (uring_open). The probe's ring is not kept: the ring is made by the
+	 * thread that flushes, a single-issuer ring serves no other. */
+	if (how == CONF_KSEND_URING && !t->uring) {
+		char why[128];
+		struct tpu *probe = tpu_new(TP_KERNEL_URING_DEPTH, why, sizeof(why));
+		if (!probe) {
+			snprintf(err, errlen, "kernel_send = uring: %s", why);
+			return -1;
+		}
 		tpu_free(probe);
-		t->use_uring = true;
-		return 0;
 	}
-	if (how == TP_KERNEL_SEND_URING) {
-		snprintf(err, errlen, "kernel_send = uring: %s", why);
-		return -1;
-	}
-	LOG_INFO("kernel transport on port %u: no io_uring (%s), sending with sendmsg",
-		 (unsigned)t->port, why);
+	t->use_uring = true;
 	return 0;
 }
 

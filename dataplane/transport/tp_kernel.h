@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/conf.h"
 #include "transport/transport.h"
 
 /* Sizes of send-queue chunks: an empty queue starts with a small one (a
@@ -46,18 +47,15 @@ struct tp *tp_kernel_listen(const char *addr, uint16_t port, const struct tp_upc
  * the same upcalls, told apart by tp_peer.local_port. Returns 0, or -1 with a
  * message in err. */
 int tp_kernel_listen_also(struct tp *t, const char *addr, uint16_t port, char *err, size_t errlen);
-/* How a flush sends: AUTO batches a turn's sends through io_uring when the
- * kernel has it and falls back to one sendmsg per connection otherwise
- * (what tp_kernel_listen sets up); URING insists on the ring; SENDMSG
- * never uses it. Reading and EPOLLOUT resends always use plain calls. */
-enum tp_kernel_send {
-	TP_KERNEL_SEND_AUTO,
-	TP_KERNEL_SEND_URING,
-	TP_KERNEL_SEND_SENDMSG,
-};
-/* Returns 0, or -1 with a message in err (URING without a usable ring). */
-int tp_kernel_set_send(struct tp *t, enum tp_kernel_send how, char *err, size_t errlen);
-/* True while flushes send through io_uring. */
+/* How a flush sends (sluice.conf's kernel_send): AUTO batches a turn's
+ * sends through io_uring and falls back to one sendmsg per connection when
+ * the first flush finds no usable ring (what tp_kernel_listen sets up);
+ * URING insists, probing now; SENDMSG never uses the ring. Reads and
+ * EPOLLOUT resends always use plain calls. Returns 0, or -1 with a message
+ * in err (URING without a usable ring). */
+int tp_kernel_set_send(struct tp *t, enum conf_kernel_send how, char *err, size_t errlen);
+/* True while flushes are to go through io_uring (until a flush finds the
+ * ring unusable). */
 bool tp_kernel_uring(const struct tp *t);
 /* The port the instance listens on (host byte order). */
 uint16_t tp_kernel_port(const struct tp *t);

@@ -146,9 +146,11 @@ int tpu_run(struct tpu *u)
 int tpu_result(const struct tpu *u, unsigned i, uint64_t *tag)
 {
 	if (i >= u->nres) {
-		*tag = 0;
+		if (tag)
+			*tag = 0;
 		return -EINVAL;
 	}
-	*tag = u->slots[i].tag;
+	if (tag)
+		*tag = u->slots[i].tag;
 	return u->slots[i].res;
 }

@@ -43,8 +43,8 @@ void tpu_send(struct tpu *u, int fd, const void *buf, size_t len, uint64_t tag);
  * when the ring failed: the sends it could not complete then read as failed
  * with that errno, and the caller should stop using the ring. */
 int tpu_run(struct tpu *u);
-/* The i-th send of the last run: its tag in *tag; returns the bytes sent or
- * a negative errno. */
+/* The i-th send of the last run: its tag in *tag (unless NULL); returns the
+ * bytes sent or a negative errno. */
 int tpu_result(const struct tpu *u, unsigned i, uint64_t *tag);
 
 #endif

@@ -440,9 +440,7 @@ static struct tp *transport_new(struct worker *w, const struct sluice_conf *conf
 #endif
 	} else {
 		tp = tp_kernel_listen(conf->listen_addr, *port, up, upa, why, whylen);
-		if (tp && tp_kernel_set_send(tp, conf->kernel_send == CONF_KSEND_URING ? TP_KERNEL_SEND_URING :
-						 conf->kernel_send == CONF_KSEND_SENDMSG ? TP_KERNEL_SEND_SENDMSG :
-						 TP_KERNEL_SEND_AUTO, why, whylen) != 0) {
+		if (tp && tp_kernel_set_send(tp, conf->kernel_send, why, whylen) != 0) {
 			tp->ops->destroy(tp);
 			tp = NULL;
 		}

@@ -30,7 +30,7 @@
 #define CONF_PATH_MAX 256
 
 enum conf_transport { CONF_TRANSPORT_KERNEL = 0, CONF_TRANSPORT_DPDK = 1 };
-/* kernel_send: how the kernel transport's flush sends (tp_kernel.h). */
+/* kernel_send: how the kernel transport's flush sends (tp_kernel_set_send). */
 enum conf_kernel_send { CONF_KSEND_AUTO = 0, CONF_KSEND_URING = 1, CONF_KSEND_SENDMSG = 2 };
 enum conf_batch_mode { CONF_BATCH_ADAPTIVE = 0, CONF_BATCH_OFF = 1 };
 enum conf_backend_type { CONF_BACKEND_SYNTHETIC = 0, CONF_BACKEND_OPENAI = 1, CONF_BACKEND_OLLAMA = 2 };

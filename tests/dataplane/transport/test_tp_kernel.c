@@ -46,7 +46,7 @@ enum mode {
 };
 
 /* How flushes send in this run (main's argument). */
-static enum tp_kernel_send g_send = TP_KERNEL_SEND_URING;
+static enum conf_kernel_send g_send = CONF_KSEND_URING;
 
 struct tconn {
 	struct tp_conn *c;
@@ -241,7 +241,7 @@ static struct tp *tp_new(struct tapp *a, uint16_t port)
 		fail_msg("tp_kernel_listen: %s", err);
 	if (tp_kernel_set_send(t, g_send, err, sizeof(err)) != 0)
 		fail_msg("tp_kernel_set_send: %s", err);
-	assert_true(tp_kernel_uring(t) == (g_send == TP_KERNEL_SEND_URING));
+	assert_true(tp_kernel_uring(t) == (g_send == CONF_KSEND_URING));
 	a->tp = t;
 	return t;
 }
@@ -1028,7 +1028,7 @@ static void test_flush_batch_reentry(void **state)
 int main(int argc, char **argv)
 {
 	if (argc > 1 && strcmp(argv[1], "sendmsg") == 0)
-		g_send = TP_KERNEL_SEND_SENDMSG;
+		g_send = CONF_KSEND_SENDMSG;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_echo_random),
 		cmocka_unit_test(test_stash_bound),
