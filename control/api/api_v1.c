@@ -686,7 +686,7 @@ static void v1_collect_each(struct idmap_node *n, void *arg)
 static void v1_peer_reset(void *arg)
 {
 	struct api *a = arg;
-	struct v1_collect x = { .v = calloc(a->v1_reqs.n + 1, sizeof(*x.v)) };
+	struct v1_collect x = { .v = calloc(idmap_count(&a->v1_reqs) + 1, sizeof(*x.v)) };
 	if (!x.v)
 		return;
 	idmap_foreach(&a->v1_reqs, v1_collect_each, &x);

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sluice/common.h"
 #include "sluice/log.h"
 
 static int64_t auth_wall_now(void *arg)
@@ -87,46 +88,21 @@ static void auth_on_timer(void *arg, int fd, uint32_t events);
 
 /* ---- the streams' user names ---------------------------------------------- */
 
+#define AUTH_NAME(l) sluice_container_of(l, struct auth_name, link)
+
 static uint32_t auth_name_hash(const char *s, size_t len)
 {
-	uint32_t h = 2166136261u;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (uint8_t)s[i];
-		h *= 16777619u;
-	}
-	return h;
+	return (uint32_t)sluice_fnv1a64(s, len);
+}
+
+static uint64_t auth_name_node_hash(const struct hc_link *l)
+{
+	return AUTH_NAME(l)->hash;
 }
 
 static int auth_names_init(struct auth_names *t)
 {
-	t->nbuckets = 64;
-	t->n = 0;
-	t->b = calloc(t->nbuckets, sizeof(*t->b));
-	return t->b ? 0 : -1;
-}
-
-/* Doubles the buckets once there are as many names as buckets; keeps the
- * old ones when memory is short (longer chains, still correct). */
-static void auth_names_grow(struct auth_names *t)
-{
-	if (t->n < t->nbuckets || t->nbuckets >= (1u << 30))
-		return;
-	uint32_t nb = t->nbuckets * 2;
-	struct auth_name **b = calloc(nb, sizeof(*b));
-	if (!b)
-		return;
-	for (uint32_t i = 0; i < t->nbuckets; i++) {
-		struct auth_name *e = t->b[i];
-		while (e) {
-			struct auth_name *next = e->next;
-			e->next = b[e->hash & (nb - 1)];
-			b[e->hash & (nb - 1)] = e;
-			e = next;
-		}
-	}
-	free(t->b);
-	t->b = b;
-	t->nbuckets = nb;
+	return hc_init(&t->t, 64, auth_name_node_hash);
 }
 
 /* A reference to the shared copy of user (taking one more), or NULL when
@@ -135,13 +111,13 @@ static struct auth_name *auth_name_ref(struct auth_names *t, const char *user)
 {
 	size_t len = strnlen(user, STORE_USER_MAX - 1);
 	uint32_t h = auth_name_hash(user, len);
-	for (struct auth_name *e = t->b[h & (t->nbuckets - 1)]; e; e = e->next) {
+	for (struct hc_link *l = hc_chain(&t->t, h); l; l = l->next) {
+		struct auth_name *e = AUTH_NAME(l);
 		if (e->hash == h && strncmp(e->s, user, len) == 0 && e->s[len] == 0) {
 			e->refs++;
 			return e;
 		}
 	}
-	auth_names_grow(t);
 	struct auth_name *e = malloc(sizeof(*e) + len + 1);
 	if (!e)
 		return NULL;
@@ -149,9 +125,7 @@ static struct auth_name *auth_name_ref(struct auth_names *t, const char *user)
 	e->s[len] = 0;
 	e->refs = 1;
 	e->hash = h;
-	e->next = t->b[h & (t->nbuckets - 1)];
-	t->b[h & (t->nbuckets - 1)] = e;
-	t->n++;
+	hc_insert(&t->t, &e->link, h);
 	return e;
 }
 
@@ -159,11 +133,7 @@ static void auth_name_unref(struct auth_names *t, struct auth_name *e)
 {
 	if (--e->refs > 0)
 		return;
-	struct auth_name **pp = &t->b[e->hash & (t->nbuckets - 1)];
-	while (*pp != e)
-		pp = &(*pp)->next;
-	*pp = e->next;
-	t->n--;
+	hc_remove(&t->t, &e->link, e->hash);
 	free(e);
 }
 
@@ -239,8 +209,7 @@ fail:
 		th_free(&a->timers);
 	if (conns_ok)
 		connmap_free(&a->conns);
-	free(a->names.b);
-	a->names.b = NULL;
+	hc_free(&a->names.t);
 	if (a->pool_ok)
 		pwh_free(&a->pool);
 	a->pool_ok = false;
@@ -270,8 +239,7 @@ void auth_free(struct auth *a)
 	connmap_foreach(&a->conns, auth_conn_node_free, a);
 	connmap_free(&a->conns);
 	/* Every name went with its last conn. */
-	free(a->names.b);
-	a->names.b = NULL;
+	hc_free(&a->names.t);
 	if (a->tfd >= 0)
 		close(a->tfd);
 	a->tfd = -1;

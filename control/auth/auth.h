@@ -28,6 +28,7 @@
 #include "sluice/conf.h"
 #include "store/store.h"
 #include "idmap/connmap.h"
+#include "idmap/hchain.h"
 
 #define AUTH_TOKEN_LEN 43 /* base64url of 32 bytes, no padding */
 #define AUTH_RAW_LEN 32
@@ -80,16 +81,14 @@ struct auth_ident {
  * its name is one. Counted references (one per struct auth_conn naming
  * it), owned by struct auth's name table, freed with the last stream. */
 struct auth_name {
-	struct auth_name *next;
+	struct hc_link link;
 	uint32_t refs;
 	uint32_t hash;
 	char s[]; /* NUL-terminated, at most STORE_USER_MAX - 1 characters */
 };
 
 struct auth_names {
-	struct auth_name **b;
-	uint32_t nbuckets; /* power of two */
-	uint32_t n;
+	struct hc_table t;
 };
 
 /* What a stream keeps of the identity that opened it: struct auth_ident

@@ -16,12 +16,7 @@ _Static_assert(SLUICE_ARRAY_LEN(synthetic_words) == 64, "vocabulary must have 64
 
 uint64_t syn_seed(const char *prompt, size_t len)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < len; i++) {
-		h ^= (uint8_t)prompt[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
+	return sluice_fnv1a64(prompt, len);
 }
 
 uint64_t syn_splitmix64(uint64_t x)

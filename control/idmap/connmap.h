@@ -13,22 +13,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "idmap/hchain.h"
 #include "sluice/chan_proto.h"
 
 struct connmap_node {
-	struct connmap_node *next;
+	struct hc_link link;
 	struct chan_conn conn; /* the key: worker, slot, gen (the pads are ignored) */
 };
 
 struct connmap {
-	struct connmap_node **b;
-	uint32_t nbuckets; /* power of two */
-	uint32_t n;
+	struct hc_table t;
 };
 
 int connmap_init(struct connmap *m, uint32_t nbuckets);
 /* Frees the buckets; the nodes stay their owners'. */
 void connmap_free(struct connmap *m);
+static inline uint32_t connmap_count(const struct connmap *m)
+{
+	return m->t.n;
+}
 static inline bool connmap_same(struct chan_conn a, struct chan_conn b)
 {
 	return a.worker == b.worker && a.slot == b.slot && a.gen == b.gen;

@@ -10,24 +10,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idmap/hchain.h"
 #include "sluice/chan_proto.h"
 
 struct idmap_node {
-	struct idmap_node *next;
+	struct hc_link link;
 	uint64_t hash;
 	char id[CHAN_ID_LEN]; /* NUL-terminated key */
 };
 
 struct idmap {
-	struct idmap_node **b;
-	uint32_t nbuckets; /* power of two */
-	uint32_t n;
+	struct hc_table t;
 };
 
 int idmap_init(struct idmap *m, uint32_t nbuckets);
 void idmap_free(struct idmap *m);
+static inline uint32_t idmap_count(const struct idmap *m)
+{
+	return m->t.n;
+}
 /* Sets n->id from id (length len) and links it. Returns -1 when the id is
- * too long or already present, or the table cannot grow. */
+ * empty, too long, holds a NUL or is already present. */
 int idmap_insert(struct idmap *m, struct idmap_node *n, const char *id, size_t len);
 struct idmap_node *idmap_find(const struct idmap *m, const char *id, size_t len);
 void idmap_remove(struct idmap *m, struct idmap_node *n);

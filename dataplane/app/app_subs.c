@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/common.h"
+
 struct app_subs_entry {
 	char sid[CHAN_ID_LEN];
 	uint32_t head; /* first slot, APP_SUBS_NONE when the entry is free */
@@ -26,12 +28,7 @@ struct app_subs {
 
 static uint32_t sid_hash(const char *sid)
 {
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (size_t i = 0; i < CHAN_ID_LEN && sid[i]; i++) {
-		h ^= (uint8_t)sid[i];
-		h *= 0x100000001b3ull;
-	}
+	uint64_t h = sluice_fnv1a64(sid, strnlen(sid, CHAN_ID_LEN));
 	return (uint32_t)(h ^ (h >> 32));
 }
 

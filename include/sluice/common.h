@@ -25,4 +25,17 @@ static inline uint64_t sluice_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* FNV-1a, 64 bits: the hash of short text keys (ids, user names) in both
+ * processes' tables, and the synthetic backend's seed (docs/api.md). */
+static inline uint64_t sluice_fnv1a64(const void *p, size_t len)
+{
+	const uint8_t *s = p;
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < len; i++) {
+		h ^= s[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
 #endif

@@ -725,7 +725,7 @@ static void test_replay_sse(void **state)
 	assert_string_equal(h.resume_message_id, "");
 	expect_status(f, 0, 6, mid, "queued");
 	assert_false(next_rec(f, 0));
-	assert_int_equal(f->chat.sessions.n, 1);
+	assert_int_equal(idmap_count(&f->chat.sessions), 1);
 	struct chan_conn conn = { .worker = 0, .slot = 6, .gen = 1 };
 	struct chat_conn *cc = chat_conn_get(&f->chat, conn, false);
 	assert_non_null(cc);
@@ -853,7 +853,7 @@ static void test_ws_replay_pause_state(void **state)
 	cfx_dataplane_restart(f);
 	struct chan_conn conn = { .worker = 1, .slot = 11, .gen = 1 };
 	assert_null(chat_conn_get(&f->chat, conn, false));
-	assert_int_equal(f->chat.conns.n, 0);
+	assert_int_equal(connmap_count(&f->chat.conns), 0);
 	assert_int_equal(cpl_run_due(f->loop, UINT64_MAX - 1), UINT64_MAX);
 	co_flush(&f->out);
 	assert_false(next_rec(f, 1));

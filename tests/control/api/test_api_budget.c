@@ -290,7 +290,7 @@ static void test_v1_cut(void **state)
 	}
 	assert_int_equal(tokens, CUT);
 	assert_int_equal(cancels(f), 1);
-	assert_int_equal(f->api.v1_reqs.n, 0);
+	assert_int_equal(idmap_count(&f->api.v1_reqs), 0);
 	assert_non_null(strstr(last, "\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":11,"));
 	assert_non_null(strstr(last, "data: {\"error\":{\"message\":\"the answer reached the tokens_per_day limit"));
 	assert_non_null(strstr(last, "\"type\":\"rate_limit_exceeded\",\"param\":null,"
@@ -318,7 +318,7 @@ static void test_v1_cut(void **state)
 	cfx_http(f, 0, 4, CHAN_M_POST, "/v1/chat/completions",
 		 "{\"model\":\"synth-1\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}");
 	assert_false(cfx_next(f, 0));
-	while (f->api.v1_reqs.n)
+	while (idmap_count(&f->api.v1_reqs))
 		step(f);
 	assert_int_equal(cancels(f), 2);
 	j = cfx_expect_resp(f, 0, 429);

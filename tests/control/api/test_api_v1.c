@@ -191,10 +191,10 @@ static void test_closed_conn_cancels(void **state)
 	completion(f, 4, "{\"model\":\"synth-1\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}");
 	bool more;
 	part(f, &more);
-	assert_int_equal(f->api.v1_reqs.n, 1);
+	assert_int_equal(idmap_count(&f->api.v1_reqs), 1);
 	struct chan_conn_closed cl = { .conn = { .worker = 0, .slot = 4, .gen = 1 } };
 	cfx_dispatch(f, CHAN_REC_CONN_CLOSED, &cl, sizeof(cl));
-	assert_int_equal(f->api.v1_reqs.n, 0);
+	assert_int_equal(idmap_count(&f->api.v1_reqs), 0);
 	struct bk_stats bs;
 	bk_totals(f->bk, &bs);
 	assert_int_equal(bs.cancels, 1);
@@ -263,7 +263,7 @@ static void test_v1_limits(void **state)
 	}
 	completion(f, 2, V1_HELLO);
 	expect_v1_limit(f, "rate_limit_exceeded", "limit_tokens_per_min", "Retry-After: 30");
-	assert_int_equal(f->api.v1_reqs.n, 0);
+	assert_int_equal(idmap_count(&f->api.v1_reqs), 0);
 	assert_int_equal(session_count(f), 2);
 	struct lim_view lv;
 	char key[STORE_USER_MAX + 2];

@@ -617,18 +617,18 @@ static void test_many_streams(void **state)
 		id.expires_at = (i & 1) ? f->now + 10 : 0;
 		assert_int_equal(auth_conn_add(&f->auth, mkconn((uint16_t)(i & 1), i), &id), 0);
 	}
-	assert_int_equal(f->auth.conns.n, 300);
-	assert_int_equal(f->auth.names.n, 3);
+	assert_int_equal(connmap_count(&f->auth.conns), 300);
+	assert_int_equal(f->auth.names.t.n, 3);
 	/* Replacing a conn's entry keeps the count right. */
 	struct auth_ident got;
 	assert_true(auth_conn_find(&f->auth, mkconn(0, 0), &got));
 	assert_int_equal(auth_conn_add(&f->auth, mkconn(0, 0), &got), 0);
-	assert_int_equal(f->auth.conns.n, 300);
-	assert_int_equal(f->auth.names.n, 3);
+	assert_int_equal(connmap_count(&f->auth.conns), 300);
+	assert_int_equal(f->auth.names.t.n, 3);
 
 	assert_int_equal(auth_revoke_user(&f->auth, "alice"), 100);
 	assert_int_equal(drain_kicks(f, 0) + drain_kicks(f, 1), 100);
-	assert_int_equal(f->auth.names.n, 2);
+	assert_int_equal(f->auth.names.t.n, 2);
 	assert_false(auth_conn_find(&f->auth, mkconn(1, 1), &got));
 	assert_true(auth_conn_find(&f->auth, mkconn(0, 0), &got));
 	assert_string_equal(got.user, "al");
@@ -640,18 +640,18 @@ static void test_many_streams(void **state)
 	assert_int_equal(auth_expire(&f->auth, f->now), 100);
 	assert_int_equal(drain_kicks(f, 1), 100);
 	assert_int_equal(drain_kicks(f, 0), 0);
-	assert_int_equal(f->auth.conns.n, 100);
-	assert_int_equal(f->auth.names.n, 2);
+	assert_int_equal(connmap_count(&f->auth.conns), 100);
+	assert_int_equal(f->auth.names.t.n, 2);
 	for (uint32_t i = 0; i < 300; i += 2)
 		auth_conn_del(&f->auth, mkconn(0, i));
-	assert_int_equal(f->auth.conns.n, 0);
-	assert_int_equal(f->auth.names.n, 0);
+	assert_int_equal(connmap_count(&f->auth.conns), 0);
+	assert_int_equal(f->auth.names.t.n, 0);
 	/* A name comes back with a new stream. */
 	struct auth_ident id;
 	memset(&id, 0, sizeof(id));
 	strcpy(id.user, "alice");
 	assert_int_equal(auth_conn_add(&f->auth, mkconn(0, 1000), &id), 0);
-	assert_int_equal(f->auth.names.n, 1);
+	assert_int_equal(f->auth.names.t.n, 1);
 	assert_true(auth_conn_find(&f->auth, mkconn(0, 1000), &got));
 	assert_string_equal(got.user, "alice");
 }

@@ -29,7 +29,7 @@ static void test_keys(void **state)
 	(void)state;
 	struct connmap m;
 	assert_int_equal(connmap_init(&m, 4), 0);
-	assert_int_equal(m.nbuckets, 16);
+	assert_int_equal(m.t.nbuckets, 16);
 	struct connmap_node a, b, c, d, dup;
 	assert_int_equal(connmap_insert(&m, &a, cc(0, 1, 7)), 0);
 	/* Same slot, another generation or worker: other conns. */
@@ -37,7 +37,7 @@ static void test_keys(void **state)
 	assert_int_equal(connmap_insert(&m, &c, cc(1, 1, 7)), 0);
 	assert_int_equal(connmap_insert(&m, &d, cc(0, 2, 7)), 0);
 	assert_int_equal(connmap_insert(&m, &dup, cc(0, 1, 7)), -1);
-	assert_int_equal(m.n, 4);
+	assert_int_equal(m.t.n, 4);
 	assert_ptr_equal(connmap_find(&m, cc(0, 1, 7)), &a);
 	assert_ptr_equal(connmap_find(&m, cc(0, 1, 8)), &b);
 	assert_ptr_equal(connmap_find(&m, cc(1, 1, 7)), &c);
@@ -53,10 +53,10 @@ static void test_keys(void **state)
 	assert_ptr_equal(connmap_find(&m, cc(0, 1, 7)), &a);
 	/* Removing a node that is not linked changes nothing. */
 	connmap_remove(&m, &b);
-	assert_int_equal(m.n, 3);
+	assert_int_equal(m.t.n, 3);
 	/* Gone, its handle can come back. */
 	assert_int_equal(connmap_insert(&m, &b, cc(0, 1, 8)), 0);
-	assert_int_equal(m.n, 4);
+	assert_int_equal(m.t.n, 4);
 	connmap_free(&m);
 }
 
@@ -89,15 +89,15 @@ static void test_grow_walk_clear(void **state)
 	 * same slot and generation in several workers. */
 	for (uint32_t i = 0; i < MANY; i++)
 		assert_int_equal(connmap_insert(&m, &v[i], cc((uint16_t)(i % 4), i / 4, 1)), 0);
-	assert_int_equal(m.n, MANY);
-	assert_true(m.nbuckets >= MANY);
+	assert_int_equal(m.t.n, MANY);
+	assert_true(m.t.nbuckets >= MANY);
 	for (uint32_t i = 0; i < MANY; i++)
 		assert_ptr_equal(connmap_find(&m, cc((uint16_t)(i % 4), i / 4, 1)), &v[i]);
 	/* No bucket holds a long chain. */
 	uint32_t longest = 0;
-	for (uint32_t b = 0; b < m.nbuckets; b++) {
+	for (uint32_t b = 0; b < m.t.nbuckets; b++) {
 		uint32_t len = 0;
-		for (struct connmap_node *n = m.b[b]; n; n = n->next)
+		for (struct hc_link *l = m.t.b[b]; l; l = l->next)
 			len++;
 		if (len > longest)
 			longest = len;
@@ -107,7 +107,7 @@ static void test_grow_walk_clear(void **state)
 	struct walk w = { .m = &m };
 	connmap_foreach(&m, walk_drop_odd, &w);
 	assert_int_equal(w.seen, MANY);
-	assert_int_equal(m.n, MANY - w.removed);
+	assert_int_equal(m.t.n, MANY - w.removed);
 	for (uint32_t i = 0; i < MANY; i++) {
 		struct connmap_node *n = connmap_find(&m, cc((uint16_t)(i % 4), i / 4, 1));
 		if ((i / 4) & 1)
@@ -116,10 +116,10 @@ static void test_grow_walk_clear(void **state)
 			assert_ptr_equal(n, &v[i]);
 	}
 
-	uint32_t nb = m.nbuckets;
+	uint32_t nb = m.t.nbuckets;
 	connmap_clear(&m);
-	assert_int_equal(m.n, 0);
-	assert_int_equal(m.nbuckets, nb);
+	assert_int_equal(m.t.n, 0);
+	assert_int_equal(m.t.nbuckets, nb);
 	assert_null(connmap_find(&m, cc(0, 0, 1)));
 	assert_int_equal(connmap_insert(&m, &v[0], cc(0, 0, 1)), 0);
 	assert_ptr_equal(connmap_find(&m, cc(0, 0, 1)), &v[0]);
