@@ -141,6 +141,10 @@ char *conf_trim(char *s);
 
 /* Parses v (trimmed, not empty) as key k into the open section's struct. */
 int conf_set_value(struct parser *p, const struct key_spec *k, char *v);
+/* The words of an enumerated kind (K_TRANSPORT, K_KERNEL_SEND, K_BATCH_MODE,
+ * K_BACKEND_TYPE, K_TLS_VERSION, K_LOG_LEVEL, K_LOG_FORMAT) in the order of
+ * the values they stand for, stored as 4 bytes; NULL for other kinds. */
+const char *const *conf_enum_words(enum val_kind kind, uint32_t *n);
 /* A model id: 1..63 printable non-blank bytes. */
 bool conf_model_name_ok(const char *m);
 

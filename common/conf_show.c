@@ -15,7 +15,6 @@
 
 #define SHOW_VALUE_MAX (CONF_HEADERS_MAX + CONF_MAX_MODELS * CONF_NAME_MAX)
 
-static const char *const log_level_text[] = { "debug", "info", "warn", "error" };
 
 static void show_join(char *out, size_t cap, const char *items, size_t stride, uint32_t n)
 {
@@ -88,32 +87,18 @@ static bool show_value(const struct sluice_conf *c, const char *obj, const struc
 		snprintf(out, cap, "%s", *(const bool *)f ? "on" : "off");
 		return true;
 	case K_TRANSPORT:
-		snprintf(out, cap, "%s", *(const enum conf_transport *)f == CONF_TRANSPORT_DPDK ? "dpdk" : "kernel");
-		return true;
-	case K_KERNEL_SEND: {
-		enum conf_kernel_send ks = *(const enum conf_kernel_send *)f;
-		snprintf(out, cap, "%s", ks == CONF_KSEND_URING ? "uring" : ks == CONF_KSEND_SENDMSG ? "sendmsg" : "auto");
-		return true;
-	}
+	case K_KERNEL_SEND:
 	case K_BATCH_MODE:
-		snprintf(out, cap, "%s", *(const enum conf_batch_mode *)f == CONF_BATCH_OFF ? "off" : "adaptive");
-		return true;
 	case K_TLS_VERSION:
-		snprintf(out, cap, "%s", *(const enum conf_tls_version *)f == CONF_TLS_1_3 ? "1.3" : "1.2");
-		return true;
-	case K_BACKEND_TYPE: {
-		enum conf_backend_type t = *(const enum conf_backend_type *)f;
-		snprintf(out, cap, "%s", t == CONF_BACKEND_OPENAI ? "openai" : t == CONF_BACKEND_OLLAMA ? "ollama" : "synthetic");
+	case K_BACKEND_TYPE:
+	case K_LOG_LEVEL:
+	case K_LOG_FORMAT: {
+		uint32_t n;
+		const char *const *w = conf_enum_words(k->kind, &n);
+		memcpy(&u, f, sizeof(u));
+		snprintf(out, cap, "%s", u < n ? w[u] : "?");
 		return true;
 	}
-	case K_LOG_LEVEL:
-		memcpy(&u, f, sizeof(u));
-		snprintf(out, cap, "%s", u < SLUICE_ARRAY_LEN(log_level_text) ? log_level_text[u] : "?");
-		return true;
-	case K_LOG_FORMAT:
-		memcpy(&u, f, sizeof(u));
-		snprintf(out, cap, "%s", u ? "json" : "plain");
-		return true;
 	case K_LISTEN:
 		snprintf(out, cap, "%s:%u", c->listen_addr, (unsigned)c->listen_port);
 		return true;

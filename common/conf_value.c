@@ -519,6 +519,70 @@ static int parse_headers(struct parser *p, const struct key_spec *k, const char 
 	return 0;
 }
 
+static const char *const words_transport[] = { "kernel", "dpdk" };
+static const char *const words_kernel_send[] = { "auto", "uring", "sendmsg" };
+static const char *const words_batch_mode[] = { "adaptive", "off" };
+static const char *const words_backend_type[] = { "synthetic", "openai", "ollama" };
+static const char *const words_tls_version[] = { "1.2", "1.3" };
+static const char *const words_log_level[] = { "debug", "info", "warn", "error" };
+static const char *const words_log_format[] = { "plain", "json" };
+
+_Static_assert(CONF_TRANSPORT_DPDK == 1 && CONF_KSEND_SENDMSG == 2 && CONF_BATCH_OFF == 1 &&
+		       CONF_BACKEND_OLLAMA == 2 && CONF_TLS_1_3 == 1 && LOG_FMT_JSON == 1,
+	       "the word tables follow the enums' values");
+_Static_assert(sizeof(enum conf_transport) == 4 && sizeof(enum conf_kernel_send) == 4 &&
+		       sizeof(enum conf_batch_mode) == 4 && sizeof(enum conf_backend_type) == 4 &&
+		       sizeof(enum conf_tls_version) == 4,
+	       "enumerated fields are stored as 4-byte indexes");
+
+const char *const *conf_enum_words(enum val_kind kind, uint32_t *n)
+{
+#define WORDS(w) (*n = (uint32_t)SLUICE_ARRAY_LEN(w), w)
+	switch (kind) {
+	case K_TRANSPORT:
+		return WORDS(words_transport);
+	case K_KERNEL_SEND:
+		return WORDS(words_kernel_send);
+	case K_BATCH_MODE:
+		return WORDS(words_batch_mode);
+	case K_BACKEND_TYPE:
+		return WORDS(words_backend_type);
+	case K_TLS_VERSION:
+		return WORDS(words_tls_version);
+	case K_LOG_LEVEL:
+		return WORDS(words_log_level);
+	case K_LOG_FORMAT:
+		return WORDS(words_log_format);
+	default:
+		*n = 0;
+		return NULL;
+	}
+#undef WORDS
+}
+
+/* One of the kind's words, stored as its index; else "expected a, b or c". */
+static int parse_enum(struct parser *p, const struct key_spec *k, const char *v, void *field)
+{
+	uint32_t n;
+	const char *const *w = conf_enum_words(k->kind, &n);
+	char list[128];
+	size_t len = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (strcmp(v, w[i]) == 0) {
+			memcpy(field, &i, sizeof(i));
+			return 0;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const char *sep = i == 0 ? "" : i + 1 == n ? " or " : ", ";
+		int m = snprintf(list + len, sizeof(list) - len, "%s%s", sep, w[i]);
+		if (m > 0 && (size_t)m < sizeof(list) - len)
+			len += (size_t)m;
+	}
+	return conf_fail(p, "%s: expected %s: '%s'", k->name, list, v);
+}
+
 int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 {
 	void *field = p->obj + k->off;
@@ -578,55 +642,18 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		memcpy(field, &x, sizeof(x));
 		return 0;
 	}
-	case K_TRANSPORT: {
-		enum conf_transport x;
-		if (strcmp(v, "kernel") == 0)
-			x = CONF_TRANSPORT_KERNEL;
-		else if (strcmp(v, "dpdk") == 0)
-			x = CONF_TRANSPORT_DPDK;
-		else
-			return conf_fail(p, "%s: expected kernel or dpdk: '%s'", k->name, v);
-		memcpy(field, &x, sizeof(x));
+	case K_TRANSPORT:
+		if (parse_enum(p, k, v, field) < 0)
+			return -1;
 		p->transport_line = p->line;
 		return 0;
-	}
-	case K_KERNEL_SEND: {
-		enum conf_kernel_send x;
-		if (strcmp(v, "auto") == 0)
-			x = CONF_KSEND_AUTO;
-		else if (strcmp(v, "uring") == 0)
-			x = CONF_KSEND_URING;
-		else if (strcmp(v, "sendmsg") == 0)
-			x = CONF_KSEND_SENDMSG;
-		else
-			return conf_fail(p, "%s: expected auto, uring or sendmsg: '%s'", k->name, v);
-		memcpy(field, &x, sizeof(x));
-		return 0;
-	}
-	case K_BATCH_MODE: {
-		enum conf_batch_mode x;
-		if (strcmp(v, "adaptive") == 0)
-			x = CONF_BATCH_ADAPTIVE;
-		else if (strcmp(v, "off") == 0)
-			x = CONF_BATCH_OFF;
-		else
-			return conf_fail(p, "%s: expected adaptive or off: '%s'", k->name, v);
-		memcpy(field, &x, sizeof(x));
-		return 0;
-	}
-	case K_BACKEND_TYPE: {
-		enum conf_backend_type x;
-		if (strcmp(v, "synthetic") == 0)
-			x = CONF_BACKEND_SYNTHETIC;
-		else if (strcmp(v, "openai") == 0)
-			x = CONF_BACKEND_OPENAI;
-		else if (strcmp(v, "ollama") == 0)
-			x = CONF_BACKEND_OLLAMA;
-		else
-			return conf_fail(p, "%s: expected synthetic, openai or ollama: '%s'", k->name, v);
-		memcpy(field, &x, sizeof(x));
-		return 0;
-	}
+	case K_KERNEL_SEND:
+	case K_BATCH_MODE:
+	case K_BACKEND_TYPE:
+	case K_TLS_VERSION:
+	case K_LOG_LEVEL:
+	case K_LOG_FORMAT:
+		return parse_enum(p, k, v, field);
 	case K_MODE:
 		return parse_mode(p, k, v, field);
 	case K_IPV4:
@@ -646,17 +673,6 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 			return conf_fail(p, "%s: expected on or off: '%s'", k->name, v);
 		memcpy(field, &x, sizeof(x));
 		p->tls_line = p->line;
-		return 0;
-	}
-	case K_TLS_VERSION: {
-		enum conf_tls_version x;
-		if (strcmp(v, "1.2") == 0)
-			x = CONF_TLS_1_2;
-		else if (strcmp(v, "1.3") == 0)
-			x = CONF_TLS_1_3;
-		else
-			return conf_fail(p, "%s: expected 1.2 or 1.3: '%s'", k->name, v);
-		memcpy(field, &x, sizeof(x));
 		return 0;
 	}
 	case K_PATH:
@@ -683,27 +699,6 @@ int conf_set_value(struct parser *p, const struct key_spec *k, char *v)
 		return parse_env_name(p, k, v, field);
 	case K_HEADERS:
 		return parse_headers(p, k, v, field);
-	case K_LOG_LEVEL: {
-		static const char *const names[] = { "debug", "info", "warn", "error" };
-		for (uint32_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
-			if (strcmp(v, names[i]) == 0) {
-				memcpy(field, &i, sizeof(i));
-				return 0;
-			}
-		}
-		return conf_fail(p, "%s: expected debug, info, warn or error: '%s'", k->name, v);
-	}
-	case K_LOG_FORMAT: {
-		uint32_t x;
-		if (strcmp(v, "plain") == 0)
-			x = LOG_FMT_PLAIN;
-		else if (strcmp(v, "json") == 0)
-			x = LOG_FMT_JSON;
-		else
-			return conf_fail(p, "%s: expected plain or json: '%s'", k->name, v);
-		memcpy(field, &x, sizeof(x));
-		return 0;
-	}
 	case K_MODEL:
 		if (check_model(p, k, v) != 0)
 			return -1;
