@@ -433,13 +433,11 @@ void app_conn_drop_slow(struct conn *c)
 bool app_conn_account(struct conn *c)
 {
 	struct app *a = c->app;
-	struct tp_conn_info ti;
 	uint64_t now_acct;
 
 	if (!c->tc || c->closing)
 		return false;
-	tp_tx_state(a->h->tp, c->tc, &ti);
-	now_acct = ti.tx_queued + c->batch.len;
+	now_acct = tp_tx_queued(a->h->tp, c->tc) + c->batch.len;
 	if (now_acct >= c->pend_acct)
 		DP_STAT_ADD(a->st, pending_bytes, now_acct - c->pend_acct);
 	else

@@ -132,6 +132,12 @@ static void nt_info(struct tp_conn *tc, struct tp_conn_info *out)
 	out->blocked = (c->flags & NC_BLOCKED) != 0;
 }
 
+static uint64_t nt_tx_queued(struct tp_conn *tc)
+{
+	const struct net_conn *c = nt_conn(tc);
+	return (c->flags & NC_DEAD) ? 0 : tcp_unsent(c);
+}
+
 static void nt_rx_resume(struct tp_conn *tc)
 {
 	struct net_conn *c = nt_conn(tc);
@@ -159,6 +165,7 @@ const struct tp_ops net_tcp_ops = {
 	.flush = nt_flush,
 	.close = nt_close,
 	.info = nt_info,
+	.tx_queued = nt_tx_queued,
 	.rx_resume = nt_rx_resume,
 	.destroy = nt_destroy,
 };

@@ -739,6 +739,19 @@ static void tls_info(struct tp_conn *c, struct tp_conn_info *out)
 	out->tx_queued += c->ptx_len;
 }
 
+/* The inner transport's per-token view (no getsockopt on the kernel's)
+ * and the plaintext not yet sealed. */
+static void tls_tx_state(struct tp_conn *c, struct tp_conn_info *out)
+{
+	tp_tx_state(c->t->inner, c->inner, out);
+	out->tx_queued += c->ptx_len;
+}
+
+static uint64_t tls_tx_queued(struct tp_conn *c)
+{
+	return tp_tx_queued(c->t->inner, c->inner) + c->ptx_len;
+}
+
 static void tls_rx_resume(struct tp_conn *c)
 {
 	struct tls *t = c->t;
@@ -869,6 +882,8 @@ static const struct tp_ops tls_ops = {
 	.flush = tls_flush,
 	.close = tls_close,
 	.info = tls_info,
+	.tx_state = tls_tx_state,
+	.tx_queued = tls_tx_queued,
 	.rx_resume = tls_rx_resume,
 	.destroy = tls_destroy,
 };

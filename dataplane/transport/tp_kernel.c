@@ -755,6 +755,11 @@ static void kt_tx_state(struct tp_conn *c, struct tp_conn_info *out)
 	out->blocked = (c->flags & KC_BLOCKED) != 0;
 }
 
+static uint64_t kt_tx_queued(struct tp_conn *c)
+{
+	return (c->flags & KC_DEAD) ? 0 : c->tx_queued;
+}
+
 static void kt_rx_resume(struct tp_conn *c)
 {
 	if (c->flags & (KC_DEAD | KC_CLOSING))
@@ -807,6 +812,7 @@ static const struct tp_ops kernel_ops = {
 	.close = kt_close,
 	.info = kt_info,
 	.tx_state = kt_tx_state,
+	.tx_queued = kt_tx_queued,
 	.rx_resume = kt_rx_resume,
 	.destroy = kt_destroy,
 	.stop_listening = kt_stop_listening,

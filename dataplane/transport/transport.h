@@ -115,6 +115,9 @@ struct tp_ops {
 	 * tx_queued and blocked, which it learns from its own send results (a
 	 * short write or EAGAIN), and leaves the window fields 0 (unknown). */
 	void (*tx_state)(struct tp_conn *c, struct tp_conn_info *out);
+	/* tx_state()'s tx_queued alone, for the accounting after every send
+	 * and every drain. Optional (NULL: taken from tx_state). */
+	uint64_t (*tx_queued)(struct tp_conn *c);
 	/* Asks for on_data to be offered the stashed bytes again this loop turn. */
 	void (*rx_resume)(struct tp_conn *c);
 	void (*destroy)(struct tp *t);
@@ -164,6 +167,14 @@ static inline void tp_tx_state(struct tp *t, struct tp_conn *c, struct tp_conn_i
 		t->ops->tx_state(c, out);
 	else
 		t->ops->info(c, out);
+}
+static inline uint64_t tp_tx_queued(struct tp *t, struct tp_conn *c)
+{
+	struct tp_conn_info ti;
+	if (t->ops->tx_queued)
+		return t->ops->tx_queued(c);
+	tp_tx_state(t, c, &ti);
+	return ti.tx_queued;
 }
 /* True when the transport counts stalled connections and there are none: no
  * connection holds bytes from an earlier turn or waits for its window, so

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include <cmocka.h>
 #include <openssl/err.h>
@@ -54,10 +55,24 @@ struct tapp {
 	enum mode mode;
 	bool release;
 	uint32_t burst_n, burst_len;
+	/* M_BURST: the per-send view right after the frames were queued, and
+	 * the getsockopt calls it took. */
+	uint64_t burst_queued, burst_state_queued;
+	int burst_sockopts;
 	int opens, closes;
 	struct tconn conns[MAXC];
 	int nconns;
 };
+
+/* Every getsockopt of this program, the transport's included: the view the
+ * per-token path reads (tx_state, tx_queued) must take none. */
+static int getsockopt_calls;
+
+int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	getsockopt_calls++;
+	return (int)syscall(SYS_getsockopt, fd, level, name, val, len);
+}
 
 static char dir[64];
 static char chain_path[128], key_path[128], key2_path[128], bad_path[128];
@@ -197,6 +212,12 @@ static size_t a_data(void *app, void *ctx, const uint8_t *data, size_t len)
 				assert_true(tp_send(a->tp, t->c, frame, a->burst_len));
 			}
 		free(frame);
+		int before = getsockopt_calls;
+		struct tp_conn_info ti;
+		tp_tx_state(a->tp, t->c, &ti);
+		a->burst_state_queued = ti.tx_queued;
+		a->burst_queued = tp_tx_queued(a->tp, t->c);
+		a->burst_sockopts += getsockopt_calls - before;
 		return len;
 	}
 	case M_GREEDY:
@@ -474,6 +495,11 @@ static void test_records_coalesce(void **state)
 	run_until(&sv, &cl, 1, got_in, &w);
 	/* Ten 1000-byte frames of one turn: one record. */
 	assert_int_equal(counter(&sv, "sluice_tls_records_out_total", ""), 1);
+	/* Before the flush they were plaintext queued in the layer, and the
+	 * per-send view said so without asking the kernel. */
+	assert_int_equal(sv.app.burst_queued, 10000);
+	assert_int_equal(sv.app.burst_state_queued, 10000);
+	assert_int_equal(sv.app.burst_sockopts, 0);
 	/* Four 5000-byte frames: 3 fit one record, the 4th starts the next. */
 	sv.app.burst_n = 4;
 	sv.app.burst_len = 5000;
