@@ -385,13 +385,13 @@ void app_conn_close(struct conn *c, bool abort)
 	tp_close(c->app->h->tp, c->tc, abort);
 }
 
-bool app_conn_send(struct conn *c, const void *data, size_t len)
+bool app_conn_send_hinted(struct conn *c, const void *data, size_t len, struct tp_tx_hint *h)
 {
 	struct app *a = c->app;
 
 	if (unlikely(c->closing))
 		return false;
-	if (unlikely(!tp_send(a->h->tp, c->tc, data, len)))
+	if (unlikely(!tp_send_hinted(a->h->tp, c->tc, data, len, h)))
 		return false;
 	if (c->turn_no != a->turn_no) {
 		c->turn_no = a->turn_no;

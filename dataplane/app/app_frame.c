@@ -22,16 +22,15 @@ static uint32_t slot_of(const struct app_frame_key *key)
 	return (key->last_seq + key->variant * APP_FRAME_RUN) & (APP_FRAME_SLOTS - 1);
 }
 
-const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
-					    const struct app_frame_key *key)
+struct app_frame_slot *app_frame_find(struct app_frame_cache *fc, const struct app_frame_key *key)
 {
-	const struct app_frame_slot *s = &fc->slot[slot_of(key)];
+	struct app_frame_slot *s = &fc->slot[slot_of(key)];
 
 	return s->used && key_eq(&s->key, key) ? s : NULL;
 }
 
-const struct app_frame_slot *app_frame_put(struct app_frame_cache *fc,
-					   const struct app_frame_key *key, const void *bytes, size_t len)
+struct app_frame_slot *app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key,
+				     const void *bytes, size_t len)
 {
 	struct app_frame_slot *s;
 
@@ -42,6 +41,7 @@ const struct app_frame_slot *app_frame_put(struct app_frame_cache *fc,
 	s->len = (uint32_t)len;
 	s->used = true;
 	s->gen++;
+	memset(&s->hint, 0, sizeof(s->hint));
 	memcpy(s->bytes, bytes, len);
 	return s;
 }

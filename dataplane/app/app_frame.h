@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "sluice/chan_proto.h"
+#include "transport/transport.h"
 
 #define APP_FRAME_SLOTS 64u /* a power of two */
 #define APP_FRAME_MAX 1024u
@@ -47,6 +48,9 @@ struct app_frame_slot {
 	bool used;
 	uint32_t gen; /* changes at every put into the slot */
 	uint32_t len;
+	/* What the transport learnt of the bytes (their checksum on the native
+	 * stack): reset at every put. */
+	struct tp_tx_hint hint;
 	char bytes[APP_FRAME_MAX];
 };
 
@@ -67,11 +71,10 @@ static inline void app_frame_key_set(struct app_frame_key *k, uint8_t variant, c
 }
 
 /* The cached frame for key, or NULL. */
-const struct app_frame_slot *app_frame_find(const struct app_frame_cache *fc,
-					    const struct app_frame_key *key);
+struct app_frame_slot *app_frame_find(struct app_frame_cache *fc, const struct app_frame_key *key);
 /* Keeps len bytes as the frame for key, replacing the frame in its slot;
  * returns the slot, or NULL when len > APP_FRAME_MAX (not kept). */
-const struct app_frame_slot *app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key, const void *bytes,
-		   size_t len);
+struct app_frame_slot *app_frame_put(struct app_frame_cache *fc, const struct app_frame_key *key,
+				     const void *bytes, size_t len);
 
 #endif

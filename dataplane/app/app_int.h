@@ -216,6 +216,9 @@ struct app {
 	struct tw_timer batch_timer;
 	uint64_t batch_timer_at;
 	struct app_frame_cache frames; /* token frames shared by the subscribers */
+	/* The hint of the frame app_ws_send_framed is writing (app_ws_write
+	 * takes it): NULL outside that call. */
+	struct tp_tx_hint *ws_tx_hint;
 	uint64_t turn_no;
 	uint64_t start_ns;          /* app_create time (STATS uptime) */
 	/* Overload manager: bytes of request bodies buffered (bounded by
@@ -246,7 +249,12 @@ struct conn *app_conn_lookup(struct app *a, const struct chan_conn *h);
 void app_conn_close(struct conn *c, bool abort);
 /* Queues bytes for the client; false when the transport cannot take them
  * (the caller closes). Keeps the write-time and byte counters current. */
-bool app_conn_send(struct conn *c, const void *data, size_t len);
+/* h: the bytes' transport hint (struct tp_tx_hint), or NULL. */
+bool app_conn_send_hinted(struct conn *c, const void *data, size_t len, struct tp_tx_hint *h);
+static inline bool app_conn_send(struct conn *c, const void *data, size_t len)
+{
+	return app_conn_send_hinted(c, data, len, NULL);
+}
 /* Re-reads the transport's queue and updates the pending_bytes gauge;
  * returns false when the conn was closed as a slow consumer. */
 bool app_conn_account(struct conn *c);
@@ -322,7 +330,7 @@ void app_ws_on_response(struct conn *c, const struct chan_response *r, uint32_t 
 bool app_ws_send_text(struct conn *c, const void *data, size_t len);
 /* Queues a text message framed already (header included: the shared token
  * frames); false when the session cannot take it (it then closes). */
-bool app_ws_send_framed(struct conn *c, const void *frame, size_t len);
+bool app_ws_send_framed(struct conn *c, const void *frame, size_t len, struct tp_tx_hint *h);
 /* A BROADCAST from control: a text message pushed to an open WebSocket
  * (/ws/admin), or the conn dropped as slow when it holds more than the
  * record's max_pending bytes unsent. */

@@ -100,11 +100,12 @@ static void count_framed(struct conn *c, uint32_t n, const struct batch_tok *tok
 }
 
 /* Queues a finished token frame: SSE event bytes, or a whole WebSocket frame. */
-static bool send_frame(struct conn *c, const char *p, size_t len)
+/* h: the frame's hint when the frame cache keeps it, else NULL. */
+static bool send_frame(struct conn *c, const char *p, size_t len, struct tp_tx_hint *h)
 {
 	if (c->mode == CONN_WS)
-		return app_ws_send_framed(c, p, len);
-	if (app_conn_send(c, p, len))
+		return app_ws_send_framed(c, p, len, h);
+	if (app_conn_send_hinted(c, p, len, h))
 		return true;
 	app_conn_close(c, true);
 	return false;
@@ -122,7 +123,7 @@ static bool send_frame(struct conn *c, const char *p, size_t len)
  */
 static const char *format_frame(struct conn *c, const struct app_frame_key *key, const char *esc,
 				size_t esc_len, uint32_t n, const struct batch_tok *toks, size_t *len_out,
-				const struct app_frame_slot **kept)
+				struct app_frame_slot **kept)
 {
 	struct app *a = c->app;
 	uint64_t stamps[BATCH_MAX_TOKENS];
@@ -163,7 +164,7 @@ static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint
 			const char *esc, size_t esc_len, const struct batch_tok *toks)
 {
 	struct app_frame_key key;
-	const struct app_frame_slot *fs;
+	struct app_frame_slot *fs;
 
 	const char *p;
 	size_t len;
@@ -172,9 +173,9 @@ static bool emit_tokens(struct conn *c, const char *mid, uint32_t last_seq, uint
 	app_frame_key_set(&key, variant_of(c), mid, last_seq - n + 1, last_seq);
 	fs = app_frame_find(&c->app->frames, &key);
 	if (fs)
-		return send_frame(c, fs->bytes, fs->len);
+		return send_frame(c, fs->bytes, fs->len, &fs->hint);
 	p = format_frame(c, &key, esc, esc_len, n, toks, &len, &fs);
-	return p && send_frame(c, p, len);
+	return p && send_frame(c, p, len, fs ? &fs->hint : NULL);
 }
 
 bool app_stream_flush(struct conn *c)
@@ -242,7 +243,7 @@ struct fan_tok {
 	size_t esc_len;   /* JSONW_NOSPACE: too large to frame */
 	/* Its frame alone in each variant: the cache slot and the slot's gen
 	 * then (NULL: not needed yet, or too large to keep). */
-	const struct app_frame_slot *frame[FAN_VARIANTS];
+	struct app_frame_slot *frame[FAN_VARIANTS];
 	uint32_t frame_gen[FAN_VARIANTS];
 	uint32_t singles; /* subscribers it was framed alone for */
 };
@@ -290,7 +291,7 @@ static bool fan_single(struct fan *f, uint32_t i, struct conn *c, uint8_t v)
 {
 	struct app *a = f->a;
 	struct fan_tok *ft = &f->tok[i];
-	const struct app_frame_slot *fs = ft->frame[v];
+	struct app_frame_slot *fs = ft->frame[v];
 	struct app_frame_key key;
 	struct batch_tok bt;
 	const char *p;
@@ -298,7 +299,7 @@ static bool fan_single(struct fan *f, uint32_t i, struct conn *c, uint8_t v)
 
 	if (likely(fs && fs->gen == ft->frame_gen[v])) {
 		ft->singles++;
-		return send_frame(c, fs->bytes, fs->len);
+		return send_frame(c, fs->bytes, fs->len, &fs->hint);
 	}
 	app_frame_key_set(&key, v, f->rec->message_id, f->first_seq + i, f->first_seq + i);
 	fs = app_frame_find(&a->frames, &key);
@@ -324,7 +325,7 @@ static bool fan_single(struct fan *f, uint32_t i, struct conn *c, uint8_t v)
 	ft->frame[v] = fs;
 	if (fs)
 		ft->frame_gen[v] = fs->gen;
-	return send_frame(c, p, len);
+	return send_frame(c, p, len, fs ? &fs->hint : NULL);
 }
 
 static enum batch_add_result fan_add(struct fan *f, uint32_t i, struct conn *c)

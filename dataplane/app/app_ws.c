@@ -26,7 +26,10 @@ static bool app_ws_write(void *arg, const void *data, size_t len)
 {
 	struct conn *c = arg;
 
-	return app_conn_send(c, data, len);
+	struct tp_tx_hint *h = c->app->ws_tx_hint;
+
+	c->app->ws_tx_hint = NULL;
+	return app_conn_send_hinted(c, data, len, h);
 }
 
 static void app_ws_on_closed(void *arg, uint16_t code)
@@ -249,11 +252,18 @@ bool app_ws_send_text(struct conn *c, const void *data, size_t len)
 	return ws_session_send(&c->ws, WS_OP_TEXT, data, len);
 }
 
-bool app_ws_send_framed(struct conn *c, const void *frame, size_t len)
+bool app_ws_send_framed(struct conn *c, const void *frame, size_t len, struct tp_tx_hint *h)
 {
+	bool ok;
+
 	if (!c->ws_open || c->closing)
 		return false;
-	return ws_session_send_frame(&c->ws, frame, len);
+	/* The session writes the frame in one call of app_ws_write, which
+	 * takes the hint; cleared after in case it wrote nothing. */
+	c->app->ws_tx_hint = h;
+	ok = ws_session_send_frame(&c->ws, frame, len);
+	c->app->ws_tx_hint = NULL;
+	return ok;
 }
 
 void app_ws_close_with(struct conn *c, uint16_t code, const char *reason, bool fail)

@@ -85,4 +85,16 @@ static inline uint16_t net_csum_update16(uint16_t csum, uint16_t old_v, uint16_t
 	return (uint16_t)~net_csum_fold(sum);
 }
 
+/* The sum of a run of bytes followed by another: part is the second run's
+ * own sum (as net_csum_add(0, ...) gives it) and first_len the first run's
+ * length. After an odd length the second run's bytes sit in the other half
+ * of each 16-bit word, so its folded sum is byte-swapped (RFC 1071 2.B). */
+static inline uint32_t net_csum_append(uint32_t sum, uint32_t first_len, uint32_t part)
+{
+	uint16_t p = net_csum_fold(part);
+	if (first_len & 1)
+		p = __builtin_bswap16(p);
+	return (uint32_t)net_csum_fold(sum) + p;
+}
+
 #endif

@@ -103,6 +103,10 @@ struct net_conn {
 	uint32_t sq_off;          /* offset of snd_una in sq_head */
 	uint32_t t_due_ms;        /* the protocol timer's due tick; its wheel entry may be earlier */
 	struct net_chunk *sq_head, *sq_tail;
+	/* The checksum of queued bytes [sum_seq, sum_seq + sum_len) not yet
+	 * sent, from the app's hints (sum_len 0: none): the segment of exactly
+	 * those bytes sums only its header. */
+	uint32_t sum_seq, sum_len, sum;
 	uint16_t mss;             /* effective send MSS (options excluded) */
 	uint8_t dupacks;
 	uint8_t n_sacked;
@@ -227,8 +231,11 @@ uint8_t *net_ip_alloc(struct net_stack *s, uint32_t l4len, void **pkt);
 void net_ip_send(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
 		 uint8_t proto);
 /* The same for a TCP segment, from the stack's header template, with the
- * TCP checksum (or, offloaded, its pseudo-header part). */
-void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst);
+ * TCP checksum (or, offloaded, its pseudo-header part). The checksum sums
+ * l4[0, hlen) and takes psum, the sum of l4[hlen, l4len), as given: hlen is
+ * even, or l4len with psum 0 when the payload's sum is not known. */
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
+		     uint32_t hlen, uint32_t psum);
 
 /* ---- net_arp.c ---------------------------------------------------------- */
 

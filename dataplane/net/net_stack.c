@@ -303,7 +303,8 @@ static void tcp_tmpl_init(struct net_stack *s)
 	s->tcp_pseudo_sum = net_csum_pseudo(s->conf.ipv4, 0, NET_IP_PROTO_TCP, 0);
 }
 
-void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst)
+void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len, uint32_t dst,
+		     uint32_t hlen, uint32_t psum)
 {
 	uint8_t *frame = l4 - ETH_IP_HLEN;
 	struct net_ip *ip = (struct net_ip *)(frame + NET_ETH_HLEN);
@@ -324,7 +325,9 @@ void net_ip_send_tcp(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len
 		th->csum = net_htons(net_csum_fold(ps));
 		flags = NET_TX_CSUM;
 	} else {
-		th->csum = net_htons(net_csum_final(net_csum_add(ps, l4, l4len)));
+		/* 32: the common header, 20 bytes and the timestamps. */
+		uint32_t sum = hlen == 32 ? net_csum_add32(ps, l4) : net_csum_add(ps, l4, hlen);
+		th->csum = net_htons(net_csum_final(sum + psum));
 		/* The template's sum plus the words that differ (RFC 1624's
 		 * idea: the header is never summed again). */
 		ip->csum = net_htons(net_csum_final(s->tcp_tmpl_sum + dst_sum + tot + id));

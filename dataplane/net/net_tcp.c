@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "net/net_csum.h"
 #include "net/net_tcp_int.h"
 
 uint32_t net_tcp_pending(struct net_stack *s)
@@ -83,6 +84,31 @@ static void nt_tx_commit(struct tp_conn *tc, size_t n)
 	c->sq_len += (uint32_t)n;
 	c->flags |= NC_HAD_TX;
 	nt_flush_later(c);
+}
+
+/* A commit of bytes the app sends to many connections: their sum, taken by
+ * the first of them, extends the run of summed bytes when it follows it. */
+static void nt_tx_commit_hinted(struct tp_conn *tc, size_t n, struct tp_tx_hint *h)
+{
+	struct net_conn *c = nt_conn(tc);
+	uint32_t at = c->snd_una + c->sq_len, before = c->sq_len;
+	const uint8_t *bytes = c->sq_tail ? c->sq_tail->data + c->sq_tail->len : NULL;
+
+	nt_tx_commit(tc, n);
+	if (c->s->conf.csum_offload_tx || c->sq_len - before != n)
+		return;
+	if (!h->valid) {
+		h->sum = net_csum_add(0, bytes, n);
+		h->valid = true;
+	}
+	if (c->sum_len && c->sum_seq + c->sum_len == at) {
+		c->sum = net_csum_append(c->sum, c->sum_len, h->sum);
+		c->sum_len += (uint32_t)n;
+	} else {
+		c->sum_seq = at;
+		c->sum_len = (uint32_t)n;
+		c->sum = h->sum;
+	}
 }
 
 static void nt_flush(struct tp *t)
@@ -162,6 +188,7 @@ const struct tp_ops net_tcp_ops = {
 	.poll = nt_poll,
 	.tx_reserve = nt_tx_reserve,
 	.tx_commit = nt_tx_commit,
+	.tx_commit_hinted = nt_tx_commit_hinted,
 	.flush = nt_flush,
 	.close = nt_close,
 	.info = nt_info,

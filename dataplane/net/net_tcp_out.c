@@ -64,14 +64,14 @@ static void tcp_out_header(uint8_t *l4, uint16_t lport, uint16_t rport, uint32_t
 	th->urp = 0;
 }
 
-/* Counts the segment and hands it to IPv4. */
+/* Counts the segment and hands it to IPv4 (hlen, psum: net_ip_send_tcp). */
 static void tcp_out_ip(struct net_stack *s, void *pkt, uint8_t *l4, uint32_t l4len,
-		       uint32_t raddr, uint8_t flags)
+		       uint32_t raddr, uint8_t flags, uint32_t hlen, uint32_t psum)
 {
 	s->st.tcp_tx++;
 	if (flags & NET_TCP_RST)
 		s->st.tcp_rst_tx++;
-	net_ip_send_tcp(s, pkt, l4, l4len, raddr);
+	net_ip_send_tcp(s, pkt, l4, l4len, raddr, hlen, psum);
 }
 
 void tcp_out_raw(struct net_stack *s, uint32_t raddr, uint16_t rport, uint16_t lport,
@@ -86,7 +86,7 @@ void tcp_out_raw(struct net_stack *s, uint32_t raddr, uint16_t rport, uint16_t l
 	tcp_out_header(l4, lport, rport, seq, ack, flags, win, olen);
 	if (olen)
 		memcpy(l4 + NET_TCP_HLEN, opts, olen);
-	tcp_out_ip(s, pkt, l4, l4len, raddr, flags);
+	tcp_out_ip(s, pkt, l4, l4len, raddr, flags, l4len, 0);
 }
 
 /* The window field for c, never moving the right edge left (RFC 9293
@@ -133,8 +133,19 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 		tcp_out_put_ts(l4 + NET_TCP_HLEN, tcp_ts_now(c), c->ts_recent);
 	if (slen)
 		memcpy(l4 + NET_TCP_HLEN + tslen, sack, slen);
-	if (dlen)
+	uint32_t hlen = l4len, psum = 0;
+	if (dlen) {
 		tcp_conn_sq_copy(c, seq - c->snd_una, l4 + NET_TCP_HLEN + olen, dlen);
+		if (c->sum_len && seq == c->sum_seq && dlen == c->sum_len) {
+			hlen = NET_TCP_HLEN + olen;
+			psum = c->sum;
+		}
+		/* Bytes of the summed run are out now (or part of them, which
+		 * the sum no longer fits): it ends here, so it never outlives
+		 * the bytes' first transmission. */
+		if (c->sum_len && net_seq_gt(seq + dlen, c->sum_seq))
+			c->sum_len = 0;
+	}
 	if (flags & NET_TCP_ACK) {
 		c->last_ack_sent = c->rcv_nxt;
 		c->flags &= ~(uint32_t)(NC_DELACK | NC_ACK_NOW);
@@ -142,7 +153,7 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 		if (c->ack_timer.armed)
 			tw_cancel(s->wheel, &c->ack_timer);
 	}
-	tcp_out_ip(s, pkt, l4, l4len, c->raddr, flags);
+	tcp_out_ip(s, pkt, l4, l4len, c->raddr, flags, hlen, psum);
 }
 
 void tcp_out_ack(struct net_conn *c)

@@ -88,6 +88,18 @@ struct tp_counter_def {
 	const char *labels; /* "" or a label set with its braces: {reason="ip_fragment"} */
 };
 
+/*
+ * Scratch a transport may keep what it learns of a run of bytes in (the
+ * native stack without checksum offload: their Internet checksum) when the
+ * same bytes go to many connections, so that work is done once for all of
+ * them. Owned by the caller and kept next to the bytes; zeroed whenever the
+ * bytes change.
+ */
+struct tp_tx_hint {
+	uint32_t sum;
+	bool valid;
+};
+
 struct tp_ops {
 	const char *name;
 	/* The app's overload manager turns a connection away by returning NULL
@@ -102,6 +114,9 @@ struct tp_ops {
 	int (*poll)(struct tp *t, int timeout_ms, int extra_fd);
 	uint8_t *(*tx_reserve)(struct tp_conn *c, size_t min, size_t *avail);
 	void (*tx_commit)(struct tp_conn *c, size_t n);
+	/* tx_commit of n bytes that are the whole run h describes. Optional
+	 * (NULL: tx_commit, the hint unused). */
+	void (*tx_commit_hinted)(struct tp_conn *c, size_t n, struct tp_tx_hint *h);
 	/* Pushes queued bytes of every connection with pending output. */
 	void (*flush)(struct tp *t);
 	/* Graceful close: queued bytes are sent first, then FIN; on_close follows.
@@ -195,7 +210,13 @@ static inline void tp_rx_resume(struct tp *t, struct tp_conn *c)
 }
 
 /* Appends len bytes to the connection's send queue (reserve + copy + commit,
- * in chunks). Returns false when the queue cannot take them. */
-bool tp_send(struct tp *t, struct tp_conn *c, const void *data, size_t len);
+ * in chunks). Returns false when the queue cannot take them. h (may be NULL)
+ * is the bytes' hint, given to the transport when they go in one piece. */
+bool tp_send_hinted(struct tp *t, struct tp_conn *c, const void *data, size_t len,
+		    struct tp_tx_hint *h);
+static inline bool tp_send(struct tp *t, struct tp_conn *c, const void *data, size_t len)
+{
+	return tp_send_hinted(t, c, data, len, NULL);
+}
 
 #endif

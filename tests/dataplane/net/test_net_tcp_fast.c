@@ -304,11 +304,9 @@ static void test_fast_ack_ts_layouts(void **state)
 	assert_int_equal(tcb(h)->snd_una, snd + 3 * 1448);
 }
 
-/* The payload's checksum is taken while it is copied from the send queue,
- * piece by piece over the chunks: a segment that starts at an odd offset
- * of a chunk and runs on into the next (its second piece at an odd offset
- * of the segment) still carries the right sum (h_pop checks every one) and
- * the right bytes. */
+/* A segment whose payload starts at an odd offset of a send-queue chunk and
+ * runs on into the next (its second piece at an odd offset of the segment)
+ * still carries the right sum (h_pop checks every one) and the right bytes. */
 static void test_copy_sum_odd_pieces(void **state)
 {
 	struct h *h = *state;
@@ -334,6 +332,130 @@ static void test_copy_sum_odd_pieces(void **state)
 	assert_int_equal(got, 3000);
 }
 
+/* Sends n bytes of d with hint hi, as the app sends a shared frame. */
+static void send_hinted(struct h *h, const uint8_t *d, size_t n, struct tp_tx_hint *hi)
+{
+	assert_true(tp_send_hinted(tp(h), h->app.conn, d, n, hi));
+}
+
+/* Pops every segment the flush sent, checking the bytes (h_pop checks the
+ * checksums); returns how many. */
+static uint32_t pop_all(struct h *h, uint32_t snd, const uint8_t *d, uint32_t *got)
+{
+	struct h_seg sg;
+	uint32_t n = 0;
+	while (h_pop(h, &sg)) {
+		if (sg.dlen == 0)
+			continue;
+		assert_int_equal(sg.seq, snd + *got);
+		assert_memory_equal(sg.data, d + *got, sg.dlen);
+		*got += sg.dlen;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Bytes sent with a hint (the app's shared frames): the first connection
+ * takes their sum into the hint, and a segment of exactly the summed bytes
+ * sums only its header. Runs of odd length follow each other in one segment
+ * (the second run's sum then byte-swapped), a run is cut by the MSS, a run
+ * follows unhinted bytes, and a run is sent again after a timeout: every
+ * segment's checksum is checked by h_pop, on a timestamp connection (32-byte
+ * header) and on a plain one (20).
+ */
+static void hinted_case(struct h *h, bool ts)
+{
+	uint32_t snd, cseq, got = 0;
+	static uint8_t d[6000];
+	for (size_t i = 0; i < sizeof(d); i++)
+		d[i] = (uint8_t)(i * 13 + (i >> 7) + 1);
+	if (ts)
+		open_ts(h, &snd, &cseq);
+	else
+		open_plain(h, ISN, &snd, &cseq);
+	struct net_conn *c = tcb(h);
+
+	/* One run, one segment: the hint is filled and the run recorded. */
+	struct tp_tx_hint a = {0};
+	send_hinted(h, d, 151, &a);
+	assert_true(a.valid);
+	assert_int_equal(c->sum_len, 151);
+	tp(h)->ops->flush(tp(h));
+	assert_int_equal(pop_all(h, snd, d, &got), 1);
+	assert_int_equal(c->sum_len, 0);
+
+	/* The same bytes again with the same hint, valid already: its sum is
+	 * taken as it is (h_pop's check would catch a wrong one). */
+	memcpy(d + 151, d, 151);
+	uint32_t sum_a = a.sum;
+	send_hinted(h, d + 151, 151, &a);
+	assert_int_equal(a.sum, sum_a);
+	assert_int_equal(c->sum_len, 151);
+	tp(h)->ops->flush(tp(h));
+	assert_int_equal(pop_all(h, snd, d, &got), 1);
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + got, 65535, NULL, 0, NULL, 0);
+
+	/* Odd runs back to back, each with its own hint: one run of 151 + 77
+	 * + 300 bytes, one segment. */
+	struct tp_tx_hint r1 = {0}, r2 = {0}, r3 = {0};
+	send_hinted(h, d + got, 151, &r1);
+	send_hinted(h, d + got + 151, 77, &r2);
+	send_hinted(h, d + got + 228, 300, &r3);
+	assert_int_equal(c->sum_len, 528);
+	tp(h)->ops->flush(tp(h));
+	uint32_t base = got;
+	assert_int_equal(pop_all(h, snd, d, &got), 1);
+	assert_int_equal(got - base, 528);
+
+	/* Unhinted bytes, then a run: the run starts after them, the segment
+	 * holds both (summed whole). */
+	assert_true(tp_send(tp(h), h->app.conn, d + got, 33));
+	struct tp_tx_hint r4 = {0};
+	send_hinted(h, d + got + 33, 90, &r4);
+	assert_int_equal(c->sum_seq, snd + got + 33);
+	tp(h)->ops->flush(tp(h));
+	assert_int_equal(pop_all(h, snd, d, &got), 1);
+	assert_int_equal(c->sum_len, 0);
+
+	/* A run longer than one segment: cut by the MSS, summed whole. */
+	struct tp_tx_hint r5 = {0};
+	send_hinted(h, d + got, 3001, &r5);
+	tp(h)->ops->flush(tp(h));
+	assert_true(pop_all(h, snd, d, &got) >= 3);
+	assert_int_equal(c->sum_len, 0);
+
+	/* A run lost and sent again after the timeout: summed again, right
+	 * (every copy, the probe's and the RTO's alike). */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + got, 65535, NULL, 0, NULL, 0);
+	struct tp_tx_hint r6 = {0};
+	send_hinted(h, d + got, 201, &r6);
+	tp(h)->ops->flush(tp(h));
+	h_drain(h);
+	h_advance(h, 2000);
+	struct h_seg sg;
+	uint32_t copies = 0;
+	while (h_pop(h, &sg)) {
+		if (sg.dlen == 0)
+			continue;
+		assert_int_equal(sg.seq, snd + got);
+		assert_int_equal(sg.dlen, 201);
+		assert_memory_equal(sg.data, d + got, 201);
+		copies++;
+	}
+	assert_true(copies >= 1);
+}
+
+static void test_hinted_sums_ts(void **state)
+{
+	hinted_case(*state, true);
+}
+
+static void test_hinted_sums_plain(void **state)
+{
+	hinted_case(*state, false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -342,6 +464,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fast_ack_refused, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_fast_ack_ts_layouts, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_sum_odd_pieces, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_hinted_sums_ts, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_hinted_sums_plain, h_setup, h_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
