@@ -260,6 +260,41 @@ static void tcp_out_drained(struct net_conn *c)
 	}
 }
 
+/* len bytes from snd_nxt out, PSH when they are all there is, and the
+ * sequence space, the counters and the RTT sample that go with them. */
+static inline void tcp_out_data(struct net_conn *c, uint32_t len, uint32_t avail)
+{
+	struct net_stack *s = c->s;
+	bool rtx = net_seq_lt(c->snd_nxt, c->snd_max);
+	tcp_out_seg(c, c->snd_nxt, NET_TCP_ACK | (len == avail ? NET_TCP_PSH : 0), len);
+	if (rtx) {
+		s->st.tcp_retransmits++;
+	} else {
+		s->st.tcp_bytes_out += len;
+		if (!(c->flags & NC_RTT) && !c->backoff) {
+			c->flags |= NC_RTT;
+			c->rtt_seq = c->snd_nxt;
+			c->rtt_start_ms = s->now_ms;
+		}
+	}
+	c->snd_nxt += len;
+	if (net_seq_gt(c->snd_nxt, c->snd_max))
+		c->snd_max = c->snd_nxt;
+}
+
+/* What tcp_out_send() does after its segments: the ACK still owed (when a
+ * segment could not be sent), the retransmission timer, the app's drain. */
+static inline void tcp_out_sent(struct net_conn *c, bool sent)
+{
+	if (c->flags & NC_ACK_NOW)
+		tcp_out_ack(c);
+	else if (c->flags & NC_DELACK)
+		tcp_timer_delack(c);
+	if (sent && c->snd_max != c->snd_una && !tcp_timer_rtx_armed(c))
+		tcp_timer_rtx_arm(c);
+	tcp_out_drained(c);
+}
+
 void tcp_out_send(struct net_conn *c)
 {
 	struct net_stack *s = c->s;
@@ -271,6 +306,22 @@ void tcp_out_send(struct net_conn *c)
 		c->flags &= ~(uint32_t)NC_BLOCKED;
 		tcp_out_drained(c);
 		return;
+	}
+	/* The common call from a flush: new data that fits one segment and
+	 * both windows, in ESTABLISHED, with nothing to resend, no FIN to
+	 * come, no recovery and no SACKed bytes. The loop below would send it
+	 * as this one segment and stop. */
+	uint32_t end = c->snd_una + c->sq_len;
+	if (!(c->flags & (NC_RECOVERY | NC_APP_CLOSE)) && c->state == NET_TCPS_ESTABLISHED &&
+	    c->snd_nxt == c->snd_max && net_seq_lt(c->snd_nxt, end) && c->n_sacked == 0) {
+		uint32_t len = end - c->snd_nxt;
+		uint32_t wnd = tcp_min(tcp_min(c->snd_wnd, c->cwnd), s->conf.snd_buf);
+		if (len <= tcp_seg_max(c) && c->snd_nxt - c->snd_una + len <= wnd) {
+			c->flags &= ~(uint32_t)NC_BLOCKED;
+			tcp_out_data(c, len, len);
+			tcp_out_sent(c, true);
+			return;
+		}
 	}
 	bool can_send = c->state == NET_TCPS_ESTABLISHED || c->state == NET_TCPS_CLOSE_WAIT ||
 			c->state == NET_TCPS_FIN_WAIT_1 || c->state == NET_TCPS_CLOSING ||
@@ -294,7 +345,7 @@ void tcp_out_send(struct net_conn *c)
 		c->snd_nxt = c->snd_max;
 	}
 	while (can_send) {
-		uint32_t end = c->snd_una + c->sq_len;
+		end = c->snd_una + c->sq_len;
 		if (net_seq_lt(c->snd_nxt, c->snd_max))
 			c->snd_nxt = tcp_sack_skip(c, c->snd_nxt);
 		if (net_seq_gt(c->snd_nxt, end) && !(c->flags & NC_FIN_SENT))
@@ -322,21 +373,7 @@ void tcp_out_send(struct net_conn *c)
 			c->flags |= NC_BLOCKED;
 			break;
 		}
-		bool rtx = net_seq_lt(c->snd_nxt, c->snd_max);
-		tcp_out_seg(c, c->snd_nxt, NET_TCP_ACK | (len == avail ? NET_TCP_PSH : 0), len);
-		if (rtx) {
-			s->st.tcp_retransmits++;
-		} else {
-			s->st.tcp_bytes_out += len;
-			if (!(c->flags & NC_RTT) && !c->backoff) {
-				c->flags |= NC_RTT;
-				c->rtt_seq = c->snd_nxt;
-				c->rtt_start_ms = s->now_ms;
-			}
-		}
-		c->snd_nxt += len;
-		if (net_seq_gt(c->snd_nxt, c->snd_max))
-			c->snd_max = c->snd_nxt;
+		tcp_out_data(c, len, avail);
 		pipe += len;
 		sent = true;
 	}
@@ -344,11 +381,5 @@ void tcp_out_send(struct net_conn *c)
 	 * are not yet called lost (RFC 6675 NextSeg rule 3). */
 	if (sack_rec && tcp_unsent(c) == 0 && tcp_loss_resend(c, seg_max, tcp_sack_high(c), &pipe))
 		sent = true;
-	if (c->flags & NC_ACK_NOW)
-		tcp_out_ack(c);
-	else if (c->flags & NC_DELACK)
-		tcp_timer_delack(c);
-	if (sent && c->snd_max != c->snd_una && !tcp_timer_rtx_armed(c))
-		tcp_timer_rtx_arm(c);
-	tcp_out_drained(c);
+	tcp_out_sent(c, sent);
 }

@@ -332,6 +332,59 @@ static void test_copy_sum_odd_pieces(void **state)
 	assert_int_equal(got, 3000);
 }
 
+/*
+ * The send path's prediction (tcp_out_send): new bytes that fit one segment
+ * and the windows leave as one segment with PSH, and with it everything the
+ * general loop does: the sequence space, the counter, the RTT timing, the
+ * retransmission timer and the app's drain. Bytes that do not fit the peer's
+ * window are left to the loop, which sends what fits (no PSH) and marks the
+ * connection blocked.
+ */
+static void test_send_prediction(void **state)
+{
+	struct h *h = *state;
+	uint32_t snd, cseq;
+	struct h_seg sg;
+	static uint8_t d[200];
+	for (size_t i = 0; i < sizeof(d); i++)
+		d[i] = (uint8_t)(i + 3);
+	open_plain(h, ISN, &snd, &cseq);
+	struct net_conn *c = tcb(h);
+	int drains = h->app.drains;
+	uint64_t out0 = st(h)->tcp_bytes_out;
+
+	assert_true(tp_send(tp(h), h->app.conn, d, 100));
+	tp(h)->ops->flush(tp(h));
+	assert_true(h_pop(h, &sg));
+	assert_int_equal(sg.seq, snd);
+	assert_int_equal(sg.dlen, 100);
+	assert_int_equal(sg.flags, NET_TCP_ACK | NET_TCP_PSH);
+	assert_memory_equal(sg.data, d, 100);
+	assert_false(h_pop(h, &sg));
+	assert_int_equal(c->snd_nxt, snd + 100);
+	assert_int_equal(c->snd_max, snd + 100);
+	assert_true(c->flags & NC_RTT);
+	assert_int_equal(c->rtt_seq, snd);
+	assert_true(c->timer.armed);
+	assert_int_equal(st(h)->tcp_bytes_out - out0, 100);
+	assert_int_equal(h->app.drains, drains + 1);
+	assert_false(c->flags & NC_BLOCKED);
+
+	/* The peer's window shrinks to 50 bytes. */
+	h_tcp(h, H_CPORT, NET_TCP_ACK, cseq, snd + 100, 50, NULL, 0, NULL, 0);
+	assert_int_equal(c->snd_wnd, 50);
+	assert_true(tp_send(tp(h), h->app.conn, d + 100, 100));
+	tp(h)->ops->flush(tp(h));
+	assert_true(h_pop(h, &sg));
+	assert_int_equal(sg.seq, snd + 100);
+	assert_int_equal(sg.dlen, 50);
+	assert_int_equal(sg.flags, NET_TCP_ACK);
+	assert_memory_equal(sg.data, d + 100, 50);
+	assert_false(h_pop(h, &sg));
+	assert_true(c->flags & NC_BLOCKED);
+	assert_int_equal(c->snd_nxt, snd + 150);
+}
+
 /* Sends n bytes of d with hint hi, as the app sends a shared frame. */
 static void send_hinted(struct h *h, const uint8_t *d, size_t n, struct tp_tx_hint *hi)
 {
@@ -464,6 +517,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fast_ack_refused, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_fast_ack_ts_layouts, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_copy_sum_odd_pieces, h_setup, h_teardown),
+		cmocka_unit_test_setup_teardown(test_send_prediction, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_hinted_sums_ts, h_setup, h_teardown),
 		cmocka_unit_test_setup_teardown(test_hinted_sums_plain, h_setup, h_teardown),
 	};
