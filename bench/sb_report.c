@@ -80,7 +80,7 @@ void sb_results_add(struct sb_results *dst, const struct sb_results *src, bool f
 	} else {
 		if (src->nsteps < dst->nsteps)
 			dst->nsteps = src->nsteps;
-		if (src->streaming.rss_bytes > dst->streaming.rss_bytes)
+		if (src->streaming.mem_bytes > dst->streaming.mem_bytes)
 			dst->streaming = src->streaming;
 		for (int i = 0; i < dst->nsteps; i++)
 			step_add(&dst->steps[i], &src->steps[i]);
@@ -147,13 +147,15 @@ void sb_report_table(FILE *f, const struct sb_results *r)
 		fprintf(f, "\n");
 	}
 	if (r->base.ok) {
-		fprintf(f, "\nserver memory (RSS of %d processes): %.1f MiB before, %.1f MiB idle with %ld streams "
-			   "(%.0f B each), %.1f MiB streaming (%.0f B each)\n",
-			r->npids ? r->npids : r->base.ok, (double)r->base.rss_bytes / 1048576.0,
-			(double)r->idle.rss_bytes / 1048576.0, r->conns_open,
-			per_conn(r->idle.rss_bytes, r->base.rss_bytes, r->conns_open),
-			(double)r->streaming.rss_bytes / 1048576.0,
-			per_conn(r->streaming.rss_bytes, r->base.rss_bytes, r->conns_open));
+		fprintf(f, "\nserver memory (anonymous and shared, resident, of %d processes): %.1f MiB before, "
+			   "%.1f MiB idle with %ld streams (%.0f B each), %.1f MiB streaming (%.0f B each); "
+			   "file-backed %.1f MiB before, %.1f MiB streaming\n",
+			r->npids ? r->npids : r->base.ok, (double)r->base.mem_bytes / 1048576.0,
+			(double)r->idle.mem_bytes / 1048576.0, r->conns_open,
+			per_conn(r->idle.mem_bytes, r->base.mem_bytes, r->conns_open),
+			(double)r->streaming.mem_bytes / 1048576.0,
+			per_conn(r->streaming.mem_bytes, r->base.mem_bytes, r->conns_open),
+			(double)r->base.file_bytes / 1048576.0, (double)r->streaming.file_bytes / 1048576.0);
 	}
 	fprintf(f, "outside the steps (ramp, drain):");
 	{
@@ -206,11 +208,13 @@ int sb_report_json(const char *path, const struct sb_results *r)
 		c->name, c->target_s, c->protocol_s, c->connections, c->subscribers, c->answer_tokens,
 		c->token_rate, c->ttft_ms, r->conns_open, r->ramp_took_s);
 	fprintf(f, "\"memory\":{\"processes\":%d,\"base_bytes\":%llu,\"idle_bytes\":%llu,"
-		   "\"streaming_bytes\":%llu,\"idle_per_conn\":%.1f,\"streaming_per_conn\":%.1f},",
-		r->base.ok, (unsigned long long)r->base.rss_bytes, (unsigned long long)r->idle.rss_bytes,
-		(unsigned long long)r->streaming.rss_bytes,
-		per_conn(r->idle.rss_bytes, r->base.rss_bytes, r->conns_open),
-		per_conn(r->streaming.rss_bytes, r->base.rss_bytes, r->conns_open));
+		   "\"streaming_bytes\":%llu,\"idle_per_conn\":%.1f,\"streaming_per_conn\":%.1f,"
+		   "\"file_base_bytes\":%llu,\"file_streaming_bytes\":%llu},",
+		r->base.ok, (unsigned long long)r->base.mem_bytes, (unsigned long long)r->idle.mem_bytes,
+		(unsigned long long)r->streaming.mem_bytes,
+		per_conn(r->idle.mem_bytes, r->base.mem_bytes, r->conns_open),
+		per_conn(r->streaming.mem_bytes, r->base.mem_bytes, r->conns_open),
+		(unsigned long long)r->base.file_bytes, (unsigned long long)r->streaming.file_bytes);
 	json_errors(f, r->errors);
 	fprintf(f, ",\"steps\":[");
 	for (int i = 0; i < r->nsteps; i++) {

@@ -69,7 +69,7 @@ static void fill(struct sb_results *r, uint64_t k)
 	r->conns_open = (long)(10 * k);
 	r->ramp_took_s = (double)k;
 	r->errors[SB_ERR_UNFINISHED] = k;
-	r->streaming.rss_bytes = 1000 * k;
+	r->streaming.mem_bytes = 1000 * k;
 	r->streaming.ok = 1;
 	sb_hist_reset(&r->steps[0].delay);
 	for (uint64_t i = 1; i <= 100; i++)
@@ -96,7 +96,7 @@ static void test_results_add(void **state)
 	assert_int_equal(sum.conns_open, 30);
 	assert_true(sum.ramp_took_s == 2);
 	assert_int_equal(sum.errors[SB_ERR_UNFINISHED], 3);
-	assert_int_equal(sum.streaming.rss_bytes, 2000);
+	assert_int_equal(sum.streaming.mem_bytes, 2000);
 	assert_int_equal(sum.nsteps, 1);
 	assert_int_equal(sum.steps[0].tokens, 300);
 	assert_int_equal(sum.steps[0].errors[SB_ERR_SEQ], 3);
