@@ -88,6 +88,33 @@ static int chat_answer_reserve(struct chat_answer *a, uint32_t n, size_t len)
 	return 0;
 }
 
+/* An ended answer stays in memory until the session's next message (struct
+ * chat_answer): it keeps what it holds, not the reservation for a running
+ * one (CHAT_TOKEN_HINT tokens, ~2 KiB), which a session that posts once
+ * would otherwise hold for life. Shrinking cannot fail in a way that
+ * matters: a refused realloc leaves the larger block. */
+static void chat_answer_fit(struct chat_answer *a)
+{
+	/* At least one of each: readers of an empty answer still get a
+	 * buffer, never NULL. */
+	uint32_t ntok = a->seq ? a->seq : 1;
+	size_t nbytes = a->text_len ? a->text_len : 1;
+	if (a->toks && a->tok_cap > ntok) {
+		struct chat_tok *t = realloc(a->toks, ntok * sizeof(*t));
+		if (t) {
+			a->toks = t;
+			a->tok_cap = ntok;
+		}
+	}
+	if (a->text && a->text_cap > nbytes) {
+		char *t = realloc(a->text, nbytes);
+		if (t) {
+			a->text = t;
+			a->text_cap = nbytes;
+		}
+	}
+}
+
 /* ---- the turn's batch ------------------------------------------------------- */
 
 void chat_answer_flush(struct chat *c, struct chat_session *s)
@@ -276,6 +303,7 @@ static void chat_answer_end(struct chat *c, struct chat_session *s, enum store_m
 	snprintf(u.key_id, sizeof(u.key_id), "%s", a->key_id);
 	a->running = false;
 	c->running--;
+	chat_answer_fit(a);
 	a->status = st;
 	a->usage = u;
 	chat_count_usage(c, &u);

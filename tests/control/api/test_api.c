@@ -644,6 +644,13 @@ static void test_export(void **state)
 	create_session(f, sid);
 	answered(f, sid, "hello", mid);
 	const char *answer = "its \"quoted\" memory stream it's";
+	/* The ended answer, kept for reads, holds its own size, not the
+	 * running answer's reservation. */
+	struct chat_session *cs = chat_session_get(&f->chat, sid, strlen(sid));
+	assert_int_equal(cs->ans.seq, 5);
+	assert_int_equal(cs->ans.tok_cap, 5);
+	assert_int_equal(cs->ans.text_len, strlen(answer));
+	assert_int_equal(cs->ans.text_cap, strlen(answer));
 
 	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=json", sid);
 	http(f, 0, CHAN_M_GET, path, NULL);
@@ -666,6 +673,28 @@ static void test_export(void **state)
 	char want[512];
 	snprintf(want, sizeof(want), "\n## User\n\nhello\n\n## Assistant\n\n%s\n", answer);
 	assert_non_null(strstr(md, want));
+
+	/* The next answer grows the fitted buffers again; both answers read
+	 * back whole, the first from the store, the second from memory. */
+	char mid2[CHAN_ID_LEN];
+	answered(f, sid, "again", mid2);
+	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=json", sid);
+	http(f, 0, CHAN_M_GET, path, NULL);
+	j = expect_resp(f, 0, 200);
+	assert_int_equal(json_array_size(json_object_get(j, "messages")), 4);
+	a = json_array_get(json_object_get(j, "messages"), 1);
+	assert_string_equal(json_string_value(json_object_get(a, "content")), answer);
+	char second[256] = "";
+	for (uint32_t k = 1; k <= cs->ans.seq; k++) {
+		struct store_token t;
+		assert_int_equal(chat_token_get(&f->chat, cs, mid2, k, &t), 0);
+		strncat(second, t.text, t.len);
+	}
+	assert_true(strlen(second) > 0);
+	assert_int_equal(cs->ans.tok_cap, cs->ans.seq);
+	a = json_array_get(json_object_get(j, "messages"), 3);
+	assert_string_equal(json_string_value(json_object_get(a, "content")), second);
+	json_decref(j);
 
 	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=pdf", sid);
 	http(f, 0, CHAN_M_GET, path, NULL);
