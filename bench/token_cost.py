@@ -18,6 +18,12 @@ DpdkNet). A poll-mode worker spins while idle, so there callgrind collects only
 inside the per-token work: the app's record handling and end of turn (fan-out,
 framing, send queues), the stack's input (ACKs) and the transport's flush (TCP
 output, checksums, the burst) -- the idle polling in between is not counted.
+How often the client's kernel ACKs depends on its timing (delayed ACKs), and
+each ACK costs ~600 instructions, so beside the marginal figure the script
+prints the segments in and out per token per subscriber, and the three parts
+priced apart (the app per token per subscriber, the flush per segment out,
+the input per segment in) with their sum at one segment and one ACK each:
+what a fan-out at 20 tokens/s, one segment per token, pays.
 """
 import argparse
 import asyncio
@@ -41,6 +47,52 @@ except ImportError:
 
 # Where a poll-mode worker's per-token instructions are spent (--transport dpdk).
 DPDK_COLLECT = ["app_on_record", "app_end_of_turn", "app_stream_batch_timer", "net_input", "dpdk_flush"]
+# TCP segments in (the subscribers' ACKs, mostly) and out, counted by
+# the calls callgrind saw: how often the client ACKs depends on its timing,
+# and each ACK costs ~600 instructions, so the figure is read beside them.
+DPDK_CALLS = ("net_tcp_input", "tcp_out_seg")
+
+
+def call_counts(path, names):
+    """Calls of each function in names, summed over its callers, from a
+    callgrind output file (cfn= names a callee, the calls= line after it the
+    count; a name is given once, with its id, on an fn= or cfn= line)."""
+    ids, counts, callee = {}, dict.fromkeys(names, 0), None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?", line)
+            if m:
+                if m.group(3):
+                    ids[m.group(2)] = m.group(3).strip()
+                callee = ids.get(m.group(2)) if m.group(1) else None
+                continue
+            m = re.match(r"calls=(\d+)", line)
+            if m and callee in counts:
+                counts[callee] += int(m.group(1))
+            callee = None
+    return counts
+
+
+# The three parts of a poll-mode worker's per-token work, by the collected
+# roots that hold them: the app (records in, end of turn: fan-out, framing,
+# the copy into the send queues), the transport's flush (TCP output, the
+# burst) and the stack's input (the ACKs).
+DPDK_PARTS = (("app", ("app_on_record", "app_end_of_turn", "app_stream_batch_timer")),
+              ("tx", ("dpdk_flush",)), ("rx", ("net_input",)))
+
+
+def inclusive(path, names):
+    """Inclusive instructions of each function in names (callgrind_annotate;
+    an inlined copy's lines count apart and smaller, so the largest entry of
+    a name is the function's own)."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                         capture_output=True, text=True, check=True).stdout
+    got = dict.fromkeys(names, 0)
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+\S+:(\S+)", line)
+        if m and m.group(2) in got:
+            got[m.group(2)] = max(got[m.group(2)], int(m.group(1).replace(",", "")))
+    return got
 
 
 class Callgrind(harness.Sluice):
@@ -72,6 +124,10 @@ class Callgrind(harness.Sluice):
         if self.keep:
             os.makedirs(self.keep, exist_ok=True)
             shutil.copy(self.cg_out, os.path.join(self.keep, "callgrind.%s.%d" % (self.batching, self.ntok)))
+        self.calls = None
+        if self.collect:
+            self.calls = call_counts(self.cg_out, DPDK_CALLS)
+            self.calls.update(inclusive(self.cg_out, [f for _, fs in DPDK_PARTS for f in fs]))
         with open(self.cg_out, encoding="utf-8") as f:
             for line in f:
                 m = re.match(r"(summary|totals):\s+(\d+)", line)
@@ -97,7 +153,7 @@ def measure(build, mode, subs, ntok, rate, tls=None):
         asyncio.run(sse_fanout.fan_out(srv.base, sid, srv.auth_headers(), subs, ntok,
                                        srv.ssl_context() if srv.tls else None,
                                        lambda s: post_prompt(srv, sid, s)))
-        return srv.instructions()
+        return srv.instructions(), srv.calls
     finally:
         srv.stop()
 
@@ -132,9 +188,23 @@ def main():
             net.down()
 
 
+def split(ca, cb, per):
+    """The app's instructions per token per subscriber, the flush's per TCP
+    segment out and the input's per segment in, from the short and the long
+    run's counts."""
+    def part(fs):
+        return sum(cb[f] - ca[f] for f in fs)
+    segs = max(cb["tcp_out_seg"] - ca["tcp_out_seg"], 1)
+    ins = max(cb["net_tcp_input"] - ca["net_tcp_input"], 1)
+    p = dict(DPDK_PARTS)
+    return part(p["app"]) / per, part(p["tx"]) / segs, part(p["rx"]) / ins
+
+
 def run(args, build):
-    print("%-10s %14s %14s %18s" % ("mode", "Ir short", "Ir long", "Ir/token/subscriber"))
-    res = {}
+    dpdk = args.transport == "dpdk"
+    print("%-10s %14s %14s %18s%s" % ("mode", "Ir short", "Ir long", "Ir/token/subscriber",
+                                       "  segments in, out per token/subscriber" if dpdk else ""))
+    res, parts = {}, {}
     d = tempfile.mkdtemp(prefix="sluice-bench-cert-")
     try:
         tls = None
@@ -147,13 +217,26 @@ def run(args, build):
                             "handshake_budget_us": 1000000}}
         for name, t in (("", None), ("tls ", tls)) if tls else (("", None),):
             for mode in ("off", "adaptive"):
-                a = measure(build, mode, args.subs, args.short, args.rate, t)
-                b = measure(build, mode, args.subs, args.long, args.rate, t)
-                res[name + mode] = (b - a) / ((args.long - args.short) * args.subs)
-                print("%-10s %14d %14d %18.0f" % (name + mode, a, b, res[name + mode]))
+                a, ca = measure(build, mode, args.subs, args.short, args.rate, t)
+                b, cb = measure(build, mode, args.subs, args.long, args.rate, t)
+                per = (args.long - args.short) * args.subs
+                res[name + mode] = (b - a) / per
+                extra = ""
+                if ca is not None:
+                    extra = "  %.2f, %.2f" % tuple((cb[k] - ca[k]) / per for k in DPDK_CALLS)
+                    parts[name + mode] = split(ca, cb, per)
+                print("%-10s %14d %14d %18.0f%s" % (name + mode, a, b, res[name + mode], extra))
     finally:
         shutil.rmtree(d, ignore_errors=True)
     print("adaptive/off: %.2f" % (res["adaptive"] / res["off"]))
+    if parts:
+        # How often the client ACKs moves the marginal figure by ~600
+        # instructions per ACK; priced per part, one segment and one ACK per
+        # token per subscriber is what a fan-out at 20 tokens/s pays.
+        print("\n%-10s %14s %14s %14s %22s" % ("mode", "app/token/sub", "tx/segment", "rx/segment in",
+                                                "at 1 segment + 1 ACK"))
+        for k, (app, tx, rx) in parts.items():
+            print("%-10s %14.0f %14.0f %14.0f %22.0f" % (k, app, tx, rx, app + tx + rx))
     if tls:
         print("tls/plain: off %.2f, adaptive %.2f" % (res["tls off"] / res["off"],
                                                      res["tls adaptive"] / res["adaptive"]))

@@ -73,17 +73,24 @@ static uint8_t *nt_tx_reserve(struct tp_conn *tc, size_t min, size_t *avail)
 	return tcp_conn_sq_reserve(c, min ? (uint32_t)min : 1u, avail);
 }
 
-static void nt_tx_commit(struct tp_conn *tc, size_t n)
+/* Commits up to n reserved bytes; the bytes committed (fewer than n only
+ * past the chunk's end, 0 when the connection takes none). */
+static inline uint32_t nt_commit(struct net_conn *c, size_t n)
 {
-	struct net_conn *c = nt_conn(tc);
 	if (unlikely(!nt_writable(c) || n == 0 || !c->sq_tail))
-		return;
+		return 0;
 	if (n > NET_CHUNK_DATA - c->sq_tail->len)
 		n = NET_CHUNK_DATA - c->sq_tail->len;
 	c->sq_tail->len += (uint32_t)n;
 	c->sq_len += (uint32_t)n;
 	c->flags |= NC_HAD_TX;
 	nt_flush_later(c);
+	return (uint32_t)n;
+}
+
+static void nt_tx_commit(struct tp_conn *tc, size_t n)
+{
+	nt_commit(nt_conn(tc), n);
 }
 
 /* A commit of bytes the app sends to many connections: their sum, taken by
@@ -91,11 +98,10 @@ static void nt_tx_commit(struct tp_conn *tc, size_t n)
 static void nt_tx_commit_hinted(struct tp_conn *tc, size_t n, struct tp_tx_hint *h)
 {
 	struct net_conn *c = nt_conn(tc);
-	uint32_t at = c->snd_una + c->sq_len, before = c->sq_len;
+	uint32_t at = c->snd_una + c->sq_len;
 	const uint8_t *bytes = c->sq_tail ? c->sq_tail->data + c->sq_tail->len : NULL;
 
-	nt_tx_commit(tc, n);
-	if (c->s->conf.csum_offload_tx || c->sq_len - before != n)
+	if (nt_commit(c, n) != n || c->s->conf.csum_offload_tx)
 		return;
 	if (!h->valid) {
 		h->sum = net_csum_add(0, bytes, n);
