@@ -104,9 +104,11 @@ struct net_conn {
 	uint32_t t_due_ms;        /* the protocol timer's due tick; its wheel entry may be earlier */
 	struct net_chunk *sq_head, *sq_tail;
 	/* The checksum of queued bytes [sum_seq, sum_seq + sum_len) not yet
-	 * sent, from the app's hints (sum_len 0: none): the segment of exactly
-	 * those bytes sums only its header. */
-	uint32_t sum_seq, sum_len, sum;
+	 * sent, from the app's hints (sum_len 0: none; folded to 16 bits, and a
+	 * run never longer than a segment can be, so the TCB grows by 8): the
+	 * segment of exactly those bytes sums only its header. */
+	uint32_t sum_seq;
+	uint16_t sum_len, sum;
 	uint16_t mss;             /* effective send MSS (options excluded) */
 	uint8_t dupacks;
 	uint8_t n_sacked;

@@ -101,19 +101,19 @@ static void nt_tx_commit_hinted(struct tp_conn *tc, size_t n, struct tp_tx_hint 
 	uint32_t at = c->snd_una + c->sq_len;
 	const uint8_t *bytes = c->sq_tail ? c->sq_tail->data + c->sq_tail->len : NULL;
 
-	if (nt_commit(c, n) != n || c->s->conf.csum_offload_tx)
+	if (nt_commit(c, n) != n || c->s->conf.csum_offload_tx || n > UINT16_MAX)
 		return;
 	if (!h->valid) {
 		h->sum = net_csum_add(0, bytes, n);
 		h->valid = true;
 	}
-	if (c->sum_len && c->sum_seq + c->sum_len == at) {
-		c->sum = net_csum_append(c->sum, c->sum_len, h->sum);
-		c->sum_len += (uint32_t)n;
+	if (c->sum_len && c->sum_seq + c->sum_len == at && c->sum_len + n <= UINT16_MAX) {
+		c->sum = net_csum_fold(net_csum_append(c->sum, c->sum_len, h->sum));
+		c->sum_len = (uint16_t)(c->sum_len + n);
 	} else {
 		c->sum_seq = at;
-		c->sum_len = (uint32_t)n;
-		c->sum = h->sum;
+		c->sum_len = (uint16_t)n;
+		c->sum = net_csum_fold(h->sum);
 	}
 }
 
