@@ -60,12 +60,12 @@ void chat_answer_free(struct chat *c, struct chat_answer *a)
 }
 
 /* Room for n more tokens of len bytes in all. Grows only when an answer
- * runs past what it reserved. */
+ * runs past what it reserved, by doubling. */
 static int chat_answer_reserve(struct chat_answer *a, uint32_t n, size_t len)
 {
 	uint32_t want = a->seq + n;
 	if (want > a->tok_cap) {
-		uint32_t cap = a->tok_cap ? a->tok_cap : 32;
+		uint32_t cap = a->tok_cap ? a->tok_cap : want;
 		while (cap < want)
 			cap *= 2;
 		struct chat_tok *t = realloc(a->toks, cap * sizeof(*t));
@@ -76,7 +76,7 @@ static int chat_answer_reserve(struct chat_answer *a, uint32_t n, size_t len)
 	}
 	size_t bytes = a->text_len + len;
 	if (bytes > a->text_cap) {
-		size_t cap = a->text_cap ? a->text_cap : 1024;
+		size_t cap = a->text_cap ? a->text_cap : bytes;
 		while (cap < bytes)
 			cap *= 2;
 		char *t = realloc(a->text, cap);
@@ -90,8 +90,8 @@ static int chat_answer_reserve(struct chat_answer *a, uint32_t n, size_t len)
 
 /* An ended answer stays in memory until the session's next message (struct
  * chat_answer): it keeps what it holds, not the reservation for a running
- * one (CHAT_TOKEN_HINT tokens, ~2 KiB), which a session that posts once
- * would otherwise hold for life. Shrinking cannot fail in a way that
+ * one (up to CHAT_TOKEN_HINT tokens, ~2 KiB), which a session that posts
+ * once would otherwise hold for life. Shrinking cannot fail in a way that
  * matters: a refused realloc leaves the larger block. */
 static void chat_answer_fit(struct chat_answer *a)
 {
@@ -478,16 +478,20 @@ int chat_message_post(struct chat *c, struct chat_session *s, const char *conten
 	if (!bk_has_room(c->bk, s->model))
 		return -EAGAIN;
 	struct chat_answer *a = &s->ans;
-	/* Most answers need only the hint: reserved here, not per token. The
+	const struct conf_backend *be = conf_backend_for_model(c->conf, s->model);
+	uint32_t hint = be && be->type == CONF_BACKEND_SYNTHETIC ? be->answer_tokens : CHAT_TOKEN_HINT;
+	/* Most answers need only the hint, at most CHAT_TOKEN_HINT tokens of
+	 * 16 bytes: reserved here, not per token (a longer answer grows by
+	 * doubling). The buffers the previous answer was fitted to are reused:
+	 * a session whose answers are short never holds the full hint. The
 	 * previous answer's copy is dropped when this one is accepted. */
+	uint32_t rsv = hint == 0 ? 1 : hint < CHAT_TOKEN_HINT ? hint : CHAT_TOKEN_HINT;
 	a->have = false;
 	a->seq = a->sent = 0;
 	a->text_len = 0;
-	int rc = chat_answer_reserve(a, CHAT_TOKEN_HINT, CHAT_TOKEN_HINT * 16u);
+	int rc = chat_answer_reserve(a, rsv, rsv * 16u);
 	if (rc < 0)
 		return rc;
-	const struct conf_backend *be = conf_backend_for_model(c->conf, s->model);
-	uint32_t hint = be && be->type == CONF_BACKEND_SYNTHETIC ? be->answer_tokens : CHAT_TOKEN_HINT;
 	snprintf(a->key_id, sizeof(a->key_id), "%s", key_id ? key_id : "");
 	chat_new_id("m_", s->user_mid);
 	chat_new_id("m_", a->mid);

@@ -677,7 +677,15 @@ static void test_export(void **state)
 	/* The next answer grows the fitted buffers again; both answers read
 	 * back whole, the first from the store, the second from memory. */
 	char mid2[CHAN_ID_LEN];
-	answered(f, sid, "again", mid2);
+	post_message(f, sid, "again", mid2);
+	/* Reserved for the synthetic model's 5 tokens, not for 64: the fitted
+	 * token array already holds them, the text grows to 5 x 16 bytes. */
+	assert_int_equal(cs->ans.tok_cap, 5);
+	assert_true(cs->ans.text_cap >= 80 && cs->ans.text_cap < 1024);
+	cpl_run_due(f->loop, UINT64_MAX - 1);
+	co_flush(&f->out);
+	assert_false(next_rec(f, 0));
+	assert_false(next_rec(f, 1));
 	snprintf(path, sizeof(path), "/api/chat/sessions/%s/export?format=json", sid);
 	http(f, 0, CHAN_M_GET, path, NULL);
 	j = expect_resp(f, 0, 200);
