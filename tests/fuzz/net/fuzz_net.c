@@ -6,8 +6,10 @@
  * the fuzzer reaches TCP states without computing checksums) and, in a
  * TCP frame whose ACK field is 1, replaces it with the stack's last sent
  * sequence end (so seeds can complete handshakes with a secret ISN); bits 5-7
- * pick an app action after the frame (send, close, abort, resume, ...).
- * A fresh stack per input keeps runs independent.
+ * pick an app action after the frame (send, close, abort, resume, a shared
+ * frame's hinted sends, ...). A fresh stack per input keeps runs
+ * independent. Every TCP frame the stack sends must carry right IPv4 and
+ * TCP checksums (the payload sums of hinted runs included): else abort.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/net_csum.h"
 #include "net/net_stack.h"
 #include "worker/timer_wheel.h"
 
@@ -64,6 +67,14 @@ static void fz_send(void *arg, void *pkt, uint32_t len, uint32_t flags)
 	const uint8_t *f = z->buf[(uintptr_t)pkt - 1];
 	if (len >= 54 && f[12] == 0x08 && f[13] == 0x00 && f[23] == 6) {
 		uint32_t tot = (uint32_t)f[16] << 8 | f[17];
+		uint32_t src, dst;
+		if (tot < 40 || 14 + tot > len || net_csum_fold(net_csum_add(0, f + 14, 20)) != 0xffff)
+			abort(); /* a bad IPv4 header */
+		memcpy(&src, f + 26, 4);
+		memcpy(&dst, f + 30, 4);
+		uint32_t ps = net_csum_pseudo(src, dst, 6, (uint16_t)(tot - 20));
+		if (net_csum_fold(net_csum_add(ps, f + 34, tot - 20)) != 0xffff)
+			abort(); /* a wrong TCP checksum */
 		uint32_t doff = (uint32_t)(f[46] >> 4) * 4;
 		uint32_t seq = (uint32_t)f[38] << 24 | (uint32_t)f[39] << 16 |
 			       (uint32_t)f[40] << 8 | f[41];
@@ -121,12 +132,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct tw_wheel wheel;
 	static uint8_t frame[FRAME_MAX];
 	static uint8_t payload[6000];
+	/* The shared frames' hints, fresh per input like the stack: reused
+	 * by every hinted send of the same bytes in it. */
+	struct tp_tx_hint hint_a = {0}, hint_b = {0};
 	struct net_stack_conf c;
 	char err[128];
 	uint64_t now = 1000ull * 1000000000ull;
 
 	memset(&z, 0, sizeof(z));
 	z.consume = SIZE_MAX;
+	if (payload[1] == 0)
+		for (size_t i = 0; i < sizeof(payload); i++)
+			payload[i] = (uint8_t)(i * 31 + (i >> 8) + 1);
 	memset(&c, 0, sizeof(c));
 	net_stack_conf_defaults(&c);
 	static const uint8_t mac[6] = {0x02, 0, 0, 0, 0, 0x01};
@@ -199,6 +216,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				struct tp_conn_info ti;
 				tp_info(t, z.conn, &ti);
 			}
+			break;
+		case 7:
+			/* Two shared frames of odd length back to back: one
+			 * run, the second's sum byte-swapped. */
+			if (z.conn && tp_send_hinted(t, z.conn, payload, 151, &hint_a))
+				tp_send_hinted(t, z.conn, payload + 151, 77, &hint_b);
 			break;
 		default:
 			break;

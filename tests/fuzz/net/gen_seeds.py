@@ -69,6 +69,10 @@ seeds = {
     "closed-port": rec(tcp(SYN, ISN, 0, dport=9999)),
     "timers": rec(tcp(SYN, ISN, 0, opts=SYN_OPTS)) + rec(tcp(ACK, ISN + 1, 1), 0x1f)
     + rec(tcp(ACK, ISN + 1, 1), 0xaf),
+    # Shared frames (action 7: two hinted runs of odd length), ACKed, sent
+    # again, then left unACKed until the RTO resends them.
+    "hinted-runs": rec(arp_req) + rec(tcp(SYN, ISN, 0, opts=SYN_OPTS)) + rec(tcp(ACK, ISN + 1, 1), 0xf0)
+    + rec(tcp(ACK, ISN + 1, 1), 0xf0) + rec(arp_req, 0x0f) + rec(arp_req, 0x0f),
 }
 
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
