@@ -136,15 +136,16 @@ void tcp_out_seg(struct net_conn *c, uint32_t seq, uint8_t flags, uint32_t dlen)
 	uint32_t hlen = l4len, psum = 0;
 	if (dlen) {
 		tcp_conn_sq_copy(c, seq - c->snd_una, l4 + NET_TCP_HLEN + olen, dlen);
-		if (c->sum_len && seq == c->sum_seq && dlen == c->sum_len) {
-			hlen = NET_TCP_HLEN + olen;
-			psum = c->sum;
-		}
-		/* Bytes of the summed run are out now (or part of them, which
-		 * the sum no longer fits): it ends here, so it never outlives
-		 * the bytes' first transmission. */
-		if (c->sum_len && net_seq_gt(seq + dlen, c->sum_seq))
+		/* A segment that reaches into the summed run ends it, so the
+		 * run never outlives its bytes' first transmission; the
+		 * segment of exactly those bytes takes its sum. */
+		if (c->sum_len && net_seq_gt(seq + dlen, c->sum_seq)) {
+			if (seq == c->sum_seq && dlen == c->sum_len) {
+				hlen = NET_TCP_HLEN + olen;
+				psum = c->sum;
+			}
 			c->sum_len = 0;
+		}
 	}
 	if (flags & NET_TCP_ACK) {
 		c->last_ack_sent = c->rcv_nxt;
